@@ -1,0 +1,57 @@
+# Sluice. `make dev` runs a one-node cluster; `make test` runs every test.
+GO        ?= go
+BIN       := $(CURDIR)/.bin
+BUF_VERSION          := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+CONNECT_GO_VERSION   := v1.21.1
+
+.PHONY: dev test build proto proto-check bench lint tools fuzz clean
+
+## dev: run a one-node cluster with 4 synthetic GPU executors and the demo policy
+dev:
+	$(GO) run ./cmd/sluice dev
+
+## test: vet, then every test with the race detector
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+## build: the sluice binary in bin/
+build:
+	$(GO) build -o bin/sluice ./cmd/sluice
+
+## tools: the pinned code generators in .bin/
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
+$(BIN)/buf:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-connect-go:
+	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_GO_VERSION)
+
+## proto: lint the .proto files and regenerate proto/gen
+proto: tools
+	cd proto && $(BIN)/buf lint && rm -rf gen && $(BIN)/buf generate
+
+## proto-check: fail if proto/gen differs from what `make proto` writes
+proto-check: proto
+	git diff --exit-code -- proto/gen
+	test -z "$$(git status --porcelain -- proto/gen)"
+
+## bench: the package benchmarks (numbers recorded in bench/README.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./limiter/ ./scheduler/ ./fsm/
+
+## fuzz: run each fuzz target for a while (seed corpora also run in `make test`)
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzValidateSubmit -fuzztime 30s ./node/
+	$(GO) test -run '^$$' -fuzz FuzzParsePolicy -fuzztime 30s ./node/
+
+## lint: formatting, vet, proto lint
+lint: tools
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/'); exit 1)
+	$(GO) vet ./...
+	cd proto && $(BIN)/buf lint
+
+clean:
+	rm -rf bin .sluice

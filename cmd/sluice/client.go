@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+)
+
+// clientFlags are shared by every client command.
+type clientFlags struct {
+	addr, key, output string
+}
+
+func (f *clientFlags) register(c *cobra.Command) {
+	c.PersistentFlags().StringVar(&f.addr, "addr", envOr("SLUICE_ADDR", "http://127.0.0.1:7700"), "server URL (env SLUICE_ADDR)")
+	c.PersistentFlags().StringVar(&f.key, "key", os.Getenv("SLUICE_API_KEY"), "API key, or admin token for admin commands (env SLUICE_API_KEY)")
+	c.PersistentFlags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (f *clientFlags) check() error {
+	if f.output != "text" && f.output != "json" {
+		return fmt.Errorf("--output: %q is not text or json", f.output)
+	}
+	if f.key == "" {
+		return errors.New("no API key: pass --key or set SLUICE_API_KEY (sluice dev prints the demo keys)")
+	}
+	if !strings.HasPrefix(f.addr, "http://") && !strings.HasPrefix(f.addr, "https://") {
+		f.addr = "http://" + f.addr
+	}
+	return nil
+}
+
+func (f *clientFlags) options() []connect.ClientOption {
+	return []connect.ClientOption{connect.WithInterceptors(bearerAuth(f.key))}
+}
+
+// bearerAuth sends the key on unary and streaming calls alike.
+type bearerAuth string
+
+func (k bearerAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(k))
+		return next(ctx, req)
+	}
+}
+
+func (k bearerAuth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(k))
+		return conn
+	}
+}
+
+func (k bearerAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+func (f *clientFlags) jobs() sluicev1connect.JobServiceClient {
+	return sluicev1connect.NewJobServiceClient(http.DefaultClient, f.addr, f.options()...)
+}
+
+func (f *clientFlags) adminClient() sluicev1connect.AdminServiceClient {
+	return sluicev1connect.NewAdminServiceClient(http.DefaultClient, f.addr, f.options()...)
+}
+
+func (f *clientFlags) print(w io.Writer, msg proto.Message, text func(io.Writer)) {
+	if f.output == "json" {
+		b, _ := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(msg)
+		fmt.Fprintln(w, string(b))
+		return
+	}
+	text(w)
+}
+
+func clientCmds() []*cobra.Command {
+	f := &clientFlags{}
+	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), adminCmd(f)}
+	for _, c := range cmds {
+		f.register(c)
+	}
+	return cmds
+}
+
+func submitCmd(f *clientFlags) *cobra.Command {
+	var (
+		model, input, key, notBefore string
+		priority, maxAttempts, gpus  int32
+		queueTimeout, runTimeout     time.Duration
+		labels                       []string
+		wait                         bool
+	)
+	c := &cobra.Command{
+		Use:   "submit --model M --input JSON",
+		Short: "Submit a job",
+		Example: `  sluice submit --model sdxl --input '{"prompt":"a red fox","steps":30}'
+  sluice submit --model llama-8b --input '{"prompt":"hi","duration_ms":3000}' --wait`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			spec := &sluicev1.JobSpec{Model: model, Priority: priority, IdempotencyKey: key, MaxAttempts: maxAttempts, Gpus: gpus}
+			if input != "" {
+				spec.Input = &structpb.Struct{}
+				if err := protojson.Unmarshal([]byte(input), spec.Input); err != nil {
+					return fmt.Errorf("--input: not a JSON object: %v", err)
+				}
+			}
+			if queueTimeout > 0 {
+				spec.QueueTimeout = durationpb.New(queueTimeout)
+			}
+			if runTimeout > 0 {
+				spec.RunTimeout = durationpb.New(runTimeout)
+			}
+			if notBefore != "" {
+				t, err := parseWhen(notBefore)
+				if err != nil {
+					return fmt.Errorf("--not-before: %v", err)
+				}
+				spec.NotBefore = timestamppb.New(t)
+			}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					return fmt.Errorf("--label: %q is not key=value", l)
+				}
+				if spec.Labels == nil {
+					spec.Labels = map[string]string{}
+				}
+				spec.Labels[k] = v
+			}
+			res, err := f.jobs().Submit(c.Context(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+			if err != nil {
+				return err
+			}
+			job := res.Msg.Job
+			if !wait {
+				f.print(os.Stdout, res.Msg, func(w io.Writer) {
+					verb := "submitted"
+					if res.Msg.Deduplicated {
+						verb = "already submitted (same idempotency key)"
+					}
+					fmt.Fprintf(w, "job %s %s: %s\n", job.Id, verb, summary(job))
+				})
+				return nil
+			}
+			return watch(c.Context(), f, job.Id)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&model, "model", "", "model to run (required)")
+	fl.StringVar(&input, "input", "", "model input as a JSON object, e.g. '{\"prompt\":\"...\"}'")
+	fl.Int32Var(&priority, "priority", 0, "priority 0 (lowest) to 9")
+	fl.StringVar(&key, "idempotency-key", "", "a repeated submit with the same key returns the first job")
+	fl.StringVar(&notBefore, "not-before", "", "do not start before this time (RFC 3339, or a delay such as 30s)")
+	fl.DurationVar(&queueTimeout, "queue-timeout", 0, "expire the job if it waits longer than this")
+	fl.DurationVar(&runTimeout, "run-timeout", 0, "stop and retry an attempt that runs longer than this")
+	fl.Int32Var(&maxAttempts, "max-attempts", 0, "attempts before the job is dead-lettered (0: policy default)")
+	fl.Int32Var(&gpus, "gpus", 0, "GPUs the job needs (0: the model's default)")
+	fl.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	fl.BoolVar(&wait, "wait", false, "watch the job until it ends")
+	_ = c.MarkFlagRequired("model")
+	return c
+}
+
+func parseWhen(s string) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(d), nil
+	}
+	return time.Parse(time.RFC3339, s)
+}
+
+func getCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one job",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := f.jobs().GetJob(c.Context(), connect.NewRequest(&sluicev1.GetJobRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg.Job, func(w io.Writer) { describe(w, res.Msg.Job) })
+			return nil
+		},
+	}
+}
+
+func watchCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "watch ID",
+		Short: "Print each change of a job (state, place in line, ETA) until it ends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			return watch(c.Context(), f, args[0])
+		},
+	}
+}
+
+func watch(ctx context.Context, f *clientFlags, id string) error {
+	stream, err := f.jobs().WatchJob(ctx, connect.NewRequest(&sluicev1.WatchJobRequest{Id: id}))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	var last *sluicev1.Job
+	for stream.Receive() {
+		job := stream.Msg().Job
+		last = job
+		f.print(os.Stdout, job, func(w io.Writer) {
+			fmt.Fprintf(w, "%s  job %s  %s\n", time.Now().Format("15:04:05.000"), job.Id, summary(job))
+		})
+	}
+	if err := stream.Err(); err != nil {
+		return err
+	}
+	if last != nil && f.output == "text" && last.State == sluicev1.JobState_JOB_STATE_SUCCEEDED {
+		fmt.Printf("output: %s\n", compactJSON(last.Output))
+	}
+	if last != nil && last.State != sluicev1.JobState_JOB_STATE_SUCCEEDED && fsm.IsTerminal(last.State) {
+		return fmt.Errorf("job %s ended %s", last.Id, fsm.StateName(last.State))
+	}
+	return nil
+}
+
+func cancelCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a queued or running job",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := f.jobs().CancelJob(c.Context(), connect.NewRequest(&sluicev1.CancelJobRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg.Job, func(w io.Writer) {
+				fmt.Fprintf(w, "job %s %s\n", res.Msg.Job.Id, summary(res.Msg.Job))
+			})
+			return nil
+		},
+	}
+}
+
+func listCmd(f *clientFlags) *cobra.Command {
+	var (
+		states   []string
+		limit    int32
+		page     string
+		allPages bool
+	)
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List your jobs, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			req := &sluicev1.ListJobsRequest{PageSize: limit, PageToken: page}
+			for _, s := range states {
+				v, ok := sluicev1.JobState_value["JOB_STATE_"+strings.ToUpper(s)]
+				if !ok {
+					return fmt.Errorf("--state: %q is not one of queued, running, succeeded, failed, canceled, expired, dead_lettered", s)
+				}
+				req.States = append(req.States, sluicev1.JobState(v))
+			}
+			all := &sluicev1.ListJobsResponse{}
+			for {
+				res, err := f.jobs().ListJobs(c.Context(), connect.NewRequest(req))
+				if err != nil {
+					return err
+				}
+				all.Jobs = append(all.Jobs, res.Msg.Jobs...)
+				all.NextPageToken = res.Msg.NextPageToken
+				if !allPages || res.Msg.NextPageToken == "" {
+					break
+				}
+				req.PageToken = res.Msg.NextPageToken
+			}
+			f.print(os.Stdout, all, func(w io.Writer) { table(w, all) })
+			return nil
+		},
+	}
+	c.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (queued, running, succeeded, failed, canceled, expired, dead_lettered)")
+	c.Flags().Int32Var(&limit, "limit", 20, "jobs per page (at most 1000)")
+	c.Flags().StringVar(&page, "page", "", "page token printed by a previous list")
+	c.Flags().BoolVar(&allPages, "all", false, "fetch every page")
+	return c
+}
+
+func adminCmd(f *clientFlags) *cobra.Command {
+	c := &cobra.Command{Use: "admin", Short: "Operator commands (need the admin token as --key)"}
+	c.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "Show the node, the raft group, the queue and the executors",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := f.adminClient().GetClusterStatus(c.Context(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg, func(w io.Writer) { clusterStatus(w, res.Msg) })
+			return nil
+		},
+	})
+	return c
+}

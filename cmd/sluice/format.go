@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// summary is a one-line description of a job's state.
+func summary(j *sluicev1.Job) string {
+	s := fsm.StateName(j.State)
+	switch j.State {
+	case sluicev1.JobState_JOB_STATE_QUEUED:
+		s += fmt.Sprintf("  position %d  eta %s", j.QueuePosition, eta(j))
+		if j.Attempt > 0 {
+			s += fmt.Sprintf("  (retry after attempt %d: %s)", j.Attempt, j.Error.GetMessage())
+		}
+	case sluicev1.JobState_JOB_STATE_RUNNING:
+		s += fmt.Sprintf("  attempt %d on %s  eta %s", j.Attempt, j.Executor, eta(j))
+	case sluicev1.JobState_JOB_STATE_SUCCEEDED:
+		s += fmt.Sprintf("  attempt %d on %s  in %s", j.Attempt, j.Executor, span(j.CreatedAt, j.FinishedAt))
+	default:
+		if j.Error != nil {
+			s += fmt.Sprintf("  %s: %s", j.Error.Code, j.Error.Message)
+		}
+	}
+	return s
+}
+
+func eta(j *sluicev1.Job) string {
+	if j.EtaSeconds <= 0 && j.State == sluicev1.JobState_JOB_STATE_QUEUED && j.QueuePosition == 0 {
+		return "?"
+	}
+	return (time.Duration(j.EtaSeconds) * time.Second).String()
+}
+
+func span(a, b *timestamppb.Timestamp) string {
+	if a == nil || b == nil {
+		return "-"
+	}
+	return b.AsTime().Sub(a.AsTime()).Round(time.Millisecond).String()
+}
+
+func compactJSON(s *structpb.Struct) string {
+	if s == nil {
+		return "{}"
+	}
+	b, _ := protojson.Marshal(s)
+	return string(b)
+}
+
+func clock(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().Local().Format("15:04:05.000")
+}
+
+// describe prints one job in full.
+func describe(w io.Writer, j *sluicev1.Job) {
+	fmt.Fprintf(w, "job %s  %s\n", j.Id, summary(j))
+	fmt.Fprintf(w, "  model     %s  priority %d  gpus %d\n", j.Spec.GetModel(), j.Spec.GetPriority(), j.Spec.GetGpus())
+	fmt.Fprintf(w, "  input     %s\n", compactJSON(j.Spec.GetInput()))
+	fmt.Fprintf(w, "  created   %s\n", clock(j.CreatedAt))
+	for _, t := range j.Transitions {
+		line := fmt.Sprintf("  %-9s %s", strings.ToLower(fsm.StateName(t.State)), clock(t.At))
+		if t.Attempt > 0 {
+			line += fmt.Sprintf("  attempt %d", t.Attempt)
+		}
+		if t.Executor != "" {
+			line += "  on " + t.Executor
+		}
+		if t.Reason != "" {
+			line += "  (" + t.Reason + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if j.Output != nil {
+		fmt.Fprintf(w, "  output    %s\n", compactJSON(j.Output))
+	}
+	if j.Error != nil {
+		fmt.Fprintf(w, "  error     %s: %s\n", j.Error.Code, j.Error.Message)
+	}
+}
+
+// table prints jobs one per line.
+func table(w io.Writer, res *sluicev1.ListJobsResponse) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tMODEL\tPOS\tETA\tATTEMPT\tEXECUTOR\tCREATED")
+	for _, j := range res.Jobs {
+		pos, e := "-", "-"
+		if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
+			pos = fmt.Sprint(j.QueuePosition)
+		}
+		if !fsm.IsTerminal(j.State) {
+			e = eta(j)
+		}
+		exec := j.Executor
+		if exec == "" {
+			exec = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", j.Id, fsm.StateName(j.State), j.Spec.GetModel(), pos, e, j.Attempt, exec, clock(j.CreatedAt))
+	}
+	tw.Flush()
+	if res.NextPageToken != "" {
+		fmt.Fprintf(w, "more: sluice list --page %s\n", res.NextPageToken)
+	}
+}
+
+func clusterStatus(w io.Writer, s *sluicev1.GetClusterStatusResponse) {
+	fmt.Fprintf(w, "node %s  %s  leader %s  term %d  commit %d  applied %d\n", s.NodeId, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex)
+	fmt.Fprintf(w, "jobs: %d queued, %d running, %d finished\n", s.QueuedJobs, s.RunningJobs, s.FinishedJobs)
+	for _, m := range s.Members {
+		fmt.Fprintf(w, "member %s  %s  raft %s  http %s\n", m.Id, m.Role, m.RaftAddress, m.HttpAddress)
+	}
+	for _, e := range s.Executors {
+		fmt.Fprintf(w, "executor %s  %d/%d slots busy\n", e.Name, e.BusySlots, e.Slots)
+	}
+	fmt.Fprintf(w, "state hash %s\n", s.StateHash)
+}

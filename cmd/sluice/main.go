@@ -1,0 +1,32 @@
+// Command sluice is Sluice's one binary: the server (`sluice dev`, `sluice
+// server`) and the client (`sluice submit|get|watch|cancel|list`).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "sluice",
+		Short:         "Sluice: admission control, rate limiting and fair queueing for GPU jobs",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(devCmd(), serverCmd(), hashKeyCmd())
+	root.AddCommand(clientCmds()...)
+	if err := root.Execute(); err != nil {
+		var ce *connect.Error
+		if errors.As(err, &ce) {
+			fmt.Fprintf(os.Stderr, "sluice: %s: %s\n", ce.Code(), ce.Message())
+		} else {
+			fmt.Fprintf(os.Stderr, "sluice: %v\n", err)
+		}
+		os.Exit(1)
+	}
+}

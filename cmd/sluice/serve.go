@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/gpuexec"
+	"github.com/sluicehq/sluice/node"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+type serveFlags struct {
+	id, data, http, raft, policy string
+	bootstrap                    bool
+	executors                    int
+	failureRate                  float64
+}
+
+func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int) {
+	c.Flags().StringVar(&f.id, "id", "n1", "this node's raft server id")
+	c.Flags().StringVar(&f.data, "data", dataDefault, "directory for the raft log (raft.db) and snapshots")
+	c.Flags().StringVar(&f.http, "http", "127.0.0.1:7700", "address for the Connect/gRPC/gRPC-Web API, /healthz and /readyz (port 0 picks one)")
+	c.Flags().StringVar(&f.raft, "raft", "127.0.0.1:0", "address for raft traffic between servers")
+	c.Flags().StringVar(&f.policy, "policy", "", "policy file (YAML or JSON sluice.v1.Policy); empty keeps the cluster's current one")
+	c.Flags().IntVar(&f.executors, "executors", executorsDefault, "number of in-process synthetic GPU executors (one slot each)")
+	c.Flags().Float64Var(&f.failureRate, "failure-rate", 0, "share of synthetic attempts that fail (0–1), to watch retries")
+}
+
+func devCmd() *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a one-node cluster with synthetic GPU executors and a demo policy",
+		Long: `Run a one-node Sluice cluster on this machine: raft on disk under --data,
+the API on --http, and --executors synthetic GPU executors that "run" each job
+for its input.duration_ms (or the model's default) and echo the input.
+Without --policy it uses a demo policy: tenants alice (free, key dev-alice) and
+bob (pro, key dev-bob), admin token dev-admin, models sdxl and llama-8b.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			f.bootstrap = true
+			return serve(c.Context(), f, true)
+		},
+	}
+	f.register(c, ".sluice/dev", 4)
+	return c
+}
+
+func serverCmd() *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "server",
+		Short: "Run a Sluice server node",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return serve(c.Context(), f, false)
+		},
+	}
+	f.register(c, "sluice-data", 0)
+	c.Flags().BoolVar(&f.bootstrap, "bootstrap", false, "start a new one-node cluster if the data dir is empty")
+	return c
+}
+
+func serve(ctx context.Context, f serveFlags, dev bool) error {
+	if f.failureRate < 0 || f.failureRate > 1 {
+		return fmt.Errorf("--failure-rate: %v is outside 0–1", f.failureRate)
+	}
+	if f.executors < 0 || f.executors > 1024 {
+		return fmt.Errorf("--executors: %d is outside 0–1024", f.executors)
+	}
+	var policy *sluicev1.Policy
+	switch {
+	case f.policy != "":
+		p, err := node.LoadPolicy(f.policy)
+		if err != nil {
+			return err
+		}
+		policy = p
+	case dev:
+		policy = node.DemoPolicy()
+	}
+	durations := map[string]time.Duration{}
+	for _, m := range policy.GetModels() {
+		durations[m.Name] = m.GetDefaultDuration().AsDuration()
+	}
+	var execs []node.LocalExecutor
+	for i := 1; i <= f.executors; i++ {
+		name := fmt.Sprintf("synth-%d", i)
+		execs = append(execs, node.LocalExecutor{
+			Name: name, Slots: 1, GPUs: 1, GPUMemoryMB: 81920,
+			Runner: &gpuexec.Synthetic{Name: name, Durations: durations, FailureRate: f.failureRate},
+		})
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n, err := node.Start(node.Config{
+		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
+		Bootstrap: f.bootstrap, Policy: policy, Executors: execs, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("sluice: serving on http://%s (node %s, raft %s, data %s)\n", n.Addr(), f.id, n.RaftAddr(), f.data)
+	if dev {
+		fmt.Printf("sluice: %d synthetic executors (1 GPU slot each)\n", f.executors)
+		if f.policy == "" {
+			fmt.Printf(`sluice: demo policy
+  tenant alice  tier free  key %s
+  tenant bob    tier pro   key %s
+  admin token   %s
+  models        sdxl (2s per job), llama-8b (500ms per job)
+try:
+  export SLUICE_ADDR=http://%s SLUICE_API_KEY=%s
+  sluice submit --model sdxl --input '{"prompt":"a lighthouse at dusk"}' --wait
+`, node.DemoAliceKey, node.DemoBobKey, node.DemoAdminToken, n.Addr(), node.DemoAliceKey)
+		}
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	fmt.Println("sluice: shutting down")
+	return n.Close()
+}

@@ -1,0 +1,102 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+)
+
+// CommandType is the first byte of every log entry. New types are only ever
+// appended: a value, once used, keeps its meaning forever.
+type CommandType byte
+
+const (
+	CmdSubmit    CommandType = 1
+	CmdAssign    CommandType = 2
+	CmdComplete  CommandType = 3
+	CmdFail      CommandType = 4
+	CmdCancel    CommandType = 5
+	CmdRequeue   CommandType = 6
+	CmdTick      CommandType = 7
+	CmdSetPolicy CommandType = 8
+)
+
+func (t CommandType) String() string {
+	switch t {
+	case CmdSubmit:
+		return "Submit"
+	case CmdAssign:
+		return "Assign"
+	case CmdComplete:
+		return "Complete"
+	case CmdFail:
+		return "Fail"
+	case CmdCancel:
+		return "Cancel"
+	case CmdRequeue:
+		return "Requeue"
+	case CmdTick:
+		return "Tick"
+	case CmdSetPolicy:
+		return "SetPolicy"
+	}
+	return fmt.Sprintf("CommandType(%d)", byte(t))
+}
+
+// headerLen is the type byte plus the leader's time stamp.
+const headerLen = 1 + 8
+
+// Encode builds a log entry: the type byte, the leader's time (unix
+// nanoseconds, big endian), then the protobuf payload.
+func Encode(t CommandType, now int64, msg proto.Message) ([]byte, error) {
+	buf := make([]byte, headerLen, headerLen+64)
+	buf[0] = byte(t)
+	binary.BigEndian.PutUint64(buf[1:], uint64(now))
+	return proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf, msg)
+}
+
+// MustEncode is Encode for messages that always marshal (all of ours).
+func MustEncode(t CommandType, now int64, msg proto.Message) []byte {
+	b, err := Encode(t, now, msg)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: encode %v: %v", t, err))
+	}
+	return b
+}
+
+// Decode splits a log entry into its type, time and payload message.
+func Decode(data []byte) (CommandType, int64, proto.Message, error) {
+	if len(data) < headerLen {
+		return 0, 0, nil, fmt.Errorf("fsm: entry of %d bytes is shorter than the %d-byte header", len(data), headerLen)
+	}
+	t := CommandType(data[0])
+	now := int64(binary.BigEndian.Uint64(data[1:headerLen]))
+	var msg proto.Message
+	switch t {
+	case CmdSubmit:
+		msg = &raftv1.Submit{}
+	case CmdAssign:
+		msg = &raftv1.Assign{}
+	case CmdComplete:
+		msg = &raftv1.Complete{}
+	case CmdFail:
+		msg = &raftv1.Fail{}
+	case CmdCancel:
+		msg = &raftv1.Cancel{}
+	case CmdRequeue:
+		msg = &raftv1.Requeue{}
+	case CmdTick:
+		msg = &raftv1.Tick{}
+	case CmdSetPolicy:
+		msg = &raftv1.SetPolicy{}
+	default:
+		return t, now, nil, fmt.Errorf("fsm: unknown command type %d", byte(t))
+	}
+	if err := proto.Unmarshal(data[headerLen:], msg); err != nil {
+		return t, now, nil, fmt.Errorf("fsm: decode %v: %w", t, err)
+	}
+	return t, now, msg, nil
+}

@@ -1,0 +1,610 @@
+package fsm
+
+import (
+	"container/heap"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// Errors a command can end with. They are results, not failures of Apply:
+// every replica reaches the same one.
+var (
+	ErrNotFound      = errors.New("job not found")
+	ErrFinished      = errors.New("job already finished")
+	ErrStale         = errors.New("stale report: attempt or state does not match")
+	ErrNotQueued     = errors.New("job is not queued and ready")
+	ErrUnknownTenant = errors.New("unknown tenant")
+	ErrUnknownModel  = errors.New("unknown model")
+	ErrBadCommand    = errors.New("malformed command")
+)
+
+// Result is what Apply returns for one entry.
+type Result struct {
+	// JobID is the job the command created or touched.
+	JobID uint64
+	// Deduplicated is set when a Submit matched an earlier idempotency key.
+	Deduplicated bool
+	Err          error
+}
+
+// FSM is the replicated state. Apply, Snapshot and Restore must be called
+// from one goroutine (raft's); the read methods are safe from any.
+type FSM struct {
+	mu sync.RWMutex
+
+	now       int64
+	lastIndex uint64
+	nextSeq   uint64
+	policy    *sluicev1.Policy
+
+	jobs     map[uint64]*raftv1.JobRecord
+	byTenant map[string][]uint64 // ascending ids
+	idem     map[idemKey]uint64
+	queue    scheduler.Queue
+	timers   timerHeap
+	counts   [8]int64 // by sluicev1.JobState
+	running  map[uint64]struct{}
+
+	// derived, never encoded
+	pix     policyIndex
+	changed chan struct{}
+}
+
+type idemKey struct{ tenant, key string }
+
+// New returns an empty state machine using the given queue implementation
+// (nil means FIFO).
+func New(q scheduler.Queue) *FSM {
+	if q == nil {
+		q = scheduler.NewFIFO()
+	}
+	f := &FSM{
+		jobs:     make(map[uint64]*raftv1.JobRecord),
+		byTenant: make(map[string][]uint64),
+		idem:     make(map[idemKey]uint64),
+		queue:    q,
+		running:  make(map[uint64]struct{}),
+		policy:   &sluicev1.Policy{},
+		changed:  make(chan struct{}),
+	}
+	f.pix = indexPolicy(f.policy)
+	return f
+}
+
+// Apply applies the log entry at index. It is deterministic: the same
+// entries in the same order give the same state on every replica.
+func (f *FSM) Apply(index uint64, data []byte) Result {
+	t, now, msg, err := Decode(data)
+	f.mu.Lock()
+	defer f.notify()
+	defer f.mu.Unlock()
+	if index > f.lastIndex {
+		f.lastIndex = index
+	}
+	if err != nil {
+		return Result{Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
+	}
+	f.advance(now)
+	switch t {
+	case CmdSubmit:
+		return f.submit(index, msg.(*raftv1.Submit))
+	case CmdAssign:
+		return f.assign(msg.(*raftv1.Assign))
+	case CmdComplete:
+		return f.complete(msg.(*raftv1.Complete))
+	case CmdFail:
+		return f.fail(msg.(*raftv1.Fail))
+	case CmdCancel:
+		return f.cancel(msg.(*raftv1.Cancel))
+	case CmdRequeue:
+		return f.requeue(msg.(*raftv1.Requeue))
+	case CmdTick:
+		return Result{}
+	case CmdSetPolicy:
+		return f.setPolicy(msg.(*raftv1.SetPolicy))
+	}
+	return Result{Err: ErrBadCommand}
+}
+
+// notify wakes everyone waiting on Changed.
+func (f *FSM) notify() {
+	f.mu.Lock()
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Changed returns a channel closed at the next Apply or Restore.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// advance moves the clock to max(now, entry time) and fires due timers.
+func (f *FSM) advance(now int64) {
+	if now > f.now {
+		f.now = now
+	}
+	for len(f.timers) > 0 && f.timers[0].at <= f.now {
+		tm := heap.Pop(&f.timers).(timer)
+		f.fire(tm)
+	}
+}
+
+func (f *FSM) fire(tm timer) {
+	j, ok := f.jobs[tm.job]
+	if !ok {
+		return
+	}
+	switch tm.kind {
+	case timerQueueDeadline:
+		if j.State == sluicev1.JobState_JOB_STATE_QUEUED && j.QueueDeadlineNs == tm.at {
+			f.queue.Remove(j.Id)
+			f.finish(j, sluicev1.JobState_JOB_STATE_EXPIRED, &sluicev1.JobError{
+				Code:    "queue_timeout",
+				Message: fmt.Sprintf("waited longer than the queue timeout of %v", time.Duration(tm.at-j.ReadyNs)),
+			}, "queue timeout")
+		}
+	case timerRunDeadline:
+		if j.State == sluicev1.JobState_JOB_STATE_RUNNING && j.RunDeadlineNs == tm.at {
+			f.retryOrDeadLetter(j, &sluicev1.JobError{
+				Code:    "run_timeout",
+				Message: fmt.Sprintf("attempt %d ran longer than the run timeout of %v", j.Attempt, time.Duration(j.RunTimeoutNs)),
+			}, true)
+		}
+	case timerRetention:
+		if !isTerminal(j.State) {
+			return
+		}
+		if at := j.FinishedNs + int64(f.retention()); at > tm.at {
+			heap.Push(&f.timers, timer{at: at, job: j.Id, kind: timerRetention})
+			return
+		}
+		f.forget(j)
+	}
+}
+
+func (f *FSM) retention() time.Duration {
+	if d := f.policy.GetDefaults().GetJobRetention(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return DefaultJobRetention
+}
+
+// forget drops a finished job past its retention.
+func (f *FSM) forget(j *raftv1.JobRecord) {
+	delete(f.jobs, j.Id)
+	f.counts[j.State]--
+	ids := f.byTenant[j.Tenant]
+	i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
+	if i < len(ids) && ids[i] == j.Id {
+		ids = append(ids[:i], ids[i+1:]...)
+	}
+	if len(ids) == 0 {
+		delete(f.byTenant, j.Tenant)
+	} else {
+		f.byTenant[j.Tenant] = ids
+	}
+	if k := j.Spec.GetIdempotencyKey(); k != "" {
+		ik := idemKey{j.Tenant, k}
+		if f.idem[ik] == j.Id {
+			delete(f.idem, ik)
+		}
+	}
+}
+
+func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
+	tenant, ok := f.pix.tenants[c.Tenant]
+	if !ok {
+		return Result{Err: fmt.Errorf("%w %q", ErrUnknownTenant, c.Tenant)}
+	}
+	spec := c.Spec
+	if spec == nil {
+		return Result{Err: fmt.Errorf("%w: submit without a spec", ErrBadCommand)}
+	}
+	model, ok := f.pix.models[spec.Model]
+	if !ok {
+		return Result{Err: fmt.Errorf("%w %q", ErrUnknownModel, spec.Model)}
+	}
+	if k := spec.IdempotencyKey; k != "" {
+		if id, ok := f.idem[idemKey{c.Tenant, k}]; ok {
+			return Result{JobID: id, Deduplicated: true}
+		}
+	}
+	j := &raftv1.JobRecord{
+		Id:           index,
+		Tenant:       c.Tenant,
+		Tier:         tenant.Tier,
+		Spec:         spec,
+		CreatedNs:    f.now,
+		MaxAttempts:  spec.MaxAttempts,
+		RunTimeoutNs: int64(spec.GetRunTimeout().AsDuration()),
+	}
+	if j.MaxAttempts <= 0 {
+		j.MaxAttempts = f.policy.GetDefaults().GetMaxAttempts()
+		if j.MaxAttempts <= 0 {
+			j.MaxAttempts = DefaultMaxAttempts
+		}
+	}
+	if spec.Gpus <= 0 {
+		spec.Gpus = model.Gpus
+		if spec.Gpus <= 0 {
+			spec.Gpus = DefaultGPUs
+		}
+	}
+	if spec.GpuMemoryMb <= 0 {
+		spec.GpuMemoryMb = model.GpuMemoryMb
+	}
+	if j.RunTimeoutNs <= 0 {
+		j.RunTimeoutNs = int64(ModelRunTimeout(model))
+	}
+	f.jobs[j.Id] = j
+	f.byTenant[j.Tenant] = append(f.byTenant[j.Tenant], j.Id)
+	if k := spec.IdempotencyKey; k != "" {
+		f.idem[idemKey{c.Tenant, k}] = j.Id
+	}
+	f.counts[sluicev1.JobState_JOB_STATE_UNSPECIFIED]++ // enqueue moves it
+	ready := f.now
+	if nb := spec.GetNotBefore(); nb != nil && nb.AsTime().UnixNano() > ready {
+		ready = nb.AsTime().UnixNano()
+	}
+	f.enqueue(j, ready, "submitted")
+	return Result{JobID: j.Id}
+}
+
+// ModelRunTimeout is a model's run timeout when a spec gives none.
+func ModelRunTimeout(m *sluicev1.Model) time.Duration {
+	if d := m.GetRunTimeout(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	d := 10 * m.GetDefaultDuration().AsDuration()
+	if d < MinRunTimeout {
+		d = MinRunTimeout
+	}
+	return d
+}
+
+// enqueue puts j in the queue, ready at the given time.
+func (f *FSM) enqueue(j *raftv1.JobRecord, ready int64, reason string) {
+	f.setState(j, sluicev1.JobState_JOB_STATE_QUEUED, reason)
+	j.Executor = ""
+	j.RunDeadlineNs = 0
+	j.Gpus = nil
+	j.ReadyNs = ready
+	j.QueueSeq = f.nextSeq
+	f.nextSeq++
+	j.QueueDeadlineNs = 0
+	qt := j.Spec.GetQueueTimeout().AsDuration()
+	if qt <= 0 {
+		qt = f.policy.GetDefaults().GetQueueTimeout().AsDuration()
+	}
+	if qt > 0 {
+		j.QueueDeadlineNs = ready + int64(qt)
+		heap.Push(&f.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
+	}
+	f.queue.Enqueue(schedJob(j))
+}
+
+func schedJob(j *raftv1.JobRecord) scheduler.Job {
+	return scheduler.Job{
+		ID:          j.Id,
+		Tenant:      j.Tenant,
+		Tier:        j.Tier,
+		Model:       j.Spec.GetModel(),
+		Priority:    j.Spec.GetPriority(),
+		GPUs:        j.Spec.GetGpus(),
+		GPUMemoryMB: j.Spec.GetGpuMemoryMb(),
+		Ready:       j.ReadyNs,
+		Seq:         j.QueueSeq,
+	}
+}
+
+func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) {
+	f.counts[j.State]--
+	f.counts[s]++
+	if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
+		delete(f.running, j.Id)
+	}
+	if s == sluicev1.JobState_JOB_STATE_RUNNING {
+		f.running[j.Id] = struct{}{}
+	}
+	j.State = s
+	j.Transitions = append(j.Transitions, &raftv1.TransitionRecord{
+		State:    s,
+		AtNs:     f.now,
+		Attempt:  j.Attempt,
+		Executor: j.Executor,
+		Reason:   reason,
+	})
+}
+
+func (f *FSM) assign(c *raftv1.Assign) Result {
+	j, ok := f.jobs[c.JobId]
+	if !ok {
+		return Result{JobID: c.JobId, Err: ErrNotFound}
+	}
+	if j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.ReadyNs > f.now || c.Attempt != j.Attempt+1 {
+		return Result{JobID: j.Id, Err: ErrNotQueued}
+	}
+	f.queue.Remove(j.Id)
+	j.Attempt = c.Attempt
+	j.Executor = c.Executor
+	j.Gpus = c.Gpus
+	j.StartedNs = f.now
+	j.QueueDeadlineNs = 0
+	j.RunDeadlineNs = f.now + j.RunTimeoutNs
+	heap.Push(&f.timers, timer{at: j.RunDeadlineNs, job: j.Id, kind: timerRunDeadline})
+	f.setState(j, sluicev1.JobState_JOB_STATE_RUNNING, "assigned")
+	return Result{JobID: j.Id}
+}
+
+// running returns the job if the report is for its current running attempt.
+func (f *FSM) runningAttempt(id uint64, attempt int32) (*raftv1.JobRecord, error) {
+	j, ok := f.jobs[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if j.State != sluicev1.JobState_JOB_STATE_RUNNING || j.Attempt != attempt {
+		return j, ErrStale
+	}
+	return j, nil
+}
+
+func (f *FSM) complete(c *raftv1.Complete) Result {
+	j, err := f.runningAttempt(c.JobId, c.Attempt)
+	if err != nil {
+		return Result{JobID: c.JobId, Err: err}
+	}
+	j.Output = c.Output
+	f.finish(j, sluicev1.JobState_JOB_STATE_SUCCEEDED, nil, "completed")
+	return Result{JobID: j.Id}
+}
+
+func (f *FSM) fail(c *raftv1.Fail) Result {
+	j, err := f.runningAttempt(c.JobId, c.Attempt)
+	if err != nil {
+		return Result{JobID: c.JobId, Err: err}
+	}
+	e := c.Error
+	if e == nil {
+		e = &sluicev1.JobError{Code: "runner_error", Message: "the runner reported a failure without detail"}
+	}
+	if !c.Retryable {
+		f.finish(j, sluicev1.JobState_JOB_STATE_FAILED, e, e.Code)
+		return Result{JobID: j.Id}
+	}
+	f.retryOrDeadLetter(j, e, true)
+	return Result{JobID: j.Id}
+}
+
+func (f *FSM) requeue(c *raftv1.Requeue) Result {
+	j, err := f.runningAttempt(c.JobId, c.Attempt)
+	if err != nil {
+		return Result{JobID: c.JobId, Err: err}
+	}
+	reason := c.Reason
+	if reason == "" {
+		reason = "executor lost"
+	}
+	f.retryOrDeadLetter(j, &sluicev1.JobError{Code: "executor_lost", Message: reason}, false)
+	return Result{JobID: j.Id}
+}
+
+// retryOrDeadLetter ends a failed attempt: back to the queue (after a
+// backoff when asked) while attempts remain, else DEAD_LETTERED.
+func (f *FSM) retryOrDeadLetter(j *raftv1.JobRecord, e *sluicev1.JobError, backoff bool) {
+	j.RunDeadlineNs = 0
+	if j.Attempt >= j.MaxAttempts {
+		f.finish(j, sluicev1.JobState_JOB_STATE_DEAD_LETTERED, &sluicev1.JobError{
+			Code:    e.Code,
+			Message: fmt.Sprintf("gave up after %d attempts; last: %s", j.Attempt, e.Message),
+		}, e.Code)
+		return
+	}
+	j.Error = e
+	ready := f.now
+	if backoff {
+		ready += int64(f.Backoff(j.Id, j.Attempt))
+	}
+	f.enqueue(j, ready, "retry: "+e.Code)
+}
+
+// Backoff is the wait before retrying after the given attempt failed:
+// exponential from the policy's retry_backoff, capped at max_backoff, with a
+// deterministic jitter in [d/2, d] derived from the job id and attempt.
+func (f *FSM) Backoff(id uint64, attempt int32) time.Duration {
+	base := f.policy.GetDefaults().GetRetryBackoff().AsDuration()
+	if base <= 0 {
+		base = DefaultRetryBackoff
+	}
+	maxB := f.policy.GetDefaults().GetMaxBackoff().AsDuration()
+	if maxB <= 0 {
+		maxB = DefaultMaxBackoff
+	}
+	d := base
+	for i := int32(1); i < attempt && d < maxB; i++ {
+		d *= 2
+	}
+	if d > maxB {
+		d = maxB
+	}
+	// splitmix64 of (id, attempt): same on every replica, spread across jobs.
+	x := id*0x9E3779B97F4A7C15 + uint64(attempt)
+	x ^= x >> 30
+	x *= 0xBF58476D1CE4E5B9
+	x ^= x >> 27
+	x *= 0x94D049BB133111EB
+	x ^= x >> 31
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return half + time.Duration(x%uint64(half+1))
+}
+
+func (f *FSM) cancel(c *raftv1.Cancel) Result {
+	j, ok := f.jobs[c.JobId]
+	if !ok || j.Tenant != c.Tenant {
+		return Result{JobID: c.JobId, Err: ErrNotFound}
+	}
+	switch j.State {
+	case sluicev1.JobState_JOB_STATE_QUEUED:
+		f.queue.Remove(j.Id)
+	case sluicev1.JobState_JOB_STATE_RUNNING:
+		j.RunDeadlineNs = 0
+	case sluicev1.JobState_JOB_STATE_CANCELED:
+		return Result{JobID: j.Id}
+	default:
+		return Result{JobID: j.Id, Err: fmt.Errorf("%w: it is %s", ErrFinished, StateName(j.State))}
+	}
+	f.finish(j, sluicev1.JobState_JOB_STATE_CANCELED, &sluicev1.JobError{Code: "canceled", Message: "canceled by its owner"}, "canceled")
+	return Result{JobID: j.Id}
+}
+
+func (f *FSM) finish(j *raftv1.JobRecord, s sluicev1.JobState, e *sluicev1.JobError, reason string) {
+	j.Error = e
+	j.FinishedNs = f.now
+	j.RunDeadlineNs = 0
+	j.QueueDeadlineNs = 0
+	f.setState(j, s, reason)
+	heap.Push(&f.timers, timer{at: j.FinishedNs + int64(f.retention()), job: j.Id, kind: timerRetention})
+}
+
+func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
+	if err := ValidatePolicy(c.Policy); err != nil {
+		return Result{Err: err}
+	}
+	old := f.retention()
+	f.policy = c.Policy
+	f.pix = indexPolicy(f.policy)
+	if r := f.retention(); r != old {
+		// Finished jobs keep one effective retention timer: push the new
+		// due times so that a shorter retention takes effect now, exactly as
+		// it would on a replica restored from a snapshot.
+		for _, ids := range f.byTenant {
+			for _, id := range ids {
+				if j := f.jobs[id]; isTerminal(j.State) {
+					heap.Push(&f.timers, timer{at: j.FinishedNs + int64(r), job: id, kind: timerRetention})
+				}
+			}
+		}
+	}
+	return Result{}
+}
+
+// StateName is the short name of a job state ("QUEUED").
+func StateName(s sluicev1.JobState) string {
+	const prefix = "JOB_STATE_"
+	n := s.String()
+	if len(n) > len(prefix) {
+		return n[len(prefix):]
+	}
+	return n
+}
+
+func isTerminal(s sluicev1.JobState) bool {
+	return s != sluicev1.JobState_JOB_STATE_QUEUED && s != sluicev1.JobState_JOB_STATE_RUNNING &&
+		s != sluicev1.JobState_JOB_STATE_UNSPECIFIED
+}
+
+// IsTerminal reports whether s is a final state.
+func IsTerminal(s sluicev1.JobState) bool { return isTerminal(s) }
+
+// Snapshot encodes the whole state deterministically.
+func (f *FSM) Snapshot() []byte {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.snapshotLocked()
+}
+
+func (f *FSM) snapshotLocked() []byte {
+	s := &raftv1.Snapshot{
+		NowNs:        f.now,
+		NextQueueSeq: f.nextSeq,
+		Policy:       f.policy,
+		LastIndex:    f.lastIndex,
+		Jobs:         make([]*raftv1.JobRecord, 0, len(f.jobs)),
+	}
+	for _, ids := range f.byTenant {
+		for _, id := range ids {
+			s.Jobs = append(s.Jobs, f.jobs[id])
+		}
+	}
+	sort.Slice(s.Jobs, func(a, b int) bool { return s.Jobs[a].Id < s.Jobs[b].Id })
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: snapshot: %v", err))
+	}
+	return b
+}
+
+// StateHash is a hex SHA-256 of the snapshot: equal on replicas that have
+// applied the same entries.
+func (f *FSM) StateHash() string {
+	sum := sha256.Sum256(f.Snapshot())
+	return hex.EncodeToString(sum[:])
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(data []byte, q scheduler.Queue) error {
+	s := &raftv1.Snapshot{}
+	if err := proto.Unmarshal(data, s); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if q == nil {
+		q = scheduler.NewFIFO()
+	}
+	n := New(q)
+	n.now = s.NowNs
+	n.nextSeq = s.NextQueueSeq
+	n.lastIndex = s.LastIndex
+	if s.Policy != nil {
+		n.policy = s.Policy
+	}
+	n.pix = indexPolicy(n.policy)
+	for _, j := range s.Jobs {
+		n.jobs[j.Id] = j
+		n.byTenant[j.Tenant] = append(n.byTenant[j.Tenant], j.Id)
+		if k := j.Spec.GetIdempotencyKey(); k != "" {
+			n.idem[idemKey{j.Tenant, k}] = j.Id
+		}
+		n.counts[j.State]++
+		switch j.State {
+		case sluicev1.JobState_JOB_STATE_QUEUED:
+			n.queue.Enqueue(schedJob(j))
+			if j.QueueDeadlineNs != 0 {
+				n.timers = append(n.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
+			}
+		case sluicev1.JobState_JOB_STATE_RUNNING:
+			n.running[j.Id] = struct{}{}
+			if j.RunDeadlineNs != 0 {
+				n.timers = append(n.timers, timer{at: j.RunDeadlineNs, job: j.Id, kind: timerRunDeadline})
+			}
+		default:
+			if isTerminal(j.State) {
+				n.timers = append(n.timers, timer{at: j.FinishedNs + int64(n.retention()), job: j.Id, kind: timerRetention})
+			}
+		}
+	}
+	heap.Init(&n.timers)
+
+	f.mu.Lock()
+	f.now, f.lastIndex, f.nextSeq, f.policy = n.now, n.lastIndex, n.nextSeq, n.policy
+	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
+	f.running = n.running
+	f.mu.Unlock()
+	f.notify()
+	return nil
+}

@@ -1,0 +1,368 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"pgregory.net/rapid"
+
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+const sec = int64(time.Second)
+
+func testPolicy() *sluicev1.Policy {
+	return &sluicev1.Policy{
+		Tiers: []*sluicev1.Tier{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
+		Tenants: []*sluicev1.Tenant{
+			{Name: "alice", Tier: "free", ApiKeySha256: []string{HashKey("dev-alice")}},
+			{Name: "bob", Tier: "pro", ApiKeySha256: []string{HashKey("dev-bob")}},
+		},
+		Models: []*sluicev1.Model{
+			{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second)},
+			{Name: "llama-8b", DefaultDuration: durationpb.New(500 * time.Millisecond)},
+		},
+		AdminTokenSha256: HashKey("dev-admin"),
+		Defaults: &sluicev1.Defaults{
+			RetryBackoff: durationpb.New(time.Second),
+			JobRetention: durationpb.New(time.Hour),
+		},
+	}
+}
+
+// machine wraps an FSM with a log index counter, as raft would feed it.
+type machine struct {
+	f     *FSM
+	index uint64
+}
+
+type fatalf interface{ Fatalf(string, ...any) }
+
+func newMachine(t fatalf) *machine {
+	m := &machine{f: New(nil)}
+	if r := m.apply(CmdSetPolicy, 0, &raftv1.SetPolicy{Policy: testPolicy()}); r.Err != nil {
+		t.Fatalf("set policy: %v", r.Err)
+	}
+	return m
+}
+
+func (m *machine) apply(t CommandType, now int64, msg proto.Message) Result {
+	m.index++
+	return m.f.Apply(m.index, MustEncode(t, now, msg))
+}
+
+func (m *machine) submit(t testing.TB, now int64, tenant string, spec *sluicev1.JobSpec) uint64 {
+	t.Helper()
+	r := m.apply(CmdSubmit, now, &raftv1.Submit{Tenant: tenant, Spec: spec})
+	if r.Err != nil {
+		t.Fatalf("submit: %v", r.Err)
+	}
+	return r.JobID
+}
+
+func (m *machine) job(t testing.TB, id uint64) *raftv1.JobRecord {
+	t.Helper()
+	j, ok := m.f.Job(id)
+	if !ok {
+		t.Fatalf("job %d not found", id)
+	}
+	return j
+}
+
+func TestSubmitAssignComplete(t *testing.T) {
+	m := newMachine(t)
+	in, _ := structpb.NewStruct(map[string]any{"prompt": "a cat"})
+	id := m.submit(t, 10*sec, "alice", &sluicev1.JobSpec{Model: "sdxl", Input: in})
+	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.Spec.Gpus != 1 || j.MaxAttempts != 3 {
+		t.Fatalf("after submit: %v", j)
+	}
+	if pos, ok := m.f.Position(id); !ok || pos != 1 {
+		t.Fatalf("position = %d, %v; want 1", pos, ok)
+	}
+	if r := m.apply(CmdAssign, 11*sec, &raftv1.Assign{JobId: id, Executor: "e1", Attempt: 1}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// A second assignment of the same attempt is refused.
+	if r := m.apply(CmdAssign, 11*sec, &raftv1.Assign{JobId: id, Executor: "e2", Attempt: 1}); !errors.Is(r.Err, ErrNotQueued) {
+		t.Fatalf("double assign: %v", r.Err)
+	}
+	out, _ := structpb.NewStruct(map[string]any{"image": "x"})
+	if r := m.apply(CmdComplete, 13*sec, &raftv1.Complete{JobId: id, Attempt: 1, Output: out}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	j := m.job(t, id)
+	if j.State != sluicev1.JobState_JOB_STATE_SUCCEEDED || j.Output.Fields["image"].GetStringValue() != "x" || j.FinishedNs != 13*sec {
+		t.Fatalf("after complete: %v", j)
+	}
+	// A late duplicate report changes nothing.
+	if r := m.apply(CmdComplete, 14*sec, &raftv1.Complete{JobId: id, Attempt: 1}); !errors.Is(r.Err, ErrStale) {
+		t.Fatalf("late complete: %v", r.Err)
+	}
+	if got := len(j.Transitions); got != 3 {
+		t.Fatalf("transitions = %d, want 3 (queued, running, succeeded)", got)
+	}
+}
+
+func TestIdempotencyKeyReturnsFirstJob(t *testing.T) {
+	m := newMachine(t)
+	spec := func() *sluicev1.JobSpec { return &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: "k1"} }
+	a := m.submit(t, sec, "alice", spec())
+	r := m.apply(CmdSubmit, 2*sec, &raftv1.Submit{Tenant: "alice", Spec: spec()})
+	if r.JobID != a || !r.Deduplicated {
+		t.Fatalf("repeat submit = %+v, want job %d deduplicated", r, a)
+	}
+	// Another tenant's identical key is its own job.
+	if b := m.submit(t, 3*sec, "bob", spec()); b == a {
+		t.Fatal("bob's key matched alice's job")
+	}
+}
+
+func TestUnknownModelAndTenantRejected(t *testing.T) {
+	m := newMachine(t)
+	if r := m.apply(CmdSubmit, sec, &raftv1.Submit{Tenant: "alice", Spec: &sluicev1.JobSpec{Model: "gpt-9"}}); !errors.Is(r.Err, ErrUnknownModel) {
+		t.Fatalf("unknown model: %v", r.Err)
+	}
+	if r := m.apply(CmdSubmit, sec, &raftv1.Submit{Tenant: "mallory", Spec: &sluicev1.JobSpec{Model: "sdxl"}}); !errors.Is(r.Err, ErrUnknownTenant) {
+		t.Fatalf("unknown tenant: %v", r.Err)
+	}
+}
+
+func TestQueueTimeoutExpires(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl", QueueTimeout: durationpb.New(5 * time.Second)})
+	m.apply(CmdTick, 5*sec, &raftv1.Tick{})
+	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_QUEUED {
+		t.Fatalf("expired early: %v", j.State)
+	}
+	m.apply(CmdTick, 6*sec, &raftv1.Tick{})
+	j := m.job(t, id)
+	if j.State != sluicev1.JobState_JOB_STATE_EXPIRED || j.Error.GetCode() != "queue_timeout" {
+		t.Fatalf("after deadline: %v %v", j.State, j.Error)
+	}
+	if m.f.QueueLen() != 0 {
+		t.Fatal("expired job still queued")
+	}
+}
+
+func TestNotBeforeDelaysStart(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl", NotBefore: timestamppb.New(time.Unix(0, 10*sec))})
+	if r := m.apply(CmdAssign, 5*sec, &raftv1.Assign{JobId: id, Executor: "e", Attempt: 1}); !errors.Is(r.Err, ErrNotQueued) {
+		t.Fatalf("assign before not_before: %v", r.Err)
+	}
+	if r := m.apply(CmdAssign, 10*sec, &raftv1.Assign{JobId: id, Executor: "e", Attempt: 1}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+}
+
+func TestFailuresRetryWithBackoffThenDeadLetter(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl", MaxAttempts: 2})
+	now := sec
+	for attempt := int32(1); attempt <= 2; attempt++ {
+		j := m.job(t, id)
+		if j.ReadyNs > now {
+			now = j.ReadyNs
+		}
+		if r := m.apply(CmdAssign, now, &raftv1.Assign{JobId: id, Executor: "e", Attempt: attempt}); r.Err != nil {
+			t.Fatalf("assign %d: %v", attempt, r.Err)
+		}
+		now += sec
+		m.apply(CmdFail, now, &raftv1.Fail{JobId: id, Attempt: attempt, Retryable: true, Error: &sluicev1.JobError{Code: "oom", Message: "out of memory"}})
+		j = m.job(t, id)
+		if attempt == 1 {
+			if j.State != sluicev1.JobState_JOB_STATE_QUEUED {
+				t.Fatalf("after first failure: %v", j.State)
+			}
+			if b := j.ReadyNs - now; b < sec/2 || b > sec {
+				t.Fatalf("first backoff %v outside [0.5s, 1s]", time.Duration(b))
+			}
+		}
+	}
+	j := m.job(t, id)
+	if j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED || j.Error.GetCode() != "oom" {
+		t.Fatalf("after last failure: %v %v", j.State, j.Error)
+	}
+}
+
+func TestNonRetryableFailureFails(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
+	m.apply(CmdAssign, sec, &raftv1.Assign{JobId: id, Executor: "e", Attempt: 1})
+	m.apply(CmdFail, 2*sec, &raftv1.Fail{JobId: id, Attempt: 1, Error: &sluicev1.JobError{Code: "bad_input", Message: "prompt empty"}})
+	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_FAILED {
+		t.Fatalf("state %v, want FAILED", j.State)
+	}
+}
+
+func TestRunTimeoutRetries(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl", RunTimeout: durationpb.New(3 * time.Second)})
+	m.apply(CmdAssign, sec, &raftv1.Assign{JobId: id, Executor: "e", Attempt: 1})
+	m.apply(CmdTick, 4*sec, &raftv1.Tick{})
+	j := m.job(t, id)
+	if j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.Error.GetCode() != "run_timeout" || j.Attempt != 1 {
+		t.Fatalf("after run timeout: %v %v attempt %d", j.State, j.Error, j.Attempt)
+	}
+	// The timed-out attempt's late success is fenced off.
+	if r := m.apply(CmdComplete, 5*sec, &raftv1.Complete{JobId: id, Attempt: 1}); !errors.Is(r.Err, ErrStale) {
+		t.Fatalf("late completion: %v", r.Err)
+	}
+}
+
+func TestRequeueKeepsJobAndBumpsAttempt(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
+	m.apply(CmdAssign, sec, &raftv1.Assign{JobId: id, Executor: "e", Attempt: 1})
+	m.apply(CmdRequeue, 2*sec, &raftv1.Requeue{JobId: id, Attempt: 1, Reason: "leader restarted"})
+	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.ReadyNs != 2*sec {
+		t.Fatalf("after requeue: %v ready %d", j.State, j.ReadyNs)
+	}
+	if r := m.apply(CmdAssign, 2*sec, &raftv1.Assign{JobId: id, Executor: "e", Attempt: 2}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+}
+
+func TestCancelIsOwnerOnly(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
+	if r := m.apply(CmdCancel, sec, &raftv1.Cancel{JobId: id, Tenant: "bob"}); !errors.Is(r.Err, ErrNotFound) {
+		t.Fatalf("bob cancels alice's job: %v", r.Err)
+	}
+	if r := m.apply(CmdCancel, sec, &raftv1.Cancel{JobId: id, Tenant: "alice"}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_CANCELED {
+		t.Fatalf("state %v", j.State)
+	}
+	if m.f.QueueLen() != 0 {
+		t.Fatal("canceled job still queued")
+	}
+}
+
+func TestRetentionForgetsFinishedJobs(t *testing.T) {
+	m := newMachine(t)
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: "once"})
+	m.apply(CmdCancel, sec, &raftv1.Cancel{JobId: id, Tenant: "alice"})
+	m.apply(CmdTick, sec+int64(time.Hour), &raftv1.Tick{})
+	if _, ok := m.f.Job(id); ok {
+		t.Fatal("job kept past retention")
+	}
+	if again := m.submit(t, 2*sec+int64(time.Hour), "alice", &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: "once"}); again == id {
+		t.Fatal("idempotency key outlived its job")
+	}
+}
+
+func TestFIFOOrderAndPositions(t *testing.T) {
+	m := newMachine(t)
+	var ids []uint64
+	for i := 0; i < 3; i++ {
+		ids = append(ids, m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"}))
+	}
+	for i, id := range ids {
+		if p, _ := m.f.Position(id); p != i+1 {
+			t.Fatalf("job %d position %d, want %d", id, p, i+1)
+		}
+	}
+	m.apply(CmdCancel, sec, &raftv1.Cancel{JobId: ids[0], Tenant: "alice"})
+	if p, _ := m.f.Position(ids[2]); p != 2 {
+		t.Fatalf("after cancel position %d, want 2", p)
+	}
+}
+
+// TestSnapshotRestoreEqualsReplay feeds two state machines the same random
+// command sequence; one is snapshotted and restored into a fresh machine
+// midway. Both must end byte-for-byte equal.
+func TestSnapshotRestoreEqualsReplay(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		a, b := newMachine(rt), newMachine(rt)
+		n := rapid.IntRange(1, 120).Draw(rt, "n")
+		cut := rapid.IntRange(0, n).Draw(rt, "cut")
+		now := sec
+		var entries [][]byte
+		var maxID uint64 = 8
+		for i := 0; i < n; i++ {
+			now += rapid.Int64Range(0, 3*sec).Draw(rt, "dt")
+			entries = append(entries, randomCommand(rt, now, maxID+uint64(i)))
+		}
+		for i, e := range entries {
+			if i == cut {
+				snap := b.f.Snapshot()
+				fresh := New(nil)
+				if err := fresh.Restore(snap, nil); err != nil {
+					rt.Fatalf("restore: %v", err)
+				}
+				if got := fresh.Snapshot(); !bytes.Equal(got, snap) {
+					rt.Fatalf("restored state encodes differently")
+				}
+				b.f = fresh
+			}
+			a.index++
+			b.index++
+			ra := a.f.Apply(a.index, e)
+			rb := b.f.Apply(b.index, e)
+			if ra.JobID != rb.JobID || ra.Deduplicated != rb.Deduplicated || (ra.Err == nil) != (rb.Err == nil) {
+				rt.Fatalf("entry %d: results differ: %+v vs %+v", i, ra, rb)
+			}
+		}
+		if !bytes.Equal(a.f.Snapshot(), b.f.Snapshot()) {
+			rt.Fatalf("final states differ")
+		}
+	})
+}
+
+func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
+	id := rapid.Uint64Range(1, maxID).Draw(rt, "id")
+	attempt := rapid.Int32Range(1, 3).Draw(rt, "attempt")
+	tenant := rapid.SampledFrom([]string{"alice", "bob"}).Draw(rt, "tenant")
+	switch rapid.IntRange(0, 7).Draw(rt, "kind") {
+	case 0, 1:
+		spec := &sluicev1.JobSpec{
+			Model:          rapid.SampledFrom([]string{"sdxl", "llama-8b"}).Draw(rt, "model"),
+			Priority:       rapid.Int32Range(0, 9).Draw(rt, "prio"),
+			MaxAttempts:    rapid.Int32Range(0, 3).Draw(rt, "max"),
+			IdempotencyKey: rapid.SampledFrom([]string{"", "", "k1", "k2"}).Draw(rt, "key"),
+		}
+		if rapid.Bool().Draw(rt, "qt") {
+			spec.QueueTimeout = durationpb.New(time.Duration(rapid.Int64Range(1, 20).Draw(rt, "qts")) * time.Second)
+		}
+		if rapid.Bool().Draw(rt, "rt") {
+			spec.RunTimeout = durationpb.New(time.Duration(rapid.Int64Range(1, 20).Draw(rt, "rts")) * time.Second)
+		}
+		if rapid.Bool().Draw(rt, "nb") {
+			spec.NotBefore = timestamppb.New(time.Unix(0, now+rapid.Int64Range(0, 10*sec).Draw(rt, "nbs")))
+		}
+		return MustEncode(CmdSubmit, now, &raftv1.Submit{Tenant: tenant, Spec: spec})
+	case 2:
+		return MustEncode(CmdAssign, now, &raftv1.Assign{JobId: id, Attempt: attempt, Executor: "e1"})
+	case 3:
+		return MustEncode(CmdComplete, now, &raftv1.Complete{JobId: id, Attempt: attempt})
+	case 4:
+		return MustEncode(CmdFail, now, &raftv1.Fail{JobId: id, Attempt: attempt, Retryable: rapid.Bool().Draw(rt, "retry"), Error: &sluicev1.JobError{Code: "x"}})
+	case 5:
+		return MustEncode(CmdCancel, now, &raftv1.Cancel{JobId: id, Tenant: tenant})
+	case 6:
+		return MustEncode(CmdRequeue, now, &raftv1.Requeue{JobId: id, Attempt: attempt})
+	default:
+		return MustEncode(CmdTick, now, &raftv1.Tick{})
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, {1}, {99, 0, 0, 0, 0, 0, 0, 0, 0}, append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0}, 0xff, 0xff)} {
+		if _, _, _, err := Decode(b); err == nil {
+			t.Errorf("Decode(%x) accepted garbage", b)
+		}
+	}
+	m := newMachine(t)
+	if r := m.f.Apply(99, []byte{42}); !errors.Is(r.Err, ErrBadCommand) {
+		t.Fatalf("garbage entry: %v", r.Err)
+	}
+}

@@ -1,0 +1,203 @@
+package fsm
+
+import (
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// Job returns a copy of the job with the given id.
+func (f *FSM) Job(id uint64) (*raftv1.JobRecord, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.jobs[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(j).(*raftv1.JobRecord), true
+}
+
+// JobView is a job with its place in line, read at one instant.
+type JobView struct {
+	Job      *raftv1.JobRecord
+	Position int // 0 when not queued
+}
+
+// View returns a copy of the job and its position in line.
+func (f *FSM) View(id uint64) (JobView, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.jobs[id]
+	if !ok {
+		return JobView{}, false
+	}
+	v := JobView{Job: proto.Clone(j).(*raftv1.JobRecord)}
+	if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
+		v.Position, _ = f.queue.Position(id)
+	}
+	return v, true
+}
+
+// Position is the job's 1-based place in line, if it is queued.
+func (f *FSM) Position(id uint64) (int, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.queue.Position(id)
+}
+
+// QueueLen is the number of queued jobs.
+func (f *FSM) QueueLen() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.queue.Len()
+}
+
+// Count is the number of jobs in state s.
+func (f *FSM) Count(s sluicev1.JobState) int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if int(s) >= len(f.counts) || s < 0 {
+		return 0
+	}
+	return f.counts[s]
+}
+
+// ListJobs returns up to limit of the tenant's jobs with id < before (0: no
+// bound), newest first, in the given states (none: all), and whether more
+// remain.
+func (f *FSM) ListJobs(tenant string, states []sluicev1.JobState, before uint64, limit int) ([]JobView, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ids := f.byTenant[tenant]
+	end := len(ids)
+	if before > 0 {
+		end = sort.Search(len(ids), func(i int) bool { return ids[i] >= before })
+	}
+	var out []JobView
+	for i := end - 1; i >= 0; i-- {
+		j := f.jobs[ids[i]]
+		if len(states) > 0 && !hasState(states, j.State) {
+			continue
+		}
+		if len(out) == limit {
+			return out, true
+		}
+		v := JobView{Job: proto.Clone(j).(*raftv1.JobRecord)}
+		if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
+			v.Position, _ = f.queue.Position(j.Id)
+		}
+		out = append(out, v)
+	}
+	return out, false
+}
+
+func hasState(states []sluicev1.JobState, s sluicev1.JobState) bool {
+	for _, x := range states {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Place proposes placements of ready queued jobs on free slots at time now,
+// without changing anything: the leader commits them as Assign entries.
+func (f *FSM) Place(now int64, slots []scheduler.Slot) []scheduler.Placement {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.queue.Place(now, slots)
+}
+
+// Running returns the ids and attempts of all running jobs, ascending by id.
+func (f *FSM) Running() []RunningJob {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]RunningJob, 0, len(f.running))
+	for id := range f.running {
+		j := f.jobs[id]
+		out = append(out, RunningJob{ID: id, Attempt: j.Attempt, Executor: j.Executor})
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// RunningJob identifies one running attempt.
+type RunningJob struct {
+	ID       uint64
+	Attempt  int32
+	Executor string
+}
+
+// NextDeadline is the earliest time at which a timer is due or a queued job
+// becomes ready; the leader proposes a Tick then. ok is false when none.
+func (f *FSM) NextDeadline() (int64, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if len(f.timers) == 0 {
+		return 0, false
+	}
+	return f.timers[0].at, true
+}
+
+// Now is the state machine's clock: the latest entry time applied.
+func (f *FSM) Now() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.now
+}
+
+// LastIndex is the index of the last applied entry.
+func (f *FSM) LastIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastIndex
+}
+
+// Policy returns the current policy. Callers must not modify it.
+func (f *FSM) Policy() *sluicev1.Policy {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.policy
+}
+
+// TenantByKeyHash finds the tenant owning an API key hash.
+func (f *FSM) TenantByKeyHash(h string) (*sluicev1.Tenant, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.pix.byKeyHash[h]
+	return t, ok
+}
+
+// Model looks up a model by name.
+func (f *FSM) Model(name string) (*sluicev1.Model, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	m, ok := f.pix.models[name]
+	return m, ok
+}
+
+// RunningAttempt reports the job's current attempt if it is running.
+func (f *FSM) RunningAttempt(id uint64) (int32, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.jobs[id]
+	if !ok || j.State != sluicev1.JobState_JOB_STATE_RUNNING {
+		return 0, false
+	}
+	return j.Attempt, true
+}
+
+// QueuedAttempt reports the attempts made so far by a queued job.
+func (f *FSM) QueuedAttempt(id uint64) (int32, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.jobs[id]
+	if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
+		return 0, false
+	}
+	return j.Attempt, true
+}

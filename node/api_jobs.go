@@ -1,0 +1,250 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/sluicehq/sluice/fsm"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// Page sizes for ListJobs.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
+)
+
+type jobService struct {
+	sluicev1connect.UnimplementedJobServiceHandler
+	n *Node
+}
+
+func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
+	t, err := s.n.tenant(req.Header())
+	if err != nil {
+		return nil, err
+	}
+	spec := req.Msg.GetSpec()
+	if err := ValidateSpec(spec, s.n.modelSet(), time.Now()); err != nil {
+		return nil, err
+	}
+	res, err := s.n.propose(ctx, fsm.CmdSubmit, &raftv1.Submit{Tenant: t.Name, Spec: spec})
+	if err != nil {
+		return nil, writeError(err)
+	}
+	if res.Err != nil {
+		return nil, resultError(res)
+	}
+	job, ok := s.n.publicJob(res.JobID)
+	if !ok {
+		// Retention cannot have dropped it yet; be safe anyway.
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("job %d vanished after admission", res.JobID))
+	}
+	return connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated}), nil
+}
+
+func (s *jobService) GetJob(_ context.Context, req *connect.Request[sluicev1.GetJobRequest]) (*connect.Response[sluicev1.GetJobResponse], error) {
+	_, job, err := s.ownJob(req.Header(), req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&sluicev1.GetJobResponse{Job: job}), nil
+}
+
+func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1.WatchJobRequest], stream *connect.ServerStream[sluicev1.WatchJobResponse]) error {
+	id, job, err := s.ownJob(req.Header(), req.Msg.GetId())
+	if err != nil {
+		return err
+	}
+	// ETAs drift with the clock; refresh them now and then even when
+	// nothing is committed.
+	refresh := time.NewTicker(time.Second)
+	defer refresh.Stop()
+	var last *sluicev1.Job
+	for {
+		changed := s.n.fsm.Changed()
+		if last == nil || watchDiffers(last, job) {
+			if err := stream.Send(&sluicev1.WatchJobResponse{Job: job}); err != nil {
+				return err
+			}
+			last = job
+		}
+		if fsm.IsTerminal(job.State) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.n.ctx.Done():
+			return connect.NewError(connect.CodeUnavailable, errors.New("node shutting down; watch again"))
+		case <-changed:
+		case <-refresh.C:
+		}
+		var ok bool
+		if job, ok = s.n.publicJob(id); !ok {
+			return connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d no longer exists (past its retention)", id))
+		}
+	}
+}
+
+// watchDiffers reports whether a watcher should hear about b after a.
+func watchDiffers(a, b *sluicev1.Job) bool {
+	return a.State != b.State || a.QueuePosition != b.QueuePosition || a.EtaSeconds != b.EtaSeconds ||
+		a.Attempt != b.Attempt || a.Executor != b.Executor || len(a.Transitions) != len(b.Transitions)
+}
+
+func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev1.CancelJobRequest]) (*connect.Response[sluicev1.CancelJobResponse], error) {
+	t, err := s.n.tenant(req.Header())
+	if err != nil {
+		return nil, err
+	}
+	id, err := ParseJobID(req.Msg.GetId())
+	if err != nil {
+		return nil, fieldError("id", "%v", err)
+	}
+	res, err := s.n.propose(ctx, fsm.CmdCancel, &raftv1.Cancel{JobId: id, Tenant: t.Name})
+	if err != nil {
+		return nil, writeError(err)
+	}
+	if res.Err != nil {
+		return nil, resultError(res)
+	}
+	job, ok := s.n.publicJob(id)
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d not found", id))
+	}
+	return connect.NewResponse(&sluicev1.CancelJobResponse{Job: job}), nil
+}
+
+func (s *jobService) ListJobs(_ context.Context, req *connect.Request[sluicev1.ListJobsRequest]) (*connect.Response[sluicev1.ListJobsResponse], error) {
+	t, err := s.n.tenant(req.Header())
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.Msg.GetPageSize())
+	switch {
+	case size < 0 || size > MaxPageSize:
+		return nil, fieldError("page_size", "%d is outside the range 0–%d", size, MaxPageSize)
+	case size == 0:
+		size = DefaultPageSize
+	}
+	var before uint64
+	if tok := req.Msg.GetPageToken(); tok != "" {
+		if before, err = ParseJobID(tok); err != nil {
+			return nil, fieldError("page_token", "not a token from a previous response")
+		}
+	}
+	for i, st := range req.Msg.GetStates() {
+		if _, ok := sluicev1.JobState_name[int32(st)]; !ok || st == sluicev1.JobState_JOB_STATE_UNSPECIFIED {
+			return nil, fieldError(fmt.Sprintf("states[%d]", i), "%d is not a job state", st)
+		}
+	}
+	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
+	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
+	for i, v := range views {
+		out.Jobs[i] = publicJob(v, s.n.eta(v))
+	}
+	if more && len(views) > 0 {
+		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ownJob resolves the caller and one of its jobs; another tenant's job is
+// NotFound, exactly like a missing one.
+func (s *jobService) ownJob(h http.Header, rawID string) (uint64, *sluicev1.Job, error) {
+	t, err := s.n.tenant(h)
+	if err != nil {
+		return 0, nil, err
+	}
+	id, err := ParseJobID(rawID)
+	if err != nil {
+		return 0, nil, fieldError("id", "%v", err)
+	}
+	job, ok := s.n.publicJob(id)
+	if !ok || job.Tenant != t.Name {
+		return 0, nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d not found", id))
+	}
+	return id, job, nil
+}
+
+// publicJob reads a job with its position and ETA.
+func (n *Node) publicJob(id uint64) (*sluicev1.Job, bool) {
+	v, ok := n.fsm.View(id)
+	if !ok {
+		return nil, false
+	}
+	return publicJob(v, n.eta(v)), true
+}
+
+// eta estimates the wait of a queued job, or the remaining run time of a
+// running one; -1 when unknown.
+func (n *Node) eta(v fsm.JobView) time.Duration {
+	j := v.Job
+	m, ok := n.fsm.Model(j.Spec.GetModel())
+	if !ok {
+		return -1
+	}
+	service := serviceTime(m.GetDefaultDuration().AsDuration())
+	now := time.Now().UnixNano()
+	switch j.State {
+	case sluicev1.JobState_JOB_STATE_QUEUED:
+		d := scheduler.ETA(v.Position, n.pool.slotsFor(j.Spec.GetModel()), service)
+		if d < 0 {
+			return -1
+		}
+		if wait := time.Duration(j.ReadyNs - now); wait > d {
+			d = wait
+		}
+		return d
+	case sluicev1.JobState_JOB_STATE_RUNNING:
+		return max(0, time.Duration(j.StartedNs+int64(service)-now))
+	}
+	return 0
+}
+
+func (n *Node) modelSet() map[string]bool {
+	p := n.fsm.Policy()
+	out := make(map[string]bool, len(p.GetModels()))
+	for _, m := range p.GetModels() {
+		out[m.Name] = true
+	}
+	return out
+}
+
+// writeError maps a failed proposal to a Connect error.
+func writeError(err error) error {
+	switch {
+	case errors.Is(err, errNotLeader):
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("could not commit: %w", err))
+}
+
+// resultError maps a state machine result error to a Connect error.
+func resultError(res fsm.Result) error {
+	err := res.Err
+	switch {
+	case errors.Is(err, fsm.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d not found", res.JobID))
+	case errors.Is(err, fsm.ErrFinished):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job %d: %w", res.JobID, err))
+	case errors.Is(err, fsm.ErrUnknownModel):
+		return fieldError("spec.model", "%v", err)
+	case errors.Is(err, fsm.ErrUnknownTenant):
+		return connect.NewError(connect.CodeUnauthenticated, err)
+	case errors.Is(err, fsm.ErrStale), errors.Is(err, fsm.ErrNotQueued):
+		return connect.NewError(connect.CodeAborted, err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}

@@ -1,0 +1,57 @@
+package node
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// MaxCredentialBytes bounds the bearer token we are willing to hash.
+const MaxCredentialBytes = 512
+
+func bearer(h http.Header) (string, *connect.Error) {
+	v := h.Get("Authorization")
+	if v == "" {
+		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: missing; send \"Authorization: Bearer <api key>\""))
+	}
+	tok, ok := strings.CutPrefix(v, "Bearer ")
+	if !ok || tok == "" {
+		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: must be \"Bearer <api key>\""))
+	}
+	if len(tok) > MaxCredentialBytes {
+		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: key longer than 512 bytes"))
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// tenant maps the caller's API key to its tenant.
+func (n *Node) tenant(h http.Header) (*sluicev1.Tenant, error) {
+	key, err := bearer(h)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := n.fsm.TenantByKeyHash(fsm.HashKey(key))
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: unknown API key"))
+	}
+	return t, nil
+}
+
+// admin checks the caller's admin token.
+func (n *Node) admin(h http.Header) error {
+	tok, err := bearer(h)
+	if err != nil {
+		return err
+	}
+	want := n.fsm.Policy().GetAdminTokenSha256()
+	if want == "" || subtle.ConstantTimeCompare([]byte(fsm.HashKey(tok)), []byte(want)) != 1 {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the admin token"))
+	}
+	return nil
+}

@@ -1,0 +1,8 @@
+// Package node is one Sluice server: the raft peer (hashicorp/raft with a
+// raft-boltdb/v2 log and file snapshots under the data dir), the Connect
+// services on one HTTP port (Connect, gRPC and gRPC-Web over HTTP/1.1 and
+// h2c, with reflection and health), and the leader's loops: dispatching
+// queued jobs to executor slots, ticking timers, and requeueing attempts
+// whose executor was lost. Nothing a client was told was admitted is lost
+// while a majority of the raft group keeps its disks.
+package node

@@ -1,0 +1,71 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+)
+
+// newHTTPServer serves every service on one port: Connect, gRPC and
+// gRPC-Web over HTTP/1.1 and cleartext HTTP/2 (h2c).
+func (n *Node) newHTTPServer() *http.Server {
+	mux := http.NewServeMux()
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxRequestBytes)}
+	mux.Handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
+	mux.Handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
+	reflector := grpcreflect.NewStaticReflector(
+		sluicev1connect.JobServiceName,
+		sluicev1connect.AdminServiceName,
+		grpchealth.HealthV1ServiceName,
+	)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(healthChecker{n}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: raft state %s, leader %q\n", n.raft.State(), n.leaderID())
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           mux,
+		Protocols:         p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+}
+
+func (n *Node) leaderID() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// healthChecker answers grpc.health.v1: SERVING once the node is ready.
+type healthChecker struct{ n *Node }
+
+func (h healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	switch req.Service {
+	case "", sluicev1connect.JobServiceName, sluicev1connect.AdminServiceName:
+	default:
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	if h.n.Ready() {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+}

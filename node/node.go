@@ -1,0 +1,286 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicehq/sluice/fsm"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// Config configures a node.
+type Config struct {
+	// ID is the raft server id (default "n1").
+	ID string
+	// DataDir holds raft.db (the log) and snapshots/.
+	DataDir string
+	// HTTPAddr is where the Connect services listen (default 127.0.0.1:7700).
+	HTTPAddr string
+	// RaftAddr is the raft TCP transport's address (default 127.0.0.1:0).
+	RaftAddr string
+	// Bootstrap makes a node with no state a one-node cluster.
+	Bootstrap bool
+	// Policy, when set, is proposed by this node whenever it leads and the
+	// log holds a different one.
+	Policy *sluicev1.Policy
+	// Executors run in this process.
+	Executors []LocalExecutor
+	// LeaseGrace is how long a new leader waits before it requeues running
+	// attempts that no executor claims (default 3s).
+	LeaseGrace time.Duration
+	// ApplyTimeout bounds one raft proposal (default 10s).
+	ApplyTimeout time.Duration
+	// Logger for the node; nil logs to stderr at Info.
+	Logger *slog.Logger
+}
+
+// Node is a running Sluice server.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	pool      *executorPool
+	listener  net.Listener
+	http      *http.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	readyMu sync.Mutex
+	ready   bool // leader and caught up with the log, policy in place
+}
+
+// Start opens the data dir, starts raft and serves HTTP. It returns once
+// the listeners are bound; leadership follows within an election timeout.
+func Start(cfg Config) (*Node, error) {
+	if cfg.ID == "" {
+		cfg.ID = "n1"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:7700"
+	}
+	if cfg.RaftAddr == "" {
+		cfg.RaftAddr = "127.0.0.1:0"
+	}
+	if cfg.LeaseGrace == 0 {
+		cfg.LeaseGrace = 3 * time.Second
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: data dir required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(nil), pool: newExecutorPool(cfg.Executors)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.startRaft(); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		n.shutdownRaft()
+		n.cancel()
+		return nil, fmt.Errorf("node: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	n.listener = ln
+	n.http = n.newHTTPServer()
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.leaderLoop()
+	}()
+	return n, nil
+}
+
+func (n *Node) startRaft() error {
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(n.cfg.ID)
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	// One node elects itself after HeartbeatTimeout; keep restarts quick.
+	conf.HeartbeatTimeout = 500 * time.Millisecond
+	conf.ElectionTimeout = 500 * time.Millisecond
+	conf.LeaderLeaseTimeout = 250 * time.Millisecond
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.SnapshotThreshold = 8192
+	conf.SnapshotInterval = 30 * time.Second
+	conf.TrailingLogs = 10240
+	conf.MaxAppendEntries = 256
+
+	store, err := raftboltdb.NewBoltStore(filepath.Join(n.cfg.DataDir, "raft.db"))
+	if err != nil {
+		return fmt.Errorf("node: open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("node: snapshot store: %w", err)
+	}
+	trans, err := raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+	}
+	existing, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return fmt.Errorf("node: inspect raft state: %w", err)
+	}
+	r, err := raft.NewRaft(conf, raftFSM{n.fsm}, store, store, snaps, trans)
+	if err != nil {
+		store.Close()
+		trans.Close()
+		return fmt.Errorf("node: start raft: %w", err)
+	}
+	if n.cfg.Bootstrap && !existing {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: conf.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			r.Shutdown()
+			store.Close()
+			trans.Close()
+			return fmt.Errorf("node: bootstrap: %w", err)
+		}
+	}
+	n.raft, n.store, n.transport = r, store, trans
+	return nil
+}
+
+// Addr is the HTTP address the node serves on.
+func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// RaftAddr is the raft transport's address.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// FSM exposes the state machine for tests and tools (read-only use).
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// IsLeader reports whether this node leads the raft group.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Ready reports whether the node leads, has applied its whole log and holds
+// a policy: it can serve writes.
+func (n *Node) Ready() bool {
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	return n.ready
+}
+
+func (n *Node) setReady(v bool) {
+	n.readyMu.Lock()
+	n.ready = v
+	n.readyMu.Unlock()
+}
+
+// Close stops serving, stops local executors and shuts raft down.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.cancel()
+	err := n.http.Shutdown(ctx)
+	if err != nil {
+		n.http.Close()
+	}
+	n.wg.Wait()
+	n.shutdownRaft()
+	return nil
+}
+
+func (n *Node) shutdownRaft() {
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			n.log.Warn("raft shutdown", "err", err)
+		}
+	}
+	if n.transport != nil {
+		n.transport.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+// errNotLeader is returned when a write reaches a node that does not lead.
+var errNotLeader = errors.New("this node is not the raft leader")
+
+// propose commits one command and returns the state machine's result.
+func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message) (fsm.Result, error) {
+	if n.raft.State() != raft.Leader {
+		return fsm.Result{}, errNotLeader
+	}
+	data, err := fsm.Encode(t, time.Now().UnixNano(), msg)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = time.Until(dl)
+	}
+	f := n.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fsm.Result{}, errNotLeader
+		}
+		return fsm.Result{}, err
+	}
+	res, _ := f.Response().(fsm.Result)
+	return res, nil
+}
+
+// proposeAsync starts a proposal and returns its future, or nil when this
+// node is not the leader.
+func (n *Node) proposeAsync(t fsm.CommandType, msg proto.Message) raft.ApplyFuture {
+	if n.raft.State() != raft.Leader {
+		return nil
+	}
+	return n.raft.Apply(fsm.MustEncode(t, time.Now().UnixNano(), msg), n.cfg.ApplyTimeout)
+}
+
+// ensurePolicy proposes the configured policy when the log's differs.
+func (n *Node) ensurePolicy(ctx context.Context) error {
+	if n.cfg.Policy == nil || proto.Equal(n.cfg.Policy, n.fsm.Policy()) {
+		return nil
+	}
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: n.cfg.Policy})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	n.log.Info("policy applied", "tenants", len(n.cfg.Policy.Tenants), "models", len(n.cfg.Policy.Models))
+	return nil
+}

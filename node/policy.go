@@ -1,0 +1,88 @@
+package node
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// MaxPolicyBytes bounds a policy file.
+const MaxPolicyBytes = 8 << 20
+
+// ParsePolicy reads the YAML or JSON form of a sluice.v1.Policy and
+// validates it. Errors name the offending field.
+func ParsePolicy(data []byte) (*sluicev1.Policy, error) {
+	if len(data) > MaxPolicyBytes {
+		return nil, fmt.Errorf("policy: %d bytes exceed the %d-byte limit", len(data), MaxPolicyBytes)
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("policy: not valid YAML or JSON: %w", err)
+	}
+	p := &sluicev1.Policy{}
+	if err := protojson.Unmarshal(js, p); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if err := fsm.ValidatePolicy(p); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return p, nil
+}
+
+// LoadPolicy reads and validates a policy file.
+func LoadPolicy(path string) (*sluicev1.Policy, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > MaxPolicyBytes {
+		return nil, fmt.Errorf("%s: %d bytes exceed the %d-byte limit", path, fi.Size(), MaxPolicyBytes)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := ParsePolicy(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Demo credentials of the built-in policy; `sluice dev` prints them.
+const (
+	DemoAliceKey   = "dev-alice"
+	DemoBobKey     = "dev-bob"
+	DemoAdminToken = "dev-admin"
+)
+
+// DemoPolicy is what `sluice dev` runs without --policy: tenants alice
+// (free) and bob (pro), models sdxl (2 s) and llama-8b (500 ms).
+func DemoPolicy() *sluicev1.Policy {
+	return &sluicev1.Policy{
+		Tiers: []*sluicev1.Tier{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
+		Tenants: []*sluicev1.Tenant{
+			{Name: "alice", Tier: "free", ApiKeySha256: []string{fsm.HashKey(DemoAliceKey)}},
+			{Name: "bob", Tier: "pro", ApiKeySha256: []string{fsm.HashKey(DemoBobKey)}},
+		},
+		Models: []*sluicev1.Model{
+			{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second), GpuMemoryMb: 16384},
+			{Name: "llama-8b", DefaultDuration: durationpb.New(500 * time.Millisecond), GpuMemoryMb: 20480},
+		},
+		AdminTokenSha256: fsm.HashKey(DemoAdminToken),
+		Defaults: &sluicev1.Defaults{
+			QueueTimeout: durationpb.New(30 * time.Minute),
+			MaxAttempts:  3,
+			RetryBackoff: durationpb.New(time.Second),
+			MaxBackoff:   durationpb.New(time.Minute),
+			JobRetention: durationpb.New(7 * 24 * time.Hour),
+		},
+	}
+}
