@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,12 +69,6 @@ func (s *adminService) GetClusterStatus(_ context.Context, req *connect.Request[
 }
 
 func parseUint(s string) uint64 {
-	var v uint64
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return v
-		}
-		v = v*10 + uint64(c-'0')
-	}
+	v, _ := strconv.ParseUint(s, 10, 64)
 	return v
 }

@@ -197,9 +197,14 @@ func (n *Node) eta(v fsm.JobView) time.Duration {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		d := scheduler.ETA(v.Position, n.pool.slotsFor(j.Spec.GetModel()), service)
-		if d < 0 {
+		total, free := n.pool.slotsFor(j.Spec.GetModel())
+		if total == 0 {
 			return -1
+		}
+		// Jobs that free slots can take right away wait for nothing.
+		d := time.Duration(0)
+		if v.Position > free {
+			d = scheduler.ETA(v.Position-free, total, service)
 		}
 		if wait := time.Duration(j.ReadyNs - now); wait > d {
 			d = wait

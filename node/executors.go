@@ -73,17 +73,17 @@ func (p *executorPool) freeSlots() []scheduler.Slot {
 	return out
 }
 
-// slotsFor counts all slots (busy or not) that can serve a model.
-func (p *executorPool) slotsFor(model string) int {
+// slotsFor counts the slots that can serve a model, and how many are free.
+func (p *executorPool) slotsFor(model string) (total, free int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
 	for _, e := range p.execs {
 		if len(e.cfg.Models) == 0 || contains(e.cfg.Models, model) {
-			n += e.cfg.Slots
+			total += e.cfg.Slots
+			free += max(0, e.cfg.Slots-len(e.running)-len(e.reserved))
 		}
 	}
-	return n
+	return total, free
 }
 
 func contains(xs []string, x string) bool {

@@ -47,6 +47,8 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// Logger for the node; nil logs to stderr at Info.
 	Logger *slog.Logger
+	// RaftLog receives raft's own warnings (default stderr).
+	RaftLog io.Writer
 }
 
 // Node is a running Sluice server.
@@ -127,7 +129,11 @@ func Start(cfg Config) (*Node, error) {
 func (n *Node) startRaft() error {
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(n.cfg.ID)
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	out := n.cfg.RaftLog
+	if out == nil {
+		out = os.Stderr
+	}
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: out})
 	// One node elects itself after HeartbeatTimeout; keep restarts quick.
 	conf.HeartbeatTimeout = 500 * time.Millisecond
 	conf.ElectionTimeout = 500 * time.Millisecond

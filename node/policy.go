@@ -1,11 +1,15 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"sigs.k8s.io/yaml"
 
@@ -27,6 +31,10 @@ func ParsePolicy(data []byte) (*sluicev1.Policy, error) {
 		return nil, fmt.Errorf("policy: not valid YAML or JSON: %w", err)
 	}
 	p := &sluicev1.Policy{}
+	js, err = normalizeDurations(js, p.ProtoReflect().Descriptor())
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
 	if err := protojson.Unmarshal(js, p); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -34,6 +42,65 @@ func ParsePolicy(data []byte) (*sluicev1.Policy, error) {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return p, nil
+}
+
+// normalizeDurations rewrites Go-style durations ("10m", "1h30m") in the
+// message's Duration fields into the "600s" form protojson requires, so
+// policy files can be written the way people write durations.
+func normalizeDurations(js []byte, md protoreflect.MessageDescriptor) ([]byte, error) {
+	var doc any
+	if err := json.Unmarshal(js, &doc); err != nil {
+		return nil, err
+	}
+	if err := walkDurations(doc, md, ""); err != nil {
+		return nil, err
+	}
+	return json.Marshal(doc)
+}
+
+func walkDurations(v any, md protoreflect.MessageDescriptor, path string) error {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	for key, val := range obj {
+		fd := md.Fields().ByJSONName(key)
+		if fd == nil {
+			fd = md.Fields().ByName(protoreflect.Name(key))
+		}
+		if fd == nil || fd.Message() == nil {
+			continue
+		}
+		field := strings.TrimPrefix(path+"."+string(fd.Name()), ".")
+		if fd.Message().FullName() == "google.protobuf.Duration" {
+			s, ok := val.(string)
+			if !ok {
+				return fmt.Errorf("%s: want a duration such as \"2s\" or \"10m\"", field)
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a duration such as \"2s\" or \"10m\"", field, s)
+			}
+			obj[key] = strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+			continue
+		}
+		if fd.IsList() {
+			if xs, ok := val.([]any); ok {
+				for i, x := range xs {
+					if err := walkDurations(x, fd.Message(), fmt.Sprintf("%s[%d]", field, i)); err != nil {
+						return err
+					}
+				}
+			}
+			continue
+		}
+		if !fd.IsMap() {
+			if err := walkDurations(val, fd.Message(), field); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // LoadPolicy reads and validates a policy file.

@@ -21,6 +21,7 @@ type serveFlags struct {
 	bootstrap                    bool
 	executors                    int
 	failureRate                  float64
+	leaseGrace                   time.Duration
 }
 
 func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int) {
@@ -31,6 +32,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().StringVar(&f.policy, "policy", "", "policy file (YAML or JSON sluice.v1.Policy); empty keeps the cluster's current one")
 	c.Flags().IntVar(&f.executors, "executors", executorsDefault, "number of in-process synthetic GPU executors (one slot each)")
 	c.Flags().Float64Var(&f.failureRate, "failure-rate", 0, "share of synthetic attempts that fail (0–1), to watch retries")
+	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
 }
 
 func devCmd() *cobra.Command {
@@ -101,7 +103,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
-		Bootstrap: f.bootstrap, Policy: policy, Executors: execs, Logger: logger,
+		Bootstrap: f.bootstrap, Policy: policy, Executors: execs, Logger: logger, LeaseGrace: f.leaseGrace,
 	})
 	if err != nil {
 		return err
