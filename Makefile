@@ -5,7 +5,7 @@ BUF_VERSION          := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 CONNECT_GO_VERSION   := v1.21.1
 
-.PHONY: dev test build proto proto-check bench lint tools fuzz clean
+.PHONY: dev test build proto proto-check bench lint tools fuzz clean grpcurl
 
 ## dev: run a one-node cluster with 4 synthetic GPU executors and the demo policy
 dev:
@@ -28,6 +28,11 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-connect-go:
 	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_GO_VERSION)
+
+## grpcurl: grpcurl in .bin/, for the README tour
+grpcurl: $(BIN)/grpcurl
+$(BIN)/grpcurl:
+	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
 ## proto: lint the .proto files and regenerate proto/gen
 proto: tools

@@ -193,7 +193,7 @@ func (n *Node) eta(v fsm.JobView) time.Duration {
 	if !ok {
 		return -1
 	}
-	service := serviceTime(m.GetDefaultDuration().AsDuration())
+	service := n.service.expected(m.Name, m.GetDefaultDuration().AsDuration())
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:

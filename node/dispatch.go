@@ -202,7 +202,11 @@ func (n *Node) startRun(executor string, id uint64, attempt int32) {
 		defer n.wg.Done()
 		defer n.pool.finish(executor, id, attempt)
 		runCtx, cancel := context.WithTimeout(ctx, a.RunTimeout)
+		began := time.Now()
 		res := runner.Run(runCtx, a, nil)
+		if res.Err == nil {
+			n.service.observe(a.Model, time.Since(began))
+		}
 		timedOut := runCtx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if ctx.Err() != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/sluicehq/sluice/gpuexec"
 	"github.com/sluicehq/sluice/scheduler"
@@ -208,12 +207,4 @@ type execStatus struct {
 	slots  int
 	busy   int
 	models []string
-}
-
-// serviceTime is the expected duration of one job of a model, for ETAs.
-func serviceTime(defaultDuration time.Duration) time.Duration {
-	if defaultDuration <= 0 {
-		return time.Second
-	}
-	return defaultDuration
 }

@@ -49,6 +49,8 @@ type Config struct {
 	Logger *slog.Logger
 	// RaftLog receives raft's own warnings (default stderr).
 	RaftLog io.Writer
+	// RaftLogLevel is the least severe raft message logged (default "warn").
+	RaftLogLevel string
 }
 
 // Node is a running Sluice server.
@@ -60,6 +62,7 @@ type Node struct {
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 	pool      *executorPool
+	service   serviceTimes
 	listener  net.Listener
 	http      *http.Server
 
@@ -133,7 +136,11 @@ func (n *Node) startRaft() error {
 	if out == nil {
 		out = os.Stderr
 	}
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: out})
+	level := hclog.LevelFromString(n.cfg.RaftLogLevel)
+	if level == hclog.NoLevel {
+		level = hclog.Warn
+	}
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
 	// One node elects itself after HeartbeatTimeout; keep restarts quick.
 	conf.HeartbeatTimeout = 500 * time.Millisecond
 	conf.ElectionTimeout = 500 * time.Millisecond

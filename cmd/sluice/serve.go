@@ -101,9 +101,15 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		})
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	raftLevel := "warn"
+	if dev {
+		// A one-node cluster always "misses" a heartbeat before electing
+		// itself; that warning only confuses a newcomer.
+		raftLevel = "error"
+	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
-		Bootstrap: f.bootstrap, Policy: policy, Executors: execs, Logger: logger, LeaseGrace: f.leaseGrace,
+		Bootstrap: f.bootstrap, Policy: policy, Executors: execs, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel,
 	})
 	if err != nil {
 		return err
