@@ -91,21 +91,6 @@ func waitReady(t *testing.T, url string) {
 	t.Fatalf("%s not ready within 20s", url)
 }
 
-type keyAuth string
-
-func (k keyAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(k))
-		return next(ctx, req)
-	}
-}
-func (k keyAuth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-func (k keyAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
-}
-
 func getJob(t *testing.T, c sluicev1connect.JobServiceClient, id string) *sluicev1.Job {
 	t.Helper()
 	res, err := c.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: id}))
@@ -137,7 +122,7 @@ func TestKill9RestartKeepsEveryJob(t *testing.T) {
 	bin := buildSluice(t)
 	data := t.TempDir()
 	cmd, url := startDev(t, bin, data)
-	c := sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(keyAuth("dev-alice")))
+	c := sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("dev-alice")))
 
 	submit := func(ms int) string {
 		in, _ := structpb.NewStruct(map[string]any{"prompt": fmt.Sprintf("job of %d ms", ms), "duration_ms": ms})
@@ -183,7 +168,7 @@ func TestKill9RestartKeepsEveryJob(t *testing.T) {
 	cmd.Wait()
 
 	_, url = startDev(t, bin, data)
-	c = sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(keyAuth("dev-alice")))
+	c = sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("dev-alice")))
 	for _, id := range quick {
 		got := getJob(t, c, id)
 		if got.State != sluicev1.JobState_JOB_STATE_SUCCEEDED || !proto.Equal(got.Output, before[id].Output) {
