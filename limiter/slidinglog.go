@@ -1,0 +1,263 @@
+package limiter
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+)
+
+// MaxSlidingLogLimit bounds a SlidingLog's Limit, and so the entries one key's log can hold:
+// an exact log costs 16 bytes per distinct hit time in the window. Use SlidingCounter above it.
+const MaxSlidingLogLimit = 1 << 16
+
+// SlidingLog keeps every admitted hit's time and cost and admits a hit only if the units
+// admitted in the last Window (the half-open interval (now−Window, now]) plus its cost are at
+// most Limit: in any interval of length Window it admits at most Limit units, exactly.
+type SlidingLog struct {
+	Limit  int64
+	Window time.Duration
+}
+
+// SlidingLogState is one key's log: a ring of (time, cost) entries, oldest first, at most
+// Limit of them; the zero value is an empty log. Copy it only by encoding: copies share the
+// ring.
+type SlidingLogState struct {
+	ring []logEntry
+	head int
+	n    int
+	used int64 // sum of the entries' costs
+}
+
+type logEntry struct {
+	at, cost int64
+}
+
+// Validate reports the first bad parameter.
+func (l SlidingLog) Validate() error {
+	if l.Limit < 1 || l.Limit > MaxSlidingLogLimit {
+		return fmt.Errorf("limit: %d must be between 1 and %d for a sliding log (use a sliding counter above)", l.Limit, MaxSlidingLogLimit)
+	}
+	return validateWindow(l.Window)
+}
+
+// Admit logs the hit if it fits the last Window; a rejected hit changes nothing.
+func (l SlidingLog) Admit(s *SlidingLogState, now, cost int64) Result { return l.admit(s, now, cost) }
+
+// Check decides like Admit without logging.
+func (l SlidingLog) Check(s *SlidingLogState, now, cost int64) Result {
+	res, _ := l.eval(*s, now, cost)
+	return res
+}
+
+// entry returns the i-th oldest entry (i < len(ring); head < len(ring), so one wrap at most).
+func (s *SlidingLogState) entry(i int) *logEntry {
+	j := s.head + i
+	if j >= len(s.ring) {
+		j -= len(s.ring)
+	}
+	return &s.ring[j]
+}
+
+// live returns how many of the oldest entries have expired at now, and the units of the rest.
+func (l SlidingLog) live(s *SlidingLogState, now int64) (expired int, used int64) {
+	used = s.used
+	horizon := now - int64(l.Window)
+	for expired < s.n {
+		e := s.entry(expired)
+		if e.at > horizon {
+			break
+		}
+		used -= e.cost
+		expired++
+	}
+	return expired, used
+}
+
+// eval decides a hit; commit builds the state after admitting it, in place.
+func (l SlidingLog) eval(s SlidingLogState, now, cost int64) (Result, SlidingLogState) {
+	cost = clampCost(cost)
+	expired, used := l.live(&s, now)
+	win := int64(l.Window)
+	res := Result{Limit: l.Limit, Remaining: max(0, l.Limit-used), ResetAt: now}
+	if s.n > expired {
+		res.ResetAt = addSat(s.entry(s.n-1).at, win)
+	}
+	switch {
+	case cost <= l.Limit-used:
+		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+		res.Remaining -= cost
+		if cost > 0 {
+			res.ResetAt = addSat(max(now, res.ResetAt-win), win)
+		}
+	case cost > l.Limit:
+		res.RetryAt = Never
+	default:
+		// The oldest entries expire first; the hit fits once enough of them have.
+		need := used + cost - l.Limit
+		for i := expired; i < s.n; i++ {
+			e := s.entry(i)
+			need -= e.cost
+			if need <= 0 {
+				res.RetryAt = addSat(e.at, win)
+				break
+			}
+		}
+	}
+	return res, s
+}
+
+func (l SlidingLog) commit(s *SlidingLogState, _ SlidingLogState, now, cost int64) {
+	if cost = clampCost(cost); cost > 0 {
+		l.append(s, now, cost)
+	}
+}
+
+func (l SlidingLog) admit(s *SlidingLogState, now, cost int64) Result {
+	res, _ := l.eval(*s, now, cost)
+	if res.Allowed && cost > 0 {
+		l.append(s, now, clampCost(cost))
+	}
+	return res
+}
+
+// append drops expired entries and logs cost at now (or at the newest entry's time, if time
+// went backwards). A forced charge into a full ring merges the two oldest entries at the
+// later one's time: that over-counts, never under-counts.
+func (l SlidingLog) append(s *SlidingLogState, now, cost int64) {
+	expired, used := l.live(s, now)
+	if expired > 0 {
+		s.head = (s.head + expired) % len(s.ring) // expired ≤ n ≤ len(ring)
+		s.n -= expired
+		s.used = used
+	}
+	if s.n > 0 {
+		if last := s.entry(s.n - 1); last.at >= now {
+			last.cost = capAmount(last.cost + cost)
+			s.used = capAmount(s.used + cost)
+			return
+		}
+	}
+	merged := int64(0)
+	if s.n == len(s.ring) {
+		if s.n < int(l.Limit) {
+			s.grow(min(max(4, 2*s.n), int(l.Limit)))
+		} else {
+			oldest := *s.entry(0)
+			s.head = (s.head + 1) % len(s.ring)
+			s.n--
+			if s.n > 0 {
+				s.entry(0).cost += oldest.cost
+			} else {
+				merged = oldest.cost
+			}
+		}
+	}
+	*s.entry(s.n) = logEntry{at: now, cost: capAmount(cost + merged)}
+	s.n++
+	s.used = capAmount(s.used + cost)
+}
+
+func (s *SlidingLogState) grow(size int) {
+	ring := make([]logEntry, size)
+	for i := 0; i < s.n; i++ {
+		ring[i] = *s.entry(i)
+	}
+	s.ring, s.head = ring, 0
+}
+
+func (l SlidingLog) force(s *SlidingLogState, now, cost int64) Result {
+	if cost = clampCost(cost); cost > 0 {
+		l.append(s, now, cost)
+	}
+	res, _ := l.eval(*s, now, 0)
+	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	return res
+}
+
+// refund removes up to cost units from the entry logged at time at, if it is still there.
+func (l SlidingLog) refund(s *SlidingLogState, now, at, cost int64) {
+	for i := s.n - 1; i >= 0; i-- {
+		e := s.entry(i)
+		if e.at < at {
+			return
+		}
+		if e.at > at {
+			continue
+		}
+		take := min(e.cost, clampCost(cost))
+		e.cost -= take
+		s.used -= take
+		if e.cost == 0 {
+			for j := i; j < s.n-1; j++ {
+				*s.entry(j) = *s.entry(j + 1)
+			}
+			s.n--
+		}
+		return
+	}
+}
+
+func (l SlidingLog) idleAt(s SlidingLogState) int64 {
+	if s.n == 0 {
+		return math.MinInt64
+	}
+	return addSat(s.entry(s.n-1).at, int64(l.Window))
+}
+
+func (s *SlidingLogState) appendEntries(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(s.n))
+	for i := 0; i < s.n; i++ {
+		e := s.entry(i)
+		b = appendInts(b, e.at, e.cost)
+	}
+	return b
+}
+
+func (s *SlidingLogState) readEntries(d *decoder, limit int) {
+	*s = SlidingLogState{}
+	n := d.count(limit, 2)
+	if n > 0 {
+		s.ring = make([]logEntry, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		e := logEntry{at: d.int(), cost: d.int()}
+		d.check(e.cost >= 1 && e.cost <= maxAmount, "sliding log: entry cost %d out of range", e.cost)
+		d.check(i == 0 || e.at > s.ring[i-1].at, "sliding log: entry times out of order")
+		s.ring[i] = e
+		s.used = capAmount(s.used + e.cost)
+	}
+	s.n = n
+}
+
+func (l SlidingLog) appendState(b []byte, s SlidingLogState) []byte { return s.appendEntries(b) }
+
+func (l SlidingLog) readState(d *decoder, s *SlidingLogState) { s.readEntries(d, int(l.Limit)) }
+
+func (l SlidingLog) appendParams(b []byte) []byte {
+	return appendInts(append(b, tagSlidingLog), l.Limit, int64(l.Window))
+}
+
+// Delaying a hit would log it in the future, where it would block hits in between; the Delay
+// action on a SlidingLog rule rejects, with RetryAt when enough entries expire.
+func (l SlidingLog) newTable(maxKeys int) table {
+	return newKeyed[SlidingLogState](l, maxKeys, false, true)
+}
+
+// AppendBinary appends the state's deterministic encoding to b: its entries, oldest first.
+func (s SlidingLogState) AppendBinary(b []byte) ([]byte, error) {
+	return s.appendEntries(append(b, tagSlidingLog)), nil
+}
+
+// UnmarshalBinary decodes what AppendBinary wrote.
+func (s *SlidingLogState) UnmarshalBinary(data []byte) error {
+	d := decoder{b: data}
+	d.tag(tagSlidingLog)
+	var v SlidingLogState
+	v.readEntries(&d, MaxSlidingLogLimit)
+	if err := d.finish(); err != nil {
+		return fmt.Errorf("sliding log state: %w", err)
+	}
+	*s = v
+	return nil
+}

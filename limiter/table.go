@@ -1,0 +1,370 @@
+package limiter
+
+import (
+	"encoding/binary"
+	"slices"
+	"strings"
+)
+
+// kernel is the engine-facing side of an algorithm over its per-key state S. eval never
+// mutates; admit mutates only when it allows a positive cost; a rejected hit leaves the state
+// untouched.
+type kernel[S any] interface {
+	// eval decides a hit on s and returns the state after admitting it (for SlidingLog, s:
+	// commit builds that state in place).
+	eval(s S, now, cost int64) (Result, S)
+	// commit stores a hit that eval allowed: next is eval's state.
+	commit(s *S, next S, now, cost int64)
+	// admit is eval then, if allowed, commit.
+	admit(s *S, now, cost int64) Result
+	// force charges cost whatever the limit (a delayed admission, or a settled overrun) and
+	// returns the result after the charge.
+	force(s *S, now, cost int64) Result
+	// refund gives back cost units charged at time at (for concurrency caps: releases them).
+	refund(s *S, now, at, cost int64)
+	// idleAt is the time from which s is indistinguishable from a new key's state:
+	// math.MinInt64 when it already is, math.MaxInt64 when only a mutation can make it so.
+	idleAt(s S) int64
+	appendState(b []byte, s S) []byte
+	readState(d *decoder, s *S)
+	appendParams(b []byte) []byte
+}
+
+// ref says where a key's state lives in a table: a slot index (≥ 0), or one of these.
+type ref int32
+
+const (
+	refNew      ref = -1 // absent; it gets its own slot when charged
+	refOverflow ref = -2 // absent and the table is full: it shares the overflow state
+	refFull     ref = -3 // absent, the table is full and the rule has no overflow: rejected
+)
+
+// table is a keyed set of states for one algorithm; the Engine keeps one per rule and
+// Sharded one per shard.
+type table interface {
+	// evaluate decides a hit without charging. With commit it may first drop idle keys
+	// (which never changes a decision) and remembers the hit for commit.
+	evaluate(key string, now, cost int64, commit bool) (Result, ref)
+	// commit charges the hit the last evaluate allowed, at the place ref names.
+	commit(key string, r ref, now, cost int64)
+	// force charges a hit whatever the limit and returns the result after it.
+	force(key string, r ref, now, cost int64) Result
+	admit(key string, now, cost int64) Result
+	charge(key string, now, cost int64)
+	refund(key string, now, at, cost int64)
+	sweep(now int64) int
+	len() int
+	appendParams(b []byte) []byte
+	appendSnapshot(b []byte) []byte
+	restore(d *decoder)
+	canDelay() bool
+}
+
+type slot[S any] struct {
+	key string
+	// pos is the slot's place in the idle heap, -1 when the slot is free.
+	pos int32
+	// idle is a lower bound on idleAt(state): a charge of a positive cost only raises idleAt
+	// (a state not yet idle keeps its absolute idle time as time passes; one already idle
+	// becomes busy past now), so it goes stale upwards and is refreshed at the top of the
+	// heap; refunds, which lower idleAt, move the slot up.
+	idle  int64
+	state S
+}
+
+// keyed is a table: a map from key to a slot in a slab of states, a free list, an idle heap,
+// and one overflow state shared by new keys once maxKeys keys are held.
+//
+// What the table holds is a function of the hits it was given, never of map iteration order
+// or slab layout: a sweep drops exactly the keys that are idle (see kernel.idleAt), and a new
+// key finds the table full exactly when maxKeys keys that are not idle are held. The idle heap
+// makes that check O(1) when nothing is idle, and O(log n) per key dropped or refreshed.
+type keyed[S any, K kernel[S]] struct {
+	k        K
+	delays   bool // the algorithm can charge into debt, so the Delay action applies
+	overflow bool // new keys share overflowState when full; otherwise they are rejected
+	maxKeys  int
+
+	index         map[string]int32
+	slots         []slot[S]
+	free          []int32
+	heap          []int32 // slot indices, a min-heap on slot.idle
+	overflowState S
+	pending       S // the state after the hit evaluate last allowed, for commit
+}
+
+func newKeyed[S any, K kernel[S]](k K, maxKeys int, delays, overflow bool) *keyed[S, K] {
+	return &keyed[S, K]{
+		k:        k,
+		delays:   delays,
+		overflow: overflow,
+		maxKeys:  maxKeys,
+		index:    make(map[string]int32),
+	}
+}
+
+// locate finds key's state. With sweep, a full table first drops its idle keys; without
+// (read-only callers), a full table that has an idle candidate answers refNew.
+func (t *keyed[S, K]) locate(key string, now int64, sweep bool) ref {
+	if i, ok := t.index[key]; ok {
+		return ref(i)
+	}
+	if len(t.index) < t.maxKeys {
+		return refNew
+	}
+	if len(t.heap) > 0 && t.slots[t.heap[0]].idle <= now {
+		if !sweep {
+			return refNew
+		}
+		t.sweep(now)
+		if len(t.index) < t.maxKeys {
+			return refNew
+		}
+	}
+	if t.overflow {
+		return refOverflow
+	}
+	return refFull
+}
+
+func (t *keyed[S, K]) evaluate(key string, now, cost int64, commit bool) (Result, ref) {
+	r := t.locate(key, now, commit)
+	var s S
+	switch r {
+	case refNew:
+	case refOverflow:
+		s = t.overflowState
+	case refFull:
+		res, _ := t.k.eval(s, now, 0)
+		res.Allowed, res.Remaining, res.ServeAt, res.RetryAt = false, 0, 0, 0
+		if cost > res.Limit {
+			res.RetryAt = Never
+		}
+		return res, r
+	default:
+		s = t.slots[r].state
+	}
+	res, next := t.k.eval(s, now, cost)
+	if commit {
+		t.pending = next
+	}
+	return res, r
+}
+
+// place returns the state ref names, giving key a slot if it is new.
+func (t *keyed[S, K]) place(key string, r ref) (s *S, inserted int32) {
+	switch r {
+	case refFull:
+		return nil, -1
+	case refOverflow:
+		return &t.overflowState, -1
+	case refNew:
+		i := t.insert(key)
+		return &t.slots[i].state, i
+	}
+	return &t.slots[r].state, -1
+}
+
+func (t *keyed[S, K]) commit(key string, r ref, now, cost int64) {
+	s, i := t.place(key, r)
+	if s == nil {
+		return
+	}
+	t.k.commit(s, t.pending, now, cost)
+	if i >= 0 {
+		t.push(i, t.k.idleAt(*s))
+	}
+}
+
+func (t *keyed[S, K]) force(key string, r ref, now, cost int64) Result {
+	if cost <= 0 {
+		// Nothing to charge. Forcing 0 would only normalise the state, which can bring its
+		// idle time forward, and the idle heap counts on charges never doing that.
+		res, _ := t.evaluate(key, now, 0, false)
+		return res
+	}
+	s, i := t.place(key, r)
+	if s == nil {
+		return Result{}
+	}
+	res := t.k.force(s, now, cost)
+	if i >= 0 {
+		t.push(i, t.k.idleAt(*s))
+	}
+	return res
+}
+
+// admit decides and charges one hit: one lookup, one evaluation for a key already held.
+func (t *keyed[S, K]) admit(key string, now, cost int64) Result {
+	if i, ok := t.index[key]; ok {
+		return t.k.admit(&t.slots[i].state, now, cost)
+	}
+	res, r := t.evaluate(key, now, cost, true)
+	if res.Allowed && cost > 0 {
+		t.commit(key, r, now, cost)
+	}
+	return res
+}
+
+// charge forces cost onto key's state (a settled overrun); a full table without overflow
+// has no state to charge.
+func (t *keyed[S, K]) charge(key string, now, cost int64) {
+	t.force(key, t.locate(key, now, true), now, cost)
+}
+
+// refund gives cost back to key's state. A key absent from the table holds nothing to refund:
+// either it was idle and swept, or it was charged in the overflow state, which is not refunded
+// (refunding it for a key that has since got a slot would make sweeping change decisions;
+// the overflow state recovers with time instead).
+func (t *keyed[S, K]) refund(key string, now, at, cost int64) {
+	i, ok := t.index[key]
+	if !ok {
+		return
+	}
+	sl := &t.slots[i]
+	t.k.refund(&sl.state, now, at, cost)
+	if idle := t.k.idleAt(sl.state); idle < sl.idle {
+		sl.idle = idle
+		t.up(int(sl.pos))
+	}
+}
+
+// insert gives key a slot holding a new key's state; the caller pushes it on the heap.
+func (t *keyed[S, K]) insert(key string) int32 {
+	key = strings.Clone(key) // the map must not pin the caller's buffer
+	var i int32
+	if n := len(t.free); n > 0 {
+		i = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		t.slots = append(t.slots, slot[S]{})
+		i = int32(len(t.slots) - 1)
+	}
+	t.slots[i] = slot[S]{key: key, pos: -1}
+	t.index[key] = i
+	return i
+}
+
+// sweep drops every key whose state is indistinguishable from a new key's at now, and
+// returns how many it dropped.
+func (t *keyed[S, K]) sweep(now int64) int {
+	dropped := 0
+	for len(t.heap) > 0 {
+		i := t.heap[0]
+		sl := &t.slots[i]
+		if sl.idle > now {
+			break
+		}
+		if idle := t.k.idleAt(sl.state); idle > now {
+			sl.idle = idle
+			t.down(0)
+			continue
+		}
+		t.remove(0)
+		delete(t.index, sl.key)
+		*sl = slot[S]{pos: -1}
+		t.free = append(t.free, i)
+		dropped++
+	}
+	return dropped
+}
+
+func (t *keyed[S, K]) push(i int32, idle int64) {
+	t.slots[i].idle = idle
+	t.slots[i].pos = int32(len(t.heap))
+	t.heap = append(t.heap, i)
+	t.up(len(t.heap) - 1)
+}
+
+func (t *keyed[S, K]) remove(p int) {
+	last := len(t.heap) - 1
+	t.swap(p, last)
+	t.heap = t.heap[:last]
+	if p < last {
+		t.down(p)
+		t.up(p)
+	}
+}
+
+func (t *keyed[S, K]) less(a, b int) bool {
+	return t.slots[t.heap[a]].idle < t.slots[t.heap[b]].idle
+}
+
+func (t *keyed[S, K]) swap(a, b int) {
+	h := t.heap
+	h[a], h[b] = h[b], h[a]
+	t.slots[h[a]].pos = int32(a)
+	t.slots[h[b]].pos = int32(b)
+}
+
+func (t *keyed[S, K]) up(p int) {
+	for p > 0 {
+		parent := (p - 1) / 2
+		if !t.less(p, parent) {
+			return
+		}
+		t.swap(p, parent)
+		p = parent
+	}
+}
+
+func (t *keyed[S, K]) down(p int) {
+	n := len(t.heap)
+	for {
+		c := 2*p + 1
+		if c >= n {
+			return
+		}
+		if c+1 < n && t.less(c+1, c) {
+			c++
+		}
+		if !t.less(c, p) {
+			return
+		}
+		t.swap(p, c)
+		p = c
+	}
+}
+
+func (t *keyed[S, K]) len() int                     { return len(t.index) }
+func (t *keyed[S, K]) appendParams(b []byte) []byte { return t.k.appendParams(b) }
+func (t *keyed[S, K]) canDelay() bool               { return t.delays }
+
+// appendSnapshot writes the overflow state, then every held key in byte order with its state.
+func (t *keyed[S, K]) appendSnapshot(b []byte) []byte {
+	b = t.k.appendState(b, t.overflowState)
+	order := make([]int32, 0, len(t.index))
+	for i := range t.slots {
+		if t.slots[i].pos >= 0 {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(x, y int32) int { return strings.Compare(t.slots[x].key, t.slots[y].key) })
+	b = binary.AppendUvarint(b, uint64(len(order)))
+	for _, i := range order {
+		b = appendString(b, t.slots[i].key)
+		b = t.k.appendState(b, t.slots[i].state)
+	}
+	return b
+}
+
+// restore reads what appendSnapshot wrote into this empty table. Keys must be in strictly
+// increasing order, so that a snapshot has exactly one encoding.
+func (t *keyed[S, K]) restore(d *decoder) {
+	t.k.readState(d, &t.overflowState)
+	n := d.count(t.maxKeys, 2)
+	t.index = make(map[string]int32, n)
+	t.slots = make([]slot[S], 0, n)
+	t.heap = make([]int32, 0, n)
+	prev := ""
+	for i := 0; i < n && d.err == nil; i++ {
+		key := d.string()
+		d.check(i == 0 || key > prev, "keys out of order at %q", key)
+		var s S
+		t.k.readState(d, &s)
+		t.slots = append(t.slots, slot[S]{key: key, pos: -1, state: s})
+		t.index[key] = int32(i)
+		t.push(int32(i), t.k.idleAt(s))
+		prev = key
+	}
+}
