@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -35,7 +36,9 @@ type Result struct {
 	JobID uint64
 	// Deduplicated is set when a Submit matched an earlier idempotency key.
 	Deduplicated bool
-	Err          error
+	// Limits are the rate-limit rules a Submit was checked against.
+	Limits []limiter.RuleResult
+	Err    error
 }
 
 // FSM is the replicated state. Apply, Snapshot and Restore must be called
@@ -56,9 +59,13 @@ type FSM struct {
 	counts   [8]int64 // by sluicev1.JobState
 	running  map[uint64]struct{}
 
+	limits    *limiter.Engine
+	nextSweep int64
+
 	// derived, never encoded
 	pix     policyIndex
 	changed chan struct{}
+	dec     limiter.Decision // scratch for Apply: deciding allocates nothing
 }
 
 type idemKey struct{ tenant, key string }
@@ -79,6 +86,7 @@ func New(q scheduler.Queue) *FSM {
 		changed:  make(chan struct{}),
 	}
 	f.pix = indexPolicy(f.policy)
+	f.limits, _ = limiter.NewEngine(nil)
 	return f
 }
 
@@ -136,6 +144,10 @@ func (f *FSM) Changed() <-chan struct{} {
 func (f *FSM) advance(now int64) {
 	if now > f.now {
 		f.now = now
+	}
+	if f.now >= f.nextSweep {
+		f.limits.Sweep(f.now)
+		f.nextSweep = f.now + sweepEvery
 	}
 	for len(f.timers) > 0 && f.timers[0].at <= f.now {
 		tm := heap.Pop(&f.timers).(timer)
@@ -214,14 +226,17 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	if spec == nil {
 		return Result{Err: fmt.Errorf("%w: submit without a spec", ErrBadCommand)}
 	}
-	model, ok := f.pix.models[spec.Model]
-	if !ok {
+	if _, ok := f.pix.models[spec.Model]; !ok {
 		return Result{Err: fmt.Errorf("%w %q", ErrUnknownModel, spec.Model)}
 	}
 	if k := spec.IdempotencyKey; k != "" {
 		if id, ok := f.idem[idemKey{c.Tenant, k}]; ok {
 			return Result{JobID: id, Deduplicated: true}
 		}
+	}
+	adm, model, err := f.admit(c, tenant)
+	if err != nil {
+		return Result{Err: err, Limits: f.decisionRules()}
 	}
 	j := &raftv1.JobRecord{
 		Id:           index,
@@ -231,6 +246,8 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		CreatedNs:    f.now,
 		MaxAttempts:  spec.MaxAttempts,
 		RunTimeoutNs: int64(spec.GetRunTimeout().AsDuration()),
+		Charge:       adm.charge,
+		Admission:    adm.admission,
 	}
 	if j.MaxAttempts <= 0 {
 		j.MaxAttempts = f.policy.GetDefaults().GetMaxAttempts()
@@ -238,12 +255,7 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 			j.MaxAttempts = DefaultMaxAttempts
 		}
 	}
-	if spec.Gpus <= 0 {
-		spec.Gpus = model.Gpus
-		if spec.Gpus <= 0 {
-			spec.Gpus = DefaultGPUs
-		}
-	}
+	spec.Gpus = jobGPUs(spec, model)
 	if spec.GpuMemoryMb <= 0 {
 		spec.GpuMemoryMb = model.GpuMemoryMb
 	}
@@ -256,12 +268,130 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		f.idem[idemKey{c.Tenant, k}] = j.Id
 	}
 	f.counts[sluicev1.JobState_JOB_STATE_UNSPECIFIED]++ // enqueue moves it
-	ready := f.now
+	ready := max(f.now, adm.ready)
 	if nb := spec.GetNotBefore(); nb != nil && nb.AsTime().UnixNano() > ready {
 		ready = nb.AsTime().UnixNano()
 	}
-	f.enqueue(j, ready, "submitted")
-	return Result{JobID: j.Id}
+	reason := "submitted"
+	switch {
+	case adm.admission.GetDelayedBy() != "":
+		reason = fmt.Sprintf("submitted; delayed by rule %q", adm.admission.DelayedBy)
+	case adm.admission.GetDegradedBy() != "":
+		reason = fmt.Sprintf("submitted; degraded from %s to %s by rule %q", adm.admission.RequestedModel, spec.Model, adm.admission.DegradedBy)
+	}
+	f.enqueue(j, ready, reason)
+	return Result{JobID: j.Id, Limits: f.decisionRules()}
+}
+
+// maxDegrades bounds a chain of fallback models.
+const maxDegrades = 4
+
+type admission struct {
+	charge    *raftv1.Charge
+	admission *sluicev1.Admission
+	ready     int64
+}
+
+// admit runs the rate limits on a submission: admitted (now or delayed),
+// degraded to a fallback model and checked again, or rejected with a
+// *LimitError. It may change spec.Model (degrade) and returns the model the
+// job will run.
+func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *sluicev1.Model, error) {
+	spec := c.Spec
+	model := f.pix.models[spec.Model]
+	req := limiter.Request{
+		Tenant: c.Tenant, APIKey: c.ApiKeySha256, Tier: tenant.Tier, ClientIP: c.ClientIp,
+		Method: c.Method, Model: spec.Model, Cost: EstimateCost(spec, model),
+	}
+	adm := admission{ready: f.now}
+	for hops := 0; ; hops++ {
+		f.limits.Admit(&req, f.now, &f.dec)
+		switch f.dec.Verdict {
+		case limiter.Admitted, limiter.Delayed:
+			if f.dec.Verdict == limiter.Delayed {
+				adm.ready = f.dec.At
+				adm.admission = ensureAdmission(adm.admission)
+				adm.admission.DelayedBy = f.dec.Rule
+			}
+			adm.charge = &raftv1.Charge{
+				ApiKeySha256: req.APIKey, ClientIp: req.ClientIP, Method: req.Method,
+				Model: req.Model, Cost: req.Cost, AtNs: f.dec.At,
+			}
+			adm.admission = ensureAdmission(adm.admission)
+			adm.admission.ReservedCost = req.Cost
+			return adm, model, nil
+		case limiter.Degraded:
+			fb, ok := f.pix.models[f.dec.Fallback]
+			if !ok || hops >= maxDegrades {
+				return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: "rejected", RetryAt: f.dec.RetryAt,
+					Detail: fmt.Sprintf("fallback model %q is not available", f.dec.Fallback)}
+			}
+			adm.admission = ensureAdmission(adm.admission)
+			if adm.admission.RequestedModel == "" {
+				adm.admission.RequestedModel = spec.Model
+			}
+			adm.admission.DegradedBy = f.dec.Rule
+			spec.Model, model = fb.Name, fb
+			req.Model, req.Cost = fb.Name, EstimateCost(spec, fb)
+		default:
+			return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: "rejected", RetryAt: f.dec.RetryAt}
+		}
+	}
+}
+
+func ensureAdmission(a *sluicev1.Admission) *sluicev1.Admission {
+	if a == nil {
+		return &sluicev1.Admission{}
+	}
+	return a
+}
+
+// decisionRules copies the last decision's per-rule results.
+func (f *FSM) decisionRules() []limiter.RuleResult {
+	rs := f.dec.Rules()
+	if len(rs) == 0 {
+		return nil
+	}
+	return append([]limiter.RuleResult(nil), rs...)
+}
+
+// jobGPUs is the GPUs a job needs: its spec's, else its model's, else 1.
+func jobGPUs(spec *sluicev1.JobSpec, m *sluicev1.Model) int32 {
+	switch {
+	case spec.GetGpus() > 0:
+		return spec.Gpus
+	case m.GetGpus() > 0:
+		return m.Gpus
+	}
+	return DefaultGPUs
+}
+
+// EstimateCost is what admission charges rules that count cost: the
+// declared cost, else the job's GPU-milliseconds at the model's expected
+// duration (at least 1).
+func EstimateCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
+	if spec.GetDeclaredCost() > 0 {
+		return spec.DeclaredCost
+	}
+	return max(1, int64(jobGPUs(spec, m))*m.GetDefaultDuration().AsDuration().Milliseconds())
+}
+
+// LimitError is a submission refused by a rate limit.
+type LimitError struct {
+	Rule    string
+	Verdict string
+	// RetryAt is when the request would fit (unix ns); limiter.Never when
+	// it never will, 0 when unknown.
+	RetryAt int64
+	Detail  string
+}
+
+func (e *LimitError) Error() string {
+	msg := fmt.Sprintf("rate limited by rule %q", e.Rule)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	return msg
 }
 
 // ModelRunTimeout is a model's run timeout when a spec gives none.
@@ -368,7 +498,7 @@ func (f *FSM) complete(c *raftv1.Complete) Result {
 		return Result{JobID: c.JobId, Err: err}
 	}
 	j.Output = c.Output
-	f.finish(j, sluicev1.JobState_JOB_STATE_SUCCEEDED, nil, "completed")
+	f.finishReported(j, sluicev1.JobState_JOB_STATE_SUCCEEDED, nil, "completed", c.Cost)
 	return Result{JobID: j.Id}
 }
 
@@ -413,6 +543,7 @@ func (f *FSM) retryOrDeadLetter(j *raftv1.JobRecord, e *sluicev1.JobError, backo
 		}, e.Code)
 		return
 	}
+	f.stopRunning(j)
 	j.Error = e
 	ready := f.now
 	if backoff {
@@ -474,6 +605,13 @@ func (f *FSM) cancel(c *raftv1.Cancel) Result {
 }
 
 func (f *FSM) finish(j *raftv1.JobRecord, s sluicev1.JobState, e *sluicev1.JobError, reason string) {
+	f.finishReported(j, s, e, reason, 0)
+}
+
+// finishReported ends a job; reported is the real cost an executor gave.
+func (f *FSM) finishReported(j *raftv1.JobRecord, s sluicev1.JobState, e *sluicev1.JobError, reason string, reported int64) {
+	f.stopRunning(j)
+	f.closeCharge(j, reported)
 	j.Error = e
 	j.FinishedNs = f.now
 	j.RunDeadlineNs = 0
@@ -482,8 +620,53 @@ func (f *FSM) finish(j *raftv1.JobRecord, s sluicev1.JobState, e *sluicev1.JobEr
 	heap.Push(&f.timers, timer{at: j.FinishedNs + int64(f.retention()), job: j.Id, kind: timerRetention})
 }
 
+// stopRunning adds a running attempt's time to the job's total.
+func (f *FSM) stopRunning(j *raftv1.JobRecord) {
+	if j.State == sluicev1.JobState_JOB_STATE_RUNNING && f.now > j.StartedNs {
+		j.RanNs += f.now - j.StartedNs
+	}
+}
+
+// closeCharge settles a finished job's rate-limit charge. Rules that count
+// cost are charged the real cost (reported, else declared, else measured
+// GPU-milliseconds; nothing for a job that never ran), so a cancel, expiry
+// or dead-letter refunds what was not used; concurrency caps are released.
+// Rules that count requests keep their charge: the request was made, and
+// refunding it would let submit-then-cancel dodge a rate limit.
+func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
+	c := j.Charge
+	if c == nil || c.Closed {
+		return
+	}
+	c.Closed = true
+	req := limiter.Request{Tenant: j.Tenant, APIKey: c.ApiKeySha256, Tier: j.Tier, ClientIP: c.ClientIp,
+		Method: c.Method, Model: c.Model, Cost: c.Cost}
+	var actual int64
+	switch {
+	case reported > 0:
+		actual = reported
+	case j.RanNs == 0:
+	case j.Spec.GetDeclaredCost() > 0:
+		actual = j.Spec.DeclaredCost
+	default:
+		actual = max(1, int64(j.Spec.GetGpus())*(j.RanNs/int64(time.Millisecond)))
+	}
+	f.limits.Settle(&req, f.now, c.AtNs, actual)
+	f.limits.Release(&req, f.now)
+	if j.Admission != nil {
+		j.Admission.SettledCost = actual
+	}
+}
+
 func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 	if err := ValidatePolicy(c.Policy); err != nil {
+		return Result{Err: err}
+	}
+	rules, err := LimiterRules(c.Policy)
+	if err == nil {
+		err = f.limits.SetRules(rules)
+	}
+	if err != nil {
 		return Result{Err: err}
 	}
 	old := f.retention()
@@ -536,6 +719,8 @@ func (f *FSM) snapshotLocked() []byte {
 		Policy:       f.policy,
 		LastIndex:    f.lastIndex,
 		Jobs:         make([]*raftv1.JobRecord, 0, len(f.jobs)),
+		Limiter:      f.limits.AppendSnapshot(nil),
+		NextSweepNs:  f.nextSweep,
 	}
 	for _, ids := range f.byTenant {
 		for _, id := range ids {
@@ -574,6 +759,17 @@ func (f *FSM) Restore(data []byte, q scheduler.Queue) error {
 		n.policy = s.Policy
 	}
 	n.pix = indexPolicy(n.policy)
+	rules, err := LimiterRules(n.policy)
+	if err == nil {
+		err = n.limits.SetRules(rules)
+	}
+	if err == nil {
+		err = n.limits.Restore(s.Limiter)
+	}
+	if err != nil {
+		return fmt.Errorf("fsm: restore rate limits: %w", err)
+	}
+	n.nextSweep = s.NextSweepNs
 	for _, j := range s.Jobs {
 		n.jobs[j.Id] = j
 		n.byTenant[j.Tenant] = append(n.byTenant[j.Tenant], j.Id)
@@ -604,6 +800,7 @@ func (f *FSM) Restore(data []byte, q scheduler.Queue) error {
 	f.now, f.lastIndex, f.nextSeq, f.policy = n.now, n.lastIndex, n.nextSeq, n.policy
 	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
 	f.running = n.running
+	f.limits, f.nextSweep = n.limits, n.nextSweep
 	f.mu.Unlock()
 	f.notify()
 	return nil

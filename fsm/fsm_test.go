@@ -282,7 +282,7 @@ func TestFIFOOrderAndPositions(t *testing.T) {
 // midway. Both must end byte-for-byte equal.
 func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		a, b := newMachine(rt), newMachine(rt)
+		a, b := limitedMachine(rt, rapidPolicy()), limitedMachine(rt, rapidPolicy())
 		n := rapid.IntRange(1, 120).Draw(rt, "n")
 		cut := rapid.IntRange(0, n).Draw(rt, "cut")
 		now := sec
@@ -296,6 +296,9 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 			if i == cut {
 				snap := b.f.Snapshot()
 				fresh := New(nil)
+				if !bytes.Equal(a.f.Snapshot(), snap) {
+					rt.Fatalf("replicas differ before the snapshot")
+				}
 				if err := fresh.Restore(snap, nil); err != nil {
 					rt.Fatalf("restore: %v", err)
 				}
@@ -316,6 +319,26 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 			rt.Fatalf("final states differ")
 		}
 	})
+}
+
+// rapidPolicy has one rule of most kinds, so that limiter state goes
+// through snapshots too.
+func rapidPolicy() *sluicev1.Policy {
+	delay := bucket("free-rate", "free", 2, 3, 5*time.Second)
+	delay.Action = sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DELAY
+	delay.MaxWait = durationpb.New(10 * time.Second)
+	return withRules(
+		delay,
+		bucket("pro-rate", "pro", 5, 5, 5*time.Second),
+		&sluicev1.Rule{Name: "daily", Counts: sluicev1.RuleCounts_RULE_COUNTS_COST,
+			Limit: &sluicev1.Rule_Quota{Quota: &sluicev1.QuotaLimit{Limit: 40000, TimeZone: "Asia/Shanghai"}}},
+		&sluicev1.Rule{Name: "inflight", Limit: &sluicev1.Rule_Concurrency{Concurrency: &sluicev1.ConcurrencyLimit{Limit: 4}}},
+		&sluicev1.Rule{Name: "window", Scope: sluicev1.RuleScope_RULE_SCOPE_GLOBAL,
+			Limit: &sluicev1.Rule_SlidingLog{SlidingLog: &sluicev1.WindowLimit{Limit: 30, Window: durationpb.New(20 * time.Second)}}},
+		&sluicev1.Rule{Name: "sdxl-cap", Match: &sluicev1.RuleMatch{Model: "sdxl"}, Scope: sluicev1.RuleScope_RULE_SCOPE_GLOBAL,
+			Action: sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DEGRADE, FallbackModel: "llama-8b",
+			Limit: &sluicev1.Rule_SlidingWindow{SlidingWindow: &sluicev1.WindowLimit{Limit: 6, Window: durationpb.New(10 * time.Second)}}},
+	)
 }
 
 func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sluicehq/sluice/limiter"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -15,6 +16,7 @@ const (
 	MaxPolicyModels  = 1000
 	MaxPolicyTiers   = 100
 	MaxNameLen       = 128
+	MaxPolicyRules   = 1000
 )
 
 // Defaults used where the policy leaves a value zero.
@@ -118,6 +120,9 @@ func ValidatePolicy(p *sluicev1.Policy) error {
 			return fmt.Errorf("%s.gpu_memory_mb: %d is negative", field, m.GpuMemoryMb)
 		}
 	}
+	if err := validateRules(p, tiers, names, models); err != nil {
+		return err
+	}
 	if d := p.Defaults; d != nil {
 		for _, f := range []struct {
 			name string
@@ -139,6 +144,44 @@ func ValidatePolicy(p *sluicev1.Policy) error {
 		if d.MaxAttempts < 0 || d.MaxAttempts > 100 {
 			return fmt.Errorf("defaults.max_attempts: %d is outside 0–100", d.MaxAttempts)
 		}
+	}
+	return nil
+}
+
+// validateRules checks the rate-limit rules, including that the tenants,
+// tiers and models they name exist (a typo would silently never match).
+func validateRules(p *sluicev1.Policy, tiers, tenants, models map[string]bool) error {
+	if len(p.Rules) > MaxPolicyRules {
+		return fmt.Errorf("rules: %d entries exceed the limit of %d", len(p.Rules), MaxPolicyRules)
+	}
+	for i, r := range p.Rules {
+		field := fmt.Sprintf("rules[%d]", i)
+		if err := checkName(field+".name", r.Name); err != nil {
+			return err
+		}
+		m := r.GetMatch()
+		switch {
+		case m.GetTenant() != "" && !tenants[m.GetTenant()]:
+			return fmt.Errorf("%s.match.tenant: %q is not one of the policy's tenants", field, m.GetTenant())
+		case m.GetTier() != "" && !tiers[m.GetTier()]:
+			return fmt.Errorf("%s.match.tier: %q is not one of the policy's tiers", field, m.GetTier())
+		case m.GetModel() != "" && !models[m.GetModel()]:
+			return fmt.Errorf("%s.match.model: %q is not one of the policy's models", field, m.GetModel())
+		case r.FallbackModel != "" && !models[r.FallbackModel]:
+			return fmt.Errorf("%s.fallback_model: %q is not one of the policy's models", field, r.FallbackModel)
+		}
+		if h := m.GetApiKeySha256(); h != "" {
+			if err := checkHash(field+".match.api_key_sha256", h); err != nil {
+				return err
+			}
+		}
+	}
+	rules, err := LimiterRules(p)
+	if err != nil {
+		return err
+	}
+	if _, err := limiter.NewEngine(rules); err != nil {
+		return fmt.Errorf("rules: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -200,4 +201,52 @@ func (f *FSM) QueuedAttempt(id uint64) (int32, bool) {
 		return 0, false
 	}
 	return j.Attempt, true
+}
+
+// CheckLimits decides a submission against the rate limits without
+// charging anything: the leader's pre-check, so that clear rejections never
+// touch the log. The state machine decides again when the entry applies.
+func (f *FSM) CheckLimits(req limiter.Request, now int64) limiter.Decision {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var d limiter.Decision
+	f.limits.Check(&req, max(now, f.now), &d)
+	return d
+}
+
+// Usage reports every rule that applies to req, as of now.
+func (f *FSM) Usage(req limiter.Request, now int64) []limiter.Usage {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.limits.Usage(&req, max(now, f.now), nil)
+}
+
+// Rule looks up a policy rule by name.
+func (f *FSM) Rule(name string) (*sluicev1.Rule, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, r := range f.policy.GetRules() {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// LimiterKeys is how many keys the rate limiter holds over all rules.
+func (f *FSM) LimiterKeys() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.limits.Keys()
+}
+
+// IdempotentJob finds the tenant's job with the given idempotency key.
+func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
+	if key == "" {
+		return 0, false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	id, ok := f.idem[idemKey{tenant, key}]
+	return id, ok
 }

@@ -51,7 +51,7 @@ func TestSyntheticFailureRateIsDeterministic(t *testing.T) {
 	in, _ := structpb.NewStruct(map[string]any{"duration_ms": 0})
 	fails := 0
 	for i := 0; i < 200; i++ {
-		a := Assignment{JobID: string(rune('a' + i%26)) + string(rune('a'+i/26)), Attempt: 1, Model: "m", Input: in}
+		a := Assignment{JobID: string(rune('a'+i%26)) + string(rune('a'+i/26)), Attempt: 1, Model: "m", Input: in}
 		r1 := s.Run(context.Background(), a, nil)
 		r2 := s.Run(context.Background(), a, nil)
 		if (r1.Err == nil) != (r2.Err == nil) {

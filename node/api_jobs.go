@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
@@ -28,27 +29,82 @@ type jobService struct {
 }
 
 func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
-	t, err := s.n.tenant(req.Header())
+	n := s.n
+	t, keyHash, err := n.caller(req.Header())
 	if err != nil {
 		return nil, err
 	}
 	spec := req.Msg.GetSpec()
-	if err := ValidateSpec(spec, s.n.modelSet(), time.Now()); err != nil {
+	if err := ValidateSpec(spec, n.modelSet(), time.Now()); err != nil {
 		return nil, err
 	}
-	res, err := s.n.propose(ctx, fsm.CmdSubmit, &raftv1.Submit{Tenant: t.Name, Spec: spec})
+	// A retry with a known idempotency key needs no log entry and no limit.
+	if id, ok := n.fsm.IdempotentJob(t.Name, spec.IdempotencyKey); ok {
+		if job, ok := n.publicJob(id); ok {
+			return connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: true}), nil
+		}
+	}
+	cmd := &raftv1.Submit{Tenant: t.Name, Spec: spec, ApiKeySha256: keyHash,
+		ClientIp: n.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}
+	// Pre-check read-only so that clear rejections never touch the log.
+	if model, ok := n.fsm.Model(spec.Model); ok && n.IsLeader() {
+		d := n.fsm.CheckLimits(limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier, ClientIP: cmd.ClientIp,
+			Method: cmd.Method, Model: spec.Model, Cost: fsm.EstimateCost(spec, model)}, time.Now().UnixNano())
+		if d.Verdict == limiter.Rejected {
+			return nil, n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
+		}
+	}
+	res, err := n.propose(ctx, fsm.CmdSubmit, cmd)
 	if err != nil {
 		return nil, writeError(err)
+	}
+	var le *fsm.LimitError
+	if errors.As(res.Err, &le) {
+		return nil, n.limitError(t.Name, le.Rule, le.RetryAt, res.Limits, le.Detail)
 	}
 	if res.Err != nil {
 		return nil, resultError(res)
 	}
-	job, ok := s.n.publicJob(res.JobID)
+	job, ok := n.publicJob(res.JobID)
 	if !ok {
 		// Retention cannot have dropped it yet; be safe anyway.
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("job %d vanished after admission", res.JobID))
 	}
-	return connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated}), nil
+	out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated})
+	n.setRateLimitHeaders(out.Header(), res.Limits, time.Now())
+	return out, nil
+}
+
+func (s *jobService) GetUsage(_ context.Context, req *connect.Request[sluicev1.GetUsageRequest]) (*connect.Response[sluicev1.GetUsageResponse], error) {
+	n := s.n
+	t, keyHash, err := n.caller(req.Header())
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	out := &sluicev1.GetUsageResponse{Tenant: t.Name, Tier: t.Tier}
+	seen := map[string]bool{}
+	lreq := limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier,
+		ClientIP: n.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}
+	// Rules may match on the model, so ask once per model and merge.
+	for _, m := range n.fsm.Policy().GetModels() {
+		lreq.Model = m.Name
+		for _, u := range n.fsm.Usage(lreq, now.UnixNano()) {
+			if seen[u.Rule] {
+				continue
+			}
+			seen[u.Rule] = true
+			ru := &sluicev1.RuleUsage{Rule: u.Rule, Used: u.Used, Limit: u.Limit, Remaining: u.Remaining, Shadow: u.Shadow}
+			if u.ResetAt > 0 {
+				ru.ResetsAt = ts(u.ResetAt)
+			}
+			if r, ok := n.fsm.Rule(u.Rule); ok {
+				ru.Unit, ru.Description = ruleUnit(r), fsm.RuleDescription(r)
+			}
+			out.Rules = append(out.Rules, ru)
+		}
+	}
+	return connect.NewResponse(out), nil
 }
 
 func (s *jobService) GetJob(_ context.Context, req *connect.Request[sluicev1.GetJobRequest]) (*connect.Response[sluicev1.GetJobResponse], error) {

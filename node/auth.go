@@ -32,15 +32,22 @@ func bearer(h http.Header) (string, *connect.Error) {
 
 // tenant maps the caller's API key to its tenant.
 func (n *Node) tenant(h http.Header) (*sluicev1.Tenant, error) {
+	t, _, err := n.caller(h)
+	return t, err
+}
+
+// caller maps the caller's API key to its tenant and the key's hash.
+func (n *Node) caller(h http.Header) (*sluicev1.Tenant, string, error) {
 	key, err := bearer(h)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	t, ok := n.fsm.TenantByKeyHash(fsm.HashKey(key))
+	hash := fsm.HashKey(key)
+	t, ok := n.fsm.TenantByKeyHash(hash)
 	if !ok {
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: unknown API key"))
+		return nil, "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: unknown API key"))
 	}
-	return t, nil
+	return t, hash, nil
 }
 
 // admin checks the caller's admin token.

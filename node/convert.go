@@ -46,6 +46,7 @@ func publicJob(v fsm.JobView, eta time.Duration) *sluicev1.Job {
 		FinishedAt:    ts(j.FinishedNs),
 		Output:        j.Output,
 		Error:         j.Error,
+		Admission:     j.Admission,
 		Transitions:   make([]*sluicev1.Transition, len(j.Transitions)),
 	}
 	if j.State == sluicev1.JobState_JOB_STATE_QUEUED {

@@ -27,6 +27,12 @@ import (
 func startNode(t *testing.T, executors int) *Node {
 	t.Helper()
 	policy := DemoPolicy()
+	policy.Rules = nil // limits have their own tests
+	return startNodeWith(t, executors, policy)
+}
+
+func startNodeWith(t *testing.T, executors int, policy *sluicev1.Policy) *Node {
+	t.Helper()
 	var execs []LocalExecutor
 	for i := 1; i <= executors; i++ {
 		name := fmt.Sprintf("synth-%d", i)

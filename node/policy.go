@@ -151,5 +151,20 @@ func DemoPolicy() *sluicev1.Policy {
 			MaxBackoff:   durationpb.New(time.Minute),
 			JobRetention: durationpb.New(7 * 24 * time.Hour),
 		},
+		Rules: append(demoTierRules("free", 1), demoTierRules("pro", 10)...),
+	}
+}
+
+// demoTierRules are the demo limits of a tier, scaled: per tenant, 10
+// requests a minute with bursts of 5, 20 jobs a day, 2 jobs in flight.
+func demoTierRules(tier string, scale int64) []*sluicev1.Rule {
+	match := &sluicev1.RuleMatch{Tier: tier}
+	return []*sluicev1.Rule{
+		{Name: tier + "-rate", Match: match, Limit: &sluicev1.Rule_TokenBucket{TokenBucket: &sluicev1.TokenBucketLimit{
+			Count: 10 * scale, Per: durationpb.New(time.Minute), Burst: 5 * scale}}},
+		{Name: tier + "-daily", Match: match, Limit: &sluicev1.Rule_Quota{Quota: &sluicev1.QuotaLimit{
+			Limit: 20 * scale, Period: sluicev1.QuotaPeriod_QUOTA_PERIOD_DAY}}},
+		{Name: tier + "-inflight", Match: match, Limit: &sluicev1.Rule_Concurrency{Concurrency: &sluicev1.ConcurrencyLimit{
+			Limit: 2 * scale}}},
 	}
 }

@@ -13,7 +13,7 @@ func TestFIFOPlacesReadyJobsInArrivalOrder(t *testing.T) {
 	q.Enqueue(Job{ID: 4, Seq: 4, GPUs: 1, Ready: 0})
 	slots := []Slot{{Executor: "a", GPUs: 1, GPUMemoryMB: 100}, {Executor: "b", GPUs: 1, GPUMemoryMB: 100}}
 	got := q.Place(50, slots)
-	if len(got) != 2 || got[0] != (Placement{1, "a"}) || got[1] != (Placement{4, "b"}) {
+	if len(got) != 2 || got[0] != (Placement{JobID: 1, Executor: "a", Slot: 0}) || got[1] != (Placement{JobID: 4, Executor: "b", Slot: 1}) {
 		t.Fatalf("Place at 50 = %v; want job 1 on a, job 4 on b (2 not ready, 3 too big)", got)
 	}
 	if q.Len() != 4 {

@@ -99,7 +99,7 @@ func (f *clientFlags) print(w io.Writer, msg proto.Message, text func(io.Writer)
 
 func clientCmds() []*cobra.Command {
 	f := &clientFlags{}
-	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), adminCmd(f)}
+	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), usageCmd(f), adminCmd(f)}
 	for _, c := range cmds {
 		f.register(c)
 	}
@@ -320,6 +320,25 @@ func listCmd(f *clientFlags) *cobra.Command {
 	c.Flags().StringVar(&page, "page", "", "page token printed by a previous list")
 	c.Flags().BoolVar(&allPages, "all", false, "fetch every page")
 	return c
+}
+
+func usageCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "usage",
+		Short: "Show your rate limits and quotas: used, limit, remaining, reset",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := f.jobs().GetUsage(c.Context(), connect.NewRequest(&sluicev1.GetUsageRequest{}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg, func(w io.Writer) { usageTable(w, res.Msg, time.Now()) })
+			return nil
+		},
+	}
 }
 
 func adminCmd(f *clientFlags) *cobra.Command {

@@ -127,3 +127,39 @@ func clusterStatus(w io.Writer, s *sluicev1.GetClusterStatusResponse) {
 	}
 	fmt.Fprintf(w, "state hash %s\n", s.StateHash)
 }
+
+// usageTable prints one line per rule: "free-daily  3/20  (resets in 7h12m)".
+func usageTable(w io.Writer, u *sluicev1.GetUsageResponse, now time.Time) {
+	fmt.Fprintf(w, "tenant %s (tier %s)\n", u.Tenant, u.Tier)
+	if len(u.Rules) == 0 {
+		fmt.Fprintln(w, "no rate limits apply")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range u.Rules {
+		reset := ""
+		if r.ResetsAt != nil && r.Used > 0 {
+			reset = fmt.Sprintf("(resets in %s)", humanWait(r.ResetsAt.AsTime().Sub(now)))
+		}
+		shadow := ""
+		if r.Shadow {
+			shadow = "  [shadow]"
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d %s\t%s\t%s%s\n", r.Rule, r.Used, r.Limit, r.Unit, reset, r.Description, shadow)
+	}
+	tw.Flush()
+}
+
+// humanWait rounds a wait the way people say it: 4s, 12m, 7h12m.
+func humanWait(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0s"
+	case d < time.Minute:
+		return ((d + time.Second - 1) / time.Second * time.Second).String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Round(time.Minute)/time.Minute))
+	}
+	d = d.Round(time.Minute)
+	return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+}

@@ -122,7 +122,7 @@ func TestKill9RestartKeepsEveryJob(t *testing.T) {
 	bin := buildSluice(t)
 	data := t.TempDir()
 	cmd, url := startDev(t, bin, data)
-	c := sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("dev-alice")))
+	c := sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("dev-bob")))
 
 	submit := func(ms int) string {
 		in, _ := structpb.NewStruct(map[string]any{"prompt": fmt.Sprintf("job of %d ms", ms), "duration_ms": ms})
@@ -168,7 +168,7 @@ func TestKill9RestartKeepsEveryJob(t *testing.T) {
 	cmd.Wait()
 
 	_, url = startDev(t, bin, data)
-	c = sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("dev-alice")))
+	c = sluicev1connect.NewJobServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("dev-bob")))
 	for _, id := range quick {
 		got := getJob(t, c, id)
 		if got.State != sluicev1.JobState_JOB_STATE_SUCCEEDED || !proto.Equal(got.Output, before[id].Output) {
@@ -209,6 +209,6 @@ func TestKill9RestartKeepsEveryJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(res.Msg.Jobs) != 6 {
-		t.Fatalf("after restart alice has %d jobs, want 6", len(res.Msg.Jobs))
+		t.Fatalf("after restart bob has %d jobs, want 6", len(res.Msg.Jobs))
 	}
 }

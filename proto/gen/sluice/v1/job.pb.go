@@ -124,7 +124,10 @@ type JobSpec struct {
 	// GPU memory the job needs per GPU, in MiB. Zero means the model's default.
 	GpuMemoryMb int64 `protobuf:"varint,10,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3" json:"gpu_memory_mb,omitempty"`
 	// Free-form labels, echoed back.
-	Labels        map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The job's cost in the policy's unit (e.g. tokens) for rules that count
+	// cost; 0 means the estimate: gpus × the model's expected duration in ms.
+	DeclaredCost  int64 `protobuf:"varint,12,opt,name=declared_cost,json=declaredCost,proto3" json:"declared_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +237,13 @@ func (x *JobSpec) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *JobSpec) GetDeclaredCost() int64 {
+	if x != nil {
+		return x.DeclaredCost
+	}
+	return 0
 }
 
 // JobError says why a job did not succeed.
@@ -396,7 +406,9 @@ type Job struct {
 	Output      *structpb.Struct `protobuf:"bytes,13,opt,name=output,proto3" json:"output,omitempty"`
 	Error       *JobError        `protobuf:"bytes,14,opt,name=error,proto3" json:"error,omitempty"`
 	// When the job may next start (not_before, or the end of a retry backoff).
-	ReadyAt       *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=ready_at,json=readyAt,proto3" json:"ready_at,omitempty"`
+	ReadyAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=ready_at,json=readyAt,proto3" json:"ready_at,omitempty"`
+	// Set when a rate limit changed how the job was admitted.
+	Admission     *Admission `protobuf:"bytes,16,opt,name=admission,proto3" json:"admission,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +548,295 @@ func (x *Job) GetReadyAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Job) GetAdmission() *Admission {
+	if x != nil {
+		return x.Admission
+	}
+	return nil
+}
+
+// Admission records what the rate limits did to a job.
+type Admission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cost charged at admission (estimated) and, once finished, settled.
+	ReservedCost int64 `protobuf:"varint,1,opt,name=reserved_cost,json=reservedCost,proto3" json:"reserved_cost,omitempty"`
+	SettledCost  int64 `protobuf:"varint,2,opt,name=settled_cost,json=settledCost,proto3" json:"settled_cost,omitempty"`
+	// A DELAY rule held the job back until not_before.
+	DelayedBy string `protobuf:"bytes,3,opt,name=delayed_by,json=delayedBy,proto3" json:"delayed_by,omitempty"`
+	// A DEGRADE rule moved the job from requested_model to spec.model.
+	DegradedBy     string `protobuf:"bytes,4,opt,name=degraded_by,json=degradedBy,proto3" json:"degraded_by,omitempty"`
+	RequestedModel string `protobuf:"bytes,5,opt,name=requested_model,json=requestedModel,proto3" json:"requested_model,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Admission) Reset() {
+	*x = Admission{}
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admission) ProtoMessage() {}
+
+func (x *Admission) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admission.ProtoReflect.Descriptor instead.
+func (*Admission) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Admission) GetReservedCost() int64 {
+	if x != nil {
+		return x.ReservedCost
+	}
+	return 0
+}
+
+func (x *Admission) GetSettledCost() int64 {
+	if x != nil {
+		return x.SettledCost
+	}
+	return 0
+}
+
+func (x *Admission) GetDelayedBy() string {
+	if x != nil {
+		return x.DelayedBy
+	}
+	return ""
+}
+
+func (x *Admission) GetDegradedBy() string {
+	if x != nil {
+		return x.DegradedBy
+	}
+	return ""
+}
+
+func (x *Admission) GetRequestedModel() string {
+	if x != nil {
+		return x.RequestedModel
+	}
+	return ""
+}
+
+// RuleUsage is one rule's state for the caller.
+type RuleUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rule  string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Units used, the limit, and what remains.
+	Used      int64 `protobuf:"varint,2,opt,name=used,proto3" json:"used,omitempty"`
+	Limit     int64 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Remaining int64 `protobuf:"varint,4,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// When used is back to zero (window end, period end, bucket full); unset
+	// when it depends on running work.
+	ResetsAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	// "requests", "cost" or "jobs in flight".
+	Unit string `protobuf:"bytes,6,opt,name=unit,proto3" json:"unit,omitempty"`
+	// The rule's limit in words ("10 per 1m0s, burst 5").
+	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	Shadow        bool   `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleUsage) Reset() {
+	*x = RuleUsage{}
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleUsage) ProtoMessage() {}
+
+func (x *RuleUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleUsage.ProtoReflect.Descriptor instead.
+func (*RuleUsage) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RuleUsage) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *RuleUsage) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *RuleUsage) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RuleUsage) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *RuleUsage) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+func (x *RuleUsage) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *RuleUsage) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *RuleUsage) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
+type GetUsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+}
+
+type GetUsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tier          string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	Rules         []*RuleUsage           `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetUsageResponse) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GetUsageResponse) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *GetUsageResponse) GetRules() []*RuleUsage {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 type SubmitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -545,7 +846,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +858,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +871,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubmitRequest) GetSpec() *JobSpec {
@@ -591,7 +892,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +904,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +917,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitResponse) GetJob() *Job {
@@ -642,7 +943,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +955,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +968,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -686,7 +987,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +999,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +1012,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -730,7 +1031,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +1043,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +1056,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -774,7 +1075,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1087,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1100,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -818,7 +1119,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +1131,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +1144,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -862,7 +1163,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1175,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1188,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -911,7 +1212,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1224,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1237,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -972,7 +1273,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1285,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1298,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1018,7 +1319,7 @@ var File_sluice_v1_job_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x04\n" +
+	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x04\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12-\n" +
 	"\x05input\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05input\x12\x1a\n" +
@@ -1033,7 +1334,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x04gpus\x18\t \x01(\x05R\x04gpus\x12\"\n" +
 	"\rgpu_memory_mb\x18\n" +
 	" \x01(\x03R\vgpuMemoryMb\x126\n" +
-	"\x06labels\x18\v \x03(\v2\x1e.sluice.v1.JobSpec.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\v \x03(\v2\x1e.sluice.v1.JobSpec.LabelsEntryR\x06labels\x12#\n" +
+	"\rdeclared_cost\x18\f \x01(\x03R\fdeclaredCost\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
@@ -1046,7 +1348,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfd\x04\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb1\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -1067,7 +1369,30 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\vtransitions\x18\f \x03(\v2\x15.sluice.v1.TransitionR\vtransitions\x12/\n" +
 	"\x06output\x18\r \x01(\v2\x17.google.protobuf.StructR\x06output\x12)\n" +
 	"\x05error\x18\x0e \x01(\v2\x13.sluice.v1.JobErrorR\x05error\x125\n" +
-	"\bready_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\areadyAt\"7\n" +
+	"\bready_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\areadyAt\x122\n" +
+	"\tadmission\x18\x10 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\"\xbc\x01\n" +
+	"\tAdmission\x12#\n" +
+	"\rreserved_cost\x18\x01 \x01(\x03R\freservedCost\x12!\n" +
+	"\fsettled_cost\x18\x02 \x01(\x03R\vsettledCost\x12\x1d\n" +
+	"\n" +
+	"delayed_by\x18\x03 \x01(\tR\tdelayedBy\x12\x1f\n" +
+	"\vdegraded_by\x18\x04 \x01(\tR\n" +
+	"degradedBy\x12'\n" +
+	"\x0frequested_model\x18\x05 \x01(\tR\x0erequestedModel\"\xee\x01\n" +
+	"\tRuleUsage\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
+	"\x04used\x18\x02 \x01(\x03R\x04used\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x03R\x05limit\x12\x1c\n" +
+	"\tremaining\x18\x04 \x01(\x03R\tremaining\x127\n" +
+	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12\x12\n" +
+	"\x04unit\x18\x06 \x01(\tR\x04unit\x12 \n" +
+	"\vdescription\x18\a \x01(\tR\vdescription\x12\x16\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\"\x11\n" +
+	"\x0fGetUsageRequest\"j\n" +
+	"\x10GetUsageResponse\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04tier\x18\x02 \x01(\tR\x04tier\x12*\n" +
+	"\x05rules\x18\x03 \x03(\v2\x14.sluice.v1.RuleUsageR\x05rules\"7\n" +
 	"\rSubmitRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\"V\n" +
 	"\x0eSubmitResponse\x12 \n" +
@@ -1101,14 +1426,15 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x10JOB_STATE_FAILED\x10\x04\x12\x16\n" +
 	"\x12JOB_STATE_CANCELED\x10\x05\x12\x15\n" +
 	"\x11JOB_STATE_EXPIRED\x10\x06\x12\x1b\n" +
-	"\x17JOB_STATE_DEAD_LETTERED\x10\a2\xed\x02\n" +
+	"\x17JOB_STATE_DEAD_LETTERED\x10\a2\xb7\x03\n" +
 	"\n" +
 	"JobService\x12=\n" +
 	"\x06Submit\x12\x18.sluice.v1.SubmitRequest\x1a\x19.sluice.v1.SubmitResponse\x12B\n" +
 	"\x06GetJob\x12\x18.sluice.v1.GetJobRequest\x1a\x19.sluice.v1.GetJobResponse\"\x03\x90\x02\x01\x12J\n" +
 	"\bWatchJob\x12\x1a.sluice.v1.WatchJobRequest\x1a\x1b.sluice.v1.WatchJobResponse\"\x03\x90\x02\x010\x01\x12F\n" +
 	"\tCancelJob\x12\x1b.sluice.v1.CancelJobRequest\x1a\x1c.sluice.v1.CancelJobResponse\x12H\n" +
-	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\"\x03\x90\x02\x01B\x97\x01\n" +
+	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\"\x03\x90\x02\x01\x12H\n" +
+	"\bGetUsage\x12\x1a.sluice.v1.GetUsageRequest\x1a\x1b.sluice.v1.GetUsageResponse\"\x03\x90\x02\x01B\x97\x01\n" +
 	"\rcom.sluice.v1B\bJobProtoP\x01Z7github.com/sluicehq/sluice/proto/gen/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
 
@@ -1125,67 +1451,76 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: sluice.v1.JobState
 	(*JobSpec)(nil),               // 1: sluice.v1.JobSpec
 	(*JobError)(nil),              // 2: sluice.v1.JobError
 	(*Transition)(nil),            // 3: sluice.v1.Transition
 	(*Job)(nil),                   // 4: sluice.v1.Job
-	(*SubmitRequest)(nil),         // 5: sluice.v1.SubmitRequest
-	(*SubmitResponse)(nil),        // 6: sluice.v1.SubmitResponse
-	(*GetJobRequest)(nil),         // 7: sluice.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 8: sluice.v1.GetJobResponse
-	(*WatchJobRequest)(nil),       // 9: sluice.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 10: sluice.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),      // 11: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 12: sluice.v1.CancelJobResponse
-	(*ListJobsRequest)(nil),       // 13: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 14: sluice.v1.ListJobsResponse
-	nil,                           // 15: sluice.v1.JobSpec.LabelsEntry
-	(*structpb.Struct)(nil),       // 16: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*Admission)(nil),             // 5: sluice.v1.Admission
+	(*RuleUsage)(nil),             // 6: sluice.v1.RuleUsage
+	(*GetUsageRequest)(nil),       // 7: sluice.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),      // 8: sluice.v1.GetUsageResponse
+	(*SubmitRequest)(nil),         // 9: sluice.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 10: sluice.v1.SubmitResponse
+	(*GetJobRequest)(nil),         // 11: sluice.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 12: sluice.v1.GetJobResponse
+	(*WatchJobRequest)(nil),       // 13: sluice.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),      // 14: sluice.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),      // 15: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 16: sluice.v1.CancelJobResponse
+	(*ListJobsRequest)(nil),       // 17: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 18: sluice.v1.ListJobsResponse
+	nil,                           // 19: sluice.v1.JobSpec.LabelsEntry
+	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	16, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
-	17, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
-	18, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
-	18, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
-	15, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
+	20, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
+	21, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
+	22, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
+	22, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
+	19, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
 	0,  // 5: sluice.v1.Transition.state:type_name -> sluice.v1.JobState
-	17, // 6: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	21, // 6: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
 	1,  // 7: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
 	0,  // 8: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	17, // 9: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	17, // 10: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	17, // 11: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	21, // 9: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	21, // 10: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	21, // 11: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: sluice.v1.Job.transitions:type_name -> sluice.v1.Transition
-	16, // 13: sluice.v1.Job.output:type_name -> google.protobuf.Struct
+	20, // 13: sluice.v1.Job.output:type_name -> google.protobuf.Struct
 	2,  // 14: sluice.v1.Job.error:type_name -> sluice.v1.JobError
-	17, // 15: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
-	1,  // 16: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
-	4,  // 17: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
-	4,  // 18: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	4,  // 19: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
-	4,  // 20: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
-	0,  // 21: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
-	4,  // 22: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	5,  // 23: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
-	7,  // 24: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	9,  // 25: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
-	11, // 26: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	13, // 27: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 28: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
-	8,  // 29: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	10, // 30: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
-	12, // 31: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	14, // 32: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	21, // 15: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
+	5,  // 16: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
+	21, // 17: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
+	6,  // 18: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
+	1,  // 19: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
+	4,  // 20: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
+	4,  // 21: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	4,  // 22: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
+	4,  // 23: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
+	0,  // 24: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
+	4,  // 25: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	9,  // 26: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
+	11, // 27: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	13, // 28: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
+	15, // 29: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	17, // 30: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	7,  // 31: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
+	10, // 32: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
+	12, // 33: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	14, // 34: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
+	16, // 35: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	18, // 36: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	8,  // 37: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -1199,7 +1534,7 @@ func file_sluice_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,220 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RuleScope int32
+
+const (
+	RuleScope_RULE_SCOPE_UNSPECIFIED RuleScope = 0 // per tenant
+	RuleScope_RULE_SCOPE_TENANT      RuleScope = 1
+	RuleScope_RULE_SCOPE_GLOBAL      RuleScope = 2
+	RuleScope_RULE_SCOPE_API_KEY     RuleScope = 3
+	RuleScope_RULE_SCOPE_TIER        RuleScope = 4
+	RuleScope_RULE_SCOPE_CLIENT_IP   RuleScope = 5
+	RuleScope_RULE_SCOPE_METHOD      RuleScope = 6
+	RuleScope_RULE_SCOPE_MODEL       RuleScope = 7
+)
+
+// Enum value maps for RuleScope.
+var (
+	RuleScope_name = map[int32]string{
+		0: "RULE_SCOPE_UNSPECIFIED",
+		1: "RULE_SCOPE_TENANT",
+		2: "RULE_SCOPE_GLOBAL",
+		3: "RULE_SCOPE_API_KEY",
+		4: "RULE_SCOPE_TIER",
+		5: "RULE_SCOPE_CLIENT_IP",
+		6: "RULE_SCOPE_METHOD",
+		7: "RULE_SCOPE_MODEL",
+	}
+	RuleScope_value = map[string]int32{
+		"RULE_SCOPE_UNSPECIFIED": 0,
+		"RULE_SCOPE_TENANT":      1,
+		"RULE_SCOPE_GLOBAL":      2,
+		"RULE_SCOPE_API_KEY":     3,
+		"RULE_SCOPE_TIER":        4,
+		"RULE_SCOPE_CLIENT_IP":   5,
+		"RULE_SCOPE_METHOD":      6,
+		"RULE_SCOPE_MODEL":       7,
+	}
+)
+
+func (x RuleScope) Enum() *RuleScope {
+	p := new(RuleScope)
+	*p = x
+	return p
+}
+
+func (x RuleScope) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RuleScope) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_policy_proto_enumTypes[0].Descriptor()
+}
+
+func (RuleScope) Type() protoreflect.EnumType {
+	return &file_sluice_v1_policy_proto_enumTypes[0]
+}
+
+func (x RuleScope) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RuleScope.Descriptor instead.
+func (RuleScope) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
+type RuleCounts int32
+
+const (
+	RuleCounts_RULE_COUNTS_UNSPECIFIED RuleCounts = 0 // requests
+	RuleCounts_RULE_COUNTS_REQUESTS    RuleCounts = 1
+	RuleCounts_RULE_COUNTS_COST        RuleCounts = 2
+)
+
+// Enum value maps for RuleCounts.
+var (
+	RuleCounts_name = map[int32]string{
+		0: "RULE_COUNTS_UNSPECIFIED",
+		1: "RULE_COUNTS_REQUESTS",
+		2: "RULE_COUNTS_COST",
+	}
+	RuleCounts_value = map[string]int32{
+		"RULE_COUNTS_UNSPECIFIED": 0,
+		"RULE_COUNTS_REQUESTS":    1,
+		"RULE_COUNTS_COST":        2,
+	}
+)
+
+func (x RuleCounts) Enum() *RuleCounts {
+	p := new(RuleCounts)
+	*p = x
+	return p
+}
+
+func (x RuleCounts) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RuleCounts) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_policy_proto_enumTypes[1].Descriptor()
+}
+
+func (RuleCounts) Type() protoreflect.EnumType {
+	return &file_sluice_v1_policy_proto_enumTypes[1]
+}
+
+func (x RuleCounts) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RuleCounts.Descriptor instead.
+func (RuleCounts) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+type OverLimitAction int32
+
+const (
+	OverLimitAction_OVER_LIMIT_ACTION_UNSPECIFIED OverLimitAction = 0 // reject
+	OverLimitAction_OVER_LIMIT_ACTION_REJECT      OverLimitAction = 1
+	OverLimitAction_OVER_LIMIT_ACTION_DELAY       OverLimitAction = 2
+	OverLimitAction_OVER_LIMIT_ACTION_DEGRADE     OverLimitAction = 3
+)
+
+// Enum value maps for OverLimitAction.
+var (
+	OverLimitAction_name = map[int32]string{
+		0: "OVER_LIMIT_ACTION_UNSPECIFIED",
+		1: "OVER_LIMIT_ACTION_REJECT",
+		2: "OVER_LIMIT_ACTION_DELAY",
+		3: "OVER_LIMIT_ACTION_DEGRADE",
+	}
+	OverLimitAction_value = map[string]int32{
+		"OVER_LIMIT_ACTION_UNSPECIFIED": 0,
+		"OVER_LIMIT_ACTION_REJECT":      1,
+		"OVER_LIMIT_ACTION_DELAY":       2,
+		"OVER_LIMIT_ACTION_DEGRADE":     3,
+	}
+)
+
+func (x OverLimitAction) Enum() *OverLimitAction {
+	p := new(OverLimitAction)
+	*p = x
+	return p
+}
+
+func (x OverLimitAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OverLimitAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_policy_proto_enumTypes[2].Descriptor()
+}
+
+func (OverLimitAction) Type() protoreflect.EnumType {
+	return &file_sluice_v1_policy_proto_enumTypes[2]
+}
+
+func (x OverLimitAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OverLimitAction.Descriptor instead.
+func (OverLimitAction) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+type QuotaPeriod int32
+
+const (
+	QuotaPeriod_QUOTA_PERIOD_UNSPECIFIED QuotaPeriod = 0 // day
+	QuotaPeriod_QUOTA_PERIOD_DAY         QuotaPeriod = 1
+	QuotaPeriod_QUOTA_PERIOD_MONTH       QuotaPeriod = 2
+)
+
+// Enum value maps for QuotaPeriod.
+var (
+	QuotaPeriod_name = map[int32]string{
+		0: "QUOTA_PERIOD_UNSPECIFIED",
+		1: "QUOTA_PERIOD_DAY",
+		2: "QUOTA_PERIOD_MONTH",
+	}
+	QuotaPeriod_value = map[string]int32{
+		"QUOTA_PERIOD_UNSPECIFIED": 0,
+		"QUOTA_PERIOD_DAY":         1,
+		"QUOTA_PERIOD_MONTH":       2,
+	}
+)
+
+func (x QuotaPeriod) Enum() *QuotaPeriod {
+	p := new(QuotaPeriod)
+	*p = x
+	return p
+}
+
+func (x QuotaPeriod) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (QuotaPeriod) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_policy_proto_enumTypes[3].Descriptor()
+}
+
+func (QuotaPeriod) Type() protoreflect.EnumType {
+	return &file_sluice_v1_policy_proto_enumTypes[3]
+}
+
+func (x QuotaPeriod) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use QuotaPeriod.Descriptor instead.
+func (QuotaPeriod) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
 // Policy is everything an operator configures: tiers, tenants and their keys,
 // models and defaults. Its file form is the YAML or JSON mapping of this
 // message (field names in lowerCamelCase or snake_case, durations as "2s").
@@ -33,8 +247,15 @@ type Policy struct {
 	// Hex SHA-256 of the admin token (see `sluice hash-key`).
 	AdminTokenSha256 string    `protobuf:"bytes,4,opt,name=admin_token_sha256,json=adminTokenSha256,proto3" json:"admin_token_sha256,omitempty"`
 	Defaults         *Defaults `protobuf:"bytes,5,opt,name=defaults,proto3" json:"defaults,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Rate limits and quotas, checked at admission. A request is checked
+	// against every rule that matches it: all pass and all are charged, or
+	// nothing is charged.
+	Rules []*Rule `protobuf:"bytes,6,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Trust the X-Forwarded-For header's first address as the client IP (set
+	// only behind a proxy that overwrites it); otherwise the peer address.
+	TrustForwardedFor bool `protobuf:"varint,7,opt,name=trust_forwarded_for,json=trustForwardedFor,proto3" json:"trust_forwarded_for,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -102,6 +323,672 @@ func (x *Policy) GetDefaults() *Defaults {
 	return nil
 }
 
+func (x *Policy) GetRules() []*Rule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *Policy) GetTrustForwardedFor() bool {
+	if x != nil {
+		return x.TrustForwardedFor
+	}
+	return false
+}
+
+// Rule is one limit: which requests it applies to, how they are counted and
+// keyed, and what happens over the limit.
+type Rule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique; shown in errors, headers and usage ("daily images").
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Which requests the rule applies to; empty fields match anything, an
+	// empty match applies to every request (a global rule).
+	Match *RuleMatch `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
+	// What keys the rule's state: one counter per tenant, per IP, ... or one
+	// for all. Default: per tenant.
+	Scope RuleScope `protobuf:"varint,3,opt,name=scope,proto3,enum=sluice.v1.RuleScope" json:"scope,omitempty"`
+	// What a request counts: 1, or its cost (the job's declared_cost, else
+	// its estimated GPU-milliseconds: gpus × the model's expected duration).
+	Counts RuleCounts `protobuf:"varint,4,opt,name=counts,proto3,enum=sluice.v1.RuleCounts" json:"counts,omitempty"`
+	// What happens over the limit. Default: reject.
+	Action OverLimitAction `protobuf:"varint,5,opt,name=action,proto3,enum=sluice.v1.OverLimitAction" json:"action,omitempty"`
+	// For action DELAY: the longest a job may be held back (its not_before
+	// is set to when it fits); past that it is rejected.
+	MaxWait *durationpb.Duration `protobuf:"bytes,6,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
+	// For action DEGRADE: the model to run instead (the job records that it
+	// was degraded).
+	FallbackModel string `protobuf:"bytes,7,opt,name=fallback_model,json=fallbackModel,proto3" json:"fallback_model,omitempty"`
+	// Decide and count but never reject, delay or degrade: for trying a new
+	// limit on live traffic. Usage and response headers still show it.
+	Shadow bool `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	// The name of a rule this one overrides where both match (a tenant's own
+	// limit instead of its tier's).
+	Replaces string `protobuf:"bytes,9,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	// Most keys the rule tracks at once (default 100000). Idle keys are
+	// dropped first; when every key is busy, new keys share one overflow
+	// counter (a concurrency rule rejects them instead).
+	MaxKeys int32 `protobuf:"varint,10,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	// The limit itself: exactly one.
+	//
+	// Types that are valid to be assigned to Limit:
+	//
+	//	*Rule_TokenBucket
+	//	*Rule_Gcra
+	//	*Rule_LeakyQueue
+	//	*Rule_FixedWindow
+	//	*Rule_SlidingLog
+	//	*Rule_SlidingWindow
+	//	*Rule_Concurrency
+	//	*Rule_Quota
+	Limit         isRule_Limit `protobuf_oneof:"limit"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rule) Reset() {
+	*x = Rule{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rule) ProtoMessage() {}
+
+func (x *Rule) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rule.ProtoReflect.Descriptor instead.
+func (*Rule) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Rule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Rule) GetMatch() *RuleMatch {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *Rule) GetScope() RuleScope {
+	if x != nil {
+		return x.Scope
+	}
+	return RuleScope_RULE_SCOPE_UNSPECIFIED
+}
+
+func (x *Rule) GetCounts() RuleCounts {
+	if x != nil {
+		return x.Counts
+	}
+	return RuleCounts_RULE_COUNTS_UNSPECIFIED
+}
+
+func (x *Rule) GetAction() OverLimitAction {
+	if x != nil {
+		return x.Action
+	}
+	return OverLimitAction_OVER_LIMIT_ACTION_UNSPECIFIED
+}
+
+func (x *Rule) GetMaxWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxWait
+	}
+	return nil
+}
+
+func (x *Rule) GetFallbackModel() string {
+	if x != nil {
+		return x.FallbackModel
+	}
+	return ""
+}
+
+func (x *Rule) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
+func (x *Rule) GetReplaces() string {
+	if x != nil {
+		return x.Replaces
+	}
+	return ""
+}
+
+func (x *Rule) GetMaxKeys() int32 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
+func (x *Rule) GetLimit() isRule_Limit {
+	if x != nil {
+		return x.Limit
+	}
+	return nil
+}
+
+func (x *Rule) GetTokenBucket() *TokenBucketLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_TokenBucket); ok {
+			return x.TokenBucket
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetGcra() *TokenBucketLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_Gcra); ok {
+			return x.Gcra
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetLeakyQueue() *LeakyQueueLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_LeakyQueue); ok {
+			return x.LeakyQueue
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetFixedWindow() *WindowLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_FixedWindow); ok {
+			return x.FixedWindow
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetSlidingLog() *WindowLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_SlidingLog); ok {
+			return x.SlidingLog
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetSlidingWindow() *WindowLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_SlidingWindow); ok {
+			return x.SlidingWindow
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetConcurrency() *ConcurrencyLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_Concurrency); ok {
+			return x.Concurrency
+		}
+	}
+	return nil
+}
+
+func (x *Rule) GetQuota() *QuotaLimit {
+	if x != nil {
+		if x, ok := x.Limit.(*Rule_Quota); ok {
+			return x.Quota
+		}
+	}
+	return nil
+}
+
+type isRule_Limit interface {
+	isRule_Limit()
+}
+
+type Rule_TokenBucket struct {
+	TokenBucket *TokenBucketLimit `protobuf:"bytes,20,opt,name=token_bucket,json=tokenBucket,proto3,oneof"`
+}
+
+type Rule_Gcra struct {
+	Gcra *TokenBucketLimit `protobuf:"bytes,21,opt,name=gcra,proto3,oneof"`
+}
+
+type Rule_LeakyQueue struct {
+	LeakyQueue *LeakyQueueLimit `protobuf:"bytes,22,opt,name=leaky_queue,json=leakyQueue,proto3,oneof"`
+}
+
+type Rule_FixedWindow struct {
+	FixedWindow *WindowLimit `protobuf:"bytes,23,opt,name=fixed_window,json=fixedWindow,proto3,oneof"`
+}
+
+type Rule_SlidingLog struct {
+	SlidingLog *WindowLimit `protobuf:"bytes,24,opt,name=sliding_log,json=slidingLog,proto3,oneof"`
+}
+
+type Rule_SlidingWindow struct {
+	SlidingWindow *WindowLimit `protobuf:"bytes,25,opt,name=sliding_window,json=slidingWindow,proto3,oneof"`
+}
+
+type Rule_Concurrency struct {
+	Concurrency *ConcurrencyLimit `protobuf:"bytes,26,opt,name=concurrency,proto3,oneof"`
+}
+
+type Rule_Quota struct {
+	Quota *QuotaLimit `protobuf:"bytes,27,opt,name=quota,proto3,oneof"`
+}
+
+func (*Rule_TokenBucket) isRule_Limit() {}
+
+func (*Rule_Gcra) isRule_Limit() {}
+
+func (*Rule_LeakyQueue) isRule_Limit() {}
+
+func (*Rule_FixedWindow) isRule_Limit() {}
+
+func (*Rule_SlidingLog) isRule_Limit() {}
+
+func (*Rule_SlidingWindow) isRule_Limit() {}
+
+func (*Rule_Concurrency) isRule_Limit() {}
+
+func (*Rule_Quota) isRule_Limit() {}
+
+type RuleMatch struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Hex SHA-256 of one API key.
+	ApiKeySha256 string `protobuf:"bytes,2,opt,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
+	Tier         string `protobuf:"bytes,3,opt,name=tier,proto3" json:"tier,omitempty"`
+	// An address or a CIDR prefix ("203.0.113.0/24").
+	ClientIp string `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
+	// RPC method name, e.g. "Submit".
+	Method        string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	Model         string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleMatch) Reset() {
+	*x = RuleMatch{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleMatch) ProtoMessage() {}
+
+func (x *RuleMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleMatch.ProtoReflect.Descriptor instead.
+func (*RuleMatch) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RuleMatch) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RuleMatch) GetApiKeySha256() string {
+	if x != nil {
+		return x.ApiKeySha256
+	}
+	return ""
+}
+
+func (x *RuleMatch) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *RuleMatch) GetClientIp() string {
+	if x != nil {
+		return x.ClientIp
+	}
+	return ""
+}
+
+func (x *RuleMatch) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RuleMatch) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// A rate: `count` per `per`, with bursts up to `burst`.
+type TokenBucketLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int64                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Per           *durationpb.Duration   `protobuf:"bytes,2,opt,name=per,proto3" json:"per,omitempty"`
+	Burst         int64                  `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenBucketLimit) Reset() {
+	*x = TokenBucketLimit{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenBucketLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenBucketLimit) ProtoMessage() {}
+
+func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenBucketLimit.ProtoReflect.Descriptor instead.
+func (*TokenBucketLimit) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TokenBucketLimit) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *TokenBucketLimit) GetPer() *durationpb.Duration {
+	if x != nil {
+		return x.Per
+	}
+	return nil
+}
+
+func (x *TokenBucketLimit) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+// Smoothing: admitted requests start no faster than `count` per `per`; up
+// to `capacity` units may wait.
+type LeakyQueueLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int64                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Per           *durationpb.Duration   `protobuf:"bytes,2,opt,name=per,proto3" json:"per,omitempty"`
+	Capacity      int64                  `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeakyQueueLimit) Reset() {
+	*x = LeakyQueueLimit{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeakyQueueLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeakyQueueLimit) ProtoMessage() {}
+
+func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeakyQueueLimit.ProtoReflect.Descriptor instead.
+func (*LeakyQueueLimit) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LeakyQueueLimit) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *LeakyQueueLimit) GetPer() *durationpb.Duration {
+	if x != nil {
+		return x.Per
+	}
+	return nil
+}
+
+func (x *LeakyQueueLimit) GetCapacity() int64 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+// At most `limit` units per `window`.
+type WindowLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int64                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Window        *durationpb.Duration   `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowLimit) Reset() {
+	*x = WindowLimit{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowLimit) ProtoMessage() {}
+
+func (x *WindowLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowLimit.ProtoReflect.Descriptor instead.
+func (*WindowLimit) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WindowLimit) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *WindowLimit) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// At most `limit` units held at once: a job holds its units from admission
+// until it ends.
+type ConcurrencyLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int64                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConcurrencyLimit) Reset() {
+	*x = ConcurrencyLimit{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConcurrencyLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConcurrencyLimit) ProtoMessage() {}
+
+func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConcurrencyLimit.ProtoReflect.Descriptor instead.
+func (*ConcurrencyLimit) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ConcurrencyLimit) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// At most `limit` units per calendar day or month in a time zone.
+type QuotaLimit struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Limit  int64                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Period QuotaPeriod            `protobuf:"varint,2,opt,name=period,proto3,enum=sluice.v1.QuotaPeriod" json:"period,omitempty"`
+	// IANA time zone, e.g. "Asia/Shanghai"; default UTC.
+	TimeZone      string `protobuf:"bytes,3,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaLimit) Reset() {
+	*x = QuotaLimit{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaLimit) ProtoMessage() {}
+
+func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
+func (*QuotaLimit) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *QuotaLimit) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *QuotaLimit) GetPeriod() QuotaPeriod {
+	if x != nil {
+		return x.Period
+	}
+	return QuotaPeriod_QUOTA_PERIOD_UNSPECIFIED
+}
+
+func (x *QuotaLimit) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
 // Tier is a class of tenants (free, pro, ...).
 type Tier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -114,7 +1001,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +1013,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +1026,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Tier) GetName() string {
@@ -172,7 +1059,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +1071,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +1084,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Tenant) GetName() string {
@@ -248,7 +1135,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +1147,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +1160,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Model) GetName() string {
@@ -331,7 +1218,7 @@ type Defaults struct {
 
 func (x *Defaults) Reset() {
 	*x = Defaults{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +1230,7 @@ func (x *Defaults) String() string {
 func (*Defaults) ProtoMessage() {}
 
 func (x *Defaults) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +1243,7 @@ func (x *Defaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Defaults.ProtoReflect.Descriptor instead.
 func (*Defaults) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Defaults) GetQueueTimeout() *durationpb.Duration {
@@ -398,13 +1285,63 @@ var File_sluice_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe5\x01\n" +
+	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbc\x02\n" +
 	"\x06Policy\x12%\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x0f.sluice.v1.TierR\x05tiers\x12+\n" +
 	"\atenants\x18\x02 \x03(\v2\x11.sluice.v1.TenantR\atenants\x12(\n" +
 	"\x06models\x18\x03 \x03(\v2\x10.sluice.v1.ModelR\x06models\x12,\n" +
 	"\x12admin_token_sha256\x18\x04 \x01(\tR\x10adminTokenSha256\x12/\n" +
-	"\bdefaults\x18\x05 \x01(\v2\x13.sluice.v1.DefaultsR\bdefaults\"2\n" +
+	"\bdefaults\x18\x05 \x01(\v2\x13.sluice.v1.DefaultsR\bdefaults\x12%\n" +
+	"\x05rules\x18\x06 \x03(\v2\x0f.sluice.v1.RuleR\x05rules\x12.\n" +
+	"\x13trust_forwarded_for\x18\a \x01(\bR\x11trustForwardedFor\"\xe7\x06\n" +
+	"\x04Rule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x05match\x18\x02 \x01(\v2\x14.sluice.v1.RuleMatchR\x05match\x12*\n" +
+	"\x05scope\x18\x03 \x01(\x0e2\x14.sluice.v1.RuleScopeR\x05scope\x12-\n" +
+	"\x06counts\x18\x04 \x01(\x0e2\x15.sluice.v1.RuleCountsR\x06counts\x122\n" +
+	"\x06action\x18\x05 \x01(\x0e2\x1a.sluice.v1.OverLimitActionR\x06action\x124\n" +
+	"\bmax_wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\x12%\n" +
+	"\x0efallback_model\x18\a \x01(\tR\rfallbackModel\x12\x16\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\x12\x1a\n" +
+	"\breplaces\x18\t \x01(\tR\breplaces\x12\x19\n" +
+	"\bmax_keys\x18\n" +
+	" \x01(\x05R\amaxKeys\x12@\n" +
+	"\ftoken_bucket\x18\x14 \x01(\v2\x1b.sluice.v1.TokenBucketLimitH\x00R\vtokenBucket\x121\n" +
+	"\x04gcra\x18\x15 \x01(\v2\x1b.sluice.v1.TokenBucketLimitH\x00R\x04gcra\x12=\n" +
+	"\vleaky_queue\x18\x16 \x01(\v2\x1a.sluice.v1.LeakyQueueLimitH\x00R\n" +
+	"leakyQueue\x12;\n" +
+	"\ffixed_window\x18\x17 \x01(\v2\x16.sluice.v1.WindowLimitH\x00R\vfixedWindow\x129\n" +
+	"\vsliding_log\x18\x18 \x01(\v2\x16.sluice.v1.WindowLimitH\x00R\n" +
+	"slidingLog\x12?\n" +
+	"\x0esliding_window\x18\x19 \x01(\v2\x16.sluice.v1.WindowLimitH\x00R\rslidingWindow\x12?\n" +
+	"\vconcurrency\x18\x1a \x01(\v2\x1b.sluice.v1.ConcurrencyLimitH\x00R\vconcurrency\x12-\n" +
+	"\x05quota\x18\x1b \x01(\v2\x15.sluice.v1.QuotaLimitH\x00R\x05quotaB\a\n" +
+	"\x05limit\"\xa8\x01\n" +
+	"\tRuleMatch\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12$\n" +
+	"\x0eapi_key_sha256\x18\x02 \x01(\tR\fapiKeySha256\x12\x12\n" +
+	"\x04tier\x18\x03 \x01(\tR\x04tier\x12\x1b\n" +
+	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\x12\x16\n" +
+	"\x06method\x18\x05 \x01(\tR\x06method\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\"k\n" +
+	"\x10TokenBucketLimit\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x12+\n" +
+	"\x03per\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03per\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\x03R\x05burst\"p\n" +
+	"\x0fLeakyQueueLimit\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x12+\n" +
+	"\x03per\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03per\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\x03R\bcapacity\"V\n" +
+	"\vWindowLimit\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\"(\n" +
+	"\x10ConcurrencyLimit\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\"o\n" +
+	"\n" +
+	"QuotaLimit\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\x12.\n" +
+	"\x06period\x18\x02 \x01(\x0e2\x16.sluice.v1.QuotaPeriodR\x06period\x12\x1b\n" +
+	"\ttime_zone\x18\x03 \x01(\tR\btimeZone\"2\n" +
 	"\x04Tier\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x05R\x06weight\"n\n" +
@@ -426,7 +1363,30 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\rretry_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fretryBackoff\x12:\n" +
 	"\vmax_backoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxBackoff\x12>\n" +
-	"\rjob_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fjobRetentionB\x9a\x01\n" +
+	"\rjob_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fjobRetention*\xc9\x01\n" +
+	"\tRuleScope\x12\x1a\n" +
+	"\x16RULE_SCOPE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RULE_SCOPE_TENANT\x10\x01\x12\x15\n" +
+	"\x11RULE_SCOPE_GLOBAL\x10\x02\x12\x16\n" +
+	"\x12RULE_SCOPE_API_KEY\x10\x03\x12\x13\n" +
+	"\x0fRULE_SCOPE_TIER\x10\x04\x12\x18\n" +
+	"\x14RULE_SCOPE_CLIENT_IP\x10\x05\x12\x15\n" +
+	"\x11RULE_SCOPE_METHOD\x10\x06\x12\x14\n" +
+	"\x10RULE_SCOPE_MODEL\x10\a*Y\n" +
+	"\n" +
+	"RuleCounts\x12\x1b\n" +
+	"\x17RULE_COUNTS_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14RULE_COUNTS_REQUESTS\x10\x01\x12\x14\n" +
+	"\x10RULE_COUNTS_COST\x10\x02*\x8e\x01\n" +
+	"\x0fOverLimitAction\x12!\n" +
+	"\x1dOVER_LIMIT_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18OVER_LIMIT_ACTION_REJECT\x10\x01\x12\x1b\n" +
+	"\x17OVER_LIMIT_ACTION_DELAY\x10\x02\x12\x1d\n" +
+	"\x19OVER_LIMIT_ACTION_DEGRADE\x10\x03*Y\n" +
+	"\vQuotaPeriod\x12\x1c\n" +
+	"\x18QUOTA_PERIOD_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10QUOTA_PERIOD_DAY\x10\x01\x12\x16\n" +
+	"\x12QUOTA_PERIOD_MONTH\x10\x02B\x9a\x01\n" +
 	"\rcom.sluice.v1B\vPolicyProtoP\x01Z7github.com/sluicehq/sluice/proto/gen/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
 
@@ -442,31 +1402,61 @@ func file_sluice_v1_policy_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_policy_proto_rawDescData
 }
 
-var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_sluice_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_v1_policy_proto_goTypes = []any{
-	(*Policy)(nil),              // 0: sluice.v1.Policy
-	(*Tier)(nil),                // 1: sluice.v1.Tier
-	(*Tenant)(nil),              // 2: sluice.v1.Tenant
-	(*Model)(nil),               // 3: sluice.v1.Model
-	(*Defaults)(nil),            // 4: sluice.v1.Defaults
-	(*durationpb.Duration)(nil), // 5: google.protobuf.Duration
+	(RuleScope)(0),              // 0: sluice.v1.RuleScope
+	(RuleCounts)(0),             // 1: sluice.v1.RuleCounts
+	(OverLimitAction)(0),        // 2: sluice.v1.OverLimitAction
+	(QuotaPeriod)(0),            // 3: sluice.v1.QuotaPeriod
+	(*Policy)(nil),              // 4: sluice.v1.Policy
+	(*Rule)(nil),                // 5: sluice.v1.Rule
+	(*RuleMatch)(nil),           // 6: sluice.v1.RuleMatch
+	(*TokenBucketLimit)(nil),    // 7: sluice.v1.TokenBucketLimit
+	(*LeakyQueueLimit)(nil),     // 8: sluice.v1.LeakyQueueLimit
+	(*WindowLimit)(nil),         // 9: sluice.v1.WindowLimit
+	(*ConcurrencyLimit)(nil),    // 10: sluice.v1.ConcurrencyLimit
+	(*QuotaLimit)(nil),          // 11: sluice.v1.QuotaLimit
+	(*Tier)(nil),                // 12: sluice.v1.Tier
+	(*Tenant)(nil),              // 13: sluice.v1.Tenant
+	(*Model)(nil),               // 14: sluice.v1.Model
+	(*Defaults)(nil),            // 15: sluice.v1.Defaults
+	(*durationpb.Duration)(nil), // 16: google.protobuf.Duration
 }
 var file_sluice_v1_policy_proto_depIdxs = []int32{
-	1,  // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
-	2,  // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
-	3,  // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
-	4,  // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
-	5,  // 4: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
-	5,  // 5: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
-	5,  // 6: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
-	5,  // 7: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
-	5,  // 8: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
-	5,  // 9: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
+	13, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
+	14, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
+	15, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
+	5,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
+	6,  // 5: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
+	0,  // 6: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
+	1,  // 7: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
+	2,  // 8: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
+	16, // 9: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
+	7,  // 10: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
+	7,  // 11: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
+	8,  // 12: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
+	9,  // 13: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
+	9,  // 14: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
+	9,  // 15: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
+	10, // 16: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
+	11, // 17: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
+	16, // 18: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
+	16, // 19: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
+	16, // 20: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
+	3,  // 21: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
+	16, // 22: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
+	16, // 23: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
+	16, // 24: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
+	16, // 25: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
+	16, // 26: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
+	16, // 27: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_policy_proto_init() }
@@ -474,18 +1464,29 @@ func file_sluice_v1_policy_proto_init() {
 	if File_sluice_v1_policy_proto != nil {
 		return
 	}
+	file_sluice_v1_policy_proto_msgTypes[1].OneofWrappers = []any{
+		(*Rule_TokenBucket)(nil),
+		(*Rule_Gcra)(nil),
+		(*Rule_LeakyQueue)(nil),
+		(*Rule_FixedWindow)(nil),
+		(*Rule_SlidingLog)(nil),
+		(*Rule_SlidingWindow)(nil),
+		(*Rule_Concurrency)(nil),
+		(*Rule_Quota)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_policy_proto_rawDesc), len(file_sluice_v1_policy_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   5,
+			NumEnums:      4,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_sluice_v1_policy_proto_goTypes,
 		DependencyIndexes: file_sluice_v1_policy_proto_depIdxs,
+		EnumInfos:         file_sluice_v1_policy_proto_enumTypes,
 		MessageInfos:      file_sluice_v1_policy_proto_msgTypes,
 	}.Build()
 	File_sluice_v1_policy_proto = out.File

@@ -29,9 +29,13 @@ const (
 
 // Submit admits a job. The job id is the log index of this entry.
 type Submit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Spec          *v1.JobSpec            `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Spec   *v1.JobSpec            `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// What the rate limits key on, captured at the edge.
+	ApiKeySha256  string `protobuf:"bytes,3,opt,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
+	ClientIp      string `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
+	Method        string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -78,6 +82,27 @@ func (x *Submit) GetSpec() *v1.JobSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *Submit) GetApiKeySha256() string {
+	if x != nil {
+		return x.ApiKeySha256
+	}
+	return ""
+}
+
+func (x *Submit) GetClientIp() string {
+	if x != nil {
+		return x.ClientIp
+	}
+	return ""
+}
+
+func (x *Submit) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
 }
 
 // Assign starts a queued job on an executor.
@@ -153,10 +178,14 @@ func (x *Assign) GetGpus() []string {
 
 // Complete records an attempt's success.
 type Complete struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         uint64                 `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Output        *structpb.Struct       `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   uint64                 `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Output  *structpb.Struct       `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
+	// The real cost, in the policy's unit; 0: the measured GPU-milliseconds.
+	Cost int64 `protobuf:"varint,4,opt,name=cost,proto3" json:"cost,omitempty"`
+	// How long the attempt ran, in nanoseconds (for GPU-millisecond costs).
+	RunNs         int64 `protobuf:"varint,5,opt,name=run_ns,json=runNs,proto3" json:"run_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -210,6 +239,20 @@ func (x *Complete) GetOutput() *structpb.Struct {
 		return x.Output
 	}
 	return nil
+}
+
+func (x *Complete) GetCost() int64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *Complete) GetRunNs() int64 {
+	if x != nil {
+		return x.RunNs
+	}
+	return 0
 }
 
 // Fail records an attempt's failure.
@@ -505,8 +548,13 @@ type JobRecord struct {
 	QueueSeq uint64   `protobuf:"varint,17,opt,name=queue_seq,json=queueSeq,proto3" json:"queue_seq,omitempty"`
 	Gpus     []string `protobuf:"bytes,18,rep,name=gpus,proto3" json:"gpus,omitempty"`
 	// Effective resource needs and limits after defaults.
-	MaxAttempts   int32 `protobuf:"varint,19,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
-	RunTimeoutNs  int64 `protobuf:"varint,20,opt,name=run_timeout_ns,json=runTimeoutNs,proto3" json:"run_timeout_ns,omitempty"`
+	MaxAttempts  int32 `protobuf:"varint,19,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	RunTimeoutNs int64 `protobuf:"varint,20,opt,name=run_timeout_ns,json=runTimeoutNs,proto3" json:"run_timeout_ns,omitempty"`
+	// The rate-limit charge, to settle or refund when the job ends.
+	Charge    *Charge       `protobuf:"bytes,21,opt,name=charge,proto3" json:"charge,omitempty"`
+	Admission *v1.Admission `protobuf:"bytes,22,opt,name=admission,proto3" json:"admission,omitempty"`
+	// Total time the job's attempts have run (log time), for GPU costs.
+	RanNs         int64 `protobuf:"varint,23,opt,name=ran_ns,json=ranNs,proto3" json:"ran_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -681,6 +729,123 @@ func (x *JobRecord) GetRunTimeoutNs() int64 {
 	return 0
 }
 
+func (x *JobRecord) GetCharge() *Charge {
+	if x != nil {
+		return x.Charge
+	}
+	return nil
+}
+
+func (x *JobRecord) GetAdmission() *v1.Admission {
+	if x != nil {
+		return x.Admission
+	}
+	return nil
+}
+
+func (x *JobRecord) GetRanNs() int64 {
+	if x != nil {
+		return x.RanNs
+	}
+	return 0
+}
+
+// Charge is what admission charged the limiter, keyed as it was.
+type Charge struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ApiKeySha256 string                 `protobuf:"bytes,1,opt,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
+	ClientIp     string                 `protobuf:"bytes,2,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
+	Method       string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// The model charged (the fallback when degraded).
+	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	Cost  int64  `protobuf:"varint,5,opt,name=cost,proto3" json:"cost,omitempty"`
+	// The admission time the charge was made as of (for windows).
+	AtNs int64 `protobuf:"varint,6,opt,name=at_ns,json=atNs,proto3" json:"at_ns,omitempty"`
+	// Set once settled or refunded.
+	Closed        bool `protobuf:"varint,7,opt,name=closed,proto3" json:"closed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Charge) Reset() {
+	*x = Charge{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Charge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Charge) ProtoMessage() {}
+
+func (x *Charge) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Charge.ProtoReflect.Descriptor instead.
+func (*Charge) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Charge) GetApiKeySha256() string {
+	if x != nil {
+		return x.ApiKeySha256
+	}
+	return ""
+}
+
+func (x *Charge) GetClientIp() string {
+	if x != nil {
+		return x.ClientIp
+	}
+	return ""
+}
+
+func (x *Charge) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Charge) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Charge) GetCost() int64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *Charge) GetAtNs() int64 {
+	if x != nil {
+		return x.AtNs
+	}
+	return 0
+}
+
+func (x *Charge) GetClosed() bool {
+	if x != nil {
+		return x.Closed
+	}
+	return false
+}
+
 type TransitionRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	State         v1.JobState            `protobuf:"varint,1,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
@@ -694,7 +859,7 @@ type TransitionRecord struct {
 
 func (x *TransitionRecord) Reset() {
 	*x = TransitionRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +871,7 @@ func (x *TransitionRecord) String() string {
 func (*TransitionRecord) ProtoMessage() {}
 
 func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +884,7 @@ func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransitionRecord.ProtoReflect.Descriptor instead.
 func (*TransitionRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TransitionRecord) GetState() v1.JobState {
@@ -764,15 +929,18 @@ type Snapshot struct {
 	NextQueueSeq uint64                 `protobuf:"varint,2,opt,name=next_queue_seq,json=nextQueueSeq,proto3" json:"next_queue_seq,omitempty"`
 	Policy       *v1.Policy             `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Sorted by id.
-	Jobs          []*JobRecord `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
-	LastIndex     uint64       `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	Jobs      []*JobRecord `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	LastIndex uint64       `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// The rate limiter's state (limiter.Engine encoding).
+	Limiter       []byte `protobuf:"bytes,6,opt,name=limiter,proto3" json:"limiter,omitempty"`
+	NextSweepNs   int64  `protobuf:"varint,7,opt,name=next_sweep_ns,json=nextSweepNs,proto3" json:"next_sweep_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +952,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +965,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Snapshot) GetNowNs() int64 {
@@ -835,23 +1003,42 @@ func (x *Snapshot) GetLastIndex() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetLimiter() []byte {
+	if x != nil {
+		return x.Limiter
+	}
+	return nil
+}
+
+func (x *Snapshot) GetNextSweepNs() int64 {
+	if x != nil {
+		return x.NextSweepNs
+	}
+	return 0
+}
+
 var File_sluice_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x19sluice/raft/v1/raft.proto\x12\x0esluice.raft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"H\n" +
+	"\x19sluice/raft/v1/raft.proto\x12\x0esluice.raft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"\xa3\x01\n" +
 	"\x06Submit\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12&\n" +
-	"\x04spec\x18\x02 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\"i\n" +
+	"\x04spec\x18\x02 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12$\n" +
+	"\x0eapi_key_sha256\x18\x03 \x01(\tR\fapiKeySha256\x12\x1b\n" +
+	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\x12\x16\n" +
+	"\x06method\x18\x05 \x01(\tR\x06method\"i\n" +
 	"\x06Assign\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x04R\x05jobId\x12\x1a\n" +
 	"\bexecutor\x18\x02 \x01(\tR\bexecutor\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x12\n" +
-	"\x04gpus\x18\x04 \x03(\tR\x04gpus\"l\n" +
+	"\x04gpus\x18\x04 \x03(\tR\x04gpus\"\x97\x01\n" +
 	"\bComplete\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x04R\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12/\n" +
-	"\x06output\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06output\"\x80\x01\n" +
+	"\x06output\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06output\x12\x12\n" +
+	"\x04cost\x18\x04 \x01(\x03R\x04cost\x12\x15\n" +
+	"\x06run_ns\x18\x05 \x01(\x03R\x05runNs\"\x80\x01\n" +
 	"\x04Fail\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x04R\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12)\n" +
@@ -866,7 +1053,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x06\n" +
 	"\x04Tick\"6\n" +
 	"\tSetPolicy\x12)\n" +
-	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xb8\x05\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xb3\x06\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -891,20 +1078,33 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\tqueue_seq\x18\x11 \x01(\x04R\bqueueSeq\x12\x12\n" +
 	"\x04gpus\x18\x12 \x03(\tR\x04gpus\x12!\n" +
 	"\fmax_attempts\x18\x13 \x01(\x05R\vmaxAttempts\x12$\n" +
-	"\x0erun_timeout_ns\x18\x14 \x01(\x03R\frunTimeoutNs\"\xa0\x01\n" +
+	"\x0erun_timeout_ns\x18\x14 \x01(\x03R\frunTimeoutNs\x12.\n" +
+	"\x06charge\x18\x15 \x01(\v2\x16.sluice.raft.v1.ChargeR\x06charge\x122\n" +
+	"\tadmission\x18\x16 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\x12\x15\n" +
+	"\x06ran_ns\x18\x17 \x01(\x03R\x05ranNs\"\xba\x01\n" +
+	"\x06Charge\x12$\n" +
+	"\x0eapi_key_sha256\x18\x01 \x01(\tR\fapiKeySha256\x12\x1b\n" +
+	"\tclient_ip\x18\x02 \x01(\tR\bclientIp\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x12\x12\n" +
+	"\x04cost\x18\x05 \x01(\x03R\x04cost\x12\x13\n" +
+	"\x05at_ns\x18\x06 \x01(\x03R\x04atNs\x12\x16\n" +
+	"\x06closed\x18\a \x01(\bR\x06closed\"\xa0\x01\n" +
 	"\x10TransitionRecord\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12\x13\n" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc0\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfe\x01\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
 	"\x06policy\x18\x03 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\x12-\n" +
 	"\x04jobs\x18\x04 \x03(\v2\x19.sluice.raft.v1.JobRecordR\x04jobs\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x05 \x01(\x04R\tlastIndexB\xb5\x01\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12\x18\n" +
+	"\alimiter\x18\x06 \x01(\fR\alimiter\x12\"\n" +
+	"\rnext_sweep_ns\x18\a \x01(\x03R\vnextSweepNsB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (
@@ -919,7 +1119,7 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
 	(*Assign)(nil),           // 1: sluice.raft.v1.Assign
@@ -930,32 +1130,36 @@ var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Tick)(nil),             // 6: sluice.raft.v1.Tick
 	(*SetPolicy)(nil),        // 7: sluice.raft.v1.SetPolicy
 	(*JobRecord)(nil),        // 8: sluice.raft.v1.JobRecord
-	(*TransitionRecord)(nil), // 9: sluice.raft.v1.TransitionRecord
-	(*Snapshot)(nil),         // 10: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 11: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 12: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 13: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 14: sluice.v1.Policy
-	(v1.JobState)(0),         // 15: sluice.v1.JobState
+	(*Charge)(nil),           // 9: sluice.raft.v1.Charge
+	(*TransitionRecord)(nil), // 10: sluice.raft.v1.TransitionRecord
+	(*Snapshot)(nil),         // 11: sluice.raft.v1.Snapshot
+	(*v1.JobSpec)(nil),       // 12: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 13: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 14: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 15: sluice.v1.Policy
+	(v1.JobState)(0),         // 16: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 17: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	11, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
-	12, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	13, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
-	14, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	11, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	15, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	9,  // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	12, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	13, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
-	15, // 9: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	14, // 10: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
-	8,  // 11: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	13, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	14, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	15, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	12, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	16, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	10, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
+	13, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	14, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	9,  // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
+	17, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	16, // 11: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	15, // 12: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	8,  // 13: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sluice_raft_v1_raft_proto_init() }
@@ -969,7 +1173,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -43,6 +43,8 @@ const (
 	JobServiceCancelJobProcedure = "/sluice.v1.JobService/CancelJob"
 	// JobServiceListJobsProcedure is the fully-qualified name of the JobService's ListJobs RPC.
 	JobServiceListJobsProcedure = "/sluice.v1.JobService/ListJobs"
+	// JobServiceGetUsageProcedure is the fully-qualified name of the JobService's GetUsage RPC.
+	JobServiceGetUsageProcedure = "/sluice.v1.JobService/GetUsage"
 )
 
 // JobServiceClient is a client for the sluice.v1.JobService service.
@@ -58,6 +60,9 @@ type JobServiceClient interface {
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 	// ListJobs pages through the caller's own jobs.
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
+	// GetUsage shows, per rate-limit rule that applies to the caller, what
+	// is used, what remains and when it resets.
+	GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error)
 }
 
 // NewJobServiceClient constructs a client for the sluice.v1.JobService service. By default, it uses
@@ -104,6 +109,13 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getUsage: connect.NewClient[v1.GetUsageRequest, v1.GetUsageResponse](
+			httpClient,
+			baseURL+JobServiceGetUsageProcedure,
+			connect.WithSchema(jobServiceMethods.ByName("GetUsage")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -114,6 +126,7 @@ type jobServiceClient struct {
 	watchJob  *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
 	cancelJob *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
 	listJobs  *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
+	getUsage  *connect.Client[v1.GetUsageRequest, v1.GetUsageResponse]
 }
 
 // Submit calls sluice.v1.JobService.Submit.
@@ -141,6 +154,11 @@ func (c *jobServiceClient) ListJobs(ctx context.Context, req *connect.Request[v1
 	return c.listJobs.CallUnary(ctx, req)
 }
 
+// GetUsage calls sluice.v1.JobService.GetUsage.
+func (c *jobServiceClient) GetUsage(ctx context.Context, req *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error) {
+	return c.getUsage.CallUnary(ctx, req)
+}
+
 // JobServiceHandler is an implementation of the sluice.v1.JobService service.
 type JobServiceHandler interface {
 	// Submit admits a job into the queue.
@@ -154,6 +172,9 @@ type JobServiceHandler interface {
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 	// ListJobs pages through the caller's own jobs.
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
+	// GetUsage shows, per rate-limit rule that applies to the caller, what
+	// is used, what remains and when it resets.
+	GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error)
 }
 
 // NewJobServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -196,6 +217,13 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	jobServiceGetUsageHandler := connect.NewUnaryHandler(
+		JobServiceGetUsageProcedure,
+		svc.GetUsage,
+		connect.WithSchema(jobServiceMethods.ByName("GetUsage")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sluice.v1.JobService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case JobServiceSubmitProcedure:
@@ -208,6 +236,8 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 			jobServiceCancelJobHandler.ServeHTTP(w, r)
 		case JobServiceListJobsProcedure:
 			jobServiceListJobsHandler.ServeHTTP(w, r)
+		case JobServiceGetUsageProcedure:
+			jobServiceGetUsageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -235,4 +265,8 @@ func (UnimplementedJobServiceHandler) CancelJob(context.Context, *connect.Reques
 
 func (UnimplementedJobServiceHandler) ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.JobService.ListJobs is not implemented"))
+}
+
+func (UnimplementedJobServiceHandler) GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.JobService.GetUsage is not implemented"))
 }

@@ -1,0 +1,186 @@
+package scheduler
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// Benchmarks at 10k, 100k and 1M queued jobs over 1,000 tenants in three
+// weighted tiers, ten models, random priorities and costs.
+
+const benchTenants = 1000
+
+var benchCfg = func() Config {
+	cfg := Config{Tiers: []TierConfig{{Name: "pro", Weight: 4}, {Name: "team", Weight: 2}, {Name: "free", Weight: 1}}}
+	for i := range benchTenants {
+		cfg.Tenants = append(cfg.Tenants, TenantConfig{
+			Name: fmt.Sprintf("tenant-%04d", i), Tier: cfg.Tiers[i%3].Name, Weight: int32(1 + i%4),
+		})
+	}
+	return cfg
+}()
+
+// benchRand is splitmix64: reproducible, no math/rand.
+type benchRand uint64
+
+func (r *benchRand) next() uint64 {
+	*r += 0x9E3779B97F4A7C15
+	x := uint64(*r)
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+	return x ^ (x >> 31)
+}
+
+var models = [10]string{"sdxl", "flux", "llama-8b", "llama-70b", "wan", "whisper", "qwen", "sd3", "mochi", "bge"}
+
+type benchQueue struct {
+	q        *FairQueue
+	rnd      benchRand
+	next     uint64
+	now      int64
+	bytesJob float64
+}
+
+func (bq *benchQueue) job(tenant int) Job {
+	bq.next++
+	r := bq.rnd.next()
+	return Job{
+		ID: bq.next, Seq: bq.next, Tenant: benchCfg.Tenants[tenant].Name, Tier: benchCfg.Tenants[tenant].Tier,
+		Model: models[r%10], Priority: int32(r >> 8 % 10), GPUs: 1, GPUMemoryMB: 16000,
+		Cost: int64(1000 + r>>16%60000), Ready: bq.now,
+	}
+}
+
+var (
+	benchMu     sync.Mutex
+	benchQueues = map[int]*benchQueue{}
+)
+
+// queueOf builds (once per size) a queue of n jobs and measures the heap
+// it takes per job.
+func queueOf(n int) *benchQueue {
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	if bq, ok := benchQueues[n]; ok {
+		return bq
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	bq := &benchQueue{q: NewFairQueue(benchCfg), rnd: benchRand(n)}
+	bq.q.Advance(0)
+	for i := range n {
+		bq.q.Enqueue(bq.job(int(bq.rnd.next()%benchTenants) ^ i&0))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	bq.bytesJob = float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+	benchQueues[n] = bq
+	return bq
+}
+
+var benchSizes = []int{10_000, 100_000, 1_000_000}
+
+// BenchmarkEnqueue times one Enqueue into a queue of about n jobs (the
+// queue is trimmed back, untimed, when it has grown by half).
+func BenchmarkEnqueue(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
+			bq := queueOf(n)
+			first := bq.next + 1
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				bq.q.Enqueue(bq.job(int(bq.rnd.next() % benchTenants)))
+				if i%(n/2) == n/2-1 {
+					b.StopTimer()
+					for id := first; id <= bq.next; id++ {
+						bq.q.Remove(id)
+					}
+					first = bq.next + 1
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			for id := first; id <= bq.next; id++ {
+				bq.q.Remove(id)
+			}
+			b.ReportMetric(bq.bytesJob, "heap-bytes/job")
+		})
+	}
+}
+
+// BenchmarkDispatch times Place over `free` free slots (one per executor,
+// 1 GPU, any model, one warm) plus Start of every job placed, reported per
+// job dispatched. Started jobs are replaced, untimed, by new jobs of the
+// same tenants whenever the queue has shrunk by 5%, so that it stays near
+// n and the timer is stopped rarely (stopping it reads the heap's stats).
+func BenchmarkDispatch(b *testing.B) {
+	for _, n := range benchSizes {
+		for _, free := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("queued=%d/free=%d", n, free), func(b *testing.B) {
+				bq := queueOf(n)
+				slots := make([]Slot, free)
+				for i := range slots {
+					slots[i] = Slot{Executor: fmt.Sprintf("gpu-%04d", i), GPUs: 1, GPUMemoryMB: 80000, Warm: models[i%10 : i%10+1]}
+				}
+				dst := make([]Placement, 0, free)
+				started := make([]int32, 0, n/20+free) // tenants of started jobs
+				jobs := 0
+				b.ReportAllocs()
+				for b.Loop() {
+					bq.now++
+					bq.q.Advance(bq.now)
+					dst = bq.q.PlaceInto(dst[:0], bq.now, slots)
+					for _, p := range dst {
+						x := bq.q.byID[p.JobID]
+						started = append(started, bq.q.flows[bq.q.jobs[x].flow].tenant)
+						bq.q.Start(p.JobID, bq.now)
+					}
+					jobs += len(dst)
+					if len(started) >= n/20 {
+						b.StopTimer()
+						bq.refill(started)
+						started = started[:0]
+						b.StartTimer()
+					}
+				}
+				b.StopTimer()
+				bq.refill(started)
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(max(jobs, 1)), "ns/job")
+			})
+		}
+	}
+}
+
+// refill enqueues one new job for each tenant in started and marks their
+// old jobs stopped.
+func (bq *benchQueue) refill(started []int32) {
+	for _, t := range started {
+		name := bq.q.tenants[t].name
+		bq.q.Stopped(name)
+		var ti int
+		fmt.Sscanf(name, "tenant-%04d", &ti)
+		bq.q.Enqueue(bq.job(ti))
+	}
+}
+
+// BenchmarkPosition times Position of a random queued job.
+func BenchmarkPosition(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
+			bq := queueOf(n)
+			ids := make([]uint64, 0, 1024)
+			for id := range bq.q.byID {
+				if ids = append(ids, id); len(ids) == cap(ids) {
+					break
+				}
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				bq.q.Position(ids[i%len(ids)])
+			}
+		})
+	}
+}

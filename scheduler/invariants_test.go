@@ -1,0 +1,188 @@
+package scheduler
+
+import "fmt"
+
+// checkInvariants verifies the queue's internal bookkeeping; tests call it
+// after every operation, so a broken tree or counter shows at once.
+func checkInvariants(q *FairQueue) error {
+	seen := 0
+	ready := make(map[int32]int32)
+	cost := make(map[int32][10]int64)
+	for id, x := range q.byID {
+		j := &q.jobs[x]
+		if j.id != id {
+			return fmt.Errorf("byID[%d] points at job %d", id, j.id)
+		}
+		if j.promoted != (j.ready <= q.watermark) {
+			return fmt.Errorf("job %d: promoted=%v but ready %d, clock %d", id, j.promoted, j.ready, q.watermark)
+		}
+		if j.promoted {
+			ready[j.flow]++
+			c := cost[j.flow]
+			c[prioOf(j.prio)] += costOf(j.cost)
+			cost[j.flow] = c
+		}
+		seen++
+	}
+	if seen != q.n {
+		return fmt.Errorf("n = %d, byID has %d", q.n, seen)
+	}
+	check := func(k, o int, root int32, what string) (int, error) {
+		n := 0
+		var prev int32
+		var err error
+		var walk func(x int32) int32
+		walk = func(x int32) int32 {
+			if x == 0 || err != nil {
+				return 0
+			}
+			nd := &q.nodes[k][x]
+			l, r := nd.l, nd.r
+			if nd.key != q.packKey(o, x) || nd.hp != treapPrio(q.jobs[x].id) {
+				err = fmt.Errorf("%s: stale node key at %d", what, q.jobs[x].id)
+			}
+			for _, c := range []int32{l, r} {
+				if c != 0 && q.above(k, c, x) {
+					err = fmt.Errorf("%s: heap order broken at %d", what, q.jobs[x].id)
+				}
+			}
+			ls := walk(l)
+			if prev != 0 && (!q.less(k, o, prev, x) || !q.fullLess(o, prev, x)) {
+				err = fmt.Errorf("%s: order broken at %d", what, q.jobs[x].id)
+			}
+			prev = x
+			n++
+			size := ls + walk(r) + 1
+			if nd.size != size {
+				err = fmt.Errorf("%s: size wrong at %d", what, q.jobs[x].id)
+			}
+			return size
+		}
+		walk(root)
+		return n, err
+	}
+	total := 0
+	for fi := range q.flows {
+		f := &q.flows[fi]
+		if f.ready != ready[int32(fi)] || f.costAt != cost[int32(fi)] {
+			return fmt.Errorf("flow %s: ready %d/%d or cost sums wrong", f.name, f.ready, ready[int32(fi)])
+		}
+		active := f.ready > 0 && q.underCap(&q.tenants[f.tenant])
+		if active != (f.hix >= 0) {
+			return fmt.Errorf("flow %s: active=%v, heap index %d", f.name, active, f.hix)
+		}
+		if active && f.tag.less(q.tiers[f.tier].vt) && false {
+			return fmt.Errorf("flow %s below its tier's virtual time", f.name)
+		}
+		var keys []int32
+		if len(f.cids) != len(f.classes) {
+			return fmt.Errorf("flow %s: %d class ids for %d queues", f.name, len(f.cids), len(f.classes))
+		}
+		for ci := range f.classes {
+			c := &f.classes[ci]
+			if f.cids[ci] != c.class {
+				return fmt.Errorf("flow %s: class id %d for queue of class %d", f.name, f.cids[ci], c.class)
+			}
+			var list []int32
+			for x := q.cqFirst(c); x != 0; x = q.cqNext(c, x) {
+				list = append(list, x)
+				if len(list) > q.n {
+					return fmt.Errorf("flow %s: class queue loops", f.name)
+				}
+			}
+			if len(list) == 0 || int(c.n) != len(list) {
+				return fmt.Errorf("flow %s: class queue holds %d, counts %d", f.name, len(list), c.n)
+			}
+			for i, x := range list {
+				if q.jobs[x].class != c.class || !q.jobs[x].promoted {
+					return fmt.Errorf("flow %s: job %d in the wrong queue", f.name, q.jobs[x].id)
+				}
+				if i > 0 && !q.fullLess(ordFlow, list[i-1], x) {
+					return fmt.Errorf("flow %s: class queue out of order at %d", f.name, q.jobs[x].id)
+				}
+				if q.cqPrev(c, x) != map[bool]int32{true: 0, false: list[max(i-1, 0)]}[i == 0] {
+					return fmt.Errorf("flow %s: broken back link at %d", f.name, q.jobs[x].id)
+				}
+			}
+			h := list[0]
+			if c.head != h || c.hReady != q.jobs[h].ready || c.hSeq != q.jobs[h].seq || c.hID != q.jobs[h].id || int(c.hPrio) != prioOf(q.jobs[h].prio) {
+				return fmt.Errorf("flow %s: cached class head is stale", f.name)
+			}
+			total += len(list)
+			keys = append(keys, list...)
+		}
+		// A class queue's position keys follow its order.
+		for i := 1; i < len(keys); i++ {
+			a, b := keys[i-1], keys[i]
+			if q.jobs[a].class == q.jobs[b].class && keyBefore(q.jobs[b].sq, q.jobs[b].sf, q.jobs[a].sq, q.jobs[a].sf) {
+				return fmt.Errorf("flow %s: job %d is before %d in its class but keyed after it", f.name, q.jobs[a].id, q.jobs[b].id)
+			}
+		}
+	}
+	for ti := range q.tiers {
+		t := &q.tiers[ti]
+		var w int64
+		for fi := range q.flows {
+			if q.flows[fi].tier == int32(ti) && q.flows[fi].ready > 0 {
+				w += q.flows[fi].weight
+			}
+		}
+		if w != t.backlog {
+			return fmt.Errorf("tier %s: backlog %d, want %d", t.name, t.backlog, w)
+		}
+		for i, fi := range t.heap {
+			if q.flows[fi].hix != int32(i) {
+				return fmt.Errorf("tier %s: heap index mismatch", t.name)
+			}
+			if i > 0 && q.flowLess(fi, t.heap[(i-1)/2]) {
+				return fmt.Errorf("tier %s: heap order broken", t.name)
+			}
+		}
+	}
+	posTotal, delayedTotal := 0, 0
+	for mi := range q.models {
+		m := &q.models[mi]
+		n := 0
+		for _, tt := range m.trees {
+			c, err := check(1, ordPos, tt.root, "position tree")
+			if err != nil {
+				return err
+			}
+			n += c
+		}
+		if int64(n) != m.ready {
+			return fmt.Errorf("model %s: %d ready in trees, counter %d", m.name, n, m.ready)
+		}
+		posTotal += n
+		d, err := check(0, ordReady, m.delayed, "model delayed tree")
+		if err != nil {
+			return err
+		}
+		if int64(n+d) != m.queued {
+			return fmt.Errorf("model %s: queued %d, trees hold %d", m.name, m.queued, n+d)
+		}
+		delayedTotal += d
+	}
+	d, err := check(1, ordReady, q.delayed, "delayed tree")
+	if err != nil {
+		return err
+	}
+	if total != posTotal || d != delayedTotal || total+d != q.n {
+		return fmt.Errorf("ready %d/%d, delayed %d/%d, n %d", total, posTotal, d, delayedTotal, q.n)
+	}
+	return nil
+}
+
+// fataler is what both *testing.T and *rapid.T offer.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
+func mustInvariants(t fataler, q *FairQueue) {
+	t.Helper()
+	if err := checkInvariants(q); err != nil {
+		t.Fatal(err)
+	}
+}

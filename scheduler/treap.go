@@ -1,0 +1,251 @@
+package scheduler
+
+import "math"
+
+// The queue keeps every job in one arena (FairQueue.jobs) and links it
+// into two structures at once, one per link set, through nodes kept in two
+// compact arrays apart from the job records (FairQueue.nodes[k][x] is job
+// x's node in link set k), so that a descent touches one small node per
+// level:
+//
+//	link 0: a ready job sits in its flow's class queue (classqueue.go, a
+//	        list: l and r are the previous and next job);
+//	        a delayed job in its model's delayed treap (ordReady).
+//	link 1: a ready job sits in its (tier, model) queue-order treap (ordPos);
+//	        a delayed job in the global delayed treap (ordReady).
+//
+// A treap node holds its order key packed into a uint64 (compared first;
+// the job record is read only when two packed keys tie) and its subtree
+// size, for rank queries (Position). Index 0 is nil and has size 0. Heap
+// priorities are a hash of the job's ID, so a treap's shape depends only
+// on the keys it holds, not on the order of the calls that built it: a
+// queue restored from a snapshot has the same treaps.
+
+type tnode struct {
+	key  uint64
+	l, r int32
+	size int32
+	hp   uint32
+}
+
+// Orders a tree can be kept in.
+const (
+	ordFlow  = iota // priority (higher first), then Seq
+	ordPos          // position key (sq, sf), flow name, priority, Seq
+	ordReady        // Ready, then Seq
+)
+
+// packKey packs the leading part of job x's order-o key into a uint64
+// whose order agrees with the full order: a smaller packed key means an
+// earlier job, an equal one means "compare in full".
+func (q *FairQueue) packKey(o int, x int32) uint64 {
+	j := &q.jobs[x]
+	switch o {
+	case ordFlow:
+		return uint64(9-prioOf(j.prio))<<60 | min(j.seq, 1<<60-1)
+	case ordPos:
+		// sq ≥ 0 (virtual times start at 0 and only grow); 16 bits of the
+		// fraction; past 2^47 cost units all keys tie and compare in full.
+		return uint64(min(max(j.sq, 0), 1<<47-1))<<16 | uint64(j.sf>>16)
+	}
+	return uint64(j.ready) ^ 1<<63
+}
+
+// sqOf is the whole part of a position key, from the packed key.
+func sqOf(key uint64) int64 {
+	if sq := int64(key >> 16); sq < 1<<47-1 {
+		return sq
+	}
+	return math.MaxInt64
+}
+
+func (q *FairQueue) less(k, o int, a, b int32) bool {
+	if ka, kb := q.nodes[k][a].key, q.nodes[k][b].key; ka != kb {
+		return ka < kb
+	}
+	return q.fullLess(o, a, b)
+}
+
+func (q *FairQueue) fullLess(o int, a, b int32) bool {
+	x, y := &q.jobs[a], &q.jobs[b]
+	switch o {
+	case ordFlow:
+		if px, py := prioOf(x.prio), prioOf(y.prio); px != py {
+			return px > py
+		}
+	case ordPos:
+		if x.sq != y.sq {
+			return x.sq < y.sq
+		}
+		if x.sf != y.sf {
+			return x.sf < y.sf
+		}
+		if x.flow != y.flow {
+			return q.flows[x.flow].name < q.flows[y.flow].name
+		}
+		if px, py := prioOf(x.prio), prioOf(y.prio); px != py {
+			return px > py
+		}
+	case ordReady:
+		if x.ready != y.ready {
+			return x.ready < y.ready
+		}
+	}
+	// Seq is unique per the Job contract; the ID keeps keys unique even if a
+	// caller breaks it, since a tree must never hold two equal keys.
+	if x.seq != y.seq {
+		return x.seq < y.seq
+	}
+	return x.id < y.id
+}
+
+func (q *FairQueue) above(k int, a, b int32) bool {
+	x, y := &q.nodes[k][a], &q.nodes[k][b]
+	if x.hp != y.hp {
+		return x.hp > y.hp
+	}
+	return q.jobs[a].id < q.jobs[b].id
+}
+
+func treapPrio(id uint64) uint32 {
+	x := id + 0x9E3779B97F4A7C15
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+	return uint32((x ^ (x >> 31)) >> 32)
+}
+
+// pull recomputes n's subtree size from its children's.
+func (q *FairQueue) pull(k int, n int32) {
+	ns := q.nodes[k]
+	x := &ns[n]
+	x.size = 1 + ns[x.l].size + ns[x.r].size
+}
+
+func (q *FairQueue) size(k int, n int32) int32 { return q.nodes[k][n].size }
+
+// tInsert adds x to the tree rooted at n and returns the new root.
+func (q *FairQueue) tInsert(k, o int, n, x int32) int32 {
+	q.nodes[k][x] = tnode{key: q.packKey(o, x), size: 1, hp: treapPrio(q.jobs[x].id)}
+	return q.insert(k, o, n, x)
+}
+
+func (q *FairQueue) insert(k, o int, n, x int32) int32 {
+	if n == 0 {
+		return x
+	}
+	ns := q.nodes[k]
+	if q.less(k, o, x, n) {
+		c := q.insert(k, o, ns[n].l, x)
+		ns[n].l = c
+		if q.above(k, c, n) {
+			ns[n].l = ns[c].r
+			ns[c].r = n
+			q.pull(k, n)
+			q.pull(k, c)
+			return c
+		}
+	} else {
+		c := q.insert(k, o, ns[n].r, x)
+		ns[n].r = c
+		if q.above(k, c, n) {
+			ns[n].r = ns[c].l
+			ns[c].l = n
+			q.pull(k, n)
+			q.pull(k, c)
+			return c
+		}
+	}
+	q.pull(k, n)
+	return n
+}
+
+// tDelete removes x, which must be in the tree rooted at n.
+func (q *FairQueue) tDelete(k, o int, n, x int32) int32 {
+	if n == 0 {
+		return 0
+	}
+	ns := q.nodes[k]
+	if n == x {
+		return q.tJoin(k, ns[n].l, ns[n].r)
+	}
+	if q.less(k, o, x, n) {
+		ns[n].l = q.tDelete(k, o, ns[n].l, x)
+	} else {
+		ns[n].r = q.tDelete(k, o, ns[n].r, x)
+	}
+	q.pull(k, n)
+	return n
+}
+
+// tJoin joins two trees where every key of a is below every key of b.
+func (q *FairQueue) tJoin(k int, a, b int32) int32 {
+	if a == 0 {
+		return b
+	}
+	if b == 0 {
+		return a
+	}
+	ns := q.nodes[k]
+	if q.above(k, a, b) {
+		ns[a].r = q.tJoin(k, ns[a].r, b)
+		q.pull(k, a)
+		return a
+	}
+	ns[b].l = q.tJoin(k, a, ns[b].l)
+	q.pull(k, b)
+	return b
+}
+
+func (q *FairQueue) tFirst(k int, n int32) int32 {
+	if n == 0 {
+		return 0
+	}
+	ns := q.nodes[k]
+	for ns[n].l != 0 {
+		n = ns[n].l
+	}
+	return n
+}
+
+// tRank counts the nodes of the tree below x in order o.
+func (q *FairQueue) tRank(k, o int, n, x int32) int {
+	ns := q.nodes[k]
+	c := 0
+	for n != 0 {
+		if q.less(k, o, n, x) {
+			c += int(ns[ns[n].l].size) + 1
+			n = ns[n].r
+		} else {
+			n = ns[n].l
+		}
+	}
+	return c
+}
+
+// tNeighbours returns the last node before x and the first after it (0
+// when none); x need not be in the tree, but its node key must be set.
+func (q *FairQueue) tNeighbours(k, o int, n, x int32) (pred, succ int32) {
+	ns := q.nodes[k]
+	for n != 0 {
+		if q.less(k, o, n, x) {
+			pred = n
+			n = ns[n].r
+		} else {
+			succ = n
+			n = ns[n].l
+		}
+	}
+	return pred, succ
+}
+
+// tAscend calls fn for the nodes of the tree in order until fn says stop.
+func (q *FairQueue) tAscend(k int, n int32, fn func(int32) bool) bool {
+	ns := q.nodes[k]
+	for n != 0 {
+		if !q.tAscend(k, ns[n].l, fn) || !fn(n) {
+			return false
+		}
+		n = ns[n].r
+	}
+	return true
+}

@@ -1,0 +1,666 @@
+package scheduler
+
+import (
+	"math"
+	"sync"
+)
+
+// FairQueue is the hierarchical weighted-fair queue: strict tiers first,
+// then tiers by weight, tenants by weight within their tier, then job
+// priority (higher first), then arrival (Seq). Both weighted levels use
+// start-time fair queueing (SFQ) on exact rational virtual time; see the
+// package documentation for the guarantee.
+//
+// Vocabulary: a flow is one tenant's jobs in one tier (a tenant has one
+// flow unless its tier changed while jobs were queued). A flow's tag is the
+// virtual start of its next job: dispatching a job of cost c moves it to
+// max(tag, tier virtual time) + c/weight, and the tier's virtual time to
+// the start used. Tiers are tagged the same way against the virtual time of
+// their band (strict or not).
+//
+// A job is ready once its Ready time has passed the queue's clock, which
+// Advance and Start move (the state machine's time); until then it is
+// delayed and outside the fair order. Place still offers delayed jobs that
+// are ready at Place's own now.
+//
+// Mutating methods need exclusive access. The read-only ones (Place,
+// PlaceInto, Position, Len, Ascend, Page, CheckAdmission, AppendBinary,
+// MarshalBinary) may run at the same time as each other.
+type FairQueue struct {
+	cfg       Config
+	tierCfg   map[string]int // name → index in cfg.Tiers
+	tenantCfg map[string]int // name → index in cfg.Tenants
+
+	jobs  []qjob     // arena; jobs[0] is nil
+	nodes [2][]tnode // the arena's jobs' nodes, per link set (treap.go)
+	free  []int32
+	byID  map[uint64]int32
+	n     int
+
+	tenants  []tenant
+	tenantIx map[string]int32
+	tiers    []tier
+	tierIx   map[string]int32
+	flows    []flow
+	flowIx   map[flowKey]int32
+	models   []model
+	modelIx  map[string]int32
+	classes  []class
+	classIx  map[classKey]int32
+
+	vband     [2]vtime // virtual time of the strict (0) and normal (1) tiers
+	watermark int64    // the latest time given to Advance or Start
+	delayed   int32    // root of the global delayed tree (link 1)
+
+	placeMu sync.Mutex // guards ps and the scratch fields of the records
+	ps      placeScratch
+}
+
+var (
+	_ Queue = (*FairQueue)(nil)
+	_ Queue = (*FIFO)(nil)
+)
+
+type qjob struct {
+	id, seq  uint64
+	ready    int64
+	cost     int64 // as given; costOf(cost) is charged
+	mem      int64
+	sq       int64  // position key: estimated virtual start, whole part
+	sf       uint32 // and fraction
+	prio     int32
+	gpus     int32
+	flow     int32
+	model    int32
+	class    int32
+	promoted bool // ready by the queue's clock: in the fair order
+}
+
+type tenant struct {
+	name       string
+	weight     int64
+	maxRunning int32
+	maxQueued  int64
+	running    int32
+	queued     int64
+	flows      []int32
+
+	sEpoch  uint64 // Place scratch
+	sPlaced int32
+}
+
+type tier struct {
+	name    string
+	weight  int64
+	strict  bool
+	tag     vtime   // start of the tier's next job in band virtual time
+	vt      vtime   // the tier's virtual time: largest flow start dispatched
+	heap    []int32 // active flows, least (tag, name) first
+	backlog int64   // weights of the flows with ready jobs
+
+	sEpoch   uint64 // Place scratch
+	sTag, sV vtime
+	frontier []int32 // heap positions not yet visited
+	charged  []int32 // flows to visit again, by simulated tag
+	sLive    bool
+}
+
+type flowKey struct{ tier, tenant int32 }
+
+type flow struct {
+	tenant, tier int32
+	name         string // the tenant's, for deterministic ties
+	weight       int64
+	tag          vtime
+	classes      []classQueue // one per resource class with ready jobs
+	cids         []int32      // classes[i].class, compact for the lookup
+	ready        int32        // ready jobs
+	costAt       [10]int64    // cost of ready jobs by priority
+	hix          int32        // index in the tier heap, -1 when inactive
+
+	sEpoch     uint64 // Place scratch
+	sTag       vtime
+	sRes       int32 // 1 + index of the reservation held for its head
+	sDue, sEnd int32 // its range in ps.due
+}
+
+type model struct {
+	name     string
+	queued   int64
+	ready    int64
+	trees    []tierTree // queue-order trees of ready jobs, one per tier
+	delayed  int32      // root of the model's delayed tree (link 0)
+	sEpoch   uint64     // Place scratch: offset of its warm bitset
+	sWarm    int32
+	sWarmSet bool
+}
+
+type tierTree struct{ tier, root int32 }
+
+type classKey struct {
+	model int32
+	gpus  int32
+	mem   int64
+}
+
+type class struct {
+	classKey
+	sEpoch   uint64 // Place scratch: offset of its compat bitset
+	sCompat  int32
+	sNoFit   uint64 // capacity generation at which nothing fit
+	sEvEpoch uint64 // Place scratch: whether some slot fits it when drained
+	sEv      bool
+}
+
+// NewFairQueue returns an empty fair queue under cfg.
+func NewFairQueue(cfg Config) *FairQueue {
+	q := &FairQueue{
+		jobs:      make([]qjob, 1),
+		nodes:     [2][]tnode{make([]tnode, 1), make([]tnode, 1)},
+		byID:      make(map[uint64]int32),
+		tenantIx:  make(map[string]int32),
+		tierIx:    make(map[string]int32),
+		flowIx:    make(map[flowKey]int32),
+		modelIx:   make(map[string]int32),
+		classIx:   make(map[classKey]int32),
+		vband:     [2]vtime{vzero, vzero},
+		watermark: math.MinInt64,
+	}
+	q.setConfig(cfg)
+	return q
+}
+
+// Len is the number of queued jobs, ready or delayed.
+func (q *FairQueue) Len() int { return q.n }
+
+func (t *tier) band() int {
+	if t.strict {
+		return 0
+	}
+	return 1
+}
+
+func (q *FairQueue) underCap(t *tenant) bool {
+	return t.maxRunning <= 0 || t.running < t.maxRunning
+}
+
+// Enqueue adds j; a job whose ID is already queued is ignored. A job with
+// an empty Tier joins its tenant's configured tier.
+func (q *FairQueue) Enqueue(j Job) {
+	if _, ok := q.byID[j.ID]; ok {
+		return
+	}
+	ten := q.tenantOf(j.Tenant)
+	tierName := j.Tier
+	if tierName == "" {
+		if i, ok := q.tenantCfg[j.Tenant]; ok {
+			tierName = q.cfg.Tenants[i].Tier
+		}
+	}
+	f := q.flowOf(q.tierOf(tierName), ten)
+	m := q.modelOf(j.Model)
+	x := q.alloc()
+	q.jobs[x] = qjob{
+		id: j.ID, seq: j.Seq, ready: j.Ready, cost: j.Cost, mem: j.GPUMemoryMB,
+		prio: j.Priority, gpus: j.GPUs,
+		flow: f, model: m, class: q.classOf(classKey{m, j.GPUs, j.GPUMemoryMB}),
+	}
+	q.byID[j.ID] = x
+	q.n++
+	q.tenants[ten].queued++
+	q.models[m].queued++
+	if j.Ready <= q.watermark {
+		q.promote(x)
+	} else {
+		q.models[m].delayed = q.tInsert(0, ordReady, q.models[m].delayed, x)
+		q.delayed = q.tInsert(1, ordReady, q.delayed, x)
+	}
+}
+
+// Remove takes a job out of the queue without charging anyone: for a job
+// canceled or expired while queued. A job that starts goes through Start.
+func (q *FairQueue) Remove(id uint64) bool {
+	x, ok := q.byID[id]
+	if !ok {
+		return false
+	}
+	q.removeAt(x)
+	return true
+}
+
+// Start takes the job out of the queue because it starts running at now:
+// its flow and tier are charged its cost, and it counts against its
+// tenant's MaxRunning until Stopped. It also advances the queue's clock to
+// now (see Advance). False if the job is not queued.
+func (q *FairQueue) Start(id uint64, now int64) bool {
+	q.Advance(now)
+	x, ok := q.byID[id]
+	if !ok {
+		return false
+	}
+	fi, cost := q.jobs[x].flow, costOf(q.jobs[x].cost)
+	q.removeAt(x)
+	q.charge(fi, cost)
+	ten := &q.tenants[q.flows[fi].tenant]
+	ten.running++
+	if !q.underCap(ten) {
+		for _, f := range ten.flows {
+			q.deactivate(f)
+		}
+	}
+	return true
+}
+
+// Stopped records that a running job of the tenant ended (succeeded,
+// failed, canceled, lost: any way), freeing a place under its MaxRunning.
+func (q *FairQueue) Stopped(tenantName string) {
+	i, ok := q.tenantIx[tenantName]
+	if !ok || q.tenants[i].running == 0 {
+		return
+	}
+	t := &q.tenants[i]
+	t.running--
+	for _, f := range t.flows {
+		q.activate(f)
+	}
+}
+
+// Advance moves the queue's clock to now (it never goes back): delayed
+// jobs whose Ready time has come join the fair order. The state machine
+// calls it with its own time before applying each entry.
+func (q *FairQueue) Advance(now int64) {
+	if now <= q.watermark {
+		return
+	}
+	q.watermark = now
+	for q.delayed != 0 {
+		x := q.tFirst(1, q.delayed)
+		if q.jobs[x].ready > now {
+			return
+		}
+		q.unlinkDelayed(x)
+		q.promote(x)
+	}
+}
+
+// charge accounts a dispatch of cost c from flow fi (SFQ at both levels).
+func (q *FairQueue) charge(fi int32, c int64) {
+	f := &q.flows[fi]
+	t := &q.tiers[f.tier]
+	serve(&f.tag, &t.vt, c, f.weight)
+	if f.hix >= 0 {
+		q.heapFix(f.tier, f.hix)
+	}
+	serve(&t.tag, &q.vband[t.band()], c, t.weight)
+}
+
+// promote puts a job that became ready into its class queue and its
+// queue-order tree. Its position key is the virtual start it would get if
+// its flow kept being served: the flow's next start plus the cost queued
+// ahead of it in the flow, over the flow's weight, kept between the keys
+// of its neighbours in its class queue so that a tenant's jobs of one
+// class keep their priority order in queue order.
+func (q *FairQueue) promote(x int32) {
+	j := &q.jobs[x]
+	f := &q.flows[j.flow]
+	t := &q.tiers[f.tier]
+	ci := q.classQueueOf(j.flow, j.class)
+	q.cqPush(&f.classes[ci], x)
+	p := prioOf(j.prio)
+	var ahead int64
+	for i := p; i < len(f.costAt); i++ {
+		ahead += f.costAt[i]
+	}
+	s := enter(f.tag, t.vt, f.weight).plus(ahead, f.weight)
+	j.sq, j.sf = s.q, s.frac()
+	// Kept between its neighbours in its class queue. (Across a tenant's
+	// classes keys are not clamped: that would read every class's tail on
+	// each arrival.)
+	lo, hi := q.cqPrev(&f.classes[ci], x), q.cqNext(&f.classes[ci], x)
+	if lo != 0 && keyBefore(j.sq, j.sf, q.jobs[lo].sq, q.jobs[lo].sf) {
+		j.sq, j.sf = q.jobs[lo].sq, q.jobs[lo].sf
+	}
+	if hi != 0 && keyBefore(q.jobs[hi].sq, q.jobs[hi].sf, j.sq, j.sf) {
+		j.sq, j.sf = q.jobs[hi].sq, q.jobs[hi].sf
+	}
+	q.link(x, ci, true)
+}
+
+// link makes a job ready with its position key set: into its class queue
+// (unless already there) and its queue-order tree.
+func (q *FairQueue) link(x int32, ci int, queued bool) {
+	j := &q.jobs[x]
+	j.promoted = true
+	f := &q.flows[j.flow]
+	if !queued {
+		q.cqPush(&f.classes[ci], x)
+	}
+	m := &q.models[j.model]
+	ti := q.treeOf(j.model, f.tier)
+	m.trees[ti].root = q.tInsert(1, ordPos, m.trees[ti].root, x)
+	m.ready++
+	f.costAt[prioOf(j.prio)] += costOf(j.cost)
+	f.ready++
+	if f.ready == 1 {
+		q.tiers[f.tier].backlog += f.weight
+		q.activate(j.flow)
+	}
+}
+
+func keyBefore(aq int64, af uint32, bq int64, bf uint32) bool {
+	return aq < bq || aq == bq && af < bf
+}
+
+func (q *FairQueue) unlinkDelayed(x int32) {
+	m := &q.models[q.jobs[x].model]
+	m.delayed = q.tDelete(0, ordReady, m.delayed, x)
+	q.delayed = q.tDelete(1, ordReady, q.delayed, x)
+}
+
+func (q *FairQueue) removeAt(x int32) {
+	j := &q.jobs[x]
+	m := &q.models[j.model]
+	if !j.promoted {
+		q.unlinkDelayed(x)
+	} else {
+		f := &q.flows[j.flow]
+		ci := q.classQueueOf(j.flow, j.class)
+		q.cqRemove(&f.classes[ci], x)
+		if f.classes[ci].n == 0 {
+			last := len(f.classes) - 1
+			f.classes[ci], f.cids[ci] = f.classes[last], f.cids[last]
+			f.classes, f.cids = f.classes[:last], f.cids[:last]
+		}
+		ti := q.treeOf(j.model, f.tier)
+		m.trees[ti].root = q.tDelete(1, ordPos, m.trees[ti].root, x)
+		m.ready--
+		f.costAt[prioOf(j.prio)] -= costOf(j.cost)
+		f.ready--
+		if f.ready == 0 {
+			q.tiers[f.tier].backlog -= f.weight
+			q.deactivate(j.flow)
+		}
+	}
+	delete(q.byID, j.id)
+	q.n--
+	q.tenants[q.flows[j.flow].tenant].queued--
+	m.queued--
+	*j = qjob{}
+	q.free = append(q.free, x)
+}
+
+func (q *FairQueue) alloc() int32 {
+	if n := len(q.free); n > 0 {
+		x := q.free[n-1]
+		q.free = q.free[:n-1]
+		return x
+	}
+	q.jobs = append(q.jobs, qjob{})
+	q.nodes[0] = append(q.nodes[0], tnode{})
+	q.nodes[1] = append(q.nodes[1], tnode{})
+	return int32(len(q.jobs) - 1)
+}
+
+// activate puts a flow with ready jobs and room under its tenant's cap into
+// its tier's heap. Its tag becomes at least the tier's virtual time: a flow
+// that was idle, capped or empty banks no credit for that time.
+func (q *FairQueue) activate(fi int32) {
+	f := &q.flows[fi]
+	if f.hix >= 0 || f.ready == 0 || !q.underCap(&q.tenants[f.tenant]) {
+		return
+	}
+	t := &q.tiers[f.tier]
+	if len(t.heap) == 0 {
+		t.tag = enter(t.tag, q.vband[t.band()], t.weight)
+	}
+	f.tag = enter(f.tag, t.vt, f.weight)
+	q.heapPush(f.tier, fi)
+}
+
+func (q *FairQueue) deactivate(fi int32) {
+	if f := &q.flows[fi]; f.hix >= 0 {
+		q.heapRemove(f.tier, f.hix)
+	}
+}
+
+// flowLess orders a tier's flows by tag, then tenant name.
+func (q *FairQueue) flowLess(a, b int32) bool {
+	fa, fb := &q.flows[a], &q.flows[b]
+	if c := fa.tag.cmp(fb.tag); c != 0 {
+		return c < 0
+	}
+	return fa.name < fb.name
+}
+
+func (q *FairQueue) heapPush(ti, fi int32) {
+	t := &q.tiers[ti]
+	t.heap = append(t.heap, fi)
+	q.flows[fi].hix = int32(len(t.heap) - 1)
+	q.heapUp(ti, int32(len(t.heap)-1))
+}
+
+func (q *FairQueue) heapRemove(ti, i int32) {
+	t := &q.tiers[ti]
+	last := int32(len(t.heap) - 1)
+	q.flows[t.heap[i]].hix = -1
+	if i != last {
+		t.heap[i] = t.heap[last]
+		q.flows[t.heap[i]].hix = i
+	}
+	t.heap = t.heap[:last]
+	if i != last {
+		q.heapFix(ti, i)
+	}
+}
+
+func (q *FairQueue) heapFix(ti, i int32) {
+	if !q.heapUp(ti, i) {
+		q.heapDown(ti, i)
+	}
+}
+
+func (q *FairQueue) heapUp(ti, i int32) bool {
+	h := q.tiers[ti].heap
+	moved := false
+	for i > 0 {
+		p := (i - 1) / 2
+		if !q.flowLess(h[i], h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		q.flows[h[i]].hix, q.flows[h[p]].hix = i, p
+		i, moved = p, true
+	}
+	return moved
+}
+
+func (q *FairQueue) heapDown(ti, i int32) {
+	h := q.tiers[ti].heap
+	n := int32(len(h))
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		c := l
+		if r := l + 1; r < n && q.flowLess(h[r], h[l]) {
+			c = r
+		}
+		if !q.flowLess(h[c], h[i]) {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		q.flows[h[i]].hix, q.flows[h[c]].hix = i, c
+		i = c
+	}
+}
+
+func (q *FairQueue) tenantOf(name string) int32 {
+	if i, ok := q.tenantIx[name]; ok {
+		return i
+	}
+	i := int32(len(q.tenants))
+	q.tenants = append(q.tenants, tenant{name: name})
+	q.tenantIx[name] = i
+	q.configureTenant(i)
+	return i
+}
+
+func (q *FairQueue) configureTenant(i int32) {
+	t := &q.tenants[i]
+	t.weight, t.maxRunning, t.maxQueued = 1, 0, q.cfg.MaxQueuedPerTenant
+	if c, ok := q.tenantCfg[t.name]; ok {
+		tc := q.cfg.Tenants[c]
+		t.weight, t.maxRunning = weightOf(tc.Weight), tc.MaxRunning
+		if tc.MaxQueued > 0 {
+			t.maxQueued = tc.MaxQueued
+		}
+	}
+}
+
+func (q *FairQueue) tierOf(name string) int32 {
+	if i, ok := q.tierIx[name]; ok {
+		return i
+	}
+	i := int32(len(q.tiers))
+	q.tiers = append(q.tiers, tier{name: name, tag: vzero, vt: vzero, weight: 1})
+	q.tierIx[name] = i
+	q.configureTier(i)
+	return i
+}
+
+func (q *FairQueue) configureTier(i int32) {
+	t := &q.tiers[i]
+	w, strict := int64(1), false
+	if c, ok := q.tierCfg[t.name]; ok {
+		w, strict = weightOf(q.cfg.Tiers[c].Weight), q.cfg.Tiers[c].Strict
+	}
+	if w != t.weight {
+		t.weight = w
+		t.tag = t.tag.over(w)
+	}
+	if strict != t.strict {
+		t.strict = strict
+		t.tag = enter(t.tag, q.vband[t.band()], t.weight)
+	}
+}
+
+func (q *FairQueue) flowOf(ti, ten int32) int32 {
+	k := flowKey{ti, ten}
+	if i, ok := q.flowIx[k]; ok {
+		return i
+	}
+	i := int32(len(q.flows))
+	q.flows = append(q.flows, flow{
+		tenant: ten, tier: ti, name: q.tenants[ten].name,
+		weight: q.tenants[ten].weight, tag: vzero, hix: -1,
+	})
+	q.flowIx[k] = i
+	q.tenants[ten].flows = append(q.tenants[ten].flows, i)
+	return i
+}
+
+func (q *FairQueue) modelOf(name string) int32 {
+	if i, ok := q.modelIx[name]; ok {
+		return i
+	}
+	i := int32(len(q.models))
+	q.models = append(q.models, model{name: name})
+	q.modelIx[name] = i
+	return i
+}
+
+func (q *FairQueue) classOf(k classKey) int32 {
+	if i, ok := q.classIx[k]; ok {
+		return i
+	}
+	i := int32(len(q.classes))
+	q.classes = append(q.classes, class{classKey: k})
+	q.classIx[k] = i
+	return i
+}
+
+// classQueueOf finds (or adds) the flow's queue for a class.
+func (q *FairQueue) classQueueOf(fi, c int32) int {
+	f := &q.flows[fi]
+	for i, id := range f.cids {
+		if id == c {
+			return i
+		}
+	}
+	f.classes = append(f.classes, classQueue{class: c})
+	f.cids = append(f.cids, c)
+	return len(f.classes) - 1
+}
+
+// treeOf finds (or adds) the model's queue-order tree for a tier.
+func (q *FairQueue) treeOf(mi, ti int32) int {
+	m := &q.models[mi]
+	for i := range m.trees {
+		if m.trees[i].tier == ti {
+			return i
+		}
+	}
+	m.trees = append(m.trees, tierTree{tier: ti})
+	return len(m.trees) - 1
+}
+
+// SetConfig applies a new policy. Queued and running jobs stay; weights,
+// strictness, caps and bounds take effect for the next decision. A tag
+// moved to a new weight is rounded up, never down.
+func (q *FairQueue) SetConfig(cfg Config) { q.setConfig(cfg) }
+
+func (q *FairQueue) setConfig(cfg Config) {
+	q.cfg = cfg
+	q.tierCfg = make(map[string]int, len(cfg.Tiers))
+	for i, t := range cfg.Tiers {
+		q.tierCfg[t.Name] = i
+	}
+	q.tenantCfg = make(map[string]int, len(cfg.Tenants))
+	for i, t := range cfg.Tenants {
+		q.tenantCfg[t.Name] = i
+	}
+	for i := range q.tiers {
+		q.configureTier(int32(i))
+	}
+	for i := range q.tenants {
+		q.configureTenant(int32(i))
+	}
+	for i := range q.tiers {
+		q.tiers[i].backlog = 0
+	}
+	for i := range q.flows {
+		f := &q.flows[i]
+		if w := q.tenants[f.tenant].weight; w != f.weight {
+			f.weight = w
+			f.tag = f.tag.over(w)
+		}
+		if f.ready > 0 {
+			q.tiers[f.tier].backlog += f.weight
+		}
+	}
+	// Tags may have moved: restore heap order, then the caps.
+	for ti := range q.tiers {
+		for i := len(q.tiers[ti].heap)/2 - 1; i >= 0; i-- {
+			q.heapDown(int32(ti), int32(i))
+		}
+	}
+	for i := range q.flows {
+		if q.underCap(&q.tenants[q.flows[i].tenant]) {
+			q.activate(int32(i))
+		} else {
+			q.deactivate(int32(i))
+		}
+	}
+}
+
+// jobOf rebuilds the Job a queued job was enqueued as (Tier is the tier it
+// is queued in).
+func (q *FairQueue) jobOf(x int32) Job {
+	j := &q.jobs[x]
+	f := &q.flows[j.flow]
+	return Job{
+		ID: j.id, Tenant: f.name, Tier: q.tiers[f.tier].name, Model: q.models[j.model].name,
+		Priority: j.prio, GPUs: j.gpus, GPUMemoryMB: j.mem, Cost: j.cost, Ready: j.ready, Seq: j.seq,
+	}
+}
