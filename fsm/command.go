@@ -22,6 +22,7 @@ const (
 	CmdRequeue   CommandType = 6
 	CmdTick      CommandType = 7
 	CmdSetPolicy CommandType = 8
+	CmdRedrive   CommandType = 9
 )
 
 func (t CommandType) String() string {
@@ -42,6 +43,8 @@ func (t CommandType) String() string {
 		return "Tick"
 	case CmdSetPolicy:
 		return "SetPolicy"
+	case CmdRedrive:
+		return "Redrive"
 	}
 	return fmt.Sprintf("CommandType(%d)", byte(t))
 }
@@ -92,6 +95,8 @@ func Decode(data []byte) (CommandType, int64, proto.Message, error) {
 		msg = &raftv1.Tick{}
 	case CmdSetPolicy:
 		msg = &raftv1.SetPolicy{}
+	case CmdRedrive:
+		msg = &raftv1.Redrive{}
 	default:
 		return t, now, nil, fmt.Errorf("fsm: unknown command type %d", byte(t))
 	}

@@ -54,7 +54,7 @@ type FSM struct {
 	jobs     map[uint64]*raftv1.JobRecord
 	byTenant map[string][]uint64 // ascending ids
 	idem     map[idemKey]uint64
-	queue    scheduler.Queue
+	queue    *scheduler.FairQueue
 	timers   timerHeap
 	counts   [8]int64 // by sluicev1.JobState
 	running  map[uint64]struct{}
@@ -70,17 +70,13 @@ type FSM struct {
 
 type idemKey struct{ tenant, key string }
 
-// New returns an empty state machine using the given queue implementation
-// (nil means FIFO).
-func New(q scheduler.Queue) *FSM {
-	if q == nil {
-		q = scheduler.NewFIFO()
-	}
+// New returns an empty state machine.
+func New() *FSM {
 	f := &FSM{
 		jobs:     make(map[uint64]*raftv1.JobRecord),
 		byTenant: make(map[string][]uint64),
 		idem:     make(map[idemKey]uint64),
-		queue:    q,
+		queue:    scheduler.NewFairQueue(scheduler.Config{}),
 		running:  make(map[uint64]struct{}),
 		policy:   &sluicev1.Policy{},
 		changed:  make(chan struct{}),
@@ -121,6 +117,8 @@ func (f *FSM) Apply(index uint64, data []byte) Result {
 		return Result{}
 	case CmdSetPolicy:
 		return f.setPolicy(msg.(*raftv1.SetPolicy))
+	case CmdRedrive:
+		return f.redrive(msg.(*raftv1.Redrive))
 	}
 	return Result{Err: ErrBadCommand}
 }
@@ -145,6 +143,7 @@ func (f *FSM) advance(now int64) {
 	if now > f.now {
 		f.now = now
 	}
+	f.queue.Advance(f.now)
 	if f.now >= f.nextSweep {
 		f.limits.Sweep(f.now)
 		f.nextSweep = f.now + sweepEvery
@@ -233,6 +232,9 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		if id, ok := f.idem[idemKey{c.Tenant, k}]; ok {
 			return Result{JobID: id, Deduplicated: true}
 		}
+	}
+	if err := f.queue.CheckAdmission(f.schedJob(&raftv1.JobRecord{Tenant: c.Tenant, Tier: tenant.Tier, Spec: spec}), 0); err != nil {
+		return Result{Err: err}
 	}
 	adm, model, err := f.admit(c, tenant)
 	if err != nil {
@@ -424,11 +426,12 @@ func (f *FSM) enqueue(j *raftv1.JobRecord, ready int64, reason string) {
 		j.QueueDeadlineNs = ready + int64(qt)
 		heap.Push(&f.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
 	}
-	f.queue.Enqueue(schedJob(j))
+	f.queue.Enqueue(f.schedJob(j))
 }
 
-func schedJob(j *raftv1.JobRecord) scheduler.Job {
+func (f *FSM) schedJob(j *raftv1.JobRecord) scheduler.Job {
 	return scheduler.Job{
+		Cost:        EstimateCost(j.Spec, f.pix.models[j.Spec.GetModel()]),
 		ID:          j.Id,
 		Tenant:      j.Tenant,
 		Tier:        j.Tier,
@@ -446,6 +449,7 @@ func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) 
 	f.counts[s]++
 	if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
 		delete(f.running, j.Id)
+		f.queue.Stopped(j.Tenant)
 	}
 	if s == sluicev1.JobState_JOB_STATE_RUNNING {
 		f.running[j.Id] = struct{}{}
@@ -468,7 +472,7 @@ func (f *FSM) assign(c *raftv1.Assign) Result {
 	if j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.ReadyNs > f.now || c.Attempt != j.Attempt+1 {
 		return Result{JobID: j.Id, Err: ErrNotQueued}
 	}
-	f.queue.Remove(j.Id)
+	f.queue.Start(j.Id, f.now)
 	j.Attempt = c.Attempt
 	j.Executor = c.Executor
 	j.Gpus = c.Gpus
@@ -672,6 +676,7 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 	old := f.retention()
 	f.policy = c.Policy
 	f.pix = indexPolicy(f.policy)
+	f.queue.SetConfig(SchedulerConfig(f.policy))
 	if r := f.retention(); r != old {
 		// Finished jobs keep one effective retention timer: push the new
 		// due times so that a shorter retention takes effect now, exactly as
@@ -722,6 +727,11 @@ func (f *FSM) snapshotLocked() []byte {
 		Limiter:      f.limits.AppendSnapshot(nil),
 		NextSweepNs:  f.nextSweep,
 	}
+	q, err := f.queue.AppendBinary(nil)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: snapshot the queue: %v", err))
+	}
+	s.Queue = q
 	for _, ids := range f.byTenant {
 		for _, id := range ids {
 			s.Jobs = append(s.Jobs, f.jobs[id])
@@ -743,15 +753,12 @@ func (f *FSM) StateHash() string {
 }
 
 // Restore replaces the state with a snapshot's.
-func (f *FSM) Restore(data []byte, q scheduler.Queue) error {
+func (f *FSM) Restore(data []byte) error {
 	s := &raftv1.Snapshot{}
 	if err := proto.Unmarshal(data, s); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	if q == nil {
-		q = scheduler.NewFIFO()
-	}
-	n := New(q)
+	n := New()
 	n.now = s.NowNs
 	n.nextSeq = s.NextQueueSeq
 	n.lastIndex = s.LastIndex
@@ -770,6 +777,10 @@ func (f *FSM) Restore(data []byte, q scheduler.Queue) error {
 		return fmt.Errorf("fsm: restore rate limits: %w", err)
 	}
 	n.nextSweep = s.NextSweepNs
+	n.queue.SetConfig(SchedulerConfig(n.policy))
+	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
+		return fmt.Errorf("fsm: restore the queue: %w", err)
+	}
 	for _, j := range s.Jobs {
 		n.jobs[j.Id] = j
 		n.byTenant[j.Tenant] = append(n.byTenant[j.Tenant], j.Id)
@@ -779,7 +790,6 @@ func (f *FSM) Restore(data []byte, q scheduler.Queue) error {
 		n.counts[j.State]++
 		switch j.State {
 		case sluicev1.JobState_JOB_STATE_QUEUED:
-			n.queue.Enqueue(schedJob(j))
 			if j.QueueDeadlineNs != 0 {
 				n.timers = append(n.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
 			}

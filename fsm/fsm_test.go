@@ -46,7 +46,7 @@ type machine struct {
 type fatalf interface{ Fatalf(string, ...any) }
 
 func newMachine(t fatalf) *machine {
-	m := &machine{f: New(nil)}
+	m := &machine{f: New()}
 	if r := m.apply(CmdSetPolicy, 0, &raftv1.SetPolicy{Policy: testPolicy()}); r.Err != nil {
 		t.Fatalf("set policy: %v", r.Err)
 	}
@@ -295,11 +295,11 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 		for i, e := range entries {
 			if i == cut {
 				snap := b.f.Snapshot()
-				fresh := New(nil)
+				fresh := New()
 				if !bytes.Equal(a.f.Snapshot(), snap) {
 					rt.Fatalf("replicas differ before the snapshot")
 				}
-				if err := fresh.Restore(snap, nil); err != nil {
+				if err := fresh.Restore(snap); err != nil {
 					rt.Fatalf("restore: %v", err)
 				}
 				if got := fresh.Snapshot(); !bytes.Equal(got, snap) {
@@ -327,7 +327,7 @@ func rapidPolicy() *sluicev1.Policy {
 	delay := bucket("free-rate", "free", 2, 3, 5*time.Second)
 	delay.Action = sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DELAY
 	delay.MaxWait = durationpb.New(10 * time.Second)
-	return withRules(
+	p := withRules(
 		delay,
 		bucket("pro-rate", "pro", 5, 5, 5*time.Second),
 		&sluicev1.Rule{Name: "daily", Counts: sluicev1.RuleCounts_RULE_COUNTS_COST,
@@ -339,13 +339,19 @@ func rapidPolicy() *sluicev1.Policy {
 			Action: sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DEGRADE, FallbackModel: "llama-8b",
 			Limit: &sluicev1.Rule_SlidingWindow{SlidingWindow: &sluicev1.WindowLimit{Limit: 6, Window: durationpb.New(10 * time.Second)}}},
 	)
+	// Scheduler state goes through snapshots too: a capped tenant, a
+	// backpressure bound and the big-job reservation.
+	p.Tenants[0].MaxRunning = 1
+	p.Tenants[1].Weight = 3
+	p.Scheduling = &sluicev1.Scheduling{ReserveAfter: durationpb.New(5 * time.Second), MaxQueuedPerTenant: 6}
+	return p
 }
 
 func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 	id := rapid.Uint64Range(1, maxID).Draw(rt, "id")
 	attempt := rapid.Int32Range(1, 3).Draw(rt, "attempt")
 	tenant := rapid.SampledFrom([]string{"alice", "bob"}).Draw(rt, "tenant")
-	switch rapid.IntRange(0, 7).Draw(rt, "kind") {
+	switch rapid.IntRange(0, 8).Draw(rt, "kind") {
 	case 0, 1:
 		spec := &sluicev1.JobSpec{
 			Model:          rapid.SampledFrom([]string{"sdxl", "llama-8b"}).Draw(rt, "model"),
@@ -373,6 +379,8 @@ func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 		return MustEncode(CmdCancel, now, &raftv1.Cancel{JobId: id, Tenant: tenant})
 	case 6:
 		return MustEncode(CmdRequeue, now, &raftv1.Requeue{JobId: id, Attempt: attempt})
+	case 7:
+		return MustEncode(CmdRedrive, now, &raftv1.Redrive{JobIds: []uint64{id, id + 1}})
 	default:
 		return MustEncode(CmdTick, now, &raftv1.Tick{})
 	}

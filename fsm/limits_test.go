@@ -21,7 +21,7 @@ func withRules(rules ...*sluicev1.Rule) *sluicev1.Policy {
 }
 
 func limitedMachine(t fatalf, p *sluicev1.Policy) *machine {
-	m := &machine{f: New(nil)}
+	m := &machine{f: New()}
 	if r := m.apply(CmdSetPolicy, 0, &raftv1.SetPolicy{Policy: p}); r.Err != nil {
 		t.Fatalf("set policy: %v", r.Err)
 	}

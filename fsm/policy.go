@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/sluicehq/sluice/limiter"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -81,6 +83,12 @@ func ValidatePolicy(p *sluicev1.Policy) error {
 		if t.Weight < 0 {
 			return fmt.Errorf("%s.weight: %d is negative", field, t.Weight)
 		}
+		if t.MaxRunning < 0 {
+			return fmt.Errorf("%s.max_running: %d is negative", field, t.MaxRunning)
+		}
+		if t.MaxQueued < 0 {
+			return fmt.Errorf("%s.max_queued: %d is negative", field, t.MaxQueued)
+		}
 		for j, h := range t.ApiKeySha256 {
 			kf := fmt.Sprintf("%s.api_key_sha256[%d]", field, j)
 			if err := checkHash(kf, h); err != nil {
@@ -121,6 +129,9 @@ func ValidatePolicy(p *sluicev1.Policy) error {
 		}
 	}
 	if err := validateRules(p, tiers, names, models); err != nil {
+		return err
+	}
+	if err := validateScheduling(p.Scheduling); err != nil {
 		return err
 	}
 	if d := p.Defaults; d != nil {
@@ -237,4 +248,29 @@ func indexPolicy(p *sluicev1.Policy) policyIndex {
 		ix.tiers[t.Name] = t
 	}
 	return ix
+}
+
+// validateScheduling checks the queue bounds and durations.
+func validateScheduling(s *sluicev1.Scheduling) error {
+	if s == nil {
+		return nil
+	}
+	for _, d := range []struct {
+		name string
+		v    *durationpb.Duration
+	}{{"scheduling.reserve_after", s.ReserveAfter}, {"scheduling.max_predicted_wait", s.MaxPredictedWait}} {
+		if d.v != nil && (d.v.CheckValid() != nil || d.v.AsDuration() < 0) {
+			return fmt.Errorf("%s: must be a non-negative duration", d.name)
+		}
+	}
+	for _, b := range []struct {
+		name string
+		v    int64
+	}{{"scheduling.max_queued", s.MaxQueued}, {"scheduling.max_queued_per_tenant", s.MaxQueuedPerTenant},
+		{"scheduling.max_queued_per_model", s.MaxQueuedPerModel}} {
+		if b.v < 0 {
+			return fmt.Errorf("%s: %d is negative", b.name, b.v)
+		}
+	}
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/scheduler"
 )
 
 // Job returns a copy of the job with the given id.
@@ -57,6 +56,13 @@ func (f *FSM) QueueLen() int {
 	return f.queue.Len()
 }
 
+// QueuedOfModel is the number of queued jobs of a model.
+func (f *FSM) QueuedOfModel(model string) int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.queue.QueuedOfModel(model)
+}
+
 // Count is the number of jobs in state s.
 func (f *FSM) Count(s sluicev1.JobState) int64 {
 	f.mu.RLock()
@@ -103,14 +109,6 @@ func hasState(states []sluicev1.JobState, s sluicev1.JobState) bool {
 		}
 	}
 	return false
-}
-
-// Place proposes placements of ready queued jobs on free slots at time now,
-// without changing anything: the leader commits them as Assign entries.
-func (f *FSM) Place(now int64, slots []scheduler.Slot) []scheduler.Placement {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.queue.Place(now, slots)
 }
 
 // Running returns the ids and attempts of all running jobs, ascending by id.

@@ -53,6 +53,11 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 		if d.Verdict == limiter.Rejected {
 			return nil, n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
 		}
+		wait := n.predictedWait(spec)
+		var be *scheduler.BusyError
+		if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
+			return nil, busyError(be, wait)
+		}
 	}
 	res, err := n.propose(ctx, fsm.CmdSubmit, cmd)
 	if err != nil {
@@ -61,6 +66,10 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	var le *fsm.LimitError
 	if errors.As(res.Err, &le) {
 		return nil, n.limitError(t.Name, le.Rule, le.RetryAt, res.Limits, le.Detail)
+	}
+	var be *scheduler.BusyError
+	if errors.As(res.Err, &be) {
+		return nil, busyError(be, n.predictedWait(spec))
 	}
 	if res.Err != nil {
 		return nil, resultError(res)
@@ -185,12 +194,9 @@ func (s *jobService) ListJobs(_ context.Context, req *connect.Request[sluicev1.L
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.Msg.GetPageSize())
-	switch {
-	case size < 0 || size > MaxPageSize:
-		return nil, fieldError("page_size", "%d is outside the range 0–%d", size, MaxPageSize)
-	case size == 0:
-		size = DefaultPageSize
+	size, err := pageSize(req.Msg.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	var before uint64
 	if tok := req.Msg.GetPageToken(); tok != "" {
@@ -212,6 +218,17 @@ func (s *jobService) ListJobs(_ context.Context, req *connect.Request[sluicev1.L
 		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// pageSize checks a request's page_size: 0 means the default.
+func pageSize(v int32) (int, error) {
+	switch {
+	case v < 0 || v > MaxPageSize:
+		return 0, fieldError("page_size", "%d is outside the range 0–%d", v, MaxPageSize)
+	case v == 0:
+		return DefaultPageSize, nil
+	}
+	return int(v), nil
 }
 
 // ownJob resolves the caller and one of its jobs; another tenant's job is

@@ -151,21 +151,20 @@ func (n *Node) dispatch() {
 		fut      raft.ApplyFuture
 	}
 	var ps []pending
-	for _, p := range n.fsm.Place(time.Now().UnixNano(), slots) {
-		prev, ok := n.fsm.QueuedAttempt(p.JobID)
+	for _, a := range n.fsm.Dispatch(time.Now().UnixNano(), slots) {
+		j, ok := n.fsm.Job(a.JobId)
 		if !ok {
 			continue
 		}
-		if err := n.pool.reserve(p.Executor, p.JobID); err != nil {
+		if err := n.pool.reserve(a.Executor, a.JobId, j.Spec.GetGpus()); err != nil {
 			continue
 		}
-		a := &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: prev + 1}
 		fut := n.proposeAsync(fsm.CmdAssign, a)
 		if fut == nil {
-			n.pool.unreserve(p.Executor, p.JobID)
+			n.pool.unreserve(a.Executor, a.JobId)
 			break
 		}
-		ps = append(ps, pending{p.JobID, p.Executor, prev + 1, fut})
+		ps = append(ps, pending{a.JobId, a.Executor, a.Attempt, fut})
 	}
 	for _, p := range ps {
 		if err := p.fut.Error(); err != nil {
@@ -188,7 +187,7 @@ func (n *Node) startRun(executor string, id uint64, attempt int32) {
 		n.pool.unreserve(executor, id)
 		return
 	}
-	runner, ctx := n.pool.start(n.ctx, executor, id, attempt)
+	runner, ctx := n.pool.start(n.ctx, executor, id, attempt, j.Spec.GetModel())
 	a := gpuexec.Assignment{
 		JobID:      FormatJobID(id),
 		Attempt:    attempt,

@@ -25,6 +25,7 @@ type LocalExecutor struct {
 // run is one attempt this node started on a local executor.
 type run struct {
 	attempt int32
+	gpus    int32
 	cancel  context.CancelCauseFunc
 }
 
@@ -32,7 +33,24 @@ type run struct {
 type localExec struct {
 	cfg      LocalExecutor
 	running  map[uint64]*run
-	reserved map[uint64]bool // assignment proposed, not yet started
+	reserved map[uint64]int32 // assignment proposed, not yet started: its GPUs
+	// warm lists the models run here most recently, newest last: a model
+	// that ran is loaded, and placement prefers such executors.
+	warm []string
+}
+
+// maxWarm is how many recently run models an executor counts as loaded.
+const maxWarm = 2
+
+// busy is the executor's jobs running or about to, and the GPUs they hold.
+func (e *localExec) busy() (jobs int, gpus int32) {
+	for _, r := range e.running {
+		gpus += r.gpus
+	}
+	for _, g := range e.reserved {
+		gpus += g
+	}
+	return len(e.running) + len(e.reserved), gpus
 }
 
 // executorPool holds the local executors and the attempts they run. It is
@@ -51,23 +69,34 @@ func newExecutorPool(execs []LocalExecutor) *executorPool {
 		if e.Slots <= 0 {
 			e.Slots = 1
 		}
-		p.execs[e.Name] = &localExec{cfg: e, running: make(map[uint64]*run), reserved: make(map[uint64]bool)}
+		if e.GPUs <= 0 {
+			e.GPUs = 1
+		}
+		p.execs[e.Name] = &localExec{cfg: e, running: make(map[uint64]*run), reserved: make(map[uint64]int32)}
 		p.names = append(p.names, e.Name)
 	}
 	sort.Strings(p.names)
 	return p
 }
 
-// freeSlots lists one Slot per free place, executors in name order.
+// freeSlots offers one Slot per executor with room, in name order: the
+// GPUs free now, the executor's total, how many more jobs it may run and
+// the models warm on it. Executors that are full are offered too (0 jobs,
+// 0 GPUs free) so that the scheduler can hold one for a big job.
 func (p *executorPool) freeSlots() []scheduler.Slot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []scheduler.Slot
+	out := make([]scheduler.Slot, 0, len(p.names))
 	for _, n := range p.names {
 		e := p.execs[n]
-		for i := len(e.running) + len(e.reserved); i < e.cfg.Slots; i++ {
-			out = append(out, scheduler.Slot{Executor: n, GPUs: e.cfg.GPUs, GPUMemoryMB: e.cfg.GPUMemoryMB, Models: e.cfg.Models})
+		jobs, gpus := e.busy()
+		free := int32(max(0, e.cfg.Slots-jobs))
+		freeGPUs := max(0, e.cfg.GPUs-gpus)
+		if free == 0 {
+			freeGPUs = 0 // Slot.Jobs 0 means 1: no GPUs is what says "full"
 		}
+		out = append(out, scheduler.Slot{Executor: n, GPUs: freeGPUs, TotalGPUs: e.cfg.GPUs,
+			GPUMemoryMB: e.cfg.GPUMemoryMB, Models: e.cfg.Models, Warm: e.warm, Jobs: free})
 	}
 	return out
 }
@@ -96,15 +125,20 @@ func contains(xs []string, x string) bool {
 
 var errNoSlot = errors.New("no free slot")
 
-// reserve holds a slot on the named executor for a job about to be assigned.
-func (p *executorPool) reserve(executor string, job uint64) error {
+// reserve holds a place and GPUs on the named executor for a job about to
+// be assigned.
+func (p *executorPool) reserve(executor string, job uint64, gpus int32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.execs[executor]
-	if !ok || len(e.running)+len(e.reserved) >= e.cfg.Slots {
+	if !ok {
 		return errNoSlot
 	}
-	e.reserved[job] = true
+	jobs, used := e.busy()
+	if jobs >= e.cfg.Slots || used+gpus > e.cfg.GPUs {
+		return errNoSlot
+	}
+	e.reserved[job] = gpus
 	return nil
 }
 
@@ -120,14 +154,33 @@ func (p *executorPool) unreserve(executor string, job uint64) {
 
 // start turns a reservation into a running attempt and returns the runner
 // and the attempt's context.
-func (p *executorPool) start(parent context.Context, executor string, job uint64, attempt int32) (gpuexec.Runner, context.Context) {
+func (p *executorPool) start(parent context.Context, executor string, job uint64, attempt int32, model string) (gpuexec.Runner, context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.execs[executor]
+	gpus := e.reserved[job]
 	delete(e.reserved, job)
 	ctx, cancel := context.WithCancelCause(parent)
-	e.running[job] = &run{attempt: attempt, cancel: cancel}
+	e.running[job] = &run{attempt: attempt, gpus: gpus, cancel: cancel}
+	e.warm = warmAfter(e.warm, model)
 	return e.cfg.Runner, ctx
+}
+
+// warmAfter is the warm list after running model: model moves to the end,
+// the oldest falls off past maxWarm. It copies, since slots share the old
+// slice.
+func warmAfter(warm []string, model string) []string {
+	out := make([]string, 0, maxWarm)
+	for _, m := range warm {
+		if m != model {
+			out = append(out, m)
+		}
+	}
+	out = append(out, model)
+	if len(out) > maxWarm {
+		out = out[len(out)-maxWarm:]
+	}
+	return out
 }
 
 // finish frees the slot of a finished attempt.
@@ -159,7 +212,7 @@ func (p *executorPool) holds(executor string, job uint64, attempt int32) bool {
 	if !ok {
 		return false
 	}
-	if e.reserved[job] {
+	if _, ok := e.reserved[job]; ok {
 		return true
 	}
 	r, ok := e.running[job]

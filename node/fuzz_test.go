@@ -34,7 +34,7 @@ func FuzzValidateSubmit(f *testing.F) {
 			if ValidateSpec(req.Spec, models, now) != nil {
 				continue
 			}
-			m := fsm.New(nil)
+			m := fsm.New()
 			m.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, now.UnixNano(), &raftv1.SetPolicy{Policy: DemoPolicy()}))
 			res := m.Apply(2, fsm.MustEncode(fsm.CmdSubmit, now.UnixNano(), &raftv1.Submit{Tenant: "alice", Spec: req.Spec}))
 			if res.Err != nil {
@@ -62,7 +62,7 @@ func FuzzParsePolicy(f *testing.F) {
 		if err != nil {
 			return
 		}
-		m := fsm.New(nil)
+		m := fsm.New()
 		if res := m.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, 1, &raftv1.SetPolicy{Policy: p})); res.Err != nil {
 			t.Fatalf("loader accepted a policy the state machine refuses: %v", res.Err)
 		}

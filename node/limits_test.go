@@ -52,16 +52,7 @@ func TestFreeTenantIsLimitedWithRetryInfoAndHeaders(t *testing.T) {
 	if n.raft.LastIndex() != commit {
 		t.Fatal("a clear rejection touched the log")
 	}
-	var retry *errdetails.RetryInfo
-	var quota *errdetails.QuotaFailure
-	for _, d := range ce.Details() {
-		switch v, _ := d.Value(); v := v.(type) {
-		case *errdetails.RetryInfo:
-			retry = v
-		case *errdetails.QuotaFailure:
-			quota = v
-		}
-	}
+	retry, quota := errorDetails(ce)
 	if retry == nil || retry.RetryDelay.AsDuration() <= 0 || retry.RetryDelay.AsDuration() > 6*time.Second {
 		t.Fatalf("RetryInfo %v", retry)
 	}
@@ -171,4 +162,17 @@ func TestPlainHTTPRejectionIs429WithRetryAfter(t *testing.T) {
 	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("second: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
 	}
+}
+
+// errorDetails picks the RetryInfo and QuotaFailure details off an error.
+func errorDetails(ce *connect.Error) (retry *errdetails.RetryInfo, quota *errdetails.QuotaFailure) {
+	for _, d := range ce.Details() {
+		switch v, _ := d.Value(); v := v.(type) {
+		case *errdetails.RetryInfo:
+			retry = v
+		case *errdetails.QuotaFailure:
+			quota = v
+		}
+	}
+	return retry, quota
 }

@@ -101,7 +101,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(nil), pool: newExecutorPool(cfg.Executors)}
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), pool: newExecutorPool(cfg.Executors)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.startRaft(); err != nil {
 		n.cancel()

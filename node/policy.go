@@ -152,6 +152,12 @@ func DemoPolicy() *sluicev1.Policy {
 			JobRetention: durationpb.New(7 * 24 * time.Hour),
 		},
 		Rules: append(demoTierRules("free", 1), demoTierRules("pro", 10)...),
+		Scheduling: &sluicev1.Scheduling{
+			ReserveAfter:       durationpb.New(30 * time.Second),
+			MaxQueued:          100000,
+			MaxQueuedPerTenant: 10000,
+			MaxPredictedWait:   durationpb.New(time.Hour),
+		},
 	}
 }
 

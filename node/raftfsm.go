@@ -28,7 +28,7 @@ func (a raftFSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
-	return a.f.Restore(data, nil)
+	return a.f.Restore(data)
 }
 
 // snapshot is an encoded state, written out by raft off the apply path.

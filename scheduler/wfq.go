@@ -173,6 +173,14 @@ func NewFairQueue(cfg Config) *FairQueue {
 // Len is the number of queued jobs, ready or delayed.
 func (q *FairQueue) Len() int { return q.n }
 
+// QueuedOfModel is the number of queued jobs of the model, ready or delayed.
+func (q *FairQueue) QueuedOfModel(model string) int {
+	if i, ok := q.modelIx[model]; ok {
+		return int(q.models[i].queued)
+	}
+	return 0
+}
+
 func (t *tier) band() int {
 	if t.strict {
 		return 0

@@ -359,5 +359,57 @@ func adminCmd(f *clientFlags) *cobra.Command {
 			return nil
 		},
 	})
+	c.AddCommand(queueCmd(f), redriveCmd(f))
+	return c
+}
+
+func queueCmd(f *clientFlags) *cobra.Command {
+	var (
+		limit int32
+		page  string
+	)
+	c := &cobra.Command{
+		Use:   "queue",
+		Short: "List queued jobs of every tenant in dispatch order, with place in line and ETA",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := f.adminClient().ListQueue(c.Context(), connect.NewRequest(&sluicev1.ListQueueRequest{PageSize: limit, PageToken: page}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg, func(w io.Writer) { queueTable(w, res.Msg) })
+			return nil
+		},
+	}
+	c.Flags().Int32Var(&limit, "limit", 20, "jobs per page (at most 1000)")
+	c.Flags().StringVar(&page, "page", "", "page token printed by a previous queue listing")
+	return c
+}
+
+func redriveCmd(f *clientFlags) *cobra.Command {
+	var tenant, model string
+	c := &cobra.Command{
+		Use:   "redrive [JOB_ID...]",
+		Short: "Put dead-lettered jobs back in the queue (by --tenant, --model and/or ids)",
+		RunE: func(c *cobra.Command, ids []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := f.adminClient().RedriveDeadLetters(c.Context(), connect.NewRequest(&sluicev1.RedriveDeadLettersRequest{
+				Tenant: tenant, Model: model, JobIds: ids}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg, func(w io.Writer) {
+				fmt.Fprintf(w, "redriven: %d jobs %s\n", len(res.Msg.JobIds), strings.Join(res.Msg.JobIds, " "))
+			})
+			return nil
+		},
+	}
+	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant's dead letters")
+	c.Flags().StringVar(&model, "model", "", "only dead letters of this model")
 	return c
 }

@@ -116,6 +116,25 @@ func table(w io.Writer, res *sluicev1.ListJobsResponse) {
 	}
 }
 
+// queueTable prints the queue in dispatch order, every tenant's jobs.
+func queueTable(w io.Writer, res *sluicev1.ListQueueResponse) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POS\tID\tTENANT\tMODEL\tPRIO\tGPUS\tETA\tREADY")
+	for _, j := range res.Jobs {
+		ready := "now"
+		if j.ReadyAt != nil && j.ReadyAt.AsTime().After(time.Now()) {
+			ready = clock(j.ReadyAt)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.QueuePosition, j.Id, j.Tenant, j.Spec.GetModel(),
+			j.Spec.GetPriority(), j.Spec.GetGpus(), eta(j), ready)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d queued in all\n", res.Total)
+	if res.NextPageToken != "" {
+		fmt.Fprintf(w, "more: sluice admin queue --page %s\n", res.NextPageToken)
+	}
+}
+
 func clusterStatus(w io.Writer, s *sluicev1.GetClusterStatusResponse) {
 	fmt.Fprintf(w, "node %s  %s  leader %s  term %d  commit %d  applied %d\n", s.NodeId, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex)
 	fmt.Fprintf(w, "jobs: %d queued, %d running, %d finished\n", s.QueuedJobs, s.RunningJobs, s.FinishedJobs)

@@ -349,11 +349,233 @@ func (x *GetClusterStatusResponse) GetNow() *timestamppb.Timestamp {
 	return nil
 }
 
+type RedriveDeadLettersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	JobIds        []string               `protobuf:"bytes,3,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersRequest) Reset() {
+	*x = RedriveDeadLettersRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RedriveDeadLettersRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+type RedriveDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs put back, ascending.
+	JobIds        []string `protobuf:"bytes,1,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersResponse) Reset() {
+	*x = RedriveDeadLettersResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RedriveDeadLettersResponse) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+type ListQueueRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many jobs (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueueRequest) Reset() {
+	*x = ListQueueRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueueRequest) ProtoMessage() {}
+
+func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
+func (*ListQueueRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListQueueRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListQueueRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListQueueResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queued jobs in dispatch order (ready ones first; delayed ones after).
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Queued jobs in all.
+	Total         int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueueResponse) Reset() {
+	*x = ListQueueResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueueResponse) ProtoMessage() {}
+
+func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
+func (*ListQueueResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListQueueResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ListQueueResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListQueueResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 var File_sluice_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/admin.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n" +
+	"\x15sluice/v1/admin.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\x19\n" +
 	"\x17GetClusterStatusRequest\"q\n" +
 	"\x0eExecutorStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -383,9 +605,25 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\texecutors\x18\f \x03(\v2\x19.sluice.v1.ExecutorStatusR\texecutors\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\r \x01(\tR\tstateHash\x12,\n" +
-	"\x03now\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x03now2p\n" +
+	"\x03now\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"b\n" +
+	"\x19RedriveDeadLettersRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x17\n" +
+	"\ajob_ids\x18\x03 \x03(\tR\x06jobIds\"5\n" +
+	"\x1aRedriveDeadLettersResponse\x12\x17\n" +
+	"\ajob_ids\x18\x01 \x03(\tR\x06jobIds\"N\n" +
+	"\x10ListQueueRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"u\n" +
+	"\x11ListQueueResponse\x12\"\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.sluice.v1.JobR\x04jobs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total2\xa0\x02\n" +
 	"\fAdminService\x12`\n" +
-	"\x10GetClusterStatus\x12\".sluice.v1.GetClusterStatusRequest\x1a#.sluice.v1.GetClusterStatusResponse\"\x03\x90\x02\x01B\x99\x01\n" +
+	"\x10GetClusterStatus\x12\".sluice.v1.GetClusterStatusRequest\x1a#.sluice.v1.GetClusterStatusResponse\"\x03\x90\x02\x01\x12a\n" +
+	"\x12RedriveDeadLetters\x12$.sluice.v1.RedriveDeadLettersRequest\x1a%.sluice.v1.RedriveDeadLettersResponse\x12K\n" +
+	"\tListQueue\x12\x1b.sluice.v1.ListQueueRequest\x1a\x1c.sluice.v1.ListQueueResponse\"\x03\x90\x02\x01B\x99\x01\n" +
 	"\rcom.sluice.v1B\n" +
 	"AdminProtoP\x01Z7github.com/sluicehq/sluice/proto/gen/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
@@ -402,25 +640,35 @@ func file_sluice_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_admin_proto_rawDescData
 }
 
-var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_sluice_v1_admin_proto_goTypes = []any{
-	(*GetClusterStatusRequest)(nil),  // 0: sluice.v1.GetClusterStatusRequest
-	(*ExecutorStatus)(nil),           // 1: sluice.v1.ExecutorStatus
-	(*Member)(nil),                   // 2: sluice.v1.Member
-	(*GetClusterStatusResponse)(nil), // 3: sluice.v1.GetClusterStatusResponse
-	(*timestamppb.Timestamp)(nil),    // 4: google.protobuf.Timestamp
+	(*GetClusterStatusRequest)(nil),    // 0: sluice.v1.GetClusterStatusRequest
+	(*ExecutorStatus)(nil),             // 1: sluice.v1.ExecutorStatus
+	(*Member)(nil),                     // 2: sluice.v1.Member
+	(*GetClusterStatusResponse)(nil),   // 3: sluice.v1.GetClusterStatusResponse
+	(*RedriveDeadLettersRequest)(nil),  // 4: sluice.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 5: sluice.v1.RedriveDeadLettersResponse
+	(*ListQueueRequest)(nil),           // 6: sluice.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),          // 7: sluice.v1.ListQueueResponse
+	(*timestamppb.Timestamp)(nil),      // 8: google.protobuf.Timestamp
+	(*Job)(nil),                        // 9: sluice.v1.Job
 }
 var file_sluice_v1_admin_proto_depIdxs = []int32{
 	2, // 0: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
 	1, // 1: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
-	4, // 2: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
-	0, // 3: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
-	3, // 4: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 2: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
+	9, // 3: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
+	0, // 4: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
+	4, // 5: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	6, // 6: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
+	3, // 7: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
+	5, // 8: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	7, // 9: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_admin_proto_init() }
@@ -428,13 +676,14 @@ func file_sluice_v1_admin_proto_init() {
 	if File_sluice_v1_admin_proto != nil {
 		return
 	}
+	file_sluice_v1_job_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_admin_proto_rawDesc), len(file_sluice_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -254,8 +254,10 @@ type Policy struct {
 	// Trust the X-Forwarded-For header's first address as the client IP (set
 	// only behind a proxy that overwrites it); otherwise the peer address.
 	TrustForwardedFor bool `protobuf:"varint,7,opt,name=trust_forwarded_for,json=trustForwardedFor,proto3" json:"trust_forwarded_for,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Fair scheduling and backpressure.
+	Scheduling    *Scheduling `protobuf:"bytes,8,opt,name=scheduling,proto3" json:"scheduling,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -337,6 +339,99 @@ func (x *Policy) GetTrustForwardedFor() bool {
 	return false
 }
 
+func (x *Policy) GetScheduling() *Scheduling {
+	if x != nil {
+		return x.Scheduling
+	}
+	return nil
+}
+
+// Scheduling holds the queue's bounds and the big-job reservation. Past a
+// bound Submit fails with resource_exhausted "system busy", naming the bound
+// and when to retry; nothing already queued is ever dropped.
+type Scheduling struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A job that fits no free executor for this long holds capacity until it
+	// runs (its tenant's other jobs wait, and an executor that would fit it
+	// once idle takes nothing new). 0 means never.
+	ReserveAfter *durationpb.Duration `protobuf:"bytes,1,opt,name=reserve_after,json=reserveAfter,proto3" json:"reserve_after,omitempty"`
+	// Queued jobs in all; 0 means no bound.
+	MaxQueued int64 `protobuf:"varint,2,opt,name=max_queued,json=maxQueued,proto3" json:"max_queued,omitempty"`
+	// Queued jobs of one tenant unless the tenant says otherwise; 0 means no bound.
+	MaxQueuedPerTenant int64 `protobuf:"varint,3,opt,name=max_queued_per_tenant,json=maxQueuedPerTenant,proto3" json:"max_queued_per_tenant,omitempty"`
+	// Queued jobs of one model; 0 means no bound.
+	MaxQueuedPerModel int64 `protobuf:"varint,4,opt,name=max_queued_per_model,json=maxQueuedPerModel,proto3" json:"max_queued_per_model,omitempty"`
+	// A new job predicted to wait longer than this is refused; 0 means no bound.
+	MaxPredictedWait *durationpb.Duration `protobuf:"bytes,5,opt,name=max_predicted_wait,json=maxPredictedWait,proto3" json:"max_predicted_wait,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Scheduling) Reset() {
+	*x = Scheduling{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Scheduling) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Scheduling) ProtoMessage() {}
+
+func (x *Scheduling) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Scheduling.ProtoReflect.Descriptor instead.
+func (*Scheduling) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Scheduling) GetReserveAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ReserveAfter
+	}
+	return nil
+}
+
+func (x *Scheduling) GetMaxQueued() int64 {
+	if x != nil {
+		return x.MaxQueued
+	}
+	return 0
+}
+
+func (x *Scheduling) GetMaxQueuedPerTenant() int64 {
+	if x != nil {
+		return x.MaxQueuedPerTenant
+	}
+	return 0
+}
+
+func (x *Scheduling) GetMaxQueuedPerModel() int64 {
+	if x != nil {
+		return x.MaxQueuedPerModel
+	}
+	return 0
+}
+
+func (x *Scheduling) GetMaxPredictedWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxPredictedWait
+	}
+	return nil
+}
+
 // Rule is one limit: which requests it applies to, how they are counted and
 // keyed, and what happens over the limit.
 type Rule struct {
@@ -389,7 +484,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	mi := &file_sluice_v1_policy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +496,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	mi := &file_sluice_v1_policy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +509,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Rule) GetName() string {
@@ -635,7 +730,7 @@ type RuleMatch struct {
 
 func (x *RuleMatch) Reset() {
 	*x = RuleMatch{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	mi := &file_sluice_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +742,7 @@ func (x *RuleMatch) String() string {
 func (*RuleMatch) ProtoMessage() {}
 
 func (x *RuleMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	mi := &file_sluice_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +755,7 @@ func (x *RuleMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleMatch.ProtoReflect.Descriptor instead.
 func (*RuleMatch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RuleMatch) GetTenant() string {
@@ -717,7 +812,7 @@ type TokenBucketLimit struct {
 
 func (x *TokenBucketLimit) Reset() {
 	*x = TokenBucketLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +824,7 @@ func (x *TokenBucketLimit) String() string {
 func (*TokenBucketLimit) ProtoMessage() {}
 
 func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +837,7 @@ func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenBucketLimit.ProtoReflect.Descriptor instead.
 func (*TokenBucketLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TokenBucketLimit) GetCount() int64 {
@@ -779,7 +874,7 @@ type LeakyQueueLimit struct {
 
 func (x *LeakyQueueLimit) Reset() {
 	*x = LeakyQueueLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +886,7 @@ func (x *LeakyQueueLimit) String() string {
 func (*LeakyQueueLimit) ProtoMessage() {}
 
 func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +899,7 @@ func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeakyQueueLimit.ProtoReflect.Descriptor instead.
 func (*LeakyQueueLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeakyQueueLimit) GetCount() int64 {
@@ -839,7 +934,7 @@ type WindowLimit struct {
 
 func (x *WindowLimit) Reset() {
 	*x = WindowLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +946,7 @@ func (x *WindowLimit) String() string {
 func (*WindowLimit) ProtoMessage() {}
 
 func (x *WindowLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +959,7 @@ func (x *WindowLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowLimit.ProtoReflect.Descriptor instead.
 func (*WindowLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WindowLimit) GetLimit() int64 {
@@ -892,7 +987,7 @@ type ConcurrencyLimit struct {
 
 func (x *ConcurrencyLimit) Reset() {
 	*x = ConcurrencyLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +999,7 @@ func (x *ConcurrencyLimit) String() string {
 func (*ConcurrencyLimit) ProtoMessage() {}
 
 func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1012,7 @@ func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConcurrencyLimit.ProtoReflect.Descriptor instead.
 func (*ConcurrencyLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConcurrencyLimit) GetLimit() int64 {
@@ -940,7 +1035,7 @@ type QuotaLimit struct {
 
 func (x *QuotaLimit) Reset() {
 	*x = QuotaLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1047,7 @@ func (x *QuotaLimit) String() string {
 func (*QuotaLimit) ProtoMessage() {}
 
 func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1060,7 @@ func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
 func (*QuotaLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *QuotaLimit) GetLimit() int64 {
@@ -993,15 +1088,20 @@ func (x *QuotaLimit) GetTimeZone() string {
 type Tier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Share of the GPUs relative to other tiers (used by the fair scheduler).
-	Weight        int32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Share of the GPUs relative to other tiers (used by the fair scheduler);
+	// 0 means 1.
+	Weight int32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Strict tiers are served before every non-strict tier whenever they have
+	// a job that can run: they can starve the others by design, so keep them
+	// for small latency-critical traffic and cap their tenants' max_running.
+	Strict        bool `protobuf:"varint,3,opt,name=strict,proto3" json:"strict,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1113,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1126,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Tier) GetName() string {
@@ -1043,6 +1143,13 @@ func (x *Tier) GetWeight() int32 {
 	return 0
 }
 
+func (x *Tier) GetStrict() bool {
+	if x != nil {
+		return x.Strict
+	}
+	return false
+}
+
 // Tenant is a customer account.
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1052,14 +1159,20 @@ type Tenant struct {
 	// Hex SHA-256 of each API key; the keys themselves are never stored.
 	ApiKeySha256 []string `protobuf:"bytes,3,rep,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
 	// Relative share within its tier; 0 means 1.
-	Weight        int32 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	Weight int32 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	// At most this many of the tenant's jobs run at once; further jobs wait in
+	// the queue (never rejected). 0 means no cap.
+	MaxRunning int32 `protobuf:"varint,5,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	// At most this many of the tenant's jobs wait in the queue; past it,
+	// Submit fails with "system busy". 0 means scheduling.max_queued_per_tenant.
+	MaxQueued     int64 `protobuf:"varint,6,opt,name=max_queued,json=maxQueued,proto3" json:"max_queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1184,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1197,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Tenant) GetName() string {
@@ -1115,6 +1228,20 @@ func (x *Tenant) GetWeight() int32 {
 	return 0
 }
 
+func (x *Tenant) GetMaxRunning() int32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+func (x *Tenant) GetMaxQueued() int64 {
+	if x != nil {
+		return x.MaxQueued
+	}
+	return 0
+}
+
 // Model is something the executors can run.
 type Model struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1135,7 +1262,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1274,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1287,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Model) GetName() string {
@@ -1218,7 +1345,7 @@ type Defaults struct {
 
 func (x *Defaults) Reset() {
 	*x = Defaults{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1357,7 @@ func (x *Defaults) String() string {
 func (*Defaults) ProtoMessage() {}
 
 func (x *Defaults) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1370,7 @@ func (x *Defaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Defaults.ProtoReflect.Descriptor instead.
 func (*Defaults) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Defaults) GetQueueTimeout() *durationpb.Duration {
@@ -1285,7 +1412,7 @@ var File_sluice_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbc\x02\n" +
+	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf3\x02\n" +
 	"\x06Policy\x12%\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x0f.sluice.v1.TierR\x05tiers\x12+\n" +
 	"\atenants\x18\x02 \x03(\v2\x11.sluice.v1.TenantR\atenants\x12(\n" +
@@ -1293,7 +1420,18 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x12admin_token_sha256\x18\x04 \x01(\tR\x10adminTokenSha256\x12/\n" +
 	"\bdefaults\x18\x05 \x01(\v2\x13.sluice.v1.DefaultsR\bdefaults\x12%\n" +
 	"\x05rules\x18\x06 \x03(\v2\x0f.sluice.v1.RuleR\x05rules\x12.\n" +
-	"\x13trust_forwarded_for\x18\a \x01(\bR\x11trustForwardedFor\"\xe7\x06\n" +
+	"\x13trust_forwarded_for\x18\a \x01(\bR\x11trustForwardedFor\x125\n" +
+	"\n" +
+	"scheduling\x18\b \x01(\v2\x15.sluice.v1.SchedulingR\n" +
+	"scheduling\"\x98\x02\n" +
+	"\n" +
+	"Scheduling\x12>\n" +
+	"\rreserve_after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\freserveAfter\x12\x1d\n" +
+	"\n" +
+	"max_queued\x18\x02 \x01(\x03R\tmaxQueued\x121\n" +
+	"\x15max_queued_per_tenant\x18\x03 \x01(\x03R\x12maxQueuedPerTenant\x12/\n" +
+	"\x14max_queued_per_model\x18\x04 \x01(\x03R\x11maxQueuedPerModel\x12G\n" +
+	"\x12max_predicted_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10maxPredictedWait\"\xe7\x06\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x05match\x18\x02 \x01(\v2\x14.sluice.v1.RuleMatchR\x05match\x12*\n" +
@@ -1341,15 +1479,20 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"QuotaLimit\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x03R\x05limit\x12.\n" +
 	"\x06period\x18\x02 \x01(\x0e2\x16.sluice.v1.QuotaPeriodR\x06period\x12\x1b\n" +
-	"\ttime_zone\x18\x03 \x01(\tR\btimeZone\"2\n" +
+	"\ttime_zone\x18\x03 \x01(\tR\btimeZone\"J\n" +
 	"\x04Tier\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\x05R\x06weight\"n\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x16\n" +
+	"\x06strict\x18\x03 \x01(\bR\x06strict\"\xae\x01\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12$\n" +
 	"\x0eapi_key_sha256\x18\x03 \x03(\tR\fapiKeySha256\x12\x16\n" +
-	"\x06weight\x18\x04 \x01(\x05R\x06weight\"\xd5\x01\n" +
+	"\x06weight\x18\x04 \x01(\x05R\x06weight\x12\x1f\n" +
+	"\vmax_running\x18\x05 \x01(\x05R\n" +
+	"maxRunning\x12\x1d\n" +
+	"\n" +
+	"max_queued\x18\x06 \x01(\x03R\tmaxQueued\"\xd5\x01\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
 	"\x10default_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultDuration\x12\x12\n" +
@@ -1403,60 +1546,64 @@ func file_sluice_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sluice_v1_policy_proto_goTypes = []any{
 	(RuleScope)(0),              // 0: sluice.v1.RuleScope
 	(RuleCounts)(0),             // 1: sluice.v1.RuleCounts
 	(OverLimitAction)(0),        // 2: sluice.v1.OverLimitAction
 	(QuotaPeriod)(0),            // 3: sluice.v1.QuotaPeriod
 	(*Policy)(nil),              // 4: sluice.v1.Policy
-	(*Rule)(nil),                // 5: sluice.v1.Rule
-	(*RuleMatch)(nil),           // 6: sluice.v1.RuleMatch
-	(*TokenBucketLimit)(nil),    // 7: sluice.v1.TokenBucketLimit
-	(*LeakyQueueLimit)(nil),     // 8: sluice.v1.LeakyQueueLimit
-	(*WindowLimit)(nil),         // 9: sluice.v1.WindowLimit
-	(*ConcurrencyLimit)(nil),    // 10: sluice.v1.ConcurrencyLimit
-	(*QuotaLimit)(nil),          // 11: sluice.v1.QuotaLimit
-	(*Tier)(nil),                // 12: sluice.v1.Tier
-	(*Tenant)(nil),              // 13: sluice.v1.Tenant
-	(*Model)(nil),               // 14: sluice.v1.Model
-	(*Defaults)(nil),            // 15: sluice.v1.Defaults
-	(*durationpb.Duration)(nil), // 16: google.protobuf.Duration
+	(*Scheduling)(nil),          // 5: sluice.v1.Scheduling
+	(*Rule)(nil),                // 6: sluice.v1.Rule
+	(*RuleMatch)(nil),           // 7: sluice.v1.RuleMatch
+	(*TokenBucketLimit)(nil),    // 8: sluice.v1.TokenBucketLimit
+	(*LeakyQueueLimit)(nil),     // 9: sluice.v1.LeakyQueueLimit
+	(*WindowLimit)(nil),         // 10: sluice.v1.WindowLimit
+	(*ConcurrencyLimit)(nil),    // 11: sluice.v1.ConcurrencyLimit
+	(*QuotaLimit)(nil),          // 12: sluice.v1.QuotaLimit
+	(*Tier)(nil),                // 13: sluice.v1.Tier
+	(*Tenant)(nil),              // 14: sluice.v1.Tenant
+	(*Model)(nil),               // 15: sluice.v1.Model
+	(*Defaults)(nil),            // 16: sluice.v1.Defaults
+	(*durationpb.Duration)(nil), // 17: google.protobuf.Duration
 }
 var file_sluice_v1_policy_proto_depIdxs = []int32{
-	12, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
-	13, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
-	14, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
-	15, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
-	5,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
-	6,  // 5: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
-	0,  // 6: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
-	1,  // 7: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
-	2,  // 8: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
-	16, // 9: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
-	7,  // 10: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
-	7,  // 11: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
-	8,  // 12: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
-	9,  // 13: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
-	9,  // 14: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
-	9,  // 15: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
-	10, // 16: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
-	11, // 17: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
-	16, // 18: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
-	16, // 19: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
-	16, // 20: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
-	3,  // 21: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
-	16, // 22: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
-	16, // 23: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
-	16, // 24: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
-	16, // 25: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
-	16, // 26: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
-	16, // 27: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	13, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
+	14, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
+	15, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
+	16, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
+	6,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
+	5,  // 5: sluice.v1.Policy.scheduling:type_name -> sluice.v1.Scheduling
+	17, // 6: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
+	17, // 7: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
+	7,  // 8: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
+	0,  // 9: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
+	1,  // 10: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
+	2,  // 11: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
+	17, // 12: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
+	8,  // 13: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
+	8,  // 14: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
+	9,  // 15: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
+	10, // 16: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
+	10, // 17: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
+	10, // 18: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
+	11, // 19: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
+	12, // 20: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
+	17, // 21: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
+	17, // 22: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
+	17, // 23: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
+	3,  // 24: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
+	17, // 25: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
+	17, // 26: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
+	17, // 27: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
+	17, // 28: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
+	17, // 29: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
+	17, // 30: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_policy_proto_init() }
@@ -1464,7 +1611,7 @@ func file_sluice_v1_policy_proto_init() {
 	if File_sluice_v1_policy_proto != nil {
 		return
 	}
-	file_sluice_v1_policy_proto_msgTypes[1].OneofWrappers = []any{
+	file_sluice_v1_policy_proto_msgTypes[2].OneofWrappers = []any{
 		(*Rule_TokenBucket)(nil),
 		(*Rule_Gcra)(nil),
 		(*Rule_LeakyQueue)(nil),
@@ -1480,7 +1627,7 @@ func file_sluice_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_policy_proto_rawDesc), len(file_sluice_v1_policy_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

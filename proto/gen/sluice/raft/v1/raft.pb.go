@@ -439,6 +439,60 @@ func (x *Requeue) GetReason() string {
 	return ""
 }
 
+// Redrive puts dead-lettered jobs back in the queue with fresh attempts.
+type Redrive struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	JobIds []uint64               `protobuf:"varint,1,rep,packed,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	// Who asked, for the job's history.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redrive) Reset() {
+	*x = Redrive{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redrive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redrive) ProtoMessage() {}
+
+func (x *Redrive) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redrive.ProtoReflect.Descriptor instead.
+func (*Redrive) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Redrive) GetJobIds() []uint64 {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+func (x *Redrive) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Tick only advances the clock, firing due timers (timeouts, backoffs).
 type Tick struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -448,7 +502,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +514,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +527,7 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{6}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{7}
 }
 
 // SetPolicy replaces the policy.
@@ -486,7 +540,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +552,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +565,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SetPolicy) GetPolicy() *v1.Policy {
@@ -561,7 +615,7 @@ type JobRecord struct {
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +627,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +640,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobRecord) GetId() uint64 {
@@ -769,7 +823,7 @@ type Charge struct {
 
 func (x *Charge) Reset() {
 	*x = Charge{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +835,7 @@ func (x *Charge) String() string {
 func (*Charge) ProtoMessage() {}
 
 func (x *Charge) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +848,7 @@ func (x *Charge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Charge.ProtoReflect.Descriptor instead.
 func (*Charge) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Charge) GetApiKeySha256() string {
@@ -859,7 +913,7 @@ type TransitionRecord struct {
 
 func (x *TransitionRecord) Reset() {
 	*x = TransitionRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +925,7 @@ func (x *TransitionRecord) String() string {
 func (*TransitionRecord) ProtoMessage() {}
 
 func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +938,7 @@ func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransitionRecord.ProtoReflect.Descriptor instead.
 func (*TransitionRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransitionRecord) GetState() v1.JobState {
@@ -932,15 +986,17 @@ type Snapshot struct {
 	Jobs      []*JobRecord `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	LastIndex uint64       `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	// The rate limiter's state (limiter.Engine encoding).
-	Limiter       []byte `protobuf:"bytes,6,opt,name=limiter,proto3" json:"limiter,omitempty"`
-	NextSweepNs   int64  `protobuf:"varint,7,opt,name=next_sweep_ns,json=nextSweepNs,proto3" json:"next_sweep_ns,omitempty"`
+	Limiter     []byte `protobuf:"bytes,6,opt,name=limiter,proto3" json:"limiter,omitempty"`
+	NextSweepNs int64  `protobuf:"varint,7,opt,name=next_sweep_ns,json=nextSweepNs,proto3" json:"next_sweep_ns,omitempty"`
+	// The scheduler's state (scheduler.FairQueue encoding).
+	Queue         []byte `protobuf:"bytes,8,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1008,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1021,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Snapshot) GetNowNs() int64 {
@@ -1017,6 +1073,13 @@ func (x *Snapshot) GetNextSweepNs() int64 {
 	return 0
 }
 
+func (x *Snapshot) GetQueue() []byte {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
 var File_sluice_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_sluice_raft_v1_raft_proto_rawDesc = "" +
@@ -1050,7 +1113,10 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\aRequeue\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x04R\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x06\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\":\n" +
+	"\aRedrive\x12\x17\n" +
+	"\ajob_ids\x18\x01 \x03(\x04R\x06jobIds\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x06\n" +
 	"\x04Tick\"6\n" +
 	"\tSetPolicy\x12)\n" +
 	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xb3\x06\n" +
@@ -1095,7 +1161,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfe\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x94\x02\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
@@ -1104,7 +1170,8 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12\x18\n" +
 	"\alimiter\x18\x06 \x01(\fR\alimiter\x12\"\n" +
-	"\rnext_sweep_ns\x18\a \x01(\x03R\vnextSweepNsB\xb5\x01\n" +
+	"\rnext_sweep_ns\x18\a \x01(\x03R\vnextSweepNs\x12\x14\n" +
+	"\x05queue\x18\b \x01(\fR\x05queueB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (
@@ -1119,7 +1186,7 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
 	(*Assign)(nil),           // 1: sluice.raft.v1.Assign
@@ -1127,34 +1194,35 @@ var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Fail)(nil),             // 3: sluice.raft.v1.Fail
 	(*Cancel)(nil),           // 4: sluice.raft.v1.Cancel
 	(*Requeue)(nil),          // 5: sluice.raft.v1.Requeue
-	(*Tick)(nil),             // 6: sluice.raft.v1.Tick
-	(*SetPolicy)(nil),        // 7: sluice.raft.v1.SetPolicy
-	(*JobRecord)(nil),        // 8: sluice.raft.v1.JobRecord
-	(*Charge)(nil),           // 9: sluice.raft.v1.Charge
-	(*TransitionRecord)(nil), // 10: sluice.raft.v1.TransitionRecord
-	(*Snapshot)(nil),         // 11: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 12: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 13: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 14: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 15: sluice.v1.Policy
-	(v1.JobState)(0),         // 16: sluice.v1.JobState
-	(*v1.Admission)(nil),     // 17: sluice.v1.Admission
+	(*Redrive)(nil),          // 6: sluice.raft.v1.Redrive
+	(*Tick)(nil),             // 7: sluice.raft.v1.Tick
+	(*SetPolicy)(nil),        // 8: sluice.raft.v1.SetPolicy
+	(*JobRecord)(nil),        // 9: sluice.raft.v1.JobRecord
+	(*Charge)(nil),           // 10: sluice.raft.v1.Charge
+	(*TransitionRecord)(nil), // 11: sluice.raft.v1.TransitionRecord
+	(*Snapshot)(nil),         // 12: sluice.raft.v1.Snapshot
+	(*v1.JobSpec)(nil),       // 13: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 14: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 15: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 16: sluice.v1.Policy
+	(v1.JobState)(0),         // 17: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 18: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	12, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
-	13, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	14, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
-	15, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	12, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	16, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	10, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	13, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	14, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
-	9,  // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
-	17, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
-	16, // 11: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	15, // 12: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
-	8,  // 13: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
+	13, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	14, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	15, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	16, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	13, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	17, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	11, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
+	14, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	15, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	10, // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
+	18, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	17, // 11: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	16, // 12: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	9,  // 13: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
 	14, // [14:14] is the sub-list for method output_type
 	14, // [14:14] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
@@ -1173,7 +1241,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -36,12 +36,24 @@ const (
 	// AdminServiceGetClusterStatusProcedure is the fully-qualified name of the AdminService's
 	// GetClusterStatus RPC.
 	AdminServiceGetClusterStatusProcedure = "/sluice.v1.AdminService/GetClusterStatus"
+	// AdminServiceRedriveDeadLettersProcedure is the fully-qualified name of the AdminService's
+	// RedriveDeadLetters RPC.
+	AdminServiceRedriveDeadLettersProcedure = "/sluice.v1.AdminService/RedriveDeadLetters"
+	// AdminServiceListQueueProcedure is the fully-qualified name of the AdminService's ListQueue RPC.
+	AdminServiceListQueueProcedure = "/sluice.v1.AdminService/ListQueue"
 )
 
 // AdminServiceClient is a client for the sluice.v1.AdminService service.
 type AdminServiceClient interface {
 	// GetClusterStatus describes the node, the raft group and the queue.
 	GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error)
+	// RedriveDeadLetters puts dead-lettered jobs back in the queue with fresh
+	// attempts: those of a tenant, of a model, or listed by id (at least one
+	// filter; they combine with AND).
+	RedriveDeadLetters(context.Context, *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error)
+	// ListQueue pages through queued jobs of every tenant in dispatch order,
+	// with their place in line and ETA.
+	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the sluice.v1.AdminService service. By default, it
@@ -62,12 +74,27 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		redriveDeadLetters: connect.NewClient[v1.RedriveDeadLettersRequest, v1.RedriveDeadLettersResponse](
+			httpClient,
+			baseURL+AdminServiceRedriveDeadLettersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RedriveDeadLetters")),
+			connect.WithClientOptions(opts...),
+		),
+		listQueue: connect.NewClient[v1.ListQueueRequest, v1.ListQueueResponse](
+			httpClient,
+			baseURL+AdminServiceListQueueProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListQueue")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	getClusterStatus *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
+	getClusterStatus   *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
+	redriveDeadLetters *connect.Client[v1.RedriveDeadLettersRequest, v1.RedriveDeadLettersResponse]
+	listQueue          *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
 }
 
 // GetClusterStatus calls sluice.v1.AdminService.GetClusterStatus.
@@ -75,10 +102,27 @@ func (c *adminServiceClient) GetClusterStatus(ctx context.Context, req *connect.
 	return c.getClusterStatus.CallUnary(ctx, req)
 }
 
+// RedriveDeadLetters calls sluice.v1.AdminService.RedriveDeadLetters.
+func (c *adminServiceClient) RedriveDeadLetters(ctx context.Context, req *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error) {
+	return c.redriveDeadLetters.CallUnary(ctx, req)
+}
+
+// ListQueue calls sluice.v1.AdminService.ListQueue.
+func (c *adminServiceClient) ListQueue(ctx context.Context, req *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error) {
+	return c.listQueue.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the sluice.v1.AdminService service.
 type AdminServiceHandler interface {
 	// GetClusterStatus describes the node, the raft group and the queue.
 	GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error)
+	// RedriveDeadLetters puts dead-lettered jobs back in the queue with fresh
+	// attempts: those of a tenant, of a model, or listed by id (at least one
+	// filter; they combine with AND).
+	RedriveDeadLetters(context.Context, *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error)
+	// ListQueue pages through queued jobs of every tenant in dispatch order,
+	// with their place in line and ETA.
+	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -95,10 +139,27 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceRedriveDeadLettersHandler := connect.NewUnaryHandler(
+		AdminServiceRedriveDeadLettersProcedure,
+		svc.RedriveDeadLetters,
+		connect.WithSchema(adminServiceMethods.ByName("RedriveDeadLetters")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListQueueHandler := connect.NewUnaryHandler(
+		AdminServiceListQueueProcedure,
+		svc.ListQueue,
+		connect.WithSchema(adminServiceMethods.ByName("ListQueue")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sluice.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetClusterStatusProcedure:
 			adminServiceGetClusterStatusHandler.ServeHTTP(w, r)
+		case AdminServiceRedriveDeadLettersProcedure:
+			adminServiceRedriveDeadLettersHandler.ServeHTTP(w, r)
+		case AdminServiceListQueueProcedure:
+			adminServiceListQueueHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -110,4 +171,12 @@ type UnimplementedAdminServiceHandler struct{}
 
 func (UnimplementedAdminServiceHandler) GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.GetClusterStatus is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RedriveDeadLetters(context.Context, *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.RedriveDeadLetters is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.ListQueue is not implemented"))
 }

@@ -1,0 +1,163 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// SchedulerConfig is the scheduling part of a policy: tier and tenant
+// weights, strict tiers, per-tenant caps, the big-job reservation and the
+// backpressure bounds.
+func SchedulerConfig(p *sluicev1.Policy) scheduler.Config {
+	s := p.GetScheduling()
+	cfg := scheduler.Config{
+		ReserveAfter:       int64(s.GetReserveAfter().AsDuration()),
+		MaxQueued:          s.GetMaxQueued(),
+		MaxQueuedPerTenant: s.GetMaxQueuedPerTenant(),
+		MaxQueuedPerModel:  s.GetMaxQueuedPerModel(),
+		MaxPredictedWait:   int64(s.GetMaxPredictedWait().AsDuration()),
+	}
+	for _, t := range p.GetTiers() {
+		cfg.Tiers = append(cfg.Tiers, scheduler.TierConfig{Name: t.Name, Weight: t.Weight, Strict: t.Strict})
+	}
+	for _, t := range p.GetTenants() {
+		cfg.Tenants = append(cfg.Tenants, scheduler.TenantConfig{Name: t.Name, Tier: t.Tier, Weight: t.Weight,
+			MaxRunning: t.MaxRunning, MaxQueued: t.MaxQueued})
+	}
+	return cfg
+}
+
+// Dispatch proposes the Assign entries that place ready queued jobs on the
+// free slots at time now, in dispatch order, without changing anything: the
+// leader commits them, and the simulator applies them, the same way. Each
+// Assign starts the job's next attempt, which fences it against a racing
+// assignment of the same job.
+func (f *FSM) Dispatch(now int64, slots []scheduler.Slot) []*raftv1.Assign {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ps := f.queue.Place(now, slots)
+	out := make([]*raftv1.Assign, 0, len(ps))
+	for _, p := range ps {
+		j, ok := f.jobs[p.JobID]
+		if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
+			continue
+		}
+		out = append(out, &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: j.Attempt + 1})
+	}
+	return out
+}
+
+// CheckBackpressure reports, as a *scheduler.BusyError, the first queue
+// bound that a new job of the tenant and spec would exceed, given the
+// caller's prediction of its wait (0: unknown). It only reads: the
+// leader's pre-check, before the state machine checks the counts again.
+func (f *FSM) CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predictedWait int64) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.pix.tenants[tenant]
+	if !ok {
+		return nil
+	}
+	return f.queue.CheckAdmission(f.schedJob(&raftv1.JobRecord{Tenant: tenant, Tier: t.Tier, Spec: spec}), predictedWait)
+}
+
+// DeadLetters lists dead-lettered jobs matching every non-empty filter,
+// ascending by id.
+func (f *FSM) DeadLetters(tenant, model string, ids []uint64) []uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []uint64
+	consider := func(j *raftv1.JobRecord) {
+		if j == nil || j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED {
+			return
+		}
+		if (tenant != "" && j.Tenant != tenant) || (model != "" && j.Spec.GetModel() != model) {
+			return
+		}
+		out = append(out, j.Id)
+	}
+	if len(ids) > 0 {
+		for _, id := range ids {
+			consider(f.jobs[id])
+		}
+	} else {
+		for _, js := range f.byTenant {
+			for _, id := range js {
+				consider(f.jobs[id])
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// redrive puts dead-lettered jobs back in the queue. A job keeps its
+// attempt count (attempt numbers only grow, so late reports stay fenced)
+// and gets as many attempts again as it had; its rate-limit charge was
+// settled when it died and is not taken again: a redrive is the operator's
+// decision, not the tenant's request.
+func (f *FSM) redrive(c *raftv1.Redrive) Result {
+	reason := "redriven"
+	if c.Reason != "" {
+		reason = "redriven: " + c.Reason
+	}
+	n := 0
+	for _, id := range c.JobIds {
+		j, ok := f.jobs[id]
+		if !ok || j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED {
+			continue
+		}
+		per := j.Spec.GetMaxAttempts()
+		if per <= 0 {
+			per = f.policy.GetDefaults().GetMaxAttempts()
+		}
+		if per <= 0 {
+			per = DefaultMaxAttempts
+		}
+		j.MaxAttempts = j.Attempt + per
+		j.FinishedNs = 0
+		f.enqueue(j, f.now, reason)
+		n++
+	}
+	if n == 0 && len(c.JobIds) > 0 {
+		return Result{Err: fmt.Errorf("%w: none of the %d jobs is dead-lettered any more", ErrNotFound, len(c.JobIds))}
+	}
+	return Result{}
+}
+
+// QueuePage returns up to limit queued jobs in dispatch order after the
+// page token (empty: from the start), and the next token ("" at the end).
+func (f *FSM) QueuePage(token string, limit int) ([]JobView, string, int, error) {
+	var cur scheduler.Cursor
+	if err := cur.UnmarshalText([]byte(token)); err != nil {
+		return nil, "", 0, fmt.Errorf("page_token: %w", err)
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	page, next, more := f.queue.Page(cur, limit)
+	out := make([]JobView, 0, len(page))
+	for _, sj := range page {
+		j, ok := f.jobs[sj.ID]
+		if !ok {
+			continue
+		}
+		v := JobView{Job: proto.Clone(j).(*raftv1.JobRecord)}
+		v.Position, _ = f.queue.Position(j.Id)
+		out = append(out, v)
+	}
+	nextTok := ""
+	if more {
+		b, err := next.MarshalText()
+		if err != nil {
+			return nil, "", 0, err
+		}
+		nextTok = string(b)
+	}
+	return out, nextTok, f.queue.Len(), nil
+}
