@@ -195,10 +195,12 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 	switch {
 	case refuse >= 0:
 		d.Verdict, d.At, d.Rule = Rejected, 0, e.rules[d.idx[refuse]].Name
+		e.unchargeRemaining(req, d)
 		return
 	case degrade >= 0:
 		r := &e.rules[d.idx[degrade]]
 		d.Verdict, d.At, d.Rule, d.Fallback = Degraded, 0, r.Name, r.Fallback
+		e.unchargeRemaining(req, d)
 		return
 	}
 	d.RetryAt = 0
@@ -222,6 +224,18 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 		res := r.table.force(r.key(req), d.refs[j], now, units)
 		res.ServeAt, res.RetryAt = rr.ServeAt, rr.RetryAt
 		rr.Result = res
+	}
+}
+
+// unchargeRemaining makes the rules that would have allowed a refused
+// request report what is left without its charge: nothing was charged, and
+// the usage a client sees with the refusal must say so.
+func (e *Engine) unchargeRemaining(req *Request, d *Decision) {
+	for j := 0; j < d.n; j++ {
+		rr := &d.results[j]
+		if rr.Allowed {
+			rr.Remaining = min(rr.Limit, rr.Remaining+e.rules[d.idx[j]].units(req))
+		}
 	}
 }
 

@@ -562,3 +562,23 @@ func TestEngineDecisionAllocatesNothing(t *testing.T) {
 		t.Fatalf("%d rules matched, want 7", len(d.Rules()))
 	}
 }
+
+func TestEngineRefusalReportsRemainingWithoutItsCharge(t *testing.T) {
+	e := mustEngine(t,
+		Rule{Name: "window", Scope: PerTenant, Algorithm: FixedWindow{Limit: 20, Window: time.Hour}},
+		Rule{Name: "cap", Scope: PerTenant, Algorithm: Concurrency{Limit: 5}},
+		Rule{Name: "strict", Scope: PerTenant, Algorithm: FixedWindow{Limit: 1, Window: time.Hour}})
+	req := Request{Tenant: "ann", Cost: 1}
+	var d Decision
+	e.Admit(&req, epoch, &d)
+	before := e.Usage(&req, epoch, nil)
+	e.Admit(&req, epoch, &d)
+	if d.Verdict != Rejected || d.Rule != "strict" {
+		t.Fatalf("second hit: %v by %q, want rejected by strict", d.Verdict, d.Rule)
+	}
+	for i, r := range d.Rules()[:2] {
+		if !r.Allowed || r.Remaining != before[i].Remaining {
+			t.Fatalf("rule %s on a refusal reports remaining %d, want %d (nothing was charged)", r.Rule, r.Remaining, before[i].Remaining)
+		}
+	}
+}

@@ -5,8 +5,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicehq/sluice/fsm"
 )
 
 func TestParsePolicyYAMLAndJSON(t *testing.T) {
@@ -75,5 +78,21 @@ func TestLoadPolicyFile(t *testing.T) {
 	}
 	if _, err := LoadPolicy(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+// TestExamplePolicyLoads keeps examples/policy.yaml, which the README
+// points to, a valid policy that uses what it shows.
+func TestExamplePolicyLoads(t *testing.T) {
+	p, err := LoadPolicy("../examples/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Rules) != 4 || !p.Tiers[2].Strict || p.Tenants[1].MaxRunning != 20 ||
+		p.Scheduling.GetReserveAfter().AsDuration() != 30*time.Second || p.Scheduling.MaxQueuedPerTenant != 10000 {
+		t.Fatalf("example policy lost fields: %v", p)
+	}
+	if p.Tenants[0].ApiKeySha256[0] != fsm.HashKey(DemoAliceKey) {
+		t.Fatal("the example's alice key is not dev-alice")
 	}
 }

@@ -119,8 +119,8 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		fmt.Printf("sluice: %d synthetic executors (1 GPU slot each)\n", f.executors)
 		if f.policy == "" {
 			fmt.Printf(`sluice: demo policy
-  tenant alice  tier free  key %s
-  tenant bob    tier pro   key %s
+  tenant alice  tier free (weight 1)  key %s  10 requests/min (burst 5), 20 jobs/day, 2 in flight
+  tenant bob    tier pro  (weight 4)  key %s  100 requests/min (burst 50), 200 jobs/day, 20 in flight
   admin token   %s
   models        sdxl (2s per job), llama-8b (500ms per job)
 try:
