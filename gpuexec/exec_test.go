@@ -37,18 +37,22 @@ func script(name string, args ...string) []string {
 	return append([]string{"/bin/sh", filepath.Join("testdata", name)}, args...)
 }
 
-// alive says whether pid is a running process (a zombie is not: PID 1 in a
-// container may never reap it).
-func alive(t *testing.T, pid int) bool {
-	t.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+// outlives says whether pid is still running a second after the attempt
+// ended: SIGKILL is delivered asynchronously, so a killed process may show for
+// a moment. A zombie counts as dead (PID 1 in a container may never reap it).
+func outlives(pid int) bool {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		// The state follows the parenthesised command name.
+		s := string(stat)
+		if strings.HasPrefix(strings.TrimSpace(s[strings.LastIndexByte(s, ')')+1:]), "Z") {
+			return false
+		}
 	}
-	// The state follows the parenthesised command name.
-	s := string(stat)
-	rest := s[strings.LastIndexByte(s, ')')+1:]
-	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
+	return true
 }
 
 func readPID(t *testing.T, file string) int {
@@ -168,7 +172,7 @@ func TestExecRunnerCancelKillsTheWholeGroup(t *testing.T) {
 	if res.Err == nil || res.Err.Code != "canceled" || !res.Err.Retryable {
 		t.Fatalf("canceled run: %+v", res.Err)
 	}
-	if alive(t, child) {
+	if outlives(child) {
 		t.Fatalf("the runner's child %d outlived the attempt", child)
 	}
 }
@@ -197,7 +201,7 @@ func TestExecRunnerKillsWhatTheRunnerLeftBehind(t *testing.T) {
 		if res.Err != nil || res.Output.AsMap()["done"] != true {
 			t.Fatalf("%s: %+v", tc.name, res)
 		}
-		if child := readPID(t, pidFile); alive(t, child) {
+		if child := readPID(t, pidFile); outlives(child) {
 			t.Fatalf("%s: background child %d outlived the attempt", tc.name, child)
 		}
 	}

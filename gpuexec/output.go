@@ -29,14 +29,20 @@ func inputJSON(a Assignment) ([]byte, *RunError) {
 	return b, nil
 }
 
-// decodeOutput validates a runner's output: at most limit bytes (total is
-// how many the runner produced, which may be more than len(b)), and one JSON
-// object. what names the source in errors ("runner stdout", "http runner
-// response"). An invalid output fails the attempt for good: running the same
-// program on the same input again would give the same output.
+// decodeOutput validates a runner's output: at most limit bytes, and one
+// JSON object. total is how many bytes the runner produced, which may be
+// more than len(b), or -1 when unknown (then len(b) is a lower bound). what
+// names the source in errors ("runner stdout", "http runner response"). An
+// invalid output fails the attempt for good: running the same program on the
+// same input again would give the same output.
 func decodeOutput(what string, b []byte, total, limit int64) (*structpb.Struct, *RunError) {
+	size := fmt.Sprintf("%d bytes", total)
+	if total < 0 {
+		total = int64(len(b))
+		size = fmt.Sprintf("at least %d bytes", total)
+	}
 	if total > limit {
-		return nil, &RunError{Code: "bad_output", Message: fmt.Sprintf("%s: %d bytes exceeds the %d-byte limit", what, total, limit)}
+		return nil, &RunError{Code: "bad_output", Message: fmt.Sprintf("%s: %s exceeds the %d-byte limit", what, size, limit)}
 	}
 	trimmed := bytes.TrimSpace(b)
 	if len(trimmed) == 0 {
