@@ -58,6 +58,10 @@ var defaultHTTPClient = &http.Client{}
 
 // Run POSTs the input, retrying busy answers, and decodes the response.
 func (r *HTTPRunner) Run(ctx context.Context, a Assignment, progress Progress) Result {
+	if r.URL == "" {
+		// Not retryable: every executor configured like this one would fail it.
+		return Result{Err: &RunError{Code: "runner_config", Message: "http runner: URL: empty; want http://HOST/PATH"}}
+	}
 	in, rerr := inputJSON(a)
 	if rerr != nil {
 		return Result{Err: rerr}

@@ -195,6 +195,13 @@ func TestHTTPRunnerRejectsBadBodies(t *testing.T) {
 	}
 }
 
+func TestHTTPRunnerWithoutURLFailsForGood(t *testing.T) {
+	res := (&HTTPRunner{}).Run(context.Background(), Assignment{JobID: "1", Attempt: 1}, nil)
+	if res.Err == nil || res.Err.Code != "runner_config" || res.Err.Retryable {
+		t.Fatalf("%+v", res.Err)
+	}
+}
+
 func TestHTTPRunnerRetriesRefusedConnections(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
