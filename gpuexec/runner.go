@@ -2,6 +2,8 @@ package gpuexec
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -44,4 +46,29 @@ type Progress func(fraction float64, text string)
 // canceled (then promptly, with a "canceled" error).
 type Runner interface {
 	Run(ctx context.Context, a Assignment, progress Progress) Result
+}
+
+// errRunTimeout is the cause a runner gives its own context when the
+// assignment's RunTimeout passes, so that a stop can be told apart from a
+// cancel by the caller.
+var errRunTimeout = errors.New("run timeout")
+
+// withRunTimeout bounds ctx by a.RunTimeout (when set).
+func withRunTimeout(ctx context.Context, a Assignment) (context.Context, context.CancelFunc) {
+	if a.RunTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, a.RunTimeout, errRunTimeout)
+}
+
+// stopped is the error of an attempt cut short by ctx (from withRunTimeout):
+// "run_timeout" when the run timeout passed, "canceled" otherwise. Both are
+// retryable: the work itself did not fail, and the leader decides whether to
+// try again.
+func stopped(ctx context.Context, a Assignment) *RunError {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, errRunTimeout) {
+		return &RunError{Code: "run_timeout", Message: fmt.Sprintf("attempt %d ran longer than the run timeout of %v", a.Attempt, a.RunTimeout), Retryable: true}
+	}
+	return &RunError{Code: "canceled", Message: "attempt stopped: " + cause.Error(), Retryable: true}
 }
