@@ -23,6 +23,7 @@ const (
 	CmdTick      CommandType = 7
 	CmdSetPolicy CommandType = 8
 	CmdRedrive   CommandType = 9
+	CmdSetMember CommandType = 10
 )
 
 func (t CommandType) String() string {
@@ -45,6 +46,8 @@ func (t CommandType) String() string {
 		return "SetPolicy"
 	case CmdRedrive:
 		return "Redrive"
+	case CmdSetMember:
+		return "SetMember"
 	}
 	return fmt.Sprintf("CommandType(%d)", byte(t))
 }
@@ -97,6 +100,8 @@ func Decode(data []byte) (CommandType, int64, proto.Message, error) {
 		msg = &raftv1.SetPolicy{}
 	case CmdRedrive:
 		msg = &raftv1.Redrive{}
+	case CmdSetMember:
+		msg = &raftv1.SetMember{}
 	default:
 		return t, now, nil, fmt.Errorf("fsm: unknown command type %d", byte(t))
 	}

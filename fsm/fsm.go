@@ -61,6 +61,7 @@ type FSM struct {
 
 	limits    *limiter.Engine
 	nextSweep int64
+	members   map[string]*raftv1.SetMember // raft id → addresses
 
 	// derived, never encoded
 	pix     policyIndex
@@ -80,6 +81,7 @@ func New() *FSM {
 		running:  make(map[uint64]struct{}),
 		policy:   &sluicev1.Policy{},
 		changed:  make(chan struct{}),
+		members:  make(map[string]*raftv1.SetMember),
 	}
 	f.pix = indexPolicy(f.policy)
 	f.limits, _ = limiter.NewEngine(nil)
@@ -89,10 +91,33 @@ func New() *FSM {
 // Apply applies the log entry at index. It is deterministic: the same
 // entries in the same order give the same state on every replica.
 func (f *FSM) Apply(index uint64, data []byte) Result {
-	t, now, msg, err := Decode(data)
 	f.mu.Lock()
 	defer f.notify()
 	defer f.mu.Unlock()
+	return f.applyLocked(index, data)
+}
+
+// Entry is one log entry for ApplyBatch.
+type Entry struct {
+	Index uint64
+	Data  []byte
+}
+
+// ApplyBatch applies consecutive entries in order, exactly as Apply would
+// one by one, under one lock and with one wake-up of Changed's waiters.
+func (f *FSM) ApplyBatch(entries []Entry) []Result {
+	out := make([]Result, len(entries))
+	f.mu.Lock()
+	defer f.notify()
+	defer f.mu.Unlock()
+	for i, e := range entries {
+		out[i] = f.applyLocked(e.Index, e.Data)
+	}
+	return out
+}
+
+func (f *FSM) applyLocked(index uint64, data []byte) Result {
+	t, now, msg, err := Decode(data)
 	if index > f.lastIndex {
 		f.lastIndex = index
 	}
@@ -119,6 +144,8 @@ func (f *FSM) Apply(index uint64, data []byte) Result {
 		return f.setPolicy(msg.(*raftv1.SetPolicy))
 	case CmdRedrive:
 		return f.redrive(msg.(*raftv1.Redrive))
+	case CmdSetMember:
+		return f.setMember(msg.(*raftv1.SetMember))
 	}
 	return Result{Err: ErrBadCommand}
 }
@@ -732,6 +759,9 @@ func (f *FSM) snapshotLocked() []byte {
 		panic(fmt.Sprintf("fsm: snapshot the queue: %v", err))
 	}
 	s.Queue = q
+	for _, id := range sortedKeys(f.members) {
+		s.Members = append(s.Members, f.members[id])
+	}
 	for _, ids := range f.byTenant {
 		for _, id := range ids {
 			s.Jobs = append(s.Jobs, f.jobs[id])
@@ -777,6 +807,9 @@ func (f *FSM) Restore(data []byte) error {
 		return fmt.Errorf("fsm: restore rate limits: %w", err)
 	}
 	n.nextSweep = s.NextSweepNs
+	for _, m := range s.Members {
+		n.members[m.Id] = m
+	}
 	n.queue.SetConfig(SchedulerConfig(n.policy))
 	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
@@ -811,6 +844,7 @@ func (f *FSM) Restore(data []byte) error {
 	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
 	f.running = n.running
 	f.limits, f.nextSweep = n.limits, n.nextSweep
+	f.members = n.members
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -351,7 +351,7 @@ func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 	id := rapid.Uint64Range(1, maxID).Draw(rt, "id")
 	attempt := rapid.Int32Range(1, 3).Draw(rt, "attempt")
 	tenant := rapid.SampledFrom([]string{"alice", "bob"}).Draw(rt, "tenant")
-	switch rapid.IntRange(0, 8).Draw(rt, "kind") {
+	switch rapid.IntRange(0, 9).Draw(rt, "kind") {
 	case 0, 1:
 		spec := &sluicev1.JobSpec{
 			Model:          rapid.SampledFrom([]string{"sdxl", "llama-8b"}).Draw(rt, "model"),
@@ -381,6 +381,9 @@ func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 		return MustEncode(CmdRequeue, now, &raftv1.Requeue{JobId: id, Attempt: attempt})
 	case 7:
 		return MustEncode(CmdRedrive, now, &raftv1.Redrive{JobIds: []uint64{id, id + 1}})
+	case 8:
+		m := rapid.SampledFrom([]string{"n1", "n2", "n3"}).Draw(rt, "member")
+		return MustEncode(CmdSetMember, now, &raftv1.SetMember{Id: m, HttpAddress: m + ":7700", Remove: rapid.Bool().Draw(rt, "remove")})
 	default:
 		return MustEncode(CmdTick, now, &raftv1.Tick{})
 	}

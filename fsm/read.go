@@ -248,3 +248,11 @@ func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
 	id, ok := f.idem[idemKey{tenant, key}]
 	return id, ok
 }
+
+// JobCount is the number of jobs the tenant has in the state machine, in
+// any state (finished ones until their retention ends).
+func (f *FSM) JobCount(tenant string) int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.byTenant[tenant])
+}

@@ -2,14 +2,17 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/fsm"
@@ -23,7 +26,7 @@ type adminService struct {
 	n *Node
 }
 
-func (s *adminService) GetClusterStatus(_ context.Context, req *connect.Request[sluicev1.GetClusterStatusRequest]) (*connect.Response[sluicev1.GetClusterStatusResponse], error) {
+func (s *adminService) GetClusterStatus(ctx context.Context, req *connect.Request[sluicev1.GetClusterStatusRequest]) (*connect.Response[sluicev1.GetClusterStatusResponse], error) {
 	if err := s.n.admin(req.Header()); err != nil {
 		return nil, err
 	}
@@ -49,26 +52,11 @@ func (s *adminService) GetClusterStatus(_ context.Context, req *connect.Request[
 	} {
 		out.FinishedJobs += n.fsm.Count(st)
 	}
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
-		for _, srv := range f.Configuration().Servers {
-			role := strings.ToLower(srv.Suffrage.String())
-			if srv.ID == leader {
-				role = "leader"
-			} else if srv.Suffrage == raft.Voter {
-				role = "follower"
-			}
-			m := &sluicev1.Member{Id: string(srv.ID), RaftAddress: string(srv.Address), Role: role}
-			if srv.ID == raft.ServerID(n.cfg.ID) {
-				m.HttpAddress = n.Addr()
-			}
-			out.Members = append(out.Members, m)
-		}
+	out.Members = n.members()
+	if req.Header().Get(selfOnlyHeader) == "" {
+		n.fillPeers(ctx, req.Header().Get("Authorization"), out.Members)
 	}
-	for _, e := range n.pool.status() {
-		out.Executors = append(out.Executors, &sluicev1.ExecutorStatus{
-			Name: e.name, Slots: int32(e.slots), BusySlots: int32(e.busy), Models: e.models,
-		})
-	}
+	out.Executors = n.execs.status()
 	return connect.NewResponse(out), nil
 }
 
@@ -99,6 +87,11 @@ func (s *adminService) RedriveDeadLetters(ctx context.Context, req *connect.Requ
 			return nil, fieldError(fmt.Sprintf("job_ids[%d]", i), "%v", err)
 		}
 		ids = append(ids, id)
+	}
+	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.RedriveDeadLettersRequest]) (*connect.Response[sluicev1.RedriveDeadLettersResponse], error) {
+		return c.admin.RedriveDeadLetters(ctx, r)
+	}); !local {
+		return res, err
 	}
 	found := n.fsm.DeadLetters(m.Tenant, m.Model, ids)
 	out := &sluicev1.RedriveDeadLettersResponse{}
@@ -136,4 +129,195 @@ func (s *adminService) ListQueue(_ context.Context, req *connect.Request[sluicev
 		out.Jobs[i] = publicJob(v, n.eta(v))
 	}
 	return connect.NewResponse(out), nil
+}
+
+// members lists the raft servers with their addresses and, as far as this
+// node knows, their progress.
+func (n *Node) members() []*sluicev1.Member {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	_, leader := n.raft.LeaderWithID()
+	stats := n.raft.Stats()
+	var out []*sluicev1.Member
+	for _, srv := range f.Configuration().Servers {
+		m := &sluicev1.Member{Id: string(srv.ID), RaftAddress: string(srv.Address), Role: "follower"}
+		switch {
+		case srv.ID == leader:
+			m.Role = "leader"
+		case srv.Suffrage != raft.Voter:
+			m.Role = "nonvoter"
+		}
+		if rec, ok := n.fsm.Member(string(srv.ID)); ok {
+			m.HttpAddress = rec.HttpAddress
+		}
+		if srv.ID == raft.ServerID(n.cfg.ID) {
+			m.HttpAddress = n.Addr()
+			m.Term = parseUint(stats["term"])
+			m.CommitIndex = parseUint(stats["commit_index"])
+			m.AppliedIndex = n.raft.AppliedIndex()
+			if lc, err := time.ParseDuration(stats["last_contact"]); err == nil {
+				m.LastContact = durationpb.New(lc)
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (s *adminService) JoinNode(ctx context.Context, req *connect.Request[sluicev1.JoinNodeRequest]) (*connect.Response[sluicev1.JoinNodeResponse], error) {
+	n := s.n
+	if err := n.admin(req.Header()); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	for _, f := range []struct{ name, v string }{{"id", m.Id}, {"raft_address", m.RaftAddress}, {"http_address", m.HttpAddress}} {
+		if err := checkName(f.name, f.v); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"raft_address", m.RaftAddress}, {"http_address", m.HttpAddress}} {
+		if _, _, err := net.SplitHostPort(f.v); err != nil {
+			return nil, fieldError(f.name, "%q is not host:port", f.v)
+		}
+	}
+	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.JoinNodeRequest]) (*connect.Response[sluicev1.JoinNodeResponse], error) {
+		return c.admin.JoinNode(ctx, r)
+	}); !local {
+		return res, err
+	}
+	if err := n.join(ctx, m.Id, m.RaftAddress, m.HttpAddress); err != nil {
+		return nil, raftError(err)
+	}
+	n.log.Info("node joined", "id", m.Id, "raft", m.RaftAddress, "http", m.HttpAddress)
+	return connect.NewResponse(&sluicev1.JoinNodeResponse{Members: n.members()}), nil
+}
+
+func (s *adminService) RemoveNode(ctx context.Context, req *connect.Request[sluicev1.RemoveNodeRequest]) (*connect.Response[sluicev1.RemoveNodeResponse], error) {
+	n := s.n
+	if err := n.admin(req.Header()); err != nil {
+		return nil, err
+	}
+	if err := checkName("id", req.Msg.Id); err != nil {
+		return nil, err
+	}
+	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.RemoveNodeRequest]) (*connect.Response[sluicev1.RemoveNodeResponse], error) {
+		return c.admin.RemoveNode(ctx, r)
+	}); !local {
+		return res, err
+	}
+	if req.Msg.Id == n.cfg.ID {
+		return nil, fieldError("id", "%q is the leader; transfer leadership first, then remove it through another node", req.Msg.Id)
+	}
+	if err := n.remove(ctx, req.Msg.Id); err != nil {
+		return nil, raftError(err)
+	}
+	n.log.Info("node removed", "id", req.Msg.Id)
+	return connect.NewResponse(&sluicev1.RemoveNodeResponse{Members: n.members()}), nil
+}
+
+func (s *adminService) TransferLeadership(ctx context.Context, req *connect.Request[sluicev1.TransferLeadershipRequest]) (*connect.Response[sluicev1.TransferLeadershipResponse], error) {
+	n := s.n
+	if err := n.admin(req.Header()); err != nil {
+		return nil, err
+	}
+	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.TransferLeadershipRequest]) (*connect.Response[sluicev1.TransferLeadershipResponse], error) {
+		return c.admin.TransferLeadership(ctx, r)
+	}); !local {
+		return res, err
+	}
+	var f raft.Future
+	if id := req.Msg.Id; id != "" {
+		var addr raft.ServerAddress
+		for _, m := range n.members() {
+			if m.Id == id {
+				addr = raft.ServerAddress(m.RaftAddress)
+			}
+		}
+		if addr == "" {
+			return nil, fieldError("id", "%q is not a member", id)
+		}
+		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	} else {
+		f = n.raft.LeadershipTransfer()
+	}
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
+	}
+	// The new leader is known once it has sent its first heartbeat.
+	deadline := time.Now().Add(n.cfg.ForwardHold)
+	for time.Now().Before(deadline) {
+		if id := n.leaderID(); id != "" && id != n.cfg.ID {
+			return connect.NewResponse(&sluicev1.TransferLeadershipResponse{LeaderId: id}), nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return connect.NewResponse(&sluicev1.TransferLeadershipResponse{LeaderId: n.leaderID()}), nil
+}
+
+func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluicev1.SetPolicyRequest]) (*connect.Response[sluicev1.SetPolicyResponse], error) {
+	n := s.n
+	if err := n.admin(req.Header()); err != nil {
+		return nil, err
+	}
+	if err := fsm.ValidatePolicy(req.Msg.Policy); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", err))
+	}
+	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.SetPolicyRequest]) (*connect.Response[sluicev1.SetPolicyResponse], error) {
+		return c.admin.SetPolicy(ctx, r)
+	}); !local {
+		return res, err
+	}
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: req.Msg.Policy})
+	if err != nil {
+		return nil, writeError(err)
+	}
+	if res.Err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", res.Err))
+	}
+	return connect.NewResponse(&sluicev1.SetPolicyResponse{}), nil
+}
+
+// raftError maps a failed membership change.
+func raftError(err error) error {
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
+	}
+	return connect.NewError(connect.CodeFailedPrecondition, err)
+}
+
+// selfOnlyHeader asks GetClusterStatus for the answering node's own view
+// only (a node asking its peers sets it, so that they do not ask theirs).
+const selfOnlyHeader = "Sluice-Self-Only"
+
+// fillPeers asks every other member for its own term, commit and applied
+// index and last contact, in parallel, briefly; a member that does not
+// answer keeps its blanks.
+func (n *Node) fillPeers(ctx context.Context, auth string, ms []*sluicev1.Member) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		if m.Id == n.cfg.ID || m.HttpAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := connect.NewRequest(&sluicev1.GetClusterStatusRequest{})
+			req.Header().Set("Authorization", auth)
+			req.Header().Set(selfOnlyHeader, "1")
+			res, err := n.clientsFor("http://"+m.HttpAddress).admin.GetClusterStatus(ctx, req)
+			if err != nil {
+				return
+			}
+			for _, self := range res.Msg.Members {
+				if self.Id == m.Id {
+					m.Term, m.CommitIndex, m.AppliedIndex, m.LastContact = self.Term, self.CommitIndex, self.AppliedIndex, self.LastContact
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

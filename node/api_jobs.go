@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
 
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
@@ -43,6 +44,11 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 		if job, ok := n.publicJob(id); ok {
 			return connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: true}), nil
 		}
+	}
+	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
+		return c.jobs.Submit(ctx, r)
+	}); !local {
+		return res, err
 	}
 	cmd := &raftv1.Submit{Tenant: t.Name, Spec: spec, ApiKeySha256: keyHash,
 		ClientIp: n.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}
@@ -116,7 +122,17 @@ func (s *jobService) GetUsage(_ context.Context, req *connect.Request[sluicev1.G
 	return connect.NewResponse(out), nil
 }
 
-func (s *jobService) GetJob(_ context.Context, req *connect.Request[sluicev1.GetJobRequest]) (*connect.Response[sluicev1.GetJobResponse], error) {
+func (s *jobService) GetJob(ctx context.Context, req *connect.Request[sluicev1.GetJobRequest]) (*connect.Response[sluicev1.GetJobResponse], error) {
+	if req.Msg.Consistent {
+		if res, local, err := forward(ctx, s.n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.GetJobRequest]) (*connect.Response[sluicev1.GetJobResponse], error) {
+			return c.jobs.GetJob(ctx, r)
+		}); !local {
+			return res, err
+		}
+		if err := s.n.verifyLeader(); err != nil {
+			return nil, err
+		}
+	}
 	_, job, err := s.ownJob(req.Header(), req.Msg.GetId())
 	if err != nil {
 		return nil, err
@@ -125,13 +141,16 @@ func (s *jobService) GetJob(_ context.Context, req *connect.Request[sluicev1.Get
 }
 
 func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1.WatchJobRequest], stream *connect.ServerStream[sluicev1.WatchJobResponse]) error {
+	if req.Msg.Consistent && !s.n.IsLeader() {
+		return s.n.relayWatch(ctx, req, stream)
+	}
 	id, job, err := s.ownJob(req.Header(), req.Msg.GetId())
 	if err != nil {
 		return err
 	}
-	// ETAs drift with the clock; refresh them now and then even when
-	// nothing is committed.
-	refresh := time.NewTicker(time.Second)
+	// ETAs drift with the clock and progress is not in the log; refresh
+	// now and then even when nothing is committed.
+	refresh := time.NewTicker(250 * time.Millisecond)
 	defer refresh.Stop()
 	var last *sluicev1.Job
 	for {
@@ -163,7 +182,8 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 // watchDiffers reports whether a watcher should hear about b after a.
 func watchDiffers(a, b *sluicev1.Job) bool {
 	return a.State != b.State || a.QueuePosition != b.QueuePosition || a.EtaSeconds != b.EtaSeconds ||
-		a.Attempt != b.Attempt || a.Executor != b.Executor || len(a.Transitions) != len(b.Transitions)
+		a.Attempt != b.Attempt || a.Executor != b.Executor || len(a.Transitions) != len(b.Transitions) ||
+		a.Progress != b.Progress || a.ProgressText != b.ProgressText
 }
 
 func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev1.CancelJobRequest]) (*connect.Response[sluicev1.CancelJobResponse], error) {
@@ -174,6 +194,11 @@ func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev
 	id, err := ParseJobID(req.Msg.GetId())
 	if err != nil {
 		return nil, fieldError("id", "%v", err)
+	}
+	if res, local, err := forward(ctx, s.n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.CancelJobRequest]) (*connect.Response[sluicev1.CancelJobResponse], error) {
+		return c.jobs.CancelJob(ctx, r)
+	}); !local {
+		return res, err
 	}
 	res, err := s.n.propose(ctx, fsm.CmdCancel, &raftv1.Cancel{JobId: id, Tenant: t.Name})
 	if err != nil {
@@ -189,7 +214,17 @@ func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev
 	return connect.NewResponse(&sluicev1.CancelJobResponse{Job: job}), nil
 }
 
-func (s *jobService) ListJobs(_ context.Context, req *connect.Request[sluicev1.ListJobsRequest]) (*connect.Response[sluicev1.ListJobsResponse], error) {
+func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1.ListJobsRequest]) (*connect.Response[sluicev1.ListJobsResponse], error) {
+	if req.Msg.Consistent {
+		if res, local, err := forward(ctx, s.n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.ListJobsRequest]) (*connect.Response[sluicev1.ListJobsResponse], error) {
+			return c.jobs.ListJobs(ctx, r)
+		}); !local {
+			return res, err
+		}
+		if err := s.n.verifyLeader(); err != nil {
+			return nil, err
+		}
+	}
 	t, err := s.n.tenant(req.Header())
 	if err != nil {
 		return nil, err
@@ -212,7 +247,7 @@ func (s *jobService) ListJobs(_ context.Context, req *connect.Request[sluicev1.L
 	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
 	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
 	for i, v := range views {
-		out.Jobs[i] = publicJob(v, s.n.eta(v))
+		out.Jobs[i] = s.n.withProgress(publicJob(v, s.n.eta(v)), v)
 	}
 	if more && len(views) > 0 {
 		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
@@ -255,7 +290,53 @@ func (n *Node) publicJob(id uint64) (*sluicev1.Job, bool) {
 	if !ok {
 		return nil, false
 	}
-	return publicJob(v, n.eta(v)), true
+	return n.withProgress(publicJob(v, n.eta(v)), v), true
+}
+
+// withProgress adds the progress its executor last reported to a running
+// job (soft state: only the leader has it).
+func (n *Node) withProgress(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
+	j := v.Job
+	if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
+		if p, ok := n.execs.progressOf(j.Executor, j.Id, j.Attempt); ok {
+			job.Progress, job.ProgressText = p.fraction, p.text
+		}
+	}
+	return job
+}
+
+// verifyLeader confirms, with a quorum, that this node still leads: a
+// consistent read served after it sees every write acknowledged before.
+func (n *Node) verifyLeader() error {
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return n.notLeaderError()
+	}
+	return nil
+}
+
+// relayWatch serves a consistent watch from a follower by relaying the
+// leader's stream.
+func (n *Node) relayWatch(ctx context.Context, req *connect.Request[sluicev1.WatchJobRequest], stream *connect.ServerStream[sluicev1.WatchJobResponse]) error {
+	base, err := n.leaderBase()
+	if err != nil {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
+	}
+	out := connect.NewRequest(req.Msg)
+	out.Header().Set("Authorization", req.Header().Get("Authorization"))
+	up, err := n.clientsFor(base).jobs.WatchJob(ctx, out)
+	if err != nil {
+		return relayError(err)
+	}
+	defer up.Close()
+	for up.Receive() {
+		if err := stream.Send(up.Msg()); err != nil {
+			return err
+		}
+	}
+	if err := up.Err(); err != nil {
+		return relayError(err)
+	}
+	return nil
 }
 
 // eta estimates the wait of a queued job, or the remaining run time of a
@@ -270,7 +351,7 @@ func (n *Node) eta(v fsm.JobView) time.Duration {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		total, free := n.pool.slotsFor(j.Spec.GetModel())
+		total, free := n.execs.slotsFor(j.Spec.GetModel())
 		if total == 0 {
 			return -1
 		}
@@ -301,8 +382,11 @@ func (n *Node) modelSet() map[string]bool {
 // writeError maps a failed proposal to a Connect error.
 func writeError(err error) error {
 	switch {
-	case errors.Is(err, errNotLeader):
-		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
+	case errors.Is(err, errNotLeader), errors.Is(err, raft.ErrNotLeader):
+		// Refused before it reached the log: a forwarding node may retry.
+		e := connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
+		e.Meta().Set(notLeaderHeader, "1")
+		return e
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}

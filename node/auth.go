@@ -62,3 +62,20 @@ func (n *Node) admin(h http.Header) error {
 	}
 	return nil
 }
+
+// executor checks the caller's executor token (the admin token when the
+// policy names no executor token).
+func (n *Node) executor(h http.Header) error {
+	tok, err := bearer(h)
+	if err != nil {
+		return err
+	}
+	p := n.fsm.Policy()
+	hash := fsm.HashKey(tok)
+	for _, want := range []string{p.GetExecutorTokenSha256(), p.GetAdminTokenSha256()} {
+		if want != "" && subtle.ConstantTimeCompare([]byte(hash), []byte(want)) == 1 {
+			return nil
+		}
+	}
+	return connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the executor token"))
+}

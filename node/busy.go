@@ -22,7 +22,7 @@ func (n *Node) predictedWait(spec *sluicev1.JobSpec) time.Duration {
 	if !ok {
 		return 0
 	}
-	total, free := n.pool.slotsFor(m.Name)
+	total, free := n.execs.slotsFor(m.Name)
 	if total == 0 {
 		return 0
 	}

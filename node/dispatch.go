@@ -9,8 +9,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/sluicehq/sluice/fsm"
-	"github.com/sluicehq/sluice/gpuexec"
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // idlePoll bounds how long the leader loop sleeps: delayed jobs become
@@ -56,6 +58,17 @@ func (n *Node) lead(leaderCh <-chan bool) {
 		n.log.Error("cannot apply the configured policy", "err", err)
 		return
 	}
+	if err := n.ensureMember(n.ctx); err != nil {
+		n.log.Error("cannot record this node's address", "err", err)
+		return
+	}
+	// Lease streams live as long as this term of leadership.
+	termCtx, endTerm := context.WithCancel(n.ctx)
+	n.setTerm(termCtx)
+	defer func() {
+		endTerm()
+		n.execs.clear()
+	}()
 	n.setReady(true)
 	var lastReconcile time.Time
 	wake := time.NewTimer(0)
@@ -71,13 +84,14 @@ func (n *Node) lead(leaderCh <-chan bool) {
 				return
 			}
 		case <-changed:
-		case <-n.pool.freed:
+		case <-n.execs.freed:
 		case <-wake.C:
 		}
 		if n.raft.State() != raft.Leader {
 			return
 		}
 		n.stopStaleRuns()
+		n.expireLeases()
 		n.tickIfDue()
 		if time.Since(since) >= n.cfg.LeaseGrace && time.Since(lastReconcile) >= time.Second {
 			lastReconcile = time.Now()
@@ -105,50 +119,60 @@ func (n *Node) tickIfDue() {
 	}
 }
 
-// stopStaleRuns cancels local attempts that the log no longer has running
-// (canceled, timed out, or requeued).
+// stopStaleRuns tells executors to stop attempts that the log no longer
+// has running there (canceled, timed out, or requeued).
 func (n *Node) stopStaleRuns() {
-	for id, attempt := range n.pool.attempts() {
-		if a, ok := n.fsm.RunningAttempt(id); !ok || a != attempt {
-			n.pool.stop(id, attempt, errors.New("the job is no longer running this attempt (canceled, timed out or reassigned)"))
+	for executor, runs := range n.execs.attempts() {
+		for id, attempt := range runs {
+			if a, ok := n.fsm.RunningAttempt(id); !ok || a != attempt {
+				n.execs.stop(executor, id, attempt, "the job is no longer running this attempt (canceled, timed out or reassigned)")
+			}
+		}
+	}
+}
+
+// expireLeases requeues the attempts of executors that missed three
+// heartbeats, and forgets those executors until they lease again.
+func (n *Node) expireLeases() {
+	for _, l := range n.execs.expired(time.Now(), 3*n.cfg.HeartbeatInterval) {
+		held := n.execs.detach(l.info.Name, l.gen)
+		n.log.Warn("executor lease expired", "executor", l.info.Name, "attempts", len(held))
+		for id, a := range held {
+			n.requeue(id, a.attempt, fmt.Sprintf("executor %s missed its lease (no heartbeat for %v)", l.info.Name, 3*n.cfg.HeartbeatInterval))
 		}
 	}
 }
 
 // requeueLost gives back running attempts that no executor holds: after a
-// restart or failover the in-memory leases are gone, and the attempt
-// number fences any late report from the old run.
+// restart or failover the leases are gone until executors reconnect, and
+// the attempt number fences any late report from the old run.
 func (n *Node) requeueLost() {
 	for _, rj := range n.fsm.Running() {
-		if n.pool.holds(rj.Executor, rj.ID, rj.Attempt) {
+		if n.execs.holds(rj.Executor, rj.ID, rj.Attempt) {
 			continue
 		}
-		res, err := n.propose(n.ctx, fsm.CmdRequeue, &raftv1.Requeue{
-			JobId:   rj.ID,
-			Attempt: rj.Attempt,
-			Reason:  fmt.Sprintf("executor %s holds no lease for attempt %d (node restart or failover)", rj.Executor, rj.Attempt),
-		})
-		if err != nil {
-			return
-		}
-		if res.Err == nil {
-			n.log.Info("requeued lost attempt", "job", rj.ID, "attempt", rj.Attempt, "executor", rj.Executor)
-		}
+		n.requeue(rj.ID, rj.Attempt, fmt.Sprintf("executor %s holds no lease for attempt %d (node restart, failover or executor lost)", rj.Executor, rj.Attempt))
 	}
 }
 
-// dispatch assigns ready jobs to free slots: placements are proposed
-// together (raft batches them) and each run starts once its Assign commits.
+func (n *Node) requeue(id uint64, attempt int32, reason string) {
+	res, err := n.propose(n.ctx, fsm.CmdRequeue, &raftv1.Requeue{JobId: id, Attempt: attempt, Reason: reason})
+	if err == nil && res.Err == nil {
+		n.log.Info("requeued", "job", id, "attempt", attempt, "why", reason)
+	}
+}
+
+// dispatch assigns ready jobs to free executors: placements are proposed
+// together (raft batches them) and each assignment goes down its
+// executor's lease stream once its Assign commits.
 func (n *Node) dispatch() {
-	slots := n.pool.freeSlots()
+	slots := n.execs.freeSlots()
 	if len(slots) == 0 {
 		return
 	}
 	type pending struct {
-		job      uint64
-		executor string
-		attempt  int32
-		fut      raft.ApplyFuture
+		a   *raftv1.Assign
+		fut raft.ApplyFuture
 	}
 	var ps []pending
 	for _, a := range n.fsm.Dispatch(time.Now().UnixNano(), slots) {
@@ -156,76 +180,40 @@ func (n *Node) dispatch() {
 		if !ok {
 			continue
 		}
-		if err := n.pool.reserve(a.Executor, a.JobId, j.Spec.GetGpus()); err != nil {
+		gpus, ok := n.execs.reserve(a.Executor, a.JobId, j.Spec.GetGpus())
+		if !ok {
 			continue
 		}
+		a.Gpus = gpus
 		fut := n.proposeAsync(fsm.CmdAssign, a)
 		if fut == nil {
-			n.pool.unreserve(a.Executor, a.JobId)
+			n.execs.unreserve(a.Executor, a.JobId)
 			break
 		}
-		ps = append(ps, pending{a.JobId, a.Executor, a.Attempt, fut})
+		ps = append(ps, pending{a, fut})
 	}
 	for _, p := range ps {
-		if err := p.fut.Error(); err != nil {
-			n.pool.unreserve(p.executor, p.job)
+		if p.fut.Error() != nil { // Error waits for the entry; only then is Response set
+			n.execs.unreserve(p.a.Executor, p.a.JobId)
 			continue
 		}
 		if res, _ := p.fut.Response().(fsm.Result); res.Err != nil {
-			n.pool.unreserve(p.executor, p.job)
+			n.execs.unreserve(p.a.Executor, p.a.JobId)
 			continue
 		}
-		n.startRun(p.executor, p.job, p.attempt)
+		j, ok := n.fsm.Job(p.a.JobId)
+		if !ok {
+			n.execs.unreserve(p.a.Executor, p.a.JobId)
+			continue
+		}
+		msg := &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Assignment{Assignment: &sluicev1.Assignment{
+			JobId: FormatJobID(j.Id), Attempt: p.a.Attempt, Model: j.Spec.GetModel(), Input: j.Spec.GetInput(),
+			Gpus: p.a.Gpus, RunTimeout: durationpb.New(time.Duration(j.RunTimeoutNs)),
+		}}}
+		if !n.execs.started(p.a.Executor, j.Id, p.a.Attempt, msg) {
+			// The lease ended between placement and commit: give the
+			// attempt back now rather than after the lease grace.
+			n.requeue(j.Id, p.a.Attempt, fmt.Sprintf("executor %s left before it could start attempt %d", p.a.Executor, p.a.Attempt))
+		}
 	}
-}
-
-// startRun runs one committed assignment on a local executor and commits
-// its outcome.
-func (n *Node) startRun(executor string, id uint64, attempt int32) {
-	j, ok := n.fsm.Job(id)
-	if !ok {
-		n.pool.unreserve(executor, id)
-		return
-	}
-	runner, ctx := n.pool.start(n.ctx, executor, id, attempt, j.Spec.GetModel())
-	a := gpuexec.Assignment{
-		JobID:      FormatJobID(id),
-		Attempt:    attempt,
-		Model:      j.Spec.GetModel(),
-		Input:      j.Spec.GetInput(),
-		GPUs:       j.Gpus,
-		RunTimeout: time.Duration(j.RunTimeoutNs),
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer n.pool.finish(executor, id, attempt)
-		runCtx, cancel := context.WithTimeout(ctx, a.RunTimeout)
-		began := time.Now()
-		res := runner.Run(runCtx, a, nil)
-		if res.Err == nil {
-			n.service.observe(a.Model, time.Since(began))
-		}
-		timedOut := runCtx.Err() != nil && ctx.Err() == nil
-		cancel()
-		if ctx.Err() != nil {
-			// Stopped by us: the log has already moved on, or the node is
-			// shutting down and the next leader will requeue the attempt.
-			return
-		}
-		var err error
-		switch {
-		case res.Err == nil:
-			_, err = n.propose(n.ctx, fsm.CmdComplete, &raftv1.Complete{JobId: id, Attempt: attempt, Output: res.Output})
-		case timedOut:
-			_, err = n.propose(n.ctx, fsm.CmdFail, &raftv1.Fail{JobId: id, Attempt: attempt, Retryable: true,
-				Error: runError("run_timeout", fmt.Sprintf("attempt %d ran longer than the run timeout of %v", attempt, a.RunTimeout))})
-		default:
-			_, err = n.propose(n.ctx, fsm.CmdFail, &raftv1.Fail{JobId: id, Attempt: attempt, Retryable: res.Err.Retryable,
-				Error: runError(res.Err.Code, res.Err.Message)})
-		}
-		if err != nil {
-			n.log.Warn("could not record the outcome; the attempt will be requeued", "job", id, "attempt", attempt, "err", err)
-		}
-	}()
 }

@@ -1,169 +1,362 @@
 package node
 
 import (
-	"context"
-	"errors"
-	"sort"
+	"slices"
+	"strconv"
 	"sync"
+	"time"
 
-	"github.com/sluicehq/sluice/gpuexec"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
 
-// LocalExecutor is an executor that runs inside the node's process (the
-// synthetic executors of `sluice dev`).
-type LocalExecutor struct {
-	Name        string
-	Slots       int
-	GPUs        int32
-	GPUMemoryMB int64
-	// Models it serves; empty means all.
-	Models []string
-	Runner gpuexec.Runner
+// The leader's view of the executors: soft state, never in the log. An
+// executor holds a lease stream open to the leader and heartbeats the
+// attempts it runs; after a failover the new leader starts empty and
+// relearns it all from the executors' new leases, granting them
+// Config.LeaseGrace before it requeues attempts nobody claims.
+
+// leased is one executor with a live lease.
+type leased struct {
+	info *sluicev1.ExecutorInfo
+	// out carries assignments and stops to the lease stream.
+	out  chan *sluicev1.LeaseResponse
+	done chan struct{} // closed when the lease ends
+	gen  uint64        // which lease stream: a reconnect replaces the entry
+
+	running  map[uint64]attemptRun // job → attempt running there
+	reserved map[uint64][]string   // assignment proposed, not yet committed: its GPUs
+	lastSeen time.Time
+	progress map[uint64]progressReport
 }
 
-// run is one attempt this node started on a local executor.
-type run struct {
+type attemptRun struct {
 	attempt int32
-	gpus    int32
-	cancel  context.CancelCauseFunc
+	gpus    []string
 }
 
-// localExec tracks one local executor's slots.
-type localExec struct {
-	cfg      LocalExecutor
-	running  map[uint64]*run
-	reserved map[uint64]int32 // assignment proposed, not yet started: its GPUs
-	// warm lists the models run here most recently, newest last: a model
-	// that ran is loaded, and placement prefers such executors.
-	warm []string
+type progressReport struct {
+	attempt  int32
+	fraction float64
+	text     string
 }
 
-// maxWarm is how many recently run models an executor counts as loaded.
+// maxWarm is how many recently run models an executor counts as loaded
+// when it does not say.
 const maxWarm = 2
 
-// busy is the executor's jobs running or about to, and the GPUs they hold.
-func (e *localExec) busy() (jobs int, gpus int32) {
-	for _, r := range e.running {
-		gpus += r.gpus
-	}
-	for _, g := range e.reserved {
-		gpus += g
-	}
-	return len(e.running) + len(e.reserved), gpus
-}
-
-// executorPool holds the local executors and the attempts they run. It is
-// soft state: after a restart it starts empty and the leader requeues
-// whatever the log says was running (after the lease grace period).
-type executorPool struct {
+// registry holds the leased executors.
+type registry struct {
 	mu    sync.Mutex
-	execs map[string]*localExec
-	names []string
+	execs map[string]*leased
+	gen   uint64
 	freed chan struct{}
 }
 
-func newExecutorPool(execs []LocalExecutor) *executorPool {
-	p := &executorPool{execs: make(map[string]*localExec), freed: make(chan struct{}, 1)}
-	for _, e := range execs {
-		if e.Slots <= 0 {
-			e.Slots = 1
-		}
-		if e.GPUs <= 0 {
-			e.GPUs = 1
-		}
-		p.execs[e.Name] = &localExec{cfg: e, running: make(map[uint64]*run), reserved: make(map[uint64]int32)}
-		p.names = append(p.names, e.Name)
-	}
-	sort.Strings(p.names)
-	return p
+func newRegistry() *registry {
+	return &registry{execs: make(map[string]*leased), freed: make(chan struct{}, 1)}
 }
 
-// freeSlots offers one Slot per executor with room, in name order: the
-// GPUs free now, the executor's total, how many more jobs it may run and
-// the models warm on it. Executors that are full are offered too (0 jobs,
-// 0 GPUs free) so that the scheduler can hold one for a big job.
-func (p *executorPool) freeSlots() []scheduler.Slot {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]scheduler.Slot, 0, len(p.names))
-	for _, n := range p.names {
-		e := p.execs[n]
-		jobs, gpus := e.busy()
-		free := int32(max(0, e.cfg.Slots-jobs))
-		freeGPUs := max(0, e.cfg.GPUs-gpus)
-		if free == 0 {
-			freeGPUs = 0 // Slot.Jobs 0 means 1: no GPUs is what says "full"
+func (r *registry) signal() {
+	select {
+	case r.freed <- struct{}{}:
+	default:
+	}
+}
+
+// attach registers a new lease for an executor, replacing (and ending) any
+// older one of the same name, and adopts the attempts it says it runs.
+func (r *registry) attach(info *sluicev1.ExecutorInfo, running map[uint64]int32, now time.Time) *leased {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.execs[info.Name]; ok {
+		close(old.done)
+	}
+	r.gen++
+	l := &leased{info: info, out: make(chan *sluicev1.LeaseResponse, 256), done: make(chan struct{}), gen: r.gen,
+		running: make(map[uint64]attemptRun), reserved: make(map[uint64][]string), lastSeen: now,
+		progress: make(map[uint64]progressReport)}
+	for id, a := range running {
+		l.running[id] = attemptRun{attempt: a}
+	}
+	r.execs[info.Name] = l
+	r.signal()
+	return l
+}
+
+// detach ends a lease if it is still the executor's current one, and
+// returns the attempts it held.
+func (r *registry) detach(name string, gen uint64) map[uint64]attemptRun {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[name]
+	if !ok || l.gen != gen {
+		return nil
+	}
+	delete(r.execs, name)
+	close(l.done)
+	return l.running
+}
+
+// clear ends every lease (leadership lost).
+func (r *registry) clear() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, l := range r.execs {
+		close(l.done)
+		delete(r.execs, name)
+	}
+}
+
+// expired lists executors whose last heartbeat is older than ttl.
+func (r *registry) expired(now time.Time, ttl time.Duration) []*leased {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*leased
+	for _, l := range r.execs {
+		if now.Sub(l.lastSeen) > ttl {
+			out = append(out, l)
 		}
-		out = append(out, scheduler.Slot{Executor: n, GPUs: freeGPUs, TotalGPUs: e.cfg.GPUs,
-			GPUMemoryMB: e.cfg.GPUMemoryMB, Models: e.cfg.Models, Warm: e.warm, Jobs: free})
 	}
 	return out
 }
 
-// slotsFor counts the slots that can serve a model, and how many are free.
-func (p *executorPool) slotsFor(model string) (total, free int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, e := range p.execs {
-		if len(e.cfg.Models) == 0 || contains(e.cfg.Models, model) {
-			total += e.cfg.Slots
-			free += max(0, e.cfg.Slots-len(e.running)-len(e.reserved))
-		}
-	}
-	return total, free
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-var errNoSlot = errors.New("no free slot")
-
-// reserve holds a place and GPUs on the named executor for a job about to
-// be assigned.
-func (p *executorPool) reserve(executor string, job uint64, gpus int32) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e, ok := p.execs[executor]
+// heartbeat renews a lease and updates what the executor runs and offers.
+// It returns false when the executor holds no lease here.
+func (r *registry) heartbeat(name string, info *sluicev1.ExecutorInfo, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[name]
 	if !ok {
-		return errNoSlot
+		return false
 	}
-	jobs, used := e.busy()
-	if jobs >= e.cfg.Slots || used+gpus > e.cfg.GPUs {
-		return errNoSlot
+	l.lastSeen = now
+	if info != nil && info.Name == name {
+		l.info = info
 	}
-	e.reserved[job] = gpus
-	return nil
+	return true
+}
+
+func gpuCount(info *sluicev1.ExecutorInfo) int32 { return int32(len(gpuIDs(info))) }
+
+// gpuIDs names an executor's GPUs by UUID; one that declares none has one.
+func gpuIDs(info *sluicev1.ExecutorInfo) []string {
+	if len(info.Gpus) == 0 {
+		return []string{"gpu0"}
+	}
+	ids := make([]string, len(info.Gpus))
+	for i, g := range info.Gpus {
+		ids[i] = g.Uuid
+		if ids[i] == "" {
+			ids[i] = "gpu" + strconv.Itoa(i)
+		}
+	}
+	return ids
+}
+
+// usedGPUs is the set of GPU ids held by running and reserved attempts.
+func (l *leased) usedGPUs() map[string]bool {
+	used := make(map[string]bool)
+	for _, a := range l.running {
+		for _, g := range a.gpus {
+			used[g] = true
+		}
+	}
+	for _, gs := range l.reserved {
+		for _, g := range gs {
+			used[g] = true
+		}
+	}
+	return used
+}
+
+func (l *leased) jobs() int { return len(l.running) + len(l.reserved) }
+
+// freeSlots offers one Slot per executor, in name order: the GPUs free now,
+// the executor's total, how many more jobs it may take and the models warm
+// on it. Full executors are offered too (no GPUs free) so that the
+// scheduler can hold one for a big job.
+func (r *registry) freeSlots() []scheduler.Slot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.execs))
+	for n := range r.execs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]scheduler.Slot, 0, len(names))
+	for _, n := range names {
+		l := r.execs[n]
+		total := gpuCount(l.info)
+		free := max(0, total-int32(len(l.usedGPUs())))
+		jobs := int32(max(0, int(max(1, l.info.Slots))-l.jobs()))
+		if jobs == 0 {
+			free = 0 // Slot.Jobs 0 means 1: no GPUs free is what says "full"
+		}
+		var mem int64
+		for _, g := range l.info.Gpus {
+			if mem == 0 || g.MemoryTotalMb < mem {
+				mem = g.MemoryTotalMb
+			}
+		}
+		out = append(out, scheduler.Slot{Executor: n, GPUs: free, TotalGPUs: total, GPUMemoryMB: mem,
+			Models: l.info.Models, Warm: l.info.WarmModels, Jobs: jobs})
+	}
+	return out
+}
+
+// reserve picks free GPUs on the executor for a job about to be assigned.
+func (r *registry) reserve(executor string, job uint64, gpus int32) ([]string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[executor]
+	if !ok || l.jobs() >= int(max(1, l.info.Slots)) {
+		return nil, false
+	}
+	used := l.usedGPUs()
+	var pick []string
+	for _, id := range gpuIDs(l.info) {
+		if !used[id] && int32(len(pick)) < gpus {
+			pick = append(pick, id)
+		}
+	}
+	if int32(len(pick)) < gpus {
+		return nil, false
+	}
+	l.reserved[job] = pick
+	return pick, true
 }
 
 // unreserve gives back a reservation whose assignment did not commit.
-func (p *executorPool) unreserve(executor string, job uint64) {
-	p.mu.Lock()
-	if e, ok := p.execs[executor]; ok {
-		delete(e.reserved, job)
+func (r *registry) unreserve(executor string, job uint64) {
+	r.mu.Lock()
+	if l, ok := r.execs[executor]; ok {
+		delete(l.reserved, job)
 	}
-	p.mu.Unlock()
-	p.signal()
+	r.mu.Unlock()
+	r.signal()
 }
 
-// start turns a reservation into a running attempt and returns the runner
-// and the attempt's context.
-func (p *executorPool) start(parent context.Context, executor string, job uint64, attempt int32, model string) (gpuexec.Runner, context.Context) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e := p.execs[executor]
-	gpus := e.reserved[job]
-	delete(e.reserved, job)
-	ctx, cancel := context.WithCancelCause(parent)
-	e.running[job] = &run{attempt: attempt, gpus: gpus, cancel: cancel}
-	e.warm = warmAfter(e.warm, model)
-	return e.cfg.Runner, ctx
+// started turns a reservation into a running attempt and sends the
+// assignment down the lease stream. false when the lease is gone.
+func (r *registry) started(executor string, job uint64, attempt int32, msg *sluicev1.LeaseResponse) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[executor]
+	if !ok {
+		return false
+	}
+	gpus := l.reserved[job]
+	delete(l.reserved, job)
+	select {
+	case l.out <- msg:
+	default:
+		return false // the stream is stuck; the lease will expire
+	}
+	l.running[job] = attemptRun{attempt: attempt, gpus: gpus}
+	l.info.WarmModels = warmAfter(l.info.WarmModels, msg.GetAssignment().GetModel())
+	return true
+}
+
+// finished frees an attempt's place.
+func (r *registry) finished(executor string, job uint64, attempt int32) {
+	r.mu.Lock()
+	if l, ok := r.execs[executor]; ok {
+		if a, ok := l.running[job]; ok && a.attempt == attempt {
+			delete(l.running, job)
+			delete(l.progress, job)
+		}
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+// stop tells an executor to stop an attempt and frees its place.
+func (r *registry) stop(executor string, job uint64, attempt int32, reason string) {
+	r.mu.Lock()
+	if l, ok := r.execs[executor]; ok {
+		select {
+		case l.out <- &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Stop{Stop: &sluicev1.StopAttempt{
+			JobId: FormatJobID(job), Attempt: attempt, Reason: reason}}}:
+		default:
+		}
+		if a, ok := l.running[job]; ok && a.attempt == attempt {
+			delete(l.running, job)
+		}
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+// holds reports whether an executor runs (or is about to run) the attempt.
+func (r *registry) holds(executor string, job uint64, attempt int32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[executor]
+	if !ok {
+		return false
+	}
+	if _, ok := l.reserved[job]; ok {
+		return true
+	}
+	a, ok := l.running[job]
+	return ok && a.attempt == attempt
+}
+
+// attempts lists every running attempt by executor.
+func (r *registry) attempts() map[string]map[uint64]int32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]map[uint64]int32, len(r.execs))
+	for name, l := range r.execs {
+		m := make(map[uint64]int32, len(l.running))
+		for id, a := range l.running {
+			m[id] = a.attempt
+		}
+		out[name] = m
+	}
+	return out
+}
+
+// setProgress records an attempt's progress; false if it does not run there.
+func (r *registry) setProgress(executor string, job uint64, p progressReport) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[executor]
+	if !ok {
+		return false
+	}
+	if a, ok := l.running[job]; !ok || a.attempt != p.attempt {
+		return false
+	}
+	l.progress[job] = p
+	return true
+}
+
+// progressOf returns the last progress reported for a running attempt.
+func (r *registry) progressOf(executor string, job uint64, attempt int32) (progressReport, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[executor]
+	if !ok {
+		return progressReport{}, false
+	}
+	p, ok := l.progress[job]
+	return p, ok && p.attempt == attempt
+}
+
+// slotsFor counts the places that can serve a model, and how many are free.
+func (r *registry) slotsFor(model string) (total, free int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.execs {
+		if len(l.info.Models) == 0 || slices.Contains(l.info.Models, model) {
+			slots := int(max(1, l.info.Slots))
+			total += slots
+			free += max(0, slots-l.jobs())
+		}
+	}
+	return total, free
 }
 
 // warmAfter is the warm list after running model: model moves to the end,
@@ -183,81 +376,22 @@ func warmAfter(warm []string, model string) []string {
 	return out
 }
 
-// finish frees the slot of a finished attempt.
-func (p *executorPool) finish(executor string, job uint64, attempt int32) {
-	p.mu.Lock()
-	if e, ok := p.execs[executor]; ok {
-		if r, ok := e.running[job]; ok && r.attempt == attempt {
-			r.cancel(nil)
-			delete(e.running, job)
+// status describes the executors for GetClusterStatus, in name order.
+func (r *registry) status() []*sluicev1.ExecutorStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*sluicev1.ExecutorStatus, 0, len(r.execs))
+	for name, l := range r.execs {
+		out = append(out, &sluicev1.ExecutorStatus{Name: name, Slots: max(1, l.info.Slots), BusySlots: int32(l.jobs()), Models: l.info.Models})
+	}
+	slices.SortFunc(out, func(a, b *sluicev1.ExecutorStatus) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
 		}
-	}
-	p.mu.Unlock()
-	p.signal()
-}
-
-func (p *executorPool) signal() {
-	select {
-	case p.freed <- struct{}{}:
-	default:
-	}
-}
-
-// holds reports whether a local executor runs (or is about to run) the
-// given attempt of a job.
-func (p *executorPool) holds(executor string, job uint64, attempt int32) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e, ok := p.execs[executor]
-	if !ok {
-		return false
-	}
-	if _, ok := e.reserved[job]; ok {
-		return true
-	}
-	r, ok := e.running[job]
-	return ok && r.attempt == attempt
-}
-
-// attempts lists every running attempt, for reconciliation with the log.
-func (p *executorPool) attempts() map[uint64]int32 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make(map[uint64]int32)
-	for _, e := range p.execs {
-		for id, r := range e.running {
-			out[id] = r.attempt
-		}
-	}
+		return 0
+	})
 	return out
-}
-
-// stop cancels the given attempt if it is running here.
-func (p *executorPool) stop(job uint64, attempt int32, why error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, e := range p.execs {
-		if r, ok := e.running[job]; ok && r.attempt == attempt {
-			r.cancel(why)
-		}
-	}
-}
-
-// status describes the executors for GetClusterStatus.
-func (p *executorPool) status() []execStatus {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]execStatus, 0, len(p.names))
-	for _, n := range p.names {
-		e := p.execs[n]
-		out = append(out, execStatus{name: n, slots: e.cfg.Slots, busy: len(e.running) + len(e.reserved), models: e.cfg.Models})
-	}
-	return out
-}
-
-type execStatus struct {
-	name   string
-	slots  int
-	busy   int
-	models []string
 }

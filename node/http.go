@@ -20,9 +20,11 @@ func (n *Node) newHTTPServer() *http.Server {
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxRequestBytes)}
 	mux.Handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
 	mux.Handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
+	mux.Handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
 	reflector := grpcreflect.NewStaticReflector(
 		sluicev1connect.JobServiceName,
 		sluicev1connect.AdminServiceName,
+		sluicev1connect.ExecutorServiceName,
 		grpchealth.HealthV1ServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
@@ -60,7 +62,7 @@ type healthChecker struct{ n *Node }
 
 func (h healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
-	case "", sluicev1connect.JobServiceName, sluicev1connect.AdminServiceName:
+	case "", sluicev1connect.JobServiceName, sluicev1connect.AdminServiceName, sluicev1connect.ExecutorServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}

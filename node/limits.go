@@ -31,7 +31,14 @@ func (n *Node) clientIP(peerAddr string, h http.Header) string {
 	}
 	host, _, err := net.SplitHostPort(peerAddr)
 	if err != nil {
-		return peerAddr
+		host = peerAddr
+	}
+	// A call forwarded by another node carries the client's address; trust
+	// it only from a host that runs a member of the cluster.
+	if fwd := h.Get(forwardedForHeader); fwd != "" && n.isMemberHost(host) {
+		if ip := net.ParseIP(fwd); ip != nil {
+			return ip.String()
+		}
 	}
 	return host
 }

@@ -38,11 +38,20 @@ type Config struct {
 	// Policy, when set, is proposed by this node whenever it leads and the
 	// log holds a different one.
 	Policy *sluicev1.Policy
-	// Executors run in this process.
-	Executors []LocalExecutor
 	// LeaseGrace is how long a new leader waits before it requeues running
 	// attempts that no executor claims (default 3s).
 	LeaseGrace time.Duration
+	// HeartbeatInterval is how often executors heartbeat; a lease ends
+	// after three missed (default 1s).
+	HeartbeatInterval time.Duration
+	// ForwardHold is how long a follower waits for a leader to forward a
+	// write to (default 5s).
+	ForwardHold time.Duration
+	// WrapTransport, when set, wraps the raft transport (tests inject
+	// faults with it).
+	WrapTransport func(raft.Transport) raft.Transport
+	// Raft timing; zero values take the defaults of raftTiming.
+	Raft RaftTiming
 	// ApplyTimeout bounds one raft proposal (default 10s).
 	ApplyTimeout time.Duration
 	// Logger for the node; nil logs to stderr at Info.
@@ -60,11 +69,16 @@ type Node struct {
 	fsm       *fsm.FSM
 	raft      *raft.Raft
 	store     *raftboltdb.BoltStore
-	transport *raft.NetworkTransport
-	pool      *executorPool
+	netTrans  *raft.NetworkTransport
+	transport raft.Transport
+	execs     *registry
 	service   serviceTimes
-	listener  net.Listener
-	http      *http.Server
+	peers     *http.Client
+
+	termMu   sync.Mutex
+	termCtx  context.Context // canceled when this node's leadership ends
+	listener net.Listener
+	http     *http.Server
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,6 +103,12 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.LeaseGrace == 0 {
 		cfg.LeaseGrace = 3 * time.Second
 	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.ForwardHold == 0 {
+		cfg.ForwardHold = 5 * time.Second
+	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
@@ -101,7 +121,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), pool: newExecutorPool(cfg.Executors)}
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), peers: newPeerClient()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.startRaft(); err != nil {
 		n.cancel()
@@ -141,15 +161,7 @@ func (n *Node) startRaft() error {
 		level = hclog.Warn
 	}
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
-	// One node elects itself after HeartbeatTimeout; keep restarts quick.
-	conf.HeartbeatTimeout = 500 * time.Millisecond
-	conf.ElectionTimeout = 500 * time.Millisecond
-	conf.LeaderLeaseTimeout = 250 * time.Millisecond
-	conf.CommitTimeout = 5 * time.Millisecond
-	conf.SnapshotThreshold = 8192
-	conf.SnapshotInterval = 30 * time.Second
-	conf.TrailingLogs = 10240
-	conf.MaxAppendEntries = 256
+	n.cfg.Raft.apply(conf)
 
 	store, err := raftboltdb.NewBoltStore(filepath.Join(n.cfg.DataDir, "raft.db"))
 	if err != nil {
@@ -160,21 +172,25 @@ func (n *Node) startRaft() error {
 		store.Close()
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	trans, err := raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
+	netTrans, err := raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}
+	var trans raft.Transport = netTrans
+	if n.cfg.WrapTransport != nil {
+		trans = n.cfg.WrapTransport(netTrans)
+	}
 	existing, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		store.Close()
-		trans.Close()
+		netTrans.Close()
 		return fmt.Errorf("node: inspect raft state: %w", err)
 	}
 	r, err := raft.NewRaft(conf, raftFSM{n.fsm}, store, store, snaps, trans)
 	if err != nil {
 		store.Close()
-		trans.Close()
+		netTrans.Close()
 		return fmt.Errorf("node: start raft: %w", err)
 	}
 	if n.cfg.Bootstrap && !existing {
@@ -184,11 +200,11 @@ func (n *Node) startRaft() error {
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			r.Shutdown()
 			store.Close()
-			trans.Close()
+			netTrans.Close()
 			return fmt.Errorf("node: bootstrap: %w", err)
 		}
 	}
-	n.raft, n.store, n.transport = r, store, trans
+	n.raft, n.store, n.netTrans, n.transport = r, store, netTrans, trans
 	return nil
 }
 
@@ -208,6 +224,19 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // a policy: it can serve writes.
 func (n *Node) Ready() bool {
 	n.readyMu.Lock()
+	ready := n.ready
+	n.readyMu.Unlock()
+	if ready {
+		return true
+	}
+	// A follower is ready once it knows the leader's API to forward to.
+	_, err := n.leaderBase()
+	return err == nil && n.raft.State() == raft.Follower
+}
+
+// Leading reports whether the node leads and is ready to serve writes.
+func (n *Node) Leading() bool {
+	n.readyMu.Lock()
 	defer n.readyMu.Unlock()
 	return n.ready
 }
@@ -222,6 +251,7 @@ func (n *Node) setReady(v bool) {
 func (n *Node) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	n.handOver()
 	n.cancel()
 	err := n.http.Shutdown(ctx)
 	if err != nil {
@@ -238,8 +268,8 @@ func (n *Node) shutdownRaft() {
 			n.log.Warn("raft shutdown", "err", err)
 		}
 	}
-	if n.transport != nil {
-		n.transport.Close()
+	if n.netTrans != nil {
+		n.netTrans.Close()
 	}
 	if n.store != nil {
 		n.store.Close()

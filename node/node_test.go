@@ -33,15 +33,9 @@ func startNode(t *testing.T, executors int) *Node {
 
 func startNodeWith(t *testing.T, executors int, policy *sluicev1.Policy) *Node {
 	t.Helper()
-	var execs []LocalExecutor
-	for i := 1; i <= executors; i++ {
-		name := fmt.Sprintf("synth-%d", i)
-		execs = append(execs, LocalExecutor{Name: name, Slots: 1, GPUs: 1, GPUMemoryMB: 81920,
-			Runner: &gpuexec.Synthetic{Name: name, Durations: map[string]time.Duration{"sdxl": 50 * time.Millisecond, "llama-8b": 20 * time.Millisecond}}})
-	}
 	n, err := Start(Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true,
-		Policy: policy, Executors: execs, LeaseGrace: 200 * time.Millisecond,
+		Policy: policy, LeaseGrace: 200 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 		Logger: quietLogger(), RaftLog: io.Discard,
 	})
 	if err != nil {
@@ -49,13 +43,48 @@ func startNodeWith(t *testing.T, executors int, policy *sluicev1.Policy) *Node {
 	}
 	t.Cleanup(func() { n.Close() })
 	deadline := time.Now().Add(10 * time.Second)
-	for !n.Ready() {
+	for !n.Leading() {
 		if time.Now().After(deadline) {
-			t.Fatal("node not ready after 10s")
+			t.Fatal("node not leading after 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	startExecutors(t, executors, []string{baseURL(n)}, "synth")
+	waitExecutors(t, n, executors)
 	return n
+}
+
+// startExecutors runs synthetic executor agents against the given servers
+// until the test ends.
+func startExecutors(t *testing.T, count int, servers []string, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, count)
+	for i := 1; i <= count; i++ {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		a := &gpuexec.Agent{Info: gpuexec.DeclaredInfo(name, 1, 1, 81920, nil), Servers: servers, Token: DemoExecutorToken,
+			Retry:  50 * time.Millisecond,
+			Runner: &gpuexec.Synthetic{Name: name, Durations: map[string]time.Duration{"sdxl": 50 * time.Millisecond, "llama-8b": 20 * time.Millisecond}}}
+		go func() { a.Run(ctx); done <- struct{}{} }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range count {
+			<-done
+		}
+	})
+}
+
+// waitExecutors waits until the leader n holds count leases.
+func waitExecutors(t *testing.T, n *Node, count int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(n.execs.status()) < count {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d executors leased after 10s, want %d", len(n.execs.status()), count)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func baseURL(n *Node) string { return "http://" + n.Addr() }

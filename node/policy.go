@@ -128,6 +128,8 @@ const (
 	DemoAliceKey   = "dev-alice"
 	DemoBobKey     = "dev-bob"
 	DemoAdminToken = "dev-admin"
+	// DemoExecutorToken is what the demo executors present.
+	DemoExecutorToken = "dev-executor"
 )
 
 // DemoPolicy is what `sluice dev` runs without --policy: tenants alice
@@ -143,7 +145,8 @@ func DemoPolicy() *sluicev1.Policy {
 			{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second), GpuMemoryMb: 16384},
 			{Name: "llama-8b", DefaultDuration: durationpb.New(500 * time.Millisecond), GpuMemoryMb: 20480},
 		},
-		AdminTokenSha256: fsm.HashKey(DemoAdminToken),
+		AdminTokenSha256:    fsm.HashKey(DemoAdminToken),
+		ExecutorTokenSha256: fsm.HashKey(DemoExecutorToken),
 		Defaults: &sluicev1.Defaults{
 			QueueTimeout: durationpb.New(30 * time.Minute),
 			MaxAttempts:  3,

@@ -18,6 +18,29 @@ func (a raftFSM) Apply(l *raft.Log) any {
 	return a.f.Apply(l.Index, l.Data)
 }
 
+// ApplyBatch makes raftFSM a raft.BatchingFSM: raft hands over up to
+// MaxAppendEntries committed entries at once, applied under one lock.
+func (a raftFSM) ApplyBatch(logs []*raft.Log) []any {
+	entries := make([]fsm.Entry, 0, len(logs))
+	for _, l := range logs {
+		if l.Type == raft.LogCommand {
+			entries = append(entries, fsm.Entry{Index: l.Index, Data: l.Data})
+		}
+	}
+	results := a.f.ApplyBatch(entries)
+	out := make([]any, len(logs))
+	j := 0
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			out[i] = results[j]
+			j++
+		}
+	}
+	return out
+}
+
+var _ raft.BatchingFSM = raftFSM{}
+
 func (a raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	return snapshot(a.f.Snapshot()), nil
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/node"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -348,19 +349,92 @@ func adminCmd(f *clientFlags) *cobra.Command {
 		Short: "Show the node, the raft group, the queue and the executors",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			res, err := f.adminClient().GetClusterStatus(c.Context(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.GetClusterStatusResponse], error) {
+				return a.GetClusterStatus(c.Context(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			}, clusterStatus)
+		},
+	})
+	c.AddCommand(queueCmd(f), redriveCmd(f), joinCmd(f), removeCmd(f), membersCmd(f), transferCmd(f), policyCmd(f))
+	return c
+}
+
+func joinCmd(f *clientFlags) *cobra.Command {
+	var id, raftAddr, httpAddr string
+	c := &cobra.Command{
+		Use:   "join --id ID --raft HOST:PORT --http HOST:PORT",
+		Short: "Add a server to the cluster as a voter (ask any node; it forwards to the leader)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.JoinNodeResponse], error) {
+				return a.JoinNode(c.Context(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: id, RaftAddress: raftAddr, HttpAddress: httpAddr}))
+			}, func(w io.Writer, m *sluicev1.JoinNodeResponse) { membersTable(w, m.Members) })
+		},
+	}
+	c.Flags().StringVar(&id, "id", "", "the new server's raft id (its --id)")
+	c.Flags().StringVar(&raftAddr, "raft", "", "the new server's raft address (its --raft)")
+	c.Flags().StringVar(&httpAddr, "http", "", "the new server's API address (its --http)")
+	return c
+}
+
+func removeCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove ID",
+		Short: "Take a server out of the cluster",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.RemoveNodeResponse], error) {
+				return a.RemoveNode(c.Context(), connect.NewRequest(&sluicev1.RemoveNodeRequest{Id: args[0]}))
+			}, func(w io.Writer, m *sluicev1.RemoveNodeResponse) { membersTable(w, m.Members) })
+		},
+	}
+}
+
+func membersCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "members",
+		Short: "List the raft servers: id, addresses, role, term, commit and applied index, last contact",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.GetClusterStatusResponse], error) {
+				return a.GetClusterStatus(c.Context(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			}, func(w io.Writer, m *sluicev1.GetClusterStatusResponse) { membersTable(w, m.Members) })
+		},
+	}
+}
+
+func transferCmd(f *clientFlags) *cobra.Command {
+	var to string
+	c := &cobra.Command{
+		Use:   "transfer-leadership",
+		Short: "Hand leadership to another server (the most up to date one unless --to)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.TransferLeadershipResponse], error) {
+				return a.TransferLeadership(c.Context(), connect.NewRequest(&sluicev1.TransferLeadershipRequest{Id: to}))
+			}, func(w io.Writer, m *sluicev1.TransferLeadershipResponse) { fmt.Fprintf(w, "leader is now %s\n", m.LeaderId) })
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "id of the server to hand over to")
+	return c
+}
+
+func policyCmd(f *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "policy FILE",
+		Short: "Replace the cluster's policy with a YAML or JSON file (through the log)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			p, err := node.LoadPolicy(args[0])
 			if err != nil {
 				return err
 			}
-			f.print(os.Stdout, res.Msg, func(w io.Writer) { clusterStatus(w, res.Msg) })
-			return nil
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.SetPolicyResponse], error) {
+				return a.SetPolicy(c.Context(), connect.NewRequest(&sluicev1.SetPolicyRequest{Policy: p}))
+			}, func(w io.Writer, _ *sluicev1.SetPolicyResponse) {
+				fmt.Fprintf(w, "policy set: %d tiers, %d tenants, %d models, %d rules\n", len(p.Tiers), len(p.Tenants), len(p.Models), len(p.Rules))
+			})
 		},
-	})
-	c.AddCommand(queueCmd(f), redriveCmd(f))
-	return c
+	}
 }
 
 func queueCmd(f *clientFlags) *cobra.Command {
@@ -373,15 +447,9 @@ func queueCmd(f *clientFlags) *cobra.Command {
 		Short: "List queued jobs of every tenant in dispatch order, with place in line and ETA",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			res, err := f.adminClient().ListQueue(c.Context(), connect.NewRequest(&sluicev1.ListQueueRequest{PageSize: limit, PageToken: page}))
-			if err != nil {
-				return err
-			}
-			f.print(os.Stdout, res.Msg, func(w io.Writer) { queueTable(w, res.Msg) })
-			return nil
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.ListQueueResponse], error) {
+				return a.ListQueue(c.Context(), connect.NewRequest(&sluicev1.ListQueueRequest{PageSize: limit, PageToken: page}))
+			}, queueTable)
 		},
 	}
 	c.Flags().Int32Var(&limit, "limit", 20, "jobs per page (at most 1000)")
@@ -395,21 +463,32 @@ func redriveCmd(f *clientFlags) *cobra.Command {
 		Use:   "redrive [JOB_ID...]",
 		Short: "Put dead-lettered jobs back in the queue (by --tenant, --model and/or ids)",
 		RunE: func(c *cobra.Command, ids []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			res, err := f.adminClient().RedriveDeadLetters(c.Context(), connect.NewRequest(&sluicev1.RedriveDeadLettersRequest{
-				Tenant: tenant, Model: model, JobIds: ids}))
-			if err != nil {
-				return err
-			}
-			f.print(os.Stdout, res.Msg, func(w io.Writer) {
-				fmt.Fprintf(w, "redriven: %d jobs %s\n", len(res.Msg.JobIds), strings.Join(res.Msg.JobIds, " "))
+			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.RedriveDeadLettersResponse], error) {
+				return a.RedriveDeadLetters(c.Context(), connect.NewRequest(&sluicev1.RedriveDeadLettersRequest{Tenant: tenant, Model: model, JobIds: ids}))
+			}, func(w io.Writer, m *sluicev1.RedriveDeadLettersResponse) {
+				fmt.Fprintf(w, "redriven: %d jobs %s\n", len(m.JobIds), strings.Join(m.JobIds, " "))
 			})
-			return nil
 		},
 	}
 	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant's dead letters")
 	c.Flags().StringVar(&model, "model", "", "only dead letters of this model")
 	return c
+}
+
+// adminRun is the body of an admin command: check the flags, make the call,
+// print its answer (as text, or JSON with -o json).
+func adminRun[Res any, M interface {
+	*Res
+	proto.Message
+}](f *clientFlags, call func(sluicev1connect.AdminServiceClient) (*connect.Response[Res], error), text func(io.Writer, M)) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	res, err := call(f.adminClient())
+	if err != nil {
+		return err
+	}
+	msg := M(res.Msg)
+	f.print(os.Stdout, msg, func(w io.Writer) { text(w, msg) })
+	return nil
 }

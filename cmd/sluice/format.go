@@ -135,12 +135,27 @@ func queueTable(w io.Writer, res *sluicev1.ListQueueResponse) {
 	}
 }
 
+// membersTable prints the raft servers.
+func membersTable(w io.Writer, ms []*sluicev1.Member) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tROLE\tRAFT\tHTTP\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT")
+	for _, m := range ms {
+		term, commit, applied, contact := "-", "-", "-", "-"
+		if m.Term > 0 {
+			term, commit, applied = fmt.Sprint(m.Term), fmt.Sprint(m.CommitIndex), fmt.Sprint(m.AppliedIndex)
+		}
+		if m.LastContact != nil {
+			contact = m.LastContact.AsDuration().Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, m.Role, m.RaftAddress, m.HttpAddress, term, commit, applied, contact)
+	}
+	tw.Flush()
+}
+
 func clusterStatus(w io.Writer, s *sluicev1.GetClusterStatusResponse) {
 	fmt.Fprintf(w, "node %s  %s  leader %s  term %d  commit %d  applied %d\n", s.NodeId, s.Role, s.LeaderId, s.Term, s.CommitIndex, s.AppliedIndex)
 	fmt.Fprintf(w, "jobs: %d queued, %d running, %d finished\n", s.QueuedJobs, s.RunningJobs, s.FinishedJobs)
-	for _, m := range s.Members {
-		fmt.Fprintf(w, "member %s  %s  raft %s  http %s\n", m.Id, m.Role, m.RaftAddress, m.HttpAddress)
-	}
+	membersTable(w, s.Members)
 	for _, e := range s.Executors {
 		fmt.Fprintf(w, "executor %s  %d/%d slots busy\n", e.Name, e.BusySlots, e.Slots)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 type serveFlags struct {
 	id, data, http, raft, policy string
+	servers, executorToken       string
 	bootstrap                    bool
 	executors                    int
 	failureRate                  float64
@@ -32,6 +34,8 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().StringVar(&f.policy, "policy", "", "policy file (YAML or JSON sluice.v1.Policy); empty keeps the cluster's current one")
 	c.Flags().IntVar(&f.executors, "executors", executorsDefault, "number of in-process synthetic GPU executors (one slot each)")
 	c.Flags().Float64Var(&f.failureRate, "failure-rate", 0, "share of synthetic attempts that fail (0–1), to watch retries")
+	c.Flags().StringVar(&f.servers, "servers", "", "comma-separated API addresses of the cluster's servers, for this process's executors to find the leader (default: this node only)")
+	c.Flags().StringVar(&f.executorToken, "executor-token", envOr("SLUICE_EXECUTOR_TOKEN", node.DemoExecutorToken), "token this process's executors present (env SLUICE_EXECUTOR_TOKEN)")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
 }
 
@@ -92,14 +96,6 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	for _, m := range policy.GetModels() {
 		durations[m.Name] = m.GetDefaultDuration().AsDuration()
 	}
-	var execs []node.LocalExecutor
-	for i := 1; i <= f.executors; i++ {
-		name := fmt.Sprintf("synth-%d", i)
-		execs = append(execs, node.LocalExecutor{
-			Name: name, Slots: 1, GPUs: 1, GPUMemoryMB: 81920,
-			Runner: &gpuexec.Synthetic{Name: name, Durations: durations, FailureRate: f.failureRate},
-		})
-	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	raftLevel := "warn"
 	if dev {
@@ -109,10 +105,27 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
-		Bootstrap: f.bootstrap, Policy: policy, Executors: execs, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel,
+		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel,
 	})
 	if err != nil {
 		return err
+	}
+	servers := append([]string{"http://" + n.Addr()}, gpuexec.ServerList(f.servers)...)
+	agentCtx, stopAgents := context.WithCancel(context.Background())
+	var agents sync.WaitGroup
+	defer func() { stopAgents(); agents.Wait() }()
+	for i := 1; i <= f.executors; i++ {
+		name := fmt.Sprintf("synth-%d", i)
+		if !dev {
+			name = fmt.Sprintf("%s-synth-%d", f.id, i)
+		}
+		a := &gpuexec.Agent{
+			Info:    gpuexec.DeclaredInfo(name, 1, 1, 81920, nil),
+			Servers: servers, Token: f.executorToken, Log: logger,
+			Runner: &gpuexec.Synthetic{Name: name, Durations: durations, FailureRate: f.failureRate},
+		}
+		agents.Add(1)
+		go func() { defer agents.Done(); a.Run(agentCtx) }()
 	}
 	fmt.Printf("sluice: serving on http://%s (node %s, raft %s, data %s)\n", n.Addr(), f.id, n.RaftAddr(), f.data)
 	if dev {

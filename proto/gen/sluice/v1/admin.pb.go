@@ -9,6 +9,7 @@ package sluicev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -133,8 +134,16 @@ type Member struct {
 	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	HttpAddress string                 `protobuf:"bytes,3,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
-	// "leader", "follower", "candidate" or "voter" when unknown.
-	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// "leader", "follower", "nonvoter".
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// As the answering node sees them: its own for itself; for the others, what
+	// the leader reports (only the leader knows its followers' progress).
+	Term         uint64 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
+	CommitIndex  uint64 `protobuf:"varint,6,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Time since the leader last heard from this member (leader's view); 0 for
+	// the leader itself or when unknown.
+	LastContact   *durationpb.Duration `protobuf:"bytes,8,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +204,34 @@ func (x *Member) GetRole() string {
 		return x.Role
 	}
 	return ""
+}
+
+func (x *Member) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Member) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *Member) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *Member) GetLastContact() *durationpb.Duration {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
 }
 
 type GetClusterStatusResponse struct {
@@ -571,23 +608,388 @@ func (x *ListQueueResponse) GetTotal() int64 {
 	return 0
 }
 
+type JoinNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	HttpAddress   string                 `protobuf:"bytes,3,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinNodeRequest) Reset() {
+	*x = JoinNodeRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinNodeRequest) ProtoMessage() {}
+
+func (x *JoinNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinNodeRequest.ProtoReflect.Descriptor instead.
+func (*JoinNodeRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *JoinNodeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinNodeRequest) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *JoinNodeRequest) GetHttpAddress() string {
+	if x != nil {
+		return x.HttpAddress
+	}
+	return ""
+}
+
+type JoinNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinNodeResponse) Reset() {
+	*x = JoinNodeResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinNodeResponse) ProtoMessage() {}
+
+func (x *JoinNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinNodeResponse.ProtoReflect.Descriptor instead.
+func (*JoinNodeResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *JoinNodeResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemoveNodeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemoveNodeResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: raft picks the most up to date voter.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TransferLeadershipRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TransferLeadershipResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type SetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetPolicyRequest) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type SetPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyResponse) Reset() {
+	*x = SetPolicyResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyResponse) ProtoMessage() {}
+
+func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
 var File_sluice_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/admin.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\x19\n" +
+	"\x15sluice/v1/admin.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"\x19\n" +
 	"\x17GetClusterStatusRequest\"q\n" +
 	"\x0eExecutorStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1d\n" +
 	"\n" +
 	"busy_slots\x18\x03 \x01(\x05R\tbusySlots\x12\x16\n" +
-	"\x06models\x18\x04 \x03(\tR\x06models\"r\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\"\x8c\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role\"\x82\x04\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x12\n" +
+	"\x04term\x18\x05 \x01(\x04R\x04term\x12!\n" +
+	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12<\n" +
+	"\flast_contact\x18\b \x01(\v2\x19.google.protobuf.DurationR\vlastContact\"\x82\x04\n" +
 	"\x18GetClusterStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -619,10 +1021,32 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\x11ListQueueResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.sluice.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
-	"\x05total\x18\x03 \x01(\x03R\x05total2\xa0\x02\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\"g\n" +
+	"\x0fJoinNodeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\"?\n" +
+	"\x10JoinNodeResponse\x12+\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.sluice.v1.MemberR\amembers\"#\n" +
+	"\x11RemoveNodeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
+	"\x12RemoveNodeResponse\x12+\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.sluice.v1.MemberR\amembers\"+\n" +
+	"\x19TransferLeadershipRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
+	"\x1aTransferLeadershipResponse\x12\x1b\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
+	"\x10SetPolicyRequest\x12)\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\x13\n" +
+	"\x11SetPolicyResponse2\xdb\x04\n" +
 	"\fAdminService\x12`\n" +
 	"\x10GetClusterStatus\x12\".sluice.v1.GetClusterStatusRequest\x1a#.sluice.v1.GetClusterStatusResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\x12RedriveDeadLetters\x12$.sluice.v1.RedriveDeadLettersRequest\x1a%.sluice.v1.RedriveDeadLettersResponse\x12K\n" +
+	"\x12RedriveDeadLetters\x12$.sluice.v1.RedriveDeadLettersRequest\x1a%.sluice.v1.RedriveDeadLettersResponse\x12C\n" +
+	"\bJoinNode\x12\x1a.sluice.v1.JoinNodeRequest\x1a\x1b.sluice.v1.JoinNodeResponse\x12I\n" +
+	"\n" +
+	"RemoveNode\x12\x1c.sluice.v1.RemoveNodeRequest\x1a\x1d.sluice.v1.RemoveNodeResponse\x12a\n" +
+	"\x12TransferLeadership\x12$.sluice.v1.TransferLeadershipRequest\x1a%.sluice.v1.TransferLeadershipResponse\x12F\n" +
+	"\tSetPolicy\x12\x1b.sluice.v1.SetPolicyRequest\x1a\x1c.sluice.v1.SetPolicyResponse\x12K\n" +
 	"\tListQueue\x12\x1b.sluice.v1.ListQueueRequest\x1a\x1c.sluice.v1.ListQueueResponse\"\x03\x90\x02\x01B\x99\x01\n" +
 	"\rcom.sluice.v1B\n" +
 	"AdminProtoP\x01Z7github.com/sluicehq/sluice/proto/gen/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
@@ -640,7 +1064,7 @@ func file_sluice_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_admin_proto_rawDescData
 }
 
-var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: sluice.v1.GetClusterStatusRequest
 	(*ExecutorStatus)(nil),             // 1: sluice.v1.ExecutorStatus
@@ -650,25 +1074,47 @@ var file_sluice_v1_admin_proto_goTypes = []any{
 	(*RedriveDeadLettersResponse)(nil), // 5: sluice.v1.RedriveDeadLettersResponse
 	(*ListQueueRequest)(nil),           // 6: sluice.v1.ListQueueRequest
 	(*ListQueueResponse)(nil),          // 7: sluice.v1.ListQueueResponse
-	(*timestamppb.Timestamp)(nil),      // 8: google.protobuf.Timestamp
-	(*Job)(nil),                        // 9: sluice.v1.Job
+	(*JoinNodeRequest)(nil),            // 8: sluice.v1.JoinNodeRequest
+	(*JoinNodeResponse)(nil),           // 9: sluice.v1.JoinNodeResponse
+	(*RemoveNodeRequest)(nil),          // 10: sluice.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 11: sluice.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 12: sluice.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 13: sluice.v1.TransferLeadershipResponse
+	(*SetPolicyRequest)(nil),           // 14: sluice.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),          // 15: sluice.v1.SetPolicyResponse
+	(*durationpb.Duration)(nil),        // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
+	(*Job)(nil),                        // 18: sluice.v1.Job
+	(*Policy)(nil),                     // 19: sluice.v1.Policy
 }
 var file_sluice_v1_admin_proto_depIdxs = []int32{
-	2, // 0: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
-	1, // 1: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
-	8, // 2: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
-	9, // 3: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
-	0, // 4: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
-	4, // 5: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
-	6, // 6: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
-	3, // 7: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
-	5, // 8: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
-	7, // 9: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	16, // 0: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
+	2,  // 1: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
+	1,  // 2: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
+	17, // 3: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
+	18, // 4: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
+	2,  // 5: sluice.v1.JoinNodeResponse.members:type_name -> sluice.v1.Member
+	2,  // 6: sluice.v1.RemoveNodeResponse.members:type_name -> sluice.v1.Member
+	19, // 7: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
+	0,  // 8: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
+	4,  // 9: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	8,  // 10: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
+	10, // 11: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
+	12, // 12: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
+	14, // 13: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
+	6,  // 14: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
+	3,  // 15: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
+	5,  // 16: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	9,  // 17: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
+	11, // 18: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
+	13, // 19: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
+	15, // 20: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
+	7,  // 21: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_admin_proto_init() }
@@ -677,13 +1123,14 @@ func file_sluice_v1_admin_proto_init() {
 		return
 	}
 	file_sluice_v1_job_proto_init()
+	file_sluice_v1_policy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_admin_proto_rawDesc), len(file_sluice_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

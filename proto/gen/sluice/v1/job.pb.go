@@ -408,7 +408,12 @@ type Job struct {
 	// When the job may next start (not_before, or the end of a retry backoff).
 	ReadyAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=ready_at,json=readyAt,proto3" json:"ready_at,omitempty"`
 	// Set when a rate limit changed how the job was admitted.
-	Admission     *Admission `protobuf:"bytes,16,opt,name=admission,proto3" json:"admission,omitempty"`
+	Admission *Admission `protobuf:"bytes,16,opt,name=admission,proto3" json:"admission,omitempty"`
+	// Progress of the running attempt as its executor last reported it (0–1),
+	// and its text. Soft state held by the leader: a follower answers 0 and
+	// "" unless the read is consistent.
+	Progress      float64 `protobuf:"fixed64,17,opt,name=progress,proto3" json:"progress,omitempty"`
+	ProgressText  string  `protobuf:"bytes,18,opt,name=progress_text,json=progressText,proto3" json:"progress_text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -553,6 +558,20 @@ func (x *Job) GetAdmission() *Admission {
 		return x.Admission
 	}
 	return nil
+}
+
+func (x *Job) GetProgress() float64 {
+	if x != nil {
+		return x.Progress
+	}
+	return 0
+}
+
+func (x *Job) GetProgressText() string {
+	if x != nil {
+		return x.ProgressText
+	}
+	return ""
 }
 
 // Admission records what the rate limits did to a job.
@@ -935,8 +954,11 @@ func (x *SubmitResponse) GetDeduplicated() bool {
 }
 
 type GetJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Read through the leader (linearizable, with progress) instead of this
+	// node's replica, which may lag by a few entries.
+	Consistent    bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -976,6 +998,13 @@ func (x *GetJobRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *GetJobRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
 }
 
 type GetJobResponse struct {
@@ -1023,8 +1052,11 @@ func (x *GetJobResponse) GetJob() *Job {
 }
 
 type WatchJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Read through the leader (linearizable, with progress) instead of this
+	// node's replica, which may lag by a few entries.
+	Consistent    bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1064,6 +1096,13 @@ func (x *WatchJobRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *WatchJobRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
 }
 
 type WatchJobResponse struct {
@@ -1205,7 +1244,10 @@ type ListJobsRequest struct {
 	// At most this many jobs (default 50, at most 1000).
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Read through the leader (linearizable, with progress) instead of this
+	// node's replica, which may lag by a few entries.
+	Consistent    bool `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1259,6 +1301,13 @@ func (x *ListJobsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListJobsRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
 }
 
 type ListJobsResponse struct {
@@ -1348,7 +1397,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb1\x05\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf2\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -1370,7 +1419,9 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x06output\x18\r \x01(\v2\x17.google.protobuf.StructR\x06output\x12)\n" +
 	"\x05error\x18\x0e \x01(\v2\x13.sluice.v1.JobErrorR\x05error\x125\n" +
 	"\bready_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\areadyAt\x122\n" +
-	"\tadmission\x18\x10 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\"\xbc\x01\n" +
+	"\tadmission\x18\x10 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\x12\x1a\n" +
+	"\bprogress\x18\x11 \x01(\x01R\bprogress\x12#\n" +
+	"\rprogress_text\x18\x12 \x01(\tR\fprogressText\"\xbc\x01\n" +
 	"\tAdmission\x12#\n" +
 	"\rreserved_cost\x18\x01 \x01(\x03R\freservedCost\x12!\n" +
 	"\fsettled_cost\x18\x02 \x01(\x03R\vsettledCost\x12\x1d\n" +
@@ -1397,24 +1448,33 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\"V\n" +
 	"\x0eSubmitResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\x12\"\n" +
-	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\"\x1f\n" +
+	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\"?\n" +
 	"\rGetJobRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"2\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"2\n" +
 	"\x0eGetJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"!\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"A\n" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"4\n" +
 	"\x10WatchJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"\"\n" +
 	"\x10CancelJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
 	"\x11CancelJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"z\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\"\x9a\x01\n" +
 	"\x0fListJobsRequest\x12+\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x13.sluice.v1.JobStateR\x06states\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"^\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x04 \x01(\bR\n" +
+	"consistent\"^\n" +
 	"\x10ListJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.sluice.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xcd\x01\n" +

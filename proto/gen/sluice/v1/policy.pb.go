@@ -255,9 +255,12 @@ type Policy struct {
 	// only behind a proxy that overwrites it); otherwise the peer address.
 	TrustForwardedFor bool `protobuf:"varint,7,opt,name=trust_forwarded_for,json=trustForwardedFor,proto3" json:"trust_forwarded_for,omitempty"`
 	// Fair scheduling and backpressure.
-	Scheduling    *Scheduling `protobuf:"bytes,8,opt,name=scheduling,proto3" json:"scheduling,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scheduling *Scheduling `protobuf:"bytes,8,opt,name=scheduling,proto3" json:"scheduling,omitempty"`
+	// Hex SHA-256 of the token executors present to ExecutorService; empty
+	// means the admin token.
+	ExecutorTokenSha256 string `protobuf:"bytes,9,opt,name=executor_token_sha256,json=executorTokenSha256,proto3" json:"executor_token_sha256,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -344,6 +347,13 @@ func (x *Policy) GetScheduling() *Scheduling {
 		return x.Scheduling
 	}
 	return nil
+}
+
+func (x *Policy) GetExecutorTokenSha256() string {
+	if x != nil {
+		return x.ExecutorTokenSha256
+	}
+	return ""
 }
 
 // Scheduling holds the queue's bounds and the big-job reservation. Past a
@@ -1412,7 +1422,7 @@ var File_sluice_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf3\x02\n" +
+	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa7\x03\n" +
 	"\x06Policy\x12%\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x0f.sluice.v1.TierR\x05tiers\x12+\n" +
 	"\atenants\x18\x02 \x03(\v2\x11.sluice.v1.TenantR\atenants\x12(\n" +
@@ -1423,7 +1433,8 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x13trust_forwarded_for\x18\a \x01(\bR\x11trustForwardedFor\x125\n" +
 	"\n" +
 	"scheduling\x18\b \x01(\v2\x15.sluice.v1.SchedulingR\n" +
-	"scheduling\"\x98\x02\n" +
+	"scheduling\x122\n" +
+	"\x15executor_token_sha256\x18\t \x01(\tR\x13executorTokenSha256\"\x98\x02\n" +
 	"\n" +
 	"Scheduling\x12>\n" +
 	"\rreserve_after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\freserveAfter\x12\x1d\n" +

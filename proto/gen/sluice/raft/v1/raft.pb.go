@@ -493,6 +493,76 @@ func (x *Redrive) GetReason() string {
 	return ""
 }
 
+// SetMember records a raft server's HTTP address (or forgets it), so that
+// every node can find the leader's API.
+type SetMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	HttpAddress   string                 `protobuf:"bytes,3,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	Remove        bool                   `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetMember) Reset() {
+	*x = SetMember{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMember) ProtoMessage() {}
+
+func (x *SetMember) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMember.ProtoReflect.Descriptor instead.
+func (*SetMember) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetMember) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetMember) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *SetMember) GetHttpAddress() string {
+	if x != nil {
+		return x.HttpAddress
+	}
+	return ""
+}
+
+func (x *SetMember) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // Tick only advances the clock, firing due timers (timeouts, backoffs).
 type Tick struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -502,7 +572,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +584,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +597,7 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 // SetPolicy replaces the policy.
@@ -540,7 +610,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +622,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +635,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetPolicy) GetPolicy() *v1.Policy {
@@ -615,7 +685,7 @@ type JobRecord struct {
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +697,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +710,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobRecord) GetId() uint64 {
@@ -823,7 +893,7 @@ type Charge struct {
 
 func (x *Charge) Reset() {
 	*x = Charge{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +905,7 @@ func (x *Charge) String() string {
 func (*Charge) ProtoMessage() {}
 
 func (x *Charge) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +918,7 @@ func (x *Charge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Charge.ProtoReflect.Descriptor instead.
 func (*Charge) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Charge) GetApiKeySha256() string {
@@ -913,7 +983,7 @@ type TransitionRecord struct {
 
 func (x *TransitionRecord) Reset() {
 	*x = TransitionRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +995,7 @@ func (x *TransitionRecord) String() string {
 func (*TransitionRecord) ProtoMessage() {}
 
 func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1008,7 @@ func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransitionRecord.ProtoReflect.Descriptor instead.
 func (*TransitionRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransitionRecord) GetState() v1.JobState {
@@ -989,14 +1059,16 @@ type Snapshot struct {
 	Limiter     []byte `protobuf:"bytes,6,opt,name=limiter,proto3" json:"limiter,omitempty"`
 	NextSweepNs int64  `protobuf:"varint,7,opt,name=next_sweep_ns,json=nextSweepNs,proto3" json:"next_sweep_ns,omitempty"`
 	// The scheduler's state (scheduler.FairQueue encoding).
-	Queue         []byte `protobuf:"bytes,8,opt,name=queue,proto3" json:"queue,omitempty"`
+	Queue []byte `protobuf:"bytes,8,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Raft servers' addresses, sorted by id.
+	Members       []*SetMember `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1080,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1093,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Snapshot) GetNowNs() int64 {
@@ -1080,6 +1152,13 @@ func (x *Snapshot) GetQueue() []byte {
 	return nil
 }
 
+func (x *Snapshot) GetMembers() []*SetMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_sluice_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_sluice_raft_v1_raft_proto_rawDesc = "" +
@@ -1116,7 +1195,12 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\":\n" +
 	"\aRedrive\x12\x17\n" +
 	"\ajob_ids\x18\x01 \x03(\x04R\x06jobIds\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x06\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"y\n" +
+	"\tSetMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\x12\x16\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"\x06\n" +
 	"\x04Tick\"6\n" +
 	"\tSetPolicy\x12)\n" +
 	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xb3\x06\n" +
@@ -1161,7 +1245,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x94\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc9\x02\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
@@ -1171,7 +1255,8 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12\x18\n" +
 	"\alimiter\x18\x06 \x01(\fR\alimiter\x12\"\n" +
 	"\rnext_sweep_ns\x18\a \x01(\x03R\vnextSweepNs\x12\x14\n" +
-	"\x05queue\x18\b \x01(\fR\x05queueB\xb5\x01\n" +
+	"\x05queue\x18\b \x01(\fR\x05queue\x123\n" +
+	"\amembers\x18\t \x03(\v2\x19.sluice.raft.v1.SetMemberR\amembersB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (
@@ -1186,7 +1271,7 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
 	(*Assign)(nil),           // 1: sluice.raft.v1.Assign
@@ -1195,39 +1280,41 @@ var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Cancel)(nil),           // 4: sluice.raft.v1.Cancel
 	(*Requeue)(nil),          // 5: sluice.raft.v1.Requeue
 	(*Redrive)(nil),          // 6: sluice.raft.v1.Redrive
-	(*Tick)(nil),             // 7: sluice.raft.v1.Tick
-	(*SetPolicy)(nil),        // 8: sluice.raft.v1.SetPolicy
-	(*JobRecord)(nil),        // 9: sluice.raft.v1.JobRecord
-	(*Charge)(nil),           // 10: sluice.raft.v1.Charge
-	(*TransitionRecord)(nil), // 11: sluice.raft.v1.TransitionRecord
-	(*Snapshot)(nil),         // 12: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 13: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 14: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 15: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 16: sluice.v1.Policy
-	(v1.JobState)(0),         // 17: sluice.v1.JobState
-	(*v1.Admission)(nil),     // 18: sluice.v1.Admission
+	(*SetMember)(nil),        // 7: sluice.raft.v1.SetMember
+	(*Tick)(nil),             // 8: sluice.raft.v1.Tick
+	(*SetPolicy)(nil),        // 9: sluice.raft.v1.SetPolicy
+	(*JobRecord)(nil),        // 10: sluice.raft.v1.JobRecord
+	(*Charge)(nil),           // 11: sluice.raft.v1.Charge
+	(*TransitionRecord)(nil), // 12: sluice.raft.v1.TransitionRecord
+	(*Snapshot)(nil),         // 13: sluice.raft.v1.Snapshot
+	(*v1.JobSpec)(nil),       // 14: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 15: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 16: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 17: sluice.v1.Policy
+	(v1.JobState)(0),         // 18: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 19: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	13, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
-	14, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	15, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
-	16, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	13, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	17, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	11, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	14, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	15, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
-	10, // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
-	18, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
-	17, // 11: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	16, // 12: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
-	9,  // 13: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	14, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	15, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	16, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	17, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	14, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	18, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	12, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
+	15, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	16, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	11, // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
+	19, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	18, // 11: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	17, // 12: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	10, // 13: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
+	7,  // 14: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_raft_v1_raft_proto_init() }
@@ -1241,7 +1328,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,6 +39,15 @@ const (
 	// AdminServiceRedriveDeadLettersProcedure is the fully-qualified name of the AdminService's
 	// RedriveDeadLetters RPC.
 	AdminServiceRedriveDeadLettersProcedure = "/sluice.v1.AdminService/RedriveDeadLetters"
+	// AdminServiceJoinNodeProcedure is the fully-qualified name of the AdminService's JoinNode RPC.
+	AdminServiceJoinNodeProcedure = "/sluice.v1.AdminService/JoinNode"
+	// AdminServiceRemoveNodeProcedure is the fully-qualified name of the AdminService's RemoveNode RPC.
+	AdminServiceRemoveNodeProcedure = "/sluice.v1.AdminService/RemoveNode"
+	// AdminServiceTransferLeadershipProcedure is the fully-qualified name of the AdminService's
+	// TransferLeadership RPC.
+	AdminServiceTransferLeadershipProcedure = "/sluice.v1.AdminService/TransferLeadership"
+	// AdminServiceSetPolicyProcedure is the fully-qualified name of the AdminService's SetPolicy RPC.
+	AdminServiceSetPolicyProcedure = "/sluice.v1.AdminService/SetPolicy"
 	// AdminServiceListQueueProcedure is the fully-qualified name of the AdminService's ListQueue RPC.
 	AdminServiceListQueueProcedure = "/sluice.v1.AdminService/ListQueue"
 )
@@ -51,6 +60,16 @@ type AdminServiceClient interface {
 	// attempts: those of a tenant, of a model, or listed by id (at least one
 	// filter; they combine with AND).
 	RedriveDeadLetters(context.Context, *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error)
+	// JoinNode adds a server to the raft group as a voter (sent to any node,
+	// forwarded to the leader).
+	JoinNode(context.Context, *connect.Request[v1.JoinNodeRequest]) (*connect.Response[v1.JoinNodeResponse], error)
+	// RemoveNode takes a server out of the raft group.
+	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
+	// TransferLeadership asks the leader to hand over to another voter (the
+	// most up to date one unless id is given).
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// SetPolicy replaces the policy through the log.
+	SetPolicy(context.Context, *connect.Request[v1.SetPolicyRequest]) (*connect.Response[v1.SetPolicyResponse], error)
 	// ListQueue pages through queued jobs of every tenant in dispatch order,
 	// with their place in line and ETA.
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
@@ -80,6 +99,30 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RedriveDeadLetters")),
 			connect.WithClientOptions(opts...),
 		),
+		joinNode: connect.NewClient[v1.JoinNodeRequest, v1.JoinNodeResponse](
+			httpClient,
+			baseURL+AdminServiceJoinNodeProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("JoinNode")),
+			connect.WithClientOptions(opts...),
+		),
+		removeNode: connect.NewClient[v1.RemoveNodeRequest, v1.RemoveNodeResponse](
+			httpClient,
+			baseURL+AdminServiceRemoveNodeProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RemoveNode")),
+			connect.WithClientOptions(opts...),
+		),
+		transferLeadership: connect.NewClient[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse](
+			httpClient,
+			baseURL+AdminServiceTransferLeadershipProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("TransferLeadership")),
+			connect.WithClientOptions(opts...),
+		),
+		setPolicy: connect.NewClient[v1.SetPolicyRequest, v1.SetPolicyResponse](
+			httpClient,
+			baseURL+AdminServiceSetPolicyProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SetPolicy")),
+			connect.WithClientOptions(opts...),
+		),
 		listQueue: connect.NewClient[v1.ListQueueRequest, v1.ListQueueResponse](
 			httpClient,
 			baseURL+AdminServiceListQueueProcedure,
@@ -94,6 +137,10 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type adminServiceClient struct {
 	getClusterStatus   *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
 	redriveDeadLetters *connect.Client[v1.RedriveDeadLettersRequest, v1.RedriveDeadLettersResponse]
+	joinNode           *connect.Client[v1.JoinNodeRequest, v1.JoinNodeResponse]
+	removeNode         *connect.Client[v1.RemoveNodeRequest, v1.RemoveNodeResponse]
+	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
+	setPolicy          *connect.Client[v1.SetPolicyRequest, v1.SetPolicyResponse]
 	listQueue          *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
 }
 
@@ -105,6 +152,26 @@ func (c *adminServiceClient) GetClusterStatus(ctx context.Context, req *connect.
 // RedriveDeadLetters calls sluice.v1.AdminService.RedriveDeadLetters.
 func (c *adminServiceClient) RedriveDeadLetters(ctx context.Context, req *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error) {
 	return c.redriveDeadLetters.CallUnary(ctx, req)
+}
+
+// JoinNode calls sluice.v1.AdminService.JoinNode.
+func (c *adminServiceClient) JoinNode(ctx context.Context, req *connect.Request[v1.JoinNodeRequest]) (*connect.Response[v1.JoinNodeResponse], error) {
+	return c.joinNode.CallUnary(ctx, req)
+}
+
+// RemoveNode calls sluice.v1.AdminService.RemoveNode.
+func (c *adminServiceClient) RemoveNode(ctx context.Context, req *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error) {
+	return c.removeNode.CallUnary(ctx, req)
+}
+
+// TransferLeadership calls sluice.v1.AdminService.TransferLeadership.
+func (c *adminServiceClient) TransferLeadership(ctx context.Context, req *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return c.transferLeadership.CallUnary(ctx, req)
+}
+
+// SetPolicy calls sluice.v1.AdminService.SetPolicy.
+func (c *adminServiceClient) SetPolicy(ctx context.Context, req *connect.Request[v1.SetPolicyRequest]) (*connect.Response[v1.SetPolicyResponse], error) {
+	return c.setPolicy.CallUnary(ctx, req)
 }
 
 // ListQueue calls sluice.v1.AdminService.ListQueue.
@@ -120,6 +187,16 @@ type AdminServiceHandler interface {
 	// attempts: those of a tenant, of a model, or listed by id (at least one
 	// filter; they combine with AND).
 	RedriveDeadLetters(context.Context, *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error)
+	// JoinNode adds a server to the raft group as a voter (sent to any node,
+	// forwarded to the leader).
+	JoinNode(context.Context, *connect.Request[v1.JoinNodeRequest]) (*connect.Response[v1.JoinNodeResponse], error)
+	// RemoveNode takes a server out of the raft group.
+	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
+	// TransferLeadership asks the leader to hand over to another voter (the
+	// most up to date one unless id is given).
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// SetPolicy replaces the policy through the log.
+	SetPolicy(context.Context, *connect.Request[v1.SetPolicyRequest]) (*connect.Response[v1.SetPolicyResponse], error)
 	// ListQueue pages through queued jobs of every tenant in dispatch order,
 	// with their place in line and ETA.
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
@@ -145,6 +222,30 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RedriveDeadLetters")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceJoinNodeHandler := connect.NewUnaryHandler(
+		AdminServiceJoinNodeProcedure,
+		svc.JoinNode,
+		connect.WithSchema(adminServiceMethods.ByName("JoinNode")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRemoveNodeHandler := connect.NewUnaryHandler(
+		AdminServiceRemoveNodeProcedure,
+		svc.RemoveNode,
+		connect.WithSchema(adminServiceMethods.ByName("RemoveNode")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceTransferLeadershipHandler := connect.NewUnaryHandler(
+		AdminServiceTransferLeadershipProcedure,
+		svc.TransferLeadership,
+		connect.WithSchema(adminServiceMethods.ByName("TransferLeadership")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceSetPolicyHandler := connect.NewUnaryHandler(
+		AdminServiceSetPolicyProcedure,
+		svc.SetPolicy,
+		connect.WithSchema(adminServiceMethods.ByName("SetPolicy")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceListQueueHandler := connect.NewUnaryHandler(
 		AdminServiceListQueueProcedure,
 		svc.ListQueue,
@@ -158,6 +259,14 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceGetClusterStatusHandler.ServeHTTP(w, r)
 		case AdminServiceRedriveDeadLettersProcedure:
 			adminServiceRedriveDeadLettersHandler.ServeHTTP(w, r)
+		case AdminServiceJoinNodeProcedure:
+			adminServiceJoinNodeHandler.ServeHTTP(w, r)
+		case AdminServiceRemoveNodeProcedure:
+			adminServiceRemoveNodeHandler.ServeHTTP(w, r)
+		case AdminServiceTransferLeadershipProcedure:
+			adminServiceTransferLeadershipHandler.ServeHTTP(w, r)
+		case AdminServiceSetPolicyProcedure:
+			adminServiceSetPolicyHandler.ServeHTTP(w, r)
 		case AdminServiceListQueueProcedure:
 			adminServiceListQueueHandler.ServeHTTP(w, r)
 		default:
@@ -175,6 +284,22 @@ func (UnimplementedAdminServiceHandler) GetClusterStatus(context.Context, *conne
 
 func (UnimplementedAdminServiceHandler) RedriveDeadLetters(context.Context, *connect.Request[v1.RedriveDeadLettersRequest]) (*connect.Response[v1.RedriveDeadLettersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.RedriveDeadLetters is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) JoinNode(context.Context, *connect.Request[v1.JoinNodeRequest]) (*connect.Response[v1.JoinNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.JoinNode is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.RemoveNode is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.TransferLeadership is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SetPolicy(context.Context, *connect.Request[v1.SetPolicyRequest]) (*connect.Response[v1.SetPolicyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.SetPolicy is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error) {

@@ -1,0 +1,166 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicehq/sluice/fsm"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+)
+
+// RaftTiming holds the raft settings Sluice tunes; see docs/cluster.md for
+// how they were chosen.
+type RaftTiming struct {
+	// HeartbeatTimeout: a follower that hears nothing for this long starts
+	// an election (default 500ms).
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout: a candidate waits this long for votes (default 500ms).
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout: a leader that cannot reach a quorum for this long
+	// steps down (default 250ms).
+	LeaderLeaseTimeout time.Duration
+	// MaxAppendEntries: entries per AppendEntries RPC and per batch applied
+	// (default 512).
+	MaxAppendEntries int
+	// SnapshotThreshold: entries since the last snapshot before the next
+	// (default 8192); SnapshotInterval is how often that is checked
+	// (default 10s).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs: entries kept after a snapshot so that a slow follower
+	// catches up from the log rather than a snapshot (default 10240).
+	TrailingLogs uint64
+}
+
+func (t RaftTiming) apply(c *raft.Config) {
+	c.HeartbeatTimeout = orDefault(t.HeartbeatTimeout, 500*time.Millisecond)
+	c.ElectionTimeout = orDefault(t.ElectionTimeout, 500*time.Millisecond)
+	c.LeaderLeaseTimeout = orDefault(t.LeaderLeaseTimeout, 250*time.Millisecond)
+	c.CommitTimeout = 5 * time.Millisecond
+	c.MaxAppendEntries = orDefault(t.MaxAppendEntries, 512)
+	c.BatchApplyCh = true
+	c.SnapshotThreshold = orDefault(t.SnapshotThreshold, 8192)
+	c.SnapshotInterval = orDefault(t.SnapshotInterval, 10*time.Second)
+	c.TrailingLogs = orDefault(t.TrailingLogs, 10240)
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// setTerm records the context of this node's current term of leadership.
+func (n *Node) setTerm(ctx context.Context) {
+	n.termMu.Lock()
+	n.termCtx = ctx
+	n.termMu.Unlock()
+}
+
+// term is the context of the current term of leadership; nil when this node
+// does not lead.
+func (n *Node) term() context.Context {
+	n.termMu.Lock()
+	defer n.termMu.Unlock()
+	if n.termCtx == nil || n.termCtx.Err() != nil {
+		return nil
+	}
+	return n.termCtx
+}
+
+// ensureMember records this node's HTTP address in the log when it leads
+// and the log has another (or none), so that followers can forward to it.
+func (n *Node) ensureMember(ctx context.Context) error {
+	want := &raftv1.SetMember{Id: n.cfg.ID, RaftAddress: string(n.transport.LocalAddr()), HttpAddress: n.Addr()}
+	if have, ok := n.fsm.Member(n.cfg.ID); ok && proto.Equal(have, want) {
+		return nil
+	}
+	res, err := n.propose(ctx, fsm.CmdSetMember, want)
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// handOver gives leadership to another voter before this node stops, so
+// that the cluster does not wait out an election timeout.
+func (n *Node) handOver() {
+	if n.raft == nil || n.raft.State() != raft.Leader {
+		return
+	}
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil && !errors.Is(err, raft.ErrNotLeader) {
+		n.log.Warn("leadership transfer before stopping", "err", err)
+		return
+	}
+	n.log.Info("handed leadership over before stopping", "to", n.leaderID())
+}
+
+// join adds a voter and records its addresses; only the leader calls it.
+func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		switch {
+		case s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(raftAddr):
+			// Already a member (a retried join): only the HTTP address may change.
+		case s.ID == raft.ServerID(id) || s.Address == raft.ServerAddress(raftAddr):
+			if err := n.raft.RemoveServer(s.ID, 0, n.cfg.ApplyTimeout).Error(); err != nil {
+				return fmt.Errorf("replace %s: %w", s.ID, err)
+			}
+		}
+	}
+	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("add voter %s: %w", id, err)
+	}
+	res, err := n.propose(ctx, fsm.CmdSetMember, &raftv1.SetMember{Id: id, RaftAddress: raftAddr, HttpAddress: httpAddr})
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// remove takes a server out of the group and forgets its addresses.
+func (n *Node) remove(ctx context.Context, id string) error {
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	res, err := n.propose(ctx, fsm.CmdSetMember, &raftv1.SetMember{Id: id, Remove: true})
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// isMemberHost reports whether host runs a member's API.
+func (n *Node) isMemberHost(host string) bool {
+	for _, m := range n.fsm.Members() {
+		h, _, err := net.SplitHostPort(m.HttpAddress)
+		if err == nil && h == host {
+			return true
+		}
+	}
+	return false
+}

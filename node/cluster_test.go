@@ -1,0 +1,363 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluicehq/sluice/limiter"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// network partitions raft traffic between nodes: a node's outgoing RPCs
+// to a node in another group fail as if the link were down. The transport
+// underneath is the real TCP one.
+type network struct {
+	mu    sync.Mutex
+	group map[raft.ServerAddress]int
+}
+
+func (nw *network) cut(a, b raft.ServerAddress) bool {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.group[a] != nw.group[b]
+}
+
+// partition puts the given addresses in group 1, everyone else in group 0.
+func (nw *network) partition(addrs ...string) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	for a := range nw.group {
+		nw.group[a] = 0
+	}
+	for _, a := range addrs {
+		nw.group[raft.ServerAddress(a)] = 1
+	}
+}
+
+func (nw *network) heal() { nw.partition() }
+
+var errPartitioned = errors.New("partitioned (fault injected)")
+
+// faultTransport is a raft.Transport whose outgoing calls fail across a
+// partition.
+type faultTransport struct {
+	raft.Transport
+	nw *network
+}
+
+func (f *faultTransport) check(target raft.ServerAddress) error {
+	if f.nw.cut(f.LocalAddr(), target) {
+		return errPartitioned
+	}
+	return nil
+}
+
+func (f *faultTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	// Without a pipeline every AppendEntries goes through the check below.
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
+
+func (f *faultTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := f.check(target); err != nil {
+		return err
+	}
+	return f.Transport.AppendEntries(id, target, args, resp)
+}
+
+func (f *faultTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	if err := f.check(target); err != nil {
+		return err
+	}
+	return f.Transport.RequestVote(id, target, args, resp)
+}
+
+func (f *faultTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	if err := f.check(target); err != nil {
+		return err
+	}
+	return f.Transport.InstallSnapshot(id, target, args, resp, data)
+}
+
+func (f *faultTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	if err := f.check(target); err != nil {
+		return err
+	}
+	return f.Transport.TimeoutNow(id, target, args, resp)
+}
+
+// testCluster is size real nodes on 127.0.0.1 (bolt stores on disk, TCP
+// raft transports behind the fault wrapper, Connect over HTTP), joined
+// through the admin API, with synthetic executors that lease from any node.
+type testCluster struct {
+	t     *testing.T
+	nw    *network
+	nodes []*Node
+}
+
+func clusterPolicy() *sluicev1.Policy {
+	p := DemoPolicy()
+	// Quota counters that must equal the admissions they count.
+	p.Rules = []*sluicev1.Rule{{Name: "daily", Limit: &sluicev1.Rule_Quota{Quota: &sluicev1.QuotaLimit{Limit: 1_000_000}}}}
+	p.Defaults.RetryBackoff = durationpb.New(50 * time.Millisecond)
+	p.Defaults.MaxAttempts = 10
+	return p
+}
+
+func startCluster(t *testing.T, size, executors int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nw: &network{group: make(map[raft.ServerAddress]int)}}
+	for i := 1; i <= size; i++ {
+		cfg := Config{
+			ID: fmt.Sprintf("n%d", i), DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: i == 1,
+			LeaseGrace: 500 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond, ForwardHold: 5 * time.Second,
+			Logger: quietLogger(), RaftLog: io.Discard,
+			WrapTransport: func(tr raft.Transport) raft.Transport {
+				c.nw.mu.Lock()
+				c.nw.group[tr.LocalAddr()] = 0
+				c.nw.mu.Unlock()
+				return &faultTransport{Transport: tr, nw: c.nw}
+			},
+		}
+		if i == 1 {
+			cfg.Policy = clusterPolicy()
+		}
+		n, err := Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		c.nodes = append(c.nodes, n)
+		if i == 1 {
+			waitFor(t, "n1 to lead", func() bool { return n.Leading() })
+			continue
+		}
+		_, err = adminClient(c.nodes[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{
+			Id: cfg.ID, RaftAddress: n.RaftAddr(), HttpAddress: n.Addr()}))
+		if err != nil {
+			t.Fatalf("join %s: %v", cfg.ID, err)
+		}
+	}
+	var servers []string
+	for _, n := range c.nodes {
+		servers = append(servers, baseURL(n))
+	}
+	startExecutors(t, executors, servers, "x")
+	waitFor(t, "every node to know the leader", func() bool {
+		for _, n := range c.nodes {
+			if !n.Ready() {
+				return false
+			}
+		}
+		return true
+	})
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *testCluster) leader(except ...*Node) *Node {
+	for _, n := range c.nodes {
+		skip := false
+		for _, e := range except {
+			skip = skip || n == e
+		}
+		if !skip && n.Leading() {
+			return n
+		}
+	}
+	return nil
+}
+
+func (c *testCluster) waitLeader(except ...*Node) *Node {
+	var l *Node
+	waitFor(c.t, "a leader", func() bool { l = c.leader(except...); return l != nil })
+	return l
+}
+
+func (c *testCluster) followers() []*Node {
+	var out []*Node
+	for _, n := range c.nodes {
+		if !n.IsLeader() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// submitAll submits count jobs through node n with idempotency keys,
+// retrying an unavailable answer with the same key as a client would, and
+// returns the ids of those whose Submit returned OK.
+func submitAll(t *testing.T, n *Node, prefix string, count int) []string {
+	t.Helper()
+	c := jobClient(n, DemoBobKey)
+	var ids []string
+	for i := range count {
+		spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: fmt.Sprintf("%s-%d", prefix, i),
+			Input: input(t, map[string]any{"duration_ms": 30})}
+		for try := 0; ; try++ {
+			res, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+			if err == nil {
+				ids = append(ids, res.Msg.Job.Id)
+				break
+			}
+			if connect.CodeOf(err) != connect.CodeUnavailable || try > 50 {
+				t.Fatalf("submit %s-%d through %s: %v", prefix, i, n.cfg.ID, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return ids
+}
+
+// checkInvariants waits for every accepted job to finish and then checks
+// the promises of the cluster: each reached exactly one terminal state,
+// its output was recorded once, quota counters equal the admissions they
+// count, and every replica's state hash is equal.
+func (c *testCluster) checkInvariants(ids []string) {
+	t := c.t
+	t.Helper()
+	l := c.waitLeader()
+	jobs := jobClient(l, DemoBobKey)
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		j := waitState(t, jobs, id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+		terminal, outputs := 0, 0
+		for _, tr := range j.Transitions {
+			if tr.State != sluicev1.JobState_JOB_STATE_QUEUED && tr.State != sluicev1.JobState_JOB_STATE_RUNNING {
+				terminal++
+			}
+			if tr.State == sluicev1.JobState_JOB_STATE_SUCCEEDED {
+				outputs++
+			}
+		}
+		if terminal != 1 || outputs != 1 || j.Output == nil {
+			t.Fatalf("job %s: %d terminal transitions, %d outputs: %v", id, terminal, outputs, j.Transitions)
+		}
+	}
+	usage := l.fsm.Usage(limiter.Request{Tenant: "bob", Tier: "pro"}, time.Now().UnixNano())
+	if len(usage) != 1 || usage[0].Used != int64(l.fsm.JobCount("bob")) {
+		t.Fatalf("quota counter %v, want %d admissions", usage, l.fsm.JobCount("bob"))
+	}
+	waitFor(t, "every replica to apply the same state", func() bool {
+		hash := ""
+		for _, n := range c.nodes {
+			if n.raft.AppliedIndex() != l.raft.AppliedIndex() {
+				return false
+			}
+			h := n.fsm.StateHash()
+			if hash != "" && h != hash {
+				return false
+			}
+			hash = h
+		}
+		return true
+	})
+}
+
+// TestClusterJoinsForwardsAndReplicates: three nodes joined through the
+// admin API serve any call on any node; writes on followers are forwarded;
+// executors lease through any node; all replicas agree.
+func TestClusterJoinsForwardsAndReplicates(t *testing.T) {
+	c := startCluster(t, 3, 2)
+	var ids []string
+	for _, n := range c.followers() {
+		ids = append(ids, submitAll(t, n, n.cfg.ID, 5)...)
+	}
+	// A retried submit with the same key through another node is the same job.
+	again := submitAll(t, c.nodes[0], c.followers()[0].cfg.ID, 1)
+	if again[0] != ids[0] {
+		t.Fatalf("idempotent retry through another node made job %s, want %s", again[0], ids[0])
+	}
+	c.checkInvariants(ids)
+	st, err := adminClient(c.followers()[0]).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Msg.Members) != 3 {
+		t.Fatalf("members %v", st.Msg.Members)
+	}
+	for _, m := range st.Msg.Members {
+		if m.HttpAddress == "" || m.Term == 0 || m.AppliedIndex == 0 {
+			t.Fatalf("member %v lacks its addresses or progress", m)
+		}
+	}
+	// A consistent read on a follower goes through the leader.
+	f := c.followers()[0]
+	res, err := jobClient(f, DemoBobKey).GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: ids[0], Consistent: true}))
+	if err != nil || res.Msg.Job.State != sluicev1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("consistent read through %s: %v %v", f.cfg.ID, res, err)
+	}
+}
+
+// TestPartitionedLeaderIsReplacedAndLosesNothing cuts the leader off from
+// the other two: they elect a new leader and go on; when the partition
+// heals the old leader follows; no accepted job is lost or run twice.
+func TestPartitionedLeaderIsReplacedAndLosesNothing(t *testing.T) {
+	c := startCluster(t, 3, 2)
+	old := c.waitLeader()
+	ids := submitAll(t, old, "before", 5)
+	c.nw.partition(old.RaftAddr())
+	cut := time.Now()
+	var fresh *Node
+	waitFor(t, "a new leader on the majority side", func() bool {
+		fresh = c.leader(old)
+		return fresh != nil
+	})
+	t.Logf("new leader %s elected %v after the partition", fresh.cfg.ID, time.Since(cut).Round(time.Millisecond))
+	ids = append(ids, submitAll(t, fresh, "during", 5)...)
+	c.nw.heal()
+	waitFor(t, "the old leader to step down", func() bool { return !old.IsLeader() })
+	ids = append(ids, submitAll(t, old, "after", 5)...) // forwarded to the new leader
+	c.checkInvariants(ids)
+}
+
+// TestPartitionedFollowerCatchesUp cuts one follower off; the majority
+// goes on without it and it catches up after the heal.
+func TestPartitionedFollowerCatchesUp(t *testing.T) {
+	c := startCluster(t, 3, 2)
+	l := c.waitLeader()
+	lost := c.followers()[0]
+	c.nw.partition(lost.RaftAddr())
+	ids := submitAll(t, l, "cut", 10)
+	if lost.raft.AppliedIndex() >= l.raft.AppliedIndex() {
+		t.Fatal("the partitioned follower kept up: the partition does nothing")
+	}
+	c.nw.heal()
+	c.checkInvariants(ids)
+}
+
+// TestFiveNodesSurviveLosingTheLeaderAndAnother: with five nodes, the
+// leader and one follower cut off together are a minority; the other three
+// elect a leader and go on.
+func TestFiveNodesSurviveLosingTheLeaderAndAnother(t *testing.T) {
+	c := startCluster(t, 5, 2)
+	old := c.waitLeader()
+	other := c.followers()[0]
+	c.nw.partition(old.RaftAddr(), other.RaftAddr())
+	fresh := c.waitLeader(old, other)
+	ids := submitAll(t, fresh, "majority", 5)
+	c.nw.heal()
+	c.checkInvariants(ids)
+}

@@ -1,0 +1,180 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+)
+
+// Writes reach the leader: a follower forwards them over the same Connect
+// API (typed, so a gRPC client's call goes on as Connect). It waits up to
+// ForwardHold for a leader to be known, and retries only when the call
+// cannot have been applied: there was no leader, the leader's address could
+// not be dialled, or the node it reached says it no longer leads. A call that
+// failed midway is returned as unavailable; the client retries it with its
+// idempotency key, which makes the retry return the same job.
+
+// notLeaderHeader marks a refusal by a node that does not lead, so that a
+// forwarding node knows the call was not applied and may go elsewhere.
+const notLeaderHeader = "Sluice-Not-Leader"
+
+// leaderHeader names the leader's API base URL on a refusal by a node that
+// does not lead; executors follow it (gpuexec.LeaderHeader is the same).
+const leaderHeader = "Sluice-Leader"
+
+// forwardedForHeader carries the client's IP from the node that took the
+// call to the leader, for rules keyed on client IP.
+const forwardedForHeader = "Sluice-Forwarded-For"
+
+// errNoLeader is returned when no leader is known within the hold time.
+var errNoLeader = errors.New("no raft leader is known")
+
+// leaderBase is the leader's API base URL, or an error when there is no
+// leader, this node leads, or the leader's address is not recorded yet.
+func (n *Node) leaderBase() (string, error) {
+	_, id := n.raft.LeaderWithID()
+	switch {
+	case id == "":
+		return "", errNoLeader
+	case id == raft.ServerID(n.cfg.ID):
+		return "", errLeaderIsSelf
+	}
+	m, ok := n.fsm.Member(string(id))
+	if !ok || m.HttpAddress == "" {
+		return "", fmt.Errorf("leader %s: its HTTP address is not known yet", id)
+	}
+	return "http://" + m.HttpAddress, nil
+}
+
+var errLeaderIsSelf = errors.New("this node leads")
+
+// peerClient is the HTTP client for node-to-node calls: cleartext HTTP/2
+// when asked (streams), HTTP/1.1 otherwise.
+func newPeerClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	t.Protocols = p
+	return &http.Client{Transport: t}
+}
+
+type leaderClients struct {
+	jobs     sluicev1connect.JobServiceClient
+	admin    sluicev1connect.AdminServiceClient
+	executor sluicev1connect.ExecutorServiceClient
+}
+
+func (n *Node) clientsFor(base string) leaderClients {
+	return leaderClients{
+		jobs:     sluicev1connect.NewJobServiceClient(n.peers, base),
+		admin:    sluicev1connect.NewAdminServiceClient(n.peers, base),
+		executor: sluicev1connect.NewExecutorServiceClient(n.peers, base),
+	}
+}
+
+// forward sends a call to the leader. serveHere is true when this node
+// leads: the caller serves the call itself.
+func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req],
+	call func(context.Context, leaderClients, *connect.Request[Req]) (*connect.Response[Res], error)) (res *connect.Response[Res], serveHere bool, err error) {
+	hold := time.NewTimer(n.cfg.ForwardHold)
+	defer hold.Stop()
+	for {
+		if n.IsLeader() {
+			return nil, true, nil
+		}
+		base, lerr := n.leaderBase()
+		if errors.Is(lerr, errLeaderIsSelf) {
+			return nil, true, nil
+		}
+		if lerr == nil {
+			out := connect.NewRequest(in.Msg)
+			for _, h := range []string{"Authorization", "Content-Type"} {
+				if v := in.Header().Get(h); v != "" {
+					out.Header().Set(h, v)
+				}
+			}
+			out.Header().Set(forwardedForHeader, n.clientIP(in.Peer().Addr, in.Header()))
+			res, err := call(ctx, n.clientsFor(base), out)
+			if err == nil {
+				return relayResponse(res), false, nil
+			}
+			if !retryableForward(err) {
+				return nil, false, relayError(err)
+			}
+			lerr = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, connect.NewError(connect.CodeUnavailable, ctx.Err())
+		case <-hold.C:
+			e := connect.NewError(connect.CodeUnavailable, fmt.Errorf("cannot reach the raft leader within %v (%v); retry shortly", n.cfg.ForwardHold, lerr))
+			return nil, false, e
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// retryableForward is true for failures that prove the call was not
+// applied: the leader refused as a non-leader, or it could not be dialled.
+func retryableForward(err error) bool {
+	var ce *connect.Error
+	if errors.As(err, &ce) && ce.Meta().Get(notLeaderHeader) != "" {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// notLeaderError refuses a call that only the leader may serve, naming the
+// leader's API when known.
+func (n *Node) notLeaderError() *connect.Error {
+	e := connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", errNotLeader))
+	e.Meta().Set(notLeaderHeader, n.cfg.ID)
+	if base, err := n.leaderBase(); err == nil {
+		e.Meta().Set(leaderHeader, base)
+	}
+	return e
+}
+
+// relayedHeaders are the leader's response headers a forwarding node passes
+// on; the others (content type, length, encoding) belong to the hop.
+var relayedHeaders = []string{"Retry-After", "RateLimit", "RateLimit-Policy", leaderHeader}
+
+func relayResponse[Res any](res *connect.Response[Res]) *connect.Response[Res] {
+	out := connect.NewResponse(res.Msg)
+	for _, h := range relayedHeaders {
+		if v := res.Header().Get(h); v != "" {
+			out.Header().Set(h, v)
+		}
+	}
+	return out
+}
+
+// relayError rebuilds the leader's error for this hop: same code, message
+// and details, and only the headers that mean something to the client.
+func relayError(err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	out := connect.NewError(ce.Code(), errors.New(ce.Message()))
+	for _, d := range ce.Details() {
+		out.AddDetail(d)
+	}
+	for _, h := range relayedHeaders {
+		if v := ce.Meta().Get(h); v != "" {
+			out.Meta().Set(h, v)
+		}
+	}
+	return out
+}
