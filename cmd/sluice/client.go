@@ -411,7 +411,9 @@ func transferCmd(f *clientFlags) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.TransferLeadershipResponse], error) {
 				return a.TransferLeadership(c.Context(), connect.NewRequest(&sluicev1.TransferLeadershipRequest{Id: to}))
-			}, func(w io.Writer, m *sluicev1.TransferLeadershipResponse) { fmt.Fprintf(w, "leader is now %s\n", m.LeaderId) })
+			}, func(w io.Writer, m *sluicev1.TransferLeadershipResponse) {
+				fmt.Fprintf(w, "leader is now %s\n", m.LeaderId)
+			})
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "id of the server to hand over to")

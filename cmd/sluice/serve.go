@@ -24,6 +24,7 @@ type serveFlags struct {
 	executors                    int
 	failureRate                  float64
 	leaseGrace                   time.Duration
+	raftTiming                   node.RaftTiming
 }
 
 func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int) {
@@ -36,6 +37,12 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().Float64Var(&f.failureRate, "failure-rate", 0, "share of synthetic attempts that fail (0–1), to watch retries")
 	c.Flags().StringVar(&f.servers, "servers", "", "comma-separated API addresses of the cluster's servers, for this process's executors to find the leader (default: this node only)")
 	c.Flags().StringVar(&f.executorToken, "executor-token", envOr("SLUICE_EXECUTOR_TOKEN", node.DemoExecutorToken), "token this process's executors present (env SLUICE_EXECUTOR_TOKEN)")
+	c.Flags().DurationVar(&f.raftTiming.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft: a follower that hears nothing this long starts an election (default 500ms)")
+	c.Flags().DurationVar(&f.raftTiming.ElectionTimeout, "raft-election-timeout", 0, "raft: how long a candidate waits for votes (default 500ms)")
+	c.Flags().IntVar(&f.raftTiming.MaxAppendEntries, "raft-max-append-entries", 0, "raft: entries per AppendEntries RPC and per applied batch (default 512)")
+	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: entries between snapshots (default 8192)")
+	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
+	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
 }
 
@@ -105,7 +112,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
-		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel,
+		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
 	})
 	if err != nil {
 		return err
