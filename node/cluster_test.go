@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -360,4 +362,57 @@ func TestFiveNodesSurviveLosingTheLeaderAndAnother(t *testing.T) {
 	ids := submitAll(t, fresh, "majority", 5)
 	c.nw.heal()
 	c.checkInvariants(ids)
+}
+
+// TestDataDirStaysBoundedUnderLoad: with frequent snapshots, log
+// compaction keeps the raft log to about threshold + trailing entries and
+// the data dir from growing with the number of jobs ever run.
+func TestDataDirStaysBoundedUnderLoad(t *testing.T) {
+	p := DemoPolicy()
+	p.Rules = nil
+	p.Defaults.JobRetention = durationpb.New(500 * time.Millisecond) // finished jobs leave the state
+	dir := t.TempDir()
+	n, err := Start(Config{
+		DataDir: dir, HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: p,
+		HeartbeatInterval: 200 * time.Millisecond, Logger: quietLogger(), RaftLog: io.Discard,
+		Raft: RaftTiming{SnapshotThreshold: 200, TrailingLogs: 100, SnapshotInterval: 100 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	waitFor(t, "leadership", n.Leading)
+	startExecutors(t, 4, []string{baseURL(n)}, "x")
+	waitExecutors(t, n, 4)
+	size := func() int64 {
+		var total int64
+		filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				total += info.Size()
+			}
+			return nil
+		})
+		return total
+	}
+	round := func(name string) {
+		submitAll(t, n, name, 150)
+		waitFor(t, name+" jobs to finish", func() bool { return n.fsm.QueueLen() == 0 && len(n.fsm.Running()) == 0 })
+	}
+	round("warm") // bolt grows its file once, then reuses freed pages
+	time.Sleep(time.Second)
+	first := size()
+	for i := range 3 {
+		round(fmt.Sprintf("r%d", i))
+	}
+	time.Sleep(time.Second)
+	last := size()
+	firstIdx, _ := n.store.FirstIndex()
+	lastIdx, _ := n.store.LastIndex()
+	t.Logf("data dir %d → %d bytes over 450 more jobs; log holds entries %d–%d", first, last, firstIdx, lastIdx)
+	if kept := lastIdx - firstIdx; kept > 200+100+200 {
+		t.Fatalf("the log keeps %d entries; compaction should hold it near threshold+trailing (300)", kept)
+	}
+	if last > first*3/2 {
+		t.Fatalf("data dir grew from %d to %d bytes: not bounded", first, last)
+	}
 }

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+)
+
+// freeAddr reserves a loopback port for a child process.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// server is one `sluice server` child process with fixed addresses, so
+// that it comes back on the same ones after a kill -9.
+type server struct {
+	id, data, http, raft string
+	args                 []string
+	cmd                  *exec.Cmd
+	log                  *strings.Builder
+}
+
+func (s *server) start(t *testing.T, bin string) {
+	t.Helper()
+	args := append([]string{"server", "--id", s.id, "--data", s.data, "--http", s.http, "--raft", s.raft}, s.args...)
+	s.cmd = exec.Command(bin, args...)
+	s.log = &strings.Builder{}
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *server) kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+}
+
+const failoverPolicy = `
+tiers: [{name: pro, weight: 1}]
+tenants: [{name: bob, tier: pro, api_key_sha256: ["%s"]}]
+models: [{name: llama-8b, default_duration: 100ms}]
+admin_token_sha256: "%s"
+executor_token_sha256: "%s"
+defaults: {max_attempts: 20, retry_backoff: 50ms, max_backoff: 500ms}
+rules: [{name: daily, quota: {limit: 1000000}}]
+`
+
+// TestKillLeaderRepeatedlyLosesNothing runs three `sluice server` processes
+// (each with a synthetic executor), kills -9 the leader three times while a
+// load generator submits jobs with idempotency keys through any node, and
+// restarts it each time. Then every job whose Submit returned OK has
+// reached exactly one terminal state with one output, the quota counter
+// equals the admissions, and all replicas hold the same state.
+func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three server processes")
+	}
+	bin := buildSluice(t)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte(fmt.Sprintf(failoverPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	servers := make([]*server, 3)
+	var urls []string
+	for i := range servers {
+		servers[i] = &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), http: freeAddr(t), raft: freeAddr(t)}
+		urls = append(urls, "http://"+servers[i].http)
+	}
+	for i, s := range servers {
+		s.args = []string{"--executors", "1", "--executor-token", "exec", "--servers", strings.Join(urls, ","), "--lease-grace", "1s"}
+		if i == 0 {
+			s.args = append(s.args, "--bootstrap", "--policy", policy)
+		}
+		s.start(t, bin)
+		t.Cleanup(s.kill)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, s := range servers {
+				t.Logf("%s output:\n%s", s.id, s.log.String())
+			}
+		}
+	})
+	waitReady(t, urls[0])
+	admin := func(u string) sluicev1connect.AdminServiceClient {
+		return sluicev1connect.NewAdminServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerAuth("admin")))
+	}
+	for _, s := range servers[1:] {
+		if _, err := admin(urls[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: s.id, RaftAddress: s.raft, HttpAddress: s.http})); err != nil {
+			t.Fatalf("join %s: %v", s.id, err)
+		}
+	}
+	jobs := func(u string) sluicev1connect.JobServiceClient {
+		return sluicev1connect.NewJobServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerAuth("bob-key")))
+	}
+
+	// The load: one job at a time per client, each retried with its key
+	// (through the next node) until a Submit returns OK.
+	var mu sync.Mutex
+	accepted := map[string]bool{}
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for c := range 4 {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				in, _ := structpb.NewStruct(map[string]any{"duration_ms": 100})
+				spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: fmt.Sprintf("c%d-%d", c, i), Input: in}
+				for try := 0; try < 200; try++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					res, err := jobs(urls[(c+try)%3]).Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+					cancel()
+					if err == nil {
+						mu.Lock()
+						accepted[res.Msg.Job.Id] = true
+						mu.Unlock()
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				time.Sleep(250 * time.Millisecond) // 4 clients: ~16 jobs/s for 3 slots of 100 ms
+			}
+		}()
+	}
+
+	leader := func() *server {
+		for _, s := range servers {
+			st, err := admin("http://"+s.http).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			if err == nil && st.Msg.Role == "Leader" {
+				return s
+			}
+		}
+		return nil
+	}
+	var pauses []time.Duration
+	for round := range 3 {
+		time.Sleep(1500 * time.Millisecond)
+		var old *server
+		waitFor(t, "a leader", func() bool { old = leader(); return old != nil })
+		old.kill()
+		killed := time.Now()
+		// The pause: from the kill to the first assignment committed by the
+		// new leader.
+		var dispatched time.Time
+		waitUpTo(20*time.Second, func() bool {
+			for _, s := range servers {
+				if s == old {
+					continue
+				}
+				res, err := jobs("http://"+s.http).ListJobs(context.Background(), connect.NewRequest(&sluicev1.ListJobsRequest{PageSize: 100,
+					States: []sluicev1.JobState{sluicev1.JobState_JOB_STATE_RUNNING, sluicev1.JobState_JOB_STATE_SUCCEEDED}}))
+				if err != nil {
+					continue
+				}
+				for _, j := range res.Msg.Jobs {
+					if j.StartedAt != nil && j.StartedAt.AsTime().After(killed) {
+						dispatched = j.StartedAt.AsTime()
+						return true
+					}
+				}
+			}
+			return false
+		})
+		if dispatched.IsZero() {
+			for _, s := range servers {
+				if s == old {
+					continue
+				}
+				res, err := jobs("http://"+s.http).ListJobs(context.Background(), connect.NewRequest(&sluicev1.ListJobsRequest{PageSize: 8,
+					States: []sluicev1.JobState{sluicev1.JobState_JOB_STATE_RUNNING, sluicev1.JobState_JOB_STATE_SUCCEEDED}}))
+				if err != nil {
+					t.Logf("%s: %v", s.id, err)
+					continue
+				}
+				for _, j := range res.Msg.Jobs {
+					t.Logf("%s sees job %s %v started %v (killed %v)", s.id, j.Id, j.State, j.StartedAt.AsTime(), killed)
+				}
+			}
+		}
+		if dispatched.IsZero() {
+			t.Fatalf("round %d: no dispatch within 20 s of killing the leader %s", round+1, old.id)
+		}
+		pause := dispatched.Sub(killed)
+		pauses = append(pauses, pause)
+		t.Logf("round %d: killed leader %s; first dispatch by the new leader %v later", round+1, old.id, pause.Round(time.Millisecond))
+		old.start(t, bin)
+	}
+	close(stop)
+	load.Wait()
+
+	mu.Lock()
+	ids := make([]string, 0, len(accepted))
+	for id := range accepted {
+		ids = append(ids, id)
+	}
+	mu.Unlock()
+	slices.Sort(ids)
+	if len(ids) < 20 {
+		t.Fatalf("only %d jobs were accepted during the test", len(ids))
+	}
+	c := jobs(urls[0])
+	for _, id := range ids {
+		var j *sluicev1.Job
+		waitFor(t, "job "+id+" to succeed", func() bool {
+			res, err := c.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: id, Consistent: true}))
+			if err != nil {
+				return false
+			}
+			j = res.Msg.Job
+			return j.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
+		})
+		terminal := 0
+		for _, tr := range j.Transitions {
+			if tr.State != sluicev1.JobState_JOB_STATE_QUEUED && tr.State != sluicev1.JobState_JOB_STATE_RUNNING {
+				terminal++
+			}
+		}
+		if terminal != 1 || j.Output == nil {
+			t.Fatalf("job %s: %d terminal transitions, output %v", id, terminal, j.Output)
+		}
+	}
+	// Every job bob has (accepted, or admitted by a Submit whose answer was
+	// lost) is counted once by the quota.
+	all, err := c.ListJobs(context.Background(), connect.NewRequest(&sluicev1.ListJobsRequest{PageSize: 1000, Consistent: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	usage, err := c.GetUsage(context.Background(), connect.NewRequest(&sluicev1.GetUsageRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(usage.Msg.Rules) != 1 || usage.Msg.Rules[0].Used != int64(len(all.Msg.Jobs)) {
+		t.Fatalf("quota used %v, want %d (bob's jobs)", usage.Msg.Rules, len(all.Msg.Jobs))
+	}
+	waitFor(t, "all replicas to hold the same state", func() bool {
+		var hashes []string
+		var applied []uint64
+		for _, s := range servers {
+			st, err := admin("http://"+s.http).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			if err != nil {
+				return false
+			}
+			hashes = append(hashes, st.Msg.StateHash)
+			applied = append(applied, st.Msg.AppliedIndex)
+		}
+		return hashes[0] == hashes[1] && hashes[1] == hashes[2] && applied[0] == applied[1] && applied[1] == applied[2]
+	})
+	t.Logf("%d jobs accepted, all succeeded once; failover pauses %v", len(ids), pauses)
+}
+
+func waitUpTo(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
