@@ -67,13 +67,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ctx = ctx
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var lastWarn time.Time
 	for ctx.Err() == nil {
 		base := a.pickServer()
 		err := a.lease(ctx, base, &wg)
 		if ctx.Err() != nil {
 			break
 		}
-		a.Log.Debug("lease ended; reconnecting", "executor", a.Info.GetName(), "server", base, "err", err)
+		switch connect.CodeOf(err) {
+		default:
+			a.Log.Debug("lease ended; reconnecting", "executor", a.Info.GetName(), "server", base, "err", err)
+		case connect.CodePermissionDenied, connect.CodeUnauthenticated, connect.CodeInvalidArgument:
+			// Not a leader change: a wrong token or a refused description
+			// will not fix itself; say so, at most every few seconds.
+			if time.Since(lastWarn) > 5*time.Second {
+				a.Log.Warn("executor cannot lease", "executor", a.Info.GetName(), "server", base, "err", err)
+				lastWarn = time.Now()
+			}
+		}
 		pause(ctx, a.Retry)
 	}
 	return ctx.Err()
@@ -233,7 +244,7 @@ func (a *Agent) stop(s *sluicev1.StopAttempt) {
 
 func (a *Agent) run(runCtx context.Context, as *sluicev1.Assignment) {
 	asg := Assignment{JobID: as.JobId, Attempt: as.Attempt, Model: as.Model, Input: as.Input, GPUs: as.Gpus,
-		RunTimeout: as.GetRunTimeout().AsDuration()}
+		RunTimeout: as.GetRunTimeout().AsDuration(), Expected: as.GetExpectedDuration().AsDuration()}
 	if asg.RunTimeout <= 0 {
 		asg.RunTimeout = time.Hour
 	}

@@ -19,6 +19,9 @@ type Assignment struct {
 	GPUs []string
 	// RunTimeout bounds the attempt; the runner stops at it.
 	RunTimeout time.Duration
+	// Expected is how long the model usually takes (the policy's
+	// default_duration); 0 when unknown.
+	Expected time.Duration
 }
 
 // Result is how an attempt ended. Exactly one of Output or Err is set.

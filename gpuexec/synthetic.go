@@ -27,7 +27,10 @@ const MaxSyntheticDuration = time.Hour
 
 // Run waits, reporting progress every tenth of the way, then echoes.
 func (s *Synthetic) Run(ctx context.Context, a Assignment, progress Progress) Result {
-	d := s.Durations[a.Model]
+	d, ok := s.Durations[a.Model]
+	if !ok {
+		d = a.Expected
+	}
 	if v, ok := a.Input.GetFields()["duration_ms"]; ok {
 		ms, isNum := v.GetKind().(*structpb.Value_NumberValue)
 		if !isNum || ms.NumberValue < 0 || time.Duration(ms.NumberValue)*time.Millisecond > MaxSyntheticDuration {

@@ -48,6 +48,13 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
 		return c.jobs.Submit(ctx, r)
 	}); !local {
+		if err == nil {
+			// Read your writes here: the job id is its log index, so wait
+			// (briefly) until this replica has applied it.
+			if id, perr := ParseJobID(res.Msg.GetJob().GetId()); perr == nil {
+				n.waitApplied(ctx, id)
+			}
+		}
 		return res, err
 	}
 	cmd := &raftv1.Submit{Tenant: t.Name, Spec: spec, ApiKeySha256: keyHash,
@@ -409,4 +416,24 @@ func resultError(res fsm.Result) error {
 		return connect.NewError(connect.CodeAborted, err)
 	}
 	return connect.NewError(connect.CodeInternal, err)
+}
+
+// waitApplied waits until this replica has applied the log up to index, or
+// ForwardHold passes.
+func (n *Node) waitApplied(ctx context.Context, index uint64) {
+	deadline := time.NewTimer(n.cfg.ForwardHold)
+	defer deadline.Stop()
+	for {
+		changed := n.fsm.Changed()
+		if n.fsm.LastIndex() >= index {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-changed:
+		}
+	}
 }

@@ -71,6 +71,10 @@ func (n *Node) executor(h http.Header) error {
 		return err
 	}
 	p := n.fsm.Policy()
+	if p.GetExecutorTokenSha256() == "" && p.GetAdminTokenSha256() == "" {
+		// A node that has not joined a cluster yet has no policy.
+		return connect.NewError(connect.CodeUnavailable, errors.New("this node has no policy yet (has it joined the cluster?); retry shortly"))
+	}
 	hash := fsm.HashKey(tok)
 	for _, want := range []string{p.GetExecutorTokenSha256(), p.GetAdminTokenSha256()} {
 		if want != "" && subtle.ConstantTimeCompare([]byte(hash), []byte(want)) == 1 {

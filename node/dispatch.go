@@ -209,6 +209,7 @@ func (n *Node) dispatch() {
 		msg := &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Assignment{Assignment: &sluicev1.Assignment{
 			JobId: FormatJobID(j.Id), Attempt: p.a.Attempt, Model: j.Spec.GetModel(), Input: j.Spec.GetInput(),
 			Gpus: p.a.Gpus, RunTimeout: durationpb.New(time.Duration(j.RunTimeoutNs)),
+			ExpectedDuration: durationpb.New(n.modelDuration(j.Spec.GetModel())),
 		}}}
 		if !n.execs.started(p.a.Executor, j.Id, p.a.Attempt, msg) {
 			// The lease ended between placement and commit: give the
@@ -216,4 +217,13 @@ func (n *Node) dispatch() {
 			n.requeue(j.Id, p.a.Attempt, fmt.Sprintf("executor %s left before it could start attempt %d", p.a.Executor, p.a.Attempt))
 		}
 	}
+}
+
+// modelDuration is the policy's expected duration of a model.
+func (n *Node) modelDuration(model string) time.Duration {
+	m, ok := n.fsm.Model(model)
+	if !ok {
+		return 0
+	}
+	return m.GetDefaultDuration().AsDuration()
 }

@@ -99,10 +99,6 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	case dev:
 		policy = node.DemoPolicy()
 	}
-	durations := map[string]time.Duration{}
-	for _, m := range policy.GetModels() {
-		durations[m.Name] = m.GetDefaultDuration().AsDuration()
-	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	raftLevel := "warn"
 	if dev {
@@ -129,7 +125,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		a := &gpuexec.Agent{
 			Info:    gpuexec.DeclaredInfo(name, 1, 1, 81920, nil),
 			Servers: servers, Token: f.executorToken, Log: logger,
-			Runner: &gpuexec.Synthetic{Name: name, Durations: durations, FailureRate: f.failureRate},
+			Runner: &gpuexec.Synthetic{Name: name, FailureRate: f.failureRate}, // the model's expected duration comes with each assignment
 		}
 		agents.Add(1)
 		go func() { defer agents.Done(); a.Run(agentCtx) }()

@@ -304,10 +304,13 @@ type Assignment struct {
 	Model   string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	Input   *structpb.Struct       `protobuf:"bytes,4,opt,name=input,proto3" json:"input,omitempty"`
 	// UUIDs of the GPUs to pin (CUDA_VISIBLE_DEVICES).
-	Gpus          []string             `protobuf:"bytes,5,rep,name=gpus,proto3" json:"gpus,omitempty"`
-	RunTimeout    *durationpb.Duration `protobuf:"bytes,6,opt,name=run_timeout,json=runTimeout,proto3" json:"run_timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Gpus       []string             `protobuf:"bytes,5,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	RunTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=run_timeout,json=runTimeout,proto3" json:"run_timeout,omitempty"`
+	// The model's expected duration (its default_duration in the policy):
+	// what the synthetic runner takes when the input names none.
+	ExpectedDuration *durationpb.Duration `protobuf:"bytes,7,opt,name=expected_duration,json=expectedDuration,proto3" json:"expected_duration,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -378,6 +381,13 @@ func (x *Assignment) GetGpus() []string {
 func (x *Assignment) GetRunTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.RunTimeout
+	}
+	return nil
+}
+
+func (x *Assignment) GetExpectedDuration() *durationpb.Duration {
+	if x != nil {
+		return x.ExpectedDuration
 	}
 	return nil
 }
@@ -992,7 +1002,7 @@ const file_sluice_v1_executor_proto_rawDesc = "" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\"x\n" +
 	"\fLeaseRequest\x123\n" +
 	"\bexecutor\x18\x01 \x01(\v2\x17.sluice.v1.ExecutorInfoR\bexecutor\x123\n" +
-	"\arunning\x18\x02 \x03(\v2\x19.sluice.v1.RunningAttemptR\arunning\"\xd2\x01\n" +
+	"\arunning\x18\x02 \x03(\v2\x19.sluice.v1.RunningAttemptR\arunning\"\x9a\x02\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
@@ -1001,7 +1011,8 @@ const file_sluice_v1_executor_proto_rawDesc = "" +
 	"\x05input\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x05input\x12\x12\n" +
 	"\x04gpus\x18\x05 \x03(\tR\x04gpus\x12:\n" +
 	"\vrun_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"runTimeout\"V\n" +
+	"runTimeout\x12F\n" +
+	"\x11expected_duration\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10expectedDuration\"V\n" +
 	"\vStopAttempt\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
@@ -1083,28 +1094,29 @@ var file_sluice_v1_executor_proto_depIdxs = []int32{
 	2,  // 2: sluice.v1.LeaseRequest.running:type_name -> sluice.v1.RunningAttempt
 	14, // 3: sluice.v1.Assignment.input:type_name -> google.protobuf.Struct
 	15, // 4: sluice.v1.Assignment.run_timeout:type_name -> google.protobuf.Duration
-	4,  // 5: sluice.v1.LeaseResponse.assignment:type_name -> sluice.v1.Assignment
-	5,  // 6: sluice.v1.LeaseResponse.stop:type_name -> sluice.v1.StopAttempt
-	15, // 7: sluice.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	2,  // 8: sluice.v1.HeartbeatRequest.running:type_name -> sluice.v1.RunningAttempt
-	1,  // 9: sluice.v1.HeartbeatRequest.info:type_name -> sluice.v1.ExecutorInfo
-	5,  // 10: sluice.v1.HeartbeatResponse.stop:type_name -> sluice.v1.StopAttempt
-	9,  // 11: sluice.v1.ReportRequest.progress:type_name -> sluice.v1.Progress
-	11, // 12: sluice.v1.ReportRequest.succeeded:type_name -> sluice.v1.Succeeded
-	12, // 13: sluice.v1.ReportRequest.failed:type_name -> sluice.v1.Failed
-	14, // 14: sluice.v1.Succeeded.output:type_name -> google.protobuf.Struct
-	16, // 15: sluice.v1.Failed.error:type_name -> sluice.v1.JobError
-	3,  // 16: sluice.v1.ExecutorService.Lease:input_type -> sluice.v1.LeaseRequest
-	7,  // 17: sluice.v1.ExecutorService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	10, // 18: sluice.v1.ExecutorService.Report:input_type -> sluice.v1.ReportRequest
-	6,  // 19: sluice.v1.ExecutorService.Lease:output_type -> sluice.v1.LeaseResponse
-	8,  // 20: sluice.v1.ExecutorService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	13, // 21: sluice.v1.ExecutorService.Report:output_type -> sluice.v1.ReportResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	15, // 5: sluice.v1.Assignment.expected_duration:type_name -> google.protobuf.Duration
+	4,  // 6: sluice.v1.LeaseResponse.assignment:type_name -> sluice.v1.Assignment
+	5,  // 7: sluice.v1.LeaseResponse.stop:type_name -> sluice.v1.StopAttempt
+	15, // 8: sluice.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	2,  // 9: sluice.v1.HeartbeatRequest.running:type_name -> sluice.v1.RunningAttempt
+	1,  // 10: sluice.v1.HeartbeatRequest.info:type_name -> sluice.v1.ExecutorInfo
+	5,  // 11: sluice.v1.HeartbeatResponse.stop:type_name -> sluice.v1.StopAttempt
+	9,  // 12: sluice.v1.ReportRequest.progress:type_name -> sluice.v1.Progress
+	11, // 13: sluice.v1.ReportRequest.succeeded:type_name -> sluice.v1.Succeeded
+	12, // 14: sluice.v1.ReportRequest.failed:type_name -> sluice.v1.Failed
+	14, // 15: sluice.v1.Succeeded.output:type_name -> google.protobuf.Struct
+	16, // 16: sluice.v1.Failed.error:type_name -> sluice.v1.JobError
+	3,  // 17: sluice.v1.ExecutorService.Lease:input_type -> sluice.v1.LeaseRequest
+	7,  // 18: sluice.v1.ExecutorService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	10, // 19: sluice.v1.ExecutorService.Report:input_type -> sluice.v1.ReportRequest
+	6,  // 20: sluice.v1.ExecutorService.Lease:output_type -> sluice.v1.LeaseResponse
+	8,  // 21: sluice.v1.ExecutorService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	13, // 22: sluice.v1.ExecutorService.Report:output_type -> sluice.v1.ReportResponse
+	20, // [20:23] is the sub-list for method output_type
+	17, // [17:20] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_executor_proto_init() }
