@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/fsm"
@@ -163,4 +166,24 @@ func (n *Node) isMemberHost(host string) bool {
 		}
 	}
 	return false
+}
+
+// recoverPeers applies <data>/peers.json when an operator wrote one to
+// recover from losing a majority: the file names the servers of the new
+// cluster (hashicorp/raft's JSON format, version 3), the node rewrites its
+// configuration to it, and the file is renamed so that it applies once.
+func (n *Node) recoverPeers(conf *raft.Config, store *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) error {
+	path := filepath.Join(n.cfg.DataDir, "peers.json")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	cfg, err := raft.ReadConfigJSON(path)
+	if err != nil {
+		return fmt.Errorf("node: %s: %w", path, err)
+	}
+	if err := raft.RecoverCluster(conf, raftFSM{fsm.New()}, store, store, snaps, trans, cfg); err != nil {
+		return fmt.Errorf("node: recover from %s: %w", path, err)
+	}
+	n.log.Warn("recovered the raft configuration from peers.json", "servers", len(cfg.Servers))
+	return os.Rename(path, path+".recovered")
 }

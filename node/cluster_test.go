@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -414,5 +415,46 @@ func TestDataDirStaysBoundedUnderLoad(t *testing.T) {
 	}
 	if last > first*3/2 {
 		t.Fatalf("data dir grew from %d to %d bytes: not bounded", first, last)
+	}
+}
+
+// TestMajorityLossRecoversFromPeersJSON: two of three nodes are gone for
+// good; the operator writes peers.json naming the survivor, which then
+// leads a one-node cluster with every job it had.
+func TestMajorityLossRecoversFromPeersJSON(t *testing.T) {
+	c := startCluster(t, 3, 1)
+	l := c.waitLeader()
+	ids := submitAll(t, l, "before", 5)
+	c.checkInvariants(ids)
+	survivor := c.followers()[0]
+	dir, id := survivor.cfg.DataDir, survivor.cfg.ID
+	for _, n := range c.nodes {
+		n.Close()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	peers := fmt.Sprintf(`[{"id": %q, "address": %q, "non_voter": false}]`, id, addr)
+	if err := os.WriteFile(filepath.Join(dir, "peers.json"), []byte(peers), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(Config{ID: id, DataDir: dir, HTTPAddr: "127.0.0.1:0", RaftAddr: addr,
+		LeaseGrace: 200 * time.Millisecond, Logger: quietLogger(), RaftLog: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	waitFor(t, "the survivor to lead", n.Leading)
+	for _, jid := range ids {
+		if j := waitState(t, jobClient(n, DemoBobKey), jid, sluicev1.JobState_JOB_STATE_SUCCEEDED); j.Output == nil {
+			t.Fatalf("job %s lost its output", jid)
+		}
+	}
+	submitAll(t, n, "after", 2) // and it takes writes again
+	if _, err := os.Stat(filepath.Join(dir, "peers.json.recovered")); err != nil {
+		t.Fatalf("peers.json was not set aside after use: %v", err)
 	}
 }

@@ -181,6 +181,11 @@ func (n *Node) startRaft() error {
 	if n.cfg.WrapTransport != nil {
 		trans = n.cfg.WrapTransport(netTrans)
 	}
+	if err := n.recoverPeers(conf, store, snaps, trans); err != nil {
+		store.Close()
+		netTrans.Close()
+		return err
+	}
 	existing, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		store.Close()
