@@ -353,22 +353,7 @@ func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 	tenant := rapid.SampledFrom([]string{"alice", "bob"}).Draw(rt, "tenant")
 	switch rapid.IntRange(0, 9).Draw(rt, "kind") {
 	case 0, 1:
-		spec := &sluicev1.JobSpec{
-			Model:          rapid.SampledFrom([]string{"sdxl", "llama-8b"}).Draw(rt, "model"),
-			Priority:       rapid.Int32Range(0, 9).Draw(rt, "prio"),
-			MaxAttempts:    rapid.Int32Range(0, 3).Draw(rt, "max"),
-			IdempotencyKey: rapid.SampledFrom([]string{"", "", "k1", "k2"}).Draw(rt, "key"),
-		}
-		if rapid.Bool().Draw(rt, "qt") {
-			spec.QueueTimeout = durationpb.New(time.Duration(rapid.Int64Range(1, 20).Draw(rt, "qts")) * time.Second)
-		}
-		if rapid.Bool().Draw(rt, "rt") {
-			spec.RunTimeout = durationpb.New(time.Duration(rapid.Int64Range(1, 20).Draw(rt, "rts")) * time.Second)
-		}
-		if rapid.Bool().Draw(rt, "nb") {
-			spec.NotBefore = timestamppb.New(time.Unix(0, now+rapid.Int64Range(0, 10*sec).Draw(rt, "nbs")))
-		}
-		return MustEncode(CmdSubmit, now, &raftv1.Submit{Tenant: tenant, Spec: spec})
+		return MustEncode(CmdSubmit, now, &raftv1.Submit{Tenant: tenant, Spec: randomSpec(rt, now)})
 	case 2:
 		return MustEncode(CmdAssign, now, &raftv1.Assign{JobId: id, Attempt: attempt, Executor: "e1"})
 	case 3:
@@ -387,6 +372,28 @@ func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 	default:
 		return MustEncode(CmdTick, now, &raftv1.Tick{})
 	}
+}
+
+// randomSpec draws a spec for one of the test policy's models: any
+// priority, 0–3 attempts (0: the default), perhaps an idempotency key, a
+// queue or run timeout of up to 20 s, a not_before up to 10 s after now.
+func randomSpec(rt *rapid.T, now int64) *sluicev1.JobSpec {
+	spec := &sluicev1.JobSpec{
+		Model:          rapid.SampledFrom([]string{"sdxl", "llama-8b"}).Draw(rt, "model"),
+		Priority:       rapid.Int32Range(0, 9).Draw(rt, "prio"),
+		MaxAttempts:    rapid.Int32Range(0, 3).Draw(rt, "max"),
+		IdempotencyKey: rapid.SampledFrom([]string{"", "", "k1", "k2"}).Draw(rt, "key"),
+	}
+	if rapid.Bool().Draw(rt, "qt") {
+		spec.QueueTimeout = durationpb.New(time.Duration(rapid.Int64Range(1, 20).Draw(rt, "qts")) * time.Second)
+	}
+	if rapid.Bool().Draw(rt, "rt") {
+		spec.RunTimeout = durationpb.New(time.Duration(rapid.Int64Range(1, 20).Draw(rt, "rts")) * time.Second)
+	}
+	if rapid.Bool().Draw(rt, "nb") {
+		spec.NotBefore = timestamppb.New(time.Unix(0, now+rapid.Int64Range(0, 10*sec).Draw(rt, "nbs")))
+	}
+	return spec
 }
 
 func TestDecodeRejectsGarbage(t *testing.T) {
