@@ -454,6 +454,9 @@ func (f *FSM) enqueue(j *raftv1.JobRecord, ready int64, reason string) {
 		heap.Push(&f.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
 	}
 	f.queue.Enqueue(f.schedJob(j))
+	if ready > f.now {
+		heap.Push(&f.timers, timer{at: ready, job: j.Id, kind: timerReady})
+	}
 }
 
 func (f *FSM) schedJob(j *raftv1.JobRecord) scheduler.Job {
@@ -823,6 +826,9 @@ func (f *FSM) Restore(data []byte) error {
 		n.counts[j.State]++
 		switch j.State {
 		case sluicev1.JobState_JOB_STATE_QUEUED:
+			if j.ReadyNs > n.now {
+				n.timers = append(n.timers, timer{at: j.ReadyNs, job: j.Id, kind: timerReady})
+			}
 			if j.QueueDeadlineNs != 0 {
 				n.timers = append(n.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
 			}

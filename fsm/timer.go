@@ -7,6 +7,11 @@ const (
 	timerQueueDeadline timerKind = iota + 1
 	timerRunDeadline
 	timerRetention
+	// timerReady marks when a delayed job (not_before, a rate rule's delay,
+	// a retry backoff) becomes ready: firing it does nothing but move the
+	// clock, which lets the queue take the job into its order; it also
+	// makes the leader commit a Tick then.
+	timerReady
 )
 
 // timer is a due time for one job. Timers are never removed early: when one

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,9 @@ const LeaderHeader = "Sluice-Leader"
 type Agent struct {
 	Info    *sluicev1.ExecutorInfo
 	Servers []string // base URLs, e.g. http://127.0.0.1:7700
-	Runner  Runner
+	// Discover, if set, adds servers found at run time (through gossip).
+	Discover func() []string
+	Runner   Runner
 	// Token is the executor token (Authorization: Bearer).
 	Token string
 	// Client carries every call; nil means http.DefaultClient.
@@ -63,13 +66,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Log == nil {
 		a.Log = slog.New(slog.DiscardHandler)
 	}
+	a.mu.Lock()
 	a.running = make(map[attemptKey]context.CancelCauseFunc)
+	a.mu.Unlock()
 	a.ctx = ctx
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var lastWarn time.Time
 	for ctx.Err() == nil {
 		base := a.pickServer()
+		if base == "" {
+			pause(ctx, a.Retry) // no server known yet
+			continue
+		}
 		err := a.lease(ctx, base, &wg)
 		if ctx.Err() != nil {
 			break
@@ -109,8 +118,32 @@ func (a *Agent) pickServer() string {
 		a.hint = ""
 		return h
 	}
-	a.server = (a.server + 1) % len(a.Servers)
-	return a.Servers[a.server]
+	servers := a.servers()
+	if len(servers) == 0 {
+		return ""
+	}
+	a.server = (a.server + 1) % len(servers)
+	return servers[a.server]
+}
+
+// servers is Servers then whatever Discover adds, without repeats.
+func (a *Agent) servers() []string {
+	out := append([]string(nil), a.Servers...)
+	if a.Discover != nil {
+		for _, s := range a.Discover() {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// Running is how many attempts the agent runs now.
+func (a *Agent) Running() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.running)
 }
 
 func (a *Agent) noteLeader(err error) {
@@ -289,7 +322,14 @@ func (a *Agent) run(runCtx context.Context, as *sluicev1.Assignment) {
 func (a *Agent) report(ctx context.Context, rep *sluicev1.ReportRequest, tries int) {
 	rep.Executor = a.Info.GetName()
 	for i := 0; tries == 0 || i < tries; i++ {
-		base := a.Servers[i%len(a.Servers)]
+		servers := a.servers()
+		if len(servers) == 0 {
+			if !pause(ctx, a.Retry) {
+				return
+			}
+			continue
+		}
+		base := servers[i%len(servers)]
 		a.mu.Lock()
 		if a.hint != "" {
 			base = a.hint

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/fsm"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // RaftTiming holds the raft settings Sluice tunes; see docs/cluster.md for
@@ -186,4 +187,36 @@ func (n *Node) recoverPeers(conf *raft.Config, store *raftboltdb.BoltStore, snap
 	}
 	n.log.Warn("recovered the raft configuration from peers.json", "servers", len(cfg.Servers))
 	return os.Rename(path, path+".recovered")
+}
+
+// onPoolEvent follows the gossip pool. An executor the pool declares gone
+// (left, or failed its probes) loses its lease at once and its attempts are
+// requeued, without waiting for missed heartbeats; an update refreshes its
+// warm models and free GPU memory in the leader's placement view.
+func (n *Node) onPoolEvent(e PoolEvent) {
+	if e.Meta != nil && e.Meta.Role != sluicev1.GossipMeta_ROLE_EXECUTOR {
+		return
+	}
+	switch e.Kind {
+	case "leave":
+		n.wg.Add(1)
+		go func() { // the pool calls us synchronously; proposing may block
+			defer n.wg.Done()
+			if n.term() == nil {
+				return
+			}
+			held := n.execs.detachByName(e.Name)
+			if held == nil {
+				return
+			}
+			n.log.Warn("executor left the gossip pool", "executor", e.Name, "attempts", len(held))
+			for id, a := range held {
+				n.requeue(id, a.attempt, fmt.Sprintf("executor %s left the gossip pool (stopped or failed)", e.Name))
+			}
+		}()
+	case "update", "join":
+		if e.Meta != nil {
+			n.execs.gossiped(e.Name, e.Meta)
+		}
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -394,4 +396,37 @@ func (r *registry) status() []*sluicev1.ExecutorStatus {
 		return 0
 	})
 	return out
+}
+
+// detachByName ends an executor's lease, whichever stream holds it, and
+// returns the attempts it held (nil if it held no lease).
+func (r *registry) detachByName(name string) map[uint64]attemptRun {
+	r.mu.Lock()
+	l, ok := r.execs[name]
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return r.detach(name, l.gen)
+}
+
+// gossiped merges what an executor gossips (warm models, free GPU memory,
+// utilisation) into its leased description.
+func (r *registry) gossiped(name string, m *sluicev1.GossipMeta) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.execs[name]
+	if !ok {
+		return
+	}
+	info := proto.Clone(l.info).(*sluicev1.ExecutorInfo)
+	if len(m.WarmModels) > 0 {
+		info.WarmModels = m.WarmModels
+	}
+	for i, g := range m.Gpus {
+		if i < len(info.Gpus) {
+			info.Gpus[i].MemoryFreeMb, info.Gpus[i].UtilizationPct = g.MemoryFreeMb, g.UtilizationPct
+		}
+	}
+	l.info = info
 }

@@ -52,6 +52,10 @@ type Config struct {
 	WrapTransport func(raft.Transport) raft.Transport
 	// Raft timing; zero values take the defaults of raftTiming.
 	Raft RaftTiming
+	// Gossip, when set, is the address (host:port) this server joins the
+	// executors' gossip pool on; GossipJoin lists members to join through.
+	Gossip     string
+	GossipJoin []string
 	// ApplyTimeout bounds one raft proposal (default 10s).
 	ApplyTimeout time.Duration
 	// Logger for the node; nil logs to stderr at Info.
@@ -74,6 +78,7 @@ type Node struct {
 	execs     *registry
 	service   serviceTimes
 	peers     *http.Client
+	pool      *Pool
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
@@ -134,6 +139,19 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: listen %s: %w", cfg.HTTPAddr, err)
 	}
 	n.listener = ln
+	if cfg.Gossip != "" {
+		n.pool, err = StartPool(PoolConfig{Name: cfg.ID, Bind: cfg.Gossip, Join: cfg.GossipJoin,
+			Meta: func() *sluicev1.GossipMeta {
+				return &sluicev1.GossipMeta{Role: sluicev1.GossipMeta_ROLE_SERVER, ApiAddress: n.Addr()}
+			},
+			Events: n.onPoolEvent})
+		if err != nil {
+			ln.Close()
+			n.shutdownRaft()
+			n.cancel()
+			return nil, err
+		}
+	}
 	n.http = n.newHTTPServer()
 	n.wg.Add(2)
 	go func() {
@@ -216,6 +234,15 @@ func (n *Node) startRaft() error {
 // Addr is the HTTP address the node serves on.
 func (n *Node) Addr() string { return n.listener.Addr().String() }
 
+// GossipAddr is the gossip pool address executors join through; "" when
+// the node runs no gossip.
+func (n *Node) GossipAddr() string {
+	if n.pool == nil {
+		return ""
+	}
+	return n.pool.Addr()
+}
+
 // RaftAddr is the raft transport's address.
 func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
 
@@ -263,6 +290,9 @@ func (n *Node) Close() error {
 		n.http.Close()
 	}
 	n.wg.Wait()
+	if n.pool != nil {
+		n.pool.Close()
+	}
 	n.shutdownRaft()
 	return nil
 }

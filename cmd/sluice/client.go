@@ -230,7 +230,7 @@ func watchCmd(f *clientFlags) *cobra.Command {
 }
 
 func watch(ctx context.Context, f *clientFlags, id string) error {
-	stream, err := f.jobs().WatchJob(ctx, connect.NewRequest(&sluicev1.WatchJobRequest{Id: id}))
+	stream, err := f.jobs().WatchJob(ctx, connect.NewRequest(&sluicev1.WatchJobRequest{Id: id, Consistent: true}))
 	if err != nil {
 		return err
 	}

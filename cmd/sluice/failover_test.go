@@ -44,7 +44,17 @@ type server struct {
 
 func (s *server) start(t *testing.T, bin string) {
 	t.Helper()
-	args := append([]string{"server", "--id", s.id, "--data", s.data, "--http", s.http, "--raft", s.raft}, s.args...)
+	s.run(t, bin, append([]string{"server", "--id", s.id, "--data", s.data, "--http", s.http, "--raft", s.raft}, s.args...))
+}
+
+// startRaw runs the binary with s.args as they are (an executor).
+func (s *server) startRaw(t *testing.T, bin string) {
+	t.Helper()
+	s.run(t, bin, s.args)
+}
+
+func (s *server) run(t *testing.T, bin string, args []string) {
+	t.Helper()
 	s.cmd = exec.Command(bin, args...)
 	s.log = &strings.Builder{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log

@@ -26,6 +26,9 @@ func summary(j *sluicev1.Job) string {
 		}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		s += fmt.Sprintf("  attempt %d on %s  eta %s", j.Attempt, j.Executor, eta(j))
+		if j.Progress > 0 || j.ProgressText != "" {
+			s += fmt.Sprintf("  %3.0f%% %s", 100*j.Progress, j.ProgressText)
+		}
 	case sluicev1.JobState_JOB_STATE_SUCCEEDED:
 		s += fmt.Sprintf("  attempt %d on %s  in %s", j.Attempt, j.Executor, span(j.CreatedAt, j.FinishedAt))
 	default:

@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCmd(), serverCmd(), hashKeyCmd())
+	root.AddCommand(devCmd(), serverCmd(), executorCmd(), hashKeyCmd())
 	root.AddCommand(clientCmds()...)
 	if err := root.Execute(); err != nil {
 		var ce *connect.Error

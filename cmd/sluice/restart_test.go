@@ -39,7 +39,7 @@ var servingRE = regexp.MustCompile(`serving on (http://\S+)`)
 // startDev starts `sluice dev` as a child process and returns its URL.
 func startDev(t *testing.T, bin, data string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "dev", "--data", data, "--http", "127.0.0.1:0", "--executors", "2", "--lease-grace", "500ms")
+	cmd := exec.Command(bin, "dev", "--data", data, "--http", "127.0.0.1:0", "--executors", "2", "--lease-grace", "500ms", "--gossip", "127.0.0.1:0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

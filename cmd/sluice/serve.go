@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 type serveFlags struct {
 	id, data, http, raft, policy string
 	servers, executorToken       string
+	gossip, gossipJoin           string
 	bootstrap                    bool
 	executors                    int
 	failureRate                  float64
@@ -27,7 +29,9 @@ type serveFlags struct {
 	raftTiming                   node.RaftTiming
 }
 
-func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int) {
+func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int, gossipDefault string) {
+	c.Flags().StringVar(&f.gossip, "gossip", gossipDefault, "address (host:port) of this server in the executors' gossip pool; empty: no gossip")
+	c.Flags().StringVar(&f.gossipJoin, "join", "", "comma-separated gossip addresses of pool members to join through")
 	c.Flags().StringVar(&f.id, "id", "n1", "this node's raft server id")
 	c.Flags().StringVar(&f.data, "data", dataDefault, "directory for the raft log (raft.db) and snapshots")
 	c.Flags().StringVar(&f.http, "http", "127.0.0.1:7700", "address for the Connect/gRPC/gRPC-Web API, /healthz and /readyz (port 0 picks one)")
@@ -62,7 +66,7 @@ bob (pro, key dev-bob), admin token dev-admin, models sdxl and llama-8b.`,
 			return serve(c.Context(), f, true)
 		},
 	}
-	f.register(c, ".sluice/dev", 4)
+	f.register(c, ".sluice/dev", 4, "127.0.0.1:7946")
 	return c
 }
 
@@ -76,7 +80,7 @@ func serverCmd() *cobra.Command {
 			return serve(c.Context(), f, false)
 		},
 	}
-	f.register(c, "sluice-data", 0)
+	f.register(c, "sluice-data", 0, "")
 	c.Flags().BoolVar(&f.bootstrap, "bootstrap", false, "start a new one-node cluster if the data dir is empty")
 	return c
 }
@@ -109,6 +113,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
 		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
+		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
 	})
 	if err != nil {
 		return err
@@ -131,6 +136,9 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		go func() { defer agents.Done(); a.Run(agentCtx) }()
 	}
 	fmt.Printf("sluice: serving on http://%s (node %s, raft %s, data %s)\n", n.Addr(), f.id, n.RaftAddr(), f.data)
+	if g := n.GossipAddr(); g != "" {
+		fmt.Printf("sluice: executors join the gossip pool at %s (sluice executor --join %s)\n", g, g)
+	}
 	if dev {
 		fmt.Printf("sluice: %d synthetic executors (1 GPU slot each)\n", f.executors)
 		if f.policy == "" {
@@ -153,4 +161,15 @@ try:
 	<-ctx.Done()
 	fmt.Println("sluice: shutting down")
 	return n.Close()
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

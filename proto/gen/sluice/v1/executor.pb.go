@@ -23,6 +23,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type GossipMeta_Role int32
+
+const (
+	GossipMeta_ROLE_UNSPECIFIED GossipMeta_Role = 0
+	GossipMeta_ROLE_SERVER      GossipMeta_Role = 1
+	GossipMeta_ROLE_EXECUTOR    GossipMeta_Role = 2
+)
+
+// Enum value maps for GossipMeta_Role.
+var (
+	GossipMeta_Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_SERVER",
+		2: "ROLE_EXECUTOR",
+	}
+	GossipMeta_Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_SERVER":      1,
+		"ROLE_EXECUTOR":    2,
+	}
+)
+
+func (x GossipMeta_Role) Enum() *GossipMeta_Role {
+	p := new(GossipMeta_Role)
+	*p = x
+	return p
+}
+
+func (x GossipMeta_Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GossipMeta_Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_executor_proto_enumTypes[0].Descriptor()
+}
+
+func (GossipMeta_Role) Type() protoreflect.EnumType {
+	return &file_sluice_v1_executor_proto_enumTypes[0]
+}
+
+func (x GossipMeta_Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GossipMeta_Role.Descriptor instead.
+func (GossipMeta_Role) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_executor_proto_rawDescGZIP(), []int{14, 0}
+}
+
 // GPU is one GPU (or MIG instance) an executor offers.
 type GPU struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -978,6 +1027,156 @@ func (x *ReportResponse) GetAccepted() bool {
 	return false
 }
 
+// GossipMeta is a node's metadata in the gossip pool (memberlist), which
+// allows at most 512 bytes: compact on purpose (no UUIDs, no names of
+// GPUs). Encoded as one version byte (1) then this message.
+type GossipMeta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Role  GossipMeta_Role        `protobuf:"varint,1,opt,name=role,proto3,enum=sluice.v1.GossipMeta_Role" json:"role,omitempty"`
+	// Servers: the API address (host:port).
+	ApiAddress string `protobuf:"bytes,2,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// Executors: per GPU, in index order.
+	Gpus          []*GossipGPU `protobuf:"bytes,3,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	WarmModels    []string     `protobuf:"bytes,4,rep,name=warm_models,json=warmModels,proto3" json:"warm_models,omitempty"`
+	FreeSlots     int32        `protobuf:"varint,5,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	Slots         int32        `protobuf:"varint,6,opt,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipMeta) Reset() {
+	*x = GossipMeta{}
+	mi := &file_sluice_v1_executor_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipMeta) ProtoMessage() {}
+
+func (x *GossipMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_executor_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipMeta.ProtoReflect.Descriptor instead.
+func (*GossipMeta) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_executor_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GossipMeta) GetRole() GossipMeta_Role {
+	if x != nil {
+		return x.Role
+	}
+	return GossipMeta_ROLE_UNSPECIFIED
+}
+
+func (x *GossipMeta) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *GossipMeta) GetGpus() []*GossipGPU {
+	if x != nil {
+		return x.Gpus
+	}
+	return nil
+}
+
+func (x *GossipMeta) GetWarmModels() []string {
+	if x != nil {
+		return x.WarmModels
+	}
+	return nil
+}
+
+func (x *GossipMeta) GetFreeSlots() int32 {
+	if x != nil {
+		return x.FreeSlots
+	}
+	return 0
+}
+
+func (x *GossipMeta) GetSlots() int32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+type GossipGPU struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemoryTotalMb int64                  `protobuf:"varint,1,opt,name=memory_total_mb,json=memoryTotalMb,proto3" json:"memory_total_mb,omitempty"`
+	MemoryFreeMb  int64                  `protobuf:"varint,2,opt,name=memory_free_mb,json=memoryFreeMb,proto3" json:"memory_free_mb,omitempty"`
+	// -1 when unknown.
+	UtilizationPct int32 `protobuf:"zigzag32,3,opt,name=utilization_pct,json=utilizationPct,proto3" json:"utilization_pct,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GossipGPU) Reset() {
+	*x = GossipGPU{}
+	mi := &file_sluice_v1_executor_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipGPU) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipGPU) ProtoMessage() {}
+
+func (x *GossipGPU) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_executor_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipGPU.ProtoReflect.Descriptor instead.
+func (*GossipGPU) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_executor_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GossipGPU) GetMemoryTotalMb() int64 {
+	if x != nil {
+		return x.MemoryTotalMb
+	}
+	return 0
+}
+
+func (x *GossipGPU) GetMemoryFreeMb() int64 {
+	if x != nil {
+		return x.MemoryFreeMb
+	}
+	return 0
+}
+
+func (x *GossipGPU) GetUtilizationPct() int32 {
+	if x != nil {
+		return x.UtilizationPct
+	}
+	return 0
+}
+
 var File_sluice_v1_executor_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_executor_proto_rawDesc = "" +
@@ -1048,7 +1247,26 @@ const file_sluice_v1_executor_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\v2\x13.sluice.v1.JobErrorR\x05error\x12\x1c\n" +
 	"\tretryable\x18\x02 \x01(\bR\tretryable\",\n" +
 	"\x0eReportResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted2\xd6\x01\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"\x9f\x02\n" +
+	"\n" +
+	"GossipMeta\x12.\n" +
+	"\x04role\x18\x01 \x01(\x0e2\x1a.sluice.v1.GossipMeta.RoleR\x04role\x12\x1f\n" +
+	"\vapi_address\x18\x02 \x01(\tR\n" +
+	"apiAddress\x12(\n" +
+	"\x04gpus\x18\x03 \x03(\v2\x14.sluice.v1.GossipGPUR\x04gpus\x12\x1f\n" +
+	"\vwarm_models\x18\x04 \x03(\tR\n" +
+	"warmModels\x12\x1d\n" +
+	"\n" +
+	"free_slots\x18\x05 \x01(\x05R\tfreeSlots\x12\x14\n" +
+	"\x05slots\x18\x06 \x01(\x05R\x05slots\"@\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vROLE_SERVER\x10\x01\x12\x11\n" +
+	"\rROLE_EXECUTOR\x10\x02\"\x82\x01\n" +
+	"\tGossipGPU\x12&\n" +
+	"\x0fmemory_total_mb\x18\x01 \x01(\x03R\rmemoryTotalMb\x12$\n" +
+	"\x0ememory_free_mb\x18\x02 \x01(\x03R\fmemoryFreeMb\x12'\n" +
+	"\x0futilization_pct\x18\x03 \x01(\x11R\x0eutilizationPct2\xd6\x01\n" +
 	"\x0fExecutorService\x12<\n" +
 	"\x05Lease\x12\x17.sluice.v1.LeaseRequest\x1a\x18.sluice.v1.LeaseResponse0\x01\x12F\n" +
 	"\tHeartbeat\x12\x1b.sluice.v1.HeartbeatRequest\x1a\x1c.sluice.v1.HeartbeatResponse\x12=\n" +
@@ -1068,55 +1286,61 @@ func file_sluice_v1_executor_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_executor_proto_rawDescData
 }
 
-var file_sluice_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_v1_executor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sluice_v1_executor_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_v1_executor_proto_goTypes = []any{
-	(*GPU)(nil),                 // 0: sluice.v1.GPU
-	(*ExecutorInfo)(nil),        // 1: sluice.v1.ExecutorInfo
-	(*RunningAttempt)(nil),      // 2: sluice.v1.RunningAttempt
-	(*LeaseRequest)(nil),        // 3: sluice.v1.LeaseRequest
-	(*Assignment)(nil),          // 4: sluice.v1.Assignment
-	(*StopAttempt)(nil),         // 5: sluice.v1.StopAttempt
-	(*LeaseResponse)(nil),       // 6: sluice.v1.LeaseResponse
-	(*HeartbeatRequest)(nil),    // 7: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),   // 8: sluice.v1.HeartbeatResponse
-	(*Progress)(nil),            // 9: sluice.v1.Progress
-	(*ReportRequest)(nil),       // 10: sluice.v1.ReportRequest
-	(*Succeeded)(nil),           // 11: sluice.v1.Succeeded
-	(*Failed)(nil),              // 12: sluice.v1.Failed
-	(*ReportResponse)(nil),      // 13: sluice.v1.ReportResponse
-	(*structpb.Struct)(nil),     // 14: google.protobuf.Struct
-	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
-	(*JobError)(nil),            // 16: sluice.v1.JobError
+	(GossipMeta_Role)(0),        // 0: sluice.v1.GossipMeta.Role
+	(*GPU)(nil),                 // 1: sluice.v1.GPU
+	(*ExecutorInfo)(nil),        // 2: sluice.v1.ExecutorInfo
+	(*RunningAttempt)(nil),      // 3: sluice.v1.RunningAttempt
+	(*LeaseRequest)(nil),        // 4: sluice.v1.LeaseRequest
+	(*Assignment)(nil),          // 5: sluice.v1.Assignment
+	(*StopAttempt)(nil),         // 6: sluice.v1.StopAttempt
+	(*LeaseResponse)(nil),       // 7: sluice.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),    // 8: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),   // 9: sluice.v1.HeartbeatResponse
+	(*Progress)(nil),            // 10: sluice.v1.Progress
+	(*ReportRequest)(nil),       // 11: sluice.v1.ReportRequest
+	(*Succeeded)(nil),           // 12: sluice.v1.Succeeded
+	(*Failed)(nil),              // 13: sluice.v1.Failed
+	(*ReportResponse)(nil),      // 14: sluice.v1.ReportResponse
+	(*GossipMeta)(nil),          // 15: sluice.v1.GossipMeta
+	(*GossipGPU)(nil),           // 16: sluice.v1.GossipGPU
+	(*structpb.Struct)(nil),     // 17: google.protobuf.Struct
+	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(*JobError)(nil),            // 19: sluice.v1.JobError
 }
 var file_sluice_v1_executor_proto_depIdxs = []int32{
-	0,  // 0: sluice.v1.ExecutorInfo.gpus:type_name -> sluice.v1.GPU
-	1,  // 1: sluice.v1.LeaseRequest.executor:type_name -> sluice.v1.ExecutorInfo
-	2,  // 2: sluice.v1.LeaseRequest.running:type_name -> sluice.v1.RunningAttempt
-	14, // 3: sluice.v1.Assignment.input:type_name -> google.protobuf.Struct
-	15, // 4: sluice.v1.Assignment.run_timeout:type_name -> google.protobuf.Duration
-	15, // 5: sluice.v1.Assignment.expected_duration:type_name -> google.protobuf.Duration
-	4,  // 6: sluice.v1.LeaseResponse.assignment:type_name -> sluice.v1.Assignment
-	5,  // 7: sluice.v1.LeaseResponse.stop:type_name -> sluice.v1.StopAttempt
-	15, // 8: sluice.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	2,  // 9: sluice.v1.HeartbeatRequest.running:type_name -> sluice.v1.RunningAttempt
-	1,  // 10: sluice.v1.HeartbeatRequest.info:type_name -> sluice.v1.ExecutorInfo
-	5,  // 11: sluice.v1.HeartbeatResponse.stop:type_name -> sluice.v1.StopAttempt
-	9,  // 12: sluice.v1.ReportRequest.progress:type_name -> sluice.v1.Progress
-	11, // 13: sluice.v1.ReportRequest.succeeded:type_name -> sluice.v1.Succeeded
-	12, // 14: sluice.v1.ReportRequest.failed:type_name -> sluice.v1.Failed
-	14, // 15: sluice.v1.Succeeded.output:type_name -> google.protobuf.Struct
-	16, // 16: sluice.v1.Failed.error:type_name -> sluice.v1.JobError
-	3,  // 17: sluice.v1.ExecutorService.Lease:input_type -> sluice.v1.LeaseRequest
-	7,  // 18: sluice.v1.ExecutorService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	10, // 19: sluice.v1.ExecutorService.Report:input_type -> sluice.v1.ReportRequest
-	6,  // 20: sluice.v1.ExecutorService.Lease:output_type -> sluice.v1.LeaseResponse
-	8,  // 21: sluice.v1.ExecutorService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	13, // 22: sluice.v1.ExecutorService.Report:output_type -> sluice.v1.ReportResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 0: sluice.v1.ExecutorInfo.gpus:type_name -> sluice.v1.GPU
+	2,  // 1: sluice.v1.LeaseRequest.executor:type_name -> sluice.v1.ExecutorInfo
+	3,  // 2: sluice.v1.LeaseRequest.running:type_name -> sluice.v1.RunningAttempt
+	17, // 3: sluice.v1.Assignment.input:type_name -> google.protobuf.Struct
+	18, // 4: sluice.v1.Assignment.run_timeout:type_name -> google.protobuf.Duration
+	18, // 5: sluice.v1.Assignment.expected_duration:type_name -> google.protobuf.Duration
+	5,  // 6: sluice.v1.LeaseResponse.assignment:type_name -> sluice.v1.Assignment
+	6,  // 7: sluice.v1.LeaseResponse.stop:type_name -> sluice.v1.StopAttempt
+	18, // 8: sluice.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	3,  // 9: sluice.v1.HeartbeatRequest.running:type_name -> sluice.v1.RunningAttempt
+	2,  // 10: sluice.v1.HeartbeatRequest.info:type_name -> sluice.v1.ExecutorInfo
+	6,  // 11: sluice.v1.HeartbeatResponse.stop:type_name -> sluice.v1.StopAttempt
+	10, // 12: sluice.v1.ReportRequest.progress:type_name -> sluice.v1.Progress
+	12, // 13: sluice.v1.ReportRequest.succeeded:type_name -> sluice.v1.Succeeded
+	13, // 14: sluice.v1.ReportRequest.failed:type_name -> sluice.v1.Failed
+	17, // 15: sluice.v1.Succeeded.output:type_name -> google.protobuf.Struct
+	19, // 16: sluice.v1.Failed.error:type_name -> sluice.v1.JobError
+	0,  // 17: sluice.v1.GossipMeta.role:type_name -> sluice.v1.GossipMeta.Role
+	16, // 18: sluice.v1.GossipMeta.gpus:type_name -> sluice.v1.GossipGPU
+	4,  // 19: sluice.v1.ExecutorService.Lease:input_type -> sluice.v1.LeaseRequest
+	8,  // 20: sluice.v1.ExecutorService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	11, // 21: sluice.v1.ExecutorService.Report:input_type -> sluice.v1.ReportRequest
+	7,  // 22: sluice.v1.ExecutorService.Lease:output_type -> sluice.v1.LeaseResponse
+	9,  // 23: sluice.v1.ExecutorService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	14, // 24: sluice.v1.ExecutorService.Report:output_type -> sluice.v1.ReportResponse
+	22, // [22:25] is the sub-list for method output_type
+	19, // [19:22] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_executor_proto_init() }
@@ -1139,13 +1363,14 @@ func file_sluice_v1_executor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_executor_proto_rawDesc), len(file_sluice_v1_executor_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_sluice_v1_executor_proto_goTypes,
 		DependencyIndexes: file_sluice_v1_executor_proto_depIdxs,
+		EnumInfos:         file_sluice_v1_executor_proto_enumTypes,
 		MessageInfos:      file_sluice_v1_executor_proto_msgTypes,
 	}.Build()
 	File_sluice_v1_executor_proto = out.File

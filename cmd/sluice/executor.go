@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/gpuexec"
+	"github.com/sluicehq/sluice/node"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+type executorFlags struct {
+	name, join, gossip, servers, runner, models, token string
+	slots, gpus                                        int
+	gpuMemoryMB                                        int64
+	failureRate                                        float64
+	grace                                              time.Duration
+	refresh                                            time.Duration
+	probe                                              bool
+}
+
+func executorCmd() *cobra.Command {
+	var f executorFlags
+	host, _ := os.Hostname()
+	c := &cobra.Command{
+		Use:   "executor",
+		Short: "Run a GPU executor: join the gossip pool, lease jobs from the leader, run them",
+		Long: `Run a GPU executor beside real GPUs. It finds its GPUs through NVML (or takes
+--gpus/--gpu-memory-mb when there is no NVIDIA driver), joins the servers' gossip
+pool through --join, leases jobs from the leader, runs each with --runner
+(pinning the assigned GPUs with CUDA_VISIBLE_DEVICES), streams progress, and
+stops a job within a second when its owner cancels it.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return runExecutor(c.Context(), f) },
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "executor name, unique in the cluster")
+	fl.StringVar(&f.join, "join", "", "comma-separated gossip addresses of servers (their --gossip) to join the pool through")
+	fl.StringVar(&f.gossip, "gossip", "127.0.0.1:0", "this executor's gossip address (host:port; port 0 picks one)")
+	fl.StringVar(&f.servers, "servers", "", "comma-separated server API addresses, in addition to those found through gossip")
+	fl.StringVar(&f.runner, "runner", "synthetic", "how jobs run: synthetic, exec:COMMAND (input JSON on stdin, output JSON on stdout) or http:URL")
+	fl.StringVar(&f.models, "models", "", "comma-separated models this executor serves (empty: any)")
+	fl.IntVar(&f.slots, "slots", 1, "jobs run at once")
+	fl.IntVar(&f.gpus, "gpus", 1, "GPUs to declare when NVML is unavailable (no NVIDIA driver)")
+	fl.Int64Var(&f.gpuMemoryMB, "gpu-memory-mb", 81920, "memory per declared GPU in MiB when NVML is unavailable")
+	fl.StringVar(&f.token, "token", envOr("SLUICE_EXECUTOR_TOKEN", node.DemoExecutorToken), "executor token (env SLUICE_EXECUTOR_TOKEN)")
+	fl.Float64Var(&f.failureRate, "failure-rate", 0, "synthetic runner: share of attempts that fail (0–1)")
+	fl.DurationVar(&f.grace, "grace", 5*time.Second, "exec runner: time between SIGTERM and SIGKILL when a job is stopped")
+	fl.DurationVar(&f.refresh, "refresh", 3*time.Second, "how often to re-read the GPUs and gossip free memory, utilisation and free slots")
+	fl.BoolVar(&f.probe, "probe", false, "discover the GPUs, print them and the gossip metadata size, and exit")
+	return c
+}
+
+func runExecutor(ctx context.Context, f executorFlags) error {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if f.slots < 1 || f.slots > node.MaxExecutorSlots {
+		return fmt.Errorf("--slots: %d is outside 1–%d", f.slots, node.MaxExecutorSlots)
+	}
+	gpus, err := gpuexec.Discover(gpuexec.SystemNVML(), gpuexec.DeclaredGPUs{Count: f.gpus, MemoryMB: f.gpuMemoryMB})
+	if err != nil {
+		return err
+	}
+	defer gpus.Close()
+	inv := gpus.Inventory()
+	logger.Info("gpus", "source", inv.Source, "count", len(inv.GPUs), "driver", inv.Driver, "note", inv.Note)
+	info := &sluicev1.ExecutorInfo{Name: f.name, Slots: int32(f.slots), Models: splitList(f.models)}
+	for _, g := range inv.GPUs {
+		info.Gpus = append(info.Gpus, &sluicev1.GPU{Uuid: g.DeviceID(), Name: g.Name, MemoryTotalMb: g.MemoryTotalMB,
+			MemoryFreeMb: g.MemoryFreeMB, UtilizationPct: g.UtilizationPct, Mig: g.MIG})
+	}
+	runner, err := gpuexec.ParseRunner(f.runner, gpuexec.RunnerOptions{Name: f.name, FailureRate: f.failureRate, Grace: f.grace})
+	if err != nil {
+		return err
+	}
+	agent := &gpuexec.Agent{Info: info, Servers: gpuexec.ServerList(f.servers), Runner: runner, Token: f.token, Log: logger}
+	meta := func() *sluicev1.GossipMeta {
+		m := &sluicev1.GossipMeta{Role: sluicev1.GossipMeta_ROLE_EXECUTOR, Slots: int32(f.slots),
+			FreeSlots: int32(max(0, f.slots-agent.Running()))}
+		for _, g := range gpus.Inventory().GPUs {
+			m.Gpus = append(m.Gpus, &sluicev1.GossipGPU{MemoryTotalMb: g.MemoryTotalMB, MemoryFreeMb: g.MemoryFreeMB, UtilizationPct: g.UtilizationPct})
+		}
+		return m
+	}
+	if f.probe {
+		b, err := node.EncodeMeta(meta())
+		fmt.Printf("%s: %d GPUs from %s (driver %q)\n%s\n", f.name, len(inv.GPUs), inv.Source, inv.Driver, inv.Note)
+		for _, g := range inv.GPUs {
+			fmt.Printf("  gpu %d  %s  %s  %d MiB total, %d MiB free, utilisation %d%%, mig %v\n",
+				g.Index, g.DeviceID(), g.Name, g.MemoryTotalMB, g.MemoryFreeMB, g.UtilizationPct, g.MIG)
+		}
+		fmt.Printf("gossip metadata: %d bytes (limit 512), err %v\n", len(b), err)
+		return nil
+	}
+	pool, err := node.StartPool(node.PoolConfig{Name: f.name, Bind: f.gossip, Join: splitList(f.join), Meta: meta})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	agent.Discover = func() []string {
+		var out []string
+		for _, m := range pool.Members() {
+			if m.Role == sluicev1.GossipMeta_ROLE_SERVER && m.ApiAddress != "" {
+				out = append(out, "http://"+m.ApiAddress)
+			}
+		}
+		return out
+	}
+	fmt.Printf("sluice: executor %s in the gossip pool at %s, %d GPUs (%s), runner %s\n", f.name, pool.Addr(), len(inv.GPUs), inv.Source, f.runner)
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		t := time.NewTicker(f.refresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := gpus.Refresh(); err != nil {
+					logger.Warn("gpu refresh", "err", err)
+				}
+				pool.Refresh()
+			}
+		}
+	}()
+	agent.Run(ctx)
+	return nil
+}
