@@ -11,9 +11,10 @@ CONNECT_GO_VERSION   := v1.21.1
 dev:
 	$(GO) run ./cmd/sluice dev
 
-## test: vet, then every test with the race detector
+## test: vet, a build without cgo (NVML off), then every test with the race detector
 test:
 	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 ## build: the sluice binary in bin/
