@@ -1,10 +1,12 @@
 package sim
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -368,6 +370,7 @@ func (e *engine) finished() bool {
 }
 
 func (e *engine) stopArrivals() {
+	e.stats.advance(e) // the load window ends now
 	e.stopped = true
 	e.stopAt = min(e.stopAt, e.now)
 	limit := int64(e.w.DrainLimit)
@@ -377,6 +380,26 @@ func (e *engine) stopArrivals() {
 	e.endAt = e.stopAt + limit
 	if !e.w.drain() {
 		e.endAt = e.stopAt
+	}
+	// Clients submit nothing after arrivals stop: a refusal still waiting
+	// for its retry counts as rejected now.
+	kept := e.ev.h[:0]
+	var gave []event
+	for _, ev := range e.ev.h {
+		if ev.kind == evResubmit {
+			gave = append(gave, ev)
+			e.ev.work--
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	e.ev.h = kept
+	e.ev.heapify()
+	slices.SortFunc(gave, func(a, b event) int { return cmp.Compare(a.seq, b.seq) })
+	for _, ev := range gave {
+		p := e.pending[ev.a]
+		e.releasePending(ev.a)
+		e.rejected(p, p.rule)
 	}
 }
 

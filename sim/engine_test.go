@@ -147,3 +147,34 @@ func TestRichWorkloadAccountsForEveryJob(t *testing.T) {
 	}
 	t.Logf("%+v", c.Group)
 }
+
+func TestReportWritersProduceEveryForm(t *testing.T) {
+	r := mustRun(t, richWorkload(), Options{})
+	var h, c, tb bytes.Buffer
+	if err := r.WriteHTML(&h); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "Queue depth by tier", "Wait-time CDF by tier", "GPU utilisation", "Rejections per interval", "tier free", "free-rate"} {
+		if !strings.Contains(h.String(), want) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"<script", "http://", "https://", "NaN", "Inf"} {
+		if strings.Contains(h.String(), bad) {
+			t.Errorf("the HTML report has %q: it must be self-contained and well-formed", bad)
+		}
+	}
+	if err := r.WriteCSV(&c); err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(c.String()), "\n")
+	if rows[0] != "t_seconds,utilisation,running,up_gpus,queued_free,admitted_free,rejected_free,queued_pro,admitted_pro,rejected_pro" || len(rows) < 100 {
+		t.Errorf("CSV: %d rows, header %q", len(rows), rows[0])
+	}
+	if err := r.WriteTable(&tb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tb.String(), "tier pro") || !strings.Contains(tb.String(), "rejected by rule:") {
+		t.Errorf("table:\n%s", tb.String())
+	}
+}

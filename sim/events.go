@@ -116,27 +116,39 @@ func (q *minHeap[T, P]) push(x T) {
 	}
 }
 
+// heapify restores the heap order after the slice was edited.
+func (q *minHeap[T, P]) heapify() {
+	for i := len(q.h)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
+}
+
 func (q *minHeap[T, P]) pop() T {
 	h := q.h
 	x := h[0]
 	n := len(h) - 1
 	h[0] = h[n]
-	h = h[:n]
-	for i := 0; ; {
+	q.h = h[:n]
+	q.down(0)
+	return x
+}
+
+func (q *minHeap[T, P]) down(i int) {
+	h := q.h
+	n := len(h)
+	for {
 		l := 2*i + 1
 		if l >= n {
-			break
+			return
 		}
 		m := l
 		if r := l + 1; r < n && P(&h[r]).before(&h[l]) {
 			m = r
 		}
 		if !P(&h[m]).before(&h[i]) {
-			break
+			return
 		}
 		h[i], h[m] = h[m], h[i]
 		i = m
 	}
-	q.h = h
-	return x
 }

@@ -79,6 +79,9 @@ func (w *Workload) effectivePolicy() (*sluicev1.Policy, error) {
 				}
 			}
 			if _, ok := tiers[tier]; !ok {
+				if w.Policy != nil {
+					return nil, fmt.Errorf("%s.tier: %q is neither one of the policy's tiers nor in the workload's tiers", f, tier)
+				}
 				nt := &sluicev1.Tier{Name: tier, Weight: 1}
 				p.Tiers = append(p.Tiers, nt)
 				tiers[tier] = nt

@@ -50,8 +50,8 @@ type stats struct {
 	running  int64
 	queued   []int64 // by tier
 
-	busyArea, upArea float64   // GPU-ns inside the window
-	queuedArea       []float64 // job-ns inside the window, by tier
+	busyArea, upArea float64   // GPU-ns from the warm-up to the end of arrivals
+	queuedArea       []float64 // job-ns from the warm-up to the end, by tier
 
 	// since the last sample
 	sBusy, sUp float64
@@ -98,10 +98,14 @@ func (s *stats) advance(e *engine) {
 	if now > e.warmAt {
 		from := max(s.last, e.warmAt)
 		w := float64(now - from)
-		s.busyArea += float64(s.busyGPUs) * w
-		s.upArea += float64(s.upGPUs) * w
 		for i, q := range s.queued {
 			s.queuedArea[i] += float64(q) * w
+		}
+		// Utilisation is over the load window only: from the warm-up to
+		// the end of arrivals, not the drain after it.
+		if to := min(now, e.stopAt); to > from {
+			s.busyArea += float64(s.busyGPUs) * float64(to-from)
+			s.upArea += float64(s.upGPUs) * float64(to-from)
 		}
 	}
 	s.last = now

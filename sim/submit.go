@@ -144,7 +144,7 @@ func (e *engine) releasePending(pi int32) { e.pendFree = append(e.pendFree, pi) 
 func (e *engine) refused(p pendingSubmit, rule string, retryAt int64) error {
 	t := &e.tenants[p.tenant]
 	e.stats.refusal(e, t.tierIdx)
-	if r := t.spec.Retry; r != nil && p.attempt < r.Attempts && retryAt != limiter.Never {
+	if r := t.spec.Retry; r != nil && p.attempt < r.Attempts && retryAt != limiter.Never && !e.stopped {
 		at := e.now + max(int64(r.After), int64(time.Second))
 		if retryAt > at {
 			at = retryAt

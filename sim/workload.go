@@ -147,10 +147,11 @@ type Diurnal struct {
 }
 
 // OnOff alternates On (the full rate) and Off (OffFactor × the rate, default
-// 0), starting on at Phase.
+// 0), starting on at Phase. (The file keys are on_for and off_for: YAML 1.1
+// reads a bare on or off as a boolean.)
 type OnOff struct {
-	On        Duration `json:"on"`
-	Off       Duration `json:"off"`
+	On        Duration `json:"on_for"`
+	Off       Duration `json:"off_for"`
 	OffFactor float64  `json:"off_factor,omitempty"`
 	Phase     Duration `json:"phase,omitempty"`
 }
@@ -473,7 +474,9 @@ func (w *Workload) path(p string) string {
 	return filepath.Join(w.dir, p)
 }
 
-// unknownFields names the first key in doc that t has no field for.
+// unknownFields names the first key in doc that t has no field for, or
+// the first value of a type with its own decoding (durations, rates) that
+// does not decode.
 func unknownFields(doc any, t reflect.Type, path string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -507,6 +510,14 @@ func unknownFields(doc any, t reflect.Type, path string) error {
 			}
 			if k == "policy" && t == reflect.TypeFor[Workload]() {
 				continue // the policy loader checks it
+			}
+			if u, ok := reflect.New(ft).Interface().(json.Unmarshaler); ok {
+				// Durations, rates, shares, services: decode the value
+				// alone so that its error names the field.
+				b, _ := json.Marshal(obj[k])
+				if err := u.UnmarshalJSON(b); err != nil {
+					return fmt.Errorf("%s: %w", join(path, k), err)
+				}
 			}
 			if ft.Kind() == reflect.Struct || ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
 				if err := unknownFields(obj[k], ft, join(path, k)); err != nil {
@@ -803,10 +814,10 @@ func (w *Workload) checkArrivals(t *TenantSpec, f string, models map[string]int)
 	}
 	if o := a.OnOff; o != nil {
 		if o.On <= 0 {
-			return fmt.Errorf("%s.on_off.on: must be > 0", f)
+			return fmt.Errorf("%s.on_off.on_for: must be > 0", f)
 		}
 		if o.Off <= 0 {
-			return fmt.Errorf("%s.on_off.off: must be > 0", f)
+			return fmt.Errorf("%s.on_off.off_for: must be > 0", f)
 		}
 		if o.OffFactor < 0 {
 			return fmt.Errorf("%s.on_off.off_factor: must not be negative", f)

@@ -1,0 +1,394 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// SLO is one service-level objective: a metric of a tier (or the cluster)
+// and its bound, e.g. p95_wait<=30s or rejected<=1%.
+type SLO struct {
+	Metric string
+	Op     string // "<=" or "<"
+	Value  float64
+	text   string
+}
+
+// sloMetrics are the metrics an SLO may bound: durations in seconds, or
+// shares of submissions.
+var sloMetrics = map[string]bool{
+	"mean_wait": true, "p50_wait": true, "p95_wait": true, "p99_wait": true, "max_wait": true,
+	"p95_turnaround": true, "p99_turnaround": true,
+	"rejected": false, "expired": false, "unfinished": false,
+}
+
+// ParseSLOs reads comma-separated objectives: "p95_wait<=30s",
+// "p99_wait<2m,rejected<=1%".
+func ParseSLOs(s string) ([]SLO, error) {
+	var out []SLO
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		op := "<="
+		i := strings.Index(part, op)
+		if i < 0 {
+			op = "<"
+			i = strings.Index(part, op)
+		}
+		if i < 0 {
+			return nil, fmt.Errorf("slo %q: want METRIC<=VALUE, e.g. p95_wait<=30s or rejected<=1%%", part)
+		}
+		m, v := strings.TrimSpace(part[:i]), strings.TrimSpace(part[i+len(op):])
+		isTime, ok := sloMetrics[m]
+		if !ok {
+			names := make([]string, 0, len(sloMetrics))
+			for k := range sloMetrics {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			return nil, fmt.Errorf("slo %q: %q is not a metric (%s)", part, m, strings.Join(names, ", "))
+		}
+		slo := SLO{Metric: m, Op: op, text: part}
+		if isTime {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return nil, fmt.Errorf("slo %q: %q is not a duration such as 30s", part, v)
+			}
+			slo.Value = d.Seconds()
+		} else {
+			pct, isPct := strings.CutSuffix(v, "%")
+			f, err := strconv.ParseFloat(pct, 64)
+			if isPct {
+				f /= 100
+			}
+			if err != nil || f < 0 || f > 1 {
+				return nil, fmt.Errorf("slo %q: %q is not a share such as 1%% or 0.01", part, v)
+			}
+			slo.Value = f
+		}
+		out = append(out, slo)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("slo: none given")
+	}
+	return out, nil
+}
+
+func (s SLO) String() string { return s.text }
+
+// sloMetric is the metric of an SLO's text.
+func sloMetric(text string) string {
+	m, _, _ := strings.Cut(text, "<")
+	return strings.TrimSpace(m)
+}
+
+// of reads the SLO's metric from a group's figures.
+func (s SLO) of(g *Group) float64 {
+	share := func(n int64) float64 {
+		if g.Submitted == 0 {
+			return 0
+		}
+		return float64(n) / float64(g.Submitted)
+	}
+	switch s.Metric {
+	case "mean_wait":
+		return g.Wait.Mean
+	case "p50_wait":
+		return g.Wait.P50
+	case "p95_wait":
+		return g.Wait.P95
+	case "p99_wait":
+		return g.Wait.P99
+	case "max_wait":
+		return g.Wait.Max
+	case "p95_turnaround":
+		return g.Turnaround.P95
+	case "p99_turnaround":
+		return g.Turnaround.P99
+	case "rejected":
+		return share(g.Rejected)
+	case "expired":
+		return share(g.Expired)
+	case "unfinished":
+		return share(g.Unfinished)
+	}
+	return 0
+}
+
+func (s SLO) met(v float64) bool {
+	if s.Op == "<" {
+		return v < s.Value
+	}
+	return v <= s.Value
+}
+
+// PlanOptions says what a capacity plan searches.
+type PlanOptions struct {
+	SLOs []SLO
+	// Tier whose figures the SLOs bound; empty: the whole cluster.
+	Tier string
+	// Group is the executor group whose count varies (default: the first).
+	Group string
+	// Seeds: the SLOs must hold on every one (default: the workload's seed
+	// and the next two).
+	Seeds []uint64
+	// Min and Max bound the count searched (default 1 and 100000).
+	Min, Max int
+	// Parallel runs (default: GOMAXPROCS).
+	Parallel int
+	// Progress, when set, hears of each count as it is evaluated.
+	Progress func(PlanPoint)
+}
+
+// PlanPoint is one executor count, over every seed.
+type PlanPoint struct {
+	Executors int  `json:"executors"`
+	GPUs      int  `json:"gpus"`
+	Met       bool `json:"met"`
+	// Worst is each SLO metric's worst value over the seeds, in SLO order.
+	Worst []float64 `json:"worst"`
+	// Means over the seeds, of the planned tier (or the cluster).
+	P95Wait     float64 `json:"p95_wait"`
+	Rejected    float64 `json:"rejected"`
+	Utilisation float64 `json:"utilisation"`
+}
+
+// Plan is a capacity plan's answer.
+type Plan struct {
+	Workload  string      `json:"workload"`
+	Group     string      `json:"group"`
+	Tier      string      `json:"tier,omitempty"`
+	SLOs      []string    `json:"slos"`
+	Seeds     []uint64    `json:"seeds"`
+	Found     bool        `json:"found"`
+	Executors int         `json:"executors"` // the smallest count that meets the SLOs
+	Points    []PlanPoint `json:"points"`    // ascending by count
+	Runs      int         `json:"runs"`
+	Jobs      int64       `json:"jobs"` // simulated over all runs
+}
+
+// PlanCapacity finds the smallest count of the group's executors for which
+// the SLOs hold on every seed: it doubles the count from the workload's
+// until they hold (or halves it while they do), then bisects. It assumes
+// more executors never make the SLOs worse.
+func PlanCapacity(w *Workload, o PlanOptions) (*Plan, error) {
+	if len(o.SLOs) == 0 {
+		return nil, errors.New("plan: no SLO given")
+	}
+	if err := w.Check(); err != nil {
+		return nil, err
+	}
+	gi := 0
+	if o.Group != "" {
+		gi = -1
+		for i, g := range w.Executors {
+			if g.Name == o.Group {
+				gi = i
+			}
+		}
+		if gi < 0 {
+			return nil, fmt.Errorf("plan: executor group %q is not in the workload", o.Group)
+		}
+	}
+	group := w.Executors[gi].Name
+	if len(o.Seeds) == 0 {
+		o.Seeds = []uint64{w.Seed, w.Seed + 1, w.Seed + 2}
+	}
+	if o.Min <= 0 {
+		o.Min = 1
+	}
+	if o.Max <= 0 {
+		o.Max = MaxExecutors
+	}
+	if o.Min > o.Max {
+		return nil, fmt.Errorf("plan: min %d exceeds max %d", o.Min, o.Max)
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = runtime.GOMAXPROCS(0)
+	}
+	p := &Plan{Workload: w.Name, Group: group, Tier: o.Tier, Seeds: o.Seeds}
+	for _, s := range o.SLOs {
+		p.SLOs = append(p.SLOs, s.String())
+	}
+	points := map[int]PlanPoint{}
+	eval := func(n int) (bool, error) {
+		if pt, ok := points[n]; ok {
+			return pt.Met, nil
+		}
+		pt, jobs, err := evalPoint(w, o, group, n)
+		if err != nil {
+			return false, err
+		}
+		p.Runs += len(o.Seeds)
+		p.Jobs += jobs
+		points[n] = pt
+		if o.Progress != nil {
+			o.Progress(pt)
+		}
+		return pt.Met, nil
+	}
+	n := min(max(w.Executors[gi].Count, o.Min), o.Max)
+	met, err := eval(n)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := o.Min-1, -1 // lo fails (or is below the range), hi meets
+	if met {
+		hi = n
+		for hi > o.Min {
+			m := max(o.Min, hi/2)
+			ok, err := eval(m)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				lo = m
+				break
+			}
+			hi = m
+		}
+	} else {
+		lo = n
+		for lo < o.Max {
+			m := min(o.Max, lo*2)
+			ok, err := eval(m)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				hi = m
+				break
+			}
+			lo = m
+		}
+	}
+	if hi >= 0 {
+		for hi-lo > 1 {
+			m := lo + (hi-lo)/2
+			ok, err := eval(m)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				hi = m
+			} else {
+				lo = m
+			}
+		}
+		p.Found, p.Executors = true, hi
+		if hi < o.Max {
+			if _, err := eval(hi + 1); err != nil { // the curve just past the answer
+				return nil, err
+			}
+		}
+	}
+	for _, pt := range points {
+		p.Points = append(p.Points, pt)
+	}
+	sort.Slice(p.Points, func(a, b int) bool { return p.Points[a].Executors < p.Points[b].Executors })
+	return p, nil
+}
+
+// evalPoint runs every seed at n executors.
+func evalPoint(w *Workload, o PlanOptions, group string, n int) (PlanPoint, int64, error) {
+	reports := make([]*Report, len(o.Seeds))
+	errs := make([]error, len(o.Seeds))
+	sem := make(chan struct{}, o.Parallel)
+	var wg sync.WaitGroup
+	for i, seed := range o.Seeds {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			reports[i], errs[i] = Run(w, Options{Seed: &seed, Executors: n, Group: group, NoSeries: true})
+		}()
+	}
+	wg.Wait()
+	pt := PlanPoint{Executors: n, Met: true, Worst: make([]float64, len(o.SLOs))}
+	var jobs int64
+	for i, r := range reports {
+		if errs[i] != nil {
+			return pt, 0, errs[i]
+		}
+		g := &r.Cluster.Group
+		if o.Tier != "" {
+			g = nil
+			for k := range r.Tiers {
+				if r.Tiers[k].Name == o.Tier {
+					g = &r.Tiers[k]
+				}
+			}
+			if g == nil {
+				return pt, 0, fmt.Errorf("plan: tier %q sends no jobs in this workload", o.Tier)
+			}
+		}
+		for k, s := range o.SLOs {
+			v := s.of(g)
+			if i == 0 || v > pt.Worst[k] {
+				pt.Worst[k] = v
+			}
+			if !s.met(v) {
+				pt.Met = false
+			}
+		}
+		pt.GPUs = r.GPUs
+		pt.P95Wait += g.Wait.P95 / float64(len(reports))
+		if g.Submitted > 0 {
+			pt.Rejected += float64(g.Rejected) / float64(g.Submitted) / float64(len(reports))
+		}
+		pt.Utilisation += r.Cluster.Utilisation / float64(len(reports))
+		jobs += r.Cluster.Submitted
+	}
+	pt.P95Wait, pt.Rejected, pt.Utilisation = round6(pt.P95Wait), round6(pt.Rejected), round6(pt.Utilisation)
+	return pt, jobs, nil
+}
+
+// WriteTable prints the plan: the answer and the curve.
+func (p *Plan) WriteTable(w io.Writer) error {
+	scope := "the cluster"
+	if p.Tier != "" {
+		scope = "tier " + p.Tier
+	}
+	if p.Found {
+		fmt.Fprintf(w, "%d %s executors meet %s for %s on all %d seeds\n\n", p.Executors, p.Group, strings.Join(p.SLOs, ", "), scope, len(p.Seeds))
+	} else {
+		fmt.Fprintf(w, "no count of %s executors up to the maximum meets %s for %s\n\n", p.Group, strings.Join(p.SLOs, ", "), scope)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "executors\tGPUs\tp95 wait\trejected\tutilisation\t")
+	for _, s := range p.SLOs {
+		fmt.Fprintf(tw, "worst %s\t", sloMetric(s))
+	}
+	fmt.Fprintln(tw, "meets\t")
+	for _, pt := range p.Points {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%.2f%%\t%.1f%%\t", pt.Executors, pt.GPUs, fmtSecs(pt.P95Wait), 100*pt.Rejected, 100*pt.Utilisation)
+		for k, s := range p.SLOs {
+			if sloMetrics[sloMetric(s)] {
+				fmt.Fprintf(tw, "%s\t", fmtSecs(pt.Worst[k]))
+			} else {
+				fmt.Fprintf(tw, "%.2f%%\t", 100*pt.Worst[k])
+			}
+		}
+		mark := "no"
+		if pt.Met {
+			mark = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t\n", mark)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n%d runs, %d jobs simulated\n", p.Runs, p.Jobs)
+	return nil
+}

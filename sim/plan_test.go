@@ -1,0 +1,78 @@
+package sim
+
+import (
+	"bytes"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// erlangCP95 is the 95th percentile of an M/M/c queue's wait:
+// P(W > t) = C(c, a)·e^{−(cμ−λ)t}.
+func erlangCP95(c int, lambda, mu float64) float64 {
+	pWait := erlangC(c, lambda, mu) * (float64(c)*mu - lambda)
+	return max(0, math.Log(pWait/0.05)/(float64(c)*mu-lambda))
+}
+
+// TestPlanFindsTheSmallestCountMeetingTheSLO plans an M/M/c load for a p95
+// wait of 3s: queueing theory says 5 executors (p95 1.35s; 4 give 6.2s).
+// The plan must say 5, with 4 evaluated and failing.
+func TestPlanFindsTheSmallestCountMeetingTheSLO(t *testing.T) {
+	want := 0
+	for c := 4; c < 10; c++ {
+		if erlangCP95(c, 3.6, 1) <= 3 {
+			want = c
+			break
+		}
+	}
+	if want != 5 {
+		t.Fatalf("theory says %d", want)
+	}
+	w := mmc(2, 1.8, 6000, time.Minute) // λ = 3.6/s; starts from 2 executors
+	slos, err := ParseSLOs("p95_wait<=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := PlanCapacity(w, PlanOptions{SLOs: slos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := p.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + b.String())
+	if !p.Found || p.Executors != want {
+		t.Fatalf("plan says %d executors (found %v); theory says %d", p.Executors, p.Found, want)
+	}
+	for _, pt := range p.Points {
+		if pt.Met != (pt.Executors >= want) {
+			t.Errorf("%d executors: met %v", pt.Executors, pt.Met)
+		}
+		if pt.Executors == want-1 && pt.Worst[0] <= 3 {
+			t.Errorf("%d executors: worst p95 %v should exceed 3s", pt.Executors, pt.Worst[0])
+		}
+	}
+	if !strings.Contains(b.String(), "5 gpu executors meet p95_wait<=3s") {
+		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+func TestParseSLOsNamesTheProblem(t *testing.T) {
+	s, err := ParseSLOs("p95_wait<=30s, rejected<1%")
+	if err != nil || len(s) != 2 || s[0].Value != 30 || s[1].Value != 0.01 || s[1].Op != "<" {
+		t.Fatalf("%+v %v", s, err)
+	}
+	for in, want := range map[string]string{
+		"p95_wait=30s":     "want METRIC<=VALUE",
+		"p96_wait<=30s":    `"p96_wait" is not a metric`,
+		"p95_wait<=thirty": "is not a duration",
+		"rejected<=150%":   "is not a share",
+		"":                 "none given",
+	} {
+		if _, err := ParseSLOs(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want %q", in, err, want)
+		}
+	}
+}
