@@ -25,6 +25,9 @@ type Options struct {
 	// Group (default: the first group): what `sluice sim plan` varies.
 	Executors int
 	Group     string
+	// Duration, when above 0, replaces the workload's duration (when
+	// arrivals stop), e.g. for a quick look at a long scenario.
+	Duration time.Duration
 	// OnJob, when set, is called for every job as it ends or is turned
 	// away (and, at the end, for jobs left unfinished), in virtual-time
 	// order: for tests and traces.
@@ -186,6 +189,9 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	e.stopAt = never
 	if w.Duration > 0 {
 		e.stopAt = e.base + int64(w.Duration)
+	}
+	if opt.Duration > 0 {
+		e.stopAt = e.base + int64(opt.Duration)
 	}
 	pol := w.EffectivePolicy()
 	if r := e.apply(fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: pol}); r.Err != nil {

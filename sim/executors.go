@@ -98,7 +98,10 @@ func (e *engine) buildExecutors() error {
 // the state machine's placement (fsm.Dispatch, the code the leader runs)
 // and commit each Assign it proposes.
 func (e *engine) dispatch() error {
-	if e.f.QueueLen() == 0 {
+	if !e.hasRoom() || e.f.QueueLen() == 0 {
+		// Nothing can be placed. (The leader would still offer its full
+		// executors; placement on them proposes nothing and changes
+		// nothing, so skipping the call changes no result.)
 		return nil
 	}
 	slots := e.slots[:0]
@@ -150,6 +153,16 @@ func (e *engine) slotOf(x *executor) scheduler.Slot {
 	}
 	return scheduler.Slot{Executor: x.name, GPUs: gpus, TotalGPUs: x.gpus, GPUMemoryMB: x.memMB,
 		Models: x.models, Warm: x.warm, Jobs: free}
+}
+
+// hasRoom reports whether some executor can take a job.
+func (e *engine) hasRoom() bool {
+	for _, w := range e.free {
+		if w != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *engine) markRoom(xi int32) {

@@ -144,7 +144,8 @@ type PlanOptions struct {
 	Seeds []uint64
 	// Min and Max bound the count searched (default 1 and 100000).
 	Min, Max int
-	// Parallel runs (default: GOMAXPROCS).
+	// Parallel runs (default: GOMAXPROCS); also the batch of seeds after
+	// which a count that missed is given up.
 	Parallel int
 	// Progress, when set, hears of each count as it is evaluated.
 	Progress func(PlanPoint)
@@ -155,6 +156,9 @@ type PlanPoint struct {
 	Executors int  `json:"executors"`
 	GPUs      int  `json:"gpus"`
 	Met       bool `json:"met"`
+	// Seeds run: all of them when met, up to the first batch that missed
+	// otherwise.
+	Seeds int `json:"seeds"`
 	// Worst is each SLO metric's worst value over the seeds, in SLO order.
 	Worst []float64 `json:"worst"`
 	// Means over the seeds, of the planned tier (or the cluster).
@@ -229,7 +233,7 @@ func PlanCapacity(w *Workload, o PlanOptions) (*Plan, error) {
 		if err != nil {
 			return false, err
 		}
-		p.Runs += len(o.Seeds)
+		p.Runs += pt.Seeds
 		p.Jobs += jobs
 		points[n] = pt
 		if o.Progress != nil {
@@ -299,59 +303,73 @@ func PlanCapacity(w *Workload, o PlanOptions) (*Plan, error) {
 	return p, nil
 }
 
-// evalPoint runs every seed at n executors.
+// evalPoint runs the seeds at n executors, Parallel at a time, and stops
+// at the first batch in which one misses: the SLOs must hold on every
+// seed, so the rest cannot change the verdict (overloaded counts, the
+// slowest to simulate, are the ones that miss).
 func evalPoint(w *Workload, o PlanOptions, group string, n int) (PlanPoint, int64, error) {
-	reports := make([]*Report, len(o.Seeds))
-	errs := make([]error, len(o.Seeds))
-	sem := make(chan struct{}, o.Parallel)
-	var wg sync.WaitGroup
-	for i, seed := range o.Seeds {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			reports[i], errs[i] = Run(w, Options{Seed: &seed, Executors: n, Group: group, NoSeries: true})
-		}()
-	}
-	wg.Wait()
 	pt := PlanPoint{Executors: n, Met: true, Worst: make([]float64, len(o.SLOs))}
-	var jobs int64
-	for i, r := range reports {
-		if errs[i] != nil {
-			return pt, 0, errs[i]
+	var reports []*Report
+	for next := 0; next < len(o.Seeds) && pt.Met; {
+		batch := o.Seeds[next:min(len(o.Seeds), next+o.Parallel)]
+		next += len(batch)
+		rs := make([]*Report, len(batch))
+		errs := make([]error, len(batch))
+		var wg sync.WaitGroup
+		for i, seed := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rs[i], errs[i] = Run(w, Options{Seed: &seed, Executors: n, Group: group, NoSeries: true})
+			}()
 		}
-		g := &r.Cluster.Group
-		if o.Tier != "" {
-			g = nil
-			for k := range r.Tiers {
-				if r.Tiers[k].Name == o.Tier {
-					g = &r.Tiers[k]
+		wg.Wait()
+		for i, r := range rs {
+			if errs[i] != nil {
+				return pt, 0, errs[i]
+			}
+			g, err := planned(r, o.Tier)
+			if err != nil {
+				return pt, 0, err
+			}
+			for k, s := range o.SLOs {
+				v := s.of(g)
+				if len(reports) == 0 || v > pt.Worst[k] {
+					pt.Worst[k] = v
 				}
+				pt.Met = pt.Met && s.met(v)
 			}
-			if g == nil {
-				return pt, 0, fmt.Errorf("plan: tier %q sends no jobs in this workload", o.Tier)
-			}
+			reports = append(reports, r)
 		}
-		for k, s := range o.SLOs {
-			v := s.of(g)
-			if i == 0 || v > pt.Worst[k] {
-				pt.Worst[k] = v
-			}
-			if !s.met(v) {
-				pt.Met = false
-			}
-		}
+	}
+	var jobs int64
+	for _, r := range reports {
+		g, _ := planned(r, o.Tier)
+		k := float64(len(reports))
 		pt.GPUs = r.GPUs
-		pt.P95Wait += g.Wait.P95 / float64(len(reports))
+		pt.P95Wait += g.Wait.P95 / k
 		if g.Submitted > 0 {
-			pt.Rejected += float64(g.Rejected) / float64(g.Submitted) / float64(len(reports))
+			pt.Rejected += float64(g.Rejected) / float64(g.Submitted) / k
 		}
-		pt.Utilisation += r.Cluster.Utilisation / float64(len(reports))
+		pt.Utilisation += r.Cluster.Utilisation / k
 		jobs += r.Cluster.Submitted
 	}
+	pt.Seeds = len(reports)
 	pt.P95Wait, pt.Rejected, pt.Utilisation = round6(pt.P95Wait), round6(pt.Rejected), round6(pt.Utilisation)
 	return pt, jobs, nil
+}
+
+// planned is the group a plan's SLOs are about: a tier, or the cluster.
+func planned(r *Report, tier string) (*Group, error) {
+	if tier == "" {
+		return &r.Cluster.Group, nil
+	}
+	for k := range r.Tiers {
+		if r.Tiers[k].Name == tier {
+			return &r.Tiers[k], nil
+		}
+	}
+	return nil, fmt.Errorf("plan: tier %q sends no jobs in this workload", tier)
 }
 
 // WriteTable prints the plan: the answer and the curve.
@@ -366,13 +384,13 @@ func (p *Plan) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "no count of %s executors up to the maximum meets %s for %s\n\n", p.Group, strings.Join(p.SLOs, ", "), scope)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "executors\tGPUs\tp95 wait\trejected\tutilisation\t")
+	fmt.Fprint(tw, "executors\tGPUs\tseeds\tp95 wait\trejected\tutilisation\t")
 	for _, s := range p.SLOs {
 		fmt.Fprintf(tw, "worst %s\t", sloMetric(s))
 	}
 	fmt.Fprintln(tw, "meets\t")
 	for _, pt := range p.Points {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%.2f%%\t%.1f%%\t", pt.Executors, pt.GPUs, fmtSecs(pt.P95Wait), 100*pt.Rejected, 100*pt.Utilisation)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%.2f%%\t%.1f%%\t", pt.Executors, pt.GPUs, pt.Seeds, fmtSecs(pt.P95Wait), 100*pt.Rejected, 100*pt.Utilisation)
 		for k, s := range p.SLOs {
 			if sloMetrics[sloMetric(s)] {
 				fmt.Fprintf(tw, "%s\t", fmtSecs(pt.Worst[k]))

@@ -74,9 +74,9 @@ func (s *stats) init(e *engine) {
 	}
 	s.every = int64(e.w.Sample)
 	if s.every == 0 {
-		span := int64(e.w.Duration)
-		if span == 0 {
-			span = int64(time.Hour)
+		span := int64(time.Hour)
+		if e.stopAt != never {
+			span = e.stopAt - e.base
 		}
 		s.every = max(int64(time.Second), span/200)
 	}
