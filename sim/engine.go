@@ -145,9 +145,10 @@ type engine struct {
 	predictWait  bool
 	slots        []scheduler.Slot
 
-	submitMsg raftv1.Submit
-	buf       []byte
-	spec      sluicev1.JobSpec
+	submitMsg   raftv1.Submit
+	completeMsg raftv1.Complete
+	buf         []byte
+	spec        sluicev1.JobSpec
 
 	stats    stats
 	events   int64

@@ -40,15 +40,15 @@ func TestAppendCommandEncodesAsFSM(t *testing.T) {
 func richWorkload() *Workload {
 	d := func(x time.Duration) Duration { return Duration(x) }
 	return &Workload{
-		Name: "rich", Seed: 5, Duration: d(2 * time.Hour), Warmup: d(5 * time.Minute),
+		Name: "rich", Seed: 5, Duration: d(40 * time.Minute), Warmup: d(5 * time.Minute),
 		Tiers: []TierSpec{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
 		Tenants: []TenantSpec{
 			{Name: "free", Tier: "free", Count: 6, Mix: []ModelMix{{Model: "big", Share: 1}, {Model: "small", Share: 3}},
 				Arrivals: Arrivals{Rate: 0.2, Diurnal: &Diurnal{Peak: 2, Trough: 0.5, PeakAt: d(time.Hour)},
-					Bursts: []Burst{{At: d(30 * time.Minute), For: d(10 * time.Minute), Factor: 20}}},
+					Bursts: []Burst{{At: d(10 * time.Minute), For: d(5 * time.Minute), Factor: 20}}},
 				Retry: &RetrySpec{Attempts: 3, After: d(5 * time.Second)}},
 			{Name: "pro", Tier: "pro", Count: 2, Model: "big", Priority: 5,
-				Arrivals: Arrivals{Rate: 0.9, OnOff: &OnOff{On: d(10 * time.Minute), Off: d(5 * time.Minute), OffFactor: 0.1}}},
+				Arrivals: Arrivals{Rate: 0.9, OnOff: &OnOff{On: d(6 * time.Minute), Off: d(3 * time.Minute), OffFactor: 0.1}}},
 		},
 		Models: []ModelSpec{
 			{Name: "big", Service: Service{Dist: "lognormal", Mean: d(4 * time.Second), Stddev: d(3 * time.Second)},
@@ -60,9 +60,9 @@ func richWorkload() *Workload {
 			{Name: "l4", Count: 4, GPUs: 1, GPUMemoryMB: 24000, Models: []string{"small"}},
 		},
 		Failures: Failures{
-			Crashes:   &Crashes{MTBF: d(3 * time.Hour), Repair: d(10 * time.Minute)},
-			Outages:   []Outage{{At: d(70 * time.Minute), For: d(20 * time.Minute), Executors: Amount{Share: 0.34}}},
-			Failovers: []Failover{{At: d(45 * time.Minute), Pause: d(8 * time.Second)}},
+			Crashes:   &Crashes{MTBF: d(time.Hour), Repair: d(5 * time.Minute)},
+			Outages:   []Outage{{At: d(25 * time.Minute), For: d(10 * time.Minute), Executors: Amount{Share: 0.34}}},
+			Failovers: []Failover{{At: d(18 * time.Minute), Pause: d(8 * time.Second)}},
 			Detect:    d(5 * time.Second),
 		},
 		Policy: &sluicev1.Policy{

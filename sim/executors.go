@@ -278,7 +278,9 @@ func (e *engine) finish(ev event) error {
 	if failed {
 		res = e.apply(fsm.CmdFail, &raftv1.Fail{JobId: j.id, Attempt: r.attempt, Error: errRunner, Retryable: true})
 	} else {
-		res = e.apply(fsm.CmdComplete, &raftv1.Complete{JobId: j.id, Attempt: r.attempt, RunNs: j.runNs})
+		c := &e.completeMsg
+		c.JobId, c.Attempt, c.RunNs = j.id, r.attempt, j.runNs
+		res = e.apply(fsm.CmdComplete, c)
 		if res.Err == nil {
 			e.learn(m, j.runNs)
 			e.endJob(r.slot, e.now, "SUCCEEDED")

@@ -29,7 +29,7 @@ func TestPlanFindsTheSmallestCountMeetingTheSLO(t *testing.T) {
 	if want != 5 {
 		t.Fatalf("theory says %d", want)
 	}
-	w := mmc(2, 1.8, 6000, time.Minute) // λ = 3.6/s; starts from 2 executors
+	w := mmc(2, 1.8, 4000, time.Minute) // λ = 3.6/s; starts from 2 executors
 	slos, err := ParseSLOs("p95_wait<=3s")
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ var mmcCases = []struct {
 
 // simJobsUnderRace is how many jobs of each case go through the simulator
 // under the race detector.
-const simJobsUnderRace = 15_000
+const simJobsUnderRace = 8_000
 
 // fifoPath is the M/M/c FIFO queue (Kiefer–Wolfowitz recursion) fed by the
 // simulator's own generators for the workload's one tenant and one model:
@@ -124,7 +124,7 @@ func TestMMcMeanWaitWithinFivePercentOfErlangC(t *testing.T) {
 // executors at 85% load with lognormal service.
 func TestLittlesLawWithinTwoPercent(t *testing.T) {
 	w := &Workload{
-		Name: "little", Seed: 7, Duration: Duration(3 * time.Hour), Warmup: Duration(10 * time.Minute),
+		Name: "little", Seed: 7, Duration: Duration(90 * time.Minute), Warmup: Duration(10 * time.Minute),
 		Tiers: []TierSpec{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
 		Tenants: []TenantSpec{
 			{Name: "f", Tier: "free", Count: 3, Arrivals: Arrivals{Rate: 0.3}},
