@@ -34,6 +34,11 @@ type Options struct {
 	OnJob func(JobOutcome)
 	// NoSeries skips the time series (plans do not need it).
 	NoSeries bool
+
+	// missSLOs and missTier: stop the run once one of these objectives
+	// is certain to be missed (capacity plans; see missRule).
+	missSLOs []SLO
+	missTier string
 }
 
 // JobOutcome is one job's story, in nanoseconds from the run's start.
@@ -153,6 +158,9 @@ type engine struct {
 	stats    stats
 	events   int64
 	commands int64
+
+	miss []*missRule
+	cut  string // why the run stopped early, if it did
 }
 
 // errInternal wraps a state-machine answer the simulator cannot explain.
@@ -260,6 +268,9 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 		e.scheduleArrival(int32(i))
 	}
 	e.scheduleFailures()
+	if len(opt.missSLOs) > 0 {
+		e.miss = e.newMissRules(opt.missSLOs, opt.missTier)
+	}
 	if !opt.NoSeries {
 		e.ev.push(event{at: e.base, kind: evSample})
 	}
@@ -314,7 +325,7 @@ var marshalDeterministic = proto.MarshalOptions{Deterministic: true}
 var tickMsg = &raftv1.Tick{}
 
 func (e *engine) loop() error {
-	for {
+	for e.cut == "" {
 		next := never
 		if e.ev.len() > 0 {
 			next = e.ev.top().at
@@ -363,6 +374,18 @@ func (e *engine) loop() error {
 			if err := e.settle(); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// missCheck stops the run if an objective it watches is now certain to
+// be missed.
+func (e *engine) missCheck() {
+	for _, m := range e.miss {
+		if m.missed() {
+			e.cut = fmt.Sprintf("%v at %s", m, fmtSecs(secs(e.now-e.base)))
+			return
 		}
 	}
 }

@@ -197,7 +197,14 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	if j.firstStart < 0 {
 		j.firstStart = e.now - e.base
 		if j.measured {
-			e.tenants[j.tenant].tally.waited(j.firstStart - j.arrived)
+			t := &e.tenants[j.tenant]
+			t.tally.waited(j.firstStart - j.arrived)
+			for _, m := range e.miss {
+				m.waited(t.tierIdx, float64(j.firstStart-j.arrived)/1e9)
+			}
+			if e.miss != nil {
+				e.missCheck()
+			}
 		}
 	}
 	x.runs = append(x.runs, run{id: j.id, attempt: attempt, gpus: j.gpus, slot: si})

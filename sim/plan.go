@@ -159,6 +159,9 @@ type PlanPoint struct {
 	// Seeds run: all of them when met, up to the first batch that missed
 	// otherwise.
 	Seeds int `json:"seeds"`
+	// Stopped: a run stopped as soon as an objective was certain to be
+	// missed (its figures are then those of the run so far).
+	Stopped string `json:"stopped,omitempty"`
 	// Worst is each SLO metric's worst value over the seeds, in SLO order.
 	Worst []float64 `json:"worst"`
 	// Means over the seeds, of the planned tier (or the cluster).
@@ -183,8 +186,9 @@ type Plan struct {
 
 // PlanCapacity finds the smallest count of the group's executors for which
 // the SLOs hold on every seed: it doubles the count from the workload's
-// until they hold (or halves it while they do), then bisects. It assumes
-// more executors never make the SLOs worse.
+// until they hold (or halves it while they do), then bisects; the counts
+// it ran are the curve. It assumes more executors never make the SLOs
+// worse. A run stops as soon as an objective is certain to be missed.
 func PlanCapacity(w *Workload, o PlanOptions) (*Plan, error) {
 	if len(o.SLOs) == 0 {
 		return nil, errors.New("plan: no SLO given")
@@ -290,11 +294,6 @@ func PlanCapacity(w *Workload, o PlanOptions) (*Plan, error) {
 			}
 		}
 		p.Found, p.Executors = true, hi
-		if hi < o.Max {
-			if _, err := eval(hi + 1); err != nil { // the curve just past the answer
-				return nil, err
-			}
-		}
 	}
 	for _, pt := range points {
 		p.Points = append(p.Points, pt)
@@ -320,7 +319,8 @@ func evalPoint(w *Workload, o PlanOptions, group string, n int) (PlanPoint, int6
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rs[i], errs[i] = Run(w, Options{Seed: &seed, Executors: n, Group: group, NoSeries: true})
+				rs[i], errs[i] = Run(w, Options{Seed: &seed, Executors: n, Group: group, NoSeries: true,
+					missSLOs: o.SLOs, missTier: o.Tier})
 			}()
 		}
 		wg.Wait()
@@ -338,6 +338,12 @@ func evalPoint(w *Workload, o PlanOptions, group string, n int) (PlanPoint, int6
 					pt.Worst[k] = v
 				}
 				pt.Met = pt.Met && s.met(v)
+			}
+			if r.Stopped != "" {
+				pt.Met = false
+				if pt.Stopped == "" {
+					pt.Stopped = r.Stopped
+				}
 			}
 			reports = append(reports, r)
 		}
@@ -389,6 +395,7 @@ func (p *Plan) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "worst %s\t", sloMetric(s))
 	}
 	fmt.Fprintln(tw, "meets\t")
+	var notes []string
 	for _, pt := range p.Points {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%.2f%%\t%.1f%%\t", pt.Executors, pt.GPUs, pt.Seeds, fmtSecs(pt.P95Wait), 100*pt.Rejected, 100*pt.Utilisation)
 		for k, s := range p.SLOs {
@@ -402,10 +409,17 @@ func (p *Plan) WriteTable(w io.Writer) error {
 		if pt.Met {
 			mark = "yes"
 		}
+		if pt.Stopped != "" {
+			mark += " *"
+			notes = append(notes, fmt.Sprintf("%d executors: stopped early, %s", pt.Executors, pt.Stopped))
+		}
 		fmt.Fprintf(tw, "%s\t\n", mark)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(w, "* %s\n", n)
 	}
 	fmt.Fprintf(w, "\n%d runs, %d jobs simulated\n", p.Runs, p.Jobs)
 	return nil

@@ -76,3 +76,36 @@ func TestParseSLOsNamesTheProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanStopsOnlyRunsThatMissForSure: a run the plan stopped early
+// misses its objective when run to the end too, and a run to the end
+// that meets it is never stopped.
+func TestPlanStopsOnlyRunsThatMissForSure(t *testing.T) {
+	slos, err := ParseSLOs("p95_wait<=3s,rejected<=1%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := 0
+	for _, n := range []int{3, 4, 5, 7} {
+		w := mmc(2, 1.8, 4000, time.Minute)
+		seed := uint64(2)
+		full := mustRun(t, w, Options{Seed: &seed, Executors: n, NoSeries: true})
+		cut := mustRun(t, w, Options{Seed: &seed, Executors: n, NoSeries: true, missSLOs: slos})
+		met := slos[0].met(full.Cluster.Wait.P95)
+		if met && cut.Stopped != "" {
+			t.Errorf("%d executors: p95 %.2fs meets, but the run was stopped: %s", n, full.Cluster.Wait.P95, cut.Stopped)
+		}
+		if !met && cut.Stopped == "" {
+			t.Logf("%d executors: p95 %.2fs misses; not stopped early (allowed)", n, full.Cluster.Wait.P95)
+		}
+		if cut.Stopped != "" {
+			stopped++
+			if cut.EndSeconds >= full.EndSeconds {
+				t.Errorf("%d executors: stopped at %vs, no earlier than the full run", n, cut.EndSeconds)
+			}
+		}
+	}
+	if stopped == 0 {
+		t.Error("no run was stopped early: 3 and 4 executors miss by far")
+	}
+}

@@ -33,7 +33,10 @@ type Report struct {
 	Tiers   []Group `json:"tiers"`
 	Tenants []Group `json:"tenants"`
 	Series  *Series `json:"series,omitempty"`
-	Perf    Perf    `json:"-"` // wall-clock figures: never in the JSON
+	// Stopped says why a plan's run stopped early (an objective certain
+	// to be missed); empty for a full run.
+	Stopped string `json:"stopped,omitempty"`
+	Perf    Perf   `json:"-"` // wall-clock figures: never in the JSON
 }
 
 // Cluster sums the run over every tenant.
@@ -239,7 +242,7 @@ func (e *engine) report() *Report {
 	}
 	r := &Report{Workload: e.w.Name, Seed: e.seed, Start: time.Unix(0, e.base).UTC().Format(time.RFC3339),
 		Executors: len(e.execs), StopSeconds: secs(e.stopAt - e.base), EndSeconds: secs(end - e.base),
-		WarmupSeconds: secs(e.warmAt - e.base)}
+		WarmupSeconds: secs(e.warmAt - e.base), Stopped: e.cut}
 	for i := range e.execs {
 		r.GPUs += int(e.execs[i].gpus)
 	}

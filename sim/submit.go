@@ -167,6 +167,12 @@ func (e *engine) rejected(p pendingSubmit, rule string) {
 	t := &e.tenants[p.tenant]
 	if e.base+p.arrived >= e.warmAt {
 		t.tally.reject(rule)
+		for _, m := range e.miss {
+			m.ended(t.tierIdx, "REJECTED")
+		}
+		if e.miss != nil {
+			e.missCheck()
+		}
 	}
 	if e.opt.OnJob != nil {
 		e.opt.OnJob(JobOutcome{Tenant: t.name, Tier: t.tier, Model: e.models[p.model].name, Submitted: p.arrived,
@@ -221,6 +227,15 @@ func (e *engine) endJob(si int32, at int64, state string) {
 	t := &e.tenants[j.tenant]
 	if j.measured {
 		t.tally.ended(state, j, at-e.base)
+		for _, m := range e.miss {
+			m.ended(t.tierIdx, state)
+			if state == "SUCCEEDED" {
+				m.turnedAround(t.tierIdx, float64(at-e.base-j.arrived)/1e9)
+			}
+		}
+		if e.miss != nil {
+			e.missCheck()
+		}
 	}
 	if e.opt.OnJob != nil {
 		e.opt.OnJob(e.outcome(j, at, state))
