@@ -52,7 +52,7 @@ def main():
     sim.simulate(until=1e18)
     wall = time.perf_counter() - start
     print(f"simpy: {tally.done} jobs in {wall:.2f}s: {tally.done / wall:.0f} jobs/s; "
-          f"mean wait {tally.waited / tally.done:.4f}s")
+          f"mean wait {tally.waited / tally.done:.6f}s")
 
 
 if __name__ == "__main__":
