@@ -20,6 +20,7 @@ func main() {
 	}
 	root.AddCommand(devCmd(), serverCmd(), executorCmd(), hashKeyCmd())
 	root.AddCommand(clientCmds()...)
+	root.AddCommand(simCmd())
 	if err := root.Execute(); err != nil {
 		var ce *connect.Error
 		if errors.As(err, &ce) {

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/sim"
+)
+
+func simCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "sim",
+		Short: "Simulate a workload on the real scheduler and limits, on a virtual clock",
+		Long: `Run the real state machine (admission, rate limits, fair queue) and the
+leader's real placement on a virtual clock, fed by a workload file: tenants
+and their arrivals, models and service times, executors, failures, and the
+policy file the server takes. See docs/simulator.md and sim/scenarios/.`,
+	}
+	c.AddCommand(simRunCmd(), simPlanCmd())
+	return c
+}
+
+// loadWorkload reads a workload with the server's policy loader, so that
+// its policy is read exactly as `sluice server --policy` reads it.
+func loadWorkload(path string) (*sim.Workload, error) {
+	if path == "" {
+		return nil, fmt.Errorf("--workload: required (a YAML or JSON workload file; see sim/scenarios/)")
+	}
+	return sim.Load(path, node.ParsePolicy)
+}
+
+// simGC trades memory for speed: a run allocates fast while keeping a
+// small live heap, so the collector would otherwise run very often. GOGC
+// in the environment wins.
+func simGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+}
+
+func simRunCmd() *cobra.Command {
+	var workload, out, csvPath, htmlPath, group string
+	var seed uint64
+	var executors int
+	var duration time.Duration
+	c := &cobra.Command{
+		Use:   "run --workload FILE",
+		Short: "Simulate a workload and report waits, rejections, fairness and utilisation",
+		Example: `  sluice sim run --workload sim/scenarios/flash-crowd.yaml
+  sluice sim run --workload sim/scenarios/tiers.yaml -o json --seed 7
+  sluice sim run --workload sim/scenarios/steady.yaml --csv series.csv --report report.html`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if out != "table" && out != "json" {
+				return fmt.Errorf("-o: %q is not table or json", out)
+			}
+			if executors < 0 {
+				return fmt.Errorf("--executors: must not be negative")
+			}
+			w, err := loadWorkload(workload)
+			if err != nil {
+				return err
+			}
+			simGC()
+			if duration < 0 {
+				return fmt.Errorf("--duration: must not be negative")
+			}
+			opt := sim.Options{Executors: executors, Group: group, Duration: duration}
+			if c.Flags().Changed("seed") {
+				opt.Seed = &seed
+			}
+			r, err := sim.Run(w, opt)
+			if err != nil {
+				return err
+			}
+			stdout := c.OutOrStdout()
+			if out == "json" {
+				err = r.WriteJSON(stdout)
+			} else {
+				err = r.WriteTable(stdout)
+			}
+			if err != nil {
+				return err
+			}
+			if csvPath != "" {
+				if err := writeFile(csvPath, r.WriteCSV); err != nil {
+					return err
+				}
+			}
+			if htmlPath != "" {
+				if err := writeFile(htmlPath, r.WriteHTML); err != nil {
+					return err
+				}
+			}
+			p := r.Perf
+			fmt.Fprintf(c.ErrOrStderr(), "sluice sim: %d jobs, %d events, %d log entries in %.2fs (%.0f jobs/s, %.0f events/s)\n",
+				r.Cluster.Submitted, p.Events, p.Commands, p.WallSeconds,
+				float64(r.Cluster.Submitted)/p.WallSeconds, float64(p.Events)/p.WallSeconds)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&workload, "workload", "", "workload file (YAML or JSON; see docs/simulator.md)")
+	c.Flags().StringVarP(&out, "output", "o", "table", "report format on stdout: table or json (json is the same bytes for the same seed)")
+	c.Flags().StringVar(&csvPath, "csv", "", "also write the time series (queue depth, admissions and rejections by tier, utilisation) as CSV to this file")
+	c.Flags().StringVar(&htmlPath, "report", "", "also write a self-contained HTML report with SVG charts to this file")
+	c.Flags().Uint64Var(&seed, "seed", 0, "random seed (default: the workload's seed)")
+	c.Flags().IntVar(&executors, "executors", 0, "run with this many executors in --group instead of the workload's count")
+	c.Flags().StringVar(&group, "group", "", "executor group --executors sets (default: the first group)")
+	c.Flags().DurationVar(&duration, "duration", 0, "stop arrivals at this virtual time instead of the workload's duration (e.g. 20m for a quick look)")
+	return c
+}
+
+func simPlanCmd() *cobra.Command {
+	var workload, slo, tier, group, out string
+	var seeds, minN, maxN int
+	c := &cobra.Command{
+		Use:   "plan --workload FILE --slo 'p95_wait<=30s'",
+		Short: "Find the fewest executors that meet a service-level objective",
+		Long: `Search the executor count of one group for the smallest that meets every
+objective on every seed, and print the curve: executors → p95 wait,
+rejections, utilisation. Objectives: mean_wait, p50_wait, p95_wait,
+p99_wait, max_wait, p95_turnaround, p99_turnaround (durations), rejected,
+expired, unfinished (shares of submissions), joined by commas.`,
+		Example: `  sluice sim plan --workload sim/scenarios/diurnal-day.yaml --slo 'p95_wait<=30s' --tier pro
+  sluice sim plan --workload sim/scenarios/steady.yaml --slo 'p99_wait<1m,rejected<=1%' --seeds 5`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if out != "table" && out != "json" {
+				return fmt.Errorf("-o: %q is not table or json", out)
+			}
+			if seeds < 1 || seeds > 100 {
+				return fmt.Errorf("--seeds: %d is outside 1–100", seeds)
+			}
+			slos, err := sim.ParseSLOs(slo)
+			if err != nil {
+				return fmt.Errorf("--slo: %w", err)
+			}
+			w, err := loadWorkload(workload)
+			if err != nil {
+				return err
+			}
+			simGC()
+			opt := sim.PlanOptions{SLOs: slos, Tier: tier, Group: group, Min: minN, Max: maxN}
+			for i := range seeds {
+				opt.Seeds = append(opt.Seeds, w.Seed+uint64(i))
+			}
+			stderr := c.ErrOrStderr()
+			opt.Progress = func(p sim.PlanPoint) {
+				verdict := "misses"
+				if p.Met {
+					verdict = "meets"
+				}
+				fmt.Fprintf(stderr, "  %d executors: p95 wait %.3gs, %s\n", p.Executors, p.P95Wait, verdict)
+			}
+			start := time.Now()
+			p, err := sim.PlanCapacity(w, opt)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "sluice sim: plan took %.2fs (%d runs, %d jobs)\n", time.Since(start).Seconds(), p.Runs, p.Jobs)
+			if out == "json" {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(p)
+			}
+			return p.WriteTable(c.OutOrStdout())
+		},
+	}
+	c.Flags().StringVar(&workload, "workload", "", "workload file (YAML or JSON; see docs/simulator.md)")
+	c.Flags().StringVar(&slo, "slo", "", "objectives that must all hold, e.g. 'p95_wait<=30s' or 'p99_wait<1m,rejected<=1%'")
+	c.Flags().StringVar(&tier, "tier", "", "tier whose jobs the objectives are about (default: all jobs)")
+	c.Flags().StringVar(&group, "group", "", "executor group whose count is searched (default: the first group)")
+	c.Flags().IntVar(&seeds, "seeds", 3, "seeds to run each count with (the workload's seed and the next ones); the objectives must hold on all")
+	c.Flags().IntVar(&minN, "min", 1, "smallest executor count to consider")
+	c.Flags().IntVar(&maxN, "max", 10000, "largest executor count to consider")
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	return c
+}
+
+// writeFile writes one report form to a file.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
+}

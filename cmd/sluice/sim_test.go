@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/sim"
+)
+
+// runSim runs `sluice sim ARGS` in-process and returns stdout and the error.
+func runSim(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	c := simCmd()
+	var out, errb bytes.Buffer
+	c.SetOut(&out)
+	c.SetErr(&errb)
+	c.SetArgs(args)
+	c.SilenceUsage, c.SilenceErrors = true, true
+	err := c.Execute()
+	return out.String(), err
+}
+
+// TestShippedScenariosLoadWithTheServersPolicyLoader reads every scenario
+// in sim/scenarios with node.ParsePolicy, as `sluice sim` does, and runs
+// its first 10 minutes.
+func TestShippedScenariosLoadWithTheServersPolicyLoader(t *testing.T) {
+	files, err := filepath.Glob("../../sim/scenarios/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		if filepath.Base(f) == "policy.yaml" {
+			if _, err := node.LoadPolicy(f); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+			continue
+		}
+		n++
+		w, err := sim.Load(f, node.ParsePolicy)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		succeeded := 0
+		_, err = sim.Run(w, sim.Options{Duration: 10 * time.Minute, NoSeries: true, OnJob: func(o sim.JobOutcome) {
+			if o.State == "SUCCEEDED" {
+				succeeded++
+			}
+		}})
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if succeeded == 0 {
+			t.Errorf("%s: no job succeeded in 10 minutes", f)
+		}
+	}
+	if n < 6 {
+		t.Errorf("%d scenarios; want steady, flash-crowd, tiers-quotas, outage, failover and diurnal-day", n)
+	}
+}
+
+func TestSimRunWritesEveryFormAndRepeatsItself(t *testing.T) {
+	dir := t.TempDir()
+	csv, html := filepath.Join(dir, "s.csv"), filepath.Join(dir, "r.html")
+	args := []string{"run", "--workload", "../../sim/scenarios/steady.yaml", "--duration", "15m", "--seed", "3", "-o", "json"}
+	a, err := runSim(t, append(args, "--csv", csv, "--report", html)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := runSim(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Error("two runs with --seed 3 printed different JSON")
+	}
+	var r sim.Report
+	if err := json.Unmarshal([]byte(a), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Seed != 3 || r.Cluster.Submitted == 0 || len(r.Tiers) != 2 || r.Series == nil {
+		t.Errorf("report: seed %d, %d submitted, %d tiers", r.Seed, r.Cluster.Submitted, len(r.Tiers))
+	}
+	for _, f := range []string{csv, html} {
+		if fi, err := os.Stat(f); err != nil || fi.Size() < 1000 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	table, err := runSim(t, "run", "--workload", "../../sim/scenarios/failover.yaml", "--duration", "12m")
+	if err != nil || !strings.Contains(table, "tier pro") {
+		t.Errorf("table: %v\n%s", err, table)
+	}
+}
+
+func TestSimPlanPrintsTheCurve(t *testing.T) {
+	dir := t.TempDir()
+	wl := filepath.Join(dir, "w.yaml")
+	doc := `
+name: mm
+seed: 1
+jobs: 3000
+warmup: 1m
+tenants: [{name: t, arrivals: {rate: 3.6}}]
+models: [{name: m, service: {dist: exponential, mean: 1s}}]
+executors: [{name: gpu, count: 2}]
+`
+	if err := os.WriteFile(wl, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runSim(t, "plan", "--workload", wl, "--slo", "p95_wait<=3s", "--seeds", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "gpu executors meet p95_wait<=3s for the cluster on all 2 seeds") || !strings.Contains(out, "utilisation") {
+		t.Errorf("plan output:\n%s", out)
+	}
+}
+
+func TestSimCommandsRefuseBadInput(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run"}, "--workload: required"},
+		{[]string{"run", "--workload", "../../sim/scenarios/steady.yaml", "-o", "xml"}, `-o: "xml" is not table or json`},
+		{[]string{"run", "--workload", "nope.yaml"}, "no such file"},
+		{[]string{"plan", "--workload", "../../sim/scenarios/steady.yaml", "--slo", "p95<=3s"}, `--slo: slo "p95<=3s": "p95" is not a metric`},
+		{[]string{"plan", "--workload", "../../sim/scenarios/steady.yaml", "--slo", "p95_wait<=3s", "--seeds", "0"}, "--seeds: 0 is outside 1–100"},
+	} {
+		if _, err := runSim(t, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("sluice sim %s: %v; want %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}

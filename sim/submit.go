@@ -1,0 +1,286 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// pendingSubmit is a submission waiting to be sent: a client retrying, or
+// one held while no leader is up.
+type pendingSubmit struct {
+	tenant  int32
+	model   int32
+	arrived int64 // offset
+	attempt int
+	rule    string // why the last attempt was refused
+}
+
+// scheduleArrival schedules tenant ti's next arrival, if any comes before
+// arrivals stop.
+func (e *engine) scheduleArrival(ti int32) {
+	t := &e.tenants[ti]
+	at, model, ok := t.arrivals.draw()
+	if !ok || e.base+at >= e.stopAt {
+		return
+	}
+	e.ev.push(event{at: e.base + at, kind: evArrive, a: ti, b: model})
+}
+
+func (e *engine) arrive(ev event) error {
+	if e.stopped {
+		return nil
+	}
+	ti := ev.a
+	t := &e.tenants[ti]
+	model := ev.b
+	if model < 0 {
+		model = t.spec.mixIdx[0]
+		if len(t.spec.mixIdx) > 1 {
+			u := t.mix.Float64()
+			k := sort.SearchFloat64s(t.spec.mixCum, u)
+			model = t.spec.mixIdx[min(k, len(t.spec.mixIdx)-1)]
+		}
+	}
+	e.scheduleArrival(ti)
+	e.submitted++
+	if e.w.Jobs > 0 && e.submitted >= e.w.Jobs {
+		e.stopArrivals()
+	}
+	p := e.newPending(pendingSubmit{tenant: ti, model: model, arrived: e.now - e.base, attempt: 1})
+	if e.now >= e.warmAt {
+		t.tally.submitted++
+	}
+	if e.paused {
+		e.held = append(e.held, p)
+		return nil
+	}
+	return e.submit(p)
+}
+
+func (e *engine) newPending(p pendingSubmit) int32 {
+	if n := len(e.pendFree); n > 0 {
+		pi := e.pendFree[n-1]
+		e.pendFree = e.pendFree[:n-1]
+		e.pending[pi] = p
+		return pi
+	}
+	e.pending = append(e.pending, p)
+	return int32(len(e.pending) - 1)
+}
+
+// submit sends one submission the way the leader handles Submit: the
+// read-only limit and backpressure pre-checks, then the Submit entry.
+func (e *engine) submit(pi int32) error {
+	p := e.pending[pi]
+	e.releasePending(pi)
+	t := &e.tenants[p.tenant]
+	m := &e.models[p.model]
+	spec := &e.spec
+	spec.Reset()
+	spec.Model = m.name
+	spec.Priority = t.spec.Priority
+	msg := &e.submitMsg
+	msg.Tenant, msg.Spec, msg.ApiKeySha256, msg.ClientIp, msg.Method = t.name, spec, t.apiKey, t.ip, "Submit"
+	if e.hasRules {
+		d := e.f.CheckLimits(limiter.Request{Tenant: t.name, APIKey: t.apiKey, Tier: t.tier, ClientIP: t.ip,
+			Method: "Submit", Model: m.name, Cost: fsm.EstimateCost(spec, m.policy)}, e.now)
+		if d.Verdict == limiter.Rejected {
+			return e.refused(p, d.Rule, d.RetryAt)
+		}
+	}
+	if e.predictWait {
+		var be *scheduler.BusyError
+		if errors.As(e.f.CheckBackpressure(t.name, spec, int64(e.predictedWait(p.model))), &be) {
+			return e.refused(p, "busy:"+be.Bound, e.now+max(be.RetryAfter, int64(time.Second)))
+		}
+	}
+	res := e.apply(fsm.CmdSubmit, msg)
+	if res.Err != nil {
+		var le *fsm.LimitError
+		var be *scheduler.BusyError
+		switch {
+		case errors.As(res.Err, &le):
+			return e.refused(p, le.Rule, le.RetryAt)
+		case errors.As(res.Err, &be):
+			return e.refused(p, "busy:"+be.Bound, e.now+max(be.RetryAfter, int64(time.Second)))
+		}
+		return fmt.Errorf("%w: submit for tenant %q: %v", errInternal, t.name, res.Err)
+	}
+	si := e.newJob()
+	j := &e.jobs[si]
+	*j = simJob{id: res.JobID, tenant: p.tenant, model: p.model, gpus: m.gpus, exec: -1, firstStart: -1,
+		arrived: p.arrived, measured: e.base+p.arrived >= e.warmAt, enq: 1}
+	e.jobIx[res.JobID] = si
+	e.live++
+	if j.measured {
+		t.tally.admitted++
+	}
+	if e.needRecord {
+		if err := e.readRecord(si, true); err != nil {
+			return err
+		}
+	}
+	if j.delayed && j.measured {
+		t.tally.delayed++
+	}
+	if j.degraded && j.measured {
+		t.tally.degraded++
+	}
+	e.stats.admitted(e, j)
+	e.needDispatch = true
+	return nil
+}
+
+func (e *engine) releasePending(pi int32) { e.pendFree = append(e.pendFree, pi) }
+
+// refused records a turned-away submission; a client with a retry
+// policy comes back when the server said it would fit.
+func (e *engine) refused(p pendingSubmit, rule string, retryAt int64) error {
+	t := &e.tenants[p.tenant]
+	e.stats.refusal(e, t.tierIdx)
+	if r := t.spec.Retry; r != nil && p.attempt < r.Attempts && retryAt != limiter.Never && !e.stopped {
+		at := e.now + max(int64(r.After), int64(time.Second))
+		if retryAt > at {
+			at = retryAt
+		}
+		p.attempt++
+		p.rule = rule
+		if e.base+p.arrived >= e.warmAt {
+			t.tally.retried++
+		}
+		e.ev.push(event{at: at, kind: evResubmit, a: e.newPending(p)})
+		return nil
+	}
+	e.rejected(p, rule)
+	return nil
+}
+
+// rejected records a submission the client gave up on, or whose retry
+// falls after the end of the run.
+func (e *engine) rejected(p pendingSubmit, rule string) {
+	t := &e.tenants[p.tenant]
+	if e.base+p.arrived >= e.warmAt {
+		t.tally.reject(rule)
+		for _, m := range e.miss {
+			m.ended(t.tierIdx, "REJECTED")
+		}
+		if e.miss != nil {
+			e.missCheck()
+		}
+	}
+	if e.opt.OnJob != nil {
+		e.opt.OnJob(JobOutcome{Tenant: t.name, Tier: t.tier, Model: e.models[p.model].name, Submitted: p.arrived,
+			Started: -1, Finished: e.now - e.base, State: "REJECTED", Rule: rule, Measured: e.base+p.arrived >= e.warmAt})
+	}
+}
+
+// readRecord reads what the state machine decided for a job just queued:
+// the model it will run (a degrade changes it), when it is ready (a delay
+// or a retry backoff) and its queue deadline.
+func (e *engine) readRecord(si int32, admission bool) error {
+	j := &e.jobs[si]
+	rec, ok := e.f.Job(j.id)
+	if !ok {
+		return fmt.Errorf("%w: job %d vanished", errInternal, j.id)
+	}
+	if admission {
+		if a := rec.GetAdmission(); a != nil {
+			j.delayed = a.DelayedBy != ""
+			j.degraded = a.DegradedBy != ""
+		}
+		if mi, ok := e.modelIx[rec.Spec.GetModel()]; ok && mi != j.model {
+			j.model = mi
+			j.gpus = e.models[mi].gpus
+		}
+	}
+	if g := rec.Spec.GetGpus(); g > 0 {
+		j.gpus = g
+	}
+	if rec.ReadyNs > e.now {
+		e.ev.push(event{at: rec.ReadyNs, kind: evWake})
+	}
+	if rec.QueueDeadlineNs > 0 {
+		e.expiries.push(expiry{at: rec.QueueDeadlineNs, id: j.id, enq: j.enq})
+	}
+	return nil
+}
+
+func (e *engine) newJob() int32 {
+	if n := len(e.jobFree); n > 0 {
+		si := e.jobFree[n-1]
+		e.jobFree = e.jobFree[:n-1]
+		return si
+	}
+	e.jobs = append(e.jobs, simJob{})
+	return int32(len(e.jobs) - 1)
+}
+
+// endJob records a job's end and forgets it.
+func (e *engine) endJob(si int32, at int64, state string) {
+	j := &e.jobs[si]
+	t := &e.tenants[j.tenant]
+	if j.measured {
+		t.tally.ended(state, j, at-e.base)
+		for _, m := range e.miss {
+			m.ended(t.tierIdx, state)
+			if state == "SUCCEEDED" {
+				m.turnedAround(t.tierIdx, float64(at-e.base-j.arrived)/1e9)
+			}
+		}
+		if e.miss != nil {
+			e.missCheck()
+		}
+	}
+	if e.opt.OnJob != nil {
+		e.opt.OnJob(e.outcome(j, at, state))
+	}
+	delete(e.jobIx, j.id)
+	e.jobFree = append(e.jobFree, si)
+	e.live--
+}
+
+func (e *engine) outcome(j *simJob, at int64, state string) JobOutcome {
+	t := &e.tenants[j.tenant]
+	o := JobOutcome{ID: j.id, Tenant: t.name, Tier: t.tier, Model: e.models[j.model].name, Submitted: j.arrived,
+		Started: j.firstStart, Finished: -1, State: state, Attempts: j.attempt, GPUs: j.gpus,
+		Delayed: j.delayed, Degraded: j.degraded, Measured: j.measured}
+	if at >= 0 {
+		o.Finished = at - e.base
+	}
+	return o
+}
+
+// predictedWait is the leader's estimate of a new job's wait for the
+// max_predicted_wait bound, computed as node's predictedWait does: behind
+// every queued job of its model, served by the slots that run it, at the
+// learned service time.
+func (e *engine) predictedWait(mi int32) time.Duration {
+	m := &e.models[mi]
+	total, free := 0, 0
+	for i := range e.execs {
+		x := &e.execs[i]
+		if !x.up || (len(x.models) > 0 && !contains(x.models, m.name)) {
+			continue
+		}
+		total += int(x.slots)
+		free += max(0, int(x.slots)-len(x.runs))
+	}
+	if total == 0 {
+		return 0
+	}
+	pos := e.f.QueuedOfModel(m.name) + 1
+	if pos <= free {
+		return 0
+	}
+	exp := m.expected
+	if exp <= 0 {
+		exp = time.Second
+	}
+	return scheduler.ETA(pos-free, total, exp)
+}
