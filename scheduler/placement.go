@@ -572,7 +572,11 @@ func (q *FairQueue) reserveHeads(now int64) {
 		})
 		for _, ti := range order {
 			fi, x := q.tierHead(ti, now)
-			if x != 0 && q.overdue(x, now) {
+			// Only a head that fits no free slot now needs capacity held:
+			// one that fits takes its turn in the weighted order, or an
+			// overloaded tier's overdue heads would take every executor
+			// that frees up ahead of higher-weight tiers.
+			if x != 0 && q.overdue(x, now) && q.bestSlot(x, nil) < 0 {
 				q.reserve(fi, x)
 			}
 		}
@@ -612,20 +616,18 @@ func (q *FairQueue) tierHead(ti int32, now int64) (fi, x int32) {
 // reserve holds an executor for job x of flow fi; see PlaceInto.
 func (q *FairQueue) reserve(fi, x int32) {
 	ps := &q.ps
+	// x fits no free slot (see reserveHeads): hold the compatible executor
+	// closest to fitting it, the one with the most GPUs free.
 	exec := -1
-	if pos := q.bestSlot(x, nil); pos >= 0 {
-		exec = int(ps.byPos[pos])
-	} else {
-		j := &q.jobs[x]
-		cb := ps.bits[q.compat(j.class):]
-		for i := range ps.slots {
-			st := &ps.slots[i]
-			if st.left <= 0 || st.total < j.gpus || !hasBit(cb, int(st.pos)) || hasBit(ps.held, int(st.pos)) {
-				continue
-			}
-			if exec < 0 || st.free > ps.slots[exec].free {
-				exec = i
-			}
+	j := &q.jobs[x]
+	cb := ps.bits[q.compat(j.class):]
+	for i := range ps.slots {
+		st := &ps.slots[i]
+		if st.left <= 0 || st.total < j.gpus || !hasBit(cb, int(st.pos)) || hasBit(ps.held, int(st.pos)) {
+			continue
+		}
+		if exec < 0 || st.free > ps.slots[exec].free {
+			exec = i
 		}
 	}
 	if exec < 0 {
