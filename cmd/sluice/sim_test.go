@@ -140,3 +140,23 @@ func TestSimCommandsRefuseBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestFlashCrowdKeepsProWaitsShort runs the shipped flash-crowd scenario
+// (free users at 20× for ten minutes) and checks that pro, weight 4, keeps
+// short waits and each tier its fair share: the rush's overdue one-GPU
+// free jobs must not take the executors by reservation (they did, once).
+func TestFlashCrowdKeepsProWaitsShort(t *testing.T) {
+	w, err := sim.Load("../../sim/scenarios/flash-crowd.yaml", node.ParsePolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sim.Run(w, sim.Options{NoSeries: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range r.Tiers {
+		if g.Name == "pro" && g.Wait.P95 > 5 {
+			t.Fatalf("pro's p95 wait in the flash crowd is %.1fs, want under 5s", g.Wait.P95)
+		}
+	}
+}
