@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"sync"
 	"time"
 
@@ -66,6 +67,7 @@ type FSM struct {
 	// derived, never encoded
 	pix     policyIndex
 	changed chan struct{}
+	watched atomic.Bool // someone holds changed: close it at the next change
 	dec     limiter.Decision // scratch for Apply: deciding allocates nothing
 }
 
@@ -92,8 +94,8 @@ func New() *FSM {
 // entries in the same order give the same state on every replica.
 func (f *FSM) Apply(index uint64, data []byte) Result {
 	f.mu.Lock()
-	defer f.notify()
 	defer f.mu.Unlock()
+	defer f.notifyLocked()
 	return f.applyLocked(index, data)
 }
 
@@ -108,8 +110,8 @@ type Entry struct {
 func (f *FSM) ApplyBatch(entries []Entry) []Result {
 	out := make([]Result, len(entries))
 	f.mu.Lock()
-	defer f.notify()
 	defer f.mu.Unlock()
+	defer f.notifyLocked()
 	for i, e := range entries {
 		out[i] = f.applyLocked(e.Index, e.Data)
 	}
@@ -153,15 +155,25 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 // notify wakes everyone waiting on Changed.
 func (f *FSM) notify() {
 	f.mu.Lock()
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.notifyLocked()
 	f.mu.Unlock()
+}
+
+// notifyLocked closes the channel Changed handed out, if anyone asked for
+// it since the last change (a fresh channel per entry would cost the
+// simulator, which never watches, an allocation per entry).
+func (f *FSM) notifyLocked() {
+	if f.watched.Swap(false) {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
 }
 
 // Changed returns a channel closed at the next Apply or Restore.
 func (f *FSM) Changed() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	f.watched.Store(true)
 	return f.changed
 }
 
