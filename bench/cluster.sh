@@ -9,11 +9,13 @@
 #   bench/cluster.sh snapshot   # data-dir size over time under load, with frequent snapshots
 #
 # Knobs (environment): CLIENTS="1 16 256", WARMUP=2s, DURATION=8s,
-# PROTO=grpc (Sluice's wire protocol in the comparison: grpc, over h2c as
-# etcd's own client uses, or connect, Connect over HTTP/1.1), BASE_PORT=17700,
+# PROTO=connect (Sluice's wire protocol: connect, Connect over HTTP/1.1 as the
+# sluice CLI and connect-go clients use, or grpc, gRPC over h2c; etcd is always
+# loaded over gRPC, as its own client does), BASE_PORT=17700,
 # SLUICE_FLAGS (extra flags for every Sluice server), SLUICE_BIN=bin/sluice
 # (another build to compare), LOADGEN_FLAGS (extra flags for bench/loadgen),
-# KEEP=1 keeps the temp dir.
+# QUIET_WAIT=0 (seconds to wait, before each measurement, for the CPUs to be
+# 80% idle: for a machine shared with other work), KEEP=1 keeps the temp dir.
 #
 # Every acknowledged write is on disk on a majority in both systems:
 # raft-boltdb commits (fsyncs) each batch of log entries on the leader and on
@@ -26,7 +28,7 @@ MODE=${1:-all}
 CLIENTS=${CLIENTS:-"1 16 256"}
 WARMUP=${WARMUP:-2s}
 DURATION=${DURATION:-8s}
-PROTO=${PROTO:-grpc}
+PROTO=${PROTO:-connect}
 BASE_PORT=${BASE_PORT:-17700}
 SLUICE_FLAGS=${SLUICE_FLAGS:-}
 SLUICE_BIN=${SLUICE_BIN:-bin/sluice}
@@ -64,16 +66,25 @@ wait_http() {
 	return 1
 }
 
-# load: the load average, and how idle the CPUs were over the last second
-# (other work on the machine skews every number below).
-load() {
-	local a b
+# idle: percent of CPU time idle over the next second.
+idle() {
+	local a b total=0 i
 	read -ra a < <(head -1 /proc/stat)
 	sleep 1
 	read -ra b < <(head -1 /proc/stat)
-	local total=0 i
 	for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
-	echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); CPU idle over 1 s: $((100 * (b[4] - a[4]) / (total > 0 ? total : 1)))%"
+	echo $((100 * (b[4] - a[4]) / (total > 0 ? total : 1)))
+}
+
+# load: the load average, and how idle the CPUs were over the last second
+# (other work on the machine skews every number below).
+load() { echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); CPU idle over 1 s: $(idle)%"; }
+
+# quiet: on a shared machine, wait up to QUIET_WAIT seconds for the CPUs to
+# be at least 80% idle before a measurement.
+quiet() {
+	local end=$((SECONDS + ${QUIET_WAIT:-0}))
+	while ((SECONDS < end)) && (($(idle) < 80)); do :; done
 }
 
 setup() {
@@ -169,6 +180,8 @@ cpu_ticks() {
 measure() {
 	local out c0 c1 hz total
 	hz=$(getconf CLK_TCK)
+	quiet
+	echo "$1, $5 clients: $(load)"
 	c0=$(cpu_ticks)
 	out=$("$TMP/loadgen" -label "$1" -target "$2" -addr "$3" -proto "$4" -clients "$5" -warmup "$WARMUP" -duration "$DURATION" $LOADGEN_FLAGS) || true
 	c1=$(cpu_ticks)
@@ -187,6 +200,8 @@ compare() {
 	load
 	start_sluice sluice3 3
 	for c in $CLIENTS; do measure sluice3 sluice "http://127.0.0.1:$((BASE_PORT + 1))" "$PROTO" "$c"; done
+	# The same through a follower, which forwards each Submit to the leader.
+	for c in $CLIENTS; do measure sluice3f sluice "http://127.0.0.1:$((BASE_PORT + 2))" "$PROTO" "$c"; done
 	stop_all
 	load
 	start_etcd etcd3
@@ -208,6 +223,12 @@ compare() {
 				printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, rate[a], p50[a], p99[a], cpu[a], rate[b], p50[b], p99[b], cpu[b], rate[e], p50[e], p99[e], cpu[e], ratio
 			}
 		}' "$RESULTS"
+	echo
+	echo "3-node Sluice through a follower (n2 forwards to the leader n1):"
+	echo "| clients | writes/s | p50 | p99 | CPU µs |"
+	echo "|---:|---:|---:|---:|---:|"
+	awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		if (v["label"] == "sluice3f") printf "| %s | %s | %s | %s | %s |\n", v["clients"], v["rate"], v["p50_ms"], v["p99_ms"], v["cpu_us"] }' "$RESULTS"
 }
 
 # tune: the 3-node, 256-client case once per entry of RAFT_SETTINGS (each a
@@ -237,12 +258,14 @@ tune() {
 }
 
 # snapshot: a 3-node cluster snapshotting every 1000 entries (checked each
-# second, 500 kept), under 16 clients for SNAP_SECONDS; du of the leader's
-# data dir every 3 s. Jobs time out of the queue after 5 s and are forgotten
-# 5 s later, so the state itself stays bounded too.
+# second, 500 kept), under 16 clients for SNAP_SECONDS (30); du of the
+# leader's data dir every 3 s. Jobs time out of the queue after
+# SNAP_QUEUE_TIMEOUT (5s) and are forgotten 5 s later, so the state itself
+# stays bounded too; SNAP_QUEUE_TIMEOUT=168h keeps every job, and the
+# snapshots grow with the queue.
 snapshot() {
 	local secs=${SNAP_SECONDS:-30}
-	write_policy "$TMP/policy.yaml" 5s 5s
+	write_policy "$TMP/policy.yaml" "${SNAP_QUEUE_TIMEOUT:-5s}" 5s
 	start_sluice snap 3 --raft-snapshot-threshold 1000 --raft-trailing-logs 500 --raft-snapshot-interval 1s
 	"$TMP/loadgen" -label snapshot -target sluice -addr "http://127.0.0.1:$((BASE_PORT + 1))" -proto "$PROTO" \
 		-clients 16 -warmup 0s -duration "${secs}s" >"$TMP/snap.out" &

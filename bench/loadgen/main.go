@@ -59,7 +59,7 @@ func main() {
 	flag.StringVar(&c.keyPrefix, "key-prefix", "bench-key-", "sluice: API keys are this prefix plus 0..tenants-1; client i uses key i mod tenants")
 	flag.IntVar(&c.tenants, "tenants", 64, "sluice: number of tenant API keys")
 	flag.StringVar(&c.model, "model", "llama-8b", "sluice: the model of every submitted job")
-	flag.IntVar(&c.valueSize, "value-size", 128, "etcd: bytes per value (keys are bench/<client>/<seq>)")
+	flag.IntVar(&c.valueSize, "value-size", 100, "etcd: bytes per value (keys are bench/<client>/<seq>); 100 makes a Put about the size of a Submit's 111-byte raft entry")
 	flag.BoolVar(&c.gzip, "gzip", true, "sluice: accept gzip-compressed responses, as connect-go clients (the sluice CLI among them) do by default; false asks for them uncompressed")
 	flag.StringVar(&c.label, "label", "", "a name for this run, echoed in the RESULT line")
 	flag.Parse()
