@@ -341,20 +341,20 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
 func (r result) print(c config, where string) {
+	label := c.label
+	if label == "" {
+		label = c.target
+	}
 	rate := float64(len(r.lat)) / r.window.Seconds()
 	p50, p99 := quantile(r.lat, 0.50), quantile(r.lat, 0.99)
 	var mx time.Duration
 	if len(r.lat) > 0 {
 		mx = r.lat[len(r.lat)-1]
 	}
-	fmt.Printf("%s %s via %s at %s: %d clients, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors\n",
-		c.label, c.target, c.proto, where, c.clients, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors)
+	fmt.Printf("%s: %s via %s at %s: %d clients, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors\n",
+		label, c.target, c.proto, where, c.clients, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors)
 	for _, e := range r.first {
 		fmt.Println("  error:", e)
-	}
-	label := c.label
-	if label == "" {
-		label = c.target
 	}
 	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d\n",
 		label, c.target, c.proto, c.gzip && c.target == "sluice", c.clients, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total)
