@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -67,7 +67,7 @@ type FSM struct {
 	// derived, never encoded
 	pix     policyIndex
 	changed chan struct{}
-	watched atomic.Bool // someone holds changed: close it at the next change
+	watched atomic.Bool      // someone holds changed: close it at the next change
 	dec     limiter.Decision // scratch for Apply: deciding allocates nothing
 }
 

@@ -120,9 +120,10 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 		stops = append(stops, &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Stop{Stop: &sluicev1.StopAttempt{
 			JobId: FormatJobID(id), Attempt: attempt, Reason: "the log no longer has this attempt running here"}}})
 	}
-	l := n.execs.attach(req.Msg.Executor, adopt, time.Now())
-	defer n.execs.detach(l.info.Name, l.gen)
-	n.log.Info("executor leased", "executor", l.info.Name, "gpus", gpuCount(l.info), "slots", max(1, l.info.Slots), "adopted", len(adopt))
+	info := req.Msg.Executor // l.info is the registry's now: read it only under its lock
+	l := n.execs.attach(info, adopt, time.Now())
+	defer n.execs.detach(info.Name, l.gen)
+	n.log.Info("executor leased", "executor", info.Name, "gpus", gpuCount(info), "slots", max(1, info.Slots), "adopted", len(adopt))
 	first := &sluicev1.LeaseResponse{HeartbeatInterval: durationpb.New(n.cfg.HeartbeatInterval)}
 	if err := stream.Send(first); err != nil {
 		return err

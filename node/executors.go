@@ -20,6 +20,7 @@ import (
 
 // leased is one executor with a live lease.
 type leased struct {
+	name string // fixed for the lease's life; info may be replaced (under the lock)
 	info *sluicev1.ExecutorInfo
 	// out carries assignments and stops to the lease stream.
 	out  chan *sluicev1.LeaseResponse
@@ -75,7 +76,7 @@ func (r *registry) attach(info *sluicev1.ExecutorInfo, running map[uint64]int32,
 		close(old.done)
 	}
 	r.gen++
-	l := &leased{info: info, out: make(chan *sluicev1.LeaseResponse, 256), done: make(chan struct{}), gen: r.gen,
+	l := &leased{name: info.Name, info: info, out: make(chan *sluicev1.LeaseResponse, 256), done: make(chan struct{}), gen: r.gen,
 		running: make(map[uint64]attemptRun), reserved: make(map[uint64][]string), lastSeen: now,
 		progress: make(map[uint64]progressReport)}
 	for id, a := range running {
