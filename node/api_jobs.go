@@ -359,13 +359,9 @@ func (n *Node) eta(v fsm.JobView) time.Duration {
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
 		total, free := n.execs.slotsFor(j.Spec.GetModel())
-		if total == 0 {
+		d := scheduler.WaitBehind(v.Position, total, free, service)
+		if d < 0 {
 			return -1
-		}
-		// Jobs that free slots can take right away wait for nothing.
-		d := time.Duration(0)
-		if v.Position > free {
-			d = scheduler.ETA(v.Position-free, total, service)
 		}
 		if wait := time.Duration(j.ReadyNs - now); wait > d {
 			d = wait

@@ -23,14 +23,8 @@ func (n *Node) predictedWait(spec *sluicev1.JobSpec) time.Duration {
 		return 0
 	}
 	total, free := n.execs.slotsFor(m.Name)
-	if total == 0 {
-		return 0
-	}
-	position := n.fsm.QueuedOfModel(m.Name) + 1
-	if position <= free {
-		return 0
-	}
-	return scheduler.ETA(position-free, total, n.service.expected(m.Name, m.GetDefaultDuration().AsDuration()))
+	wait := scheduler.WaitBehind(n.fsm.QueuedOfModel(m.Name)+1, total, free, n.service.expected(m.Name, m.GetDefaultDuration().AsDuration()))
+	return max(wait, 0)
 }
 
 // busyError turns a backpressure refusal into resource_exhausted "system

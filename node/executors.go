@@ -257,7 +257,7 @@ func (r *registry) started(executor string, job uint64, attempt int32, msg *slui
 		return false // the stream is stuck; the lease will expire
 	}
 	l.running[job] = attemptRun{attempt: attempt, gpus: gpus}
-	l.info.WarmModels = warmAfter(l.info.WarmModels, msg.GetAssignment().GetModel())
+	l.info.WarmModels = scheduler.WarmAfter(l.info.WarmModels, msg.GetAssignment().GetModel(), maxWarm)
 	return true
 }
 
@@ -360,23 +360,6 @@ func (r *registry) slotsFor(model string) (total, free int) {
 		}
 	}
 	return total, free
-}
-
-// warmAfter is the warm list after running model: model moves to the end,
-// the oldest falls off past maxWarm. It copies, since slots share the old
-// slice.
-func warmAfter(warm []string, model string) []string {
-	out := make([]string, 0, maxWarm)
-	for _, m := range warm {
-		if m != model {
-			out = append(out, m)
-		}
-	}
-	out = append(out, model)
-	if len(out) > maxWarm {
-		out = out[len(out)-maxWarm:]
-	}
-	return out
 }
 
 // status describes the executors for GetClusterStatus, in name order.

@@ -60,7 +60,9 @@ var errLeaderIsSelf = errors.New("this node leads")
 // when asked (streams), HTTP/1.1 otherwise.
 func newPeerClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
+	// Keep a connection per concurrent forwarded call: reopening them under
+	// load cost more than the forwarding itself (bench/README.md, cluster).
+	t.MaxIdleConnsPerHost = 1024
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
@@ -74,12 +76,24 @@ type leaderClients struct {
 	executor sluicev1connect.ExecutorServiceClient
 }
 
+// clientsFor returns the clients for a peer's API, made once per address:
+// forwarding is on the write path of every call a follower takes.
 func (n *Node) clientsFor(base string) leaderClients {
-	return leaderClients{
+	n.peerMu.Lock()
+	defer n.peerMu.Unlock()
+	if c, ok := n.peerClients[base]; ok {
+		return c
+	}
+	c := leaderClients{
 		jobs:     sluicev1connect.NewJobServiceClient(n.peers, base),
 		admin:    sluicev1connect.NewAdminServiceClient(n.peers, base),
 		executor: sluicev1connect.NewExecutorServiceClient(n.peers, base),
 	}
+	if n.peerClients == nil {
+		n.peerClients = make(map[string]leaderClients)
+	}
+	n.peerClients[base] = c
+	return c
 }
 
 // forward sends a call to the leader. serveHere is true when this node

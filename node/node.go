@@ -68,17 +68,19 @@ type Config struct {
 
 // Node is a running Sluice server.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	fsm       *fsm.FSM
-	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
-	netTrans  *raft.NetworkTransport
-	transport raft.Transport
-	execs     *registry
-	service   serviceTimes
-	peers     *http.Client
-	pool      *Pool
+	cfg         Config
+	log         *slog.Logger
+	fsm         *fsm.FSM
+	raft        *raft.Raft
+	store       *raftboltdb.BoltStore
+	netTrans    *raft.NetworkTransport
+	transport   raft.Transport
+	execs       *registry
+	service     serviceTimes
+	peers       *http.Client
+	peerMu      sync.Mutex
+	peerClients map[string]leaderClients // by base URL; members are few
+	pool        *Pool
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends

@@ -184,9 +184,9 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	dur := m.spec.Service.sample(m.service)
 	if !contains(x.warm, m.name) {
 		dur += int64(m.spec.ColdStart)
-		x.warm = warmAfter(x.warm, m.name, x.warmCap)
+		x.warm = scheduler.WarmAfter(x.warm, m.name, x.warmCap)
 	} else if x.warm[len(x.warm)-1] != m.name {
-		x.warm = warmAfter(x.warm, m.name, x.warmCap)
+		x.warm = scheduler.WarmAfter(x.warm, m.name, x.warmCap)
 	}
 	j.attempt = attempt
 	j.running = true
@@ -226,23 +226,6 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
-}
-
-// warmAfter is the warm list after running model: it moves to the end and
-// the oldest falls off past capacity (as node/executors.go counts them).
-// It copies, since offered slots share the old slice.
-func warmAfter(warm []string, model string, capacity int) []string {
-	out := make([]string, 0, capacity)
-	for _, m := range warm {
-		if m != model {
-			out = append(out, m)
-		}
-	}
-	out = append(out, model)
-	if len(out) > capacity {
-		out = out[len(out)-capacity:]
-	}
-	return out
 }
 
 // stopRun takes an attempt off its executor at now.

@@ -271,16 +271,9 @@ func (e *engine) predictedWait(mi int32) time.Duration {
 		total += int(x.slots)
 		free += max(0, int(x.slots)-len(x.runs))
 	}
-	if total == 0 {
-		return 0
-	}
-	pos := e.f.QueuedOfModel(m.name) + 1
-	if pos <= free {
-		return 0
-	}
 	exp := m.expected
 	if exp <= 0 {
 		exp = time.Second
 	}
-	return scheduler.ETA(pos-free, total, exp)
+	return max(scheduler.WaitBehind(e.f.QueuedOfModel(m.name)+1, total, free, exp), 0)
 }
