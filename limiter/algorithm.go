@@ -31,6 +31,26 @@ type Result struct {
 	ServeAt int64
 }
 
+// verdict is a Result as the algorithms compute it, without Limit (a parameter) and with
+// RetryAt and ServeAt in one field (an allowed hit retries at now; a refused one has no
+// ServeAt). At four words it stays in registers across calls; a Result, one word too wide
+// for that, is copied through memory between the layers of a decision, and those copies
+// stall on store forwarding (see bench/README.md, limiter).
+type verdict struct {
+	allowed   bool
+	remaining int64
+	resetAt   int64
+	at        int64 // ServeAt when allowed, RetryAt when not
+}
+
+// result is v as the Result of a hit at now on an algorithm whose Limit is limit.
+func (v verdict) result(limit, now int64) Result {
+	if v.allowed {
+		return Result{Allowed: true, Limit: limit, Remaining: v.remaining, ResetAt: v.resetAt, RetryAt: now, ServeAt: v.at}
+	}
+	return Result{Limit: limit, Remaining: v.remaining, ResetAt: v.resetAt, RetryAt: v.at}
+}
+
 // Rate is N units per Per. Arithmetic on rates is exact (no floats): 7 per second is
 // 7 per 1e9 nanoseconds, not one per 142857142.857.
 type Rate struct {
@@ -87,4 +107,6 @@ type Algorithm interface {
 	Validate() error
 	// newTable returns an empty keyed table holding at most maxKeys keys.
 	newTable(maxKeys int) table
+	// limit is the Limit of its Results.
+	limit() int64
 }

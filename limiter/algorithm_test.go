@@ -142,7 +142,13 @@ func step(t *rapid.T, sc scenario, tb table, key string, now int64, last int64) 
 		tb.refund(key, now, last, cost)
 		return Result{}, false
 	}
-	return tb.admit(key, now, cost), true
+	return tb.admit(key, now, cost).result(tb.limit(), now), true
+}
+
+// check is a table's read-only decision as a Result.
+func check(tb table, key string, now, cost int64) Result {
+	v, _ := tb.evaluate(key, now, cost, false)
+	return v.result(tb.limit(), now)
 }
 
 func TestRejectedHitConsumesNothing(t *testing.T) {
@@ -156,7 +162,7 @@ func TestRejectedHitConsumesNothing(t *testing.T) {
 			if res, _ := tb.evaluate("k", now, cost, false); !bytes.Equal(before, snapshotOf(tb)) {
 				t.Fatalf("check of cost %d at %d changed the state (result %+v)", cost, now, res)
 			}
-			if res := tb.admit("k", now, cost); !res.Allowed {
+			if res := tb.admit("k", now, cost); !res.allowed {
 				if after := snapshotOf(tb); !bytes.Equal(before, after) {
 					t.Fatalf("rejected hit of cost %d at %d changed the state:\n%x\n%x", cost, now, before, after)
 				}
@@ -209,7 +215,7 @@ func TestRetryAtIsTheEarliestFitAndResetAtIsFull(t *testing.T) {
 		for range rapid.IntRange(1, 60).Draw(t, "steps") {
 			now += drawGap(t, sc.unit)
 			cost := drawCost(t, sc.limit)
-			res, _ := tb.evaluate("k", now, cost, false)
+			res := check(tb, "k", now, cost)
 			if res.Limit != sc.limit || res.Remaining < 0 || res.Remaining > res.Limit {
 				t.Fatalf("limit %d remaining %d, want limit %d", res.Limit, res.Remaining, sc.limit)
 			}
@@ -222,10 +228,10 @@ func TestRetryAtIsTheEarliestFitAndResetAtIsFull(t *testing.T) {
 				if res.RetryAt <= now {
 					t.Fatalf("rejected at %d with RetryAt %d in the past", now, res.RetryAt)
 				}
-				if r, _ := tb.evaluate("k", res.RetryAt, cost, false); !r.Allowed {
+				if r := check(tb, "k", res.RetryAt, cost); !r.Allowed {
 					t.Fatalf("cost %d rejected at %d, RetryAt %d, and still rejected then: %+v", cost, now, res.RetryAt, r)
 				}
-				if r, _ := tb.evaluate("k", res.RetryAt-1, cost, false); r.Allowed {
+				if r := check(tb, "k", res.RetryAt-1, cost); r.Allowed {
 					t.Fatalf("cost %d rejected at %d, RetryAt %d, but it already fits a nanosecond before", cost, now, res.RetryAt)
 				}
 			}
@@ -233,7 +239,7 @@ func TestRetryAtIsTheEarliestFitAndResetAtIsFull(t *testing.T) {
 				if res.ResetAt < now {
 					t.Fatalf("ResetAt %d before now %d", res.ResetAt, now)
 				}
-				if r, _ := tb.evaluate("k", res.ResetAt, 0, false); r.Remaining != r.Limit {
+				if r := check(tb, "k", res.ResetAt, 0); r.Remaining != r.Limit {
 					t.Fatalf("at ResetAt %d, %d of %d remain", res.ResetAt, r.Remaining, r.Limit)
 				}
 			}
@@ -271,7 +277,7 @@ func TestSweepNeverChangesADecision(t *testing.T) {
 				if ra != rb {
 					t.Fatalf("step %d: %q cost %d at %d: swept table %+v, unswept %+v", i, key, cost, now, rb, ra)
 				}
-				if ra.Allowed {
+				if ra.allowed {
 					admitted[key] = now
 				}
 			}

@@ -91,10 +91,35 @@ func benchKeySet(n int) (insert, lookup []string) {
 // spread maps an op counter onto the keys in a cache-hostile order.
 func spread(i uint64, n int) int { return int((i * 0x9E3779B97F4A7C15 >> 20) % uint64(n)) }
 
+// keyStream returns the keys op 0, 1, 2, … look up (keys[spread(i)]), laid out one after the
+// other in one fresh block of memory, so that reading op i's key is a sequential read that
+// the CPU prefetches: the key is in cache, as a key just decoded from a request is.
+func keyStream(keys []string) []string {
+	var b strings.Builder
+	for i := range keys {
+		b.WriteString(keys[spread(uint64(i), len(keys))])
+	}
+	all, stream := b.String(), make([]string, len(keys))
+	for i := range keys {
+		k := keys[spread(uint64(i), len(keys))]
+		stream[i], all = all[:len(k)], all[len(k):]
+	}
+	return stream
+}
+
 // keyed is what the keyed benchmarks drive: one decision on one key.
 type keyedBench func(key string, now int64) bool
 
-func runKeyed(b *testing.B, keys []string, admit keyedBench) {
+// runKeyed runs admit serially and in parallel on keys: keys[spread(i)] for op i when
+// scattered (a cold key: the benchmark's own read of it misses the cache), keys[i] when the
+// keys are a keyStream.
+func runKeyed(b *testing.B, keys []string, scattered bool, admit keyedBench) {
+	pick := func(i uint64) string {
+		if scattered {
+			return keys[spread(i, len(keys))]
+		}
+		return keys[i%uint64(len(keys))]
+	}
 	b.Run("serial", func(b *testing.B) {
 		now := epoch
 		i := uint64(0)
@@ -102,30 +127,36 @@ func runKeyed(b *testing.B, keys []string, admit keyedBench) {
 		for b.Loop() {
 			now += benchStep
 			i++
-			admit(keys[spread(i, len(keys))], now)
+			admit(pick(i), now)
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
 		var seed atomic.Uint64
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
-			i := seed.Add(1) << 40
+			i := seed.Add(1) * uint64(len(keys)) / 7
 			now := epoch
 			for pb.Next() {
 				now += benchStep
 				i++
-				admit(keys[spread(i, len(keys))], now)
+				admit(pick(i), now)
 			}
 		})
 	})
 }
 
+// BenchmarkKeyed: one key; 1M keys looked up with a cold key (scattered); and 1M keys with
+// the key in cache (in-cache), which is the limiter's own cost on a request just decoded.
 func BenchmarkKeyed(b *testing.B) {
 	for _, size := range []struct {
-		name string
-		n    int
-	}{{"one-key", 1}, {"1M-keys", benchKeys}} {
+		name      string
+		n         int
+		scattered bool
+	}{{"one-key", 1, true}, {"1M-keys", benchKeys, true}, {"1M-keys-in-cache", benchKeys, false}} {
 		insert, lookup := benchKeySet(size.n)
+		if !size.scattered {
+			lookup = keyStream(lookup)
+		}
 		b.Run(size.name, func(b *testing.B) {
 			b.Run("x-time-rate-mutex-map", func(b *testing.B) {
 				var mu sync.Mutex
@@ -133,7 +164,7 @@ func BenchmarkKeyed(b *testing.B) {
 				for _, k := range insert {
 					m[k] = newXRate()
 				}
-				runKeyed(b, lookup, func(key string, now int64) bool {
+				runKeyed(b, lookup, size.scattered, func(key string, now int64) bool {
 					mu.Lock()
 					l := m[key]
 					mu.Unlock()
@@ -146,7 +177,7 @@ func BenchmarkKeyed(b *testing.B) {
 				for _, k := range insert {
 					m.Store(k, newXRate())
 				}
-				runKeyed(b, lookup, func(key string, now int64) bool {
+				runKeyed(b, lookup, size.scattered, func(key string, now int64) bool {
 					l, _ := m.Load(key)
 					return l.(*rate.Limiter).AllowN(time.Unix(0, now), 1)
 				})
@@ -161,7 +192,7 @@ func BenchmarkKeyed(b *testing.B) {
 					for _, k := range insert {
 						s.Admit(k, epoch, 1)
 					}
-					runKeyed(b, lookup, func(key string, now int64) bool {
+					runKeyed(b, lookup, size.scattered, func(key string, now int64) bool {
 						return s.Admit(key, now, 1).Allowed
 					})
 				})

@@ -21,12 +21,14 @@ func (c Concurrency) Validate() error { return validateAmount("limit", c.Limit) 
 
 // Admit acquires cost units if they fit; a rejected hit acquires nothing. Release them when
 // the work ends.
-func (c Concurrency) Admit(s *ConcurrencyState, now, cost int64) Result { return c.admit(s, now, cost) }
+func (c Concurrency) Admit(s *ConcurrencyState, now, cost int64) Result {
+	return c.admit(s, now, cost).result(c.Limit, now)
+}
 
 // Check decides like Admit without acquiring.
 func (c Concurrency) Check(s *ConcurrencyState, now, cost int64) Result {
 	res, _ := c.eval(*s, now, cost)
-	return res
+	return res.result(c.Limit, now)
 }
 
 // Release gives back cost units acquired by Admit; releasing more than is running releases all.
@@ -36,37 +38,37 @@ func (c Concurrency) Release(s *ConcurrencyState, cost int64) {
 
 // eval decides a hit. Nothing here depends on time: when a full cap frees up depends on
 // releases, so RetryAt and ResetAt are 0 (unknown) unless they are now or never.
-func (c Concurrency) eval(s ConcurrencyState, now, cost int64) (Result, ConcurrencyState) {
+func (c Concurrency) eval(s ConcurrencyState, now, cost int64) (verdict, ConcurrencyState) {
 	cost = clampCost(cost)
-	res := Result{Limit: c.Limit}
+	var res verdict
 	switch {
 	case cost <= c.Limit-s.Running:
 		s.Running += cost
-		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+		res.allowed, res.at = true, now
 	case cost > c.Limit:
-		res.RetryAt = Never
+		res.at = Never
 	}
-	res.Remaining = max(0, c.Limit-s.Running)
+	res.remaining = max(0, c.Limit-s.Running)
 	if s.Running == 0 {
-		res.ResetAt = now
+		res.resetAt = now
 	}
 	return res, s
 }
 
 func (c Concurrency) commit(s *ConcurrencyState, next ConcurrencyState, _, _ int64) { *s = next }
 
-func (c Concurrency) admit(s *ConcurrencyState, now, cost int64) Result {
+func (c Concurrency) admit(s *ConcurrencyState, now, cost int64) verdict {
 	res, next := c.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
 }
 
-func (c Concurrency) force(s *ConcurrencyState, now, cost int64) Result {
+func (c Concurrency) force(s *ConcurrencyState, now, cost int64) verdict {
 	s.Running = capAmount(s.Running + clampCost(cost))
 	res, _ := c.eval(*s, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -116,3 +118,5 @@ func (s *ConcurrencyState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (c Concurrency) limit() int64 { return c.Limit }

@@ -159,7 +159,8 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 	refuse, degrade, delayedBy := -1, -1, -1
 	for j := 0; j < d.n; j++ {
 		r := &e.rules[d.idx[j]]
-		res, rf := r.table.evaluate(r.key(req), now, r.units(req), charge)
+		v, rf := r.table.evaluate(r.key(req), now, r.units(req), charge)
+		res := v.result(r.table.limit(), now)
 		d.refs[j] = rf
 		d.results[j] = RuleResult{Rule: r.Name, Result: res, Action: r.Action, Shadow: r.Shadow,
 			Overflow: rf == refOverflow || rf == refFull}
@@ -221,7 +222,7 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 			r.table.commit(r.key(req), d.refs[j], now, units)
 			continue
 		}
-		res := r.table.force(r.key(req), d.refs[j], now, units)
+		res := r.table.force(r.key(req), d.refs[j], now, units).result(r.table.limit(), now)
 		res.ServeAt, res.RetryAt = rr.ServeAt, rr.RetryAt
 		rr.Result = res
 	}
@@ -302,7 +303,8 @@ func (e *Engine) Usage(req *Request, now int64, dst []Usage) []Usage {
 	n := e.match(req, &idx)
 	for _, i := range idx[:n] {
 		r := &e.rules[i]
-		res, rf := r.table.evaluate(r.key(req), now, 0, false)
+		v, rf := r.table.evaluate(r.key(req), now, 0, false)
+		res := v.result(r.table.limit(), now)
 		u := Usage{Rule: r.Name, Used: res.Limit - res.Remaining, Limit: res.Limit,
 			Remaining: res.Remaining, ResetAt: res.ResetAt, Shadow: r.Shadow}
 		switch rf {

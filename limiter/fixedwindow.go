@@ -29,12 +29,14 @@ func (w FixedWindow) Validate() error {
 }
 
 // Admit counts the hit if it fits the window; a rejected hit changes nothing.
-func (w FixedWindow) Admit(s *FixedWindowState, now, cost int64) Result { return w.admit(s, now, cost) }
+func (w FixedWindow) Admit(s *FixedWindowState, now, cost int64) Result {
+	return w.admit(s, now, cost).result(w.Limit, now)
+}
 
 // Check decides like Admit without counting.
 func (w FixedWindow) Check(s *FixedWindowState, now, cost int64) Result {
 	res, _ := w.eval(*s, now, cost)
-	return res
+	return res.result(w.Limit, now)
 }
 
 // current returns s rolled to the window holding now; time going backwards stays in s's window.
@@ -46,40 +48,40 @@ func (w FixedWindow) current(s FixedWindowState, now int64) FixedWindowState {
 	return s
 }
 
-func (w FixedWindow) eval(s FixedWindowState, now, cost int64) (Result, FixedWindowState) {
+func (w FixedWindow) eval(s FixedWindowState, now, cost int64) (verdict, FixedWindowState) {
 	cost = clampCost(cost)
 	s = w.current(s, now)
 	end := addSat(s.Start, int64(w.Window))
-	res := Result{Limit: w.Limit, ResetAt: end}
+	res := verdict{resetAt: end}
 	switch {
 	case cost <= w.Limit-s.Count:
 		s.Count += cost
-		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+		res.allowed, res.at = true, now
 	case cost > w.Limit:
-		res.RetryAt = Never
+		res.at = Never
 	default:
-		res.RetryAt = end
+		res.at = end
 	}
-	res.Remaining = max(0, w.Limit-s.Count)
+	res.remaining = max(0, w.Limit-s.Count)
 	return res, s
 }
 
 func (w FixedWindow) commit(s *FixedWindowState, next FixedWindowState, _, _ int64) { *s = next }
 
-func (w FixedWindow) admit(s *FixedWindowState, now, cost int64) Result {
+func (w FixedWindow) admit(s *FixedWindowState, now, cost int64) verdict {
 	res, next := w.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
 }
 
-func (w FixedWindow) force(s *FixedWindowState, now, cost int64) Result {
+func (w FixedWindow) force(s *FixedWindowState, now, cost int64) verdict {
 	next := w.current(*s, now)
 	next.Count = capAmount(next.Count + clampCost(cost))
 	*s = next
 	res, _ := w.eval(next, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -135,3 +137,5 @@ func (s *FixedWindowState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (w FixedWindow) limit() int64 { return w.Limit }

@@ -28,26 +28,28 @@ func (g GCRA) Validate() error {
 }
 
 // Admit charges cost if it fits; a rejected hit changes nothing.
-func (g GCRA) Admit(s *GCRAState, now, cost int64) Result { return g.admit(s, now, cost) }
+func (g GCRA) Admit(s *GCRAState, now, cost int64) Result {
+	return g.admit(s, now, cost).result(g.Burst, now)
+}
 
 // Check decides like Admit without charging.
 func (g GCRA) Check(s *GCRAState, now, cost int64) Result {
 	res, _ := g.eval(*s, now, cost)
-	return res
+	return res.result(g.Burst, now)
 }
 
 func (g GCRA) meter() meter { return meter{n: g.Rate.N, per: int64(g.Rate.Per), capacity: g.Burst} }
 
-func (g GCRA) eval(s GCRAState, now, cost int64) (Result, GCRAState) {
+func (g GCRA) eval(s GCRAState, now, cost int64) (verdict, GCRAState) {
 	res, next := g.meter().eval(meterState{s.TAT, s.Frac}, now, cost, false)
 	return res, GCRAState{next.tat, next.frac}
 }
 
 func (g GCRA) commit(s *GCRAState, next GCRAState, _, _ int64) { *s = next }
 
-func (g GCRA) admit(s *GCRAState, now, cost int64) Result {
+func (g GCRA) admit(s *GCRAState, now, cost int64) verdict {
 	res, next := g.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
@@ -55,11 +57,11 @@ func (g GCRA) admit(s *GCRAState, now, cost int64) Result {
 
 // force advances the arrival time even past the burst: the hit is charged as of the time it
 // conforms.
-func (g GCRA) force(s *GCRAState, now, cost int64) Result {
+func (g GCRA) force(s *GCRAState, now, cost int64) verdict {
 	m := g.meter()
 	s.TAT, s.Frac = m.charge(s.TAT, s.Frac, now, cost)
 	res, _ := m.eval(meterState{s.TAT, s.Frac}, now, 0, false)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -128,7 +130,7 @@ type meterState struct{ tat, frac int64 }
 
 // eval decides a hit and returns the state after admitting it. An allowed hit is served
 // now by a meter, or by a queue once everything already held has drained.
-func (m meter) eval(s meterState, now, cost int64, queue bool) (Result, meterState) {
+func (m meter) eval(s meterState, now, cost int64, queue bool) (verdict, meterState) {
 	cost = clampCost(cost)
 	bt, bf, used := m.base(s.tat, s.frac, now)
 	next := meterState{bt, bf}
@@ -147,8 +149,12 @@ func (m meter) eval(s meterState, now, cost int64, queue bool) (Result, meterSta
 	default:
 		retry = m.fitAt(bt, bf, cost)
 	}
-	return Result{Allowed: allowed, Limit: m.capacity, Remaining: max(0, m.capacity-used),
-		ResetAt: ceilTime(next.tat, next.frac), RetryAt: retry, ServeAt: serve}, next
+	at := retry
+	if allowed {
+		at = serve
+	}
+	return verdict{allowed: allowed, remaining: max(0, m.capacity-used),
+		resetAt: ceilTime(next.tat, next.frac), at: at}, next
 }
 
 // fitAt is the earliest time t at which cost fits: the units held at t, rounded up, are at
@@ -197,3 +203,5 @@ func ceilTime(tat, frac int64) int64 {
 	}
 	return tat
 }
+
+func (g GCRA) limit() int64 { return g.Burst }

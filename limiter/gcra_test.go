@@ -22,7 +22,7 @@ func TestGCRANeverRefusesAHitThatFits(t *testing.T) {
 		var s GCRAState
 		bucketOps(t, r, burst,
 			func(now, cost int64) Result { return g.Admit(&s, now, cost) },
-			func(now, cost int64) Result { return g.force(&s, now, cost) },
+			func(now, cost int64) Result { return g.force(&s, now, cost).result(g.Burst, now) },
 			func(now, cost int64) { g.refund(&s, now, now, cost) })
 	})
 }
@@ -43,7 +43,7 @@ func TestGCRADecidesExactlyLikeTokenBucket(t *testing.T) {
 			var a, b Result
 			switch rapid.IntRange(0, 9).Draw(t, "op") {
 			case 0:
-				a, b = tb.force(&ts, now, cost), g.force(&gs, now, cost)
+				a, b = tb.force(&ts, now, cost).result(burst, now), g.force(&gs, now, cost).result(burst, now)
 				if tb.idleAt(ts) > 1<<62 {
 					return // the debt outlasts int64 time: both saturate, differently
 				}

@@ -25,40 +25,42 @@ func (q LeakyQueue) Validate() error {
 
 // Admit queues the hit if there is room and reports in ServeAt when it starts; a rejected hit
 // changes nothing.
-func (q LeakyQueue) Admit(s *LeakyQueueState, now, cost int64) Result { return q.admit(s, now, cost) }
+func (q LeakyQueue) Admit(s *LeakyQueueState, now, cost int64) Result {
+	return q.admit(s, now, cost).result(q.Capacity, now)
+}
 
 // Check decides like Admit without queueing.
 func (q LeakyQueue) Check(s *LeakyQueueState, now, cost int64) Result {
 	res, _ := q.eval(*s, now, cost)
-	return res
+	return res.result(q.Capacity, now)
 }
 
 func (q LeakyQueue) meter() meter {
 	return meter{n: q.Rate.N, per: int64(q.Rate.Per), capacity: q.Capacity}
 }
 
-func (q LeakyQueue) eval(s LeakyQueueState, now, cost int64) (Result, LeakyQueueState) {
+func (q LeakyQueue) eval(s LeakyQueueState, now, cost int64) (verdict, LeakyQueueState) {
 	res, next := q.meter().eval(meterState{s.Drain, s.Frac}, now, cost, true)
 	return res, LeakyQueueState{next.tat, next.frac}
 }
 
 func (q LeakyQueue) commit(s *LeakyQueueState, next LeakyQueueState, _, _ int64) { *s = next }
 
-func (q LeakyQueue) admit(s *LeakyQueueState, now, cost int64) Result {
+func (q LeakyQueue) admit(s *LeakyQueueState, now, cost int64) verdict {
 	res, next := q.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
 }
 
 // force queues the hit even beyond Capacity.
-func (q LeakyQueue) force(s *LeakyQueueState, now, cost int64) Result {
+func (q LeakyQueue) force(s *LeakyQueueState, now, cost int64) verdict {
 	m := q.meter()
 	start, _ := q.eval(*s, now, 0)
 	s.Drain, s.Frac = m.charge(s.Drain, s.Frac, now, cost)
 	res, _ := q.eval(*s, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, start.ServeAt
+	res.allowed, res.at = true, start.at
 	return res
 }
 
@@ -106,3 +108,5 @@ func (s *LeakyQueueState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (q LeakyQueue) limit() int64 { return q.Capacity }

@@ -53,12 +53,14 @@ func (q Quota) Validate() error {
 }
 
 // Admit counts the hit if it fits this period's allowance; a rejected hit changes nothing.
-func (q Quota) Admit(s *QuotaState, now, cost int64) Result { return q.admit(s, now, cost) }
+func (q Quota) Admit(s *QuotaState, now, cost int64) Result {
+	return q.admit(s, now, cost).result(q.Limit, now)
+}
 
 // Check decides like Admit without counting.
 func (q Quota) Check(s *QuotaState, now, cost int64) Result {
 	res, _ := q.eval(*s, now, cost)
-	return res
+	return res.result(q.Limit, now)
 }
 
 func (q Quota) location() *time.Location {
@@ -101,39 +103,39 @@ func (q Quota) current(s QuotaState, now int64) QuotaState {
 	return s
 }
 
-func (q Quota) eval(s QuotaState, now, cost int64) (Result, QuotaState) {
+func (q Quota) eval(s QuotaState, now, cost int64) (verdict, QuotaState) {
 	cost = clampCost(cost)
 	s = q.current(s, now)
-	res := Result{Limit: q.Limit, ResetAt: s.End}
+	res := verdict{resetAt: s.End}
 	switch {
 	case cost <= q.Limit-s.Used:
 		s.Used += cost
-		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+		res.allowed, res.at = true, now
 	case cost > q.Limit:
-		res.RetryAt = Never
+		res.at = Never
 	default:
-		res.RetryAt = s.End
+		res.at = s.End
 	}
-	res.Remaining = max(0, q.Limit-s.Used)
+	res.remaining = max(0, q.Limit-s.Used)
 	return res, s
 }
 
 func (q Quota) commit(s *QuotaState, next QuotaState, _, _ int64) { *s = next }
 
-func (q Quota) admit(s *QuotaState, now, cost int64) Result {
+func (q Quota) admit(s *QuotaState, now, cost int64) verdict {
 	res, next := q.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
 }
 
-func (q Quota) force(s *QuotaState, now, cost int64) Result {
+func (q Quota) force(s *QuotaState, now, cost int64) verdict {
 	next := q.current(*s, now)
 	next.Used = capAmount(next.Used + clampCost(cost))
 	*s = next
 	res, _ := q.eval(next, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -190,3 +192,5 @@ func (s *QuotaState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (q Quota) limit() int64 { return q.Limit }

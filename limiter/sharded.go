@@ -1,18 +1,16 @@
 package limiter
 
-import (
-	"math/bits"
-	"sync"
-)
+import "sync"
 
 const shardCount = 64
 
 // Sharded is a keyed limiter for one algorithm that is safe for concurrent use, for callers
 // outside the replicated state machine (an edge pre-limit per client IP, a load generator).
-// Keys are spread over 64 lock-striped tables by a fixed hash, so which keys share a table,
-// and when a table is full, does not depend on the process.
+// Keys are spread over 64 lock-striped tables by a hash seeded at random per process (so
+// that crafted keys cannot pile into one table); each table holds up to maxKeys/64 keys.
 type Sharded struct {
 	shards [shardCount]shard
+	limit  int64
 }
 
 type shard struct {
@@ -32,58 +30,42 @@ func NewSharded(alg Algorithm, maxKeys int) (*Sharded, error) {
 		maxKeys = DefaultMaxKeys
 	}
 	per := (maxKeys + shardCount - 1) / shardCount
-	s := &Sharded{}
+	s := &Sharded{limit: alg.limit()}
 	for i := range s.shards {
 		s.shards[i].t = alg.newTable(per)
 	}
 	return s, nil
 }
 
-func (s *Sharded) shard(key string) *shard {
-	return &s.shards[shardHash(key)%shardCount]
-}
-
-// shardHash is a fixed multiply-mix hash, 8 bytes at a time: the same in every process, and
-// a few nanoseconds for a typical key.
-func shardHash(key string) uint64 {
-	const m = 0x9E3779B97F4A7C15
-	h := uint64(len(key)) * m
-	for ; len(key) >= 8; key = key[8:] {
-		v := uint64(key[0]) | uint64(key[1])<<8 | uint64(key[2])<<16 | uint64(key[3])<<24 |
-			uint64(key[4])<<32 | uint64(key[5])<<40 | uint64(key[6])<<48 | uint64(key[7])<<56
-		hi, lo := bits.Mul64(h^v, m)
-		h = hi ^ lo
-	}
-	var v uint64
-	for i := 0; i < len(key); i++ {
-		v |= uint64(key[i]) << (8 * i)
-	}
-	hi, lo := bits.Mul64(h^v, m)
-	return hi ^ lo ^ (hi >> 29)
+// shard returns key's shard and key's hash. Shards are picked by the hash's low bits and a
+// shard's index files keys by its upper 32, so one hash serves both.
+func (s *Sharded) shard(key string) (*shard, uint64) {
+	h := keyHash(key)
+	return &s.shards[h%shardCount], h
 }
 
 // Admit decides a hit of cost on key at now and charges it if allowed.
 func (s *Sharded) Admit(key string, now, cost int64) Result {
-	sh := s.shard(key)
+	sh, h := s.shard(key)
 	sh.mu.Lock()
-	res := sh.t.admit(key, now, cost)
+	v := sh.t.admitHashed(key, h, now, cost)
 	sh.mu.Unlock()
-	return res
+	return v.result(s.limit, now)
 }
 
 // Check decides like Admit without charging.
 func (s *Sharded) Check(key string, now, cost int64) Result {
-	sh := s.shard(key)
+	sh, _ := s.shard(key)
 	sh.mu.Lock()
-	res, _ := sh.t.evaluate(key, now, cost, false)
+	v, _ := sh.t.evaluate(key, now, cost, false)
 	sh.mu.Unlock()
-	return res
+	return v.result(s.limit, now)
 }
 
 // Refund gives back cost units charged on key at time at; on a Concurrency cap it releases
 // them.
 func (s *Sharded) Refund(key string, now, at, cost int64) {
-	sh := s.shard(key)
+	sh, _ := s.shard(key)
 	sh.mu.Lock()
 	sh.t.refund(key, now, at, cost)
 	sh.mu.Unlock()

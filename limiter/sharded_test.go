@@ -27,7 +27,7 @@ func TestShardedDecidesLikeOneTable(t *testing.T) {
 				one.refund(key, now, now, cost)
 				continue
 			}
-			if a, b := s.Admit(key, now, cost), one.admit(key, now, cost); a != b {
+			if a, b := s.Admit(key, now, cost), one.admit(key, now, cost).result(one.limit(), now); a != b {
 				t.Fatalf("hit %d on %s: sharded %+v, one table %+v", i, key, a, b)
 			}
 		}

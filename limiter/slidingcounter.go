@@ -34,13 +34,13 @@ func (c SlidingCounter) Validate() error {
 
 // Admit counts the hit if it fits the estimate; a rejected hit changes nothing.
 func (c SlidingCounter) Admit(s *SlidingCounterState, now, cost int64) Result {
-	return c.admit(s, now, cost)
+	return c.admit(s, now, cost).result(c.Limit, now)
 }
 
 // Check decides like Admit without counting.
 func (c SlidingCounter) Check(s *SlidingCounterState, now, cost int64) Result {
 	res, _ := c.eval(*s, now, cost)
-	return res
+	return res.result(c.Limit, now)
 }
 
 // current returns s rolled to the window holding now; time going backwards stays in s's window.
@@ -68,37 +68,37 @@ func (c SlidingCounter) weighted(s SlidingCounterState, now int64) int64 {
 	return mulAddCeilDiv(s.Prev, win-e, 0, win)
 }
 
-func (c SlidingCounter) eval(s SlidingCounterState, now, cost int64) (Result, SlidingCounterState) {
+func (c SlidingCounter) eval(s SlidingCounterState, now, cost int64) (verdict, SlidingCounterState) {
 	cost = clampCost(cost)
 	s = c.current(s, now)
 	win := int64(c.Window)
 	used := s.Curr + c.weighted(s, now)
-	res := Result{Limit: c.Limit}
+	var res verdict
 	switch {
 	case cost <= c.Limit-used:
 		s.Curr += cost
 		used += cost
-		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+		res.allowed, res.at = true, now
 	case cost > c.Limit:
-		res.RetryAt = Never
+		res.at = Never
 	case cost <= c.Limit-s.Curr:
 		// It fits in this window once the previous window's weight has decayed enough:
 		// ⌈Prev×(Window−e)/Window⌉ ≤ room  ⇔  e ≥ Window − ⌊room×Window/Prev⌋.
 		room := c.Limit - s.Curr - cost
-		res.RetryAt = s.Start + win - min(win, mulDivFloor(room, win, s.Prev))
+		res.at = s.Start + win - min(win, mulDivFloor(room, win, s.Prev))
 	default:
 		// Next window: this window's count becomes the decaying previous one.
 		room := c.Limit - cost
-		res.RetryAt = addSat(s.Start, 2*win-min(win, mulDivFloor(room, win, s.Curr)))
+		res.at = addSat(s.Start, 2*win-min(win, mulDivFloor(room, win, s.Curr)))
 	}
-	res.Remaining = max(0, c.Limit-used)
+	res.remaining = max(0, c.Limit-used)
 	switch {
 	case s.Curr > 0:
-		res.ResetAt = addSat(s.Start, 2*win)
+		res.resetAt = addSat(s.Start, 2*win)
 	case s.Prev > 0:
-		res.ResetAt = addSat(s.Start, win)
+		res.resetAt = addSat(s.Start, win)
 	default:
-		res.ResetAt = now
+		res.resetAt = now
 	}
 	return res, s
 }
@@ -107,20 +107,20 @@ func (c SlidingCounter) commit(s *SlidingCounterState, next SlidingCounterState,
 	*s = next
 }
 
-func (c SlidingCounter) admit(s *SlidingCounterState, now, cost int64) Result {
+func (c SlidingCounter) admit(s *SlidingCounterState, now, cost int64) verdict {
 	res, next := c.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
 }
 
-func (c SlidingCounter) force(s *SlidingCounterState, now, cost int64) Result {
+func (c SlidingCounter) force(s *SlidingCounterState, now, cost int64) verdict {
 	next := c.current(*s, now)
 	next.Curr = capAmount(next.Curr + clampCost(cost))
 	*s = next
 	res, _ := c.eval(next, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -186,3 +186,5 @@ func (s *SlidingCounterState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (c SlidingCounter) limit() int64 { return c.Limit }

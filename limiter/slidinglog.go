@@ -42,12 +42,14 @@ func (l SlidingLog) Validate() error {
 }
 
 // Admit logs the hit if it fits the last Window; a rejected hit changes nothing.
-func (l SlidingLog) Admit(s *SlidingLogState, now, cost int64) Result { return l.admit(s, now, cost) }
+func (l SlidingLog) Admit(s *SlidingLogState, now, cost int64) Result {
+	return l.admit(s, now, cost).result(l.Limit, now)
+}
 
 // Check decides like Admit without logging.
 func (l SlidingLog) Check(s *SlidingLogState, now, cost int64) Result {
 	res, _ := l.eval(*s, now, cost)
-	return res
+	return res.result(l.Limit, now)
 }
 
 // entry returns the i-th oldest entry (i < len(ring); head < len(ring), so one wrap at most).
@@ -75,23 +77,23 @@ func (l SlidingLog) live(s *SlidingLogState, now int64) (expired int, used int64
 }
 
 // eval decides a hit; commit builds the state after admitting it, in place.
-func (l SlidingLog) eval(s SlidingLogState, now, cost int64) (Result, SlidingLogState) {
+func (l SlidingLog) eval(s SlidingLogState, now, cost int64) (verdict, SlidingLogState) {
 	cost = clampCost(cost)
 	expired, used := l.live(&s, now)
 	win := int64(l.Window)
-	res := Result{Limit: l.Limit, Remaining: max(0, l.Limit-used), ResetAt: now}
+	res := verdict{remaining: max(0, l.Limit-used), resetAt: now}
 	if s.n > expired {
-		res.ResetAt = addSat(s.entry(s.n-1).at, win)
+		res.resetAt = addSat(s.entry(s.n-1).at, win)
 	}
 	switch {
 	case cost <= l.Limit-used:
-		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
-		res.Remaining -= cost
+		res.allowed, res.at = true, now
+		res.remaining -= cost
 		if cost > 0 {
-			res.ResetAt = addSat(max(now, res.ResetAt-win), win)
+			res.resetAt = addSat(max(now, res.resetAt-win), win)
 		}
 	case cost > l.Limit:
-		res.RetryAt = Never
+		res.at = Never
 	default:
 		// The oldest entries expire first; the hit fits once enough of them have.
 		need := used + cost - l.Limit
@@ -99,7 +101,7 @@ func (l SlidingLog) eval(s SlidingLogState, now, cost int64) (Result, SlidingLog
 			e := s.entry(i)
 			need -= e.cost
 			if need <= 0 {
-				res.RetryAt = addSat(e.at, win)
+				res.at = addSat(e.at, win)
 				break
 			}
 		}
@@ -113,9 +115,9 @@ func (l SlidingLog) commit(s *SlidingLogState, _ SlidingLogState, now, cost int6
 	}
 }
 
-func (l SlidingLog) admit(s *SlidingLogState, now, cost int64) Result {
+func (l SlidingLog) admit(s *SlidingLogState, now, cost int64) verdict {
 	res, _ := l.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		l.append(s, now, clampCost(cost))
 	}
 	return res
@@ -166,12 +168,12 @@ func (s *SlidingLogState) grow(size int) {
 	s.ring, s.head = ring, 0
 }
 
-func (l SlidingLog) force(s *SlidingLogState, now, cost int64) Result {
+func (l SlidingLog) force(s *SlidingLogState, now, cost int64) verdict {
 	if cost = clampCost(cost); cost > 0 {
 		l.append(s, now, cost)
 	}
 	res, _ := l.eval(*s, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -261,3 +263,5 @@ func (s *SlidingLogState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (l SlidingLog) limit() int64 { return l.Limit }

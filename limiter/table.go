@@ -12,14 +12,14 @@ import (
 type kernel[S any] interface {
 	// eval decides a hit on s and returns the state after admitting it (for SlidingLog, s:
 	// commit builds that state in place).
-	eval(s S, now, cost int64) (Result, S)
+	eval(s S, now, cost int64) (verdict, S)
 	// commit stores a hit that eval allowed: next is eval's state.
 	commit(s *S, next S, now, cost int64)
 	// admit is eval then, if allowed, commit.
-	admit(s *S, now, cost int64) Result
+	admit(s *S, now, cost int64) verdict
 	// force charges cost whatever the limit (a delayed admission, or a settled overrun) and
 	// returns the result after the charge.
-	force(s *S, now, cost int64) Result
+	force(s *S, now, cost int64) verdict
 	// refund gives back cost units charged at time at (for concurrency caps: releases them).
 	refund(s *S, now, at, cost int64)
 	// idleAt is the time from which s is indistinguishable from a new key's state:
@@ -28,6 +28,8 @@ type kernel[S any] interface {
 	appendState(b []byte, s S) []byte
 	readState(d *decoder, s *S)
 	appendParams(b []byte) []byte
+	// limit is the Limit of a Result.
+	limit() int64
 }
 
 // ref says where a key's state lives in a table: a slot index (≥ 0), or one of these.
@@ -44,12 +46,14 @@ const (
 type table interface {
 	// evaluate decides a hit without charging. With commit it may first drop idle keys
 	// (which never changes a decision) and remembers the hit for commit.
-	evaluate(key string, now, cost int64, commit bool) (Result, ref)
+	evaluate(key string, now, cost int64, commit bool) (verdict, ref)
 	// commit charges the hit the last evaluate allowed, at the place ref names.
 	commit(key string, r ref, now, cost int64)
 	// force charges a hit whatever the limit and returns the result after it.
-	force(key string, r ref, now, cost int64) Result
-	admit(key string, now, cost int64) Result
+	force(key string, r ref, now, cost int64) verdict
+	admit(key string, now, cost int64) verdict
+	// admitHashed is admit with key's keyHash in hand.
+	admitHashed(key string, h uint64, now, cost int64) verdict
 	charge(key string, now, cost int64)
 	refund(key string, now, at, cost int64)
 	sweep(now int64) int
@@ -58,11 +62,13 @@ type table interface {
 	appendSnapshot(b []byte) []byte
 	restore(d *decoder)
 	canDelay() bool
+	// limit is the Limit of the algorithm's Results.
+	limit() int64
 }
 
 type slot[S any] struct {
-	key string
-	// pos is the slot's place in the idle heap, -1 when the slot is free.
+	key slotKey
+	// pos is the slot's place in the idle heap, -1 when the slot is empty.
 	pos int32
 	// idle is a lower bound on idleAt(state): a charge of a positive cost only raises idleAt
 	// (a state not yet idle keeps its absolute idle time as time passes; one already idle
@@ -72,11 +78,11 @@ type slot[S any] struct {
 	state S
 }
 
-// keyed is a table: a map from key to a slot in a slab of states, a free list, an idle heap,
-// and one overflow state shared by new keys once maxKeys keys are held.
+// keyed is a table: a hash table of slots, each a key with its state (index.go), an idle
+// heap, and one overflow state shared by new keys once maxKeys keys are held.
 //
-// What the table holds is a function of the hits it was given, never of map iteration order
-// or slab layout: a sweep drops exactly the keys that are idle (see kernel.idleAt), and a new
+// What the table holds is a function of the hits it was given, never of the hash seed or
+// slot layout: a sweep drops exactly the keys that are idle (see kernel.idleAt), and a new
 // key finds the table full exactly when maxKeys keys that are not idle are held. The idle heap
 // makes that check O(1) when nothing is idle, and O(log n) per key dropped or refreshed.
 type keyed[S any, K kernel[S]] struct {
@@ -85,10 +91,9 @@ type keyed[S any, K kernel[S]] struct {
 	overflow bool // new keys share overflowState when full; otherwise they are rejected
 	maxKeys  int
 
-	index         map[string]int32
-	slots         []slot[S]
-	free          []int32
-	heap          []int32 // slot indices, a min-heap on slot.idle
+	slots         []slot[S] // a power of two of them, or none
+	n             int       // used slots
+	heap          []int32   // used slot indices, a min-heap on slot.idle
 	overflowState S
 	pending       S // the state after the hit evaluate last allowed, for commit
 }
@@ -99,17 +104,16 @@ func newKeyed[S any, K kernel[S]](k K, maxKeys int, delays, overflow bool) *keye
 		delays:   delays,
 		overflow: overflow,
 		maxKeys:  maxKeys,
-		index:    make(map[string]int32),
 	}
 }
 
 // locate finds key's state. With sweep, a full table first drops its idle keys; without
 // (read-only callers), a full table that has an idle candidate answers refNew.
 func (t *keyed[S, K]) locate(key string, now int64, sweep bool) ref {
-	if i, ok := t.index[key]; ok {
+	if i, ok := t.find(key, keyHash(key)); ok {
 		return ref(i)
 	}
-	if len(t.index) < t.maxKeys {
+	if t.n < t.maxKeys {
 		return refNew
 	}
 	if len(t.heap) > 0 && t.slots[t.heap[0]].idle <= now {
@@ -117,7 +121,7 @@ func (t *keyed[S, K]) locate(key string, now int64, sweep bool) ref {
 			return refNew
 		}
 		t.sweep(now)
-		if len(t.index) < t.maxKeys {
+		if t.n < t.maxKeys {
 			return refNew
 		}
 	}
@@ -127,7 +131,7 @@ func (t *keyed[S, K]) locate(key string, now int64, sweep bool) ref {
 	return refFull
 }
 
-func (t *keyed[S, K]) evaluate(key string, now, cost int64, commit bool) (Result, ref) {
+func (t *keyed[S, K]) evaluate(key string, now, cost int64, commit bool) (verdict, ref) {
 	r := t.locate(key, now, commit)
 	var s S
 	switch r {
@@ -136,9 +140,9 @@ func (t *keyed[S, K]) evaluate(key string, now, cost int64, commit bool) (Result
 		s = t.overflowState
 	case refFull:
 		res, _ := t.k.eval(s, now, 0)
-		res.Allowed, res.Remaining, res.ServeAt, res.RetryAt = false, 0, 0, 0
-		if cost > res.Limit {
-			res.RetryAt = Never
+		res.allowed, res.remaining, res.at = false, 0, 0
+		if cost > t.k.limit() {
+			res.at = Never
 		}
 		return res, r
 	default:
@@ -159,7 +163,10 @@ func (t *keyed[S, K]) place(key string, r ref) (s *S, inserted int32) {
 	case refOverflow:
 		return &t.overflowState, -1
 	case refNew:
-		i := t.insert(key)
+		if len(key) > inlineKey {
+			key = strings.Clone(key) // the table must not pin the caller's buffer
+		}
+		i := t.insert(key, keyHash(key))
 		return &t.slots[i].state, i
 	}
 	return &t.slots[r].state, -1
@@ -176,7 +183,7 @@ func (t *keyed[S, K]) commit(key string, r ref, now, cost int64) {
 	}
 }
 
-func (t *keyed[S, K]) force(key string, r ref, now, cost int64) Result {
+func (t *keyed[S, K]) force(key string, r ref, now, cost int64) verdict {
 	if cost <= 0 {
 		// Nothing to charge. Forcing 0 would only normalise the state, which can bring its
 		// idle time forward, and the idle heap counts on charges never doing that.
@@ -185,7 +192,7 @@ func (t *keyed[S, K]) force(key string, r ref, now, cost int64) Result {
 	}
 	s, i := t.place(key, r)
 	if s == nil {
-		return Result{}
+		return verdict{}
 	}
 	res := t.k.force(s, now, cost)
 	if i >= 0 {
@@ -195,12 +202,17 @@ func (t *keyed[S, K]) force(key string, r ref, now, cost int64) Result {
 }
 
 // admit decides and charges one hit: one lookup, one evaluation for a key already held.
-func (t *keyed[S, K]) admit(key string, now, cost int64) Result {
-	if i, ok := t.index[key]; ok {
+func (t *keyed[S, K]) admit(key string, now, cost int64) verdict {
+	return t.admitHashed(key, keyHash(key), now, cost)
+}
+
+// admitHashed is admit for a caller that has hashed key already (keyHash).
+func (t *keyed[S, K]) admitHashed(key string, h uint64, now, cost int64) verdict {
+	if i, ok := t.find(key, h); ok {
 		return t.k.admit(&t.slots[i].state, now, cost)
 	}
 	res, r := t.evaluate(key, now, cost, true)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		t.commit(key, r, now, cost)
 	}
 	return res
@@ -217,7 +229,7 @@ func (t *keyed[S, K]) charge(key string, now, cost int64) {
 // (refunding it for a key that has since got a slot would make sweeping change decisions;
 // the overflow state recovers with time instead).
 func (t *keyed[S, K]) refund(key string, now, at, cost int64) {
-	i, ok := t.index[key]
+	i, ok := t.find(key, keyHash(key))
 	if !ok {
 		return
 	}
@@ -227,22 +239,6 @@ func (t *keyed[S, K]) refund(key string, now, at, cost int64) {
 		sl.idle = idle
 		t.up(int(sl.pos))
 	}
-}
-
-// insert gives key a slot holding a new key's state; the caller pushes it on the heap.
-func (t *keyed[S, K]) insert(key string) int32 {
-	key = strings.Clone(key) // the map must not pin the caller's buffer
-	var i int32
-	if n := len(t.free); n > 0 {
-		i = t.free[n-1]
-		t.free = t.free[:n-1]
-	} else {
-		t.slots = append(t.slots, slot[S]{})
-		i = int32(len(t.slots) - 1)
-	}
-	t.slots[i] = slot[S]{key: key, pos: -1}
-	t.index[key] = i
-	return i
 }
 
 // sweep drops every key whose state is indistinguishable from a new key's at now, and
@@ -261,9 +257,7 @@ func (t *keyed[S, K]) sweep(now int64) int {
 			continue
 		}
 		t.remove(0)
-		delete(t.index, sl.key)
-		*sl = slot[S]{pos: -1}
-		t.free = append(t.free, i)
+		t.delete(i)
 		dropped++
 	}
 	return dropped
@@ -326,24 +320,29 @@ func (t *keyed[S, K]) down(p int) {
 	}
 }
 
-func (t *keyed[S, K]) len() int                     { return len(t.index) }
+func (t *keyed[S, K]) len() int                     { return t.n }
 func (t *keyed[S, K]) appendParams(b []byte) []byte { return t.k.appendParams(b) }
 func (t *keyed[S, K]) canDelay() bool               { return t.delays }
+func (t *keyed[S, K]) limit() int64                 { return t.k.limit() }
 
 // appendSnapshot writes the overflow state, then every held key in byte order with its state.
 func (t *keyed[S, K]) appendSnapshot(b []byte) []byte {
 	b = t.k.appendState(b, t.overflowState)
-	order := make([]int32, 0, len(t.index))
+	type held struct {
+		key  string
+		slot int32
+	}
+	order := make([]held, 0, t.n)
 	for i := range t.slots {
-		if t.slots[i].pos >= 0 {
-			order = append(order, int32(i))
+		if t.slots[i].key.used() {
+			order = append(order, held{t.slots[i].key.String(), int32(i)})
 		}
 	}
-	slices.SortFunc(order, func(x, y int32) int { return strings.Compare(t.slots[x].key, t.slots[y].key) })
+	slices.SortFunc(order, func(x, y held) int { return strings.Compare(x.key, y.key) })
 	b = binary.AppendUvarint(b, uint64(len(order)))
-	for _, i := range order {
-		b = appendString(b, t.slots[i].key)
-		b = t.k.appendState(b, t.slots[i].state)
+	for _, h := range order {
+		b = appendString(b, h.key)
+		b = t.k.appendState(b, t.slots[h.slot].state)
 	}
 	return b
 }
@@ -353,8 +352,14 @@ func (t *keyed[S, K]) appendSnapshot(b []byte) []byte {
 func (t *keyed[S, K]) restore(d *decoder) {
 	t.k.readState(d, &t.overflowState)
 	n := d.count(t.maxKeys, 2)
-	t.index = make(map[string]int32, n)
-	t.slots = make([]slot[S], 0, n)
+	t.slots, t.n = nil, 0
+	if n > 0 {
+		size := 16
+		for maxLoadDen*n > maxLoadNum*size {
+			size *= 2
+		}
+		t.slots = make([]slot[S], size)
+	}
 	t.heap = make([]int32, 0, n)
 	prev := ""
 	for i := 0; i < n && d.err == nil; i++ {
@@ -362,9 +367,9 @@ func (t *keyed[S, K]) restore(d *decoder) {
 		d.check(i == 0 || key > prev, "keys out of order at %q", key)
 		var s S
 		t.k.readState(d, &s)
-		t.slots = append(t.slots, slot[S]{key: key, pos: -1, state: s})
-		t.index[key] = int32(i)
-		t.push(int32(i), t.k.idleAt(s))
+		j := t.insert(key, keyHash(key))
+		t.slots[j].state = s
+		t.push(j, t.k.idleAt(s))
 		prev = key
 	}
 }

@@ -31,13 +31,13 @@ func (tb TokenBucket) Validate() error {
 
 // Admit takes cost tokens if they are there; a rejected hit takes nothing.
 func (tb TokenBucket) Admit(s *TokenBucketState, now, cost int64) Result {
-	return tb.admit(s, now, cost)
+	return tb.admit(s, now, cost).result(tb.Burst, now)
 }
 
 // Check decides like Admit without taking anything.
 func (tb TokenBucket) Check(s *TokenBucketState, now, cost int64) Result {
 	res, _ := tb.eval(*s, now, cost)
-	return res
+	return res.result(tb.Burst, now)
 }
 
 // refill returns s with the tokens dripped in up to now; time going backwards refills nothing.
@@ -64,29 +64,29 @@ func (tb TokenBucket) dripTime(s TokenBucketState, n int64) int64 {
 }
 
 // eval decides a hit on s (refilled to now) and returns the state after admitting it.
-func (tb TokenBucket) eval(s TokenBucketState, now, cost int64) (Result, TokenBucketState) {
+func (tb TokenBucket) eval(s TokenBucketState, now, cost int64) (verdict, TokenBucketState) {
 	cost = clampCost(cost)
 	s = tb.refill(s, now)
-	res := Result{Limit: tb.Burst}
+	var res verdict
 	switch {
 	case cost <= tb.Burst-s.Taken:
 		s.Taken += cost
-		res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+		res.allowed, res.at = true, now
 	case cost > tb.Burst:
-		res.RetryAt = Never
+		res.at = Never
 	default:
-		res.RetryAt = addSat(now, tb.dripTime(s, s.Taken+cost-tb.Burst))
+		res.at = addSat(now, tb.dripTime(s, s.Taken+cost-tb.Burst))
 	}
-	res.Remaining = max(0, tb.Burst-s.Taken)
-	res.ResetAt = addSat(now, tb.dripTime(s, s.Taken))
+	res.remaining = max(0, tb.Burst-s.Taken)
+	res.resetAt = addSat(now, tb.dripTime(s, s.Taken))
 	return res, s
 }
 
 func (tb TokenBucket) commit(s *TokenBucketState, next TokenBucketState, _, _ int64) { *s = next }
 
-func (tb TokenBucket) admit(s *TokenBucketState, now, cost int64) Result {
+func (tb TokenBucket) admit(s *TokenBucketState, now, cost int64) verdict {
 	res, next := tb.eval(*s, now, cost)
-	if res.Allowed && cost > 0 {
+	if res.allowed && cost > 0 {
 		*s = next
 	}
 	return res
@@ -94,12 +94,12 @@ func (tb TokenBucket) admit(s *TokenBucketState, now, cost int64) Result {
 
 // force takes cost tokens even into debt: the hit is charged as of the time the tokens will
 // be there, like x/time/rate's Reserve.
-func (tb TokenBucket) force(s *TokenBucketState, now, cost int64) Result {
+func (tb TokenBucket) force(s *TokenBucketState, now, cost int64) verdict {
 	next := tb.refill(*s, now)
 	next.Taken = capAmount(next.Taken + clampCost(cost))
 	*s = next
 	res, _ := tb.eval(next, now, 0)
-	res.Allowed, res.RetryAt, res.ServeAt = true, now, now
+	res.allowed, res.at = true, now
 	return res
 }
 
@@ -158,3 +158,5 @@ func (s *TokenBucketState) UnmarshalBinary(data []byte) error {
 	*s = v
 	return nil
 }
+
+func (tb TokenBucket) limit() int64 { return tb.Burst }

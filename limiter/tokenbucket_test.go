@@ -147,7 +147,7 @@ func TestTokenBucketNeverRefusesAHitThatFits(t *testing.T) {
 		var s TokenBucketState
 		bucketOps(t, r, burst,
 			func(now, cost int64) Result { return tb.Admit(&s, now, cost) },
-			func(now, cost int64) Result { return tb.force(&s, now, cost) },
+			func(now, cost int64) Result { return tb.force(&s, now, cost).result(tb.Burst, now) },
 			func(now, cost int64) { tb.refund(&s, now, now, cost) })
 	})
 }

@@ -13,11 +13,16 @@ import (
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
+// compressMinBytes is the smallest response body that is gzipped.
+const compressMinBytes = 1024
+
 // newHTTPServer serves every service on one port: Connect, gRPC and
 // gRPC-Web over HTTP/1.1 and cleartext HTTP/2 (h2c).
 func (n *Node) newHTTPServer() *http.Server {
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxRequestBytes)}
+	// Gzip only what is worth it: compressing every small reply (a Submit's ack, a
+	// job) cost about a sixth of a node's CPU under load (bench/README.md, cluster).
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxRequestBytes), connect.WithCompressMinBytes(compressMinBytes)}
 	mux.Handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
 	mux.Handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	mux.Handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))

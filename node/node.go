@@ -97,6 +97,10 @@ type Node struct {
 
 // Start opens the data dir, starts raft and serves HTTP. It returns once
 // the listeners are bound; leadership follows within an election timeout.
+// raftLogCache is how many recent raft log entries are kept in memory in front of the bolt
+// store (MaxAppendEntries is 512: two batches).
+const raftLogCache = 1024
+
 func Start(cfg Config) (*Node, error) {
 	if cfg.ID == "" {
 		cfg.ID = "n1"
@@ -212,7 +216,15 @@ func (n *Node) startRaft() error {
 		netTrans.Close()
 		return fmt.Errorf("node: inspect raft state: %w", err)
 	}
-	r, err := raft.NewRaft(conf, raftFSM{n.fsm}, store, store, snaps, trans)
+	// Recent entries are served from memory: replication to followers reads back what was
+	// just appended, and bolt reads cost a transaction each.
+	logs, err := raft.NewLogCache(raftLogCache, store)
+	if err != nil {
+		store.Close()
+		netTrans.Close()
+		return fmt.Errorf("node: raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(conf, raftFSM{n.fsm}, logs, store, snaps, trans)
 	if err != nil {
 		store.Close()
 		netTrans.Close()
