@@ -23,10 +23,16 @@ type SlidingLog struct {
 // Limit of them; the zero value is an empty log. Copy it only by encoding: copies share the
 // ring.
 type SlidingLogState struct {
+	// one holds the log while it has never needed more than one entry (ring is nil): a key
+	// hit less than once a window, the common case among many keys, keeps its log in place.
+	one  logEntry
 	ring []logEntry
 	head int
 	n    int
 	used int64 // sum of the entries' costs
+	// newest is at least the newest entry's time, so that a log whose entries have all
+	// expired is known to be empty without reading its ring.
+	newest int64
 }
 
 type logEntry struct {
@@ -52,8 +58,11 @@ func (l SlidingLog) Check(s *SlidingLogState, now, cost int64) Result {
 	return res.result(l.Limit, now)
 }
 
-// entry returns the i-th oldest entry (i < len(ring); head < len(ring), so one wrap at most).
+// entry returns the i-th oldest entry (i < size(); head < size(), so one wrap at most).
 func (s *SlidingLogState) entry(i int) *logEntry {
+	if s.ring == nil {
+		return &s.one
+	}
 	j := s.head + i
 	if j >= len(s.ring) {
 		j -= len(s.ring)
@@ -61,10 +70,21 @@ func (s *SlidingLogState) entry(i int) *logEntry {
 	return &s.ring[j]
 }
 
+// size is how many entries the log has room for.
+func (s *SlidingLogState) size() int {
+	if s.ring == nil {
+		return 1
+	}
+	return len(s.ring)
+}
+
 // live returns how many of the oldest entries have expired at now, and the units of the rest.
 func (l SlidingLog) live(s *SlidingLogState, now int64) (expired int, used int64) {
-	used = s.used
 	horizon := now - int64(l.Window)
+	if s.newest <= horizon {
+		return s.n, 0
+	}
+	used = s.used
 	for expired < s.n {
 		e := s.entry(expired)
 		if e.at > horizon {
@@ -78,8 +98,13 @@ func (l SlidingLog) live(s *SlidingLogState, now int64) (expired int, used int64
 
 // eval decides a hit; commit builds the state after admitting it, in place.
 func (l SlidingLog) eval(s SlidingLogState, now, cost int64) (verdict, SlidingLogState) {
-	cost = clampCost(cost)
 	expired, used := l.live(&s, now)
+	return l.decide(&s, now, clampCost(cost), expired, used), s
+}
+
+// decide decides a hit of cost (clamped) on s, of which the oldest expired entries have
+// expired at now and the rest hold used units.
+func (l SlidingLog) decide(s *SlidingLogState, now, cost int64, expired int, used int64) verdict {
 	win := int64(l.Window)
 	res := verdict{remaining: max(0, l.Limit-used), resetAt: now}
 	if s.n > expired {
@@ -106,7 +131,7 @@ func (l SlidingLog) eval(s SlidingLogState, now, cost int64) (verdict, SlidingLo
 			}
 		}
 	}
-	return res, s
+	return res
 }
 
 func (l SlidingLog) commit(s *SlidingLogState, _ SlidingLogState, now, cost int64) {
@@ -116,9 +141,11 @@ func (l SlidingLog) commit(s *SlidingLogState, _ SlidingLogState, now, cost int6
 }
 
 func (l SlidingLog) admit(s *SlidingLogState, now, cost int64) verdict {
-	res, _ := l.eval(*s, now, cost)
+	cost = clampCost(cost)
+	expired, used := l.live(s, now)
+	res := l.decide(s, now, cost, expired, used)
 	if res.allowed && cost > 0 {
-		l.append(s, now, clampCost(cost))
+		l.appendLive(s, now, cost, expired, used)
 	}
 	return res
 }
@@ -128,8 +155,13 @@ func (l SlidingLog) admit(s *SlidingLogState, now, cost int64) verdict {
 // later one's time: that over-counts, never under-counts.
 func (l SlidingLog) append(s *SlidingLogState, now, cost int64) {
 	expired, used := l.live(s, now)
+	l.appendLive(s, now, cost, expired, used)
+}
+
+// appendLive is append given live's answer for s at now.
+func (l SlidingLog) appendLive(s *SlidingLogState, now, cost int64, expired int, used int64) {
 	if expired > 0 {
-		s.head = (s.head + expired) % len(s.ring) // expired ≤ n ≤ len(ring)
+		s.head = (s.head + expired) % s.size() // expired ≤ n ≤ size()
 		s.n -= expired
 		s.used = used
 	}
@@ -141,12 +173,12 @@ func (l SlidingLog) append(s *SlidingLogState, now, cost int64) {
 		}
 	}
 	merged := int64(0)
-	if s.n == len(s.ring) {
+	if s.n == s.size() {
 		if s.n < int(l.Limit) {
 			s.grow(min(max(4, 2*s.n), int(l.Limit)))
 		} else {
 			oldest := *s.entry(0)
-			s.head = (s.head + 1) % len(s.ring)
+			s.head = (s.head + 1) % s.size()
 			s.n--
 			if s.n > 0 {
 				s.entry(0).cost += oldest.cost
@@ -158,6 +190,7 @@ func (l SlidingLog) append(s *SlidingLogState, now, cost int64) {
 	*s.entry(s.n) = logEntry{at: now, cost: capAmount(cost + merged)}
 	s.n++
 	s.used = capAmount(s.used + cost)
+	s.newest = max(s.newest, now)
 }
 
 func (s *SlidingLogState) grow(size int) {
@@ -219,15 +252,17 @@ func (s *SlidingLogState) appendEntries(b []byte) []byte {
 func (s *SlidingLogState) readEntries(d *decoder, limit int) {
 	*s = SlidingLogState{}
 	n := d.count(limit, 2)
-	if n > 0 {
+	if n > 1 {
 		s.ring = make([]logEntry, n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		e := logEntry{at: d.int(), cost: d.int()}
 		d.check(e.cost >= 1 && e.cost <= maxAmount, "sliding log: entry cost %d out of range", e.cost)
-		d.check(i == 0 || e.at > s.ring[i-1].at, "sliding log: entry times out of order")
-		s.ring[i] = e
+		d.check(i == 0 || e.at > s.newest, "sliding log: entry times out of order")
+		s.n = i + 1
+		*s.entry(i) = e
 		s.used = capAmount(s.used + e.cost)
+		s.newest = e.at
 	}
 	s.n = n
 }
