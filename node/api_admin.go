@@ -111,11 +111,12 @@ func (s *adminService) RedriveDeadLetters(ctx context.Context, req *connect.Requ
 	return connect.NewResponse(out), nil
 }
 
-func (s *adminService) ListQueue(_ context.Context, req *connect.Request[sluicev1.ListQueueRequest]) (*connect.Response[sluicev1.ListQueueResponse], error) {
+func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluicev1.ListQueueRequest]) (*connect.Response[sluicev1.ListQueueResponse], error) {
 	n := s.n
 	if err := n.admin(req.Header()); err != nil {
 		return nil, err
 	}
+	n.readYourWrites(ctx)
 	size, err := pageSize(req.Msg.GetPageSize())
 	if err != nil {
 		return nil, err

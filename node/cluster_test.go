@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -306,8 +307,21 @@ func TestClusterJoinsForwardsAndReplicates(t *testing.T) {
 			t.Fatalf("member %v lacks its addresses or progress", m)
 		}
 	}
-	// A consistent read on a follower goes through the leader.
+	// A follower reads its own forwarded writes: a plain GetJob and ListJobs right after a
+	// Submit through it find the job (without the wait they miss it for up to 10 ms).
 	f := c.followers()[0]
+	for i := range 20 {
+		id := submitAll(t, f, fmt.Sprintf("ryw-%d", i), 1)[0]
+		ids = append(ids, id)
+		if _, err := jobClient(f, DemoBobKey).GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: id})); err != nil {
+			t.Fatalf("GetJob %s on %s right after submitting it there: %v", id, f.cfg.ID, err)
+		}
+		list, err := jobClient(f, DemoBobKey).ListJobs(context.Background(), connect.NewRequest(&sluicev1.ListJobsRequest{}))
+		if err != nil || !slices.ContainsFunc(list.Msg.Jobs, func(j *sluicev1.Job) bool { return j.Id == id }) {
+			t.Fatalf("ListJobs on %s right after submitting %s there: %v", f.cfg.ID, id, err)
+		}
+	}
+	// A consistent read on a follower goes through the leader.
 	res, err := jobClient(f, DemoBobKey).GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: ids[0], Consistent: true}))
 	if err != nil || res.Msg.Job.State != sluicev1.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("consistent read through %s: %v %v", f.cfg.ID, res, err)

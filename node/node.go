@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -68,16 +69,19 @@ type Config struct {
 
 // Node is a running Sluice server.
 type Node struct {
-	cfg         Config
-	log         *slog.Logger
-	fsm         *fsm.FSM
-	raft        *raft.Raft
-	store       *raftboltdb.BoltStore
-	netTrans    *raft.NetworkTransport
-	transport   raft.Transport
-	execs       *registry
-	service     serviceTimes
-	peers       *http.Client
+	cfg       Config
+	log       *slog.Logger
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	netTrans  *raft.NetworkTransport
+	transport raft.Transport
+	execs     *registry
+	service   serviceTimes
+	peers     *http.Client
+	// forwarded is the highest log index of a write this node forwarded to the leader and
+	// acknowledged to its client: its reads wait until it has applied that far.
+	forwarded   atomic.Uint64
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	pool        *Pool
