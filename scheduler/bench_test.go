@@ -41,10 +41,12 @@ type benchQueue struct {
 	next     uint64
 	now      int64
 	bytesJob float64
+	tenantOf []int32 // by job ID: the harness's own record, read without touching the queue
 }
 
 func (bq *benchQueue) job(tenant int) Job {
 	bq.next++
+	bq.tenantOf = append(bq.tenantOf[:bq.next], int32(tenant))
 	r := bq.rnd.next()
 	return Job{
 		ID: bq.next, Seq: bq.next, Tenant: benchCfg.Tenants[tenant].Name, Tier: benchCfg.Tenants[tenant].Tier,
@@ -69,7 +71,7 @@ func queueOf(n int) *benchQueue {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	bq := &benchQueue{q: NewFairQueue(benchCfg), rnd: benchRand(n)}
+	bq := &benchQueue{q: NewFairQueue(benchCfg), rnd: benchRand(n), tenantOf: make([]int32, 1, n+1)}
 	bq.q.Advance(0)
 	for i := range n {
 		bq.q.Enqueue(bq.job(int(bq.rnd.next()%benchTenants) ^ i&0))
@@ -134,8 +136,7 @@ func BenchmarkDispatch(b *testing.B) {
 					bq.q.Advance(bq.now)
 					dst = bq.q.PlaceInto(dst[:0], bq.now, slots)
 					for _, p := range dst {
-						x := bq.q.byID[p.JobID]
-						started = append(started, bq.q.flows[bq.q.jobs[x].flow].tenant)
+						started = append(started, bq.tenantOf[p.JobID])
 						bq.q.Start(p.JobID, bq.now)
 					}
 					jobs += len(dst)
@@ -149,20 +150,18 @@ func BenchmarkDispatch(b *testing.B) {
 				b.StopTimer()
 				bq.refill(started)
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(max(jobs, 1)), "ns/job")
+				b.ReportMetric(bq.q.meanTreeDepth(), "tree-depth")
 			})
 		}
 	}
 }
 
-// refill enqueues one new job for each tenant in started and marks their
-// old jobs stopped.
+// refill enqueues one new job for each tenant (an index into
+// benchCfg.Tenants) in started and marks their old jobs stopped.
 func (bq *benchQueue) refill(started []int32) {
 	for _, t := range started {
-		name := bq.q.tenants[t].name
-		bq.q.Stopped(name)
-		var ti int
-		fmt.Sscanf(name, "tenant-%04d", &ti)
-		bq.q.Enqueue(bq.job(ti))
+		bq.q.Stopped(benchCfg.Tenants[t].Name)
+		bq.q.Enqueue(bq.job(int(t)))
 	}
 }
 
@@ -172,15 +171,38 @@ func BenchmarkPosition(b *testing.B) {
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
 			bq := queueOf(n)
 			ids := make([]uint64, 0, 1024)
-			for id := range bq.q.byID {
-				if ids = append(ids, id); len(ids) == cap(ids) {
-					break
+			bq.q.eachQueued(func(x int32) {
+				if len(ids) < cap(ids) {
+					ids = append(ids, bq.q.jobs[x].id)
 				}
-			}
+			})
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				bq.q.Position(ids[i%len(ids)])
 			}
 		})
 	}
+}
+
+// meanTreeDepth is the mean depth of the queued jobs in their queue-order
+// trees (the root at 1): the ancestors Start walks to remove one, and about
+// the nodes Enqueue compares on the way in. It is the part of a dispatch's
+// work that grows with the queue.
+func (q *FairQueue) meanTreeDepth() float64 {
+	var sum, n int
+	var walk func(x int32, d int)
+	walk = func(x int32, d int) {
+		for x != 0 {
+			sum += d
+			n++
+			walk(q.nodes[1][x].l, d+1)
+			x, d = q.nodes[1][x].r, d+1
+		}
+	}
+	for mi := range q.models {
+		for _, tt := range q.models[mi].trees {
+			walk(tt.root, 1)
+		}
+	}
+	return float64(sum) / float64(max(n, 1))
 }

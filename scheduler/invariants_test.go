@@ -1,6 +1,11 @@
 package scheduler
 
-import "fmt"
+import (
+	"fmt"
+	"testing"
+
+	"pgregory.net/rapid"
+)
 
 // checkInvariants verifies the queue's internal bookkeeping; tests call it
 // after every operation, so a broken tree or counter shows at once.
@@ -8,11 +13,30 @@ func checkInvariants(q *FairQueue) error {
 	seen := 0
 	ready := make(map[int32]int32)
 	cost := make(map[int32][10]int64)
-	for id, x := range q.byID {
-		j := &q.jobs[x]
-		if j.id != id {
-			return fmt.Errorf("byID[%d] points at job %d", id, j.id)
+	filed := 0
+	for _, x := range q.byID.slots {
+		if x != 0 {
+			filed++
 		}
+	}
+	if filed != q.byID.n || filed != q.n || 2*filed > len(q.byID.slots) {
+		return fmt.Errorf("the ID index files %d jobs (counts %d) in %d slots, n = %d", filed, q.byID.n, len(q.byID.slots), q.n)
+	}
+	var ierr error
+	q.eachQueued(func(x int32) {
+		if y, ok := q.find(q.jobs[x].id); !ok || y != x {
+			ierr = fmt.Errorf("job %d at %d is found at %d (%v)", q.jobs[x].id, x, y, ok)
+		}
+	})
+	if ierr != nil {
+		return ierr
+	}
+	for _, x := range q.byID.slots {
+		if x == 0 {
+			continue
+		}
+		j := &q.jobs[x]
+		id := j.id
 		if j.promoted != (j.ready <= q.watermark) {
 			return fmt.Errorf("job %d: promoted=%v but ready %d, clock %d", id, j.promoted, j.ready, q.watermark)
 		}
@@ -25,7 +49,7 @@ func checkInvariants(q *FairQueue) error {
 		seen++
 	}
 	if seen != q.n {
-		return fmt.Errorf("n = %d, byID has %d", q.n, seen)
+		return fmt.Errorf("n = %d, the ID index has %d", q.n, seen)
 	}
 	check := func(k, o int, root int32, what string) (int, error) {
 		n := 0
@@ -45,6 +69,9 @@ func checkInvariants(q *FairQueue) error {
 				if c != 0 && q.above(k, c, x) {
 					err = fmt.Errorf("%s: heap order broken at %d", what, q.jobs[x].id)
 				}
+				if c != 0 && q.nodes[k][c].p != x {
+					err = fmt.Errorf("%s: %d's parent is %d, want %d", what, c, q.nodes[k][c].p, x)
+				}
 			}
 			ls := walk(l)
 			if prev != 0 && (!q.less(k, o, prev, x) || !q.fullLess(o, prev, x)) {
@@ -57,6 +84,9 @@ func checkInvariants(q *FairQueue) error {
 				err = fmt.Errorf("%s: size wrong at %d", what, q.jobs[x].id)
 			}
 			return size
+		}
+		if root != 0 && q.nodes[k][root].p != 0 {
+			return 0, fmt.Errorf("%s: the root %d has parent %d", what, root, q.nodes[k][root].p)
 		}
 		walk(root)
 		return n, err
@@ -185,4 +215,38 @@ func mustInvariants(t fataler, q *FairQueue) {
 	if err := checkInvariants(q); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// mustFind is find for a job the test knows is queued (0 if it is not).
+func (q *FairQueue) mustFind(id uint64) int32 {
+	x, _ := q.find(id)
+	return x
+}
+
+// TestIDIndexAgreesWithAMap enqueues and removes jobs with IDs from a small
+// range, so that the ID index's runs collide, wrap around and are shifted
+// back on removal, and checks every membership against a map.
+func TestIDIndexAgreesWithAMap(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		q := NewFairQueue(Config{})
+		in := map[uint64]bool{}
+		for i := range rapid.IntRange(1, 200).Draw(t, "ops") {
+			id := rapid.Uint64Range(1, 48).Draw(t, "id") * rapid.SampledFrom([]uint64{1, 1 << 32, 1<<63 - 1}).Draw(t, "scale")
+			if in[id] {
+				if !q.Remove(id) {
+					t.Fatalf("op %d: Remove(%d) of a queued job", i, id)
+				}
+				delete(in, id)
+			} else {
+				q.Enqueue(Job{ID: id, Seq: uint64(i), Tenant: "t", Model: "m", GPUs: 1})
+				in[id] = true
+			}
+			for id := range in {
+				if _, ok := q.find(id); !ok {
+					t.Fatalf("op %d: job %d lost", i, id)
+				}
+			}
+			mustInvariants(t, q)
+		}
+	})
 }

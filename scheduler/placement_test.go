@@ -232,7 +232,7 @@ func TestPlaceBatchEqualsOneAtATime(t *testing.T) {
 				break
 			}
 			one = append(one, p[0].JobID)
-			left -= b.jobs[b.byID[p[0].JobID]].gpus
+			left -= b.jobs[b.mustFind(p[0].JobID)].gpus
 			b.Start(p[0].JobID, 5)
 		}
 		var got []uint64

@@ -65,7 +65,7 @@ func (c conv) at(sq int64) int64 {
 // Position is the job's 1-based place in queue order among queued jobs of
 // its model; see the comment above for what that estimates.
 func (q *FairQueue) Position(id uint64) (int, bool) {
-	x, ok := q.byID[id]
+	x, ok := q.find(id)
 	if !ok {
 		return 0, false
 	}

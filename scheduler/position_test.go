@@ -49,7 +49,7 @@ func TestPositionIsRankAmongSameModelJobsInQueueOrder(t *testing.T) {
 		q.Ascend(func(j Job) bool {
 			rank[j.Model]++
 			want[j.ID] = rank[j.Model]
-			x := q.byID[j.ID]
+			x := q.mustFind(j.ID)
 			if !q.jobs[x].promoted {
 				seenDelayed = true
 			} else if seenDelayed {

@@ -69,13 +69,13 @@ func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) {
 		b = appendVtime(b, f.tag)
 	}
 
-	ids := make([]uint64, 0, len(q.byID))
+	order := make([]int32, 0, q.n)
 	used := make([]bool, len(q.models))
-	for id, x := range q.byID {
-		ids = append(ids, id)
+	q.eachQueued(func(x int32) {
+		order = append(order, x)
 		used[q.jobs[x].model] = true
-	}
-	slices.Sort(ids)
+	})
+	slices.SortFunc(order, func(x, y int32) int { return cmp.Compare(q.jobs[x].id, q.jobs[y].id) })
 	var models []int32
 	for i, u := range used {
 		if u {
@@ -88,9 +88,9 @@ func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) {
 	for _, i := range models {
 		b = appendString(b, q.models[i].name)
 	}
-	b = appendUvarint(b, uint64(len(ids)))
-	for _, id := range ids {
-		j := &q.jobs[q.byID[id]]
+	b = appendUvarint(b, uint64(len(order)))
+	for _, x := range order {
+		j := &q.jobs[x]
 		b = appendUvarint(b, j.id)
 		b = appendUvarint(b, j.seq)
 		b = appendUvarint(b, uint64(flowRank[j.flow]))
@@ -183,13 +183,13 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 		flowIx[i] = q.flowOf(tierIx[f.tier], tenantIx[f.tenant])
 	}
 	for _, r := range jobs {
-		if _, dup := q.byID[r.j.ID]; dup {
+		if _, dup := q.find(r.j.ID); dup {
 			continue
 		}
 		f := &q.flows[flowIx[r.flow]]
 		r.j.Tenant, r.j.Tier, r.j.Model = f.name, q.tiers[f.tier].name, models[r.model]
 		q.Enqueue(r.j)
-		if x := q.byID[r.j.ID]; q.jobs[x].promoted {
+		if x, _ := q.find(r.j.ID); q.jobs[x].promoted {
 			// Re-key exactly as encoded: unlink, set the key, link again.
 			q.removeKeyed(x)
 			q.jobs[x].sq, q.jobs[x].sf = r.sq, uint32(r.sf)
@@ -231,7 +231,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 
 // reset empties the queue, keeping its Config.
 func (q *FairQueue) reset() {
-	q.jobs, q.free, q.byID, q.n = make([]qjob, 1), nil, make(map[uint64]int32), 0
+	q.jobs, q.free, q.byID, q.n = make([]qjob, 1), nil, jobIndex{}, 0
 	q.nodes = [2][]tnode{make([]tnode, 1), make([]tnode, 1)}
 	q.tenants, q.tenantIx = nil, make(map[string]int32)
 	q.tiers, q.tierIx = nil, make(map[string]int32)

@@ -52,7 +52,7 @@ func (o *queueOps) step(t *rapid.T, qs ...*FairQueue) {
 			}
 		}
 		for _, x := range p {
-			tn := qs[0].jobOf(qs[0].byID[x.JobID]).Tenant
+			tn := qs[0].jobOf(qs[0].mustFind(x.JobID)).Tenant
 			o.running = append(o.running, tn)
 			for _, q := range qs {
 				q.Start(x.JobID, o.now)

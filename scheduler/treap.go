@@ -16,7 +16,9 @@ import "math"
 //
 // A treap node holds its order key packed into a uint64 (compared first;
 // the job record is read only when two packed keys tie) and its subtree
-// size, for rank queries (Position). Index 0 is nil and has size 0. Heap
+// size, for rank queries (Position), and its parent, so that removing a
+// known job needs no search: no key comparisons, so no job records read
+// on ties (tDelete). Index 0 is nil and has size 0. Heap
 // priorities are a hash of the job's ID, so a treap's shape depends only
 // on the keys it holds, not on the order of the calls that built it: a
 // queue restored from a snapshot has the same treaps.
@@ -24,6 +26,7 @@ import "math"
 type tnode struct {
 	key  uint64
 	l, r int32
+	p    int32 // parent in a tree (0 at the root); unused in a class queue list
 	size int32
 	hp   uint32
 }
@@ -126,9 +129,13 @@ func (q *FairQueue) size(k int, n int32) int32 { return q.nodes[k][n].size }
 // tInsert adds x to the tree rooted at n and returns the new root.
 func (q *FairQueue) tInsert(k, o int, n, x int32) int32 {
 	q.nodes[k][x] = tnode{key: q.packKey(o, x), size: 1, hp: treapPrio(q.jobs[x].id)}
-	return q.insert(k, o, n, x)
+	root := q.insert(k, o, n, x)
+	q.nodes[k][root].p = 0
+	return root
 }
 
+// insert adds x below n and returns the subtree's new root, whose parent
+// the caller sets.
 func (q *FairQueue) insert(k, o int, n, x int32) int32 {
 	if n == 0 {
 		return x
@@ -136,22 +143,16 @@ func (q *FairQueue) insert(k, o int, n, x int32) int32 {
 	ns := q.nodes[k]
 	if q.less(k, o, x, n) {
 		c := q.insert(k, o, ns[n].l, x)
-		ns[n].l = c
+		ns[n].l, ns[c].p = c, n
 		if q.above(k, c, n) {
-			ns[n].l = ns[c].r
-			ns[c].r = n
-			q.pull(k, n)
-			q.pull(k, c)
+			q.rotate(k, n, c, &ns[n].l, &ns[c].r)
 			return c
 		}
 	} else {
 		c := q.insert(k, o, ns[n].r, x)
-		ns[n].r = c
+		ns[n].r, ns[c].p = c, n
 		if q.above(k, c, n) {
-			ns[n].r = ns[c].l
-			ns[c].l = n
-			q.pull(k, n)
-			q.pull(k, c)
+			q.rotate(k, n, c, &ns[n].r, &ns[c].l)
 			return c
 		}
 	}
@@ -159,25 +160,48 @@ func (q *FairQueue) insert(k, o int, n, x int32) int32 {
 	return n
 }
 
-// tDelete removes x, which must be in the tree rooted at n.
-func (q *FairQueue) tDelete(k, o int, n, x int32) int32 {
-	if n == 0 {
-		return 0
-	}
+// rotate lifts child c over its parent n: inner is c's subtree on n's
+// side (it moves under n, into n's link *toC) and *cSide is c's link that
+// takes n.
+func (q *FairQueue) rotate(k int, n, c int32, toC, cSide *int32) {
 	ns := q.nodes[k]
-	if n == x {
-		return q.tJoin(k, ns[n].l, ns[n].r)
+	inner := *cSide
+	*toC = inner
+	if inner != 0 {
+		ns[inner].p = n
 	}
-	if q.less(k, o, x, n) {
-		ns[n].l = q.tDelete(k, o, ns[n].l, x)
-	} else {
-		ns[n].r = q.tDelete(k, o, ns[n].r, x)
-	}
+	*cSide = n
+	ns[n].p = c
 	q.pull(k, n)
-	return n
+	q.pull(k, c)
 }
 
-// tJoin joins two trees where every key of a is below every key of b.
+// tDelete removes x from the tree rooted at root and returns the new root.
+// Through x's parent: its children are joined in its place and the sizes
+// above it go down by one.
+func (q *FairQueue) tDelete(k, _ int, root, x int32) int32 {
+	ns := q.nodes[k]
+	p := ns[x].p
+	c := q.tJoin(k, ns[x].l, ns[x].r)
+	if c != 0 {
+		ns[c].p = p
+	}
+	if x == root {
+		return c
+	}
+	if ns[p].l == x {
+		ns[p].l = c
+	} else {
+		ns[p].r = c
+	}
+	for ; p != 0; p = ns[p].p {
+		ns[p].size--
+	}
+	return root
+}
+
+// tJoin joins two trees where every key of a is below every key of b; the
+// caller sets the parent of the root it returns.
 func (q *FairQueue) tJoin(k int, a, b int32) int32 {
 	if a == 0 {
 		return b
@@ -187,11 +211,13 @@ func (q *FairQueue) tJoin(k int, a, b int32) int32 {
 	}
 	ns := q.nodes[k]
 	if q.above(k, a, b) {
-		ns[a].r = q.tJoin(k, ns[a].r, b)
+		c := q.tJoin(k, ns[a].r, b)
+		ns[a].r, ns[c].p = c, a
 		q.pull(k, a)
 		return a
 	}
-	ns[b].l = q.tJoin(k, a, ns[b].l)
+	c := q.tJoin(k, a, ns[b].l)
+	ns[b].l, ns[c].p = c, b
 	q.pull(k, b)
 	return b
 }

@@ -34,7 +34,7 @@ type FairQueue struct {
 	jobs  []qjob     // arena; jobs[0] is nil
 	nodes [2][]tnode // the arena's jobs' nodes, per link set (treap.go)
 	free  []int32
-	byID  map[uint64]int32
+	byID  jobIndex
 	n     int
 
 	tenants  []tenant
@@ -157,7 +157,6 @@ func NewFairQueue(cfg Config) *FairQueue {
 	q := &FairQueue{
 		jobs:      make([]qjob, 1),
 		nodes:     [2][]tnode{make([]tnode, 1), make([]tnode, 1)},
-		byID:      make(map[uint64]int32),
 		tenantIx:  make(map[string]int32),
 		tierIx:    make(map[string]int32),
 		flowIx:    make(map[flowKey]int32),
@@ -195,7 +194,7 @@ func (q *FairQueue) underCap(t *tenant) bool {
 // Enqueue adds j; a job whose ID is already queued is ignored. A job with
 // an empty Tier joins its tenant's configured tier.
 func (q *FairQueue) Enqueue(j Job) {
-	if _, ok := q.byID[j.ID]; ok {
+	if _, ok := q.find(j.ID); ok {
 		return
 	}
 	ten := q.tenantOf(j.Tenant)
@@ -213,7 +212,7 @@ func (q *FairQueue) Enqueue(j Job) {
 		prio: j.Priority, gpus: j.GPUs,
 		flow: f, model: m, class: q.classOf(classKey{m, j.GPUs, j.GPUMemoryMB}),
 	}
-	q.byID[j.ID] = x
+	q.index(x)
 	q.n++
 	q.tenants[ten].queued++
 	q.models[m].queued++
@@ -228,7 +227,7 @@ func (q *FairQueue) Enqueue(j Job) {
 // Remove takes a job out of the queue without charging anyone: for a job
 // canceled or expired while queued. A job that starts goes through Start.
 func (q *FairQueue) Remove(id uint64) bool {
-	x, ok := q.byID[id]
+	x, ok := q.find(id)
 	if !ok {
 		return false
 	}
@@ -242,7 +241,7 @@ func (q *FairQueue) Remove(id uint64) bool {
 // now (see Advance). False if the job is not queued.
 func (q *FairQueue) Start(id uint64, now int64) bool {
 	q.Advance(now)
-	x, ok := q.byID[id]
+	x, ok := q.find(id)
 	if !ok {
 		return false
 	}
@@ -389,7 +388,7 @@ func (q *FairQueue) removeAt(x int32) {
 			q.deactivate(j.flow)
 		}
 	}
-	delete(q.byID, j.id)
+	q.unindex(x)
 	q.n--
 	q.tenants[q.flows[j.flow].tenant].queued--
 	m.queued--
