@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ type serveFlags struct {
 	gossip, gossipJoin           string
 	bootstrap                    bool
 	executors                    int
+	gcPercent                    int
 	failureRate                  float64
 	leaseGrace                   time.Duration
 	raftTiming                   node.RaftTiming
@@ -47,6 +49,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: entries between snapshots (default 8192)")
 	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
 	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
+	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
 }
 
@@ -91,6 +94,12 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	if f.executors < 0 || f.executors > 1024 {
 		return fmt.Errorf("--executors: %d is outside 0–1024", f.executors)
+	}
+	if f.gcPercent < 0 || f.gcPercent > 10000 {
+		return fmt.Errorf("--gc-percent: %d is outside 0–10000", f.gcPercent)
+	}
+	if f.gcPercent > 0 {
+		debug.SetGCPercent(f.gcPercent)
 	}
 	var policy *sluicev1.Policy
 	switch {
