@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/fsm"
@@ -191,7 +192,15 @@ func (n *Node) startRaft() error {
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
 	n.cfg.Raft.apply(conf)
 
-	store, err := raftboltdb.NewBoltStore(filepath.Join(n.cfg.DataDir, "raft.db"))
+	// The free-page list is not written with every commit (etcd does the same): bolt rebuilds
+	// it from the pages when it opens the file. A commit then writes the log's pages and its
+	// meta page only. The timeout makes a second process on the same data dir fail instead of
+	// waiting for the file lock forever.
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(n.cfg.DataDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true,
+			FreelistType: bbolt.FreelistMapType},
+	})
 	if err != nil {
 		return fmt.Errorf("node: open raft log: %w", err)
 	}
