@@ -202,6 +202,10 @@ func (n *Node) startRaft() error {
 			FreelistType: bbolt.FreelistMapType},
 	})
 	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return fmt.Errorf("node: open raft log %s: locked by another process (is a node already running on --data %s?): %w",
+				filepath.Join(n.cfg.DataDir, "raft.db"), n.cfg.DataDir, err)
+		}
 		return fmt.Errorf("node: open raft log: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
