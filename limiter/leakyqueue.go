@@ -60,7 +60,10 @@ func (q LeakyQueue) force(s *LeakyQueueState, now, cost int64) verdict {
 	start, _ := q.eval(*s, now, 0)
 	s.Drain, s.Frac = m.charge(s.Drain, s.Frac, now, cost)
 	res, _ := q.eval(*s, now, 0)
-	res.allowed, res.at = true, start.at
+	res.allowed, res.at = true, 0 // no ServeAt when the queue was already over capacity
+	if start.allowed {
+		res.at = start.at
+	}
 	return res
 }
 

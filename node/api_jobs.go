@@ -101,11 +101,11 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 
 func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1.GetUsageRequest]) (*connect.Response[sluicev1.GetUsageResponse], error) {
 	n := s.n
-	n.readYourWrites(ctx)
 	t, keyHash, err := n.caller(req.Header())
 	if err != nil {
 		return nil, err
 	}
+	n.readYourWrites(ctx)
 	now := time.Now()
 	out := &sluicev1.GetUsageResponse{Tenant: t.Name, Tier: t.Tier}
 	seen := map[string]bool{}
@@ -143,8 +143,7 @@ func (s *jobService) GetJob(ctx context.Context, req *connect.Request[sluicev1.G
 			return nil, err
 		}
 	}
-	s.n.readYourWrites(ctx)
-	_, job, err := s.ownJob(req.Header(), req.Msg.GetId())
+	_, job, err := s.ownJob(ctx, req.Header(), req.Msg.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -155,8 +154,7 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 	if req.Msg.Consistent && !s.n.IsLeader() {
 		return s.n.relayWatch(ctx, req, stream)
 	}
-	s.n.readYourWrites(ctx)
-	id, job, err := s.ownJob(req.Header(), req.Msg.GetId())
+	id, job, err := s.ownJob(ctx, req.Header(), req.Msg.GetId())
 	if err != nil {
 		return err
 	}
@@ -237,11 +235,11 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 			return nil, err
 		}
 	}
-	s.n.readYourWrites(ctx)
 	t, err := s.n.tenant(req.Header())
 	if err != nil {
 		return nil, err
 	}
+	s.n.readYourWrites(ctx)
 	size, err := pageSize(req.Msg.GetPageSize())
 	if err != nil {
 		return nil, err
@@ -281,11 +279,12 @@ func pageSize(v int32) (int, error) {
 
 // ownJob resolves the caller and one of its jobs; another tenant's job is
 // NotFound, exactly like a missing one.
-func (s *jobService) ownJob(h http.Header, rawID string) (uint64, *sluicev1.Job, error) {
+func (s *jobService) ownJob(ctx context.Context, h http.Header, rawID string) (uint64, *sluicev1.Job, error) {
 	t, err := s.n.tenant(h)
 	if err != nil {
 		return 0, nil, err
 	}
+	s.n.readYourWrites(ctx)
 	id, err := ParseJobID(rawID)
 	if err != nil {
 		return 0, nil, fieldError("id", "%v", err)
@@ -435,9 +434,16 @@ func (n *Node) noteForwarded(index uint64) {
 // that took it (ForwardHold at most).
 func (n *Node) readYourWrites(ctx context.Context) {
 	if i := n.forwarded.Load(); i > 0 && n.fsm.LastIndex() < i {
+		// A node that stops applying (cut off from the leader) serves its stale reads after
+		// a second rather than holding every read for the whole ForwardHold.
+		ctx, cancel := context.WithTimeout(ctx, readYourWritesWait)
+		defer cancel()
 		n.waitApplied(ctx, i)
 	}
 }
+
+// readYourWritesWait bounds how long a read waits for this node's own forwarded writes.
+const readYourWritesWait = time.Second
 
 // waitApplied waits until this replica has applied the log up to index, or
 // ForwardHold passes.

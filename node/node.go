@@ -100,12 +100,12 @@ type Node struct {
 	ready   bool // leader and caught up with the log, policy in place
 }
 
-// Start opens the data dir, starts raft and serves HTTP. It returns once
-// the listeners are bound; leadership follows within an election timeout.
 // raftLogCache is how many recent raft log entries are kept in memory in front of the bolt
 // store (MaxAppendEntries is 512: two batches).
 const raftLogCache = 1024
 
+// Start opens the data dir, starts raft and serves HTTP. It returns once
+// the listeners are bound; leadership follows within an election timeout.
 func Start(cfg Config) (*Node, error) {
 	if cfg.ID == "" {
 		cfg.ID = "n1"
