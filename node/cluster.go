@@ -33,7 +33,7 @@ type RaftTiming struct {
 	// (default 512).
 	MaxAppendEntries int
 	// SnapshotThreshold: entries since the last snapshot before the next
-	// (default 8192); SnapshotInterval is how often that is checked
+	// (default 65536); SnapshotInterval is how often that is checked
 	// (default 10s).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
@@ -49,7 +49,7 @@ func (t RaftTiming) apply(c *raft.Config) {
 	c.CommitTimeout = 5 * time.Millisecond
 	c.MaxAppendEntries = orDefault(t.MaxAppendEntries, 512)
 	c.BatchApplyCh = true
-	c.SnapshotThreshold = orDefault(t.SnapshotThreshold, 8192)
+	c.SnapshotThreshold = orDefault(t.SnapshotThreshold, 65536)
 	c.SnapshotInterval = orDefault(t.SnapshotInterval, 10*time.Second)
 	c.TrailingLogs = orDefault(t.TrailingLogs, 10240)
 }
