@@ -136,18 +136,18 @@ func step(t *rapid.T, sc scenario, tb table, key string, now int64, last int64) 
 	cost := drawCost(t, sc.limit)
 	switch rapid.IntRange(0, 9).Draw(t, "op") {
 	case 0:
-		tb.charge(key, now, cost)
+		tb.charge(hashed(key), now, cost)
 		return Result{}, false
 	case 1:
-		tb.refund(key, now, last, cost)
+		tb.refund(hashed(key), now, last, cost)
 		return Result{}, false
 	}
-	return tb.admit(key, now, cost).result(tb.limit(), now), true
+	return tb.admit(hashed(key), now, cost).result(tb.limit(), now), true
 }
 
 // check is a table's read-only decision as a Result.
 func check(tb table, key string, now, cost int64) Result {
-	v, _ := tb.evaluate(key, now, cost, false)
+	v, _ := tb.evaluate(hashed(key), now, cost, false)
 	return v.result(tb.limit(), now)
 }
 
@@ -159,10 +159,10 @@ func TestRejectedHitConsumesNothing(t *testing.T) {
 			now += drawGap(t, sc.unit)
 			cost := drawCost(t, sc.limit)
 			before := snapshotOf(tb)
-			if res, _ := tb.evaluate("k", now, cost, false); !bytes.Equal(before, snapshotOf(tb)) {
+			if res, _ := tb.evaluate(hashed("k"), now, cost, false); !bytes.Equal(before, snapshotOf(tb)) {
 				t.Fatalf("check of cost %d at %d changed the state (result %+v)", cost, now, res)
 			}
-			if res := tb.admit("k", now, cost); !res.allowed {
+			if res := tb.admit(hashed("k"), now, cost); !res.allowed {
 				if after := snapshotOf(tb); !bytes.Equal(before, after) {
 					t.Fatalf("rejected hit of cost %d at %d changed the state:\n%x\n%x", cost, now, before, after)
 				}
@@ -195,9 +195,9 @@ func TestStateRoundTripDecidesIdentically(t *testing.T) {
 			now += drawGap(t, sc.unit)
 			key := rapid.SampledFrom([]string{"k", "l"}).Draw(t, "key")
 			cost := drawCost(t, sc.limit)
-			ra := a.admit(key, now, cost)
+			ra := a.admit(hashed(key), now, cost)
 			if b != nil {
-				if rb := b.admit(key, now, cost); ra != rb {
+				if rb := b.admit(hashed(key), now, cost); ra != rb {
 					t.Fatalf("after a round trip, hit %d of cost %d at %d: %+v, want %+v", i, cost, now, rb, ra)
 				}
 			}
@@ -267,13 +267,13 @@ func TestSweepNeverChangesADecision(t *testing.T) {
 			cost := drawCost(t, sc.limit)
 			switch rapid.IntRange(0, 9).Draw(t, "op") {
 			case 0:
-				a.charge(key, now, cost)
-				b.charge(key, now, cost)
+				a.charge(hashed(key), now, cost)
+				b.charge(hashed(key), now, cost)
 			case 1:
-				a.refund(key, now, admitted[key], cost)
-				b.refund(key, now, admitted[key], cost)
+				a.refund(hashed(key), now, admitted[key], cost)
+				b.refund(hashed(key), now, admitted[key], cost)
 			default:
-				ra, rb := a.admit(key, now, cost), b.admit(key, now, cost)
+				ra, rb := a.admit(hashed(key), now, cost), b.admit(hashed(key), now, cost)
 				if ra != rb {
 					t.Fatalf("step %d: %q cost %d at %d: swept table %+v, unswept %+v", i, key, cost, now, rb, ra)
 				}

@@ -70,7 +70,8 @@ type Decision struct {
 	n       int
 	idx     [MaxRulesPerRequest]int32 // matched rules, in rule order
 	refs    [MaxRulesPerRequest]ref
-	delayed uint32 // bit j: rule j is charged by force, as of its RetryAt
+	keys    [MaxRulesPerRequest]hkey // each rule's key, hashed once for evaluate and charge
+	delayed uint32                   // bit j: rule j is charged by force, as of its RetryAt
 }
 
 // Rules returns each matched rule's result, in rule order. The slice aliases the Decision.

@@ -159,7 +159,8 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 	refuse, degrade, delayedBy := -1, -1, -1
 	for j := 0; j < d.n; j++ {
 		r := &e.rules[d.idx[j]]
-		v, rf := r.table.evaluate(r.key(req), now, r.units(req), charge)
+		d.keys[j] = hashed(r.key(req))
+		v, rf := r.table.evaluate(d.keys[j], now, r.units(req), charge)
 		res := v.result(r.table.limit(), now)
 		d.refs[j] = rf
 		d.results[j] = RuleResult{Rule: r.Name, Result: res, Action: r.Action, Shadow: r.Shadow,
@@ -219,10 +220,10 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 			continue // a shadow rule that would have rejected is not charged
 		}
 		if d.delayed&(1<<j) == 0 {
-			r.table.commit(r.key(req), d.refs[j], now, units)
+			r.table.commit(d.keys[j], d.refs[j], now, units)
 			continue
 		}
-		res := r.table.force(r.key(req), d.refs[j], now, units).result(r.table.limit(), now)
+		res := r.table.force(d.keys[j], d.refs[j], now, units).result(r.table.limit(), now)
 		res.ServeAt, res.RetryAt = rr.ServeAt, rr.RetryAt
 		rr.Result = res
 	}
@@ -254,9 +255,9 @@ func (e *Engine) Settle(req *Request, now, at, actual int64) {
 		switch {
 		case r.Counts != CountCost || r.isCap || diff == 0:
 		case diff > 0:
-			r.table.charge(r.key(req), now, diff)
+			r.table.charge(hashed(r.key(req)), now, diff)
 		default:
-			r.table.refund(r.key(req), now, at, -diff)
+			r.table.refund(hashed(r.key(req)), now, at, -diff)
 		}
 	}
 }
@@ -270,7 +271,7 @@ func (e *Engine) Refund(req *Request, now, at int64) {
 	n := e.match(req, &idx)
 	for _, i := range idx[:n] {
 		r := &e.rules[i]
-		r.table.refund(r.key(req), now, at, r.units(req))
+		r.table.refund(hashed(r.key(req)), now, at, r.units(req))
 	}
 }
 
@@ -280,7 +281,7 @@ func (e *Engine) Release(req *Request, now int64) {
 	n := e.match(req, &idx)
 	for _, i := range idx[:n] {
 		if r := &e.rules[i]; r.isCap {
-			r.table.refund(r.key(req), now, now, r.units(req))
+			r.table.refund(hashed(r.key(req)), now, now, r.units(req))
 		}
 	}
 }
@@ -303,7 +304,7 @@ func (e *Engine) Usage(req *Request, now int64, dst []Usage) []Usage {
 	n := e.match(req, &idx)
 	for _, i := range idx[:n] {
 		r := &e.rules[i]
-		v, rf := r.table.evaluate(r.key(req), now, 0, false)
+		v, rf := r.table.evaluate(hashed(r.key(req)), now, 0, false)
 		res := v.result(r.table.limit(), now)
 		u := Usage{Rule: r.Name, Used: res.Limit - res.Remaining, Limit: res.Limit,
 			Remaining: res.Remaining, ResetAt: res.ResetAt, Shadow: r.Shadow}

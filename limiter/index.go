@@ -10,6 +10,14 @@ var keySeed = maphash.MakeSeed()
 // keyHash is the hash a table files key under.
 func keyHash(key string) uint64 { return maphash.String(keySeed, key) }
 
+// hkey is a key with its keyHash: hashed once per decision, by the caller of a table.
+type hkey struct {
+	s string
+	h uint64
+}
+
+func hashed(key string) hkey { return hkey{key, keyHash(key)} }
+
 // inlineKey is the longest key a slot holds in place (tenant ids, IP addresses, short API
 // keys), so that finding a key and its state touches one slot and nothing else.
 const inlineKey = 32
@@ -57,31 +65,31 @@ func (k *slotKey) String() string {
 // are no tombstones. Moving a slot moves its heap entry's target with it.
 const maxLoadNum, maxLoadDen = 3, 4
 
-// find returns the slot holding key, whose hash is h.
-func (t *keyed[S, K]) find(key string, h uint64) (int32, bool) {
+// find returns the slot holding k.
+func (t *keyed[S, K]) find(k hkey) (int32, bool) {
 	if len(t.slots) == 0 {
 		return 0, false
 	}
-	tag, m := uint32(h>>32), uint32(len(t.slots)-1)
+	tag, m := uint32(k.h>>32), uint32(len(t.slots)-1)
 	for i := tag & m; ; i = (i + 1) & m {
-		k := &t.slots[i].key
-		if !k.used() {
+		sk := &t.slots[i].key
+		if !sk.used() {
 			return 0, false
 		}
-		if k.tag == tag && k.equal(key) {
+		if sk.tag == tag && sk.equal(k.s) {
 			return int32(i), true
 		}
 	}
 }
 
-// insert gives key (hash h, not held) a slot holding a new key's state, and returns it; the
-// caller pushes it on the idle heap.
-func (t *keyed[S, K]) insert(key string, h uint64) int32 {
+// insert gives k (not held) a slot holding a new key's state, and returns it; the caller
+// pushes it on the idle heap. A long key's string is kept: the caller must own it.
+func (t *keyed[S, K]) insert(k hkey) int32 {
 	if maxLoadDen*(t.n+1) > maxLoadNum*len(t.slots) {
 		t.resize(max(16, 2*len(t.slots)))
 	}
-	i := t.vacancy(uint32(h >> 32))
-	t.slots[i] = slot[S]{key: makeSlotKey(key, h), pos: -1}
+	i := t.vacancy(uint32(k.h >> 32))
+	t.slots[i] = slot[S]{key: makeSlotKey(k.s, k.h), pos: -1}
 	t.n++
 	return i
 }

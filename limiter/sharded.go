@@ -37,27 +37,27 @@ func NewSharded(alg Algorithm, maxKeys int) (*Sharded, error) {
 	return s, nil
 }
 
-// shard returns key's shard and key's hash. Shards are picked by the hash's low bits and a
-// shard's index files keys by its upper 32, so one hash serves both.
-func (s *Sharded) shard(key string) (*shard, uint64) {
-	h := keyHash(key)
-	return &s.shards[h%shardCount], h
+// shard returns key's shard and key hashed: shards are picked by the hash's low bits and a
+// shard's table files keys by its upper 32, so one hash serves both.
+func (s *Sharded) shard(key string) (*shard, hkey) {
+	k := hashed(key)
+	return &s.shards[k.h%shardCount], k
 }
 
 // Admit decides a hit of cost on key at now and charges it if allowed.
 func (s *Sharded) Admit(key string, now, cost int64) Result {
-	sh, h := s.shard(key)
+	sh, k := s.shard(key)
 	sh.mu.Lock()
-	v := sh.t.admitHashed(key, h, now, cost)
+	v := sh.t.admit(k, now, cost)
 	sh.mu.Unlock()
 	return v.result(s.limit, now)
 }
 
 // Check decides like Admit without charging.
 func (s *Sharded) Check(key string, now, cost int64) Result {
-	sh, _ := s.shard(key)
+	sh, k := s.shard(key)
 	sh.mu.Lock()
-	v, _ := sh.t.evaluate(key, now, cost, false)
+	v, _ := sh.t.evaluate(k, now, cost, false)
 	sh.mu.Unlock()
 	return v.result(s.limit, now)
 }
@@ -65,9 +65,9 @@ func (s *Sharded) Check(key string, now, cost int64) Result {
 // Refund gives back cost units charged on key at time at; on a Concurrency cap it releases
 // them.
 func (s *Sharded) Refund(key string, now, at, cost int64) {
-	sh, _ := s.shard(key)
+	sh, k := s.shard(key)
 	sh.mu.Lock()
-	sh.t.refund(key, now, at, cost)
+	sh.t.refund(k, now, at, cost)
 	sh.mu.Unlock()
 }
 

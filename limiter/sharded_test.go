@@ -24,10 +24,10 @@ func TestShardedDecidesLikeOneTable(t *testing.T) {
 			cost := drawCost(t, sc.limit)
 			if rapid.IntRange(0, 5).Draw(t, "refund") == 0 {
 				s.Refund(key, now, now, cost)
-				one.refund(key, now, now, cost)
+				one.refund(hashed(key), now, now, cost)
 				continue
 			}
-			if a, b := s.Admit(key, now, cost), one.admit(key, now, cost).result(one.limit(), now); a != b {
+			if a, b := s.Admit(key, now, cost), one.admit(hashed(key), now, cost).result(one.limit(), now); a != b {
 				t.Fatalf("hit %d on %s: sharded %+v, one table %+v", i, key, a, b)
 			}
 		}

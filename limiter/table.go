@@ -46,16 +46,14 @@ const (
 type table interface {
 	// evaluate decides a hit without charging. With commit it may first drop idle keys
 	// (which never changes a decision) and remembers the hit for commit.
-	evaluate(key string, now, cost int64, commit bool) (verdict, ref)
+	evaluate(k hkey, now, cost int64, commit bool) (verdict, ref)
 	// commit charges the hit the last evaluate allowed, at the place ref names.
-	commit(key string, r ref, now, cost int64)
+	commit(k hkey, r ref, now, cost int64)
 	// force charges a hit whatever the limit and returns the result after it.
-	force(key string, r ref, now, cost int64) verdict
-	admit(key string, now, cost int64) verdict
-	// admitHashed is admit with key's keyHash in hand.
-	admitHashed(key string, h uint64, now, cost int64) verdict
-	charge(key string, now, cost int64)
-	refund(key string, now, at, cost int64)
+	force(k hkey, r ref, now, cost int64) verdict
+	admit(k hkey, now, cost int64) verdict
+	charge(k hkey, now, cost int64)
+	refund(k hkey, now, at, cost int64)
 	sweep(now int64) int
 	len() int
 	appendParams(b []byte) []byte
@@ -109,8 +107,8 @@ func newKeyed[S any, K kernel[S]](k K, maxKeys int, delays, overflow bool) *keye
 
 // locate finds key's state. With sweep, a full table first drops its idle keys; without
 // (read-only callers), a full table that has an idle candidate answers refNew.
-func (t *keyed[S, K]) locate(key string, now int64, sweep bool) ref {
-	if i, ok := t.find(key, keyHash(key)); ok {
+func (t *keyed[S, K]) locate(k hkey, now int64, sweep bool) ref {
+	if i, ok := t.find(k); ok {
 		return ref(i)
 	}
 	if t.n < t.maxKeys {
@@ -131,8 +129,8 @@ func (t *keyed[S, K]) locate(key string, now int64, sweep bool) ref {
 	return refFull
 }
 
-func (t *keyed[S, K]) evaluate(key string, now, cost int64, commit bool) (verdict, ref) {
-	r := t.locate(key, now, commit)
+func (t *keyed[S, K]) evaluate(k hkey, now, cost int64, commit bool) (verdict, ref) {
+	r := t.locate(k, now, commit)
 	var s S
 	switch r {
 	case refNew:
@@ -155,25 +153,25 @@ func (t *keyed[S, K]) evaluate(key string, now, cost int64, commit bool) (verdic
 	return res, r
 }
 
-// place returns the state ref names, giving key a slot if it is new.
-func (t *keyed[S, K]) place(key string, r ref) (s *S, inserted int32) {
+// place returns the state ref names, giving k a slot if it is new.
+func (t *keyed[S, K]) place(k hkey, r ref) (s *S, inserted int32) {
 	switch r {
 	case refFull:
 		return nil, -1
 	case refOverflow:
 		return &t.overflowState, -1
 	case refNew:
-		if len(key) > inlineKey {
-			key = strings.Clone(key) // the table must not pin the caller's buffer
+		if len(k.s) > inlineKey {
+			k.s = strings.Clone(k.s) // the table must not pin the caller's buffer
 		}
-		i := t.insert(key, keyHash(key))
+		i := t.insert(k)
 		return &t.slots[i].state, i
 	}
 	return &t.slots[r].state, -1
 }
 
-func (t *keyed[S, K]) commit(key string, r ref, now, cost int64) {
-	s, i := t.place(key, r)
+func (t *keyed[S, K]) commit(k hkey, r ref, now, cost int64) {
+	s, i := t.place(k, r)
 	if s == nil {
 		return
 	}
@@ -183,14 +181,14 @@ func (t *keyed[S, K]) commit(key string, r ref, now, cost int64) {
 	}
 }
 
-func (t *keyed[S, K]) force(key string, r ref, now, cost int64) verdict {
+func (t *keyed[S, K]) force(k hkey, r ref, now, cost int64) verdict {
 	if cost <= 0 {
 		// Nothing to charge. Forcing 0 would only normalise the state, which can bring its
 		// idle time forward, and the idle heap counts on charges never doing that.
-		res, _ := t.evaluate(key, now, 0, false)
+		res, _ := t.evaluate(k, now, 0, false)
 		return res
 	}
-	s, i := t.place(key, r)
+	s, i := t.place(k, r)
 	if s == nil {
 		return verdict{}
 	}
@@ -202,34 +200,29 @@ func (t *keyed[S, K]) force(key string, r ref, now, cost int64) verdict {
 }
 
 // admit decides and charges one hit: one lookup, one evaluation for a key already held.
-func (t *keyed[S, K]) admit(key string, now, cost int64) verdict {
-	return t.admitHashed(key, keyHash(key), now, cost)
-}
-
-// admitHashed is admit for a caller that has hashed key already (keyHash).
-func (t *keyed[S, K]) admitHashed(key string, h uint64, now, cost int64) verdict {
-	if i, ok := t.find(key, h); ok {
+func (t *keyed[S, K]) admit(k hkey, now, cost int64) verdict {
+	if i, ok := t.find(k); ok {
 		return t.k.admit(&t.slots[i].state, now, cost)
 	}
-	res, r := t.evaluate(key, now, cost, true)
+	res, r := t.evaluate(k, now, cost, true)
 	if res.allowed && cost > 0 {
-		t.commit(key, r, now, cost)
+		t.commit(k, r, now, cost)
 	}
 	return res
 }
 
 // charge forces cost onto key's state (a settled overrun); a full table without overflow
 // has no state to charge.
-func (t *keyed[S, K]) charge(key string, now, cost int64) {
-	t.force(key, t.locate(key, now, true), now, cost)
+func (t *keyed[S, K]) charge(k hkey, now, cost int64) {
+	t.force(k, t.locate(k, now, true), now, cost)
 }
 
 // refund gives cost back to key's state. A key absent from the table holds nothing to refund:
 // either it was idle and swept, or it was charged in the overflow state, which is not refunded
 // (refunding it for a key that has since got a slot would make sweeping change decisions;
 // the overflow state recovers with time instead).
-func (t *keyed[S, K]) refund(key string, now, at, cost int64) {
-	i, ok := t.find(key, keyHash(key))
+func (t *keyed[S, K]) refund(k hkey, now, at, cost int64) {
+	i, ok := t.find(k)
 	if !ok {
 		return
 	}
@@ -367,7 +360,7 @@ func (t *keyed[S, K]) restore(d *decoder) {
 		d.check(i == 0 || key > prev, "keys out of order at %q", key)
 		var s S
 		t.k.readState(d, &s)
-		j := t.insert(key, keyHash(key))
+		j := t.insert(hashed(key))
 		t.slots[j].state = s
 		t.push(j, t.k.idleAt(s))
 		prev = key

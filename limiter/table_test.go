@@ -20,7 +20,7 @@ func (t *keyed[S, K]) invariants() error {
 		}
 		live++
 		key := sl.key.String()
-		if j, ok := t.find(key, keyHash(key)); !ok || j != int32(i) {
+		if j, ok := t.find(hashed(key)); !ok || j != int32(i) {
 			return fmt.Errorf("slot %d (%q) is not found by its key", i, key)
 		}
 		if int(sl.pos) >= len(t.heap) || sl.pos < 0 || t.heap[sl.pos] != int32(i) {
@@ -58,13 +58,13 @@ func TestKeyTableKeepsItsInvariants(t *testing.T) {
 			cost := drawCost(t, sc.limit)
 			switch rapid.IntRange(0, 9).Draw(t, "op") {
 			case 0:
-				tb.charge(key, now, cost)
+				tb.charge(hashed(key), now, cost)
 			case 1, 2:
-				tb.refund(key, now, now-rapid.Int64Range(0, sc.unit).Draw(t, "ago"), cost)
+				tb.refund(hashed(key), now, now-rapid.Int64Range(0, sc.unit).Draw(t, "ago"), cost)
 			case 3:
 				tb.sweep(now)
 			default:
-				tb.admit(key, now, cost)
+				tb.admit(hashed(key), now, cost)
 			}
 			if err := check.invariants(); err != nil {
 				t.Fatalf("op %d: %v", i, err)
@@ -90,7 +90,7 @@ func TestKeySlotsAgreeWithAMap(t *testing.T) {
 				// A tag near the top wraps runs past the table's end.
 				h = uint64(rapid.SampledFrom([]uint32{0, 1, 7, 0xFFFFFFFF, 0xFFFFFFFE}).Draw(t, "tag")) << 32
 			}
-			got, ok := tb.find(key, h)
+			got, ok := tb.find(hkey{key, h})
 			if ok != held || (ok && tb.slots[got].key.String() != key) {
 				t.Fatalf("op %d: find %q = %d,%v; held %v", i, key, got, ok, held)
 			}
@@ -99,7 +99,7 @@ func TestKeySlotsAgreeWithAMap(t *testing.T) {
 				tb.delete(got)
 				delete(hashes, key)
 			} else {
-				tb.push(tb.insert(key, h), rapid.Int64Range(0, 10).Draw(t, "idle"))
+				tb.push(tb.insert(hkey{key, h}), rapid.Int64Range(0, 10).Draw(t, "idle"))
 				hashes[key] = h
 			}
 			if tb.n != len(hashes) || len(tb.heap) != tb.n {
@@ -112,7 +112,7 @@ func TestKeySlotsAgreeWithAMap(t *testing.T) {
 			}
 		}
 		for key, h := range hashes {
-			if got, ok := tb.find(key, h); !ok || tb.slots[got].key.String() != key {
+			if got, ok := tb.find(hkey{key, h}); !ok || tb.slots[got].key.String() != key {
 				t.Fatalf("%q lost", key)
 			}
 		}

@@ -70,7 +70,3 @@ func transition(t *raftv1.TransitionRecord) *sluicev1.Transition {
 		Reason:   t.Reason,
 	}
 }
-
-func runError(code, msg string) *sluicev1.JobError {
-	return &sluicev1.JobError{Code: code, Message: msg}
-}

@@ -140,27 +140,3 @@ func (q *FairQueue) setHead(c *classQueue, x int32) {
 	j := &q.jobs[x]
 	c.head, c.hPrio, c.hSeq, c.hID, c.hReady = x, int32(prioOf(j.prio)), j.seq, j.id, j.ready
 }
-
-// cqBefore returns the last job of c before x and the first after it in
-// ordFlow order, for an x that is not in c.
-func (q *FairQueue) cqBefore(c *classQueue, x int32) (pred, succ int32) {
-	p := prioOf(q.jobs[x].prio)
-	lv := &c.lv[p]
-	// Within x's level walk back from the tail (x is usually the newest).
-	t := lv.t
-	for t != 0 && q.fullLess(ordFlow, x, t) {
-		succ, t = t, q.nodes[0][t].l
-	}
-	pred = t
-	if pred == 0 {
-		if above := c.mask &^ (1<<(p+1) - 1); above != 0 {
-			pred = c.lv[bits.TrailingZeros16(above)].t
-		}
-	}
-	if succ == 0 {
-		if below := c.mask & (1<<p - 1); below != 0 {
-			succ = c.lv[bits.Len16(below)-1].h
-		}
-	}
-	return pred, succ
-}

@@ -383,8 +383,6 @@ func (q *FairQueue) simLess(a, b int32) bool {
 }
 
 // The frontier holds heap positions (flow t.heap[p]); charged holds flows.
-func (q *FairQueue) frontierFlow(t *tier, p int32) int32 { return t.heap[p] }
-
 func (q *FairQueue) pushFrontier(t *tier, p int32) {
 	h := append(t.frontier, p)
 	for i := len(h) - 1; i > 0; {

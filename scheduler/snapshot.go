@@ -218,7 +218,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 	f := &q.flows[j.flow]
 	m := &q.models[j.model]
 	ti := q.treeOf(j.model, f.tier)
-	m.trees[ti].root = q.tDelete(1, ordPos, m.trees[ti].root, x)
+	m.trees[ti].root = q.tDelete(1, m.trees[ti].root, x)
 	m.ready--
 	f.costAt[prioOf(j.prio)] -= costOf(j.cost)
 	f.ready--

@@ -176,10 +176,10 @@ func (q *FairQueue) rotate(k int, n, c int32, toC, cSide *int32) {
 	q.pull(k, c)
 }
 
-// tDelete removes x from the tree rooted at root and returns the new root.
+// tDelete removes x, which must be in the tree rooted at root, and returns the new root.
 // Through x's parent: its children are joined in its place and the sizes
 // above it go down by one.
-func (q *FairQueue) tDelete(k, _ int, root, x int32) int32 {
+func (q *FairQueue) tDelete(k int, root, x int32) int32 {
 	ns := q.nodes[k]
 	p := ns[x].p
 	c := q.tJoin(k, ns[x].l, ns[x].r)
@@ -246,22 +246,6 @@ func (q *FairQueue) tRank(k, o int, n, x int32) int {
 		}
 	}
 	return c
-}
-
-// tNeighbours returns the last node before x and the first after it (0
-// when none); x need not be in the tree, but its node key must be set.
-func (q *FairQueue) tNeighbours(k, o int, n, x int32) (pred, succ int32) {
-	ns := q.nodes[k]
-	for n != 0 {
-		if q.less(k, o, n, x) {
-			pred = n
-			n = ns[n].r
-		} else {
-			succ = n
-			n = ns[n].l
-		}
-	}
-	return pred, succ
 }
 
 // tAscend calls fn for the nodes of the tree in order until fn says stop.

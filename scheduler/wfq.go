@@ -360,8 +360,8 @@ func keyBefore(aq int64, af uint32, bq int64, bf uint32) bool {
 
 func (q *FairQueue) unlinkDelayed(x int32) {
 	m := &q.models[q.jobs[x].model]
-	m.delayed = q.tDelete(0, ordReady, m.delayed, x)
-	q.delayed = q.tDelete(1, ordReady, q.delayed, x)
+	m.delayed = q.tDelete(0, m.delayed, x)
+	q.delayed = q.tDelete(1, q.delayed, x)
 }
 
 func (q *FairQueue) removeAt(x int32) {
@@ -379,7 +379,7 @@ func (q *FairQueue) removeAt(x int32) {
 			f.classes, f.cids = f.classes[:last], f.cids[:last]
 		}
 		ti := q.treeOf(j.model, f.tier)
-		m.trees[ti].root = q.tDelete(1, ordPos, m.trees[ti].root, x)
+		m.trees[ti].root = q.tDelete(1, m.trees[ti].root, x)
 		m.ready--
 		f.costAt[prioOf(j.prio)] -= costOf(j.cost)
 		f.ready--
