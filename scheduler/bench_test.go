@@ -41,15 +41,19 @@ type benchQueue struct {
 	next     uint64
 	now      int64
 	bytesJob float64
-	tenantOf []int32 // by job ID: the harness's own record, read without touching the queue
 }
+
+// A job's ID carries its tenant in its low bits, so that the harness knows
+// a placed job's tenant without a lookup of its own inside the timed loop.
+const benchIDShift = 10 // 1 << 10 > benchTenants
+
+func benchTenantOf(id uint64) int32 { return int32(id & (1<<benchIDShift - 1)) }
 
 func (bq *benchQueue) job(tenant int) Job {
 	bq.next++
-	bq.tenantOf = append(bq.tenantOf[:bq.next], int32(tenant))
 	r := bq.rnd.next()
 	return Job{
-		ID: bq.next, Seq: bq.next, Tenant: benchCfg.Tenants[tenant].Name, Tier: benchCfg.Tenants[tenant].Tier,
+		ID: bq.next<<benchIDShift | uint64(tenant), Seq: bq.next, Tenant: benchCfg.Tenants[tenant].Name, Tier: benchCfg.Tenants[tenant].Tier,
 		Model: models[r%10], Priority: int32(r >> 8 % 10), GPUs: 1, GPUMemoryMB: 16000,
 		Cost: int64(1000 + r>>16%60000), Ready: bq.now,
 	}
@@ -71,7 +75,7 @@ func queueOf(n int) *benchQueue {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	bq := &benchQueue{q: NewFairQueue(benchCfg), rnd: benchRand(n), tenantOf: make([]int32, 1, n+1)}
+	bq := &benchQueue{q: NewFairQueue(benchCfg), rnd: benchRand(n)}
 	bq.q.Advance(0)
 	for i := range n {
 		bq.q.Enqueue(bq.job(int(bq.rnd.next()%benchTenants) ^ i&0))
@@ -91,21 +95,22 @@ func BenchmarkEnqueue(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
 			bq := queueOf(n)
-			first := bq.next + 1
+			added := make([]uint64, 0, n/2)
 			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				bq.q.Enqueue(bq.job(int(bq.rnd.next() % benchTenants)))
-				if i%(n/2) == n/2-1 {
+			for b.Loop() {
+				j := bq.job(int(bq.rnd.next() % benchTenants))
+				bq.q.Enqueue(j)
+				if added = append(added, j.ID); len(added) == n/2 {
 					b.StopTimer()
-					for id := first; id <= bq.next; id++ {
+					for _, id := range added {
 						bq.q.Remove(id)
 					}
-					first = bq.next + 1
+					added = added[:0]
 					b.StartTimer()
 				}
 			}
 			b.StopTimer()
-			for id := first; id <= bq.next; id++ {
+			for _, id := range added {
 				bq.q.Remove(id)
 			}
 			b.ReportMetric(bq.bytesJob, "heap-bytes/job")
@@ -136,7 +141,7 @@ func BenchmarkDispatch(b *testing.B) {
 					bq.q.Advance(bq.now)
 					dst = bq.q.PlaceInto(dst[:0], bq.now, slots)
 					for _, p := range dst {
-						started = append(started, bq.tenantOf[p.JobID])
+						started = append(started, benchTenantOf(p.JobID))
 						bq.q.Start(p.JobID, bq.now)
 					}
 					jobs += len(dst)
@@ -185,24 +190,60 @@ func BenchmarkPosition(b *testing.B) {
 }
 
 // meanTreeDepth is the mean depth of the queued jobs in their queue-order
-// trees (the root at 1): the ancestors Start walks to remove one, and about
-// the nodes Enqueue compares on the way in. It is the part of a dispatch's
-// work that grows with the queue.
+// trees: the nodes from the root to the job's leaf, which Start walks up
+// to remove a job and Enqueue walks down to add one. It is the part of a
+// dispatch's work that grows with the queue.
 func (q *FairQueue) meanTreeDepth() float64 {
 	var sum, n int
-	var walk func(x int32, d int)
-	walk = func(x int32, d int) {
-		for x != 0 {
-			sum += d
-			n++
-			walk(q.nodes[1][x].l, d+1)
-			x, d = q.nodes[1][x].r, d+1
-		}
-	}
 	for mi := range q.models {
 		for _, tt := range q.models[mi].trees {
-			walk(tt.root, 1)
+			if tt.root == 0 {
+				continue
+			}
+			d := 1
+			for x := tt.root; !q.bn[x].leaf; x = q.bn[x].child[0] {
+				d++
+			}
+			k := q.bSize(tt.root)
+			sum += d * k
+			n += k
 		}
 	}
 	return float64(sum) / float64(max(n, 1))
+}
+
+// BenchmarkMemoryLatency is a control for the machine, not the queue: one
+// dependent load at a random place in a buffer the size of the queue's
+// heap at each benchmark size (pointer chasing over a random cycle), so
+// that the growth of Dispatch's time can be set against the growth of
+// the cost of touching memory of that footprint.
+func BenchmarkMemoryLatency(b *testing.B) {
+	for _, n := range benchSizes {
+		bytes := int(queueOf(n).bytesJob * float64(n))
+		b.Run(fmt.Sprintf("footprint-of=%d", n), func(b *testing.B) {
+			const line = 64 / 8 // one uint64 per cache line is used
+			lines := bytes / 64
+			buf := make([]uint64, lines*line)
+			perm := make([]int, lines)
+			rnd := benchRand(n)
+			for i := range perm {
+				perm[i] = i
+			}
+			for i := len(perm) - 1; i > 0; i-- {
+				j := int(rnd.next() % uint64(i+1))
+				perm[i], perm[j] = perm[j], perm[i]
+			}
+			for i := range perm {
+				buf[perm[i]*line] = uint64(perm[(i+1)%len(perm)] * line)
+			}
+			p := uint64(0)
+			for b.Loop() {
+				p = buf[p]
+			}
+			b.ReportMetric(float64(bytes)/(1<<20), "MiB")
+			if p == 1 {
+				b.Log(p)
+			}
+		})
+	}
 }

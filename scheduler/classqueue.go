@@ -30,7 +30,7 @@ type classQueue struct {
 type level struct{ h, t int32 }
 
 func (q *FairQueue) cqPush(c *classQueue, x int32) {
-	ns := q.nodes[0]
+	ns := q.nodes
 	p := prioOf(q.jobs[x].prio)
 	lv := &c.lv[p]
 	t := lv.t
@@ -58,7 +58,7 @@ func (q *FairQueue) cqPush(c *classQueue, x int32) {
 }
 
 func (q *FairQueue) cqRemove(c *classQueue, x int32) {
-	ns := q.nodes[0]
+	ns := q.nodes
 	p := prioOf(q.jobs[x].prio)
 	lv := &c.lv[p]
 	l, r := ns[x].l, ns[x].r
@@ -90,7 +90,7 @@ func (q *FairQueue) cqFirst(c *classQueue) int32 {
 
 // cqNext is the job after x in the queue's order, or 0.
 func (q *FairQueue) cqNext(c *classQueue, x int32) int32 {
-	if r := q.nodes[0][x].r; r != 0 {
+	if r := q.nodes[x].r; r != 0 {
 		return r
 	}
 	if below := c.mask & (1<<prioOf(q.jobs[x].prio) - 1); below != 0 {
@@ -101,7 +101,7 @@ func (q *FairQueue) cqNext(c *classQueue, x int32) int32 {
 
 // cqPrev is the job before x in the queue's order, or 0.
 func (q *FairQueue) cqPrev(c *classQueue, x int32) int32 {
-	if l := q.nodes[0][x].l; l != 0 {
+	if l := q.nodes[x].l; l != 0 {
 		return l
 	}
 	if above := c.mask &^ (1<<(prioOf(q.jobs[x].prio)+1) - 1); above != 0 {

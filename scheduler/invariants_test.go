@@ -51,7 +51,7 @@ func checkInvariants(q *FairQueue) error {
 	if seen != q.n {
 		return fmt.Errorf("n = %d, the ID index has %d", q.n, seen)
 	}
-	check := func(k, o int, root int32, what string) (int, error) {
+	check := func(o int, root int32, what string) (int, error) {
 		n := 0
 		var prev int32
 		var err error
@@ -60,21 +60,21 @@ func checkInvariants(q *FairQueue) error {
 			if x == 0 || err != nil {
 				return 0
 			}
-			nd := &q.nodes[k][x]
+			nd := &q.nodes[x]
 			l, r := nd.l, nd.r
 			if nd.key != q.packKey(o, x) || nd.hp != treapPrio(q.jobs[x].id) {
 				err = fmt.Errorf("%s: stale node key at %d", what, q.jobs[x].id)
 			}
 			for _, c := range []int32{l, r} {
-				if c != 0 && q.above(k, c, x) {
+				if c != 0 && q.above(c, x) {
 					err = fmt.Errorf("%s: heap order broken at %d", what, q.jobs[x].id)
 				}
-				if c != 0 && q.nodes[k][c].p != x {
-					err = fmt.Errorf("%s: %d's parent is %d, want %d", what, c, q.nodes[k][c].p, x)
+				if c != 0 && q.nodes[c].p != x {
+					err = fmt.Errorf("%s: %d's parent is %d, want %d", what, c, q.nodes[c].p, x)
 				}
 			}
 			ls := walk(l)
-			if prev != 0 && (!q.less(k, o, prev, x) || !q.fullLess(o, prev, x)) {
+			if prev != 0 && (!q.less(o, prev, x) || !q.fullLess(o, prev, x)) {
 				err = fmt.Errorf("%s: order broken at %d", what, q.jobs[x].id)
 			}
 			prev = x
@@ -85,8 +85,8 @@ func checkInvariants(q *FairQueue) error {
 			}
 			return size
 		}
-		if root != 0 && q.nodes[k][root].p != 0 {
-			return 0, fmt.Errorf("%s: the root %d has parent %d", what, root, q.nodes[k][root].p)
+		if root != 0 && q.nodes[root].p != 0 {
+			return 0, fmt.Errorf("%s: the root %d has parent %d", what, root, q.nodes[root].p)
 		}
 		walk(root)
 		return n, err
@@ -174,7 +174,7 @@ func checkInvariants(q *FairQueue) error {
 		m := &q.models[mi]
 		n := 0
 		for _, tt := range m.trees {
-			c, err := check(1, ordPos, tt.root, "position tree")
+			c, err := q.checkBTree(ordPos, tt.root)
 			if err != nil {
 				return err
 			}
@@ -184,7 +184,7 @@ func checkInvariants(q *FairQueue) error {
 			return fmt.Errorf("model %s: %d ready in trees, counter %d", m.name, n, m.ready)
 		}
 		posTotal += n
-		d, err := check(0, ordReady, m.delayed, "model delayed tree")
+		d, err := check(ordReady, m.delayed, "model delayed tree")
 		if err != nil {
 			return err
 		}
@@ -193,7 +193,7 @@ func checkInvariants(q *FairQueue) error {
 		}
 		delayedTotal += d
 	}
-	d, err := check(1, ordReady, q.delayed, "delayed tree")
+	d, err := q.checkBTree(ordReady, q.delayed)
 	if err != nil {
 		return err
 	}
@@ -201,6 +201,80 @@ func checkInvariants(q *FairQueue) error {
 		return fmt.Errorf("ready %d/%d, delayed %d/%d, n %d", total, posTotal, d, delayedTotal, q.n)
 	}
 	return nil
+}
+
+// checkBTree verifies a B-tree of order o and returns its number of jobs:
+// parents, fill, equal leaf depth, keys, order, counts, first entries,
+// leaf links and the jobs' leaf pointers.
+func (q *FairQueue) checkBTree(o int, root int32) (int, error) {
+	if root == 0 {
+		return 0, nil
+	}
+	if q.bn[root].parent != 0 {
+		return 0, fmt.Errorf("B-tree root %d has parent %d", root, q.bn[root].parent)
+	}
+	var prev, prevLeaf int32
+	leafDepth := -1
+	var walk func(n int32, depth int) (int32, error)
+	walk = func(n int32, depth int) (int32, error) {
+		nd := &q.bn[n]
+		if nd.n < 1 || nd.n > bMax || n != root && nd.n < bMin || n == root && !nd.leaf && nd.n < 2 {
+			return 0, fmt.Errorf("B-tree node %d holds %d entries", n, nd.n)
+		}
+		for i := nd.n; i < bMax; i++ {
+			if nd.key[i] != 0 || nd.job[i] != 0 || nd.child[i] != 0 || nd.cnt[i] != 0 {
+				return 0, fmt.Errorf("B-tree node %d: entry %d past its end is not clear", n, i)
+			}
+		}
+		if !nd.leaf {
+			var total int32
+			for i := range nd.n {
+				c := nd.child[i]
+				if q.bn[c].parent != n {
+					return 0, fmt.Errorf("B-tree node %d's parent is %d, want %d", c, q.bn[c].parent, n)
+				}
+				if nd.key[i] != q.bn[c].key[0] || nd.job[i] != q.bn[c].job[0] {
+					return 0, fmt.Errorf("B-tree node %d: entry %d is not its child's first", n, i)
+				}
+				k, err := walk(c, depth+1)
+				if err != nil {
+					return 0, err
+				}
+				if k != nd.cnt[i] {
+					return 0, fmt.Errorf("B-tree node %d: child %d counted %d, holds %d", n, i, nd.cnt[i], k)
+				}
+				total += k
+			}
+			return total, nil
+		}
+		if leafDepth < 0 {
+			leafDepth = depth
+		} else if depth != leafDepth {
+			return 0, fmt.Errorf("B-tree leaf %d at depth %d, another at %d", n, depth, leafDepth)
+		}
+		if nd.prev != prevLeaf || prevLeaf != 0 && q.bn[prevLeaf].next != n {
+			return 0, fmt.Errorf("B-tree leaf %d: links broken (prev %d, want %d)", n, nd.prev, prevLeaf)
+		}
+		prevLeaf = n
+		for i, x := range nd.job[:nd.n] {
+			if q.jobs[x].leaf != n {
+				return 0, fmt.Errorf("B-tree: job %d's leaf is %d, it sits in %d", q.jobs[x].id, q.jobs[x].leaf, n)
+			}
+			if nd.key[i] != q.packKey(o, x) {
+				return 0, fmt.Errorf("B-tree: stale key of job %d", q.jobs[x].id)
+			}
+			if prev != 0 && (!q.bLess(o, q.packKey(o, prev), prev, nd.key[i], x) || !q.fullLess(o, prev, x)) {
+				return 0, fmt.Errorf("B-tree: order broken at job %d", q.jobs[x].id)
+			}
+			prev = x
+		}
+		return nd.n, nil
+	}
+	n, err := walk(root, 1)
+	if err == nil && q.bn[prevLeaf].next != 0 {
+		err = fmt.Errorf("B-tree: the last leaf %d links to %d", prevLeaf, q.bn[prevLeaf].next)
+	}
+	return int(n), err
 }
 
 // fataler is what both *testing.T and *rapid.T offer.

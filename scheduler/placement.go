@@ -297,10 +297,10 @@ func (q *FairQueue) placedBy(t *tenant) int32 {
 func (q *FairQueue) collectDue(now int64) {
 	ps := &q.ps
 	ps.due = ps.due[:0]
-	if q.delayed == 0 || q.jobs[q.tFirst(1, q.delayed)].ready > now {
+	if q.delayed == 0 || q.jobs[q.bFirst(q.delayed)].ready > now {
 		return
 	}
-	q.tAscend(1, q.delayed, func(x int32) bool {
+	q.bAscend(q.delayed, func(x int32) bool {
 		if q.jobs[x].ready > now {
 			return false
 		}

@@ -72,7 +72,7 @@ func (q *FairQueue) Position(id uint64) (int, bool) {
 	j := &q.jobs[x]
 	m := &q.models[j.model]
 	if !j.promoted {
-		return int(m.ready) + q.tRank(0, ordReady, m.delayed, x) + 1, true
+		return int(m.ready) + q.tRank(ordReady, m.delayed, x) + 1, true
 	}
 	t := &q.tiers[q.flows[j.flow].tier]
 	band := t.band()
@@ -85,10 +85,10 @@ func (q *FairQueue) Position(id uint64) (int, bool) {
 		ot := &q.tiers[tt.tier]
 		switch ob := ot.band(); {
 		case ob < band:
-			n += int(q.size(1, tt.root))
+			n += q.bSize(tt.root)
 		case ob > band:
 		case ot == t:
-			n += q.tRank(1, ordPos, tt.root, x)
+			n += q.bRank(x)
 		default:
 			n += q.countBefore(tt.root, q.convOf(tt.tier), r, ot.name < t.name)
 		}
@@ -98,18 +98,11 @@ func (q *FairQueue) Position(id uint64) (int, bool) {
 
 // countBefore counts the jobs of a queue-order tree that map to a band
 // time before r (at r too when their tier sorts first).
-func (q *FairQueue) countBefore(n int32, c conv, r int64, tierFirst bool) int {
-	cnt := 0
-	ns := q.nodes[1]
-	for n != 0 {
-		if jr := c.at(sqOf(ns[n].key)); jr < r || jr == r && tierFirst {
-			cnt += int(ns[ns[n].l].size) + 1
-			n = ns[n].r
-		} else {
-			n = ns[n].l
-		}
-	}
-	return cnt
+func (q *FairQueue) countBefore(root int32, c conv, r int64, tierFirst bool) int {
+	return q.bCountWhile(root, func(key uint64) bool {
+		jr := c.at(sqOf(key))
+		return jr < r || jr == r && tierFirst
+	})
 }
 
 // Cursor is a place in queue order for Page; the zero Cursor is the start.
@@ -131,14 +124,14 @@ type Cursor struct {
 
 // mergeIter walks one tree in order, starting after a cursor.
 type mergeIter struct {
-	stack []int32
-	band  uint8
-	tier  int32
-	c     conv
-	r     int64 // of the head
+	cur  bCursor
+	band uint8
+	tier int32
+	c    conv
+	r    int64 // of the head
 }
 
-func (q *FairQueue) head(it *mergeIter) int32 { return it.stack[len(it.stack)-1] }
+func (q *FairQueue) head(it *mergeIter) int32 { return q.bJob(it.cur) }
 
 func (q *FairQueue) setR(it *mergeIter) {
 	x := q.head(it)
@@ -150,12 +143,7 @@ func (q *FairQueue) setR(it *mergeIter) {
 }
 
 func (q *FairQueue) advance(it *mergeIter) bool {
-	x := q.head(it)
-	it.stack = it.stack[:len(it.stack)-1]
-	for n := q.nodes[1][x].r; n != 0; n = q.nodes[1][n].l {
-		it.stack = append(it.stack, n)
-	}
-	if len(it.stack) == 0 {
+	if it.cur = q.bNext(it.cur); it.cur.leaf == 0 {
 		return false
 	}
 	q.setR(it)
@@ -173,7 +161,7 @@ func (q *FairQueue) itLess(a, b *mergeIter) bool {
 	if a.tier != b.tier {
 		return q.tiers[a.tier].name < q.tiers[b.tier].name
 	}
-	return q.less(1, ordPos, q.head(a), q.head(b))
+	return q.fullLess(ordPos, q.head(a), q.head(b))
 }
 
 // after reports whether job x (in a tree with the given band and tier,
@@ -220,19 +208,14 @@ func (q *FairQueue) iters(c *Cursor) []*mergeIter {
 		if it.band != 2 {
 			name = q.tiers[it.tier].name
 		}
-		for n := root; n != 0; {
+		it.cur = q.bSeek(root, func(n int32) bool {
 			r := q.jobs[n].ready
 			if it.band != 2 {
 				r = it.c.at(q.jobs[n].sq)
 			}
-			if q.after(c, n, it.band, r, name) {
-				it.stack = append(it.stack, n)
-				n = q.nodes[1][n].l
-			} else {
-				n = q.nodes[1][n].r
-			}
-		}
-		if len(it.stack) > 0 {
+			return q.after(c, n, it.band, r, name)
+		})
+		if it.cur.leaf != 0 {
 			q.setR(it)
 			its = append(its, it)
 		}

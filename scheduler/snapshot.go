@@ -14,8 +14,9 @@ import (
 // tag and virtual time, every tenant's running count, every flow's tag and
 // every queued job with its position key. Records are written sorted by
 // name or ID and all numbers as varints, so the encoding is a function of
-// the state alone; decoding rebuilds the same state (the trees' shapes
-// depend only on their keys), so that encode → decode → encode gives the
+// the state alone; decoding rebuilds the same state (the B-trees' shapes
+// may differ, but nothing depends on them: order, ranks and iteration
+// depend only on the keys), so that encode → decode → encode gives the
 // same bytes and every later decision is the same. Weights, caps and
 // bounds are not in it: they come from the Config the queue was made with.
 
@@ -218,7 +219,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 	f := &q.flows[j.flow]
 	m := &q.models[j.model]
 	ti := q.treeOf(j.model, f.tier)
-	m.trees[ti].root = q.tDelete(1, m.trees[ti].root, x)
+	q.bDelete(&m.trees[ti].root, x)
 	m.ready--
 	f.costAt[prioOf(j.prio)] -= costOf(j.cost)
 	f.ready--
@@ -232,7 +233,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 // reset empties the queue, keeping its Config.
 func (q *FairQueue) reset() {
 	q.jobs, q.free, q.byID, q.n = make([]qjob, 1), nil, jobIndex{}, 0
-	q.nodes = [2][]tnode{make([]tnode, 1), make([]tnode, 1)}
+	q.nodes, q.bn, q.bnFree = make([]tnode, 1), make([]bnode, 1), nil
 	q.tenants, q.tenantIx = nil, make(map[string]int32)
 	q.tiers, q.tierIx = nil, make(map[string]int32)
 	q.flows, q.flowIx = nil, make(map[flowKey]int32)

@@ -2,17 +2,14 @@ package scheduler
 
 import "math"
 
-// The queue keeps every job in one arena (FairQueue.jobs) and links it
-// into two structures at once, one per link set, through nodes kept in two
-// compact arrays apart from the job records (FairQueue.nodes[k][x] is job
-// x's node in link set k), so that a descent touches one small node per
-// level:
+// The queue keeps every job in one arena (FairQueue.jobs). Besides the
+// counted B+-trees of btree.go (queue order, and the global delayed
+// order), each job has one small node in a compact array apart from the
+// job records (FairQueue.nodes[x] is job x's), which links it into one of:
 //
-//	link 0: a ready job sits in its flow's class queue (classqueue.go, a
-//	        list: l and r are the previous and next job);
-//	        a delayed job in its model's delayed treap (ordReady).
-//	link 1: a ready job sits in its (tier, model) queue-order treap (ordPos);
-//	        a delayed job in the global delayed treap (ordReady).
+//	a ready job: its flow's class queue (classqueue.go, a list: l and r
+//	             are the previous and next job);
+//	a delayed job: its model's delayed treap (ordReady), for Position.
 //
 // A treap node holds its order key packed into a uint64 (compared first;
 // the job record is read only when two packed keys tie) and its subtree
@@ -20,8 +17,7 @@ import "math"
 // known job needs no search: no key comparisons, so no job records read
 // on ties (tDelete). Index 0 is nil and has size 0. Heap
 // priorities are a hash of the job's ID, so a treap's shape depends only
-// on the keys it holds, not on the order of the calls that built it: a
-// queue restored from a snapshot has the same treaps.
+// on the keys it holds, not on the order of the calls that built it.
 
 type tnode struct {
 	key  uint64
@@ -62,8 +58,8 @@ func sqOf(key uint64) int64 {
 	return math.MaxInt64
 }
 
-func (q *FairQueue) less(k, o int, a, b int32) bool {
-	if ka, kb := q.nodes[k][a].key, q.nodes[k][b].key; ka != kb {
+func (q *FairQueue) less(o int, a, b int32) bool {
+	if ka, kb := q.nodes[a].key, q.nodes[b].key; ka != kb {
 		return ka < kb
 	}
 	return q.fullLess(o, a, b)
@@ -102,8 +98,8 @@ func (q *FairQueue) fullLess(o int, a, b int32) bool {
 	return x.id < y.id
 }
 
-func (q *FairQueue) above(k int, a, b int32) bool {
-	x, y := &q.nodes[k][a], &q.nodes[k][b]
+func (q *FairQueue) above(a, b int32) bool {
+	x, y := &q.nodes[a], &q.nodes[b]
 	if x.hp != y.hp {
 		return x.hp > y.hp
 	}
@@ -118,53 +114,51 @@ func treapPrio(id uint64) uint32 {
 }
 
 // pull recomputes n's subtree size from its children's.
-func (q *FairQueue) pull(k int, n int32) {
-	ns := q.nodes[k]
+func (q *FairQueue) pull(n int32) {
+	ns := q.nodes
 	x := &ns[n]
 	x.size = 1 + ns[x.l].size + ns[x.r].size
 }
 
-func (q *FairQueue) size(k int, n int32) int32 { return q.nodes[k][n].size }
-
 // tInsert adds x to the tree rooted at n and returns the new root.
-func (q *FairQueue) tInsert(k, o int, n, x int32) int32 {
-	q.nodes[k][x] = tnode{key: q.packKey(o, x), size: 1, hp: treapPrio(q.jobs[x].id)}
-	root := q.insert(k, o, n, x)
-	q.nodes[k][root].p = 0
+func (q *FairQueue) tInsert(o int, n, x int32) int32 {
+	q.nodes[x] = tnode{key: q.packKey(o, x), size: 1, hp: treapPrio(q.jobs[x].id)}
+	root := q.insert(o, n, x)
+	q.nodes[root].p = 0
 	return root
 }
 
 // insert adds x below n and returns the subtree's new root, whose parent
 // the caller sets.
-func (q *FairQueue) insert(k, o int, n, x int32) int32 {
+func (q *FairQueue) insert(o int, n, x int32) int32 {
 	if n == 0 {
 		return x
 	}
-	ns := q.nodes[k]
-	if q.less(k, o, x, n) {
-		c := q.insert(k, o, ns[n].l, x)
+	ns := q.nodes
+	if q.less(o, x, n) {
+		c := q.insert(o, ns[n].l, x)
 		ns[n].l, ns[c].p = c, n
-		if q.above(k, c, n) {
-			q.rotate(k, n, c, &ns[n].l, &ns[c].r)
+		if q.above(c, n) {
+			q.rotate(n, c, &ns[n].l, &ns[c].r)
 			return c
 		}
 	} else {
-		c := q.insert(k, o, ns[n].r, x)
+		c := q.insert(o, ns[n].r, x)
 		ns[n].r, ns[c].p = c, n
-		if q.above(k, c, n) {
-			q.rotate(k, n, c, &ns[n].r, &ns[c].l)
+		if q.above(c, n) {
+			q.rotate(n, c, &ns[n].r, &ns[c].l)
 			return c
 		}
 	}
-	q.pull(k, n)
+	q.pull(n)
 	return n
 }
 
 // rotate lifts child c over its parent n: inner is c's subtree on n's
 // side (it moves under n, into n's link *toC) and *cSide is c's link that
 // takes n.
-func (q *FairQueue) rotate(k int, n, c int32, toC, cSide *int32) {
-	ns := q.nodes[k]
+func (q *FairQueue) rotate(n, c int32, toC, cSide *int32) {
+	ns := q.nodes
 	inner := *cSide
 	*toC = inner
 	if inner != 0 {
@@ -172,17 +166,17 @@ func (q *FairQueue) rotate(k int, n, c int32, toC, cSide *int32) {
 	}
 	*cSide = n
 	ns[n].p = c
-	q.pull(k, n)
-	q.pull(k, c)
+	q.pull(n)
+	q.pull(c)
 }
 
 // tDelete removes x, which must be in the tree rooted at root, and returns the new root.
 // Through x's parent: its children are joined in its place and the sizes
 // above it go down by one.
-func (q *FairQueue) tDelete(k int, root, x int32) int32 {
-	ns := q.nodes[k]
+func (q *FairQueue) tDelete(root, x int32) int32 {
+	ns := q.nodes
 	p := ns[x].p
-	c := q.tJoin(k, ns[x].l, ns[x].r)
+	c := q.tJoin(ns[x].l, ns[x].r)
 	if c != 0 {
 		ns[c].p = p
 	}
@@ -202,43 +196,32 @@ func (q *FairQueue) tDelete(k int, root, x int32) int32 {
 
 // tJoin joins two trees where every key of a is below every key of b; the
 // caller sets the parent of the root it returns.
-func (q *FairQueue) tJoin(k int, a, b int32) int32 {
+func (q *FairQueue) tJoin(a, b int32) int32 {
 	if a == 0 {
 		return b
 	}
 	if b == 0 {
 		return a
 	}
-	ns := q.nodes[k]
-	if q.above(k, a, b) {
-		c := q.tJoin(k, ns[a].r, b)
+	ns := q.nodes
+	if q.above(a, b) {
+		c := q.tJoin(ns[a].r, b)
 		ns[a].r, ns[c].p = c, a
-		q.pull(k, a)
+		q.pull(a)
 		return a
 	}
-	c := q.tJoin(k, a, ns[b].l)
+	c := q.tJoin(a, ns[b].l)
 	ns[b].l, ns[c].p = c, b
-	q.pull(k, b)
+	q.pull(b)
 	return b
 }
 
-func (q *FairQueue) tFirst(k int, n int32) int32 {
-	if n == 0 {
-		return 0
-	}
-	ns := q.nodes[k]
-	for ns[n].l != 0 {
-		n = ns[n].l
-	}
-	return n
-}
-
 // tRank counts the nodes of the tree below x in order o.
-func (q *FairQueue) tRank(k, o int, n, x int32) int {
-	ns := q.nodes[k]
+func (q *FairQueue) tRank(o int, n, x int32) int {
+	ns := q.nodes
 	c := 0
 	for n != 0 {
-		if q.less(k, o, n, x) {
+		if q.less(o, n, x) {
 			c += int(ns[ns[n].l].size) + 1
 			n = ns[n].r
 		} else {
@@ -246,16 +229,4 @@ func (q *FairQueue) tRank(k, o int, n, x int32) int {
 		}
 	}
 	return c
-}
-
-// tAscend calls fn for the nodes of the tree in order until fn says stop.
-func (q *FairQueue) tAscend(k int, n int32, fn func(int32) bool) bool {
-	ns := q.nodes[k]
-	for n != 0 {
-		if !q.tAscend(k, ns[n].l, fn) || !fn(n) {
-			return false
-		}
-		n = ns[n].r
-	}
-	return true
 }

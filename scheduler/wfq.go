@@ -31,11 +31,13 @@ type FairQueue struct {
 	tierCfg   map[string]int // name → index in cfg.Tiers
 	tenantCfg map[string]int // name → index in cfg.Tenants
 
-	jobs  []qjob     // arena; jobs[0] is nil
-	nodes [2][]tnode // the arena's jobs' nodes, per link set (treap.go)
-	free  []int32
-	byID  jobIndex
-	n     int
+	jobs   []qjob  // arena; jobs[0] is nil
+	nodes  []tnode // the arena's jobs' list and treap nodes (treap.go)
+	bn     []bnode // B-tree nodes (btree.go); bn[0] is nil
+	bnFree []int32
+	free   []int32
+	byID   jobIndex
+	n      int
 
 	tenants  []tenant
 	tenantIx map[string]int32
@@ -50,7 +52,7 @@ type FairQueue struct {
 
 	vband     [2]vtime // virtual time of the strict (0) and normal (1) tiers
 	watermark int64    // the latest time given to Advance or Start
-	delayed   int32    // root of the global delayed tree (link 1)
+	delayed   int32    // root of the global delayed B-tree
 
 	placeMu sync.Mutex // guards ps and the scratch fields of the records
 	ps      placeScratch
@@ -73,7 +75,8 @@ type qjob struct {
 	flow     int32
 	model    int32
 	class    int32
-	promoted bool // ready by the queue's clock: in the fair order
+	leaf     int32 // its B-tree leaf (queue order if promoted, else delayed)
+	promoted bool  // ready by the queue's clock: in the fair order
 }
 
 type tenant struct {
@@ -128,8 +131,8 @@ type model struct {
 	name     string
 	queued   int64
 	ready    int64
-	trees    []tierTree // queue-order trees of ready jobs, one per tier
-	delayed  int32      // root of the model's delayed tree (link 0)
+	trees    []tierTree // queue-order B-trees of ready jobs, one per tier
+	delayed  int32      // root of the model's delayed treap
 	sEpoch   uint64     // Place scratch: offset of its warm bitset
 	sWarm    int32
 	sWarmSet bool
@@ -156,7 +159,8 @@ type class struct {
 func NewFairQueue(cfg Config) *FairQueue {
 	q := &FairQueue{
 		jobs:      make([]qjob, 1),
-		nodes:     [2][]tnode{make([]tnode, 1), make([]tnode, 1)},
+		nodes:     make([]tnode, 1),
+		bn:        make([]bnode, 1),
 		tenantIx:  make(map[string]int32),
 		tierIx:    make(map[string]int32),
 		flowIx:    make(map[flowKey]int32),
@@ -219,8 +223,8 @@ func (q *FairQueue) Enqueue(j Job) {
 	if j.Ready <= q.watermark {
 		q.promote(x)
 	} else {
-		q.models[m].delayed = q.tInsert(0, ordReady, q.models[m].delayed, x)
-		q.delayed = q.tInsert(1, ordReady, q.delayed, x)
+		q.models[m].delayed = q.tInsert(ordReady, q.models[m].delayed, x)
+		q.bInsert(ordReady, &q.delayed, x)
 	}
 }
 
@@ -281,7 +285,7 @@ func (q *FairQueue) Advance(now int64) {
 	}
 	q.watermark = now
 	for q.delayed != 0 {
-		x := q.tFirst(1, q.delayed)
+		x := q.bFirst(q.delayed)
 		if q.jobs[x].ready > now {
 			return
 		}
@@ -344,7 +348,7 @@ func (q *FairQueue) link(x int32, ci int, queued bool) {
 	}
 	m := &q.models[j.model]
 	ti := q.treeOf(j.model, f.tier)
-	m.trees[ti].root = q.tInsert(1, ordPos, m.trees[ti].root, x)
+	q.bInsert(ordPos, &m.trees[ti].root, x)
 	m.ready++
 	f.costAt[prioOf(j.prio)] += costOf(j.cost)
 	f.ready++
@@ -360,8 +364,8 @@ func keyBefore(aq int64, af uint32, bq int64, bf uint32) bool {
 
 func (q *FairQueue) unlinkDelayed(x int32) {
 	m := &q.models[q.jobs[x].model]
-	m.delayed = q.tDelete(0, m.delayed, x)
-	q.delayed = q.tDelete(1, q.delayed, x)
+	m.delayed = q.tDelete(m.delayed, x)
+	q.bDelete(&q.delayed, x)
 }
 
 func (q *FairQueue) removeAt(x int32) {
@@ -379,7 +383,7 @@ func (q *FairQueue) removeAt(x int32) {
 			f.classes, f.cids = f.classes[:last], f.cids[:last]
 		}
 		ti := q.treeOf(j.model, f.tier)
-		m.trees[ti].root = q.tDelete(1, m.trees[ti].root, x)
+		q.bDelete(&m.trees[ti].root, x)
 		m.ready--
 		f.costAt[prioOf(j.prio)] -= costOf(j.cost)
 		f.ready--
@@ -403,8 +407,7 @@ func (q *FairQueue) alloc() int32 {
 		return x
 	}
 	q.jobs = append(q.jobs, qjob{})
-	q.nodes[0] = append(q.nodes[0], tnode{})
-	q.nodes[1] = append(q.nodes[1], tnode{})
+	q.nodes = append(q.nodes, tnode{})
 	return int32(len(q.jobs) - 1)
 }
 
