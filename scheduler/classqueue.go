@@ -4,7 +4,9 @@ import "math/bits"
 
 // classQueue holds one flow's ready jobs of one resource class (model,
 // GPUs, memory) in ordFlow order: a list per priority level, each in Seq
-// order, linked through the jobs' link-0 nodes (l = previous, r = next).
+// order, linked through the job records (qjob.prev, qjob.next): removing
+// a class head reads the record it has to read anyway and its successor's,
+// which becomes the head.
 // Every operation Place and Start need is O(1): the head, the job after a
 // given one, removing any job; appending is O(1) when the job's Seq is the
 // level's largest, which is how jobs arrive (a job made ready by Advance
@@ -30,23 +32,23 @@ type classQueue struct {
 type level struct{ h, t int32 }
 
 func (q *FairQueue) cqPush(c *classQueue, x int32) {
-	ns := q.nodes
-	p := prioOf(q.jobs[x].prio)
+	js := q.jobs
+	p := prioOf(js[x].prio)
 	lv := &c.lv[p]
 	t := lv.t
 	for t != 0 && q.fullLess(ordFlow, x, t) {
-		t = ns[t].l
+		t = js[t].prev
 	}
-	ns[x] = tnode{l: t}
+	js[x].prev = t
 	if t == 0 {
-		ns[x].r = lv.h
+		js[x].next = lv.h
 		lv.h = x
 	} else {
-		ns[x].r = ns[t].r
-		ns[t].r = x
+		js[x].next = js[t].next
+		js[t].next = x
 	}
-	if ns[x].r != 0 {
-		ns[ns[x].r].l = x
+	if js[x].next != 0 {
+		js[js[x].next].prev = x
 	} else {
 		lv.t = x
 	}
@@ -58,17 +60,18 @@ func (q *FairQueue) cqPush(c *classQueue, x int32) {
 }
 
 func (q *FairQueue) cqRemove(c *classQueue, x int32) {
-	ns := q.nodes
-	p := prioOf(q.jobs[x].prio)
+	js := q.jobs
+	p := prioOf(js[x].prio)
 	lv := &c.lv[p]
-	l, r := ns[x].l, ns[x].r
+	l, r := js[x].prev, js[x].next
+	js[x].prev, js[x].next = 0, 0
 	if l != 0 {
-		ns[l].r = r
+		js[l].next = r
 	} else {
 		lv.h = r
 	}
 	if r != 0 {
-		ns[r].l = l
+		js[r].prev = l
 	} else {
 		lv.t = l
 	}
@@ -90,7 +93,7 @@ func (q *FairQueue) cqFirst(c *classQueue) int32 {
 
 // cqNext is the job after x in the queue's order, or 0.
 func (q *FairQueue) cqNext(c *classQueue, x int32) int32 {
-	if r := q.nodes[x].r; r != 0 {
+	if r := q.jobs[x].next; r != 0 {
 		return r
 	}
 	if below := c.mask & (1<<prioOf(q.jobs[x].prio) - 1); below != 0 {
@@ -101,7 +104,7 @@ func (q *FairQueue) cqNext(c *classQueue, x int32) int32 {
 
 // cqPrev is the job before x in the queue's order, or 0.
 func (q *FairQueue) cqPrev(c *classQueue, x int32) int32 {
-	if l := q.nodes[x].l; l != 0 {
+	if l := q.jobs[x].prev; l != 0 {
 		return l
 	}
 	if above := c.mask &^ (1<<(prioOf(q.jobs[x].prio)+1) - 1); above != 0 {

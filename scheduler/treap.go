@@ -2,14 +2,13 @@ package scheduler
 
 import "math"
 
-// The queue keeps every job in one arena (FairQueue.jobs). Besides the
-// counted B+-trees of btree.go (queue order, and the global delayed
-// order), each job has one small node in a compact array apart from the
-// job records (FairQueue.nodes[x] is job x's), which links it into one of:
-//
-//	a ready job: its flow's class queue (classqueue.go, a list: l and r
-//	             are the previous and next job);
-//	a delayed job: its model's delayed treap (ordReady), for Position.
+// The queue keeps every job in one arena (FairQueue.jobs). Ready jobs sit
+// in their flow's class queue (classqueue.go, linked through the job
+// records) and in their (model, tier) queue-order B-tree (btree.go);
+// delayed jobs in the global delayed B-tree and in their model's delayed
+// treap, here, which Position ranks them in. Treap nodes are kept in a
+// compact array apart from the job records (FairQueue.nodes[x] is job
+// x's), so that a descent touches one small node per level.
 //
 // A treap node holds its order key packed into a uint64 (compared first;
 // the job record is read only when two packed keys tie) and its subtree
@@ -22,7 +21,7 @@ import "math"
 type tnode struct {
 	key  uint64
 	l, r int32
-	p    int32 // parent in a tree (0 at the root); unused in a class queue list
+	p    int32 // parent (0 at the root)
 	size int32
 	hp   uint32
 }

@@ -32,7 +32,7 @@ type FairQueue struct {
 	tenantCfg map[string]int // name → index in cfg.Tenants
 
 	jobs   []qjob  // arena; jobs[0] is nil
-	nodes  []tnode // the arena's jobs' list and treap nodes (treap.go)
+	nodes  []tnode // the arena's jobs' treap nodes (treap.go)
 	bn     []bnode // B-tree nodes (btree.go); bn[0] is nil
 	bnFree []int32
 	free   []int32
@@ -76,7 +76,9 @@ type qjob struct {
 	model    int32
 	class    int32
 	leaf     int32 // its B-tree leaf (queue order if promoted, else delayed)
-	promoted bool  // ready by the queue's clock: in the fair order
+	prev     int32 // neighbours in its class queue (classqueue.go), if promoted
+	next     int32
+	promoted bool // ready by the queue's clock: in the fair order
 }
 
 type tenant struct {
