@@ -504,8 +504,10 @@ func (q *FairQueue) nextTier(b int) int32 {
 	return best
 }
 
-// gather lists a flow's candidate jobs, best first: the first ready job of
-// each of its class trees not yet placed in this call, and its due jobs.
+// gather lists a flow's candidate jobs, the best first and the rest in no
+// order (bestFirst orders them as they are needed: the first usually
+// fits): the first ready job of each of its class queues not yet placed
+// in this call, and its due jobs.
 // Within a class every job needs the same slots, so if the first does not
 // fit, none does.
 func (q *FairQueue) gather(fi int32, now int64) []cand {
@@ -536,13 +538,22 @@ func (q *FairQueue) gather(fi int32, now int64) []cand {
 			}
 		}
 	}
-	for i := 1; i < len(cs); i++ {
-		for k := i; k > 0 && cs[k].before(&cs[k-1]); k-- {
-			cs[k], cs[k-1] = cs[k-1], cs[k]
-		}
-	}
+	bestFirst(cs)
 	ps.cands = cs
 	return cs
+}
+
+// bestFirst moves the best candidate of cs to cs[0].
+func bestFirst(cs []cand) {
+	b := 0
+	for i := 1; i < len(cs); i++ {
+		if cs[i].before(&cs[b]) {
+			b = i
+		}
+	}
+	if b > 0 {
+		cs[0], cs[b] = cs[b], cs[0]
+	}
 }
 
 // before is ordFlow on candidates' copied keys.
@@ -664,7 +675,12 @@ func (q *FairQueue) visit(dst []Placement, fi int32, now int64) []Placement {
 	if f.sRes > 0 && !ps.res[f.sRes-1].done {
 		res = &ps.res[f.sRes-1]
 	}
-	for i, c := range q.gather(fi, now) {
+	cs := q.gather(fi, now)
+	for i := range cs {
+		if i > 0 {
+			bestFirst(cs[i:])
+		}
+		c := cs[i]
 		mine := res != nil && res.job == c.x
 		ci := q.jobs[c.x].class
 		pos := int32(-1)
