@@ -24,6 +24,10 @@ const (
 	CmdSetPolicy CommandType = 8
 	CmdRedrive   CommandType = 9
 	CmdSetMember CommandType = 10
+	// CmdBatch carries several commands in one log entry (EncodeBatch); they
+	// are applied in order, each as if it were an entry of its own at the
+	// batch's index.
+	CmdBatch CommandType = 11
 )
 
 func (t CommandType) String() string {
@@ -48,6 +52,8 @@ func (t CommandType) String() string {
 		return "Redrive"
 	case CmdSetMember:
 		return "SetMember"
+	case CmdBatch:
+		return "Batch"
 	}
 	return fmt.Sprintf("CommandType(%d)", byte(t))
 }
@@ -71,6 +77,41 @@ func MustEncode(t CommandType, now int64, msg proto.Message) []byte {
 		panic(fmt.Sprintf("fsm: encode %v: %v", t, err))
 	}
 	return b
+}
+
+// EncodeBatch builds one log entry carrying several encoded commands (each
+// made by Encode): the CmdBatch header, then each command as a uvarint
+// length and its bytes. A batch inside a batch is rejected when applied.
+func EncodeBatch(now int64, cmds [][]byte) []byte {
+	n := headerLen
+	for _, c := range cmds {
+		n += binary.MaxVarintLen32 + len(c)
+	}
+	buf := make([]byte, headerLen, n)
+	buf[0] = byte(CmdBatch)
+	binary.BigEndian.PutUint64(buf[1:], uint64(now))
+	for _, c := range cmds {
+		buf = binary.AppendUvarint(buf, uint64(len(c)))
+		buf = append(buf, c...)
+	}
+	return buf
+}
+
+// splitBatch returns the commands of a CmdBatch entry's payload.
+func splitBatch(payload []byte) ([][]byte, error) {
+	var cmds [][]byte
+	for len(payload) > 0 {
+		n, k := binary.Uvarint(payload)
+		if k <= 0 || n > uint64(len(payload)-k) {
+			return nil, fmt.Errorf("fsm: batch command %d: bad length", len(cmds))
+		}
+		cmds = append(cmds, payload[k:k+int(n)])
+		payload = payload[k+int(n):]
+	}
+	if len(cmds) == 0 {
+		return nil, fmt.Errorf("fsm: empty batch")
+	}
+	return cmds, nil
 }
 
 // Decode splits a log entry into its type, time and payload message.

@@ -40,6 +40,8 @@ type Result struct {
 	// Limits are the rate-limit rules a Submit was checked against.
 	Limits []limiter.RuleResult
 	Err    error
+	// Batch holds the results of a CmdBatch entry's commands, in order.
+	Batch []Result
 }
 
 // FSM is the replicated state. Apply, Snapshot and Restore must be called
@@ -49,6 +51,7 @@ type FSM struct {
 
 	now       int64
 	lastIndex uint64
+	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
 
@@ -119,6 +122,9 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 }
 
 func (f *FSM) applyLocked(index uint64, data []byte) Result {
+	if len(data) >= headerLen && CommandType(data[0]) == CmdBatch {
+		return f.applyBatchLocked(index, data)
+	}
 	t, now, msg, err := Decode(data)
 	if index > f.lastIndex {
 		f.lastIndex = index
@@ -150,6 +156,26 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 		return f.setMember(msg.(*raftv1.SetMember))
 	}
 	return Result{Err: ErrBadCommand}
+}
+
+// applyBatchLocked applies a CmdBatch entry's commands in order.
+func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
+	if index > f.lastIndex {
+		f.lastIndex = index
+	}
+	cmds, err := splitBatch(data[headerLen:])
+	if err != nil {
+		return Result{Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
+	}
+	out := make([]Result, len(cmds))
+	for i, c := range cmds {
+		if len(c) > 0 && CommandType(c[0]) == CmdBatch {
+			out[i] = Result{Err: fmt.Errorf("%w: a batch inside a batch", ErrBadCommand)}
+			continue
+		}
+		out[i] = f.applyLocked(index, c)
+	}
+	return Result{Batch: out}
 }
 
 // notify wakes everyone waiting on Changed.
@@ -279,8 +305,9 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	if err != nil {
 		return Result{Err: err, Limits: f.decisionRules()}
 	}
+	f.lastJobID = max(f.lastJobID+1, index)
 	j := &raftv1.JobRecord{
-		Id:           index,
+		Id:           f.lastJobID,
 		Tenant:       c.Tenant,
 		Tier:         tenant.Tier,
 		Spec:         spec,
@@ -765,6 +792,7 @@ func (f *FSM) snapshotLocked() []byte {
 		NextQueueSeq: f.nextSeq,
 		Policy:       f.policy,
 		LastIndex:    f.lastIndex,
+		LastJobId:    f.lastJobID,
 		Jobs:         make([]*raftv1.JobRecord, 0, len(f.jobs)),
 		Limiter:      f.limits.AppendSnapshot(nil),
 		NextSweepNs:  f.nextSweep,
@@ -807,6 +835,7 @@ func (f *FSM) Restore(data []byte) error {
 	n.now = s.NowNs
 	n.nextSeq = s.NextQueueSeq
 	n.lastIndex = s.LastIndex
+	n.lastJobID = s.LastJobId
 	if s.Policy != nil {
 		n.policy = s.Policy
 	}
@@ -858,7 +887,7 @@ func (f *FSM) Restore(data []byte) error {
 	heap.Init(&n.timers)
 
 	f.mu.Lock()
-	f.now, f.lastIndex, f.nextSeq, f.policy = n.now, n.lastIndex, n.nextSeq, n.policy
+	f.now, f.lastIndex, f.lastJobID, f.nextSeq, f.policy = n.now, n.lastIndex, n.lastJobID, n.nextSeq, n.policy
 	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
 	f.running = n.running
 	f.limits, f.nextSweep = n.limits, n.nextSweep

@@ -290,6 +290,14 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 		var maxID uint64 = 8
 		for i := 0; i < n; i++ {
 			now += rapid.Int64Range(0, 3*sec).Draw(rt, "dt")
+			if rapid.IntRange(0, 4).Draw(rt, "batch") == 0 { // several commands in one entry
+				var cmds [][]byte
+				for range rapid.IntRange(1, 4).Draw(rt, "batchLen") {
+					cmds = append(cmds, randomCommand(rt, now, maxID+uint64(i)))
+				}
+				entries = append(entries, EncodeBatch(now, cmds))
+				continue
+			}
 			entries = append(entries, randomCommand(rt, now, maxID+uint64(i)))
 		}
 		for i, e := range entries {
@@ -311,7 +319,7 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 			b.index++
 			ra := a.f.Apply(a.index, e)
 			rb := b.f.Apply(b.index, e)
-			if ra.JobID != rb.JobID || ra.Deduplicated != rb.Deduplicated || (ra.Err == nil) != (rb.Err == nil) {
+			if !sameResult(ra, rb) {
 				rt.Fatalf("entry %d: results differ: %+v vs %+v", i, ra, rb)
 			}
 		}
@@ -319,6 +327,68 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 			rt.Fatalf("final states differ")
 		}
 	})
+}
+
+func sameResult(a, b Result) bool {
+	if a.JobID != b.JobID || a.Deduplicated != b.Deduplicated || (a.Err == nil) != (b.Err == nil) || len(a.Batch) != len(b.Batch) {
+		return false
+	}
+	for i := range a.Batch {
+		if !sameResult(a.Batch[i], b.Batch[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestBatchEntryAppliesEachCommand applies several commands in one log
+// entry: each gets its own result, submits get distinct job ids (the
+// entry's index, then on), the next entry's submit continues after them,
+// and a restored replica gives out the same next id.
+func TestBatchEntryAppliesEachCommand(t *testing.T) {
+	m := newMachine(t)
+	spec := func() *sluicev1.JobSpec { return &sluicev1.JobSpec{Model: "sdxl"} }
+	sub := func(tenant string) []byte {
+		return MustEncode(CmdSubmit, 10*sec, &raftv1.Submit{Tenant: tenant, Spec: spec()})
+	}
+	m.index++
+	at := m.index
+	r := m.f.Apply(at, EncodeBatch(10*sec, [][]byte{
+		sub("alice"),
+		sub("bob"),
+		MustEncode(CmdSubmit, 10*sec, &raftv1.Submit{Tenant: "mallory", Spec: spec()}),
+		EncodeBatch(10*sec, [][]byte{sub("alice")}),
+		sub("alice"),
+		MustEncode(CmdCancel, 11*sec, &raftv1.Cancel{JobId: at, Tenant: "alice"}),
+	}))
+	if r.Err != nil || len(r.Batch) != 6 {
+		t.Fatalf("batch: %+v", r)
+	}
+	b := r.Batch
+	if b[0].Err != nil || b[1].Err != nil || b[4].Err != nil || b[0].JobID != at || b[1].JobID != at+1 || b[4].JobID != at+2 {
+		t.Fatalf("submits in a batch: %+v", b)
+	}
+	if !errors.Is(b[2].Err, ErrUnknownTenant) || !errors.Is(b[3].Err, ErrBadCommand) || b[5].Err != nil {
+		t.Fatalf("bad tenant, nested batch, cancel: %+v", b)
+	}
+	if j := m.job(t, at); j.State != sluicev1.JobState_JOB_STATE_CANCELED || m.job(t, at+1).Tenant != "bob" {
+		t.Fatalf("after the batch: %v", j)
+	}
+	restored := New()
+	if err := restored.Restore(m.f.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	// The next entry's index is below the ids the batch gave out.
+	next := MustEncode(CmdSubmit, 12*sec, &raftv1.Submit{Tenant: "bob", Spec: spec()})
+	ra, rb := m.f.Apply(at+1, next), restored.Apply(at+1, next)
+	if ra.Err != nil || ra.JobID != at+3 || rb.JobID != at+3 {
+		t.Fatalf("submit after the batch: %+v, restored %+v; want id %d", ra, rb, at+3)
+	}
+	for _, bad := range [][]byte{EncodeBatch(0, nil), append(EncodeBatch(0, nil), 0x05, 1)} {
+		if r := m.f.Apply(at+2, bad); !errors.Is(r.Err, ErrBadCommand) {
+			t.Fatalf("batch %x: %+v", bad, r)
+		}
+	}
 }
 
 // rapidPolicy has one rule of most kinds, so that limiter state goes

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -42,19 +43,21 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	// A retry with a known idempotency key needs no log entry and no limit.
 	if id, ok := n.fsm.IdempotentJob(t.Name, spec.IdempotencyKey); ok {
 		if job, ok := n.publicJob(id); ok {
-			return connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: true}), nil
+			out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: true})
+			n.setAppliedIndex(out.Header())
+			return out, nil
 		}
 	}
 	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
 		return c.jobs.Submit(ctx, r)
 	}); !local {
 		if err == nil {
-			// The job id is its log index: this node's next reads wait until it
-			// has applied it (readYourWrites). Waiting here instead would hold
-			// every forwarded Submit until the leader next tells this follower
-			// its commit index, 5–10 ms when writes are few.
-			if id, perr := ParseJobID(res.Msg.GetJob().GetId()); perr == nil {
-				n.noteForwarded(id)
+			// This node's next reads wait until it has applied what the leader
+			// had applied when it answered (readYourWrites). Waiting here
+			// instead would hold every forwarded Submit until the leader next
+			// tells this follower its commit index, 5–10 ms when writes are few.
+			if i, perr := strconv.ParseUint(res.Header().Get(appliedIndexHeader), 10, 64); perr == nil {
+				n.noteForwarded(i)
 			}
 		}
 		return res, err
@@ -96,7 +99,17 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	}
 	out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated})
 	n.setRateLimitHeaders(out.Header(), res.Limits, time.Now())
+	n.setAppliedIndex(out.Header())
 	return out, nil
+}
+
+// appliedIndexHeader carries, on a Submit's reply, the log index the node
+// had applied when it answered: at or past the entry that holds the job
+// (job ids are not log indexes once several Submits share an entry).
+const appliedIndexHeader = "Sluice-Applied-Index"
+
+func (n *Node) setAppliedIndex(h http.Header) {
+	h.Set(appliedIndexHeader, strconv.FormatUint(n.fsm.LastIndex(), 10))
 }
 
 func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1.GetUsageRequest]) (*connect.Response[sluicev1.GetUsageResponse], error) {

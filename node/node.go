@@ -60,6 +60,10 @@ type Config struct {
 	GossipJoin []string
 	// ApplyTimeout bounds one raft proposal (default 10s).
 	ApplyTimeout time.Duration
+	// ProposeBatch is the most commands one log entry carries (default 64;
+	// 1 turns group commit off); ProposeInflight the most such entries
+	// handed to raft and not yet applied (default 2). See propose.go.
+	ProposeBatch, ProposeInflight int
 	// Logger for the node; nil logs to stderr at Info.
 	Logger *slog.Logger
 	// RaftLog receives raft's own warnings (default stderr).
@@ -86,6 +90,7 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	pool        *Pool
+	proposer    *proposer
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
@@ -139,6 +144,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), peers: newPeerClient()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.proposer = newProposer(n, cfg.ProposeBatch, cfg.ProposeInflight)
 	if err := n.startRaft(); err != nil {
 		n.cancel()
 		return nil, err
@@ -164,7 +170,11 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.http = n.newHTTPServer()
-	n.wg.Add(2)
+	n.wg.Add(3)
+	go func() {
+		defer n.wg.Done()
+		n.proposer.run()
+	}()
 	go func() {
 		defer n.wg.Done()
 		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -354,6 +364,13 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	if err != nil {
 		return fsm.Result{}, err
 	}
+	if n.proposer.maxBatch > 1 {
+		if err := ctx.Err(); err != nil {
+			return fsm.Result{}, err
+		}
+		return n.proposer.submit(data)
+	}
+	// Group commit off: one entry per command, as many in flight as come.
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = time.Until(dl)

@@ -20,15 +20,16 @@ import (
 )
 
 type serveFlags struct {
-	id, data, http, raft, policy string
-	servers, executorToken       string
-	gossip, gossipJoin           string
-	bootstrap                    bool
-	executors                    int
-	gcPercent                    int
-	failureRate                  float64
-	leaseGrace                   time.Duration
-	raftTiming                   node.RaftTiming
+	id, data, http, raft, policy  string
+	servers, executorToken        string
+	gossip, gossipJoin            string
+	bootstrap                     bool
+	executors                     int
+	gcPercent                     int
+	proposeBatch, proposeInflight int
+	failureRate                   float64
+	leaseGrace                    time.Duration
+	raftTiming                    node.RaftTiming
 }
 
 func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int, gossipDefault string) {
@@ -49,6 +50,8 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: entries between snapshots (default 65536)")
 	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
 	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
+	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
+	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 2)")
 	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
 }
@@ -98,6 +101,9 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.gcPercent < 0 || f.gcPercent > 10000 {
 		return fmt.Errorf("--gc-percent: %d is outside 0–10000", f.gcPercent)
 	}
+	if f.proposeBatch < 0 || f.proposeBatch > 4096 || f.proposeInflight < 0 || f.proposeInflight > 1024 {
+		return fmt.Errorf("--propose-batch %d / --propose-inflight %d: outside 0–4096 / 0–1024", f.proposeBatch, f.proposeInflight)
+	}
 	if f.gcPercent > 0 {
 		debug.SetGCPercent(f.gcPercent)
 	}
@@ -122,6 +128,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
 		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
+		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
 	})
 	if err != nil {

@@ -1061,7 +1061,11 @@ type Snapshot struct {
 	// The scheduler's state (scheduler.FairQueue encoding).
 	Queue []byte `protobuf:"bytes,8,opt,name=queue,proto3" json:"queue,omitempty"`
 	// Raft servers' addresses, sorted by id.
-	Members       []*SetMember `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
+	Members []*SetMember `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
+	// The last job id given out. A Submit gets max(last_job_id + 1, its log
+	// index): the log index as long as each entry submits at most one job,
+	// and distinct ids for the jobs of one batch entry.
+	LastJobId     uint64 `protobuf:"varint,10,opt,name=last_job_id,json=lastJobId,proto3" json:"last_job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1159,6 +1163,13 @@ func (x *Snapshot) GetMembers() []*SetMember {
 	return nil
 }
 
+func (x *Snapshot) GetLastJobId() uint64 {
+	if x != nil {
+		return x.LastJobId
+	}
+	return 0
+}
+
 var File_sluice_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_sluice_raft_v1_raft_proto_rawDesc = "" +
@@ -1245,7 +1256,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc9\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xe9\x02\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
@@ -1256,7 +1267,9 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\alimiter\x18\x06 \x01(\fR\alimiter\x12\"\n" +
 	"\rnext_sweep_ns\x18\a \x01(\x03R\vnextSweepNs\x12\x14\n" +
 	"\x05queue\x18\b \x01(\fR\x05queue\x123\n" +
-	"\amembers\x18\t \x03(\v2\x19.sluice.raft.v1.SetMemberR\amembersB\xb5\x01\n" +
+	"\amembers\x18\t \x03(\v2\x19.sluice.raft.v1.SetMemberR\amembers\x12\x1e\n" +
+	"\vlast_job_id\x18\n" +
+	" \x01(\x04R\tlastJobIdB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/sluicehq/sluice/fsm"
+)
+
+// Group commit. Every write a handler proposes goes through one goroutine
+// that hands raft at most ProposeInflight log entries at a time; the
+// commands that arrive while those are being committed go into the next
+// entry together (fsm.CmdBatch, at most ProposeBatch of them). At low load
+// an entry carries one command and nothing waits; under load a log entry,
+// its msgpack encoding, its bolt key, its replication and raft's
+// bookkeeping are paid once per batch instead of once per write. raft
+// itself already commits the entries that reach it together with one
+// fsync; this takes the per-entry costs off as well.
+
+type proposal struct {
+	data []byte
+	done chan proposed // buffered: the proposer never blocks on a caller
+}
+
+type proposed struct {
+	res fsm.Result
+	err error
+}
+
+type proposer struct {
+	n        *Node
+	in       chan *proposal
+	slots    chan struct{} // one per entry in flight
+	maxBatch int
+	maxBytes int
+}
+
+const (
+	defaultProposeBatch    = 64
+	defaultProposeInflight = 2
+	// proposeMaxBytes bounds a batch entry's size (a Submit is ~100 bytes;
+	// a SetPolicy may be large and then goes alone).
+	proposeMaxBytes = 256 << 10
+)
+
+func newProposer(n *Node, batch, inflight int) *proposer {
+	batch = max(orDefault(batch, defaultProposeBatch), 1)
+	inflight = max(orDefault(inflight, defaultProposeInflight), 1)
+	return &proposer{
+		n:        n,
+		in:       make(chan *proposal, 4096),
+		slots:    make(chan struct{}, inflight),
+		maxBatch: batch,
+		maxBytes: proposeMaxBytes,
+	}
+}
+
+// errStopping answers writes that arrive while the node shuts down.
+var errStopping = errors.New("the node is shutting down")
+
+// submit hands one encoded command to the proposer and waits for its
+// result. It does not give up on the caller's context once the command is
+// handed over, as raft's own Apply does not: the command may still commit.
+func (p *proposer) submit(data []byte) (fsm.Result, error) {
+	pr := &proposal{data: data, done: make(chan proposed, 1)}
+	select {
+	case p.in <- pr:
+	case <-p.n.ctx.Done():
+		return fsm.Result{}, errStopping
+	}
+	select {
+	case r := <-pr.done:
+		return r.res, r.err
+	case <-p.n.ctx.Done():
+		return fsm.Result{}, errStopping
+	}
+}
+
+// run is the proposer's loop; it returns when the node stops.
+func (p *proposer) run() {
+	var carry *proposal // the command that did not fit the last entry
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-p.in:
+			case <-p.n.ctx.Done():
+				return
+			}
+		}
+		// Wait for room in the pipeline first: what arrives meanwhile joins
+		// this entry.
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.n.ctx.Done():
+			first.done <- proposed{err: errStopping}
+			return
+		}
+		batch := append(make([]*proposal, 0, p.maxBatch), first)
+		size := len(first.data)
+	fill:
+		for len(batch) < p.maxBatch {
+			select {
+			case pr := <-p.in:
+				if size+len(pr.data) > p.maxBytes {
+					carry = pr
+					break fill
+				}
+				batch = append(batch, pr)
+				size += len(pr.data)
+			default:
+				break fill
+			}
+		}
+		p.propose(batch)
+	}
+}
+
+// propose starts one log entry for the batch (holding a slot) and answers
+// its callers when raft has applied it.
+func (p *proposer) propose(batch []*proposal) {
+	data := batch[0].data
+	if len(batch) > 1 {
+		cmds := make([][]byte, len(batch))
+		for i, pr := range batch {
+			cmds[i] = pr.data
+		}
+		data = fsm.EncodeBatch(time.Now().UnixNano(), cmds)
+	}
+	fut := p.n.raft.Apply(data, p.n.cfg.ApplyTimeout)
+	go func() {
+		err := fut.Error()
+		<-p.slots
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				err = errNotLeader
+			}
+			p.fail(batch, err)
+			return
+		}
+		res, _ := fut.Response().(fsm.Result)
+		if len(batch) == 1 {
+			batch[0].done <- proposed{res: res}
+			return
+		}
+		if len(res.Batch) != len(batch) {
+			err := res.Err
+			if err == nil {
+				err = fmt.Errorf("node: a batch of %d commands gave %d results", len(batch), len(res.Batch))
+			}
+			p.fail(batch, err)
+			return
+		}
+		for i, pr := range batch {
+			pr.done <- proposed{res: res.Batch[i]}
+		}
+	}()
+}
+
+func (p *proposer) fail(batch []*proposal, err error) {
+	for _, pr := range batch {
+		pr.done <- proposed{err: err}
+	}
+}
