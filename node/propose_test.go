@@ -1,0 +1,95 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// TestConcurrentSubmitsShareLogEntries sends Submits from many clients at
+// once to a node that keeps one entry in flight, so that they are grouped
+// into batch entries: every Submit succeeds, two Submits with the same
+// idempotency key (even in one entry) get one job, every job id is
+// distinct and readable, and the log holds batch entries.
+func TestConcurrentSubmitsShareLogEntries(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n, err := Start(Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: policy,
+		Logger: quietLogger(), RaftLog: io.Discard, ProposeInflight: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	for deadline := time.Now().Add(10 * time.Second); !n.Leading(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node not leading after 10s")
+		}
+	}
+	const clients, each = 32, 12
+	c := jobClient(n, DemoAliceKey)
+	var mu sync.Mutex
+	byKey := map[string]string{} // idempotency key → job id
+	ids := map[string]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients*each)
+	for i := range clients {
+		wg.Go(func() {
+			for k := range each {
+				// Clients i and i^1 share their keys: concurrent duplicates.
+				key := fmt.Sprintf("k-%d-%d", i/2, k)
+				res, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{
+					Spec: &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: key}}))
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				if prev, ok := byKey[key]; ok && prev != res.Msg.Job.Id {
+					errs <- fmt.Errorf("key %s: jobs %s and %s", key, prev, res.Msg.Job.Id)
+				}
+				byKey[key] = res.Msg.Job.Id
+				ids[res.Msg.Job.Id] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(ids) != len(byKey) || len(byKey) != clients/2*each {
+		t.Fatalf("%d job ids for %d keys, want %d", len(ids), len(byKey), clients/2*each)
+	}
+	for id := range ids {
+		if _, err := c.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: id})); err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+	}
+	batches, cmds := 0, 0
+	for i := uint64(1); i <= n.raft.LastIndex(); i++ {
+		var l raft.Log
+		if n.store.GetLog(i, &l) != nil || l.Type != raft.LogCommand || len(l.Data) == 0 {
+			continue
+		}
+		if fsm.CommandType(l.Data[0]) == fsm.CmdBatch {
+			batches++
+		}
+		cmds++
+	}
+	t.Logf("%d submits in %d command entries, %d of them batches", clients*each, cmds, batches)
+	if batches == 0 {
+		t.Fatal("no log entry carried a batch")
+	}
+}
