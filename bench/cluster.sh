@@ -243,14 +243,14 @@ tune() {
 			local flags=${s//,/ }
 			[[ $s == default ]] && flags=""
 			# shellcheck disable=SC2086
-			start_sluice "tune" 3 $flags
+			start_sluice "tune" "${NODES:-3}" $flags
 			measure "$s#$r" sluice "http://127.0.0.1:$((BASE_PORT + 1))" "$PROTO" "$c"
 			stop_all
 			rm -rf "$TMP/tune"
 		done
 	done
 	echo
-	echo "3-node Sluice, $c clients via $PROTO, ${DURATION} measured after ${WARMUP} warm-up; #n is the round"
+	echo "${NODES:-3}-node Sluice, $c clients via $PROTO, ${DURATION} measured after ${WARMUP} warm-up; #n is the round"
 	echo "| raft setting | writes/s | p50 ms | p99 ms | max ms | servers' CPU µs/write |"
 	echo "|---|---:|---:|---:|---:|---:|"
 	sort -t= -k2,2 -s "$RESULTS" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = substr($i, length(kv[1]) + 2) }

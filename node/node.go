@@ -62,7 +62,7 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// ProposeBatch is the most commands one log entry carries (default 64;
 	// 1 turns group commit off); ProposeInflight the most such entries
-	// handed to raft and not yet applied (default 2). See propose.go.
+	// handed to raft and not yet applied (default 4). See propose.go.
 	ProposeBatch, ProposeInflight int
 	// Logger for the node; nil logs to stderr at Info.
 	Logger *slog.Logger

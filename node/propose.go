@@ -40,7 +40,7 @@ type proposer struct {
 
 const (
 	defaultProposeBatch    = 64
-	defaultProposeInflight = 2
+	defaultProposeInflight = 4
 	// proposeMaxBytes bounds a batch entry's size (a Submit is ~100 bytes;
 	// a SetPolicy may be large and then goes alone).
 	proposeMaxBytes = 256 << 10

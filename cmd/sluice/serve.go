@@ -51,7 +51,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
 	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
-	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 2)")
+	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 4)")
 	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
 }
