@@ -8,7 +8,8 @@
 #   bench/cluster.sh tune       # 3-node Sluice, 256 clients, over raft settings (RAFT_SETTINGS)
 #   bench/cluster.sh snapshot   # data-dir size over time under load, with frequent snapshots
 #
-# Knobs (environment): CLIENTS="1 16 256", WARMUP=2s, DURATION=8s,
+# Knobs (environment): CLIENTS="1 16 256", WARMUP=2s, DURATION=8s, NODES=3
+# (tune: the cluster's size),
 # PROTO=connect (Sluice's wire protocol: connect, Connect over HTTP/1.1 as the
 # sluice CLI and connect-go clients use, or grpc, gRPC over h2c; etcd is always
 # loaded over gRPC, as its own client does), BASE_PORT=17700,
