@@ -81,7 +81,8 @@ func MustEncode(t CommandType, now int64, msg proto.Message) []byte {
 
 // EncodeBatch builds one log entry carrying several encoded commands (each
 // made by Encode): the CmdBatch header, then each command as a uvarint
-// length and its bytes. A batch inside a batch is rejected when applied.
+// length and its bytes. The header's time is informational: each command
+// is applied at its own. A batch inside a batch is rejected when applied.
 func EncodeBatch(now int64, cmds [][]byte) []byte {
 	n := headerLen
 	for _, c := range cmds {

@@ -384,6 +384,21 @@ func TestBatchEntryAppliesEachCommand(t *testing.T) {
 	if ra.Err != nil || ra.JobID != at+3 || rb.JobID != at+3 {
 		t.Fatalf("submit after the batch: %+v, restored %+v; want id %d", ra, rb, at+3)
 	}
+	// A snapshot from before batches (no last_job_id) restores to ids from
+	// log indexes, as that version gave out.
+	old := &raftv1.Snapshot{}
+	if err := proto.Unmarshal(m.f.Snapshot(), old); err != nil {
+		t.Fatal(err)
+	}
+	old.LastJobId = 0
+	oldBytes, _ := proto.Marshal(old)
+	pre := New()
+	if err := pre.Restore(oldBytes); err != nil {
+		t.Fatal(err)
+	}
+	if r := pre.Apply(at+9, next); r.Err != nil || r.JobID != at+9 {
+		t.Fatalf("submit after restoring a snapshot without last_job_id: %+v, want id %d", r, at+9)
+	}
 	for _, bad := range [][]byte{EncodeBatch(0, nil), append(EncodeBatch(0, nil), 0x05, 1)} {
 		if r := m.f.Apply(at+2, bad); !errors.Is(r.Err, ErrBadCommand) {
 			t.Fatalf("batch %x: %+v", bad, r)

@@ -58,6 +58,9 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 			// tells this follower its commit index, 5–10 ms when writes are few.
 			if i, perr := strconv.ParseUint(res.Header().Get(appliedIndexHeader), 10, 64); perr == nil {
 				n.noteForwarded(i)
+			} else if id, perr := ParseJobID(res.Msg.GetJob().GetId()); perr == nil {
+				// A leader from before group commit: its job ids are log indexes.
+				n.noteForwarded(id)
 			}
 		}
 		return res, err

@@ -321,6 +321,32 @@ func TestClusterJoinsForwardsAndReplicates(t *testing.T) {
 			t.Fatalf("ListJobs on %s right after submitting %s there: %v", f.cfg.ID, id, err)
 		}
 	}
+	// The same with Submits through the follower at once, so that the leader puts several
+	// in one log entry (their ids then run ahead of the entry's index).
+	var wg sync.WaitGroup
+	burst := make([]string, 16)
+	errs := make(chan error, len(burst))
+	for i := range burst {
+		wg.Go(func() {
+			jc := jobClient(f, DemoBobKey)
+			res, err := jc.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{
+				Model: "llama-8b", IdempotencyKey: fmt.Sprintf("ryw-burst-%d", i), Input: input(t, map[string]any{"duration_ms": 30})}}))
+			if err != nil {
+				errs <- fmt.Errorf("burst submit %d through %s: %w", i, f.cfg.ID, err)
+				return
+			}
+			burst[i] = res.Msg.Job.Id
+			if _, err := jc.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: res.Msg.Job.Id})); err != nil {
+				errs <- fmt.Errorf("GetJob %s on %s right after submitting it there: %w", res.Msg.Job.Id, f.cfg.ID, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ids = append(ids, burst...)
 	// A consistent read on a follower goes through the leader.
 	res, err := jobClient(f, DemoBobKey).GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: ids[0], Consistent: true}))
 	if err != nil || res.Msg.Job.State != sluicev1.JobState_JOB_STATE_SUCCEEDED {

@@ -352,8 +352,26 @@ func (n *Node) shutdownRaft() {
 	}
 }
 
-// errNotLeader is returned when a write reaches a node that does not lead.
+// errNotLeader is returned when a write reaches a node that does not lead:
+// it was refused before it reached the log, so it may be retried anywhere.
 var errNotLeader = errors.New("this node is not the raft leader")
+
+// errOutcomeUnknown is returned when leadership was lost after a write was
+// appended to the log but before it was known to commit: it may yet be
+// applied by the next leader, so it is not retried for the caller (a
+// Submit retried with its idempotency_key is safe).
+var errOutcomeUnknown = errors.New("leadership changed before the write was known to commit; it may or may not have been applied")
+
+// proposeError maps raft's errors for a proposal.
+func proposeError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return errNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return errOutcomeUnknown
+	}
+	return err
+}
 
 // propose commits one command and returns the state machine's result.
 func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message) (fsm.Result, error) {
@@ -365,10 +383,7 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 		return fsm.Result{}, err
 	}
 	if n.proposer.maxBatch > 1 {
-		if err := ctx.Err(); err != nil {
-			return fsm.Result{}, err
-		}
-		return n.proposer.submit(data)
+		return n.proposer.submit(ctx, data)
 	}
 	// Group commit off: one entry per command, as many in flight as come.
 	timeout := n.cfg.ApplyTimeout
@@ -377,10 +392,7 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	}
 	f := n.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return fsm.Result{}, errNotLeader
-		}
-		return fsm.Result{}, err
+		return fsm.Result{}, proposeError(err)
 	}
 	res, _ := f.Response().(fsm.Result)
 	return res, nil

@@ -1,11 +1,10 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/sluicehq/sluice/fsm"
 )
@@ -62,12 +61,15 @@ func newProposer(n *Node, batch, inflight int) *proposer {
 var errStopping = errors.New("the node is shutting down")
 
 // submit hands one encoded command to the proposer and waits for its
-// result. It does not give up on the caller's context once the command is
-// handed over, as raft's own Apply does not: the command may still commit.
-func (p *proposer) submit(data []byte) (fsm.Result, error) {
+// result. It gives up on the caller's context only while the command
+// waits to be handed over; after that it waits for the outcome, as raft's
+// own Apply does: the command may still commit.
+func (p *proposer) submit(ctx context.Context, data []byte) (fsm.Result, error) {
 	pr := &proposal{data: data, done: make(chan proposed, 1)}
 	select {
 	case p.in <- pr:
+	case <-ctx.Done():
+		return fsm.Result{}, ctx.Err()
 	case <-p.n.ctx.Done():
 		return fsm.Result{}, errStopping
 	}
@@ -136,10 +138,7 @@ func (p *proposer) propose(batch []*proposal) {
 		err := fut.Error()
 		<-p.slots
 		if err != nil {
-			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-				err = errNotLeader
-			}
-			p.fail(batch, err)
+			p.fail(batch, proposeError(err))
 			return
 		}
 		res, _ := fut.Response().(fsm.Result)

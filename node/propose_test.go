@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -19,13 +20,26 @@ import (
 // once to a node that keeps one entry in flight, so that they are grouped
 // into batch entries: every Submit succeeds, two Submits with the same
 // idempotency key (even in one entry) get one job, every job id is
-// distinct and readable, and the log holds batch entries.
+// distinct and readable, and the log holds batch entries. With group
+// commit off (ProposeBatch 1) the same holds with one entry per write.
 func TestConcurrentSubmitsShareLogEntries(t *testing.T) {
+	if batches := concurrentSubmits(t, Config{ProposeInflight: 1}); batches == 0 {
+		t.Fatal("no log entry carried a batch")
+	}
+	if batches := concurrentSubmits(t, Config{ProposeBatch: 1}); batches != 0 {
+		t.Fatalf("%d batch entries with group commit off", batches)
+	}
+}
+
+// concurrentSubmits runs the load above on a node started with cfg's
+// proposer settings and returns how many log entries were batches.
+func concurrentSubmits(t *testing.T, cfg Config) int {
+	t.Helper()
 	policy := DemoPolicy()
 	policy.Rules = nil
 	n, err := Start(Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: policy,
-		Logger: quietLogger(), RaftLog: io.Discard, ProposeInflight: 1,
+		Logger: quietLogger(), RaftLog: io.Discard, ProposeInflight: cfg.ProposeInflight, ProposeBatch: cfg.ProposeBatch,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +103,30 @@ func TestConcurrentSubmitsShareLogEntries(t *testing.T) {
 		cmds++
 	}
 	t.Logf("%d submits in %d command entries, %d of them batches", clients*each, cmds, batches)
-	if batches == 0 {
-		t.Fatal("no log entry carried a batch")
+	return batches
+}
+
+// TestProposeErrorsSayWhetherTheWriteMayHaveApplied: a write refused
+// before it reached the log may be retried by a forwarding node
+// (errNotLeader); one whose leader stepped down after appending it may
+// still commit, so it is reported as unknown and never retried blindly.
+func TestProposeErrorsSayWhetherTheWriteMayHaveApplied(t *testing.T) {
+	for _, c := range []struct {
+		in, want error
+	}{
+		{raft.ErrNotLeader, errNotLeader},
+		{raft.ErrLeadershipTransferInProgress, errNotLeader},
+		{raft.ErrLeadershipLost, errOutcomeUnknown},
+		{raft.ErrRaftShutdown, raft.ErrRaftShutdown},
+	} {
+		err := proposeError(c.in)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%v: got %v, want %v", c.in, err, c.want)
+		}
+		var ce *connect.Error
+		retried := errors.As(writeError(err), &ce) && ce.Meta().Get(notLeaderHeader) != ""
+		if retried != (c.want == errNotLeader) {
+			t.Errorf("%v: marked for retry = %v", c.in, retried)
+		}
 	}
 }

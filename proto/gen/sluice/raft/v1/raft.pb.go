@@ -27,7 +27,9 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Submit admits a job. The job id is the log index of this entry.
+// Submit admits a job. The job id is the log index of this entry, or the
+// next free id when an earlier Submit of the same batch entry took it
+// (see Snapshot.last_job_id).
 type Submit struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
