@@ -136,6 +136,9 @@ func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
 			}
 		}
 	}
+	if err := n.checkJoiner(ctx, id, httpAddr); err != nil {
+		return err
+	}
 	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", id, err)
 	}

@@ -65,8 +65,15 @@ func (n *Node) lead(leaderCh <-chan bool) {
 	// Lease streams live as long as this term of leadership.
 	termCtx, endTerm := context.WithCancel(n.ctx)
 	n.setTerm(termCtx)
+	gated := make(chan struct{})
+	go func() {
+		defer close(gated)
+		n.gateBatches(termCtx)
+	}()
 	defer func() {
 		endTerm()
+		<-gated // so that it cannot turn group commit on after this
+		n.proposer.enabled.Store(false)
 		n.execs.clear()
 	}()
 	n.setReady(true)

@@ -382,10 +382,11 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	if err != nil {
 		return fsm.Result{}, err
 	}
-	if n.proposer.maxBatch > 1 {
+	if n.proposer.maxBatch > 1 && n.proposer.enabled.Load() {
 		return n.proposer.submit(ctx, data)
 	}
-	// Group commit off: one entry per command, as many in flight as come.
+	// Group commit off, or not yet known to be safe (gateBatches): one entry
+	// per command, as many in flight as come.
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = time.Until(dl)

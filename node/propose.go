@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/fsm"
@@ -33,6 +37,7 @@ type proposer struct {
 	n        *Node
 	in       chan *proposal
 	slots    chan struct{} // one per entry in flight
+	enabled  atomic.Bool   // this term's leader found every server reads batches
 	maxBatch int
 	maxBytes int
 }
@@ -164,4 +169,97 @@ func (p *proposer) fail(batch []*proposal, err error) {
 	for _, pr := range batch {
 		pr.done <- proposed{err: err}
 	}
+}
+
+// The log format gate. A node built before group commit cannot apply a
+// batch entry (it would drop its commands and diverge), and once batch
+// entries exist its job ids would collide with theirs. So a leader batches
+// only after every server in the raft configuration has reported, on
+// /healthz, that it reads this log format; and no node that does not is
+// let in by join while group commit is on.
+
+// logFormat is the log format this build reads and writes: 2 adds
+// fsm.CmdBatch and job ids past the entry's index.
+const logFormat = 2
+
+// logFormatHeader carries logFormat on /healthz replies.
+const logFormatHeader = "Sluice-Log-Format"
+
+// peerLogFormat asks the node at httpAddr which log format it reads; 0
+// when it does not say (a build from before the header) or cannot be
+// reached.
+func (n *Node) peerLogFormat(ctx context.Context, httpAddr string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := n.peers.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(res.Body, 1<<10))
+	res.Body.Close()
+	v, _ := strconv.Atoi(res.Header.Get(logFormatHeader))
+	return v, nil
+}
+
+// clusterReadsBatches reports whether every other server in the raft
+// configuration has a recorded HTTP address and reports logFormat or later.
+func (n *Node) clusterReadsBatches(ctx context.Context) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			continue
+		}
+		m, ok := n.fsm.Member(string(s.ID))
+		if !ok || m.HttpAddress == "" {
+			return false
+		}
+		if v, err := n.peerLogFormat(ctx, m.HttpAddress); err != nil || v < logFormat {
+			return false
+		}
+	}
+	return true
+}
+
+// gateBatches turns group commit on for this term of leadership once the
+// whole cluster reads batch entries, checking every second until then; it
+// returns when that is so or the term ends (ctx).
+func (n *Node) gateBatches(ctx context.Context) {
+	if n.proposer.maxBatch <= 1 {
+		return
+	}
+	for {
+		if n.clusterReadsBatches(ctx) {
+			n.proposer.enabled.Store(true)
+			n.log.Info("group commit on: every server reads batch entries")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// checkJoiner refuses a node that does not read this log format while
+// group commit is on: the log it would replay may hold batch entries.
+func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
+	if n.proposer.maxBatch <= 1 {
+		return nil
+	}
+	v, err := n.peerLogFormat(ctx, httpAddr)
+	if err != nil {
+		return fmt.Errorf("cannot check node %s's version at http://%s/healthz (%v): start it before joining it", id, httpAddr, err)
+	}
+	if v < logFormat {
+		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, v, logFormat)
+	}
+	return nil
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/sluicehq/sluice/fsm"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -128,5 +132,55 @@ func TestProposeErrorsSayWhetherTheWriteMayHaveApplied(t *testing.T) {
 		if retried != (c.want == errNotLeader) {
 			t.Errorf("%v: marked for retry = %v", c.in, retried)
 		}
+	}
+}
+
+// TestJoinRefusesANodeThatCannotReadBatches: while group commit is on, a
+// node that does not report this log format on /healthz (a build from
+// before it) or cannot be asked is not let in; this build reports it.
+func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
+	n := startNode(t, 0)
+	if v, err := n.peerLogFormat(context.Background(), n.Addr()); err != nil || v != logFormat {
+		t.Fatalf("this build reports log format %d (%v), want %d", v, err, logFormat)
+	}
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	defer old.Close()
+	oldAddr := strings.TrimPrefix(old.URL, "http://")
+	err := n.join(context.Background(), "old", "127.0.0.1:1", oldAddr)
+	if err == nil || !strings.Contains(err.Error(), "reads log format 0") || !strings.Contains(err.Error(), "--propose-batch 1") {
+		t.Fatalf("joining an old build: %v", err)
+	}
+	old.Close()
+	if err := n.join(context.Background(), "gone", "127.0.0.1:1", oldAddr); err == nil || !strings.Contains(err.Error(), "start it before joining it") {
+		t.Fatalf("joining an unreachable node: %v", err)
+	}
+	if cfg := n.raft.GetConfiguration(); cfg.Error() != nil || len(cfg.Configuration().Servers) != 1 {
+		t.Fatalf("configuration after refused joins: %v", cfg.Configuration().Servers)
+	}
+	// The leader's check: a server in the configuration without a recorded
+	// address, or whose /healthz does not report the format, keeps group
+	// commit off; one that reports it does not.
+	if !n.clusterReadsBatches(context.Background()) {
+		t.Fatal("a one-node cluster of this build does not read batches")
+	}
+	if err := n.raft.AddNonvoter("other", "127.0.0.1:1", 0, time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if n.clusterReadsBatches(context.Background()) {
+		t.Fatal("a server without a recorded address counted as reading batches")
+	}
+	setHTTP := func(addr string) {
+		t.Helper()
+		if res, err := n.propose(context.Background(), fsm.CmdSetMember, &raftv1.SetMember{Id: "other", RaftAddress: "127.0.0.1:1", HttpAddress: addr}); err != nil || res.Err != nil {
+			t.Fatalf("record other at %s: %v %v", addr, err, res.Err)
+		}
+	}
+	setHTTP(oldAddr)
+	if n.clusterReadsBatches(context.Background()) {
+		t.Fatal("an unreachable server counted as reading batches")
+	}
+	setHTTP(n.Addr()) // a server of this build
+	if !n.clusterReadsBatches(context.Background()) {
+		t.Fatal("a server that reports the format did not count")
 	}
 }
