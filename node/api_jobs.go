@@ -411,6 +411,9 @@ func writeError(err error) error {
 		e := connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
 		e.Meta().Set(notLeaderHeader, "1")
 		return e
+	case errors.Is(err, errOutcomeUnknown):
+		// Not Unavailable: clients read that as safe to retry.
+		return connect.NewError(connect.CodeUnknown, fmt.Errorf("%w; retry only with the same idempotency_key", err))
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}

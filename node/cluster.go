@@ -122,6 +122,9 @@ func (n *Node) handOver() {
 
 // join adds a voter and records its addresses; only the leader calls it.
 func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
+	if err := n.checkJoiner(ctx, id, httpAddr); err != nil {
+		return err
+	}
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return err
@@ -135,9 +138,6 @@ func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
 				return fmt.Errorf("replace %s: %w", s.ID, err)
 			}
 		}
-	}
-	if err := n.checkJoiner(ctx, id, httpAddr); err != nil {
-		return err
 	}
 	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", id, err)

@@ -38,6 +38,7 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set(logFormatHeader, strconv.Itoa(logFormat))
+		w.Header().Set(nodeIDHeader, n.cfg.ID)
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -382,6 +382,9 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	if err != nil {
 		return fsm.Result{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		return fsm.Result{}, err
+	}
 	if n.proposer.maxBatch > 1 && n.proposer.enabled.Load() {
 		return n.proposer.submit(ctx, data)
 	}
@@ -389,7 +392,7 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	// per command, as many in flight as come.
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		timeout = time.Until(dl)
+		timeout = max(time.Until(dl), time.Millisecond) // raft reads 0 as no limit
 	}
 	f := n.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {

@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/sluicehq/sluice/fsm"
 )
@@ -36,8 +39,9 @@ type proposed struct {
 type proposer struct {
 	n        *Node
 	in       chan *proposal
-	slots    chan struct{} // one per entry in flight
-	enabled  atomic.Bool   // this term's leader found every server reads batches
+	slots    chan struct{}          // one per entry in flight
+	enabled  atomic.Bool            // every server of configuration `verified` reads batches
+	verified atomic.Pointer[string] // configKey of the membership gateBatches checked
 	maxBatch int
 	maxBytes int
 }
@@ -127,9 +131,50 @@ func (p *proposer) run() {
 	}
 }
 
+// batchesSafe reports whether a batch entry may be written now: the gate
+// found that every server reads them, and the membership it checked is
+// still the current one.
+func (p *proposer) batchesSafe() bool {
+	if !p.enabled.Load() {
+		return false
+	}
+	f := p.n.raft.GetConfiguration()
+	v := p.verified.Load()
+	return f.Error() == nil && v != nil && configKey(f.Configuration()) == *v
+}
+
+// configKey identifies a membership: its servers, addresses and votes.
+// (hashicorp/raft's GetConfiguration does not fill in the index.)
+func configKey(c raft.Configuration) string {
+	var b strings.Builder
+	for _, s := range c.Servers {
+		fmt.Fprintf(&b, "%s@%s/%d;", s.ID, s.Address, s.Suffrage)
+	}
+	return b.String()
+}
+
 // propose starts one log entry for the batch (holding a slot) and answers
-// its callers when raft has applied it.
+// its callers when raft has applied it; when batches are not safe now, one
+// entry per command, all under the one slot.
 func (p *proposer) propose(batch []*proposal) {
+	if len(batch) > 1 && !p.batchesSafe() {
+		futs := make([]raft.ApplyFuture, len(batch))
+		for i, pr := range batch {
+			futs[i] = p.n.raft.Apply(pr.data, p.n.cfg.ApplyTimeout)
+		}
+		go func() {
+			for i, pr := range batch {
+				if err := futs[i].Error(); err != nil {
+					pr.done <- proposed{err: proposeError(err)}
+					continue
+				}
+				res, _ := futs[i].Response().(fsm.Result)
+				pr.done <- proposed{res: res}
+			}
+			<-p.slots
+		}()
+		return
+	}
 	data := batch[0].data
 	if len(batch) > 1 {
 		cmds := make([][]byte, len(batch))
@@ -182,63 +227,89 @@ func (p *proposer) fail(batch []*proposal, err error) {
 // fsm.CmdBatch and job ids past the entry's index.
 const logFormat = 2
 
-// logFormatHeader carries logFormat on /healthz replies.
-const logFormatHeader = "Sluice-Log-Format"
+// logFormatHeader and nodeIDHeader carry logFormat and the node's raft id
+// on /healthz replies.
+const (
+	logFormatHeader = "Sluice-Log-Format"
+	nodeIDHeader    = "Sluice-Node-Id"
+)
 
-// peerLogFormat asks the node at httpAddr which log format it reads; 0
-// when it does not say (a build from before the header) or cannot be
-// reached.
-func (n *Node) peerLogFormat(ctx context.Context, httpAddr string) (int, error) {
+// peerLogFormat asks the node at httpAddr which log format it reads and
+// which raft id it has; format 0 when it does not say (a build from before
+// the header).
+func (n *Node) peerLogFormat(ctx context.Context, httpAddr string) (format int, id string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	res, err := n.peers.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	io.Copy(io.Discard, io.LimitReader(res.Body, 1<<10))
 	res.Body.Close()
-	v, _ := strconv.Atoi(res.Header.Get(logFormatHeader))
-	return v, nil
+	if res.StatusCode != http.StatusOK {
+		return 0, "", fmt.Errorf("GET /healthz: %s", res.Status)
+	}
+	format, _ = strconv.Atoi(res.Header.Get(logFormatHeader))
+	return format, res.Header.Get(nodeIDHeader), nil
 }
 
-// clusterReadsBatches reports whether every other server in the raft
-// configuration has a recorded HTTP address and reports logFormat or later.
-func (n *Node) clusterReadsBatches(ctx context.Context) bool {
+// clusterReadsBatches checks every other server of the current raft
+// configuration: it must have a recorded HTTP address at which a node of
+// that raft id reports logFormat or later. It returns the configuration's
+// configKey, and why not when a server fails the check.
+func (n *Node) clusterReadsBatches(ctx context.Context) (key string, why error) {
 	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return false
+	if err := f.Error(); err != nil {
+		return "", err
 	}
+	key = configKey(f.Configuration())
 	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == n.cfg.ID {
 			continue
 		}
 		m, ok := n.fsm.Member(string(s.ID))
 		if !ok || m.HttpAddress == "" {
-			return false
+			return key, fmt.Errorf("server %s has no recorded HTTP address", s.ID)
 		}
-		if v, err := n.peerLogFormat(ctx, m.HttpAddress); err != nil || v < logFormat {
-			return false
+		v, id, err := n.peerLogFormat(ctx, m.HttpAddress)
+		switch {
+		case err != nil:
+			return key, fmt.Errorf("server %s at %s: %w", s.ID, m.HttpAddress, err)
+		case id != string(s.ID):
+			return key, fmt.Errorf("server %s: %s answers as %q", s.ID, m.HttpAddress, id)
+		case v < logFormat:
+			return key, fmt.Errorf("server %s at %s reads log format %d, not %d", s.ID, m.HttpAddress, v, logFormat)
 		}
 	}
-	return true
+	return key, nil
 }
 
-// gateBatches turns group commit on for this term of leadership once the
-// whole cluster reads batch entries, checking every second until then; it
-// returns when that is so or the term ends (ctx).
+// gateBatches runs for a term of leadership: group commit is on only while
+// the membership it last checked is the current one and every server in it
+// reads batch entries; it checks again each second while it is off and
+// whenever the membership changes.
 func (n *Node) gateBatches(ctx context.Context) {
 	if n.proposer.maxBatch <= 1 {
 		return
 	}
+	var last string
 	for {
-		if n.clusterReadsBatches(ctx) {
-			n.proposer.enabled.Store(true)
-			n.log.Info("group commit on: every server reads batch entries")
-			return
+		if !n.proposer.batchesSafe() {
+			n.proposer.enabled.Store(false)
+			key, why := n.clusterReadsBatches(ctx)
+			if why == nil {
+				n.proposer.verified.Store(&key)
+				n.proposer.enabled.Store(true)
+				n.log.Info("group commit on: every server reads batch entries", "servers", key)
+				last = ""
+			} else if msg := why.Error(); msg != last && ctx.Err() == nil {
+				n.log.Info("group commit off until every server reads batch entries", "why", msg)
+				last = msg
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -254,9 +325,12 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	if n.proposer.maxBatch <= 1 {
 		return nil
 	}
-	v, err := n.peerLogFormat(ctx, httpAddr)
+	v, got, err := n.peerLogFormat(ctx, httpAddr)
 	if err != nil {
-		return fmt.Errorf("cannot check node %s's version at http://%s/healthz (%v): start it before joining it", id, httpAddr, err)
+		return fmt.Errorf("cannot check node %s's version at http://%s/healthz: %w; start it before joining it", id, httpAddr, err)
+	}
+	if got != id {
+		return fmt.Errorf("node %s: http://%s answers as %q", id, httpAddr, got)
 	}
 	if v < logFormat {
 		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, v, logFormat)

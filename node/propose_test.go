@@ -137,18 +137,23 @@ func TestProposeErrorsSayWhetherTheWriteMayHaveApplied(t *testing.T) {
 
 // TestJoinRefusesANodeThatCannotReadBatches: while group commit is on, a
 // node that does not report this log format on /healthz (a build from
-// before it) or cannot be asked is not let in; this build reports it.
+// before it), answers with another id, or cannot be asked is not let in;
+// this build reports its format and id.
 func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 	n := startNode(t, 0)
-	if v, err := n.peerLogFormat(context.Background(), n.Addr()); err != nil || v != logFormat {
-		t.Fatalf("this build reports log format %d (%v), want %d", v, err, logFormat)
+	if v, id, err := n.peerLogFormat(context.Background(), n.Addr()); err != nil || v != logFormat || id != n.cfg.ID {
+		t.Fatalf("this build reports log format %d as %q (%v), want %d as %q", v, id, err, logFormat, n.cfg.ID)
 	}
 	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
 	defer old.Close()
 	oldAddr := strings.TrimPrefix(old.URL, "http://")
-	err := n.join(context.Background(), "old", "127.0.0.1:1", oldAddr)
-	if err == nil || !strings.Contains(err.Error(), "reads log format 0") || !strings.Contains(err.Error(), "--propose-batch 1") {
-		t.Fatalf("joining an old build: %v", err)
+	for _, c := range []struct{ id, addr, want string }{
+		{"old", oldAddr, `answers as ""`},
+		{"imposter", n.Addr(), `answers as "n1"`},
+	} {
+		if err := n.join(context.Background(), c.id, "127.0.0.1:1", c.addr); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("joining %s: %v, want %q", c.id, err, c.want)
+		}
 	}
 	old.Close()
 	if err := n.join(context.Background(), "gone", "127.0.0.1:1", oldAddr); err == nil || !strings.Contains(err.Error(), "start it before joining it") {
@@ -157,17 +162,65 @@ func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 	if cfg := n.raft.GetConfiguration(); cfg.Error() != nil || len(cfg.Configuration().Servers) != 1 {
 		t.Fatalf("configuration after refused joins: %v", cfg.Configuration().Servers)
 	}
-	// The leader's check: a server in the configuration without a recorded
-	// address, or whose /healthz does not report the format, keeps group
-	// commit off; one that reports it does not.
-	if !n.clusterReadsBatches(context.Background()) {
-		t.Fatal("a one-node cluster of this build does not read batches")
+}
+
+// TestBatchesOnlyWhenEveryServerReadsThem: a server added to the
+// configuration stops batch entries at once, and they stay off while it
+// has no recorded address, while an old build answers there, and until a
+// node of its id that reads them does.
+func TestBatchesOnlyWhenEveryServerReadsThem(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n, err := Start(Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: policy,
+		Logger: quietLogger(), RaftLog: io.Discard, ProposeInflight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 10s", what)
+			}
+		}
+	}
+	waitFor("group commit on, alone", n.proposer.enabled.Load)
+	round := 0
+	batches := func() int { // concurrent Submits, then the batch entries they made
+		t.Helper()
+		round++
+		from := n.raft.LastIndex() + 1
+		var wg sync.WaitGroup
+		c := jobClient(n, DemoAliceKey)
+		for i := range 24 {
+			wg.Go(func() {
+				for k := range 4 {
+					spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: fmt.Sprintf("r%d-%d-%d", round, i, k)}
+					if _, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec})); err != nil {
+						t.Errorf("submit: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		count := 0
+		for i := from; i <= n.raft.LastIndex(); i++ {
+			var l raft.Log
+			if n.store.GetLog(i, &l) == nil && l.Type == raft.LogCommand && len(l.Data) > 0 && fsm.CommandType(l.Data[0]) == fsm.CmdBatch {
+				count++
+			}
+		}
+		return count
+	}
+	if b := batches(); b == 0 {
+		t.Fatal("no batch entries with every server reading them")
 	}
 	if err := n.raft.AddNonvoter("other", "127.0.0.1:1", 0, time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	if n.clusterReadsBatches(context.Background()) {
-		t.Fatal("a server without a recorded address counted as reading batches")
+	if b := batches(); b != 0 {
+		t.Fatalf("%d batch entries with a server that has no recorded address", b)
 	}
 	setHTTP := func(addr string) {
 		t.Helper()
@@ -175,12 +228,26 @@ func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 			t.Fatalf("record other at %s: %v %v", addr, err, res.Err)
 		}
 	}
-	setHTTP(oldAddr)
-	if n.clusterReadsBatches(context.Background()) {
-		t.Fatal("an unreachable server counted as reading batches")
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	defer old.Close()
+	setHTTP(strings.TrimPrefix(old.URL, "http://"))
+	time.Sleep(1500 * time.Millisecond) // a check of the gate's
+	if b := batches(); b != 0 || n.proposer.enabled.Load() {
+		t.Fatalf("%d batch entries (on: %v) with an old build answering for a server", b, n.proposer.enabled.Load())
 	}
-	setHTTP(n.Addr()) // a server of this build
-	if !n.clusterReadsBatches(context.Background()) {
-		t.Fatal("a server that reports the format did not count")
+	setHTTP(n.Addr()) // this build, but it answers as n1
+	time.Sleep(1500 * time.Millisecond)
+	if n.proposer.enabled.Load() {
+		t.Fatal("group commit on with another node answering for a server")
+	}
+	other, err := Start(Config{ID: "other", DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), RaftLog: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	setHTTP(other.Addr())
+	waitFor("group commit on once the server's node reads batches", n.proposer.enabled.Load)
+	if b := batches(); b == 0 {
+		t.Fatal("no batch entries once every server reads them")
 	}
 }
