@@ -68,7 +68,8 @@ type FSM struct {
 	members   map[string]*raftv1.SetMember // raft id → addresses
 
 	// derived, never encoded
-	pix     policyIndex
+	commands atomic.Uint64 // commands applied since this process started (a batch's each count)
+	pix      policyIndex
 	changed chan struct{}
 	watched atomic.Bool      // someone holds changed: close it at the next change
 	dec     limiter.Decision // scratch for Apply: deciding allocates nothing
@@ -126,6 +127,7 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 		return f.applyBatchLocked(index, data)
 	}
 	t, now, msg, err := Decode(data)
+	f.commands.Add(1)
 	if index > f.lastIndex {
 		f.lastIndex = index
 	}
@@ -177,6 +179,11 @@ func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
 	}
 	return Result{Batch: out}
 }
+
+// CommandsApplied counts the commands this process has applied (each
+// command of a batch entry counts), for snapshotting by commands rather
+// than log entries.
+func (f *FSM) CommandsApplied() uint64 { return f.commands.Load() }
 
 // notify wakes everyone waiting on Changed.
 func (f *FSM) notify() {

@@ -91,6 +91,7 @@ type Node struct {
 	peerClients map[string]leaderClients // by base URL; members are few
 	pool        *Pool
 	proposer    *proposer
+	snapAt      atomic.Uint64 // commands applied at the last snapshot (raftFSM)
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
@@ -170,10 +171,14 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.http = n.newHTTPServer()
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go func() {
 		defer n.wg.Done()
 		n.proposer.run()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.snapshotByCommands()
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -251,7 +256,7 @@ func (n *Node) startRaft() error {
 		netTrans.Close()
 		return fmt.Errorf("node: raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(conf, raftFSM{n.fsm}, logs, store, snaps, trans)
+	r, err := raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt}, logs, store, snaps, trans)
 	if err != nil {
 		store.Close()
 		netTrans.Close()

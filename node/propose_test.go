@@ -251,3 +251,46 @@ func TestBatchesOnlyWhenEveryServerReadsThem(t *testing.T) {
 		t.Fatal("no batch entries once every server reads them")
 	}
 }
+
+// TestSnapshotsCountCommandsNotEntries: under concurrent writes most log
+// entries carry several commands, and a snapshot still comes once
+// SnapshotThreshold commands have been applied, long before that many
+// entries exist.
+func TestSnapshotsCountCommandsNotEntries(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n, err := Start(Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: policy,
+		Logger: quietLogger(), RaftLog: io.Discard, ProposeInflight: 1,
+		Raft: RaftTiming{SnapshotThreshold: 300, TrailingLogs: 50, SnapshotInterval: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	for deadline := time.Now().Add(10 * time.Second); !n.proposer.enabled.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("group commit not on after 10s")
+		}
+	}
+	c := jobClient(n, DemoAliceKey)
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			for k := range 12 {
+				spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: fmt.Sprintf("s-%d-%d", i, k)}
+				if _, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec})); err != nil {
+					t.Errorf("submit: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	entries := n.raft.LastIndex()
+	if entries >= 300 {
+		t.Skipf("%d log entries for 384 submits: too few batches to tell the triggers apart", entries)
+	}
+	for deadline := time.Now().Add(5 * time.Second); n.raft.Stats()["last_snapshot_index"] == "0"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot after %d commands in %d log entries (threshold 300)", n.fsm.CommandsApplied(), entries)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"io"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -9,7 +10,10 @@ import (
 )
 
 // raftFSM adapts fsm.FSM to raft.FSM.
-type raftFSM struct{ f *fsm.FSM }
+type raftFSM struct {
+	f      *fsm.FSM
+	snapAt *atomic.Uint64 // f.CommandsApplied() at the last snapshot (nil: not tracked)
+}
 
 func (a raftFSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
@@ -42,6 +46,11 @@ func (a raftFSM) ApplyBatch(logs []*raft.Log) []any {
 var _ raft.BatchingFSM = raftFSM{}
 
 func (a raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if a.snapAt != nil {
+		// raft calls this on the goroutine that applies, so nothing is
+		// applied between the count and the capture.
+		a.snapAt.Store(a.f.CommandsApplied())
+	}
 	return snapshot(a.f.Snapshot()), nil
 }
 

@@ -47,7 +47,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().DurationVar(&f.raftTiming.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft: a follower that hears nothing this long starts an election (default 500ms)")
 	c.Flags().DurationVar(&f.raftTiming.ElectionTimeout, "raft-election-timeout", 0, "raft: how long a candidate waits for votes (default 500ms)")
 	c.Flags().IntVar(&f.raftTiming.MaxAppendEntries, "raft-max-append-entries", 0, "raft: entries per AppendEntries RPC and per applied batch (default 512)")
-	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: entries between snapshots (default 65536)")
+	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: log entries, or commands applied (each of a batch entry's), between snapshots (default 65536)")
 	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
 	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
