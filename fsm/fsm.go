@@ -70,9 +70,9 @@ type FSM struct {
 	// derived, never encoded
 	commands atomic.Uint64 // commands applied since this process started (a batch's each count)
 	pix      policyIndex
-	changed chan struct{}
-	watched atomic.Bool      // someone holds changed: close it at the next change
-	dec     limiter.Decision // scratch for Apply: deciding allocates nothing
+	changed  chan struct{}
+	watched  atomic.Bool      // someone holds changed: close it at the next change
+	dec      limiter.Decision // scratch for Apply: deciding allocates nothing
 }
 
 type idemKey struct{ tenant, key string }
