@@ -123,14 +123,14 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 }
 
 func (f *FSM) applyLocked(index uint64, data []byte) Result {
+	if index > f.lastIndex {
+		f.lastIndex = index
+	}
 	if len(data) >= headerLen && CommandType(data[0]) == CmdBatch {
 		return f.applyBatchLocked(index, data)
 	}
 	t, now, msg, err := Decode(data)
 	f.commands.Add(1)
-	if index > f.lastIndex {
-		f.lastIndex = index
-	}
 	if err != nil {
 		return Result{Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
 	}
@@ -162,9 +162,6 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 
 // applyBatchLocked applies a CmdBatch entry's commands in order.
 func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
-	if index > f.lastIndex {
-		f.lastIndex = index
-	}
 	cmds, err := splitBatch(data[headerLen:])
 	if err != nil {
 		return Result{Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}

@@ -200,11 +200,7 @@ func (n *Node) dispatch() {
 		ps = append(ps, pending{a, fut})
 	}
 	for _, p := range ps {
-		if p.fut.Error() != nil { // Error waits for the entry; only then is Response set
-			n.execs.unreserve(p.a.Executor, p.a.JobId)
-			continue
-		}
-		if res, _ := p.fut.Response().(fsm.Result); res.Err != nil {
+		if res, err := outcome(p.fut); err != nil || res.Err != nil {
 			n.execs.unreserve(p.a.Executor, p.a.JobId)
 			continue
 		}

@@ -378,6 +378,16 @@ func proposeError(err error) error {
 	return err
 }
 
+// outcome waits for a proposal: the state machine's result, or raft's error
+// as proposeError maps it.
+func outcome(f raft.ApplyFuture) (fsm.Result, error) {
+	if err := f.Error(); err != nil { // Error waits for the entry; only then is Response set
+		return fsm.Result{}, proposeError(err)
+	}
+	res, _ := f.Response().(fsm.Result)
+	return res, nil
+}
+
 // propose commits one command and returns the state machine's result.
 func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message) (fsm.Result, error) {
 	if n.raft.State() != raft.Leader {
@@ -399,12 +409,7 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), time.Millisecond) // raft reads 0 as no limit
 	}
-	f := n.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
-		return fsm.Result{}, proposeError(err)
-	}
-	res, _ := f.Response().(fsm.Result)
-	return res, nil
+	return outcome(n.raft.Apply(data, timeout))
 }
 
 // proposeAsync starts a proposal and returns its future, or nil when this

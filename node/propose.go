@@ -164,12 +164,8 @@ func (p *proposer) propose(batch []*proposal) {
 		}
 		go func() {
 			for i, pr := range batch {
-				if err := futs[i].Error(); err != nil {
-					pr.done <- proposed{err: proposeError(err)}
-					continue
-				}
-				res, _ := futs[i].Response().(fsm.Result)
-				pr.done <- proposed{res: res}
+				res, err := outcome(futs[i])
+				pr.done <- proposed{res: res, err: err}
 			}
 			<-p.slots
 		}()
@@ -185,13 +181,12 @@ func (p *proposer) propose(batch []*proposal) {
 	}
 	fut := p.n.raft.Apply(data, p.n.cfg.ApplyTimeout)
 	go func() {
-		err := fut.Error()
+		res, err := outcome(fut)
 		<-p.slots
 		if err != nil {
-			p.fail(batch, proposeError(err))
+			p.fail(batch, err)
 			return
 		}
-		res, _ := fut.Response().(fsm.Result)
 		if len(batch) == 1 {
 			batch[0].done <- proposed{res: res}
 			return

@@ -32,14 +32,14 @@ const (
 )
 
 type bnode struct {
-	n          int32
-	parent     int32 // 0 at the root
-	leaf       bool
-	prev, next int32        // leaves: neighbours in order, 0 at the ends
-	key        [bMax]uint64 // packed key of job[i]
-	job        [bMax]int32  // leaf: the jobs; inner: the first job under child[i]
-	child      [bMax]int32  // inner only
-	cnt        [bMax]int32  // inner only: jobs under child[i]
+	n      int32
+	parent int32 // 0 at the root
+	leaf   bool
+	next   int32        // leaves: the next leaf in order, 0 at the end
+	key    [bMax]uint64 // packed key of job[i]
+	job    [bMax]int32  // leaf: the jobs; inner: the first job under child[i]
+	child  [bMax]int32  // inner only
+	cnt    [bMax]int32  // inner only: jobs under child[i]
 }
 
 // bLess orders two entries (packed key, job) in order o.
@@ -179,35 +179,45 @@ func (q *FairQueue) bIns(o int, n int32, key uint64, x int32) int32 {
 	return r
 }
 
+// open makes room for k entries at index at (their old values stay until
+// the caller writes them).
+func (nd *bnode) open(at, k int32) {
+	m := nd.n
+	copy(nd.key[at+k:m+k], nd.key[at:m])
+	copy(nd.job[at+k:m+k], nd.job[at:m])
+	if !nd.leaf {
+		copy(nd.child[at+k:m+k], nd.child[at:m])
+		copy(nd.cnt[at+k:m+k], nd.cnt[at:m])
+	}
+	nd.n += k
+}
+
+// close removes the k entries from index at and clears the freed tail.
+func (nd *bnode) close(at, k int32) {
+	m := nd.n
+	copy(nd.key[at:m-k], nd.key[at+k:m])
+	copy(nd.job[at:m-k], nd.job[at+k:m])
+	clear(nd.key[m-k : m])
+	clear(nd.job[m-k : m])
+	if !nd.leaf {
+		copy(nd.child[at:m-k], nd.child[at+k:m])
+		copy(nd.cnt[at:m-k], nd.cnt[at+k:m])
+		clear(nd.child[m-k : m])
+		clear(nd.cnt[m-k : m])
+	}
+	nd.n -= k
+}
+
 // bPut inserts an entry at index at of node n (child and count are
 // ignored in a leaf).
 func (q *FairQueue) bPut(n, at int32, key uint64, job, child, cnt int32) {
 	nd := &q.bn[n]
-	k := nd.n
-	copy(nd.key[at+1:k+1], nd.key[at:k])
-	copy(nd.job[at+1:k+1], nd.job[at:k])
+	nd.open(at, 1)
 	nd.key[at], nd.job[at] = key, job
 	if !nd.leaf {
-		copy(nd.child[at+1:k+1], nd.child[at:k])
-		copy(nd.cnt[at+1:k+1], nd.cnt[at:k])
 		nd.child[at], nd.cnt[at] = child, cnt
 		q.bn[child].parent = n
 	}
-	nd.n++
-}
-
-// bCut removes entry at of node n.
-func (q *FairQueue) bCut(n, at int32) {
-	nd := &q.bn[n]
-	k := nd.n
-	copy(nd.key[at:k-1], nd.key[at+1:k])
-	copy(nd.job[at:k-1], nd.job[at+1:k])
-	if !nd.leaf {
-		copy(nd.child[at:k-1], nd.child[at+1:k])
-		copy(nd.cnt[at:k-1], nd.cnt[at+1:k])
-	}
-	nd.n--
-	nd.key[k-1], nd.job[k-1], nd.child[k-1], nd.cnt[k-1] = 0, 0, 0, 0
 }
 
 // bSplit moves the upper half of full node n into a new node and returns
@@ -220,11 +230,7 @@ func (q *FairQueue) bSplit(n int32) int32 {
 	rd.n, nd.n = nd.n-h, h
 	rd.parent = nd.parent
 	if nd.leaf {
-		rd.prev, rd.next = n, nd.next
-		if nd.next != 0 {
-			q.bn[nd.next].prev = r
-		}
-		nd.next = r
+		rd.next, nd.next = nd.next, r
 	}
 	return r
 }
@@ -257,7 +263,7 @@ func (q *FairQueue) bDelete(root *int32, x int32) {
 	l := q.jobs[x].leaf
 	q.jobs[x].leaf = 0
 	at := q.bJobSlot(l, x)
-	q.bCut(l, at)
+	q.bn[l].close(at, 1)
 	if q.bn[l].n == 0 { // only a root leaf empties
 		q.bRelease(l)
 		*root = 0
@@ -297,15 +303,14 @@ func (q *FairQueue) bRebalance(root *int32, c int32) {
 			// Even them out; a's first entry stays, b's may change.
 			if ad.n > bd.n {
 				k := (ad.n - bd.n) / 2
-				q.bShiftRight(bd, k)
+				bd.open(0, k)
 				q.bMove(bd, b, 0, ad, ad.n-k, k)
 				ad.n -= k
-				bd.n += k
 			} else {
 				k := (bd.n - ad.n) / 2
 				q.bMove(ad, a, ad.n, bd, 0, k)
 				ad.n += k
-				q.bShiftLeft(bd, k)
+				bd.close(0, k)
 			}
 			pd.cnt[sa], pd.cnt[sa+1] = q.bCount(a), q.bCount(b)
 			pd.key[sa+1], pd.job[sa+1] = bd.key[0], bd.job[0]
@@ -316,12 +321,9 @@ func (q *FairQueue) bRebalance(root *int32, c int32) {
 		ad.n += bd.n
 		if ad.leaf {
 			ad.next = bd.next
-			if bd.next != 0 {
-				q.bn[bd.next].prev = a
-			}
 		}
 		pd.cnt[sa] += pd.cnt[sa+1]
-		q.bCut(p, sa+1)
+		pd.close(sa+1, 1)
 		q.bRelease(b)
 		if p == *root {
 			if pd.n == 1 { // the root has one child left: it becomes the root
@@ -338,45 +340,21 @@ func (q *FairQueue) bRebalance(root *int32, c int32) {
 	}
 }
 
-// bShiftRight makes room for k entries at the front of nd.
-func (q *FairQueue) bShiftRight(nd *bnode, k int32) {
-	copy(nd.key[k:nd.n+k], nd.key[:nd.n])
-	copy(nd.job[k:nd.n+k], nd.job[:nd.n])
-	if !nd.leaf {
-		copy(nd.child[k:nd.n+k], nd.child[:nd.n])
-		copy(nd.cnt[k:nd.n+k], nd.cnt[:nd.n])
-	}
-}
-
-// bShiftLeft drops nd's first k entries (already moved away).
-func (q *FairQueue) bShiftLeft(nd *bnode, k int32) {
-	m := nd.n - k
-	copy(nd.key[:m], nd.key[k:nd.n])
-	copy(nd.job[:m], nd.job[k:nd.n])
-	clear(nd.key[m:nd.n])
-	clear(nd.job[m:nd.n])
-	if !nd.leaf {
-		copy(nd.child[:m], nd.child[k:nd.n])
-		copy(nd.cnt[:m], nd.cnt[k:nd.n])
-		clear(nd.child[m:nd.n])
-		clear(nd.cnt[m:nd.n])
-	}
-	nd.n = m
-}
-
 // bSize is the number of jobs in the tree.
 func (q *FairQueue) bSize(root int32) int { return int(q.bCount(root)) }
 
-// bFirst is the first job of the tree, 0 if it is empty.
-func (q *FairQueue) bFirst(root int32) int32 {
-	if root == 0 {
-		return 0
-	}
+// bFirstLeaf is the tree's first leaf, 0 if it is empty.
+func (q *FairQueue) bFirstLeaf(root int32) int32 {
 	n := root
-	for !q.bn[n].leaf {
+	for n != 0 && !q.bn[n].leaf {
 		n = q.bn[n].child[0]
 	}
-	return q.bn[n].job[0]
+	return n
+}
+
+// bFirst is the first job of the tree, 0 if it is empty.
+func (q *FairQueue) bFirst(root int32) int32 {
+	return q.bn[q.bFirstLeaf(root)].job[0]
 }
 
 // bRank counts the jobs of x's tree before x: no comparisons, one node per
@@ -462,7 +440,7 @@ func (q *FairQueue) bSeek(root int32, pred func(x int32) bool) bCursor {
 
 // bAscend calls fn for the tree's jobs in order until fn says stop.
 func (q *FairQueue) bAscend(root int32, fn func(int32) bool) {
-	for c := q.bSeek(root, func(int32) bool { return true }); c.leaf != 0; c = q.bNext(c) {
+	for c := (bCursor{leaf: q.bFirstLeaf(root)}); c.leaf != 0; c = q.bNext(c) {
 		if !fn(q.bJob(c)) {
 			return
 		}

@@ -101,9 +101,6 @@ func checkInvariants(q *FairQueue) error {
 		if active != (f.hix >= 0) {
 			return fmt.Errorf("flow %s: active=%v, heap index %d", f.name, active, f.hix)
 		}
-		if active && f.tag.less(q.tiers[f.tier].vt) && false {
-			return fmt.Errorf("flow %s below its tier's virtual time", f.name)
-		}
 		var keys []int32
 		if len(f.cids) != len(f.classes) {
 			return fmt.Errorf("flow %s: %d class ids for %d queues", f.name, len(f.cids), len(f.classes))
@@ -252,8 +249,8 @@ func (q *FairQueue) checkBTree(o int, root int32) (int, error) {
 		} else if depth != leafDepth {
 			return 0, fmt.Errorf("B-tree leaf %d at depth %d, another at %d", n, depth, leafDepth)
 		}
-		if nd.prev != prevLeaf || prevLeaf != 0 && q.bn[prevLeaf].next != n {
-			return 0, fmt.Errorf("B-tree leaf %d: links broken (prev %d, want %d)", n, nd.prev, prevLeaf)
+		if prevLeaf != 0 && q.bn[prevLeaf].next != n {
+			return 0, fmt.Errorf("B-tree leaf %d: the leaf before it links to %d", n, q.bn[prevLeaf].next)
 		}
 		prevLeaf = n
 		for i, x := range nd.job[:nd.n] {

@@ -312,7 +312,7 @@ func (q *FairQueue) collectDue(now int64) {
 		if fa != fb {
 			return cmp.Compare(fa, fb)
 		}
-		if q.fullLess(ordFlow, a.x, b.x) { // their nodes hold Ready keys
+		if q.fullLess(ordFlow, a.x, b.x) {
 			return -1
 		}
 		return 1
