@@ -305,6 +305,13 @@ type lifecycle struct {
 	ids       []uint64 // every job ever created, forgotten ones too
 	seen      map[uint64]seenJob
 	tags      int
+	captures  []takenCapture // not yet encoded, on either replica
+}
+
+// takenCapture is a Capture and the snapshot taken at the same point.
+type takenCapture struct {
+	c    *Capture
+	want []byte
 }
 
 // seenJob is what a job looked like at the last check.
@@ -637,6 +644,26 @@ func (l *lifecycle) leaderChange(t *rapid.T) {
 	l.following = rapid.IntRange(1, 8).Draw(t, "follow")
 }
 
+// capture takes a Capture of the leader's state; encodeCapture encodes one
+// later, after more commands (and leader changes) have been applied, and
+// checks that it gives the bytes the state had when it was taken: nothing
+// the capture shares was changed in place.
+func (l *lifecycle) capture(t *rapid.T) {
+	l.captures = append(l.captures, takenCapture{l.f.Capture(), l.f.Snapshot()})
+}
+
+func (l *lifecycle) encodeCapture(t *rapid.T) {
+	if len(l.captures) == 0 {
+		return
+	}
+	i := rapid.IntRange(0, len(l.captures)-1).Draw(t, "capture")
+	c := l.captures[i]
+	l.captures = slices.Delete(l.captures, i, i+1)
+	if !bytes.Equal(c.c.Encode(), c.want) {
+		t.Fatalf("a capture encodes to other bytes than the state had when it was taken")
+	}
+}
+
 // check compares the state machine with the model.
 func (l *lifecycle) check(t *rapid.T) {
 	f, m := l.f, l.m
@@ -819,17 +846,19 @@ func TestJobLifecycleMatchesModel(t *testing.T) {
 			t.Fatalf("set policy: %v", r.Err)
 		}
 		actions := map[string]func(*rapid.T){
-			"submit":       l.submit,
-			"dispatch":     l.dispatch,
-			"staleAssign":  l.staleAssign,
-			"report":       l.report,
-			"lateReport":   l.lateReport,
-			"leaseExpiry":  l.leaseExpiry,
-			"cancel":       l.cancel,
-			"redrive":      l.redrive,
-			"tick":         l.tick,
-			"leaderChange": l.leaderChange,
-			"":             l.check,
+			"submit":        l.submit,
+			"dispatch":      l.dispatch,
+			"staleAssign":   l.staleAssign,
+			"report":        l.report,
+			"lateReport":    l.lateReport,
+			"leaseExpiry":   l.leaseExpiry,
+			"cancel":        l.cancel,
+			"redrive":       l.redrive,
+			"tick":          l.tick,
+			"leaderChange":  l.leaderChange,
+			"capture":       l.capture,
+			"encodeCapture": l.encodeCapture,
+			"":              l.check,
 		}
 		// One Repeat is about 30 actions (-rapid.steps); a job needs a
 		// dozen or more to use up its attempts and be redriven, so four

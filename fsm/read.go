@@ -3,14 +3,14 @@ package fsm
 import (
 	"sort"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
-// Job returns a copy of the job with the given id.
+// Job returns the job with the given id. The record is shared: the state
+// machine never changes a record in place (it replaces it), and callers
+// must not change it either.
 func (f *FSM) Job(id uint64) (*raftv1.JobRecord, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -18,16 +18,17 @@ func (f *FSM) Job(id uint64) (*raftv1.JobRecord, bool) {
 	if !ok {
 		return nil, false
 	}
-	return proto.Clone(j).(*raftv1.JobRecord), true
+	return j, true
 }
 
-// JobView is a job with its place in line, read at one instant.
+// JobView is a job with its place in line, read at one instant. Job is
+// shared with the state machine, read-only (see Job).
 type JobView struct {
 	Job      *raftv1.JobRecord
 	Position int // 0 when not queued
 }
 
-// View returns a copy of the job and its position in line.
+// View returns the job (shared, read-only: see Job) and its position in line.
 func (f *FSM) View(id uint64) (JobView, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -35,7 +36,7 @@ func (f *FSM) View(id uint64) (JobView, bool) {
 	if !ok {
 		return JobView{}, false
 	}
-	v := JobView{Job: proto.Clone(j).(*raftv1.JobRecord)}
+	v := JobView{Job: j}
 	if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 		v.Position, _ = f.queue.Position(id)
 	}
@@ -93,7 +94,7 @@ func (f *FSM) ListJobs(tenant string, states []sluicev1.JobState, before uint64,
 		if len(out) == limit {
 			return out, true
 		}
-		v := JobView{Job: proto.Clone(j).(*raftv1.JobRecord)}
+		v := JobView{Job: j}
 		if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 			v.Position, _ = f.queue.Position(j.Id)
 		}

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	"google.golang.org/protobuf/proto"
-
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -113,6 +111,7 @@ func (f *FSM) redrive(c *raftv1.Redrive) Result {
 		if !ok || j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED {
 			continue
 		}
+		j = f.edit(j)
 		per := j.Spec.GetMaxAttempts()
 		if per <= 0 {
 			per = f.policy.GetDefaults().GetMaxAttempts()
@@ -147,7 +146,7 @@ func (f *FSM) QueuePage(token string, limit int) ([]JobView, string, int, error)
 		if !ok {
 			continue
 		}
-		v := JobView{Job: proto.Clone(j).(*raftv1.JobRecord)}
+		v := JobView{Job: j}
 		v.Position, _ = f.queue.Position(j.Id)
 		out = append(out, v)
 	}

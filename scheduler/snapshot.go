@@ -32,66 +32,135 @@ var ErrBadSnapshot = errors.New("scheduler: bad queue snapshot")
 func (q *FairQueue) MarshalBinary() ([]byte, error) { return q.AppendBinary(nil) }
 
 // AppendBinary appends the deterministic encoding of the queue's state.
-func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) {
-	b = append(b, fairMagic...)
-	b = appendVarint(b, q.watermark)
-	b = appendVtime(appendVtime(b, q.vband[0]), q.vband[1])
+func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) { return q.Image().AppendBinary(b) }
 
-	tiers := sortedBy(len(q.tiers), func(i int) string { return q.tiers[i].name })
-	tierRank := rankOf(tiers, len(q.tiers))
+// Image is a copy of the queue's state, taken in a few bulk copies
+// (the job arena and the ID index are copied whole, the tiers', tenants',
+// flows' and models' few fields one by one) so that a caller holding a lock
+// can take it cheaply and encode it after letting go: the encoding sorts
+// and writes every queued job, which at a million jobs takes a while.
+// The queue may change meanwhile; the image does not.
+type Image struct {
+	watermark int64
+	vband     [2]vtime
+	tiers     []tierImage
+	tenants   []tenantImage
+	flows     []flowImage
+	models    []string
+	jobs      []qjob  // the arena, whole
+	slots     []int32 // byID's table: the arena indices of the queued jobs
+	n         int
+}
+
+type tierImage struct {
+	name    string
+	tag, vt vtime
+}
+
+type tenantImage struct {
+	name    string
+	running int32
+}
+
+type flowImage struct {
+	tier, tenant int32
+	tag          vtime
+}
+
+// Image copies the queue's state for a later AppendBinary. It reads the
+// queue only, like Position: it may run beside the other readers.
+func (q *FairQueue) Image() *Image {
+	im := &Image{
+		watermark: q.watermark,
+		vband:     q.vband,
+		tiers:     make([]tierImage, len(q.tiers)),
+		tenants:   make([]tenantImage, len(q.tenants)),
+		flows:     make([]flowImage, len(q.flows)),
+		models:    make([]string, len(q.models)),
+		jobs:      slices.Clone(q.jobs),
+		slots:     slices.Clone(q.byID.slots),
+		n:         q.n,
+	}
+	for i := range q.tiers {
+		t := &q.tiers[i]
+		im.tiers[i] = tierImage{t.name, t.tag, t.vt}
+	}
+	for i := range q.tenants {
+		im.tenants[i] = tenantImage{q.tenants[i].name, q.tenants[i].running}
+	}
+	for i := range q.flows {
+		f := &q.flows[i]
+		im.flows[i] = flowImage{f.tier, f.tenant, f.tag}
+	}
+	for i := range q.models {
+		im.models[i] = q.models[i].name
+	}
+	return im
+}
+
+// AppendBinary appends the encoding the queue had when the image was taken.
+func (im *Image) AppendBinary(b []byte) ([]byte, error) {
+	b = append(b, fairMagic...)
+	b = appendVarint(b, im.watermark)
+	b = appendVtime(appendVtime(b, im.vband[0]), im.vband[1])
+
+	tiers := sortedBy(len(im.tiers), func(i int) string { return im.tiers[i].name })
+	tierRank := rankOf(tiers, len(im.tiers))
 	b = appendUvarint(b, uint64(len(tiers)))
 	for _, i := range tiers {
-		t := &q.tiers[i]
+		t := &im.tiers[i]
 		b = appendVtime(appendVtime(appendString(b, t.name), t.tag), t.vt)
 	}
-	tenants := sortedBy(len(q.tenants), func(i int) string { return q.tenants[i].name })
-	tenantRank := rankOf(tenants, len(q.tenants))
+	tenants := sortedBy(len(im.tenants), func(i int) string { return im.tenants[i].name })
+	tenantRank := rankOf(tenants, len(im.tenants))
 	b = appendUvarint(b, uint64(len(tenants)))
 	for _, i := range tenants {
-		b = appendVarint(appendString(b, q.tenants[i].name), int64(q.tenants[i].running))
+		b = appendVarint(appendString(b, im.tenants[i].name), int64(im.tenants[i].running))
 	}
-	flows := make([]int32, len(q.flows))
+	flows := make([]int32, len(im.flows))
 	for i := range flows {
 		flows[i] = int32(i)
 	}
 	slices.SortFunc(flows, func(x, y int32) int {
-		fx, fy := &q.flows[x], &q.flows[y]
+		fx, fy := &im.flows[x], &im.flows[y]
 		if c := cmp.Compare(tierRank[fx.tier], tierRank[fy.tier]); c != 0 {
 			return c
 		}
 		return cmp.Compare(tenantRank[fx.tenant], tenantRank[fy.tenant])
 	})
-	flowRank := rankOf(flows, len(q.flows))
+	flowRank := rankOf(flows, len(im.flows))
 	b = appendUvarint(b, uint64(len(flows)))
 	for _, i := range flows {
-		f := &q.flows[i]
+		f := &im.flows[i]
 		b = appendUvarint(b, uint64(tierRank[f.tier]))
 		b = appendUvarint(b, uint64(tenantRank[f.tenant]))
 		b = appendVtime(b, f.tag)
 	}
 
-	order := make([]int32, 0, q.n)
-	used := make([]bool, len(q.models))
-	q.eachQueued(func(x int32) {
-		order = append(order, x)
-		used[q.jobs[x].model] = true
-	})
-	slices.SortFunc(order, func(x, y int32) int { return cmp.Compare(q.jobs[x].id, q.jobs[y].id) })
+	order := make([]int32, 0, im.n)
+	used := make([]bool, len(im.models))
+	for _, x := range im.slots {
+		if x != 0 {
+			order = append(order, x)
+			used[im.jobs[x].model] = true
+		}
+	}
+	slices.SortFunc(order, func(x, y int32) int { return cmp.Compare(im.jobs[x].id, im.jobs[y].id) })
 	var models []int32
 	for i, u := range used {
 		if u {
 			models = append(models, int32(i))
 		}
 	}
-	slices.SortFunc(models, func(x, y int32) int { return cmp.Compare(q.models[x].name, q.models[y].name) })
-	modelRank := rankOf(models, len(q.models))
+	slices.SortFunc(models, func(x, y int32) int { return cmp.Compare(im.models[x], im.models[y]) })
+	modelRank := rankOf(models, len(im.models))
 	b = appendUvarint(b, uint64(len(models)))
 	for _, i := range models {
-		b = appendString(b, q.models[i].name)
+		b = appendString(b, im.models[i])
 	}
 	b = appendUvarint(b, uint64(len(order)))
 	for _, x := range order {
-		j := &q.jobs[x]
+		j := &im.jobs[x]
 		b = appendUvarint(b, j.id)
 		b = appendUvarint(b, j.seq)
 		b = appendUvarint(b, uint64(flowRank[j.flow]))

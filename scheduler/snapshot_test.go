@@ -140,6 +140,37 @@ func TestSnapshotRestoreKeepsBytesAndDecisions(t *testing.T) {
 	})
 }
 
+// TestImageEncodesTheQueueAsItWas: an image taken at a random step and
+// encoded after many more random calls gives the bytes the queue encoded to
+// when the image was taken (it shares nothing the queue changes later).
+func TestImageEncodesTheQueueAsItWas(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := drawWorld(t, rapid.IntRange(1, 3).Draw(t, "tiers"), rapid.IntRange(1, 4).Draw(t, "tenants"), 6)
+		q := NewFairQueue(w.cfg)
+		o := &queueOps{w: w}
+		type taken struct {
+			im   *Image
+			want []byte
+		}
+		var images []taken
+		for range rapid.IntRange(1, 120).Draw(t, "steps") {
+			if rapid.IntRange(0, 9).Draw(t, "image") == 0 {
+				images = append(images, taken{q.Image(), encode(t, q)})
+			}
+			o.step(t, q)
+		}
+		for i, x := range images {
+			got, err := x.im.AppendBinary(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, x.want) {
+				t.Fatalf("image %d encodes to other bytes than the queue did when it was taken", i)
+			}
+		}
+	})
+}
+
 func TestUnmarshalRejectsCorruptSnapshotsAndKeepsState(t *testing.T) {
 	q := NewFairQueue(Config{})
 	q.Enqueue(Job{ID: 7, Seq: 1, Tenant: "a", Model: "m"})
