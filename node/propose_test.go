@@ -294,3 +294,104 @@ func TestSnapshotsCountCommandsNotEntries(t *testing.T) {
 		}
 	}
 }
+
+// gatedFSM holds each entry at the state machine until the test releases
+// it, so that the entries before it stay in flight.
+type gatedFSM struct {
+	f       *fsm.FSM
+	applied chan []byte
+	release chan struct{}
+}
+
+func (g *gatedFSM) Apply(l *raft.Log) any {
+	g.applied <- l.Data
+	<-g.release
+	return g.f.Apply(l.Index, l.Data)
+}
+
+func (g *gatedFSM) Snapshot() (raft.FSMSnapshot, error) { return raftFSM{f: g.f}.Snapshot() }
+func (g *gatedFSM) Restore(rc io.ReadCloser) error      { return raftFSM{f: g.f}.Restore(rc) }
+
+// TestPartialBatchWaitsForThePipelineToEmpty: while an entry is in flight,
+// commands that do not fill a batch wait, and go as one entry when it is
+// done; a full batch goes at once, beside the entry in flight.
+func TestPartialBatchWaitsForThePipelineToEmpty(t *testing.T) {
+	for _, maxBatch := range []int{64, 3} {
+		t.Run(fmt.Sprintf("batch=%d", maxBatch), func(t *testing.T) {
+			g := &gatedFSM{f: fsm.New(), applied: make(chan []byte, 16), release: make(chan struct{})}
+			conf := raft.DefaultConfig()
+			conf.LocalID = "n1"
+			conf.LogOutput = io.Discard
+			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+			store, snaps := raft.NewInmemStore(), raft.NewInmemSnapshotStore()
+			addr, trans := raft.NewInmemTransport("")
+			servers := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: addr}}}
+			if err := raft.BootstrapCluster(conf, store, store, snaps, trans, servers); err != nil {
+				t.Fatal(err)
+			}
+			r, err := raft.NewRaft(conf, g, store, store, snaps, trans)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(func() {
+				cancel()
+				close(g.release)
+				r.Shutdown().Error()
+			})
+			for deadline := time.Now().Add(5 * time.Second); r.State() != raft.Leader; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("no leader after 5s")
+				}
+			}
+			p := newProposer(&Node{ctx: ctx, raft: r, cfg: Config{ApplyTimeout: 10 * time.Second}}, maxBatch, 4)
+			key := configKey(servers)
+			p.verified.Store(&key)
+			p.enabled.Store(true)
+			go p.run()
+
+			tick := fsm.MustEncode(fsm.CmdTick, 1, &raftv1.Tick{})
+			send := func() *proposal {
+				pr := &proposal{data: tick, done: make(chan proposed, 1)}
+				p.in <- pr
+				return pr
+			}
+			a := send()
+			<-g.applied // a's entry is at the state machine, held: in flight
+			before := r.LastIndex()
+			rest := []*proposal{send(), send(), send()}
+			for deadline := time.Now().Add(5 * time.Second); len(p.in) > 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the proposer did not take the commands")
+				}
+			}
+			if maxBatch == 3 {
+				// Full: it goes beside a.
+				for deadline := time.Now().Add(5 * time.Second); r.LastIndex() == before; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("a full batch waited for the entry in flight")
+					}
+				}
+			} else {
+				time.Sleep(100 * time.Millisecond)
+				if got := r.LastIndex(); got != before {
+					t.Fatalf("a partial batch went out beside an entry in flight (log index %d → %d)", before, got)
+				}
+			}
+			g.release <- struct{}{}
+			if r := <-a.done; r.err != nil {
+				t.Fatal(r.err)
+			}
+			next := <-g.applied
+			if fsm.CommandType(next[0]) != fsm.CmdBatch {
+				t.Fatalf("the three commands went as %v, not one batch entry", fsm.CommandType(next[0]))
+			}
+			g.release <- struct{}{}
+			for _, pr := range rest {
+				if r := <-pr.done; r.err != nil || r.res.Err != nil {
+					t.Fatalf("batched command: %v %v", r.err, r.res.Err)
+				}
+			}
+		})
+	}
+}
