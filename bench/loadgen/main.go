@@ -13,6 +13,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -45,6 +46,7 @@ type config struct {
 	model                string
 	valueSize            int
 	gzip                 bool
+	timeline             time.Duration
 }
 
 func main() {
@@ -62,6 +64,7 @@ func main() {
 	flag.IntVar(&c.valueSize, "value-size", 100, "etcd: bytes per value (keys are bench/<client>/<seq>); 100 makes a Put about the size of a Submit's 111-byte raft entry")
 	flag.BoolVar(&c.gzip, "gzip", true, "sluice: accept gzip-compressed responses, as connect-go clients (the sluice CLI among them) do by default; false asks for them uncompressed")
 	flag.StringVar(&c.label, "label", "", "a name for this run, echoed in the RESULT line")
+	flag.DurationVar(&c.timeline, "timeline", 0, "if set, also print the window in slices of this length (by when each write finished): writes/s, p50, p99 and max of each, to see when the slow writes happen")
 	flag.Parse()
 	c.addrs = strings.Split(addrs, ",")
 	if c.clients < 1 || c.duration <= 0 || c.warmup < 0 || c.tenants < 1 || c.valueSize < 0 {
@@ -108,6 +111,9 @@ func run(c config) error {
 	}
 	r := measure(c, w)
 	r.print(c, where)
+	if c.timeline > 0 {
+		r.printTimeline(c.timeline)
+	}
 	if r.errors > 0 && r.errors*100 > int64(len(r.lat)) {
 		return fmt.Errorf("%d of %d writes failed", r.errors, r.errors+int64(len(r.lat)))
 	}
@@ -250,6 +256,7 @@ func etcdLeader(addrs []string) (string, error) {
 type result struct {
 	window time.Duration
 	lat    []time.Duration
+	done   []timed // with -timeline: every kept write, by when it finished
 	errors int64
 	first  []string
 	total  int64 // successful writes over the whole run, warm-up and edges included
@@ -268,11 +275,13 @@ func measure(c config, w writer) result {
 		total        atomic.Int64
 	)
 	per := make([][]time.Duration, c.clients)
+	perDone := make([][]timed, c.clients)
 	for i := range c.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, 4096)
+			var done []timed
 			for seq := 0; !stop.Load(); seq++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				t0 := time.Now()
@@ -299,8 +308,11 @@ func measure(c config, w writer) result {
 					continue
 				}
 				lat = append(lat, t1.Sub(t0))
+				if c.timeline > 0 {
+					done = append(done, timed{time.Duration(t1.UnixNano() - o), t1.Sub(t0)})
+				}
 			}
-			per[i] = lat
+			per[i], perDone[i] = lat, done
 		}()
 	}
 	time.Sleep(c.warmup)
@@ -317,7 +329,29 @@ func measure(c config, w writer) result {
 		r.lat = append(r.lat, l...)
 	}
 	slices.Sort(r.lat)
+	for _, d := range perDone {
+		r.done = append(r.done, d...)
+	}
 	return r
+}
+
+// timed is a write's latency and when it finished, from the window's opening.
+type timed struct{ at, lat time.Duration }
+
+// printTimeline prints the window in slices of length every.
+func (r result) printTimeline(every time.Duration) {
+	slices.SortFunc(r.done, func(a, b timed) int { return cmp.Compare(a.at, b.at) })
+	fmt.Printf("| from s | writes/s | p50 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|\n")
+	for i := 0; i < len(r.done); {
+		end := (r.done[i].at/every + 1) * every
+		var lat []time.Duration
+		for ; i < len(r.done) && r.done[i].at < end; i++ {
+			lat = append(lat, r.done[i].lat)
+		}
+		slices.Sort(lat)
+		fmt.Printf("| %.2f | %.0f | %s | %s | %s |\n", (end - every).Seconds(), float64(len(lat))/every.Seconds(),
+			ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99)), ms(lat[len(lat)-1]))
+	}
 }
 
 func errString(err error) string {
