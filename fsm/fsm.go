@@ -848,7 +848,7 @@ func (f *FSM) captureLocked() *Capture {
 // Encode encodes the captured state deterministically. It may run on any
 // goroutine, beside Apply.
 func (c *Capture) Encode() []byte {
-	s := proto.CloneOf(c.s) // shallow enough: the fields below are set on the copy only
+	s := proto.CloneOf(c.s) // Queue and Jobs are set on a copy: Encode may run again
 	q, err := c.queue.AppendBinary(nil)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: snapshot the queue: %v", err))
