@@ -30,8 +30,8 @@ import (
 // only full batches go beside entries in flight. Otherwise, at a few dozen
 // clients, each of the entries in flight would carry a handful of commands,
 // and every entry costs each replica a bolt commit (two fsyncs): at 16
-// clients on 3 nodes this rule gave 2667–3009 writes/s against 2023–2394
-// with up to 4 partial entries in flight, at 60–75 % of the servers' CPU
+// clients on 3 nodes this rule gave 2530–3209 writes/s against 1954–2182
+// with up to 4 partial entries in flight, at 61–73 % of the servers' CPU
 // per write (bench/README.md, "Group commit").
 
 type proposal struct {
