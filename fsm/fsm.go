@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -714,11 +715,12 @@ func (f *FSM) stopRunning(j *raftv1.JobRecord) {
 // Rules that count requests keep their charge: the request was made, and
 // refunding it would let submit-then-cancel dodge a rate limit.
 func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
-	c := j.Charge
-	if c == nil || c.Closed {
+	if j.Charge == nil || j.Charge.Closed {
 		return
 	}
+	c := shallowCopy(j.Charge) // shared with earlier versions of the record (edit)
 	c.Closed = true
+	j.Charge = c
 	req := limiter.Request{Tenant: j.Tenant, APIKey: c.ApiKeySha256, Tier: j.Tier, ClientIP: c.ClientIp,
 		Method: c.Method, Model: c.Model, Cost: c.Cost}
 	var actual int64
@@ -734,7 +736,9 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	f.limits.Settle(&req, f.now, c.AtNs, actual)
 	f.limits.Release(&req, f.now)
 	if j.Admission != nil {
-		j.Admission.SettledCost = actual
+		a := shallowCopy(j.Admission)
+		a.SettledCost = actual
+		j.Admission = a
 	}
 }
 
@@ -797,10 +801,43 @@ func (f *FSM) Snapshot() []byte {
 // changed. Records are never changed in place: readers (View, Job, a
 // Capture being encoded) share them without copying, outside the lock.
 // Every change to an existing record goes through edit.
+//
+// The copy is shallow: it shares the sub-messages (the spec with its input
+// of up to 64 KiB, the output, the error, the transitions), which are
+// replaced, never changed; a change to a sub-message copies it first
+// (closeCharge). Lists get their own backing arrays, so appending to the
+// copy's leaves the original alone.
 func (f *FSM) edit(j *raftv1.JobRecord) *raftv1.JobRecord {
-	j = proto.CloneOf(j)
+	j = shallowCopy(j)
 	f.jobs[j.Id] = j
 	return j
+}
+
+// shallowCopy copies a message's fields: scalars by value, message fields
+// by pointer, lists and maps into new ones holding the same elements.
+func shallowCopy[M proto.Message](src M) M {
+	s := src.ProtoReflect()
+	d := s.New()
+	s.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			from, to := v.List(), d.Mutable(fd).List()
+			for i := range from.Len() {
+				to.Append(from.Get(i))
+			}
+		case fd.IsMap():
+			to := d.Mutable(fd).Map()
+			v.Map().Range(func(k protoreflect.MapKey, e protoreflect.Value) bool {
+				to.Set(k, e)
+				return true
+			})
+		default:
+			d.Set(fd, v)
+		}
+		return true
+	})
+	d.SetUnknown(s.GetUnknown())
+	return d.Interface().(M)
 }
 
 // Capture is the state at one point, taken quickly (pointers to the job

@@ -866,5 +866,8 @@ func TestJobLifecycleMatchesModel(t *testing.T) {
 		for range 4 {
 			t.Repeat(actions)
 		}
+		for len(l.captures) > 0 {
+			l.encodeCapture(t)
+		}
 	})
 }

@@ -149,7 +149,15 @@ func (p *proposer) run() {
 			}
 		}
 		// Then wait for room in the pipeline: what arrives meanwhile waits
-		// for the next entry.
+		// for the next entry. A node that is stopping proposes nothing more:
+		// its callers are told so, and may retry elsewhere.
+		if p.n.ctx.Err() != nil {
+			p.fail(batch, errStopping)
+			if carry != nil {
+				carry.done <- proposed{err: errStopping}
+			}
+			return
+		}
 		select {
 		case p.slots <- struct{}{}:
 		case <-p.n.ctx.Done():

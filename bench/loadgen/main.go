@@ -338,19 +338,30 @@ func measure(c config, w writer) result {
 // timed is a write's latency and when it finished, from the window's opening.
 type timed struct{ at, lat time.Duration }
 
-// printTimeline prints the window in slices of length every.
+// printTimeline prints the window in slices of about length every, from
+// its opening to its end (a slice in which no write finished shows as 0/s;
+// the last one ends with the window, and its rate is over its own length).
 func (r result) printTimeline(every time.Duration) {
 	slices.SortFunc(r.done, func(a, b timed) int { return cmp.Compare(a.at, b.at) })
 	fmt.Printf("| from s | writes/s | p50 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|\n")
-	for i := 0; i < len(r.done); {
-		end := (r.done[i].at/every + 1) * every
+	n := max(1, int((r.window+every/2)/every))
+	i := 0
+	for k := range n {
+		from, end := time.Duration(k)*every, time.Duration(k+1)*every
+		if k == n-1 {
+			end = r.window
+		}
 		var lat []time.Duration
 		for ; i < len(r.done) && r.done[i].at < end; i++ {
 			lat = append(lat, r.done[i].lat)
 		}
 		slices.Sort(lat)
-		fmt.Printf("| %.2f | %.0f | %s | %s | %s |\n", (end - every).Seconds(), float64(len(lat))/every.Seconds(),
-			ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99)), ms(lat[len(lat)-1]))
+		var mx time.Duration
+		if len(lat) > 0 {
+			mx = lat[len(lat)-1]
+		}
+		fmt.Printf("| %.2f | %.0f | %s | %s | %s |\n", from.Seconds(), float64(len(lat))/(end-from).Seconds(),
+			ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99)), ms(mx))
 	}
 }
 

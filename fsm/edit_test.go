@@ -1,0 +1,133 @@
+package fsm
+
+import (
+	"bytes"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// fullRecord has every field of JobRecord set (checked), so that a field
+// added later is covered by the test below.
+func fullRecord(t *testing.T) *raftv1.JobRecord {
+	in, _ := structpb.NewStruct(map[string]any{"prompt": "a cat"})
+	out, _ := structpb.NewStruct(map[string]any{"url": "s3://x"})
+	r := &raftv1.JobRecord{
+		Id: 7, Tenant: "alice", Tier: "free", Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in},
+		State: sluicev1.JobState_JOB_STATE_RUNNING, Attempt: 2, Executor: "e1", CreatedNs: 1, StartedNs: 2,
+		FinishedNs: 3, ReadyNs: 4, QueueDeadlineNs: 5, RunDeadlineNs: 6,
+		Transitions: []*raftv1.TransitionRecord{{State: sluicev1.JobState_JOB_STATE_QUEUED, AtNs: 1}, {State: sluicev1.JobState_JOB_STATE_RUNNING, AtNs: 2}},
+		Output:      out, Error: &sluicev1.JobError{Code: "x"}, QueueSeq: 8, Gpus: []string{"0", "1"}, MaxAttempts: 3,
+		RunTimeoutNs: 9, Charge: &raftv1.Charge{Model: "sdxl", Cost: 5}, Admission: &sluicev1.Admission{ReservedCost: 5}, RanNs: 10,
+	}
+	fields := r.ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		if fd := fields.Get(i); !r.ProtoReflect().Has(fd) {
+			t.Fatalf("fullRecord leaves %s unset: set it", fd.Name())
+		}
+	}
+	return r
+}
+
+// TestEditCopiesShallowly: edit's copy equals the record, shares its
+// sub-messages, and has lists of its own, so that changing the copy as the
+// state machine does (setting fields, appending transitions, replacing
+// sub-messages) leaves the original as it was.
+func TestEditCopiesShallowly(t *testing.T) {
+	orig := fullRecord(t)
+	want := proto.Clone(orig)
+	f := New()
+	f.jobs[orig.Id] = orig
+	c := f.edit(orig)
+	if f.jobs[orig.Id] != c || c == orig {
+		t.Fatal("edit did not put a new record in the map")
+	}
+	if !proto.Equal(c, orig) {
+		t.Fatal("the copy differs from the record")
+	}
+	if c.Spec != orig.Spec || c.Output != orig.Output || c.Transitions[0] != orig.Transitions[0] {
+		t.Fatal("the copy does not share the sub-messages")
+	}
+	c.State = sluicev1.JobState_JOB_STATE_SUCCEEDED
+	c.Transitions = append(c.Transitions, &raftv1.TransitionRecord{Reason: "done"})
+	c.Transitions[1] = &raftv1.TransitionRecord{Reason: "replaced"}
+	c.Gpus[0] = "9"
+	c.Error = nil
+	if !proto.Equal(orig, want) {
+		t.Fatal("changing the copy changed the original")
+	}
+	// A record with unknown fields (from a newer build's snapshot) keeps them.
+	orig.ProtoReflect().SetUnknown(protoreflect.RawFields{0x98, 0x06, 0x01}) // field 99, varint 1
+	if got := shallowCopy(orig).ProtoReflect().GetUnknown(); string(got) != string(orig.ProtoReflect().GetUnknown()) {
+		t.Fatal("unknown fields lost")
+	}
+}
+
+// BenchmarkEdit: the copy a change to a job costs, against a deep copy, for
+// a record whose input is about 60 KiB.
+func BenchmarkEdit(b *testing.B) {
+	big := make(map[string]any, 1000)
+	for i := range 1000 {
+		big[string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('0'+i/676))] = "0123456789012345678901234567890123456789012345678901"
+	}
+	in, _ := structpb.NewStruct(big)
+	r := &raftv1.JobRecord{Id: 1, Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in},
+		Transitions: []*raftv1.TransitionRecord{{Reason: "submitted"}, {Reason: "assigned"}}}
+	b.Logf("input: %d bytes", proto.Size(in))
+	b.Run("shallow", func(b *testing.B) {
+		for b.Loop() {
+			shallowCopy(r)
+		}
+	})
+	b.Run("deep", func(b *testing.B) {
+		for b.Loop() {
+			proto.CloneOf(r)
+		}
+	})
+}
+
+// TestCaptureEncodesBesideApply encodes captures on other goroutines while
+// jobs are assigned, completed, canceled and submitted (run it with -race):
+// each gives the snapshot taken at its point.
+func TestCaptureEncodesBesideApply(t *testing.T) {
+	m := newMachine(t)
+	var ids []uint64
+	for i := range 200 {
+		ids = append(ids, m.submit(t, int64(i), []string{"alice", "bob"}[i%2], &sluicev1.JobSpec{Model: "llama-8b"}))
+	}
+	type result struct {
+		got, want []byte
+	}
+	results := make(chan result, len(ids))
+	for i, id := range ids {
+		c, want := m.f.Capture(), m.f.Snapshot()
+		go func() { results <- result{c.Encode(), want} }()
+		now := int64(1000 + i)
+		switch i % 3 {
+		case 0:
+			if r := m.apply(CmdAssign, now, &raftv1.Assign{JobId: id, Executor: "e1", Attempt: 1}); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			if r := m.apply(CmdComplete, now, &raftv1.Complete{JobId: id, Attempt: 1}); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		case 1:
+			if r := m.apply(CmdCancel, now, &raftv1.Cancel{JobId: id, Tenant: m.job(t, id).Tenant}); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		default:
+			m.submit(t, now, "bob", &sluicev1.JobSpec{Model: "sdxl"})
+		}
+	}
+	for range ids {
+		r := <-results
+		if !bytes.Equal(r.got, r.want) {
+			t.Fatal("a capture encoded beside Apply differs from the snapshot at its point")
+		}
+	}
+}
