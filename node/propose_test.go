@@ -386,7 +386,24 @@ func TestPartialBatchWaitsForThePipelineToEmpty(t *testing.T) {
 			if fsm.CommandType(next[0]) != fsm.CmdBatch {
 				t.Fatalf("the three commands went as %v, not one batch entry", fsm.CommandType(next[0]))
 			}
+			var last *proposal
+			if maxBatch == 3 {
+				// The full batch is still in flight (held at the state
+				// machine): a lone command waits for it too, not only for
+				// the first entry.
+				before = r.LastIndex()
+				last = send()
+				time.Sleep(100 * time.Millisecond)
+				if got := r.LastIndex(); got != before {
+					t.Fatalf("a partial batch went out beside the full one in flight (log index %d → %d)", before, got)
+				}
+			}
 			g.release <- struct{}{}
+			if last != nil {
+				<-g.applied
+				g.release <- struct{}{}
+				rest = append(rest, last)
+			}
 			for _, pr := range rest {
 				if r := <-pr.done; r.err != nil || r.res.Err != nil {
 					t.Fatalf("batched command: %v %v", r.err, r.res.Err)
