@@ -149,25 +149,30 @@ func (p *proposer) run() {
 			}
 		}
 		// Then wait for room in the pipeline: what arrives meanwhile waits
-		// for the next entry. A node that is stopping proposes nothing more:
-		// its callers are told so, and may retry elsewhere.
-		if p.n.ctx.Err() != nil {
-			p.fail(batch, errStopping)
+		// for the next entry.
+		if !p.acquire() {
 			if carry != nil {
-				carry.done <- proposed{err: errStopping}
+				batch = append(batch, carry)
 			}
-			return
-		}
-		select {
-		case p.slots <- struct{}{}:
-		case <-p.n.ctx.Done():
 			p.fail(batch, errStopping)
-			if carry != nil {
-				carry.done <- proposed{err: errStopping}
-			}
 			return
 		}
 		p.propose(batch)
+	}
+}
+
+// acquire takes a slot for an entry. It fails once the node is stopping:
+// a stopping node proposes nothing more, and its callers, told so, may
+// retry elsewhere.
+func (p *proposer) acquire() bool {
+	if p.n.ctx.Err() != nil {
+		return false
+	}
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	case <-p.n.ctx.Done():
+		return false
 	}
 }
 

@@ -219,8 +219,8 @@ func (q *FairQueue) meanTreeDepth() float64 {
 // the cost of touching memory of that footprint.
 func BenchmarkMemoryLatency(b *testing.B) {
 	for _, n := range benchSizes {
-		bytes := int(queueOf(n).bytesJob * float64(n))
 		b.Run(fmt.Sprintf("footprint-of=%d", n), func(b *testing.B) {
+			bytes := int(queueOf(n).bytesJob * float64(n))
 			const line = 64 / 8 // one uint64 per cache line is used
 			lines := bytes / 64
 			buf := make([]uint64, lines*line)

@@ -69,7 +69,7 @@ func (q *FairQueue) bAlloc(leaf bool) int32 {
 	if k := len(q.bnFree); k > 0 {
 		n := q.bnFree[k-1]
 		q.bnFree = q.bnFree[:k-1]
-		q.bn[n] = bnode{leaf: leaf}
+		q.bn[n].leaf = leaf // bRelease cleared it
 		return n
 	}
 	q.bn = append(q.bn, bnode{leaf: leaf})

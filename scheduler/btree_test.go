@@ -11,8 +11,8 @@ import (
 // TestBTreesAgreeWithSortedSlices drives the queue through thousands of
 // arrivals, removals, starts and promotions, enough for the B-trees to be
 // three levels deep and to split, borrow and merge at every level, and
-// checks their structure (checkInvariants), each job's rank against its
-// index in a sorted copy, and the delayed tree's order against a sort.
+// checks their structure (checkInvariants), that each tree's order is
+// sorted, and each job's rank against its index in that order.
 func TestBTreesAgreeWithSortedSlices(t *testing.T) {
 	deepest, most := 0.0, 0
 	rapid.Check(t, func(t *rapid.T) {

@@ -81,8 +81,11 @@ func (q *FairQueue) unindex(x int32) {
 
 // eachQueued calls fn with the arena index of every queued job, in no
 // particular order.
-func (q *FairQueue) eachQueued(fn func(x int32)) {
-	for _, x := range q.byID.slots {
+func (q *FairQueue) eachQueued(fn func(x int32)) { q.byID.each(fn) }
+
+// each calls fn with every arena index in the table, in table order.
+func (ix *jobIndex) each(fn func(x int32)) {
+	for _, x := range ix.slots {
 		if x != 0 {
 			fn(x)
 		}

@@ -32,7 +32,7 @@ var ErrBadSnapshot = errors.New("scheduler: bad queue snapshot")
 func (q *FairQueue) MarshalBinary() ([]byte, error) { return q.AppendBinary(nil) }
 
 // AppendBinary appends the deterministic encoding of the queue's state.
-func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) { return q.Image().AppendBinary(b) }
+func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) { return q.image(false).AppendBinary(b) }
 
 // Image is a copy of the queue's state, taken in a few bulk copies
 // (the job arena and the ID index are copied whole, the tiers', tenants',
@@ -47,9 +47,8 @@ type Image struct {
 	tenants   []tenantImage
 	flows     []flowImage
 	models    []string
-	jobs      []qjob  // the arena, whole
-	slots     []int32 // byID's table: the arena indices of the queued jobs
-	n         int
+	jobs      []qjob   // the arena, whole
+	byID      jobIndex // the arena indices of the queued jobs
 }
 
 type tierImage struct {
@@ -69,7 +68,11 @@ type flowImage struct {
 
 // Image copies the queue's state for a later AppendBinary. It reads the
 // queue only, like Position: it may run beside the other readers.
-func (q *FairQueue) Image() *Image {
+func (q *FairQueue) Image() *Image { return q.image(true) }
+
+// image takes the state, copying the arena and the ID index only when
+// asked (AppendBinary encodes at once and needs no copy).
+func (q *FairQueue) image(copyArrays bool) *Image {
 	im := &Image{
 		watermark: q.watermark,
 		vband:     q.vband,
@@ -77,9 +80,11 @@ func (q *FairQueue) Image() *Image {
 		tenants:   make([]tenantImage, len(q.tenants)),
 		flows:     make([]flowImage, len(q.flows)),
 		models:    make([]string, len(q.models)),
-		jobs:      slices.Clone(q.jobs),
-		slots:     slices.Clone(q.byID.slots),
-		n:         q.n,
+		jobs:      q.jobs,
+		byID:      q.byID,
+	}
+	if copyArrays {
+		im.jobs, im.byID.slots = slices.Clone(q.jobs), slices.Clone(q.byID.slots)
 	}
 	for i := range q.tiers {
 		t := &q.tiers[i]
@@ -137,14 +142,12 @@ func (im *Image) AppendBinary(b []byte) ([]byte, error) {
 		b = appendVtime(b, f.tag)
 	}
 
-	order := make([]int32, 0, im.n)
+	order := make([]int32, 0, im.byID.n)
 	used := make([]bool, len(im.models))
-	for _, x := range im.slots {
-		if x != 0 {
-			order = append(order, x)
-			used[im.jobs[x].model] = true
-		}
-	}
+	im.byID.each(func(x int32) {
+		order = append(order, x)
+		used[im.jobs[x].model] = true
+	})
 	slices.SortFunc(order, func(x, y int32) int { return cmp.Compare(im.jobs[x].id, im.jobs[y].id) })
 	var models []int32
 	for i, u := range used {
@@ -181,10 +184,6 @@ func (im *Image) AppendBinary(b []byte) ([]byte, error) {
 func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	d := decoder{b: data}
 	d.magic(fairMagic)
-	type rtier struct {
-		name    string
-		tag, vt vtime
-	}
 	type rtenant struct {
 		name    string
 		running int64
@@ -202,9 +201,9 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	}
 	watermark := d.varint()
 	vb := [2]vtime{d.vtime(), d.vtime()}
-	tiers := make([]rtier, d.count())
+	tiers := make([]tierImage, d.count())
 	for i := range tiers {
-		tiers[i] = rtier{d.str(), d.vtime(), d.vtime()}
+		tiers[i] = tierImage{d.str(), d.vtime(), d.vtime()}
 	}
 	tenants := make([]rtenant, d.count())
 	for i := range tenants {

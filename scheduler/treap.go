@@ -58,10 +58,7 @@ func sqOf(key uint64) int64 {
 }
 
 func (q *FairQueue) less(o int, a, b int32) bool {
-	if ka, kb := q.nodes[a].key, q.nodes[b].key; ka != kb {
-		return ka < kb
-	}
-	return q.fullLess(o, a, b)
+	return q.bLess(o, q.nodes[a].key, a, q.nodes[b].key, b)
 }
 
 func (q *FairQueue) fullLess(o int, a, b int32) bool {
