@@ -18,10 +18,12 @@
 # QUIET_WAIT=0 (seconds to wait, before each measurement, for the CPUs to be
 # 80% idle: for a machine shared with other work), KEEP=1 keeps the temp dir.
 #
-# Every acknowledged write is on disk on a majority in both systems:
-# raft-boltdb commits (fsyncs) each batch of log entries on the leader and on
-# each follower before they acknowledge, and etcd fsyncs its WAL before it
-# acknowledges (its default; --unsafe-no-fsync is not given).
+# Every acknowledged write is on disk on a majority in both systems: Sluice's
+# raft log store fsyncs each batch of log entries on the leader and on each
+# follower before they acknowledge (raft-wal by default, one fsync;
+# SLUICE_FLAGS=--raft-log-store=bolt for raft-boltdb, a bolt commit of two),
+# and etcd fsyncs its WAL before it acknowledges (its default;
+# --unsafe-no-fsync is not given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/fsm"
@@ -176,7 +175,7 @@ func (n *Node) isMemberHost(host string) bool {
 // recover from losing a majority: the file names the servers of the new
 // cluster (hashicorp/raft's JSON format, version 3), the node rewrites its
 // configuration to it, and the file is renamed so that it applies once.
-func (n *Node) recoverPeers(conf *raft.Config, store *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) error {
+func (n *Node) recoverPeers(conf *raft.Config, st *stores, snaps raft.SnapshotStore, trans raft.Transport) error {
 	path := filepath.Join(n.cfg.DataDir, "peers.json")
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -185,7 +184,7 @@ func (n *Node) recoverPeers(conf *raft.Config, store *raftboltdb.BoltStore, snap
 	if err != nil {
 		return fmt.Errorf("node: %s: %w", path, err)
 	}
-	if err := raft.RecoverCluster(conf, raftFSM{f: fsm.New()}, store, store, snaps, trans, cfg); err != nil {
+	if err := raft.RecoverCluster(conf, raftFSM{f: fsm.New()}, st.log, st.stable, snaps, trans, cfg); err != nil {
 		return fmt.Errorf("node: recover from %s: %w", path, err)
 	}
 	n.log.Warn("recovered the raft configuration from peers.json", "servers", len(cfg.Servers))

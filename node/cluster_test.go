@@ -407,8 +407,15 @@ func TestFiveNodesSurviveLosingTheLeaderAndAnother(t *testing.T) {
 
 // TestDataDirStaysBoundedUnderLoad: with frequent snapshots, log
 // compaction keeps the raft log to about threshold + trailing entries and
-// the data dir from growing with the number of jobs ever run.
+// the data dir from growing with the number of jobs ever run, with either log store (the
+// WAL in 64 KiB segments, so that compaction deletes some).
 func TestDataDirStaysBoundedUnderLoad(t *testing.T) {
+	for _, store := range []string{LogStoreWAL, LogStoreBolt} {
+		t.Run(store, func(t *testing.T) { testDataDirStaysBounded(t, store) })
+	}
+}
+
+func testDataDirStaysBounded(t *testing.T, store string) {
 	p := DemoPolicy()
 	p.Rules = nil
 	p.Defaults.JobRetention = durationpb.New(500 * time.Millisecond) // finished jobs leave the state
@@ -416,7 +423,8 @@ func TestDataDirStaysBoundedUnderLoad(t *testing.T) {
 	n, err := Start(Config{
 		DataDir: dir, HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: p,
 		HeartbeatInterval: 200 * time.Millisecond, Logger: quietLogger(), RaftLog: io.Discard,
-		Raft: RaftTiming{SnapshotThreshold: 200, TrailingLogs: 100, SnapshotInterval: 100 * time.Millisecond},
+		Raft:         RaftTiming{SnapshotThreshold: 200, TrailingLogs: 100, SnapshotInterval: 100 * time.Millisecond},
+		RaftLogStore: store, RaftWALSegmentSize: 64 << 10,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -439,7 +447,7 @@ func TestDataDirStaysBoundedUnderLoad(t *testing.T) {
 		submitAll(t, n, name, 150)
 		waitFor(t, name+" jobs to finish", func() bool { return n.fsm.QueueLen() == 0 && len(n.fsm.Running()) == 0 })
 	}
-	round("warm") // bolt grows its file once, then reuses freed pages
+	round("warm") // bolt grows its file once, then reuses freed pages; the WAL fills segments
 	time.Sleep(time.Second)
 	first := size()
 	for i := range 3 {
@@ -447,8 +455,8 @@ func TestDataDirStaysBoundedUnderLoad(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	last := size()
-	firstIdx, _ := n.store.FirstIndex()
-	lastIdx, _ := n.store.LastIndex()
+	firstIdx, _ := n.store.log.FirstIndex()
+	lastIdx, _ := n.store.log.LastIndex()
 	t.Logf("data dir %d → %d bytes over 450 more jobs; log holds entries %d–%d", first, last, firstIdx, lastIdx)
 	if kept := lastIdx - firstIdx; kept > 200+100+200 {
 		t.Fatalf("the log keeps %d entries; compaction should hold it near threshold+trailing (300)", kept)

@@ -9,15 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/fsm"
@@ -29,7 +26,8 @@ import (
 type Config struct {
 	// ID is the raft server id (default "n1").
 	ID string
-	// DataDir holds raft.db (the log) and snapshots/.
+	// DataDir holds raft.db (raft's term and vote, and the log with the bolt log store),
+	// wal/ (the log with the WAL log store) and snapshots/.
 	DataDir string
 	// HTTPAddr is where the Connect services listen (default 127.0.0.1:7700).
 	HTTPAddr string
@@ -70,6 +68,13 @@ type Config struct {
 	RaftLog io.Writer
 	// RaftLogLevel is the least severe raft message logged (default "warn").
 	RaftLogLevel string
+	// RaftLogStore is where the raft log lives: LogStoreWAL or LogStoreBolt. Empty keeps
+	// the store that already holds the data dir's log, and takes the WAL for a new one.
+	RaftLogStore string
+	// RaftWALSegmentSize is the size of one WAL segment file in bytes (default 64 MiB,
+	// raft-wal's). Compaction deletes whole segments, so the log on disk is up to one
+	// segment more than the entries it keeps.
+	RaftWALSegmentSize int
 }
 
 // Node is a running Sluice server.
@@ -78,7 +83,7 @@ type Node struct {
 	log       *slog.Logger
 	fsm       *fsm.FSM
 	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
+	store     *stores
 	netTrans  *raft.NetworkTransport
 	transport raft.Transport
 	execs     *registry
@@ -106,7 +111,7 @@ type Node struct {
 	ready   bool // leader and caught up with the log, policy in place
 }
 
-// raftLogCache is how many recent raft log entries are kept in memory in front of the bolt
+// raftLogCache is how many recent raft log entries are kept in memory in front of the log
 // store (MaxAppendEntries is 512: two batches).
 const raftLogCache = 1024
 
@@ -207,58 +212,48 @@ func (n *Node) startRaft() error {
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
 	n.cfg.Raft.apply(conf)
 
-	// The free-page list is not written with every commit (etcd does the same): bolt rebuilds
-	// it from the pages when it opens the file. A commit then writes the log's pages and its
-	// meta page only. The timeout makes a second process on the same data dir fail instead of
-	// waiting for the file lock forever.
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(n.cfg.DataDir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true,
-			FreelistType: bbolt.FreelistMapType},
-	})
+	st, err := openStores(n.cfg.DataDir, n.cfg.RaftLogStore, n.cfg.RaftWALSegmentSize, conf.Logger)
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
-			return fmt.Errorf("node: open raft log %s: locked by another process (is a node already running on --data %s?): %w",
-				filepath.Join(n.cfg.DataDir, "raft.db"), n.cfg.DataDir, err)
-		}
-		return fmt.Errorf("node: open raft log: %w", err)
+		return err
 	}
+	n.log.Info("raft log store", "store", st.kind, "data", n.cfg.DataDir)
 	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
 	if err != nil {
-		store.Close()
+		st.Close()
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
 	netTrans, err := raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
 	if err != nil {
-		store.Close()
+		st.Close()
 		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
 		trans = n.cfg.WrapTransport(netTrans)
 	}
-	if err := n.recoverPeers(conf, store, snaps, trans); err != nil {
-		store.Close()
+	if err := n.recoverPeers(conf, st, snaps, trans); err != nil {
+		st.Close()
 		netTrans.Close()
 		return err
 	}
-	existing, err := raft.HasExistingState(store, store, snaps)
+	existing, err := raft.HasExistingState(st.log, st.stable, snaps)
 	if err != nil {
-		store.Close()
+		st.Close()
 		netTrans.Close()
 		return fmt.Errorf("node: inspect raft state: %w", err)
 	}
 	// Recent entries are served from memory: replication to followers reads back what was
-	// just appended, and bolt reads cost a transaction each.
-	logs, err := raft.NewLogCache(raftLogCache, store)
+	// just appended, and a read from either store costs a lock and a decode (a bolt
+	// transaction, or a WAL segment lookup).
+	logs, err := raft.NewLogCache(raftLogCache, st.log)
 	if err != nil {
-		store.Close()
+		st.Close()
 		netTrans.Close()
 		return fmt.Errorf("node: raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt}, logs, store, snaps, trans)
+	r, err := raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt}, logs, st.stable, snaps, trans)
 	if err != nil {
-		store.Close()
+		st.Close()
 		netTrans.Close()
 		return fmt.Errorf("node: start raft: %w", err)
 	}
@@ -268,12 +263,12 @@ func (n *Node) startRaft() error {
 		}}})
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			r.Shutdown()
-			store.Close()
+			st.Close()
 			netTrans.Close()
 			return fmt.Errorf("node: bootstrap: %w", err)
 		}
 	}
-	n.raft, n.store, n.netTrans, n.transport = r, store, netTrans, trans
+	n.raft, n.store, n.netTrans, n.transport = r, st, netTrans, trans
 	return nil
 }
 

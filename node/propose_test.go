@@ -98,7 +98,7 @@ func concurrentSubmits(t *testing.T, cfg Config) int {
 	batches, cmds := 0, 0
 	for i := uint64(1); i <= n.raft.LastIndex(); i++ {
 		var l raft.Log
-		if n.store.GetLog(i, &l) != nil || l.Type != raft.LogCommand || len(l.Data) == 0 {
+		if n.store.log.GetLog(i, &l) != nil || l.Type != raft.LogCommand || len(l.Data) == 0 {
 			continue
 		}
 		if fsm.CommandType(l.Data[0]) == fsm.CmdBatch {
@@ -207,7 +207,7 @@ func TestBatchesOnlyWhenEveryServerReadsThem(t *testing.T) {
 		count := 0
 		for i := from; i <= n.raft.LastIndex(); i++ {
 			var l raft.Log
-			if n.store.GetLog(i, &l) == nil && l.Type == raft.LogCommand && len(l.Data) > 0 && fsm.CommandType(l.Data[0]) == fsm.CmdBatch {
+			if n.store.log.GetLog(i, &l) == nil && l.Type == raft.LogCommand && len(l.Data) > 0 && fsm.CommandType(l.Data[0]) == fsm.CmdBatch {
 				count++
 			}
 		}

@@ -30,13 +30,15 @@ type serveFlags struct {
 	failureRate                   float64
 	leaseGrace                    time.Duration
 	raftTiming                    node.RaftTiming
+	raftLogStore                  string
+	raftWALSegmentMiB             int
 }
 
 func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int, gossipDefault string) {
 	c.Flags().StringVar(&f.gossip, "gossip", gossipDefault, "address (host:port) of this server in the executors' gossip pool; empty: no gossip")
 	c.Flags().StringVar(&f.gossipJoin, "join", "", "comma-separated gossip addresses of pool members to join through")
 	c.Flags().StringVar(&f.id, "id", "n1", "this node's raft server id")
-	c.Flags().StringVar(&f.data, "data", dataDefault, "directory for the raft log (raft.db) and snapshots")
+	c.Flags().StringVar(&f.data, "data", dataDefault, "directory for raft's state (raft.db), the raft log (wal/ or raft.db) and snapshots")
 	c.Flags().StringVar(&f.http, "http", "127.0.0.1:7700", "address for the Connect/gRPC/gRPC-Web API, /healthz and /readyz (port 0 picks one)")
 	c.Flags().StringVar(&f.raft, "raft", "127.0.0.1:0", "address for raft traffic between servers")
 	c.Flags().StringVar(&f.policy, "policy", "", "policy file (YAML or JSON sluice.v1.Policy); empty keeps the cluster's current one")
@@ -50,6 +52,8 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: log entries, or commands applied (each of a batch entry's), between snapshots (default 65536)")
 	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
 	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
+	c.Flags().StringVar(&f.raftLogStore, "raft-log-store", "", `raft: where the log lives, "wal" (segment files in <data>/wal, one fsync per append) or "bolt" (in raft.db, two fsyncs per append); default: the store that already holds the data dir's log, "wal" for a new one`)
+	c.Flags().IntVar(&f.raftWALSegmentMiB, "raft-wal-segment-mib", 0, "raft: size of one WAL segment file in MiB; compaction deletes whole segments (default 64)")
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
 	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 4)")
 	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
@@ -125,10 +129,14 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		// itself; that warning only confuses a newcomer.
 		raftLevel = "error"
 	}
+	if f.raftWALSegmentMiB < 0 || f.raftWALSegmentMiB > 2047 {
+		return fmt.Errorf("--raft-wal-segment-mib %d: must be between 1 and 2047 (0 takes the default, 64)", f.raftWALSegmentMiB)
+	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
 		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
 		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
+		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
 	})
 	if err != nil {
