@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ import (
 type network struct {
 	mu    sync.Mutex
 	group map[raft.ServerAddress]int
+	// installs counts the snapshots sent (InstallSnapshot RPCs that went through).
+	installs atomic.Int64
 }
 
 func (nw *network) cut(a, b raft.ServerAddress) bool {
@@ -88,6 +91,7 @@ func (f *faultTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAdd
 	if err := f.check(target); err != nil {
 		return err
 	}
+	f.nw.installs.Add(1)
 	return f.Transport.InstallSnapshot(id, target, args, resp, data)
 }
 
@@ -98,7 +102,7 @@ func (f *faultTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress,
 	return f.Transport.TimeoutNow(id, target, args, resp)
 }
 
-// testCluster is size real nodes on 127.0.0.1 (bolt stores on disk, TCP
+// testCluster is size real nodes on 127.0.0.1 (raft logs on disk, TCP
 // raft transports behind the fault wrapper, Connect over HTTP), joined
 // through the admin API, with synthetic executors that lease from any node.
 type testCluster struct {
@@ -118,6 +122,12 @@ func clusterPolicy() *sluicev1.Policy {
 
 func startCluster(t *testing.T, size, executors int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, size, executors, nil)
+}
+
+// startClusterWith is startCluster with each node's config changed by tune.
+func startClusterWith(t *testing.T, size, executors int, tune func(*Config)) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t, nw: &network{group: make(map[raft.ServerAddress]int)}}
 	for i := 1; i <= size; i++ {
 		cfg := Config{
@@ -133,6 +143,9 @@ func startCluster(t *testing.T, size, executors int) *testCluster {
 		}
 		if i == 1 {
 			cfg.Policy = clusterPolicy()
+		}
+		if tune != nil {
+			tune(&cfg)
 		}
 		n, err := Start(cfg)
 		if err != nil {
@@ -389,6 +402,104 @@ func TestPartitionedFollowerCatchesUp(t *testing.T) {
 	}
 	c.nw.heal()
 	c.checkInvariants(ids)
+}
+
+// TestFollowerBehindCompactionCatchesUpFromASnapshot: a follower cut off
+// while the leader compacts away the entries it would need next can only
+// catch up from a snapshot: raft sends one, the follower's log store is
+// emptied and starts again after it.
+func TestFollowerBehindCompactionCatchesUpFromASnapshot(t *testing.T) {
+	for _, store := range []string{LogStoreWAL, LogStoreBolt} {
+		t.Run(store, func(t *testing.T) { testCatchUpFromASnapshot(t, store) })
+	}
+}
+
+func testCatchUpFromASnapshot(t *testing.T, store string) {
+	c := startClusterWith(t, 3, 2, func(cfg *Config) {
+		cfg.Raft = RaftTiming{SnapshotThreshold: 40, TrailingLogs: 10, SnapshotInterval: 100 * time.Millisecond}
+		cfg.RaftLogStore, cfg.RaftWALSegmentSize = store, 16<<10
+	})
+	l := c.waitLeader()
+	lost := c.followers()[0]
+	ids := submitAll(t, l, "before", 5)
+	c.nw.partition(lost.RaftAddr())
+	behind, _ := lost.store.log.LastIndex()
+	for round := 0; ; round++ {
+		ids = append(ids, submitAll(t, l, fmt.Sprintf("cut%d", round), 40)...)
+		// raft-wal keeps serving compacted entries until their segment file is deleted:
+		// wait until the follower's next entry is gone from the leader's disk.
+		var next raft.Log
+		if l.store.log.GetLog(behind+1, &next) != nil {
+			break
+		}
+		if round == 30 {
+			first, _ := l.store.log.FirstIndex()
+			t.Fatalf("the leader still holds entry %d (its log starts at %d): no compaction", behind+1, first)
+		}
+	}
+	if n := c.nw.installs.Load(); n != 0 {
+		t.Fatalf("%d snapshots sent before the heal", n)
+	}
+	c.nw.heal()
+	c.checkInvariants(ids)
+	if c.nw.installs.Load() == 0 {
+		t.Fatalf("the follower caught up from entry %d without a snapshot", behind)
+	}
+}
+
+// TestDeposedLeadersUncommittedEntriesAreDropped: a leader cut off alone
+// still appends the writes it is sent to its own log; they never commit.
+// When it rejoins, the new leader's log replaces that suffix (the log
+// store truncates its tail), and no replica keeps any of those writes.
+func TestDeposedLeadersUncommittedEntriesAreDropped(t *testing.T) {
+	for _, store := range []string{LogStoreWAL, LogStoreBolt} {
+		t.Run(store, func(t *testing.T) { testUncommittedEntriesDropped(t, store) })
+	}
+}
+
+func testUncommittedEntriesDropped(t *testing.T, store string) {
+	c := startClusterWith(t, 3, 2, func(cfg *Config) { cfg.RaftLogStore = store })
+	old := c.waitLeader()
+	ids := submitAll(t, old, "before", 5)
+	c.nw.partition(old.RaftAddr())
+	before := old.raft.LastIndex()
+	var wg sync.WaitGroup
+	lostErrs := make(chan error, 5)
+	jobs := jobClient(old, DemoBobKey)
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: fmt.Sprintf("orphan-%d", i),
+				Input: input(t, map[string]any{"duration_ms": 30})}
+			_, err := jobs.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+			lostErrs <- err
+		}()
+	}
+	waitFor(t, "the cut-off leader to append the writes it was sent", func() bool { return old.raft.LastIndex() > before })
+	var fresh *Node
+	waitFor(t, "a new leader on the majority side", func() bool {
+		fresh = c.leader(old)
+		return fresh != nil
+	})
+	ids = append(ids, submitAll(t, fresh, "during", 5)...)
+	wg.Wait()
+	close(lostErrs)
+	for err := range lostErrs {
+		if err == nil {
+			t.Fatal("a Submit to the cut-off leader returned OK: it cannot have committed")
+		}
+	}
+	c.nw.heal()
+	waitFor(t, "the old leader to step down", func() bool { return !old.IsLeader() })
+	c.checkInvariants(ids)
+	for _, n := range c.nodes {
+		for i := range 5 {
+			if _, ok := n.fsm.IdempotentJob("bob", fmt.Sprintf("orphan-%d", i)); ok {
+				t.Fatalf("%s holds the uncommitted write orphan-%d", n.cfg.ID, i)
+			}
+		}
+	}
 }
 
 // TestFiveNodesSurviveLosingTheLeaderAndAnother: with five nodes, the

@@ -1,5 +1,7 @@
-// Package node is one Sluice server: the raft peer (hashicorp/raft with a
-// raft-boltdb/v2 log and file snapshots under the data dir), the Connect
+// Package node is one Sluice server: the raft peer (hashicorp/raft with its
+// log in hashicorp/raft-wal, or raft-boltdb/v2 with --raft-log-store=bolt,
+// its term and vote in raft-boltdb/v2, and file snapshots, all under the
+// data dir), the Connect
 // services on one HTTP port (Connect, gRPC and gRPC-Web over HTTP/1.1 and
 // h2c, with reflection and health), and the leader's loops: dispatching
 // queued jobs to executor slots, ticking timers, and requeueing attempts

@@ -21,18 +21,19 @@ import (
 // commands that arrive while those are being committed go into the next
 // entry together (fsm.CmdBatch, at most ProposeBatch of them). At low load
 // an entry carries one command and nothing waits; under load a log entry,
-// its msgpack encoding, its bolt key, its replication and raft's
-// bookkeeping are paid once per batch instead of once per write. raft
+// its msgpack encoding, its place in the log store, its replication and
+// raft's bookkeeping are paid once per batch instead of once per write. raft
 // itself already commits the entries that reach it together with one
 // fsync; this takes the per-entry costs off as well.
 //
 // A batch that is not full waits for the pipeline to empty before it goes;
 // only full batches go beside entries in flight. Otherwise, at a few dozen
 // clients, each of the entries in flight would carry a handful of commands,
-// and every entry costs each replica a bolt commit (two fsyncs): at 16
-// clients on 3 nodes this rule gave 2530–3209 writes/s against 1954–2182
-// with up to 4 partial entries in flight, at 61–73 % of the servers' CPU
-// per write (bench/README.md, "Group commit").
+// and every entry costs each replica an fsync of its log (two with the
+// bolt log store, with which this was measured): at 16 clients on 3 nodes
+// this rule gave 2530–3209 writes/s against 1954–2182 with up to 4 partial
+// entries in flight, at 61–73 % of the servers' CPU per write
+// (bench/README.md, "Group commit").
 
 type proposal struct {
 	data []byte
