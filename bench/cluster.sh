@@ -14,7 +14,8 @@
 # sluice CLI and connect-go clients use, or grpc, gRPC over h2c; etcd is always
 # loaded over gRPC, as its own client does), BASE_PORT=17700,
 # SLUICE_FLAGS (extra flags for every Sluice server), SLUICE_BIN=bin/sluice
-# (another build to compare), LOADGEN_FLAGS (extra flags for bench/loadgen),
+# (another build to compare), LOADGEN_FLAGS (extra flags for bench/loadgen;
+# -rate=N offers N writes/s in all instead of a closed loop),
 # QUIET_WAIT=0 (seconds to wait, before each measurement, for the CPUs to be
 # 80% idle: for a machine shared with other work), KEEP=1 keeps the temp dir.
 #

@@ -4,6 +4,16 @@
 // started and finished inside the measured window (after a warm-up).
 // Every latency is kept and sorted, so the percentiles are exact.
 //
+// By default each client sends its next write as soon as the last one is
+// acknowledged (a closed loop: the load is whatever the cluster can take).
+// With -rate the clients together offer that many writes per second, each
+// on its own schedule (client i every clients/rate seconds, the clients'
+// phases spread evenly); a write's latency is counted from when it was due,
+// not from when it was sent, so a write held back by a slow one before it
+// counts the wait (as wrk2 does; without that, "coordinated omission" would
+// hide the stalls). A rate above what the cluster takes shows as a
+// throughput below it and latencies that grow with the run.
+//
 //	go run ./bench/loadgen -target sluice -addr http://127.0.0.1:17701 -clients 16
 //	go run ./bench/loadgen -target etcd -addr http://127.0.0.1:23791,http://127.0.0.1:23792 -clients 16
 //
@@ -47,6 +57,7 @@ type config struct {
 	valueSize            int
 	gzip                 bool
 	timeline             time.Duration
+	rate                 float64
 }
 
 func main() {
@@ -64,11 +75,12 @@ func main() {
 	flag.IntVar(&c.valueSize, "value-size", 100, "etcd: bytes per value (keys are bench/<client>/<seq>); 100 makes a Put about the size of a Submit's 111-byte raft entry")
 	flag.BoolVar(&c.gzip, "gzip", true, "sluice: accept gzip-compressed responses, as connect-go clients (the sluice CLI among them) do by default; false asks for them uncompressed")
 	flag.StringVar(&c.label, "label", "", "a name for this run, echoed in the RESULT line")
+	flag.Float64Var(&c.rate, "rate", 0, "writes per second offered by all clients together, each client on its own schedule, latency counted from when a write was due (an open loop); 0: each client sends its next write when the last is acknowledged (a closed loop)")
 	flag.DurationVar(&c.timeline, "timeline", 0, "if set, also print the window in slices of this length (by when each write finished): writes/s, p50, p99 and max of each, to see when the slow writes happen")
 	flag.Parse()
 	c.addrs = strings.Split(addrs, ",")
-	if c.clients < 1 || c.duration <= 0 || c.warmup < 0 || c.tenants < 1 || c.valueSize < 0 {
-		fmt.Fprintln(os.Stderr, "loadgen: -clients, -duration and -tenants must be positive; -warmup and -value-size non-negative")
+	if c.clients < 1 || c.duration <= 0 || c.warmup < 0 || c.tenants < 1 || c.valueSize < 0 || c.rate < 0 {
+		fmt.Fprintln(os.Stderr, "loadgen: -clients, -duration and -tenants must be positive; -warmup, -value-size and -rate non-negative")
 		os.Exit(2)
 	}
 	if err := run(c); err != nil {
@@ -276,6 +288,11 @@ func measure(c config, w writer) result {
 	)
 	per := make([][]time.Duration, c.clients)
 	perDone := make([][]timed, c.clients)
+	start := time.Now()
+	var every time.Duration // with -rate: how often each client is due to send
+	if c.rate > 0 {
+		every = time.Duration(float64(c.clients) / c.rate * float64(time.Second))
+	}
 	for i := range c.clients {
 		wg.Add(1)
 		go func() {
@@ -285,6 +302,15 @@ func measure(c config, w writer) result {
 			for seq := 0; !stop.Load(); seq++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				t0 := time.Now()
+				if every > 0 {
+					// Due at its slot; a write that is late goes at once and
+					// its latency still counts from the slot.
+					due := start.Add(every*time.Duration(seq) + every*time.Duration(i)/time.Duration(c.clients))
+					if d := due.Sub(t0); d > 0 {
+						time.Sleep(d)
+					}
+					t0 = due
+				}
 				err := w(ctx, i, seq)
 				t1 := time.Now()
 				cancel()
@@ -396,11 +422,15 @@ func (r result) print(c config, where string) {
 	if len(r.lat) > 0 {
 		mx = r.lat[len(r.lat)-1]
 	}
-	fmt.Printf("%s: %s via %s at %s: %d clients, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors\n",
-		label, c.target, c.proto, where, c.clients, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors)
+	offered := "all they can (closed loop)"
+	if c.rate > 0 {
+		offered = fmt.Sprintf("%.0f/s offered", c.rate)
+	}
+	fmt.Printf("%s: %s via %s at %s: %d clients, %s, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors\n",
+		label, c.target, c.proto, where, c.clients, offered, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors)
 	for _, e := range r.first {
 		fmt.Println("  error:", e)
 	}
-	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d\n",
-		label, c.target, c.proto, c.gzip && c.target == "sluice", c.clients, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total)
+	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d offered=%.0f writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d\n",
+		label, c.target, c.proto, c.gzip && c.target == "sluice", c.clients, c.rate, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total)
 }
