@@ -270,16 +270,16 @@ tune() {
 snapshot() {
 	local secs=${SNAP_SECONDS:-30}
 	write_policy "$TMP/policy.yaml" "${SNAP_QUEUE_TIMEOUT:-5s}" 5s
-	start_sluice snap 3 --raft-snapshot-threshold 1000 --raft-trailing-logs 500 --raft-snapshot-interval 1s
+	start_sluice snap 3 --raft-snapshot-threshold 1000 --raft-trailing-logs 500 --raft-snapshot-interval 1s --raft-wal-segment-mib 1
 	"$TMP/loadgen" -label snapshot -target sluice -addr "http://127.0.0.1:$((BASE_PORT + 1))" -proto "$PROTO" \
 		-clients 16 -warmup 0s -duration "${secs}s" >"$TMP/snap.out" &
 	local lg=$!
 	PIDS+=($lg)
-	echo "| t (s) | n1 total | raft.db | snapshots/ (count) | n3 total |"
-	echo "|---:|---:|---:|---:|---:|"
+	echo "| t (s) | n1 total | wal/ | raft.db | snapshots/ (count) | n3 total |"
+	echo "|---:|---:|---:|---:|---:|---:|"
 	for t in $(seq 0 3 $((secs + 6))); do
 		local d=$TMP/snap/n1
-		printf '| %s | %s | %s | %s (%s) | %s |\n' "$t" "$(du -sh "$d" | cut -f1)" "$(du -sh "$d/raft.db" | cut -f1)" \
+		printf '| %s | %s | %s | %s | %s (%s) | %s |\n' "$t" "$(du -sh "$d" | cut -f1)" "$(du -sh "$d/wal" 2>/dev/null | cut -f1)" "$(du -sh "$d/raft.db" | cut -f1)" \
 			"$(du -sh "$d/snapshots" 2>/dev/null | cut -f1)" "$(find "$d/snapshots" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)" \
 			"$(du -sh "$TMP/snap/n3" | cut -f1)"
 		sleep 3

@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"go.etcd.io/bbolt"
 
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -50,7 +53,10 @@ func TestLogStoreIsKeptAcrossRestarts(t *testing.T) {
 			ids := submitAll(t, n, "before", 300) // several 64 KiB WAL segments
 			n.Close()
 
-			if _, err := restartable(t, dir, tc.other); err == nil || !strings.Contains(err.Error(), "--raft-log-store="+tc.other) {
+			if n, err := restartable(t, dir, tc.other); err == nil || !strings.Contains(err.Error(), "--raft-log-store="+tc.other) {
+				if n != nil {
+					n.Close()
+				}
 				t.Fatalf("restart with --raft-log-store=%s on a %s log: err %v, want a refusal naming the flag", tc.other, want, err)
 			}
 			if _, err := os.Stat(filepath.Join(dir, "wal")); (err == nil) != (want == LogStoreWAL) {
@@ -91,6 +97,97 @@ func TestLogStoreRejectsBadSettings(t *testing.T) {
 			RaftLog: io.Discard, RaftLogStore: tc.store, RaftWALSegmentSize: tc.segment})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("store %q segment %d: err %v, want one containing %q", tc.store, tc.segment, err, tc.want)
+		}
+	}
+}
+
+// TestLogStoreRefusesAMissingOrDoubleLog: raft.db records which store holds the log, so a
+// node whose WAL is gone, or whose data dir holds a log in both stores, refuses to start
+// instead of starting on the wrong or an empty log.
+func TestLogStoreRefusesAMissingOrDoubleLog(t *testing.T) {
+	written := func(t *testing.T, store string) string {
+		dir := t.TempDir()
+		n, err := restartable(t, dir, store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		submitAll(t, n, "x", 3)
+		n.Close()
+		return dir
+	}
+	refused := func(t *testing.T, dir, want string) {
+		t.Helper()
+		n, err := restartable(t, dir, "")
+		if err == nil {
+			n.Close()
+			t.Fatalf("a node started on %s; want a refusal containing %q", dir, want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("err %v, want one containing %q", err, want)
+		}
+	}
+	t.Run("wal missing", func(t *testing.T) {
+		dir := written(t, LogStoreWAL)
+		if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, dir, "which is missing")
+	})
+	t.Run("wal beside a recorded bolt log", func(t *testing.T) {
+		dir := written(t, LogStoreBolt)
+		if err := os.Mkdir(filepath.Join(dir, "wal"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, dir, "exists too")
+	})
+	t.Run("entries in both", func(t *testing.T) {
+		dir := written(t, LogStoreWAL)
+		// What a build from before the WAL would leave after running on this data dir.
+		b, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.StoreLog(&raft.Log{Index: 1, Term: 1, Type: raft.LogNoop}); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		refused(t, dir, "cannot tell which is current")
+	})
+}
+
+// TestLogStoreOfADataDirFromBeforeTheRecord: a data dir written before raft.db recorded the
+// store has its log in raft.db; the node stays on bolt, keeps its jobs, and records it.
+func TestLogStoreOfADataDirFromBeforeTheRecord(t *testing.T) {
+	dir := t.TempDir()
+	n, err := restartable(t, dir, LogStoreBolt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := submitAll(t, n, "old", 3)
+	n.Close()
+	db, err := bbolt.Open(filepath.Join(dir, "raft.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("conf")).Delete(logStoreKey) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	n, err = restartable(t, dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if n.store.kind != LogStoreBolt {
+		t.Fatalf("a data dir with its log in raft.db and no record took %q", n.store.kind)
+	}
+	if rec, err := n.store.stable.Get(logStoreKey); err != nil || string(rec) != LogStoreBolt {
+		t.Fatalf("recorded %q, %v; want %q", rec, err, LogStoreBolt)
+	}
+	c := jobClient(n, DemoBobKey)
+	for _, id := range ids {
+		if _, err := c.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: id})); err != nil {
+			t.Fatalf("job %s: %v", id, err)
 		}
 	}
 }

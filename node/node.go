@@ -262,7 +262,7 @@ func (n *Node) startRaft() error {
 			ID: conf.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
 		}}})
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			r.Shutdown()
+			r.Shutdown().Error()
 			st.Close()
 			netTrans.Close()
 			return fmt.Errorf("node: bootstrap: %w", err)

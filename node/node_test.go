@@ -36,7 +36,7 @@ func startNodeWith(t *testing.T, executors int, policy *sluicev1.Policy) *Node {
 	n, err := Start(Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true,
 		Policy: policy, LeaseGrace: 200 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
-		Logger: quietLogger(), RaftLog: io.Discard,
+		Logger: quietLogger(), RaftLog: io.Discard, RaftWALSegmentSize: 1 << 20,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,9 @@
 // phases spread evenly); a write's latency is counted from when it was due,
 // not from when it was sent, so a write held back by a slow one before it
 // counts the wait (as wrk2 does; without that, "coordinated omission" would
-// hide the stalls). A rate above what the cluster takes shows as a
+// hide the stalls). The latencies are those of every write due in the
+// window, however late it finished; the throughput counts the writes that
+// finished in the window. A rate above what the cluster takes shows as a
 // throughput below it and latencies that grow with the run.
 //
 //	go run ./bench/loadgen -target sluice -addr http://127.0.0.1:17701 -clients 16
@@ -272,11 +274,14 @@ type result struct {
 	errors int64
 	first  []string
 	total  int64 // successful writes over the whole run, warm-up and edges included
+	// finished counts the successful writes that finished in the window, whenever they were
+	// sent or due: with -rate, the throughput the cluster delivered.
+	finished int64
 }
 
-// measure runs the clients through the warm-up and the window; a write
-// counts if it started at or after the window opened and finished before it
-// closed.
+// measure runs the clients through the warm-up and the window. In a closed
+// loop a write counts if it started at or after the window opened and
+// finished before it closed; with -rate, if it was due in the window.
 func measure(c config, w writer) result {
 	var (
 		open, closed atomic.Int64 // unix nanoseconds; 0 until set
@@ -285,6 +290,7 @@ func measure(c config, w writer) result {
 		mu           sync.Mutex
 		r            result
 		total        atomic.Int64
+		finished     atomic.Int64 // successful writes that finished in the window
 	)
 	per := make([][]time.Duration, c.clients)
 	perDone := make([][]timed, c.clients)
@@ -299,29 +305,51 @@ func measure(c config, w writer) result {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, 4096)
 			var done []timed
-			for seq := 0; !stop.Load(); seq++ {
+			// pastWindow: with -rate, a write due once the window has closed is not sent.
+			pastWindow := func(due time.Time) bool {
+				cl := closed.Load()
+				return cl != 0 && due.UnixNano() >= cl
+			}
+			for seq := 0; ; seq++ {
+				var due time.Time
+				if every > 0 {
+					// Due at its slot; a write that is late goes at once and its latency
+					// still counts from the slot. After the window the client goes on
+					// until every write due in it has been sent and answered.
+					due = start.Add(every*time.Duration(seq) + every*time.Duration(i)/time.Duration(c.clients))
+					if pastWindow(due) {
+						break
+					}
+					if d := time.Until(due); d > 0 {
+						time.Sleep(d)
+					}
+					if pastWindow(due) {
+						break
+					}
+				} else if stop.Load() {
+					break
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				t0 := time.Now()
 				if every > 0 {
-					// Due at its slot; a write that is late goes at once and
-					// its latency still counts from the slot.
-					due := start.Add(every*time.Duration(seq) + every*time.Duration(i)/time.Duration(c.clients))
-					if d := due.Sub(t0); d > 0 {
-						time.Sleep(d)
-					}
 					t0 = due
 				}
 				err := w(ctx, i, seq)
 				t1 := time.Now()
 				cancel()
+				o, cl := open.Load(), closed.Load()
 				if err == nil {
 					total.Add(1)
+					if o != 0 && t1.UnixNano() >= o && (cl == 0 || t1.UnixNano() < cl) {
+						finished.Add(1)
+					}
 				}
-				o := open.Load()
 				if o == 0 || t0.UnixNano() < o {
 					continue
 				}
-				if cl := closed.Load(); cl != 0 && t1.UnixNano() > cl {
+				// A closed loop keeps the writes that finished in the window; an open loop
+				// the writes due in it, however late they finished.
+				if every == 0 && cl != 0 && t1.UnixNano() > cl {
 					continue
 				}
 				if err != nil {
@@ -350,7 +378,7 @@ func measure(c config, w writer) result {
 	stop.Store(true)
 	wg.Wait()
 	r.window = t1.Sub(t0)
-	r.total = total.Load()
+	r.total, r.finished = total.Load(), finished.Load()
 	for _, l := range per {
 		r.lat = append(r.lat, l...)
 	}
@@ -417,6 +445,10 @@ func (r result) print(c config, where string) {
 		label = c.target
 	}
 	rate := float64(len(r.lat)) / r.window.Seconds()
+	if c.rate > 0 {
+		// Behind schedule, writes due in the window finish after it: count what finished.
+		rate = float64(r.finished) / r.window.Seconds()
+	}
 	p50, p99 := quantile(r.lat, 0.50), quantile(r.lat, 0.99)
 	var mx time.Duration
 	if len(r.lat) > 0 {

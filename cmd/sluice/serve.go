@@ -129,9 +129,6 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		// itself; that warning only confuses a newcomer.
 		raftLevel = "error"
 	}
-	if f.raftWALSegmentMiB < 0 || f.raftWALSegmentMiB > 2047 {
-		return fmt.Errorf("--raft-wal-segment-mib %d: must be between 1 and 2047 (0 takes the default, 64)", f.raftWALSegmentMiB)
-	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
 		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
