@@ -47,8 +47,10 @@ func (s *stores) Close() error {
 // takes a missing or emptied log for a new one.
 var logStoreKey = []byte("sluice_log_store")
 
-// hashicorp/raft drops the whole log when it installs a snapshot only on a store that says
-// it is monotonic (raft-wal cannot delete a middle range).
+// raft-wal can drop only a prefix or a suffix of the log. After installing a snapshot,
+// hashicorp/raft drops the whole log (instead of all but the trailing entries) only on a
+// store that says it is monotonic; raft.NewLogCache passes that on. A wrapper that hid it
+// would leave raft-wal refusing the next append (found by the catch-up test).
 var _ raft.MonotonicLogStore = (*raftwal.WAL)(nil)
 
 // openStores opens raft.db and the log store. The store that holds the log is the one
@@ -110,7 +112,9 @@ func openStores(dir, choice string, segmentSize int, logger hclog.Logger) (_ *st
 	}
 	if !recorded {
 		if err := stable.Set(logStoreKey, []byte(kind)); err != nil {
-			s.Close()
+			if s.wal != nil {
+				s.wal.Close()
+			}
 			return nil, fmt.Errorf("node: record the log store in %s: %w", path, err)
 		}
 	}
