@@ -31,8 +31,15 @@ const (
 type stores struct {
 	stable *raftboltdb.BoltStore
 	log    raft.LogStore
-	kind   string
 	wal    *raftwal.WAL // nil with the bolt log
+}
+
+// kind is the store that holds the log: LogStoreWAL or LogStoreBolt.
+func (s *stores) kind() string {
+	if s.wal != nil {
+		return LogStoreWAL
+	}
+	return LogStoreBolt
 }
 
 func (s *stores) Close() error {
@@ -97,7 +104,7 @@ func openStores(dir, choice string, segmentSize int, logger hclog.Logger) (_ *st
 	if choice != "" && choice != kind {
 		return nil, fmt.Errorf("node: --raft-log-store=%s, but the raft log of %s is in the %s store: start with --raft-log-store=%s, or leave the flag out", choice, dir, kind, kind)
 	}
-	s := &stores{stable: stable, kind: kind, log: stable}
+	s := &stores{stable: stable, log: stable}
 	if kind == LogStoreWAL {
 		walDir := filepath.Join(dir, "wal")
 		if err := os.MkdirAll(walDir, 0o755); err != nil {

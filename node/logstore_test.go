@@ -47,8 +47,8 @@ func TestLogStoreIsKeptAcrossRestarts(t *testing.T) {
 			if tc.first == LogStoreBolt {
 				want = LogStoreBolt
 			}
-			if n.store.kind != want {
-				t.Fatalf("store %q on a new data dir with --raft-log-store=%q, want %q", n.store.kind, tc.first, want)
+			if n.store.kind() != want {
+				t.Fatalf("store %q on a new data dir with --raft-log-store=%q, want %q", n.store.kind(), tc.first, want)
 			}
 			ids := submitAll(t, n, "before", 300) // several 64 KiB WAL segments
 			n.Close()
@@ -67,8 +67,8 @@ func TestLogStoreIsKeptAcrossRestarts(t *testing.T) {
 				if err != nil {
 					t.Fatalf("restart with --raft-log-store=%q: %v", again, err)
 				}
-				if n.store.kind != want {
-					t.Fatalf("restart with --raft-log-store=%q took %q, want %q", again, n.store.kind, want)
+				if n.store.kind() != want {
+					t.Fatalf("restart with --raft-log-store=%q took %q, want %q", again, n.store.kind(), want)
 				}
 				c := jobClient(n, DemoBobKey)
 				for _, id := range ids {
@@ -178,8 +178,8 @@ func TestLogStoreOfADataDirFromBeforeTheRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	if n.store.kind != LogStoreBolt {
-		t.Fatalf("a data dir with its log in raft.db and no record took %q", n.store.kind)
+	if n.store.kind() != LogStoreBolt {
+		t.Fatalf("a data dir with its log in raft.db and no record took %q", n.store.kind())
 	}
 	if rec, err := n.store.stable.Get(logStoreKey); err != nil || string(rec) != LogStoreBolt {
 		t.Fatalf("recorded %q, %v; want %q", rec, err, LogStoreBolt)

@@ -198,7 +198,7 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) startRaft() error {
+func (n *Node) startRaft() (err error) {
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(n.cfg.ID)
 	out := n.cfg.RaftLog
@@ -216,30 +216,39 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return err
 	}
-	n.log.Info("raft log store", "store", st.kind, "data", n.cfg.DataDir)
+	// What is open so far is closed again if raft does not start.
+	var netTrans *raft.NetworkTransport
+	var r *raft.Raft
+	defer func() {
+		if err == nil {
+			return
+		}
+		if r != nil {
+			r.Shutdown().Error()
+		}
+		if netTrans != nil {
+			netTrans.Close()
+		}
+		st.Close()
+	}()
+	n.log.Info("raft log store", "store", st.kind(), "data", n.cfg.DataDir)
 	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
 	if err != nil {
-		st.Close()
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	netTrans, err := raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
+	netTrans, err = raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
 	if err != nil {
-		st.Close()
 		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
 		trans = n.cfg.WrapTransport(netTrans)
 	}
-	if err := n.recoverPeers(conf, st, snaps, trans); err != nil {
-		st.Close()
-		netTrans.Close()
+	if err = n.recoverPeers(conf, st, snaps, trans); err != nil {
 		return err
 	}
 	existing, err := raft.HasExistingState(st.log, st.stable, snaps)
 	if err != nil {
-		st.Close()
-		netTrans.Close()
 		return fmt.Errorf("node: inspect raft state: %w", err)
 	}
 	// Recent entries are served from memory: replication to followers reads back what was
@@ -247,26 +256,20 @@ func (n *Node) startRaft() error {
 	// transaction, or a WAL segment lookup).
 	logs, err := raft.NewLogCache(raftLogCache, st.log)
 	if err != nil {
-		st.Close()
-		netTrans.Close()
 		return fmt.Errorf("node: raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt}, logs, st.stable, snaps, trans)
+	r, err = raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt}, logs, st.stable, snaps, trans)
 	if err != nil {
-		st.Close()
-		netTrans.Close()
 		return fmt.Errorf("node: start raft: %w", err)
 	}
 	if n.cfg.Bootstrap && !existing {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			ID: conf.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
 		}}})
-		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			r.Shutdown().Error()
-			st.Close()
-			netTrans.Close()
+		if err = f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("node: bootstrap: %w", err)
 		}
+		err = nil
 	}
 	n.raft, n.store, n.netTrans, n.transport = r, st, netTrans, trans
 	return nil
