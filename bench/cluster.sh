@@ -11,8 +11,11 @@
 # Knobs (environment): CLIENTS="1 16 256", WARMUP=2s, DURATION=8s, NODES=3
 # (tune: the cluster's size),
 # PROTO=connect (Sluice's wire protocol: connect, Connect over HTTP/1.1 as the
-# sluice CLI and connect-go clients use, or grpc, gRPC over h2c; etcd is always
-# loaded over gRPC, as its own client does), BASE_PORT=17700,
+# sluice CLI and connect-go clients use; connect-raw, the same calls written
+# on plain keep-alive connections without net/http's client, a load
+# generator light enough to leave the CPUs to the servers; or grpc, gRPC
+# over h2c; etcd is always loaded over gRPC, as its own client does),
+# BASE_PORT=17700,
 # SLUICE_FLAGS (extra flags for every Sluice server), SLUICE_BIN=bin/sluice
 # (another build to compare), LOADGEN_FLAGS (extra flags for bench/loadgen;
 # -rate=N offers N writes/s in all instead of a closed loop),

@@ -2,6 +2,11 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -129,5 +134,88 @@ func TestCaptureEncodesBesideApply(t *testing.T) {
 		if !bytes.Equal(r.got, r.want) {
 			t.Fatal("a capture encoded beside Apply differs from the snapshot at its point")
 		}
+	}
+}
+
+// chunkWriter records each Write; after failAfter writes it fails.
+type chunkWriter struct {
+	writes    [][]byte
+	failAfter int
+}
+
+var errSinkFull = errors.New("sink full")
+
+func (w *chunkWriter) Write(b []byte) (int, error) {
+	if w.failAfter > 0 && len(w.writes) == w.failAfter {
+		return 0, errSinkFull
+	}
+	w.writes = append(w.writes, bytes.Clone(b))
+	return len(b), nil
+}
+
+// TestSnapshotIsWrittenInChunksAsTheMessagesEncoding: WriteTo streams the
+// deterministic encoding of the whole raftv1.Snapshot message (the bytes
+// replicas compare, and Restore reads), a job at a time, in chunks of about
+// snapshotChunk; a failing writer's error comes back.
+func TestSnapshotIsWrittenInChunksAsTheMessagesEncoding(t *testing.T) {
+	m := newMachine(t)
+	out, err := structpb.NewStruct(map[string]any{"image": strings.Repeat("x", 300)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1500 {
+		id := m.submit(t, int64(i), []string{"alice", "bob"}[i%2], &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: fmt.Sprint("k", i)})
+		switch i % 5 {
+		case 0:
+			m.apply(CmdAssign, int64(i), &raftv1.Assign{JobId: id, Executor: "e1", Attempt: 1})
+			if r := m.apply(CmdComplete, int64(i), &raftv1.Complete{JobId: id, Attempt: 1, Output: out}); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		case 1:
+			m.apply(CmdCancel, int64(i), &raftv1.Cancel{JobId: id, Tenant: m.job(t, id).Tenant})
+		}
+	}
+	m.apply(CmdSetMember, 2000, &raftv1.SetMember{Id: "n2", HttpAddress: "127.0.0.1:7702"})
+	c := m.f.Capture()
+
+	full := shallowCopy(c.s)
+	q, err := c.queue.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full.Queue = q
+	full.Jobs = slices.SortedFunc(slices.Values(c.jobs), func(a, b *raftv1.JobRecord) int { return cmp.Compare(a.Id, b.Id) })
+	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Members) != 1 || full.Policy == nil || len(full.Jobs) != 1500 {
+		t.Fatalf("the state to encode lacks members, policy or jobs: %d members, %d jobs", len(full.Members), len(full.Jobs))
+	}
+
+	var w chunkWriter
+	n, err := c.WriteTo(&w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := bytes.Join(w.writes, nil)
+	if !bytes.Equal(got, want) || n != int64(len(want)) {
+		t.Fatalf("WriteTo wrote %d bytes (reported %d), not the %d of the message's deterministic encoding", len(got), n, len(want))
+	}
+	if !bytes.Equal(c.Encode(), want) || !bytes.Equal(m.f.Snapshot(), want) {
+		t.Fatal("Encode or Snapshot differs from the message's encoding")
+	}
+	if len(w.writes) < len(want)/snapshotChunk {
+		t.Fatalf("%d bytes came in %d writes; want chunks of about %d", len(want), len(w.writes), snapshotChunk)
+	}
+	for i, b := range w.writes[:len(w.writes)-1] {
+		if len(b) < snapshotChunk || len(b) > snapshotChunk+4096 {
+			t.Fatalf("write %d has %d bytes; want %d plus at most one job", i, len(b), snapshotChunk)
+		}
+	}
+
+	fail := chunkWriter{failAfter: 1}
+	if _, err := c.WriteTo(&fail); !errors.Is(err, errSinkFull) {
+		t.Fatalf("WriteTo to a failing writer: %v, want %v", err, errSinkFull)
 	}
 }

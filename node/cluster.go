@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,7 +34,8 @@ type RaftTiming struct {
 	MaxAppendEntries int
 	// SnapshotThreshold: log entries, or commands applied (a batch entry's
 	// each count), since the last snapshot before the next (default 65536);
-	// SnapshotInterval is how often that is checked (default 10s).
+	// that is checked at a random point of every SnapshotInterval to twice
+	// that (default 10s), as raft checks its own.
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	// TrailingLogs: entries kept after a snapshot so that a slow follower
@@ -228,16 +230,23 @@ func (n *Node) onPoolEvent(e PoolEvent) {
 // entries, and with group commit one entry carries up to ProposeBatch
 // commands: counted in entries alone, the log (and the replay after a
 // restart) would grow that many times longer between snapshots.
+//
+// It checks at a random point of every second interval, as raft's own
+// snapshot loop does: replicas started together, with the same state and
+// the same fixed period, would otherwise all encode their whole state at
+// the same moment, and on hosts that share CPUs or a disk every write
+// waits for that at once.
 func (n *Node) snapshotByCommands() {
 	threshold := orDefault(n.cfg.Raft.SnapshotThreshold, 65536)
 	every := orDefault(n.cfg.Raft.SnapshotInterval, 10*time.Second)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	t := time.NewTimer(jittered(every))
+	defer t.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C:
+			t.Reset(jittered(every))
 		}
 		if n.fsm.CommandsApplied()-n.snapAt.Load() < threshold {
 			continue
@@ -246,4 +255,9 @@ func (n *Node) snapshotByCommands() {
 			n.log.Warn("snapshot by commands applied", "err", err)
 		}
 	}
+}
+
+// jittered is a random duration in [d, 2d).
+func jittered(d time.Duration) time.Duration {
+	return d + rand.N(d)
 }

@@ -624,3 +624,21 @@ func TestMajorityLossRecoversFromPeersJSON(t *testing.T) {
 		t.Fatalf("peers.json was not set aside after use: %v", err)
 	}
 }
+
+// TestSnapshotChecksAreJittered: each check for a due snapshot comes at a
+// random point of [interval, 2×interval), so that replicas started together
+// do not all snapshot at once.
+func TestSnapshotChecksAreJittered(t *testing.T) {
+	const d = 10 * time.Second
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		j := jittered(d)
+		if j < d || j >= 2*d {
+			t.Fatalf("jittered(%v) = %v, outside [%v, %v)", d, j, d, 2*d)
+		}
+		seen[j] = true
+	}
+	if len(seen) < 900 {
+		t.Fatalf("1000 draws gave only %d distinct intervals", len(seen))
+	}
+}

@@ -67,7 +67,7 @@ func main() {
 	var addrs string
 	flag.StringVar(&c.target, "target", "sluice", "what to load: sluice (JobService/Submit) or etcd (KV/Put)")
 	flag.StringVar(&addrs, "addr", "http://127.0.0.1:7700", "comma-separated base URLs; sluice: the first is used; etcd: the leader among them is found and used")
-	flag.StringVar(&c.proto, "proto", "", "wire protocol; sluice: connect (Connect over HTTP/1.1, the default) or grpc (gRPC over h2c); etcd: grpc (over h2c, as etcd's Go client; the default) or json (the v3 JSON gateway over HTTP/1.1)")
+	flag.StringVar(&c.proto, "proto", "", "wire protocol; sluice: connect (Connect over HTTP/1.1, the default), connect-raw (the same calls written on plain keep-alive TCP connections, one per client, without net/http's client: a lighter load generator) or grpc (gRPC over h2c); etcd: grpc (over h2c, as etcd's Go client; the default) or json (the v3 JSON gateway over HTTP/1.1)")
 	flag.IntVar(&c.clients, "clients", 16, "concurrent clients, each with one request in flight")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "load applied before measuring")
 	flag.DurationVar(&c.duration, "duration", 8*time.Second, "measured window")
@@ -156,8 +156,10 @@ func sluiceWriter(c config) (writer, error) {
 	case "connect":
 	case "grpc":
 		opts = append(opts, connect.WithGRPC())
+	case "connect-raw":
+		return rawSluiceWriter(c)
 	default:
-		return nil, fmt.Errorf("-proto: %q is not connect or grpc for sluice", c.proto)
+		return nil, fmt.Errorf("-proto: %q is not connect, connect-raw or grpc for sluice", c.proto)
 	}
 	if !c.gzip {
 		opts = append(opts, connect.WithAcceptCompression("gzip", nil, nil))

@@ -51,7 +51,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().IntVar(&f.raftTiming.MaxAppendEntries, "raft-max-append-entries", 0, "raft: entries per AppendEntries RPC and per applied batch (default 512)")
 	c.Flags().Uint64Var(&f.raftTiming.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft: log entries, or commands applied (each of a batch entry's), between snapshots (default 65536)")
 	c.Flags().Uint64Var(&f.raftTiming.TrailingLogs, "raft-trailing-logs", 0, "raft: entries kept after a snapshot for slow followers (default 10240)")
-	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due (default 10s)")
+	c.Flags().DurationVar(&f.raftTiming.SnapshotInterval, "raft-snapshot-interval", 0, "raft: how often to check whether a snapshot is due, at a random point between this and twice this (default 10s)")
 	c.Flags().StringVar(&f.raftLogStore, "raft-log-store", "", `raft: where the log lives, "wal" (segment files in <data>/wal, one fsync per append) or "bolt" (in raft.db, two fsyncs per append); default: the store that already holds the data dir's log, "wal" for a new one`)
 	c.Flags().IntVar(&f.raftWALSegmentMiB, "raft-wal-segment-mib", 0, "raft: size of one WAL segment file in MiB; compaction deletes whole segments (default 64)")
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
