@@ -218,4 +218,39 @@ func TestSnapshotIsWrittenInChunksAsTheMessagesEncoding(t *testing.T) {
 	if _, err := c.WriteTo(&fail); !errors.Is(err, errSinkFull) {
 		t.Fatalf("WriteTo to a failing writer: %v, want %v", err, errSinkFull)
 	}
+
+	// An empty state streams as the whole message's encoding too.
+	empty := New().Capture()
+	want, err = proto.MarshalOptions{Deterministic: true}.Marshal(&raftv1.Snapshot{Policy: empty.s.Policy, Limiter: empty.s.Limiter, Queue: mustQueueBinary(t, empty)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := empty.Encode(); !bytes.Equal(got, want) {
+		t.Fatalf("an empty state streamed as %x, want %x", got, want)
+	}
+
+	// WriteTo writes raftv1.Snapshot's fields numbered below the jobs' before
+	// them (the ones it copies into its head by name) and every other field after.
+	fields := (&raftv1.Snapshot{}).ProtoReflect().Descriptor().Fields()
+	if jobs := fields.ByName("jobs"); jobs == nil || jobs.Number() != snapshotJobsField {
+		t.Fatalf("raftv1.Snapshot's jobs field is not number %d", snapshotJobsField)
+	}
+	var below []string
+	for i := range fields.Len() {
+		if f := fields.Get(i); f.Number() < snapshotJobsField {
+			below = append(below, string(f.Name()))
+		}
+	}
+	if strings.Join(below, ",") != "now_ns,next_queue_seq,policy" {
+		t.Fatalf("fields below jobs are %v; WriteTo's head copies now_ns, next_queue_seq and policy", below)
+	}
+}
+
+func mustQueueBinary(t *testing.T, c *Capture) []byte {
+	t.Helper()
+	q, err := c.queue.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }

@@ -3,8 +3,10 @@ package fsm
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -36,11 +38,43 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("jobs=%d/capture+write", n), func(b *testing.B) {
+			var size int64
 			for b.Loop() {
-				if _, err := m.f.Capture().WriteTo(io.Discard); err != nil {
+				var err error
+				if size, err = m.f.Capture().WriteTo(io.Discard); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(size), "snapshot-bytes")
 		})
 	}
+}
+
+// BenchmarkQueuedJobMemory: the live heap a queued job costs each replica
+// (what the collector marks and a snapshot encodes), reported as bytes/job
+// and objects/job; submitted in batch entries of 64 as group commit makes them.
+func BenchmarkQueuedJobMemory(b *testing.B) {
+	const n = 100_000
+	cmds := make([][]byte, n)
+	for i := range cmds {
+		cmds[i] = MustEncode(CmdSubmit, int64(i), &raftv1.Submit{Tenant: []string{"alice", "bob"}[i%2], Spec: &sluicev1.JobSpec{Model: "llama-8b"}})
+	}
+	var bytes, objects float64
+	for b.Loop() {
+		m := newMachine(b)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := 0; i < n; i += 64 {
+			m.index++
+			m.f.Apply(m.index, EncodeBatch(int64(i), cmds[i:min(i+64, n)]))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(m)
+		bytes += float64(after.HeapAlloc-before.HeapAlloc) / n
+		objects += float64(after.HeapObjects-before.HeapObjects) / n
+	}
+	b.ReportMetric(bytes/float64(b.N), "bytes/job")
+	b.ReportMetric(objects/float64(b.N), "objects/job")
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,9 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -640,5 +643,51 @@ func TestSnapshotChecksAreJittered(t *testing.T) {
 	}
 	if len(seen) < 900 {
 		t.Fatalf("1000 draws gave only %d distinct intervals", len(seen))
+	}
+}
+
+// failingSink is a raft.SnapshotSink whose writes fail after the first.
+type failingSink struct {
+	writes            int
+	closed, cancelled bool
+}
+
+func (s *failingSink) Write(p []byte) (int, error) {
+	if s.writes++; s.writes > 1 {
+		return 0, errors.New("disk full")
+	}
+	return len(p), nil
+}
+func (s *failingSink) Close() error  { s.closed = true; return nil }
+func (s *failingSink) ID() string    { return "test" }
+func (s *failingSink) Cancel() error { s.cancelled = true; return nil }
+
+// TestSnapshotPersistCancelsOnAFailedWrite: a snapshot streamed to a sink
+// whose write fails mid-way returns the error and cancels the sink (raft
+// then discards the partial file) instead of closing it as complete.
+func TestSnapshotPersistCancelsOnAFailedWrite(t *testing.T) {
+	f := fsm.New()
+	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, 0, &raftv1.SetPolicy{Policy: &sluicev1.Policy{
+		Tiers:   []*sluicev1.Tier{{Name: "free", Weight: 1}},
+		Tenants: []*sluicev1.Tenant{{Name: "t", Tier: "free"}},
+		Models:  []*sluicev1.Model{{Name: "m"}},
+	}})); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	for i := range 2000 { // more than one 64 KiB chunk
+		if r := f.Apply(uint64(i+2), fsm.MustEncode(fsm.CmdSubmit, 0, &raftv1.Submit{Tenant: "t", Spec: &sluicev1.JobSpec{Model: "m", IdempotencyKey: fmt.Sprint("key-", i)}})); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	snap, err := raftFSM{f: f}.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &failingSink{}
+	if err := snap.Persist(sink); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Persist to a failing sink: %v, want its error", err)
+	}
+	if !sink.cancelled || sink.closed || sink.writes < 2 {
+		t.Fatalf("after a failed write: cancelled %v, closed %v, %d writes; want cancelled, not closed, after the second write", sink.cancelled, sink.closed, sink.writes)
 	}
 }

@@ -66,8 +66,8 @@ func (a raftFSM) Restore(rc io.ReadCloser) error {
 // snapshot is the state captured on the apply goroutine, encoded and
 // written out by raft on its snapshot goroutine: applies go on meanwhile
 // (at 100,000 jobs the capture takes 6–8 ms; the encoding, which used to
-// stop them, ~160). The encoding goes to the snapshot file in chunks of
-// 64 KiB (fsm.Capture.WriteTo), never whole in memory.
+// stop them, ~160–190). The jobs' encoding goes to the snapshot file in
+// chunks of 64 KiB (fsm.Capture.WriteTo), never whole in memory.
 type snapshot struct{ c *fsm.Capture }
 
 func (s snapshot) Persist(sink raft.SnapshotSink) error {

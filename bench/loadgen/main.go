@@ -39,6 +39,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -460,11 +461,19 @@ func (r result) print(c config, where string) {
 	if c.rate > 0 {
 		offered = fmt.Sprintf("%.0f/s offered", c.rate)
 	}
-	fmt.Printf("%s: %s via %s at %s: %d clients, %s, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors\n",
-		label, c.target, c.proto, where, c.clients, offered, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors)
+	// The load generator's own CPU (user + system, warm-up included) per
+	// successful write: on a machine it shares with the servers, what it
+	// takes from them.
+	var ru syscall.Rusage
+	clientUS := int64(-1)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil && r.total > 0 {
+		clientUS = (ru.Utime.Nano() + ru.Stime.Nano()) / 1000 / r.total
+	}
+	fmt.Printf("%s: %s via %s at %s: %d clients, %s, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors; load generator CPU %d µs per write\n",
+		label, c.target, c.proto, where, c.clients, offered, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors, clientUS)
 	for _, e := range r.first {
 		fmt.Println("  error:", e)
 	}
-	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d offered=%.0f writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d\n",
-		label, c.target, c.proto, c.gzip && c.target == "sluice", c.clients, c.rate, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total)
+	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d offered=%.0f writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d client_cpu_us=%d\n",
+		label, c.target, c.proto, c.gzip && c.target == "sluice", c.clients, c.rate, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total, clientUS)
 }

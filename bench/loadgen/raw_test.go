@@ -43,22 +43,26 @@ func (s *submitServer) Submit(_ context.Context, req *connect.Request[sluicev1.S
 	}
 	job := &sluicev1.Job{Id: "j1", Tenant: "t"}
 	if s.big.Load() {
-		// Big enough to be gzipped.
-		job.ProgressText = strings.Repeat("progress ", 2000)
+		job.ProgressText = strings.Repeat("progress ", 2000) // over the 1 KiB gzip threshold
 	}
 	return connect.NewResponse(&sluicev1.SubmitResponse{Job: job}), nil
 }
 
 // TestRawSubmitIsAConnectCall: connect-raw's hand-written request is a
-// Connect unary call that connect-go's handler accepts, and its response
-// reader keeps the connection usable across replies, gzipped ones and
-// errors.
+// Connect unary call that connect-go's handler accepts, gzip is negotiated
+// as connect-go's client negotiates it, and the connection stays usable
+// across replies, gzipped ones and errors.
 func TestRawSubmitIsAConnectCall(t *testing.T) {
 	srv := &submitServer{}
 	mux := http.NewServeMux()
 	mux.Handle(sluicev1connect.NewJobServiceHandler(srv, connect.WithCompressMinBytes(1024)))
-	var conns atomic.Int64
-	ts := httptest.NewUnstartedServer(mux)
+	var conns, gzipped atomic.Int64
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r)
+		if w.Header().Get("Content-Encoding") == "gzip" {
+			gzipped.Add(1)
+		}
+	}))
 	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
@@ -80,9 +84,12 @@ func TestRawSubmitIsAConnectCall(t *testing.T) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
+	if gzipped.Load() != 2 {
+		t.Fatalf("%d replies were gzipped; want the 2 big ones", gzipped.Load())
+	}
 	srv.reject.Store(true)
-	if err := w(ctx, 0, 6); err == nil || !strings.Contains(err.Error(), "HTTP 429") {
-		t.Fatalf("a rejected call gave %v, want an HTTP 429 error", err)
+	if err := w(ctx, 0, 6); err == nil || !strings.Contains(err.Error(), "HTTP 429") || !strings.Contains(err.Error(), "resource_exhausted") {
+		t.Fatalf("a rejected call gave %v, want an HTTP 429 error with Connect's code", err)
 	}
 	srv.reject.Store(false)
 	if err := w(ctx, 0, 7); err != nil {
@@ -95,20 +102,42 @@ func TestRawSubmitIsAConnectCall(t *testing.T) {
 		t.Fatalf("%d calls over %d connections; want 8 over 2 (one kept alive per client)", srv.calls.Load(), conns.Load())
 	}
 
+	// The server drops idle connections: the next call goes out again on a new one.
+	ts.Config.SetKeepAlivesEnabled(false)
+	ts.CloseClientConnections()
+	for i := range 2 {
+		if err := w(ctx, 1, 10+i); err != nil {
+			t.Fatalf("a call after the server closed the connection: %v", err)
+		}
+	}
+	if srv.calls.Load() != 10 || conns.Load() != 4 {
+		t.Fatalf("%d calls over %d connections; want 10 over 4 (a new one after the close, and after Connection: close)", srv.calls.Load(), conns.Load())
+	}
+
 	if _, err := rawSluiceWriter(config{addrs: []string{"https://example.com"}, tenants: 1}); err == nil {
 		t.Fatal("an https:// address was accepted")
 	}
 }
 
-// TestRawResponseReader: roundTrip reads a reply with a length and a
-// chunked one off one connection, and refuses a reply that is not HTTP/1.1.
+// TestRawResponseReader: roundTrip reads replies with a length (the plain
+// 200s without parsing them into a header map), chunked ones with a
+// trailer, ones after an informational reply, and ones with no body off one
+// connection, and refuses a reply that is not HTTP.
 func TestRawResponseReader(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/chunked":
+			w.Header().Set("Trailer", "X-Sum")
 			w.Write([]byte("abc"))
 			w.(http.Flusher).Flush() // a flush before the end: chunked
 			w.Write([]byte(strings.Repeat("d", 5000)))
+			w.Header().Set("X-Sum", "5003")
+		case "/early":
+			w.Header().Set("Link", "</x>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Write([]byte("ok"))
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
 		case "/teapot":
 			w.WriteHeader(http.StatusTeapot)
 			w.Write([]byte("no"))
@@ -127,11 +156,14 @@ func TestRawResponseReader(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		want int
-	}{{"/chunked", 200}, {"/plain", 200}, {"/teapot", 418}, {"/chunked", 200}, {"/plain", 200}} {
+	}{{"/chunked", 200}, {"/plain", 200}, {"/early", 200}, {"/empty", 204}, {"/teapot", 418}, {"/chunked", 200}, {"/plain", 200}} {
 		got, err := rc.roundTrip([]byte("GET " + c.path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"))
-		if err != nil || got != c.want {
-			t.Fatalf("GET %s: %d, %v; want %d", c.path, got, err, c.want)
+		if err != nil || got.status != c.want || got.close {
+			t.Fatalf("GET %s: %+v, %v; want %d on a kept connection", c.path, got, err, c.want)
 		}
+	}
+	if rc.fast != 2 {
+		t.Fatalf("%d replies were skipped over by their length; want the 2 plain ones", rc.fast)
 	}
 
 	bad, err := net.Listen("tcp", "127.0.0.1:0")
@@ -152,7 +184,7 @@ func TestRawResponseReader(t *testing.T) {
 	}
 	defer nc2.Close()
 	rc2 := &rawConn{c: nc2, r: bufio.NewReader(nc2)}
-	if _, err := rc2.roundTrip([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err == nil || !strings.Contains(err.Error(), "bad status line") {
-		t.Fatalf("a reply that is not HTTP: %v, want a bad status line error", err)
+	if _, err := rc2.roundTrip([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err == nil || !strings.Contains(err.Error(), "malformed HTTP") {
+		t.Fatalf("a reply that is not HTTP: %v, want a malformed HTTP error", err)
 	}
 }
