@@ -146,8 +146,10 @@ func logStoreOf(dir string, stable *raftboltdb.BoltStore) (kind string, recorded
 	}
 	walExists := err == nil
 	both := boltLast > 0 && walExists
-	errBoth := fmt.Errorf("node: both %s (entries up to %d) and %s hold a raft log (was this data dir run by a build from before the WAL?); "+
-		"the node cannot tell which is current: remove it from the cluster (sluice admin remove), empty its data dir and join it again", path, boltLast, walDir)
+	errBoth := func() error {
+		return fmt.Errorf("node: both %s (entries up to %d) and %s hold a raft log (was this data dir run by a build from before the WAL?); "+
+			"the node cannot tell which is current: remove it from the cluster (sluice admin remove), empty its data dir and join it again", path, boltLast, walDir)
+	}
 	switch string(rec) {
 	case LogStoreWAL:
 		if !walExists {
@@ -155,7 +157,7 @@ func logStoreOf(dir string, stable *raftboltdb.BoltStore) (kind string, recorded
 				"remove it from the cluster (sluice admin remove), empty its data dir and join it again", path, walDir)
 		}
 		if both {
-			return "", false, errBoth
+			return "", false, errBoth()
 		}
 		return LogStoreWAL, true, nil
 	case LogStoreBolt:
@@ -169,7 +171,7 @@ func logStoreOf(dir string, stable *raftboltdb.BoltStore) (kind string, recorded
 	}
 	switch {
 	case both:
-		return "", false, errBoth
+		return "", false, errBoth()
 	case boltLast > 0: // written before raft.db recorded the store: always bolt
 		return LogStoreBolt, false, nil
 	case walExists: // the first start stopped after creating wal/, before recording it

@@ -280,6 +280,10 @@ type result struct {
 	// finished counts the successful writes that finished in the window, whenever they were
 	// sent or due: with -rate, the throughput the cluster delivered.
 	finished int64
+	// cpu is the load generator's own CPU time (user + system) over the whole run, warm-up
+	// included: on a machine it shares with the servers, what it takes from them; -1 when
+	// the system does not say.
+	cpu time.Duration
 }
 
 // measure runs the clients through the warm-up and the window. In a closed
@@ -382,6 +386,11 @@ func measure(c config, w writer) result {
 	wg.Wait()
 	r.window = t1.Sub(t0)
 	r.total, r.finished = total.Load(), finished.Load()
+	r.cpu = -1
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	for _, l := range per {
 		r.lat = append(r.lat, l...)
 	}
@@ -461,13 +470,9 @@ func (r result) print(c config, where string) {
 	if c.rate > 0 {
 		offered = fmt.Sprintf("%.0f/s offered", c.rate)
 	}
-	// The load generator's own CPU (user + system, warm-up included) per
-	// successful write: on a machine it shares with the servers, what it
-	// takes from them.
-	var ru syscall.Rusage
 	clientUS := int64(-1)
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil && r.total > 0 {
-		clientUS = (ru.Utime.Nano() + ru.Stime.Nano()) / 1000 / r.total
+	if r.total > 0 && r.cpu >= 0 {
+		clientUS = r.cpu.Microseconds() / r.total
 	}
 	fmt.Printf("%s: %s via %s at %s: %d clients, %s, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors; load generator CPU %d µs per write\n",
 		label, c.target, c.proto, where, c.clients, offered, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors, clientUS)

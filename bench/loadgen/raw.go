@@ -70,6 +70,7 @@ func rawSluiceWriter(c config) (writer, error) {
 		for try := 0; ; try++ {
 			rc := conns[client]
 			if rc == nil {
+				var err error // not the enclosing function's: every client runs this at once
 				if rc, err = dial(); err != nil {
 					return err
 				}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,5 +187,36 @@ func TestRawResponseReader(t *testing.T) {
 	rc2 := &rawConn{c: nc2, r: bufio.NewReader(nc2)}
 	if _, err := rc2.roundTrip([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err == nil || !strings.Contains(err.Error(), "malformed HTTP") {
 		t.Fatalf("a reply that is not HTTP: %v, want a malformed HTTP error", err)
+	}
+}
+
+// TestRawClientsRunConcurrently: every client dials and sends on its own
+// goroutine, as measure runs them (under -race, a state shared between
+// them shows here).
+func TestRawClientsRunConcurrently(t *testing.T) {
+	srv := &submitServer{}
+	mux := http.NewServeMux()
+	mux.Handle(sluicev1connect.NewJobServiceHandler(srv))
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	w, err := rawSluiceWriter(config{addrs: []string{ts.URL}, clients: 8, tenants: 4, keyPrefix: "key-", model: "llama-8b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for s := range 20 {
+				if err := w(ctx, i, s); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if srv.calls.Load() != 160 {
+		t.Fatalf("%d calls reached the server, want 160", srv.calls.Load())
 	}
 }
