@@ -19,6 +19,8 @@ test:
 	# The race detector slows the simulator ~10x, so under -race the queueing-theory checks
 	# run on small samples; here they run at full size (millions of jobs) without it.
 	$(GO) test -count=1 -timeout 5m -run 'MMcMeanWait|LittlesLaw|Weighted2To1|TokenBucketTenant' ./sim/
+	# Latency under thousands of open streams means nothing under the race detector.
+	$(GO) test -count=1 -timeout 5m -run 'ThousandsOfWatchers' -v ./node/
 
 ## build: the sluice binary in bin/
 build:

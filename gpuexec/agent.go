@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,6 +22,17 @@ import (
 // LeaderHeader is the response header in which a node that does not lead
 // names the leader's API (http://host:port).
 const LeaderHeader = "Sluice-Leader"
+
+// KeepaliveHeader, on a lease stream's response, is how often the leader
+// sends a message on it when it has nothing else to say (a Go duration). An
+// agent that hears nothing for three times that ends the stream: the leader is
+// paused or cut off though the connection is open. A server that does not
+// send it (a build before keepalives) is given the heartbeats only.
+const KeepaliveHeader = "Sluice-Lease-Keepalive"
+
+// silentServerPause is how long an agent leaves a server alone after its
+// lease stream fell silent, when there are others to try.
+const silentServerPause = 10 * time.Second
 
 // Agent is the executor's side of the lease protocol: it holds a lease
 // stream open to the leader (found through any server), runs the attempts
@@ -50,7 +62,11 @@ type Agent struct {
 	interval time.Duration
 	server   int // index into Servers of the last server that answered
 	hint     string
+	silent   map[string]time.Time // servers whose stream fell silent, until when to skip them
 }
+
+// errSilentLeader ends a lease stream that has been silent too long.
+var errSilentLeader = errors.New("the lease stream was silent for three keepalive periods; the leader is paused or cut off")
 
 type attemptKey struct {
 	job     string
@@ -84,6 +100,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			break
 		}
 		switch connect.CodeOf(err) {
+		case connect.CodeUnknown:
+			if errors.Is(err, errSilentLeader) {
+				a.Log.Info("lease stream silent; looking for the leader elsewhere", "executor", a.Info.GetName(), "server", base)
+				break
+			}
+			a.Log.Debug("lease ended; reconnecting", "executor", a.Info.GetName(), "server", base, "err", err)
 		default:
 			a.Log.Debug("lease ended; reconnecting", "executor", a.Info.GetName(), "server", base, "err", err)
 		case connect.CodePermissionDenied, connect.CodeUnauthenticated, connect.CodeInvalidArgument:
@@ -109,7 +131,8 @@ func (a *Agent) client(base string) sluicev1connect.ExecutorServiceClient {
 
 func (a *Agent) authorize(h http.Header) { h.Set("Authorization", "Bearer "+a.Token) }
 
-// pickServer prefers the leader a server named last, else the next server.
+// pickServer prefers the leader a server named last, else the next server
+// whose stream has not fallen silent lately.
 func (a *Agent) pickServer() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -122,8 +145,26 @@ func (a *Agent) pickServer() string {
 	if len(servers) == 0 {
 		return ""
 	}
-	a.server = (a.server + 1) % len(servers)
+	for range servers {
+		a.server = (a.server + 1) % len(servers)
+		if time.Now().After(a.silent[servers[a.server]]) {
+			break
+		}
+	}
 	return servers[a.server]
+}
+
+// markSilent makes pickServer skip base for a while.
+func (a *Agent) markSilent(base string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.silent == nil {
+		a.silent = make(map[string]time.Time)
+	}
+	a.silent[base] = time.Now().Add(silentServerPause)
+	if a.hint == base {
+		a.hint = ""
+	}
 }
 
 // servers is Servers then whatever Discover adds, without repeats.
@@ -169,23 +210,46 @@ func (a *Agent) runningList() []*sluicev1.RunningAttempt {
 
 // lease holds one lease stream to base until it ends.
 func (a *Agent) lease(ctx context.Context, base string, wg *sync.WaitGroup) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Until the leader says how often it speaks, it must answer within two
+	// seconds: a paused server accepts the connection and says nothing.
+	var heard atomic.Int64
+	heard.Store(time.Now().UnixNano())
+	silence := atomic.Int64{}
+	silence.Store(int64(2 * time.Second))
+	watchdog := make(chan struct{})
+	go func() {
+		defer close(watchdog)
+		a.watch(ctx, &heard, &silence, cancel)
+	}()
+	defer func() { cancel(nil); <-watchdog }()
 	req := connect.NewRequest(&sluicev1.LeaseRequest{Executor: a.Info, Running: a.runningList()})
 	a.authorize(req.Header())
 	stream, err := a.client(base).Lease(ctx, req)
 	if err != nil {
-		a.noteLeader(err)
-		return err
+		return a.leaseEnded(ctx, base, err)
 	}
 	defer stream.Close()
 	heartbeats := make(chan struct{})
 	go func() {
 		defer close(heartbeats)
-		a.heartbeat(ctx, base, cancel)
+		a.heartbeat(ctx, base, func() { cancel(nil) })
 	}()
-	defer func() { cancel(); <-heartbeats }()
+	defer func() { cancel(nil); <-heartbeats }()
+	first := true
 	for stream.Receive() {
+		heard.Store(time.Now().UnixNano())
+		if first {
+			first = false
+			// A leader that sends keepalives is taken for gone after three of
+			// their periods of silence; one that does not, only by the heartbeats.
+			if d, err := time.ParseDuration(stream.ResponseHeader().Get(KeepaliveHeader)); err == nil && d > 0 {
+				silence.Store(int64(3 * d))
+			} else {
+				silence.Store(0)
+			}
+		}
 		msg := stream.Msg()
 		if d := msg.GetHeartbeatInterval(); d != nil {
 			a.mu.Lock()
@@ -199,9 +263,36 @@ func (a *Agent) lease(ctx context.Context, base string, wg *sync.WaitGroup) erro
 			a.stop(m.Stop)
 		}
 	}
-	err = stream.Err()
+	return a.leaseEnded(ctx, base, stream.Err())
+}
+
+// leaseEnded notes what an ended lease stream says of the leader: a server
+// that fell silent is skipped for a while, a refusal may name the leader.
+func (a *Agent) leaseEnded(ctx context.Context, base string, err error) error {
+	if errors.Is(context.Cause(ctx), errSilentLeader) {
+		a.markSilent(base)
+		return errSilentLeader
+	}
 	a.noteLeader(err)
 	return err
+}
+
+// watch ends the lease (cancel with errSilentLeader) once nothing has been
+// heard on it for longer than silence (0: never).
+func (a *Agent) watch(ctx context.Context, heard, silence *atomic.Int64, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if s := time.Duration(silence.Load()); s > 0 && time.Since(time.Unix(0, heard.Load())) > s {
+			cancel(errSilentLeader)
+			return
+		}
+	}
 }
 
 // heartbeat renews the lease; three failed heartbeats in a row end the

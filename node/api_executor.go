@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/gpuexec"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
@@ -124,8 +125,13 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 	l := n.execs.attach(info, adopt, time.Now())
 	defer n.execs.detach(info.Name, l.gen)
 	n.log.Info("executor leased", "executor", info.Name, "gpus", gpuCount(info), "slots", max(1, info.Slots), "adopted", len(adopt))
-	first := &sluicev1.LeaseResponse{HeartbeatInterval: durationpb.New(n.cfg.HeartbeatInterval)}
-	if err := stream.Send(first); err != nil {
+	// The stream is never silent for long: an executor that hears nothing for
+	// three keepalive periods takes this leader for gone (paused or cut
+	// off, with the connection still open) and looks for the next one.
+	keepalive := n.cfg.HeartbeatInterval / 2
+	stream.ResponseHeader().Set(gpuexec.KeepaliveHeader, keepalive.String())
+	beat := &sluicev1.LeaseResponse{HeartbeatInterval: durationpb.New(n.cfg.HeartbeatInterval)}
+	if err := stream.Send(beat); err != nil {
 		return err
 	}
 	for _, m := range stops {
@@ -133,6 +139,8 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 			return err
 		}
 	}
+	tick := time.NewTicker(keepalive)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -141,6 +149,10 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 			return n.notLeaderError()
 		case <-l.done:
 			return connect.NewError(connect.CodeAborted, errors.New("lease ended: replaced by a newer lease or expired"))
+		case <-tick.C:
+			if err := stream.Send(beat); err != nil {
+				return err
+			}
 		case m := <-l.out:
 			if err := stream.Send(m); err != nil {
 				return err

@@ -167,6 +167,15 @@ func (s *jobService) GetJob(ctx context.Context, req *connect.Request[sluicev1.G
 }
 
 func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1.WatchJobRequest], stream *connect.ServerStream[sluicev1.WatchJobResponse]) error {
+	key, cerr := bearer(req.Header())
+	if cerr != nil {
+		return cerr
+	}
+	release, err := s.n.streams.hold(fsm.HashKey(key))
+	if err != nil {
+		return err
+	}
+	defer release()
 	if req.Msg.Consistent && !s.n.IsLeader() {
 		return s.n.relayWatch(ctx, req, stream)
 	}
@@ -179,7 +188,22 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 	refresh := time.NewTicker(250 * time.Millisecond)
 	defer refresh.Stop()
 	var last *sluicev1.Job
+	var read time.Time
 	for {
+		// Under a stream of commits every watcher would re-read its job at
+		// each: with thousands watching, that is what the node would do.
+		// A watcher reads at most every watchMinInterval.
+		if wait := watchMinInterval - time.Since(read); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			if job, err = s.n.watchedJob(id); err != nil {
+				return err
+			}
+		}
+		read = time.Now()
 		changed := s.n.fsm.Changed()
 		if last == nil || watchDiffers(last, job) {
 			if err := stream.Send(&sluicev1.WatchJobResponse{Job: job}); err != nil {
@@ -198,11 +222,22 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 		case <-changed:
 		case <-refresh.C:
 		}
-		var ok bool
-		if job, ok = s.n.publicJob(id); !ok {
-			return connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d no longer exists (past its retention)", id))
+		if job, err = s.n.watchedJob(id); err != nil {
+			return err
 		}
 	}
+}
+
+// watchMinInterval is the least time between two reads of a watched job.
+const watchMinInterval = 100 * time.Millisecond
+
+// watchedJob reads a watched job again.
+func (n *Node) watchedJob(id uint64) (*sluicev1.Job, error) {
+	job, ok := n.publicJob(id)
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d no longer exists (past its retention)", id))
+	}
+	return job, nil
 }
 
 // watchDiffers reports whether a watcher should hear about b after a.
@@ -353,7 +388,7 @@ func (n *Node) relayWatch(ctx context.Context, req *connect.Request[sluicev1.Wat
 	out.Header().Set("Authorization", req.Header().Get("Authorization"))
 	up, err := n.clientsFor(base).jobs.WatchJob(ctx, out)
 	if err != nil {
-		return relayError(err)
+		return relayError(ctx, base, err)
 	}
 	defer up.Close()
 	for up.Receive() {
@@ -362,7 +397,7 @@ func (n *Node) relayWatch(ctx context.Context, req *connect.Request[sluicev1.Wat
 		}
 	}
 	if err := up.Err(); err != nil {
-		return relayError(err)
+		return relayError(ctx, base, err)
 	}
 	return nil
 }

@@ -45,6 +45,9 @@ func (n *Node) caller(h http.Header) (*sluicev1.Tenant, string, error) {
 	hash := fsm.HashKey(key)
 	t, ok := n.fsm.TenantByKeyHash(hash)
 	if !ok {
+		if !n.canJudgeKeys() {
+			return nil, "", n.notCaughtUpError()
+		}
 		return nil, "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: unknown API key"))
 	}
 	return t, hash, nil
@@ -58,6 +61,9 @@ func (n *Node) admin(h http.Header) error {
 	}
 	want := n.fsm.Policy().GetAdminTokenSha256()
 	if want == "" || subtle.ConstantTimeCompare([]byte(fsm.HashKey(tok)), []byte(want)) != 1 {
+		if !n.canJudgeKeys() {
+			return n.notCaughtUpError()
+		}
 		return connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the admin token"))
 	}
 	return nil
@@ -80,6 +86,9 @@ func (n *Node) executor(h http.Header) error {
 		if want != "" && subtle.ConstantTimeCompare([]byte(hash), []byte(want)) == 1 {
 			return nil
 		}
+	}
+	if !n.canJudgeKeys() {
+		return n.notCaughtUpError()
 	}
 	return connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the executor token"))
 }

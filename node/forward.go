@@ -118,12 +118,20 @@ func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req
 				}
 			}
 			out.Header().Set(forwardedForHeader, n.clientIP(in.Peer().Addr, in.Header()))
-			res, err := call(ctx, n.clientsFor(base), out)
+			// A leader that stops answering (paused, partitioned) would hold the
+			// call until the client gives up: end it when this node sees the
+			// leadership change.
+			epoch := n.leaderEpoch()
+			callCtx, cancel := context.WithCancel(ctx)
+			unwatch := context.AfterFunc(epoch, cancel)
+			res, err := call(callCtx, n.clientsFor(base), out)
+			unwatch()
+			cancel()
 			if err == nil {
 				return relayResponse(res), false, nil
 			}
 			if !retryableForward(err) {
-				return nil, false, relayError(err)
+				return nil, false, relayError(ctx, base, err)
 			}
 			lerr = err
 		}
@@ -175,11 +183,21 @@ func relayResponse[Res any](res *connect.Response[Res]) *connect.Response[Res] {
 }
 
 // relayError rebuilds the leader's error for this hop: same code, message
-// and details, and only the headers that mean something to the client.
-func relayError(err error) error {
+// and details, and only the headers that mean something to the client. An
+// error that did not come from the leader (the connection broke, the leader
+// changed while the call was in flight) is this hop's: unavailable, as the
+// call may or may not have been applied; the client's own cancel or deadline
+// stays what it is.
+func relayError(ctx context.Context, base string, err error) error {
 	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return connect.NewError(connect.CodeUnavailable, err)
+	if !errors.As(err, &ce) || !connect.IsWireError(err) {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+		case ctx.Err() != nil:
+			return connect.NewError(connect.CodeCanceled, ctx.Err())
+		}
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the leader at %s did not answer (%v); the call may or may not have been applied: retry it (a Submit with the same idempotency_key)", base, errCause(err)))
 	}
 	out := connect.NewError(ce.Code(), errors.New(ce.Message()))
 	for _, d := range ce.Details() {
@@ -191,4 +209,13 @@ func relayError(err error) error {
 		}
 	}
 	return out
+}
+
+// errCause is err's message without connect's code prefix.
+func errCause(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }

@@ -39,6 +39,7 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set(logFormatHeader, strconv.Itoa(logFormat))
 		w.Header().Set(nodeIDHeader, n.cfg.ID)
+		w.Header().Set(appliedHeader, strconv.FormatUint(n.fsm.LastIndex(), 10))
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -39,7 +39,10 @@ type Config struct {
 	// log holds a different one.
 	Policy *sluicev1.Policy
 	// LeaseGrace is how long a new leader waits before it requeues running
-	// attempts that no executor claims (default 3s).
+	// attempts that no executor claims (default five heartbeat intervals). It
+	// must cover the time an executor takes to notice that the old leader
+	// went silent (three lease keepalives, 1.5 heartbeat intervals) and to
+	// lease from the new one; MinLeaseGrace is the least that does.
 	LeaseGrace time.Duration
 	// HeartbeatInterval is how often executors heartbeat; a lease ends
 	// after three missed (default 1s).
@@ -71,6 +74,13 @@ type Config struct {
 	// RaftLogStore is where the raft log lives: LogStoreWAL or LogStoreBolt. Empty keeps
 	// the store that already holds the data dir's log, and takes the WAL for a new one.
 	RaftLogStore string
+	// MaxConnsPerIP bounds the TCP connections one client IP holds open on the
+	// API port (default DefaultMaxConnsPerIP; negative: no bound). Cluster
+	// members are not counted.
+	MaxConnsPerIP int
+	// MaxStreamsPerKey bounds the WatchJob streams open with one API key
+	// (default DefaultMaxStreamsPerKey).
+	MaxStreamsPerKey int
 	// RaftWALSegmentSize is the size of one WAL segment file in bytes (default 64 MiB,
 	// raft-wal's). Compaction deletes whole segments, so the log on disk is up to one
 	// segment more than the entries it keeps.
@@ -94,9 +104,15 @@ type Node struct {
 	forwarded   atomic.Uint64
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
+	streams     *streamLimiter
 	pool        *Pool
 	proposer    *proposer
 	snapAt      atomic.Uint64 // commands applied at the last snapshot (raftFSM)
+	caughtUp    atomic.Bool   // applied, since it started, what the leader had (catchup.go)
+	epochMu     sync.Mutex
+	epoch       context.Context // canceled when the leadership next changes (catchup.go)
+	endEpoch    context.CancelFunc
+	observer    *raft.Observer
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
@@ -110,6 +126,14 @@ type Node struct {
 	readyMu sync.Mutex
 	ready   bool // leader and caught up with the log, policy in place
 }
+
+// MinLeaseGrace is the least lease grace that covers an executor's move to a
+// new leader after the old one went silent: the lease keepalive comes every
+// half heartbeat interval, an executor gives up on the stream after three
+// keepalives unheard (1.5 intervals) and leases from the next server within
+// about one more; the election, at least one raft heartbeat timeout, comes
+// before the grace starts.
+func MinLeaseGrace(heartbeat time.Duration) time.Duration { return 3 * heartbeat }
 
 // raftLogCache is how many recent raft log entries are kept in memory in front of the log
 // store (MaxAppendEntries is 512: two batches).
@@ -127,14 +151,20 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.RaftAddr == "" {
 		cfg.RaftAddr = "127.0.0.1:0"
 	}
-	if cfg.LeaseGrace == 0 {
-		cfg.LeaseGrace = 3 * time.Second
-	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = time.Second
 	}
+	if cfg.LeaseGrace == 0 {
+		cfg.LeaseGrace = 5 * cfg.HeartbeatInterval
+	}
 	if cfg.ForwardHold == 0 {
 		cfg.ForwardHold = 5 * time.Second
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.MaxStreamsPerKey <= 0 {
+		cfg.MaxStreamsPerKey = DefaultMaxStreamsPerKey
 	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
@@ -148,7 +178,12 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), peers: newPeerClient()}
+	if least := MinLeaseGrace(cfg.HeartbeatInterval); cfg.LeaseGrace < least {
+		cfg.Logger.Warn("the lease grace is shorter than an executor may take to notice a silent leader and lease from the next: a new leader may requeue attempts that live executors still run",
+			"lease_grace", cfg.LeaseGrace, "at_least", least)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), peers: newPeerClient(),
+		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.proposer = newProposer(n, cfg.ProposeBatch, cfg.ProposeInflight)
 	if err := n.startRaft(); err != nil {
@@ -160,6 +195,9 @@ func Start(cfg Config) (*Node, error) {
 		n.shutdownRaft()
 		n.cancel()
 		return nil, fmt.Errorf("node: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.MaxConnsPerIP > 0 {
+		ln = newConnLimiter(ln, cfg.MaxConnsPerIP, n.isMemberHost, n.log)
 	}
 	n.listener = ln
 	if cfg.Gossip != "" {
@@ -176,10 +214,25 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.http = n.newHTTPServer()
-	n.wg.Add(4)
+	n.epoch, n.endEpoch = context.WithCancel(n.ctx)
+	changes := make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(changes, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(n.observer)
+	n.wg.Add(6)
+	go func() {
+		defer n.wg.Done()
+		n.watchLeader(changes)
+	}()
 	go func() {
 		defer n.wg.Done()
 		n.proposer.run()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.catchUp()
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -342,6 +395,9 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) shutdownRaft() {
+	if n.raft != nil && n.observer != nil {
+		n.raft.DeregisterObserver(n.observer)
+	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			n.log.Warn("raft shutdown", "err", err)

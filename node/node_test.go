@@ -33,11 +33,19 @@ func startNode(t *testing.T, executors int) *Node {
 
 func startNodeWith(t *testing.T, executors int, policy *sluicev1.Policy) *Node {
 	t.Helper()
-	n, err := Start(Config{
+	return startNodeTuned(t, executors, policy, func(*Config) {})
+}
+
+// startNodeTuned is startNodeWith with the config changed by tune first.
+func startNodeTuned(t *testing.T, executors int, policy *sluicev1.Policy, tune func(*Config)) *Node {
+	t.Helper()
+	cfg := Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true,
 		Policy: policy, LeaseGrace: 200 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 		Logger: quietLogger(), RaftLog: io.Discard, RaftWALSegmentSize: 1 << 20,
-	})
+	}
+	tune(&cfg)
+	n, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -277,34 +277,42 @@ func (p *proposer) fail(batch []*proposal, err error) {
 // fsm.CmdBatch and job ids past the entry's index.
 const logFormat = 2
 
-// logFormatHeader and nodeIDHeader carry logFormat and the node's raft id
-// on /healthz replies.
+// logFormatHeader, nodeIDHeader and appliedHeader carry logFormat, the
+// node's raft id and the last log index it applied on /healthz replies.
 const (
 	logFormatHeader = "Sluice-Log-Format"
 	nodeIDHeader    = "Sluice-Node-Id"
+	appliedHeader   = "Sluice-Applied"
 )
 
-// peerLogFormat asks the node at httpAddr which log format it reads and
-// which raft id it has; format 0 when it does not say (a build from before
-// the header).
-func (n *Node) peerLogFormat(ctx context.Context, httpAddr string) (format int, id string, err error) {
+// peerHealth is what a node says of itself on /healthz.
+type peerHealth struct {
+	format  int    // 0 from a build before group commit
+	id      string // its raft id
+	applied uint64 // 0 from a build that does not say
+}
+
+// askHealth reads the /healthz reply of the node at httpAddr.
+func (n *Node) askHealth(ctx context.Context, httpAddr string) (peerHealth, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
 	if err != nil {
-		return 0, "", err
+		return peerHealth{}, err
 	}
 	res, err := n.peers.Do(req)
 	if err != nil {
-		return 0, "", err
+		return peerHealth{}, err
 	}
 	io.Copy(io.Discard, io.LimitReader(res.Body, 1<<10))
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return 0, "", fmt.Errorf("GET /healthz: %s", res.Status)
+		return peerHealth{}, fmt.Errorf("GET /healthz: %s", res.Status)
 	}
-	format, _ = strconv.Atoi(res.Header.Get(logFormatHeader))
-	return format, res.Header.Get(nodeIDHeader), nil
+	h := peerHealth{id: res.Header.Get(nodeIDHeader)}
+	h.format, _ = strconv.Atoi(res.Header.Get(logFormatHeader))
+	h.applied, _ = strconv.ParseUint(res.Header.Get(appliedHeader), 10, 64)
+	return h, nil
 }
 
 // clusterReadsBatches checks every other server of the current raft
@@ -325,14 +333,14 @@ func (n *Node) clusterReadsBatches(ctx context.Context) (key string, why error) 
 		if !ok || m.HttpAddress == "" {
 			return key, fmt.Errorf("server %s has no recorded HTTP address", s.ID)
 		}
-		v, id, err := n.peerLogFormat(ctx, m.HttpAddress)
+		h, err := n.askHealth(ctx, m.HttpAddress)
 		switch {
 		case err != nil:
 			return key, fmt.Errorf("server %s at %s: %w", s.ID, m.HttpAddress, err)
-		case id != string(s.ID):
-			return key, fmt.Errorf("server %s: %s answers as %q", s.ID, m.HttpAddress, id)
-		case v < logFormat:
-			return key, fmt.Errorf("server %s at %s reads log format %d, not %d", s.ID, m.HttpAddress, v, logFormat)
+		case h.id != string(s.ID):
+			return key, fmt.Errorf("server %s: %s answers as %q", s.ID, m.HttpAddress, h.id)
+		case h.format < logFormat:
+			return key, fmt.Errorf("server %s at %s reads log format %d, not %d", s.ID, m.HttpAddress, h.format, logFormat)
 		}
 	}
 	return key, nil
@@ -375,15 +383,15 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	if n.proposer.maxBatch <= 1 {
 		return nil
 	}
-	v, got, err := n.peerLogFormat(ctx, httpAddr)
+	h, err := n.askHealth(ctx, httpAddr)
 	if err != nil {
 		return fmt.Errorf("cannot check node %s's version at http://%s/healthz: %w; start it before joining it", id, httpAddr, err)
 	}
-	if got != id {
-		return fmt.Errorf("node %s: http://%s answers as %q", id, httpAddr, got)
+	if h.id != id {
+		return fmt.Errorf("node %s: http://%s answers as %q", id, httpAddr, h.id)
 	}
-	if v < logFormat {
-		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, v, logFormat)
+	if h.format < logFormat {
+		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, h.format, logFormat)
 	}
 	return nil
 }

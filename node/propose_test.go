@@ -141,8 +141,8 @@ func TestProposeErrorsSayWhetherTheWriteMayHaveApplied(t *testing.T) {
 // this build reports its format and id.
 func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 	n := startNode(t, 0)
-	if v, id, err := n.peerLogFormat(context.Background(), n.Addr()); err != nil || v != logFormat || id != n.cfg.ID {
-		t.Fatalf("this build reports log format %d as %q (%v), want %d as %q", v, id, err, logFormat, n.cfg.ID)
+	if h, err := n.askHealth(context.Background(), n.Addr()); err != nil || h.format != logFormat || h.id != n.cfg.ID || h.applied != n.fsm.LastIndex() {
+		t.Fatalf("this build reports log format %d as %q at applied index %d (%v), want %d as %q at %d", h.format, h.id, h.applied, err, logFormat, n.cfg.ID, n.fsm.LastIndex())
 	}
 	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
 	defer old.Close()

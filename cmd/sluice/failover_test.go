@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/sluicehq/sluice/fsm"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
 // freeAddr reserves a loopback port for a child process.
@@ -91,45 +86,10 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 		t.Skip("runs three server processes")
 	}
 	bin := buildSluice(t)
-	dir := t.TempDir()
-	policy := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(fmt.Sprintf(failoverPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	servers := make([]*server, 3)
-	var urls []string
-	for i := range servers {
-		servers[i] = &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), http: freeAddr(t), raft: freeAddr(t)}
-		urls = append(urls, "http://"+servers[i].http)
-	}
-	for i, s := range servers {
-		s.args = []string{"--executors", "1", "--executor-token", "exec", "--servers", strings.Join(urls, ","), "--lease-grace", "1s"}
-		if i == 0 {
-			s.args = append(s.args, "--bootstrap", "--policy", policy)
-		}
-		s.start(t, bin)
-		t.Cleanup(s.kill)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, s := range servers {
-				t.Logf("%s output:\n%s", s.id, s.log.String())
-			}
-		}
+	cl := startProcCluster(t, bin, 3, func(_ int, urls []string) []string {
+		return []string{"--executors", "1", "--executor-token", "exec", "--servers", strings.Join(urls, ","), "--lease-grace", "1s"}
 	})
-	waitReady(t, urls[0])
-	admin := func(u string) sluicev1connect.AdminServiceClient {
-		return sluicev1connect.NewAdminServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerAuth("admin")))
-	}
-	for _, s := range servers[1:] {
-		if _, err := admin(urls[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: s.id, RaftAddress: s.raft, HttpAddress: s.http})); err != nil {
-			t.Fatalf("join %s: %v", s.id, err)
-		}
-	}
-	jobs := func(u string) sluicev1connect.JobServiceClient {
-		return sluicev1connect.NewJobServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerAuth("bob-key")))
-	}
-
+	servers, urls, jobs := cl.servers, cl.urls, cl.jobs
 	// The load: one job at a time per client, each retried with its key
 	// (through the next node) until a Submit returns OK.
 	var mu sync.Mutex
@@ -165,20 +125,10 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 		}()
 	}
 
-	leader := func() *server {
-		for _, s := range servers {
-			st, err := admin("http://"+s.http).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
-			if err == nil && st.Msg.Role == "Leader" {
-				return s
-			}
-		}
-		return nil
-	}
 	var pauses []time.Duration
 	for round := range 3 {
 		time.Sleep(1500 * time.Millisecond)
-		var old *server
-		waitFor(t, "a leader", func() bool { old = leader(); return old != nil })
+		old := cl.waitLeader(nil)
 		old.kill()
 		killed := time.Now()
 		// The pause: from the kill to the first assignment committed by the
@@ -274,19 +224,7 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 	if len(usage.Msg.Rules) != 1 || usage.Msg.Rules[0].Used != int64(len(all.Msg.Jobs)) {
 		t.Fatalf("quota used %v, want %d (bob's jobs)", usage.Msg.Rules, len(all.Msg.Jobs))
 	}
-	waitFor(t, "all replicas to hold the same state", func() bool {
-		var hashes []string
-		var applied []uint64
-		for _, s := range servers {
-			st, err := admin("http://"+s.http).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
-			if err != nil {
-				return false
-			}
-			hashes = append(hashes, st.Msg.StateHash)
-			applied = append(applied, st.Msg.AppliedIndex)
-		}
-		return hashes[0] == hashes[1] && hashes[1] == hashes[2] && applied[0] == applied[1] && applied[1] == applied[2]
-	})
+	cl.sameState()
 	t.Logf("%d jobs accepted, all succeeded once; failover pauses %v", len(ids), pauses)
 }
 

@@ -32,6 +32,8 @@ type serveFlags struct {
 	raftTiming                    node.RaftTiming
 	raftLogStore                  string
 	raftWALSegmentMiB             int
+	maxConnsPerIP                 int
+	maxStreamsPerKey              int
 }
 
 func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int, gossipDefault string) {
@@ -57,7 +59,9 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
 	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 4)")
 	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
-	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 3*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds")
+	c.Flags().IntVar(&f.maxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "most TCP connections one client IP may hold open on the API port (cluster members are not counted; -1: no limit); more are closed as they are accepted")
+	c.Flags().IntVar(&f.maxStreamsPerKey, "max-streams-per-key", node.DefaultMaxStreamsPerKey, "most WatchJob streams open at once with one API key; one more is refused with resource_exhausted")
+	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 5*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds; under 3s an executor moving from a paused leader may see its attempt requeued")
 }
 
 func devCmd() *cobra.Command {
@@ -108,6 +112,12 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.proposeBatch < 0 || f.proposeBatch > 4096 || f.proposeInflight < 0 || f.proposeInflight > 1024 {
 		return fmt.Errorf("--propose-batch %d / --propose-inflight %d: outside 0–4096 / 0–1024", f.proposeBatch, f.proposeInflight)
 	}
+	if f.maxConnsPerIP == 0 || f.maxConnsPerIP < -1 || f.maxConnsPerIP > 1<<20 {
+		return fmt.Errorf("--max-conns-per-ip: %d is outside 1–%d (or -1 for no limit)", f.maxConnsPerIP, 1<<20)
+	}
+	if f.maxStreamsPerKey < 1 || f.maxStreamsPerKey > 1<<20 {
+		return fmt.Errorf("--max-streams-per-key: %d is outside 1–%d", f.maxStreamsPerKey, 1<<20)
+	}
 	if f.gcPercent > 0 {
 		debug.SetGCPercent(f.gcPercent)
 	}
@@ -135,6 +145,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
 		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
+		MaxConnsPerIP: f.maxConnsPerIP, MaxStreamsPerKey: f.maxStreamsPerKey,
 	})
 	if err != nil {
 		return err

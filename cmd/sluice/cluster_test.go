@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/sluicehq/sluice/fsm"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+)
+
+// procCluster is a cluster of `sluice server` child processes on fixed
+// loopback addresses, joined through the first; the fault tests kill,
+// pause and restart its members.
+type procCluster struct {
+	t       *testing.T
+	bin     string
+	servers []*server
+	urls    []string
+}
+
+// startProcCluster starts size servers with the failover policy (tenant
+// bob with key bob-key, admin token admin, executor token exec); extra
+// gives each server's flags beyond its addresses.
+func startProcCluster(t *testing.T, bin string, size int, extra func(i int, urls []string) []string) *procCluster {
+	t.Helper()
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte(fmt.Sprintf(failoverPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &procCluster{t: t, bin: bin}
+	for i := range size {
+		c.servers = append(c.servers, &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), http: freeAddr(t), raft: freeAddr(t)})
+		c.urls = append(c.urls, "http://"+c.servers[i].http)
+	}
+	for i, s := range c.servers {
+		s.args = extra(i, c.urls)
+		if i == 0 {
+			s.args = append(s.args, "--bootstrap", "--policy", policy)
+		}
+		s.start(t, bin)
+		t.Cleanup(s.kill)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, s := range c.servers {
+				t.Logf("%s output:\n%s", s.id, s.log.String())
+			}
+		}
+	})
+	waitReady(t, c.urls[0])
+	for _, s := range c.servers[1:] {
+		if _, err := c.admin(c.urls[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: s.id, RaftAddress: s.raft, HttpAddress: s.http})); err != nil {
+			t.Fatalf("join %s: %v", s.id, err)
+		}
+	}
+	return c
+}
+
+func (c *procCluster) admin(u string) sluicev1connect.AdminServiceClient {
+	return sluicev1connect.NewAdminServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerAuth("admin")))
+}
+
+func (c *procCluster) jobs(u string) sluicev1connect.JobServiceClient {
+	return sluicev1connect.NewJobServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerAuth("bob-key")))
+}
+
+func (s *server) url() string { return "http://" + s.http }
+
+// leader is the server that says it leads, or nil.
+func (c *procCluster) leader() *server {
+	for _, s := range c.servers {
+		st, err := c.admin(s.url()).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+		if err == nil && st.Msg.Role == "Leader" {
+			return s
+		}
+	}
+	return nil
+}
+
+// waitLeader waits for a leader other than not (nil: any).
+func (c *procCluster) waitLeader(not *server) *server {
+	c.t.Helper()
+	var l *server
+	waitFor(c.t, "a leader", func() bool { l = c.leader(); return l != nil && l != not })
+	return l
+}
+
+// sameState waits until every server has applied the same log and holds the
+// same state hash.
+func (c *procCluster) sameState() {
+	c.t.Helper()
+	waitFor(c.t, "all replicas to hold the same state", func() bool {
+		var hashes []string
+		var applied []uint64
+		for _, s := range c.servers {
+			st, err := c.admin(s.url()).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			if err != nil {
+				return false
+			}
+			hashes = append(hashes, st.Msg.StateHash)
+			applied = append(applied, st.Msg.AppliedIndex)
+		}
+		for i := range hashes {
+			if hashes[i] != hashes[0] || applied[i] != applied[0] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// signal sends sig to a server's process.
+func (s *server) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to %s: %v", sig, s.id, err)
+	}
+}
+
+// codes counts the outcomes of calls by their Connect code ("ok" for none).
+type codes struct {
+	m    map[string]int
+	msgs map[string]string // one message of each code
+}
+
+func (c *codes) add(err error) {
+	if c.m == nil {
+		c.m, c.msgs = map[string]int{}, map[string]string{}
+	}
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+		c.msgs[code] = err.Error()
+	}
+	c.m[code]++
+}
+
+func (c *codes) String() string {
+	var b strings.Builder
+	for k, v := range c.m {
+		fmt.Fprintf(&b, "%s=%d ", k, v)
+	}
+	for k, v := range c.msgs {
+		fmt.Fprintf(&b, "\n  %s: %s", k, v)
+	}
+	return b.String()
+}

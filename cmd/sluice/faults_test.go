@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// The fault tests of docs/cluster.md's promises, on real processes: a
+// restarted or newly elected node never refuses a valid key, a paused
+// (SIGSTOP) leader is replaced without stalling dispatch or requeueing what
+// live executors run, and a forwarded write whose leader dies comes back
+// unavailable.
+
+// hammer runs calls from workers goroutines until stop closes, counting
+// their outcomes.
+func hammer(workers int, stop <-chan struct{}, call func(worker, i int) error) *codes {
+	var mu sync.Mutex
+	got := &codes{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := call(w, i)
+				mu.Lock()
+				got.add(err)
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	// The caller's stop ends the workers; wait for them before counting.
+	done := make(chan struct{})
+	go func() { <-stop; wg.Wait(); close(done) }()
+	<-done
+	return got
+}
+
+// TestRestartedNodeNeverRefusesAValidKey restarts (kill -9) a follower and
+// then the leader of a 3-node cluster while clients call every node with a
+// valid key from the moment the process starts: a node that has not caught
+// up with the log (the policy, and so the keys, are in it) answers
+// unavailable, never unauthenticated.
+func TestRestartedNodeNeverRefusesAValidKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three server processes")
+	}
+	bin := buildSluice(t)
+	cl := startProcCluster(t, bin, 3, func(int, []string) []string { return []string{"--executors", "0"} })
+	cl.waitLeader(nil)
+	cl.sameState()
+	for _, victim := range []string{"follower", "leader"} {
+		l := cl.waitLeader(nil)
+		s := l
+		if victim == "follower" {
+			s = cl.servers[(slices.Index(cl.servers, l)+1)%3]
+		}
+		s.kill()
+		stop := make(chan struct{})
+		var got *codes
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			got = hammer(6, stop, func(w, i int) error {
+				u := s.url()
+				if w%2 == 1 { // and the others, one of which may be a new leader
+					u = cl.servers[(slices.Index(cl.servers, s)+1+w/2%2)%3].url()
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if i%8 == 7 {
+					_, err := cl.jobs(u).Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "llama-8b"}}))
+					return err
+				}
+				_, err := cl.jobs(u).GetUsage(ctx, connect.NewRequest(&sluicev1.GetUsageRequest{}))
+				return err
+			})
+		}()
+		s.start(t, bin)
+		waitReady(t, s.url())
+		time.Sleep(time.Second)
+		close(stop)
+		<-done
+		t.Logf("%s %s restarted: %v", victim, s.id, got)
+		if n := got.m[connect.CodeUnauthenticated.String()]; n > 0 {
+			t.Errorf("%s %s restarted: %d calls with a valid key refused as unauthenticated (%v)", victim, s.id, n, got)
+		}
+		if got.m["ok"] == 0 {
+			t.Errorf("%s %s restarted: no call succeeded (%v)", victim, s.id, got)
+		}
+		for code := range got.m {
+			if code != "ok" && code != connect.CodeUnavailable.String() {
+				t.Errorf("%s %s restarted: calls answered %s, want ok or unavailable (%v)", victim, s.id, code, got)
+			}
+		}
+	}
+	cl.sameState()
+}
+
+// TestPausedLeaderIsReplacedWithoutRequeueingLiveAttempts stops the leader
+// with SIGSTOP for 8 s while three executor processes run long attempts:
+// the executors notice the silent lease stream and move to the new leader,
+// which dispatches new jobs during the pause, and no attempt a live
+// executor holds is requeued (the lease grace covers the time executors
+// take to notice). The old leader, resumed, rejoins as a follower.
+func TestPausedLeaderIsReplacedWithoutRequeueingLiveAttempts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three server and three executor processes")
+	}
+	bin := buildSluice(t)
+	cl := startProcCluster(t, bin, 3, func(int, []string) []string { return []string{"--executors", "0"} })
+	for i := range 3 {
+		e := &server{id: fmt.Sprintf("e%d", i+1), log: &strings.Builder{}}
+		e.args = []string{"executor", "--name", e.id, "--servers", strings.Join(cl.urls, ","), "--token", "exec",
+			"--slots", "2", "--gossip", "127.0.0.1:0", "--refresh", "500ms"}
+		e.startRaw(t, bin)
+		t.Cleanup(e.kill)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("executor %s output:\n%s", e.id, e.log.String())
+			}
+		})
+	}
+	// live are the servers the test talks to: not one it has paused.
+	live := cl.urls
+	submit := func(key string, ms int) string {
+		in, _ := structpb.NewStruct(map[string]any{"duration_ms": ms})
+		spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: key, Input: in}
+		for try := 0; try < 400; try++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			res, err := cl.jobs(live[try%len(live)]).Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+			cancel()
+			if err == nil {
+				return res.Msg.Job.Id
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("submit %s: no node accepted it", key)
+		return ""
+	}
+	get := func(id string) *sluicev1.Job {
+		for _, u := range live {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			res, err := cl.jobs(u).GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: id}))
+			cancel()
+			if err == nil {
+				return res.Msg.Job
+			}
+		}
+		return nil
+	}
+	// Three long attempts, one per executor's first slot (or two on one).
+	var long []string
+	for i := range 3 {
+		long = append(long, submit(fmt.Sprintf("long-%d", i), 14000))
+	}
+	waitFor(t, "the long jobs to run", func() bool {
+		for _, id := range long {
+			if j := get(id); j == nil || j.State != sluicev1.JobState_JOB_STATE_RUNNING {
+				return false
+			}
+		}
+		return true
+	})
+	old := cl.waitLeader(nil)
+	live = slices.DeleteFunc(slices.Clone(cl.urls), func(u string) bool { return u == old.url() })
+	old.signal(t, syscall.SIGSTOP)
+	stopped := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			old.signal(t, syscall.SIGCONT)
+		}
+	}()
+	const pause = 8 * time.Second
+	// Short jobs through the other nodes, and the first one a new leader
+	// dispatches.
+	var short []string
+	var dispatched time.Time
+	for i := 0; time.Since(stopped) < pause && dispatched.IsZero(); i++ {
+		short = append(short, submit(fmt.Sprintf("short-%d", i), 200))
+		for _, id := range short {
+			if j := get(id); j != nil && j.StartedAt != nil && j.StartedAt.AsTime().After(stopped) {
+				dispatched = j.StartedAt.AsTime()
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := pause - time.Since(stopped); d > 0 {
+		time.Sleep(d)
+	}
+	old.signal(t, syscall.SIGCONT)
+	resumed = true
+	live = cl.urls
+	if dispatched.IsZero() {
+		t.Fatalf("no job was dispatched during the %v pause of the leader %s", pause, old.id)
+	}
+	t.Logf("leader %s stopped; first dispatch by the new leader %v later", old.id, dispatched.Sub(stopped).Round(time.Millisecond))
+	for _, id := range append(long, short...) {
+		waitFor(t, "job "+id+" to succeed", func() bool {
+			j := get(id)
+			return j != nil && j.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
+		})
+	}
+	for _, id := range long {
+		j := get(id)
+		for _, tr := range j.Transitions {
+			if tr.State == sluicev1.JobState_JOB_STATE_QUEUED && tr.Reason != "" && tr.Reason != "submitted" {
+				t.Errorf("job %s, run by a live executor through the pause, was requeued: %q", id, tr.Reason)
+			}
+		}
+		if j.Attempt != 1 {
+			t.Errorf("job %s finished with attempt %d, want 1 (its executor never stopped)", id, j.Attempt)
+		}
+	}
+	cl.sameState()
+}
+
+// TestForwardedWriteWhoseLeaderDiesIsUnavailable submits through the
+// followers while the leader is killed (kill -9), then paused (SIGSTOP):
+// every failed Submit comes back unavailable (or unknown, from a leader that
+// lost its leadership after appending), never canceled or with a deadline
+// the client did not set, and a retry with the same idempotency key
+// returns one job: nothing is lost or duplicated.
+func TestForwardedWriteWhoseLeaderDiesIsUnavailable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three server processes")
+	}
+	bin := buildSluice(t)
+	cl := startProcCluster(t, bin, 3, func(int, []string) []string { return []string{"--executors", "0"} })
+	var keys sync.Map
+	for _, fault := range []string{"kill", "stop"} {
+		l := cl.waitLeader(nil)
+		var followers []string
+		for _, s := range cl.servers {
+			if s != l {
+				followers = append(followers, s.url())
+			}
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		var got *codes
+		go func() {
+			defer close(done)
+			got = hammer(16, stop, func(w, i int) error {
+				key := fmt.Sprintf("%s-%d-%d", fault, w, i)
+				keys.Store(key, true)
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				_, err := cl.jobs(followers[w%2]).Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{
+					Spec: &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: key}}))
+				time.Sleep(20 * time.Millisecond)
+				return err
+			})
+		}()
+		time.Sleep(500 * time.Millisecond)
+		switch fault {
+		case "kill":
+			l.kill()
+			cl.waitLeader(l)
+			time.Sleep(time.Second)
+			close(stop)
+			<-done
+			l.start(t, bin)
+		case "stop":
+			l.signal(t, syscall.SIGSTOP)
+			cl.waitLeader(l)
+			time.Sleep(time.Second)
+			close(stop)
+			<-done
+			l.signal(t, syscall.SIGCONT)
+		}
+		t.Logf("leader %s: %s under forwarded Submits: %v", l.id, fault, got)
+		for code := range got.m {
+			switch code {
+			case "ok", connect.CodeUnavailable.String(), connect.CodeUnknown.String():
+			default:
+				t.Errorf("%s of the leader: forwarded Submits answered %s (%v)", fault, code, got)
+			}
+		}
+		if got.m["ok"] == 0 {
+			t.Errorf("%s of the leader: no Submit succeeded (%v)", fault, got)
+		}
+	}
+	// Every key, retried until it is answered, names one job; bob has
+	// exactly those jobs.
+	ids := map[string]bool{}
+	keys.Range(func(k, _ any) bool {
+		spec := &sluicev1.JobSpec{Model: "llama-8b", IdempotencyKey: k.(string)}
+		for try := 0; ; try++ {
+			res, err := cl.jobs(cl.urls[try%3]).Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+			if err == nil {
+				ids[res.Msg.Job.Id] = true
+				return true
+			}
+			if try > 200 {
+				t.Fatalf("key %v: %v", k, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	jobs, token := 0, ""
+	for {
+		res, err := cl.jobs(cl.urls[0]).ListJobs(context.Background(), connect.NewRequest(&sluicev1.ListJobsRequest{PageSize: 1000, PageToken: token, Consistent: true}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs += len(res.Msg.Jobs)
+		if token = res.Msg.NextPageToken; token == "" {
+			break
+		}
+	}
+	if jobs != len(ids) {
+		t.Fatalf("bob has %d jobs for %d idempotency keys", jobs, len(ids))
+	}
+	t.Logf("%d idempotency keys, %d jobs", len(ids), jobs)
+	cl.sameState()
+}

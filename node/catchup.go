@@ -1,0 +1,114 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+)
+
+// A node judges an API key (or the admin or executor token) only from a
+// replica that holds the policy the cluster holds. One that has just started
+// holds its last snapshot until the leader sends it the rest of the log, and
+// one just elected applies its predecessors' entries first: either may lack
+// a key that exists. Such a node answers unavailable (retryable, naming the
+// leader), never unauthenticated.
+
+// catchUp marks the node caught up once it has applied, since it started,
+// what the leader had applied when asked (or it leads, with its log
+// applied). It runs until then.
+func (n *Node) catchUp() {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var target uint64
+	for !n.caughtUp.Load() {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n.Leading() {
+			n.caughtUp.Store(true)
+			return
+		}
+		if target == 0 {
+			target = n.leaderApplied()
+		}
+		if target > 0 && n.fsm.LastIndex() >= target {
+			n.caughtUp.Store(true)
+		}
+	}
+}
+
+// leaderApplied asks the leader how far it has applied its log; 0 when there
+// is no leader or it cannot be asked.
+func (n *Node) leaderApplied() uint64 {
+	_, id := n.raft.LeaderWithID()
+	if id == "" || id == raft.ServerID(n.cfg.ID) {
+		return 0
+	}
+	m, ok := n.fsm.Member(string(id))
+	if !ok || m.HttpAddress == "" {
+		return 0
+	}
+	h, err := n.askHealth(n.ctx, m.HttpAddress)
+	if err != nil {
+		return 0
+	}
+	if h.applied == 0 {
+		// A leader from before the header: what it has committed, as far as
+		// this follower has heard.
+		return n.raft.CommitIndex()
+	}
+	return h.applied
+}
+
+// canJudgeKeys reports whether a key this node does not know is unknown to
+// the cluster: the node leads with its log applied, or it has caught up
+// since it started and applied all it knows to be committed.
+func (n *Node) canJudgeKeys() bool {
+	if n.raft.State() == raft.Leader {
+		return n.Leading()
+	}
+	return n.caughtUp.Load() && n.raft.AppliedIndex() >= n.raft.CommitIndex()
+}
+
+// notCaughtUpError answers a credential this node cannot judge yet. The call
+// was not applied, so a forwarding node may retry it elsewhere.
+func (n *Node) notCaughtUpError() *connect.Error {
+	e := connect.NewError(connect.CodeUnavailable, errors.New("authorization: this node has not caught up with the raft log yet and cannot check credentials; retry shortly"))
+	e.Meta().Set(notLeaderHeader, n.cfg.ID)
+	e.Meta().Set("Retry-After", "1")
+	if base, err := n.leaderBase(); err == nil {
+		e.Meta().Set(leaderHeader, base)
+	}
+	return e
+}
+
+// leaderEpoch is a context canceled when this node next sees the leadership
+// change (a new leader, or none); forwarded calls end with it.
+func (n *Node) leaderEpoch() context.Context {
+	n.epochMu.Lock()
+	defer n.epochMu.Unlock()
+	return n.epoch
+}
+
+// watchLeader renews the leader epoch on every leadership change raft
+// reports, until the node stops.
+func (n *Node) watchLeader(changes <-chan raft.Observation) {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-changes:
+		}
+		ctx, cancel := context.WithCancel(n.ctx)
+		n.epochMu.Lock()
+		end := n.endEpoch
+		n.epoch, n.endEpoch = ctx, cancel
+		n.epochMu.Unlock()
+		end()
+	}
+}
