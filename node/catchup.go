@@ -16,28 +16,41 @@ import (
 // a key that exists. Such a node answers unavailable (retryable, naming the
 // leader), never unauthenticated.
 
-// catchUp marks the node caught up once it has applied, since it started,
-// what the leader had applied when asked (or it leads, with its log
-// applied). It runs until then.
+// catchUp marks the node caught up once it has applied what the leader had
+// applied when asked (or it leads, with its log applied), and marks it behind
+// again at every change of leader (a new leader, or none: a node cut off
+// from the cluster may miss keys added meanwhile). It runs until the node
+// stops.
 func (n *Node) catchUp() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var target uint64
-	for !n.caughtUp.Load() {
+	for {
+		epoch := n.leaderEpoch()
+		var target uint64
+		for !n.caughtUp.Load() && epoch.Err() == nil {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-epoch.Done():
+				continue
+			case <-tick.C:
+			}
+			if n.Leading() {
+				n.caughtUp.Store(true)
+				break
+			}
+			if target == 0 {
+				target = n.leaderApplied()
+			}
+			if target > 0 && n.fsm.LastIndex() >= target {
+				n.caughtUp.Store(true)
+			}
+		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-tick.C:
-		}
-		if n.Leading() {
-			n.caughtUp.Store(true)
-			return
-		}
-		if target == 0 {
-			target = n.leaderApplied()
-		}
-		if target > 0 && n.fsm.LastIndex() >= target {
-			n.caughtUp.Store(true)
+		case <-epoch.Done():
+			n.caughtUp.Store(false)
 		}
 	}
 }
@@ -66,13 +79,14 @@ func (n *Node) leaderApplied() uint64 {
 }
 
 // canJudgeKeys reports whether a key this node does not know is unknown to
-// the cluster: the node leads with its log applied, or it has caught up
-// since it started and applied all it knows to be committed.
+// the cluster: the node leads with its log applied, or it follows and has
+// caught up with the leader it follows. (A key added a moment ago may still
+// be on its way to a follower: it is refused there for that moment.)
 func (n *Node) canJudgeKeys() bool {
 	if n.raft.State() == raft.Leader {
 		return n.Leading()
 	}
-	return n.caughtUp.Load() && n.raft.AppliedIndex() >= n.raft.CommitIndex()
+	return n.caughtUp.Load()
 }
 
 // notCaughtUpError answers a credential this node cannot judge yet. The call

@@ -106,6 +106,10 @@ func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req
 		if n.IsLeader() {
 			return nil, true, nil
 		}
+		// A leader that stops answering (paused, partitioned) would hold the
+		// call until the client gives up: end it when this node sees the
+		// leadership change after it chose where to send it.
+		epoch := n.leaderEpoch()
 		base, lerr := n.leaderBase()
 		if errors.Is(lerr, errLeaderIsSelf) {
 			return nil, true, nil
@@ -118,10 +122,6 @@ func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req
 				}
 			}
 			out.Header().Set(forwardedForHeader, n.clientIP(in.Peer().Addr, in.Header()))
-			// A leader that stops answering (paused, partitioned) would hold the
-			// call until the client gives up: end it when this node sees the
-			// leadership change.
-			epoch := n.leaderEpoch()
 			callCtx, cancel := context.WithCancel(ctx)
 			unwatch := context.AfterFunc(epoch, cancel)
 			res, err := call(callCtx, n.clientsFor(base), out)
