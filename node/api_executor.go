@@ -94,7 +94,8 @@ func parseRunning(rs []*sluicev1.RunningAttempt) (map[uint64]int32, error) {
 // this node leads (a follower refuses, naming the leader).
 func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluicev1.LeaseRequest], stream *connect.ServerStream[sluicev1.LeaseResponse]) error {
 	n := s.n
-	if err := n.executor(req.Header()); err != nil {
+	ctx, err := n.executor(ctx, req.Header(), req.Msg.Executor.GetName())
+	if err != nil {
 		return err
 	}
 	if err := validateExecutor(req.Msg.Executor); err != nil {
@@ -157,7 +158,8 @@ func (n *Node) runsOn(id uint64, executor string) bool {
 
 func (s *executorService) Heartbeat(ctx context.Context, req *connect.Request[sluicev1.HeartbeatRequest]) (*connect.Response[sluicev1.HeartbeatResponse], error) {
 	n := s.n
-	if err := n.executor(req.Header()); err != nil {
+	ctx, err := n.executor(ctx, req.Header(), req.Msg.Executor)
+	if err != nil {
 		return nil, err
 	}
 	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.HeartbeatRequest]) (*connect.Response[sluicev1.HeartbeatResponse], error) {
@@ -189,7 +191,8 @@ func (s *executorService) Heartbeat(ctx context.Context, req *connect.Request[sl
 
 func (s *executorService) Report(ctx context.Context, req *connect.Request[sluicev1.ReportRequest]) (*connect.Response[sluicev1.ReportResponse], error) {
 	n := s.n
-	if err := n.executor(req.Header()); err != nil {
+	ctx, err := n.executor(ctx, req.Header(), req.Msg.Executor)
+	if err != nil {
 		return nil, err
 	}
 	m := req.Msg

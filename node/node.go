@@ -71,6 +71,11 @@ type Config struct {
 	// RaftLogStore is where the raft log lives: LogStoreWAL or LogStoreBolt. Empty keeps
 	// the store that already holds the data dir's log, and takes the WAL for a new one.
 	RaftLogStore string
+	// TLS names the certificate files; the zero value serves plaintext.
+	TLS TLSFiles
+	// GossipKeyFile, when set, encrypts the gossip pool: one base64 key (16,
+	// 24 or 32 bytes) per line, the first used to encrypt, all accepted.
+	GossipKeyFile string
 	// RaftWALSegmentSize is the size of one WAL segment file in bytes (default 64 MiB,
 	// raft-wal's). Compaction deletes whole segments, so the log on disk is up to one
 	// segment more than the entries it keeps.
@@ -95,6 +100,8 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	pool        *Pool
+	tls         *nodeTLS        // nil: plaintext
+	stream      *tlsStreamLayer // raft over mutual TLS; nil without a peer CA
 	proposer    *proposer
 	snapAt      atomic.Uint64 // commands applied at the last snapshot (raftFSM)
 
@@ -148,7 +155,12 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), peers: newPeerClient()}
+	t, err := loadNodeTLS(cfg.TLS, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), tls: t}
+	n.peers = newPeerClient(t)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.proposer = newProposer(n, cfg.ProposeBatch, cfg.ProposeInflight)
 	if err := n.startRaft(); err != nil {
@@ -163,7 +175,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.listener = ln
 	if cfg.Gossip != "" {
-		n.pool, err = StartPool(PoolConfig{Name: cfg.ID, Bind: cfg.Gossip, Join: cfg.GossipJoin,
+		n.pool, err = StartPool(PoolConfig{Name: cfg.ID, Bind: cfg.Gossip, Join: cfg.GossipJoin, KeyFile: cfg.GossipKeyFile, Logger: cfg.Logger,
 			Meta: func() *sluicev1.GossipMeta {
 				return &sluicev1.GossipMeta{Role: sluicev1.GossipMeta_ROLE_SERVER, ApiAddress: n.Addr()}
 			},
@@ -176,6 +188,13 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.http = n.newHTTPServer()
+	if n.tls != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.tls.cert.Watch(n.ctx)
+		}()
+	}
 	n.wg.Add(4)
 	go func() {
 		defer n.wg.Done()
@@ -187,7 +206,11 @@ func Start(cfg Config) (*Node, error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := n.http.Serve
+		if n.tls != nil {
+			serve = func(ln net.Listener) error { return n.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -236,9 +259,18 @@ func (n *Node) startRaft() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	netTrans, err = raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
-	if err != nil {
-		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+	if n.tls != nil && n.tls.peerPool != nil {
+		// Mutual TLS: both ends present a certificate the peer CA signed.
+		n.stream, err = newTLSStreamLayer(n.cfg.RaftAddr, n.tls, n.log)
+		if err != nil {
+			return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+		}
+		netTrans = raft.NewNetworkTransport(n.stream, 3, 10*time.Second, io.Discard)
+	} else {
+		netTrans, err = raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
+		if err != nil {
+			return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+		}
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
@@ -277,6 +309,30 @@ func (n *Node) startRaft() (err error) {
 
 // Addr is the HTTP address the node serves on.
 func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// Scheme is "https" when the API serves TLS, else "http".
+func (n *Node) Scheme() string {
+	if n.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// peerURL is the base URL of a member's API at its HTTP address.
+func (n *Node) peerURL(httpAddr string) string { return n.Scheme() + "://" + httpAddr }
+
+// Reload re-reads the TLS certificate and the gossip keys now (a SIGHUP);
+// on an error the old ones stay in use.
+func (n *Node) Reload() error {
+	var errs []error
+	if n.tls != nil {
+		errs = append(errs, n.tls.cert.Reload())
+	}
+	if n.pool != nil && n.cfg.GossipKeyFile != "" {
+		errs = append(errs, n.pool.ReloadKeys())
+	}
+	return errors.Join(errs...)
+}
 
 // GossipAddr is the gossip pool address executors join through; "" when
 // the node runs no gossip.

@@ -290,7 +290,7 @@ const (
 func (n *Node) peerLogFormat(ctx context.Context, httpAddr string) (format int, id string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.peerURL(httpAddr)+"/healthz", nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -377,10 +377,10 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	}
 	v, got, err := n.peerLogFormat(ctx, httpAddr)
 	if err != nil {
-		return fmt.Errorf("cannot check node %s's version at http://%s/healthz: %w; start it before joining it", id, httpAddr, err)
+		return fmt.Errorf("cannot check node %s's version at %s/healthz: %w; start it before joining it", id, n.peerURL(httpAddr), err)
 	}
 	if got != id {
-		return fmt.Errorf("node %s: http://%s answers as %q", id, httpAddr, got)
+		return fmt.Errorf("node %s: %s answers as %q", id, n.peerURL(httpAddr), got)
 	}
 	if v < logFormat {
 		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, v, logFormat)
