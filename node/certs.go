@@ -96,8 +96,7 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 }
 
 // Issue makes a certificate for name (its Common Name) signed by the CA.
-// hosts become the SANs (IP addresses as IP SANs, the rest as DNS names);
-// an executor's name is also added as a DNS SAN when it is a valid one.
+// hosts become the SANs (IP addresses as IP SANs, the rest as DNS names).
 func (ca *CA) Issue(name string, use CertUse, hosts []string, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
 	if name == "" {
 		return nil, nil, errors.New("certificate name: must not be empty")

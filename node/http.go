@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -58,6 +59,9 @@ func (n *Node) newHTTPServer() *http.Server {
 		Protocols:         p,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// Refused TLS handshakes (a peer or executor with a certificate
+		// from another CA) are worth an operator's eye.
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
 	if n.tls == nil {
 		p.SetUnencryptedHTTP2(true)
