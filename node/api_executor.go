@@ -230,6 +230,12 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 	accepted := func(ok bool) (*connect.Response[sluicev1.ReportResponse], error) {
 		return connect.NewResponse(&sluicev1.ReportResponse{Accepted: ok}), nil
 	}
+	if _, progress := m.Outcome.(*sluicev1.ReportRequest_Progress); !progress && !n.runsOn(id, m.Executor) {
+		// Only the executor the log assigned the attempt to may end it: one
+		// executor (above all one that proved its name with a certificate)
+		// cannot settle another's job.
+		return accepted(false)
+	}
 	var cmd fsm.CommandType
 	var msg proto.Message
 	switch o := m.Outcome.(type) {

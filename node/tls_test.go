@@ -488,6 +488,32 @@ func TestExecutorClientCertificateActsOnlyAsItsName(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("gpu-1 leasing as gpu-2: %v", err)
 	}
+	// gpu-1 cannot end a job that runs on another executor, even under
+	// its own name and with the right attempt number.
+	startExecutors(t, 1, []string{baseURL(n)}, "tok")
+	waitExecutors(t, n, 2)
+	long := submit(t, jobs, &sluicev1.JobSpec{Model: "sdxl", Input: input(t, map[string]any{"duration_ms": 60000})}).Id
+	var running *sluicev1.Job
+	waitFor(t, "the long job to run", func() bool {
+		running = waitState(t, jobs, long, sluicev1.JobState_JOB_STATE_RUNNING)
+		return running.Executor != ""
+	})
+	if running.Executor == "gpu-1" { // gpu-1 was free: it ran first; the next goes to tok-1
+		long = submit(t, jobs, &sluicev1.JobSpec{Model: "sdxl", Input: input(t, map[string]any{"duration_ms": 60000})}).Id
+		running = waitState(t, jobs, long, sluicev1.JobState_JOB_STATE_RUNNING)
+	}
+	if running.Executor != "tok-1" {
+		t.Fatalf("the long job runs on %q, want tok-1", running.Executor)
+	}
+	rep, err := ex.Report(context.Background(), connect.NewRequest(&sluicev1.ReportRequest{Executor: "gpu-1", JobId: long, Attempt: running.Attempt,
+		Outcome: &sluicev1.ReportRequest_Succeeded{Succeeded: &sluicev1.Succeeded{}}}))
+	if err != nil || rep.Msg.Accepted {
+		t.Fatalf("gpu-1 reporting tok-1's job: %v, accepted %v", err, rep.Msg.GetAccepted())
+	}
+	if j := waitState(t, jobs, long, sluicev1.JobState_JOB_STATE_RUNNING); j.Executor != "tok-1" {
+		t.Fatalf("after gpu-1's report the job is on %q", j.Executor)
+	}
+
 	// No certificate, no token: unauthenticated.
 	anon := sluicev1connect.NewExecutorServiceClient(sharedTLSClient(), baseURL(n))
 	if _, err := anon.Heartbeat(context.Background(), connect.NewRequest(&sluicev1.HeartbeatRequest{Executor: "gpu-1"})); connect.CodeOf(err) != connect.CodeUnauthenticated {

@@ -55,10 +55,7 @@ func (f *clientFlags) check() error {
 	if !strings.HasPrefix(f.addr, "http://") && !strings.HasPrefix(f.addr, "https://") {
 		f.addr = "http://" + f.addr
 	}
-	if f.ca != "" {
-		if strings.HasPrefix(f.addr, "http://") {
-			return fmt.Errorf("--ca: given, but --addr %s is not https://", f.addr)
-		}
+	if f.ca != "" && strings.HasPrefix(f.addr, "https://") {
 		pool, _, err := node.LoadCAFile("--ca", f.ca)
 		if err != nil {
 			return err
