@@ -48,7 +48,9 @@ type Agent struct {
 	// Discover, if set, adds servers found at run time (through gossip).
 	Discover func() []string
 	Runner   Runner
-	// Token is the executor token (Authorization: Bearer).
+	// Token is the executor token (Authorization: Bearer); empty sends
+	// none, for an executor that authenticates with a client certificate
+	// (set in Client's TLS config).
 	Token string
 	// Client carries every call; nil means http.DefaultClient.
 	Client *http.Client
@@ -129,7 +131,11 @@ func (a *Agent) client(base string) sluicev1connect.ExecutorServiceClient {
 	return sluicev1connect.NewExecutorServiceClient(c, base)
 }
 
-func (a *Agent) authorize(h http.Header) { h.Set("Authorization", "Bearer "+a.Token) }
+func (a *Agent) authorize(h http.Header) {
+	if a.Token != "" {
+		h.Set("Authorization", "Bearer "+a.Token)
+	}
+}
 
 // pickServer prefers the leader a server named last, else the next server
 // whose stream has not fallen silent lately.

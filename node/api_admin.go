@@ -309,7 +309,7 @@ func (n *Node) fillPeers(ctx context.Context, auth string, ms []*sluicev1.Member
 			req := connect.NewRequest(&sluicev1.GetClusterStatusRequest{})
 			req.Header().Set("Authorization", auth)
 			req.Header().Set(selfOnlyHeader, "1")
-			res, err := n.clientsFor("http://"+m.HttpAddress).admin.GetClusterStatus(ctx, req)
+			res, err := n.clientsFor(n.peerURL(m.HttpAddress)).admin.GetClusterStatus(ctx, req)
 			if err != nil {
 				return
 			}

@@ -95,7 +95,8 @@ func parseRunning(rs []*sluicev1.RunningAttempt) (map[uint64]int32, error) {
 // this node leads (a follower refuses, naming the leader).
 func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluicev1.LeaseRequest], stream *connect.ServerStream[sluicev1.LeaseResponse]) error {
 	n := s.n
-	if err := n.executor(req.Header()); err != nil {
+	ctx, err := n.executor(ctx, req.Header(), req.Msg.Executor.GetName())
+	if err != nil {
 		return err
 	}
 	if err := validateExecutor(req.Msg.Executor); err != nil {
@@ -169,7 +170,8 @@ func (n *Node) runsOn(id uint64, executor string) bool {
 
 func (s *executorService) Heartbeat(ctx context.Context, req *connect.Request[sluicev1.HeartbeatRequest]) (*connect.Response[sluicev1.HeartbeatResponse], error) {
 	n := s.n
-	if err := n.executor(req.Header()); err != nil {
+	ctx, err := n.executor(ctx, req.Header(), req.Msg.Executor)
+	if err != nil {
 		return nil, err
 	}
 	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.HeartbeatRequest]) (*connect.Response[sluicev1.HeartbeatResponse], error) {
@@ -201,7 +203,8 @@ func (s *executorService) Heartbeat(ctx context.Context, req *connect.Request[sl
 
 func (s *executorService) Report(ctx context.Context, req *connect.Request[sluicev1.ReportRequest]) (*connect.Response[sluicev1.ReportResponse], error) {
 	n := s.n
-	if err := n.executor(req.Header()); err != nil {
+	ctx, err := n.executor(ctx, req.Header(), req.Msg.Executor)
+	if err != nil {
 		return nil, err
 	}
 	m := req.Msg
@@ -238,6 +241,12 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 	}
 	accepted := func(ok bool) (*connect.Response[sluicev1.ReportResponse], error) {
 		return connect.NewResponse(&sluicev1.ReportResponse{Accepted: ok}), nil
+	}
+	if _, progress := m.Outcome.(*sluicev1.ReportRequest_Progress); !progress && !n.runsOn(id, m.Executor) {
+		// Only the executor the log assigned the attempt to may end it: one
+		// executor (above all one that proved its name with a certificate)
+		// cannot settle another's job.
+		return accepted(false)
 	}
 	var cmd fsm.CommandType
 	var msg proto.Message

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -69,26 +72,41 @@ func (n *Node) admin(h http.Header) error {
 	return nil
 }
 
-// executor checks the caller's executor token (the admin token when the
-// policy names no executor token).
-func (n *Node) executor(h http.Header) error {
+// certExecutorKey holds, in a call's context, the executor name that a
+// client certificate proved (for forward to pass on to the leader).
+type certExecutorKey struct{}
+
+// executor checks that the caller may act as the executor named name: a
+// client certificate from the executor CA that names it (or a peer that
+// forwards such a call), or else the executor token (the admin token when
+// the policy names no executor token). The token lets its holder act as any
+// executor; a certificate only as its own. The returned context carries the
+// name a certificate proved.
+func (n *Node) executor(ctx context.Context, h http.Header, name string) (context.Context, error) {
+	if c := callerCertOf(ctx); len(c.executorNames) > 0 {
+		if !slices.Contains(c.executorNames, name) {
+			return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+				"executor name %q: the client certificate is for %q; an executor acts only under its own name", name, strings.Join(c.executorNames, ", ")))
+		}
+		return context.WithValue(ctx, certExecutorKey{}, name), nil
+	}
 	tok, err := bearer(h)
 	if err != nil {
-		return err
+		return ctx, err
 	}
 	p := n.fsm.Policy()
 	if p.GetExecutorTokenSha256() == "" && p.GetAdminTokenSha256() == "" {
 		// A node that has not joined a cluster yet has no policy.
-		return connect.NewError(connect.CodeUnavailable, errors.New("this node has no policy yet (has it joined the cluster?); retry shortly"))
+		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("this node has no policy yet (has it joined the cluster?); retry shortly"))
 	}
 	hash := fsm.HashKey(tok)
 	for _, want := range []string{p.GetExecutorTokenSha256(), p.GetAdminTokenSha256()} {
 		if want != "" && subtle.ConstantTimeCompare([]byte(hash), []byte(want)) == 1 {
-			return nil
+			return ctx, nil
 		}
 	}
 	if !n.canJudgeKeys() {
-		return n.notCaughtUpError()
+		return ctx, n.notCaughtUpError()
 	}
-	return connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the executor token"))
+	return ctx, connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the executor token"))
 }

@@ -123,6 +123,9 @@ func (n *Node) handOver() {
 
 // join adds a voter and records its addresses; only the leader calls it.
 func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
+	if err := n.checkPeerTLS(ctx, id, raftAddr); err != nil {
+		return err
+	}
 	if err := n.checkJoiner(ctx, id, httpAddr); err != nil {
 		return err
 	}

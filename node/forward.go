@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -51,21 +52,32 @@ func (n *Node) leaderBase() (string, error) {
 	if !ok || m.HttpAddress == "" {
 		return "", fmt.Errorf("leader %s: its HTTP address is not known yet", id)
 	}
-	return "http://" + m.HttpAddress, nil
+	return n.peerURL(m.HttpAddress), nil
 }
 
 var errLeaderIsSelf = errors.New("this node leads")
 
-// peerClient is the HTTP client for node-to-node calls: cleartext HTTP/2
-// when asked (streams), HTTP/1.1 otherwise.
-func newPeerClient() *http.Client {
+// newPeerClient is the HTTP client for node-to-node calls: cleartext HTTP/2
+// when asked (streams), HTTP/1.1 otherwise; with TLS, HTTP/2 or HTTP/1.1
+// over TLS, presenting this node's certificate, and trusting only the peer
+// CA when there is one.
+func newPeerClient(tlsc *nodeTLS) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// Keep a connection per concurrent forwarded call: reopening them under
 	// load cost more than the forwarding itself (bench/README.md, cluster).
 	t.MaxIdleConnsPerHost = 1024
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
+	if tlsc == nil {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP2(true)
+		if tlsc.peerPool != nil {
+			t.TLSClientConfig = tlsc.peerClientConfig()
+		} else {
+			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: tlsc.cert.GetClientCertificate}
+		}
+	}
 	t.Protocols = p
 	return &http.Client{Transport: t}
 }
@@ -122,6 +134,11 @@ func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req
 				}
 			}
 			out.Header().Set(forwardedForHeader, n.clientIP(in.Peer().Addr, in.Header()))
+			if name, ok := ctx.Value(certExecutorKey{}).(string); ok {
+				// The leader believes this name because this node's peer
+				// certificate vouches for it (withCallerCert).
+				out.Header().Set(executorCertHeader, name)
+			}
 			callCtx, cancel := context.WithCancel(ctx)
 			unwatch := context.AfterFunc(epoch, cancel)
 			res, err := call(callCtx, n.clientsFor(base), out)

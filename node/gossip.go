@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -78,13 +79,24 @@ type PoolConfig struct {
 	Events func(PoolEvent)
 	// LogOutput receives memberlist's log (default: discarded).
 	LogOutput io.Writer
+	// KeyFile, when set, encrypts the pool with the keys it lists (see
+	// LoadGossipKeys); members without a key it lists cannot join.
+	KeyFile string
+	// Logger hears of key reloads (default: discarded).
+	Logger *slog.Logger
 }
 
 // Pool is this process's membership in the gossip pool.
 type Pool struct {
 	ml  *memberlist.Memberlist
 	cfg PoolConfig
-	mu  sync.Mutex
+	log *slog.Logger
+
+	mu        sync.Mutex // guards keyStamp; serialises key reloads
+	ring      *memberlist.Keyring
+	keyStamp  fileStamp
+	stop      chan struct{}
+	watchDone chan struct{}
 }
 
 // StartPool joins (or starts) the gossip pool.
@@ -106,8 +118,23 @@ func StartPool(cfg PoolConfig) (*Pool, error) {
 		port = ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
 	}
-	p := &Pool{cfg: cfg}
+	p := &Pool{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), watchDone: make(chan struct{})}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
 	c := memberlist.DefaultLANConfig()
+	if cfg.KeyFile != "" {
+		p.keyStamp = stampOf(cfg.KeyFile)
+		keys, err := LoadGossipKeys(cfg.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if p.ring, err = memberlist.NewKeyring(keys, keys[0]); err != nil {
+			return nil, fmt.Errorf("--gossip-key-file %s: %w", cfg.KeyFile, err)
+		}
+		c.Keyring = p.ring
+		c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+	}
 	c.Name = cfg.Name
 	c.BindAddr, c.BindPort = host, port
 	c.AdvertiseAddr, c.AdvertisePort = host, port
@@ -135,6 +162,11 @@ func StartPool(cfg PoolConfig) (*Pool, error) {
 			return nil, fmt.Errorf("--join %v: %w", cfg.Join, err)
 		}
 	}
+	if p.ring != nil {
+		go p.watchKeys()
+	} else {
+		close(p.watchDone)
+	}
 	return p, nil
 }
 
@@ -160,6 +192,8 @@ func (p *Pool) Members() map[string]*sluicev1.GossipMeta {
 
 // Close leaves the pool gracefully, then stops.
 func (p *Pool) Close() error {
+	close(p.stop)
+	<-p.watchDone
 	p.ml.Leave(time.Second)
 	return p.ml.Shutdown()
 }

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -18,7 +20,8 @@ import (
 const compressMinBytes = 1024
 
 // newHTTPServer serves every service on one port: Connect, gRPC and
-// gRPC-Web over HTTP/1.1 and cleartext HTTP/2 (h2c).
+// gRPC-Web over HTTP/1.1 and cleartext HTTP/2 (h2c), or over HTTP/1.1 and
+// HTTP/2 on TLS when the node has a certificate.
 func (n *Node) newHTTPServer() *http.Server {
 	mux := http.NewServeMux()
 	// Gzip only what is worth it: compressing every small reply (a Submit's ack, a
@@ -52,13 +55,28 @@ func (n *Node) newHTTPServer() *http.Server {
 	})
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           mux,
 		Protocols:         p,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// Refused TLS handshakes (a peer or executor with a certificate
+		// from another CA) are worth an operator's eye.
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
+	if n.tls == nil {
+		p.SetUnencryptedHTTP2(true)
+		return srv
+	}
+	// TLS: HTTP/2 and HTTP/1.1 negotiated by ALPN; what a client
+	// certificate proves is worked out once per connection.
+	p.SetHTTP2(true)
+	srv.TLSConfig = n.tls.apiConfig()
+	srv.Handler = n.withCallerCert(mux)
+	srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, connCertKey{}, &connCert{})
+	}
+	return srv
 }
 
 func (n *Node) leaderID() string {

@@ -81,6 +81,11 @@ type Config struct {
 	// MaxStreamsPerKey bounds the WatchJob streams open with one API key
 	// (default DefaultMaxStreamsPerKey).
 	MaxStreamsPerKey int
+	// TLS names the certificate files; the zero value serves plaintext.
+	TLS TLSFiles
+	// GossipKeyFile, when set, encrypts the gossip pool: one base64 key (16,
+	// 24 or 32 bytes) per line, the first used to encrypt, all accepted.
+	GossipKeyFile string
 	// RaftWALSegmentSize is the size of one WAL segment file in bytes (default 64 MiB,
 	// raft-wal's). Compaction deletes whole segments, so the log on disk is up to one
 	// segment more than the entries it keeps.
@@ -106,6 +111,8 @@ type Node struct {
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
 	pool        *Pool
+	tls         *nodeTLS        // nil: plaintext
+	stream      *tlsStreamLayer // raft over mutual TLS; nil without a peer CA
 	proposer    *proposer
 	snapAt      atomic.Uint64 // commands applied at the last snapshot (raftFSM)
 	caughtUp    atomic.Bool   // applied, since it started, what the leader had (catchup.go)
@@ -182,8 +189,13 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger.Warn("the lease grace is shorter than an executor may take to notice a silent leader and lease from the next: a new leader may requeue attempts that live executors still run",
 			"lease_grace", cfg.LeaseGrace, "at_least", least)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), peers: newPeerClient(),
+	t, err := loadNodeTLS(cfg.TLS, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), tls: t,
 		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}}
+	n.peers = newPeerClient(t)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.proposer = newProposer(n, cfg.ProposeBatch, cfg.ProposeInflight)
 	if err := n.startRaft(); err != nil {
@@ -201,7 +213,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.listener = ln
 	if cfg.Gossip != "" {
-		n.pool, err = StartPool(PoolConfig{Name: cfg.ID, Bind: cfg.Gossip, Join: cfg.GossipJoin,
+		n.pool, err = StartPool(PoolConfig{Name: cfg.ID, Bind: cfg.Gossip, Join: cfg.GossipJoin, KeyFile: cfg.GossipKeyFile, Logger: cfg.Logger,
 			Meta: func() *sluicev1.GossipMeta {
 				return &sluicev1.GossipMeta{Role: sluicev1.GossipMeta_ROLE_SERVER, ApiAddress: n.Addr()}
 			},
@@ -226,6 +238,13 @@ func Start(cfg Config) (*Node, error) {
 		defer n.wg.Done()
 		n.watchLeader(changes)
 	}()
+	if n.tls != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.tls.cert.Watch(n.ctx)
+		}()
+	}
 	go func() {
 		defer n.wg.Done()
 		n.proposer.run()
@@ -240,7 +259,11 @@ func Start(cfg Config) (*Node, error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := n.http.Serve
+		if n.tls != nil {
+			serve = func(ln net.Listener) error { return n.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -289,9 +312,18 @@ func (n *Node) startRaft() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	netTrans, err = raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
-	if err != nil {
-		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+	if n.tls != nil && n.tls.peerPool != nil {
+		// Mutual TLS: both ends present a certificate the peer CA signed.
+		n.stream, err = newTLSStreamLayer(n.cfg.RaftAddr, n.tls, n.log)
+		if err != nil {
+			return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+		}
+		netTrans = raft.NewNetworkTransport(n.stream, 3, 10*time.Second, io.Discard)
+	} else {
+		netTrans, err = raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
+		if err != nil {
+			return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+		}
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
@@ -330,6 +362,30 @@ func (n *Node) startRaft() (err error) {
 
 // Addr is the HTTP address the node serves on.
 func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// Scheme is "https" when the API serves TLS, else "http".
+func (n *Node) Scheme() string {
+	if n.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// peerURL is the base URL of a member's API at its HTTP address.
+func (n *Node) peerURL(httpAddr string) string { return n.Scheme() + "://" + httpAddr }
+
+// Reload re-reads the TLS certificate and the gossip keys now (a SIGHUP);
+// on an error the old ones stay in use.
+func (n *Node) Reload() error {
+	var errs []error
+	if n.tls != nil {
+		errs = append(errs, n.tls.cert.Reload())
+	}
+	if n.pool != nil && n.cfg.GossipKeyFile != "" {
+		errs = append(errs, n.pool.ReloadKeys())
+	}
+	return errors.Join(errs...)
+}
 
 // GossipAddr is the gossip pool address executors join through; "" when
 // the node runs no gossip.

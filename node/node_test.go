@@ -71,7 +71,7 @@ func startExecutors(t *testing.T, count int, servers []string, prefix string) {
 	for i := 1; i <= count; i++ {
 		name := fmt.Sprintf("%s-%d", prefix, i)
 		a := &gpuexec.Agent{Info: gpuexec.DeclaredInfo(name, 1, 1, 81920, nil), Servers: servers, Token: DemoExecutorToken,
-			Retry:  50 * time.Millisecond,
+			Retry: 50 * time.Millisecond, Client: executorClient(servers),
 			Runner: &gpuexec.Synthetic{Name: name, Durations: map[string]time.Duration{"sdxl": 50 * time.Millisecond, "llama-8b": 20 * time.Millisecond}}}
 		go func() { a.Run(ctx); done <- struct{}{} }()
 	}
@@ -81,6 +81,17 @@ func startExecutors(t *testing.T, count int, servers []string, prefix string) {
 			<-done
 		}
 	})
+}
+
+// executorClient is nil (http.DefaultClient) for plaintext servers, the
+// tests' TLS client for https ones.
+func executorClient(servers []string) *http.Client {
+	for _, s := range servers {
+		if strings.HasPrefix(s, "https://") {
+			return sharedTLSClient()
+		}
+	}
+	return nil
 }
 
 // waitExecutors waits until the leader n holds count leases.
@@ -95,11 +106,20 @@ func waitExecutors(t *testing.T, n *Node, count int) {
 	}
 }
 
-func baseURL(n *Node) string { return "http://" + n.Addr() }
+func baseURL(n *Node) string { return n.Scheme() + "://" + n.Addr() }
+
+// httpClientFor is the client for n's API: plain, or TLS trusting the
+// tests' CA (tls_test.go).
+func httpClientFor(n *Node) *http.Client {
+	if n.tls == nil {
+		return http.DefaultClient
+	}
+	return sharedTLSClient()
+}
 
 func jobClient(n *Node, key string, opts ...connect.ClientOption) sluicev1connect.JobServiceClient {
 	opts = append(opts, connect.WithInterceptors(testAuth(key)))
-	return sluicev1connect.NewJobServiceClient(http.DefaultClient, baseURL(n), opts...)
+	return sluicev1connect.NewJobServiceClient(httpClientFor(n), baseURL(n), opts...)
 }
 
 // h2cClient speaks cleartext HTTP/2, as gRPC clients do.

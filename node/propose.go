@@ -296,7 +296,7 @@ type peerHealth struct {
 func (n *Node) askHealth(ctx context.Context, httpAddr string) (peerHealth, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.peerURL(httpAddr)+"/healthz", nil)
 	if err != nil {
 		return peerHealth{}, err
 	}
@@ -385,10 +385,10 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	}
 	h, err := n.askHealth(ctx, httpAddr)
 	if err != nil {
-		return fmt.Errorf("cannot check node %s's version at http://%s/healthz: %w; start it before joining it", id, httpAddr, err)
+		return fmt.Errorf("cannot check node %s's version at %s/healthz: %w; start it before joining it", id, n.peerURL(httpAddr), err)
 	}
 	if h.id != id {
-		return fmt.Errorf("node %s: http://%s answers as %q", id, httpAddr, h.id)
+		return fmt.Errorf("node %s: %s answers as %q", id, n.peerURL(httpAddr), h.id)
 	}
 	if h.format < logFormat {
 		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, h.format, logFormat)

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +16,7 @@ import (
 )
 
 func adminClient(n *Node) sluicev1connect.AdminServiceClient {
-	return sluicev1connect.NewAdminServiceClient(http.DefaultClient, baseURL(n), connect.WithInterceptors(testAuth(DemoAdminToken)))
+	return sluicev1connect.NewAdminServiceClient(httpClientFor(n), baseURL(n), connect.WithInterceptors(testAuth(DemoAdminToken)))
 }
 
 // TestSystemBusyNamesTheBoundAndWhenToRetry: past a queue bound Submit is
@@ -121,7 +120,7 @@ func TestListQueuePagesInDispatchOrder(t *testing.T) {
 	if _, err := admin.ListQueue(context.Background(), connect.NewRequest(&sluicev1.ListQueueRequest{PageToken: "garbage"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("bad page token: %v", err)
 	}
-	notAdmin := sluicev1connect.NewAdminServiceClient(http.DefaultClient, baseURL(n), connect.WithInterceptors(testAuth(DemoBobKey)))
+	notAdmin := sluicev1connect.NewAdminServiceClient(httpClientFor(n), baseURL(n), connect.WithInterceptors(testAuth(DemoBobKey)))
 	if _, err := notAdmin.ListQueue(context.Background(), connect.NewRequest(&sluicev1.ListQueueRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("bob lists the queue: %v", err)
 	}

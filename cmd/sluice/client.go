@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,13 +27,15 @@ import (
 
 // clientFlags are shared by every client command.
 type clientFlags struct {
-	addr, key, output string
+	addr, key, output, ca string
+	client                *http.Client // set by check; nil: http.DefaultClient
 }
 
 func (f *clientFlags) register(c *cobra.Command) {
 	c.PersistentFlags().StringVar(&f.addr, "addr", envOr("SLUICE_ADDR", "http://127.0.0.1:7700"), "server URL (env SLUICE_ADDR)")
 	c.PersistentFlags().StringVar(&f.key, "key", os.Getenv("SLUICE_API_KEY"), "API key, or admin token for admin commands (env SLUICE_API_KEY)")
 	c.PersistentFlags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	c.PersistentFlags().StringVar(&f.ca, "ca", os.Getenv("SLUICE_CA"), "CA certificate (PEM) to verify an https:// server with, instead of the system's roots (env SLUICE_CA)")
 }
 
 func envOr(k, def string) string {
@@ -52,7 +55,23 @@ func (f *clientFlags) check() error {
 	if !strings.HasPrefix(f.addr, "http://") && !strings.HasPrefix(f.addr, "https://") {
 		f.addr = "http://" + f.addr
 	}
+	if f.ca != "" && strings.HasPrefix(f.addr, "https://") {
+		pool, _, err := node.LoadCAFile("--ca", f.ca)
+		if err != nil {
+			return err
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		f.client = &http.Client{Transport: t}
+	}
 	return nil
+}
+
+func (f *clientFlags) httpClient() *http.Client {
+	if f.client != nil {
+		return f.client
+	}
+	return http.DefaultClient
 }
 
 func (f *clientFlags) options() []connect.ClientOption {
@@ -82,11 +101,11 @@ func (k bearerAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 }
 
 func (f *clientFlags) jobs() sluicev1connect.JobServiceClient {
-	return sluicev1connect.NewJobServiceClient(http.DefaultClient, f.addr, f.options()...)
+	return sluicev1connect.NewJobServiceClient(f.httpClient(), f.addr, f.options()...)
 }
 
 func (f *clientFlags) adminClient() sluicev1connect.AdminServiceClient {
-	return sluicev1connect.NewAdminServiceClient(http.DefaultClient, f.addr, f.options()...)
+	return sluicev1connect.NewAdminServiceClient(f.httpClient(), f.addr, f.options()...)
 }
 
 func (f *clientFlags) print(w io.Writer, msg proto.Message, text func(io.Writer)) {
@@ -354,7 +373,7 @@ func adminCmd(f *clientFlags) *cobra.Command {
 			}, clusterStatus)
 		},
 	})
-	c.AddCommand(queueCmd(f), redriveCmd(f), joinCmd(f), removeCmd(f), membersCmd(f), transferCmd(f), policyCmd(f))
+	c.AddCommand(queueCmd(f), redriveCmd(f), joinCmd(f), removeCmd(f), membersCmd(f), transferCmd(f), policyCmd(f), certsCmd())
 	return c
 }
 

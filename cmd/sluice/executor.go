@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -24,6 +27,8 @@ type executorFlags struct {
 	grace                                              time.Duration
 	refresh                                            time.Duration
 	probe                                              bool
+	tlsCA, tlsCert, tlsKey, gossipKeyFile              string
+	tokenSet                                           bool
 }
 
 func executorCmd() *cobra.Command {
@@ -38,7 +43,10 @@ pool through --join, leases jobs from the leader, runs each with --runner
 (pinning the assigned GPUs with CUDA_VISIBLE_DEVICES), streams progress, and
 stops a job within a second when its owner cancels it.`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return runExecutor(c.Context(), f) },
+		RunE: func(c *cobra.Command, _ []string) error {
+			f.tokenSet = c.Flags().Changed("token")
+			return runExecutor(c.Context(), f)
+		},
 	}
 	fl := c.Flags()
 	fl.StringVar(&f.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "executor name, unique in the cluster")
@@ -54,6 +62,10 @@ stops a job within a second when its owner cancels it.`,
 	fl.Float64Var(&f.failureRate, "failure-rate", 0, "synthetic runner: share of attempts that fail (0–1)")
 	fl.DurationVar(&f.grace, "grace", 5*time.Second, "exec runner: time between SIGTERM and SIGKILL when a job is stopped")
 	fl.DurationVar(&f.refresh, "refresh", 3*time.Second, "how often to re-read the GPUs and gossip free memory, utilisation and free slots")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA (PEM) to verify the servers' API certificates with; servers found through gossip are then dialled over https://")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "client certificate (PEM) to authenticate with instead of --token (the servers' --executor-ca signs it; its Common Name must be --name); re-read on change or SIGHUP")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	fl.StringVar(&f.gossipKeyFile, "gossip-key-file", "", "the servers' gossip key file (see sluice server --help); re-read on change or SIGHUP")
 	fl.BoolVar(&f.probe, "probe", false, "discover the GPUs, print them and the gossip metadata size, and exit")
 	return c
 }
@@ -79,7 +91,19 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 	if err != nil {
 		return err
 	}
-	agent := &gpuexec.Agent{Info: info, Servers: gpuexec.ServerList(f.servers), Runner: runner, Token: f.token, Log: logger}
+	client, cert, err := executorTLS(f, logger)
+	if err != nil {
+		return err
+	}
+	scheme := "http"
+	if client != nil {
+		scheme = "https"
+	}
+	token := f.token
+	if cert != nil && !f.tokenSet {
+		token = "" // the certificate authenticates; a default token would only widen what a stolen one can do
+	}
+	agent := &gpuexec.Agent{Info: info, Servers: withScheme(gpuexec.ServerList(f.servers), scheme), Runner: runner, Token: token, Log: logger, Client: client}
 	meta := func() *sluicev1.GossipMeta {
 		m := &sluicev1.GossipMeta{Role: sluicev1.GossipMeta_ROLE_EXECUTOR, Slots: int32(f.slots),
 			FreeSlots: int32(max(0, f.slots-agent.Running()))}
@@ -98,7 +122,8 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 		fmt.Printf("gossip metadata: %d bytes (limit 512), err %v\n", len(b), err)
 		return nil
 	}
-	pool, err := node.StartPool(node.PoolConfig{Name: f.name, Bind: f.gossip, Join: splitList(f.join), Meta: meta})
+	pool, err := node.StartPool(node.PoolConfig{Name: f.name, Bind: f.gossip, Join: splitList(f.join), Meta: meta,
+		KeyFile: f.gossipKeyFile, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -107,7 +132,7 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 		var out []string
 		for _, m := range pool.Members() {
 			if m.Role == sluicev1.GossipMeta_ROLE_SERVER && m.ApiAddress != "" {
-				out = append(out, "http://"+m.ApiAddress)
+				out = append(out, scheme+"://"+m.ApiAddress)
 			}
 		}
 		return out
@@ -118,6 +143,27 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cert != nil {
+		go cert.Watch(ctx)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if cert != nil {
+					cert.Reload()
+				}
+				if f.gossipKeyFile != "" {
+					pool.ReloadKeys()
+				}
+			}
+		}
+	}()
 	go func() {
 		t := time.NewTicker(f.refresh)
 		defer t.Stop()
@@ -135,4 +181,34 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 	}()
 	agent.Run(ctx)
 	return nil
+}
+
+// executorTLS builds the client for https:// servers: nil when no TLS flag
+// is given. The certificate, when given, is re-read as it changes.
+func executorTLS(f executorFlags, logger *slog.Logger) (*http.Client, *node.CertReloader, error) {
+	if f.tlsCA == "" && f.tlsCert == "" && f.tlsKey == "" {
+		return nil, nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.tlsCA != "" {
+		pool, _, err := node.LoadCAFile("--tls-ca", f.tlsCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	var cert *node.CertReloader
+	if f.tlsCert != "" || f.tlsKey != "" {
+		var err error
+		if cert, err = node.NewCertReloader(f.tlsCert, f.tlsKey, logger); err != nil {
+			return nil, nil, err
+		}
+		if cn := cert.Current().Leaf.Subject.CommonName; cn != f.name && !slices.Contains(cert.Current().Leaf.DNSNames, f.name) {
+			return nil, nil, fmt.Errorf("--tls-cert %s: issued to %q, but --name is %q; the servers accept a certificate only for its own name", f.tlsCert, cn, f.name)
+		}
+		cfg.GetClientCertificate = cert.GetClientCertificate
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = cfg
+	return &http.Client{Transport: t}, cert, nil
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -34,6 +37,8 @@ type serveFlags struct {
 	raftWALSegmentMiB             int
 	maxConnsPerIP                 int
 	maxStreamsPerKey              int
+	tls                           node.TLSFiles
+	gossipKeyFile                 string
 }
 
 func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDefault int, gossipDefault string) {
@@ -59,6 +64,11 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
 	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 4)")
 	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
+	c.Flags().StringVar(&f.tls.CertFile, "tls-cert", "", "certificate (PEM) to serve the API with over TLS; re-read when the file changes or on SIGHUP. With --peer-ca it is also this node's identity to its peers")
+	c.Flags().StringVar(&f.tls.KeyFile, "tls-key", "", "private key (PEM) of --tls-cert")
+	c.Flags().StringVar(&f.tls.PeerCAFile, "peer-ca", "", "CA (PEM) that signs every server's certificate: turns on mutual TLS for raft and forwarding, refusing a server whose certificate it did not sign")
+	c.Flags().StringVar(&f.tls.ExecutorCAFile, "executor-ca", "", "CA (PEM) whose client certificates authenticate executors instead of the token; the certificate's Common Name is the only executor name it may use")
+	c.Flags().StringVar(&f.gossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line (16, 24 or 32 bytes; the first encrypts, all decrypt); re-read on change or SIGHUP")
 	c.Flags().IntVar(&f.maxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "most TCP connections one client IP may hold open on the API port (cluster members are not counted; -1: no limit); more are closed as they are accepted")
 	c.Flags().IntVar(&f.maxStreamsPerKey, "max-streams-per-key", node.DefaultMaxStreamsPerKey, "most WatchJob streams open at once with one API key; one more is refused with resource_exhausted")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 5*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds; under 3s an executor moving from a paused leader may see its attempt requeued")
@@ -146,11 +156,20 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
 		MaxConnsPerIP: f.maxConnsPerIP, MaxStreamsPerKey: f.maxStreamsPerKey,
+		TLS: f.tls, GossipKeyFile: f.gossipKeyFile,
 	})
 	if err != nil {
 		return err
 	}
-	servers := append([]string{"http://" + n.Addr()}, gpuexec.ServerList(f.servers)...)
+	if f.tls.CertFile == "" && !dev && !loopback(n.Addr()) {
+		fmt.Fprintf(os.Stderr, "sluice: warning: serving plaintext on %s, which is not a loopback address: API keys, tokens and jobs cross the network unencrypted; see docs/security.md (--tls-cert, --tls-key, --peer-ca)\n", n.Addr())
+	}
+	servers := append([]string{n.Scheme() + "://" + n.Addr()}, withScheme(gpuexec.ServerList(f.servers), n.Scheme())...)
+	agentClient, err := inProcessExecutorClient(f.tls)
+	if err != nil {
+		n.Close()
+		return err
+	}
 	agentCtx, stopAgents := context.WithCancel(context.Background())
 	var agents sync.WaitGroup
 	defer func() { stopAgents(); agents.Wait() }()
@@ -161,13 +180,16 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		}
 		a := &gpuexec.Agent{
 			Info:    gpuexec.DeclaredInfo(name, 1, 1, 81920, nil),
-			Servers: servers, Token: f.executorToken, Log: logger,
+			Servers: servers, Token: f.executorToken, Log: logger, Client: agentClient,
 			Runner: &gpuexec.Synthetic{Name: name, FailureRate: f.failureRate}, // the model's expected duration comes with each assignment
 		}
 		agents.Add(1)
 		go func() { defer agents.Done(); a.Run(agentCtx) }()
 	}
-	fmt.Printf("sluice: serving on http://%s (node %s, raft %s, data %s)\n", n.Addr(), f.id, n.RaftAddr(), f.data)
+	fmt.Printf("sluice: serving on %s://%s (node %s, raft %s, data %s)\n", n.Scheme(), n.Addr(), f.id, n.RaftAddr(), f.data)
+	if f.tls.PeerCAFile != "" {
+		fmt.Printf("sluice: mutual TLS between servers under %s\n", f.tls.PeerCAFile)
+	}
 	if g := n.GossipAddr(); g != "" {
 		fmt.Printf("sluice: executors join the gossip pool at %s (sluice executor --join %s)\n", g, g)
 	}
@@ -190,9 +212,60 @@ try:
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			// Reload logs what it loaded or why not; the old ones stay on an error.
+			if err := n.Reload(); err == nil {
+				logger.Info("SIGHUP: TLS certificate and gossip keys re-read")
+			}
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	fmt.Println("sluice: shutting down")
 	return n.Close()
+}
+
+// loopback reports whether addr (host:port) listens on a loopback address only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// withScheme makes every http:// URL (ServerList adds it to a bare address)
+// https:// when the node serves TLS: its peers do too.
+func withScheme(urls []string, scheme string) []string {
+	for i, u := range urls {
+		if rest, ok := strings.CutPrefix(u, "http://"); ok && scheme == "https" {
+			urls[i] = "https://" + rest
+		}
+	}
+	return urls
+}
+
+// inProcessExecutorClient is for the executors `--executors` runs beside a
+// TLS server: they trust the peer CA when there is one (else the system's
+// roots) and authenticate with the executor token.
+func inProcessExecutorClient(f node.TLSFiles) (*http.Client, error) {
+	if f.CertFile == "" || f.PeerCAFile == "" {
+		return nil, nil
+	}
+	pool, _, err := node.LoadCAFile("--peer-ca", f.PeerCAFile)
+	if err != nil {
+		return nil, err
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: t}, nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.
