@@ -134,11 +134,13 @@ func TestOpenAIExampleCallsCompletions(t *testing.T) {
 
 func TestOpenAIExampleExitStatusSaysWhetherToRetry(t *testing.T) {
 	needPython(t)
-	refused := httptest.NewServer(http.NotFoundHandler())
-	refused.Close()
 	busy, _ := fakeCompletions(t, http.StatusServiceUnavailable)
 	limited, _ := fakeCompletions(t, http.StatusTooManyRequests)
 	bad, _ := fakeCompletions(t, http.StatusBadRequest)
+	// Closed after the others are listening, so that none of them is given
+	// its port (which made the "refused" case reach the 503 server).
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refused.Close()
 	in, _ := structpb.NewStruct(map[string]any{"prompt": "hi"})
 	for _, tc := range []struct {
 		name, url, code, says string

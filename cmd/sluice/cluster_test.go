@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -79,7 +80,10 @@ func (s *server) url() string { return "http://" + s.http }
 // leader is the server that says it leads, or nil.
 func (c *procCluster) leader() *server {
 	for _, s := range c.servers {
-		st, err := c.admin(s.url()).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+		// A paused server would hold the call for ever.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+		cancel()
 		if err == nil && st.Msg.Role == "Leader" {
 			return s
 		}
@@ -103,7 +107,9 @@ func (c *procCluster) sameState() {
 		var hashes []string
 		var applied []uint64
 		for _, s := range c.servers {
-			st, err := c.admin(s.url()).GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+			cancel()
 			if err != nil {
 				return false
 			}

@@ -122,10 +122,11 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.proposeBatch < 0 || f.proposeBatch > 4096 || f.proposeInflight < 0 || f.proposeInflight > 1024 {
 		return fmt.Errorf("--propose-batch %d / --propose-inflight %d: outside 0–4096 / 0–1024", f.proposeBatch, f.proposeInflight)
 	}
-	if f.maxConnsPerIP == 0 || f.maxConnsPerIP < -1 || f.maxConnsPerIP > 1<<20 {
+	// 0 takes the node's default for either.
+	if f.maxConnsPerIP < -1 || f.maxConnsPerIP > 1<<20 {
 		return fmt.Errorf("--max-conns-per-ip: %d is outside 1–%d (or -1 for no limit)", f.maxConnsPerIP, 1<<20)
 	}
-	if f.maxStreamsPerKey < 1 || f.maxStreamsPerKey > 1<<20 {
+	if f.maxStreamsPerKey < 0 || f.maxStreamsPerKey > 1<<20 {
 		return fmt.Errorf("--max-streams-per-key: %d is outside 1–%d", f.maxStreamsPerKey, 1<<20)
 	}
 	if f.gcPercent > 0 {
