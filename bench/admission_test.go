@@ -47,38 +47,77 @@ func benchPolicy(tenants int, limits bool) *sluicev1.Policy {
 // with the rate limiter on and off. No executors: jobs stay queued.
 func BenchmarkAdmission(b *testing.B) {
 	for _, limits := range []bool{false, true} {
-		b.Run(fmt.Sprintf("limiter=%v", map[bool]string{false: "off", true: "on"}[limits]), func(b *testing.B) {
-			const tenants = 64
-			n, err := node.Start(node.Config{
-				DataDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true,
-				Policy: benchPolicy(tenants, limits), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLog: io.Discard,
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer n.Close()
-			for !n.Ready() {
-				time.Sleep(5 * time.Millisecond)
-			}
-			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-			b.SetParallelism(16) // 16 × GOMAXPROCS concurrent clients
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				k := int(time.Now().UnixNano()) % tenants
-				c := sluicev1connect.NewJobServiceClient(hc, "http://"+n.Addr(), connect.WithInterceptors(bearer(fmt.Sprintf("key-%d", k))))
-				for pb.Next() {
-					_, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "llama-8b"}}))
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer() // the deferred Close is not part of admission
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "admissions/s")
+		b.Run(fmt.Sprintf("limiter=%v", onOff(limits)), func(b *testing.B) {
+			admissions(b, limits, true)
 		})
 	}
+}
+
+// BenchmarkAdmissionMetrics is BenchmarkAdmission with the limiter on and
+// the Prometheus metrics off, then on and scraped every scrapeEvery.
+func BenchmarkAdmissionMetrics(b *testing.B) {
+	for _, metrics := range []bool{false, true} {
+		b.Run(fmt.Sprintf("metrics=%v", onOff(metrics)), func(b *testing.B) {
+			admissions(b, true, metrics)
+		})
+	}
+}
+
+// scrapeEvery is how often the metrics are scraped in BenchmarkAdmissionMetrics:
+// Prometheus' usual interval is 15 s; this is three times as often.
+var scrapeEvery = 5 * time.Second
+
+func onOff(v bool) string { return map[bool]string{false: "off", true: "on"}[v] }
+
+func admissions(b *testing.B, limits, metrics bool) {
+	const tenants = 64
+	n, err := node.Start(node.Config{
+		DataDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, NoMetrics: !metrics,
+		Policy: benchPolicy(tenants, limits), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLog: io.Discard,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	for !n.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	if metrics {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(scrapeEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					if res, err := hc.Get("http://" + n.Addr() + "/metrics"); err == nil {
+						io.Copy(io.Discard, res.Body)
+						res.Body.Close()
+					}
+				}
+			}
+		}()
+	}
+	b.SetParallelism(16) // 16 × GOMAXPROCS concurrent clients
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		k := int(time.Now().UnixNano()) % tenants
+		c := sluicev1connect.NewJobServiceClient(hc, "http://"+n.Addr(), connect.WithInterceptors(bearer(fmt.Sprintf("key-%d", k))))
+		for pb.Next() {
+			_, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "llama-8b"}}))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer() // the deferred Close is not part of admission
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "admissions/s")
 }
 
 type bearer string

@@ -80,6 +80,7 @@ type FSM struct {
 	changed  chan struct{}
 	watched  atomic.Bool      // someone holds changed: close it at the next change
 	dec      limiter.Decision // scratch for Apply: deciding allocates nothing
+	obs      Observer         // hears of transitions (metrics); nil: none
 }
 
 type idemKey struct{ tenant, key string }
@@ -534,6 +535,7 @@ func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) 
 	if s == sluicev1.JobState_JOB_STATE_RUNNING {
 		f.running[j.Id] = struct{}{}
 	}
+	from := j.State
 	j.State = s
 	j.Transitions = append(j.Transitions, &raftv1.TransitionRecord{
 		State:    s,
@@ -542,6 +544,9 @@ func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) 
 		Executor: j.Executor,
 		Reason:   reason,
 	})
+	if f.obs != nil {
+		f.obs.Transition(f.lastIndex, j, from)
+	}
 }
 
 func (f *FSM) assign(c *raftv1.Assign) Result {

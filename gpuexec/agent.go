@@ -57,6 +57,9 @@ type Agent struct {
 	Log    *slog.Logger
 	// Retry is the pause between reconnects and report retries (default 200ms).
 	Retry time.Duration
+	// Ended, if set, hears of each attempt's end: "succeeded", "failed", or
+	// "stopped" (by the leader, or because the agent is closing).
+	Ended func(result string)
 
 	ctx      context.Context // Run's: attempts and reports live as long as it
 	mu       sync.Mutex
@@ -65,6 +68,17 @@ type Agent struct {
 	server   int // index into Servers of the last server that answered
 	hint     string
 	silent   map[string]time.Time // servers whose stream fell silent, until when to skip them
+
+	connected atomic.Bool // a lease stream has been answered and is open
+}
+
+// Connected reports whether the agent holds an answered lease stream now.
+func (a *Agent) Connected() bool { return a.connected.Load() }
+
+func (a *Agent) ended(result string) {
+	if a.Ended != nil {
+		a.Ended(result)
+	}
 }
 
 // errSilentLeader ends a lease stream that has been silent too long.
@@ -244,10 +258,12 @@ func (a *Agent) lease(ctx context.Context, base string, wg *sync.WaitGroup) erro
 	}()
 	defer func() { cancel(nil); <-heartbeats }()
 	first := true
+	defer a.connected.Store(false)
 	for stream.Receive() {
 		heard.Store(time.Now().UnixNano())
 		if first {
 			first = false
+			a.connected.Store(true)
 			// A leader that sends keepalives is taken for gone after three of
 			// their periods of silence; one that does not, only by the heartbeats.
 			if d, err := time.ParseDuration(stream.ResponseHeader().Get(KeepaliveHeader)); err == nil && d > 0 {
@@ -395,7 +411,13 @@ func (a *Agent) run(runCtx context.Context, as *sluicev1.Assignment) {
 	if runCtx.Err() != nil {
 		// Stopped by the leader (canceled, reassigned) or the agent is
 		// closing: the log has moved on or the next leader requeues it.
+		a.ended("stopped")
 		return
+	}
+	if res.Err == nil {
+		a.ended("succeeded")
+	} else {
+		a.ended("failed")
 	}
 	rep := &sluicev1.ReportRequest{JobId: as.JobId, Attempt: as.Attempt}
 	switch {

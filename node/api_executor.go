@@ -124,6 +124,7 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 	}
 	info := req.Msg.Executor // l.info is the registry's now: read it only under its lock
 	l := n.execs.attach(info, adopt, time.Now())
+	n.metrics.Leased()
 	defer n.execs.detach(info.Name, l.gen)
 	n.log.Info("executor leased", "executor", info.Name, "gpus", gpuCount(info), "slots", max(1, info.Slots), "adopted", len(adopt))
 	// The stream is never silent for long: an executor that hears nothing for

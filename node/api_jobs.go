@@ -72,11 +72,13 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 		d := n.fsm.CheckLimits(limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier, ClientIP: cmd.ClientIp,
 			Method: cmd.Method, Model: spec.Model, Cost: fsm.EstimateCost(spec, model)}, time.Now().UnixNano())
 		if d.Verdict == limiter.Rejected {
+			n.metrics.Submit("rejected", d.Rule, d.Rules())
 			return nil, n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
 		}
 		wait := n.predictedWait(spec)
 		var be *scheduler.BusyError
 		if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
+			n.metrics.Submit("busy", "", nil)
 			return nil, busyError(be, wait)
 		}
 	}
@@ -86,10 +88,12 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	}
 	var le *fsm.LimitError
 	if errors.As(res.Err, &le) {
+		n.metrics.Submit("rejected", le.Rule, res.Limits)
 		return nil, n.limitError(t.Name, le.Rule, le.RetryAt, res.Limits, le.Detail)
 	}
 	var be *scheduler.BusyError
 	if errors.As(res.Err, &be) {
+		n.metrics.Submit("busy", "", nil)
 		return nil, busyError(be, n.predictedWait(spec))
 	}
 	if res.Err != nil {
@@ -100,10 +104,30 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 		// Retention cannot have dropped it yet; be safe anyway.
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("job %d vanished after admission", res.JobID))
 	}
+	if !res.Deduplicated {
+		n.countAdmission(job, res.Limits)
+	}
 	out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated})
 	n.setRateLimitHeaders(out.Header(), res.Limits, time.Now())
 	n.setAppliedIndex(out.Header())
 	return out, nil
+}
+
+// countAdmission counts an admitted Submit in the metrics: how it was
+// admitted and the wait it was promised.
+func (n *Node) countAdmission(job *sluicev1.Job, rules []limiter.RuleResult) {
+	if n.metrics == nil {
+		return
+	}
+	outcome, rule := "admitted", ""
+	switch a := job.GetAdmission(); {
+	case a.GetDegradedBy() != "":
+		outcome, rule = "degraded", a.DegradedBy
+	case a.GetDelayedBy() != "":
+		outcome, rule = "delayed", a.DelayedBy
+	}
+	n.metrics.Submit(outcome, rule, rules)
+	n.metrics.PredictedWait(time.Duration(job.EtaSeconds) * time.Second)
 }
 
 // appliedIndexHeader carries, on a Submit's reply, the log index the node

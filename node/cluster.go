@@ -216,6 +216,7 @@ func (n *Node) onPoolEvent(e PoolEvent) {
 			if held == nil {
 				return
 			}
+			n.metrics.Lost()
 			n.log.Warn("executor left the gossip pool", "executor", e.Name, "attempts", len(held))
 			for id, a := range held {
 				n.requeue(id, a.attempt, fmt.Sprintf("executor %s left the gossip pool (stopped or failed)", e.Name))

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicehq/sluice/metrics"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -413,4 +414,29 @@ func (r *registry) gossiped(name string, m *sluicev1.GossipMeta) {
 		}
 	}
 	l.info = info
+}
+
+// metricsView lists the leased executors and their GPUs for the metrics.
+func (r *registry) metricsView() []metrics.Executor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]metrics.Executor, 0, len(r.execs))
+	for name, l := range r.execs {
+		used := l.usedGPUs()
+		e := metrics.Executor{Name: name}
+		for i, id := range gpuIDs(l.info) {
+			g := metrics.GPU{ID: id, Busy: used[id], Utilization: -1, FreeBytes: -1}
+			if i < len(l.info.Gpus) {
+				if u := l.info.Gpus[i].UtilizationPct; u >= 0 {
+					g.Utilization = float64(u) / 100
+				}
+				if l.info.Gpus[i].MemoryTotalMb > 0 {
+					g.FreeBytes = l.info.Gpus[i].MemoryFreeMb << 20
+				}
+			}
+			e.GPUs = append(e.GPUs, g)
+		}
+		out = append(out, e)
+	}
+	return out
 }

@@ -145,10 +145,13 @@ func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req
 			unwatch()
 			cancel()
 			if err == nil {
+				n.metrics.Forwarded("ok")
 				return relayResponse(res), false, nil
 			}
 			if !retryableForward(err) {
-				return nil, false, relayError(ctx, base, err)
+				err = relayError(ctx, base, err)
+				n.metrics.Forwarded(connect.CodeOf(err).String())
+				return nil, false, err
 			}
 			lerr = err
 		}

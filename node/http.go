@@ -27,6 +27,10 @@ func (n *Node) newHTTPServer() *http.Server {
 	// Gzip only what is worth it: compressing every small reply (a Submit's ack, a
 	// job) cost about a sixth of a node's CPU under load (bench/README.md, cluster).
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxRequestBytes), connect.WithCompressMinBytes(compressMinBytes)}
+	if n.metrics != nil {
+		opts = append(opts, connect.WithInterceptors(n.metrics.Interceptor()))
+		mux.Handle("/metrics", n.metrics.Handler())
+	}
 	mux.Handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
 	mux.Handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	mux.Handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))

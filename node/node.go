@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/metrics"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -78,6 +79,11 @@ type Config struct {
 	// API port (default DefaultMaxConnsPerIP; negative: no bound). Cluster
 	// members are not counted.
 	MaxConnsPerIP int
+	// NoMetrics turns the Prometheus metrics off (/metrics answers 404);
+	// MetricsTenants is how many tenants keep their name in the tenant label
+	// (default metrics.DefaultMaxTenants; the others are "other").
+	NoMetrics      bool
+	MetricsTenants int
 	// MaxStreamsPerKey bounds the WatchJob streams open with one API key
 	// (default DefaultMaxStreamsPerKey).
 	MaxStreamsPerKey int
@@ -110,6 +116,7 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
+	metrics     *metrics.Server // nil when off
 	pool        *Pool
 	tls         *nodeTLS        // nil: plaintext
 	stream      *tlsStreamLayer // raft over mutual TLS; nil without a peer CA
@@ -196,6 +203,15 @@ func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), tls: t,
 		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}}
 	n.peers = newPeerClient(t)
+	if !cfg.NoMetrics {
+		n.metrics = metrics.NewServer(cfg.ID, cfg.MetricsTenants, metrics.Source{
+			FSM: n.fsm, Executors: n.execs.metricsView, Leading: n.Leading,
+			Raft: func() metrics.Raft {
+				return metrics.Raft{Term: n.raft.CurrentTerm(), Commit: n.raft.CommitIndex(), Applied: n.raft.AppliedIndex(), Leader: n.IsLeader()}
+			},
+		})
+		n.fsm.SetObserver(n.metrics)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.proposer = newProposer(n, cfg.ProposeBatch, cfg.ProposeInflight)
 	if err := n.startRaft(); err != nil {
@@ -308,6 +324,9 @@ func (n *Node) startRaft() (err error) {
 		st.Close()
 	}()
 	n.log.Info("raft log store", "store", st.kind(), "data", n.cfg.DataDir)
+	if last, err := st.log.LastIndex(); err == nil && n.metrics != nil {
+		n.metrics.SkipReplayTo(last)
+	}
 	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
@@ -343,7 +362,7 @@ func (n *Node) startRaft() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: raft log cache: %w", err)
 	}
-	r, err = raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt}, logs, st.stable, snaps, trans)
+	r, err = raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt, metrics: n.metrics}, logs, st.stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
@@ -510,9 +529,13 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 	if err := ctx.Err(); err != nil {
 		return fsm.Result{}, err
 	}
+	if n.metrics != nil {
+		defer func(began time.Time) { n.metrics.Proposed(time.Since(began)) }(time.Now())
+	}
 	if n.proposer.maxBatch > 1 && n.proposer.enabled.Load() {
 		return n.proposer.submit(ctx, data)
 	}
+	n.metrics.Batched(1)
 	// Group commit off, or not yet known to be safe (gateBatches): one entry
 	// per command, as many in flight as come.
 	timeout := n.cfg.ApplyTimeout

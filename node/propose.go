@@ -215,6 +215,7 @@ func (p *proposer) propose(batch []*proposal) {
 	if len(batch) > 1 && !p.batchesSafe() {
 		futs := make([]raft.ApplyFuture, len(batch))
 		for i, pr := range batch {
+			p.n.metrics.Batched(1)
 			futs[i] = p.n.raft.Apply(pr.data, p.n.cfg.ApplyTimeout)
 		}
 		go func() {
@@ -226,6 +227,7 @@ func (p *proposer) propose(batch []*proposal) {
 		}()
 		return
 	}
+	p.n.metrics.Batched(len(batch))
 	data := batch[0].data
 	if len(batch) > 1 {
 		cmds := make([][]byte, len(batch))

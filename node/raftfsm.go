@@ -3,16 +3,19 @@ package node
 import (
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/metrics"
 )
 
 // raftFSM adapts fsm.FSM to raft.FSM.
 type raftFSM struct {
-	f      *fsm.FSM
-	snapAt *atomic.Uint64 // f.CommandsApplied() at the last snapshot (nil: not tracked)
+	f       *fsm.FSM
+	snapAt  *atomic.Uint64  // f.CommandsApplied() at the last snapshot (nil: not tracked)
+	metrics *metrics.Server // times snapshots (nil: off)
 }
 
 func (a raftFSM) Apply(l *raft.Log) any {
@@ -51,7 +54,7 @@ func (a raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 		// applied between the count and the capture.
 		a.snapAt.Store(a.f.CommandsApplied())
 	}
-	return snapshot{a.f.Capture()}, nil
+	return snapshot{a.f.Capture(), a.metrics}, nil
 }
 
 func (a raftFSM) Restore(rc io.ReadCloser) error {
@@ -68,9 +71,13 @@ func (a raftFSM) Restore(rc io.ReadCloser) error {
 // (at 100,000 jobs the capture takes 6–8 ms; the encoding, which used to
 // stop them, ~160–190). The jobs' encoding goes to the snapshot file in
 // chunks of 64 KiB (fsm.Capture.WriteTo), never whole in memory.
-type snapshot struct{ c *fsm.Capture }
+type snapshot struct {
+	c       *fsm.Capture
+	metrics *metrics.Server
+}
 
 func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	defer func(began time.Time) { s.metrics.Snapshot(time.Since(began)) }(time.Now())
 	if _, err := s.c.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return err

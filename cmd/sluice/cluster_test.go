@@ -33,9 +33,16 @@ type procCluster struct {
 // gives each server's flags beyond its addresses.
 func startProcCluster(t *testing.T, bin string, size int, extra func(i int, urls []string) []string) *procCluster {
 	t.Helper()
+	return startProcClusterWith(t, bin, size, failoverPolicy, extra)
+}
+
+// startProcClusterWith is startProcCluster with another policy: a YAML
+// format whose three %s are the SHA-256 of bob-key, admin and exec.
+func startProcClusterWith(t *testing.T, bin string, size int, policyFormat string, extra func(i int, urls []string) []string) *procCluster {
+	t.Helper()
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(fmt.Sprintf(failoverPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644); err != nil {
+	if err := os.WriteFile(policy, []byte(fmt.Sprintf(policyFormat, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := &procCluster{t: t, bin: bin}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/gpuexec"
+	"github.com/sluicehq/sluice/metrics"
 	"github.com/sluicehq/sluice/node"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -27,6 +29,7 @@ type executorFlags struct {
 	grace                                              time.Duration
 	refresh                                            time.Duration
 	probe                                              bool
+	metrics                                            string
 	tlsCA, tlsCert, tlsKey, gossipKeyFile              string
 	tokenSet                                           bool
 }
@@ -67,6 +70,7 @@ stops a job within a second when its owner cancels it.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	fl.StringVar(&f.gossipKeyFile, "gossip-key-file", "", "the servers' gossip key file (see sluice server --help); re-read on change or SIGHUP")
 	fl.BoolVar(&f.probe, "probe", false, "discover the GPUs, print them and the gossip metadata size, and exit")
+	fl.StringVar(&f.metrics, "metrics", "", "address (host:port) to serve Prometheus metrics on at /metrics (attempts, lease, GPUs); empty: none")
 	return c
 }
 
@@ -138,6 +142,14 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 		return out
 	}
 	fmt.Printf("sluice: executor %s in the gossip pool at %s, %d GPUs (%s), runner %s\n", f.name, pool.Addr(), len(inv.GPUs), inv.Source, f.runner)
+	if f.metrics != "" {
+		addr, stopMetrics, err := serveAgentMetrics(f.metrics, f.name, agent, gpus)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		fmt.Printf("sluice: executor metrics on http://%s/metrics\n", addr)
+	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -211,4 +223,34 @@ func executorTLS(f executorFlags, logger *slog.Logger) (*http.Client, *node.Cert
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = cfg
 	return &http.Client{Transport: t}, cert, nil
+}
+
+// serveAgentMetrics serves an executor's metrics on addr; it returns the
+// address bound and a function that stops serving.
+func serveAgentMetrics(addr, name string, agent *gpuexec.Agent, gpus *gpuexec.GPUSet) (string, func(), error) {
+	m := metrics.NewAgent(name, metrics.AgentSource{
+		Running:   agent.Running,
+		Connected: agent.Connected,
+		GPUs: func() []metrics.AgentGPU {
+			var out []metrics.AgentGPU
+			for _, g := range gpus.Inventory().GPUs {
+				u := -1.0
+				if g.UtilizationPct >= 0 {
+					u = float64(g.UtilizationPct) / 100
+				}
+				out = append(out, metrics.AgentGPU{ID: g.DeviceID(), Utilization: u, FreeBytes: g.MemoryFreeMB << 20, TotalBytes: g.MemoryTotalMB << 20})
+			}
+			return out
+		},
+	})
+	agent.Ended = m.Ended
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--metrics %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }, nil
 }

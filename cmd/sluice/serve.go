@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/gpuexec"
+	"github.com/sluicehq/sluice/metrics"
 	"github.com/sluicehq/sluice/node"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -37,6 +38,7 @@ type serveFlags struct {
 	raftWALSegmentMiB             int
 	maxConnsPerIP                 int
 	maxStreamsPerKey              int
+	metricsTenants                int
 	tls                           node.TLSFiles
 	gossipKeyFile                 string
 }
@@ -70,6 +72,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().StringVar(&f.tls.ExecutorCAFile, "executor-ca", "", "CA (PEM) whose client certificates authenticate executors instead of the token; the certificate's Common Name is the only executor name it may use")
 	c.Flags().StringVar(&f.gossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys, one per line (16, 24 or 32 bytes; the first encrypts, all decrypt); re-read on change or SIGHUP")
 	c.Flags().IntVar(&f.maxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "most TCP connections one client IP may hold open on the API port (cluster members are not counted; -1: no limit); more are closed as they are accepted")
+	c.Flags().IntVar(&f.metricsTenants, "metrics-tenants", metrics.DefaultMaxTenants, "how many tenants (the first by name) keep their name in the metrics' tenant label; the others are counted as \"other\"")
 	c.Flags().IntVar(&f.maxStreamsPerKey, "max-streams-per-key", node.DefaultMaxStreamsPerKey, "most WatchJob streams open at once with one API key; one more is refused with resource_exhausted")
 	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 5*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds; under 3s an executor moving from a paused leader may see its attempt requeued")
 }
@@ -122,6 +125,9 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.proposeBatch < 0 || f.proposeBatch > 4096 || f.proposeInflight < 0 || f.proposeInflight > 1024 {
 		return fmt.Errorf("--propose-batch %d / --propose-inflight %d: outside 0–4096 / 0–1024", f.proposeBatch, f.proposeInflight)
 	}
+	if f.metricsTenants < 0 || f.metricsTenants > 1000 {
+		return fmt.Errorf("--metrics-tenants: %d is outside 1–1000", f.metricsTenants)
+	}
 	// 0 takes the node's default for either.
 	if f.maxConnsPerIP < -1 || f.maxConnsPerIP > 1<<20 {
 		return fmt.Errorf("--max-conns-per-ip: %d is outside 1–%d (or -1 for no limit)", f.maxConnsPerIP, 1<<20)
@@ -156,7 +162,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
 		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
-		MaxConnsPerIP: f.maxConnsPerIP, MaxStreamsPerKey: f.maxStreamsPerKey,
+		MaxConnsPerIP: f.maxConnsPerIP, MaxStreamsPerKey: f.maxStreamsPerKey, MetricsTenants: f.metricsTenants,
 		TLS: f.tls, GossipKeyFile: f.gossipKeyFile,
 	})
 	if err != nil {
