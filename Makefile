@@ -41,7 +41,8 @@ rules-check: $(BIN)/promtool
 	$(BIN)/promtool check rules deploy/prometheus/alerts.yaml
 	$(BIN)/promtool test rules deploy/prometheus/alerts_test.yaml
 	$(BIN)/promtool check config deploy/prometheus/prometheus.yml
-	python3 deploy/check_metrics.py
+	python3 deploy/check_metrics.py --dashboard-rules $(BIN)/dashboard-rules.yaml
+	$(BIN)/promtool check rules $(BIN)/dashboard-rules.yaml
 
 # Prometheus's promtool; a large build, several minutes the first time.
 $(BIN)/promtool:

@@ -10,6 +10,8 @@ problem) when the alerting rules, their promtool tests or the Grafana dashboard:
     docs/operations.md, or without a promtool case that fires it and one that does not;
   - (dashboard) are not valid JSON, are older than schemaVersion 39, lack the datasource
     variable, or have a panel not bound to it.
+With --dashboard-rules FILE it also writes the dashboard's queries, Grafana's variables
+replaced, as recording rules, for `promtool check rules FILE` to parse.
 It uses only the standard library, so CI needs nothing but python3. Run: make rules-check.
 """
 import json
@@ -221,7 +223,22 @@ def check_tests(alerts, metrics, names):
         err(TESTS, f"tests an alert that alerts.yaml does not have: {name}")
 
 
-def check_dashboard(metrics, names):
+GRAFANA_VARS = {"$__rate_interval": "5m", "$instance": ".*", "$tier": ".*"}
+
+
+def promql(expr):
+    """A dashboard query as PromQL: Grafana's variables and label_values() replaced."""
+    m = re.fullmatch(r"\s*label_values\((.*),\s*[a-z_]+\)\s*", expr)
+    if m:
+        expr = m.group(1)
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    if "$" in expr:
+        err(DASHBOARD, f"unknown Grafana variable in: {expr}")
+    return expr
+
+
+def check_dashboard(metrics, names, queries):
     try:
         d = json.loads(read(DASHBOARD))
     except json.JSONDecodeError as e:
@@ -237,6 +254,7 @@ def check_dashboard(metrics, names):
     for v in variables.values():
         if v.get("type") == "query":
             used |= check_expr(DASHBOARD, v.get("definition", ""), metrics, names)
+            queries.append(promql(v.get("definition", "")))
     ids = set()
     panels = list(d.get("panels", []))
     for p in panels:
@@ -255,7 +273,16 @@ def check_dashboard(metrics, names):
             if not t.get("expr", "").strip():
                 err(DASHBOARD, f"panel {p.get('title')!r} has an empty query")
             used |= check_expr(DASHBOARD, t.get("expr", ""), metrics, names)
+            queries.append(promql(t.get("expr", "")))
     return used
+
+
+def write_rules(path, queries):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# Written by deploy/check_metrics.py: the dashboard's queries, for promtool to parse.\n")
+        f.write("groups:\n  - name: dashboard\n    rules:\n")
+        for i, q in enumerate(queries):
+            f.write(f"      - record: dashboard_query_{i}\n        expr: {json.dumps(q)}\n")
 
 
 def main():
@@ -263,7 +290,13 @@ def main():
     names = series_names(metrics)
     alerts, used_alerts = check_alerts(metrics, names)
     check_tests(alerts, metrics, names)
-    used_dash = check_dashboard(metrics, names)
+    queries = []
+    used_dash = check_dashboard(metrics, names, queries)
+    if len(sys.argv) == 3 and sys.argv[1] == "--dashboard-rules":
+        write_rules(sys.argv[2], queries)
+    elif len(sys.argv) != 1:
+        print("usage: check_metrics.py [--dashboard-rules FILE]", file=sys.stderr)
+        return 2
     for e in errors:
         print(e, file=sys.stderr)
     if errors:
