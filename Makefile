@@ -4,15 +4,16 @@ BIN       := $(CURDIR)/.bin
 BUF_VERSION          := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 CONNECT_GO_VERSION   := v1.21.1
+PROMTOOL_VERSION     := v0.316.0
 
-.PHONY: dev test build proto proto-check bench lint tools fuzz clean grpcurl
+.PHONY: dev test build proto proto-check bench lint tools fuzz clean grpcurl rules-check
 
 ## dev: run a one-node cluster with 4 synthetic GPU executors and the demo policy
 dev:
 	$(GO) run ./cmd/sluice dev
 
-## test: vet, a build without cgo (NVML off), then every test with the race detector
-test:
+## test: the alerting rules and dashboard, vet, a build without cgo (NVML off), then every test with the race detector
+test: rules-check
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -race -count=1 -timeout 12m ./...
@@ -34,6 +35,18 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-connect-go:
 	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_GO_VERSION)
+
+## rules-check: check the Prometheus rules and config, run the rule tests, check the dashboard's metrics
+rules-check: $(BIN)/promtool
+	$(BIN)/promtool check rules deploy/prometheus/alerts.yaml
+	$(BIN)/promtool test rules deploy/prometheus/alerts_test.yaml
+	$(BIN)/promtool check config deploy/prometheus/prometheus.yml
+	python3 deploy/check_metrics.py --dashboard-rules $(BIN)/dashboard-rules.yaml
+	$(BIN)/promtool check rules $(BIN)/dashboard-rules.yaml
+
+# Prometheus's promtool; a large build, several minutes the first time.
+$(BIN)/promtool:
+	GOBIN=$(BIN) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
 ## grpcurl: grpcurl in .bin/, for the README tour
 grpcurl: $(BIN)/grpcurl
