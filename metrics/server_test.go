@@ -89,9 +89,9 @@ func TestReplayedTransitionsAreNotCounted(t *testing.T) {
 		return &raftv1.JobRecord{Tier: "pro", State: sluicev1.JobState_JOB_STATE_RUNNING, Attempt: 1, CreatedNs: at - int64(time.Second),
 			Spec: &sluicev1.JobSpec{Model: "sdxl"}, Transitions: []*raftv1.TransitionRecord{{AtNs: at}}}
 	}
-	m.Transition(5, job(now), sluicev1.JobState_JOB_STATE_QUEUED)                        // replayed
+	m.Transition(5, job(now), sluicev1.JobState_JOB_STATE_QUEUED)                          // replayed
 	m.Transition(6, job(now-int64(2*staleTransition)), sluicev1.JobState_JOB_STATE_QUEUED) // history
-	m.Transition(7, job(now), sluicev1.JobState_JOB_STATE_QUEUED)                        // news
+	m.Transition(7, job(now), sluicev1.JobState_JOB_STATE_QUEUED)                          // news
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m.jobWait)
 	mf, err := reg.Gather()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -199,6 +200,18 @@ func TestMetricsOfAClusterUnderLoad(t *testing.T) {
 	if ran < 1 || connected != 1 || running != 0 || memory != 81920<<20 {
 		t.Errorf("executor e1: %v attempts succeeded, connected %v, %v running, %v bytes of GPU memory; want ≥1, 1, 0, %d",
 			ran, connected, running, memory, 81920<<20)
+	}
+	// Every series a server or an executor exports is documented.
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fams := range []map[string]*dto.MetricFamily{scrape(t, leader.url()), ef} {
+		for name := range fams {
+			if strings.HasPrefix(name, "sluice_") && !strings.Contains(string(doc), "| `"+name+"` |") {
+				t.Errorf("%s is exported but not documented in docs/operations.md", name)
+			}
+		}
 	}
 	// OpenMetrics when asked for.
 	req, _ := http.NewRequest(http.MethodGet, leader.url()+"/metrics", nil)
