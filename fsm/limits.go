@@ -3,7 +3,6 @@ package fsm
 import (
 	"fmt"
 	"time"
-	_ "time/tzdata" // quota periods must come from the same zone data on every replica
 
 	"github.com/sluicehq/sluice/limiter"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -189,7 +188,7 @@ func limitOf(r *sluicev1.Rule, field string) (limiter.Algorithm, error) {
 			return nil, fmt.Errorf("%s.quota.period: %d is not day or month", field, l.Quota.Period)
 		}
 		if tz := l.Quota.TimeZone; tz != "" {
-			loc, err := time.LoadLocation(tz)
+			loc, err := LoadZone(tz) // the embedded database only: every replica the same (zones.go)
 			if err != nil {
 				return nil, fmt.Errorf("%s.quota.time_zone: %q is not an IANA time zone", field, tz)
 			}

@@ -129,7 +129,7 @@ func (n *Node) refusalMessage(name string, retryAt int64, rules []limiter.RuleRe
 func resetWords(at int64, now time.Time, zone string) string {
 	loc := time.UTC
 	if zone != "" {
-		if l, err := time.LoadLocation(zone); err == nil {
+		if l, err := fsm.LoadZone(zone); err == nil {
 			loc = l
 		}
 	}
