@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"time"
 )
@@ -53,6 +54,9 @@ func ParseRunner(spec string, opts RunnerOptions) (Runner, error) {
 		if arg == "" {
 			return nil, fmt.Errorf("--runner: exec: needs a command, e.g. exec:./examples/runners/progress.sh")
 		}
+		if err := checkCommand(arg); err != nil {
+			return nil, fmt.Errorf("--runner exec:%s: %w", arg, err)
+		}
 		// Through a shell, so that the flag can hold arguments, pipes and
 		// environment assignments as an operator would type them.
 		return &ExecRunner{Command: []string{"/bin/sh", "-c", arg}, MaxOutputBytes: opts.MaxOutputBytes, Grace: opts.Grace}, nil
@@ -73,4 +77,27 @@ func ParseRunner(spec string, opts RunnerOptions) (Runner, error) {
 		return &HTTPRunner{URL: u.String(), Client: opts.HTTPClient, MaxOutputBytes: opts.MaxOutputBytes}, nil
 	}
 	return nil, fmt.Errorf("--runner: unknown kind %q; %s", kind, runnerKinds)
+}
+
+// checkCommand finds the program a shell command line starts with (after any
+// VAR=value assignments), so that a typo shows at start rather than as a
+// failed attempt per job. A line that starts with shell syntax is left to
+// the shell.
+func checkCommand(line string) error {
+	for _, w := range strings.Fields(line) {
+		if strings.Contains(w, "=") && !strings.HasPrefix(w, "=") {
+			continue // an environment assignment
+		}
+		if strings.ContainsAny(w, "$`(){}<>|;&*?[]~'\"\\") {
+			return nil
+		}
+		if _, err := exec.LookPath(w); err != nil {
+			if strings.Contains(w, "/") {
+				return fmt.Errorf("%s: no such executable file (check the path and its x bit)", w)
+			}
+			return fmt.Errorf("%s: not found in $PATH", w)
+		}
+		return nil
+	}
+	return nil
 }

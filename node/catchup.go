@@ -24,6 +24,7 @@ import (
 func (n *Node) catchUp() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	var reminded time.Time
 	for {
 		epoch := n.leaderEpoch()
 		var target uint64
@@ -41,6 +42,10 @@ func (n *Node) catchUp() {
 			}
 			if target == 0 {
 				target = n.leaderApplied()
+			}
+			if time.Since(reminded) > 30*time.Second && !n.inCluster() {
+				reminded = time.Now()
+				n.log.Warn(notInClusterHint(n.cfg.ID, n.RaftAddr(), n.Addr()))
 			}
 			if target > 0 && n.fsm.LastIndex() >= target {
 				n.caughtUp.Store(true)
@@ -125,4 +130,16 @@ func (n *Node) watchLeader(changes <-chan raft.Observation) {
 		n.epochMu.Unlock()
 		end()
 	}
+}
+
+// inCluster reports whether this node's raft configuration has any server:
+// false for a node started without --bootstrap that no member has joined.
+func (n *Node) inCluster() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+func notInClusterHint(id, raftAddr, httpAddr string) string {
+	return "this node is not part of a cluster yet: start the first node with --bootstrap, or join this one from a member: " +
+		"sluice admin join --id " + id + " --raft " + raftAddr + " --http " + httpAddr
 }

@@ -153,7 +153,7 @@ func StartPool(cfg PoolConfig) (*Pool, error) {
 	c.Logger = log.New(out, "", log.LstdFlags)
 	ml, err := memberlist.Create(c)
 	if err != nil {
-		return nil, fmt.Errorf("gossip on %s: %w", cfg.Bind, err)
+		return nil, &ListenError{What: "gossip", Addr: cfg.Bind, Err: err}
 	}
 	p.ml = ml
 	if len(cfg.Join) > 0 {
@@ -168,6 +168,16 @@ func StartPool(cfg PoolConfig) (*Pool, error) {
 		close(p.watchDone)
 	}
 	return p, nil
+}
+
+// Join joins the pool through addrs again (a member whose peers all went
+// away, e.g. its only server restarted, is otherwise alone for good).
+func (p *Pool) Join(addrs []string) error {
+	if len(addrs) == 0 {
+		return errors.New("no addresses to join through")
+	}
+	_, err := p.ml.Join(addrs)
+	return err
 }
 
 // Addr is the pool address others join through.

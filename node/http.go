@@ -50,6 +50,11 @@ func (n *Node) newHTTPServer() *http.Server {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.inCluster() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", notInClusterHint(n.cfg.ID, n.RaftAddr(), n.Addr()))
+			return
+		}
 		if !n.Ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: raft state %s, leader %q\n", n.raft.State(), n.leaderID())

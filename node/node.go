@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,10 @@ type Config struct {
 	// Policy, when set, is proposed by this node whenever it leads and the
 	// log holds a different one.
 	Policy *sluicev1.Policy
+	// InitialPolicy, when set, is proposed by this node when it leads and the
+	// log holds no policy yet: a new cluster's first, never put back over one
+	// that an admin set since.
+	InitialPolicy *sluicev1.Policy
 	// LeaseGrace is how long a new leader waits before it requeues running
 	// attempts that no executor claims (default five heartbeat intervals). It
 	// must cover the time an executor takes to notice that the old leader
@@ -141,6 +146,13 @@ type Node struct {
 	ready   bool // leader and caught up with the log, policy in place
 }
 
+// HasState reports whether dataDir holds a node's state from an earlier
+// start (its raft.db).
+func HasState(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "raft.db"))
+	return err == nil
+}
+
 // MinLeaseGrace is the least lease grace that covers an executor's move to a
 // new leader after the old one went silent: the lease keepalive comes every
 // half heartbeat interval, an executor gives up on the stream after three
@@ -222,7 +234,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		n.shutdownRaft()
 		n.cancel()
-		return nil, fmt.Errorf("node: listen %s: %w", cfg.HTTPAddr, err)
+		return nil, &ListenError{What: "http", Addr: cfg.HTTPAddr, Err: err}
 	}
 	if cfg.MaxConnsPerIP > 0 {
 		ln = newConnLimiter(ln, cfg.MaxConnsPerIP, n.isMemberHost, n.log)
@@ -331,18 +343,22 @@ func (n *Node) startRaft() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
+	n.cfg.RaftAddr = recordedRaftAddr(n.cfg.DataDir, n.cfg.RaftAddr)
 	if n.tls != nil && n.tls.peerPool != nil {
 		// Mutual TLS: both ends present a certificate the peer CA signed.
 		n.stream, err = newTLSStreamLayer(n.cfg.RaftAddr, n.tls, n.log)
 		if err != nil {
-			return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+			return &ListenError{What: "raft", Addr: n.cfg.RaftAddr, Err: err}
 		}
 		netTrans = raft.NewNetworkTransport(n.stream, 3, 10*time.Second, io.Discard)
 	} else {
 		netTrans, err = raft.NewTCPTransport(n.cfg.RaftAddr, nil, 3, 10*time.Second, io.Discard)
 		if err != nil {
-			return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+			return &ListenError{What: "raft", Addr: n.cfg.RaftAddr, Err: err}
 		}
+	}
+	if err := recordRaftAddr(n.cfg.DataDir, string(netTrans.LocalAddr())); err != nil {
+		return err
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
@@ -556,16 +572,20 @@ func (n *Node) proposeAsync(t fsm.CommandType, msg proto.Message) raft.ApplyFutu
 
 // ensurePolicy proposes the configured policy when the log's differs.
 func (n *Node) ensurePolicy(ctx context.Context) error {
-	if n.cfg.Policy == nil || proto.Equal(n.cfg.Policy, n.fsm.Policy()) {
+	want := n.cfg.Policy
+	if want == nil && n.cfg.InitialPolicy != nil && proto.Size(n.fsm.Policy()) == 0 {
+		want = n.cfg.InitialPolicy
+	}
+	if want == nil || proto.Equal(want, n.fsm.Policy()) {
 		return nil
 	}
-	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: n.cfg.Policy})
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: want})
 	if err != nil {
 		return err
 	}
 	if res.Err != nil {
 		return res.Err
 	}
-	n.log.Info("policy applied", "tenants", len(n.cfg.Policy.Tenants), "models", len(n.cfg.Policy.Models))
+	n.log.Info("policy applied", "tenants", len(want.Tenants), "models", len(want.Models))
 	return nil
 }

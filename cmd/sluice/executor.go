@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -129,7 +130,7 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 	pool, err := node.StartPool(node.PoolConfig{Name: f.name, Bind: f.gossip, Join: splitList(f.join), Meta: meta,
 		KeyFile: f.gossipKeyFile, Logger: logger})
 	if err != nil {
-		return err
+		return listenFlagError(err)
 	}
 	defer pool.Close()
 	agent.Discover = func() []string {
@@ -188,6 +189,7 @@ func runExecutor(ctx context.Context, f executorFlags) error {
 					logger.Warn("gpu refresh", "err", err)
 				}
 				pool.Refresh()
+				rejoin(pool, agent, splitList(f.join), logger)
 			}
 		}
 	}()
@@ -253,4 +255,18 @@ func serveAgentMetrics(addr, name string, agent *gpuexec.Agent, gpus *gpuexec.GP
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// rejoin joins the gossip pool again through --join when the executor knows
+// no server (its only server restarted, or is not up yet), saying so: a
+// restarted server starts a pool of its own and would not find it.
+func rejoin(pool *node.Pool, agent *gpuexec.Agent, join []string, logger *slog.Logger) {
+	if len(agent.Servers) > 0 || len(agent.Discover()) > 0 || len(join) == 0 {
+		return
+	}
+	if err := pool.Join(join); err != nil {
+		logger.Warn("no server known: cannot rejoin the gossip pool; retrying", "join", strings.Join(join, ","), "err", err)
+		return
+	}
+	logger.Info("no server was known: rejoined the gossip pool", "join", strings.Join(join, ","))
 }

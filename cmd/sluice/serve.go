@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/gpuexec"
 	"github.com/sluicehq/sluice/metrics"
 	"github.com/sluicehq/sluice/node"
@@ -39,6 +43,7 @@ type serveFlags struct {
 	maxConnsPerIP                 int
 	maxStreamsPerKey              int
 	metricsTenants                int
+	demoPolicy                    bool
 	tls                           node.TLSFiles
 	gossipKeyFile                 string
 }
@@ -50,7 +55,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().StringVar(&f.data, "data", dataDefault, "directory for raft's state (raft.db), the raft log (wal/ or raft.db) and snapshots")
 	c.Flags().StringVar(&f.http, "http", "127.0.0.1:7700", "address for the Connect/gRPC/gRPC-Web API, /healthz and /readyz (port 0 picks one)")
 	c.Flags().StringVar(&f.raft, "raft", "127.0.0.1:0", "address for raft traffic between servers")
-	c.Flags().StringVar(&f.policy, "policy", "", "policy file (YAML or JSON sluice.v1.Policy); empty keeps the cluster's current one")
+	c.Flags().StringVar(&f.policy, "policy", "", "policy file (YAML or JSON sluice.v1.Policy), applied whenever this node leads; empty keeps the cluster's current one (a new `server --bootstrap` cluster gets an admin token only, printed once; a new `dev` data dir the demo policy)")
 	c.Flags().IntVar(&f.executors, "executors", executorsDefault, "number of in-process synthetic GPU executors (one slot each)")
 	c.Flags().Float64Var(&f.failureRate, "failure-rate", 0, "share of synthetic attempts that fail (0–1), to watch retries")
 	c.Flags().StringVar(&f.servers, "servers", "", "comma-separated API addresses of the cluster's servers, for this process's executors to find the leader (default: this node only)")
@@ -85,8 +90,10 @@ func devCmd() *cobra.Command {
 		Long: `Run a one-node Sluice cluster on this machine: raft on disk under --data,
 the API on --http, and --executors synthetic GPU executors that "run" each job
 for its input.duration_ms (or the model's default) and echo the input.
-Without --policy it uses a demo policy: tenants alice (free, key dev-alice) and
-bob (pro, key dev-bob), admin token dev-admin, models sdxl and llama-8b.`,
+Without --policy a new data dir gets a demo policy: tenants alice (free, key
+dev-alice) and bob (pro, key dev-bob), admin token dev-admin, models sdxl and
+llama-8b. Restarted on the same data dir it keeps the policy it has (what
+` + "`admin policy`" + ` set there); --demo-policy puts the demo one back.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			f.bootstrap = true
@@ -94,6 +101,7 @@ bob (pro, key dev-bob), admin token dev-admin, models sdxl and llama-8b.`,
 		},
 	}
 	f.register(c, ".sluice/dev", 4, "127.0.0.1:7946")
+	c.Flags().BoolVar(&f.demoPolicy, "demo-policy", false, "apply the demo policy even when the data dir has a policy of its own")
 	return c
 }
 
@@ -138,7 +146,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.gcPercent > 0 {
 		debug.SetGCPercent(f.gcPercent)
 	}
-	var policy *sluicev1.Policy
+	var policy, initial *sluicev1.Policy // --policy's, applied whenever this node leads; a new cluster's first
 	switch {
 	case f.policy != "":
 		p, err := node.LoadPolicy(f.policy)
@@ -146,8 +154,30 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 			return err
 		}
 		policy = p
-	case dev:
-		policy = node.DemoPolicy()
+	case dev && (f.demoPolicy || !node.HasState(f.data)):
+		// A new dev data dir gets the demo policy; an old one keeps its own
+		// (what `admin policy` set there) unless --demo-policy says otherwise.
+		if f.demoPolicy {
+			policy = node.DemoPolicy()
+		} else {
+			initial = node.DemoPolicy()
+		}
+	case f.bootstrap && !node.HasState(f.data):
+		// A new cluster without a policy would refuse every call with no way
+		// in: give it an admin token, shown once, its hash kept (as Consul and
+		// Vault bootstrap their first token).
+		tok, err := newAdminToken()
+		if err != nil {
+			return err
+		}
+		initial = &sluicev1.Policy{AdminTokenSha256: fsm.HashKey(tok)}
+		fmt.Printf(`sluice: a new cluster without --policy. Its admin token, shown this once (only its SHA-256 is kept):
+
+    %s
+
+  set the policy (tenants, keys, models, limits) with:
+    sluice --addr <this node> --key <the token> admin policy FILE     (see examples/policy.yaml)
+`, tok)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	raftLevel := "warn"
@@ -158,7 +188,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
-		Bootstrap: f.bootstrap, Policy: policy, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
+		Bootstrap: f.bootstrap, Policy: policy, InitialPolicy: initial, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
 		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
 		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
@@ -166,7 +196,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		TLS: f.tls, GossipKeyFile: f.gossipKeyFile,
 	})
 	if err != nil {
-		return err
+		return listenFlagError(err)
 	}
 	if f.tls.CertFile == "" && !dev && !loopback(n.Addr()) {
 		fmt.Fprintf(os.Stderr, "sluice: warning: serving plaintext on %s, which is not a loopback address: API keys, tokens and jobs cross the network unencrypted; see docs/security.md (--tls-cert, --tls-key, --peer-ca)\n", n.Addr())
@@ -202,7 +232,10 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	if dev {
 		fmt.Printf("sluice: %d synthetic executors (1 GPU slot each)\n", f.executors)
-		if f.policy == "" {
+		if f.policy == "" && policy == nil && initial == nil {
+			fmt.Printf("sluice: keeping the policy of %s (--demo-policy puts the demo one back; make clean, or rm -rf %s, starts afresh)\n", f.data, f.data)
+		}
+		if f.policy == "" && (policy != nil || initial != nil) {
 			fmt.Printf(`sluice: demo policy
   tenant alice  tier free (weight 1)  key %s  10 requests/min (burst 5), 20 jobs/day, 2 in flight
   tenant bob    tier pro  (weight 4)  key %s  100 requests/min (burst 50), 200 jobs/day, 20 in flight
@@ -284,4 +317,26 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// newAdminToken makes a random admin token (32 bytes, base64url).
+func newAdminToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return "sluice-admin-" + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// listenFlagError names the flag of an address that could not be opened
+// (node.ListenError's What is the flag's name: http, raft, gossip).
+func listenFlagError(err error) error {
+	var le *node.ListenError
+	if !errors.As(err, &le) {
+		return err
+	}
+	if le.InUse() {
+		return fmt.Errorf("--%s %s: address in use by another process; pass --%s with a free port (port 0 picks one)", le.What, le.Addr, le.What)
+	}
+	return fmt.Errorf("--%s %s: %v", le.What, le.Addr, le.Err)
 }
