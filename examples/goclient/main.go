@@ -118,7 +118,8 @@ func watch(ctx context.Context, jobs sluicev1connect.JobServiceClient, id string
 			case sluicev1.JobState_JOB_STATE_QUEUED:
 				fmt.Fprintf(out, "  job %s QUEUED, position %d, eta %ds\n", last.Id, last.QueuePosition, last.EtaSeconds)
 			case sluicev1.JobState_JOB_STATE_RUNNING:
-				fmt.Fprintf(out, "  job %s RUNNING, attempt %d on %s, eta %ds\n", last.Id, last.Attempt, last.Executor, last.EtaSeconds)
+				fmt.Fprintf(out, "  job %s RUNNING, attempt %d on %s, %.0f%% done, eta %ds\n",
+					last.Id, last.Attempt, last.Executor, 100*last.Progress, last.EtaSeconds)
 			default:
 				fmt.Fprintf(out, "  job %s %s, attempt %d on %s\n", last.Id, state(last.State), last.Attempt, last.Executor)
 			}
