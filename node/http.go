@@ -1,6 +1,8 @@
 package node
 
 import (
+	"errors"
+	"net/http/pprof"
 	"context"
 	"fmt"
 	"log/slog"
@@ -43,6 +45,12 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}))
+	// Profiles show what a node is doing (and its memory): admins only.
+	mux.Handle("/debug/pprof/", n.adminOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", n.adminOnly(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", n.adminOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", n.adminOnly(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", n.adminOnly(http.HandlerFunc(pprof.Trace)))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set(logFormatHeader, strconv.Itoa(logFormat))
 		w.Header().Set(nodeIDHeader, n.cfg.ID)
@@ -106,4 +114,34 @@ func (h healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 	}
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+}
+
+// adminOnly serves h to callers with the admin token; the others get the
+// admin check's error as plain text with its HTTP status.
+func (n *Node) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := n.admin(r.Header); err != nil {
+			var ce *connect.Error
+			if errors.As(err, &ce) {
+				http.Error(w, ce.Message(), httpStatus(ce.Code()))
+				return
+			}
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// httpStatus is the HTTP status Connect gives a code.
+func httpStatus(c connect.Code) int {
+	switch c {
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }

@@ -544,3 +544,28 @@ func TestSecondNodeOnADataDirFailsFast(t *testing.T) {
 	}
 	t.Logf("second node: %v", err)
 }
+
+// TestProfilesNeedTheAdminToken: /debug/pprof/ answers the admin only.
+func TestProfilesNeedTheAdminToken(t *testing.T) {
+	n := startNode(t, 0)
+	get := func(key string) int {
+		req, _ := http.NewRequest(http.MethodGet, baseURL(n)+"/debug/pprof/goroutine?debug=1", nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, c := range []struct {
+		key  string
+		want int
+	}{{"", http.StatusUnauthorized}, {DemoBobKey, http.StatusForbidden}, {DemoAdminToken, http.StatusOK}} {
+		if got := get(c.key); got != c.want {
+			t.Errorf("key %q: HTTP %d, want %d", c.key, got, c.want)
+		}
+	}
+}

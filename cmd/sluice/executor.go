@@ -76,7 +76,10 @@ stops a job within a second when its owner cancels it.`,
 }
 
 func runExecutor(ctx context.Context, f executorFlags) error {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger, err := newLogger()
+	if err != nil {
+		return err
+	}
 	if f.slots < 1 || f.slots > node.MaxExecutorSlots {
 		return fmt.Errorf("--slots: %d is outside 1–%d", f.slots, node.MaxExecutorSlots)
 	}

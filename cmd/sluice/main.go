@@ -18,6 +18,12 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.PersistentFlags().StringVar(&logFlags.level, "log-level", "info", "least severe log message written: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&logFlags.format, "log-format", "text", "log lines as text (key=value) or json (one object a line)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		_, err := newLogger() // a bad value fails every command before it starts
+		return err
+	}
 	root.AddCommand(devCmd(), serverCmd(), executorCmd(), hashKeyCmd())
 	root.AddCommand(clientCmds()...)
 	root.AddCommand(simCmd())

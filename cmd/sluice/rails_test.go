@@ -234,3 +234,29 @@ func TestExecutorRejoinsWhenItsOnlyServerRestarts(t *testing.T) {
 	dev()
 	runOne()
 }
+
+// TestLogFlags: --log-format json writes one JSON object a line, and a bad
+// --log-level or --log-format is refused naming the flag, on any command.
+func TestLogFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	bin := buildSluice(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-level", "loud", "hash-key", "k"}, `--log-level: "loud" is not one of debug, info, warn, error`},
+		{[]string{"--log-format", "xml", "dev"}, `--log-format: "xml" is not text or json`},
+	} {
+		out, err := exitOutput(t, bin, c.args...)
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("%v: %v %q, want %q", c.args, err, out, c.want)
+		}
+	}
+	p := runSluice(t, bin, "--log-format", "json", "--log-level", "debug", "server", "--bootstrap", "--data", t.TempDir(), "--http", "127.0.0.1:0")
+	line := p.waitFor(t, `\n(\{"time":[^\n]*"msg":"leading"[^\n]*\})\n`)
+	if !strings.Contains(line, `"level":"INFO"`) {
+		t.Fatalf("a JSON log line without its level: %s", line)
+	}
+}

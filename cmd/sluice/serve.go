@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -179,7 +178,10 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
     sluice --addr <this node> --key <the token> admin policy FILE     (see examples/policy.yaml)
 `, tok)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger, err := newLogger()
+	if err != nil {
+		return err
+	}
 	raftLevel := "warn"
 	if dev {
 		// A one-node cluster always "misses" a heartbeat before electing
