@@ -1,13 +1,13 @@
 package node
 
 import (
-	"errors"
-	"net/http/pprof"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
