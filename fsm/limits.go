@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/limiter"
@@ -11,12 +13,19 @@ import (
 // sweepEvery is how often (in log time) the limiter drops idle keys.
 const sweepEvery = int64(time.Minute)
 
+// ReadMethods are the calls besides Submit that a rule may limit by naming
+// them in match.method: reads, counted by each node that serves them.
+var ReadMethods = []string{"GetJob", "ListJobs", "WatchJob", "GetUsage"}
+
 // LimiterRules converts the policy's rules into the limiter's, naming the
 // first bad field ("rules[2].token_bucket.per: ...").
 func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 	out := make([]limiter.Rule, 0, len(p.GetRules()))
 	for i, r := range p.GetRules() {
 		field := fmt.Sprintf("rules[%d]", i)
+		if m := r.GetMatch().GetMethod(); m != "" && m != "Submit" && !slices.Contains(ReadMethods, m) {
+			return nil, fmt.Errorf("%s.match.method: %q is not Submit or a read (%s)", field, m, strings.Join(ReadMethods, ", "))
+		}
 		lr := limiter.Rule{
 			Name:     r.Name,
 			Shadow:   r.Shadow,

@@ -145,6 +145,9 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 	if err != nil {
 		return nil, err
 	}
+	if err := n.limitRead("GetUsage", t, keyHash, n.clientIP(req.Peer().Addr, req.Header())); err != nil {
+		return nil, err
+	}
 	n.readYourWrites(ctx)
 	now := time.Now()
 	out := &sluicev1.GetUsageResponse{Tenant: t.Name, Tier: t.Tier}
@@ -183,7 +186,7 @@ func (s *jobService) GetJob(ctx context.Context, req *connect.Request[sluicev1.G
 			return nil, err
 		}
 	}
-	_, job, err := s.ownJob(ctx, req.Header(), req.Msg.GetId())
+	_, job, err := s.ownJob(ctx, req.Header(), req.Peer().Addr, "GetJob", req.Msg.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +206,7 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 	if req.Msg.Consistent && !s.n.IsLeader() {
 		return s.n.relayWatch(ctx, req, stream)
 	}
-	id, job, err := s.ownJob(ctx, req.Header(), req.Msg.GetId())
+	id, job, err := s.ownJob(ctx, req.Header(), req.Peer().Addr, "WatchJob", req.Msg.GetId())
 	if err != nil {
 		return err
 	}
@@ -310,8 +313,11 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 			return nil, err
 		}
 	}
-	t, err := s.n.tenant(req.Header())
+	t, keyHash, err := s.n.caller(req.Header())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.n.limitRead("ListJobs", t, keyHash, s.n.clientIP(req.Peer().Addr, req.Header())); err != nil {
 		return nil, err
 	}
 	s.n.readYourWrites(ctx)
@@ -354,9 +360,12 @@ func pageSize(v int32) (int, error) {
 
 // ownJob resolves the caller and one of its jobs; another tenant's job is
 // NotFound, exactly like a missing one.
-func (s *jobService) ownJob(ctx context.Context, h http.Header, rawID string) (uint64, *sluicev1.Job, error) {
-	t, err := s.n.tenant(h)
+func (s *jobService) ownJob(ctx context.Context, h http.Header, peer, method, rawID string) (uint64, *sluicev1.Job, error) {
+	t, keyHash, err := s.n.caller(h)
 	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.n.limitRead(method, t, keyHash, s.n.clientIP(peer, h)); err != nil {
 		return 0, nil, err
 	}
 	s.n.readYourWrites(ctx)

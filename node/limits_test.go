@@ -13,6 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluicehq/sluice/fsm"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -175,4 +176,45 @@ func errorDetails(ce *connect.Error) (retry *errdetails.RetryInfo, quota *errdet
 		}
 	}
 	return retry, quota
+}
+
+// TestReadsAreRateLimitedByTheirRules: a rule naming GetJob limits GetJob
+// calls per API key (the demo policy's poll-job: 100 a second, bursts of
+// 200): past the burst the call is refused with resource_exhausted and a
+// retry time; another key, and ListJobs under its own rule, are not affected.
+func TestReadsAreRateLimitedByTheirRules(t *testing.T) {
+	n := startNodeWith(t, 0, DemoPolicy())
+	bob, alice := jobClient(n, DemoBobKey), jobClient(n, DemoAliceKey)
+	res, err := bob.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Msg.Job.Id
+	var refused error
+	for i := 0; i < 400 && refused == nil; i++ {
+		_, refused = bob.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: id}))
+	}
+	var ce *connect.Error
+	if !errors.As(refused, &ce) || ce.Code() != connect.CodeResourceExhausted || !strings.Contains(ce.Message(), `"poll-job"`) {
+		t.Fatalf("400 GetJob calls at once: %v, want resource_exhausted by rule poll-job", refused)
+	}
+	if ce.Meta().Get("Retry-After") == "" {
+		t.Fatalf("the refusal has no Retry-After: %v", ce.Meta())
+	}
+	if _, err := bob.ListJobs(context.Background(), connect.NewRequest(&sluicev1.ListJobsRequest{})); err != nil {
+		t.Fatalf("ListJobs under its own rule: %v", err)
+	}
+	if _, err := alice.GetUsage(context.Background(), connect.NewRequest(&sluicev1.GetUsageRequest{})); err != nil {
+		t.Fatalf("another key: %v", err)
+	}
+}
+
+// TestRuleMethodsAreChecked: a rule can name Submit or a read call; a typo
+// is refused naming the field.
+func TestRuleMethodsAreChecked(t *testing.T) {
+	p := DemoPolicy()
+	p.Rules[0].Match.Method = "Getjob"
+	if _, err := fsm.LimiterRules(p); err == nil || !strings.Contains(err.Error(), `rules[0].match.method: "Getjob" is not Submit or a read (GetJob, ListJobs, WatchJob, GetUsage)`) {
+		t.Fatalf("a typo in match.method: %v", err)
+	}
 }

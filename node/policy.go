@@ -154,7 +154,7 @@ func DemoPolicy() *sluicev1.Policy {
 			MaxBackoff:   durationpb.New(time.Minute),
 			JobRetention: durationpb.New(7 * 24 * time.Hour),
 		},
-		Rules: append(demoTierRules("free", 1), demoTierRules("pro", 10)...),
+		Rules: append(append(demoTierRules("free", 1), demoTierRules("pro", 10)...), demoReadRules()...),
 		Scheduling: &sluicev1.Scheduling{
 			ReserveAfter:       durationpb.New(30 * time.Second),
 			MaxQueued:          100000,
@@ -162,6 +162,18 @@ func DemoPolicy() *sluicev1.Policy {
 			MaxPredictedWait:   durationpb.New(time.Hour),
 		},
 	}
+}
+
+// demoReadRules limit polling, per API key and node: GetJob 100 a second
+// (bursts of 200), ListJobs 20 (bursts of 40). Watching a job (WatchJob)
+// is what a client should do instead.
+func demoReadRules() []*sluicev1.Rule {
+	rule := func(method string, perSecond int64) *sluicev1.Rule {
+		return &sluicev1.Rule{Name: "poll-" + strings.ToLower(strings.TrimPrefix(method, "Get")), Scope: sluicev1.RuleScope_RULE_SCOPE_API_KEY,
+			Match: &sluicev1.RuleMatch{Method: method},
+			Limit: &sluicev1.Rule_TokenBucket{TokenBucket: &sluicev1.TokenBucketLimit{Count: perSecond, Per: durationpb.New(time.Second), Burst: 2 * perSecond}}}
+	}
+	return []*sluicev1.Rule{rule("GetJob", 100), rule("ListJobs", 20)}
 }
 
 // demoTierRules are the demo limits of a tier, scaled: per tenant, 10

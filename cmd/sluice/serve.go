@@ -243,6 +243,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
   tenant bob    tier pro  (weight 4)  key %s  100 requests/min (burst 50), 200 jobs/day, 20 in flight
   admin token   %s
   models        sdxl (2s per job), llama-8b (500ms per job)
+  polling       GetJob 100/s, ListJobs 20/s per key (bursts of twice that); watch instead
 try:
   export SLUICE_ADDR=http://%s SLUICE_API_KEY=%s
   sluice submit --model sdxl --input '{"prompt":"a lighthouse at dusk"}' --wait
