@@ -65,7 +65,10 @@ func TestUnknownJSONFieldIsRefusedOnEveryService(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("e.g. %s", func() string { _, b := rawPost(t, n, DemoBobKey, sluicev1connect.JobServiceSubmitProcedure, "application/json", `{"spec":{"model":"sdxl","priorty":9}}`); return b }())
+	t.Logf("e.g. %s", func() string {
+		_, b := rawPost(t, n, DemoBobKey, sluicev1connect.JobServiceSubmitProcedure, "application/json", `{"spec":{"model":"sdxl","priorty":9}}`)
+		return b
+	}())
 	// Spelt right, the same request is served with its priority.
 	status, body := rawPost(t, n, DemoBobKey, sluicev1connect.JobServiceSubmitProcedure, "application/json", `{"spec":{"model":"sdxl","priority":9}}`)
 	if status != http.StatusOK || !strings.Contains(body, `"priority":9`) {
