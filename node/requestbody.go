@@ -134,10 +134,13 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 // limitRequestBody bounds every API request body and explains a POST that
-// has no Content-Type (connect answers those with a bare 415).
+// has no Content-Type, or curl's default form type (connect answers those
+// with a bare 415).
 func limitRequestBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.Header.Get("Content-Type") == "" {
+		// curl -d sends a form type unless told otherwise: the likeliest
+		// wrong type, explained as a missing one is.
+		if ct := r.Header.Get("Content-Type"); r.Method == http.MethodPost && (ct == "" || ct == "application/x-www-form-urlencoded") {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("Accept-Post", "application/json, application/proto, application/grpc, application/grpc+proto, application/grpc-web, application/grpc-web+proto")
 			w.WriteHeader(http.StatusUnsupportedMediaType)
@@ -151,7 +154,7 @@ func limitRequestBody(next http.Handler) http.Handler {
 	})
 }
 
-const missingContentType = "no Content-Type: send Content-Type: application/json (Connect with a JSON body), application/proto (Connect with binary protobuf), application/grpc or application/grpc-web; see docs/troubleshooting.md"
+const missingContentType = "no usable Content-Type: send Content-Type: application/json (Connect with a JSON body), application/proto (Connect with binary protobuf), application/grpc or application/grpc-web; see docs/troubleshooting.md"
 
 // limitedGzip is a gzip decompressor that stops at MaxRequestBytes, so that a
 // small compressed body cannot expand without bound.

@@ -126,9 +126,11 @@ func TestOversizedBodyIsInvalidArgumentNamingSizeAndLimit(t *testing.T) {
 
 func TestPostWithoutContentTypeSaysWhatToSend(t *testing.T) {
 	n := startNode(t, 0)
-	status, body := rawPost(t, n, DemoBobKey, sluicev1connect.JobServiceSubmitProcedure, "", `{"spec":{"model":"sdxl"}}`)
-	if status != http.StatusUnsupportedMediaType || !strings.Contains(body, "Content-Type: application/json") || !strings.Contains(body, "application/grpc") {
-		t.Fatalf("no Content-Type: %d %q", status, body)
+	for _, ct := range []string{"", "application/x-www-form-urlencoded"} { // none, and curl -d's default
+		status, body := rawPost(t, n, DemoBobKey, sluicev1connect.JobServiceSubmitProcedure, ct, `{"spec":{"model":"sdxl"}}`)
+		if status != http.StatusUnsupportedMediaType || !strings.Contains(body, "Content-Type: application/json") || !strings.Contains(body, "application/grpc") {
+			t.Fatalf("Content-Type %q: %d %q", ct, status, body)
+		}
+		t.Logf("Content-Type %q: %d %s", ct, status, body)
 	}
-	t.Logf("%d %s", status, body)
 }

@@ -16,7 +16,7 @@ func TestInputReadsInlineFileAndStdin(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, arg, stdin string
-		want            int // length of the prompt
+		want             int // length of the prompt
 	}{
 		{"inline", `{"prompt":"hi"}`, "", 2},
 		{"@file", "@" + path, "", 200000},
