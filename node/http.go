@@ -28,14 +28,17 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux := http.NewServeMux()
 	// Gzip only what is worth it: compressing every small reply (a Submit's ack, a
 	// job) cost about a sixth of a node's CPU under load (bench/README.md, cluster).
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(MaxRequestBytes), connect.WithCompressMinBytes(compressMinBytes)}
+	// Request bodies are bounded by limitRequestBody and the options of
+	// requestHandlerOptions, not connect.WithReadMaxBytes (requestbody.go).
+	opts := append(requestHandlerOptions(), connect.WithCompressMinBytes(compressMinBytes))
 	if n.metrics != nil {
 		opts = append(opts, connect.WithInterceptors(n.metrics.Interceptor()))
 		mux.Handle("/metrics", n.metrics.Handler())
 	}
-	mux.Handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
-	mux.Handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
-	mux.Handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
+	handle := func(path string, h http.Handler) { mux.Handle(path, limitRequestBody(h)) }
+	handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
+	handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
+	handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
 	reflector := grpcreflect.NewStaticReflector(
 		sluicev1connect.JobServiceName,
 		sluicev1connect.AdminServiceName,

@@ -287,6 +287,9 @@ func TestBadInputNamesFieldAndLimit(t *testing.T) {
 		{"too many attempts", &sluicev1.JobSpec{Model: "sdxl", MaxAttempts: 1000}, "spec.max_attempts", "outside the range 0–20"},
 		{"too many gpus", &sluicev1.JobSpec{Model: "sdxl", Gpus: 500}, "spec.gpus", "outside the range 0–64"},
 		{"long idempotency key", &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: strings.Repeat("k", 300)}, "spec.idempotency_key", "256-byte limit"},
+		{"NUL in idempotency key", &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: "a\x00b"}, "spec.idempotency_key", "contains a control character (0x00)"},
+		{"newline in label key", &sluicev1.JobSpec{Model: "sdxl", Labels: map[string]string{"team\nx": "a"}}, "spec.labels", "contains a control character (0x0a)"},
+		{"NUL in label value", &sluicev1.JobSpec{Model: "sdxl", Labels: map[string]string{"team": "a\x00"}}, "spec.labels[team]", "contains a control character (0x00)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: tc.spec}))
@@ -310,10 +313,10 @@ func TestBadInputNamesFieldAndLimit(t *testing.T) {
 			}
 		})
 	}
-	// A request body far over the limit is refused by the transport, and the
-	// node keeps serving.
+	// A request body far over the limit is refused before it is decoded, as
+	// invalid_argument (retrying cannot help), and the node keeps serving.
 	huge := &sluicev1.JobSpec{Model: "sdxl", Input: input(t, map[string]any{"p": strings.Repeat("y", 2<<20)})}
-	if _, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: huge})); connect.CodeOf(err) != connect.CodeResourceExhausted {
+	if _, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: huge})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("2 MiB request: %v", err)
 	}
 	if _, err := jobClient(n, "").Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl"}})); connect.CodeOf(err) != connect.CodeUnauthenticated {

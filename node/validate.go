@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -72,6 +73,9 @@ func ValidateSpec(spec *sluicev1.JobSpec, models map[string]bool, now time.Time)
 	if n := len(spec.IdempotencyKey); n > MaxIdempotencyKeyBytes {
 		return fieldError("spec.idempotency_key", "%d bytes exceeds the %d-byte limit", n, MaxIdempotencyKeyBytes)
 	}
+	if err := noControl("spec.idempotency_key", spec.IdempotencyKey); err != nil {
+		return err
+	}
 	if nb := spec.NotBefore; nb != nil {
 		if err := nb.CheckValid(); err != nil {
 			return fieldError("spec.not_before", "not a valid timestamp: %v", err)
@@ -118,8 +122,26 @@ func ValidateSpec(spec *sluicev1.JobSpec, models map[string]bool, now time.Time)
 		if k == "" || len(k) > MaxLabelKeyBytes {
 			return fieldError("spec.labels", "key %q must be 1–%d bytes", truncate(k, 80), MaxLabelKeyBytes)
 		}
+		if err := noControl("spec.labels", k); err != nil {
+			return err
+		}
 		if len(v) > MaxLabelValueBytes {
 			return fieldError("spec.labels["+truncate(k, 80)+"]", "%d bytes exceeds the %d-byte limit", len(v), MaxLabelValueBytes)
+		}
+		if err := noControl("spec.labels["+truncate(k, 80)+"]", v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noControl refuses a string with a control character (NUL, newline, DEL, …):
+// keys and labels end up in logs, metrics and terminals, where such bytes
+// truncate or forge what an operator reads.
+func noControl(field, s string) *connect.Error {
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fieldError(field, "contains a control character (%#02x); use printable characters", r)
 		}
 	}
 	return nil

@@ -135,10 +135,12 @@ func submitCmd(f *clientFlags) *cobra.Command {
 		wait                         bool
 	)
 	c := &cobra.Command{
-		Use:   "submit --model M --input JSON",
+		Use:   "submit --model M --input JSON|@FILE|-",
 		Short: "Submit a job",
 		Example: `  sluice submit --model sdxl --input '{"prompt":"a red fox","steps":30}'
-  sluice submit --model llama-8b --input '{"prompt":"hi","duration_ms":3000}' --wait`,
+  sluice submit --model llama-8b --input '{"prompt":"hi","duration_ms":3000}' --wait
+  sluice submit --model sdxl --input @request.json
+  generate-input | sluice submit --model sdxl --input -`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := f.check(); err != nil {
@@ -146,10 +148,11 @@ func submitCmd(f *clientFlags) *cobra.Command {
 			}
 			spec := &sluicev1.JobSpec{Model: model, Priority: priority, IdempotencyKey: key, MaxAttempts: maxAttempts, Gpus: gpus}
 			if input != "" {
-				spec.Input = &structpb.Struct{}
-				if err := protojson.Unmarshal([]byte(input), spec.Input); err != nil {
-					return fmt.Errorf("--input: not a JSON object: %v", err)
+				in, err := readInput(input, os.Stdin)
+				if err != nil {
+					return err
 				}
+				spec.Input = in
 			}
 			if queueTimeout > 0 {
 				spec.QueueTimeout = durationpb.New(queueTimeout)
@@ -158,9 +161,9 @@ func submitCmd(f *clientFlags) *cobra.Command {
 				spec.RunTimeout = durationpb.New(runTimeout)
 			}
 			if notBefore != "" {
-				t, err := parseWhen(notBefore)
+				t, err := parseWhen(notBefore, time.Now())
 				if err != nil {
-					return fmt.Errorf("--not-before: %v", err)
+					return err
 				}
 				spec.NotBefore = timestamppb.New(t)
 			}
@@ -194,7 +197,7 @@ func submitCmd(f *clientFlags) *cobra.Command {
 	}
 	fl := c.Flags()
 	fl.StringVar(&model, "model", "", "model to run (required)")
-	fl.StringVar(&input, "input", "", "model input as a JSON object, e.g. '{\"prompt\":\"...\"}'")
+	fl.StringVar(&input, "input", "", "model input as a JSON object, e.g. '{\"prompt\":\"...\"}'; @FILE reads it from a file, - from stdin")
 	fl.Int32Var(&priority, "priority", 0, "priority 0 (lowest) to 9")
 	fl.StringVar(&key, "idempotency-key", "", "a repeated submit with the same key returns the first job")
 	fl.StringVar(&notBefore, "not-before", "", "do not start before this time (RFC 3339, or a delay such as 30s)")
@@ -208,11 +211,61 @@ func submitCmd(f *clientFlags) *cobra.Command {
 	return c
 }
 
-func parseWhen(s string) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		return time.Now().Add(d), nil
+// readInput is --input: a JSON object inline, from a file (@FILE) or from
+// stdin (-), so that a large input does not hit the shell's argument limit.
+func readInput(arg string, stdin io.Reader) (*structpb.Struct, error) {
+	var (
+		b    []byte
+		from string
+	)
+	switch {
+	case arg == "-":
+		from = "stdin"
+		var err error
+		if b, err = io.ReadAll(io.LimitReader(stdin, node.MaxRequestBytes+1)); err != nil {
+			return nil, fmt.Errorf("--input -: reading stdin: %v", err)
+		}
+	case strings.HasPrefix(arg, "@"):
+		from = arg[1:]
+		f, err := os.Open(from)
+		if err != nil {
+			return nil, fmt.Errorf("--input: %v", err)
+		}
+		defer f.Close()
+		if b, err = io.ReadAll(io.LimitReader(f, node.MaxRequestBytes+1)); err != nil {
+			return nil, fmt.Errorf("--input: reading %s: %v", from, err)
+		}
+	default:
+		b = []byte(arg)
 	}
-	return time.Parse(time.RFC3339, s)
+	what := from
+	if what == "" {
+		what = "the argument"
+	}
+	// Far over what the server takes: say so here rather than send it.
+	if len(b) > node.MaxRequestBytes {
+		return nil, fmt.Errorf("--input: %s is over the server's %d-byte request limit (the input itself may be at most %d bytes)", what, node.MaxRequestBytes, node.MaxInputBytes)
+	}
+	in := &structpb.Struct{}
+	if err := protojson.Unmarshal(b, in); err != nil {
+		if from != "" {
+			return nil, fmt.Errorf("--input: %s is not a JSON object: %v", from, err)
+		}
+		return nil, fmt.Errorf("--input: not a JSON object: %v (use @FILE to read it from a file, - from stdin)", err)
+	}
+	return in, nil
+}
+
+// parseWhen is --not-before: an RFC 3339 time, or a delay from now.
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	example := now.UTC().Add(24 * time.Hour).Truncate(time.Hour).Format(time.RFC3339)
+	return time.Time{}, fmt.Errorf("--not-before: %q is neither RFC 3339 (%s) nor a delay like 30s or 2h", s, example)
 }
 
 func getCmd(f *clientFlags) *cobra.Command {
