@@ -127,6 +127,8 @@ type Node struct {
 	epoch       context.Context // canceled when the leadership next changes (catchup.go)
 	endEpoch    context.CancelFunc
 	observer    *raft.Observer
+	contact     *peerContact   // when each other server was last heard from (admin members)
+	contactObs  *raft.Observer // feeds contact
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
@@ -201,7 +203,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), tls: t,
-		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}}
+		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}, contact: newPeerContact()}
 	n.peers = newPeerClient(t)
 	if !cfg.NoMetrics {
 		n.metrics = metrics.NewServer(cfg.ID, cfg.MetricsTenants, metrics.Source{
@@ -249,6 +251,8 @@ func Start(cfg Config) (*Node, error) {
 		return ok
 	})
 	n.raft.RegisterObserver(n.observer)
+	n.contactObs = n.contact.observer()
+	n.raft.RegisterObserver(n.contactObs)
 	n.wg.Add(6)
 	go func() {
 		defer n.wg.Done()
@@ -472,6 +476,9 @@ func (n *Node) Close() error {
 func (n *Node) shutdownRaft() {
 	if n.raft != nil && n.observer != nil {
 		n.raft.DeregisterObserver(n.observer)
+	}
+	if n.raft != nil && n.contactObs != nil {
+		n.raft.DeregisterObserver(n.contactObs)
 	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
