@@ -574,5 +574,10 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 		return res.Err
 	}
 	n.log.Info("policy applied", "tenants", len(n.cfg.Policy.Tenants), "models", len(n.cfg.Policy.Models))
+	if n.cfg.Policy.GetAdminTokenSha256() == "" {
+		// The operator's own file is applied as given (the simulator's have no token); the
+		// admin API refuses such a policy unless forced.
+		n.log.Warn("the policy has no admin_token_sha256: every admin command will be refused until a policy with one is applied with --policy")
+	}
 	return nil
 }
