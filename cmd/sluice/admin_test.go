@@ -6,8 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicehq/sluice/node"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // TestAdminCommandsRefuseLockoutsAndUnknownTargets runs the admin commands
@@ -39,7 +43,7 @@ func TestAdminCommandsRefuseLockoutsAndUnknownTargets(t *testing.T) {
 
 	out, err := admin("policy", "--dry-run", modelsOnly)
 	t.Logf("policy --dry-run:\n%s", out)
-	for _, want := range []string{"tenants:\n  - alice (1 API keys)\n  - bob (1 API keys)", "  - llama-8b", "  - free-rate",
+	for _, want := range []string{"tenants:\n  - alice (1 API key)\n  - bob (1 API key)", "  - llama-8b", "  - free-rate",
 		"~ admin_token_sha256: ", "dry run: the leader would refuse it: failed_precondition: policy: admin_token_sha256 is empty"} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Errorf("policy --dry-run: %v, want the output to contain %q", err, want)
@@ -70,5 +74,19 @@ func TestAdminCommandsRefuseLockoutsAndUnknownTargets(t *testing.T) {
 	out, err = admin("redrive", "--tenant", "bob")
 	if want := "redriven: 0 jobs (no dead-lettered jobs for tenant bob)"; err != nil || !strings.Contains(out, want) {
 		t.Errorf("redrive --tenant bob: %v\n%s\nwant %q", err, out, want)
+	}
+}
+
+func TestMembersTableMarksUnreachableServers(t *testing.T) {
+	var b strings.Builder
+	membersTable(&b, []*sluicev1.Member{
+		{Id: "n1", Role: "leader", Term: 2, CommitIndex: 9, AppliedIndex: 9, LastContact: durationpb.New(0)},
+		{Id: "n2", Role: "follower", Unreachable: true, LastContact: durationpb.New(12300 * time.Millisecond)},
+		{Id: "n3", Role: "follower", Unreachable: true},
+	})
+	t.Logf("\n%s", b.String())
+	lines := strings.Split(b.String(), "\n")
+	if !strings.HasSuffix(lines[2], "12s (unreachable)") || !strings.HasSuffix(lines[3], "unreachable") || strings.Contains(lines[1], "unreachable") {
+		t.Fatalf("members table:\n%s", b.String())
 	}
 }

@@ -111,9 +111,9 @@ func tenantKeys(a, b *sluicev1.Tenant) string {
 	}
 	switch {
 	case a == nil:
-		return fmt.Sprintf("%d API keys: %s", len(added), strings.Join(added, " "))
+		return apiKeys(len(added)) + ": " + strings.Join(added, " ")
 	case b == nil:
-		return fmt.Sprintf("%d API keys", len(removed))
+		return apiKeys(len(removed))
 	case len(added)+len(removed) == 0:
 		return ""
 	}
@@ -125,6 +125,13 @@ func tenantKeys(a, b *sluicev1.Tenant) string {
 		s += " (removed " + strings.Join(removed, " ") + ")"
 	}
 	return s
+}
+
+func apiKeys(n int) string {
+	if n == 1 {
+		return "1 API key"
+	}
+	return fmt.Sprintf("%d API keys", n)
 }
 
 // shortHash is the first 8 hex digits of a SHA-256, enough to tell keys

@@ -34,8 +34,8 @@ func TestPolicyDiffNamesEachAddedRemovedAndChangedEntry(t *testing.T) {
 	t.Logf("diff:\n%s", got)
 	for _, want := range []string{
 		"tiers:\n  + enterprise {weight: 8}\n  ~ pro: weight: 4 → 6",
-		"  + carol {tier: \"enterprise\"} (1 API keys: " + fsm.HashKey("carol")[:8] + "…)",
-		"  - alice (1 API keys)",
+		"  + carol {tier: \"enterprise\"} (1 API key: " + fsm.HashKey("carol")[:8] + "…)",
+		"  - alice (1 API key)",
 		"  ~ bob: API keys +1 -0 (added " + newKey[:8] + "…)",
 		"models:\n  ~ sdxl: default_duration: 2s → 3s",
 		"rules:\n  - free-rate",
