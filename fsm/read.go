@@ -257,3 +257,18 @@ func (f *FSM) JobCount(tenant string) int {
 	defer f.mu.RUnlock()
 	return len(f.byTenant[tenant])
 }
+
+// ActiveJobs counts the tenant's queued and running jobs.
+func (f *FSM) ActiveJobs(tenant string) (queued, running int64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, id := range f.byTenant[tenant] {
+		switch f.jobs[id].GetState() {
+		case sluicev1.JobState_JOB_STATE_QUEUED:
+			queued++
+		case sluicev1.JobState_JOB_STATE_RUNNING:
+			running++
+		}
+	}
+	return queued, running
+}

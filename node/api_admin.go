@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,6 +96,9 @@ func (s *adminService) RedriveDeadLetters(ctx context.Context, req *connect.Requ
 		return res, err
 	}
 	found := n.fsm.DeadLetters(m.Tenant, m.Model, ids)
+	if err := n.explainRedrive(m, ids, found); err != nil {
+		return nil, err
+	}
 	out := &sluicev1.RedriveDeadLettersResponse{}
 	if len(found) == 0 {
 		return connect.NewResponse(out), nil
@@ -109,6 +114,43 @@ func (s *adminService) RedriveDeadLetters(ctx context.Context, req *connect.Requ
 		out.JobIds = append(out.JobIds, FormatJobID(id))
 	}
 	return connect.NewResponse(out), nil
+}
+
+// explainRedrive refuses a redrive that names a target that is not there:
+// a job id that does not exist (not_found) or is not dead-lettered, or
+// does not match the tenant or model given (failed_precondition); or, when
+// nothing matched, a tenant or model the policy does not know (not_found).
+// A known tenant or model without dead letters is a 0 answer, not an error.
+func (n *Node) explainRedrive(m *sluicev1.RedriveDeadLettersRequest, ids, found []uint64) error {
+	for i, id := range ids {
+		if slices.Contains(found, id) {
+			continue
+		}
+		j, ok := n.fsm.Job(id)
+		switch {
+		case !ok:
+			return connect.NewError(connect.CodeNotFound, fmt.Errorf("job_ids[%d]: job %s does not exist (or its retention ended)", i, m.JobIds[i]))
+		case j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED:
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_ids[%d]: job %s is %s, not dead-lettered; only dead letters are redriven",
+				i, m.JobIds[i], strings.ToLower(fsm.StateName(j.State))))
+		case m.Tenant != "" && j.Tenant != m.Tenant:
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_ids[%d]: job %s is tenant %q's, not %q's; drop --tenant or the id",
+				i, m.JobIds[i], j.Tenant, m.Tenant))
+		default:
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job_ids[%d]: job %s is of model %q, not %q; drop --model or the id",
+				i, m.JobIds[i], j.Spec.GetModel(), m.Model))
+		}
+	}
+	if len(found) > 0 {
+		return nil
+	}
+	if m.Tenant != "" && !slices.ContainsFunc(n.fsm.Policy().GetTenants(), func(t *sluicev1.Tenant) bool { return t.Name == m.Tenant }) {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("tenant: %q is not one of the policy's tenants", m.Tenant))
+	}
+	if _, ok := n.fsm.Model(m.Model); m.Model != "" && !ok {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("model: %q is not one of the policy's models", m.Model))
+	}
+	return nil
 }
 
 func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluicev1.ListQueueRequest]) (*connect.Response[sluicev1.ListQueueResponse], error) {
@@ -161,6 +203,8 @@ func (n *Node) members() []*sluicev1.Member {
 			if lc, err := time.ParseDuration(stats["last_contact"]); err == nil {
 				m.LastContact = durationpb.New(lc)
 			}
+		} else if heard, failing := n.contact.view(string(srv.ID)); failing {
+			n.markUnreachable(m, heard)
 		}
 		out = append(out, m)
 	}
@@ -210,6 +254,9 @@ func (s *adminService) RemoveNode(ctx context.Context, req *connect.Request[slui
 	}
 	if req.Msg.Id == n.cfg.ID {
 		return nil, fieldError("id", "%q is the leader; transfer leadership first, then remove it through another node", req.Msg.Id)
+	}
+	if err := n.checkMember(req.Msg.Id); err != nil {
+		return nil, err
 	}
 	if err := n.remove(ctx, req.Msg.Id); err != nil {
 		return nil, raftError(err)
@@ -270,6 +317,17 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 	}); !local {
 		return res, err
 	}
+	// The leader checks against its own state, the one the policy would
+	// replace. A job submitted for a removed tenant between this check and
+	// the entry's commit is not seen: the check is a guard rail, not a lock.
+	if !req.Msg.Force {
+		if err := lockout(n.fsm.Policy(), req.Msg.Policy, n.fsm.ActiveJobs); err != nil {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+		}
+	}
+	if req.Msg.DryRun {
+		return connect.NewResponse(&sluicev1.SetPolicyResponse{}), nil
+	}
 	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: req.Msg.Policy})
 	if err != nil {
 		return nil, writeError(err)
@@ -280,12 +338,53 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 	return connect.NewResponse(&sluicev1.SetPolicyResponse{}), nil
 }
 
+func (s *adminService) GetPolicy(ctx context.Context, req *connect.Request[sluicev1.GetPolicyRequest]) (*connect.Response[sluicev1.GetPolicyResponse], error) {
+	n := s.n
+	if err := n.admin(req.Header()); err != nil {
+		return nil, err
+	}
+	n.readYourWrites(ctx)
+	return connect.NewResponse(&sluicev1.GetPolicyResponse{Policy: n.fsm.Policy()}), nil
+}
+
+// checkMember answers not_found, listing the members, when id is neither in
+// the raft configuration nor recorded in the log (a server half removed
+// is still removable).
+func (n *Node) checkMember(id string) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return raftError(err)
+	}
+	var ids []string
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == id {
+			return nil
+		}
+		ids = append(ids, string(srv.ID))
+	}
+	if _, ok := n.fsm.Member(id); ok {
+		return nil
+	}
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("id: %q is not a member (members: %s); `sluice admin members` lists them",
+		id, strings.Join(ids, ", ")))
+}
+
 // raftError maps a failed membership change.
 func raftError(err error) error {
 	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
 	}
 	return connect.NewError(connect.CodeFailedPrecondition, err)
+}
+
+// markUnreachable flags a member this node cannot reach, with the time
+// since it last heard from it (none if it never did).
+func (n *Node) markUnreachable(m *sluicev1.Member, heard time.Time) {
+	m.Unreachable = true
+	m.LastContact = nil
+	if !heard.IsZero() {
+		m.LastContact = durationpb.New(time.Since(heard))
+	}
 }
 
 // selfOnlyHeader asks GetClusterStatus for the answering node's own view
@@ -311,8 +410,11 @@ func (n *Node) fillPeers(ctx context.Context, auth string, ms []*sluicev1.Member
 			req.Header().Set(selfOnlyHeader, "1")
 			res, err := n.clientsFor(n.peerURL(m.HttpAddress)).admin.GetClusterStatus(ctx, req)
 			if err != nil {
+				heard, _ := n.contact.view(m.Id)
+				n.markUnreachable(m, heard)
 				return
 			}
+			n.contact.answered(m.Id, time.Now())
 			for _, self := range res.Msg.Members {
 				if self.Id == m.Id {
 					m.Term, m.CommitIndex, m.AppliedIndex, m.LastContact = self.Term, self.CommitIndex, self.AppliedIndex, self.LastContact

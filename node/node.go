@@ -133,6 +133,8 @@ type Node struct {
 	epoch       context.Context // canceled when the leadership next changes (catchup.go)
 	endEpoch    context.CancelFunc
 	observer    *raft.Observer
+	contact     *peerContact   // when each other server was last heard from (admin members)
+	contactObs  *raft.Observer // feeds contact
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
@@ -214,7 +216,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), tls: t,
-		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}}
+		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}, contact: newPeerContact()}
 	n.peers = newPeerClient(t)
 	if !cfg.NoMetrics {
 		n.metrics = metrics.NewServer(cfg.ID, cfg.MetricsTenants, metrics.Source{
@@ -262,6 +264,8 @@ func Start(cfg Config) (*Node, error) {
 		return ok
 	})
 	n.raft.RegisterObserver(n.observer)
+	n.contactObs = n.contact.observer()
+	n.raft.RegisterObserver(n.contactObs)
 	n.wg.Add(6)
 	go func() {
 		defer n.wg.Done()
@@ -490,6 +494,9 @@ func (n *Node) shutdownRaft() {
 	if n.raft != nil && n.observer != nil {
 		n.raft.DeregisterObserver(n.observer)
 	}
+	if n.raft != nil && n.contactObs != nil {
+		n.raft.DeregisterObserver(n.contactObs)
+	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			n.log.Warn("raft shutdown", "err", err)
@@ -588,5 +595,10 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 		return res.Err
 	}
 	n.log.Info("policy applied", "tenants", len(want.Tenants), "models", len(want.Models))
+	if want.GetAdminTokenSha256() == "" {
+		// The operator's own file is applied as given (the simulator's have no token); the
+		// admin API refuses such a policy unless forced.
+		n.log.Warn("the policy has no admin_token_sha256: every admin command will be refused until a policy with one is applied with --policy")
+	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -493,22 +494,77 @@ func transferCmd(f *clientFlags) *cobra.Command {
 }
 
 func policyCmd(f *clientFlags) *cobra.Command {
-	return &cobra.Command{
+	var force, dryRun bool
+	c := &cobra.Command{
 		Use:   "policy FILE",
 		Short: "Replace the cluster's policy with a YAML or JSON file (through the log)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Replace the cluster's policy with a YAML or JSON file (through the log).
+
+The leader refuses a policy that would lock the cluster out: one without
+admin_token_sha256, or one that removes a tenant that still has queued or
+running jobs. --force applies it anyway. --dry-run prints what would change
+(tiers, tenants and their API keys, models, rules, settings) and whether the
+leader would refuse it, without applying it.`,
+		Example: `  sluice admin policy --dry-run policy.yaml
+  sluice admin policy policy.yaml`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			p, err := node.LoadPolicy(args[0])
 			if err != nil {
 				return err
 			}
-			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.SetPolicyResponse], error) {
-				return a.SetPolicy(c.Context(), connect.NewRequest(&sluicev1.SetPolicyRequest{Policy: p}))
-			}, func(w io.Writer, _ *sluicev1.SetPolicyResponse) {
+			if err := f.check(); err != nil {
+				return err
+			}
+			a := f.adminClient()
+			if dryRun {
+				return policyDryRun(c.Context(), f, a, p, force)
+			}
+			res, err := a.SetPolicy(c.Context(), connect.NewRequest(&sluicev1.SetPolicyRequest{Policy: p, Force: force}))
+			if err != nil {
+				return err
+			}
+			f.print(os.Stdout, res.Msg, func(w io.Writer) {
 				fmt.Fprintf(w, "policy set: %d tiers, %d tenants, %d models, %d rules\n", len(p.Tiers), len(p.Tenants), len(p.Models), len(p.Rules))
 			})
+			return nil
 		},
 	}
+	c.Flags().BoolVar(&force, "force", false, "apply a policy the leader would refuse as a lockout (no admin token, or removing tenants that have queued or running jobs)")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change and whether the leader would refuse it; change nothing")
+	return c
+}
+
+// policyDryRun prints the diff from the policy in force to p, then what the
+// leader says of p (it checks, applies nothing).
+func policyDryRun(ctx context.Context, f *clientFlags, a sluicev1connect.AdminServiceClient, p *sluicev1.Policy, force bool) error {
+	cur, err := a.GetPolicy(ctx, connect.NewRequest(&sluicev1.GetPolicyRequest{}))
+	if err != nil {
+		return err
+	}
+	diff := policyDiff(cur.Msg.Policy, p)
+	_, checkErr := a.SetPolicy(ctx, connect.NewRequest(&sluicev1.SetPolicyRequest{Policy: p, Force: force, DryRun: true}))
+	if f.output == "json" {
+		verdict := "would apply"
+		if checkErr != nil {
+			verdict = "would be refused: " + checkErr.Error()
+		}
+		b, _ := json.MarshalIndent(map[string]any{"changes": diff, "verdict": verdict}, "", "  ")
+		fmt.Println(string(b))
+		return nil
+	}
+	if len(diff) == 0 {
+		fmt.Println("no changes")
+	}
+	for _, l := range diff {
+		fmt.Println(l)
+	}
+	if checkErr != nil {
+		fmt.Printf("dry run: the leader would refuse it: %v\n", checkErr)
+		return nil
+	}
+	fmt.Println("dry run: nothing applied")
+	return nil
 }
 
 func queueCmd(f *clientFlags) *cobra.Command {
@@ -540,6 +596,10 @@ func redriveCmd(f *clientFlags) *cobra.Command {
 			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.RedriveDeadLettersResponse], error) {
 				return a.RedriveDeadLetters(c.Context(), connect.NewRequest(&sluicev1.RedriveDeadLettersRequest{Tenant: tenant, Model: model, JobIds: ids}))
 			}, func(w io.Writer, m *sluicev1.RedriveDeadLettersResponse) {
+				if len(m.JobIds) == 0 {
+					fmt.Fprintf(w, "redriven: 0 jobs (no dead-lettered jobs%s)\n", redriveFilter(tenant, model))
+					return
+				}
 				fmt.Fprintf(w, "redriven: %d jobs %s\n", len(m.JobIds), strings.Join(m.JobIds, " "))
 			})
 		},
@@ -547,6 +607,18 @@ func redriveCmd(f *clientFlags) *cobra.Command {
 	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant's dead letters")
 	c.Flags().StringVar(&model, "model", "", "only dead letters of this model")
 	return c
+}
+
+// redriveFilter says which dead letters a redrive looked at.
+func redriveFilter(tenant, model string) string {
+	s := ""
+	if tenant != "" {
+		s += fmt.Sprintf(" for tenant %s", tenant)
+	}
+	if model != "" {
+		s += fmt.Sprintf(" of model %s", model)
+	}
+	return s
 }
 
 // adminRun is the body of an admin command: check the flags, make the call,

@@ -150,6 +150,12 @@ func membersTable(w io.Writer, ms []*sluicev1.Member) {
 		if m.LastContact != nil {
 			contact = m.LastContact.AsDuration().Round(time.Millisecond).String()
 		}
+		if m.Unreachable {
+			contact = "unreachable"
+			if m.LastContact != nil {
+				contact = m.LastContact.AsDuration().Round(time.Second).String() + " (unreachable)"
+			}
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, m.Role, m.RaftAddress, m.HttpAddress, term, commit, applied, contact)
 	}
 	tw.Flush()

@@ -143,7 +143,12 @@ type Member struct {
 	AppliedIndex uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// Time since the leader last heard from this member (leader's view); 0 for
 	// the leader itself or when unknown.
-	LastContact   *durationpb.Duration `protobuf:"bytes,8,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	LastContact *durationpb.Duration `protobuf:"bytes,8,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// The answering node could not reach this member: the leader's heartbeats
+	// to it fail, or it did not answer a status probe within 1s. last_contact
+	// is then the time since the answering node last heard from it (unset if
+	// never).
+	Unreachable   bool `protobuf:"varint,9,opt,name=unreachable,proto3" json:"unreachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +237,13 @@ func (x *Member) GetLastContact() *durationpb.Duration {
 		return x.LastContact
 	}
 	return nil
+}
+
+func (x *Member) GetUnreachable() bool {
+	if x != nil {
+		return x.Unreachable
+	}
+	return false
 }
 
 type GetClusterStatusResponse struct {
@@ -890,8 +902,13 @@ func (x *TransferLeadershipResponse) GetLeaderId() string {
 }
 
 type SetPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Apply a policy that would lock the cluster out: one without an admin
+	// token, or one that removes a tenant that still has queued or running jobs.
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// Check the policy as SetPolicy would, refusals included, without applying it.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,6 +950,20 @@ func (x *SetPolicyRequest) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *SetPolicyRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *SetPolicyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type SetPolicyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -969,6 +1000,86 @@ func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
 	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
+type GetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyRequest) Reset() {
+	*x = GetPolicyRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyRequest) ProtoMessage() {}
+
+func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+type GetPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyResponse) Reset() {
+	*x = GetPolicyResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyResponse) ProtoMessage() {}
+
+func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetPolicyResponse) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
 var File_sluice_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_admin_proto_rawDesc = "" +
@@ -980,7 +1091,7 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1d\n" +
 	"\n" +
 	"busy_slots\x18\x03 \x01(\x05R\tbusySlots\x12\x16\n" +
-	"\x06models\x18\x04 \x03(\tR\x06models\"\x8c\x02\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\"\xae\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -989,7 +1100,8 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\x04term\x18\x05 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12<\n" +
-	"\flast_contact\x18\b \x01(\v2\x19.google.protobuf.DurationR\vlastContact\"\x82\x04\n" +
+	"\flast_contact\x18\b \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12 \n" +
+	"\vunreachable\x18\t \x01(\bR\vunreachable\"\x82\x04\n" +
 	"\x18GetClusterStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -1035,10 +1147,15 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\x19TransferLeadershipRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"=\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"l\n" +
 	"\x10SetPolicyRequest\x12)\n" +
-	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\x13\n" +
-	"\x11SetPolicyResponse2\xdb\x04\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\x13\n" +
+	"\x11SetPolicyResponse\"\x12\n" +
+	"\x10GetPolicyRequest\">\n" +
+	"\x11GetPolicyResponse\x12)\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy2\xa8\x05\n" +
 	"\fAdminService\x12`\n" +
 	"\x10GetClusterStatus\x12\".sluice.v1.GetClusterStatusRequest\x1a#.sluice.v1.GetClusterStatusResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\x12RedriveDeadLetters\x12$.sluice.v1.RedriveDeadLettersRequest\x1a%.sluice.v1.RedriveDeadLettersResponse\x12C\n" +
@@ -1047,7 +1164,8 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"RemoveNode\x12\x1c.sluice.v1.RemoveNodeRequest\x1a\x1d.sluice.v1.RemoveNodeResponse\x12a\n" +
 	"\x12TransferLeadership\x12$.sluice.v1.TransferLeadershipRequest\x1a%.sluice.v1.TransferLeadershipResponse\x12F\n" +
 	"\tSetPolicy\x12\x1b.sluice.v1.SetPolicyRequest\x1a\x1c.sluice.v1.SetPolicyResponse\x12K\n" +
-	"\tListQueue\x12\x1b.sluice.v1.ListQueueRequest\x1a\x1c.sluice.v1.ListQueueResponse\"\x03\x90\x02\x01B\x99\x01\n" +
+	"\tListQueue\x12\x1b.sluice.v1.ListQueueRequest\x1a\x1c.sluice.v1.ListQueueResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\tGetPolicy\x12\x1b.sluice.v1.GetPolicyRequest\x1a\x1c.sluice.v1.GetPolicyResponse\"\x03\x90\x02\x01B\x99\x01\n" +
 	"\rcom.sluice.v1B\n" +
 	"AdminProtoP\x01Z7github.com/sluicehq/sluice/proto/gen/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
@@ -1064,7 +1182,7 @@ func file_sluice_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_admin_proto_rawDescData
 }
 
-var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_sluice_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: sluice.v1.GetClusterStatusRequest
 	(*ExecutorStatus)(nil),             // 1: sluice.v1.ExecutorStatus
@@ -1082,39 +1200,44 @@ var file_sluice_v1_admin_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 13: sluice.v1.TransferLeadershipResponse
 	(*SetPolicyRequest)(nil),           // 14: sluice.v1.SetPolicyRequest
 	(*SetPolicyResponse)(nil),          // 15: sluice.v1.SetPolicyResponse
-	(*durationpb.Duration)(nil),        // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
-	(*Job)(nil),                        // 18: sluice.v1.Job
-	(*Policy)(nil),                     // 19: sluice.v1.Policy
+	(*GetPolicyRequest)(nil),           // 16: sluice.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),          // 17: sluice.v1.GetPolicyResponse
+	(*durationpb.Duration)(nil),        // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(*Job)(nil),                        // 20: sluice.v1.Job
+	(*Policy)(nil),                     // 21: sluice.v1.Policy
 }
 var file_sluice_v1_admin_proto_depIdxs = []int32{
-	16, // 0: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
+	18, // 0: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
 	2,  // 1: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
 	1,  // 2: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
-	17, // 3: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
-	18, // 4: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
+	19, // 3: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
+	20, // 4: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
 	2,  // 5: sluice.v1.JoinNodeResponse.members:type_name -> sluice.v1.Member
 	2,  // 6: sluice.v1.RemoveNodeResponse.members:type_name -> sluice.v1.Member
-	19, // 7: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
-	0,  // 8: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
-	4,  // 9: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
-	8,  // 10: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
-	10, // 11: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
-	12, // 12: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
-	14, // 13: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
-	6,  // 14: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
-	3,  // 15: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
-	5,  // 16: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
-	9,  // 17: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
-	11, // 18: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
-	13, // 19: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
-	15, // 20: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
-	7,  // 21: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 7: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
+	21, // 8: sluice.v1.GetPolicyResponse.policy:type_name -> sluice.v1.Policy
+	0,  // 9: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
+	4,  // 10: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	8,  // 11: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
+	10, // 12: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
+	12, // 13: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
+	14, // 14: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
+	6,  // 15: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
+	16, // 16: sluice.v1.AdminService.GetPolicy:input_type -> sluice.v1.GetPolicyRequest
+	3,  // 17: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
+	5,  // 18: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	9,  // 19: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
+	11, // 20: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
+	13, // 21: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
+	15, // 22: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
+	7,  // 23: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
+	17, // 24: sluice.v1.AdminService.GetPolicy:output_type -> sluice.v1.GetPolicyResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_admin_proto_init() }
@@ -1130,7 +1253,7 @@ func file_sluice_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_admin_proto_rawDesc), len(file_sluice_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,8 @@ const (
 	AdminServiceSetPolicyProcedure = "/sluice.v1.AdminService/SetPolicy"
 	// AdminServiceListQueueProcedure is the fully-qualified name of the AdminService's ListQueue RPC.
 	AdminServiceListQueueProcedure = "/sluice.v1.AdminService/ListQueue"
+	// AdminServiceGetPolicyProcedure is the fully-qualified name of the AdminService's GetPolicy RPC.
+	AdminServiceGetPolicyProcedure = "/sluice.v1.AdminService/GetPolicy"
 )
 
 // AdminServiceClient is a client for the sluice.v1.AdminService service.
@@ -73,6 +75,8 @@ type AdminServiceClient interface {
 	// ListQueue pages through queued jobs of every tenant in dispatch order,
 	// with their place in line and ETA.
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
+	// GetPolicy returns the policy in force on the answering node's replica.
+	GetPolicy(context.Context, *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the sluice.v1.AdminService service. By default, it
@@ -130,6 +134,13 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getPolicy: connect.NewClient[v1.GetPolicyRequest, v1.GetPolicyResponse](
+			httpClient,
+			baseURL+AdminServiceGetPolicyProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetPolicy")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -142,6 +153,7 @@ type adminServiceClient struct {
 	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
 	setPolicy          *connect.Client[v1.SetPolicyRequest, v1.SetPolicyResponse]
 	listQueue          *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
+	getPolicy          *connect.Client[v1.GetPolicyRequest, v1.GetPolicyResponse]
 }
 
 // GetClusterStatus calls sluice.v1.AdminService.GetClusterStatus.
@@ -179,6 +191,11 @@ func (c *adminServiceClient) ListQueue(ctx context.Context, req *connect.Request
 	return c.listQueue.CallUnary(ctx, req)
 }
 
+// GetPolicy calls sluice.v1.AdminService.GetPolicy.
+func (c *adminServiceClient) GetPolicy(ctx context.Context, req *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error) {
+	return c.getPolicy.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the sluice.v1.AdminService service.
 type AdminServiceHandler interface {
 	// GetClusterStatus describes the node, the raft group and the queue.
@@ -200,6 +217,8 @@ type AdminServiceHandler interface {
 	// ListQueue pages through queued jobs of every tenant in dispatch order,
 	// with their place in line and ETA.
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
+	// GetPolicy returns the policy in force on the answering node's replica.
+	GetPolicy(context.Context, *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -253,6 +272,13 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetPolicyHandler := connect.NewUnaryHandler(
+		AdminServiceGetPolicyProcedure,
+		svc.GetPolicy,
+		connect.WithSchema(adminServiceMethods.ByName("GetPolicy")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sluice.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetClusterStatusProcedure:
@@ -269,6 +295,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceSetPolicyHandler.ServeHTTP(w, r)
 		case AdminServiceListQueueProcedure:
 			adminServiceListQueueHandler.ServeHTTP(w, r)
+		case AdminServiceGetPolicyProcedure:
+			adminServiceGetPolicyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -304,4 +332,8 @@ func (UnimplementedAdminServiceHandler) SetPolicy(context.Context, *connect.Requ
 
 func (UnimplementedAdminServiceHandler) ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.ListQueue is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetPolicy(context.Context, *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.GetPolicy is not implemented"))
 }
