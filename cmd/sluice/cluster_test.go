@@ -87,8 +87,9 @@ func (s *server) url() string { return "http://" + s.http }
 // leader is the server that says it leads, or nil.
 func (c *procCluster) leader() *server {
 	for _, s := range c.servers {
-		// A paused server would hold the call for ever.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// A paused server would hold the call for ever; a live one asks its
+		// peers for their figures for up to a second first.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
 		cancel()
 		if err == nil && st.Msg.Role == "Leader" {
@@ -114,7 +115,7 @@ func (c *procCluster) sameState() {
 		var hashes []string
 		var applied []uint64
 		for _, s := range c.servers {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
 			cancel()
 			if err != nil {
