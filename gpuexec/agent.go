@@ -156,10 +156,11 @@ func (a *Agent) authorize(h http.Header) {
 func (a *Agent) pickServer() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.hint != "" {
-		h := a.hint
+	if h := a.hint; h != "" {
 		a.hint = ""
-		return h
+		if time.Now().After(a.silent[h]) { // not a server that just went silent
+			return h
+		}
 	}
 	servers := a.servers()
 	if len(servers) == 0 {
@@ -462,6 +463,13 @@ func (a *Agent) report(ctx context.Context, rep *sluicev1.ReportRequest, tries i
 		if err == nil || isFinal(err) {
 			return
 		}
+		// A hint that failed is dropped (the next try goes round the servers),
+		// unless the answer names another leader.
+		a.mu.Lock()
+		if a.hint == base {
+			a.hint = ""
+		}
+		a.mu.Unlock()
 		a.noteLeader(err)
 		if !pause(ctx, a.Retry) {
 			return

@@ -121,7 +121,7 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
-	reads       readLimits // rules on read calls, counted by this node (readlimits.go)
+	reads       readLimits      // rules on read calls, counted by this node (readlimits.go)
 	metrics     *metrics.Server // nil when off
 	pool        *Pool
 	tls         *nodeTLS        // nil: plaintext

@@ -365,6 +365,7 @@ func TestWatchStreamsEveryChangeAndCancelStopsRunningJob(t *testing.T) {
 	defer cancel()
 	// The first job occupies the only slot; the second waits behind it.
 	first := submit(t, c, &sluicev1.JobSpec{Model: "sdxl", Input: input(t, map[string]any{"duration_ms": 300})})
+	waitState(t, c, first.Id, sluicev1.JobState_JOB_STATE_RUNNING) // on a loaded machine dispatch may lag the Submit
 	second := submit(t, c, &sluicev1.JobSpec{Model: "sdxl", Input: input(t, map[string]any{"duration_ms": 60000})})
 	stream, err := c.WatchJob(ctx, connect.NewRequest(&sluicev1.WatchJobRequest{Id: second.Id}))
 	if err != nil {

@@ -50,6 +50,15 @@ func startProcClusterWith(t *testing.T, bin string, size int, policyFormat strin
 		c.servers = append(c.servers, &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), http: freeAddr(t), raft: freeAddr(t)})
 		c.urls = append(c.urls, "http://"+c.servers[i].http)
 	}
+	// Registered first, so that it runs after the processes are killed
+	// (cleanups run last first): their output is complete and still.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, s := range c.servers {
+				t.Logf("%s output:\n%s", s.id, s.log.String())
+			}
+		}
+	})
 	for i, s := range c.servers {
 		s.args = extra(i, c.urls)
 		if i == 0 {
@@ -58,13 +67,6 @@ func startProcClusterWith(t *testing.T, bin string, size int, policyFormat strin
 		s.start(t, bin)
 		t.Cleanup(s.kill)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, s := range c.servers {
-				t.Logf("%s output:\n%s", s.id, s.log.String())
-			}
-		}
-	})
 	waitReady(t, c.urls[0])
 	for _, s := range c.servers[1:] {
 		if _, err := c.admin(c.urls[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: s.id, RaftAddress: s.raft, HttpAddress: s.http})); err != nil {

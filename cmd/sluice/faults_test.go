@@ -132,13 +132,13 @@ func TestPausedLeaderIsReplacedWithoutRequeueingLiveAttempts(t *testing.T) {
 		e := &server{id: fmt.Sprintf("e%d", i+1), log: &strings.Builder{}}
 		e.args = []string{"executor", "--name", e.id, "--servers", strings.Join(cl.urls, ","), "--token", "exec",
 			"--slots", "2", "--gossip", "127.0.0.1:0", "--refresh", "500ms"}
-		e.startRaw(t, bin)
-		t.Cleanup(e.kill)
-		t.Cleanup(func() {
+		t.Cleanup(func() { // runs after the kill below
 			if t.Failed() {
 				t.Logf("executor %s output:\n%s", e.id, e.log.String())
 			}
 		})
+		e.startRaw(t, bin)
+		t.Cleanup(e.kill)
 	}
 	// live are the servers the test talks to: not one it has paused.
 	live := cl.urls
