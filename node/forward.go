@@ -75,7 +75,10 @@ func newPeerClient(tlsc *nodeTLS) *http.Client {
 		if tlsc.peerPool != nil {
 			t.TLSClientConfig = tlsc.peerClientConfig()
 		} else {
-			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: tlsc.cert.GetClientCertificate}
+			// No peer CA: present no certificate. A leader that verifies client
+			// certificates against an executor CA would refuse this node's own
+			// (another CA signed it), and every forwarded call with it.
+			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 	}
 	t.Protocols = p

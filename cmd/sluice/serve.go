@@ -78,7 +78,7 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().IntVar(&f.maxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "most TCP connections one client IP may hold open on the API port (cluster members are not counted; -1: no limit); more are closed as they are accepted")
 	c.Flags().IntVar(&f.metricsTenants, "metrics-tenants", metrics.DefaultMaxTenants, "how many tenants (the first by name) keep their name in the metrics' tenant label; the others are counted as \"other\"")
 	c.Flags().IntVar(&f.maxStreamsPerKey, "max-streams-per-key", node.DefaultMaxStreamsPerKey, "most WatchJob streams open at once with one API key; one more is refused with resource_exhausted")
-	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 5*time.Second, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds; under 3s an executor moving from a paused leader may see its attempt requeued")
+	c.Flags().DurationVar(&f.leaseGrace, "lease-grace", 0, "after winning an election, wait this long for executors to report before requeueing attempts nobody holds (default 5s: five heartbeat intervals); under 3s an executor moving from a paused leader may see its attempt requeued")
 }
 
 func devCmd() *cobra.Command {
