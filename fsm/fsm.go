@@ -436,6 +436,17 @@ func (f *FSM) decisionRules() []limiter.RuleResult {
 }
 
 // jobGPUs is the GPUs a job needs: its spec's, else its model's, else 1.
+// JobGPUs is how many GPUs a job of spec and model asks for.
+func JobGPUs(spec *sluicev1.JobSpec, m *sluicev1.Model) int32 { return jobGPUs(spec, m) }
+
+// JobGPUMemory is the GPU memory (MiB, per GPU) a job of spec and model asks for.
+func JobGPUMemory(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
+	if spec.GetGpuMemoryMb() > 0 {
+		return spec.GpuMemoryMb
+	}
+	return m.GetGpuMemoryMb()
+}
+
 func jobGPUs(spec *sluicev1.JobSpec, m *sluicev1.Model) int32 {
 	switch {
 	case spec.GetGpus() > 0:

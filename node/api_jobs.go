@@ -75,6 +75,13 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 			n.metrics.Submit("rejected", d.Rule, d.Rules())
 			return nil, n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
 		}
+		if n.fsm.Policy().GetScheduling().GetRefuseUnplaceable() {
+			if why := n.execs.unplaceable(spec.Model, fsm.JobGPUs(spec, model), fsm.JobGPUMemory(spec, model)); why != "" {
+				n.metrics.Submit("unplaceable", "", nil)
+				return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+					"spec: no connected executor can ever run this job: %s (the policy's scheduling.refuse_unplaceable); ask for less, or connect an executor that has it", why))
+			}
+		}
 		wait := n.predictedWait(spec)
 		var be *scheduler.BusyError
 		if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
@@ -339,7 +346,7 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
 	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
 	for i, v := range views {
-		out.Jobs[i] = s.n.withProgress(publicJob(v, s.n.eta(v)), v)
+		out.Jobs[i] = s.n.withSoftState(publicJob(v, s.n.eta(v)), v)
 	}
 	if more && len(views) > 0 {
 		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
@@ -386,17 +393,21 @@ func (n *Node) publicJob(id uint64) (*sluicev1.Job, bool) {
 	if !ok {
 		return nil, false
 	}
-	return n.withProgress(publicJob(v, n.eta(v)), v), true
+	return n.withSoftState(publicJob(v, n.eta(v)), v), true
 }
 
-// withProgress adds the progress its executor last reported to a running
-// job (soft state: only the leader has it).
-func (n *Node) withProgress(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
+// withSoftState adds what only the leader knows, from its executors: the
+// progress a running job's executor last reported, and why a queued job
+// cannot start on any executor connected now.
+func (n *Node) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
 	j := v.Job
-	if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
+	switch j.State {
+	case sluicev1.JobState_JOB_STATE_RUNNING:
 		if p, ok := n.execs.progressOf(j.Executor, j.Id, j.Attempt); ok {
 			job.Progress, job.ProgressText = p.fraction, p.text
 		}
+	case sluicev1.JobState_JOB_STATE_QUEUED:
+		job.WaitingReason = n.execs.unplaceable(j.Spec.GetModel(), j.Spec.GetGpus(), j.Spec.GetGpuMemoryMb())
 	}
 	return job
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -439,4 +440,43 @@ func (r *registry) metricsView() []metrics.Executor {
 		out = append(out, e)
 	}
 	return out
+}
+
+// unplaceable says why no leased executor could ever run a job of model
+// needing gpus GPUs of memMB MiB each (whatever runs on them now); "" when
+// one could, or when no executor is leased (nothing is known yet).
+func (r *registry) unplaceable(model string, gpus int32, memMB int64) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.execs) == 0 {
+		return ""
+	}
+	serving, mostGPUs, mostMem := 0, 0, int64(0)
+	for _, l := range r.execs {
+		if len(l.info.Models) > 0 && !slices.Contains(l.info.Models, model) {
+			continue
+		}
+		serving++
+		ids := gpuIDs(l.info)
+		mostGPUs = max(mostGPUs, len(ids))
+		big := 0 // GPUs with memMB or more (a GPU that does not say counts)
+		for i := range ids {
+			if i >= len(l.info.Gpus) || l.info.Gpus[i].MemoryTotalMb == 0 || l.info.Gpus[i].MemoryTotalMb >= memMB {
+				big++
+			}
+			if i < len(l.info.Gpus) {
+				mostMem = max(mostMem, l.info.Gpus[i].MemoryTotalMb)
+			}
+		}
+		if big >= int(gpus) {
+			return ""
+		}
+	}
+	switch {
+	case serving == 0:
+		return fmt.Sprintf("no connected executor serves model %s", model)
+	case mostGPUs < int(gpus):
+		return fmt.Sprintf("needs %d GPUs; the largest executor has %d", gpus, mostGPUs)
+	}
+	return fmt.Sprintf("needs %d MiB of memory on each of its %d GPU(s); no executor has that many that large (the largest GPU has %d MiB)", memMB, gpus, mostMem)
 }

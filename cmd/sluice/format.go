@@ -21,6 +21,9 @@ func summary(j *sluicev1.Job) string {
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
 		s += fmt.Sprintf("  position %d  eta %s", j.QueuePosition, eta(j))
+		if j.WaitingReason != "" {
+			s += "  waiting: " + j.WaitingReason
+		}
 		if j.Attempt > 0 {
 			s += fmt.Sprintf("  (retry after attempt %d: %s)", j.Attempt, j.Error.GetMessage())
 		}
@@ -40,6 +43,9 @@ func summary(j *sluicev1.Job) string {
 }
 
 func eta(j *sluicev1.Job) string {
+	if j.WaitingReason != "" {
+		return "blocked*" // no connected executor can run it: see the footnote
+	}
 	if j.EtaSeconds <= 0 && j.State == sluicev1.JobState_JOB_STATE_QUEUED && j.QueuePosition == 0 {
 		return "?"
 	}
@@ -114,6 +120,7 @@ func table(w io.Writer, res *sluicev1.ListJobsResponse) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", j.Id, fsm.StateName(j.State), j.Spec.GetModel(), pos, e, j.Attempt, exec, clock(j.CreatedAt))
 	}
 	tw.Flush()
+	blocked(w, res.Jobs)
 	if res.NextPageToken != "" {
 		fmt.Fprintf(w, "more: sluice list --page %s\n", res.NextPageToken)
 	}
@@ -132,6 +139,7 @@ func queueTable(w io.Writer, res *sluicev1.ListQueueResponse) {
 			j.Spec.GetPriority(), j.Spec.GetGpus(), eta(j), ready)
 	}
 	tw.Flush()
+	blocked(w, res.Jobs)
 	fmt.Fprintf(w, "%d queued in all\n", res.Total)
 	if res.NextPageToken != "" {
 		fmt.Fprintf(w, "more: sluice admin queue --page %s\n", res.NextPageToken)
@@ -205,4 +213,13 @@ func humanWait(d time.Duration) string {
 	}
 	d = d.Round(time.Minute)
 	return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+}
+
+// blocked prints, under a table, why its blocked jobs wait.
+func blocked(w io.Writer, jobs []*sluicev1.Job) {
+	for _, j := range jobs {
+		if j.WaitingReason != "" && j.State == sluicev1.JobState_JOB_STATE_QUEUED {
+			fmt.Fprintf(w, "* job %s is waiting: %s\n", j.Id, j.WaitingReason)
+		}
+	}
 }

@@ -412,8 +412,12 @@ type Job struct {
 	// Progress of the running attempt as its executor last reported it (0–1),
 	// and its text. Soft state held by the leader: a follower answers 0 and
 	// "" unless the read is consistent.
-	Progress      float64 `protobuf:"fixed64,17,opt,name=progress,proto3" json:"progress,omitempty"`
-	ProgressText  string  `protobuf:"bytes,18,opt,name=progress_text,json=progressText,proto3" json:"progress_text,omitempty"`
+	Progress     float64 `protobuf:"fixed64,17,opt,name=progress,proto3" json:"progress,omitempty"`
+	ProgressText string  `protobuf:"bytes,18,opt,name=progress_text,json=progressText,proto3" json:"progress_text,omitempty"`
+	// Why a queued job cannot start on any executor the leader has now, e.g.
+	// "needs 2 GPUs; the largest executor has 1"; empty when one could run it
+	// (or none is connected). Soft state of the leader, like progress.
+	WaitingReason string `protobuf:"bytes,19,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,6 +574,13 @@ func (x *Job) GetProgress() float64 {
 func (x *Job) GetProgressText() string {
 	if x != nil {
 		return x.ProgressText
+	}
+	return ""
+}
+
+func (x *Job) GetWaitingReason() string {
+	if x != nil {
+		return x.WaitingReason
 	}
 	return ""
 }
@@ -1397,7 +1408,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf2\x05\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x99\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -1421,7 +1432,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\bready_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\areadyAt\x122\n" +
 	"\tadmission\x18\x10 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\x12\x1a\n" +
 	"\bprogress\x18\x11 \x01(\x01R\bprogress\x12#\n" +
-	"\rprogress_text\x18\x12 \x01(\tR\fprogressText\"\xbc\x01\n" +
+	"\rprogress_text\x18\x12 \x01(\tR\fprogressText\x12%\n" +
+	"\x0ewaiting_reason\x18\x13 \x01(\tR\rwaitingReason\"\xbc\x01\n" +
 	"\tAdmission\x12#\n" +
 	"\rreserved_cost\x18\x01 \x01(\x03R\freservedCost\x12!\n" +
 	"\fsettled_cost\x18\x02 \x01(\x03R\vsettledCost\x12\x1d\n" +

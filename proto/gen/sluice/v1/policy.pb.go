@@ -373,8 +373,12 @@ type Scheduling struct {
 	MaxQueuedPerModel int64 `protobuf:"varint,4,opt,name=max_queued_per_model,json=maxQueuedPerModel,proto3" json:"max_queued_per_model,omitempty"`
 	// A new job predicted to wait longer than this is refused; 0 means no bound.
 	MaxPredictedWait *durationpb.Duration `protobuf:"bytes,5,opt,name=max_predicted_wait,json=maxPredictedWait,proto3" json:"max_predicted_wait,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Refuse (failed_precondition) a Submit that no connected executor could
+	// ever run (too many GPUs, too much GPU memory, a model none serves);
+	// otherwise such a job is admitted and shows why it waits.
+	RefuseUnplaceable bool `protobuf:"varint,6,opt,name=refuse_unplaceable,json=refuseUnplaceable,proto3" json:"refuse_unplaceable,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Scheduling) Reset() {
@@ -440,6 +444,13 @@ func (x *Scheduling) GetMaxPredictedWait() *durationpb.Duration {
 		return x.MaxPredictedWait
 	}
 	return nil
+}
+
+func (x *Scheduling) GetRefuseUnplaceable() bool {
+	if x != nil {
+		return x.RefuseUnplaceable
+	}
+	return false
 }
 
 // Rule is one limit: which requests it applies to, how they are counted and
@@ -1434,7 +1445,7 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"scheduling\x18\b \x01(\v2\x15.sluice.v1.SchedulingR\n" +
 	"scheduling\x122\n" +
-	"\x15executor_token_sha256\x18\t \x01(\tR\x13executorTokenSha256\"\x98\x02\n" +
+	"\x15executor_token_sha256\x18\t \x01(\tR\x13executorTokenSha256\"\xc7\x02\n" +
 	"\n" +
 	"Scheduling\x12>\n" +
 	"\rreserve_after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\freserveAfter\x12\x1d\n" +
@@ -1442,7 +1453,8 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"max_queued\x18\x02 \x01(\x03R\tmaxQueued\x121\n" +
 	"\x15max_queued_per_tenant\x18\x03 \x01(\x03R\x12maxQueuedPerTenant\x12/\n" +
 	"\x14max_queued_per_model\x18\x04 \x01(\x03R\x11maxQueuedPerModel\x12G\n" +
-	"\x12max_predicted_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10maxPredictedWait\"\xe7\x06\n" +
+	"\x12max_predicted_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10maxPredictedWait\x12-\n" +
+	"\x12refuse_unplaceable\x18\x06 \x01(\bR\x11refuseUnplaceable\"\xe7\x06\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x05match\x18\x02 \x01(\v2\x14.sluice.v1.RuleMatchR\x05match\x12*\n" +

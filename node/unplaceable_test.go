@@ -1,0 +1,87 @@
+package node
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// TestUnplaceableSaysWhy: with executors connected, a job none of them could
+// ever run is named: too many GPUs, GPUs too small, a model none serves; a
+// job one could run (busy or not) has no reason, and none is claimed while
+// no executor is connected.
+func TestUnplaceableSaysWhy(t *testing.T) {
+	r := newRegistry()
+	if why := r.unplaceable("sdxl", 8, 1); why != "" {
+		t.Fatalf("no executor connected: %q, want no claim", why)
+	}
+	now := time.Now()
+	r.attach(&sluicev1.ExecutorInfo{Name: "a", Slots: 1, Models: []string{"sdxl"}, Gpus: []*sluicev1.GPU{{Uuid: "a0", MemoryTotalMb: 24576}}}, nil, now)
+	r.attach(&sluicev1.ExecutorInfo{Name: "b", Slots: 1, Models: []string{"sdxl"}, Gpus: []*sluicev1.GPU{{Uuid: "b0", MemoryTotalMb: 81920}, {Uuid: "b1", MemoryTotalMb: 81920}}}, nil, now)
+	for _, c := range []struct {
+		model string
+		gpus  int32
+		mem   int64
+		want  string
+	}{
+		{"sdxl", 1, 16384, ""},
+		{"sdxl", 2, 81920, ""},
+		{"sdxl", 4, 1024, "needs 4 GPUs; the largest executor has 2"},
+		{"sdxl", 1, 100000, "needs 100000 MiB of memory on each of its 1 GPU(s); no executor has that many that large (the largest GPU has 81920 MiB)"},
+		{"llama-8b", 1, 1, "no connected executor serves model llama-8b"},
+	} {
+		if got := r.unplaceable(c.model, c.gpus, c.mem); got != c.want {
+			t.Errorf("%s × %d GPUs of %d MiB: %q, want %q", c.model, c.gpus, c.mem, got, c.want)
+		}
+	}
+}
+
+// TestUnplaceableJobShowsWhyOrIsRefused: a job needing 2 GPUs where the only
+// executor has 1 is admitted and shows why it waits in GetJob, ListJobs and
+// the admin queue; with scheduling.refuse_unplaceable it is refused.
+func TestUnplaceableJobShowsWhyOrIsRefused(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n := startNodeWith(t, 1, policy)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Gpus: 2}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const why = "needs 2 GPUs; the largest executor has 1"
+	if got := res.Msg.Job.WaitingReason; got != why {
+		t.Fatalf("Submit's job waits because %q, want %q", got, why)
+	}
+	got, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: res.Msg.Job.Id}))
+	if err != nil || got.Msg.Job.WaitingReason != why {
+		t.Fatalf("GetJob: %v %q", err, got.Msg.GetJob().GetWaitingReason())
+	}
+	list, err := bob.ListJobs(ctx, connect.NewRequest(&sluicev1.ListJobsRequest{}))
+	if err != nil || len(list.Msg.Jobs) != 1 || list.Msg.Jobs[0].WaitingReason != why {
+		t.Fatalf("ListJobs: %v %v", err, list.Msg.GetJobs())
+	}
+	admin := adminClient(n)
+	q, err := admin.ListQueue(ctx, connect.NewRequest(&sluicev1.ListQueueRequest{}))
+	if err != nil || len(q.Msg.Jobs) != 1 || q.Msg.Jobs[0].WaitingReason != why {
+		t.Fatalf("ListQueue: %v %v", err, q.Msg.GetJobs())
+	}
+	// A job the executor can run has no reason.
+	ok, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl"}}))
+	if err != nil || ok.Msg.Job.WaitingReason != "" {
+		t.Fatalf("a runnable job: %v %q", err, ok.Msg.GetJob().GetWaitingReason())
+	}
+	policy.Scheduling.RefuseUnplaceable = true
+	if _, err := admin.SetPolicy(ctx, connect.NewRequest(&sluicev1.SetPolicyRequest{Policy: policy, Force: true})); err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Gpus: 2}}))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), why) {
+		t.Fatalf("with refuse_unplaceable: %v, want failed_precondition saying %q", err, why)
+	}
+}
