@@ -574,3 +574,23 @@ func TestProfilesNeedTheAdminToken(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeInNoClusterSaysSoOnReadyz: a node started without bootstrap that
+// no member joined is not ready, and /readyz says how to join it.
+func TestNodeInNoClusterSaysSoOnReadyz(t *testing.T) {
+	n, err := Start(Config{ID: "n7", DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), RaftLog: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	res, err := http.Get(baseURL(n) + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	want := "not part of a cluster yet: start the first node with --bootstrap, or join this one from a member: sluice admin join --id n7 --raft " + n.RaftAddr() + " --http " + n.Addr()
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), want) {
+		t.Fatalf("/readyz: %d %q, want 503 with %q", res.StatusCode, body, want)
+	}
+}
