@@ -24,7 +24,7 @@ import (
 func (n *Node) catchUp() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var reminded time.Time
+	var reminded time.Time // when inCluster was last asked
 	for {
 		epoch := n.leaderEpoch()
 		var target uint64
@@ -43,9 +43,13 @@ func (n *Node) catchUp() {
 			if target == 0 {
 				target = n.leaderApplied()
 			}
-			if time.Since(reminded) > 30*time.Second && !n.inCluster() {
+			// Asked at most every 30 s: raft answers GetConfiguration on its
+			// main loop, not worth a call each tick of an election.
+			if time.Since(reminded) > 30*time.Second {
 				reminded = time.Now()
-				n.log.Warn(notInClusterHint(n.cfg.ID, n.RaftAddr(), n.Addr()))
+				if !n.inCluster() {
+					n.log.Warn(notInClusterHint(n.cfg.ID, n.RaftAddr(), n.Addr()))
+				}
 			}
 			if target > 0 && n.fsm.LastIndex() >= target {
 				n.caughtUp.Store(true)
