@@ -753,7 +753,10 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	default:
 		actual = max(1, int64(j.Spec.GetGpus())*(j.RanNs/int64(time.Millisecond)))
 	}
-	f.limits.Settle(&req, f.now, c.AtNs, actual)
+	// Every rule was charged when the job was admitted (CreatedNs), a rule that delayed it
+	// too; AtNs, when it may start, is later for a delayed job, and a refund as of then would
+	// miss the sliding log's entry or land in a window that never held the charge.
+	f.limits.Settle(&req, f.now, j.CreatedNs, actual)
 	f.limits.Release(&req, f.now)
 	if j.Admission != nil {
 		a := shallowCopy(j.Admission)

@@ -168,3 +168,38 @@ func TestPolicyRulesAreValidated(t *testing.T) {
 		}
 	}
 }
+
+// A job a rule delayed is charged on every rule when it is admitted, not
+// when it may start: its refund must find the charge there. (Settling as of
+// the start time missed the sliding log's entry, found by
+// TestQuotaSettlementMatchesModel.)
+func TestDelayedJobIsRefundedWhereItWasCharged(t *testing.T) {
+	m := limitedMachine(t, withRules(
+		&sluicev1.Rule{Name: "smooth", Limit: &sluicev1.Rule_LeakyQueue{LeakyQueue: &sluicev1.LeakyQueueLimit{Count: 1, Per: durationpb.New(10 * time.Second), Capacity: 5}}},
+		&sluicev1.Rule{Name: "log", Counts: sluicev1.RuleCounts_RULE_COUNTS_COST,
+			Limit: &sluicev1.Rule_SlidingLog{SlidingLog: &sluicev1.WindowLimit{Limit: 10000, Window: durationpb.New(time.Hour)}}},
+	))
+	m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
+	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
+	if j, _ := m.f.Job(id); j.GetAdmission().GetDelayedBy() != "smooth" || j.ReadyNs <= sec {
+		t.Fatalf("the second job is not delayed: %v", j.GetAdmission())
+	}
+	used := func() int64 {
+		for _, u := range m.f.Usage(limiter.Request{Tenant: "alice", Tier: "free", Model: "sdxl"}, m.f.Now()) {
+			if u.Rule == "log" {
+				return u.Used
+			}
+		}
+		t.Fatal("no usage of rule log")
+		return 0
+	}
+	if got := used(); got != 4000 {
+		t.Fatalf("two sdxl jobs charged %d, want 4000", got)
+	}
+	if r := m.apply(CmdCancel, 2*sec, &raftv1.Cancel{JobId: id, Tenant: "alice"}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if got := used(); got != 2000 {
+		t.Fatalf("after cancelling the delayed job the log holds %d, want 2000", got)
+	}
+}

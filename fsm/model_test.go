@@ -60,6 +60,11 @@ type modelJob struct {
 	errCode     string // code of the error that ended the job
 	transitions int
 	redrives    int
+
+	model     string // the model it runs: the fallback when a rule degraded it
+	declared  int64  // the spec's declared cost
+	startedAt int64  // while running
+	ranNs     int64  // time its attempts ran, summed as each ended
 }
 
 type lifecycleModel struct {
@@ -68,6 +73,9 @@ type lifecycleModel struct {
 	backoff   func(id uint64, attempt int32) int64
 	jobs      map[uint64]*modelJob // jobs the state machine still holds
 	idem      map[[2]string]uint64 // (tenant, key) → first job
+	// ledger, when the policy has rate-limit rules, admits submissions and
+	// settles their charges (settlement_model_test.go); nil without rules.
+	ledger *ledger
 }
 
 // outcome is what the model expects a command to return. noop: the
@@ -84,19 +92,36 @@ func modelTerminal(s sluicev1.JobState) bool { return s != mQueued && s != mRunn
 // advance moves the clock and fires, for each job, the one deadline that
 // is due: a queued job past its queue deadline expires, a running attempt
 // past its run deadline fails retryably, a finished job past its
-// retention is forgotten. Each touches only its own job, so order does
-// not matter.
+// retention is forgotten. Each touches only its own job, but the charges
+// they settle share the rate limits' state, so they fire in the order of
+// their due times (then job ids), as the state machine's timers do.
 func (m *lifecycleModel) advance(at int64) {
 	m.now = max(m.now, at)
-	for id, j := range m.jobs {
+	type due struct {
+		at int64
+		j  *modelJob
+	}
+	var fire []due
+	for _, j := range m.jobs {
 		switch {
 		case j.state == mQueued && j.queueDeadline != 0 && j.queueDeadline <= m.now:
-			m.finish(j, mExpired, "queue_timeout")
+			fire = append(fire, due{j.queueDeadline, j})
 		case j.state == mRunning && j.runDeadline <= m.now:
-			m.retry(j, "run_timeout", true)
+			fire = append(fire, due{j.runDeadline, j})
 		case modelTerminal(j.state) && j.finishedAt+int64(modelRetention) <= m.now:
-			delete(m.jobs, id)
-			if k := [2]string{j.tenant, j.key}; j.key != "" && m.idem[k] == id {
+			fire = append(fire, due{j.finishedAt + int64(modelRetention), j})
+		}
+	}
+	slices.SortFunc(fire, func(a, b due) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.j.id, b.j.id)) })
+	for _, d := range fire {
+		switch j := d.j; j.state {
+		case mQueued:
+			m.finish(j, mExpired, "queue_timeout", 0)
+		case mRunning:
+			m.retry(j, "run_timeout", true)
+		default:
+			delete(m.jobs, j.id)
+			if k := [2]string{j.tenant, j.key}; j.key != "" && m.idem[k] == j.id {
 				delete(m.idem, k)
 			}
 		}
@@ -105,13 +130,24 @@ func (m *lifecycleModel) advance(at int64) {
 
 var modelDefaultDuration = map[string]time.Duration{"sdxl": 2 * time.Second, "llama-8b": 500 * time.Millisecond}
 
-func (m *lifecycleModel) submit(id uint64, tenant string, spec *sluicev1.JobSpec) outcome {
+func (m *lifecycleModel) submit(id uint64, c *raftv1.Submit) outcome {
+	tenant, spec := c.Tenant, c.Spec
 	if k := spec.IdempotencyKey; k != "" {
 		if first, ok := m.idem[[2]string{tenant, k}]; ok {
 			return outcome{id: first, dedup: true, noop: true}
 		}
 	}
-	j := &modelJob{id: id, tenant: tenant, key: spec.IdempotencyKey, maxAttempts: spec.MaxAttempts}
+	ready := m.now
+	model := spec.Model
+	if m.ledger != nil {
+		adm := m.ledger.admit(id, c, m.now)
+		if adm.err != nil {
+			return outcome{err: adm.err, noop: true}
+		}
+		ready, model = adm.ready, adm.model
+	}
+	j := &modelJob{id: id, tenant: tenant, key: spec.IdempotencyKey, maxAttempts: spec.MaxAttempts,
+		model: model, declared: spec.DeclaredCost}
 	if j.maxAttempts <= 0 {
 		j.maxAttempts = DefaultMaxAttempts // the test policy sets no default
 	}
@@ -123,9 +159,8 @@ func (m *lifecycleModel) submit(id uint64, tenant string, spec *sluicev1.JobSpec
 	j.runTimeout = int64(spec.GetRunTimeout().AsDuration())
 	if j.runTimeout <= 0 {
 		// The model's run timeout: 10× its default duration, at least MinRunTimeout.
-		j.runTimeout = int64(max(10*modelDefaultDuration[spec.Model], MinRunTimeout))
+		j.runTimeout = int64(max(10*modelDefaultDuration[model], MinRunTimeout))
 	}
-	ready := m.now
 	if nb := spec.GetNotBefore(); nb != nil {
 		ready = max(ready, nb.AsTime().UnixNano())
 	}
@@ -150,7 +185,12 @@ func (m *lifecycleModel) enqueue(j *modelJob, ready int64) {
 	j.transitions++
 }
 
-func (m *lifecycleModel) finish(j *modelJob, s sluicev1.JobState, code string) {
+// finish ends a job; reported is the cost its executor reported (0: none).
+func (m *lifecycleModel) finish(j *modelJob, s sluicev1.JobState, code string, reported int64) {
+	m.stopRunning(j)
+	if m.ledger != nil {
+		m.ledger.settle(j, reported, m.now)
+	}
 	j.state = s
 	j.errCode = code
 	j.finishedAt = m.now
@@ -162,9 +202,10 @@ func (m *lifecycleModel) finish(j *modelJob, s sluicev1.JobState, code string) {
 // while attempts remain, else dead-lettered.
 func (m *lifecycleModel) retry(j *modelJob, code string, backoff bool) {
 	if j.attempt >= j.maxAttempts {
-		m.finish(j, mDeadLettered, code)
+		m.finish(j, mDeadLettered, code, 0)
 		return
 	}
+	m.stopRunning(j)
 	j.errCode = code
 	ready := m.now
 	if backoff {
@@ -183,6 +224,7 @@ func (m *lifecycleModel) assign(id uint64, attempt int32, executor string) outco
 	}
 	j.state = mRunning
 	j.attempt = attempt
+	j.startedAt = m.now
 	j.executor = executor
 	j.queueDeadline = 0
 	j.runDeadline = m.now + j.runTimeout
@@ -202,11 +244,18 @@ func (m *lifecycleModel) reported(id uint64, attempt int32) (*modelJob, outcome)
 	return j, outcome{id: id}
 }
 
-func (m *lifecycleModel) complete(id uint64, attempt int32, tag string) outcome {
+// stopRunning adds a running attempt's time to the job's total.
+func (m *lifecycleModel) stopRunning(j *modelJob) {
+	if j.state == mRunning {
+		j.ranNs += max(0, m.now-j.startedAt)
+	}
+}
+
+func (m *lifecycleModel) complete(id uint64, attempt int32, tag string, cost int64) outcome {
 	j, o := m.reported(id, attempt)
 	if j != nil {
 		j.output = tag
-		m.finish(j, mSucceeded, "")
+		m.finish(j, mSucceeded, "", cost)
 	}
 	return o
 }
@@ -218,7 +267,7 @@ func (m *lifecycleModel) fail(id uint64, attempt int32, retryable bool, code str
 	case retryable:
 		m.retry(j, code, true)
 	default:
-		m.finish(j, mFailed, code)
+		m.finish(j, mFailed, code, 0)
 	}
 	return o
 }
@@ -239,7 +288,7 @@ func (m *lifecycleModel) cancel(id uint64, tenant string) outcome {
 	}
 	switch j.state {
 	case mQueued, mRunning:
-		m.finish(j, mCanceled, "canceled")
+		m.finish(j, mCanceled, "canceled", 0)
 		return outcome{id: id}
 	case mCanceled:
 		return outcome{id: id, noop: true}
@@ -376,9 +425,14 @@ func (l *lifecycle) apply(t *rapid.T, typ CommandType, at int64, msg proto.Messa
 			t.Fatalf("%v: leader got %+v, follower %+v", typ, got, fr)
 		}
 	}
+	var wantLimit, gotLimit *LimitError
 	switch {
 	case want.err == nil && got.Err != nil:
 		t.Fatalf("%v %v: unexpected error %v", typ, msg, got.Err)
+	case errors.As(want.err, &wantLimit):
+		if !errors.As(got.Err, &gotLimit) || gotLimit.Rule != wantLimit.Rule {
+			t.Fatalf("%v %v: error %v, want a refusal by rule %q", typ, msg, got.Err, wantLimit.Rule)
+		}
 	case want.err != nil && !errors.Is(got.Err, want.err):
 		t.Fatalf("%v %v: error %v, want %v", typ, msg, got.Err, want.err)
 	case typ == CmdSubmit && (got.JobID != want.id || got.Deduplicated != want.dedup):
@@ -414,10 +468,14 @@ func withoutIndex(t *rapid.T, snap []byte) []byte {
 func (l *lifecycle) submit(t *rapid.T) {
 	tenant := rapid.SampledFrom([]string{"alice", "bob"}).Draw(t, "tenant")
 	spec := randomSpec(t, l.m.now)
-	r := l.apply(t, CmdSubmit, l.stamp(t), &raftv1.Submit{Tenant: tenant, Spec: spec}, func() outcome {
-		return l.m.submit(l.index, tenant, spec)
+	c := &raftv1.Submit{Tenant: tenant, Spec: spec}
+	if l.m.ledger != nil {
+		l.m.ledger.draw(t, c)
+	}
+	r := l.apply(t, CmdSubmit, l.stamp(t), c, func() outcome {
+		return l.m.submit(l.index, c)
 	})
-	if !r.Deduplicated {
+	if r.Err == nil && !r.Deduplicated {
 		l.ids = append(l.ids, r.JobID)
 	}
 }
@@ -515,14 +573,17 @@ func (l *lifecycle) report(t *rapid.T) {
 	switch rapid.IntRange(0, 2).Draw(t, "outcome") {
 	case 0:
 		tag := l.outputTag()
-		r := l.apply(t, CmdComplete, at, &raftv1.Complete{JobId: id, Attempt: attempt, Output: tagged(tag)}, func() outcome {
-			return l.m.complete(id, attempt, tag)
+		// The real cost the executor reports: none, small, large, or
+		// garbage (negative, above the limiter's clamp).
+		cost := rapid.SampledFrom([]int64{0, 0, 1, 300, 2500, 40000, -7, 1 << 62}).Draw(t, "reported_cost")
+		r := l.apply(t, CmdComplete, at, &raftv1.Complete{JobId: id, Attempt: attempt, Output: tagged(tag), Cost: cost}, func() outcome {
+			return l.m.complete(id, attempt, tag, cost)
 		})
 		if r.Err == nil {
 			// The output is recorded once: a repeated report is refused.
 			again := l.outputTag()
-			l.apply(t, CmdComplete, l.m.now, &raftv1.Complete{JobId: id, Attempt: attempt, Output: tagged(again)}, func() outcome {
-				return l.m.complete(id, attempt, again)
+			l.apply(t, CmdComplete, l.m.now, &raftv1.Complete{JobId: id, Attempt: attempt, Output: tagged(again), Cost: 99}, func() outcome {
+				return l.m.complete(id, attempt, again, 99)
 			})
 		}
 	default:
@@ -569,7 +630,7 @@ func (l *lifecycle) lateReport(t *rapid.T) {
 	case 0:
 		tag := l.outputTag()
 		typ, msg = CmdComplete, &raftv1.Complete{JobId: id, Attempt: attempt, Output: tagged(tag)}
-		predict = func() outcome { return l.m.complete(id, attempt, tag) }
+		predict = func() outcome { return l.m.complete(id, attempt, tag, 5) }
 	case 1:
 		typ, msg = CmdFail, &raftv1.Fail{JobId: id, Attempt: attempt, Retryable: true, Error: &sluicev1.JobError{Code: "oom"}}
 		predict = func() outcome { return l.m.fail(id, attempt, true, "oom") }
@@ -719,6 +780,9 @@ func (l *lifecycle) check(t *rapid.T) {
 	if held != len(m.jobs) {
 		t.Fatalf("the tenants list %d jobs, the model holds %d", held, len(m.jobs))
 	}
+	if m.ledger != nil {
+		m.ledger.check(t, f, m.now)
+	}
 	for _, id := range l.ids {
 		if _, ok := m.jobs[id]; !ok {
 			if _, ok := f.Job(id); ok {
@@ -787,6 +851,12 @@ func (l *lifecycle) checkJob(t *rapid.T, j *modelJob, v JobView) {
 			t.Fatalf("job %d %s with error %q, model %q", j.id, StateName(j.state), r.GetError().GetCode(), j.errCode)
 		}
 	}
+	if r.Spec.GetModel() != j.model {
+		t.Fatalf("job %d runs model %q, model %q", j.id, r.Spec.GetModel(), j.model)
+	}
+	if l.m.ledger != nil {
+		l.m.ledger.checkJob(t, j, r)
+	}
 	if got := r.GetOutput().GetFields()["tag"].GetStringValue(); got != j.output {
 		t.Fatalf("job %d output %q, model %q", j.id, got, j.output)
 	}
@@ -816,58 +886,70 @@ func (l *lifecycle) checkJob(t *rapid.T, j *modelJob, v JobView) {
 // numbers only grow.
 func TestJobLifecycleMatchesModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		const start = 1000 * sec
-		p := testPolicy()
-		p.Defaults.JobRetention = durationpb.New(modelRetention)
-		defaultQT := rapid.SampledFrom([]int64{0, 15 * sec}).Draw(t, "default_queue_timeout")
-		if defaultQT > 0 {
-			p.Defaults.QueueTimeout = durationpb.New(time.Duration(defaultQT))
-		}
-		l := &lifecycle{f: New(), seen: map[uint64]seenJob{}}
-		l.m = &lifecycleModel{
-			now:       start,
-			defaultQT: defaultQT,
-			jobs:      map[uint64]*modelJob{},
-			idem:      map[[2]string]uint64{},
-		}
-		l.m.backoff = func(id uint64, attempt int32) int64 {
-			// Exponential from retry_backoff (1s) capped at the default
-			// max_backoff, jittered into [d/2, d]: the model takes the
-			// FSM's deterministic jitter but checks it is in range.
-			d := min(time.Second<<min(attempt-1, 10), DefaultMaxBackoff)
-			b := l.f.Backoff(id, attempt)
-			if b < d/2 || b > d {
-				t.Fatalf("Backoff(%d, %d) = %v outside [%v, %v]", id, attempt, b, d/2, d)
-			}
-			return int64(b)
-		}
-		l.index++
-		if r := l.f.Apply(l.index, MustEncode(CmdSetPolicy, start, &raftv1.SetPolicy{Policy: p})); r.Err != nil {
-			t.Fatalf("set policy: %v", r.Err)
-		}
-		actions := map[string]func(*rapid.T){
-			"submit":        l.submit,
-			"dispatch":      l.dispatch,
-			"staleAssign":   l.staleAssign,
-			"report":        l.report,
-			"lateReport":    l.lateReport,
-			"leaseExpiry":   l.leaseExpiry,
-			"cancel":        l.cancel,
-			"redrive":       l.redrive,
-			"tick":          l.tick,
-			"leaderChange":  l.leaderChange,
-			"capture":       l.capture,
-			"encodeCapture": l.encodeCapture,
-			"":              l.check,
-		}
-		// One Repeat is about 30 actions (-rapid.steps); a job needs a
-		// dozen or more to use up its attempts and be redriven, so four
-		// run in a row on the same state.
-		for range 4 {
-			t.Repeat(actions)
-		}
-		for len(l.captures) > 0 {
-			l.encodeCapture(t)
-		}
+		newLifecycle(t, 1000*sec, testPolicy()).run(t, false)
 	})
+}
+
+// newLifecycle starts a state machine and its model at start with policy p.
+func newLifecycle(t *rapid.T, start int64, p *sluicev1.Policy) *lifecycle {
+	p.Defaults.JobRetention = durationpb.New(modelRetention)
+	defaultQT := rapid.SampledFrom([]int64{0, 15 * sec}).Draw(t, "default_queue_timeout")
+	if defaultQT > 0 {
+		p.Defaults.QueueTimeout = durationpb.New(time.Duration(defaultQT))
+	}
+	l := &lifecycle{f: New(), seen: map[uint64]seenJob{}}
+	l.m = &lifecycleModel{
+		now:       start,
+		defaultQT: defaultQT,
+		jobs:      map[uint64]*modelJob{},
+		idem:      map[[2]string]uint64{},
+	}
+	l.m.backoff = func(id uint64, attempt int32) int64 {
+		// Exponential from retry_backoff (1s) capped at the default
+		// max_backoff, jittered into [d/2, d]: the model takes the
+		// FSM's deterministic jitter but checks it is in range.
+		d := min(time.Second<<min(attempt-1, 10), DefaultMaxBackoff)
+		b := l.f.Backoff(id, attempt)
+		if b < d/2 || b > d {
+			t.Fatalf("Backoff(%d, %d) = %v outside [%v, %v]", id, attempt, b, d/2, d)
+		}
+		return int64(b)
+	}
+	l.index++
+	if r := l.f.Apply(l.index, MustEncode(CmdSetPolicy, start, &raftv1.SetPolicy{Policy: p})); r.Err != nil {
+		t.Fatalf("set policy: %v", r.Err)
+	}
+	return l
+}
+
+// run draws the actions and checks after each; busy doubles the chance of
+// submissions, dispatches and reports, for a run with more jobs.
+func (l *lifecycle) run(t *rapid.T, busy bool) {
+	actions := map[string]func(*rapid.T){
+		"submit":        l.submit,
+		"dispatch":      l.dispatch,
+		"staleAssign":   l.staleAssign,
+		"report":        l.report,
+		"lateReport":    l.lateReport,
+		"leaseExpiry":   l.leaseExpiry,
+		"cancel":        l.cancel,
+		"redrive":       l.redrive,
+		"tick":          l.tick,
+		"leaderChange":  l.leaderChange,
+		"capture":       l.capture,
+		"encodeCapture": l.encodeCapture,
+		"":              l.check,
+	}
+	if busy {
+		actions["submit again"], actions["dispatch again"], actions["report again"] = l.submit, l.dispatch, l.report
+	}
+	// One Repeat is about 30 actions (-rapid.steps); a job needs a
+	// dozen or more to use up its attempts and be redriven, so four
+	// run in a row on the same state.
+	for range 4 {
+		t.Repeat(actions)
+	}
+	for len(l.captures) > 0 {
+		l.encodeCapture(t)
+	}
 }

@@ -885,7 +885,8 @@ type Charge struct {
 	// The model charged (the fallback when degraded).
 	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
 	Cost  int64  `protobuf:"varint,5,opt,name=cost,proto3" json:"cost,omitempty"`
-	// The admission time the charge was made as of (for windows).
+	// When admission let the job start: later than its created_ns when a rule
+	// delayed it. Every rule is charged at created_ns, and settled as of then.
 	AtNs int64 `protobuf:"varint,6,opt,name=at_ns,json=atNs,proto3" json:"at_ns,omitempty"`
 	// Set once settled or refunded.
 	Closed        bool `protobuf:"varint,7,opt,name=closed,proto3" json:"closed,omitempty"`
