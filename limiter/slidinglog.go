@@ -29,7 +29,10 @@ type SlidingLogState struct {
 	ring []logEntry
 	head int
 	n    int
-	used int64 // sum of the entries' costs
+	// used is the sum of the entries' costs, saturated at maxAmount (each entry is at most
+	// maxAmount too). A saturated sum says nothing about what remains when entries expire
+	// or are refunded, so it is then summed again from the entries (sum).
+	used int64
 	// newest is at least the newest entry's time, so that a log whose entries have all
 	// expired is known to be empty without reading its ring.
 	newest int64
@@ -93,7 +96,19 @@ func (l SlidingLog) live(s *SlidingLogState, now int64) (expired int, used int64
 		used -= e.cost
 		expired++
 	}
+	if s.used >= maxAmount {
+		used = s.sum(expired)
+	}
 	return expired, used
+}
+
+// sum is the saturated sum of the costs of the entries from the i-th oldest on.
+func (s *SlidingLogState) sum(i int) int64 {
+	var used int64
+	for ; i < s.n; i++ {
+		used = capAmount(used + s.entry(i).cost)
+	}
+	return used
 }
 
 // eval decides a hit; commit builds the state after admitting it, in place.
@@ -168,7 +183,9 @@ func (l SlidingLog) appendLive(s *SlidingLogState, now, cost int64, expired int,
 	if s.n > 0 {
 		if last := s.entry(s.n - 1); last.at >= now {
 			last.cost = capAmount(last.cost + cost)
-			s.used = capAmount(s.used + cost)
+			if s.used = capAmount(s.used + cost); s.used >= maxAmount {
+				s.used = s.sum(0)
+			}
 			return
 		}
 	}
@@ -181,7 +198,8 @@ func (l SlidingLog) appendLive(s *SlidingLogState, now, cost int64, expired int,
 			s.head = (s.head + 1) % s.size()
 			s.n--
 			if s.n > 0 {
-				s.entry(0).cost += oldest.cost
+				e := s.entry(0)
+				e.cost = capAmount(e.cost + oldest.cost)
 			} else {
 				merged = oldest.cost
 			}
@@ -191,6 +209,9 @@ func (l SlidingLog) appendLive(s *SlidingLogState, now, cost int64, expired int,
 	s.n++
 	s.used = capAmount(s.used + cost)
 	s.newest = max(s.newest, now)
+	if s.used >= maxAmount {
+		s.used = s.sum(0) // an entry may have saturated
+	}
 }
 
 func (s *SlidingLogState) grow(size int) {
@@ -222,12 +243,16 @@ func (l SlidingLog) refund(s *SlidingLogState, now, at, cost int64) {
 		}
 		take := min(e.cost, clampCost(cost))
 		e.cost -= take
+		saturated := s.used >= maxAmount
 		s.used -= take
 		if e.cost == 0 {
 			for j := i; j < s.n-1; j++ {
 				*s.entry(j) = *s.entry(j + 1)
 			}
 			s.n--
+		}
+		if saturated {
+			s.used = s.sum(0)
 		}
 		return
 	}

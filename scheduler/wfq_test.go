@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"fmt"
+	"math"
+	"math/big"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -174,65 +176,125 @@ func drawWorld(t *rapid.T, nTiers, nTenants int, maxW int32) fairWorld {
 // |W_a/w_a − W_b/w_b| ≤ C_a/w_a + C_b/w_b, whatever else arrives, whatever
 // the priorities, and however many jobs each Place call hands out.
 func TestBackloggedTenantsWeightedServiceWithinOneMaxCost(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		w := drawWorld(t, rapid.IntRange(1, 3).Draw(t, "tiers"), rapid.IntRange(2, 5).Draw(t, "tenants"), 8)
-		q := NewFairQueue(w.cfg)
-		maxCost := map[string]int64{}
+	rapid.Check(t, func(t *rapid.T) { backloggedTenantsBound(t, 8, smallCosts) })
+}
+
+// TestBackloggedTenantsBoundAtTheLimits is the same bound with weights up
+// to the largest int32 and costs at and past MaxCost (charged as MaxCost),
+// where products of costs and weights pass 64 bits.
+func TestBackloggedTenantsBoundAtTheLimits(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) { backloggedTenantsBound(t, math.MaxInt32, edgeCosts) })
+}
+
+// TestBackloggedTiersBoundAtTheLimits is the tier-level bound at the limits.
+func TestBackloggedTiersBoundAtTheLimits(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) { backloggedTiersBound(t, math.MaxInt32, edgeCosts) })
+}
+
+// A costDraw returns a job-cost generator for one flow (label names it).
+type costDraw func(t *rapid.T, label string) func() int64
+
+// smallCosts are costs in [1, C] for a drawn C of at most 60.
+func smallCosts(t *rapid.T, label string) func() int64 {
+	c := rapid.Int64Range(1, 60).Draw(t, label+"/maxcost")
+	return func() int64 { return rapid.Int64Range(1, c).Draw(t, "cost") }
+}
+
+// edgeCosts are costs at the edges: 1, just under MaxCost, MaxCost, past
+// it, and garbage (0 and negative count as 1).
+func edgeCosts(t *rapid.T, label string) func() int64 {
+	return func() int64 {
+		return rapid.SampledFrom([]int64{1, 2, MaxCost - 1, MaxCost, MaxCost + 1, math.MaxInt64, 0, -5, math.MinInt64}).Draw(t, "cost")
+	}
+}
+
+// gap is served[a]·w_b − served[b]·w_a, exactly: at the limits it needs
+// more than 64 bits.
+func gap(servedA, servedB, wa, wb int64) *big.Int {
+	x := new(big.Int).Mul(big.NewInt(servedA), big.NewInt(wb))
+	return x.Sub(x, new(big.Int).Mul(big.NewInt(servedB), big.NewInt(wa)))
+}
+
+// sfqBound is C_a·w_b + C_b·w_a.
+func sfqBound(ca, cb, wa, wb int64) *big.Int {
+	x := new(big.Int).Mul(big.NewInt(ca), big.NewInt(wb))
+	return x.Add(x, new(big.Int).Mul(big.NewInt(cb), big.NewInt(wa)))
+}
+
+// epochGap tracks the spread of the weighted-service gap over a stretch of
+// dispatches during which both flows are backlogged.
+type epochGap struct {
+	in     bool
+	lo, hi *big.Int
+}
+
+// see records the gap d; it returns the spread hi − lo of this epoch.
+func (e *epochGap) see(d *big.Int) *big.Int {
+	if !e.in {
+		e.in, e.lo, e.hi = true, d, d
+	}
+	if d.Cmp(e.lo) < 0 {
+		e.lo = d
+	}
+	if d.Cmp(e.hi) > 0 {
+		e.hi = d
+	}
+	return new(big.Int).Sub(e.hi, e.lo)
+}
+
+func backloggedTenantsBound(t *rapid.T, maxW int32, costs costDraw) {
+	w := drawWorld(t, rapid.IntRange(1, 3).Draw(t, "tiers"), rapid.IntRange(2, 5).Draw(t, "tenants"), maxW)
+	q := NewFairQueue(w.cfg)
+	draw := map[string]func() int64{}
+	for _, tn := range w.tenants {
+		draw[tn] = costs(t, tn)
+	}
+	queued := map[string]int{}
+	seen := map[string]int64{} // largest cost charged so far
+	owner := map[uint64]string{}
+	charged := map[uint64]int64{}
+	slots := []Slot{{Executor: "e", GPUs: 8, Jobs: rapid.Int32Range(1, 4).Draw(t, "perplace")}}
+	a, b := w.tenants[0], w.tenants[1]
+	wa, wb := w.weight[a], w.weight[b]
+	served := map[string]int64{}
+	var epoch epochGap
+	id := uint64(0)
+	for step := range rapid.IntRange(10, 120).Draw(t, "steps") {
+		now := int64(step)
 		for _, tn := range w.tenants {
-			maxCost[tn] = rapid.Int64Range(1, 60).Draw(t, tn+"/maxcost")
-		}
-		queued := map[string]int{}
-		seen := map[string]int64{} // largest cost queued so far
-		owner := map[uint64]string{}
-		costs := map[uint64]int64{}
-		slots := []Slot{{Executor: "e", GPUs: 8, Jobs: rapid.Int32Range(1, 4).Draw(t, "perplace")}}
-		a, b := w.tenants[0], w.tenants[1]
-		wa, wb := w.weight[a], w.weight[b]
-		var served = map[string]int64{}
-		var inEpoch bool
-		var lo, hi int64
-		d := func() int64 { return served[a]*wb - served[b]*wa }
-		id := uint64(0)
-		for step := range rapid.IntRange(10, 120).Draw(t, "steps") {
-			now := int64(step)
-			for _, tn := range w.tenants {
-				for range rapid.IntRange(0, 2).Draw(t, "arrivals") {
-					id++
-					c := rapid.Int64Range(1, maxCost[tn]).Draw(t, "cost")
-					q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: "m", GPUs: 1, Cost: c, Ready: now,
-						Priority: rapid.Int32Range(0, 9).Draw(t, "prio")})
-					owner[id], costs[id] = tn, c
-					queued[tn]++
-					seen[tn] = max(seen[tn], c)
-				}
-			}
-			q.Advance(now)
-			for _, p := range q.Place(now, slots) {
-				both := queued[a] > 0 && queued[b] > 0
-				if both && !inEpoch {
-					inEpoch, lo, hi = true, d(), d()
-				}
-				if !both {
-					inEpoch = false
-				}
-				q.Start(p.JobID, now)
-				tn := owner[p.JobID]
-				served[tn] += costs[p.JobID]
-				queued[tn]--
-				if inEpoch {
-					lo, hi = min(lo, d()), max(hi, d())
-					if bound := seen[a]*wb + seen[b]*wa; hi-lo > bound {
-						t.Fatalf("step %d: tenants %s (w=%d) and %s (w=%d) backlogged: weighted service gap %d/(%d·%d) exceeds C_a/w_a + C_b/w_b = %d/(%d·%d)",
-							step, a, wa, b, wb, hi-lo, wa, wb, bound, wa, wb)
-					}
-				}
-				if queued[a] == 0 || queued[b] == 0 {
-					inEpoch = false
-				}
+			for range rapid.IntRange(0, 2).Draw(t, "arrivals") {
+				id++
+				c := draw[tn]()
+				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: "m", GPUs: 1, Cost: c, Ready: now,
+					Priority: rapid.Int32Range(0, 9).Draw(t, "prio")})
+				owner[id], charged[id] = tn, costOf(c)
+				queued[tn]++
+				seen[tn] = max(seen[tn], costOf(c))
 			}
 		}
-		mustInvariants(t, q)
-	})
+		q.Advance(now)
+		for _, p := range q.Place(now, slots) {
+			if !(queued[a] > 0 && queued[b] > 0) {
+				epoch.in = false
+			} else {
+				epoch.see(gap(served[a], served[b], wa, wb))
+			}
+			q.Start(p.JobID, now)
+			tn := owner[p.JobID]
+			served[tn] += charged[p.JobID]
+			queued[tn]--
+			if epoch.in {
+				if spread, bound := epoch.see(gap(served[a], served[b], wa, wb)), sfqBound(seen[a], seen[b], wa, wb); spread.Cmp(bound) > 0 {
+					t.Fatalf("step %d: tenants %s (w=%d) and %s (w=%d) backlogged: weighted service gap %v/(%d·%d) exceeds C_a/w_a + C_b/w_b = %v/(%d·%d)",
+						step, a, wa, b, wb, spread, wa, wb, bound, wa, wb)
+				}
+			}
+			if queued[a] == 0 || queued[b] == 0 {
+				epoch.in = false
+			}
+		}
+	}
+	mustInvariants(t, q)
 }
 
 // TestBackloggedTiersWeightedServiceWithinOneMaxCost is the same bound one
@@ -240,64 +302,62 @@ func TestBackloggedTenantsWeightedServiceWithinOneMaxCost(t *testing.T) {
 // of their weights, within one maximum job cost per weight (reservation
 // off: a reservation can move one job per tier ahead).
 func TestBackloggedTiersWeightedServiceWithinOneMaxCost(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		w := drawWorld(t, rapid.IntRange(2, 3).Draw(t, "tiers"), rapid.IntRange(3, 6).Draw(t, "tenants"), 8)
-		// Put tenant 1 in tier1 so that tiers 0 and 1 both have tenants.
-		w.cfg.Tenants[1].Tier, w.tierOf[w.tenants[1]] = w.tiers[1], w.tiers[1]
-		q := NewFairQueue(w.cfg)
-		maxCost := rapid.Int64Range(1, 60).Draw(t, "maxcost")
-		queued := map[string]int{}
-		var seen = map[string]int64{}
-		owner := map[uint64]string{}
-		costs := map[uint64]int64{}
-		slots := []Slot{{Executor: "e", GPUs: 8, Jobs: rapid.Int32Range(1, 4).Draw(t, "perplace")}}
-		A, B := w.tiers[0], w.tiers[1]
-		wa, wb := w.tierW[A], w.tierW[B]
-		served := map[string]int64{}
-		var inEpoch bool
-		var lo, hi int64
-		d := func() int64 { return served[A]*wb - served[B]*wa }
-		id := uint64(0)
-		for step := range rapid.IntRange(10, 120).Draw(t, "steps") {
-			now := int64(step)
-			for _, tn := range w.tenants {
-				for range rapid.IntRange(0, 2).Draw(t, "arrivals") {
-					id++
-					c := rapid.Int64Range(1, maxCost).Draw(t, "cost")
-					q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: "m", GPUs: 1, Cost: c, Ready: now,
-						Priority: rapid.Int32Range(0, 9).Draw(t, "prio")})
-					tier := w.tierOf[tn]
-					owner[id], costs[id] = tier, c
-					queued[tier]++
-					seen[tier] = max(seen[tier], c)
-				}
-			}
-			q.Advance(now)
-			for _, p := range q.Place(now, slots) {
-				both := queued[A] > 0 && queued[B] > 0
-				if both && !inEpoch {
-					inEpoch, lo, hi = true, d(), d()
-				}
-				if !both {
-					inEpoch = false
-				}
-				q.Start(p.JobID, now)
-				tier := owner[p.JobID]
-				served[tier] += costs[p.JobID]
-				queued[tier]--
-				if inEpoch {
-					lo, hi = min(lo, d()), max(hi, d())
-					if bound := seen[A]*wb + seen[B]*wa; hi-lo > bound {
-						t.Fatalf("step %d: tiers %s (w=%d) and %s (w=%d) backlogged: gap %d exceeds %d (units 1/(w_A·w_B))",
-							step, A, wa, B, wb, hi-lo, bound)
-					}
-				}
-				if queued[A] == 0 || queued[B] == 0 {
-					inEpoch = false
-				}
+	rapid.Check(t, func(t *rapid.T) { backloggedTiersBound(t, 8, smallCosts) })
+}
+
+func backloggedTiersBound(t *rapid.T, maxW int32, costs costDraw) {
+	w := drawWorld(t, rapid.IntRange(2, 3).Draw(t, "tiers"), rapid.IntRange(3, 6).Draw(t, "tenants"), maxW)
+	// Put tenant 1 in tier1 so that tiers 0 and 1 both have tenants.
+	w.cfg.Tenants[1].Tier, w.tierOf[w.tenants[1]] = w.tiers[1], w.tiers[1]
+	q := NewFairQueue(w.cfg)
+	draw := costs(t, "all")
+	queued := map[string]int{}
+	seen := map[string]int64{}
+	owner := map[uint64]string{}
+	charged := map[uint64]int64{}
+	slots := []Slot{{Executor: "e", GPUs: 8, Jobs: rapid.Int32Range(1, 4).Draw(t, "perplace")}}
+	A, B := w.tiers[0], w.tiers[1]
+	wa, wb := w.tierW[A], w.tierW[B]
+	served := map[string]int64{}
+	var epoch epochGap
+	id := uint64(0)
+	for step := range rapid.IntRange(10, 120).Draw(t, "steps") {
+		now := int64(step)
+		for _, tn := range w.tenants {
+			for range rapid.IntRange(0, 2).Draw(t, "arrivals") {
+				id++
+				c := draw()
+				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: "m", GPUs: 1, Cost: c, Ready: now,
+					Priority: rapid.Int32Range(0, 9).Draw(t, "prio")})
+				tier := w.tierOf[tn]
+				owner[id], charged[id] = tier, costOf(c)
+				queued[tier]++
+				seen[tier] = max(seen[tier], costOf(c))
 			}
 		}
-	})
+		q.Advance(now)
+		for _, p := range q.Place(now, slots) {
+			if !(queued[A] > 0 && queued[B] > 0) {
+				epoch.in = false
+			} else {
+				epoch.see(gap(served[A], served[B], wa, wb))
+			}
+			q.Start(p.JobID, now)
+			tier := owner[p.JobID]
+			served[tier] += charged[p.JobID]
+			queued[tier]--
+			if epoch.in {
+				if spread, bound := epoch.see(gap(served[A], served[B], wa, wb)), sfqBound(seen[A], seen[B], wa, wb); spread.Cmp(bound) > 0 {
+					t.Fatalf("step %d: tiers %s (w=%d) and %s (w=%d) backlogged: gap %v exceeds %v (units 1/(w_A·w_B))",
+						step, A, wa, B, wb, spread, bound)
+				}
+			}
+			if queued[A] == 0 || queued[B] == 0 {
+				epoch.in = false
+			}
+		}
+	}
+	mustInvariants(t, q)
 }
 
 // TestNoQueuedJobStarvesAcrossWeightedTiers: a job waits at most a bounded
