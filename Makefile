@@ -80,10 +80,15 @@ proto-check: proto
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./limiter/ ./scheduler/ ./fsm/
 
-## fuzz: run each fuzz target for a while (seed corpora also run in `make test`)
+## fuzz: run each fuzz target for FUZZTIME (seed corpora also run in `make test`; CI runs this too)
+FUZZTIME ?= 30s
+FUZZ_TARGETS := node:FuzzValidateSubmit node:FuzzParsePolicy fsm:FuzzApply fsm:FuzzRestore
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzValidateSubmit -fuzztime 30s ./node/
-	$(GO) test -run '^$$' -fuzz FuzzParsePolicy -fuzztime 30s ./node/
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$fn ./$$pkg/ for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || { \
+			echo "$$fn found a failing input: it is in $$pkg/testdata/fuzz/$$fn/; commit it as a seed with the fix" >&2; exit 1; }; \
+	done
 
 ## lint: formatting, vet, proto lint
 lint: tools
