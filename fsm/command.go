@@ -28,6 +28,8 @@ const (
 	// are applied in order, each as if it were an entry of its own at the
 	// batch's index.
 	CmdBatch CommandType = 11
+	// CmdWebhookResult records a webhook delivery attempt (raftv1.WebhookResult).
+	CmdWebhookResult CommandType = 12
 )
 
 func (t CommandType) String() string {
@@ -54,6 +56,8 @@ func (t CommandType) String() string {
 		return "SetMember"
 	case CmdBatch:
 		return "Batch"
+	case CmdWebhookResult:
+		return "WebhookResult"
 	}
 	return fmt.Sprintf("CommandType(%d)", byte(t))
 }
@@ -144,6 +148,8 @@ func Decode(data []byte) (CommandType, int64, proto.Message, error) {
 		msg = &raftv1.Redrive{}
 	case CmdSetMember:
 		msg = &raftv1.SetMember{}
+	case CmdWebhookResult:
+		msg = &raftv1.WebhookResult{}
 	default:
 		return t, now, nil, fmt.Errorf("fsm: unknown command type %d", byte(t))
 	}

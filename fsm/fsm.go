@@ -73,6 +73,8 @@ type FSM struct {
 	limits    *limiter.Engine
 	nextSweep int64
 	members   map[string]*raftv1.SetMember // raft id → addresses
+	gone      map[string]bool              // webhook endpoints that answered 410 (goneKey)
+	hooked    map[uint64]struct{}          // jobs with a pending webhook delivery (derived)
 
 	// derived, never encoded
 	commands atomic.Uint64 // commands applied since this process started (a batch's each count)
@@ -96,6 +98,8 @@ func New() *FSM {
 		policy:   &sluicev1.Policy{},
 		changed:  make(chan struct{}),
 		members:  make(map[string]*raftv1.SetMember),
+		gone:     make(map[string]bool),
+		hooked:   make(map[uint64]struct{}),
 	}
 	f.pix = indexPolicy(f.policy)
 	f.limits, _ = limiter.NewEngine(nil)
@@ -164,6 +168,8 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 		return f.redrive(msg.(*raftv1.Redrive))
 	case CmdSetMember:
 		return f.setMember(msg.(*raftv1.SetMember))
+	case CmdWebhookResult:
+		return f.webhookResult(msg.(*raftv1.WebhookResult))
 	}
 	return Result{Err: ErrBadCommand}
 }
@@ -274,6 +280,7 @@ func (f *FSM) retention() time.Duration {
 // forget drops a finished job past its retention.
 func (f *FSM) forget(j *raftv1.JobRecord) {
 	delete(f.jobs, j.Id)
+	delete(f.hooked, j.Id)
 	f.counts[j.State]--
 	ids := f.byTenant[j.Tenant]
 	i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
@@ -555,6 +562,9 @@ func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) 
 		Executor: j.Executor,
 		Reason:   reason,
 	})
+	if j.Spec.GetWebhook() != nil || f.pix.webhooks {
+		f.hookTransition(j, from, s)
+	}
 	if f.obs != nil {
 		f.obs.Transition(f.lastIndex, j, from)
 	}
@@ -899,6 +909,7 @@ func (f *FSM) captureLocked() *Capture {
 	for _, id := range sortedKeys(f.members) {
 		c.s.Members = append(c.s.Members, f.members[id]) // replaced, never changed in place
 	}
+	c.s.GoneWebhooks = sortedKeys(f.gone)
 	return c
 }
 
@@ -1025,6 +1036,9 @@ func (f *FSM) Restore(data []byte) error {
 	for _, m := range s.Members {
 		n.members[m.Id] = m
 	}
+	for _, g := range s.GoneWebhooks {
+		n.gone[g] = true
+	}
 	n.queue.SetConfig(SchedulerConfig(n.policy))
 	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
@@ -1036,6 +1050,9 @@ func (f *FSM) Restore(data []byte) error {
 			n.idem[idemKey{j.Tenant, k}] = j.Id
 		}
 		n.counts[j.State]++
+		if _, ok := n.hooked[j.Id]; !ok && slices.ContainsFunc(j.Deliveries, func(d *raftv1.Delivery) bool { return d.State == DeliveryPending }) {
+			n.hooked[j.Id] = struct{}{}
+		}
 		switch j.State {
 		case sluicev1.JobState_JOB_STATE_QUEUED:
 			if j.ReadyNs > n.now {
@@ -1062,7 +1079,7 @@ func (f *FSM) Restore(data []byte) error {
 	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
 	f.running = n.running
 	f.limits, f.nextSweep = n.limits, n.nextSweep
-	f.members = n.members
+	f.members, f.gone, f.hooked = n.members, n.gone, n.hooked
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -131,6 +131,9 @@ func ValidatePolicy(p *sluicev1.Policy) error {
 	if err := validateRules(p, tiers, names, models); err != nil {
 		return err
 	}
+	if err := validateWebhooks(p); err != nil {
+		return err
+	}
 	if err := validateScheduling(p.Scheduling); err != nil {
 		return err
 	}
@@ -223,6 +226,7 @@ type policyIndex struct {
 	byKeyHash map[string]*sluicev1.Tenant
 	models    map[string]*sluicev1.Model
 	tiers     map[string]*sluicev1.Tier
+	webhooks  bool // some tenant has a default webhook
 }
 
 func indexPolicy(p *sluicev1.Policy) policyIndex {
@@ -237,6 +241,7 @@ func indexPolicy(p *sluicev1.Policy) policyIndex {
 	}
 	for _, t := range p.Tenants {
 		ix.tenants[t.Name] = t
+		ix.webhooks = ix.webhooks || t.Webhook.GetUrl() != ""
 		for _, h := range t.ApiKeySha256 {
 			ix.byKeyHash[h] = t
 		}

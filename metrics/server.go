@@ -75,6 +75,7 @@ type Server struct {
 	forwarded                       *prometheus.CounterVec
 	apiRequests                     *prometheus.CounterVec
 	apiSeconds                      *prometheus.HistogramVec
+	webhooks                        *prometheus.CounterVec
 }
 
 func scope(s string) prometheus.Labels { return prometheus.Labels{"scope": s} }
@@ -120,6 +121,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 		forwarded:      counter("forwarded_total", "Writes this node forwarded to the leader, by outcome.", "node", "outcome"),
 		apiRequests:    counter("api_requests_total", "API calls, by procedure and Connect code (ok for none).", "node", "procedure", "code"),
 		apiSeconds:     histogram("api_request_seconds", "Latency of unary API calls.", "node", requestBuckets, "procedure"),
+		webhooks:       counter("webhook_attempts_total", "Webhook delivery attempts the leader made, by result.", "leader", "result"),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sluice", Name: "build_info", Help: "The build: 1, labelled with its version.",
 		ConstLabels: prometheus.Labels{"version": Version, "go_version": runtime.Version(), "node": node}})
@@ -127,7 +129,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions,
 		m.predictedWait, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
-		m.apiRequests, m.apiSeconds, stateCollector{m})
+		m.apiRequests, m.apiSeconds, m.webhooks, stateCollector{m})
 	return m
 }
 
@@ -284,4 +286,14 @@ func (m *Server) Forwarded(outcome string) {
 	if m != nil {
 		m.forwarded.WithLabelValues(outcome).Inc()
 	}
+}
+
+// Webhook counts one webhook delivery attempt: result is delivered (2xx),
+// refused (another status), gone (410: the endpoint is disabled) or error
+// (no answer: connection refused, timeout, an address not allowed).
+func (m *Server) Webhook(result string) {
+	if m == nil {
+		return
+	}
+	m.webhooks.WithLabelValues(result).Inc()
 }

@@ -40,6 +40,9 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	if err := ValidateSpec(spec, n.modelSet(), time.Now()); err != nil {
 		return nil, err
 	}
+	if err := n.checkSubmitWebhook(ctx, t, spec.GetWebhook()); err != nil {
+		return nil, err
+	}
 	// A retry with a known idempotency key needs no log entry and no limit.
 	if id, ok := n.fsm.IdempotentJob(t.Name, spec.IdempotencyKey); ok {
 		if job, ok := n.publicJob(id); ok {

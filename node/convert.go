@@ -58,6 +58,7 @@ func publicJob(v fsm.JobView, eta time.Duration) *sluicev1.Job {
 	for i, t := range j.Transitions {
 		out.Transitions[i] = transition(t)
 	}
+	out.Webhooks = publicDeliveries(j.Id, j.Deliveries)
 	return out
 }
 

@@ -70,8 +70,14 @@ func (n *Node) lead(leaderCh <-chan bool) {
 		defer close(gated)
 		n.gateBatches(termCtx)
 	}()
+	hooks := make(chan struct{})
+	go func() {
+		defer close(hooks)
+		n.newWebhookSender().run(termCtx)
+	}()
 	defer func() {
 		endTerm()
+		<-hooks
 		<-gated // so that it cannot turn group commit on after this
 		n.proposer.enabled.Store(false)
 		n.execs.clear()

@@ -127,7 +127,11 @@ type JobSpec struct {
 	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The job's cost in the policy's unit (e.g. tokens) for rules that count
 	// cost; 0 means the estimate: gpus × the model's expected duration in ms.
-	DeclaredCost  int64 `protobuf:"varint,12,opt,name=declared_cost,json=declaredCost,proto3" json:"declared_cost,omitempty"`
+	DeclaredCost int64 `protobuf:"varint,12,opt,name=declared_cost,json=declaredCost,proto3" json:"declared_cost,omitempty"`
+	// Where to send signed notifications of the job's events (Standard
+	// Webhooks); none means the tenant's default webhook, if its policy sets
+	// one. See docs/notifications.md.
+	Webhook       *Webhook `protobuf:"bytes,13,opt,name=webhook,proto3" json:"webhook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +250,198 @@ func (x *JobSpec) GetDeclaredCost() int64 {
 	return 0
 }
 
+func (x *JobSpec) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+// Webhook is a URL that receives a job's events as signed HTTP POSTs.
+type Webhook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// https://…; http:// only where the policy's webhooks.allow_http is set.
+	// Hosts that resolve to loopback, private, link-local (cloud metadata) or
+	// unspecified addresses are refused unless webhooks.allow_private is set.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Which events to send: "queued" (submitted), "started" (each attempt),
+	// "completed" (any final state). Empty means "completed" only.
+	Events        []string `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Webhook) Reset() {
+	*x = Webhook{}
+	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Webhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Webhook) ProtoMessage() {}
+
+func (x *Webhook) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Webhook.ProtoReflect.Descriptor instead.
+func (*Webhook) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Webhook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Webhook) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// WebhookDelivery is one event to send to a job's webhook, and how sending
+// it went. It is part of the replicated state: a new leader sends what the
+// old one had not finished, under the same id.
+type WebhookDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The webhook-id header: the same on every attempt, so that receivers
+	// can drop duplicates ("msg_<job>_<n>").
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "job.queued", "job.started" or "job.completed".
+	Event string `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	Url   string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// "pending", "delivered", "failed" (the retries ran out) or "disabled"
+	// (the endpoint answered 410 Gone, now or for an earlier delivery).
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// Attempts made so far.
+	Attempts  int32                  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the next attempt is due (while pending).
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	LastAttemptAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_attempt_at,json=lastAttemptAt,proto3" json:"last_attempt_at,omitempty"`
+	// The last attempt's HTTP status (0 if it got none) and error.
+	LastStatus    int32  `protobuf:"varint,9,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
+	LastError     string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookDelivery) Reset() {
+	*x = WebhookDelivery{}
+	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDelivery) ProtoMessage() {}
+
+func (x *WebhookDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDelivery.ProtoReflect.Descriptor instead.
+func (*WebhookDelivery) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WebhookDelivery) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetLastAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAttemptAt
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetLastStatus() int32 {
+	if x != nil {
+		return x.LastStatus
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 // JobError says why a job did not succeed.
 type JobError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -260,7 +456,7 @@ type JobError struct {
 
 func (x *JobError) Reset() {
 	*x = JobError{}
-	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +468,7 @@ func (x *JobError) String() string {
 func (*JobError) ProtoMessage() {}
 
 func (x *JobError) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[1]
+	mi := &file_sluice_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +481,7 @@ func (x *JobError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobError.ProtoReflect.Descriptor instead.
 func (*JobError) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JobError) GetCode() string {
@@ -319,7 +515,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +527,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[2]
+	mi := &file_sluice_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +540,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Transition) GetState() JobState {
@@ -418,13 +614,15 @@ type Job struct {
 	// "needs 2 GPUs; the largest executor has 1"; empty when one could run it
 	// (or none is connected). Soft state of the leader, like progress.
 	WaitingReason string `protobuf:"bytes,19,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"`
+	// The webhook notifications of the job's events, oldest first.
+	Webhooks      []*WebhookDelivery `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +634,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[3]
+	mi := &file_sluice_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +647,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Job) GetId() string {
@@ -585,6 +783,13 @@ func (x *Job) GetWaitingReason() string {
 	return ""
 }
 
+func (x *Job) GetWebhooks() []*WebhookDelivery {
+	if x != nil {
+		return x.Webhooks
+	}
+	return nil
+}
+
 // Admission records what the rate limits did to a job.
 type Admission struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -602,7 +807,7 @@ type Admission struct {
 
 func (x *Admission) Reset() {
 	*x = Admission{}
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +819,7 @@ func (x *Admission) String() string {
 func (*Admission) ProtoMessage() {}
 
 func (x *Admission) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[4]
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +832,7 @@ func (x *Admission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admission.ProtoReflect.Descriptor instead.
 func (*Admission) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Admission) GetReservedCost() int64 {
@@ -687,7 +892,7 @@ type RuleUsage struct {
 
 func (x *RuleUsage) Reset() {
 	*x = RuleUsage{}
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +904,7 @@ func (x *RuleUsage) String() string {
 func (*RuleUsage) ProtoMessage() {}
 
 func (x *RuleUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[5]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +917,7 @@ func (x *RuleUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleUsage.ProtoReflect.Descriptor instead.
 func (*RuleUsage) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RuleUsage) GetRule() string {
@@ -779,7 +984,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +996,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1009,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 type GetUsageResponse struct {
@@ -818,7 +1023,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +1035,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +1048,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetUsageResponse) GetTenant() string {
@@ -876,7 +1081,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1093,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1106,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubmitRequest) GetSpec() *JobSpec {
@@ -922,7 +1127,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1139,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1152,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitResponse) GetJob() *Job {
@@ -976,7 +1181,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1193,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1206,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1027,7 +1232,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1244,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1257,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1074,7 +1279,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1291,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1304,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1125,7 +1330,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1342,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1355,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1169,7 +1374,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1386,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1399,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1213,7 +1418,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1430,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1443,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1265,7 +1470,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1482,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1495,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1333,7 +1538,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1550,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1563,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1379,7 +1584,7 @@ var File_sluice_v1_job_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x04\n" +
+	"\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x04\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12-\n" +
 	"\x05input\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05input\x12\x1a\n" +
@@ -1395,10 +1600,29 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\rgpu_memory_mb\x18\n" +
 	" \x01(\x03R\vgpuMemoryMb\x126\n" +
 	"\x06labels\x18\v \x03(\v2\x1e.sluice.v1.JobSpec.LabelsEntryR\x06labels\x12#\n" +
-	"\rdeclared_cost\x18\f \x01(\x03R\fdeclaredCost\x1a9\n" +
+	"\rdeclared_cost\x18\f \x01(\x03R\fdeclaredCost\x12,\n" +
+	"\awebhook\x18\r \x01(\v2\x12.sluice.v1.WebhookR\awebhook\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
+	"\aWebhook\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06events\x18\x02 \x03(\tR\x06events\"\xfe\x02\n" +
+	"\x0fWebhookDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\x05R\battempts\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12B\n" +
+	"\x0fnext_attempt_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12B\n" +
+	"\x0flast_attempt_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastAttemptAt\x12\x1f\n" +
+	"\vlast_status\x18\t \x01(\x05R\n" +
+	"lastStatus\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\n" +
+	" \x01(\tR\tlastError\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xb1\x01\n" +
@@ -1408,7 +1632,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x99\x06\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xd1\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -1433,7 +1657,8 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\tadmission\x18\x10 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\x12\x1a\n" +
 	"\bprogress\x18\x11 \x01(\x01R\bprogress\x12#\n" +
 	"\rprogress_text\x18\x12 \x01(\tR\fprogressText\x12%\n" +
-	"\x0ewaiting_reason\x18\x13 \x01(\tR\rwaitingReason\"\xbc\x01\n" +
+	"\x0ewaiting_reason\x18\x13 \x01(\tR\rwaitingReason\x126\n" +
+	"\bwebhooks\x18\x14 \x03(\v2\x1a.sluice.v1.WebhookDeliveryR\bwebhooks\"\xbc\x01\n" +
 	"\tAdmission\x12#\n" +
 	"\rreserved_cost\x18\x01 \x01(\x03R\freservedCost\x12!\n" +
 	"\fsettled_cost\x18\x02 \x01(\x03R\vsettledCost\x12\x1d\n" +
@@ -1523,76 +1748,83 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: sluice.v1.JobState
 	(*JobSpec)(nil),               // 1: sluice.v1.JobSpec
-	(*JobError)(nil),              // 2: sluice.v1.JobError
-	(*Transition)(nil),            // 3: sluice.v1.Transition
-	(*Job)(nil),                   // 4: sluice.v1.Job
-	(*Admission)(nil),             // 5: sluice.v1.Admission
-	(*RuleUsage)(nil),             // 6: sluice.v1.RuleUsage
-	(*GetUsageRequest)(nil),       // 7: sluice.v1.GetUsageRequest
-	(*GetUsageResponse)(nil),      // 8: sluice.v1.GetUsageResponse
-	(*SubmitRequest)(nil),         // 9: sluice.v1.SubmitRequest
-	(*SubmitResponse)(nil),        // 10: sluice.v1.SubmitResponse
-	(*GetJobRequest)(nil),         // 11: sluice.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 12: sluice.v1.GetJobResponse
-	(*WatchJobRequest)(nil),       // 13: sluice.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 14: sluice.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),      // 15: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 16: sluice.v1.CancelJobResponse
-	(*ListJobsRequest)(nil),       // 17: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 18: sluice.v1.ListJobsResponse
-	nil,                           // 19: sluice.v1.JobSpec.LabelsEntry
-	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*Webhook)(nil),               // 2: sluice.v1.Webhook
+	(*WebhookDelivery)(nil),       // 3: sluice.v1.WebhookDelivery
+	(*JobError)(nil),              // 4: sluice.v1.JobError
+	(*Transition)(nil),            // 5: sluice.v1.Transition
+	(*Job)(nil),                   // 6: sluice.v1.Job
+	(*Admission)(nil),             // 7: sluice.v1.Admission
+	(*RuleUsage)(nil),             // 8: sluice.v1.RuleUsage
+	(*GetUsageRequest)(nil),       // 9: sluice.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),      // 10: sluice.v1.GetUsageResponse
+	(*SubmitRequest)(nil),         // 11: sluice.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 12: sluice.v1.SubmitResponse
+	(*GetJobRequest)(nil),         // 13: sluice.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 14: sluice.v1.GetJobResponse
+	(*WatchJobRequest)(nil),       // 15: sluice.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),      // 16: sluice.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),      // 17: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 18: sluice.v1.CancelJobResponse
+	(*ListJobsRequest)(nil),       // 19: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 20: sluice.v1.ListJobsResponse
+	nil,                           // 21: sluice.v1.JobSpec.LabelsEntry
+	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	20, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
-	21, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
-	22, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
-	22, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
-	19, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
-	0,  // 5: sluice.v1.Transition.state:type_name -> sluice.v1.JobState
-	21, // 6: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	1,  // 7: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
-	0,  // 8: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	21, // 9: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	21, // 10: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	21, // 11: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	3,  // 12: sluice.v1.Job.transitions:type_name -> sluice.v1.Transition
-	20, // 13: sluice.v1.Job.output:type_name -> google.protobuf.Struct
-	2,  // 14: sluice.v1.Job.error:type_name -> sluice.v1.JobError
-	21, // 15: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
-	5,  // 16: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
-	21, // 17: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
-	6,  // 18: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
-	1,  // 19: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
-	4,  // 20: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
-	4,  // 21: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	4,  // 22: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
-	4,  // 23: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
-	0,  // 24: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
-	4,  // 25: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	9,  // 26: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
-	11, // 27: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	13, // 28: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
-	15, // 29: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	17, // 30: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	7,  // 31: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
-	10, // 32: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
-	12, // 33: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	14, // 34: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
-	16, // 35: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	18, // 36: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	8,  // 37: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	22, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
+	23, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
+	24, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
+	24, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
+	21, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
+	2,  // 5: sluice.v1.JobSpec.webhook:type_name -> sluice.v1.Webhook
+	23, // 6: sluice.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
+	23, // 7: sluice.v1.WebhookDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	23, // 8: sluice.v1.WebhookDelivery.last_attempt_at:type_name -> google.protobuf.Timestamp
+	0,  // 9: sluice.v1.Transition.state:type_name -> sluice.v1.JobState
+	23, // 10: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	1,  // 11: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	0,  // 12: sluice.v1.Job.state:type_name -> sluice.v1.JobState
+	23, // 13: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	23, // 14: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	23, // 15: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	5,  // 16: sluice.v1.Job.transitions:type_name -> sluice.v1.Transition
+	22, // 17: sluice.v1.Job.output:type_name -> google.protobuf.Struct
+	4,  // 18: sluice.v1.Job.error:type_name -> sluice.v1.JobError
+	23, // 19: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
+	7,  // 20: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
+	3,  // 21: sluice.v1.Job.webhooks:type_name -> sluice.v1.WebhookDelivery
+	23, // 22: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
+	8,  // 23: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
+	1,  // 24: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
+	6,  // 25: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
+	6,  // 26: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	6,  // 27: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
+	6,  // 28: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
+	0,  // 29: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
+	6,  // 30: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	11, // 31: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
+	13, // 32: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	15, // 33: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
+	17, // 34: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	19, // 35: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	9,  // 36: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
+	12, // 37: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
+	14, // 38: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	16, // 39: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
+	18, // 40: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	20, // 41: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	10, // 42: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -1606,7 +1838,7 @@ func file_sluice_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

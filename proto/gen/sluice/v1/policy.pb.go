@@ -259,8 +259,10 @@ type Policy struct {
 	// Hex SHA-256 of the token executors present to ExecutorService; empty
 	// means the admin token.
 	ExecutorTokenSha256 string `protobuf:"bytes,9,opt,name=executor_token_sha256,json=executorTokenSha256,proto3" json:"executor_token_sha256,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// How webhooks are sent and which URLs they may go to.
+	Webhooks      *WebhookSettings `protobuf:"bytes,10,opt,name=webhooks,proto3" json:"webhooks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -356,6 +358,99 @@ func (x *Policy) GetExecutorTokenSha256() string {
 	return ""
 }
 
+func (x *Policy) GetWebhooks() *WebhookSettings {
+	if x != nil {
+		return x.Webhooks
+	}
+	return nil
+}
+
+// WebhookSettings bound webhook deliveries.
+type WebhookSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Allow http:// webhook URLs (for receivers inside a trusted network).
+	AllowHttp bool `protobuf:"varint,1,opt,name=allow_http,json=allowHttp,proto3" json:"allow_http,omitempty"`
+	// Allow hosts on loopback, private, link-local (cloud metadata, e.g.
+	// 169.254.169.254) and unspecified addresses. Checked when a job is
+	// submitted and again at every connection.
+	AllowPrivate bool `protobuf:"varint,2,opt,name=allow_private,json=allowPrivate,proto3" json:"allow_private,omitempty"`
+	// The waits between attempts; empty means the Standard Webhooks schedule:
+	// 5s, 5m, 30m, 2h, 5h, 10h, 10h (eight attempts over about 28 hours).
+	RetrySchedule []*durationpb.Duration `protobuf:"bytes,3,rep,name=retry_schedule,json=retrySchedule,proto3" json:"retry_schedule,omitempty"`
+	// One attempt's time limit, connection to last byte; 0 means 10s (at most 60s).
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Deliveries in flight at once for one tenant; 0 means 4. Others wait,
+	// so a slow receiver holds back only its own tenant.
+	MaxInFlightPerTenant int32 `protobuf:"varint,5,opt,name=max_in_flight_per_tenant,json=maxInFlightPerTenant,proto3" json:"max_in_flight_per_tenant,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *WebhookSettings) Reset() {
+	*x = WebhookSettings{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookSettings) ProtoMessage() {}
+
+func (x *WebhookSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookSettings.ProtoReflect.Descriptor instead.
+func (*WebhookSettings) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WebhookSettings) GetAllowHttp() bool {
+	if x != nil {
+		return x.AllowHttp
+	}
+	return false
+}
+
+func (x *WebhookSettings) GetAllowPrivate() bool {
+	if x != nil {
+		return x.AllowPrivate
+	}
+	return false
+}
+
+func (x *WebhookSettings) GetRetrySchedule() []*durationpb.Duration {
+	if x != nil {
+		return x.RetrySchedule
+	}
+	return nil
+}
+
+func (x *WebhookSettings) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *WebhookSettings) GetMaxInFlightPerTenant() int32 {
+	if x != nil {
+		return x.MaxInFlightPerTenant
+	}
+	return 0
+}
+
 // Scheduling holds the queue's bounds and the big-job reservation. Past a
 // bound Submit fails with resource_exhausted "system busy", naming the bound
 // and when to retry; nothing already queued is ever dropped.
@@ -383,7 +478,7 @@ type Scheduling struct {
 
 func (x *Scheduling) Reset() {
 	*x = Scheduling{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	mi := &file_sluice_v1_policy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +490,7 @@ func (x *Scheduling) String() string {
 func (*Scheduling) ProtoMessage() {}
 
 func (x *Scheduling) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[1]
+	mi := &file_sluice_v1_policy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +503,7 @@ func (x *Scheduling) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scheduling.ProtoReflect.Descriptor instead.
 func (*Scheduling) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Scheduling) GetReserveAfter() *durationpb.Duration {
@@ -505,7 +600,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	mi := &file_sluice_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +612,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[2]
+	mi := &file_sluice_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +625,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Rule) GetName() string {
@@ -751,7 +846,7 @@ type RuleMatch struct {
 
 func (x *RuleMatch) Reset() {
 	*x = RuleMatch{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +858,7 @@ func (x *RuleMatch) String() string {
 func (*RuleMatch) ProtoMessage() {}
 
 func (x *RuleMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +871,7 @@ func (x *RuleMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleMatch.ProtoReflect.Descriptor instead.
 func (*RuleMatch) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RuleMatch) GetTenant() string {
@@ -833,7 +928,7 @@ type TokenBucketLimit struct {
 
 func (x *TokenBucketLimit) Reset() {
 	*x = TokenBucketLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +940,7 @@ func (x *TokenBucketLimit) String() string {
 func (*TokenBucketLimit) ProtoMessage() {}
 
 func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +953,7 @@ func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenBucketLimit.ProtoReflect.Descriptor instead.
 func (*TokenBucketLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TokenBucketLimit) GetCount() int64 {
@@ -895,7 +990,7 @@ type LeakyQueueLimit struct {
 
 func (x *LeakyQueueLimit) Reset() {
 	*x = LeakyQueueLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1002,7 @@ func (x *LeakyQueueLimit) String() string {
 func (*LeakyQueueLimit) ProtoMessage() {}
 
 func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1015,7 @@ func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeakyQueueLimit.ProtoReflect.Descriptor instead.
 func (*LeakyQueueLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeakyQueueLimit) GetCount() int64 {
@@ -955,7 +1050,7 @@ type WindowLimit struct {
 
 func (x *WindowLimit) Reset() {
 	*x = WindowLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1062,7 @@ func (x *WindowLimit) String() string {
 func (*WindowLimit) ProtoMessage() {}
 
 func (x *WindowLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1075,7 @@ func (x *WindowLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowLimit.ProtoReflect.Descriptor instead.
 func (*WindowLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WindowLimit) GetLimit() int64 {
@@ -1008,7 +1103,7 @@ type ConcurrencyLimit struct {
 
 func (x *ConcurrencyLimit) Reset() {
 	*x = ConcurrencyLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1115,7 @@ func (x *ConcurrencyLimit) String() string {
 func (*ConcurrencyLimit) ProtoMessage() {}
 
 func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1128,7 @@ func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConcurrencyLimit.ProtoReflect.Descriptor instead.
 func (*ConcurrencyLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConcurrencyLimit) GetLimit() int64 {
@@ -1056,7 +1151,7 @@ type QuotaLimit struct {
 
 func (x *QuotaLimit) Reset() {
 	*x = QuotaLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1163,7 @@ func (x *QuotaLimit) String() string {
 func (*QuotaLimit) ProtoMessage() {}
 
 func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1176,7 @@ func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
 func (*QuotaLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *QuotaLimit) GetLimit() int64 {
@@ -1122,7 +1217,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1229,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1242,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Tier) GetName() string {
@@ -1186,14 +1281,22 @@ type Tenant struct {
 	MaxRunning int32 `protobuf:"varint,5,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
 	// At most this many of the tenant's jobs wait in the queue; past it,
 	// Submit fails with "system busy". 0 means scheduling.max_queued_per_tenant.
-	MaxQueued     int64 `protobuf:"varint,6,opt,name=max_queued,json=maxQueued,proto3" json:"max_queued,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxQueued int64 `protobuf:"varint,6,opt,name=max_queued,json=maxQueued,proto3" json:"max_queued,omitempty"`
+	// The webhook of jobs that name none.
+	Webhook *Webhook `protobuf:"bytes,7,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	// Secrets that sign the tenant's webhooks ("whsec_" and base64 of 24 to
+	// 64 random bytes; `sluice webhooks new-secret` makes one). Every secret
+	// listed signs each delivery, so a receiver can move to a new one while
+	// the old one still verifies: list both, switch the receiver, drop the
+	// old. A tenant whose jobs use webhooks needs at least one.
+	WebhookSecrets []string `protobuf:"bytes,8,rep,name=webhook_secrets,json=webhookSecrets,proto3" json:"webhook_secrets,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1308,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1321,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Tenant) GetName() string {
@@ -1263,6 +1366,20 @@ func (x *Tenant) GetMaxQueued() int64 {
 	return 0
 }
 
+func (x *Tenant) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+func (x *Tenant) GetWebhookSecrets() []string {
+	if x != nil {
+		return x.WebhookSecrets
+	}
+	return nil
+}
+
 // Model is something the executors can run.
 type Model struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1283,7 +1400,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1412,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1425,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Model) GetName() string {
@@ -1366,7 +1483,7 @@ type Defaults struct {
 
 func (x *Defaults) Reset() {
 	*x = Defaults{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[12]
+	mi := &file_sluice_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +1495,7 @@ func (x *Defaults) String() string {
 func (*Defaults) ProtoMessage() {}
 
 func (x *Defaults) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[12]
+	mi := &file_sluice_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +1508,7 @@ func (x *Defaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Defaults.ProtoReflect.Descriptor instead.
 func (*Defaults) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Defaults) GetQueueTimeout() *durationpb.Duration {
@@ -1433,7 +1550,7 @@ var File_sluice_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa7\x03\n" +
+	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x13sluice/v1/job.proto\"\xdf\x03\n" +
 	"\x06Policy\x12%\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x0f.sluice.v1.TierR\x05tiers\x12+\n" +
 	"\atenants\x18\x02 \x03(\v2\x11.sluice.v1.TenantR\atenants\x12(\n" +
@@ -1445,7 +1562,16 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"scheduling\x18\b \x01(\v2\x15.sluice.v1.SchedulingR\n" +
 	"scheduling\x122\n" +
-	"\x15executor_token_sha256\x18\t \x01(\tR\x13executorTokenSha256\"\xc7\x02\n" +
+	"\x15executor_token_sha256\x18\t \x01(\tR\x13executorTokenSha256\x126\n" +
+	"\bwebhooks\x18\n" +
+	" \x01(\v2\x1a.sluice.v1.WebhookSettingsR\bwebhooks\"\x84\x02\n" +
+	"\x0fWebhookSettings\x12\x1d\n" +
+	"\n" +
+	"allow_http\x18\x01 \x01(\bR\tallowHttp\x12#\n" +
+	"\rallow_private\x18\x02 \x01(\bR\fallowPrivate\x12@\n" +
+	"\x0eretry_schedule\x18\x03 \x03(\v2\x19.google.protobuf.DurationR\rretrySchedule\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
+	"\x18max_in_flight_per_tenant\x18\x05 \x01(\x05R\x14maxInFlightPerTenant\"\xc7\x02\n" +
 	"\n" +
 	"Scheduling\x12>\n" +
 	"\rreserve_after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\freserveAfter\x12\x1d\n" +
@@ -1506,7 +1632,7 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x04Tier\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x16\n" +
-	"\x06strict\x18\x03 \x01(\bR\x06strict\"\xae\x01\n" +
+	"\x06strict\x18\x03 \x01(\bR\x06strict\"\x85\x02\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12$\n" +
@@ -1515,7 +1641,9 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\vmax_running\x18\x05 \x01(\x05R\n" +
 	"maxRunning\x12\x1d\n" +
 	"\n" +
-	"max_queued\x18\x06 \x01(\x03R\tmaxQueued\"\xd5\x01\n" +
+	"max_queued\x18\x06 \x01(\x03R\tmaxQueued\x12,\n" +
+	"\awebhook\x18\a \x01(\v2\x12.sluice.v1.WebhookR\awebhook\x12'\n" +
+	"\x0fwebhook_secrets\x18\b \x03(\tR\x0ewebhookSecrets\"\xd5\x01\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
 	"\x10default_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultDuration\x12\x12\n" +
@@ -1569,64 +1697,70 @@ func file_sluice_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_v1_policy_proto_goTypes = []any{
 	(RuleScope)(0),              // 0: sluice.v1.RuleScope
 	(RuleCounts)(0),             // 1: sluice.v1.RuleCounts
 	(OverLimitAction)(0),        // 2: sluice.v1.OverLimitAction
 	(QuotaPeriod)(0),            // 3: sluice.v1.QuotaPeriod
 	(*Policy)(nil),              // 4: sluice.v1.Policy
-	(*Scheduling)(nil),          // 5: sluice.v1.Scheduling
-	(*Rule)(nil),                // 6: sluice.v1.Rule
-	(*RuleMatch)(nil),           // 7: sluice.v1.RuleMatch
-	(*TokenBucketLimit)(nil),    // 8: sluice.v1.TokenBucketLimit
-	(*LeakyQueueLimit)(nil),     // 9: sluice.v1.LeakyQueueLimit
-	(*WindowLimit)(nil),         // 10: sluice.v1.WindowLimit
-	(*ConcurrencyLimit)(nil),    // 11: sluice.v1.ConcurrencyLimit
-	(*QuotaLimit)(nil),          // 12: sluice.v1.QuotaLimit
-	(*Tier)(nil),                // 13: sluice.v1.Tier
-	(*Tenant)(nil),              // 14: sluice.v1.Tenant
-	(*Model)(nil),               // 15: sluice.v1.Model
-	(*Defaults)(nil),            // 16: sluice.v1.Defaults
-	(*durationpb.Duration)(nil), // 17: google.protobuf.Duration
+	(*WebhookSettings)(nil),     // 5: sluice.v1.WebhookSettings
+	(*Scheduling)(nil),          // 6: sluice.v1.Scheduling
+	(*Rule)(nil),                // 7: sluice.v1.Rule
+	(*RuleMatch)(nil),           // 8: sluice.v1.RuleMatch
+	(*TokenBucketLimit)(nil),    // 9: sluice.v1.TokenBucketLimit
+	(*LeakyQueueLimit)(nil),     // 10: sluice.v1.LeakyQueueLimit
+	(*WindowLimit)(nil),         // 11: sluice.v1.WindowLimit
+	(*ConcurrencyLimit)(nil),    // 12: sluice.v1.ConcurrencyLimit
+	(*QuotaLimit)(nil),          // 13: sluice.v1.QuotaLimit
+	(*Tier)(nil),                // 14: sluice.v1.Tier
+	(*Tenant)(nil),              // 15: sluice.v1.Tenant
+	(*Model)(nil),               // 16: sluice.v1.Model
+	(*Defaults)(nil),            // 17: sluice.v1.Defaults
+	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(*Webhook)(nil),             // 19: sluice.v1.Webhook
 }
 var file_sluice_v1_policy_proto_depIdxs = []int32{
-	13, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
-	14, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
-	15, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
-	16, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
-	6,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
-	5,  // 5: sluice.v1.Policy.scheduling:type_name -> sluice.v1.Scheduling
-	17, // 6: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
-	17, // 7: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
-	7,  // 8: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
-	0,  // 9: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
-	1,  // 10: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
-	2,  // 11: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
-	17, // 12: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
-	8,  // 13: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
-	8,  // 14: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
-	9,  // 15: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
-	10, // 16: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
-	10, // 17: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
-	10, // 18: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
-	11, // 19: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
-	12, // 20: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
-	17, // 21: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
-	17, // 22: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
-	17, // 23: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
-	3,  // 24: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
-	17, // 25: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
-	17, // 26: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
-	17, // 27: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
-	17, // 28: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
-	17, // 29: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
-	17, // 30: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	14, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
+	15, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
+	16, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
+	17, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
+	7,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
+	6,  // 5: sluice.v1.Policy.scheduling:type_name -> sluice.v1.Scheduling
+	5,  // 6: sluice.v1.Policy.webhooks:type_name -> sluice.v1.WebhookSettings
+	18, // 7: sluice.v1.WebhookSettings.retry_schedule:type_name -> google.protobuf.Duration
+	18, // 8: sluice.v1.WebhookSettings.timeout:type_name -> google.protobuf.Duration
+	18, // 9: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
+	18, // 10: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
+	8,  // 11: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
+	0,  // 12: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
+	1,  // 13: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
+	2,  // 14: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
+	18, // 15: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
+	9,  // 16: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
+	9,  // 17: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
+	10, // 18: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
+	11, // 19: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
+	11, // 20: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
+	11, // 21: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
+	12, // 22: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
+	13, // 23: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
+	18, // 24: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
+	18, // 25: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
+	18, // 26: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
+	3,  // 27: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
+	19, // 28: sluice.v1.Tenant.webhook:type_name -> sluice.v1.Webhook
+	18, // 29: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
+	18, // 30: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
+	18, // 31: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
+	18, // 32: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
+	18, // 33: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
+	18, // 34: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_policy_proto_init() }
@@ -1634,7 +1768,8 @@ func file_sluice_v1_policy_proto_init() {
 	if File_sluice_v1_policy_proto != nil {
 		return
 	}
-	file_sluice_v1_policy_proto_msgTypes[2].OneofWrappers = []any{
+	file_sluice_v1_job_proto_init()
+	file_sluice_v1_policy_proto_msgTypes[3].OneofWrappers = []any{
 		(*Rule_TokenBucket)(nil),
 		(*Rule_Gcra)(nil),
 		(*Rule_LeakyQueue)(nil),
@@ -1650,7 +1785,7 @@ func file_sluice_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_policy_proto_rawDesc), len(file_sluice_v1_policy_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -680,7 +680,9 @@ type JobRecord struct {
 	Charge    *Charge       `protobuf:"bytes,21,opt,name=charge,proto3" json:"charge,omitempty"`
 	Admission *v1.Admission `protobuf:"bytes,22,opt,name=admission,proto3" json:"admission,omitempty"`
 	// Total time the job's attempts have run (log time), for GPU costs.
-	RanNs         int64 `protobuf:"varint,23,opt,name=ran_ns,json=ranNs,proto3" json:"ran_ns,omitempty"`
+	RanNs int64 `protobuf:"varint,23,opt,name=ran_ns,json=ranNs,proto3" json:"ran_ns,omitempty"`
+	// The webhook notifications of its events, oldest first.
+	Deliveries    []*Delivery `protobuf:"bytes,24,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -876,6 +878,211 @@ func (x *JobRecord) GetRanNs() int64 {
 	return 0
 }
 
+func (x *JobRecord) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// Delivery is one webhook event to send (sluice.v1.WebhookDelivery in log
+// time).
+type Delivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per job, from 1: the webhook-id is "msg_<job>_<seq>".
+	Seq           int32  `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Event         string `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	Url           string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Attempts      int32  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	CreatedNs     int64  `protobuf:"varint,6,opt,name=created_ns,json=createdNs,proto3" json:"created_ns,omitempty"`
+	NextNs        int64  `protobuf:"varint,7,opt,name=next_ns,json=nextNs,proto3" json:"next_ns,omitempty"`
+	LastNs        int64  `protobuf:"varint,8,opt,name=last_ns,json=lastNs,proto3" json:"last_ns,omitempty"`
+	LastStatus    int32  `protobuf:"varint,9,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
+	LastError     string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Delivery) GetSeq() int32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Delivery) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *Delivery) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Delivery) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Delivery) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *Delivery) GetCreatedNs() int64 {
+	if x != nil {
+		return x.CreatedNs
+	}
+	return 0
+}
+
+func (x *Delivery) GetNextNs() int64 {
+	if x != nil {
+		return x.NextNs
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastNs() int64 {
+	if x != nil {
+		return x.LastNs
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastStatus() int32 {
+	if x != nil {
+		return x.LastStatus
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// WebhookResult is the leader's report of one delivery attempt.
+type WebhookResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId uint64                 `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Seq   int32                  `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The attempt it reports (the delivery's attempts + 1); others are stale.
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The HTTP status, 0 when none came (error says why).
+	Status        int32  `protobuf:"varint,4,opt,name=status,proto3" json:"status,omitempty"`
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookResult) Reset() {
+	*x = WebhookResult{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookResult) ProtoMessage() {}
+
+func (x *WebhookResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookResult.ProtoReflect.Descriptor instead.
+func (*WebhookResult) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WebhookResult) GetJobId() uint64 {
+	if x != nil {
+		return x.JobId
+	}
+	return 0
+}
+
+func (x *WebhookResult) GetSeq() int32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WebhookResult) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *WebhookResult) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *WebhookResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Charge is what admission charged the limiter, keyed as it was.
 type Charge struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -896,7 +1103,7 @@ type Charge struct {
 
 func (x *Charge) Reset() {
 	*x = Charge{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1115,7 @@ func (x *Charge) String() string {
 func (*Charge) ProtoMessage() {}
 
 func (x *Charge) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1128,7 @@ func (x *Charge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Charge.ProtoReflect.Descriptor instead.
 func (*Charge) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Charge) GetApiKeySha256() string {
@@ -986,7 +1193,7 @@ type TransitionRecord struct {
 
 func (x *TransitionRecord) Reset() {
 	*x = TransitionRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1205,7 @@ func (x *TransitionRecord) String() string {
 func (*TransitionRecord) ProtoMessage() {}
 
 func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1218,7 @@ func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransitionRecord.ProtoReflect.Descriptor instead.
 func (*TransitionRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransitionRecord) GetState() v1.JobState {
@@ -1068,14 +1275,16 @@ type Snapshot struct {
 	// The last job id given out. A Submit gets max(last_job_id + 1, its log
 	// index): the log index as long as each entry submits at most one job,
 	// and distinct ids for the jobs of one batch entry.
-	LastJobId     uint64 `protobuf:"varint,10,opt,name=last_job_id,json=lastJobId,proto3" json:"last_job_id,omitempty"`
+	LastJobId uint64 `protobuf:"varint,10,opt,name=last_job_id,json=lastJobId,proto3" json:"last_job_id,omitempty"`
+	// Webhook endpoints that answered 410 Gone ("tenant url"), sorted.
+	GoneWebhooks  []string `protobuf:"bytes,11,rep,name=gone_webhooks,json=goneWebhooks,proto3" json:"gone_webhooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1296,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1309,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Snapshot) GetNowNs() int64 {
@@ -1173,6 +1382,13 @@ func (x *Snapshot) GetLastJobId() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetGoneWebhooks() []string {
+	if x != nil {
+		return x.GoneWebhooks
+	}
+	return nil
+}
+
 var File_sluice_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_sluice_raft_v1_raft_proto_rawDesc = "" +
@@ -1217,7 +1433,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x06remove\x18\x04 \x01(\bR\x06remove\"\x06\n" +
 	"\x04Tick\"6\n" +
 	"\tSetPolicy\x12)\n" +
-	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xb3\x06\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xed\x06\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -1245,7 +1461,31 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x0erun_timeout_ns\x18\x14 \x01(\x03R\frunTimeoutNs\x12.\n" +
 	"\x06charge\x18\x15 \x01(\v2\x16.sluice.raft.v1.ChargeR\x06charge\x122\n" +
 	"\tadmission\x18\x16 \x01(\v2\x14.sluice.v1.AdmissionR\tadmission\x12\x15\n" +
-	"\x06ran_ns\x18\x17 \x01(\x03R\x05ranNs\"\xba\x01\n" +
+	"\x06ran_ns\x18\x17 \x01(\x03R\x05ranNs\x128\n" +
+	"\n" +
+	"deliveries\x18\x18 \x03(\v2\x18.sluice.raft.v1.DeliveryR\n" +
+	"deliveries\"\x87\x02\n" +
+	"\bDelivery\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x05R\x03seq\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"created_ns\x18\x06 \x01(\x03R\tcreatedNs\x12\x17\n" +
+	"\anext_ns\x18\a \x01(\x03R\x06nextNs\x12\x17\n" +
+	"\alast_ns\x18\b \x01(\x03R\x06lastNs\x12\x1f\n" +
+	"\vlast_status\x18\t \x01(\x05R\n" +
+	"lastStatus\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\n" +
+	" \x01(\tR\tlastError\"\x80\x01\n" +
+	"\rWebhookResult\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\x04R\x05jobId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x05R\x03seq\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\x05R\x06status\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xba\x01\n" +
 	"\x06Charge\x12$\n" +
 	"\x0eapi_key_sha256\x18\x01 \x01(\tR\fapiKeySha256\x12\x1b\n" +
 	"\tclient_ip\x18\x02 \x01(\tR\bclientIp\x12\x16\n" +
@@ -1259,7 +1499,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xe9\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x8e\x03\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
@@ -1272,7 +1512,8 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05queue\x18\b \x01(\fR\x05queue\x123\n" +
 	"\amembers\x18\t \x03(\v2\x19.sluice.raft.v1.SetMemberR\amembers\x12\x1e\n" +
 	"\vlast_job_id\x18\n" +
-	" \x01(\x04R\tlastJobIdB\xb5\x01\n" +
+	" \x01(\x04R\tlastJobId\x12#\n" +
+	"\rgone_webhooks\x18\v \x03(\tR\fgoneWebhooksB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (
@@ -1287,7 +1528,7 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
 	(*Assign)(nil),           // 1: sluice.raft.v1.Assign
@@ -1300,37 +1541,40 @@ var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Tick)(nil),             // 8: sluice.raft.v1.Tick
 	(*SetPolicy)(nil),        // 9: sluice.raft.v1.SetPolicy
 	(*JobRecord)(nil),        // 10: sluice.raft.v1.JobRecord
-	(*Charge)(nil),           // 11: sluice.raft.v1.Charge
-	(*TransitionRecord)(nil), // 12: sluice.raft.v1.TransitionRecord
-	(*Snapshot)(nil),         // 13: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 14: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 15: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 16: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 17: sluice.v1.Policy
-	(v1.JobState)(0),         // 18: sluice.v1.JobState
-	(*v1.Admission)(nil),     // 19: sluice.v1.Admission
+	(*Delivery)(nil),         // 11: sluice.raft.v1.Delivery
+	(*WebhookResult)(nil),    // 12: sluice.raft.v1.WebhookResult
+	(*Charge)(nil),           // 13: sluice.raft.v1.Charge
+	(*TransitionRecord)(nil), // 14: sluice.raft.v1.TransitionRecord
+	(*Snapshot)(nil),         // 15: sluice.raft.v1.Snapshot
+	(*v1.JobSpec)(nil),       // 16: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 17: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 18: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 19: sluice.v1.Policy
+	(v1.JobState)(0),         // 20: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 21: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	14, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
-	15, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	16, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
-	17, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	14, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	18, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	12, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	15, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	16, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
-	11, // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
-	19, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
-	18, // 11: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	17, // 12: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
-	10, // 13: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
-	7,  // 14: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	16, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	17, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	18, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	19, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	16, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	20, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	14, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
+	17, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	18, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	13, // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
+	21, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	11, // 11: sluice.raft.v1.JobRecord.deliveries:type_name -> sluice.raft.v1.Delivery
+	20, // 12: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	19, // 13: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	10, // 14: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
+	7,  // 15: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_sluice_raft_v1_raft_proto_init() }
@@ -1344,7 +1588,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
