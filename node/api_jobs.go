@@ -204,7 +204,16 @@ func (s *jobService) GetJob(ctx context.Context, req *connect.Request[sluicev1.G
 }
 
 func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1.WatchJobRequest], stream *connect.ServerStream[sluicev1.WatchJobResponse]) error {
-	key, cerr := bearer(req.Header())
+	return s.watch(ctx, req.Header(), req.Peer().Addr, req.Msg, func(job *sluicev1.Job) error {
+		return stream.Send(&sluicev1.WatchJobResponse{Job: job})
+	})
+}
+
+// watch sends the job (with the caller's key in h) at once and at every
+// change until it is final or ctx ends: WatchJob and the server-sent events
+// of /v1/jobs/{id}/events.
+func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg *sluicev1.WatchJobRequest, send func(*sluicev1.Job) error) error {
+	key, cerr := bearer(h)
 	if cerr != nil {
 		return cerr
 	}
@@ -213,10 +222,10 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 		return err
 	}
 	defer release()
-	if req.Msg.Consistent && !s.n.IsLeader() {
-		return s.n.relayWatch(ctx, req, stream)
+	if msg.Consistent && !s.n.IsLeader() {
+		return s.n.relayWatch(ctx, h, msg, send)
 	}
-	id, job, err := s.ownJob(ctx, req.Header(), req.Peer().Addr, "WatchJob", req.Msg.GetId())
+	id, job, err := s.ownJob(ctx, h, peer, "WatchJob", msg.GetId())
 	if err != nil {
 		return err
 	}
@@ -243,7 +252,7 @@ func (s *jobService) WatchJob(ctx context.Context, req *connect.Request[sluicev1
 		read = time.Now()
 		changed := s.n.fsm.Changed()
 		if last == nil || watchDiffers(last, job) {
-			if err := stream.Send(&sluicev1.WatchJobResponse{Job: job}); err != nil {
+			if err := send(job); err != nil {
 				return err
 			}
 			last = job
@@ -426,20 +435,20 @@ func (n *Node) verifyLeader() error {
 
 // relayWatch serves a consistent watch from a follower by relaying the
 // leader's stream.
-func (n *Node) relayWatch(ctx context.Context, req *connect.Request[sluicev1.WatchJobRequest], stream *connect.ServerStream[sluicev1.WatchJobResponse]) error {
+func (n *Node) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.WatchJobRequest, send func(*sluicev1.Job) error) error {
 	base, err := n.leaderBase()
 	if err != nil {
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
 	}
-	out := connect.NewRequest(req.Msg)
-	out.Header().Set("Authorization", req.Header().Get("Authorization"))
+	out := connect.NewRequest(msg)
+	out.Header().Set("Authorization", h.Get("Authorization"))
 	up, err := n.clientsFor(base).jobs.WatchJob(ctx, out)
 	if err != nil {
 		return relayError(ctx, base, err)
 	}
 	defer up.Close()
 	for up.Receive() {
-		if err := stream.Send(up.Msg()); err != nil {
+		if err := send(up.Msg().GetJob()); err != nil {
 			return err
 		}
 	}

@@ -36,7 +36,9 @@ func (n *Node) newHTTPServer() *http.Server {
 		mux.Handle("/metrics", n.metrics.Handler())
 	}
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitRequestBody(h)) }
-	handle(sluicev1connect.NewJobServiceHandler(&jobService{n: n}, opts...))
+	jobs := &jobService{n: n}
+	handle(sluicev1connect.NewJobServiceHandler(jobs, opts...))
+	mux.HandleFunc(eventsPath, jobs.serveEvents)
 	handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
 	reflector := grpcreflect.NewStaticReflector(

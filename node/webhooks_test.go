@@ -244,3 +244,52 @@ func TestWebhookRetriesTimeoutAndGone(t *testing.T) {
 		t.Fatalf("the gone endpoint was called again")
 	}
 }
+
+// A receiver that never answers holds only its own tenant's deliveries, at
+// most max_in_flight_per_tenant at once: another tenant's go out meanwhile.
+func TestSlowReceiverHoldsBackOnlyItsTenant(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	open, most := 0, 0
+	slow := newHookReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		open++
+		most = max(most, open)
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		mu.Lock()
+		open--
+		mu.Unlock()
+	})
+	defer close(release)
+	fast := newHookReceiver(t, nil)
+	p := webhookTestPolicy(time.Hour)
+	p.Webhooks.Timeout = durationpb.New(20 * time.Second)
+	p.Webhooks.MaxInFlightPerTenant = 2
+	n := startNodeWith(t, 2, p)
+	ctx := context.Background()
+	for range 5 {
+		if _, err := jobClient(n, DemoAliceKey).Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "llama-8b",
+			Webhook: &sluicev1.Webhook{Url: slow.srv.URL}}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "two of alice's deliveries hanging", func() bool { return len(slow.got()) >= 2 })
+	res, err := jobClient(n, DemoBobKey).Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "llama-8b",
+		Webhook: &sluicev1.Webhook{Url: fast.srv.URL}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's delivery", func() bool { return len(fast.got()) == 1 })
+	if got := fast.got()[0].job; got != res.Msg.Job.Id {
+		t.Fatalf("bob's receiver got job %s", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most != 2 || len(slow.got()) != 2 {
+		t.Fatalf("alice's receiver had %d calls open at most and %d in all; max_in_flight_per_tenant is 2", most, len(slow.got()))
+	}
+}

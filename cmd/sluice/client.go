@@ -120,7 +120,7 @@ func (f *clientFlags) print(w io.Writer, msg proto.Message, text func(io.Writer)
 
 func clientCmds() []*cobra.Command {
 	f := &clientFlags{}
-	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), usageCmd(f), adminCmd(f)}
+	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), usageCmd(f), adminCmd(f), webhooksCmd(f)}
 	for _, c := range cmds {
 		f.register(c)
 	}
@@ -132,7 +132,8 @@ func submitCmd(f *clientFlags) *cobra.Command {
 		model, input, key, notBefore string
 		priority, maxAttempts, gpus  int32
 		queueTimeout, runTimeout     time.Duration
-		labels                       []string
+		labels, webhookEvents        []string
+		webhook                      string
 		wait                         bool
 	)
 	c := &cobra.Command{
@@ -178,6 +179,11 @@ func submitCmd(f *clientFlags) *cobra.Command {
 				}
 				spec.Labels[k] = v
 			}
+			if webhook != "" {
+				spec.Webhook = &sluicev1.Webhook{Url: webhook, Events: webhookEvents}
+			} else if len(webhookEvents) > 0 {
+				return fmt.Errorf("--webhook-events needs --webhook URL")
+			}
 			res, err := f.jobs().Submit(c.Context(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
 			if err != nil {
 				return err
@@ -208,6 +214,8 @@ func submitCmd(f *clientFlags) *cobra.Command {
 	fl.Int32Var(&gpus, "gpus", 0, "GPUs the job needs (0: the model's default)")
 	fl.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	fl.BoolVar(&wait, "wait", false, "watch the job until it ends")
+	fl.StringVar(&webhook, "webhook", "", "https URL to POST the job's events to, signed with the tenant's webhook secret (docs/notifications.md)")
+	fl.StringSliceVar(&webhookEvents, "webhook-events", nil, "events for --webhook: queued, started, completed (default completed)")
 	_ = c.MarkFlagRequired("model")
 	return c
 }

@@ -99,6 +99,9 @@ func describe(w io.Writer, j *sluicev1.Job) {
 	if j.Error != nil {
 		fmt.Fprintf(w, "  error     %s: %s\n", j.Error.Code, j.Error.Message)
 	}
+	for _, d := range j.Webhooks {
+		fmt.Fprintf(w, "  webhook   %s %s: %s after %d attempts\n", d.Id, d.Event, d.State, d.Attempts)
+	}
 }
 
 // table prints jobs one per line.
