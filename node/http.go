@@ -128,7 +128,7 @@ func (n *Node) adminOnly(h http.Handler) http.Handler {
 		if err := n.admin(r.Header); err != nil {
 			var ce *connect.Error
 			if errors.As(err, &ce) {
-				http.Error(w, ce.Message(), httpStatus(ce.Code()))
+				http.Error(w, ce.Message(), connectHTTPStatus(ce.Code()))
 				return
 			}
 			http.Error(w, err.Error(), http.StatusForbidden)
@@ -136,17 +136,4 @@ func (n *Node) adminOnly(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// httpStatus is the HTTP status Connect gives a code.
-func httpStatus(c connect.Code) int {
-	switch c {
-	case connect.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case connect.CodePermissionDenied:
-		return http.StatusForbidden
-	case connect.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
