@@ -18,8 +18,8 @@ const eventsPath = "/v1/jobs/{id}/events"
 
 // serveEvents streams a job as server-sent events (text/event-stream) for
 // browsers and curl: the same messages as WatchJob, each an "event: job"
-// whose data is the job as JSON (GetJob's JSON), ending with "event: end"
-// once the job is final. It takes the API key as WatchJob does (the
+// whose data is the job as JSON (GetJob's JSON) and whose id counts the
+// stream's events from 1, ending with "event: end" once the job is final. It takes the API key as WatchJob does (the
 // Authorization header), and ?consistent=true. An error before the first
 // event is an HTTP status with the Connect error as JSON; after it, an
 // "event: error" whose data is the error.
@@ -35,7 +35,7 @@ func (s *jobService) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msg := &sluicev1.WatchJobRequest{Id: r.PathValue("id"), Consistent: r.URL.Query().Get("consistent") == "true"}
-	started := false
+	started, seq := false, 0
 	send := func(job *sluicev1.Job) error {
 		data, err := protojson.Marshal(job)
 		if err != nil {
@@ -49,7 +49,8 @@ func (s *jobService) serveEvents(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusOK)
 			started = true
 		}
-		if _, err := fmt.Fprintf(w, "event: job\nid: %s-%d\ndata: %s\n\n", job.Id, len(job.Transitions), data); err != nil {
+		seq++
+		if _, err := fmt.Fprintf(w, "event: job\nid: %d\ndata: %s\n\n", seq, data); err != nil {
 			return err
 		}
 		flusher.Flush()

@@ -73,15 +73,21 @@ func walkDurations(v any, md protoreflect.MessageDescriptor, path string) error 
 		}
 		field := strings.TrimPrefix(path+"."+string(fd.Name()), ".")
 		if fd.Message().FullName() == "google.protobuf.Duration" {
-			s, ok := val.(string)
-			if !ok {
-				return fmt.Errorf("%s: want a duration such as \"2s\" or \"10m\"", field)
+			if xs, ok := val.([]any); ok && fd.IsList() {
+				for i, x := range xs {
+					d, err := durationJSON(fmt.Sprintf("%s[%d]", field, i), x)
+					if err != nil {
+						return err
+					}
+					xs[i] = d
+				}
+				continue
 			}
-			d, err := time.ParseDuration(s)
+			d, err := durationJSON(field, val)
 			if err != nil {
-				return fmt.Errorf("%s: %q is not a duration such as \"2s\" or \"10m\"", field, s)
+				return err
 			}
-			obj[key] = strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+			obj[key] = d
 			continue
 		}
 		if fd.IsList() {
@@ -101,6 +107,19 @@ func walkDurations(v any, md protoreflect.MessageDescriptor, path string) error 
 		}
 	}
 	return nil
+}
+
+// durationJSON turns a duration such as "2s" into protojson's "2s" form.
+func durationJSON(field string, val any) (string, error) {
+	s, ok := val.(string)
+	if !ok {
+		return "", fmt.Errorf("%s: want a duration such as \"2s\" or \"10m\"", field)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return "", fmt.Errorf("%s: %q is not a duration such as \"2s\" or \"10m\"", field, s)
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s", nil
 }
 
 // LoadPolicy reads and validates a policy file.
@@ -130,6 +149,8 @@ const (
 	DemoAdminToken = "dev-admin"
 	// DemoExecutorToken is what the demo executors present.
 	DemoExecutorToken = "dev-executor"
+	// DemoWebhookSecret signs alice's and bob's webhooks.
+	DemoWebhookSecret = "whsec_ZGV2LXdlYmhvb2stc2VjcmV0LW5vdC1mb3ItcHJvZHVjdGlvbg=="
 )
 
 // DemoPolicy is what `sluice dev` runs without --policy: tenants alice
@@ -138,9 +159,11 @@ func DemoPolicy() *sluicev1.Policy {
 	return &sluicev1.Policy{
 		Tiers: []*sluicev1.Tier{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
 		Tenants: []*sluicev1.Tenant{
-			{Name: "alice", Tier: "free", ApiKeySha256: []string{fsm.HashKey(DemoAliceKey)}},
-			{Name: "bob", Tier: "pro", ApiKeySha256: []string{fsm.HashKey(DemoBobKey)}},
+			{Name: "alice", Tier: "free", ApiKeySha256: []string{fsm.HashKey(DemoAliceKey)}, WebhookSecrets: []string{DemoWebhookSecret}},
+			{Name: "bob", Tier: "pro", ApiKeySha256: []string{fsm.HashKey(DemoBobKey)}, WebhookSecrets: []string{DemoWebhookSecret}},
 		},
+		// Receivers on this machine, over http: for a dev cluster only.
+		Webhooks: &sluicev1.WebhookSettings{AllowHttp: true, AllowPrivate: true},
 		Models: []*sluicev1.Model{
 			{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second), GpuMemoryMb: 16384},
 			{Name: "llama-8b", DefaultDuration: durationpb.New(500 * time.Millisecond), GpuMemoryMb: 20480},

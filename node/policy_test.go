@@ -58,6 +58,7 @@ func TestParsePolicyNamesTheBadField(t *testing.T) {
 		{"tiers: 3", "policy:"},
 		{"[", "not valid YAML or JSON"},
 		{"defaults: {queue_timeout: soon}", `defaults.queue_timeout: "soon" is not a duration`},
+		{"webhooks: {retry_schedule: [5s, soon]}", `webhooks.retry_schedule[1]: "soon" is not a duration`},
 		{"models: [{name: ''}]", "models[0].name: must not be empty"},
 	} {
 		_, err := ParsePolicy([]byte(tc.doc))

@@ -244,10 +244,11 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
   admin token   %s
   models        sdxl (2s per job), llama-8b (500ms per job)
   polling       GetJob 100/s, ListJobs 20/s per key (bursts of twice that); watch instead
+  webhooks      signed with %s; http and local receivers allowed (dev only)
 try:
   export SLUICE_ADDR=http://%s SLUICE_API_KEY=%s
   sluice submit --model sdxl --input '{"prompt":"a lighthouse at dusk"}' --wait
-`, node.DemoAliceKey, node.DemoBobKey, node.DemoAdminToken, n.Addr(), node.DemoAliceKey)
+`, node.DemoAliceKey, node.DemoBobKey, node.DemoAdminToken, node.DemoWebhookSecret, n.Addr(), node.DemoAliceKey)
 		}
 	}
 	if ctx == nil {
