@@ -101,6 +101,9 @@ type Config struct {
 	// raft-wal's). Compaction deletes whole segments, so the log on disk is up to one
 	// segment more than the entries it keeps.
 	RaftWALSegmentSize int
+
+	// disk is where the raft state is kept (nil: osDisk); the power-loss test sets it.
+	disk disk
 }
 
 // Node is a running Sluice server.
@@ -200,6 +203,9 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.disk == nil {
+		cfg.disk = osDisk{}
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: data dir required")
@@ -321,7 +327,7 @@ func (n *Node) startRaft() (err error) {
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
 	n.cfg.Raft.apply(conf)
 
-	st, err := openStores(n.cfg.DataDir, n.cfg.RaftLogStore, n.cfg.RaftWALSegmentSize, conf.Logger)
+	st, err := openStores(n.cfg.disk, n.cfg.DataDir, n.cfg.RaftLogStore, n.cfg.RaftWALSegmentSize, conf.Logger)
 	if err != nil {
 		return err
 	}
@@ -344,10 +350,11 @@ func (n *Node) startRaft() (err error) {
 	if last, err := st.log.LastIndex(); err == nil && n.metrics != nil {
 		n.metrics.SkipReplayTo(last)
 	}
-	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
+	fileSnaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
+	snaps := n.cfg.disk.snapshots(fileSnaps)
 	n.cfg.RaftAddr = recordedRaftAddr(n.cfg.DataDir, n.cfg.RaftAddr)
 	if n.tls != nil && n.tls.peerPool != nil {
 		// Mutual TLS: both ends present a certificate the peer CA signed.
