@@ -2,6 +2,7 @@ package node
 
 import (
 	"io"
+	"os"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -11,7 +12,7 @@ import (
 )
 
 // disk is where a node keeps its raft state: raft.db, the WAL's segment files and its
-// wal-meta.db, the snapshots. osDisk, the operating
+// wal-meta.db, the snapshots, and the data dir's entries for them. osDisk, the operating
 // system's file system, is the only one outside tests; the power-loss test
 // (powerloss_test.go) puts in its place one that forgets, when it cuts the power, every
 // write that was not synced.
@@ -25,6 +26,8 @@ type disk interface {
 	walMeta() types.MetaStore
 	// snapshots wraps the snapshot store.
 	snapshots(raft.SnapshotStore) raft.SnapshotStore
+	// syncDir makes the entries of dir (the files made, renamed or removed in it) durable.
+	syncDir(dir string) error
 }
 
 // boltStore is raft.db's store as a node uses it.
@@ -48,3 +51,18 @@ func (osDisk) openStable(opts raftboltdb.Options) (boltStore, error) {
 func (osDisk) walFiles() types.VFS                               { return fs.New() }
 func (osDisk) walMeta() types.MetaStore                          { return &metadb.BoltMetaDB{} }
 func (osDisk) snapshots(s raft.SnapshotStore) raft.SnapshotStore { return s }
+func (osDisk) syncDir(dir string) error                          { return syncDir(dir) }
+
+// syncDir fsyncs a directory: a file just made there survives a power cut only once its
+// directory entry does, whatever was synced in the file itself.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -210,8 +210,16 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: data dir required")
 	}
+	_, statErr := os.Stat(cfg.DataDir)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// The data dir's own entry, in the directory above, is as fragile as its files'
+		// (startRaft).
+		if err := cfg.disk.syncDir(filepath.Dir(cfg.DataDir)); err != nil {
+			return nil, fmt.Errorf("node: sync the directory above the data dir %s: %w", cfg.DataDir, err)
+		}
 	}
 	if least := MinLeaseGrace(cfg.HeartbeatInterval); cfg.LeaseGrace < least {
 		cfg.Logger.Warn("the lease grace is shorter than an executor may take to notice a silent leader and lease from the next: a new leader may requeue attempts that live executors still run",
@@ -371,6 +379,13 @@ func (n *Node) startRaft() (err error) {
 	}
 	if err := recordRaftAddr(n.cfg.DataDir, string(netTrans.LocalAddr())); err != nil {
 		return err
+	}
+	// raft.db, wal/ and snapshots/ are entries of the data dir, made at the first start. Each
+	// store syncs what it writes inside them, but nothing synced the data dir: a power cut
+	// could lose them whole, and with them the term, vote and log entries the node had
+	// acted on (found by TestPowerLossLosesNoAcknowledgedJob).
+	if err := n.cfg.disk.syncDir(n.cfg.DataDir); err != nil {
+		return fmt.Errorf("node: sync the data dir %s: %w", n.cfg.DataDir, err)
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
