@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 CONNECT_GO_VERSION   := v1.21.1
 PROMTOOL_VERSION     := v0.316.0
 
-.PHONY: dev test build proto proto-check bench lint tools fuzz clean grpcurl rules-check check-cc
+.PHONY: dev test build proto proto-check bench lint tools fuzz powerloss clean grpcurl rules-check check-cc
 
 # go-nvml's cgo wrappers call NVML functions that nvml.h marks deprecated; gcc's warnings
 # about them are not failures. Flags in our own #cgo lines cannot reach that package's
@@ -89,6 +89,11 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || { \
 			echo "$$fn found a failing input: it is in $$pkg/testdata/fuzz/$$fn/; commit it as a seed with the fix" >&2; exit 1; }; \
 	done
+
+## powerloss: cut the power to nodes of a 3-node cluster under load POWERLOSS_ROUNDS times (default 200) per log store, on disks that forget what was not synced
+POWERLOSS_ROUNDS ?= 200
+powerloss:
+	SLUICE_POWERLOSS_ROUNDS=$(POWERLOSS_ROUNDS) $(GO) test -count=1 -timeout 60m -run 'TestPowerLossLosesNoAcknowledgedJob' -v ./node/
 
 ## lint: formatting, vet, proto lint
 lint: tools

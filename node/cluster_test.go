@@ -26,11 +26,13 @@ import (
 )
 
 // network partitions raft traffic between nodes: a node's outgoing RPCs
-// to a node in another group fail as if the link were down. The transport
-// underneath is the real TCP one.
+// to a node in another group, or to or from a node that is down, fail as if
+// the link were down, and so do those whose answer comes back after the cut.
+// The transport underneath is the real TCP one.
 type network struct {
 	mu    sync.Mutex
 	group map[raft.ServerAddress]int
+	down  map[raft.ServerAddress]bool // powered off (powerloss_test.go)
 	// installs counts the snapshots sent (InstallSnapshot RPCs that went through).
 	installs atomic.Int64
 }
@@ -38,7 +40,17 @@ type network struct {
 func (nw *network) cut(a, b raft.ServerAddress) bool {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
-	return nw.group[a] != nw.group[b]
+	return nw.group[a] != nw.group[b] || nw.down[a] || nw.down[b]
+}
+
+// setDown takes addr off the network (down) or puts it back.
+func (nw *network) setDown(addr raft.ServerAddress, down bool) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if nw.down == nil {
+		nw.down = make(map[raft.ServerAddress]bool)
+	}
+	nw.down[addr] = down
 }
 
 // partition puts the given addresses in group 1, everyone else in group 0.
@@ -71,6 +83,16 @@ func (f *faultTransport) check(target raft.ServerAddress) error {
 	return nil
 }
 
+// answer is the outcome of a call to target that returned err: an answer
+// that comes back once the link is cut is lost with it (a node powered off
+// meanwhile may have answered with what it had not synced).
+func (f *faultTransport) answer(target raft.ServerAddress, err error) error {
+	if err == nil {
+		err = f.check(target)
+	}
+	return err
+}
+
 func (f *faultTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
 	// Without a pipeline every AppendEntries goes through the check below.
 	return nil, raft.ErrPipelineReplicationNotSupported
@@ -80,14 +102,14 @@ func (f *faultTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	if err := f.check(target); err != nil {
 		return err
 	}
-	return f.Transport.AppendEntries(id, target, args, resp)
+	return f.answer(target, f.Transport.AppendEntries(id, target, args, resp))
 }
 
 func (f *faultTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
 	if err := f.check(target); err != nil {
 		return err
 	}
-	return f.Transport.RequestVote(id, target, args, resp)
+	return f.answer(target, f.Transport.RequestVote(id, target, args, resp))
 }
 
 func (f *faultTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
@@ -95,14 +117,14 @@ func (f *faultTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAdd
 		return err
 	}
 	f.nw.installs.Add(1)
-	return f.Transport.InstallSnapshot(id, target, args, resp, data)
+	return f.answer(target, f.Transport.InstallSnapshot(id, target, args, resp, data))
 }
 
 func (f *faultTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
 	if err := f.check(target); err != nil {
 		return err
 	}
-	return f.Transport.TimeoutNow(id, target, args, resp)
+	return f.answer(target, f.Transport.TimeoutNow(id, target, args, resp))
 }
 
 // testCluster is size real nodes on 127.0.0.1 (raft logs on disk, TCP

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/segment"
 	"go.etcd.io/bbolt"
 )
 
@@ -29,7 +30,7 @@ const (
 // stores are a node's raft storage: the stable store (current term, vote) is always raft.db
 // (raft-boltdb); the log is either that same bolt store or a raft-wal.
 type stores struct {
-	stable *raftboltdb.BoltStore
+	stable boltStore
 	log    raft.LogStore
 	wal    *raftwal.WAL // nil with the bolt log
 }
@@ -65,8 +66,8 @@ var _ raft.MonotonicLogStore = (*raftwal.WAL)(nil)
 // one takes choice, or the WAL. choice naming the other store than the one holding the log
 // is refused, and so is a data dir whose recorded log is missing or whose two stores both
 // hold entries: the node would start on an empty or wrong log and forget entries it had
-// acknowledged.
-func openStores(dir, choice string, segmentSize int, logger hclog.Logger) (_ *stores, err error) {
+// acknowledged. d is where the files are (osDisk outside tests).
+func openStores(d disk, dir, choice string, segmentSize int, logger hclog.Logger) (_ *stores, err error) {
 	if choice != "" && choice != LogStoreWAL && choice != LogStoreBolt {
 		return nil, fmt.Errorf("node: raft log store (--raft-log-store) %q: must be %q or %q", choice, LogStoreWAL, LogStoreBolt)
 	}
@@ -78,7 +79,7 @@ func openStores(dir, choice string, segmentSize int, logger hclog.Logger) (_ *st
 	// meta page only. The timeout makes a second process on the same data dir fail instead of
 	// waiting for the file lock forever.
 	path := filepath.Join(dir, "raft.db")
-	stable, err := raftboltdb.New(raftboltdb.Options{
+	stable, err := d.openStable(raftboltdb.Options{
 		Path: path,
 		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true,
 			FreelistType: bbolt.FreelistMapType},
@@ -111,7 +112,8 @@ func openStores(dir, choice string, segmentSize int, logger hclog.Logger) (_ *st
 			return nil, fmt.Errorf("node: raft log dir: %w", err)
 		}
 		s.wal, err = raftwal.Open(walDir, raftwal.WithLogger(logger.Named("wal")),
-			raftwal.WithSegmentSize(cmp.Or(segmentSize, raftwal.DefaultSegmentSize)))
+			raftwal.WithSegmentSize(cmp.Or(segmentSize, raftwal.DefaultSegmentSize)),
+			raftwal.WithSegmentFiler(segment.NewFiler(walDir, d.walFiles())), raftwal.WithMetaStore(d.walMeta()))
 		if err != nil {
 			return nil, fmt.Errorf("node: open raft log %s: %w", walDir, err)
 		}
@@ -130,7 +132,7 @@ func openStores(dir, choice string, segmentSize int, logger hclog.Logger) (_ *st
 
 // logStoreOf tells which store holds the data dir's log ("" for a new data dir) and whether
 // raft.db records it.
-func logStoreOf(dir string, stable *raftboltdb.BoltStore) (kind string, recorded bool, err error) {
+func logStoreOf(dir string, stable boltStore) (kind string, recorded bool, err error) {
 	path, walDir := filepath.Join(dir, "raft.db"), filepath.Join(dir, "wal")
 	rec, err := stable.Get(logStoreKey)
 	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {

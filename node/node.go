@@ -101,6 +101,9 @@ type Config struct {
 	// raft-wal's). Compaction deletes whole segments, so the log on disk is up to one
 	// segment more than the entries it keeps.
 	RaftWALSegmentSize int
+
+	// disk is where the raft state is kept (nil: osDisk); the power-loss test sets it.
+	disk disk
 }
 
 // Node is a running Sluice server.
@@ -201,11 +204,22 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	if cfg.disk == nil {
+		cfg.disk = osDisk{}
+	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: data dir required")
 	}
+	_, statErr := os.Stat(cfg.DataDir)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// The data dir's own entry, in the directory above, is as fragile as its files'
+		// (startRaft).
+		if err := cfg.disk.syncDir(filepath.Dir(cfg.DataDir)); err != nil {
+			return nil, fmt.Errorf("node: sync the directory above the data dir %s: %w", cfg.DataDir, err)
+		}
 	}
 	if least := MinLeaseGrace(cfg.HeartbeatInterval); cfg.LeaseGrace < least {
 		cfg.Logger.Warn("the lease grace is shorter than an executor may take to notice a silent leader and lease from the next: a new leader may requeue attempts that live executors still run",
@@ -321,7 +335,7 @@ func (n *Node) startRaft() (err error) {
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
 	n.cfg.Raft.apply(conf)
 
-	st, err := openStores(n.cfg.DataDir, n.cfg.RaftLogStore, n.cfg.RaftWALSegmentSize, conf.Logger)
+	st, err := openStores(n.cfg.disk, n.cfg.DataDir, n.cfg.RaftLogStore, n.cfg.RaftWALSegmentSize, conf.Logger)
 	if err != nil {
 		return err
 	}
@@ -344,10 +358,11 @@ func (n *Node) startRaft() (err error) {
 	if last, err := st.log.LastIndex(); err == nil && n.metrics != nil {
 		n.metrics.SkipReplayTo(last)
 	}
-	snaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
+	fileSnaps, err := raft.NewFileSnapshotStore(n.cfg.DataDir, 2, io.Discard)
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
+	snaps := n.cfg.disk.snapshots(fileSnaps)
 	n.cfg.RaftAddr = recordedRaftAddr(n.cfg.DataDir, n.cfg.RaftAddr)
 	if n.tls != nil && n.tls.peerPool != nil {
 		// Mutual TLS: both ends present a certificate the peer CA signed.
@@ -364,6 +379,13 @@ func (n *Node) startRaft() (err error) {
 	}
 	if err := recordRaftAddr(n.cfg.DataDir, string(netTrans.LocalAddr())); err != nil {
 		return err
+	}
+	// raft.db, wal/ and snapshots/ are entries of the data dir, made at the first start. Each
+	// store syncs what it writes inside them, but nothing synced the data dir: a power cut
+	// could lose them whole, and with them the term, vote and log entries the node had
+	// acted on (found by TestPowerLossLosesNoAcknowledgedJob).
+	if err := n.cfg.disk.syncDir(n.cfg.DataDir); err != nil {
+		return fmt.Errorf("node: sync the data dir %s: %w", n.cfg.DataDir, err)
 	}
 	var trans raft.Transport = netTrans
 	if n.cfg.WrapTransport != nil {
