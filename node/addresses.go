@@ -60,7 +60,27 @@ func recordRaftAddr(dataDir, addr string) error {
 	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == addr {
 		return nil
 	}
-	if err := os.WriteFile(path, []byte(addr+"\n"), 0o644); err != nil {
+	// Written aside, synced, renamed over and the directory synced: a power cut leaves the
+	// old address or the new one, never an empty file (the node would then take a new port
+	// its peers do not know).
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err == nil {
+		_, err = f.WriteString(addr + "\n")
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(dataDir)
+	}
+	if err != nil {
 		return fmt.Errorf("node: record the raft address: %w", err)
 	}
 	return nil
