@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -351,15 +352,20 @@ type DueDelivery struct {
 // ID is the delivery's webhook-id.
 func (d DueDelivery) ID() string { return DeliveryID(d.JobID, d.Seq) }
 
-// PendingDeliveries appends to dst every pending delivery (due or not) and
-// returns it; the leader sends those due.
+// PendingDeliveries appends to dst every pending delivery and returns it.
 func (f *FSM) PendingDeliveries(dst []DueDelivery) []DueDelivery {
+	return f.DueDeliveries(math.MaxInt64, dst)
+}
+
+// DueDeliveries appends to dst the pending deliveries due by now (unix ns):
+// what the leader sends.
+func (f *FSM) DueDeliveries(now int64, dst []DueDelivery) []DueDelivery {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	for id := range f.hooked {
 		j := f.jobs[id]
 		for _, d := range j.Deliveries {
-			if d.State == DeliveryPending {
+			if d.State == DeliveryPending && d.NextNs <= now {
 				dst = append(dst, DueDelivery{JobID: id, Tenant: j.Tenant, Seq: d.Seq, Attempt: d.Attempts + 1,
 					Event: d.Event, URL: d.Url, NextNs: d.NextNs})
 			}

@@ -38,6 +38,8 @@ import (
 const (
 	// webhookPoll bounds how long the sender sleeps between looks at what is due.
 	webhookPoll = 200 * time.Millisecond
+	// webhookRescan is the least time between two looks at what is due.
+	webhookRescan = 50 * time.Millisecond
 	// maxWebhooksInFlight bounds deliveries in flight on the leader, all tenants together.
 	maxWebhooksInFlight = 256
 	// webhookResponseLimit is how much of a receiver's answer is read (and dropped).
@@ -124,14 +126,13 @@ func (s *webhookSender) run(ctx context.Context) {
 	defer wg.Wait()
 	tick := time.NewTicker(webhookPoll)
 	defer tick.Stop()
-	var pending []fsm.DueDelivery
+	var due []fsm.DueDelivery
 	for {
 		changed := s.n.fsm.Changed()
-		pending = s.n.fsm.PendingDeliveries(pending[:0])
-		now := time.Now().UnixNano()
+		due = s.n.fsm.DueDeliveries(time.Now().UnixNano(), due[:0])
 		limit := fsm.WebhookInFlight(s.n.fsm.Policy())
-		for _, d := range pending {
-			if d.NextNs > now || !s.take(d, limit) {
+		for _, d := range due {
+			if !s.take(d, limit) {
 				continue
 			}
 			wg.Add(1)
@@ -145,13 +146,14 @@ func (s *webhookSender) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
-			// A result just committed may have made the next attempt due at
-			// once, but most changes are other jobs: look again soon, not
-			// at once, so that a busy log does not spin this loop.
+			// A new event is due at once, but most changes are other jobs:
+			// look again soon, not at each, so that a busy log (or a long
+			// backlog of deliveries to a receiver that is down) does not
+			// spin this loop.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(webhookRescan):
 			}
 		case <-tick.C:
 		}
