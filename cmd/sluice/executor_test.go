@@ -63,12 +63,11 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &server{id: "n1", data: filepath.Join(dir, "n1"), http: freeAddr(t), raft: freeAddr(t)}
-	gossip := freeAddr(t)
-	srv.args = []string{"--bootstrap", "--policy", policy, "--gossip", gossip, "--lease-grace", "1s"}
+	srv := &server{id: "n1", data: filepath.Join(dir, "n1")}
+	srv.args = []string{"--bootstrap", "--policy", policy, "--gossip", "127.0.0.1:0", "--lease-grace", "1s"}
 	srv.start(t, bin)
-	t.Cleanup(srv.kill)
-	url := "http://" + srv.http
+	gossip := srv.p.waitFor(t, `gossip pool at (\S+) `)
+	url := srv.url()
 	waitReady(t, url)
 
 	var calls atomic.Int32
@@ -89,18 +88,8 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 	} {
 		p := &server{id: e.name}
 		execs[e.name] = p
-		p.cmd = nil
-		t.Cleanup(p.kill)
 		startExecutor(t, bin, p, gossip, e.runner, e.models)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server output:\n%s", srv.log)
-			for name, e := range execs {
-				t.Logf("%s output:\n%s", name, e.log)
-			}
-		}
-	})
 	admin := sluicev1connect.NewAdminServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("admin")))
 	waitFor(t, "three executors to lease", func() bool {
 		st, err := admin.GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
@@ -177,7 +166,6 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 
 func startExecutor(t *testing.T, bin string, p *server, gossip, runner, models string) {
 	t.Helper()
-	p.log = &strings.Builder{}
 	p.args = []string{"executor", "--name", p.id, "--join", gossip, "--runner", runner, "--models", models,
 		"--token", "exec", "--grace", "500ms", "--refresh", "500ms"}
 	p.startRaw(t, bin)

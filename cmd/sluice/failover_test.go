@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,53 +14,37 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
-// freeAddr reserves a loopback port for a child process.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// server is one `sluice server` child process with fixed addresses, so
-// that it comes back on the same ones after a kill -9.
+// server is one `sluice server` child process. It picks its ports on its
+// first start and comes back on the same ones after a kill -9.
 type server struct {
-	id, data, http, raft string
-	args                 []string
-	cmd                  *exec.Cmd
-	log                  *strings.Builder
+	id, data   string
+	http, raft string // host:port, as the process reported them
+	args       []string
+	p          *proc
 }
 
+// start runs `sluice server` with s.args and waits until it listens: on
+// ports it picks the first time, then on the same ones.
 func (s *server) start(t *testing.T, bin string) {
 	t.Helper()
-	s.run(t, bin, append([]string{"server", "--id", s.id, "--data", s.data, "--http", s.http, "--raft", s.raft}, s.args...))
+	if s.http == "" {
+		var at listening
+		s.p, at = startServer(t, bin, append([]string{"server", "--id", s.id, "--data", s.data, "--http", "127.0.0.1:0", "--raft", "127.0.0.1:0"}, s.args...)...)
+		s.http, s.raft = at.http, at.raft
+		return
+	}
+	// The addresses stay as they are: clients read them meanwhile.
+	s.p, _ = startServer(t, bin, append([]string{"server", "--id", s.id, "--data", s.data, "--http", s.http, "--raft", s.raft}, s.args...)...)
 }
 
 // startRaw runs the binary with s.args as they are (an executor).
 func (s *server) startRaw(t *testing.T, bin string) {
 	t.Helper()
-	s.run(t, bin, s.args)
+	s.p = runSluice(t, bin, s.args...)
 }
 
-func (s *server) run(t *testing.T, bin string, args []string) {
-	t.Helper()
-	s.cmd = exec.Command(bin, args...)
-	s.log = &strings.Builder{}
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (s *server) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-	}
-}
+// kill ends the process with kill -9.
+func (s *server) kill() { s.p.stop() }
 
 const failoverPolicy = `
 tiers: [{name: pro, weight: 1}]
@@ -86,8 +67,9 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 		t.Skip("runs three server processes")
 	}
 	bin := buildSluice(t)
-	cl := startProcCluster(t, bin, 3, func(_ int, urls []string) []string {
-		return []string{"--executors", "1", "--executor-token", "exec", "--servers", strings.Join(urls, ","), "--lease-grace", "1s"}
+	cl := startProcCluster(t, bin, 3, func(int) []string {
+		// Each server's executor asks its own node, which names the leader.
+		return []string{"--executors", "1", "--executor-token", "exec", "--lease-grace", "1s"}
 	})
 	servers, urls, jobs := cl.servers, cl.urls, cl.jobs
 	// The load: one job at a time per client, each retried with its key

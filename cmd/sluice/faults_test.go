@@ -65,7 +65,7 @@ func TestRestartedNodeNeverRefusesAValidKey(t *testing.T) {
 		t.Skip("runs three server processes")
 	}
 	bin := buildSluice(t)
-	cl := startProcCluster(t, bin, 3, func(int, []string) []string { return []string{"--executors", "0"} })
+	cl := startProcCluster(t, bin, 3, func(int) []string { return []string{"--executors", "0"} })
 	cl.waitLeader(nil)
 	cl.sameState()
 	for _, victim := range []string{"follower", "leader"} {
@@ -127,18 +127,12 @@ func TestPausedLeaderIsReplacedWithoutRequeueingLiveAttempts(t *testing.T) {
 		t.Skip("runs three server and three executor processes")
 	}
 	bin := buildSluice(t)
-	cl := startProcCluster(t, bin, 3, func(int, []string) []string { return []string{"--executors", "0"} })
+	cl := startProcCluster(t, bin, 3, func(int) []string { return []string{"--executors", "0"} })
 	for i := range 3 {
-		e := &server{id: fmt.Sprintf("e%d", i+1), log: &strings.Builder{}}
+		e := &server{id: fmt.Sprintf("e%d", i+1)}
 		e.args = []string{"executor", "--name", e.id, "--servers", strings.Join(cl.urls, ","), "--token", "exec",
 			"--slots", "2", "--gossip", "127.0.0.1:0", "--refresh", "500ms"}
-		t.Cleanup(func() { // runs after the kill below
-			if t.Failed() {
-				t.Logf("executor %s output:\n%s", e.id, e.log.String())
-			}
-		})
 		e.startRaw(t, bin)
-		t.Cleanup(e.kill)
 	}
 	// live are the servers the test talks to: not one it has paused.
 	live := cl.urls
@@ -247,7 +241,7 @@ func TestForwardedWriteWhoseLeaderDiesIsUnavailable(t *testing.T) {
 		t.Skip("runs three server processes")
 	}
 	bin := buildSluice(t)
-	cl := startProcCluster(t, bin, 3, func(int, []string) []string { return []string{"--executors", "0"} })
+	cl := startProcCluster(t, bin, 3, func(int) []string { return []string{"--executors", "0"} })
 	var keys sync.Map
 	for _, fault := range []string{"kill", "stop"} {
 		l := cl.waitLeader(nil)
