@@ -80,19 +80,50 @@ func (c *procCluster) jobs(u string) sluicev1connect.JobServiceClient {
 
 func (s *server) url() string { return "http://" + s.http }
 
+// status is a server's GetClusterStatus.
+func (c *procCluster) status(s *server) (*sluicev1.GetClusterStatusResponse, error) {
+	// A paused server would hold the call for ever; a live one asks its
+	// peers for their figures for up to a second first.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	return st.Msg, nil
+}
+
 // leader is the server that says it leads, or nil.
 func (c *procCluster) leader() *server {
 	for _, s := range c.servers {
-		// A paused server would hold the call for ever; a live one asks its
-		// peers for their figures for up to a second first.
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
-		cancel()
-		if err == nil && st.Msg.Role == "Leader" {
+		if st, err := c.status(s); err == nil && st.Role == "Leader" {
 			return s
 		}
 	}
 	return nil
+}
+
+// caughtUp waits until s, restarted, has applied what the leader had
+// committed by the time s was ready.
+func (c *procCluster) caughtUp(s *server) {
+	c.t.Helper()
+	waitReady(c.t, s.url())
+	var target uint64
+	waitFor(c.t, "the leader's commit index", func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		st, err := c.status(l)
+		if err == nil {
+			target = st.CommitIndex
+		}
+		return err == nil
+	})
+	waitFor(c.t, fmt.Sprintf("%s to apply the log to index %d", s.id, target), func() bool {
+		st, err := c.status(s)
+		return err == nil && st.AppliedIndex >= target
+	})
 }
 
 // waitLeader waits for a leader other than not (nil: any).
@@ -111,14 +142,12 @@ func (c *procCluster) sameState() {
 		var hashes []string
 		var applied []uint64
 		for _, s := range c.servers {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
-			cancel()
+			st, err := c.status(s)
 			if err != nil {
 				return false
 			}
-			hashes = append(hashes, st.Msg.StateHash)
-			applied = append(applied, st.Msg.AppliedIndex)
+			hashes = append(hashes, st.StateHash)
+			applied = append(applied, st.AppliedIndex)
 		}
 		for i := range hashes {
 			if hashes[i] != hashes[0] || applied[i] != applied[0] {

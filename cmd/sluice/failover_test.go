@@ -151,6 +151,19 @@ func (l *writeLoad) writesResume(t *testing.T, what string, fault time.Time) tim
 	}
 }
 
+// more waits until n more writes are acknowledged.
+func (l *writeLoad) more(t *testing.T, n int) {
+	t.Helper()
+	l.mu.Lock()
+	want := len(l.times) + n
+	l.mu.Unlock()
+	waitFor(t, fmt.Sprintf("%d more writes", n), func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.times) >= want
+	})
+}
+
 // finish stops the clients and returns the acknowledged job ids, sorted,
 // and how long the load ran.
 func (l *writeLoad) finish() ([]string, time.Duration) {

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -329,4 +332,88 @@ func TestForwardedWriteWhoseLeaderDiesIsUnavailable(t *testing.T) {
 	}
 	t.Logf("%d idempotency keys, %d jobs", len(ids), jobs)
 	cl.sameState()
+}
+
+// snapshots lists the snapshots in a server's data dir: the log index of
+// each complete one, and the names of those being written (raft's file
+// snapshot store writes a snapshot into term-index-time.tmp/ and renames it
+// once it is complete).
+func snapshots(s *server) (complete []uint64, writing []string) {
+	dirs, _ := os.ReadDir(filepath.Join(s.data, "snapshots"))
+	for _, d := range dirs {
+		if strings.HasSuffix(d.Name(), ".tmp") {
+			writing = append(writing, d.Name())
+			continue
+		}
+		if f := strings.Split(d.Name(), "-"); len(f) == 3 {
+			if i, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				complete = append(complete, i)
+			}
+		}
+	}
+	return complete, writing
+}
+
+// TestKillFollowersInTurnKeepsWriting kills -9 followers of a 5-node cluster
+// under a write load: one, which stays down until the leader has compacted
+// away the log it missed, so that it catches up from a snapshot; then two in
+// turn, the second while the first is still down (three of five remain, a
+// quorum). After each kill writes resume within maxWritePause; restarted
+// followers catch up while writes go on; every acknowledged job is in the
+// state and all replicas converge.
+func TestKillFollowersInTurnKeepsWriting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs five server processes")
+	}
+	bin := buildSluice(t)
+	const threshold, trailing = 64, 16
+	cl := startProcCluster(t, bin, 5, func(int) []string {
+		return []string{"--executors", "0", "--raft-snapshot-threshold", fmt.Sprint(threshold),
+			"--raft-snapshot-interval", "100ms", "--raft-trailing-logs", fmt.Sprint(trailing),
+			// bolt drops exactly the entries a snapshot covers, but the
+			// trailing ones; the WAL store drops only whole 64 MiB segments.
+			"--raft-log-store", "bolt"}
+	})
+	load := startLoad(cl, 4, 50*time.Millisecond, nil)
+	l := cl.waitLeader(nil)
+	var followers []*server
+	for _, s := range cl.servers {
+		if s != l {
+			followers = append(followers, s)
+		}
+	}
+	kill := func(s *server) {
+		t.Helper()
+		s.kill()
+		pause := load.writesResume(t, "killing the follower "+s.id, time.Now())
+		t.Logf("killed follower %s: writes paused %v", s.id, pause.Round(time.Millisecond))
+	}
+	restart := func(s *server) {
+		t.Helper()
+		s.start(t, bin)
+		cl.caughtUp(s)
+	}
+	f := followers[0]
+	st, err := cl.status(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kill(f)
+	// A margin for the entries f appended between the status and the kill.
+	gone := st.LastLogIndex + trailing + 32
+	waitFor(t, fmt.Sprintf("a snapshot of the leader %s past index %d", l.id, gone), func() bool {
+		complete, _ := snapshots(l)
+		return len(complete) > 0 && slices.Max(complete) >= gone
+	})
+	restart(f)
+	kill(followers[1])
+	load.more(t, 20)
+	kill(followers[2])
+	load.more(t, 20)
+	restart(followers[1])
+	restart(followers[2])
+	ids, ran := load.finish()
+	cl.checkAcked(ids, ran)
+	cl.sameState()
+	t.Logf("%d jobs acknowledged in %v", len(ids), ran.Round(time.Millisecond))
 }
