@@ -138,24 +138,28 @@ func (c *procCluster) waitLeader(not *server) *server {
 // same state hash.
 func (c *procCluster) sameState() {
 	c.t.Helper()
-	waitFor(c.t, "all replicas to hold the same state", func() bool {
-		var hashes []string
-		var applied []uint64
+	var seen []string // each server's applied index and hash, as last seen
+	if !waitUpTo(30*time.Second, func() bool {
+		seen = seen[:0]
+		same := true
+		var first *sluicev1.GetClusterStatusResponse
 		for _, s := range c.servers {
 			st, err := c.status(s)
 			if err != nil {
-				return false
+				seen = append(seen, fmt.Sprintf("%s: %v", s.id, err))
+				same = false
+				continue
 			}
-			hashes = append(hashes, st.StateHash)
-			applied = append(applied, st.AppliedIndex)
-		}
-		for i := range hashes {
-			if hashes[i] != hashes[0] || applied[i] != applied[0] {
-				return false
+			seen = append(seen, fmt.Sprintf("%s: applied %d, hash %s", s.id, st.AppliedIndex, st.StateHash))
+			if first == nil {
+				first = st
 			}
+			same = same && st.StateHash == first.StateHash && st.AppliedIndex == first.AppliedIndex
 		}
-		return true
-	})
+		return same
+	}) {
+		c.t.Fatalf("the replicas hold different states after 30 s:\n  %s", strings.Join(seen, "\n  "))
+	}
 }
 
 // signal sends sig to a server's process.

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,22 +173,47 @@ func (l *writeLoad) finish() ([]string, time.Duration) {
 	l.wg.Wait()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ids := slices.Sorted(maps.Keys(l.acked))
-	return ids, time.Since(l.began)
+	return slices.Sorted(maps.Keys(l.acked)), time.Since(l.began)
+}
+
+// gaps describes the longest gaps between acknowledgements, for a failure
+// message.
+func (l *writeLoad) gaps() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	type gap struct {
+		from time.Time
+		d    time.Duration
+	}
+	var all []gap
+	prev := l.began
+	for _, at := range slices.SortedFunc(slices.Values(l.times), time.Time.Compare) {
+		all = append(all, gap{prev, at.Sub(prev)})
+		prev = at
+	}
+	slices.SortFunc(all, func(a, b gap) int { return cmp.Compare(b.d, a.d) })
+	var out []string
+	for _, g := range all[:min(3, len(all))] {
+		out = append(out, fmt.Sprintf("%v from %v into the load", g.d.Round(time.Millisecond), g.from.Sub(l.began).Round(time.Millisecond)))
+	}
+	return strings.Join(out, ", ")
 }
 
 // minJobsPerSecond is the least rate of acknowledged writes the fault
 // tests accept over their load's whole run, faults included: a fifth of
-// what their clients offer (four of them, each a job every 250 ms).
+// what four clients offer that each wait 250 ms between jobs.
 const minJobsPerSecond = 3
 
-// checkAcked fails the test unless every acknowledged job is in the
-// cluster's state (a consistent list through the first live url), and
-// there are at least minJobsPerSecond of them over the load's time.
-func (cl *procCluster) checkAcked(ids []string, ran time.Duration) {
+// checkAcked stops the load and fails the test unless there were at least
+// minJobsPerSecond acknowledged jobs over its run and every one, and every
+// job of more (acknowledged otherwise), is in the cluster's state (a
+// consistent list through the first live node). It returns the load's
+// acknowledged jobs.
+func (cl *procCluster) checkAcked(l *writeLoad, more ...string) []string {
 	cl.t.Helper()
-	if min := int(ran.Seconds() * minJobsPerSecond); len(ids) < min {
-		cl.t.Fatalf("%d jobs acknowledged in %v of load, want at least %d (%d/s)", len(ids), ran.Round(time.Millisecond), min, minJobsPerSecond)
+	ids, ran := l.finish()
+	if least := int(ran.Seconds() * minJobsPerSecond); len(ids) < least {
+		cl.t.Fatalf("%d jobs acknowledged in %v of load, want at least %d (%d/s); the longest gaps: %s", len(ids), ran.Round(time.Millisecond), least, minJobsPerSecond, l.gaps())
 	}
 	have := map[string]bool{}
 	for _, u := range cl.urls {
@@ -209,11 +236,13 @@ func (cl *procCluster) checkAcked(ids []string, ran time.Duration) {
 			break
 		}
 	}
-	for _, id := range ids {
+	for _, id := range append(more, ids...) {
 		if !have[id] {
-			cl.t.Fatalf("job %s was acknowledged and is not in the cluster's state (%d jobs there, %d acknowledged)", id, len(have), len(ids))
+			cl.t.Fatalf("job %s was acknowledged and is not in the cluster's state (%d jobs there, %d acknowledged)", id, len(have), len(ids)+len(more))
 		}
 	}
+	cl.t.Logf("%d jobs acknowledged in %v; the longest gaps: %s", len(ids), ran.Round(time.Millisecond), l.gaps())
+	return ids
 }
 
 // TestKillLeaderRepeatedlyLosesNothing runs three `sluice server` processes
@@ -285,8 +314,7 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 		t.Logf("round %d: killed leader %s; writes paused %v, first dispatch by the new leader %v after the kill", round+1, old.id, writePauses[round], dispatchPauses[round])
 		old.start(t, bin)
 	}
-	ids, ran := load.finish()
-	cl.checkAcked(ids, ran)
+	ids := cl.checkAcked(load)
 	c := jobs(cl.urls[0])
 	for _, id := range ids {
 		var j *sluicev1.Job
@@ -322,7 +350,7 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 		t.Fatalf("quota used %v, want %d (bob's jobs)", usage.Msg.Rules, len(all.Msg.Jobs))
 	}
 	cl.sameState()
-	t.Logf("%d jobs acknowledged in %v, all succeeded once; write pauses %v, dispatch pauses %v", len(ids), ran.Round(time.Millisecond), writePauses, dispatchPauses)
+	t.Logf("%d acknowledged jobs succeeded once; write pauses %v, dispatch pauses %v", len(ids), writePauses, dispatchPauses)
 }
 
 func waitUpTo(d time.Duration, cond func() bool) bool {
