@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -502,5 +504,191 @@ func TestKillLeaderDuringSnapshotRecovers(t *testing.T) {
 	l.start(t, bin)
 	cl.caughtUp(l)
 	cl.checkAcked(load, big...)
+	cl.sameState()
+}
+
+// heldProxy forwards TCP connections to an address, but only once let
+// through: until then it accepts them and forwards nothing. It stands for a
+// server's raft address, so that the test sees when a leader first
+// reaches that server and decides when the server hears from it.
+type heldProxy struct {
+	ln      net.Listener
+	reached chan struct{} // closed at the first connection
+	through chan struct{} // closed by letThrough
+	once    sync.Once
+}
+
+func startHeldProxy(t *testing.T, to string) *heldProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &heldProxy{ln: ln, reached: make(chan struct{}), through: make(chan struct{})}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.once.Do(func() { close(p.reached) })
+			go func() {
+				select {
+				case <-p.through:
+				case <-done:
+					in.Close()
+					return
+				}
+				out, err := net.Dial("tcp", to)
+				if err != nil {
+					in.Close()
+					return
+				}
+				mu.Lock()
+				conns = append(conns, in, out)
+				mu.Unlock()
+				go func() { io.Copy(out, in); out.Close() }()
+				io.Copy(in, out)
+				in.Close()
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *heldProxy) addr() string { return p.ln.Addr().String() }
+func (p *heldProxy) letThrough()  { close(p.through) }
+
+// membership is a server's view of the raft configuration: each member's
+// id and raft address, sorted.
+func (c *procCluster) membership(s *server) (string, error) {
+	st, err := c.status(s)
+	if err != nil {
+		return "", err
+	}
+	var m []string
+	for _, x := range st.Members {
+		m = append(m, x.Id+"@"+x.RaftAddress)
+	}
+	slices.Sort(m)
+	return strings.Join(m, " "), nil
+}
+
+// recordedHTTP is the HTTP address server s has recorded for member id.
+func (c *procCluster) recordedHTTP(s *server, id string) string {
+	st, err := c.status(s)
+	if err != nil {
+		return ""
+	}
+	for _, x := range st.Members {
+		if x.Id == id {
+			return x.HttpAddress
+		}
+	}
+	return ""
+}
+
+// TestKillLeaderDuringJoinKeepsMembershipConsistent kills -9 the leader of
+// a 3-node cluster in the middle of adding a fourth node: with one
+// follower stopped (SIGSTOP) and n4's raft traffic held by a proxy, the
+// configuration entry that adds n4 cannot commit, and the leader is killed
+// once it has appended it (it first connects to n4). Then the follower
+// resumes and n4 hears from the cluster. The join is not answered OK; the
+// live nodes agree on the membership (n4 in or out on all of them); writes
+// resume within maxWritePause; an operator's retried join completes with
+// n4's address recorded on every node; the old leader, restarted, catches
+// up; every acknowledged job is kept and the four replicas converge.
+func TestKillLeaderDuringJoinKeepsMembershipConsistent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four server processes")
+	}
+	bin := buildSluice(t)
+	cl := startProcCluster(t, bin, 3, func(int) []string { return []string{"--executors", "0"} })
+	n4 := &server{id: "n4", data: filepath.Join(t.TempDir(), "n4"), args: []string{"--executors", "0"}}
+	n4.start(t, bin)
+	proxy := startHeldProxy(t, n4.raft)
+	load := startLoad(cl, 4, 50*time.Millisecond, nil)
+	load.more(t, 20)
+	l := cl.waitLeader(nil)
+	var followers []*server
+	for _, s := range cl.servers {
+		if s != l {
+			followers = append(followers, s)
+		}
+	}
+	stopped := followers[1]
+	stopped.signal(t, syscall.SIGSTOP)
+	resumed := false
+	defer func() {
+		if !resumed {
+			stopped.signal(t, syscall.SIGCONT)
+		}
+	}()
+	began := time.Now()
+	joined := make(chan error, 1)
+	join := func(via *server) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := cl.admin(via.url()).JoinNode(ctx, connect.NewRequest(&sluicev1.JoinNodeRequest{Id: n4.id, RaftAddress: proxy.addr(), HttpAddress: n4.http}))
+		return err
+	}
+	go func() { joined <- join(l) }()
+	select {
+	case <-proxy.reached:
+	case err := <-joined:
+		t.Fatalf("the join ended (%v) before the leader %s reached n4", err, l.id)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the leader %s did not reach n4 within 20 s of the join", l.id)
+	}
+	l.kill()
+	stopped.signal(t, syscall.SIGCONT)
+	resumed = true
+	proxy.letThrough()
+	err := <-joined
+	t.Logf("killed the leader %s once it had reached n4; the join answered %v", l.id, err)
+	if err == nil {
+		t.Fatal("the join was answered OK, though it could not have committed")
+	}
+	pause := load.writesResume(t, "killing the leader "+l.id+" during a join", began)
+	t.Logf("writes paused %v (from the join's start)", pause.Round(time.Millisecond))
+	live := []*server{followers[0], followers[1], n4}
+	var views []string
+	agree := func(nodes []*server) func() bool {
+		return func() bool {
+			views = views[:0]
+			for _, s := range nodes {
+				m, err := cl.membership(s)
+				if err != nil {
+					return false
+				}
+				views = append(views, m)
+			}
+			return !slices.ContainsFunc(views, func(v string) bool { return v != views[0] })
+		}
+	}
+	waitFor(t, "the live nodes to agree on the membership", agree(live))
+	t.Logf("after the kill every live node sees: %s; n2 has n4 at %q", views[0], cl.recordedHTTP(followers[0], n4.id))
+	// The operator retries the join; it completes.
+	waitFor(t, "a retried join of n4 to complete", func() bool { return join(followers[0]) == nil })
+	l.start(t, bin)
+	cl.caughtUp(l)
+	cl.servers = append(cl.servers, n4)
+	waitFor(t, "every node to see n4 in, its address recorded", func() bool {
+		return agree(cl.servers)() && strings.Contains(views[0], n4.id+"@"+proxy.addr()) &&
+			!slices.ContainsFunc(cl.servers, func(s *server) bool { return cl.recordedHTTP(s, n4.id) != n4.http })
+	})
+	cl.checkAcked(load)
 	cl.sameState()
 }
