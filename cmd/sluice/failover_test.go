@@ -266,7 +266,7 @@ func TestKillLeaderRepeatedlyLosesNothing(t *testing.T) {
 	load := startLoad(cl, 4, 250*time.Millisecond, map[string]any{"duration_ms": 100})
 	var writePauses, dispatchPauses []time.Duration
 	for round := range 3 {
-		time.Sleep(1500 * time.Millisecond)
+		load.more(t, 20) // written before the kill, with the restarted node back
 		old := cl.waitLeader(nil)
 		old.kill()
 		killed := time.Now()
