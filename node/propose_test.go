@@ -171,8 +171,9 @@ func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 func TestBatchesOnlyWhenEveryServerReadsThem(t *testing.T) {
 	policy := DemoPolicy()
 	policy.Rules = nil
+	logs := &logLines{}
 	n, err := Start(Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: policy,
-		Logger: quietLogger(), RaftLog: io.Discard, ProposeInflight: 1})
+		Logger: logs.logger(), RaftLog: io.Discard, ProposeInflight: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,15 +229,33 @@ func TestBatchesOnlyWhenEveryServerReadsThem(t *testing.T) {
 			t.Fatalf("record other at %s: %v %v", addr, err, res.Err)
 		}
 	}
+	// The gate logs why it keeps group commit off each time the reason
+	// changes, and when it turns it on: a line naming the address set, or
+	// a new "on", is the sign that it has checked the server there.
+	checked := func(addr string) func() bool {
+		ons := strings.Count(logs.String(), "group commit on")
+		return func() bool {
+			out := logs.String()
+			for line := range strings.Lines(out) {
+				if strings.Contains(line, "group commit off") && strings.Contains(line, addr) {
+					return true
+				}
+			}
+			return strings.Count(out, "group commit on") > ons
+		}
+	}
 	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
 	defer old.Close()
-	setHTTP(strings.TrimPrefix(old.URL, "http://"))
-	time.Sleep(1500 * time.Millisecond) // a check of the gate's
+	oldAddr := strings.TrimPrefix(old.URL, "http://")
+	gate := checked(oldAddr)
+	setHTTP(oldAddr)
+	waitFor("the gate to check the old build", gate)
 	if b := batches(); b != 0 || n.proposer.enabled.Load() {
 		t.Fatalf("%d batch entries (on: %v) with an old build answering for a server", b, n.proposer.enabled.Load())
 	}
+	gate = checked(n.Addr())
 	setHTTP(n.Addr()) // this build, but it answers as n1
-	time.Sleep(1500 * time.Millisecond)
+	waitFor("the gate to check the server's address, where n1 answers", gate)
 	if n.proposer.enabled.Load() {
 		t.Fatal("group commit on with another node answering for a server")
 	}

@@ -157,22 +157,13 @@ func TestTLSServerAndCertificateExecutorProcesses(t *testing.T) {
 	os.WriteFile(p("gossip.keys"), []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600)
 	policy := p("policy.yaml")
 	os.WriteFile(policy, []byte(fmt.Sprintf(failoverPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644)
-	gossip := freeAddr(t)
-	s := &server{id: "n1", data: p("n1-data"), http: freeAddr(t), raft: freeAddr(t), args: []string{"--bootstrap", "--policy", policy,
+	s := &server{id: "n1", data: p("n1-data"), args: []string{"--bootstrap", "--policy", policy,
 		"--tls-cert", p("n1.pem"), "--tls-key", p("n1-key.pem"), "--peer-ca", p("ca.pem"), "--executor-ca", p("ca.pem"),
-		"--gossip", gossip, "--gossip-key-file", p("gossip.keys")}}
+		"--gossip", "127.0.0.1:0", "--gossip-key-file", p("gossip.keys")}}
 	s.start(t, bin)
-	t.Cleanup(s.kill)
+	gossip := s.p.waitFor(t, `gossip pool at (\S+) `)
 	x := &server{args: []string{"executor", "--name", "e1", "--join", gossip, "--gossip-key-file", p("gossip.keys"),
 		"--tls-ca", p("ca.pem"), "--tls-cert", p("e1.pem"), "--tls-key", p("e1-key.pem"), "--gpus", "1"}}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server output:\n%s", s.log.String())
-			if x.log != nil {
-				t.Logf("executor output:\n%s", x.log.String())
-			}
-		}
-	})
 	pool := x509.NewCertPool()
 	caPEM, _ := os.ReadFile(p("ca.pem"))
 	pool.AppendCertsFromPEM(caPEM)
@@ -193,7 +184,6 @@ func TestTLSServerAndCertificateExecutorProcesses(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	x.startRaw(t, bin) // the pool it joins is up once the server is ready
-	t.Cleanup(x.kill)
 	// A TLS port answers plaintext HTTP with a 400, never a served page.
 	if res, err := http.Get("http://" + s.http + "/readyz"); err == nil {
 		res.Body.Close()
@@ -238,7 +228,7 @@ func TestTLSServerAndCertificateExecutorProcesses(t *testing.T) {
 	if err := makeCerts(&bytes.Buffer{}, certsFlags{dir: dir, nodes: "n1", hosts: "127.0.0.1", validFor: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.signal(t, syscall.SIGHUP)
 	waitUntil := time.Now().Add(10 * time.Second)
 	for serial() == before {
 		if time.Now().After(waitUntil) {

@@ -18,9 +18,9 @@ import (
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
-// procCluster is a cluster of `sluice server` child processes on fixed
-// loopback addresses, joined through the first; the fault tests kill,
-// pause and restart its members.
+// procCluster is a cluster of `sluice server` child processes on
+// loopback addresses they picked, joined through the first; the fault
+// tests kill, pause and restart its members.
 type procCluster struct {
 	t       *testing.T
 	bin     string
@@ -31,14 +31,14 @@ type procCluster struct {
 // startProcCluster starts size servers with the failover policy (tenant
 // bob with key bob-key, admin token admin, executor token exec); extra
 // gives each server's flags beyond its addresses.
-func startProcCluster(t *testing.T, bin string, size int, extra func(i int, urls []string) []string) *procCluster {
+func startProcCluster(t *testing.T, bin string, size int, extra func(i int) []string) *procCluster {
 	t.Helper()
 	return startProcClusterWith(t, bin, size, failoverPolicy, extra)
 }
 
 // startProcClusterWith is startProcCluster with another policy: a YAML
 // format whose three %s are the SHA-256 of bob-key, admin and exec.
-func startProcClusterWith(t *testing.T, bin string, size int, policyFormat string, extra func(i int, urls []string) []string) *procCluster {
+func startProcClusterWith(t *testing.T, bin string, size int, policyFormat string, extra func(i int) []string) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")
@@ -47,33 +47,27 @@ func startProcClusterWith(t *testing.T, bin string, size int, policyFormat strin
 	}
 	c := &procCluster{t: t, bin: bin}
 	for i := range size {
-		c.servers = append(c.servers, &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), http: freeAddr(t), raft: freeAddr(t)})
-		c.urls = append(c.urls, "http://"+c.servers[i].http)
-	}
-	// Registered first, so that it runs after the processes are killed
-	// (cleanups run last first): their output is complete and still.
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, s := range c.servers {
-				t.Logf("%s output:\n%s", s.id, s.log.String())
-			}
-		}
-	})
-	for i, s := range c.servers {
-		s.args = extra(i, c.urls)
+		s := &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), args: extra(i)}
 		if i == 0 {
 			s.args = append(s.args, "--bootstrap", "--policy", policy)
 		}
 		s.start(t, bin)
-		t.Cleanup(s.kill)
+		c.servers = append(c.servers, s)
+		c.urls = append(c.urls, s.url())
 	}
 	waitReady(t, c.urls[0])
 	for _, s := range c.servers[1:] {
-		if _, err := c.admin(c.urls[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: s.id, RaftAddress: s.raft, HttpAddress: s.http})); err != nil {
-			t.Fatalf("join %s: %v", s.id, err)
-		}
+		c.join(s)
 	}
 	return c
+}
+
+// join adds s to the raft group through the first server.
+func (c *procCluster) join(s *server) {
+	c.t.Helper()
+	if _, err := c.admin(c.urls[0]).JoinNode(context.Background(), connect.NewRequest(&sluicev1.JoinNodeRequest{Id: s.id, RaftAddress: s.raft, HttpAddress: s.http})); err != nil {
+		c.t.Fatalf("join %s: %v", s.id, err)
+	}
 }
 
 func (c *procCluster) admin(u string) sluicev1connect.AdminServiceClient {
@@ -86,19 +80,50 @@ func (c *procCluster) jobs(u string) sluicev1connect.JobServiceClient {
 
 func (s *server) url() string { return "http://" + s.http }
 
+// status is a server's GetClusterStatus.
+func (c *procCluster) status(s *server) (*sluicev1.GetClusterStatusResponse, error) {
+	// A paused server would hold the call for ever; a live one asks its
+	// peers for their figures for up to a second first.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	return st.Msg, nil
+}
+
 // leader is the server that says it leads, or nil.
 func (c *procCluster) leader() *server {
 	for _, s := range c.servers {
-		// A paused server would hold the call for ever; a live one asks its
-		// peers for their figures for up to a second first.
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
-		cancel()
-		if err == nil && st.Msg.Role == "Leader" {
+		if st, err := c.status(s); err == nil && st.Role == "Leader" {
 			return s
 		}
 	}
 	return nil
+}
+
+// caughtUp waits until s, restarted, has applied what the leader had
+// committed by the time s was ready.
+func (c *procCluster) caughtUp(s *server) {
+	c.t.Helper()
+	waitReady(c.t, s.url())
+	var target uint64
+	waitFor(c.t, "the leader's commit index", func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		st, err := c.status(l)
+		if err == nil {
+			target = st.CommitIndex
+		}
+		return err == nil
+	})
+	waitFor(c.t, fmt.Sprintf("%s to apply the log to index %d", s.id, target), func() bool {
+		st, err := c.status(s)
+		return err == nil && st.AppliedIndex >= target
+	})
 }
 
 // waitLeader waits for a leader other than not (nil: any).
@@ -113,32 +138,34 @@ func (c *procCluster) waitLeader(not *server) *server {
 // same state hash.
 func (c *procCluster) sameState() {
 	c.t.Helper()
-	waitFor(c.t, "all replicas to hold the same state", func() bool {
-		var hashes []string
-		var applied []uint64
+	var seen []string // each server's applied index and hash, as last seen
+	if !waitUpTo(30*time.Second, func() bool {
+		seen = seen[:0]
+		same := true
+		var first *sluicev1.GetClusterStatusResponse
 		for _, s := range c.servers {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			st, err := c.admin(s.url()).GetClusterStatus(ctx, connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
-			cancel()
+			st, err := c.status(s)
 			if err != nil {
-				return false
+				seen = append(seen, fmt.Sprintf("%s: %v", s.id, err))
+				same = false
+				continue
 			}
-			hashes = append(hashes, st.Msg.StateHash)
-			applied = append(applied, st.Msg.AppliedIndex)
-		}
-		for i := range hashes {
-			if hashes[i] != hashes[0] || applied[i] != applied[0] {
-				return false
+			seen = append(seen, fmt.Sprintf("%s: applied %d, hash %s", s.id, st.AppliedIndex, st.StateHash))
+			if first == nil {
+				first = st
 			}
+			same = same && st.StateHash == first.StateHash && st.AppliedIndex == first.AppliedIndex
 		}
-		return true
-	})
+		return same
+	}) {
+		c.t.Fatalf("the replicas hold different states after 30 s:\n  %s", strings.Join(seen, "\n  "))
+	}
 }
 
 // signal sends sig to a server's process.
 func (s *server) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := s.p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v to %s: %v", sig, s.id, err)
 	}
 }

@@ -49,7 +49,7 @@ func runnerProcesses(t *testing.T) int {
 // `sluice executor` processes that find it through gossip: two run jobs
 // with the exec runner script shipped in examples/, one with the http
 // runner against a model server that answers 503 first. A watcher sees
-// progress; a cancel stops the script within a second; kill -9 of the
+// progress; a cancel stops the script (before it would end); kill -9 of the
 // executor running a job makes the job finish on the other as attempt 2.
 func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 	if testing.Short() {
@@ -63,12 +63,11 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &server{id: "n1", data: filepath.Join(dir, "n1"), http: freeAddr(t), raft: freeAddr(t)}
-	gossip := freeAddr(t)
-	srv.args = []string{"--bootstrap", "--policy", policy, "--gossip", gossip, "--lease-grace", "1s"}
+	srv := &server{id: "n1", data: filepath.Join(dir, "n1")}
+	srv.args = []string{"--bootstrap", "--policy", policy, "--gossip", "127.0.0.1:0", "--lease-grace", "1s"}
 	srv.start(t, bin)
-	t.Cleanup(srv.kill)
-	url := "http://" + srv.http
+	gossip := srv.p.waitFor(t, `gossip pool at (\S+) `)
+	url := srv.url()
 	waitReady(t, url)
 
 	var calls atomic.Int32
@@ -89,18 +88,8 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 	} {
 		p := &server{id: e.name}
 		execs[e.name] = p
-		p.cmd = nil
-		t.Cleanup(p.kill)
 		startExecutor(t, bin, p, gossip, e.runner, e.models)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server output:\n%s", srv.log)
-			for name, e := range execs {
-				t.Logf("%s output:\n%s", name, e.log)
-			}
-		}
-	})
 	admin := sluicev1connect.NewAdminServiceClient(http.DefaultClient, url, connect.WithInterceptors(bearerAuth("admin")))
 	waitFor(t, "three executors to lease", func() bool {
 		st, err := admin.GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
@@ -116,7 +105,7 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 		return res.Msg.Job.Id
 	}
 
-	// Progress reaches a watcher; a cancel stops the script within a second.
+	// Progress reaches a watcher; a cancel stops the script.
 	id := submit("sdxl", map[string]any{"duration_ms": 20000})
 	ctx, cancelWatch := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancelWatch()
@@ -140,15 +129,21 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 		t.Fatal("no runner script is running: the test would prove nothing")
 	}
 	canceled := time.Now()
-	if _, err := jobs.CancelJob(context.Background(), connect.NewRequest(&sluicev1.CancelJobRequest{Id: id})); err != nil {
+	res, err := jobs.CancelJob(context.Background(), connect.NewRequest(&sluicev1.CancelJobRequest{Id: id}))
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the script to stop", func() bool { return runnerProcesses(t) == 0 })
-	if took := time.Since(canceled); took > time.Second {
-		t.Fatalf("the script stopped %v after the cancel, want within 1s", took)
-	} else {
-		t.Logf("script stopped %v after the cancel", took.Round(time.Millisecond))
+	if res.Msg.Job.State != sluicev1.JobState_JOB_STATE_CANCELED {
+		t.Fatalf("job %s is %v after the cancel, want CANCELED", id, res.Msg.Job.State)
 	}
+	// The script stops when its executor learns of the cancel, at its next
+	// heartbeat. It would end by itself 20 s after it started; stopping
+	// before that shows the cancel stopped it, however slow the machine.
+	ends := progress.StartedAt.AsTime().Add(20 * time.Second)
+	if !waitUpTo(time.Until(ends)-time.Second, func() bool { return runnerProcesses(t) == 0 }) {
+		t.Fatalf("the script still runs %v after the cancel, a second before it would end by itself", time.Since(canceled).Round(time.Millisecond))
+	}
+	t.Logf("script stopped %v after the cancel", time.Since(canceled).Round(time.Millisecond))
 
 	// kill -9 of the executor running a job: the job finishes on the other.
 	id = submit("sdxl", map[string]any{"duration_ms": 3000})
@@ -177,7 +172,6 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 
 func startExecutor(t *testing.T, bin string, p *server, gossip, runner, models string) {
 	t.Helper()
-	p.log = &strings.Builder{}
 	p.args = []string{"executor", "--name", p.id, "--join", gossip, "--runner", runner, "--models", models,
 		"--token", "exec", "--grace", "500ms", "--refresh", "500ms"}
 	p.startRaw(t, bin)

@@ -91,15 +91,16 @@ func TestMetricsOfAClusterUnderLoad(t *testing.T) {
 	}
 	bin := buildSluice(t)
 	policy := strings.Replace(metricsPolicy, "%[4]s", fsm.HashKey("alice-key"), 1)
-	cl := startProcClusterWith(t, bin, 3, policy, func(_ int, urls []string) []string {
-		return []string{"--executors", "1", "--executor-token", "exec", "--servers", strings.Join(urls, ",")}
+	cl := startProcClusterWith(t, bin, 3, policy, func(int) []string {
+		// Each server's executor asks its own node, which names the leader.
+		return []string{"--executors", "1", "--executor-token", "exec"}
 	})
 	// And an executor process with its own metrics.
-	exec := &server{id: "e1", http: freeAddr(t), log: &strings.Builder{}}
+	exec := &server{id: "e1"}
 	exec.args = []string{"executor", "--name", "e1", "--servers", strings.Join(cl.urls, ","), "--token", "exec",
-		"--gossip", "127.0.0.1:0", "--metrics", exec.http}
+		"--gossip", "127.0.0.1:0", "--metrics", "127.0.0.1:0"}
 	exec.startRaw(t, bin)
-	t.Cleanup(exec.kill)
+	exec.http = exec.p.waitFor(t, `executor metrics on http://(\S+)/metrics`)
 	leader := cl.waitLeader(nil)
 	waitFor(t, "four executors", func() bool {
 		n, _ := sample(scrape(t, leader.url()), "sluice_executors", nil)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -18,9 +19,10 @@ import (
 
 // proc is a sluice child process whose output is kept for the test to read.
 type proc struct {
-	cmd *exec.Cmd
-	mu  sync.Mutex
-	out strings.Builder
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited
+	mu   sync.Mutex
+	out  strings.Builder
 }
 
 func (p *proc) Write(b []byte) (int, error) {
@@ -35,14 +37,25 @@ func (p *proc) output() string {
 	return p.out.String()
 }
 
-// runSluice starts the binary with args; the test ends it.
-func runSluice(t *testing.T, bin string, args ...string) *proc {
+// spawn starts the binary with args; it is killed when the test ends, if
+// not before.
+func spawn(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...)}
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// runSluice starts the binary with args and prints its output if the test
+// fails.
+func runSluice(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := spawn(t, bin, args...)
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -52,10 +65,21 @@ func runSluice(t *testing.T, bin string, args ...string) *proc {
 	return p
 }
 
+// stop kills the process (kill -9) and waits for it to exit.
 func (p *proc) stop() {
-	if p.cmd.ProcessState == nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
+	if p == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -76,6 +100,38 @@ func (p *proc) waitFor(t *testing.T, re string) string {
 	return got
 }
 
+// listenRE matches the line `sluice server` and `sluice dev` print once
+// they listen: their API URL, its host:port, and the raft address.
+var listenRE = regexp.MustCompile(`serving on (https?://(\S+)) \(node \S+, raft (\S+),`)
+
+// listening is where a server child listens, as it reported it.
+type listening struct{ url, http, raft string }
+
+// startServer runs `sluice server` or `sluice dev` (args) and waits until
+// it says where it listens. The tests give a new server port 0, so that no
+// other process can take its ports between a choice and a bind; a restart
+// passes the addresses the killed child had, and one of them may be taken
+// for a moment (by an outgoing connection's port, say): a child that exits
+// saying so is started again.
+func startServer(t *testing.T, bin string, args ...string) (*proc, listening) {
+	t.Helper()
+	for try := 1; ; try++ {
+		p := runSluice(t, bin, args...)
+		var m []string
+		waitFor(t, "sluice "+strings.Join(args, " ")+" to listen", func() bool {
+			m = listenRE.FindStringSubmatch(p.output())
+			return m != nil || p.exited()
+		})
+		if m != nil {
+			return p, listening{url: m[1], http: m[2], raft: m[3]}
+		}
+		if !strings.Contains(p.output(), "address in use") || try == 40 {
+			t.Fatalf("sluice %s exited before it served (try %d):\n%s", strings.Join(args, " "), try, p.output())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // exitOutput runs the binary to its end and returns what it printed.
 func exitOutput(t *testing.T, bin string, args ...string) (string, error) {
 	t.Helper()
@@ -91,10 +147,11 @@ func TestBootstrapWithoutAPolicyPrintsAnAdminToken(t *testing.T) {
 		t.Skip("runs the binary")
 	}
 	bin := buildSluice(t)
-	data, addr := t.TempDir(), freeAddr(t)
-	p := runSluice(t, bin, "server", "--bootstrap", "--data", data, "--http", addr)
+	data := t.TempDir()
+	p, at := startServer(t, bin, "server", "--bootstrap", "--data", data, "--http", "127.0.0.1:0")
 	token := p.waitFor(t, `\n    (sluice-admin-\S+)\n`)
-	waitReady(t, "http://"+addr)
+	addr := at.http
+	waitReady(t, at.url)
 	status := func(key string) error {
 		c := sluicev1connect.NewAdminServiceClient(http.DefaultClient, "http://"+addr, connect.WithInterceptors(bearerAuth(key)))
 		_, err := c.GetClusterStatus(context.Background(), connect.NewRequest(&sluicev1.GetClusterStatusRequest{}))
@@ -107,8 +164,7 @@ func TestBootstrapWithoutAPolicyPrintsAnAdminToken(t *testing.T) {
 		t.Fatalf("another token: %v, want permission_denied", err)
 	}
 	p.stop()
-	p = runSluice(t, bin, "server", "--bootstrap", "--data", data, "--http", addr)
-	p.waitFor(t, "serving on")
+	p, _ = startServer(t, bin, "server", "--bootstrap", "--data", data, "--http", addr)
 	waitReady(t, "http://"+addr)
 	if err := status(token); err != nil {
 		t.Fatalf("the admin token after a restart: %v", err)
@@ -126,19 +182,19 @@ func TestDevKeepsItsPolicyOnRestart(t *testing.T) {
 		t.Skip("runs the binary")
 	}
 	bin := buildSluice(t)
-	data, addr := t.TempDir(), freeAddr(t)
+	data, addr := t.TempDir(), "127.0.0.1:0" // the port the first start picks, then
 	start := func(extra ...string) *proc {
-		p := runSluice(t, bin, append([]string{"dev", "--data", data, "--http", addr, "--gossip", "127.0.0.1:0", "--executors", "0"}, extra...)...)
-		p.waitFor(t, "serving on")
-		waitReady(t, "http://"+addr)
+		p, at := startServer(t, bin, append([]string{"dev", "--data", data, "--http", addr, "--gossip", "127.0.0.1:0", "--executors", "0"}, extra...)...)
+		addr = at.http
+		waitReady(t, at.url)
 		return p
 	}
+	p := start()
 	usage := func(key string) error {
 		c := sluicev1connect.NewJobServiceClient(http.DefaultClient, "http://"+addr, connect.WithInterceptors(bearerAuth(key)))
 		_, err := c.GetUsage(context.Background(), connect.NewRequest(&sluicev1.GetUsageRequest{}))
 		return err
 	}
-	p := start()
 	if !strings.Contains(p.output(), "demo policy") {
 		t.Fatalf("a new data dir did not get the demo policy:\n%s", p.output())
 	}
@@ -173,11 +229,11 @@ func TestPortsInUseNameTheirFlag(t *testing.T) {
 		t.Skip("runs the binary")
 	}
 	bin := buildSluice(t)
-	httpAddr, gossip := freeAddr(t), freeAddr(t)
 	data := t.TempDir()
-	p := runSluice(t, bin, "server", "--bootstrap", "--data", data, "--http", httpAddr, "--gossip", gossip)
-	raftAddr := p.waitFor(t, `raft (127\.0\.0\.1:\d+)`)
-	waitReady(t, "http://"+httpAddr)
+	p, at := startServer(t, bin, "server", "--bootstrap", "--data", data, "--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
+	httpAddr, raftAddr := at.http, at.raft
+	gossip := p.waitFor(t, `gossip pool at (\S+) `)
+	waitReady(t, at.url)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -192,9 +248,8 @@ func TestPortsInUseNameTheirFlag(t *testing.T) {
 		}
 	}
 	p.stop()
-	p = runSluice(t, bin, "server", "--bootstrap", "--data", data, "--http", httpAddr)
-	if again := p.waitFor(t, `raft (127\.0\.0\.1:\d+)`); again != raftAddr {
-		t.Fatalf("restarted without --raft on %s; it had %s", again, raftAddr)
+	if _, again := startServer(t, bin, "server", "--bootstrap", "--data", data, "--http", httpAddr); again.raft != raftAddr {
+		t.Fatalf("restarted without --raft on %s; it had %s", again.raft, raftAddr)
 	}
 }
 
@@ -207,11 +262,12 @@ func TestExecutorRejoinsWhenItsOnlyServerRestarts(t *testing.T) {
 		t.Skip("runs the binary")
 	}
 	bin := buildSluice(t)
-	data, addr, gossip := t.TempDir(), freeAddr(t), freeAddr(t)
+	// The first start picks the ports; the restart takes the same ones.
+	data, addr, gossip := t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
 	dev := func() *proc {
-		p := runSluice(t, bin, "dev", "--data", data, "--http", addr, "--gossip", gossip, "--executors", "0")
-		p.waitFor(t, "serving on")
-		waitReady(t, "http://"+addr)
+		p, at := startServer(t, bin, "dev", "--data", data, "--http", addr, "--gossip", gossip, "--executors", "0")
+		addr, gossip = at.http, p.waitFor(t, `gossip pool at (\S+) `)
+		waitReady(t, at.url)
 		return p
 	}
 	srv := dev()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,16 +23,38 @@ import (
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
+// built is the binary the process tests run, built by the first that
+// asks: go build links it anew each time, seconds on a small machine.
+var built struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
 // buildSluice compiles the binary once for the process tests.
 func buildSluice(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sluice")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("go build: %v", err)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "sluice-test-"); built.err != nil {
+			return
+		}
+		built.path = filepath.Join(built.dir, "sluice")
+		cmd := exec.Command("go", "build", "-o", built.path, ".")
+		cmd.Stderr = os.Stderr
+		built.err = cmd.Run()
+	})
+	if built.err != nil {
+		t.Fatalf("go build: %v", built.err)
 	}
-	return bin
+	return built.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
 
 var servingRE = regexp.MustCompile(`serving on (http://\S+)`)
