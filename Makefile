@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 CONNECT_GO_VERSION   := v1.21.1
 PROMTOOL_VERSION     := v0.316.0
 
-.PHONY: dev test build proto proto-check bench lint tools fuzz powerloss clean grpcurl rules-check check-cc
+.PHONY: dev test build proto proto-check bench lint tools fuzz powerloss clean grpcurl rules-check check-cc browser screenshots
 
 # go-nvml's cgo wrappers call NVML functions that nvml.h marks deprecated; gcc's warnings
 # about them are not failures. Flags in our own #cgo lines cannot reach that package's
@@ -18,7 +18,7 @@ dev:
 	$(GO) run ./cmd/sluice dev
 
 ## test: the alerting rules and dashboard, vet, a build without cgo (NVML off), then every test with the race detector
-test: check-cc rules-check
+test: check-cc rules-check browser
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -race -count=1 -timeout 12m ./...
@@ -36,6 +36,21 @@ check-cc:
 	elif [ "$$($(GO) env CGO_ENABLED)" != 1 ]; then \
 		echo "make test needs cgo for the race detector: CGO_ENABLED is $$($(GO) env CGO_ENABLED); unset it or set CGO_ENABLED=1" >&2; exit 1; \
 	fi
+
+## browser: a headless Chromium for the web UI's test (Debian's chromium-headless-shell; apt-get, as root)
+BROWSERS := chromium-headless-shell chromium chromium-browser google-chrome
+browser:
+	@for b in $(BROWSERS); do command -v $$b >/dev/null 2>&1 && exit 0; done; \
+	if [ -n "$$SLUICE_SKIP_BROWSER" ]; then echo "no headless Chromium; SLUICE_SKIP_BROWSER is set, so the web UI's browser test is skipped" >&2; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && apt-get install -y -qq chromium-headless-shell; \
+	else \
+		echo "make test runs the web UI in a headless Chromium: apt-get install -y chromium-headless-shell (as root), or SLUICE_SKIP_BROWSER=1 to skip that test" >&2; exit 1; \
+	fi
+
+## screenshots: the web UI's screenshots in docs/ (the browser test, saving them)
+screenshots: browser
+	SLUICE_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run TestWebUIInABrowser ./node/
 
 ## build: the sluice binary in bin/
 build:

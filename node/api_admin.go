@@ -59,8 +59,27 @@ func (s *adminService) GetClusterStatus(ctx context.Context, req *connect.Reques
 		n.fillPeers(ctx, req.Header().Get("Authorization"), out.Members)
 	}
 	out.Executors = n.execs.status()
+	// The operator's page: what runs, what died, what was refused.
+	running := n.fsm.Running()
+	for _, r := range running[:min(len(running), maxStatusJobs)] {
+		if j, ok := n.publicJob(r.ID); ok {
+			out.Running = append(out.Running, j)
+		}
+	}
+	dead := n.fsm.DeadLetters("", "", nil)
+	for i := len(dead) - 1; i >= 0 && len(out.DeadLetters) < maxStatusJobs; i-- {
+		if j, ok := n.publicJob(dead[i]); ok {
+			out.DeadLetters = append(out.DeadLetters, j)
+		}
+	}
+	if n.IsLeader() {
+		out.Rejections = n.rejected.list()
+	}
 	return connect.NewResponse(out), nil
 }
+
+// maxStatusJobs bounds the running and dead-lettered jobs GetClusterStatus lists.
+const maxStatusJobs = 100
 
 func parseUint(s string) uint64 {
 	v, _ := strconv.ParseUint(s, 10, 64)

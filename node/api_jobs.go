@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -76,6 +77,7 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 			Method: cmd.Method, Model: spec.Model, Cost: fsm.EstimateCost(spec, model)}, time.Now().UnixNano())
 		if d.Verdict == limiter.Rejected {
 			n.metrics.Submit("rejected", d.Rule, d.Rules())
+			n.rejected.note(d.Rule, t.Name, time.Now())
 			return nil, n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
 		}
 		if n.fsm.Policy().GetScheduling().GetRefuseUnplaceable() {
@@ -89,6 +91,7 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 		var be *scheduler.BusyError
 		if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
 			n.metrics.Submit("busy", "", nil)
+			n.rejected.note("busy", t.Name, time.Now())
 			return nil, busyError(be, wait)
 		}
 	}
@@ -99,11 +102,13 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	var le *fsm.LimitError
 	if errors.As(res.Err, &le) {
 		n.metrics.Submit("rejected", le.Rule, res.Limits)
+		n.rejected.note(le.Rule, t.Name, time.Now())
 		return nil, n.limitError(t.Name, le.Rule, le.RetryAt, res.Limits, le.Detail)
 	}
 	var be *scheduler.BusyError
 	if errors.As(res.Err, &be) {
 		n.metrics.Submit("busy", "", nil)
+		n.rejected.note("busy", t.Name, time.Now())
 		return nil, busyError(be, n.predictedWait(spec))
 	}
 	if res.Err != nil {
@@ -161,6 +166,10 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 	n.readYourWrites(ctx)
 	now := time.Now()
 	out := &sluicev1.GetUsageResponse{Tenant: t.Name, Tier: t.Tier}
+	for _, m := range n.fsm.Policy().GetModels() {
+		out.Models = append(out.Models, m.Name)
+	}
+	slices.Sort(out.Models)
 	seen := map[string]bool{}
 	lreq := limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier,
 		ClientIP: n.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}

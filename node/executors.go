@@ -370,7 +370,8 @@ func (r *registry) status() []*sluicev1.ExecutorStatus {
 	defer r.mu.Unlock()
 	out := make([]*sluicev1.ExecutorStatus, 0, len(r.execs))
 	for name, l := range r.execs {
-		out = append(out, &sluicev1.ExecutorStatus{Name: name, Slots: max(1, l.info.Slots), BusySlots: int32(l.jobs()), Models: l.info.Models})
+		out = append(out, &sluicev1.ExecutorStatus{Name: name, Slots: max(1, l.info.Slots), BusySlots: int32(l.jobs()), Models: l.info.Models,
+			Gpus: l.info.Gpus, WarmModels: l.info.WarmModels})
 	}
 	slices.SortFunc(out, func(a, b *sluicev1.ExecutorStatus) int {
 		switch {

@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/grpcreflect"
 
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
+	"github.com/sluicehq/sluice/ui"
 )
 
 // compressMinBytes is the smallest response body that is gzipped.
@@ -39,6 +40,8 @@ func (n *Node) newHTTPServer() *http.Server {
 	jobs := &jobService{n: n}
 	handle(sluicev1connect.NewJobServiceHandler(jobs, opts...))
 	mux.HandleFunc(eventsPath, jobs.serveEvents)
+	mux.Handle(ui.Path, ui.Handler())
+	mux.Handle("GET /{$}", http.RedirectHandler(ui.Path, http.StatusFound))
 	handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
 	reflector := grpcreflect.NewStaticReflector(

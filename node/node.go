@@ -124,6 +124,7 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
+	rejected    rejections      // Submits refused by rule while this node led (the UI)
 	reads       readLimits      // rules on read calls, counted by this node (readlimits.go)
 	metrics     *metrics.Server // nil when off
 	pool        *Pool

@@ -61,11 +61,15 @@ func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
 
 // ExecutorStatus is one executor as the leader sees it.
 type ExecutorStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Slots         int32                  `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
-	BusySlots     int32                  `protobuf:"varint,3,opt,name=busy_slots,json=busySlots,proto3" json:"busy_slots,omitempty"`
-	Models        []string               `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Slots     int32                  `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
+	BusySlots int32                  `protobuf:"varint,3,opt,name=busy_slots,json=busySlots,proto3" json:"busy_slots,omitempty"`
+	Models    []string               `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
+	// Its GPUs as it last reported them (NVML memory and utilisation).
+	Gpus []*GPU `protobuf:"bytes,5,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	// Models it has loaded now.
+	WarmModels    []string `protobuf:"bytes,6,rep,name=warm_models,json=warmModels,proto3" json:"warm_models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -128,6 +132,90 @@ func (x *ExecutorStatus) GetModels() []string {
 	return nil
 }
 
+func (x *ExecutorStatus) GetGpus() []*GPU {
+	if x != nil {
+		return x.Gpus
+	}
+	return nil
+}
+
+func (x *ExecutorStatus) GetWarmModels() []string {
+	if x != nil {
+		return x.WarmModels
+	}
+	return nil
+}
+
+// RuleRejections counts the Submits one rule refused while the answering
+// node led (since it last became leader).
+type RuleRejections struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	LastAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_at,json=lastAt,proto3" json:"last_at,omitempty"`
+	LastTenant    string                 `protobuf:"bytes,4,opt,name=last_tenant,json=lastTenant,proto3" json:"last_tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleRejections) Reset() {
+	*x = RuleRejections{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleRejections) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleRejections) ProtoMessage() {}
+
+func (x *RuleRejections) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleRejections.ProtoReflect.Descriptor instead.
+func (*RuleRejections) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RuleRejections) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *RuleRejections) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RuleRejections) GetLastAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAt
+	}
+	return nil
+}
+
+func (x *RuleRejections) GetLastTenant() string {
+	if x != nil {
+		return x.LastTenant
+	}
+	return ""
+}
+
 // Member is one raft server.
 type Member struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -155,7 +243,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[2]
+	mi := &file_sluice_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +255,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[2]
+	mi := &file_sluice_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +268,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Member) GetId() string {
@@ -264,15 +352,22 @@ type GetClusterStatusResponse struct {
 	FinishedJobs int64             `protobuf:"varint,11,opt,name=finished_jobs,json=finishedJobs,proto3" json:"finished_jobs,omitempty"`
 	Executors    []*ExecutorStatus `protobuf:"bytes,12,rep,name=executors,proto3" json:"executors,omitempty"`
 	// Hash of the replicated state; equal on replicas at the same applied index.
-	StateHash     string                 `protobuf:"bytes,13,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
-	Now           *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=now,proto3" json:"now,omitempty"`
+	StateHash string                 `protobuf:"bytes,13,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	Now       *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=now,proto3" json:"now,omitempty"`
+	// Running jobs, over all tenants (at most 100, by job id).
+	Running []*Job `protobuf:"bytes,15,rep,name=running,proto3" json:"running,omitempty"`
+	// Dead-lettered jobs, over all tenants (at most 100, newest first).
+	DeadLetters []*Job `protobuf:"bytes,16,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Submits refused by each rule while this node led, most first; empty on
+	// a follower.
+	Rejections    []*RuleRejections `protobuf:"bytes,17,rep,name=rejections,proto3" json:"rejections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
 	*x = GetClusterStatusResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[3]
+	mi := &file_sluice_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +379,7 @@ func (x *GetClusterStatusResponse) String() string {
 func (*GetClusterStatusResponse) ProtoMessage() {}
 
 func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[3]
+	mi := &file_sluice_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +392,7 @@ func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetClusterStatusResponse) GetNodeId() string {
@@ -398,6 +493,27 @@ func (x *GetClusterStatusResponse) GetNow() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetClusterStatusResponse) GetRunning() []*Job {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetDeadLetters() []*Job {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetRejections() []*RuleRejections {
+	if x != nil {
+		return x.Rejections
+	}
+	return nil
+}
+
 type RedriveDeadLettersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -409,7 +525,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[4]
+	mi := &file_sluice_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +537,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[4]
+	mi := &file_sluice_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +550,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RedriveDeadLettersRequest) GetTenant() string {
@@ -468,7 +584,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	mi := &file_sluice_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +596,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	mi := &file_sluice_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +609,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RedriveDeadLettersResponse) GetJobIds() []string {
@@ -515,7 +631,7 @@ type ListQueueRequest struct {
 
 func (x *ListQueueRequest) Reset() {
 	*x = ListQueueRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	mi := &file_sluice_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +643,7 @@ func (x *ListQueueRequest) String() string {
 func (*ListQueueRequest) ProtoMessage() {}
 
 func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	mi := &file_sluice_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +656,7 @@ func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
 func (*ListQueueRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListQueueRequest) GetPageSize() int32 {
@@ -571,7 +687,7 @@ type ListQueueResponse struct {
 
 func (x *ListQueueResponse) Reset() {
 	*x = ListQueueResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	mi := &file_sluice_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +699,7 @@ func (x *ListQueueResponse) String() string {
 func (*ListQueueResponse) ProtoMessage() {}
 
 func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	mi := &file_sluice_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +712,7 @@ func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
 func (*ListQueueResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListQueueResponse) GetJobs() []*Job {
@@ -631,7 +747,7 @@ type JoinNodeRequest struct {
 
 func (x *JoinNodeRequest) Reset() {
 	*x = JoinNodeRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[8]
+	mi := &file_sluice_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +759,7 @@ func (x *JoinNodeRequest) String() string {
 func (*JoinNodeRequest) ProtoMessage() {}
 
 func (x *JoinNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[8]
+	mi := &file_sluice_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +772,7 @@ func (x *JoinNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinNodeRequest.ProtoReflect.Descriptor instead.
 func (*JoinNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinNodeRequest) GetId() string {
@@ -689,7 +805,7 @@ type JoinNodeResponse struct {
 
 func (x *JoinNodeResponse) Reset() {
 	*x = JoinNodeResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[9]
+	mi := &file_sluice_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +817,7 @@ func (x *JoinNodeResponse) String() string {
 func (*JoinNodeResponse) ProtoMessage() {}
 
 func (x *JoinNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[9]
+	mi := &file_sluice_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +830,7 @@ func (x *JoinNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinNodeResponse.ProtoReflect.Descriptor instead.
 func (*JoinNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JoinNodeResponse) GetMembers() []*Member {
@@ -733,7 +849,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[10]
+	mi := &file_sluice_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +861,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[10]
+	mi := &file_sluice_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +874,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveNodeRequest) GetId() string {
@@ -777,7 +893,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[11]
+	mi := &file_sluice_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +905,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[11]
+	mi := &file_sluice_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +918,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveNodeResponse) GetMembers() []*Member {
@@ -822,7 +938,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[12]
+	mi := &file_sluice_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +950,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[12]
+	mi := &file_sluice_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +963,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -866,7 +982,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[13]
+	mi := &file_sluice_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +994,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[13]
+	mi := &file_sluice_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1007,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -915,7 +1031,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[14]
+	mi := &file_sluice_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1043,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[14]
+	mi := &file_sluice_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1056,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetPolicyRequest) GetPolicy() *Policy {
@@ -972,7 +1088,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[15]
+	mi := &file_sluice_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1100,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[15]
+	mi := &file_sluice_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1113,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type GetPolicyRequest struct {
@@ -1008,7 +1124,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[16]
+	mi := &file_sluice_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1136,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[16]
+	mi := &file_sluice_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1149,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type GetPolicyResponse struct {
@@ -1045,7 +1161,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[17]
+	mi := &file_sluice_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1173,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[17]
+	mi := &file_sluice_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1186,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -1084,14 +1200,23 @@ var File_sluice_v1_admin_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/admin.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"\x19\n" +
-	"\x17GetClusterStatusRequest\"q\n" +
+	"\x15sluice/v1/admin.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sluice/v1/executor.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"\x19\n" +
+	"\x17GetClusterStatusRequest\"\xb6\x01\n" +
 	"\x0eExecutorStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1d\n" +
 	"\n" +
 	"busy_slots\x18\x03 \x01(\x05R\tbusySlots\x12\x16\n" +
-	"\x06models\x18\x04 \x03(\tR\x06models\"\xae\x02\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\x12\"\n" +
+	"\x04gpus\x18\x05 \x03(\v2\x0e.sluice.v1.GPUR\x04gpus\x12\x1f\n" +
+	"\vwarm_models\x18\x06 \x03(\tR\n" +
+	"warmModels\"\x90\x01\n" +
+	"\x0eRuleRejections\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\x123\n" +
+	"\alast_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06lastAt\x12\x1f\n" +
+	"\vlast_tenant\x18\x04 \x01(\tR\n" +
+	"lastTenant\"\xae\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -1101,7 +1226,7 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12<\n" +
 	"\flast_contact\x18\b \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12 \n" +
-	"\vunreachable\x18\t \x01(\bR\vunreachable\"\x82\x04\n" +
+	"\vunreachable\x18\t \x01(\bR\vunreachable\"\x9a\x05\n" +
 	"\x18GetClusterStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
@@ -1119,7 +1244,12 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\texecutors\x18\f \x03(\v2\x19.sluice.v1.ExecutorStatusR\texecutors\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\r \x01(\tR\tstateHash\x12,\n" +
-	"\x03now\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"b\n" +
+	"\x03now\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12(\n" +
+	"\arunning\x18\x0f \x03(\v2\x0e.sluice.v1.JobR\arunning\x121\n" +
+	"\fdead_letters\x18\x10 \x03(\v2\x0e.sluice.v1.JobR\vdeadLetters\x129\n" +
+	"\n" +
+	"rejections\x18\x11 \x03(\v2\x19.sluice.v1.RuleRejectionsR\n" +
+	"rejections\"b\n" +
 	"\x19RedriveDeadLettersRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x17\n" +
@@ -1182,62 +1312,69 @@ func file_sluice_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_admin_proto_rawDescData
 }
 
-var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_sluice_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: sluice.v1.GetClusterStatusRequest
 	(*ExecutorStatus)(nil),             // 1: sluice.v1.ExecutorStatus
-	(*Member)(nil),                     // 2: sluice.v1.Member
-	(*GetClusterStatusResponse)(nil),   // 3: sluice.v1.GetClusterStatusResponse
-	(*RedriveDeadLettersRequest)(nil),  // 4: sluice.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil), // 5: sluice.v1.RedriveDeadLettersResponse
-	(*ListQueueRequest)(nil),           // 6: sluice.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),          // 7: sluice.v1.ListQueueResponse
-	(*JoinNodeRequest)(nil),            // 8: sluice.v1.JoinNodeRequest
-	(*JoinNodeResponse)(nil),           // 9: sluice.v1.JoinNodeResponse
-	(*RemoveNodeRequest)(nil),          // 10: sluice.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 11: sluice.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 12: sluice.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 13: sluice.v1.TransferLeadershipResponse
-	(*SetPolicyRequest)(nil),           // 14: sluice.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),          // 15: sluice.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),           // 16: sluice.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),          // 17: sluice.v1.GetPolicyResponse
-	(*durationpb.Duration)(nil),        // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
-	(*Job)(nil),                        // 20: sluice.v1.Job
-	(*Policy)(nil),                     // 21: sluice.v1.Policy
+	(*RuleRejections)(nil),             // 2: sluice.v1.RuleRejections
+	(*Member)(nil),                     // 3: sluice.v1.Member
+	(*GetClusterStatusResponse)(nil),   // 4: sluice.v1.GetClusterStatusResponse
+	(*RedriveDeadLettersRequest)(nil),  // 5: sluice.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 6: sluice.v1.RedriveDeadLettersResponse
+	(*ListQueueRequest)(nil),           // 7: sluice.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),          // 8: sluice.v1.ListQueueResponse
+	(*JoinNodeRequest)(nil),            // 9: sluice.v1.JoinNodeRequest
+	(*JoinNodeResponse)(nil),           // 10: sluice.v1.JoinNodeResponse
+	(*RemoveNodeRequest)(nil),          // 11: sluice.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 12: sluice.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 13: sluice.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 14: sluice.v1.TransferLeadershipResponse
+	(*SetPolicyRequest)(nil),           // 15: sluice.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),          // 16: sluice.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),           // 17: sluice.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),          // 18: sluice.v1.GetPolicyResponse
+	(*GPU)(nil),                        // 19: sluice.v1.GPU
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 21: google.protobuf.Duration
+	(*Job)(nil),                        // 22: sluice.v1.Job
+	(*Policy)(nil),                     // 23: sluice.v1.Policy
 }
 var file_sluice_v1_admin_proto_depIdxs = []int32{
-	18, // 0: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
-	2,  // 1: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
-	1,  // 2: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
-	19, // 3: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
-	20, // 4: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
-	2,  // 5: sluice.v1.JoinNodeResponse.members:type_name -> sluice.v1.Member
-	2,  // 6: sluice.v1.RemoveNodeResponse.members:type_name -> sluice.v1.Member
-	21, // 7: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
-	21, // 8: sluice.v1.GetPolicyResponse.policy:type_name -> sluice.v1.Policy
-	0,  // 9: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
-	4,  // 10: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
-	8,  // 11: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
-	10, // 12: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
-	12, // 13: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
-	14, // 14: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
-	6,  // 15: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
-	16, // 16: sluice.v1.AdminService.GetPolicy:input_type -> sluice.v1.GetPolicyRequest
-	3,  // 17: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
-	5,  // 18: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
-	9,  // 19: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
-	11, // 20: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
-	13, // 21: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
-	15, // 22: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
-	7,  // 23: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
-	17, // 24: sluice.v1.AdminService.GetPolicy:output_type -> sluice.v1.GetPolicyResponse
-	17, // [17:25] is the sub-list for method output_type
-	9,  // [9:17] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 0: sluice.v1.ExecutorStatus.gpus:type_name -> sluice.v1.GPU
+	20, // 1: sluice.v1.RuleRejections.last_at:type_name -> google.protobuf.Timestamp
+	21, // 2: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
+	3,  // 3: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
+	1,  // 4: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
+	20, // 5: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
+	22, // 6: sluice.v1.GetClusterStatusResponse.running:type_name -> sluice.v1.Job
+	22, // 7: sluice.v1.GetClusterStatusResponse.dead_letters:type_name -> sluice.v1.Job
+	2,  // 8: sluice.v1.GetClusterStatusResponse.rejections:type_name -> sluice.v1.RuleRejections
+	22, // 9: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
+	3,  // 10: sluice.v1.JoinNodeResponse.members:type_name -> sluice.v1.Member
+	3,  // 11: sluice.v1.RemoveNodeResponse.members:type_name -> sluice.v1.Member
+	23, // 12: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
+	23, // 13: sluice.v1.GetPolicyResponse.policy:type_name -> sluice.v1.Policy
+	0,  // 14: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
+	5,  // 15: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	9,  // 16: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
+	11, // 17: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
+	13, // 18: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
+	15, // 19: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
+	7,  // 20: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
+	17, // 21: sluice.v1.AdminService.GetPolicy:input_type -> sluice.v1.GetPolicyRequest
+	4,  // 22: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
+	6,  // 23: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	10, // 24: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
+	12, // 25: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
+	14, // 26: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
+	16, // 27: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
+	8,  // 28: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
+	18, // 29: sluice.v1.AdminService.GetPolicy:output_type -> sluice.v1.GetPolicyResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_admin_proto_init() }
@@ -1245,6 +1382,7 @@ func file_sluice_v1_admin_proto_init() {
 	if File_sluice_v1_admin_proto != nil {
 		return
 	}
+	file_sluice_v1_executor_proto_init()
 	file_sluice_v1_job_proto_init()
 	file_sluice_v1_policy_proto_init()
 	type x struct{}
@@ -1253,7 +1391,7 @@ func file_sluice_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_admin_proto_rawDesc), len(file_sluice_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1013,10 +1013,12 @@ func (*GetUsageRequest) Descriptor() ([]byte, []int) {
 }
 
 type GetUsageResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Tier          string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
-	Rules         []*RuleUsage           `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tier   string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	Rules  []*RuleUsage           `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The models the policy offers, sorted.
+	Models        []string `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1068,6 +1070,13 @@ func (x *GetUsageResponse) GetTier() string {
 func (x *GetUsageResponse) GetRules() []*RuleUsage {
 	if x != nil {
 		return x.Rules
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetModels() []string {
+	if x != nil {
+		return x.Models
 	}
 	return nil
 }
@@ -1676,11 +1685,12 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x04unit\x18\x06 \x01(\tR\x04unit\x12 \n" +
 	"\vdescription\x18\a \x01(\tR\vdescription\x12\x16\n" +
 	"\x06shadow\x18\b \x01(\bR\x06shadow\"\x11\n" +
-	"\x0fGetUsageRequest\"j\n" +
+	"\x0fGetUsageRequest\"\x82\x01\n" +
 	"\x10GetUsageResponse\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12*\n" +
-	"\x05rules\x18\x03 \x03(\v2\x14.sluice.v1.RuleUsageR\x05rules\"7\n" +
+	"\x05rules\x18\x03 \x03(\v2\x14.sluice.v1.RuleUsageR\x05rules\x12\x16\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\"7\n" +
 	"\rSubmitRequest\x12&\n" +
 	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\"V\n" +
 	"\x0eSubmitResponse\x12 \n" +
