@@ -255,3 +255,35 @@ func mustQueueBinary(t *testing.T, c *Capture) []byte {
 	}
 	return q
 }
+
+// TestCopiesCoverEveryField: the hand-written copies of a charge and an
+// admission copy every field (a field added to the message and not to the
+// copy fails here).
+func TestCopiesCoverEveryField(t *testing.T) {
+	full := func(m proto.Message) proto.Message {
+		r := m.ProtoReflect()
+		fields := r.Descriptor().Fields()
+		for i := range fields.Len() {
+			fd := fields.Get(i)
+			switch fd.Kind() {
+			case protoreflect.BoolKind:
+				r.Set(fd, protoreflect.ValueOfBool(true))
+			case protoreflect.Int64Kind:
+				r.Set(fd, protoreflect.ValueOfInt64(int64(i+1)))
+			case protoreflect.StringKind:
+				r.Set(fd, protoreflect.ValueOfString(string(fd.Name())))
+			default:
+				t.Fatalf("%s: a %v field; teach this test to set it", fd.FullName(), fd.Kind())
+			}
+		}
+		return m
+	}
+	c := full(&raftv1.Charge{}).(*raftv1.Charge)
+	if got := copyCharge(c); !proto.Equal(got, c) {
+		t.Fatalf("copyCharge misses a field: %v, want %v", got, c)
+	}
+	a := full(&sluicev1.Admission{}).(*sluicev1.Admission)
+	if got := copyAdmission(a); !proto.Equal(got, a) {
+		t.Fatalf("copyAdmission misses a field: %v, want %v", got, a)
+	}
+}

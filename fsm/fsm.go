@@ -748,7 +748,7 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	if j.Charge == nil || j.Charge.Closed {
 		return
 	}
-	c := shallowCopy(j.Charge) // shared with earlier versions of the record (edit)
+	c := copyCharge(j.Charge) // shared with earlier versions of the record (edit)
 	c.Closed = true
 	j.Charge = c
 	req := limiter.Request{Tenant: j.Tenant, APIKey: c.ApiKeySha256, Tier: j.Tier, ClientIP: c.ClientIp,
@@ -769,7 +769,7 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	f.limits.Settle(&req, f.now, j.CreatedNs, actual)
 	f.limits.Release(&req, f.now)
 	if j.Admission != nil {
-		a := shallowCopy(j.Admission)
+		a := copyAdmission(j.Admission)
 		a.SettledCost = actual
 		j.Admission = a
 	}
@@ -860,6 +860,19 @@ func copyRecord(j *raftv1.JobRecord) *raftv1.JobRecord {
 		Gpus: slices.Clone(j.Gpus), MaxAttempts: j.MaxAttempts, RunTimeoutNs: j.RunTimeoutNs,
 		Charge: j.Charge, Admission: j.Admission, RanNs: j.RanNs, Deliveries: slices.Clone(j.Deliveries),
 	}
+}
+
+// copyCharge and copyAdmission copy a record's charge and admission before
+// closeCharge changes them (as copyRecord, without protoreflect);
+// TestCopiesCoverEveryField checks that they copy every field.
+func copyCharge(c *raftv1.Charge) *raftv1.Charge {
+	return &raftv1.Charge{ApiKeySha256: c.ApiKeySha256, ClientIp: c.ClientIp, Method: c.Method, Model: c.Model,
+		Cost: c.Cost, AtNs: c.AtNs, Closed: c.Closed}
+}
+
+func copyAdmission(a *sluicev1.Admission) *sluicev1.Admission {
+	return &sluicev1.Admission{ReservedCost: a.ReservedCost, SettledCost: a.SettledCost, DelayedBy: a.DelayedBy,
+		DegradedBy: a.DegradedBy, RequestedModel: a.RequestedModel}
 }
 
 // shallowCopy copies a message's fields: scalars by value, message fields
