@@ -609,11 +609,17 @@ func testPowerLoss(t *testing.T, store string) {
 	var cuts [4]int                   // by the number of nodes cut
 	first := []int{1, 2, 3}
 	rng.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
-	waitUp := func(what string, cond func() bool) {
+	// waitUp waits for cond; on time out it fails naming what it waited for
+	// and what detail (if given) says of the nodes then.
+	upTo := 30 * time.Second
+	waitUp := func(what string, cond func() bool, detail ...func() string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(upTo)
 		for !cond() {
 			if time.Now().After(deadline) {
+				if len(detail) > 0 {
+					fail("timed out waiting for %s: %s", what, detail[0]())
+				}
 				fail("timed out waiting for %s", what)
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -733,7 +739,17 @@ func testPowerLoss(t *testing.T, store string) {
 			fail("%s", lacking)
 		}
 	}
+	// Once under the whole suite's load (-race, two cores) the replicas had not
+	// converged after 30 s; the failure now names each node's raft state.
+	upTo = time.Minute
+	var states []string
 	waitUp("every replica to apply the same state", func() bool {
+		states = states[:0]
+		for _, n := range c.nodes {
+			h := n.fsm.StateHash()
+			states = append(states, fmt.Sprintf("%s %v term %d applied %d commit %d last %d hash %.12s", n.cfg.ID, n.raft.State(),
+				n.raft.CurrentTerm(), n.raft.AppliedIndex(), n.raft.CommitIndex(), n.raft.LastIndex(), h))
+		}
 		if l = c.leader(); l == nil {
 			return false
 		}
@@ -743,7 +759,7 @@ func testPowerLoss(t *testing.T, store string) {
 			}
 		}
 		return true
-	})
+	}, func() string { return strings.Join(states, "; ") })
 	for _, n := range c.nodes {
 		if lacking := lacks(n); lacking != "" {
 			fail("%s", lacking)
