@@ -7,6 +7,7 @@
 #   bench/cluster.sh            # all three clusters at 1, 16 and 256 clients, then the table
 #   bench/cluster.sh tune       # 3-node Sluice, 256 clients, over raft settings (RAFT_SETTINGS)
 #   bench/cluster.sh snapshot   # data-dir size over time under load, with frequent snapshots
+#   bench/cluster.sh paths      # 3-node Sluice through its leader and through a follower (bench/ratios.sh)
 #
 # Knobs (environment): CLIENTS="1 16 256", WARMUP=2s, DURATION=8s, NODES=3
 # (tune: the cluster's size),
@@ -291,6 +292,20 @@ snapshot() {
 	cat "$TMP/snap.out"
 }
 
+# paths: a 3-node Sluice, Submits through the leader and through a follower,
+# interleaved REPEAT times (default 2) at the last of CLIENTS; prints the RESULT
+# lines (labels 3node-leader and 3node-follower) for bench/ratios.sh.
+paths() {
+	local c=${CLIENTS##* }
+	start_sluice paths 3
+	for r in $(seq "${REPEAT:-2}"); do
+		measure 3node-leader sluice "http://127.0.0.1:$((BASE_PORT + 1))" "$PROTO" "$c"
+		measure 3node-follower sluice "http://127.0.0.1:$((BASE_PORT + 2))" "$PROTO" "$c"
+	done
+	stop_all
+	cat "$RESULTS"
+}
+
 setup
 load
 : >"$RESULTS"
@@ -298,8 +313,9 @@ case $MODE in
 all) compare ;;
 tune) tune ;;
 snapshot) snapshot ;;
+paths) paths ;;
 *)
-	echo "usage: bench/cluster.sh [all|tune|snapshot]" >&2
+	echo "usage: bench/cluster.sh [all|tune|snapshot|paths]" >&2
 	exit 2
 	;;
 esac
