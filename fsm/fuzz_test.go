@@ -25,7 +25,10 @@ func fuzzMachine(t fatalf) *machine {
 		{Name: "log", Counts: sluicev1.RuleCounts_RULE_COUNTS_COST,
 			Limit: &sluicev1.Rule_SlidingLog{SlidingLog: &sluicev1.WindowLimit{Limit: 1 << 16, Window: durationpb.New(time.Minute)}}},
 	}
+	p.Tenants[0].WebhookSecrets = []string{testSecret}
 	m := limitedMachine(t, p)
+	m.apply(CmdSubmit, sec, &raftv1.Submit{Tenant: "alice", Spec: &sluicev1.JobSpec{Model: "llama-8b",
+		Webhook: &sluicev1.Webhook{Url: "https://hooks.example/x", Events: []string{"queued", "started", "completed"}}}})
 	for i := range 4 {
 		m.apply(CmdSubmit, sec, &raftv1.Submit{Tenant: "alice", Spec: &sluicev1.JobSpec{Model: "sdxl", MaxAttempts: 1}})
 		m.apply(CmdSubmit, sec, &raftv1.Submit{Tenant: "bob", Spec: &sluicev1.JobSpec{Model: "llama-8b", DeclaredCost: int64(i) * 1000}})
@@ -51,6 +54,8 @@ func fuzzSeeds() [][]byte {
 	add(CmdTick, &raftv1.Tick{})
 	add(CmdSetMember, &raftv1.SetMember{})
 	add(CmdSetPolicy, &raftv1.SetPolicy{Policy: testPolicy()})
+	add(CmdWebhookResult, &raftv1.WebhookResult{JobId: 2, Seq: 1, Attempt: 1, Status: 410})
+	add(CmdWebhookResult, &raftv1.WebhookResult{JobId: 2, Seq: 1, Attempt: 1, Status: 500, Error: "boom"})
 	out = append(out, EncodeBatch(3*sec, [][]byte{out[3], out[4], out[5]}))
 	return out
 }
