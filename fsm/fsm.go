@@ -3,7 +3,6 @@ package fsm
 import (
 	"bytes"
 	"cmp"
-	"container/heap"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -232,7 +231,7 @@ func (f *FSM) advance(now int64) {
 		f.nextSweep = f.now + sweepEvery
 	}
 	for len(f.timers) > 0 && f.timers[0].at <= f.now {
-		tm := heap.Pop(&f.timers).(timer)
+		tm := f.timers.pop()
 		f.fire(tm)
 	}
 }
@@ -263,7 +262,7 @@ func (f *FSM) fire(tm timer) {
 			return
 		}
 		if at := j.FinishedNs + int64(f.retention()); at > tm.at {
-			heap.Push(&f.timers, timer{at: at, job: j.Id, kind: timerRetention})
+			f.timers.push(timer{at: at, job: j.Id, kind: timerRetention})
 			return
 		}
 		f.forget(j)
@@ -520,11 +519,11 @@ func (f *FSM) enqueue(j *raftv1.JobRecord, ready int64, reason string) {
 	}
 	if qt > 0 {
 		j.QueueDeadlineNs = ready + int64(qt)
-		heap.Push(&f.timers, timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
+		f.timers.push(timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
 	}
 	f.queue.Enqueue(f.schedJob(j))
 	if ready > f.now {
-		heap.Push(&f.timers, timer{at: ready, job: j.Id, kind: timerReady})
+		f.timers.push(timer{at: ready, job: j.Id, kind: timerReady})
 	}
 }
 
@@ -586,7 +585,7 @@ func (f *FSM) assign(c *raftv1.Assign) Result {
 	j.StartedNs = f.now
 	j.QueueDeadlineNs = 0
 	j.RunDeadlineNs = f.now + j.RunTimeoutNs
-	heap.Push(&f.timers, timer{at: j.RunDeadlineNs, job: j.Id, kind: timerRunDeadline})
+	f.timers.push(timer{at: j.RunDeadlineNs, job: j.Id, kind: timerRunDeadline})
 	f.setState(j, sluicev1.JobState_JOB_STATE_RUNNING, "assigned")
 	return Result{JobID: j.Id}
 }
@@ -728,7 +727,7 @@ func (f *FSM) finishReported(j *raftv1.JobRecord, s sluicev1.JobState, e *sluice
 	j.RunDeadlineNs = 0
 	j.QueueDeadlineNs = 0
 	f.setState(j, s, reason)
-	heap.Push(&f.timers, timer{at: j.FinishedNs + int64(f.retention()), job: j.Id, kind: timerRetention})
+	f.timers.push(timer{at: j.FinishedNs + int64(f.retention()), job: j.Id, kind: timerRetention})
 }
 
 // stopRunning adds a running attempt's time to the job's total.
@@ -797,7 +796,7 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 		for _, ids := range f.byTenant {
 			for _, id := range ids {
 				if j := f.jobs[id]; isTerminal(j.State) {
-					heap.Push(&f.timers, timer{at: j.FinishedNs + int64(r), job: id, kind: timerRetention})
+					f.timers.push(timer{at: j.FinishedNs + int64(r), job: id, kind: timerRetention})
 				}
 			}
 		}
@@ -847,7 +846,8 @@ func (f *FSM) edit(j *raftv1.JobRecord) *raftv1.JobRecord {
 }
 
 // copyRecord is edit's copy of a job record: every field, lists in arrays
-// of their own, sub-messages shared (they are replaced, never changed).
+// of their own (the transitions' with room for the one an edit usually
+// adds), sub-messages shared (they are replaced, never changed).
 // Written out rather than through protoreflect, which cost the simulator
 // half its time (issue 25); TestEditCopiesShallowly checks that it copies
 // every field, so a field added to JobRecord and not here fails it.
@@ -856,7 +856,7 @@ func copyRecord(j *raftv1.JobRecord) *raftv1.JobRecord {
 		Id: j.Id, Tenant: j.Tenant, Tier: j.Tier, Spec: j.Spec, State: j.State, Attempt: j.Attempt,
 		Executor: j.Executor, CreatedNs: j.CreatedNs, StartedNs: j.StartedNs, FinishedNs: j.FinishedNs,
 		ReadyNs: j.ReadyNs, QueueDeadlineNs: j.QueueDeadlineNs, RunDeadlineNs: j.RunDeadlineNs,
-		Transitions: slices.Clone(j.Transitions), Output: j.Output, Error: j.Error, QueueSeq: j.QueueSeq,
+		Transitions: append(make([]*raftv1.TransitionRecord, 0, len(j.Transitions)+1), j.Transitions...), Output: j.Output, Error: j.Error, QueueSeq: j.QueueSeq,
 		Gpus: slices.Clone(j.Gpus), MaxAttempts: j.MaxAttempts, RunTimeoutNs: j.RunTimeoutNs,
 		Charge: j.Charge, Admission: j.Admission, RanNs: j.RanNs, Deliveries: slices.Clone(j.Deliveries),
 	}
@@ -1101,7 +1101,7 @@ func (f *FSM) Restore(data []byte) error {
 			}
 		}
 	}
-	heap.Init(&n.timers)
+	n.timers.init()
 
 	f.mu.Lock()
 	f.now, f.lastIndex, f.lastJobID, f.nextSeq, f.policy = n.now, n.lastIndex, n.lastJobID, n.nextSeq, n.policy

@@ -24,11 +24,11 @@ type timer struct {
 }
 
 // timerHeap orders timers by (at, job, kind): a total order, so firing is
-// deterministic.
+// deterministic. It is a binary min-heap written for timers (container/heap
+// boxes each popped value into an interface: an allocation per timer).
 type timerHeap []timer
 
-func (h timerHeap) Len() int { return len(h) }
-func (h timerHeap) Less(a, b int) bool {
+func (h timerHeap) less(a, b int) bool {
 	if h[a].at != h[b].at {
 		return h[a].at < h[b].at
 	}
@@ -37,11 +37,55 @@ func (h timerHeap) Less(a, b int) bool {
 	}
 	return h[a].kind < h[b].kind
 }
-func (h timerHeap) Swap(a, b int) { h[a], h[b] = h[b], h[a] }
-func (h *timerHeap) Push(x any)   { *h = append(*h, x.(timer)) }
-func (h *timerHeap) Pop() any {
+
+func (h *timerHeap) push(t timer) {
+	*h = append(*h, t)
+	h.up(len(*h) - 1)
+}
+
+// pop removes and returns the earliest timer; the heap must not be empty.
+func (h *timerHeap) pop() timer {
 	old := *h
-	t := old[len(old)-1]
-	*h = old[:len(old)-1]
+	n := len(old) - 1
+	old[0], old[n] = old[n], old[0]
+	t := old[n]
+	*h = old[:n]
+	h.down(0)
 	return t
+}
+
+// init orders a heap built by appending.
+func (h timerHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h timerHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (h timerHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
