@@ -244,57 +244,13 @@ func (e *epochGap) see(d *big.Int) *big.Int {
 
 func backloggedTenantsBound(t *rapid.T, maxW int32, costs costDraw) {
 	w := drawWorld(t, rapid.IntRange(1, 3).Draw(t, "tiers"), rapid.IntRange(2, 5).Draw(t, "tenants"), maxW)
-	q := NewFairQueue(w.cfg)
 	draw := map[string]func() int64{}
 	for _, tn := range w.tenants {
 		draw[tn] = costs(t, tn)
 	}
-	queued := map[string]int{}
-	seen := map[string]int64{} // largest cost charged so far
-	owner := map[uint64]string{}
-	charged := map[uint64]int64{}
-	slots := []Slot{{Executor: "e", GPUs: 8, Jobs: rapid.Int32Range(1, 4).Draw(t, "perplace")}}
 	a, b := w.tenants[0], w.tenants[1]
-	wa, wb := w.weight[a], w.weight[b]
-	served := map[string]int64{}
-	var epoch epochGap
-	id := uint64(0)
-	for step := range rapid.IntRange(10, 120).Draw(t, "steps") {
-		now := int64(step)
-		for _, tn := range w.tenants {
-			for range rapid.IntRange(0, 2).Draw(t, "arrivals") {
-				id++
-				c := draw[tn]()
-				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: "m", GPUs: 1, Cost: c, Ready: now,
-					Priority: rapid.Int32Range(0, 9).Draw(t, "prio")})
-				owner[id], charged[id] = tn, costOf(c)
-				queued[tn]++
-				seen[tn] = max(seen[tn], costOf(c))
-			}
-		}
-		q.Advance(now)
-		for _, p := range q.Place(now, slots) {
-			if !(queued[a] > 0 && queued[b] > 0) {
-				epoch.in = false
-			} else {
-				epoch.see(gap(served[a], served[b], wa, wb))
-			}
-			q.Start(p.JobID, now)
-			tn := owner[p.JobID]
-			served[tn] += charged[p.JobID]
-			queued[tn]--
-			if epoch.in {
-				if spread, bound := epoch.see(gap(served[a], served[b], wa, wb)), sfqBound(seen[a], seen[b], wa, wb); spread.Cmp(bound) > 0 {
-					t.Fatalf("step %d: tenants %s (w=%d) and %s (w=%d) backlogged: weighted service gap %v/(%d·%d) exceeds C_a/w_a + C_b/w_b = %v/(%d·%d)",
-						step, a, wa, b, wb, spread, wa, wb, bound, wa, wb)
-				}
-			}
-			if queued[a] == 0 || queued[b] == 0 {
-				epoch.in = false
-			}
-		}
-	}
-	mustInvariants(t, q)
+	backloggedBound(t, w, "tenants", a, b, w.weight[a], w.weight[b], func(tn string) string { return tn },
+		func(tn string) int64 { return draw[tn]() })
 }
 
 // TestBackloggedTiersWeightedServiceWithinOneMaxCost is the same bound one
@@ -309,15 +265,23 @@ func backloggedTiersBound(t *rapid.T, maxW int32, costs costDraw) {
 	w := drawWorld(t, rapid.IntRange(2, 3).Draw(t, "tiers"), rapid.IntRange(3, 6).Draw(t, "tenants"), maxW)
 	// Put tenant 1 in tier1 so that tiers 0 and 1 both have tenants.
 	w.cfg.Tenants[1].Tier, w.tierOf[w.tenants[1]] = w.tiers[1], w.tiers[1]
-	q := NewFairQueue(w.cfg)
 	draw := costs(t, "all")
+	A, B := w.tiers[0], w.tiers[1]
+	backloggedBound(t, w, "tiers", A, B, w.tierW[A], w.tierW[B], func(tn string) string { return w.tierOf[tn] },
+		func(string) int64 { return draw() })
+}
+
+// backloggedBound checks |W_a/w_a − W_b/w_b| ≤ C_a/w_a + C_b/w_b over every
+// stretch of dispatches during which flows a and b (tenants or tiers: group
+// maps a tenant to its flow) are both backlogged, under random arrivals of
+// every tenant's jobs at random priorities.
+func backloggedBound(t *rapid.T, w fairWorld, what, a, b string, wa, wb int64, group func(tenant string) string, cost func(tenant string) int64) {
+	q := NewFairQueue(w.cfg)
 	queued := map[string]int{}
-	seen := map[string]int64{}
+	seen := map[string]int64{} // largest cost charged so far
 	owner := map[uint64]string{}
 	charged := map[uint64]int64{}
 	slots := []Slot{{Executor: "e", GPUs: 8, Jobs: rapid.Int32Range(1, 4).Draw(t, "perplace")}}
-	A, B := w.tiers[0], w.tiers[1]
-	wa, wb := w.tierW[A], w.tierW[B]
 	served := map[string]int64{}
 	var epoch epochGap
 	id := uint64(0)
@@ -326,33 +290,33 @@ func backloggedTiersBound(t *rapid.T, maxW int32, costs costDraw) {
 		for _, tn := range w.tenants {
 			for range rapid.IntRange(0, 2).Draw(t, "arrivals") {
 				id++
-				c := draw()
+				c := cost(tn)
 				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: "m", GPUs: 1, Cost: c, Ready: now,
 					Priority: rapid.Int32Range(0, 9).Draw(t, "prio")})
-				tier := w.tierOf[tn]
-				owner[id], charged[id] = tier, costOf(c)
-				queued[tier]++
-				seen[tier] = max(seen[tier], costOf(c))
+				g := group(tn)
+				owner[id], charged[id] = g, costOf(c)
+				queued[g]++
+				seen[g] = max(seen[g], costOf(c))
 			}
 		}
 		q.Advance(now)
 		for _, p := range q.Place(now, slots) {
-			if !(queued[A] > 0 && queued[B] > 0) {
+			if !(queued[a] > 0 && queued[b] > 0) {
 				epoch.in = false
 			} else {
-				epoch.see(gap(served[A], served[B], wa, wb))
+				epoch.see(gap(served[a], served[b], wa, wb))
 			}
 			q.Start(p.JobID, now)
-			tier := owner[p.JobID]
-			served[tier] += charged[p.JobID]
-			queued[tier]--
+			g := owner[p.JobID]
+			served[g] += charged[p.JobID]
+			queued[g]--
 			if epoch.in {
-				if spread, bound := epoch.see(gap(served[A], served[B], wa, wb)), sfqBound(seen[A], seen[B], wa, wb); spread.Cmp(bound) > 0 {
-					t.Fatalf("step %d: tiers %s (w=%d) and %s (w=%d) backlogged: gap %v exceeds %v (units 1/(w_A·w_B))",
-						step, A, wa, B, wb, spread, bound)
+				if spread, bound := epoch.see(gap(served[a], served[b], wa, wb)), sfqBound(seen[a], seen[b], wa, wb); spread.Cmp(bound) > 0 {
+					t.Fatalf("step %d: %s %s (w=%d) and %s (w=%d) backlogged: weighted service gap %v exceeds C_a·w_b + C_b·w_a = %v (units 1/(w_a·w_b))",
+						step, what, a, wa, b, wb, spread, bound)
 				}
 			}
-			if queued[A] == 0 || queued[B] == 0 {
+			if queued[a] == 0 || queued[b] == 0 {
 				epoch.in = false
 			}
 		}
