@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -148,15 +147,6 @@ func PrivateAddress(ip netip.Addr) string {
 		return "shared (carrier-grade NAT)"
 	}
 	return ""
-}
-
-// PrivateIP is PrivateAddress for a net.IP.
-func PrivateIP(ip net.IP) string {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return "invalid"
-	}
-	return PrivateAddress(a)
 }
 
 // ValidateWebhookSecret checks one "whsec_" secret.
