@@ -126,31 +126,8 @@ func Decode(data []byte) (CommandType, int64, proto.Message, error) {
 	}
 	t := CommandType(data[0])
 	now := int64(binary.BigEndian.Uint64(data[1:headerLen]))
-	var msg proto.Message
-	switch t {
-	case CmdSubmit:
-		msg = &raftv1.Submit{}
-	case CmdAssign:
-		msg = &raftv1.Assign{}
-	case CmdComplete:
-		msg = &raftv1.Complete{}
-	case CmdFail:
-		msg = &raftv1.Fail{}
-	case CmdCancel:
-		msg = &raftv1.Cancel{}
-	case CmdRequeue:
-		msg = &raftv1.Requeue{}
-	case CmdTick:
-		msg = &raftv1.Tick{}
-	case CmdSetPolicy:
-		msg = &raftv1.SetPolicy{}
-	case CmdRedrive:
-		msg = &raftv1.Redrive{}
-	case CmdSetMember:
-		msg = &raftv1.SetMember{}
-	case CmdWebhookResult:
-		msg = &raftv1.WebhookResult{}
-	default:
+	msg := newCommand(t)
+	if msg == nil {
 		return t, now, nil, fmt.Errorf("fsm: unknown command type %d", byte(t))
 	}
 	if err := proto.Unmarshal(data[headerLen:], msg); err != nil {
@@ -158,3 +135,44 @@ func Decode(data []byte) (CommandType, int64, proto.Message, error) {
 	}
 	return t, now, msg, nil
 }
+
+// newCommand returns an empty message of command type t, nil for none (and
+// for CmdBatch, which has no message of its own).
+func newCommand(t CommandType) proto.Message {
+	switch t {
+	case CmdSubmit:
+		return &raftv1.Submit{}
+	case CmdAssign:
+		return &raftv1.Assign{}
+	case CmdComplete:
+		return &raftv1.Complete{}
+	case CmdFail:
+		return &raftv1.Fail{}
+	case CmdCancel:
+		return &raftv1.Cancel{}
+	case CmdRequeue:
+		return &raftv1.Requeue{}
+	case CmdTick:
+		return &raftv1.Tick{}
+	case CmdSetPolicy:
+		return &raftv1.SetPolicy{}
+	case CmdRedrive:
+		return &raftv1.Redrive{}
+	case CmdSetMember:
+		return &raftv1.SetMember{}
+	case CmdWebhookResult:
+		return &raftv1.WebhookResult{}
+	}
+	return nil
+}
+
+// commandMessages holds an empty message of each command type, by type.
+var commandMessages = func() (m [256]proto.Message) {
+	for t := range m {
+		m[t] = newCommand(CommandType(t))
+	}
+	return m
+}()
+
+// commandMessage is the (shared, read-only) empty message of type t.
+func commandMessage(t CommandType) proto.Message { return commandMessages[t] }

@@ -141,10 +141,35 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 		return f.applyBatchLocked(index, data)
 	}
 	t, now, msg, err := Decode(data)
-	f.commands.Add(1)
 	if err != nil {
+		f.commands.Add(1)
 		return Result{Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
 	}
+	return f.applyCommandLocked(index, t, now, msg)
+}
+
+// ApplyCommand applies one command as Apply applies its encoding (Encode),
+// without the bytes: for a log that lives in memory, as the simulator's
+// does. The state machine keeps msg and what it points to (a Submit's spec
+// becomes the job's), so the caller must not change them afterwards.
+// TestApplyCommandMatchesApply holds it to Apply.
+func (f *FSM) ApplyCommand(index uint64, t CommandType, now int64, msg proto.Message) Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.notifyLocked()
+	if index > f.lastIndex {
+		f.lastIndex = index
+	}
+	if want := commandMessage(t); want == nil || msg == nil || !msg.ProtoReflect().IsValid() ||
+		msg.ProtoReflect().Descriptor() != want.ProtoReflect().Descriptor() {
+		f.commands.Add(1)
+		return Result{Err: fmt.Errorf("%w: %v does not take a %T", ErrBadCommand, t, msg)}
+	}
+	return f.applyCommandLocked(index, t, now, msg)
+}
+
+func (f *FSM) applyCommandLocked(index uint64, t CommandType, now int64, msg proto.Message) Result {
+	f.commands.Add(1)
 	f.advance(now)
 	switch t {
 	case CmdSubmit:

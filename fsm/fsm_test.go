@@ -329,6 +329,43 @@ func TestSnapshotRestoreEqualsReplay(t *testing.T) {
 	})
 }
 
+// TestApplyCommandMatchesApply: a replica fed decoded commands
+// (ApplyCommand, the simulator's way) ends in the state, byte for byte, of
+// one fed their log entries (Apply), with the same results; a message of the
+// wrong type, none, or a batch is refused as a bad command.
+func TestApplyCommandMatchesApply(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		a, b := limitedMachine(rt, rapidPolicy()), limitedMachine(rt, rapidPolicy())
+		now := sec
+		for i := range rapid.IntRange(1, 120).Draw(rt, "n") {
+			now += rapid.Int64Range(0, 3*sec).Draw(rt, "dt")
+			e := randomCommand(rt, now, 8+uint64(i))
+			ct, at, msg, err := Decode(e)
+			if err != nil {
+				rt.Fatalf("decode: %v", err)
+			}
+			a.index++
+			b.index++
+			ra, rb := a.f.Apply(a.index, e), b.f.ApplyCommand(b.index, ct, at, msg)
+			if !sameResult(ra, rb) {
+				rt.Fatalf("command %d (%v): results differ: %+v vs %+v", i, ct, ra, rb)
+			}
+		}
+		if !bytes.Equal(a.f.Snapshot(), b.f.Snapshot()) {
+			rt.Fatalf("final states differ")
+		}
+	})
+	m := newMachine(t)
+	for _, c := range []struct {
+		t   CommandType
+		msg proto.Message
+	}{{CmdSubmit, &raftv1.Assign{JobId: 1}}, {CmdSubmit, nil}, {CmdSubmit, (*raftv1.Submit)(nil)}, {CmdBatch, &raftv1.Tick{}}, {CommandType(200), &raftv1.Tick{}}} {
+		if r := m.f.ApplyCommand(9, c.t, sec, c.msg); !errors.Is(r.Err, ErrBadCommand) {
+			t.Errorf("ApplyCommand(%v, %T) = %v, want ErrBadCommand", c.t, c.msg, r.Err)
+		}
+	}
+}
+
 func sameResult(a, b Result) bool {
 	if a.JobID != b.JobID || a.Deduplicated != b.Deduplicated || (a.Err == nil) != (b.Err == nil) || len(a.Batch) != len(b.Batch) {
 		return false

@@ -39,6 +39,10 @@ type Options struct {
 	// is certain to be missed (capacity plans; see missRule).
 	missSLOs []SLO
 	missTier string
+	// encodeLog commits each command as its log entry bytes (fsm.Apply), as
+	// a server does, instead of the decoded message (fsm.ApplyCommand): the
+	// two must give byte-identical reports (TestEncodedLogGivesTheSameReport).
+	encodeLog bool
 }
 
 // JobOutcome is one job's story, in nanoseconds from the run's start.
@@ -150,10 +154,8 @@ type engine struct {
 	predictWait  bool
 	slots        []scheduler.Slot
 
-	submitMsg   raftv1.Submit
 	completeMsg raftv1.Complete
 	buf         []byte
-	spec        sluicev1.JobSpec
 
 	stats    stats
 	events   int64
@@ -298,12 +300,18 @@ func (e *engine) resetExpected() {
 }
 
 // apply commits one command, as the leader would: stamped with its time,
-// at the next log index.
+// at the next log index. The log lives in memory, so the state machine gets
+// the message itself (fsm.ApplyCommand), not its encoding to decode again:
+// it may keep msg (a Submit's spec becomes the job's), so msg must not be
+// changed afterwards. Options.encodeLog takes the servers' path instead.
 func (e *engine) apply(t fsm.CommandType, msg proto.Message) fsm.Result {
 	e.idx++
 	e.commands++
-	e.buf = appendCommand(e.buf[:0], t, e.now, msg)
-	return e.f.Apply(e.idx, e.buf)
+	if e.opt.encodeLog {
+		e.buf = appendCommand(e.buf[:0], t, e.now, msg)
+		return e.f.Apply(e.idx, e.buf)
+	}
+	return e.f.ApplyCommand(e.idx, t, e.now, msg)
 }
 
 // appendCommand appends the log entry fsm.Encode builds (type byte, time,
