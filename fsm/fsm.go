@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,8 +334,18 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	if spec == nil {
 		return Result{Err: fmt.Errorf("%w: submit without a spec", ErrBadCommand)}
 	}
-	if _, ok := f.pix.models[spec.Model]; !ok {
+	m, ok := f.pix.models[spec.Model]
+	if !ok {
 		return Result{Err: fmt.Errorf("%w %q", ErrUnknownModel, spec.Model)}
+	}
+	// The policy's strings, equal to the command's, in place of the decoded
+	// copies: a queued job holds none of its own (BenchmarkQueuedJobMemory).
+	c.Tenant, spec.Model = tenant.Name, m.Name
+	if i := slices.Index(tenant.ApiKeySha256, c.ApiKeySha256); i >= 0 {
+		c.ApiKeySha256 = tenant.ApiKeySha256[i]
+	}
+	if c.Method == methodSubmit {
+		c.Method = methodSubmit
 	}
 	if k := spec.IdempotencyKey; k != "" {
 		if id, ok := f.idem[idemKey{c.Tenant, k}]; ok {
@@ -383,16 +394,44 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	if nb := spec.GetNotBefore(); nb != nil && nb.AsTime().UnixNano() > ready {
 		ready = nb.AsTime().UnixNano()
 	}
-	reason := "submitted"
-	switch {
-	case adm.admission.GetDelayedBy() != "":
-		reason = fmt.Sprintf("submitted; delayed by rule %q", adm.admission.DelayedBy)
-	case adm.admission.GetDegradedBy() != "":
-		reason = fmt.Sprintf("submitted; degraded from %s to %s by rule %q", adm.admission.RequestedModel, spec.Model, adm.admission.DegradedBy)
-	}
-	f.enqueue(j, ready, reason)
+	// The first transition is not stored: Transitions derives it from the record.
+	f.enterState(j, sluicev1.JobState_JOB_STATE_QUEUED, nil)
+	f.place(j, ready)
 	return Result{JobID: j.Id, Limits: f.decisionRules()}
 }
+
+// Transitions is a job's history, oldest first. A record stores every
+// transition but its first, (QUEUED, created_ns, attempt 0, "submitted…"),
+// which the rest of the record implies: a queued job costs no transition.
+func Transitions(j *raftv1.JobRecord) []*raftv1.TransitionRecord {
+	out := make([]*raftv1.TransitionRecord, 0, len(j.Transitions)+1)
+	return append(append(out, firstTransition(j)), j.Transitions...)
+}
+
+func firstTransition(j *raftv1.JobRecord) *raftv1.TransitionRecord {
+	reason := "submitted"
+	switch a := j.Admission; {
+	case a.GetDelayedBy() != "":
+		reason = fmt.Sprintf("submitted; delayed by rule %q", a.DelayedBy)
+	case a.GetDegradedBy() != "":
+		reason = fmt.Sprintf("submitted; degraded from %s to %s by rule %q", a.RequestedModel, j.Spec.GetModel(), a.DegradedBy)
+	}
+	return &raftv1.TransitionRecord{State: sluicev1.JobState_JOB_STATE_QUEUED, AtNs: j.CreatedNs, Reason: reason}
+}
+
+// storedFirst is true when a record restored from a snapshot of an older
+// version stores its first transition (Transitions derives it now).
+func storedFirst(j *raftv1.JobRecord) bool {
+	if len(j.Transitions) == 0 {
+		return false
+	}
+	t := j.Transitions[0]
+	return t.State == sluicev1.JobState_JOB_STATE_QUEUED && t.AtNs == j.CreatedNs && t.Attempt == 0 &&
+		t.Executor == "" && strings.HasPrefix(t.Reason, "submitted")
+}
+
+// methodSubmit is the method a Submit is charged as, by the API.
+const methodSubmit = "Submit"
 
 // maxDegrades bounds a chain of fallback models.
 const maxDegrades = 4
@@ -424,12 +463,12 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 				adm.admission = ensureAdmission(adm.admission)
 				adm.admission.DelayedBy = f.dec.Rule
 			}
+			// The record keeps an Admission only when admission did more than charge
+			// (a delay, a degrade): the reserved cost is the charge's (JobAdmission).
 			adm.charge = &raftv1.Charge{
 				ApiKeySha256: req.APIKey, ClientIp: req.ClientIP, Method: req.Method,
 				Model: req.Model, Cost: req.Cost, AtNs: f.dec.At,
 			}
-			adm.admission = ensureAdmission(adm.admission)
-			adm.admission.ReservedCost = req.Cost
 			return adm, model, nil
 		case limiter.Degraded:
 			fb, ok := f.pix.models[f.dec.Fallback]
@@ -531,6 +570,11 @@ func ModelRunTimeout(m *sluicev1.Model) time.Duration {
 // enqueue puts j in the queue, ready at the given time.
 func (f *FSM) enqueue(j *raftv1.JobRecord, ready int64, reason string) {
 	f.setState(j, sluicev1.JobState_JOB_STATE_QUEUED, reason)
+	f.place(j, ready)
+}
+
+// place puts a job that just became QUEUED in the queue, ready at ready.
+func (f *FSM) place(j *raftv1.JobRecord, ready int64) {
 	j.Executor = ""
 	j.RunDeadlineNs = 0
 	j.Gpus = nil
@@ -568,6 +612,12 @@ func (f *FSM) schedJob(j *raftv1.JobRecord) scheduler.Job {
 }
 
 func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) {
+	f.enterState(j, s, &raftv1.TransitionRecord{State: s, AtNs: f.now, Attempt: j.Attempt, Executor: j.Executor, Reason: reason})
+}
+
+// enterState moves j to state s and records the transition tr: nil for a
+// job's first, which Transitions derives.
+func (f *FSM) enterState(j *raftv1.JobRecord, s sluicev1.JobState, tr *raftv1.TransitionRecord) {
 	f.counts[j.State]--
 	f.counts[s]++
 	if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
@@ -579,13 +629,9 @@ func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) 
 	}
 	from := j.State
 	j.State = s
-	j.Transitions = append(j.Transitions, &raftv1.TransitionRecord{
-		State:    s,
-		AtNs:     f.now,
-		Attempt:  j.Attempt,
-		Executor: j.Executor,
-		Reason:   reason,
-	})
+	if tr != nil {
+		j.Transitions = append(j.Transitions, tr)
+	}
 	if j.Spec.GetWebhook() != nil || f.pix.webhooks {
 		f.hookTransition(j, from, s)
 	}
@@ -792,11 +838,28 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	// miss the sliding log's entry or land in a window that never held the charge.
 	f.limits.Settle(&req, f.now, j.CreatedNs, actual)
 	f.limits.Release(&req, f.now)
+	a := &sluicev1.Admission{}
 	if j.Admission != nil {
-		a := copyAdmission(j.Admission)
-		a.SettledCost = actual
-		j.Admission = a
+		a = copyAdmission(j.Admission)
 	}
+	a.SettledCost = actual
+	j.Admission = a
+}
+
+// JobAdmission is a job's admission as the API shows it. A record keeps an
+// Admission only once admission did more than charge (a delay, a degrade) or
+// the charge is settled; the reserved cost is the charge's. Records written
+// before that kept reserved_cost too, the same number.
+func JobAdmission(j *raftv1.JobRecord) *sluicev1.Admission {
+	if j.Charge == nil {
+		return j.Admission
+	}
+	a := &sluicev1.Admission{}
+	if j.Admission != nil {
+		a = copyAdmission(j.Admission)
+	}
+	a.ReservedCost = j.Charge.Cost
+	return a
 }
 
 func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
@@ -1098,6 +1161,13 @@ func (f *FSM) Restore(data []byte) error {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
 	}
 	for _, j := range s.Jobs {
+		if storedFirst(j) {
+			rest := j.Transitions[1:]
+			j.Transitions = nil
+			if len(rest) > 0 {
+				j.Transitions = slices.Clone(rest)
+			}
+		}
 		n.jobs[j.Id] = j
 		n.byTenant[j.Tenant] = append(n.byTenant[j.Tenant], j.Id)
 		if k := j.Spec.GetIdempotencyKey(); k != "" {

@@ -105,7 +105,7 @@ func TestSubmitAssignComplete(t *testing.T) {
 	if r := m.apply(CmdComplete, 14*sec, &raftv1.Complete{JobId: id, Attempt: 1}); !errors.Is(r.Err, ErrStale) {
 		t.Fatalf("late complete: %v", r.Err)
 	}
-	if got := len(j.Transitions); got != 3 {
+	if got := len(Transitions(j)); got != 3 {
 		t.Fatalf("transitions = %d, want 3 (queued, running, succeeded)", got)
 	}
 }

@@ -387,10 +387,10 @@ func factsOf(r *raftv1.JobRecord) jobFacts {
 	return jobFacts{
 		state: r.State, attempt: r.Attempt, maxAttempts: r.MaxAttempts,
 		finishedNs: r.FinishedNs, startedNs: r.StartedNs, ranNs: r.RanNs,
-		transitions: len(r.Transitions), executor: r.Executor,
+		transitions: len(Transitions(r)), executor: r.Executor,
 		output:  r.GetOutput().GetFields()["tag"].GetStringValue(),
 		errCode: r.GetError().GetCode(), errMessage: r.GetError().GetMessage(),
-		reservedCost: r.GetAdmission().GetReservedCost(), settledCost: r.GetAdmission().GetSettledCost(),
+		reservedCost: JobAdmission(r).GetReservedCost(), settledCost: JobAdmission(r).GetSettledCost(),
 		chargeClosed: r.GetCharge().GetClosed(),
 	}
 }
@@ -860,8 +860,8 @@ func (l *lifecycle) checkJob(t *rapid.T, j *modelJob, v JobView) {
 	if got := r.GetOutput().GetFields()["tag"].GetStringValue(); got != j.output {
 		t.Fatalf("job %d output %q, model %q", j.id, got, j.output)
 	}
-	if n := len(r.Transitions); n != j.transitions || r.Transitions[n-1].State != r.State || r.Transitions[n-1].Attempt != r.Attempt {
-		t.Fatalf("job %d: transitions %v, model %d ending %s", j.id, r.Transitions, j.transitions, StateName(j.state))
+	if ts := Transitions(r); len(ts) != j.transitions || ts[len(ts)-1].State != r.State || ts[len(ts)-1].Attempt != r.Attempt {
+		t.Fatalf("job %d: transitions %v, model %d ending %s", j.id, ts, j.transitions, StateName(j.state))
 	}
 	now := factsOf(r)
 	if prev, ok := l.seen[j.id]; ok {

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -192,6 +193,18 @@ func estimate(declared int64, model string) int64 {
 // clamp is the cost a rule counts: the limiter clamps costs into [0, 2^60].
 func clamp(c int64) int64 { return min(max(c, 0), 1<<60) }
 
+// The ledger's sums check only that nothing goes negative: garbage costs
+// (2^62) must not overflow them. small caps a cost for the reserved sum
+// (taken and given back alike); satAdd saturates the others.
+func small(c int64) int64 { return min(max(c, 0), 1<<40) }
+
+func satAdd(a, b int64) int64 {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
 type ledgerAdmission struct {
 	err   error
 	ready int64
@@ -215,7 +228,7 @@ func (l *ledger) admit(id uint64, c *raftv1.Submit, now int64) ledgerAdmission {
 			ch.req = req
 			l.charges[id] = ch
 			tl := l.tenants[c.Tenant]
-			tl.reserved += req.Cost
+			tl.reserved += small(req.Cost)
 			tl.day[l.period(l.dayQ, now)] += clamp(req.Cost)
 			tl.month[l.period(l.monthQ, now)]++
 			return ledgerAdmission{ready: max(now, l.dec.At), model: req.Model}
@@ -261,12 +274,12 @@ func (l *ledger) settle(j *modelJob, reported, now int64) {
 	l.ref.Release(&ch.req, now)
 	l.ops++
 	tl := l.tenants[ch.req.Tenant]
-	tl.reserved -= ch.req.Cost
-	tl.charged += actual
+	tl.reserved -= small(ch.req.Cost)
+	tl.charged = satAdd(tl.charged, actual)
 	if est := ch.req.Cost; actual < est {
-		tl.refunded += est - actual
+		tl.refunded = satAdd(tl.refunded, est-actual)
 	} else {
-		tl.overrun += actual - est
+		tl.overrun = satAdd(tl.overrun, actual-est)
 	}
 	switch diff := clamp(actual) - clamp(ch.req.Cost); {
 	case diff > 0:
@@ -282,7 +295,7 @@ func (l *ledger) settle(j *modelJob, reported, now int64) {
 // checkJob compares a job's admission record with its charge.
 func (l *ledger) checkJob(t *rapid.T, j *modelJob, r *raftv1.JobRecord) {
 	ch := l.charges[j.id]
-	a, c := r.GetAdmission(), r.GetCharge()
+	a, c := JobAdmission(r), r.GetCharge()
 	switch {
 	case a.GetReservedCost() != ch.req.Cost || c.GetCost() != ch.req.Cost:
 		t.Fatalf("job %d reserved %d (charge %d), model %d", j.id, a.GetReservedCost(), c.GetCost(), ch.req.Cost)

@@ -46,8 +46,8 @@ func publicJob(v fsm.JobView, eta time.Duration) *sluicev1.Job {
 		FinishedAt:    ts(j.FinishedNs),
 		Output:        j.Output,
 		Error:         j.Error,
-		Admission:     j.Admission,
-		Transitions:   make([]*sluicev1.Transition, len(j.Transitions)),
+		Admission:     fsm.JobAdmission(j),
+		Transitions:   make([]*sluicev1.Transition, 0, len(j.Transitions)+1),
 	}
 	if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 		out.ReadyAt = ts(j.ReadyNs)
@@ -55,8 +55,8 @@ func publicJob(v fsm.JobView, eta time.Duration) *sluicev1.Job {
 	if eta >= 0 && !fsm.IsTerminal(j.State) {
 		out.EtaSeconds = int64((eta + time.Second - 1) / time.Second)
 	}
-	for i, t := range j.Transitions {
-		out.Transitions[i] = transition(t)
+	for _, t := range fsm.Transitions(j) {
+		out.Transitions = append(out.Transitions, transition(t))
 	}
 	out.Webhooks = publicDeliveries(j.Id, j.Deliveries)
 	return out
