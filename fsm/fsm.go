@@ -61,6 +61,9 @@ type FSM struct {
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
+	exclusive bool // SetExclusive: edits change records in place
+	placeMu   sync.Mutex
+	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu
 
 	jobs     map[uint64]*raftv1.JobRecord
 	byTenant map[string][]uint64 // ascending ids
@@ -104,6 +107,17 @@ func New() *FSM {
 	f.pix = indexPolicy(f.policy)
 	f.limits, _ = limiter.NewEngine(nil)
 	return f
+}
+
+// SetExclusive promises that nothing reads the state machine's records
+// (Job, View, a Capture) outside the caller's goroutine, nor keeps one past
+// its next call: a simulator. An edit then changes a record in place rather
+// than copying it for such readers (edit); every decision is the same
+// (TestEncodedLogGivesTheSameReport in sim/).
+func (f *FSM) SetExclusive(on bool) {
+	f.mu.Lock()
+	f.exclusive = on
+	f.mu.Unlock()
 }
 
 // Apply applies the log entry at index. It is deterministic: the same
@@ -151,8 +165,10 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 
 // ApplyCommand applies one command as Apply applies its encoding (Encode),
 // without the bytes: for a log that lives in memory, as the simulator's
-// does. The state machine keeps msg and what it points to (a Submit's spec
-// becomes the job's), so the caller must not change them afterwards.
+// does. The state machine keeps what becomes part of its state: a Submit's
+// spec, an Assign's GPU list, a Complete's output, a Fail's error, a
+// SetPolicy's policy, a SetMember whole. The caller must not change those
+// afterwards; the rest of msg it may reuse for the next command.
 // TestApplyCommandMatchesApply holds it to Apply.
 func (f *FSM) ApplyCommand(index uint64, t CommandType, now int64, msg proto.Message) Result {
 	f.mu.Lock()
@@ -630,6 +646,9 @@ func (f *FSM) enterState(j *raftv1.JobRecord, s sluicev1.JobState, tr *raftv1.Tr
 	from := j.State
 	j.State = s
 	if tr != nil {
+		if j.Transitions == nil {
+			j.Transitions = make([]*raftv1.TransitionRecord, 0, 2) // started, then ended, most often
+		}
 		j.Transitions = append(j.Transitions, tr)
 	}
 	if j.Spec.GetWebhook() != nil || f.pix.webhooks {
@@ -818,7 +837,10 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	if j.Charge == nil || j.Charge.Closed {
 		return
 	}
-	c := copyCharge(j.Charge) // shared with earlier versions of the record (edit)
+	c := j.Charge
+	if !f.exclusive {
+		c = copyCharge(c) // shared with earlier versions of the record (edit)
+	}
 	c.Closed = true
 	j.Charge = c
 	req := limiter.Request{Tenant: j.Tenant, APIKey: c.ApiKeySha256, Tier: j.Tier, ClientIP: c.ClientIp,
@@ -840,7 +862,10 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	f.limits.Release(&req, f.now)
 	a := &sluicev1.Admission{}
 	if j.Admission != nil {
-		a = copyAdmission(j.Admission)
+		a = j.Admission
+		if !f.exclusive {
+			a = copyAdmission(a) // shared with earlier versions of the record (edit)
+		}
 	}
 	a.SettledCost = actual
 	j.Admission = a
@@ -927,7 +952,13 @@ func (f *FSM) Snapshot() []byte {
 // replaced, never changed; a change to a sub-message copies it first
 // (closeCharge). Lists get their own backing arrays, so appending to the
 // copy's leaves the original alone.
+//
+// With SetExclusive, nobody reads a record outside the caller's goroutine
+// between two calls, and edit changes it in place.
 func (f *FSM) edit(j *raftv1.JobRecord) *raftv1.JobRecord {
+	if f.exclusive {
+		return j
+	}
 	j = copyRecord(j)
 	f.jobs[j.Id] = j
 	return j

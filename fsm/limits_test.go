@@ -139,8 +139,8 @@ func TestCancelExpiryRefundAndCompletionSettles(t *testing.T) {
 	c := m.submit(t, 6*sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
 	m.apply(CmdAssign, 6*sec, &raftv1.Assign{JobId: c, Executor: "e", Attempt: 1})
 	m.apply(CmdComplete, 6*sec+int64(3500*time.Millisecond), &raftv1.Complete{JobId: c, Attempt: 1})
-	if j := m.job(t, c); used() != 3500 || j.Admission.GetSettledCost() != 3500 || JobAdmission(j).GetReservedCost() != 2000 {
-		t.Fatalf("after a 3.5 s run: %d used, admission %v; want 3500", used(), j.Admission)
+	if j := m.job(t, c); used() != 3500 || JobAdmission(j).GetSettledCost() != 3500 || JobAdmission(j).GetReservedCost() != 2000 {
+		t.Fatalf("after a 3.5 s run: %d used, admission %v; want 3500", used(), JobAdmission(j))
 	}
 	d := m.submit(t, 10*sec, "alice", &sluicev1.JobSpec{Model: "sdxl", DeclaredCost: 50})
 	m.apply(CmdAssign, 10*sec, &raftv1.Assign{JobId: d, Executor: "e", Attempt: 1})

@@ -37,18 +37,38 @@ func SchedulerConfig(p *sluicev1.Policy) scheduler.Config {
 // Assign starts the job's next attempt, which fences it against a racing
 // assignment of the same job.
 func (f *FSM) Dispatch(now int64, slots []scheduler.Slot) []*raftv1.Assign {
+	ps := f.PlaceQueued(nil, now, slots)
+	out := make([]*raftv1.Assign, len(ps))
+	for i, p := range ps {
+		out[i] = &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: p.Attempt}
+	}
+	return out
+}
+
+// Assignment is one Assign that Dispatch proposes.
+type Assignment struct {
+	JobID    uint64
+	Executor string
+	Attempt  int32
+}
+
+// PlaceQueued appends to dst the assignments Dispatch proposes, allocating
+// nothing once dst has room: for a caller that proposes them one by one
+// (the simulator).
+func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	ps := f.queue.Place(now, slots)
-	out := make([]*raftv1.Assign, 0, len(ps))
-	for _, p := range ps {
+	f.placeMu.Lock() // the placements' scratch; Dispatch runs beside readers
+	defer f.placeMu.Unlock()
+	f.places = f.queue.PlaceInto(f.places[:0], now, slots)
+	for _, p := range f.places {
 		j, ok := f.jobs[p.JobID]
 		if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
 			continue
 		}
-		out = append(out, &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: j.Attempt + 1})
+		dst = append(dst, Assignment{JobID: p.JobID, Executor: p.Executor, Attempt: j.Attempt + 1})
 	}
-	return out
+	return dst
 }
 
 // CheckBackpressure reports, as a *scheduler.BusyError, the first queue

@@ -40,8 +40,10 @@ type Options struct {
 	missSLOs []SLO
 	missTier string
 	// encodeLog commits each command as its log entry bytes (fsm.Apply), as
-	// a server does, instead of the decoded message (fsm.ApplyCommand): the
-	// two must give byte-identical reports (TestEncodedLogGivesTheSameReport).
+	// a server does, instead of the decoded message (fsm.ApplyCommand), and
+	// leaves the state machine copying records on edit as a server's does
+	// (fsm.SetExclusive): the two must give byte-identical reports
+	// (TestEncodedLogGivesTheSameReport).
 	encodeLog bool
 }
 
@@ -154,7 +156,10 @@ type engine struct {
 	predictWait  bool
 	slots        []scheduler.Slot
 
+	submitMsg   raftv1.Submit
 	completeMsg raftv1.Complete
+	assignMsg   raftv1.Assign
+	assigns     []fsm.Assignment
 	buf         []byte
 
 	stats    stats
@@ -191,6 +196,9 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	}
 	e := &engine{w: w, opt: opt, seed: w.Seed, f: fsm.New(), modelIx: map[string]int32{},
 		execIx: map[string]int32{}, jobIx: map[uint64]int32{}}
+	// The engine reads records only on its own goroutine, between commands:
+	// the state machine need not copy them for other readers.
+	e.f.SetExclusive(!opt.encodeLog)
 	if opt.Seed != nil {
 		e.seed = *opt.Seed
 	}

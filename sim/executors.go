@@ -95,8 +95,8 @@ func (e *engine) buildExecutors() error {
 }
 
 // dispatch is the leader's dispatch: offer the executors' free slots to
-// the state machine's placement (fsm.Dispatch, the code the leader runs)
-// and commit each Assign it proposes.
+// the state machine's placement (fsm.PlaceQueued, what the leader's
+// fsm.Dispatch runs) and commit each Assign it proposes.
 func (e *engine) dispatch() error {
 	if !e.hasRoom() || e.f.QueueLen() == 0 {
 		// Nothing can be placed. (The leader would still offer its full
@@ -126,12 +126,15 @@ func (e *engine) dispatch() error {
 	if len(slots) == 0 {
 		return nil
 	}
-	for _, a := range e.f.Dispatch(e.now, slots) {
-		xi, ok := e.execIx[a.Executor]
-		si, ok2 := e.jobIx[a.JobId]
+	e.assigns = e.f.PlaceQueued(e.assigns[:0], e.now, slots)
+	for _, p := range e.assigns {
+		xi, ok := e.execIx[p.Executor]
+		si, ok2 := e.jobIx[p.JobID]
 		if !ok || !ok2 {
-			return fmt.Errorf("%w: dispatch proposed job %d on %q", errInternal, a.JobId, a.Executor)
+			return fmt.Errorf("%w: dispatch proposed job %d on %q", errInternal, p.JobID, p.Executor)
 		}
+		a := &e.assignMsg // the state machine keeps nothing of it (fsm.ApplyCommand)
+		a.JobId, a.Executor, a.Attempt = p.JobID, p.Executor, p.Attempt
 		x := &e.execs[xi]
 		j := &e.jobs[si]
 		if !x.hasRoom() || x.usedGPUs+j.gpus > x.gpus {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
-	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -83,9 +82,11 @@ func (e *engine) submit(pi int32) error {
 	e.releasePending(pi)
 	t := &e.tenants[p.tenant]
 	m := &e.models[p.model]
-	// Fresh messages: the state machine keeps them (apply).
+	// A fresh spec, which the state machine keeps as the job's (apply); the
+	// Submit around it is not kept.
 	spec := &sluicev1.JobSpec{Model: m.name, Priority: t.spec.Priority}
-	msg := &raftv1.Submit{Tenant: t.name, Spec: spec, ApiKeySha256: t.apiKey, ClientIp: t.ip, Method: "Submit"}
+	msg := &e.submitMsg
+	msg.Tenant, msg.Spec, msg.ApiKeySha256, msg.ClientIp, msg.Method = t.name, spec, t.apiKey, t.ip, "Submit"
 	if e.hasRules {
 		d := e.f.CheckLimits(limiter.Request{Tenant: t.name, APIKey: t.apiKey, Tier: t.tier, ClientIP: t.ip,
 			Method: "Submit", Model: m.name, Cost: fsm.EstimateCost(spec, m.policy)}, e.now)
