@@ -3,13 +3,16 @@ package sim
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"pgregory.net/rapid"
 
 	"github.com/sluicehq/sluice/fsm"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -207,4 +210,36 @@ func TestReportWritersProduceEveryForm(t *testing.T) {
 	if !strings.Contains(tb.String(), "tier pro") || !strings.Contains(tb.String(), "rejected by rule:") {
 		t.Errorf("table:\n%s", tb.String())
 	}
+}
+
+// TestSortNsSortsAsSlicesSort: the report's radix sort orders any int64s
+// (negative, huge, all equal, few distinct high digits, sorted already) as
+// slices.Sort does.
+func TestSortNsSortsAsSlicesSort(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.SampledFrom([]int{0, 1, 100, 1 << 12, 1<<12 + 7, 20000}).Draw(t, "n")
+		mode := rapid.IntRange(0, 4).Draw(t, "mode")
+		r := rand.New(rand.NewPCG(rapid.Uint64().Draw(t, "seed"), 1))
+		a := make([]int64, n)
+		for i := range a {
+			switch mode {
+			case 0: // anything
+				a[i] = int64(r.Uint64())
+			case 1: // waits: up to a few hours in ns
+				a[i] = r.Int64N(1 << 44)
+			case 2: // few values around zero
+				a[i] = r.Int64N(11) - 5
+			case 3: // equal high digits, differing low ones
+				a[i] = 1<<50 + r.Int64N(4)
+			case 4: // sorted already
+				a[i] = int64(i) * 3
+			}
+		}
+		want := slices.Clone(a)
+		slices.Sort(want)
+		sortNs(a)
+		if !slices.Equal(a, want) {
+			t.Fatalf("sortNs differs from slices.Sort (n %d, mode %d)", n, mode)
+		}
+	})
 }

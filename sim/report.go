@@ -266,8 +266,8 @@ func (e *engine) report() *Report {
 	for i := range e.tenants {
 		t := &e.tenants[i]
 		ta := &t.tally
-		slices.Sort(ta.waits)
-		slices.Sort(ta.turnarounds)
+		sortNs(ta.waits)
+		sortNs(ta.turnarounds)
 		g := Group{Name: t.name, Tier: t.tier, Weight: tenW[t.name], Submitted: ta.submitted, Admitted: ta.admitted,
 			Delayed: ta.delayed, Degraded: ta.degraded, Rejected: ta.rejected, Retried: ta.retried,
 			Succeeded: ta.succeeded, DeadLettered: ta.deadLettered, Failed: ta.failed, Expired: ta.expired,
@@ -298,8 +298,8 @@ func (e *engine) report() *Report {
 				}
 			}
 		}
-		slices.Sort(tierWaits[ti])
-		slices.Sort(tierTurn[ti])
+		sortNs(tierWaits[ti])
+		sortNs(tierTurn[ti])
 		g.Wait, g.Turnaround = dist(tierWaits[ti]), dist(tierTurn[ti])
 		g.WaitQuantiles = percentiles(tierWaits[ti])
 		if window > 0 {
@@ -328,8 +328,8 @@ func (e *engine) report() *Report {
 		qa += a
 	}
 	c.Name = "cluster"
-	slices.Sort(allWaits)
-	slices.Sort(allTurn)
+	sortNs(allWaits)
+	sortNs(allTurn)
 	c.Wait, c.Turnaround = dist(allWaits), dist(allTurn)
 	c.WaitQuantiles = percentiles(allWaits)
 	c.Jain = jain(ratios)
