@@ -1,5 +1,6 @@
 // Package sim is Sluice's discrete-event simulator. It runs the real state
-// machine (fsm.Apply) and the leader's real placement (fsm.Dispatch) on a
+// machine (fsm.ApplyCommand: Apply's handlers, without the bytes) and the
+// leader's real placement (fsm.PlaceQueued, under fsm.Dispatch) on a
 // virtual clock, feeding them the entries the leader would commit, while
 // workloads (arrivals, service times), executors, crashes and leader
 // failovers are events; it reports waits, rejections, fairness and
