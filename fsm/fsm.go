@@ -311,12 +311,7 @@ func (f *FSM) fire(tm timer) {
 	}
 }
 
-func (f *FSM) retention() time.Duration {
-	if d := f.policy.GetDefaults().GetJobRetention(); d != nil && d.AsDuration() > 0 {
-		return d.AsDuration()
-	}
-	return DefaultJobRetention
-}
+func (f *FSM) retention() time.Duration { return f.pix.retention }
 
 // forget drops a finished job past its retention.
 func (f *FSM) forget(j *raftv1.JobRecord) {
@@ -598,9 +593,12 @@ func (f *FSM) place(j *raftv1.JobRecord, ready int64) {
 	j.QueueSeq = f.nextSeq
 	f.nextSeq++
 	j.QueueDeadlineNs = 0
-	qt := j.Spec.GetQueueTimeout().AsDuration()
+	var qt time.Duration
+	if d := j.Spec.GetQueueTimeout(); d != nil {
+		qt = d.AsDuration()
+	}
 	if qt <= 0 {
-		qt = f.policy.GetDefaults().GetQueueTimeout().AsDuration()
+		qt = f.pix.queueTimeout
 	}
 	if qt > 0 {
 		j.QueueDeadlineNs = ready + int64(qt)

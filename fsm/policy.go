@@ -227,6 +227,9 @@ type policyIndex struct {
 	models    map[string]*sluicev1.Model
 	tiers     map[string]*sluicev1.Tier
 	webhooks  bool // some tenant has a default webhook
+	// The policy's defaults as durations, read on every submit and finish.
+	queueTimeout time.Duration // 0: none
+	retention    time.Duration
 }
 
 func indexPolicy(p *sluicev1.Policy) policyIndex {
@@ -236,8 +239,13 @@ func indexPolicy(p *sluicev1.Policy) policyIndex {
 		models:    make(map[string]*sluicev1.Model),
 		tiers:     make(map[string]*sluicev1.Tier),
 	}
+	ix.retention = DefaultJobRetention
 	if p == nil {
 		return ix
+	}
+	ix.queueTimeout = p.GetDefaults().GetQueueTimeout().AsDuration()
+	if d := p.GetDefaults().GetJobRetention().AsDuration(); d > 0 {
+		ix.retention = d
 	}
 	for _, t := range p.Tenants {
 		ix.tenants[t.Name] = t
