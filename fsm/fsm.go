@@ -320,7 +320,10 @@ func (f *FSM) forget(j *raftv1.JobRecord) {
 	f.counts[j.State]--
 	ids := f.byTenant[j.Tenant]
 	i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
-	if i < len(ids) && ids[i] == j.Id {
+	switch {
+	case i == 0 && len(ids) > 0 && ids[0] == j.Id:
+		ids = ids[1:] // the oldest, most often: no copy (append drops the front when it grows)
+	case i < len(ids) && ids[i] == j.Id:
 		ids = append(ids[:i], ids[i+1:]...)
 	}
 	if len(ids) == 0 {
