@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -36,9 +35,8 @@ const (
 )
 
 // SubmitBatch runs each Submit of the batch as if its client had sent it
-// here, and answers each on its own: the checks one by one (those that may
-// look up a webhook's host at once), then the admitted ones to the proposer
-// together, so that they share log entries.
+// here, and answers each on its own: the checks one by one, then the
+// admitted ones to the proposer together, so that they share log entries.
 func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[peerv1.SubmitBatchRequest]) (*connect.Response[peerv1.SubmitBatchResponse], error) {
 	n := s.n
 	host := hostOf(req.Peer().Addr)
@@ -60,19 +58,10 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 		err error
 	}
 	checks := make([]checked, len(items))
-	var wg sync.WaitGroup
 	for i, it := range items {
-		check := func() {
-			c := &checks[i]
-			c.sub, c.res, c.err = n.checkForwarded(ctx, host, it, received)
-		}
-		if it.GetRequest().GetSpec().GetWebhook() != nil {
-			wg.Go(check)
-		} else {
-			check()
-		}
+		c := &checks[i]
+		c.sub, c.res, c.err = n.checkForwarded(ctx, host, it, received)
 	}
-	wg.Wait()
 	out := make([]*peerv1.SubmitOutcome, len(items))
 	w := &outcomes{buf: make([]byte, 0, 512*len(items))}
 	var admit []int

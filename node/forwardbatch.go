@@ -17,14 +17,18 @@ import (
 )
 
 // Batched forwarding. A follower sends the Submits its clients make to the
-// leader in batches (ForwardService.SubmitBatch, api_forward.go), the way
-// the leader's proposer puts writes into log entries: at most
-// ForwardInflight batches are in flight, and the Submits that arrive
-// meanwhile go together in the next (at most ForwardBatch of them, and
-// forwardBatchBytes). One client alone never waits: its Submit goes at once,
-// in a batch of its own. Sent one HTTP call each, forwarded Submits cost the
-// two nodes about three times the CPU of a Submit sent to the leader
-// (bench/README.md, "Forwarding in batches").
+// leader in batches (ForwardService.SubmitBatch, api_forward.go), by the
+// rule the leader's proposer puts writes into log entries (propose.go): at
+// most ForwardInflight batches are in flight; while any is, a batch that is
+// not full (ForwardBatch Submits, one log entry's worth, or
+// forwardBatchBytes) waits for more Submits or for them all to be answered,
+// and a full one goes beside them. One client alone never waits: its Submit
+// goes at once, in a batch of its own; under load a batch becomes one log
+// entry at the leader. Sent one HTTP call each, forwarded Submits cost the
+// two nodes several times the CPU of Submits sent to the leader
+// (bench/README.md, "Forwarding in batches"). A Submit with a webhook goes
+// alone, as before: the leader may look up the webhook's host, which would
+// hold up a whole batch.
 //
 // Each Submit keeps the guarantees of a forwarded call (forward.go): the
 // leader runs it as if its client had sent it there and answers it on its
@@ -109,12 +113,13 @@ var (
 	errNoBatches = errors.New("the leader does not take batched Submits")
 )
 
-// forwardSubmit sends a Submit to the leader in the next batch (or alone to
-// a leader that takes no batches). serveHere is true when this node leads.
+// forwardSubmit sends a Submit to the leader in the next batch (alone when
+// it has a webhook, or to a leader that takes no batches). serveHere is
+// true when this node leads.
 func (n *Node) forwardSubmit(ctx context.Context, h http.Header, clientIP string, msg *sluicev1.SubmitRequest) (res *connect.Response[sluicev1.SubmitResponse], serveHere bool, err error) {
 	f := n.forwarder
 	serveHere, err = n.toLeader(ctx, func(epoch context.Context, base string) (retry bool, err error) {
-		batches := f.batches(base)
+		batches := f.batches(base) && msg.GetSpec().GetWebhook() == nil
 		if batches {
 			res, retry, err = f.submit(ctx, epoch, base, h.Get("Authorization"), clientIP, msg)
 			batches = !errors.Is(err, errNoBatches)

@@ -21,6 +21,7 @@ import (
 	peerv1 "github.com/sluicehq/sluice/proto/gen/sluice/peer/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/peer/v1/peerv1connect"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
 func forwardClient(n *Node, hc *http.Client) peerv1connect.ForwardServiceClient {
@@ -184,35 +185,59 @@ func TestSubmitBatchIsForPeersOnly(t *testing.T) {
 
 // TestBatchedForwardingKeepsEachSubmitsAnswer sends concurrent Submits
 // through a follower that has one batch in flight at a time, so that they
-// travel to the leader together: each gets its own answer (the bad ones
-// their own errors, the good ones their jobs), the follower reads each job
-// right after its Submit returns, a retry with the same idempotency key
-// through either node is the same job, and a JSON client gets the whole job.
+// travel to the leader together: each gets its own answer (those the
+// follower refuses, those the leader refuses by a rule with the rule's
+// headers and details, and the good ones their jobs), the follower reads
+// each job right after its Submit returns, a retry with the same
+// idempotency key through either node is the same job, a JSON client gets
+// the whole job, and a Submit with a webhook goes alone.
 func TestBatchedForwardingKeepsEachSubmitsAnswer(t *testing.T) {
-	c := startClusterWith(t, 3, 0, func(cfg *Config) { cfg.ForwardInflight = 1 })
+	const aliceQuota = 5
+	c := startClusterWith(t, 3, 0, func(cfg *Config) {
+		cfg.ForwardInflight = 1
+		if p := cfg.Policy; p != nil {
+			for _, tn := range p.Tenants {
+				tn.WebhookSecrets = []string{testWebhookSecret}
+			}
+			p.Webhooks = &sluicev1.WebhookSettings{AllowHttp: true, AllowPrivate: true}
+			p.Rules = append(p.Rules, &sluicev1.Rule{Name: "alice-daily", Match: &sluicev1.RuleMatch{Tenant: "alice"},
+				Limit: &sluicev1.Rule_Quota{Quota: &sluicev1.QuotaLimit{Limit: aliceQuota}}})
+		}
+	})
 	l := c.waitLeader()
 	f := c.followers()[0]
+	waitFor(t, f.cfg.ID+" to judge API keys", f.canJudgeKeys)
 	const count = 48
+	// Submit i: bob's good one, an unknown model, an unknown key, or alice's
+	// (a rule admits aliceQuota of those).
+	apiKey := func(i int) string {
+		switch i % 4 {
+		case 2:
+			return "not-a-key"
+		case 3:
+			return DemoAliceKey
+		}
+		return DemoBobKey
+	}
+	spec := func(i int) *sluicev1.JobSpec {
+		model := "llama-8b"
+		if i%4 == 1 {
+			model = "no-such-model"
+		}
+		return &sluicev1.JobSpec{Model: model, IdempotencyKey: fmt.Sprintf("batched-%d", i)}
+	}
 	type answer struct {
-		id   string
-		code connect.Code
+		id  string
+		err error
 	}
 	answers := make([]answer, count)
 	var wg sync.WaitGroup
 	for i := range count {
 		wg.Go(func() {
-			key, model := DemoBobKey, "llama-8b"
-			switch i % 4 {
-			case 1:
-				model = "no-such-model"
-			case 2:
-				key = "not-a-key"
-			}
-			jc := jobClient(f, key)
-			res, err := jc.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{
-				Model: model, IdempotencyKey: fmt.Sprintf("batched-%d", i)}}))
+			jc := jobClient(f, apiKey(i))
+			res, err := jc.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec(i)}))
 			if err != nil {
-				answers[i].code = connect.CodeOf(err)
+				answers[i].err = err
 				return
 			}
 			answers[i].id = res.Msg.Job.Id
@@ -223,20 +248,30 @@ func TestBatchedForwardingKeepsEachSubmitsAnswer(t *testing.T) {
 	}
 	wg.Wait()
 	seen := map[string]bool{}
+	aliceAdmitted := 0
 	for i, a := range answers {
-		var want connect.Code
-		switch i % 4 {
-		case 1:
-			want = connect.CodeInvalidArgument
-		case 2:
-			want = connect.CodeUnauthenticated
+		code := connect.CodeOf(a.err)
+		switch {
+		case i%4 == 1 && code == connect.CodeInvalidArgument, i%4 == 2 && code == connect.CodeUnauthenticated:
+		case i%4 == 3 && code == connect.CodeResourceExhausted:
+			var ce *connect.Error
+			errors.As(a.err, &ce)
+			if !strings.Contains(ce.Message(), "alice-daily") || ce.Meta().Get("Retry-After") == "" || ce.Meta().Get("RateLimit") == "" || len(ce.Details()) == 0 {
+				t.Errorf("alice's Submit %d refused by her quota: %v (headers %v, %d details)", i, a.err, ce.Meta(), len(ce.Details()))
+			}
+		case a.err == nil && a.id != "" && !seen[a.id] && (i%4 == 0 || i%4 == 3):
+			seen[a.id] = true
+			if i%4 == 3 {
+				aliceAdmitted++
+			}
+		default:
+			t.Errorf("Submit %d through %s: job %q, %v", i, f.cfg.ID, a.id, a.err)
 		}
-		if a.code != want || (want == 0) == (a.id == "") || seen[a.id] && a.id != "" {
-			t.Errorf("Submit %d through %s: job %q, code %v; want code %v", i, f.cfg.ID, a.id, a.code, want)
-		}
-		seen[a.id] = true
 	}
-	calls := metricValue(t, l, `procedure="/sluice.peer.v1.ForwardService/SubmitBatch"`)
+	if aliceAdmitted != aliceQuota {
+		t.Errorf("%d of alice's Submits admitted, her quota is %d", aliceAdmitted, aliceQuota)
+	}
+	calls := apiCalls(t, l, peerv1connect.ForwardServiceSubmitBatchProcedure)
 	if calls == 0 || calls > count {
 		t.Fatalf("%d SubmitBatch calls for %d Submits", calls, count)
 	}
@@ -247,23 +282,36 @@ func TestBatchedForwardingKeepsEachSubmitsAnswer(t *testing.T) {
 			if a.id == "" {
 				continue
 			}
-			res, err := jobClient(n, DemoBobKey).Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{
-				Model: "llama-8b", IdempotencyKey: fmt.Sprintf("batched-%d", i)}}))
+			res, err := jobClient(n, apiKey(i)).Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec(i)}))
 			if err != nil || res.Msg.Job.Id != a.id || !res.Msg.Deduplicated {
 				t.Fatalf("retry of Submit %d through %s: %v %v, want job %s again", i, n.cfg.ID, res, err, a.id)
 			}
 		}
 	}
 
-	js := jobClient(f, DemoAliceKey, connect.WithProtoJSON())
-	res, err := js.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl"}}))
-	if err != nil || res.Msg.Job.GetId() == "" || res.Msg.Job.GetSpec().GetModel() != "sdxl" {
+	js := jobClient(f, DemoBobKey, connect.WithProtoJSON())
+	res, err := js.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "llama-8b"}}))
+	if err != nil || res.Msg.Job.GetId() == "" || res.Msg.Job.GetSpec().GetModel() != "llama-8b" {
 		t.Fatalf("JSON Submit through %s: %v %v", f.cfg.ID, res, err)
+	}
+
+	batches := apiCalls(t, l, peerv1connect.ForwardServiceSubmitBatchProcedure)
+	alone := apiCalls(t, l, sluicev1connect.JobServiceSubmitProcedure)
+	res, err = jobClient(f, DemoBobKey).Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{
+		Model: "llama-8b", Webhook: &sluicev1.Webhook{Url: "http://127.0.0.1:9/hook"}}}))
+	if err != nil || res.Msg.Job.GetSpec().GetWebhook() == nil {
+		t.Fatalf("Submit with a webhook through %s: %v %v", f.cfg.ID, res, err)
+	}
+	if apiCalls(t, l, peerv1connect.ForwardServiceSubmitBatchProcedure) != batches ||
+		apiCalls(t, l, sluicev1connect.JobServiceSubmitProcedure) != alone+1 {
+		t.Fatalf("a Submit with a webhook went to the leader in a batch, not alone: SubmitBatch calls %d → %d, Submit calls %d → %d",
+			batches, apiCalls(t, l, peerv1connect.ForwardServiceSubmitBatchProcedure), alone, apiCalls(t, l, sluicev1connect.JobServiceSubmitProcedure))
 	}
 }
 
-// metricValue sums the samples on n's /metrics whose labels contain match.
-func metricValue(t *testing.T, n *Node, match string) int {
+// apiCalls is the API calls to procedure that n counted
+// (sluice_api_requests_total, every code).
+func apiCalls(t *testing.T, n *Node, procedure string) int {
 	t.Helper()
 	res, err := http.Get(baseURL(n) + "/metrics")
 	if err != nil {
@@ -276,7 +324,7 @@ func metricValue(t *testing.T, n *Node, match string) int {
 	}
 	total := 0
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "#") || !strings.Contains(line, match) {
+		if !strings.HasPrefix(line, "sluice_api_requests_total{") || !strings.Contains(line, `procedure="`+procedure+`"`) {
 			continue
 		}
 		var v float64
@@ -419,9 +467,9 @@ func TestALeaderWithoutSubmitBatchIsSentSubmitsOneByOne(t *testing.T) {
 	}
 
 	f.forwarder.unbatched.Store(&unbatchedLeader{base: baseURL(l), until: time.Now().Add(time.Minute)})
-	batches := metricValue(t, l, `procedure="/sluice.peer.v1.ForwardService/SubmitBatch"`)
+	batches := apiCalls(t, l, peerv1connect.ForwardServiceSubmitBatchProcedure)
 	ids := submitAll(t, f, "one-by-one", 5)
-	if got := metricValue(t, l, `procedure="/sluice.peer.v1.ForwardService/SubmitBatch"`); got != batches {
+	if got := apiCalls(t, l, peerv1connect.ForwardServiceSubmitBatchProcedure); got != batches {
 		t.Fatalf("%d SubmitBatch calls after the leader was marked as taking none (%d before)", got, batches)
 	}
 	if again := submitKey(t, f, "one-by-one-0"); again != ids[0] {
