@@ -235,28 +235,10 @@ func (f *submitForwarder) run() {
 				return
 			}
 		}
-		// While batches are in flight, one that is not full waits for more
-		// Submits or for them all to be answered; a full one goes beside
-		// them, as the leader's proposer does with log entries.
-	gather:
-		for len(waiting) < f.maxItems {
-			select {
-			case it := <-f.in:
-				waiting = append(waiting, it)
-				continue
-			default:
-			}
-			if len(f.slots) == 0 {
-				break
-			}
-			select {
-			case it := <-f.in:
-				waiting = append(waiting, it)
-			case <-f.freed:
-			case <-f.n.ctx.Done():
-				break gather
-			}
-		}
+		gather(f.n.ctx, f.in, f.slots, f.freed, len(waiting) >= f.maxItems, func(it *forwardItem) bool {
+			waiting = append(waiting, it)
+			return len(waiting) >= f.maxItems
+		})
 		// Then wait for room: what arrives meanwhile waits for the next batch.
 		select {
 		case f.slots <- struct{}{}:

@@ -197,34 +197,15 @@ func (p *proposer) run() {
 			return false
 		}
 		// The rest of a group that the last entry split goes at once, beside
-		// its head: the group's callers wait for all of it, and nothing that
-		// could join it is on the way (forwardbatch.go sends the next group
-		// when this one is answered).
+		// its head: the group's callers wait for all of it, and little could
+		// join it (a follower sends another batch meanwhile only when that
+		// one is full, forwardbatch.go).
 		rest := len(pending) > 0 && pending[0].i > 0
 		full := fill() || rest
-		// While entries are in flight, a batch that is not full waits for
-		// more commands or for the pipeline to empty.
-	gather:
-		for !full {
-			select {
-			case pr := <-p.in:
-				pending = pr.expand(pending)
-				full = fill()
-				continue
-			default:
-			}
-			if len(p.slots) == 0 {
-				break
-			}
-			select {
-			case pr := <-p.in:
-				pending = pr.expand(pending)
-				full = fill()
-			case <-p.freed:
-			case <-p.n.ctx.Done():
-				break gather
-			}
-		}
+		gather(p.n.ctx, p.in, p.slots, p.freed, full, func(pr *proposal) bool {
+			pending = pr.expand(pending)
+			return fill()
+		})
 		// Then wait for room in the pipeline: what arrives meanwhile waits
 		// for the next entry.
 		if !p.acquire() {
@@ -232,6 +213,34 @@ func (p *proposer) run() {
 			return
 		}
 		p.propose(batch)
+	}
+}
+
+// gather is group commit's wait. While batches are in flight (slots taken),
+// one that is not full waits for more of what arrives on in (add takes it
+// and reports whether the batch is now full) or for them all to be done
+// (freed); a full batch goes at once, beside them. It returns when the
+// batch is full, nothing is in flight, or ctx ends. The proposer forms log
+// entries by it, and a follower its batches of forwarded Submits
+// (forwardbatch.go).
+func gather[T any](ctx context.Context, in <-chan T, slots chan struct{}, freed <-chan struct{}, full bool, add func(T) bool) {
+	for !full {
+		select {
+		case v := <-in:
+			full = add(v)
+			continue
+		default:
+		}
+		if len(slots) == 0 {
+			return
+		}
+		select {
+		case v := <-in:
+			full = add(v)
+		case <-freed:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
