@@ -33,28 +33,11 @@ type jobService struct {
 
 func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
 	n := s.n
-	t, keyHash, err := n.caller(req.Header())
-	if err != nil {
-		return nil, err
+	sub, res, err := n.checkSubmit(ctx, req.Header().Get("Authorization"), n.clientIP(req.Peer().Addr, req.Header()), req.Msg)
+	if res != nil || err != nil {
+		return res, err
 	}
-	spec := req.Msg.GetSpec()
-	if err := ValidateSpec(spec, n.modelSet(), time.Now()); err != nil {
-		return nil, err
-	}
-	if err := n.checkSubmitWebhook(ctx, t, spec.GetWebhook()); err != nil {
-		return nil, err
-	}
-	// A retry with a known idempotency key needs no log entry and no limit.
-	if id, ok := n.fsm.IdempotentJob(t.Name, spec.IdempotencyKey); ok {
-		if job, ok := n.publicJob(id); ok {
-			out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: true})
-			n.setAppliedIndex(out.Header())
-			return out, nil
-		}
-	}
-	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
-		return c.jobs.Submit(ctx, r)
-	}); !local {
+	if res, local, err := n.forwardSubmit(ctx, req.Header(), sub.clientIP, req.Msg); !local {
 		if err == nil {
 			// This node's next reads wait until it has applied what the leader
 			// had applied when it answered (readYourWrites). Waiting here
@@ -69,36 +52,102 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 		}
 		return res, err
 	}
-	cmd := &raftv1.Submit{Tenant: t.Name, Spec: spec, ApiKeySha256: keyHash,
-		ClientIp: n.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}
-	// Pre-check read-only so that clear rejections never touch the log.
-	if model, ok := n.fsm.Model(spec.Model); ok && n.IsLeader() {
-		d := n.fsm.CheckLimits(limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier, ClientIP: cmd.ClientIp,
-			Method: cmd.Method, Model: spec.Model, Cost: fsm.EstimateCost(spec, model)}, time.Now().UnixNano())
-		if d.Verdict == limiter.Rejected {
-			n.metrics.Submit("rejected", d.Rule, d.Rules())
-			n.rejected.note(d.Rule, t.Name, time.Now())
-			return nil, n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
-		}
-		if n.fsm.Policy().GetScheduling().GetRefuseUnplaceable() {
-			if why := n.execs.unplaceable(spec.Model, fsm.JobGPUs(spec, model), fsm.JobGPUMemory(spec, model)); why != "" {
-				n.metrics.Submit("unplaceable", "", nil)
-				return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
-					"spec: no connected executor can ever run this job: %s (the policy's scheduling.refuse_unplaceable); ask for less, or connect an executor that has it", why))
-			}
-		}
-		wait := n.predictedWait(spec)
-		var be *scheduler.BusyError
-		if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
-			n.metrics.Submit("busy", "", nil)
-			n.rejected.note("busy", t.Name, time.Now())
-			return nil, busyError(be, wait)
+	if err := n.precheckSubmit(sub); err != nil {
+		return nil, err
+	}
+	r, err := n.propose(ctx, fsm.CmdSubmit, sub.command())
+	out := connect.NewResponse[sluicev1.SubmitResponse](nil)
+	if out.Msg, err = n.answerSubmit(sub, r, err, out.Header()); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// A Submit is served in three steps: the checks any node makes
+// (checkSubmit), the leader's read-only look at the limits (precheckSubmit),
+// and, once its log entry is applied, the answer (answerSubmit). A follower
+// forwards it after the first; the leader runs a forwarded batch's through
+// each step together (api_forward.go).
+
+// submission is a Submit that passed the checks: its caller and what it
+// asks.
+type submission struct {
+	tenant   *sluicev1.Tenant
+	keyHash  string // of the caller's API key
+	clientIP string
+	spec     *sluicev1.JobSpec
+}
+
+// command is the log command that admits sub.
+func (sub submission) command() *raftv1.Submit {
+	return &raftv1.Submit{Tenant: sub.tenant.Name, Spec: sub.spec, ApiKeySha256: sub.keyHash, ClientIp: sub.clientIP, Method: "Submit"}
+}
+
+// checkSubmit runs the checks any node makes on a Submit from the client
+// with that Authorization header and IP. A known idempotency key is
+// answered at once (res).
+func (n *Node) checkSubmit(ctx context.Context, authorization, clientIP string, msg *sluicev1.SubmitRequest) (sub submission, res *connect.Response[sluicev1.SubmitResponse], err error) {
+	t, keyHash, err := n.callerWith(authorization)
+	if err != nil {
+		return sub, nil, err
+	}
+	spec := msg.GetSpec()
+	if err := ValidateSpec(spec, n.modelSet(), time.Now()); err != nil {
+		return sub, nil, err
+	}
+	if err := n.checkSubmitWebhook(ctx, t, spec.GetWebhook()); err != nil {
+		return sub, nil, err
+	}
+	// A retry with a known idempotency key needs no log entry and no limit.
+	if id, ok := n.fsm.IdempotentJob(t.Name, spec.IdempotencyKey); ok {
+		if job, ok := n.publicJob(id); ok {
+			out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: true})
+			n.setAppliedIndex(out.Header())
+			return sub, out, nil
 		}
 	}
-	res, err := n.propose(ctx, fsm.CmdSubmit, cmd)
+	return submission{tenant: t, keyHash: keyHash, clientIP: clientIP, spec: spec}, nil, nil
+}
+
+// precheckSubmit is the leader's read-only look at a Submit's limits,
+// placement and backpressure, so that clear rejections never touch the log.
+func (n *Node) precheckSubmit(sub submission) error {
+	t, spec := sub.tenant, sub.spec
+	model, ok := n.fsm.Model(spec.Model)
+	if !ok || !n.IsLeader() {
+		return nil
+	}
+	d := n.fsm.CheckLimits(limiter.Request{Tenant: t.Name, APIKey: sub.keyHash, Tier: t.Tier, ClientIP: sub.clientIP,
+		Method: "Submit", Model: spec.Model, Cost: fsm.EstimateCost(spec, model)}, time.Now().UnixNano())
+	if d.Verdict == limiter.Rejected {
+		n.metrics.Submit("rejected", d.Rule, d.Rules())
+		n.rejected.note(d.Rule, t.Name, time.Now())
+		return n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
+	}
+	if n.fsm.Policy().GetScheduling().GetRefuseUnplaceable() {
+		if why := n.execs.unplaceable(spec.Model, fsm.JobGPUs(spec, model), fsm.JobGPUMemory(spec, model)); why != "" {
+			n.metrics.Submit("unplaceable", "", nil)
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+				"spec: no connected executor can ever run this job: %s (the policy's scheduling.refuse_unplaceable); ask for less, or connect an executor that has it", why))
+		}
+	}
+	wait := n.predictedWait(spec)
+	var be *scheduler.BusyError
+	if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
+		n.metrics.Submit("busy", "", nil)
+		n.rejected.note("busy", t.Name, time.Now())
+		return busyError(be, wait)
+	}
+	return nil
+}
+
+// answerSubmit is the answer to a Submit whose proposal gave res, or err;
+// the response's headers go into h.
+func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.Header) (*sluicev1.SubmitResponse, error) {
 	if err != nil {
 		return nil, writeError(err)
 	}
+	t := sub.tenant
 	var le *fsm.LimitError
 	if errors.As(res.Err, &le) {
 		n.metrics.Submit("rejected", le.Rule, res.Limits)
@@ -109,7 +158,7 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	if errors.As(res.Err, &be) {
 		n.metrics.Submit("busy", "", nil)
 		n.rejected.note("busy", t.Name, time.Now())
-		return nil, busyError(be, n.predictedWait(spec))
+		return nil, busyError(be, n.predictedWait(sub.spec))
 	}
 	if res.Err != nil {
 		return nil, resultError(res)
@@ -122,10 +171,9 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	if !res.Deduplicated {
 		n.countAdmission(job, res.Limits)
 	}
-	out := connect.NewResponse(&sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated})
-	n.setRateLimitHeaders(out.Header(), res.Limits, time.Now())
-	n.setAppliedIndex(out.Header())
-	return out, nil
+	n.setRateLimitHeaders(h, res.Limits, time.Now())
+	n.setAppliedIndex(h)
+	return &sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated}, nil
 }
 
 // countAdmission counts an admitted Submit in the metrics: how it was
@@ -494,13 +542,26 @@ func (n *Node) eta(v fsm.JobView) time.Duration {
 	return 0
 }
 
+// modelSet is the set of the policy's model names, made once per policy:
+// every Submit reads it, on the node that takes it and on the leader.
 func (n *Node) modelSet() map[string]bool {
 	p := n.fsm.Policy()
+	if c := n.models.Load(); c != nil && c.policy == p {
+		return c.names
+	}
 	out := make(map[string]bool, len(p.GetModels()))
 	for _, m := range p.GetModels() {
 		out[m.Name] = true
 	}
+	n.models.Store(&policyModels{policy: p, names: out})
 	return out
+}
+
+// policyModels is the model names of one policy (the FSM replaces the
+// policy, never changes it).
+type policyModels struct {
+	policy *sluicev1.Policy
+	names  map[string]bool
 }
 
 // writeError maps a failed proposal to a Connect error.

@@ -19,7 +19,11 @@ import (
 const MaxCredentialBytes = 512
 
 func bearer(h http.Header) (string, *connect.Error) {
-	v := h.Get("Authorization")
+	return bearerKey(h.Get("Authorization"))
+}
+
+// bearerKey is the key in an Authorization header's value v.
+func bearerKey(v string) (string, *connect.Error) {
 	if v == "" {
 		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: missing; send \"Authorization: Bearer <api key>\""))
 	}
@@ -41,7 +45,12 @@ func (n *Node) tenant(h http.Header) (*sluicev1.Tenant, error) {
 
 // caller maps the caller's API key to its tenant and the key's hash.
 func (n *Node) caller(h http.Header) (*sluicev1.Tenant, string, error) {
-	key, err := bearer(h)
+	return n.callerWith(h.Get("Authorization"))
+}
+
+// callerWith is caller for the Authorization header's value authorization.
+func (n *Node) callerWith(authorization string) (*sluicev1.Tenant, string, error) {
+	key, err := bearerKey(authorization)
 	if err != nil {
 		return nil, "", err
 	}

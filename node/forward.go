@@ -12,16 +12,19 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/sluicehq/sluice/proto/gen/sluice/peer/v1/peerv1connect"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
 // Writes reach the leader: a follower forwards them over the same Connect
-// API (typed, so a gRPC client's call goes on as Connect). It waits up to
-// ForwardHold for a leader to be known, and retries only when the call
-// cannot have been applied: there was no leader, the leader's address could
-// not be dialled, or the node it reached says it no longer leads. A call that
-// failed midway is returned as unavailable; the client retries it with its
-// idempotency key, which makes the retry return the same job.
+// API (typed, so a gRPC client's call goes on as Connect), Submits in
+// batches (forwardbatch.go). It waits up to ForwardHold for a leader to be
+// known, and retries only when the call cannot have been applied: there was
+// no leader, the leader's address could not be dialled, or the node it
+// reached says it no longer leads. A call that failed midway is returned as
+// unavailable, naming the leader this node knows (leaderHint); the client
+// retries it with its idempotency key, which makes the retry return the
+// same job.
 
 // notLeaderHeader marks a refusal by a node that does not lead, so that a
 // forwarding node knows the call was not applied and may go elsewhere.
@@ -89,6 +92,7 @@ type leaderClients struct {
 	jobs     sluicev1connect.JobServiceClient
 	admin    sluicev1connect.AdminServiceClient
 	executor sluicev1connect.ExecutorServiceClient
+	forward  peerv1connect.ForwardServiceClient
 }
 
 // clientsFor returns the clients for a peer's API, made once per address:
@@ -103,6 +107,9 @@ func (n *Node) clientsFor(base string) leaderClients {
 		jobs:     sluicev1connect.NewJobServiceClient(n.peers, base),
 		admin:    sluicev1connect.NewAdminServiceClient(n.peers, base),
 		executor: sluicev1connect.NewExecutorServiceClient(n.peers, base),
+		// A batch's answer is well over the leader's gzip threshold; between
+		// servers compressing it costs more CPU than it saves.
+		forward: peerv1connect.NewForwardServiceClient(n.peers, base, connect.WithAcceptCompression("gzip", nil, nil)),
 	}
 	if n.peerClients == nil {
 		n.peerClients = make(map[string]leaderClients)
@@ -115,56 +122,136 @@ func (n *Node) clientsFor(base string) leaderClients {
 // leads: the caller serves the call itself.
 func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req],
 	call func(context.Context, leaderClients, *connect.Request[Req]) (*connect.Response[Res], error)) (res *connect.Response[Res], serveHere bool, err error) {
-	hold := time.NewTimer(n.cfg.ForwardHold)
-	defer hold.Stop()
+	serveHere, err = n.toLeader(ctx, func(epoch context.Context, base string) (retry bool, err error) {
+		res, retry, err = forwardOnce(ctx, epoch, n, base, in.Msg, in.Header(), n.clientIP(in.Peer().Addr, in.Header()), call)
+		n.countForwarded(retry, err)
+		return retry, err
+	})
+	return res, serveHere, err
+}
+
+// forwardOnce sends one call, msg with the client's headers h and IP, to the
+// leader at base: its answer as this node relays it, or retry when the call
+// cannot have been applied. ctx is the client's; the call ends with epoch.
+func forwardOnce[Req, Res any](ctx, epoch context.Context, n *Node, base string, msg *Req, h http.Header, clientIP string,
+	call func(context.Context, leaderClients, *connect.Request[Req]) (*connect.Response[Res], error)) (res *connect.Response[Res], retry bool, err error) {
+	out := connect.NewRequest(msg)
+	n.setForwardHeaders(ctx, out.Header(), h, clientIP)
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(epoch, cancel)()
+	r, err := call(callCtx, n.clientsFor(base), out)
+	switch {
+	case err == nil:
+		return relayResponse(r), false, nil
+	case retryableForward(err):
+		return nil, true, err
+	}
+	return nil, false, relayError(ctx, base, err)
+}
+
+// countForwarded counts a forwarded call's answer; a refusal that will be
+// retried is not an answer.
+func (n *Node) countForwarded(retry bool, err error) {
+	switch {
+	case retry:
+	case err == nil:
+		n.metrics.Forwarded("ok")
+	default:
+		n.metrics.Forwarded(connect.CodeOf(err).String())
+	}
+}
+
+// setForwardHeaders sets, on a call this node forwards, the client's
+// credentials from in and the client's IP.
+func (n *Node) setForwardHeaders(ctx context.Context, out, in http.Header, clientIP string) {
+	for _, h := range []string{"Authorization", "Content-Type"} {
+		if v := in.Get(h); v != "" {
+			out.Set(h, v)
+		}
+	}
+	out.Set(forwardedForHeader, clientIP)
+	if name, ok := ctx.Value(certExecutorKey{}).(string); ok {
+		// The leader believes this name because this node's peer
+		// certificate vouches for it (withCallerCert).
+		out.Set(executorCertHeader, name)
+	}
+}
+
+// toLeader runs attempt against the leader's API base URL until it is
+// answered: it waits up to ForwardHold for a leader to be known, and tries
+// again only when attempt reports (retry) that the call cannot have been
+// applied. attempt gets the leader epoch in which it chose the leader: a
+// leader that stops answering (paused, partitioned) would hold the call
+// until the client gives up, so the call ends when this node sees the
+// leadership change. serveHere is true when this node leads: the caller
+// serves the call itself.
+func (n *Node) toLeader(ctx context.Context, attempt func(epoch context.Context, base string) (retry bool, err error)) (serveHere bool, err error) {
+	start := time.Now()
+	var hold *time.Timer // made on the first retry: most calls need none
 	for {
 		if n.IsLeader() {
-			return nil, true, nil
+			return true, nil
 		}
-		// A leader that stops answering (paused, partitioned) would hold the
-		// call until the client gives up: end it when this node sees the
-		// leadership change after it chose where to send it.
 		epoch := n.leaderEpoch()
 		base, lerr := n.leaderBase()
 		if errors.Is(lerr, errLeaderIsSelf) {
-			return nil, true, nil
+			return true, nil
 		}
 		if lerr == nil {
-			out := connect.NewRequest(in.Msg)
-			for _, h := range []string{"Authorization", "Content-Type"} {
-				if v := in.Header().Get(h); v != "" {
-					out.Header().Set(h, v)
-				}
-			}
-			out.Header().Set(forwardedForHeader, n.clientIP(in.Peer().Addr, in.Header()))
-			if name, ok := ctx.Value(certExecutorKey{}).(string); ok {
-				// The leader believes this name because this node's peer
-				// certificate vouches for it (withCallerCert).
-				out.Header().Set(executorCertHeader, name)
-			}
-			callCtx, cancel := context.WithCancel(ctx)
-			unwatch := context.AfterFunc(epoch, cancel)
-			res, err := call(callCtx, n.clientsFor(base), out)
-			unwatch()
-			cancel()
-			if err == nil {
-				n.metrics.Forwarded("ok")
-				return relayResponse(res), false, nil
-			}
-			if !retryableForward(err) {
-				err = relayError(ctx, base, err)
-				n.metrics.Forwarded(connect.CodeOf(err).String())
-				return nil, false, err
+			retry, err := attempt(epoch, base)
+			if !retry {
+				return false, n.leaderHint(ctx, err, base, epoch, start.Add(n.cfg.ForwardHold))
 			}
 			lerr = err
 		}
+		if hold == nil {
+			hold = time.NewTimer(n.cfg.ForwardHold - time.Since(start))
+			defer hold.Stop()
+		}
 		select {
 		case <-ctx.Done():
-			return nil, false, connect.NewError(connect.CodeUnavailable, ctx.Err())
+			return false, connect.NewError(connect.CodeUnavailable, ctx.Err())
 		case <-hold.C:
-			e := connect.NewError(connect.CodeUnavailable, fmt.Errorf("cannot reach the raft leader within %v (%v); retry shortly", n.cfg.ForwardHold, lerr))
-			return nil, false, e
+			return false, connect.NewError(connect.CodeUnavailable, fmt.Errorf("cannot reach the raft leader within %v (%v); retry shortly", n.cfg.ForwardHold, lerr))
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// leaderHint names the leader in Sluice-Leader on an unavailable answer to
+// a call forwarded to failed that does not name one yet: the leader this
+// node knows, when that is not failed. When this node saw the leadership
+// change during the call (epoch ended: the leader was cut off or paused), it
+// first waits, until at most until, for the new leader to be known.
+func (n *Node) leaderHint(ctx context.Context, err error, failed string, epoch context.Context, until time.Time) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable || ce.Meta().Get(leaderHeader) != "" {
+		return err
+	}
+	changed := epoch.Err() != nil
+	for {
+		base, lerr := n.leaderBase()
+		if errors.Is(lerr, errLeaderIsSelf) {
+			base, lerr = n.peerURL(n.Addr()), nil
+		}
+		if lerr == nil && (changed || base != failed) {
+			ce.Meta().Set(leaderHeader, base)
+			return ce
+		}
+		wait := time.Until(until)
+		if !changed || wait <= 0 {
+			return ce
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-n.leaderEpoch().Done():
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			return ce
 		}
 	}
 }

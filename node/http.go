@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 
+	"github.com/sluicehq/sluice/proto/gen/sluice/peer/v1/peerv1connect"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 	"github.com/sluicehq/sluice/ui"
 )
@@ -44,6 +46,10 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux.Handle("GET /{$}", http.RedirectHandler(ui.Path, http.StatusFound))
 	handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
+	// Servers only (SubmitBatch checks the caller): a batch of Submits may be
+	// larger than a client's request.
+	mux.Handle(peerv1connect.NewForwardServiceHandler(&forwardService{n: n},
+		slices.Concat(opts, []connect.HandlerOption{connect.WithReadMaxBytes(forwardBodyMax)})...))
 	reflector := grpcreflect.NewStaticReflector(
 		sluicev1connect.JobServiceName,
 		sluicev1connect.AdminServiceName,

@@ -29,10 +29,7 @@ func (n *Node) clientIP(peerAddr string, h http.Header) string {
 			}
 		}
 	}
-	host, _, err := net.SplitHostPort(peerAddr)
-	if err != nil {
-		host = peerAddr
-	}
+	host := hostOf(peerAddr)
 	// A call forwarded by another node carries the client's address; trust
 	// it only from a host that runs a member of the cluster.
 	if fwd := h.Get(forwardedForHeader); fwd != "" && n.isMemberHost(host) {

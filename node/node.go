@@ -71,6 +71,10 @@ type Config struct {
 	// 1 turns group commit off); ProposeInflight the most such entries
 	// handed to raft and not yet applied (default 4). See propose.go.
 	ProposeBatch, ProposeInflight int
+	// ForwardBatch is the most Submits a follower sends the leader in one
+	// call (default 256; 1 sends each alone); ForwardInflight the most such
+	// calls in flight (default 4). See forwardbatch.go.
+	ForwardBatch, ForwardInflight int
 	// Logger for the node; nil logs to stderr at Info.
 	Logger *slog.Logger
 	// RaftLog receives raft's own warnings (default stderr).
@@ -131,8 +135,10 @@ type Node struct {
 	tls         *nodeTLS        // nil: plaintext
 	stream      *tlsStreamLayer // raft over mutual TLS; nil without a peer CA
 	proposer    *proposer
-	snapAt      atomic.Uint64 // commands applied at the last snapshot (raftFSM)
-	caughtUp    atomic.Bool   // applied, since it started, what the leader had (catchup.go)
+	forwarder   *submitForwarder
+	models      atomic.Pointer[policyModels] // modelSet's
+	snapAt      atomic.Uint64                // commands applied at the last snapshot (raftFSM)
+	caughtUp    atomic.Bool                  // applied, since it started, what the leader had (catchup.go)
 	epochMu     sync.Mutex
 	epoch       context.Context // canceled when the leadership next changes (catchup.go)
 	endEpoch    context.CancelFunc
@@ -244,6 +250,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.proposer = newProposer(n, cfg.ProposeBatch, cfg.ProposeInflight)
+	n.forwarder = newSubmitForwarder(n, cfg.ForwardBatch, cfg.ForwardInflight)
 	if err := n.startRaft(); err != nil {
 		n.cancel()
 		return nil, err
@@ -281,7 +288,7 @@ func Start(cfg Config) (*Node, error) {
 	n.raft.RegisterObserver(n.observer)
 	n.contactObs = n.contact.observer()
 	n.raft.RegisterObserver(n.contactObs)
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go func() {
 		defer n.wg.Done()
 		n.watchLeader(changes)
@@ -296,6 +303,10 @@ func Start(cfg Config) (*Node, error) {
 	go func() {
 		defer n.wg.Done()
 		n.proposer.run()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.forwarder.run()
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -590,6 +601,50 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, msg proto.Message
 		timeout = max(time.Until(dl), time.Millisecond) // raft reads 0 as no limit
 	}
 	return outcome(n.raft.Apply(data, timeout))
+}
+
+// proposeAll commits several commands of type t, in shared entries where
+// group commit is on, and returns each one's result, in order.
+func (n *Node) proposeAll(ctx context.Context, t fsm.CommandType, msgs []proto.Message) []proposed {
+	out := make([]proposed, len(msgs))
+	if len(msgs) == 0 {
+		return out
+	}
+	if n.raft.State() != raft.Leader {
+		return failed(out, errNotLeader)
+	}
+	now := time.Now()
+	data := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		d, err := fsm.Encode(t, now.UnixNano(), m)
+		if err != nil {
+			return failed(out, err)
+		}
+		data[i] = d
+	}
+	if err := ctx.Err(); err != nil {
+		return failed(out, err)
+	}
+	if n.metrics != nil {
+		defer func() {
+			for range msgs {
+				n.metrics.Proposed(time.Since(now))
+			}
+		}()
+	}
+	if n.proposer.maxBatch > 1 && n.proposer.enabled.Load() {
+		return n.proposer.submitGroup(ctx, data)
+	}
+	// As propose does without group commit: one entry per command.
+	futs := make([]raft.ApplyFuture, len(data))
+	for i, d := range data {
+		n.metrics.Batched(1)
+		futs[i] = n.raft.Apply(d, n.cfg.ApplyTimeout)
+	}
+	for i, f := range futs {
+		out[i].res, out[i].err = outcome(f)
+	}
+	return out
 }
 
 // proposeAsync starts a proposal and returns its future, or nil when this

@@ -38,11 +38,21 @@ import (
 type proposal struct {
 	data []byte
 	done chan proposed // buffered: the proposer never blocks on a caller
+	// more are the rest of a group (submitGroup): they follow this one into
+	// the same entry, as far as it has room, and answer on the same done,
+	// each with its place in the group (i).
+	more []proposal
+	i    int
 }
 
 type proposed struct {
 	res fsm.Result
 	err error
+	i   int // the proposal's place in its group
+}
+
+func (pr *proposal) answer(res fsm.Result, err error) {
+	pr.done <- proposed{res: res, err: err, i: pr.i}
 }
 
 type proposer struct {
@@ -101,64 +111,136 @@ func (p *proposer) submit(ctx context.Context, data []byte) (fsm.Result, error) 
 	}
 }
 
+// submitGroup hands several encoded commands to the proposer at once, so
+// that they go into the same entry as far as it has room, and waits for
+// their results, as submit does.
+func (p *proposer) submitGroup(ctx context.Context, data [][]byte) []proposed {
+	done := make(chan proposed, len(data))
+	group := make([]proposal, len(data))
+	for i, d := range data {
+		group[i] = proposal{data: d, done: done, i: i}
+	}
+	group[0].more = group[1:]
+	out := make([]proposed, len(data))
+	select {
+	case p.in <- &group[0]:
+	case <-ctx.Done():
+		return failed(out, ctx.Err())
+	case <-p.n.ctx.Done():
+		return failed(out, errStopping)
+	}
+	answered := make([]bool, len(data))
+	for range data {
+		select {
+		case r := <-done:
+			out[r.i], answered[r.i] = r, true
+		case <-p.n.ctx.Done():
+			for i := range out {
+				if !answered[i] {
+					out[i] = proposed{err: errStopping}
+				}
+			}
+			return out
+		}
+	}
+	return out
+}
+
+// expand appends pr and the rest of its group to pending.
+func (pr *proposal) expand(pending []*proposal) []*proposal {
+	pending = append(pending, pr)
+	for i := range pr.more {
+		pending = append(pending, &pr.more[i])
+	}
+	return pending
+}
+
+// failed gives every result in out the error err, and returns out.
+func failed(out []proposed, err error) []proposed {
+	for i := range out {
+		out[i] = proposed{err: err}
+	}
+	return out
+}
+
 // run is the proposer's loop; it returns when the node stops.
 func (p *proposer) run() {
-	var carry *proposal // the command that did not fit the last entry
+	// pending: commands taken from p.in that are in no entry yet (the rest
+	// of a group, or what did not fit the last entry).
+	var pending []*proposal
 	for {
-		first := carry
-		carry = nil
-		if first == nil {
+		if len(pending) == 0 {
 			select {
-			case first = <-p.in:
+			case pr := <-p.in:
+				pending = pr.expand(pending)
 			case <-p.n.ctx.Done():
 				return
 			}
 		}
-		batch := append(make([]*proposal, 0, p.maxBatch), first)
-		size := len(first.data)
-		// add takes pr into the batch, or carries it to the next one when it
-		// does not fit; it reports whether the batch is full.
-		add := func(pr *proposal) bool {
-			if size+len(pr.data) > p.maxBytes {
-				carry = pr
-				return true
+		batch := make([]*proposal, 0, p.maxBatch)
+		size := 0
+		// fill moves pending commands into the batch while they fit (the
+		// first always does); it reports whether the batch is full.
+		fill := func() bool {
+			for len(pending) > 0 {
+				pr := pending[0]
+				if len(batch) > 0 && size+len(pr.data) > p.maxBytes {
+					return true
+				}
+				batch = append(batch, pr)
+				size += len(pr.data)
+				pending = pending[1:]
+				if len(batch) == p.maxBatch {
+					return true
+				}
 			}
-			batch = append(batch, pr)
-			size += len(pr.data)
-			return len(batch) == p.maxBatch
+			return false
 		}
-		full := len(batch) == p.maxBatch
-		// While entries are in flight, a batch that is not full waits for
-		// more commands or for the pipeline to empty.
-	gather:
-		for !full {
-			select {
-			case pr := <-p.in:
-				full = add(pr)
-				continue
-			default:
-			}
-			if len(p.slots) == 0 {
-				break
-			}
-			select {
-			case pr := <-p.in:
-				full = add(pr)
-			case <-p.freed:
-			case <-p.n.ctx.Done():
-				break gather
-			}
-		}
+		// The rest of a group that the last entry split goes at once, beside
+		// its head: the group's callers wait for all of it, and little could
+		// join it (a follower sends another batch meanwhile only when that
+		// one is full, forwardbatch.go).
+		rest := len(pending) > 0 && pending[0].i > 0
+		full := fill() || rest
+		gather(p.n.ctx, p.in, p.slots, p.freed, full, func(pr *proposal) bool {
+			pending = pr.expand(pending)
+			return fill()
+		})
 		// Then wait for room in the pipeline: what arrives meanwhile waits
 		// for the next entry.
 		if !p.acquire() {
-			if carry != nil {
-				batch = append(batch, carry)
-			}
-			p.fail(batch, errStopping)
+			p.fail(append(batch, pending...), errStopping)
 			return
 		}
 		p.propose(batch)
+	}
+}
+
+// gather is group commit's wait. While batches are in flight (slots taken),
+// one that is not full waits for more of what arrives on in (add takes it
+// and reports whether the batch is now full) or for them all to be done
+// (freed); a full batch goes at once, beside them. It returns when the
+// batch is full, nothing is in flight, or ctx ends. The proposer forms log
+// entries by it, and a follower its batches of forwarded Submits
+// (forwardbatch.go).
+func gather[T any](ctx context.Context, in <-chan T, slots chan struct{}, freed <-chan struct{}, full bool, add func(T) bool) {
+	for !full {
+		select {
+		case v := <-in:
+			full = add(v)
+			continue
+		default:
+		}
+		if len(slots) == 0 {
+			return
+		}
+		select {
+		case v := <-in:
+			full = add(v)
+		case <-freed:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -221,7 +303,7 @@ func (p *proposer) propose(batch []*proposal) {
 		go func() {
 			for i, pr := range batch {
 				res, err := outcome(futs[i])
-				pr.done <- proposed{res: res, err: err}
+				pr.answer(res, err)
 			}
 			p.release()
 		}()
@@ -245,7 +327,7 @@ func (p *proposer) propose(batch []*proposal) {
 			return
 		}
 		if len(batch) == 1 {
-			batch[0].done <- proposed{res: res}
+			batch[0].answer(res, nil)
 			return
 		}
 		if len(res.Batch) != len(batch) {
@@ -257,14 +339,14 @@ func (p *proposer) propose(batch []*proposal) {
 			return
 		}
 		for i, pr := range batch {
-			pr.done <- proposed{res: res.Batch[i]}
+			pr.answer(res.Batch[i], nil)
 		}
 	}()
 }
 
 func (p *proposer) fail(batch []*proposal, err error) {
 	for _, pr := range batch {
-		pr.done <- proposed{err: err}
+		pr.answer(fsm.Result{}, err)
 	}
 }
 

@@ -331,43 +331,52 @@ func (g *gatedFSM) Apply(l *raft.Log) any {
 func (g *gatedFSM) Snapshot() (raft.FSMSnapshot, error) { return raftFSM{f: g.f}.Snapshot() }
 func (g *gatedFSM) Restore(rc io.ReadCloser) error      { return raftFSM{f: g.f}.Restore(rc) }
 
+// gatedProposer is a proposer of at most maxBatch commands an entry over a
+// one-node raft whose state machine holds each entry until the test
+// releases it (g.release), after saying so (g.applied).
+func gatedProposer(t *testing.T, maxBatch int) (*proposer, *gatedFSM, *raft.Raft) {
+	t.Helper()
+	g := &gatedFSM{f: fsm.New(), applied: make(chan []byte, 16), release: make(chan struct{})}
+	conf := raft.DefaultConfig()
+	conf.LocalID = "n1"
+	conf.LogOutput = io.Discard
+	conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+	store, snaps := raft.NewInmemStore(), raft.NewInmemSnapshotStore()
+	addr, trans := raft.NewInmemTransport("")
+	servers := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: addr}}}
+	if err := raft.BootstrapCluster(conf, store, store, snaps, trans, servers); err != nil {
+		t.Fatal(err)
+	}
+	r, err := raft.NewRaft(conf, g, store, store, snaps, trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		close(g.release)
+		r.Shutdown().Error()
+	})
+	for deadline := time.Now().Add(5 * time.Second); r.State() != raft.Leader; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader after 5s")
+		}
+	}
+	p := newProposer(&Node{ctx: ctx, raft: r, cfg: Config{ApplyTimeout: 10 * time.Second}}, maxBatch, 4)
+	key := configKey(servers)
+	p.verified.Store(&key)
+	p.enabled.Store(true)
+	go p.run()
+	return p, g, r
+}
+
 // TestPartialBatchWaitsForThePipelineToEmpty: while an entry is in flight,
 // commands that do not fill a batch wait, and go as one entry when it is
 // done; a full batch goes at once, beside the entry in flight.
 func TestPartialBatchWaitsForThePipelineToEmpty(t *testing.T) {
 	for _, maxBatch := range []int{64, 3} {
 		t.Run(fmt.Sprintf("batch=%d", maxBatch), func(t *testing.T) {
-			g := &gatedFSM{f: fsm.New(), applied: make(chan []byte, 16), release: make(chan struct{})}
-			conf := raft.DefaultConfig()
-			conf.LocalID = "n1"
-			conf.LogOutput = io.Discard
-			conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
-			store, snaps := raft.NewInmemStore(), raft.NewInmemSnapshotStore()
-			addr, trans := raft.NewInmemTransport("")
-			servers := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: addr}}}
-			if err := raft.BootstrapCluster(conf, store, store, snaps, trans, servers); err != nil {
-				t.Fatal(err)
-			}
-			r, err := raft.NewRaft(conf, g, store, store, snaps, trans)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(func() {
-				cancel()
-				close(g.release)
-				r.Shutdown().Error()
-			})
-			for deadline := time.Now().Add(5 * time.Second); r.State() != raft.Leader; time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("no leader after 5s")
-				}
-			}
-			p := newProposer(&Node{ctx: ctx, raft: r, cfg: Config{ApplyTimeout: 10 * time.Second}}, maxBatch, 4)
-			key := configKey(servers)
-			p.verified.Store(&key)
-			p.enabled.Store(true)
-			go p.run()
+			p, g, r := gatedProposer(t, maxBatch)
 
 			tick := fsm.MustEncode(fsm.CmdTick, 1, &raftv1.Tick{})
 			send := func() *proposal {
@@ -430,4 +439,57 @@ func TestPartialBatchWaitsForThePipelineToEmpty(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAGroupSharesEntriesAndItsRestDoesNotWait: the commands of a group
+// (a forwarded batch) go into one entry; a group larger than an entry fills
+// one, and its rest goes at once beside it instead of waiting for it to be
+// applied, as a partial batch of single commands would.
+func TestAGroupSharesEntriesAndItsRestDoesNotWait(t *testing.T) {
+	p, g, r := gatedProposer(t, 4)
+	tick := fsm.MustEncode(fsm.CmdTick, 1, &raftv1.Tick{})
+	group := func(n int) chan []proposed {
+		out := make(chan []proposed, 1)
+		data := make([][]byte, n)
+		for i := range data {
+			data[i] = tick
+		}
+		go func() { out <- p.submitGroup(context.Background(), data) }()
+		return out
+	}
+	check := func(res []proposed, n int) {
+		t.Helper()
+		if len(res) != n {
+			t.Fatalf("%d results for %d commands", len(res), n)
+		}
+		for i, r := range res {
+			if r.err != nil || r.res.Err != nil {
+				t.Fatalf("command %d of the group: %v %v", i, r.err, r.res.Err)
+			}
+		}
+	}
+
+	before := r.LastIndex()
+	res := group(3)
+	if e := <-g.applied; fsm.CommandType(e[0]) != fsm.CmdBatch {
+		t.Fatalf("a group of 3 went as %v, not one batch entry", fsm.CommandType(e[0]))
+	}
+	g.release <- struct{}{}
+	check(<-res, 3)
+	if got := r.LastIndex(); got != before+1 {
+		t.Fatalf("a group of 3 took %d entries", got-before)
+	}
+
+	before = r.LastIndex()
+	res = group(6)
+	<-g.applied // the first 4, held at the state machine: in flight
+	for deadline := time.Now().Add(5 * time.Second); r.LastIndex() != before+2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rest of a group waited for the entry holding its head")
+		}
+	}
+	g.release <- struct{}{}
+	<-g.applied
+	g.release <- struct{}{}
+	check(<-res, 6)
 }

@@ -43,11 +43,7 @@ func (c strictJSONCodec) Name() string { return c.name }
 func (c strictJSONCodec) IsBinary() bool { return false }
 
 func (c strictJSONCodec) Marshal(msg any) ([]byte, error) {
-	m, ok := msg.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a protobuf message", msg)
-	}
-	return protojson.MarshalOptions{}.Marshal(m)
+	return c.MarshalAppend(nil, msg)
 }
 
 func (c strictJSONCodec) MarshalAppend(dst []byte, msg any) ([]byte, error) {
@@ -55,7 +51,27 @@ func (c strictJSONCodec) MarshalAppend(dst []byte, msg any) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%T is not a protobuf message", msg)
 	}
+	m, err := decodeUnknown(m)
+	if err != nil {
+		return nil, err
+	}
 	return protojson.MarshalOptions{}.MarshalAppend(dst, m)
+}
+
+// decodeUnknown is m with the fields it carries undecoded, as unknown
+// fields, decoded: a leader's answer that a follower relays as it is
+// (relayOutcome). protojson would leave them out.
+func decodeUnknown(m proto.Message) (proto.Message, error) {
+	raw := m.ProtoReflect().GetUnknown()
+	if len(raw) == 0 {
+		return m, nil
+	}
+	out := proto.Clone(m)
+	out.ProtoReflect().SetUnknown(nil)
+	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(raw, out); err != nil {
+		return nil, fmt.Errorf("decoding the relayed %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	return out, nil
 }
 
 var unknownFieldRE = regexp.MustCompile(`unknown field "([^"]*)"`)

@@ -34,6 +34,7 @@ type serveFlags struct {
 	executors                     int
 	gcPercent                     int
 	proposeBatch, proposeInflight int
+	forwardBatch, forwardInflight int
 	failureRate                   float64
 	leaseGrace                    time.Duration
 	raftTiming                    node.RaftTiming
@@ -69,6 +70,8 @@ func (f *serveFlags) register(c *cobra.Command, dataDefault string, executorsDef
 	c.Flags().IntVar(&f.raftWALSegmentMiB, "raft-wal-segment-mib", 0, "raft: size of one WAL segment file in MiB; compaction deletes whole segments (default 64)")
 	c.Flags().IntVar(&f.proposeBatch, "propose-batch", 0, "group commit: most client writes carried by one raft log entry (default 64; 1 turns it off)")
 	c.Flags().IntVar(&f.proposeInflight, "propose-inflight", 0, "group commit: most log entries handed to raft and not yet applied; writes arriving meanwhile share the next entry (default 4)")
+	c.Flags().IntVar(&f.forwardBatch, "forward-batch", 0, "forwarding: most client Submits a follower sends the leader in one call (default 256; 1 sends each alone)")
+	c.Flags().IntVar(&f.forwardInflight, "forward-inflight", 0, "forwarding: most such calls a follower has in flight; Submits arriving meanwhile share the next (default 4)")
 	c.Flags().IntVar(&f.gcPercent, "gc-percent", 0, "Go GC target: heap growth in percent before a collection (GOGC); 0 keeps GOGC's or Go's default (100)")
 	c.Flags().StringVar(&f.tls.CertFile, "tls-cert", "", "certificate (PEM) to serve the API with over TLS; re-read when the file changes or on SIGHUP. With --peer-ca it is also this node's identity to its peers")
 	c.Flags().StringVar(&f.tls.KeyFile, "tls-key", "", "private key (PEM) of --tls-cert")
@@ -132,6 +135,9 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.proposeBatch < 0 || f.proposeBatch > 4096 || f.proposeInflight < 0 || f.proposeInflight > 1024 {
 		return fmt.Errorf("--propose-batch %d / --propose-inflight %d: outside 0–4096 / 0–1024", f.proposeBatch, f.proposeInflight)
 	}
+	if f.forwardBatch < 0 || f.forwardBatch > 4096 || f.forwardInflight < 0 || f.forwardInflight > 1024 {
+		return fmt.Errorf("--forward-batch %d / --forward-inflight %d: outside 0–4096 / 0–1024", f.forwardBatch, f.forwardInflight)
+	}
 	if f.metricsTenants < 0 || f.metricsTenants > 1000 {
 		return fmt.Errorf("--metrics-tenants: %d is outside 1–1000", f.metricsTenants)
 	}
@@ -192,6 +198,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
 		Bootstrap: f.bootstrap, Policy: policy, InitialPolicy: initial, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
 		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
+		ForwardBatch: f.forwardBatch, ForwardInflight: f.forwardInflight,
 		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
 		Gossip: f.gossip, GossipJoin: splitList(f.gossipJoin),
 		MaxConnsPerIP: f.maxConnsPerIP, MaxStreamsPerKey: f.maxStreamsPerKey, MetricsTenants: f.metricsTenants,
