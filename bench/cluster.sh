@@ -293,14 +293,20 @@ snapshot() {
 }
 
 # paths: a 3-node Sluice, Submits through the leader and through a follower,
-# interleaved REPEAT times (default 2) at the last of CLIENTS; prints the RESULT
-# lines (labels 3node-leader and 3node-follower) for bench/ratios.sh.
+# interleaved REPEAT times (default 2) at the last of CLIENTS, the two in turn
+# first (the state, and the collector's work, grow as the run goes on); prints
+# the RESULT lines (labels 3node-leader and 3node-follower) for bench/ratios.sh.
 paths() {
 	local c=${CLIENTS##* }
 	start_sluice paths 3
 	for r in $(seq "${REPEAT:-2}"); do
-		measure 3node-leader sluice "http://127.0.0.1:$((BASE_PORT + 1))" "$PROTO" "$c"
-		measure 3node-follower sluice "http://127.0.0.1:$((BASE_PORT + 2))" "$PROTO" "$c"
+		if ((r % 2)); then
+			measure 3node-leader sluice "http://127.0.0.1:$((BASE_PORT + 1))" "$PROTO" "$c"
+			measure 3node-follower sluice "http://127.0.0.1:$((BASE_PORT + 2))" "$PROTO" "$c"
+		else
+			measure 3node-follower sluice "http://127.0.0.1:$((BASE_PORT + 2))" "$PROTO" "$c"
+			measure 3node-leader sluice "http://127.0.0.1:$((BASE_PORT + 1))" "$PROTO" "$c"
+		fi
 	done
 	stop_all
 	cat "$RESULTS"
