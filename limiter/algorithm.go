@@ -44,11 +44,20 @@ type verdict struct {
 }
 
 // result is v as the Result of a hit at now on an algorithm whose Limit is limit.
-func (v verdict) result(limit, now int64) Result {
+func (v verdict) result(limit, now int64) (r Result) {
+	v.fill(&r, limit, now)
+	return r
+}
+
+// fill sets *r to v.result(limit, now). A Result is too wide to live in registers: returned
+// by value from a call, the compiler copies it through the stack in 16-byte loads of the
+// 8-byte stores that built it, and each such load stalls on store forwarding. Callers on a
+// hot path fill their own named result instead, and return it as it is.
+func (v verdict) fill(r *Result, limit, now int64) {
+	r.Allowed, r.Limit, r.Remaining, r.ResetAt, r.RetryAt, r.ServeAt = v.allowed, limit, v.remaining, v.resetAt, v.at, 0
 	if v.allowed {
-		return Result{Allowed: true, Limit: limit, Remaining: v.remaining, ResetAt: v.resetAt, RetryAt: now, ServeAt: v.at}
+		r.RetryAt, r.ServeAt = now, v.at
 	}
-	return Result{Limit: limit, Remaining: v.remaining, ResetAt: v.resetAt, RetryAt: v.at}
 }
 
 // Rate is N units per Per. Arithmetic on rates is exact (no floats): 7 per second is

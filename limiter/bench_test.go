@@ -20,6 +20,7 @@ import (
 // BenchmarkKeyed/one-key and /1M-keys: a keyed table (Sharded; x/time/rate: a map of
 // limiters behind a mutex, and a sync.Map), serial and with b.RunParallel.
 // BenchmarkEngine: the state machine's path, a three-rule policy.
+// BenchmarkMissFloor: the 1M-key row's bare memory cost, no algorithm (what no table can beat).
 //
 // Each op is one decision; time moves 1µs per op, so rates are set to keep most hits admitted.
 
@@ -262,5 +263,68 @@ func BenchmarkEngine(b *testing.B) {
 			}
 		})
 		runtime.GC()
+	}
+}
+
+// BenchmarkMissFloor is what no keyed table can beat at 1M keys: hash the key, lock one of 64
+// shards, probe an open-addressing table of 64-byte lines holding the key in place, store
+// into the line, unlock; no algorithm, no Result. Same keys, layout (64 × 32768 lines, half
+// full) and lookups (copies, in cache) as BenchmarkKeyed/1M-keys-in-cache. /then-arithmetic
+// adds four steps of arithmetic on the word read from the line (about 30 instructions), as
+// any algorithm's update adds more: see bench/README.md, limiter, for what that costs.
+func BenchmarkMissFloor(b *testing.B) {
+	insert, lookup := benchKeySet(benchKeys)
+	lookup = keyStream(lookup)
+	type line struct {
+		n, tag uint32
+		key    [inlineKey]byte
+		word   int64
+		_      [2]int64
+	}
+	type floorShard struct {
+		mu    sync.Mutex
+		lines []line
+		_     [64 - 32]byte
+	}
+	shards := make([]floorShard, shardCount)
+	for i := range shards {
+		shards[i].lines = make([]line, 2*benchKeys/shardCount)
+	}
+	// probe returns key's line in sh, or the empty line that ends its run.
+	probe := func(sh *floorShard, key string, h uint64) *line {
+		m := uint32(len(sh.lines) - 1)
+		for i := uint32(h>>32) & m; ; i = (i + 1) & m {
+			l := &sh.lines[i]
+			if l.n == 0 || l.tag == uint32(h>>32) && int(l.n) == len(key)+1 && string(l.key[:len(key)]) == key {
+				return l
+			}
+		}
+	}
+	for _, k := range insert {
+		h := keyHash(k)
+		l := probe(&shards[h%shardCount], k, h)
+		l.n, l.tag = uint32(len(k))+1, uint32(h>>32)
+		copy(l.key[:], k)
+	}
+	for _, steps := range []int{0, 4} {
+		name := "one-line"
+		if steps > 0 {
+			name = "one-line-then-arithmetic"
+		}
+		b.Run(name, func(b *testing.B) {
+			runKeyed(b, lookup, false, func(key string, now int64) bool {
+				h := keyHash(key)
+				sh := &shards[h%shardCount]
+				sh.mu.Lock()
+				l := probe(sh, key, h)
+				x := l.word
+				for range steps {
+					x = x*3 + now ^ x>>7
+				}
+				l.word = x
+				sh.mu.Unlock()
+				return l.n != 0
+			})
+		})
 	}
 }

@@ -161,26 +161,25 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 		r := &e.rules[d.idx[j]]
 		d.keys[j] = hashed(r.key(req))
 		v, rf := r.table.evaluate(d.keys[j], now, r.units(req), charge)
-		res := v.result(r.table.limit(), now)
 		d.refs[j] = rf
-		d.results[j] = RuleResult{Rule: r.Name, Result: res, Action: r.Action, Shadow: r.Shadow,
-			Overflow: rf == refOverflow || rf == refFull}
+		rr := &d.results[j]
+		rr.Rule, rr.Action, rr.Shadow, rr.Overflow = r.Name, r.Action, r.Shadow, rf == refOverflow || rf == refFull
+		v.fill(&rr.Result, r.table.limit(), now)
 		if r.Shadow {
 			continue
 		}
-		if res.Allowed {
-			if res.ServeAt > d.At {
-				d.At, delayedBy = res.ServeAt, j
+		if v.allowed { // v.at is ServeAt
+			if v.at > d.At {
+				d.At, delayedBy = v.at, j
 			}
 			continue
 		}
-		switch {
-		case r.Action == Delay && r.table.canDelay() && res.RetryAt != Never && res.RetryAt-now <= int64(r.MaxWait):
+		switch { // v.at is RetryAt
+		case r.Action == Delay && r.table.canDelay() && v.at != Never && v.at-now <= int64(r.MaxWait):
 			d.delayed |= 1 << j
-			rr := &d.results[j]
-			rr.Allowed, rr.ServeAt, rr.Remaining = true, res.RetryAt, 0
-			if res.RetryAt > d.At {
-				d.At, delayedBy = res.RetryAt, j
+			rr.Allowed, rr.ServeAt, rr.Remaining = true, v.at, 0
+			if v.at > d.At {
+				d.At, delayedBy = v.at, j
 			}
 			continue
 		case r.Action == Degrade:
@@ -192,7 +191,7 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 				refuse = j
 			}
 		}
-		d.RetryAt = laterRetry(d.RetryAt, res.RetryAt)
+		d.RetryAt = laterRetry(d.RetryAt, v.at)
 	}
 	switch {
 	case refuse >= 0:

@@ -96,6 +96,17 @@ func mulGE(a, b, c int64) bool {
 	return hi > 0 || lo >= uint64(c)
 }
 
+// mulAddGEMul reports whether a*b+c ≥ x*y, for non-negative operands: what
+// mulAddDivMod(a, b, c, y) ≥ x says, without a division.
+func mulAddGEMul(a, b, c, x, y int64) bool {
+	hi, lo := bits.Mul64(uint64(a), uint64(b))
+	var carry uint64
+	lo, carry = bits.Add64(lo, uint64(c), 0)
+	hi += carry
+	xhi, xlo := bits.Mul64(uint64(x), uint64(y))
+	return hi > xhi || hi == xhi && lo >= xlo
+}
+
 // capAmount keeps debts and counts below maxAmount so later sums cannot overflow.
 func capAmount(v int64) int64 {
 	return min(v, maxAmount)

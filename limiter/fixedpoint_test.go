@@ -31,5 +31,10 @@ func TestFixedPointMatchesBigIntegers(t *testing.T) {
 		if got, want := mulGE(a, b, c), prod.Cmp(big.NewInt(c)) >= 0; got != want {
 			t.Fatalf("mulGE(%d, %d, %d) = %v", a, b, c, got)
 		}
+		x := rapid.Int64Range(0, math.MaxInt64).Draw(t, "x")
+		xd := new(big.Int).Mul(big.NewInt(x), big.NewInt(d))
+		if got, want := mulAddGEMul(a, b, c, x, d), new(big.Int).Add(prod, big.NewInt(c)).Cmp(xd) >= 0; got != want {
+			t.Fatalf("mulAddGEMul(%d, %d, %d, %d, %d) = %v", a, b, c, x, d, got)
+		}
 	})
 }

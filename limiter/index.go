@@ -22,47 +22,33 @@ func hashed(key string) hkey { return hkey{key, keyHash(key)} }
 // keys), so that finding a key and its state touches one slot and nothing else.
 const inlineKey = 32
 
-// slotKey is a slot's key: in place when short, else in long.
-type slotKey struct {
-	n    int32  // length of the key plus one; 0 marks an empty slot
-	tag  uint32 // the upper half of the key's hash, which picks its home slot
-	b    [inlineKey]byte
-	long string
+// slot is a key and its state: what a decision on a held key reads and writes, and nothing
+// else (the idle heap and long keys are kept beside the slots). With a state of at most 24
+// bytes (every algorithm's but the sliding log's) a slot is 64 bytes and holds no pointer, so
+// a table of a power of two of them starts on a cache line and a slot never straddles two:
+// a decision on a key not in cache waits on one line.
+type slot[S any] struct {
+	tag   uint32          // the upper half of the key's hash, which picks its home slot
+	n     uint32          // length of the key plus one; 0 marks an empty slot
+	key   [inlineKey]byte // the key when at most inlineKey bytes; a longer one is in keyed.long
+	state S
 }
 
-func makeSlotKey(key string, h uint64) slotKey {
-	k := slotKey{n: int32(len(key)) + 1, tag: uint32(h >> 32)}
-	if len(key) <= inlineKey {
-		copy(k.b[:], key)
-	} else {
-		k.long = key
-	}
-	return k
-}
+func (s *slot[S]) used() bool { return s.n != 0 }
 
-func (k *slotKey) used() bool { return k.n != 0 }
-
-func (k *slotKey) equal(key string) bool {
-	if int(k.n) != len(key)+1 {
-		return false
+// keyAt returns the key held in slot i.
+func (t *keyed[S, K]) keyAt(i int32) string {
+	sl := &t.slots[i]
+	if int(sl.n)-1 > inlineKey {
+		return t.long[i]
 	}
-	if len(key) <= inlineKey {
-		return string(k.b[:len(key)]) == key
-	}
-	return k.long == key
-}
-
-func (k *slotKey) String() string {
-	if k.n-1 <= inlineKey {
-		return string(k.b[:k.n-1])
-	}
-	return k.long
+	return string(sl.key[:sl.n-1])
 }
 
 // The slots of a keyed table are an open-addressing hash table with linear probing: a key
 // lives in the first slot at or after its home (tag & mask) in a run of used slots. It is at
 // most maxLoadNum/maxLoadDen full, and removal shifts later slots of the run back, so there
-// are no tombstones. Moving a slot moves its heap entry's target with it.
+// are no tombstones. Moving a slot moves its heap entry's target and its long key with it.
 const maxLoadNum, maxLoadDen = 3, 4
 
 // find returns the slot holding k.
@@ -70,13 +56,20 @@ func (t *keyed[S, K]) find(k hkey) (int32, bool) {
 	if len(t.slots) == 0 {
 		return 0, false
 	}
-	tag, m := uint32(k.h>>32), uint32(len(t.slots)-1)
+	tag, m, n := uint32(k.h>>32), uint32(len(t.slots)-1), uint32(len(k.s))+1
 	for i := tag & m; ; i = (i + 1) & m {
-		sk := &t.slots[i].key
-		if !sk.used() {
+		sl := &t.slots[i]
+		if !sl.used() {
 			return 0, false
 		}
-		if sk.tag == tag && sk.equal(k.s) {
+		if sl.tag != tag || sl.n != n {
+			continue
+		}
+		if len(k.s) <= inlineKey {
+			if string(sl.key[:len(k.s)]) == k.s {
+				return int32(i), true
+			}
+		} else if t.long[i] == k.s {
 			return int32(i), true
 		}
 	}
@@ -88,8 +81,19 @@ func (t *keyed[S, K]) insert(k hkey) int32 {
 	if maxLoadDen*(t.n+1) > maxLoadNum*len(t.slots) {
 		t.resize(max(16, 2*len(t.slots)))
 	}
-	i := t.vacancy(uint32(k.h >> 32))
-	t.slots[i] = slot[S]{key: makeSlotKey(k.s, k.h), pos: -1}
+	tag := uint32(k.h >> 32)
+	i := t.vacancy(tag)
+	sl := &t.slots[i]
+	*sl = slot[S]{tag: tag, n: uint32(len(k.s)) + 1}
+	if len(k.s) <= inlineKey {
+		copy(sl.key[:], k.s)
+	} else {
+		if t.long == nil {
+			t.long = make([]string, len(t.slots))
+		}
+		t.long[i] = k.s
+	}
+	t.pos[i] = -1
 	t.n++
 	return i
 }
@@ -98,7 +102,7 @@ func (t *keyed[S, K]) insert(k hkey) int32 {
 func (t *keyed[S, K]) vacancy(tag uint32) int32 {
 	m := uint32(len(t.slots) - 1)
 	i := tag & m
-	for t.slots[i].key.used() {
+	for t.slots[i].used() {
 		i = (i + 1) & m
 	}
 	return int32(i)
@@ -106,34 +110,50 @@ func (t *keyed[S, K]) vacancy(tag uint32) int32 {
 
 // resize rehashes the slots into a table of size slots (a power of two).
 func (t *keyed[S, K]) resize(size int) {
-	old := t.slots
-	t.slots = make([]slot[S], size)
+	old, oldPos, oldLong := t.slots, t.pos, t.long
+	t.slots, t.pos = make([]slot[S], size), make([]int32, size)
+	if oldLong != nil {
+		t.long = make([]string, size)
+	}
 	for i := range old {
-		if old[i].key.used() {
-			t.put(t.vacancy(old[i].key.tag), &old[i])
+		if old[i].used() {
+			j := t.vacancy(old[i].tag)
+			t.slots[j], t.pos[j] = old[i], oldPos[i]
+			if oldLong != nil {
+				t.long[j] = oldLong[i]
+			}
+			if p := oldPos[i]; p >= 0 {
+				t.heap[p].slot = j
+			}
 		}
 	}
 }
 
-// put moves the used slot *from into the empty slot i, and its heap entry with it.
-func (t *keyed[S, K]) put(i int32, from *slot[S]) {
-	t.slots[i] = *from
-	if p := from.pos; p >= 0 {
-		t.heap[p] = i
+// move moves the used slot j into the empty slot i, with its heap entry and long key.
+func (t *keyed[S, K]) move(i, j int32) {
+	t.slots[i], t.pos[i] = t.slots[j], t.pos[j]
+	if t.long != nil {
+		t.long[i] = t.long[j]
+	}
+	if p := t.pos[i]; p >= 0 {
+		t.heap[p].slot = i
 	}
 }
 
 // delete empties slot i, which is off the heap, shifting back the slots after it in its run.
 func (t *keyed[S, K]) delete(i int32) {
 	m := int32(len(t.slots) - 1)
-	for j := (i + 1) & m; t.slots[j].key.used(); j = (j + 1) & m {
-		home := int32(t.slots[j].key.tag) & m
+	for j := (i + 1) & m; t.slots[j].used(); j = (j + 1) & m {
+		home := int32(t.slots[j].tag) & m
 		// Slot j may move back to the hole at i unless its home lies cyclically in (i, j].
 		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
-			t.put(i, &t.slots[j])
+			t.move(i, j)
 			i = j
 		}
 	}
-	t.slots[i] = slot[S]{pos: -1}
+	t.slots[i] = slot[S]{}
+	if t.long != nil {
+		t.long[i] = ""
+	}
 	t.n--
 }

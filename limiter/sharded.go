@@ -45,21 +45,23 @@ func (s *Sharded) shard(key string) (*shard, hkey) {
 }
 
 // Admit decides a hit of cost on key at now and charges it if allowed.
-func (s *Sharded) Admit(key string, now, cost int64) Result {
+func (s *Sharded) Admit(key string, now, cost int64) (r Result) {
 	sh, k := s.shard(key)
 	sh.mu.Lock()
 	v := sh.t.admit(k, now, cost)
 	sh.mu.Unlock()
-	return v.result(s.limit, now)
+	v.fill(&r, s.limit, now)
+	return r
 }
 
 // Check decides like Admit without charging.
-func (s *Sharded) Check(key string, now, cost int64) Result {
+func (s *Sharded) Check(key string, now, cost int64) (r Result) {
 	sh, k := s.shard(key)
 	sh.mu.Lock()
 	v, _ := sh.t.evaluate(k, now, cost, false)
 	sh.mu.Unlock()
-	return v.result(s.limit, now)
+	v.fill(&r, s.limit, now)
+	return r
 }
 
 // Refund gives back cost units charged on key at time at; on a Concurrency cap it releases

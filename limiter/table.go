@@ -64,18 +64,6 @@ type table interface {
 	limit() int64
 }
 
-type slot[S any] struct {
-	key slotKey
-	// pos is the slot's place in the idle heap, -1 when the slot is empty.
-	pos int32
-	// idle is a lower bound on idleAt(state): a charge of a positive cost only raises idleAt
-	// (a state not yet idle keeps its absolute idle time as time passes; one already idle
-	// becomes busy past now), so it goes stale upwards and is refreshed at the top of the
-	// heap; refunds, which lower idleAt, move the slot up.
-	idle  int64
-	state S
-}
-
 // keyed is a table: a hash table of slots, each a key with its state (index.go), an idle
 // heap, and one overflow state shared by new keys once maxKeys keys are held.
 //
@@ -89,11 +77,26 @@ type keyed[S any, K kernel[S]] struct {
 	overflow bool // new keys share overflowState when full; otherwise they are rejected
 	maxKeys  int
 
-	slots         []slot[S] // a power of two of them, or none
-	n             int       // used slots
-	heap          []int32   // used slot indices, a min-heap on slot.idle
+	slots []slot[S] // a power of two of them, or none (index.go)
+	// Beside the slots, indexed alike and read by no decision on a held key: each used
+	// slot's place in the heap (-1 until pushed), and each long key (nil until one is held).
+	pos  []int32
+	long []string
+	n    int         // used slots
+	heap []heapEntry // the used slots, a min-heap on idle
+
 	overflowState S
 	pending       S // the state after the hit evaluate last allowed, for commit
+}
+
+// heapEntry is a used slot on the idle heap.
+type heapEntry struct {
+	// idle is a lower bound on idleAt(state): a charge of a positive cost only raises idleAt
+	// (a state not yet idle keeps its absolute idle time as time passes; one already idle
+	// becomes busy past now), so it goes stale upwards and is refreshed at the top of the
+	// heap; refunds, which lower idleAt, move the entry up.
+	idle int64
+	slot int32
 }
 
 func newKeyed[S any, K kernel[S]](k K, maxKeys int, delays, overflow bool) *keyed[S, K] {
@@ -114,7 +117,7 @@ func (t *keyed[S, K]) locate(k hkey, now int64, sweep bool) ref {
 	if t.n < t.maxKeys {
 		return refNew
 	}
-	if len(t.heap) > 0 && t.slots[t.heap[0]].idle <= now {
+	if len(t.heap) > 0 && t.heap[0].idle <= now {
 		if !sweep {
 			return refNew
 		}
@@ -226,11 +229,12 @@ func (t *keyed[S, K]) refund(k hkey, now, at, cost int64) {
 	if !ok {
 		return
 	}
-	sl := &t.slots[i]
-	t.k.refund(&sl.state, now, at, cost)
-	if idle := t.k.idleAt(sl.state); idle < sl.idle {
-		sl.idle = idle
-		t.up(int(sl.pos))
+	s := &t.slots[i].state
+	t.k.refund(s, now, at, cost)
+	p := t.pos[i]
+	if idle := t.k.idleAt(*s); idle < t.heap[p].idle {
+		t.heap[p].idle = idle
+		t.up(int(p))
 	}
 }
 
@@ -239,13 +243,13 @@ func (t *keyed[S, K]) refund(k hkey, now, at, cost int64) {
 func (t *keyed[S, K]) sweep(now int64) int {
 	dropped := 0
 	for len(t.heap) > 0 {
-		i := t.heap[0]
-		sl := &t.slots[i]
-		if sl.idle > now {
+		e := &t.heap[0]
+		if e.idle > now {
 			break
 		}
-		if idle := t.k.idleAt(sl.state); idle > now {
-			sl.idle = idle
+		i := e.slot
+		if idle := t.k.idleAt(t.slots[i].state); idle > now {
+			e.idle = idle
 			t.down(0)
 			continue
 		}
@@ -257,9 +261,8 @@ func (t *keyed[S, K]) sweep(now int64) int {
 }
 
 func (t *keyed[S, K]) push(i int32, idle int64) {
-	t.slots[i].idle = idle
-	t.slots[i].pos = int32(len(t.heap))
-	t.heap = append(t.heap, i)
+	t.pos[i] = int32(len(t.heap))
+	t.heap = append(t.heap, heapEntry{idle, i})
 	t.up(len(t.heap) - 1)
 }
 
@@ -274,14 +277,14 @@ func (t *keyed[S, K]) remove(p int) {
 }
 
 func (t *keyed[S, K]) less(a, b int) bool {
-	return t.slots[t.heap[a]].idle < t.slots[t.heap[b]].idle
+	return t.heap[a].idle < t.heap[b].idle
 }
 
 func (t *keyed[S, K]) swap(a, b int) {
 	h := t.heap
 	h[a], h[b] = h[b], h[a]
-	t.slots[h[a]].pos = int32(a)
-	t.slots[h[b]].pos = int32(b)
+	t.pos[h[a].slot] = int32(a)
+	t.pos[h[b].slot] = int32(b)
 }
 
 func (t *keyed[S, K]) up(p int) {
@@ -327,8 +330,8 @@ func (t *keyed[S, K]) appendSnapshot(b []byte) []byte {
 	}
 	order := make([]held, 0, t.n)
 	for i := range t.slots {
-		if t.slots[i].key.used() {
-			order = append(order, held{t.slots[i].key.String(), int32(i)})
+		if t.slots[i].used() {
+			order = append(order, held{t.keyAt(int32(i)), int32(i)})
 		}
 	}
 	slices.SortFunc(order, func(x, y held) int { return strings.Compare(x.key, y.key) })
@@ -345,15 +348,15 @@ func (t *keyed[S, K]) appendSnapshot(b []byte) []byte {
 func (t *keyed[S, K]) restore(d *decoder) {
 	t.k.readState(d, &t.overflowState)
 	n := d.count(t.maxKeys, 2)
-	t.slots, t.n = nil, 0
+	t.slots, t.pos, t.long, t.n = nil, nil, nil, 0
 	if n > 0 {
 		size := 16
 		for maxLoadDen*n > maxLoadNum*size {
 			size *= 2
 		}
-		t.slots = make([]slot[S], size)
+		t.slots, t.pos = make([]slot[S], size), make([]int32, size)
 	}
-	t.heap = make([]int32, 0, n)
+	t.heap = make([]heapEntry, 0, n)
 	prev := ""
 	for i := 0; i < n && d.err == nil; i++ {
 		key := d.string()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+	"unsafe"
 
 	"pgregory.net/rapid"
 )
@@ -14,20 +16,23 @@ import (
 func (t *keyed[S, K]) invariants() error {
 	live := 0
 	for i := range t.slots {
-		sl := &t.slots[i]
-		if !sl.key.used() {
+		sl, p := &t.slots[i], t.pos[i]
+		if !sl.used() {
+			if t.long != nil && t.long[i] != "" {
+				return fmt.Errorf("empty slot %d holds a long key", i)
+			}
 			continue
 		}
 		live++
-		key := sl.key.String()
+		key := t.keyAt(int32(i))
 		if j, ok := t.find(hashed(key)); !ok || j != int32(i) {
 			return fmt.Errorf("slot %d (%q) is not found by its key", i, key)
 		}
-		if int(sl.pos) >= len(t.heap) || sl.pos < 0 || t.heap[sl.pos] != int32(i) {
-			return fmt.Errorf("slot %d is not at its heap position %d", i, sl.pos)
+		if int(p) >= len(t.heap) || p < 0 || t.heap[p].slot != int32(i) {
+			return fmt.Errorf("slot %d is not at its heap position %d", i, p)
 		}
-		if real := t.k.idleAt(sl.state); sl.idle > real {
-			return fmt.Errorf("slot %q: heap says idle at %d, really %d", key, sl.idle, real)
+		if real := t.k.idleAt(sl.state); t.heap[p].idle > real {
+			return fmt.Errorf("slot %q: heap says idle at %d, really %d", key, t.heap[p].idle, real)
 		}
 	}
 	if live != t.n || live != len(t.heap) || maxLoadDen*live > maxLoadNum*len(t.slots) {
@@ -91,11 +96,11 @@ func TestKeySlotsAgreeWithAMap(t *testing.T) {
 				h = uint64(rapid.SampledFrom([]uint32{0, 1, 7, 0xFFFFFFFF, 0xFFFFFFFE}).Draw(t, "tag")) << 32
 			}
 			got, ok := tb.find(hkey{key, h})
-			if ok != held || (ok && tb.slots[got].key.String() != key) {
+			if ok != held || (ok && tb.keyAt(got) != key) {
 				t.Fatalf("op %d: find %q = %d,%v; held %v", i, key, got, ok, held)
 			}
 			if ok {
-				tb.remove(int(tb.slots[got].pos))
+				tb.remove(int(tb.pos[got]))
 				tb.delete(got)
 				delete(hashes, key)
 			} else {
@@ -105,16 +110,42 @@ func TestKeySlotsAgreeWithAMap(t *testing.T) {
 			if tb.n != len(hashes) || len(tb.heap) != tb.n {
 				t.Fatalf("op %d: table holds %d, heap %d, want %d", i, tb.n, len(tb.heap), len(hashes))
 			}
-			for p, s := range tb.heap {
-				if tb.slots[s].pos != int32(p) || !tb.slots[s].key.used() {
-					t.Fatalf("op %d: heap entry %d points at slot %d, which says %d", i, p, s, tb.slots[s].pos)
+			for p, e := range tb.heap {
+				if tb.pos[e.slot] != int32(p) || !tb.slots[e.slot].used() {
+					t.Fatalf("op %d: heap entry %d points at slot %d, which says %d", i, p, e.slot, tb.pos[e.slot])
 				}
 			}
 		}
 		for key, h := range hashes {
-			if got, ok := tb.find(hkey{key, h}); !ok || tb.slots[got].key.String() != key {
+			if got, ok := tb.find(hkey{key, h}); !ok || tb.keyAt(got) != key {
 				t.Fatalf("%q lost", key)
 			}
 		}
 	})
+}
+
+// A decision on a held key reads one cache line: a slot whose state is at most 24 bytes is 64
+// bytes, and a table of them starts on a 64-byte boundary, however large it grows.
+func TestSlotsOfSmallStatesFillOneCacheLineEach(t *testing.T) {
+	sizes := map[string]uintptr{
+		"token bucket":    unsafe.Sizeof(slot[TokenBucketState]{}),
+		"gcra":            unsafe.Sizeof(slot[GCRAState]{}),
+		"leaky queue":     unsafe.Sizeof(slot[LeakyQueueState]{}),
+		"fixed window":    unsafe.Sizeof(slot[FixedWindowState]{}),
+		"sliding counter": unsafe.Sizeof(slot[SlidingCounterState]{}),
+		"concurrency":     unsafe.Sizeof(slot[ConcurrencyState]{}),
+		"quota":           unsafe.Sizeof(slot[QuotaState]{}),
+	}
+	for name, size := range sizes {
+		if size > 64 {
+			t.Errorf("a %s slot is %d bytes, more than a cache line", name, size)
+		}
+	}
+	tb := newKeyed[TokenBucketState](TokenBucket{Rate: Rate{N: 1, Per: time.Second}, Burst: 1}, 1<<20, true, true)
+	for i := range 100_000 {
+		tb.charge(hashed(fmt.Sprint(i)), epoch, 1)
+		if len(tb.slots) > 0 && uintptr(unsafe.Pointer(&tb.slots[0]))%64 != 0 {
+			t.Fatalf("a table of %d slots starts at %p, inside a cache line", len(tb.slots), &tb.slots[0])
+		}
+	}
 }

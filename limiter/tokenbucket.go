@@ -48,6 +48,11 @@ func (tb TokenBucket) refill(s TokenBucketState, now int64) TokenBucketState {
 	if now <= s.Last {
 		return s
 	}
+	// A bucket with the time to refill completely (a key hit less often than its rate, as
+	// most keys of a large table are) is refilled without a division.
+	if mulAddGEMul(now-s.Last, tb.Rate.N, s.Credit, s.Taken, int64(tb.Rate.Per)) {
+		return TokenBucketState{Last: now}
+	}
 	q, r, ok := mulAddDivMod(now-s.Last, tb.Rate.N, s.Credit, int64(tb.Rate.Per))
 	if !ok || q >= s.Taken {
 		return TokenBucketState{Last: now}
