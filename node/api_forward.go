@@ -41,6 +41,11 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 	n := s.n
 	host := hostOf(req.Peer().Addr)
 	if !n.fromPeer(ctx, host) {
+		if !n.canJudgeKeys() {
+			// The members are in the log: a restarted node that has not applied
+			// it yet cannot tell a member from a stranger (the caller retries).
+			return nil, n.notCaughtUpError()
+		}
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
 			"SubmitBatch is for the servers of this cluster only: %s is not a member's host, or (with --peer-ca) did not present a peer certificate", host))
 	}

@@ -308,6 +308,12 @@ func (f *submitForwarder) send(batch []*forwardItem) {
 	if err == nil && len(res.Msg.GetOutcomes()) != len(batch) {
 		err = fmt.Errorf("the leader answered %d of %d Submits", len(res.Msg.GetOutcomes()), len(batch))
 	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		// Every item's caller reads this one error: Meta makes its map on the
+		// first call, here, before the sends below publish it.
+		ce.Meta()
+	}
 	for i, it := range batch {
 		r := forwardReply{err: err}
 		if err == nil {
