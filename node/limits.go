@@ -149,7 +149,7 @@ func roundWait(d time.Duration) string {
 }
 
 // setRateLimitHeaders writes RateLimit-Policy and RateLimit in the syntax
-// of draft-ietf-httpapi-ratelimit-headers-10: one list item per rule,
+// of draft-ietf-httpapi-ratelimit-headers-11: one list item per rule,
 // `"name";q=<quota>;w=<window s>` and `"name";r=<remaining>;t=<reset s>`.
 func (n *Node) setRateLimitHeaders(h http.Header, rules []limiter.RuleResult, now time.Time) {
 	var policies, states []string
@@ -163,7 +163,12 @@ func (n *Node) setRateLimitHeaders(h http.Header, rules []limiter.RuleResult, no
 		}
 		policies = append(policies, p)
 		st := fmt.Sprintf("%s;r=%d", name, r.Remaining)
-		if r.ResetAt > 0 {
+		if wait, ok := retryDelay(r.RetryAt, now); ok && !r.Allowed && !r.Shadow {
+			// Refused: nothing is left until the retry time, which is also what
+			// Retry-After says (draft -11: Retry-After SHOULD NOT point earlier
+			// than t; a bucket's retry time is before it is full again).
+			st = fmt.Sprintf("%s;r=0;t=%d", name, int64((wait+time.Second-1)/time.Second))
+		} else if r.ResetAt > 0 {
 			st += fmt.Sprintf(";t=%d", max(0, (r.ResetAt-now.UnixNano()+int64(time.Second)-1)/int64(time.Second)))
 		}
 		states = append(states, st)
