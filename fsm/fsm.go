@@ -359,7 +359,7 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		c.ApiKeySha256 = tenant.ApiKeySha256[i]
 	}
 	if c.Method == methodSubmit {
-		c.Method = methodSubmit
+		c.Method = methodSubmit // the constant's bytes, not the decoded copy's
 	}
 	if k := spec.IdempotencyKey; k != "" {
 		if id, ok := f.idem[idemKey{c.Tenant, k}]; ok {
@@ -1194,10 +1194,9 @@ func (f *FSM) Restore(data []byte) error {
 	}
 	for _, j := range s.Jobs {
 		if storedFirst(j) {
-			rest := j.Transitions[1:]
-			j.Transitions = nil
-			if len(rest) > 0 {
-				j.Transitions = slices.Clone(rest)
+			j.Transitions = slices.Clip(j.Transitions[1:])
+			if len(j.Transitions) == 0 {
+				j.Transitions = nil
 			}
 		}
 		n.jobs[j.Id] = j
