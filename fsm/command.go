@@ -30,6 +30,8 @@ const (
 	CmdBatch CommandType = 11
 	// CmdWebhookResult records a webhook delivery attempt (raftv1.WebhookResult).
 	CmdWebhookResult CommandType = 12
+	// CmdCheck decides (and charges) gateway rate-limit checks (raftv1.Check).
+	CmdCheck CommandType = 13
 )
 
 func (t CommandType) String() string {
@@ -58,6 +60,8 @@ func (t CommandType) String() string {
 		return "Batch"
 	case CmdWebhookResult:
 		return "WebhookResult"
+	case CmdCheck:
+		return "Check"
 	}
 	return fmt.Sprintf("CommandType(%d)", byte(t))
 }
@@ -162,6 +166,8 @@ func newCommand(t CommandType) proto.Message {
 		return &raftv1.SetMember{}
 	case CmdWebhookResult:
 		return &raftv1.WebhookResult{}
+	case CmdCheck:
+		return &raftv1.Check{}
 	}
 	return nil
 }

@@ -49,6 +49,8 @@ type Result struct {
 	Err    error
 	// Batch holds the results of a CmdBatch entry's commands, in order.
 	Batch []Result
+	// Checks holds a CmdCheck's outcomes, one per group.
+	Checks []CheckOutcome
 }
 
 // FSM is the replicated state. Apply, Snapshot and Restore must be called
@@ -211,6 +213,8 @@ func (f *FSM) applyCommandLocked(index uint64, t CommandType, now int64, msg pro
 		return f.setMember(msg.(*raftv1.SetMember))
 	case CmdWebhookResult:
 		return f.webhookResult(msg.(*raftv1.WebhookResult))
+	case CmdCheck:
+		return f.check(msg.(*raftv1.Check))
 	}
 	return Result{Err: ErrBadCommand}
 }
@@ -466,6 +470,9 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 	req := limiter.Request{
 		Tenant: c.Tenant, APIKey: c.ApiKeySha256, Tier: tenant.Tier, ClientIP: c.ClientIp,
 		Method: c.Method, Model: spec.Model, Cost: EstimateCost(spec, model),
+	}
+	if req.Method == "" {
+		req.Method = methodSubmit // as the API sends it (concurrency caps match only Submits)
 	}
 	adm := admission{ready: f.now}
 	for hops := 0; ; hops++ {

@@ -23,12 +23,15 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 	out := make([]limiter.Rule, 0, len(p.GetRules()))
 	for i, r := range p.GetRules() {
 		field := fmt.Sprintf("rules[%d]", i)
-		if m := r.GetMatch().GetMethod(); m != "" && m != "Submit" && !slices.Contains(ReadMethods, m) {
-			return nil, fmt.Errorf("%s.match.method: %q is not Submit or a read (%s)", field, m, strings.Join(ReadMethods, ", "))
+		if m := r.GetMatch().GetMethod(); m != "" && m != "Submit" && !slices.Contains(ReadMethods, m) && !strings.HasPrefix(m, "/") {
+			return nil, fmt.Errorf("%s.match.method: %q is not Submit, a read (%s) or a gateway's request path (starting with /)", field, m, strings.Join(ReadMethods, ", "))
+		}
+		if k := r.GetMatch().GetKey(); k != "" && !validCheckKey(k) {
+			return nil, fmt.Errorf("%s.match.key: %q is not key=value pairs joined by commas (e.g. \"generic_key=images\")", field, k)
 		}
 		lr := limiter.Rule{
 			Name:     r.Name,
-			Shadow:   r.Shadow,
+			Shadow:   r.Shadow || p.GetShadow(),
 			Replaces: r.Replaces,
 			MaxKeys:  int(r.MaxKeys),
 			Fallback: r.FallbackModel,
@@ -36,6 +39,7 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 			Match: limiter.Match{
 				Tenant: r.GetMatch().GetTenant(), APIKey: r.GetMatch().GetApiKeySha256(), Tier: r.GetMatch().GetTier(),
 				ClientIP: r.GetMatch().GetClientIp(), Method: r.GetMatch().GetMethod(), Model: r.GetMatch().GetModel(),
+				Key: r.GetMatch().GetKey(),
 			},
 		}
 		switch r.Scope {
@@ -53,6 +57,8 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 			lr.Scope = limiter.PerMethod
 		case sluicev1.RuleScope_RULE_SCOPE_MODEL:
 			lr.Scope = limiter.PerModel
+		case sluicev1.RuleScope_RULE_SCOPE_KEY:
+			lr.Scope = limiter.PerKey
 		default:
 			return nil, fmt.Errorf("%s.scope: %d is not a scope", field, r.Scope)
 		}
@@ -82,9 +88,31 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 			return nil, err
 		}
 		lr.Algorithm = alg
+		if _, isCap := alg.(limiter.Concurrency); isCap {
+			// A cap counts jobs in flight, which only Submits make (a job's end
+			// releases it): a read or a gateway's check has nothing to release it with.
+			switch lr.Match.Method {
+			case "":
+				lr.Match.Method = methodSubmit
+			case methodSubmit:
+			default:
+				return nil, fmt.Errorf("%s.match.method: %q: a concurrency cap counts jobs in flight, which only Submits hold (leave it empty or Submit)", field, lr.Match.Method)
+			}
+		}
 		out = append(out, lr)
 	}
 	return out, nil
+}
+
+// validCheckKey reports whether k is key=value pairs joined by commas, each key non-empty.
+func validCheckKey(k string) bool {
+	for pair := range strings.SplitSeq(k, ",") {
+		key, _, ok := strings.Cut(pair, "=")
+		if !ok || key == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // maxLimitAmount bounds counts, bursts and limits in a policy.

@@ -172,6 +172,14 @@ func (f *FSM) TenantByKeyHash(h string) (*sluicev1.Tenant, bool) {
 	return t, ok
 }
 
+// Tenant looks up a tenant by name.
+func (f *FSM) Tenant(name string) (*sluicev1.Tenant, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.pix.tenants[name]
+	return t, ok
+}
+
 // Model looks up a model by name.
 func (f *FSM) Model(name string) (*sluicev1.Model, bool) {
 	f.mu.RLock()

@@ -9,6 +9,9 @@ const MaxRulesPerRequest = 16
 // Request is what the rules match on and charge: the caller's attributes and the cost.
 type Request struct {
 	Tenant, APIKey, Tier, ClientIP, Method, Model string
+	// Key is a gateway's other attributes ("generic_key=images"), for rules matching or
+	// scoped on it.
+	Key string
 	// Cost is what the request weighs in the policy's unit (tokens, images,
 	// milli-GPU-seconds); rules that count requests count it as 1. Cost 0 only checks:
 	// it is decided like any other request and charges nothing.

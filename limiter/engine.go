@@ -146,14 +146,23 @@ func (e *Engine) match(req *Request, out *[MaxRulesPerRequest]int32) int {
 // Check decides req at now as Admit would, without charging or changing anything: the
 // leader's pre-check. For a new key whose rule's table is full but has an idle key to drop,
 // it assumes the key gets its own state, as Admit then does.
-func (e *Engine) Check(req *Request, now int64, d *Decision) { e.decide(req, now, d, false) }
+func (e *Engine) Check(req *Request, now int64, d *Decision) { e.decide(req, now, d, false, true) }
 
 // Admit decides req at now and, if it is admitted, charges every matching rule: at now, or
 // for a delayed rule as of the time it fits. A refused request charges nothing (a new key in a
 // full table may still have made it drop idle keys, which changes no decision).
-func (e *Engine) Admit(req *Request, now int64, d *Decision) { e.decide(req, now, d, true) }
+func (e *Engine) Admit(req *Request, now int64, d *Decision) { e.decide(req, now, d, true, true) }
 
-func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
+// CheckNow is Check for a caller that cannot hold a request back (a gateway): a request
+// that would be delayed is refused instead, with RetryAt the time it would have started.
+func (e *Engine) CheckNow(req *Request, now int64, d *Decision) { e.decide(req, now, d, false, false) }
+
+// AdmitNow is Admit for a caller that cannot hold a request back: it admits only what may
+// start now, and refuses what Admit would delay, charging nothing, with RetryAt the time it
+// would have started.
+func (e *Engine) AdmitNow(req *Request, now int64, d *Decision) { e.decide(req, now, d, true, false) }
+
+func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool) {
 	d.Verdict, d.At, d.RetryAt, d.Rule, d.Fallback, d.delayed = Admitted, now, 0, "", "", 0
 	d.n = e.match(req, &d.idx)
 	refuse, degrade, delayedBy := -1, -1, -1
@@ -168,6 +177,11 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 		if r.Shadow {
 			continue
 		}
+		if v.allowed && v.at > now && !delay { // would start later: refused, to retry then
+			rr.Allowed, rr.RetryAt, rr.ServeAt = false, v.at, 0
+			rr.Remaining = min(rr.Limit, rr.Remaining+r.units(req))
+			v.allowed = false
+		}
 		if v.allowed { // v.at is ServeAt
 			if v.at > d.At {
 				d.At, delayedBy = v.at, j
@@ -175,7 +189,7 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 			continue
 		}
 		switch { // v.at is RetryAt
-		case r.Action == Delay && r.table.canDelay() && v.at != Never && v.at-now <= int64(r.MaxWait):
+		case delay && r.Action == Delay && r.table.canDelay() && v.at != Never && v.at-now <= int64(r.MaxWait):
 			d.delayed |= 1 << j
 			rr.Allowed, rr.ServeAt, rr.Remaining = true, v.at, 0
 			if v.at > d.At {
@@ -227,6 +241,10 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge bool) {
 		rr.Result = res
 	}
 }
+
+// Unspent makes d, a decision of Check or CheckNow on req, report what each rule has left
+// without req's charge (what is left now), for a caller that only asks.
+func (e *Engine) Unspent(req *Request, d *Decision) { e.unchargeRemaining(req, d) }
 
 // unchargeRemaining makes the rules that would have allowed a refused
 // request report what is left without its charge: nothing was charged, and

@@ -50,6 +50,8 @@ type Rule struct {
 // address or a CIDR prefix ("10.0.0.0/8").
 type Match struct {
 	Tenant, APIKey, Tier, ClientIP, Method, Model string
+	// Key is a gateway's other request attributes ("generic_key=images"), matched exactly.
+	Key string
 }
 
 // Scope is the request attribute that keys a rule's state.
@@ -63,9 +65,10 @@ const (
 	PerClientIP              // one state per Request.ClientIP
 	PerMethod                // one state per Request.Method
 	PerModel                 // one state per Request.Model
+	PerKey                   // one state per Request.Key
 )
 
-var scopeNames = [...]string{"global", "per tenant", "per API key", "per tier", "per client IP", "per method", "per model"}
+var scopeNames = [...]string{"global", "per tenant", "per API key", "per tier", "per client IP", "per method", "per model", "per key"}
 
 func (s Scope) String() string {
 	if int(s) < len(scopeNames) {
@@ -116,10 +119,11 @@ const (
 	attrTier
 	attrMethod
 	attrClientIP
+	attrKey
 	numAttrs
 )
 
-var attrFields = [numAttrs]string{"tenant", "api_key", "model", "tier", "method", "client_ip"}
+var attrFields = [numAttrs]string{"tenant", "api_key", "model", "tier", "method", "client_ip", "key"}
 
 func (m *Match) attr(a attr) string {
 	switch a {
@@ -133,6 +137,8 @@ func (m *Match) attr(a attr) string {
 		return m.Tier
 	case attrMethod:
 		return m.Method
+	case attrKey:
+		return m.Key
 	}
 	return m.ClientIP
 }
@@ -149,12 +155,14 @@ func (r *Request) attr(a attr) string {
 		return r.Tier
 	case attrMethod:
 		return r.Method
+	case attrKey:
+		return r.Key
 	}
 	return r.ClientIP
 }
 
 var scopeAttrs = [...]attr{PerTenant: attrTenant, PerAPIKey: attrAPIKey, PerTier: attrTier,
-	PerClientIP: attrClientIP, PerMethod: attrMethod, PerModel: attrModel}
+	PerClientIP: attrClientIP, PerMethod: attrMethod, PerModel: attrModel, PerKey: attrKey}
 
 // rule is a validated Rule with its key table.
 type rule struct {
@@ -203,7 +211,8 @@ func (r *rule) matches(req *Request, ip *lazyAddr) bool {
 		(m.APIKey != "" && m.APIKey != req.APIKey) ||
 		(m.Tier != "" && m.Tier != req.Tier) ||
 		(m.Method != "" && m.Method != req.Method) ||
-		(m.Model != "" && m.Model != req.Model) {
+		(m.Model != "" && m.Model != req.Model) ||
+		(m.Key != "" && m.Key != req.Key) {
 		return false
 	}
 	switch {
@@ -283,7 +292,7 @@ func validateRule(r *Rule) error {
 		return err
 	}
 	switch {
-	case r.Scope > PerModel:
+	case r.Scope > PerKey:
 		return fmt.Errorf("scope: %v is not a scope", r.Scope)
 	case r.Counts > CountCost:
 		return fmt.Errorf("counts: %d is not requests or cost", r.Counts)

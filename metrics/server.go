@@ -67,7 +67,7 @@ type Server struct {
 
 	jobWait, jobRun, jobTurnaround  *prometheus.HistogramVec
 	deadLetters, requeues, attempts *prometheus.CounterVec
-	submits, decisions              *prometheus.CounterVec
+	submits, decisions, checks      *prometheus.CounterVec
 	predictedWait                   prometheus.Histogram
 	leases, executorsLost           prometheus.Counter
 	proposeBatch, proposeSeconds    prometheus.Histogram
@@ -111,7 +111,8 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 		requeues:       counter("requeues_total", "Running attempts put back in the queue.", "replica", "reason"),
 		attempts:       counter("attempts_total", "Attempts ended, by result.", "replica", "result"),
 		submits:        counter("submits_total", "Submits decided by the leader, by outcome and the rule that decided.", "leader", "outcome", "rule"),
-		decisions:      counter("limiter_decisions_total", "Rate-limit rule decisions on admitted and refused Submits.", "leader", "rule", "outcome"),
+		decisions:      counter("limiter_decisions_total", "Rate-limit rule decisions on Submits and gateway checks.", "leader", "rule", "outcome"),
+		checks:         counter("limit_checks_total", "Gateway rate-limit checks decided (LimitService, Envoy RLS).", "leader", "source", "outcome"),
 		predictedWait:  histogram1("predicted_wait_seconds", "Predicted wait handed to admitted Submits.", "leader", jobBuckets),
 		leases:         counter1("leases_total", "Executor leases granted.", "leader"),
 		executorsLost:  counter1("executors_lost_total", "Executor leases ended by missed heartbeats or the gossip pool.", "leader"),
@@ -127,7 +128,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 		ConstLabels: prometheus.Labels{"version": Version, "go_version": runtime.Version(), "node": node}})
 	build.Set(1)
 	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions,
+		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions, m.checks,
 		m.predictedWait, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
 		m.apiRequests, m.apiSeconds, m.webhooks, stateCollector{m})
 	return m
@@ -224,12 +225,27 @@ func (m *Server) Submit(outcome, rule string, rules []limiter.RuleResult) {
 	}
 }
 
+// Check counts one gateway check the leader decided: source is "check"
+// (LimitService) or "rls" (Envoy); outcome allowed, delayed, degraded or
+// refused; rules the decision of each rule that was checked.
+func (m *Server) Check(source, outcome string, rules []limiter.RuleResult) {
+	if m == nil {
+		return
+	}
+	m.checks.WithLabelValues(source, outcome).Inc()
+	for _, r := range rules {
+		m.decisions.WithLabelValues(r.Rule, decisionOutcome(r)).Inc()
+	}
+}
+
 // nearLimit is the share of a rule's capacity below which a decision is
 // "near_limit".
 const nearLimit = 0.2
 
 func decisionOutcome(r limiter.RuleResult) string {
 	switch {
+	case !r.Allowed && r.Shadow:
+		return "shadow_over_limit"
 	case !r.Allowed:
 		return "over_limit"
 	case r.Limit > 0 && float64(r.Remaining) < nearLimit*float64(r.Limit):

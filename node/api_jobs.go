@@ -122,6 +122,7 @@ func (n *Node) precheckSubmit(sub submission) error {
 	if d.Verdict == limiter.Rejected {
 		n.metrics.Submit("rejected", d.Rule, d.Rules())
 		n.rejected.note(d.Rule, t.Name, time.Now())
+		n.shadows.note(n.log, d.Rules(), t.Name)
 		return n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
 	}
 	if n.fsm.Policy().GetScheduling().GetRefuseUnplaceable() {
@@ -152,6 +153,7 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 	if errors.As(res.Err, &le) {
 		n.metrics.Submit("rejected", le.Rule, res.Limits)
 		n.rejected.note(le.Rule, t.Name, time.Now())
+		n.shadows.note(n.log, res.Limits, t.Name)
 		return nil, n.limitError(t.Name, le.Rule, le.RetryAt, res.Limits, le.Detail)
 	}
 	var be *scheduler.BusyError
@@ -170,6 +172,7 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 	}
 	if !res.Deduplicated {
 		n.countAdmission(job, res.Limits)
+		n.shadows.note(n.log, res.Limits, t.Name)
 	}
 	n.setRateLimitHeaders(h, res.Limits, time.Now())
 	n.setAppliedIndex(h)

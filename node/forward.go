@@ -12,6 +12,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+
 	"github.com/sluicehq/sluice/proto/gen/sluice/peer/v1/peerv1connect"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -93,6 +95,8 @@ type leaderClients struct {
 	admin    sluicev1connect.AdminServiceClient
 	executor sluicev1connect.ExecutorServiceClient
 	forward  peerv1connect.ForwardServiceClient
+	limits   sluicev1connect.LimitServiceClient
+	rls      *connect.Client[rlsv3.RateLimitRequest, rlsv3.RateLimitResponse]
 }
 
 // clientsFor returns the clients for a peer's API, made once per address:
@@ -107,6 +111,8 @@ func (n *Node) clientsFor(base string) leaderClients {
 		jobs:     sluicev1connect.NewJobServiceClient(n.peers, base),
 		admin:    sluicev1connect.NewAdminServiceClient(n.peers, base),
 		executor: sluicev1connect.NewExecutorServiceClient(n.peers, base),
+		limits:   sluicev1connect.NewLimitServiceClient(n.peers, base),
+		rls:      connect.NewClient[rlsv3.RateLimitRequest, rlsv3.RateLimitResponse](n.peers, base+rlsProcedure),
 		// A batch's answer is well over the leader's gzip threshold; between
 		// servers compressing it costs more CPU than it saves.
 		forward: peerv1connect.NewForwardServiceClient(n.peers, base, connect.WithAcceptCompression("gzip", nil, nil)),

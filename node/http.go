@@ -46,6 +46,8 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux.Handle("GET /{$}", http.RedirectHandler(ui.Path, http.StatusFound))
 	handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
+	handle(sluicev1connect.NewLimitServiceHandler(&limitService{n: n}, opts...))
+	handle(rlsProcedure, connect.NewUnaryHandler(rlsProcedure, n.shouldRateLimit, opts...))
 	// Servers only (SubmitBatch checks the caller): a batch of Submits may be
 	// larger than a client's request.
 	mux.Handle(peerv1connect.NewForwardServiceHandler(&forwardService{n: n},
@@ -54,6 +56,7 @@ func (n *Node) newHTTPServer() *http.Server {
 		sluicev1connect.JobServiceName,
 		sluicev1connect.AdminServiceName,
 		sluicev1connect.ExecutorServiceName,
+		sluicev1connect.LimitServiceName,
 		grpchealth.HealthV1ServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

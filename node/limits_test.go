@@ -217,7 +217,7 @@ func TestReadsAreRateLimitedByTheirRules(t *testing.T) {
 func TestRuleMethodsAreChecked(t *testing.T) {
 	p := DemoPolicy()
 	p.Rules[0].Match.Method = "Getjob"
-	if _, err := fsm.LimiterRules(p); err == nil || !strings.Contains(err.Error(), `rules[0].match.method: "Getjob" is not Submit or a read (GetJob, ListJobs, WatchJob, GetUsage)`) {
+	if _, err := fsm.LimiterRules(p); err == nil || !strings.Contains(err.Error(), `rules[0].match.method: "Getjob" is not Submit, a read (GetJob, ListJobs, WatchJob, GetUsage) or a gateway's request path`) {
 		t.Fatalf("a typo in match.method: %v", err)
 	}
 }

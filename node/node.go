@@ -129,6 +129,7 @@ type Node struct {
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
 	rejected    rejections      // Submits refused by rule while this node led (the UI)
+	shadows     shadowLog       // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	reads       readLimits      // rules on read calls, counted by this node (readlimits.go)
 	metrics     *metrics.Server // nil when off
 	pool        *Pool

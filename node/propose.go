@@ -358,8 +358,9 @@ func (p *proposer) fail(batch []*proposal, err error) {
 // let in by join while group commit is on.
 
 // logFormat is the log format this build reads and writes: 2 adds
-// fsm.CmdBatch and job ids past the entry's index.
-const logFormat = 2
+// fsm.CmdBatch and job ids past the entry's index, 3 fsm.CmdCheck (gateway
+// checks, served only once every server reads them: checksSafe).
+const logFormat = 3
 
 // logFormatHeader, nodeIDHeader and appliedHeader carry logFormat, the
 // node's raft id and the last log index it applied on /healthz replies.
@@ -434,10 +435,10 @@ func (n *Node) clusterReadsBatches(ctx context.Context) (key string, why error) 
 // the membership it last checked is the current one and every server in it
 // reads batch entries; it checks again each second while it is off and
 // whenever the membership changes.
+//
+// The same check gates gateway checks (checksSafe), so it runs with group
+// commit off too.
 func (n *Node) gateBatches(ctx context.Context) {
-	if n.proposer.maxBatch <= 1 {
-		return
-	}
 	var last string
 	for {
 		if !n.proposer.batchesSafe() {
@@ -446,10 +447,10 @@ func (n *Node) gateBatches(ctx context.Context) {
 			if why == nil {
 				n.proposer.verified.Store(&key)
 				n.proposer.enabled.Store(true)
-				n.log.Info("group commit on: every server reads batch entries", "servers", key)
+				n.log.Info("group commit on, and gateway checks: every server reads this log format", "servers", key, "format", logFormat)
 				last = ""
 			} else if msg := why.Error(); msg != last && ctx.Err() == nil {
-				n.log.Info("group commit off until every server reads batch entries", "why", msg)
+				n.log.Info("group commit off, and gateway checks, until every server reads this log format", "why", msg, "format", logFormat)
 				last = msg
 			}
 		}
@@ -461,12 +462,9 @@ func (n *Node) gateBatches(ctx context.Context) {
 	}
 }
 
-// checkJoiner refuses a node that does not read this log format while
-// group commit is on: the log it would replay may hold batch entries.
+// checkJoiner refuses a node that does not read this log format: the log
+// it would replay may hold batch entries and gateway checks.
 func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
-	if n.proposer.maxBatch <= 1 {
-		return nil
-	}
 	h, err := n.askHealth(ctx, httpAddr)
 	if err != nil {
 		return fmt.Errorf("cannot check node %s's version at %s/healthz: %w; start it before joining it", id, n.peerURL(httpAddr), err)
@@ -475,7 +473,7 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 		return fmt.Errorf("node %s: %s answers as %q", id, n.peerURL(httpAddr), h.id)
 	}
 	if h.format < logFormat {
-		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit): upgrade it, or run every server with --propose-batch 1", id, httpAddr, h.format, logFormat)
+		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit, gateway checks): upgrade it", id, httpAddr, h.format, logFormat)
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ const (
 	RuleScope_RULE_SCOPE_CLIENT_IP   RuleScope = 5
 	RuleScope_RULE_SCOPE_METHOD      RuleScope = 6
 	RuleScope_RULE_SCOPE_MODEL       RuleScope = 7
+	// One state per distinct RuleMatch.key value (a gateway's descriptor).
+	RuleScope_RULE_SCOPE_KEY RuleScope = 8
 )
 
 // Enum value maps for RuleScope.
@@ -46,6 +48,7 @@ var (
 		5: "RULE_SCOPE_CLIENT_IP",
 		6: "RULE_SCOPE_METHOD",
 		7: "RULE_SCOPE_MODEL",
+		8: "RULE_SCOPE_KEY",
 	}
 	RuleScope_value = map[string]int32{
 		"RULE_SCOPE_UNSPECIFIED": 0,
@@ -56,6 +59,7 @@ var (
 		"RULE_SCOPE_CLIENT_IP":   5,
 		"RULE_SCOPE_METHOD":      6,
 		"RULE_SCOPE_MODEL":       7,
+		"RULE_SCOPE_KEY":         8,
 	}
 )
 
@@ -260,9 +264,16 @@ type Policy struct {
 	// means the admin token.
 	ExecutorTokenSha256 string `protobuf:"bytes,9,opt,name=executor_token_sha256,json=executorTokenSha256,proto3" json:"executor_token_sha256,omitempty"`
 	// How webhooks are sent and which URLs they may go to.
-	Webhooks      *WebhookSettings `protobuf:"bytes,10,opt,name=webhooks,proto3" json:"webhooks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Webhooks *WebhookSettings `protobuf:"bytes,10,opt,name=webhooks,proto3" json:"webhooks,omitempty"`
+	// Every rule in shadow mode: decided, counted, logged and in metrics,
+	// but never refusing, delaying or degrading anything (as Rule.shadow, for
+	// all rules at once).
+	Shadow bool `protobuf:"varint,11,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	// Hex SHA-256 of the token gateways present to LimitService and to the
+	// Envoy rate limit service; empty means the admin token.
+	GatewayTokenSha256 string `protobuf:"bytes,12,opt,name=gateway_token_sha256,json=gatewayTokenSha256,proto3" json:"gateway_token_sha256,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -363,6 +374,20 @@ func (x *Policy) GetWebhooks() *WebhookSettings {
 		return x.Webhooks
 	}
 	return nil
+}
+
+func (x *Policy) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
+func (x *Policy) GetGatewayTokenSha256() string {
+	if x != nil {
+		return x.GatewayTokenSha256
+	}
+	return ""
 }
 
 // WebhookSettings bound webhook deliveries.
@@ -837,9 +862,15 @@ type RuleMatch struct {
 	Tier         string `protobuf:"bytes,3,opt,name=tier,proto3" json:"tier,omitempty"`
 	// An address or a CIDR prefix ("203.0.113.0/24").
 	ClientIp string `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
-	// RPC method name, e.g. "Submit".
-	Method        string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
-	Model         string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	// RPC method name, e.g. "Submit", or for a gateway's checks the
+	// request path ("/v1/images/generations").
+	Method string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	Model  string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	// A gateway check's other attributes (an Envoy descriptor's entries that
+	// are not tenant, api_key, tier, remote_address, path or model) as
+	// key=value pairs joined by commas, in the descriptor's order:
+	// "generic_key=images" or "plan=trial,region=eu". Matches exactly.
+	Key           string `protobuf:"bytes,7,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -912,6 +943,13 @@ func (x *RuleMatch) GetMethod() string {
 func (x *RuleMatch) GetModel() string {
 	if x != nil {
 		return x.Model
+	}
+	return ""
+}
+
+func (x *RuleMatch) GetKey() string {
+	if x != nil {
+		return x.Key
 	}
 	return ""
 }
@@ -1093,7 +1131,9 @@ func (x *WindowLimit) GetWindow() *durationpb.Duration {
 }
 
 // At most `limit` units held at once: a job holds its units from admission
-// until it ends.
+// until it ends. Only Submits hold units (a gateway's check has no end to
+// release them at): a cap applies to Submits only, and its match.method
+// may only be empty or "Submit".
 type ConcurrencyLimit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         int64                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
@@ -1550,7 +1590,7 @@ var File_sluice_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x13sluice/v1/job.proto\"\xdf\x03\n" +
+	"\x16sluice/v1/policy.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x13sluice/v1/job.proto\"\xa9\x04\n" +
 	"\x06Policy\x12%\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x0f.sluice.v1.TierR\x05tiers\x12+\n" +
 	"\atenants\x18\x02 \x03(\v2\x11.sluice.v1.TenantR\atenants\x12(\n" +
@@ -1564,7 +1604,9 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"scheduling\x122\n" +
 	"\x15executor_token_sha256\x18\t \x01(\tR\x13executorTokenSha256\x126\n" +
 	"\bwebhooks\x18\n" +
-	" \x01(\v2\x1a.sluice.v1.WebhookSettingsR\bwebhooks\"\x84\x02\n" +
+	" \x01(\v2\x1a.sluice.v1.WebhookSettingsR\bwebhooks\x12\x16\n" +
+	"\x06shadow\x18\v \x01(\bR\x06shadow\x120\n" +
+	"\x14gateway_token_sha256\x18\f \x01(\tR\x12gatewayTokenSha256\"\x84\x02\n" +
 	"\x0fWebhookSettings\x12\x1d\n" +
 	"\n" +
 	"allow_http\x18\x01 \x01(\bR\tallowHttp\x12#\n" +
@@ -1603,14 +1645,15 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x0esliding_window\x18\x19 \x01(\v2\x16.sluice.v1.WindowLimitH\x00R\rslidingWindow\x12?\n" +
 	"\vconcurrency\x18\x1a \x01(\v2\x1b.sluice.v1.ConcurrencyLimitH\x00R\vconcurrency\x12-\n" +
 	"\x05quota\x18\x1b \x01(\v2\x15.sluice.v1.QuotaLimitH\x00R\x05quotaB\a\n" +
-	"\x05limit\"\xa8\x01\n" +
+	"\x05limit\"\xba\x01\n" +
 	"\tRuleMatch\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12$\n" +
 	"\x0eapi_key_sha256\x18\x02 \x01(\tR\fapiKeySha256\x12\x12\n" +
 	"\x04tier\x18\x03 \x01(\tR\x04tier\x12\x1b\n" +
 	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\x12\x16\n" +
 	"\x06method\x18\x05 \x01(\tR\x06method\x12\x14\n" +
-	"\x05model\x18\x06 \x01(\tR\x05model\"k\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x10\n" +
+	"\x03key\x18\a \x01(\tR\x03key\"k\n" +
 	"\x10TokenBucketLimit\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12+\n" +
 	"\x03per\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03per\x12\x14\n" +
@@ -1657,7 +1700,7 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\rretry_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fretryBackoff\x12:\n" +
 	"\vmax_backoff\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxBackoff\x12>\n" +
-	"\rjob_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fjobRetention*\xc9\x01\n" +
+	"\rjob_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fjobRetention*\xdd\x01\n" +
 	"\tRuleScope\x12\x1a\n" +
 	"\x16RULE_SCOPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RULE_SCOPE_TENANT\x10\x01\x12\x15\n" +
@@ -1666,7 +1709,8 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x0fRULE_SCOPE_TIER\x10\x04\x12\x18\n" +
 	"\x14RULE_SCOPE_CLIENT_IP\x10\x05\x12\x15\n" +
 	"\x11RULE_SCOPE_METHOD\x10\x06\x12\x14\n" +
-	"\x10RULE_SCOPE_MODEL\x10\a*Y\n" +
+	"\x10RULE_SCOPE_MODEL\x10\a\x12\x12\n" +
+	"\x0eRULE_SCOPE_KEY\x10\b*Y\n" +
 	"\n" +
 	"RuleCounts\x12\x1b\n" +
 	"\x17RULE_COUNTS_UNSPECIFIED\x10\x00\x12\x18\n" +

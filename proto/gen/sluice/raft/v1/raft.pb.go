@@ -565,6 +565,228 @@ func (x *SetMember) GetRemove() bool {
 	return false
 }
 
+// Check decides gateway checks against the rate limits (and charges those
+// that pass): groups in order, each all or nothing.
+type Check struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*CheckGroup          `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Check) Reset() {
+	*x = Check{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Check) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Check) ProtoMessage() {}
+
+func (x *Check) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Check.ProtoReflect.Descriptor instead.
+func (*Check) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Check) GetGroups() []*CheckGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// CheckGroup is one gateway request: its items (an Envoy request's
+// descriptors; one for LimitService.Check) are charged together or not at
+// all.
+type CheckGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Items []*CheckItem           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// Admit a delayed decision (the caller holds the request); otherwise a
+	// delay refuses.
+	AllowDelay    bool `protobuf:"varint,2,opt,name=allow_delay,json=allowDelay,proto3" json:"allow_delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckGroup) Reset() {
+	*x = CheckGroup{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckGroup) ProtoMessage() {}
+
+func (x *CheckGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckGroup.ProtoReflect.Descriptor instead.
+func (*CheckGroup) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CheckGroup) GetItems() []*CheckItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *CheckGroup) GetAllowDelay() bool {
+	if x != nil {
+		return x.AllowDelay
+	}
+	return false
+}
+
+// CheckItem is one limiter request, resolved at the edge.
+type CheckItem struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Tenant       string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	ApiKeySha256 string                 `protobuf:"bytes,2,opt,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
+	Tier         string                 `protobuf:"bytes,3,opt,name=tier,proto3" json:"tier,omitempty"`
+	ClientIp     string                 `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
+	Method       string                 `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	Model        string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	Key          string                 `protobuf:"bytes,7,opt,name=key,proto3" json:"key,omitempty"`
+	// At least 1; with check_only nothing is charged.
+	Cost      int64 `protobuf:"varint,8,opt,name=cost,proto3" json:"cost,omitempty"`
+	CheckOnly bool  `protobuf:"varint,9,opt,name=check_only,json=checkOnly,proto3" json:"check_only,omitempty"`
+	// Give cost back instead (a caller that charged more than it used).
+	Refund        bool `protobuf:"varint,10,opt,name=refund,proto3" json:"refund,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckItem) Reset() {
+	*x = CheckItem{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckItem) ProtoMessage() {}
+
+func (x *CheckItem) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckItem.ProtoReflect.Descriptor instead.
+func (*CheckItem) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CheckItem) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *CheckItem) GetApiKeySha256() string {
+	if x != nil {
+		return x.ApiKeySha256
+	}
+	return ""
+}
+
+func (x *CheckItem) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *CheckItem) GetClientIp() string {
+	if x != nil {
+		return x.ClientIp
+	}
+	return ""
+}
+
+func (x *CheckItem) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *CheckItem) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CheckItem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CheckItem) GetCost() int64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *CheckItem) GetCheckOnly() bool {
+	if x != nil {
+		return x.CheckOnly
+	}
+	return false
+}
+
+func (x *CheckItem) GetRefund() bool {
+	if x != nil {
+		return x.Refund
+	}
+	return false
+}
+
 // Tick only advances the clock, firing due timers (timeouts, backoffs).
 type Tick struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -574,7 +796,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +808,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +821,7 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 // SetPolicy replaces the policy.
@@ -612,7 +834,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +846,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +859,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetPolicy) GetPolicy() *v1.Policy {
@@ -689,7 +911,7 @@ type JobRecord struct {
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +923,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +936,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobRecord) GetId() uint64 {
@@ -906,7 +1128,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1140,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1153,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Delivery) GetSeq() int32 {
@@ -1020,7 +1242,7 @@ type WebhookResult struct {
 
 func (x *WebhookResult) Reset() {
 	*x = WebhookResult{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1254,7 @@ func (x *WebhookResult) String() string {
 func (*WebhookResult) ProtoMessage() {}
 
 func (x *WebhookResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1267,7 @@ func (x *WebhookResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookResult.ProtoReflect.Descriptor instead.
 func (*WebhookResult) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WebhookResult) GetJobId() uint64 {
@@ -1103,7 +1325,7 @@ type Charge struct {
 
 func (x *Charge) Reset() {
 	*x = Charge{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1337,7 @@ func (x *Charge) String() string {
 func (*Charge) ProtoMessage() {}
 
 func (x *Charge) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1350,7 @@ func (x *Charge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Charge.ProtoReflect.Descriptor instead.
 func (*Charge) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Charge) GetApiKeySha256() string {
@@ -1193,7 +1415,7 @@ type TransitionRecord struct {
 
 func (x *TransitionRecord) Reset() {
 	*x = TransitionRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1427,7 @@ func (x *TransitionRecord) String() string {
 func (*TransitionRecord) ProtoMessage() {}
 
 func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1440,7 @@ func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransitionRecord.ProtoReflect.Descriptor instead.
 func (*TransitionRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{14}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransitionRecord) GetState() v1.JobState {
@@ -1284,7 +1506,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1518,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1531,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Snapshot) GetNowNs() int64 {
@@ -1430,7 +1652,27 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\x12\x16\n" +
-	"\x06remove\x18\x04 \x01(\bR\x06remove\"\x06\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\";\n" +
+	"\x05Check\x122\n" +
+	"\x06groups\x18\x01 \x03(\v2\x1a.sluice.raft.v1.CheckGroupR\x06groups\"^\n" +
+	"\n" +
+	"CheckGroup\x12/\n" +
+	"\x05items\x18\x01 \x03(\v2\x19.sluice.raft.v1.CheckItemR\x05items\x12\x1f\n" +
+	"\vallow_delay\x18\x02 \x01(\bR\n" +
+	"allowDelay\"\x85\x02\n" +
+	"\tCheckItem\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12$\n" +
+	"\x0eapi_key_sha256\x18\x02 \x01(\tR\fapiKeySha256\x12\x12\n" +
+	"\x04tier\x18\x03 \x01(\tR\x04tier\x12\x1b\n" +
+	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\x12\x16\n" +
+	"\x06method\x18\x05 \x01(\tR\x06method\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x10\n" +
+	"\x03key\x18\a \x01(\tR\x03key\x12\x12\n" +
+	"\x04cost\x18\b \x01(\x03R\x04cost\x12\x1d\n" +
+	"\n" +
+	"check_only\x18\t \x01(\bR\tcheckOnly\x12\x16\n" +
+	"\x06refund\x18\n" +
+	" \x01(\bR\x06refund\"\x06\n" +
 	"\x04Tick\"6\n" +
 	"\tSetPolicy\x12)\n" +
 	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xed\x06\n" +
@@ -1528,7 +1770,7 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
 	(*Assign)(nil),           // 1: sluice.raft.v1.Assign
@@ -1538,43 +1780,48 @@ var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Requeue)(nil),          // 5: sluice.raft.v1.Requeue
 	(*Redrive)(nil),          // 6: sluice.raft.v1.Redrive
 	(*SetMember)(nil),        // 7: sluice.raft.v1.SetMember
-	(*Tick)(nil),             // 8: sluice.raft.v1.Tick
-	(*SetPolicy)(nil),        // 9: sluice.raft.v1.SetPolicy
-	(*JobRecord)(nil),        // 10: sluice.raft.v1.JobRecord
-	(*Delivery)(nil),         // 11: sluice.raft.v1.Delivery
-	(*WebhookResult)(nil),    // 12: sluice.raft.v1.WebhookResult
-	(*Charge)(nil),           // 13: sluice.raft.v1.Charge
-	(*TransitionRecord)(nil), // 14: sluice.raft.v1.TransitionRecord
-	(*Snapshot)(nil),         // 15: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 16: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 17: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 18: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 19: sluice.v1.Policy
-	(v1.JobState)(0),         // 20: sluice.v1.JobState
-	(*v1.Admission)(nil),     // 21: sluice.v1.Admission
+	(*Check)(nil),            // 8: sluice.raft.v1.Check
+	(*CheckGroup)(nil),       // 9: sluice.raft.v1.CheckGroup
+	(*CheckItem)(nil),        // 10: sluice.raft.v1.CheckItem
+	(*Tick)(nil),             // 11: sluice.raft.v1.Tick
+	(*SetPolicy)(nil),        // 12: sluice.raft.v1.SetPolicy
+	(*JobRecord)(nil),        // 13: sluice.raft.v1.JobRecord
+	(*Delivery)(nil),         // 14: sluice.raft.v1.Delivery
+	(*WebhookResult)(nil),    // 15: sluice.raft.v1.WebhookResult
+	(*Charge)(nil),           // 16: sluice.raft.v1.Charge
+	(*TransitionRecord)(nil), // 17: sluice.raft.v1.TransitionRecord
+	(*Snapshot)(nil),         // 18: sluice.raft.v1.Snapshot
+	(*v1.JobSpec)(nil),       // 19: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 20: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 21: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 22: sluice.v1.Policy
+	(v1.JobState)(0),         // 23: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 24: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	16, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
-	17, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	18, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
-	19, // 3: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	16, // 4: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	20, // 5: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	14, // 6: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	17, // 7: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	18, // 8: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
-	13, // 9: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
-	21, // 10: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
-	11, // 11: sluice.raft.v1.JobRecord.deliveries:type_name -> sluice.raft.v1.Delivery
-	20, // 12: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	19, // 13: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
-	10, // 14: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
-	7,  // 15: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	19, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	20, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	21, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	9,  // 3: sluice.raft.v1.Check.groups:type_name -> sluice.raft.v1.CheckGroup
+	10, // 4: sluice.raft.v1.CheckGroup.items:type_name -> sluice.raft.v1.CheckItem
+	22, // 5: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	19, // 6: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	23, // 7: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	17, // 8: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
+	20, // 9: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	21, // 10: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	16, // 11: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
+	24, // 12: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	14, // 13: sluice.raft.v1.JobRecord.deliveries:type_name -> sluice.raft.v1.Delivery
+	23, // 14: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	22, // 15: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	13, // 16: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
+	7,  // 17: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_sluice_raft_v1_raft_proto_init() }
@@ -1588,7 +1835,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
