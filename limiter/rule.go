@@ -22,6 +22,7 @@ type Rule struct {
 	Match Match
 	// Scope says which attribute keys the rule's state: one state per tenant, per IP, … or
 	// one for all (Global). Scope PerModel with Match{Tier: "free"} is "per model, for free".
+	// A rule keyed on an attribute applies only to requests that have it (not empty).
 	Scope Scope
 	// Algorithm is the limit, e.g. TokenBucket{Rate: Rate{10, time.Minute}, Burst: 10}.
 	Algorithm Algorithm
@@ -207,6 +208,9 @@ func (l *lazyAddr) get(s string) netip.Addr {
 
 func (r *rule) matches(req *Request, ip *lazyAddr) bool {
 	m := &r.Match
+	if r.Scope != Global && req.attr(scopeAttrs[r.Scope]) == "" {
+		return false // keyed on what the request does not have (a gateway's descriptor without an IP)
+	}
 	if (m.Tenant != "" && m.Tenant != req.Tenant) ||
 		(m.APIKey != "" && m.APIKey != req.APIKey) ||
 		(m.Tier != "" && m.Tier != req.Tier) ||

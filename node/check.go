@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -45,7 +46,7 @@ type limitService struct{ n *Node }
 func (n *Node) gateway(h http.Header) error {
 	tok, err := bearer(h)
 	if err != nil {
-		return err
+		return connect.NewError(err.Code(), errors.New(strings.ReplaceAll(err.Message(), "<api key>", "<gateway token>")))
 	}
 	hash := []byte(fsm.HashKey(tok))
 	p := n.fsm.Policy()

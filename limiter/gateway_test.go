@@ -119,3 +119,21 @@ func TestAdmitNowOnALeakyQueueAdmitsOnlyWhatStartsNow(t *testing.T) {
 		t.Fatalf("a second later: %v, want admitted", d.Verdict)
 	}
 }
+
+// A rule keyed on an attribute applies only to requests that have it: a
+// gateway's descriptor without an IP does not share one state under "".
+func TestScopedRuleSkipsRequestsWithoutItsAttribute(t *testing.T) {
+	e := mustEngine(t, Rule{Name: "per-ip", Scope: PerClientIP, Algorithm: FixedWindow{Limit: 1, Window: time.Minute}})
+	var d Decision
+	for i := range 3 {
+		e.Admit(&Request{Tenant: "ann", Cost: 1}, epoch, &d)
+		if d.Verdict != Admitted || len(d.Rules()) != 0 {
+			t.Fatalf("request %d without an IP: %v by %d rules, want admitted by none", i+1, d.Verdict, len(d.Rules()))
+		}
+	}
+	e.Admit(&Request{ClientIP: "10.0.0.1", Cost: 1}, epoch, &d)
+	e.Admit(&Request{ClientIP: "10.0.0.1", Cost: 1}, epoch, &d)
+	if d.Verdict != Rejected {
+		t.Fatalf("second request from 10.0.0.1: %v, want rejected", d.Verdict)
+	}
+}
