@@ -367,8 +367,19 @@ func TestApplyCommandMatchesApply(t *testing.T) {
 }
 
 func sameResult(a, b Result) bool {
-	if a.JobID != b.JobID || a.Deduplicated != b.Deduplicated || (a.Err == nil) != (b.Err == nil) || len(a.Batch) != len(b.Batch) {
+	if a.JobID != b.JobID || a.Deduplicated != b.Deduplicated || (a.Err == nil) != (b.Err == nil) || len(a.Batch) != len(b.Batch) ||
+		len(a.Checks) != len(b.Checks) {
 		return false
+	}
+	for i := range a.Checks {
+		if a.Checks[i].Allowed != b.Checks[i].Allowed || len(a.Checks[i].Items) != len(b.Checks[i].Items) {
+			return false
+		}
+		for j := range a.Checks[i].Items {
+			if x, y := a.Checks[i].Items[j], b.Checks[i].Items[j]; x.Verdict != y.Verdict || x.At != y.At || x.RetryAt != y.RetryAt {
+				return false
+			}
+		}
 	}
 	for i := range a.Batch {
 		if !sameResult(a.Batch[i], b.Batch[i]) {
@@ -473,7 +484,15 @@ func randomCommand(rt *rapid.T, now int64, maxID uint64) []byte {
 	id := rapid.Uint64Range(1, maxID).Draw(rt, "id")
 	attempt := rapid.Int32Range(1, 3).Draw(rt, "attempt")
 	tenant := rapid.SampledFrom([]string{"alice", "bob"}).Draw(rt, "tenant")
-	switch rapid.IntRange(0, 9).Draw(rt, "kind") {
+	switch rapid.IntRange(0, 10).Draw(rt, "kind") {
+	case 10:
+		g := &raftv1.CheckGroup{AllowDelay: rapid.Bool().Draw(rt, "allowDelay")}
+		for range rapid.IntRange(1, 3).Draw(rt, "items") {
+			g.Items = append(g.Items, &raftv1.CheckItem{Tenant: tenant, Tier: rapid.SampledFrom([]string{"free", "pro", ""}).Draw(rt, "tier"),
+				Method: rapid.SampledFrom([]string{"", "/v1/x"}).Draw(rt, "method"), Key: rapid.SampledFrom([]string{"", "k=1"}).Draw(rt, "key"),
+				Cost: rapid.Int64Range(0, 5000).Draw(rt, "cost"), CheckOnly: rapid.Bool().Draw(rt, "checkOnly"), Refund: rapid.Bool().Draw(rt, "refund")})
+		}
+		return MustEncode(CmdCheck, now, &raftv1.Check{Groups: []*raftv1.CheckGroup{g}})
 	case 0, 1:
 		return MustEncode(CmdSubmit, now, &raftv1.Submit{Tenant: tenant, Spec: randomSpec(rt, now)})
 	case 2:

@@ -56,6 +56,11 @@ func fuzzSeeds() [][]byte {
 	add(CmdSetPolicy, &raftv1.SetPolicy{Policy: testPolicy()})
 	add(CmdWebhookResult, &raftv1.WebhookResult{JobId: 2, Seq: 1, Attempt: 1, Status: 410})
 	add(CmdWebhookResult, &raftv1.WebhookResult{JobId: 2, Seq: 1, Attempt: 1, Status: 500, Error: "boom"})
+	add(CmdCheck, &raftv1.Check{Groups: []*raftv1.CheckGroup{
+		{Items: []*raftv1.CheckItem{{Tenant: "alice", Tier: "free", Cost: 1 << 62}, {Key: "k=1", Refund: true, Cost: -5}}},
+		{AllowDelay: true, Items: []*raftv1.CheckItem{{Tenant: "bob", Method: "/v1/x", CheckOnly: true}}},
+		{},
+	}})
 	out = append(out, EncodeBatch(3*sec, [][]byte{out[3], out[4], out[5]}))
 	return out
 }
