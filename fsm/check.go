@@ -82,7 +82,7 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 			f.limits.CheckNow(&req, f.now, &f.dec)
 		}
 		if !charge && !it.Refund {
-			f.limits.Unspent(&req, &f.dec) // nothing was charged: report what is left now
+			f.unspent(req, f.now, &f.dec, &f.peek) // nothing was charged: report what is left now
 		}
 		d := &o.Items[i]
 		*d = CheckDecision{Verdict: f.dec.Verdict, At: f.dec.At, RetryAt: f.dec.RetryAt, Rule: f.dec.Rule,
@@ -134,7 +134,7 @@ func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
 	defer f.mu.RUnlock()
 	at := max(now, f.now)
 	o := CheckOutcome{Allowed: true, Items: make([]CheckDecision, len(g.Items))}
-	var d limiter.Decision
+	var d, peek limiter.Decision
 	for i, it := range g.Items {
 		req := checkRequest(it)
 		if it.Refund {
@@ -145,7 +145,7 @@ func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
 		} else {
 			f.limits.CheckNow(&req, at, &d)
 		}
-		f.limits.Unspent(&req, &d)
+		f.unspent(req, at, &d, &peek)
 		var rules []limiter.RuleResult
 		if rs := d.Rules(); len(rs) > 0 {
 			rules = append(rules, rs...)
@@ -157,6 +157,20 @@ func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
 		}
 	}
 	return o
+}
+
+// unspent makes d, a decision on req at now that charged nothing, report
+// each rule's state as it is (what is left, when it is full again) rather
+// than as it would be after req: what a request of cost 0 sees, which
+// only reads. Matching does not depend on the cost, so the rules are the
+// same, in the same order.
+func (f *FSM) unspent(req limiter.Request, now int64, d, scratch *limiter.Decision) {
+	req.Cost = 0
+	f.limits.CheckNow(&req, now, scratch)
+	rs, now0 := d.Rules(), scratch.Rules()
+	for j := range min(len(rs), len(now0)) {
+		rs[j].Remaining, rs[j].ResetAt = now0[j].Remaining, now0[j].ResetAt
+	}
 }
 
 // ValidCheckKey reports whether k is key=value pairs joined by commas, each

@@ -64,6 +64,7 @@ type FSM struct {
 	nextSeq   uint64
 	policy    *sluicev1.Policy
 	exclusive bool // SetExclusive: edits change records in place
+	peek      limiter.Decision // unspent's scratch (checks)
 	placeMu   sync.Mutex
 	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu
 

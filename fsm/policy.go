@@ -226,6 +226,7 @@ type policyIndex struct {
 	byKeyHash map[string]*sluicev1.Tenant
 	models    map[string]*sluicev1.Model
 	tiers     map[string]*sluicev1.Tier
+	rules     map[string]*sluicev1.Rule // by name: every answer to a check names its rules
 	webhooks  bool // some tenant has a default webhook
 	// The policy's defaults as durations, read on every submit and finish.
 	queueTimeout time.Duration // 0: none
@@ -238,6 +239,7 @@ func indexPolicy(p *sluicev1.Policy) policyIndex {
 		byKeyHash: make(map[string]*sluicev1.Tenant),
 		models:    make(map[string]*sluicev1.Model),
 		tiers:     make(map[string]*sluicev1.Tier),
+		rules:     make(map[string]*sluicev1.Rule),
 	}
 	ix.retention = DefaultJobRetention
 	if p == nil {
@@ -259,6 +261,9 @@ func indexPolicy(p *sluicev1.Policy) policyIndex {
 	}
 	for _, t := range p.Tiers {
 		ix.tiers[t.Name] = t
+	}
+	for _, r := range p.Rules {
+		ix.rules[r.Name] = r
 	}
 	return ix
 }

@@ -232,12 +232,8 @@ func (f *FSM) Usage(req limiter.Request, now int64) []limiter.Usage {
 func (f *FSM) Rule(name string) (*sluicev1.Rule, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, r := range f.policy.GetRules() {
-		if r.Name == name {
-			return r, true
-		}
-	}
-	return nil, false
+	r, ok := f.pix.rules[name]
+	return r, ok
 }
 
 // LimiterKeys is how many keys the rate limiter holds over all rules.

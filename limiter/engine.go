@@ -242,10 +242,6 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool
 	}
 }
 
-// Unspent makes d, a decision of Check or CheckNow on req, report what each rule has left
-// without req's charge (what is left now), for a caller that only asks.
-func (e *Engine) Unspent(req *Request, d *Decision) { e.unchargeRemaining(req, d) }
-
 // unchargeRemaining makes the rules that would have allowed a refused
 // request report what is left without its charge: nothing was charged, and
 // the usage a client sees with the refusal must say so.

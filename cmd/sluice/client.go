@@ -120,7 +120,7 @@ func (f *clientFlags) print(w io.Writer, msg proto.Message, text func(io.Writer)
 
 func clientCmds() []*cobra.Command {
 	f := &clientFlags{}
-	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), usageCmd(f), adminCmd(f), webhooksCmd(f)}
+	cmds := []*cobra.Command{submitCmd(f), getCmd(f), watchCmd(f), cancelCmd(f), listCmd(f), usageCmd(f), checkCmd(f), adminCmd(f), webhooksCmd(f)}
 	for _, c := range cmds {
 		f.register(c)
 	}
