@@ -63,7 +63,7 @@ type FSM struct {
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
-	exclusive bool // SetExclusive: edits change records in place
+	exclusive bool             // SetExclusive: edits change records in place
 	peek      limiter.Decision // unspent's scratch (checks)
 	placeMu   sync.Mutex
 	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu

@@ -227,7 +227,7 @@ type policyIndex struct {
 	models    map[string]*sluicev1.Model
 	tiers     map[string]*sluicev1.Tier
 	rules     map[string]*sluicev1.Rule // by name: every answer to a check names its rules
-	webhooks  bool // some tenant has a default webhook
+	webhooks  bool                      // some tenant has a default webhook
 	// The policy's defaults as durations, read on every submit and finish.
 	queueTimeout time.Duration // 0: none
 	retention    time.Duration
