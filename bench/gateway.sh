@@ -216,6 +216,11 @@ start_sluice() {
 			--raft "127.0.0.1:$((BASE_PORT + 10 + i))" --http "127.0.0.1:$((BASE_PORT + i))" >/dev/null
 	done
 	for i in $(seq "$n"); do wait_http "http://127.0.0.1:$((BASE_PORT + i))/readyz"; done
+	# The load goes to n1: it must lead, or every check would be forwarded.
+	local leader
+	leader=$("$SLUICE_BIN" --addr "http://127.0.0.1:$((BASE_PORT + 1))" --key "$ADMIN" admin members | awk '$2 == "leader" { print $1 }')
+	echo "$name: $n nodes, leader $leader"
+	[[ $leader == n1 ]] || { echo "gateway.sh: n1 does not lead" >&2; return 1; }
 }
 
 # cpu_ticks: CPU time (user + system, in clock ticks) used so far by GROUP.
