@@ -223,6 +223,19 @@ start_sluice() {
 	[[ $leader == n1 ]] || { echo "gateway.sh: n1 does not lead" >&2; return 1; }
 }
 
+# snapshots NAME: the raft snapshots n1 of cluster NAME took (index, when
+# taken, size of the state): taking one stops n1 applying the log meanwhile,
+# which a check waits on, so a latency's tail may come from one.
+snapshots() {
+	local d term idx ms
+	echo "$1: n1's raft snapshots (the last ones raft keeps):"
+	for d in "$TMP/$1"/n1/snapshots/*/; do
+		[[ -d $d && $d != *.tmp/ ]] || continue
+		IFS=- read -r term idx ms <<<"$(basename "$d")"
+		echo "  term $term, index $idx: taken at $(date -u -d "@$((ms / 1000))" +%T), state $(stat -c %s "$d/state.bin" 2>/dev/null || echo '?') bytes"
+	done
+}
+
 # cpu_ticks: CPU time (user + system, in clock ticks) used so far by GROUP.
 cpu_ticks() {
 	local t=0 p f
@@ -240,7 +253,7 @@ measure() {
 	local system=$1 clients=$2 keys=$3 out c0 c1 hz total
 	shift 3
 	hz=$(getconf CLK_TCK)
-	echo "$system, $clients clients, $keys keys: $(load)"
+	echo "$(date -u +%T) $system, $clients clients, $keys keys: $(load)"
 	c0=$(cpu_ticks)
 	# shellcheck disable=SC2086
 	out=$("$TMP/loadgen" -label "$system" -clients "$clients" -keys "$keys" -warmup "$WARMUP" -duration "$DURATION" \
@@ -317,6 +330,7 @@ sluice_rows() {
 			open_loop sluice-checkbatch -target sluice-checkbatch -addr "$api" -proto "$PROTO"
 		fi
 		stop "${SLUICE_PIDS[@]}"
+		snapshots sluice
 	fi
 	if has sluice-refused; then
 		# One key over a limit of 1 an hour: the first check is charged, every
@@ -331,6 +345,7 @@ sluice_rows() {
 			measure "sluice-checkbatch (all refused)" "$c" 1 -target sluice-checkbatch -addr "$api" -proto "$PROTO"
 		done
 		stop "${SLUICE_PIDS[@]}"
+		snapshots sluice-refused
 	fi
 }
 
