@@ -1,8 +1,11 @@
 // Command loadgen drives a write load at a Sluice cluster (Submit) or an
-// etcd cluster (Put) from N concurrent clients for a fixed time, and prints
-// the writes per second and the latency p50/p99/max of the writes that
-// started and finished inside the measured window (after a warm-up).
-// Every latency is kept and sorted, so the percentiles are exact.
+// etcd cluster (Put), or a rate-limit check load at a gateway rate limiter
+// (Redis running a GCRA script, the Envoy rate limit service of
+// envoyproxy/ratelimit or of Sluice, Sluice's LimitService), from N
+// concurrent clients for a fixed time, and prints the writes (checks) per
+// second and the latency p50/p99/max of the calls that started and finished
+// inside the measured window (after a warm-up). Every latency is kept and
+// sorted, so the percentiles are exact.
 //
 // By default each client sends its next write as soon as the last one is
 // acknowledged (a closed loop: the load is whatever the cluster can take).
@@ -19,8 +22,26 @@
 //	go run ./bench/loadgen -target sluice -addr http://127.0.0.1:17701 -clients 16
 //	go run ./bench/loadgen -target etcd -addr http://127.0.0.1:23791,http://127.0.0.1:23792 -clients 16
 //
+// The gateway targets (bench/gateway.sh) send checks, each for a key drawn
+// uniformly from -keys by the client's own generator:
+//
+//	-target redis-gcra            EVALSHA of bench/gateway/gcra.lua, one per call (go-redis, a connection per client)
+//	-target redis-gcra-pipelined  -pipeline EVALSHAs per call, in one pipeline
+//	-target rls                   envoy.service.ratelimit.v3 ShouldRateLimit (grpc-go over h2c), descriptor [(user, id)]
+//	-target sluice-check          sluice.v1.LimitService/Check, key "user=<id>"
+//	-target sluice-checkbatch     sluice.v1.LimitService/CheckBatch of -batch checks
+//
+//	go run ./bench/loadgen -target redis-gcra -addr 127.0.0.1:6390 -clients 64 -keys 1000000
+//	go run ./bench/loadgen -target rls -addr http://127.0.0.1:17701 -token gw -clients 64
+//
+// A call that carries several checks (-batch, -pipeline) has one latency,
+// the call's round trip; the throughput counts checks, and so does -rate
+// (the clients together start rate/N calls of N checks a second). A check
+// answered over the limit is a completed check (counted in over_limit=);
+// a failed call counts each of its checks as an error.
+//
 // The last line it prints is machine-readable (RESULT key=value ...), for
-// bench/cluster.sh.
+// bench/cluster.sh and bench/gateway.sh.
 package main
 
 import (
@@ -43,6 +64,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -61,14 +83,22 @@ type config struct {
 	gzip                 bool
 	timeline             time.Duration
 	rate                 float64
+	// The gateway targets.
+	token, domain, descriptor string
+	keys, batch, pipeline     int
+	conns                     int
+	seed                      uint64
+	gcraBurst, gcraRate       int64
+	gcraPeriod                time.Duration
+	per                       int // checks per call: -batch, -pipeline or 1
 }
 
 func main() {
 	var c config
 	var addrs string
-	flag.StringVar(&c.target, "target", "sluice", "what to load: sluice (JobService/Submit) or etcd (KV/Put)")
-	flag.StringVar(&addrs, "addr", "http://127.0.0.1:7700", "comma-separated base URLs; sluice: the first is used; etcd: the leader among them is found and used")
-	flag.StringVar(&c.proto, "proto", "", "wire protocol; sluice: connect (Connect over HTTP/1.1, the default), connect-raw (the same calls written on plain keep-alive TCP connections, one per client, without net/http's client: a lighter load generator) or grpc (gRPC over h2c); etcd: grpc (over h2c, as etcd's Go client; the default) or json (the v3 JSON gateway over HTTP/1.1)")
+	flag.StringVar(&c.target, "target", "sluice", "what to load: sluice (JobService/Submit), etcd (KV/Put), or a gateway rate limiter: redis-gcra, redis-gcra-pipelined, rls, sluice-check, sluice-checkbatch")
+	flag.StringVar(&addrs, "addr", "http://127.0.0.1:7700", "comma-separated base URLs; sluice: the first is used; etcd: the leader among them is found and used; gateway targets: the first (redis: host:port)")
+	flag.StringVar(&c.proto, "proto", "", "wire protocol; sluice: connect (Connect over HTTP/1.1, the default), connect-raw (the same calls written on plain keep-alive TCP connections, one per client, without net/http's client: a lighter load generator) or grpc (gRPC over h2c); etcd: grpc (over h2c, as etcd's Go client; the default) or json (the v3 JSON gateway over HTTP/1.1); sluice-check and sluice-checkbatch: connect (the default) or grpc; rls: grpc; redis: resp")
 	flag.IntVar(&c.clients, "clients", 16, "concurrent clients, each with one request in flight")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "load applied before measuring")
 	flag.DurationVar(&c.duration, "duration", 8*time.Second, "measured window")
@@ -79,11 +109,23 @@ func main() {
 	flag.BoolVar(&c.gzip, "gzip", true, "sluice: accept gzip-compressed responses, as connect-go clients (the sluice CLI among them) do by default; false asks for them uncompressed")
 	flag.StringVar(&c.label, "label", "", "a name for this run, echoed in the RESULT line")
 	flag.Float64Var(&c.rate, "rate", 0, "writes per second offered by all clients together, each client on its own schedule, latency counted from when a write was due (an open loop); 0: each client sends its next write when the last is acknowledged (a closed loop)")
+	flag.StringVar(&c.token, "token", "", "gateway targets: the gateway token (Authorization: Bearer, or gRPC metadata authorization for rls)")
+	flag.IntVar(&c.keys, "keys", 1, "gateway targets: distinct keys; each check draws one uniformly")
+	flag.IntVar(&c.batch, "batch", 32, "sluice-checkbatch: checks per CheckBatch call")
+	flag.IntVar(&c.pipeline, "pipeline", 32, "redis-gcra-pipelined: EVALSHAs per pipeline")
+	flag.IntVar(&c.conns, "conns", 1, "rls: shared gRPC connections (client i uses i mod conns); Envoy keeps one HTTP/2 connection to a rate limit service per worker")
+	flag.StringVar(&c.domain, "domain", "bench", "rls: the request's domain")
+	flag.StringVar(&c.descriptor, "descriptor", "user", "gateway targets: the key's name: rls sends the descriptor [(name, id)], sluice-check the key name=id, redis the key gcra:name=id")
+	flag.Uint64Var(&c.seed, "seed", 1, "gateway targets: seed of the clients' key generators (client i's is PCG(seed, i))")
+	flag.Int64Var(&c.gcraBurst, "gcra-burst", 1000000, "redis targets: GCRA burst")
+	flag.Int64Var(&c.gcraRate, "gcra-rate", 1000000, "redis targets: GCRA requests per -gcra-period")
+	flag.DurationVar(&c.gcraPeriod, "gcra-period", time.Second, "redis targets: GCRA period")
 	flag.DurationVar(&c.timeline, "timeline", 0, "if set, also print the window in slices of this length (by when each write finished): writes/s, p50, p99 and max of each, to see when the slow writes happen")
 	flag.Parse()
 	c.addrs = strings.Split(addrs, ",")
-	if c.clients < 1 || c.duration <= 0 || c.warmup < 0 || c.tenants < 1 || c.valueSize < 0 || c.rate < 0 {
-		fmt.Fprintln(os.Stderr, "loadgen: -clients, -duration and -tenants must be positive; -warmup, -value-size and -rate non-negative")
+	if c.clients < 1 || c.duration <= 0 || c.warmup < 0 || c.tenants < 1 || c.valueSize < 0 || c.rate < 0 ||
+		c.keys < 1 || c.batch < 1 || c.pipeline < 1 || c.conns < 1 || c.gcraBurst < 1 || c.gcraRate < 1 || c.gcraPeriod < time.Millisecond {
+		fmt.Fprintln(os.Stderr, "loadgen: -clients, -duration, -tenants, -keys, -batch, -pipeline, -conns, -gcra-burst and -gcra-rate must be positive, -gcra-period at least 1ms; -warmup, -value-size and -rate non-negative")
 		os.Exit(2)
 	}
 	if err := run(c); err != nil {
@@ -96,12 +138,29 @@ func main() {
 // index of the calling client, seq the count of its earlier writes.
 type writer func(ctx context.Context, client, seq int) error
 
+// call sends one request and waits for its answer: one write, or one or
+// more checks. It returns how many checks (writes) were answered and how
+// many of those were over the limit; with an error, every check it carried
+// failed.
+type call func(ctx context.Context, client, seq int) (n, overLimit int, err error)
+
+func (w writer) call() call {
+	return func(ctx context.Context, client, seq int) (int, int, error) {
+		if err := w(ctx, client, seq); err != nil {
+			return 0, 0, err
+		}
+		return 1, 0, nil
+	}
+}
+
 func run(c config) error {
 	var (
 		w     writer
+		f     call
 		where string
 		err   error
 	)
+	c.per = 1
 	switch c.target {
 	case "sluice":
 		if c.proto == "" {
@@ -118,19 +177,42 @@ func run(c config) error {
 			return err
 		}
 		w, err = etcdWriter(c, where)
+	case "redis-gcra", "redis-gcra-pipelined", "rls", "sluice-check", "sluice-checkbatch":
+		switch c.target {
+		case "redis-gcra-pipelined":
+			c.per = c.pipeline
+		case "sluice-checkbatch":
+			c.per = c.batch
+		}
+		if c.proto == "" {
+			c.proto = map[string]string{"rls": "grpc", "sluice-check": "connect", "sluice-checkbatch": "connect"}[c.target]
+			if c.proto == "" {
+				c.proto = "resp"
+			}
+		}
+		var done func()
+		f, done, err = checkCaller(c)
+		if err != nil {
+			return err
+		}
+		defer done()
+		where = c.addrs[0]
 	default:
-		return fmt.Errorf("-target: %q is not sluice or etcd", c.target)
+		return fmt.Errorf("-target: %q is not sluice, etcd, redis-gcra, redis-gcra-pipelined, rls, sluice-check or sluice-checkbatch", c.target)
 	}
 	if err != nil {
 		return err
 	}
-	r := measure(c, w)
+	if f == nil {
+		f = w.call()
+	}
+	r := measure(c, f)
 	r.print(c, where)
 	if c.timeline > 0 {
 		r.printTimeline(c.timeline)
 	}
-	if r.errors > 0 && r.errors*100 > int64(len(r.lat)) {
-		return fmt.Errorf("%d of %d writes failed", r.errors, r.errors+int64(len(r.lat)))
+	if r.errors > 0 && r.errors*100 > r.checks {
+		return fmt.Errorf("%d of %d checks (writes) failed", r.errors, r.errors+r.checks)
 	}
 	return nil
 }
@@ -272,13 +354,16 @@ func etcdLeader(addrs []string) (string, error) {
 
 type result struct {
 	window time.Duration
-	lat    []time.Duration
-	done   []timed // with -timeline: every kept write, by when it finished
-	errors int64
-	first  []string
-	total  int64 // successful writes over the whole run, warm-up and edges included
-	// finished counts the successful writes that finished in the window, whenever they were
-	// sent or due: with -rate, the throughput the cluster delivered.
+	lat    []time.Duration // one per kept call
+	done   []timed         // with -timeline: every kept call, by when it finished
+	// checks counts the checks (writes) of the kept calls, overLimit those of them
+	// answered over the limit; errors the checks of the calls that failed.
+	checks, overLimit int64
+	errors            int64
+	first             []string
+	total             int64 // checks (writes) answered over the whole run, warm-up and edges included
+	// finished counts the checks (writes) answered in the window, whenever they were
+	// sent or due: with -rate, the throughput the system delivered.
 	finished int64
 	// cpu is the load generator's own CPU time (user + system) over the whole run, warm-up
 	// included: on a machine it shares with the servers, what it takes from them; -1 when
@@ -287,9 +372,9 @@ type result struct {
 }
 
 // measure runs the clients through the warm-up and the window. In a closed
-// loop a write counts if it started at or after the window opened and
+// loop a call counts if it started at or after the window opened and
 // finished before it closed; with -rate, if it was due in the window.
-func measure(c config, w writer) result {
+func measure(c config, w call) result {
 	var (
 		open, closed atomic.Int64 // unix nanoseconds; 0 until set
 		stop         atomic.Bool
@@ -301,10 +386,11 @@ func measure(c config, w writer) result {
 	)
 	per := make([][]time.Duration, c.clients)
 	perDone := make([][]timed, c.clients)
+	perChecks := make([][2]int64, c.clients) // checks and over-limit answers of the kept calls
 	start := time.Now()
 	var every time.Duration // with -rate: how often each client is due to send
 	if c.rate > 0 {
-		every = time.Duration(float64(c.clients) / c.rate * float64(time.Second))
+		every = time.Duration(float64(c.clients) * float64(max(c.per, 1)) / c.rate * float64(time.Second))
 	}
 	for i := range c.clients {
 		wg.Add(1)
@@ -312,6 +398,7 @@ func measure(c config, w writer) result {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, 4096)
 			var done []timed
+			var kept [2]int64
 			// pastWindow: with -rate, a write due once the window has closed is not sent.
 			pastWindow := func(due time.Time) bool {
 				cl := closed.Load()
@@ -341,14 +428,14 @@ func measure(c config, w writer) result {
 				if every > 0 {
 					t0 = due
 				}
-				err := w(ctx, i, seq)
+				n, over, err := w(ctx, i, seq)
 				t1 := time.Now()
 				cancel()
 				o, cl := open.Load(), closed.Load()
 				if err == nil {
-					total.Add(1)
+					total.Add(int64(n))
 					if o != 0 && t1.UnixNano() >= o && (cl == 0 || t1.UnixNano() < cl) {
-						finished.Add(1)
+						finished.Add(int64(n))
 					}
 				}
 				if o == 0 || t0.UnixNano() < o {
@@ -361,7 +448,7 @@ func measure(c config, w writer) result {
 				}
 				if err != nil {
 					mu.Lock()
-					r.errors++
+					r.errors += int64(max(c.per, 1))
 					if len(r.first) < 5 {
 						r.first = append(r.first, errString(err))
 					}
@@ -369,11 +456,13 @@ func measure(c config, w writer) result {
 					continue
 				}
 				lat = append(lat, t1.Sub(t0))
+				kept[0] += int64(n)
+				kept[1] += int64(over)
 				if c.timeline > 0 {
 					done = append(done, timed{time.Duration(t1.UnixNano() - o), t1.Sub(t0)})
 				}
 			}
-			per[i], perDone[i] = lat, done
+			per[i], perDone[i], perChecks[i] = lat, done, kept
 		}()
 	}
 	time.Sleep(c.warmup)
@@ -391,8 +480,10 @@ func measure(c config, w writer) result {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	for _, l := range per {
+	for i, l := range per {
 		r.lat = append(r.lat, l...)
+		r.checks += perChecks[i][0]
+		r.overLimit += perChecks[i][1]
 	}
 	slices.Sort(r.lat)
 	for _, d := range perDone {
@@ -436,6 +527,9 @@ func errString(err error) string {
 	if errors.As(err, &ce) {
 		return ce.Code().String() + ": " + ce.Message()
 	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code().String() + ": " + st.Message()
+	}
 	return err.Error()
 }
 
@@ -456,7 +550,7 @@ func (r result) print(c config, where string) {
 	if label == "" {
 		label = c.target
 	}
-	rate := float64(len(r.lat)) / r.window.Seconds()
+	rate := float64(r.checks) / r.window.Seconds()
 	if c.rate > 0 {
 		// Behind schedule, writes due in the window finish after it: count what finished.
 		rate = float64(r.finished) / r.window.Seconds()
@@ -474,11 +568,23 @@ func (r result) print(c config, where string) {
 	if r.total > 0 && r.cpu >= 0 {
 		clientUS = r.cpu.Microseconds() / r.total
 	}
-	fmt.Printf("%s: %s via %s at %s: %d clients, %s, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors; load generator CPU %d µs per write\n",
-		label, c.target, c.proto, where, c.clients, offered, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors, clientUS)
+	gateway := c.target != "sluice" && c.target != "etcd"
+	if gateway {
+		fmt.Printf("%s: %s via %s at %s: %d clients, %d keys, %d checks a call, %s, %d calls, %d checks (%d over the limit) in %.1fs: %.0f checks/s, call p50 %s ms, p99 %s ms, max %s ms, %d checks failed; load generator CPU %d µs per check\n",
+			label, c.target, c.proto, where, c.clients, c.keys, c.per, offered, len(r.lat), r.checks, r.overLimit, r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors, clientUS)
+	} else {
+		fmt.Printf("%s: %s via %s at %s: %d clients, %s, %d writes in %.1fs: %.0f/s, p50 %s ms, p99 %s ms, max %s ms, %d errors; load generator CPU %d µs per write\n",
+			label, c.target, c.proto, where, c.clients, offered, len(r.lat), r.window.Seconds(), rate, ms(p50), ms(p99), ms(mx), r.errors, clientUS)
+	}
 	for _, e := range r.first {
 		fmt.Println("  error:", e)
 	}
-	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d offered=%.0f writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d client_cpu_us=%d\n",
-		label, c.target, c.proto, c.gzip && c.target == "sluice", c.clients, c.rate, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total, clientUS)
+	// For the gateway targets rate is checks/s, writes the calls (of per checks each),
+	// errors the checks of the calls that failed, over_limit the checks answered over the limit.
+	fmt.Printf("RESULT label=%s target=%s proto=%s gzip=%v clients=%d offered=%.0f writes=%d rate=%.0f p50_ms=%s p99_ms=%s max_ms=%s errors=%d total=%d client_cpu_us=%d",
+		label, c.target, c.proto, c.gzip && (c.target == "sluice" || strings.HasPrefix(c.target, "sluice-")), c.clients, c.rate, len(r.lat), rate, ms(p50), ms(p99), ms(mx), r.errors, r.total, clientUS)
+	if gateway {
+		fmt.Printf(" keys=%d per_call=%d checks=%d over_limit=%d", c.keys, c.per, r.checks, r.overLimit)
+	}
+	fmt.Println()
 }
