@@ -185,6 +185,7 @@ func TestSnapshotIsWrittenInChunksAsTheMessagesEncoding(t *testing.T) {
 		t.Fatal(err)
 	}
 	full.Queue = q
+	full.Limiter = c.limiter(nil)
 	full.Jobs = slices.SortedFunc(slices.Values(c.jobs), func(a, b *raftv1.JobRecord) int { return cmp.Compare(a.Id, b.Id) })
 	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(full)
 	if err != nil {
@@ -222,7 +223,7 @@ func TestSnapshotIsWrittenInChunksAsTheMessagesEncoding(t *testing.T) {
 
 	// An empty state streams as the whole message's encoding too.
 	empty := New().Capture()
-	want, err = proto.MarshalOptions{Deterministic: true}.Marshal(&raftv1.Snapshot{Policy: empty.s.Policy, Limiter: empty.s.Limiter, Queue: mustQueueBinary(t, empty)})
+	want, err = proto.MarshalOptions{Deterministic: true}.Marshal(&raftv1.Snapshot{Policy: empty.s.Policy, Limiter: empty.limiter(nil), Queue: mustQueueBinary(t, empty)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1032,14 +1032,17 @@ func shallowCopy[M proto.Message](src M) M {
 
 // Capture is the state at one point, taken quickly (pointers to the job
 // records, which are never changed in place; a copy of the queue's arrays;
-// the rate limiter's own encoding, which is small) so that the slow part,
-// encoding, runs later without holding up Apply: at 100,000 jobs the
-// encoding takes ~160–190 ms, the capture 6–8 (BenchmarkSnapshot). Encode gives the bytes Snapshot
-// gave at that point.
+// a copy of the rate limiter's keys, limiter.Engine.Freeze) so that the
+// slow part, encoding, runs later without holding up Apply: at 100,000 jobs
+// the encoding takes ~160–190 ms, the capture 6–8 (BenchmarkSnapshot); at a
+// million limiter keys, encoding them took 0.3–0.5 s on the apply goroutine
+// before they were copied instead (a gateway's checks wait on Apply).
+// Encode gives the bytes Snapshot gave at that point.
 type Capture struct {
-	s     *raftv1.Snapshot // all but Jobs and Queue
-	jobs  []*raftv1.JobRecord
-	queue *scheduler.Image
+	s       *raftv1.Snapshot // all but Jobs, Queue and Limiter
+	jobs    []*raftv1.JobRecord
+	queue   *scheduler.Image
+	limiter func([]byte) []byte
 }
 
 // Capture takes the state for a later Encode.
@@ -1057,11 +1060,11 @@ func (f *FSM) captureLocked() *Capture {
 			Policy:       f.policy, // replaced, never changed in place
 			LastIndex:    f.lastIndex,
 			LastJobId:    f.lastJobID,
-			Limiter:      f.limits.AppendSnapshot(nil),
 			NextSweepNs:  f.nextSweep,
 		},
-		jobs:  slices.AppendSeq(make([]*raftv1.JobRecord, 0, len(f.jobs)), maps.Values(f.jobs)),
-		queue: f.queue.Image(),
+		jobs:    slices.AppendSeq(make([]*raftv1.JobRecord, 0, len(f.jobs)), maps.Values(f.jobs)),
+		queue:   f.queue.Image(),
+		limiter: f.limits.Freeze(),
 	}
 	for _, id := range sortedKeys(f.members) {
 		c.s.Members = append(c.s.Members, f.members[id]) // replaced, never changed in place
@@ -1105,6 +1108,7 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 	}
 	head, tail := &raftv1.Snapshot{}, shallowCopy(c.s) // set on copies: WriteTo may run again
 	tail.Queue = q
+	tail.Limiter = c.limiter(nil)
 	head.NowNs, head.NextQueueSeq, head.Policy = tail.NowNs, tail.NextQueueSeq, tail.Policy
 	tail.NowNs, tail.NextQueueSeq, tail.Policy = 0, 0, nil
 	opts := proto.MarshalOptions{Deterministic: true}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -43,6 +44,12 @@ type logEntry struct {
 }
 
 // Validate reports the first bad parameter.
+// cloneState copies s's ring, which later hits change in place (Engine.Freeze).
+func (l SlidingLog) cloneState(s SlidingLogState) SlidingLogState {
+	s.ring = slices.Clone(s.ring)
+	return s
+}
+
 func (l SlidingLog) Validate() error {
 	if l.Limit < 1 || l.Limit > MaxSlidingLogLimit {
 		return fmt.Errorf("limit: %d must be between 1 and %d for a sliding log (use a sliding counter above)", l.Limit, MaxSlidingLogLimit)

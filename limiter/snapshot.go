@@ -23,6 +23,36 @@ func (e *Engine) AppendSnapshot(b []byte) []byte {
 	return b
 }
 
+// Freeze copies the Engine's state and returns a function that appends what AppendSnapshot
+// would have appended at this point. The copy is quick (each table's held slots, moved
+// whole: about 10 ms a million keys); the encoding, which sorts the keys, is the slow part,
+// and the returned function may run later, on any goroutine, beside changes to the Engine,
+// and more than once. A state machine takes its snapshot this way so as not to hold up
+// the log while the keys are encoded.
+func (e *Engine) Freeze() func(b []byte) []byte {
+	type frozen struct {
+		name, params string
+		scope, keys  int64
+		state        func([]byte) []byte
+	}
+	rules := make([]frozen, len(e.rules))
+	for i := range e.rules {
+		r := &e.rules[i]
+		rules[i] = frozen{r.Name, string(r.table.appendParams(nil)), int64(r.Scope), int64(r.maxKeys), r.table.freeze()}
+	}
+	return func(b []byte) []byte {
+		b = append(b, snapshotMagic...)
+		b = binary.AppendUvarint(b, uint64(len(rules)))
+		for _, r := range rules {
+			b = appendString(b, r.name)
+			b = appendString(b, r.params)
+			b = appendInts(b, r.scope, r.keys)
+			b = r.state(b)
+		}
+		return b
+	}
+}
+
 // Restore replaces the Engine's state with a snapshot taken by an Engine with the same rules
 // (AppendSnapshot then Restore gives an Engine that decides, and encodes, identically). On
 // error the Engine is unchanged.

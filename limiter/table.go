@@ -58,6 +58,8 @@ type table interface {
 	len() int
 	appendParams(b []byte) []byte
 	appendSnapshot(b []byte) []byte
+	// freeze copies the state and returns what appends its appendSnapshot later.
+	freeze() func(b []byte) []byte
 	restore(d *decoder)
 	canDelay() bool
 	// limit is the Limit of the algorithm's Results.
@@ -341,6 +343,32 @@ func (t *keyed[S, K]) appendSnapshot(b []byte) []byte {
 		b = t.k.appendState(b, t.slots[h.slot].state)
 	}
 	return b
+}
+
+// freeze copies the held slots (and their long keys) into a table of their own, packed:
+// appendSnapshot reads nothing else, and sorts the keys anyway.
+func (t *keyed[S, K]) freeze() func(b []byte) []byte {
+	f := &keyed[S, K]{k: t.k, overflowState: t.overflowState, n: t.n, slots: make([]slot[S], 0, t.n)}
+	if t.long != nil {
+		f.long = make([]string, 0, t.n)
+	}
+	for i := range t.slots {
+		if t.slots[i].used() {
+			f.slots = append(f.slots, t.slots[i])
+			if t.long != nil {
+				f.long = append(f.long, t.long[i])
+			}
+		}
+	}
+	// A state that holds memory of its own (a sliding log's ring) is copied too: the
+	// table changes it in place.
+	if c, ok := any(t.k).(interface{ cloneState(S) S }); ok {
+		f.overflowState = c.cloneState(f.overflowState)
+		for i := range f.slots {
+			f.slots[i].state = c.cloneState(f.slots[i].state)
+		}
+	}
+	return f.appendSnapshot
 }
 
 // restore reads what appendSnapshot wrote into this empty table. Keys must be in strictly

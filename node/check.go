@@ -187,6 +187,24 @@ func (n *Node) checkGroup(allowDelay bool, checks ...*sluicev1.CheckRequest) *ra
 	return g
 }
 
+// checksSafe is the proposer's batchesSafe, asked at most every
+// checksSafeFor: it reads the raft configuration and builds its key, a
+// few percent of a check's CPU. A server that cannot read checks cannot
+// join meanwhile (checkJoiner), and the gate turns off on its own.
+func (n *Node) checksSafe() bool {
+	now := time.Now().UnixNano()
+	if now < n.checksSafeUntil.Load() {
+		return true
+	}
+	if !n.proposer.batchesSafe() {
+		return false
+	}
+	n.checksSafeUntil.Store(now + int64(checksSafeFor))
+	return true
+}
+
+const checksSafeFor = 100 * time.Millisecond
+
 // checksGateWait is how long a check waits for the log format gate.
 const checksGateWait = 3 * time.Second
 
@@ -202,7 +220,7 @@ func (n *Node) decideChecks(ctx context.Context, groups []*raftv1.CheckGroup) ([
 	}
 	// A new leader, or a new member, is asked for its log format first
 	// (gateBatches, within a second or two): wait for that rather than fail.
-	for wait := time.Now().Add(checksGateWait); !n.proposer.batchesSafe(); {
+	for wait := time.Now().Add(checksGateWait); !n.checksSafe(); {
 		if time.Now().After(wait) || ctx.Err() != nil || !n.IsLeader() {
 			e := connect.NewError(connect.CodeUnavailable, errChecksOff)
 			e.Meta().Set("Retry-After", "1")
@@ -267,13 +285,13 @@ func (n *Node) checkResponse(d *fsm.CheckDecision) *sluicev1.CheckResponse {
 			r.RetryAfter = durationpb.New(wait)
 		}
 	}
+	infos := n.ruleInfos()
 	for _, rr := range d.Rules {
-		rc := &sluicev1.RuleCheck{Rule: rr.Rule, Limit: rr.Limit, Remaining: rr.Remaining, Refused: !rr.Allowed, Shadow: rr.Shadow}
+		info := infos.of(rr.Rule)
+		rc := &sluicev1.RuleCheck{Rule: rr.Rule, Limit: rr.Limit, Remaining: rr.Remaining, Refused: !rr.Allowed, Shadow: rr.Shadow,
+			Unit: info.unit, Description: info.words}
 		if rr.ResetAt > d.Now {
 			rc.ResetAfter = durationpb.New(time.Duration(rr.ResetAt - d.Now))
-		}
-		if rule, ok := n.fsm.Rule(rr.Rule); ok {
-			rc.Unit, rc.Description = ruleUnit(rule), fsm.RuleDescription(rule)
 		}
 		r.Rules = append(r.Rules, rc)
 	}

@@ -81,6 +81,7 @@ func (n *Node) lead(leaderCh <-chan bool) {
 		<-hooks
 		<-gated // so that it cannot turn group commit on after this
 		n.proposer.enabled.Store(false)
+		n.checksSafeUntil.Store(0)
 		n.execs.clear()
 	}()
 	n.setReady(true)

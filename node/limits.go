@@ -152,32 +152,71 @@ func roundWait(d time.Duration) string {
 // of draft-ietf-httpapi-ratelimit-headers-11: one list item per rule,
 // `"name";q=<quota>;w=<window s>` and `"name";r=<remaining>;t=<reset s>`.
 func (n *Node) setRateLimitHeaders(h http.Header, rules []limiter.RuleResult, now time.Time) {
-	var policies, states []string
-	for _, r := range rules {
-		name := sfString(r.Rule)
-		p := fmt.Sprintf("%s;q=%d", name, r.Limit)
-		if rule, ok := n.fsm.Rule(r.Rule); ok {
-			if w := windowSeconds(rule); w > 0 {
-				p += fmt.Sprintf(";w=%d", w)
-			}
+	if len(rules) == 0 {
+		return
+	}
+	infos := n.ruleInfos()
+	var policies, states []byte
+	for i, r := range rules {
+		if i > 0 {
+			policies, states = append(policies, ", "...), append(states, ", "...)
 		}
-		policies = append(policies, p)
-		st := fmt.Sprintf("%s;r=%d", name, r.Remaining)
+		info := infos.of(r.Rule)
+		policies = append(policies, info.quoted...)
+		policies = strconv.AppendInt(append(policies, ";q="...), r.Limit, 10)
+		if info.window > 0 {
+			policies = strconv.AppendInt(append(policies, ";w="...), info.window, 10)
+		}
+		states = append(states, info.quoted...)
 		if wait, ok := retryDelay(r.RetryAt, now); ok && !r.Allowed && !r.Shadow {
 			// Refused: nothing is left until the retry time, which is also what
 			// Retry-After says (draft -11: Retry-After SHOULD NOT point earlier
 			// than t; a bucket's retry time is before it is full again).
-			st = fmt.Sprintf("%s;r=0;t=%d", name, int64((wait+time.Second-1)/time.Second))
-		} else if r.ResetAt > 0 {
-			st += fmt.Sprintf(";t=%d", max(0, (r.ResetAt-now.UnixNano()+int64(time.Second)-1)/int64(time.Second)))
+			states = strconv.AppendInt(append(states, ";r=0;t="...), int64((wait+time.Second-1)/time.Second), 10)
+			continue
 		}
-		states = append(states, st)
+		states = strconv.AppendInt(append(states, ";r="...), r.Remaining, 10)
+		if r.ResetAt > 0 {
+			states = strconv.AppendInt(append(states, ";t="...), max(0, (r.ResetAt-now.UnixNano()+int64(time.Second)-1)/int64(time.Second)), 10)
+		}
 	}
-	if len(policies) == 0 {
-		return
+	h["Ratelimit-Policy"] = []string{string(policies)}
+	h["Ratelimit"] = []string{string(states)}
+}
+
+// ruleInfo is what answers say of a rule, made once per policy.
+type ruleInfo struct {
+	rule        *sluicev1.Rule // nil: not in the policy (any more)
+	quoted      string         // the name as a structured-field string
+	window      int64          // windowSeconds
+	unit, words string         // ruleUnit, fsm.RuleDescription
+}
+
+type ruleInfoCache struct {
+	policy *sluicev1.Policy
+	rules  map[string]ruleInfo
+}
+
+// of is name's info; a name the policy lacks gets its quoted name only.
+func (c *ruleInfoCache) of(name string) ruleInfo {
+	if info, ok := c.rules[name]; ok {
+		return info
 	}
-	h.Set("RateLimit-Policy", strings.Join(policies, ", "))
-	h.Set("RateLimit", strings.Join(states, ", "))
+	return ruleInfo{quoted: sfString(name)}
+}
+
+// ruleInfos is the current policy's rule info, made when the policy changes.
+func (n *Node) ruleInfos() *ruleInfoCache {
+	p := n.fsm.Policy()
+	if c := n.ruleCache.Load(); c != nil && c.policy == p {
+		return c
+	}
+	c := &ruleInfoCache{policy: p, rules: make(map[string]ruleInfo, len(p.GetRules()))}
+	for _, r := range p.GetRules() {
+		c.rules[r.Name] = ruleInfo{rule: r, quoted: sfString(r.Name), window: windowSeconds(r), unit: ruleUnit(r), words: fsm.RuleDescription(r)}
+	}
+	n.ruleCache.Store(c)
+	return c
 }
 
 // sfString quotes s as a structured-field string (RFC 8941).

@@ -130,6 +130,10 @@ type Node struct {
 	streams     *streamLimiter
 	rejected    rejections      // Submits refused by rule while this node led (the UI)
 	shadows     shadowLog       // shadow rules' would-be refusals, logged at most every shadowLogEvery
+	// checksSafeUntil: the log format gate was last found open for checks
+	// until then (unix ns; checksSafe).
+	checksSafeUntil atomic.Int64
+	ruleCache       atomic.Pointer[ruleInfoCache] // ruleInfos
 	reads       readLimits      // rules on read calls, counted by this node (readlimits.go)
 	metrics     *metrics.Server // nil when off
 	pool        *Pool
