@@ -128,28 +128,28 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
-	rejected    rejections      // Submits refused by rule while this node led (the UI)
-	shadows     shadowLog       // shadow rules' would-be refusals, logged at most every shadowLogEvery
+	rejected    rejections // Submits refused by rule while this node led (the UI)
+	shadows     shadowLog  // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	// checksSafeUntil: the log format gate was last found open for checks
 	// until then (unix ns; checksSafe).
 	checksSafeUntil atomic.Int64
 	ruleCache       atomic.Pointer[ruleInfoCache] // ruleInfos
-	reads       readLimits      // rules on read calls, counted by this node (readlimits.go)
-	metrics     *metrics.Server // nil when off
-	pool        *Pool
-	tls         *nodeTLS        // nil: plaintext
-	stream      *tlsStreamLayer // raft over mutual TLS; nil without a peer CA
-	proposer    *proposer
-	forwarder   *submitForwarder
-	models      atomic.Pointer[policyModels] // modelSet's
-	snapAt      atomic.Uint64                // commands applied at the last snapshot (raftFSM)
-	caughtUp    atomic.Bool                  // applied, since it started, what the leader had (catchup.go)
-	epochMu     sync.Mutex
-	epoch       context.Context // canceled when the leadership next changes (catchup.go)
-	endEpoch    context.CancelFunc
-	observer    *raft.Observer
-	contact     *peerContact   // when each other server was last heard from (admin members)
-	contactObs  *raft.Observer // feeds contact
+	reads           readLimits                    // rules on read calls, counted by this node (readlimits.go)
+	metrics         *metrics.Server               // nil when off
+	pool            *Pool
+	tls             *nodeTLS        // nil: plaintext
+	stream          *tlsStreamLayer // raft over mutual TLS; nil without a peer CA
+	proposer        *proposer
+	forwarder       *submitForwarder
+	models          atomic.Pointer[policyModels] // modelSet's
+	snapAt          atomic.Uint64                // commands applied at the last snapshot (raftFSM)
+	caughtUp        atomic.Bool                  // applied, since it started, what the leader had (catchup.go)
+	epochMu         sync.Mutex
+	epoch           context.Context // canceled when the leadership next changes (catchup.go)
+	endEpoch        context.CancelFunc
+	observer        *raft.Observer
+	contact         *peerContact   // when each other server was last heard from (admin members)
+	contactObs      *raft.Observer // feeds contact
 
 	termMu   sync.Mutex
 	termCtx  context.Context // canceled when this node's leadership ends
