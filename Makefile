@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 CONNECT_GO_VERSION   := v1.21.1
 PROMTOOL_VERSION     := v0.316.0
 
-.PHONY: dev test build proto proto-check bench lint tools fuzz powerloss clean grpcurl rules-check check-cc browser screenshots
+.PHONY: dev test build proto proto-check bench lint tools fuzz powerloss clean grpcurl rules-check check-cc browser redis screenshots
 
 # go-nvml's cgo wrappers call NVML functions that nvml.h marks deprecated; gcc's warnings
 # about them are not failures. Flags in our own #cgo lines cannot reach that package's
@@ -18,7 +18,7 @@ dev:
 	$(GO) run ./cmd/sluice dev
 
 ## test: the alerting rules and dashboard, vet, a build without cgo (NVML off), then every test with the race detector
-test: check-cc rules-check browser
+test: check-cc rules-check browser redis
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
 	$(GO) test -race -count=1 -timeout 12m ./...
@@ -46,6 +46,16 @@ browser:
 		apt-get update -qq && apt-get install -y -qq chromium-headless-shell; \
 	else \
 		echo "make test runs the web UI in a headless Chromium: apt-get install -y chromium-headless-shell (as root), or SLUICE_SKIP_BROWSER=1 to skip that test" >&2; exit 1; \
+	fi
+
+## redis: a redis-server for the gateway benchmark's GCRA script test (bench/loadgen; Debian's redis-server; apt-get, as root)
+redis:
+	@command -v redis-server >/dev/null 2>&1 && exit 0; \
+	if [ -n "$$SLUICE_SKIP_REDIS" ]; then echo "no redis-server; SLUICE_SKIP_REDIS is set, so the Redis GCRA script's test is skipped" >&2; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && apt-get install -y -qq redis-server; \
+	else \
+		echo "make test runs the Redis GCRA script of bench/gateway.sh against a redis-server: apt-get install -y redis-server (as root), or SLUICE_SKIP_REDIS=1 to skip that test" >&2; exit 1; \
 	fi
 
 ## screenshots: the web UI's screenshots in docs/ (the browser test, saving them)
