@@ -82,7 +82,10 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 			f.limits.CheckNow(&req, f.now, &f.dec)
 		}
 		if !charge && !it.Refund {
-			f.unspent(req, f.now, &f.dec, &f.peek) // nothing was charged: report what is left now
+			if f.peek == nil {
+				f.peek = new(limiter.Decision)
+			}
+			f.unspent(req, f.now, &f.dec, f.peek) // nothing was charged: report what is left now
 		}
 		d := &o.Items[i]
 		*d = CheckDecision{Verdict: f.dec.Verdict, At: f.dec.At, RetryAt: f.dec.RetryAt, Rule: f.dec.Rule,

@@ -63,8 +63,7 @@ type FSM struct {
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
-	exclusive bool             // SetExclusive: edits change records in place
-	peek      limiter.Decision // unspent's scratch (checks)
+	exclusive bool // SetExclusive: edits change records in place
 	placeMu   sync.Mutex
 	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu
 
@@ -86,9 +85,10 @@ type FSM struct {
 	commands atomic.Uint64 // commands applied since this process started (a batch's each count)
 	pix      policyIndex
 	changed  chan struct{}
-	watched  atomic.Bool      // someone holds changed: close it at the next change
-	dec      limiter.Decision // scratch for Apply: deciding allocates nothing
-	obs      Observer         // hears of transitions (metrics); nil: none
+	watched  atomic.Bool       // someone holds changed: close it at the next change
+	dec      limiter.Decision  // scratch for Apply: deciding allocates nothing
+	obs      Observer          // hears of transitions (metrics); nil: none
+	peek     *limiter.Decision // unspent's scratch: checks only, made at the first (a Decision is 2 KB)
 }
 
 type idemKey struct{ tenant, key string }
