@@ -90,6 +90,9 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 		d := &o.Items[i]
 		*d = CheckDecision{Verdict: f.dec.Verdict, At: f.dec.At, RetryAt: f.dec.RetryAt, Rule: f.dec.Rule,
 			Fallback: f.dec.Fallback, Rules: f.decisionRules(), Now: f.now}
+		if it.Refund {
+			refunded(d) // a refund is never refused, whatever state it finds
+		}
 		return d.Allowed()
 	}
 	if len(g.Items) == 1 {
@@ -113,6 +116,7 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 				if prev := g.Items[k]; !prev.CheckOnly && !prev.Refund {
 					req := checkRequest(prev)
 					f.limits.Refund(&req, f.now, o.Items[k].At)
+					decide(k, false) // and say what is left after the undo
 				}
 			}
 			o.Allowed = false
@@ -155,11 +159,21 @@ func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
 		}
 		o.Items[i] = CheckDecision{Verdict: d.Verdict, At: d.At, RetryAt: d.RetryAt, Rule: d.Rule,
 			Fallback: d.Fallback, Rules: rules, Now: at}
+		if it.Refund {
+			refunded(&o.Items[i])
+		}
 		if !o.Items[i].Allowed() {
 			o.Allowed = false
 		}
 	}
 	return o
+}
+
+// refunded makes a refund item's decision ALLOWED: its rules' state (read
+// with a request of cost 0) says what is left, but a state in debt, which
+// refuses even cost 0, does not refuse giving back.
+func refunded(d *CheckDecision) {
+	d.Verdict, d.At, d.RetryAt, d.Rule, d.Fallback = limiter.Admitted, d.Now, 0, "", ""
 }
 
 // unspent makes d, a decision on req at now that charged nothing, report

@@ -62,6 +62,20 @@ func TestCheckGroupIsAllOrNothing(t *testing.T) {
 	if left := m.check(t, sec, group(&raftv1.CheckItem{Key: "k=2", CheckOnly: true}))[0].Items[0].Rules[0].Remaining; left != 6 {
 		t.Fatalf("k=2 after a refused group with a refund: %d left, want 6", left)
 	}
+	// A refund is never refused, even into a bucket that would refuse cost 0 (in debt).
+	m2 := limitedMachine(t, withRules(&sluicev1.Rule{Name: "debt", Scope: sluicev1.RuleScope_RULE_SCOPE_KEY,
+		Counts: sluicev1.RuleCounts_RULE_COUNTS_COST, Action: sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DELAY, MaxWait: durationpb.New(time.Hour),
+		Limit: &sluicev1.Rule_TokenBucket{TokenBucket: &sluicev1.TokenBucketLimit{Count: 10, Per: durationpb.New(time.Hour), Burst: 10}}}))
+	m2.check(t, sec, group(&raftv1.CheckItem{Key: "k=9", Cost: 8}))
+	if o := m2.check(t, sec, &raftv1.CheckGroup{AllowDelay: true, Items: []*raftv1.CheckItem{{Key: "k=9", Cost: 5}}}); !o[0].Allowed || o[0].Items[0].Verdict != limiter.Delayed {
+		t.Fatalf("5 more tokens with 2 left, delayed into debt: %+v", o[0])
+	}
+	if pre := m2.f.PreCheck(group(&raftv1.CheckItem{Key: "k=9", Cost: 2, Refund: true}), sec); !pre.Allowed {
+		t.Fatalf("a refund pre-checked against a bucket in debt: %+v", pre)
+	}
+	if o := m2.check(t, sec, group(&raftv1.CheckItem{Key: "k=9", Cost: 2, Refund: true})); !o[0].Allowed || o[0].Items[0].Verdict != limiter.Admitted {
+		t.Fatalf("a refund into a bucket in debt: %+v", o[0])
+	}
 	// Alone, it is: 3 of the 4 come back.
 	if o := m.check(t, sec, group(&raftv1.CheckItem{Key: "k=2", Cost: 3, Refund: true})); !o[0].Allowed || o[0].Items[0].Rules[0].Remaining != 9 {
 		t.Fatalf("a refund of 3: %+v", o[0])

@@ -88,16 +88,12 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 			return nil, err
 		}
 		lr.Algorithm = alg
-		if _, isCap := alg.(limiter.Concurrency); isCap {
+		if _, isCap := alg.(limiter.Concurrency); isCap && lr.Match.Method == "" {
 			// A cap counts jobs in flight, which only Submits make (a job's end
-			// releases it): a read or a gateway's check has nothing to release it with.
-			switch lr.Match.Method {
-			case "":
-				lr.Match.Method = methodSubmit
-			case methodSubmit:
-			default:
-				return nil, fmt.Errorf("%s.match.method: %q: a concurrency cap counts jobs in flight, which only Submits hold (leave it empty or Submit)", field, lr.Match.Method)
-			}
+			// releases it): a gateway's check has nothing to release it with.
+			// (A cap naming another method is not refused: a policy the log
+			// already holds must still load.)
+			lr.Match.Method = methodSubmit
 		}
 		out = append(out, lr)
 	}

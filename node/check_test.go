@@ -296,6 +296,17 @@ func TestEnvoyRateLimitServiceOverGRPC(t *testing.T) {
 		t.Fatalf("hits_addend unset counts 1: %v", r)
 	}
 
+	// A value too long to key on is keyed by its digest, never refused (an error
+	// lets the request through an Envoy that fails open): a long query is cut,
+	// and a long header value still has its own counter.
+	long := &rlsv3.RateLimitRequest{Domain: "sluice", Descriptors: []*rlcommon.RateLimitDescriptor{
+		descriptor("tenant", "carol", "path", "/v1/images?pad="+strings.Repeat("x", 600)),
+		descriptor("api_key", strings.Repeat("k", 700), "user", strings.Repeat("u", 900)),
+	}}
+	if r := ask(long); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || r.Statuses[0].GetCurrentLimit().GetName() != "images-per-tenant" {
+		t.Fatalf("carol's images with a 600-byte query: %v, want her window (spent) to refuse it", r)
+	}
+
 	// What Envoy could send that Sluice cannot read is refused, naming the field.
 	for _, c2 := range []struct {
 		req  *rlsv3.RateLimitRequest

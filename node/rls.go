@@ -99,9 +99,12 @@ func rlsChecks(r *rlsv3.RateLimitRequest) ([]*sluicev1.CheckRequest, error) {
 			if k == "" {
 				return nil, fieldError(ef+".key", "must not be empty")
 			}
-			if len(k)+len(v) > maxCheckKey {
-				return nil, fieldError(ef, "key and value of %d bytes exceed the limit of %d", len(k)+len(v), maxCheckKey)
+			if k == "path" {
+				v, _, _ = strings.Cut(v, "?") // the :path header carries the query
 			}
+			// A value too long to key on is keyed by its digest, not refused: an
+			// error lets the request through an Envoy that fails open.
+			v = fit(v, k)
 			var dst *string
 			switch k {
 			case "tenant":
@@ -114,11 +117,10 @@ func rlsChecks(r *rlsv3.RateLimitRequest) ([]*sluicev1.CheckRequest, error) {
 				dst = &c.ClientIp
 			case "path":
 				dst = &c.Method
-				v, _, _ = strings.Cut(v, "?") // the :path header carries the query
 			case "model":
 				dst = &c.Model
 			default:
-				generic = append(generic, escapeKeyPart(k, true)+"="+escapeKeyPart(v, false))
+				generic = append(generic, escapeKeyPart(fit(k, ""), true)+"="+escapeKeyPart(v, false))
 				continue
 			}
 			if seen[k] {
@@ -127,13 +129,32 @@ func rlsChecks(r *rlsv3.RateLimitRequest) ([]*sluicev1.CheckRequest, error) {
 			seen[k] = true
 			*dst = v
 		}
-		c.Key = strings.Join(generic, ",")
+		if c.Key = strings.Join(generic, ","); len(c.Key) > maxCheckKey {
+			c.Key = "~" + fsm.HashKey(c.Key)
+		}
 		if err := validateCheck(field+".", c); err != nil {
 			return nil, err
 		}
 		out[i] = c
 	}
 	return out, nil
+}
+
+// fit is v, or when v is longer than a check's field of descriptor key k
+// may be, "~" and its SHA-256 in hex (65 bytes): still one key per value.
+func fit(v, k string) string {
+	limit := maxCheckField
+	switch k {
+	case "api_key":
+		limit = MaxCredentialBytes
+	case "tenant", "tier", "remote_address", "path", "model":
+	default:
+		limit = maxCheckKey / 4 // a generic entry: room for a few in one key
+	}
+	if len(v) <= limit {
+		return v
+	}
+	return "~" + fsm.HashKey(v)
 }
 
 // escapeKeyPart escapes what would break RuleMatch.key's key=value,...
@@ -255,9 +276,22 @@ func (n *Node) rlsLimit(r *limiter.RuleResult) *rlsv3.RateLimitResponse_RateLimi
 				return
 			}
 		}
-		if d > 0 { // under a second, or not a whole one: per second
-			out.Unit = rlsv3.RateLimitResponse_RateLimit_SECOND
-			out.RequestsPerUnit = uint32(min(float64(count)*float64(time.Second)/float64(d), 1<<32-1))
+		if d <= 0 {
+			return
+		}
+		// Not a whole number of seconds: the rate per second, or per minute,
+		// hour or day when that is under 1 (1 per 1.5 s is 40 a minute).
+		for _, u := range []struct {
+			unit rlsv3.RateLimitResponse_RateLimit_Unit
+			d    time.Duration
+		}{
+			{rlsv3.RateLimitResponse_RateLimit_SECOND, time.Second}, {rlsv3.RateLimitResponse_RateLimit_MINUTE, time.Minute},
+			{rlsv3.RateLimitResponse_RateLimit_HOUR, time.Hour}, {rlsv3.RateLimitResponse_RateLimit_DAY, 24 * time.Hour},
+		} {
+			if r := float64(count) * float64(u.d) / float64(d); r >= 1 || u.unit == rlsv3.RateLimitResponse_RateLimit_DAY {
+				out.Unit, out.RequestsPerUnit = u.unit, uint32(min(r, 1<<32-1))
+				return
+			}
 		}
 	}
 	switch l := rule.Limit.(type) {

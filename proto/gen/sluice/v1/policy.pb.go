@@ -1132,8 +1132,8 @@ func (x *WindowLimit) GetWindow() *durationpb.Duration {
 
 // At most `limit` units held at once: a job holds its units from admission
 // until it ends. Only Submits hold units (a gateway's check has no end to
-// release them at): a cap applies to Submits only, and its match.method
-// may only be empty or "Submit".
+// release them at): a cap without a match.method applies to Submits only;
+// one that names another method holds units nothing gives back.
 type ConcurrencyLimit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         int64                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
