@@ -328,3 +328,21 @@ func BenchmarkMissFloor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFreeze is what a snapshot holds Apply for: copying a million GCRA keys
+// (Engine.Freeze); the encoding runs later, beside Apply.
+func BenchmarkFreeze(b *testing.B) {
+	e, err := NewEngine([]Rule{{Name: "per-key", Scope: PerTenant, MaxKeys: 2 * benchKeys,
+		Algorithm: GCRA{Rate: Rate{N: 1000, Per: time.Second}, Burst: 1000}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	insert, _ := benchKeySet(benchKeys)
+	var d Decision
+	for _, k := range insert {
+		e.Admit(&Request{Tenant: k, Cost: 1}, epoch, &d)
+	}
+	for b.Loop() {
+		e.Freeze()
+	}
+}

@@ -253,21 +253,28 @@ func tightest(d *fsm.CheckDecision) *limiter.RuleResult {
 	return best
 }
 
+// rlsUnits are Envoy's units of time that Sluice's periods map onto, shortest first.
+var rlsUnits = []struct {
+	unit rlsv3.RateLimitResponse_RateLimit_Unit
+	d    time.Duration
+}{
+	{rlsv3.RateLimitResponse_RateLimit_SECOND, time.Second}, {rlsv3.RateLimitResponse_RateLimit_MINUTE, time.Minute},
+	{rlsv3.RateLimitResponse_RateLimit_HOUR, time.Hour}, {rlsv3.RateLimitResponse_RateLimit_DAY, 24 * time.Hour},
+}
+
 // rlsLimit describes a rule in Envoy's terms: requests per unit of time.
 func (n *Node) rlsLimit(r *limiter.RuleResult) *rlsv3.RateLimitResponse_RateLimit {
 	out := &rlsv3.RateLimitResponse_RateLimit{Name: r.Rule, RequestsPerUnit: uint32(min(max(r.Limit, 0), 1<<32-1))}
-	rule, ok := n.fsm.Rule(r.Rule)
-	if !ok {
+	rule := n.ruleInfos().of(r.Rule).rule
+	if rule == nil {
 		return out
 	}
 	per := func(count int64, d time.Duration) {
-		for _, u := range []struct {
-			unit rlsv3.RateLimitResponse_RateLimit_Unit
-			d    time.Duration
-		}{
-			{rlsv3.RateLimitResponse_RateLimit_DAY, 24 * time.Hour}, {rlsv3.RateLimitResponse_RateLimit_HOUR, time.Hour},
-			{rlsv3.RateLimitResponse_RateLimit_MINUTE, time.Minute}, {rlsv3.RateLimitResponse_RateLimit_SECOND, time.Second},
-		} {
+		if d <= 0 {
+			return
+		}
+		for i := len(rlsUnits) - 1; i >= 0; i-- { // the largest unit d is a whole number of
+			u := rlsUnits[i]
 			if d >= u.d && d%u.d == 0 {
 				out.Unit, out.RequestsPerUnit = u.unit, uint32(min(count, 1<<32-1))
 				if m := d / u.d; m > 1 {
@@ -276,19 +283,10 @@ func (n *Node) rlsLimit(r *limiter.RuleResult) *rlsv3.RateLimitResponse_RateLimi
 				return
 			}
 		}
-		if d <= 0 {
-			return
-		}
 		// Not a whole number of seconds: the rate per second, or per minute,
 		// hour or day when that is under 1 (1 per 1.5 s is 40 a minute).
-		for _, u := range []struct {
-			unit rlsv3.RateLimitResponse_RateLimit_Unit
-			d    time.Duration
-		}{
-			{rlsv3.RateLimitResponse_RateLimit_SECOND, time.Second}, {rlsv3.RateLimitResponse_RateLimit_MINUTE, time.Minute},
-			{rlsv3.RateLimitResponse_RateLimit_HOUR, time.Hour}, {rlsv3.RateLimitResponse_RateLimit_DAY, 24 * time.Hour},
-		} {
-			if r := float64(count) * float64(u.d) / float64(d); r >= 1 || u.unit == rlsv3.RateLimitResponse_RateLimit_DAY {
+		for i, u := range rlsUnits {
+			if r := float64(count) * float64(u.d) / float64(d); r >= 1 || i == len(rlsUnits)-1 {
 				out.Unit, out.RequestsPerUnit = u.unit, uint32(min(r, 1<<32-1))
 				return
 			}
