@@ -45,7 +45,8 @@ const (
 	challengePrefix = "c1."
 	passPrefix      = "p1."
 	tagLen          = 16 // bytes of HMAC-SHA-256 kept: 128 bits
-	idLen           = 16
+	// IDLen is the length of a challenge's ID.
+	IDLen = 16
 )
 
 // Key signs and verifies challenges and passes: at least 32 random bytes,
@@ -54,7 +55,7 @@ type Key []byte
 
 // Challenge is what a caller over a CHALLENGE rule is given to solve.
 type Challenge struct {
-	ID         [idLen]byte // random: names it in the spent set
+	ID         [IDLen]byte // random: names it in the spent set
 	Rule       string
 	Subject    string // "tenant:alice" or "ip:203.0.113.9"
 	Difficulty uint8
@@ -150,7 +151,7 @@ func (k Key) Open(token string) (Challenge, error) {
 	if err != nil {
 		return Challenge{}, err
 	}
-	id, rule, subject, difficulty, expires, err := parse(body, 'c', idLen)
+	id, rule, subject, difficulty, expires, err := parse(body, 'c', IDLen)
 	if err != nil {
 		return Challenge{}, err
 	}
@@ -190,16 +191,25 @@ func bound(r, s string, expires int64, rule, subject string, now int64) error {
 // VerifyPass checks that token is a pass this cluster signed for rule and
 // subject, valid at now.
 func (k Key) VerifyPass(token, rule, subject string, now int64) (Pass, error) {
-	body, err := k.open(token, passPrefix)
-	if err != nil {
-		return Pass{}, err
-	}
-	_, prule, psubject, _, expires, err := parse(body, 'p', 0)
-	p := Pass{Rule: prule, Subject: psubject, Expires: expires}
+	p, err := k.OpenPass(token)
 	if err == nil {
 		err = bound(p.Rule, p.Subject, p.Expires, rule, subject, now)
 	}
 	return p, err
+}
+
+// OpenPass reads a pass this cluster signed, to learn its rule; it does
+// not check the expiry or the subject (VerifyPass does).
+func (k Key) OpenPass(token string) (Pass, error) {
+	body, err := k.open(token, passPrefix)
+	if err != nil {
+		return Pass{}, err
+	}
+	_, rule, subject, _, expires, err := parse(body, 'p', 0)
+	if err != nil {
+		return Pass{}, err
+	}
+	return Pass{Rule: rule, Subject: subject, Expires: expires}, nil
 }
 
 // LeadingZeros is the number of leading zero bits of SHA-256(token ‖ nonce),

@@ -90,7 +90,7 @@ func TestTokensRoundTripAndRefuseEveryChange(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		c := Challenge{Rule: rapid.String().Draw(t, "rule"), Subject: rapid.String().Draw(t, "subject"),
 			Difficulty: rapid.Uint8Range(0, MaxDifficulty).Draw(t, "d"), Expires: rapid.Int64().Draw(t, "exp")}
-		copy(c.ID[:], rapid.SliceOfN(rapid.Byte(), idLen, idLen).Draw(t, "id"))
+		copy(c.ID[:], rapid.SliceOfN(rapid.Byte(), IDLen, IDLen).Draw(t, "id"))
 		tok := key.Token(c)
 		if got, err := key.Open(tok); err != nil || got != c {
 			t.Fatalf("round trip: %v (%+v, want %+v)", err, got, c)

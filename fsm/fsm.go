@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/sluicehq/sluice/challenge"
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -80,6 +81,10 @@ type FSM struct {
 	members   map[string]*raftv1.SetMember // raft id → addresses
 	gone      map[string]bool              // webhook endpoints that answered 410 (goneKey)
 	hooked    map[uint64]struct{}          // jobs with a pending webhook delivery (derived)
+	// challengeKey signs challenges and passes; spent holds the answered
+	// challenges until they expire (challenges.go).
+	challengeKey []byte
+	spent        map[[challenge.IDLen]byte]int64
 
 	// derived, never encoded
 	commands atomic.Uint64 // commands applied since this process started (a batch's each count)
@@ -275,6 +280,7 @@ func (f *FSM) advance(now int64) {
 	f.queue.Advance(f.now)
 	if f.now >= f.nextSweep {
 		f.limits.Sweep(f.now)
+		f.sweepSpent()
 		f.nextSweep = f.now + sweepEvery
 	}
 	for len(f.timers) > 0 && f.timers[0].at <= f.now {
@@ -468,9 +474,13 @@ type admission struct {
 func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *sluicev1.Model, error) {
 	spec := c.Spec
 	model := f.pix.models[spec.Model]
+	exempt, err := f.spendable(c)
+	if err != nil {
+		return admission{}, nil, err
+	}
 	req := limiter.Request{
 		Tenant: c.Tenant, APIKey: c.ApiKeySha256, Tier: tenant.Tier, ClientIP: c.ClientIp,
-		Method: c.Method, Model: spec.Model, Cost: EstimateCost(spec, model),
+		Method: c.Method, Model: spec.Model, Cost: EstimateCost(spec, model), Exempt: exempt,
 	}
 	if req.Method == "" {
 		req.Method = methodSubmit // as the API sends it (concurrency caps match only Submits)
@@ -491,11 +501,12 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 				ApiKeySha256: req.APIKey, ClientIp: req.ClientIP, Method: req.Method,
 				Model: req.Model, Cost: req.Cost, AtNs: f.dec.At,
 			}
+			f.spend(c.Spend)
 			return adm, model, nil
 		case limiter.Degraded:
 			fb, ok := f.pix.models[f.dec.Fallback]
 			if !ok || hops >= maxDegrades {
-				return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: "rejected", RetryAt: f.dec.RetryAt,
+				return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: VerdictRejected, RetryAt: f.dec.RetryAt,
 					Detail: fmt.Sprintf("fallback model %q is not available", f.dec.Fallback)}
 			}
 			adm.admission = ensureAdmission(adm.admission)
@@ -505,8 +516,10 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 			adm.admission.DegradedBy = f.dec.Rule
 			spec.Model, model = fb.Name, fb
 			req.Model, req.Cost = fb.Name, EstimateCost(spec, fb)
+		case limiter.Challenged:
+			return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: VerdictChallenged, RetryAt: f.dec.RetryAt}
 		default:
-			return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: "rejected", RetryAt: f.dec.RetryAt}
+			return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: VerdictRejected, RetryAt: f.dec.RetryAt}
 		}
 	}
 }
@@ -562,12 +575,20 @@ func EstimateCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 // LimitError is a submission refused by a rate limit.
 type LimitError struct {
 	Rule    string
-	Verdict string
+	Verdict string // VerdictRejected, VerdictChallenged or VerdictReplayed
 	// RetryAt is when the request would fit (unix ns); limiter.Never when
 	// it never will, 0 when unknown.
 	RetryAt int64
 	Detail  string
 }
+
+// LimitError's verdicts: refused; refused with a challenge to answer; an
+// answered challenge refused (answered before, or expired).
+const (
+	VerdictRejected   = "rejected"
+	VerdictChallenged = "challenged"
+	VerdictReplayed   = "replayed"
+)
 
 func (e *LimitError) Error() string {
 	msg := fmt.Sprintf("rate limited by rule %q", e.Rule)
@@ -907,6 +928,7 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 	if err != nil {
 		return Result{Err: err}
 	}
+	f.takeChallengeKey(c.ChallengeKey)
 	old := f.retention()
 	f.policy = c.Policy
 	f.pix = indexPolicy(f.policy)
@@ -1070,6 +1092,7 @@ func (f *FSM) captureLocked() *Capture {
 		c.s.Members = append(c.s.Members, f.members[id]) // replaced, never changed in place
 	}
 	c.s.GoneWebhooks = sortedKeys(f.gone)
+	c.s.ChallengeKey, c.s.SpentChallenges = f.challengeKey, f.spentList()
 	return c
 }
 
@@ -1200,6 +1223,10 @@ func (f *FSM) Restore(data []byte) error {
 	for _, g := range s.GoneWebhooks {
 		n.gone[g] = true
 	}
+	n.challengeKey = s.ChallengeKey
+	for _, sp := range s.SpentChallenges {
+		n.spend(sp)
+	}
 	n.queue.SetConfig(SchedulerConfig(n.policy))
 	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
@@ -1247,6 +1274,7 @@ func (f *FSM) Restore(data []byte) error {
 	f.running = n.running
 	f.limits, f.nextSweep = n.limits, n.nextSweep
 	f.members, f.gone, f.hooked = n.members, n.gone, n.hooked
+	f.challengeKey, f.spent = n.challengeKey, n.spent
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -77,8 +77,13 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 			lr.Action = limiter.Delay
 		case sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DEGRADE:
 			lr.Action = limiter.Degrade
+		case sluicev1.OverLimitAction_OVER_LIMIT_ACTION_CHALLENGE:
+			lr.Action = limiter.Challenge
 		default:
 			return nil, fmt.Errorf("%s.action: %d is not an action", field, r.Action)
+		}
+		if err := validateChallenge(r, field); err != nil {
+			return nil, err
 		}
 		if d := r.GetMaxWait(); d != nil && (d.CheckValid() != nil || d.AsDuration() < 0) {
 			return nil, fmt.Errorf("%s.max_wait: must be a non-negative duration", field)

@@ -12,6 +12,10 @@ type Request struct {
 	// Key is a gateway's other attributes ("generic_key=images"), for rules matching or
 	// scoped on it.
 	Key string
+	// Exempt names rules that do not refuse this request (their challenge was answered, or
+	// the caller holds a pass): they are decided and, where they allow it, charged, but over
+	// their limit they charge nothing and refuse nothing, as a shadow rule.
+	Exempt []string
 	// Cost is what the request weighs in the policy's unit (tokens, images,
 	// milli-GPU-seconds); rules that count requests count it as 1. Cost 0 only checks:
 	// it is decided like any other request and charges nothing.
@@ -31,9 +35,12 @@ const (
 	Delayed
 	// Degraded: a Degrade rule refused; nothing was charged; re-check with Decision.Fallback.
 	Degraded
+	// Challenged: a Challenge rule refused (and no Reject or Degrade rule did); nothing was
+	// charged. Answering the challenge exempts the request from Decision.Rule.
+	Challenged
 )
 
-var verdictNames = [...]string{"rejected", "admitted", "delayed", "degraded"}
+var verdictNames = [...]string{"rejected", "admitted", "delayed", "degraded", "challenged"}
 
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
@@ -49,8 +56,11 @@ type RuleResult struct {
 	// RetryAt are when the request fits; for a shadow rule Allowed false means "would have
 	// rejected".
 	Result
-	Action   Action
-	Shadow   bool
+	Action Action
+	Shadow bool
+	// Exempt: the request was exempt from the rule (Request.Exempt); Allowed false means it
+	// would have been refused.
+	Exempt   bool
 	Overflow bool // the rule's key table was full: the key shares its overflow state
 }
 
@@ -63,8 +73,8 @@ type Decision struct {
 	// RetryAt, for a refused request, is the earliest time every refusing rule would let it
 	// through (Never if some never will, 0 if unknown, e.g. waiting on a concurrency cap).
 	RetryAt int64
-	// Rule names the rule that refused or degraded the request (the first, in rule order), or
-	// the one that delays it most; "" when admitted to start now.
+	// Rule names the rule that refused, degraded or challenged the request (the first, in
+	// rule order), or the one that delays it most; "" when admitted to start now.
 	Rule string
 	// Fallback is the model to re-check with, when Degraded.
 	Fallback string

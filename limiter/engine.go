@@ -165,7 +165,7 @@ func (e *Engine) AdmitNow(req *Request, now int64, d *Decision) { e.decide(req, 
 func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool) {
 	d.Verdict, d.At, d.RetryAt, d.Rule, d.Fallback, d.delayed = Admitted, now, 0, "", "", 0
 	d.n = e.match(req, &d.idx)
-	refuse, degrade, delayedBy := -1, -1, -1
+	refuse, degrade, challenge, delayedBy := -1, -1, -1, -1
 	for j := 0; j < d.n; j++ {
 		r := &e.rules[d.idx[j]]
 		d.keys[j] = hashed(r.key(req))
@@ -173,8 +173,9 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool
 		d.refs[j] = rf
 		rr := &d.results[j]
 		rr.Rule, rr.Action, rr.Shadow, rr.Overflow = r.Name, r.Action, r.Shadow, rf == refOverflow || rf == refFull
+		rr.Exempt = len(req.Exempt) > 0 && slices.Contains(req.Exempt, r.Name)
 		v.fill(&rr.Result, r.table.limit(), now)
-		if r.Shadow {
+		if r.Shadow || rr.Exempt {
 			continue
 		}
 		if v.allowed && v.at > now && !delay { // would start later: refused, to retry then
@@ -200,6 +201,10 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool
 			if degrade < 0 {
 				degrade = j
 			}
+		case r.Action == Challenge:
+			if challenge < 0 {
+				challenge = j
+			}
 		default:
 			if refuse < 0 {
 				refuse = j
@@ -217,6 +222,10 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool
 		d.Verdict, d.At, d.Rule, d.Fallback = Degraded, 0, r.Name, r.Fallback
 		e.unchargeRemaining(req, d)
 		return
+	case challenge >= 0:
+		d.Verdict, d.At, d.Rule = Challenged, 0, e.rules[d.idx[challenge]].Name
+		e.unchargeRemaining(req, d)
+		return
 	}
 	d.RetryAt = 0
 	if d.At > now {
@@ -230,7 +239,7 @@ func (e *Engine) decide(req *Request, now int64, d *Decision, charge, delay bool
 		units := r.units(req)
 		rr := &d.results[j]
 		if units == 0 || !rr.Allowed {
-			continue // a shadow rule that would have rejected is not charged
+			continue // a shadow or exempt rule that would have refused is not charged
 		}
 		if d.delayed&(1<<j) == 0 {
 			r.table.commit(d.keys[j], d.refs[j], now, units)

@@ -91,9 +91,13 @@ const (
 	Delay
 	// Degrade refuses the request but names the rule's Fallback model to re-check with.
 	Degrade
+	// Challenge refuses the request with a challenge for the caller to answer (the caller's
+	// part: package challenge); a request exempt from the rule (Request.Exempt: it answered
+	// one, or holds a pass) is not refused by it.
+	Challenge
 )
 
-var actionNames = [...]string{"reject", "delay", "degrade"}
+var actionNames = [...]string{"reject", "delay", "degrade", "challenge"}
 
 func (a Action) String() string {
 	if int(a) < len(actionNames) {
@@ -300,7 +304,7 @@ func validateRule(r *Rule) error {
 		return fmt.Errorf("scope: %v is not a scope", r.Scope)
 	case r.Counts > CountCost:
 		return fmt.Errorf("counts: %d is not requests or cost", r.Counts)
-	case r.Action > Degrade:
+	case r.Action > Challenge:
 		return fmt.Errorf("action: %v is not an action", r.Action)
 	case r.MaxWait < 0:
 		return fmt.Errorf("max_wait: %v must not be negative", r.MaxWait)

@@ -68,6 +68,7 @@ type Server struct {
 	jobWait, jobRun, jobTurnaround  *prometheus.HistogramVec
 	deadLetters, requeues, attempts *prometheus.CounterVec
 	submits, decisions, checks      *prometheus.CounterVec
+	challenges                      *prometheus.CounterVec
 	predictedWait                   prometheus.Histogram
 	leases, executorsLost           prometheus.Counter
 	proposeBatch, proposeSeconds    prometheus.Histogram
@@ -113,6 +114,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 		submits:        counter("submits_total", "Submits decided by the leader, by outcome and the rule that decided.", "leader", "outcome", "rule"),
 		decisions:      counter("limiter_decisions_total", "Rate-limit rule decisions on Submits and gateway checks.", "leader", "rule", "outcome"),
 		checks:         counter("limit_checks_total", "Gateway rate-limit checks decided (LimitService, Envoy RLS).", "leader", "source", "outcome"),
+		challenges:     counter("challenges_total", "CHALLENGE rules' challenges: issued, passed (an answer admitted), failed (a wrong, forged, expired or other caller's answer, or a verifier's no), replayed (answered before).", "leader", "rule", "outcome"),
 		predictedWait:  histogram1("predicted_wait_seconds", "Predicted wait handed to admitted Submits.", "leader", jobBuckets),
 		leases:         counter1("leases_total", "Executor leases granted.", "leader"),
 		executorsLost:  counter1("executors_lost_total", "Executor leases ended by missed heartbeats or the gossip pool.", "leader"),
@@ -128,7 +130,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 		ConstLabels: prometheus.Labels{"version": Version, "go_version": runtime.Version(), "node": node}})
 	build.Set(1)
 	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions, m.checks,
+		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions, m.checks, m.challenges,
 		m.predictedWait, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
 		m.apiRequests, m.apiSeconds, m.webhooks, stateCollector{m})
 	return m
@@ -238,6 +240,15 @@ func (m *Server) Check(source, outcome string, rules []limiter.RuleResult) {
 	}
 }
 
+// Challenge counts one challenge outcome of rule: issued, passed, failed
+// or replayed.
+func (m *Server) Challenge(rule, outcome string) {
+	if m == nil {
+		return
+	}
+	m.challenges.WithLabelValues(rule, outcome).Inc()
+}
+
 // nearLimit is the share of a rule's capacity below which a decision is
 // "near_limit".
 const nearLimit = 0.2
@@ -246,6 +257,8 @@ func decisionOutcome(r limiter.RuleResult) string {
 	switch {
 	case !r.Allowed && r.Shadow:
 		return "shadow_over_limit"
+	case !r.Allowed && r.Exempt:
+		return "exempt_over_limit"
 	case !r.Allowed:
 		return "over_limit"
 	case r.Limit > 0 && float64(r.Remaining) < nearLimit*float64(r.Limit):

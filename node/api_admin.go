@@ -347,7 +347,7 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 	if req.Msg.DryRun {
 		return connect.NewResponse(&sluicev1.SetPolicyResponse{}), nil
 	}
-	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: req.Msg.Policy})
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(req.Msg.Policy))
 	if err != nil {
 		return nil, writeError(err)
 	}

@@ -107,6 +107,9 @@ func (n *Node) checkForwarded(ctx context.Context, host string, it *peerv1.Forwa
 	if res != nil || err != nil {
 		return sub, res, err
 	}
+	if err := n.verifyChallenges(ctx, &sub); err != nil {
+		return sub, nil, err
+	}
 	if err := n.precheckSubmit(sub); err != nil {
 		return sub, nil, err
 	}

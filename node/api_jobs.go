@@ -33,6 +33,9 @@ type jobService struct {
 
 func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.SubmitRequest]) (*connect.Response[sluicev1.SubmitResponse], error) {
 	n := s.n
+	if p := req.Header().Get(challengePassHeader); p != "" {
+		req.Msg.ChallengePasses = append(req.Msg.ChallengePasses, p) // so that it is forwarded with the message
+	}
 	sub, res, err := n.checkSubmit(ctx, req.Header().Get("Authorization"), n.clientIP(req.Peer().Addr, req.Header()), req.Msg)
 	if res != nil || err != nil {
 		return res, err
@@ -51,6 +54,9 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 			}
 		}
 		return res, err
+	}
+	if err := n.verifyChallenges(ctx, &sub); err != nil {
+		return nil, err
 	}
 	if err := n.precheckSubmit(sub); err != nil {
 		return nil, err
@@ -76,11 +82,20 @@ type submission struct {
 	keyHash  string // of the caller's API key
 	clientIP string
 	spec     *sluicev1.JobSpec
+	// Challenges (challenges.go): what the request carries, and what
+	// verifyChallenges found it earns.
+	answer   *sluicev1.ChallengeAnswer
+	passes   []string
+	exempt   []string               // rules a pass or the answer exempts it from
+	passUsed []string               // rules a pass exempts it from
+	spend    *raftv1.ChallengeSpend // the answered challenge
+	subject  string                 // whom the answered challenge was issued to
 }
 
 // command is the log command that admits sub.
 func (sub submission) command() *raftv1.Submit {
-	return &raftv1.Submit{Tenant: sub.tenant.Name, Spec: sub.spec, ApiKeySha256: sub.keyHash, ClientIp: sub.clientIP, Method: "Submit"}
+	return &raftv1.Submit{Tenant: sub.tenant.Name, Spec: sub.spec, ApiKeySha256: sub.keyHash, ClientIp: sub.clientIP, Method: "Submit",
+		Exempt: sub.exempt, Spend: sub.spend}
 }
 
 // checkSubmit runs the checks any node makes on a Submit from the client
@@ -106,7 +121,8 @@ func (n *Node) checkSubmit(ctx context.Context, authorization, clientIP string, 
 			return sub, out, nil
 		}
 	}
-	return submission{tenant: t, keyHash: keyHash, clientIP: clientIP, spec: spec}, nil, nil
+	return submission{tenant: t, keyHash: keyHash, clientIP: clientIP, spec: spec,
+		answer: msg.GetChallengeAnswer(), passes: msg.GetChallengePasses()}, nil, nil
 }
 
 // precheckSubmit is the leader's read-only look at a Submit's limits,
@@ -118,7 +134,12 @@ func (n *Node) precheckSubmit(sub submission) error {
 		return nil
 	}
 	d := n.fsm.CheckLimits(limiter.Request{Tenant: t.Name, APIKey: sub.keyHash, Tier: t.Tier, ClientIP: sub.clientIP,
-		Method: "Submit", Model: spec.Model, Cost: fsm.EstimateCost(spec, model)}, time.Now().UnixNano())
+		Method: "Submit", Model: spec.Model, Cost: fsm.EstimateCost(spec, model), Exempt: sub.exempt}, time.Now().UnixNano())
+	if d.Verdict == limiter.Challenged {
+		n.metrics.Submit("challenged", d.Rule, d.Rules())
+		n.shadows.note(n.log, d.Rules(), t.Name)
+		return n.challengeError(sub, d.Rule, d.RetryAt, d.Rules())
+	}
 	if d.Verdict == limiter.Rejected {
 		n.metrics.Submit("rejected", d.Rule, d.Rules())
 		n.rejected.note(d.Rule, t.Name, time.Now())
@@ -150,6 +171,15 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 	}
 	t := sub.tenant
 	var le *fsm.LimitError
+	if errors.As(res.Err, &le) && le.Verdict == fsm.VerdictReplayed {
+		n.noteChallenge(le.Rule, t.Name, challengeReplayed)
+		return nil, replayError(le)
+	}
+	if errors.As(res.Err, &le) && le.Verdict == fsm.VerdictChallenged {
+		n.metrics.Submit("challenged", le.Rule, res.Limits)
+		n.shadows.note(n.log, res.Limits, t.Name)
+		return nil, n.challengeError(sub, le.Rule, le.RetryAt, res.Limits)
+	}
 	if errors.As(res.Err, &le) {
 		n.metrics.Submit("rejected", le.Rule, res.Limits)
 		n.rejected.note(le.Rule, t.Name, time.Now())
@@ -176,7 +206,17 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 	}
 	n.setRateLimitHeaders(h, res.Limits, time.Now())
 	n.setAppliedIndex(h)
-	return &sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated}, nil
+	out := &sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated}
+	if !res.Deduplicated {
+		for _, r := range sub.passUsed {
+			n.noteChallenge(r, t.Name, challengePassUsed)
+		}
+		if sub.spend != nil {
+			n.noteChallenge(sub.spend.Rule, t.Name, challengePassed)
+			out.ChallengePass = n.challengePass(sub)
+		}
+	}
+	return out, nil
 }
 
 // countAdmission counts an admitted Submit in the metrics: how it was
@@ -214,6 +254,14 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 	if err := n.limitRead("GetUsage", t, keyHash, n.clientIP(req.Peer().Addr, req.Header())); err != nil {
 		return nil, err
 	}
+	if !n.IsLeader() && n.hasChallengeRules() {
+		// The leader counts challenges (challengeBook): ask it.
+		if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.GetUsageRequest]) (*connect.Response[sluicev1.GetUsageResponse], error) {
+			return c.jobs.GetUsage(ctx, r)
+		}); !local {
+			return res, err
+		}
+	}
 	n.readYourWrites(ctx)
 	now := time.Now()
 	out := &sluicev1.GetUsageResponse{Tenant: t.Name, Tier: t.Tier}
@@ -238,6 +286,9 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 			}
 			if r, ok := n.fsm.Rule(u.Rule); ok {
 				ru.Unit, ru.Description = ruleUnit(r), fsm.RuleDescription(r)
+				if _, ok := fsm.ChallengeOf(r); ok {
+					ru.Challenges = n.challenges.of(u.Rule, t.Name)
+				}
 			}
 			out.Rules = append(out.Rules, ru)
 		}

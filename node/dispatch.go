@@ -50,6 +50,7 @@ func (n *Node) lead(leaderCh <-chan bool) {
 	since := time.Now()
 	n.log.Info("leading", "id", n.cfg.ID)
 	n.rejected.reset()
+	n.challenges.reset()
 	// Apply everything committed before acting on the state.
 	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
 		n.log.Warn("barrier after election", "err", err)

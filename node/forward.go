@@ -286,7 +286,7 @@ func (n *Node) notLeaderError() *connect.Error {
 
 // relayedHeaders are the leader's response headers a forwarding node passes
 // on; the others (content type, length, encoding) belong to the hop.
-var relayedHeaders = []string{"Retry-After", "RateLimit", "RateLimit-Policy", leaderHeader, appliedIndexHeader}
+var relayedHeaders = append([]string{"Retry-After", "RateLimit", "RateLimit-Policy", leaderHeader, appliedIndexHeader}, challengeHeaders...)
 
 func relayResponse[Res any](res *connect.Response[Res]) *connect.Response[Res] {
 	out := connect.NewResponse(res.Msg)

@@ -148,17 +148,7 @@ func TestPlainHTTPRejectionIs429WithRetryAfter(t *testing.T) {
 	p := DemoPolicy()
 	p.Rules = []*sluicev1.Rule{{Name: "one", Limit: &sluicev1.Rule_FixedWindow{FixedWindow: &sluicev1.WindowLimit{Limit: 1, Window: durationpb.New(time.Hour)}}}}
 	n := startNodeWith(t, 0, p)
-	post := func() *http.Response {
-		req, _ := http.NewRequest("POST", baseURL(n)+"/sluice.v1.JobService/Submit", strings.NewReader(`{"spec":{"model":"sdxl"}}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+DemoAliceKey)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res
-	}
+	post := func() *http.Response { return postSubmitJSON(t, n, `{"spec":{"model":"sdxl"}}`) }
 	if res := post(); res.StatusCode != 200 || res.Header.Get("RateLimit-Policy") != `"one";q=1;w=3600` {
 		t.Fatalf("first: %d %q", res.StatusCode, res.Header.Get("RateLimit-Policy"))
 	}
@@ -166,6 +156,21 @@ func TestPlainHTTPRejectionIs429WithRetryAfter(t *testing.T) {
 	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("second: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
 	}
+}
+
+// postSubmitJSON posts body to Submit as alice, in Connect's JSON over
+// plain HTTP, and returns the response (its body closed).
+func postSubmitJSON(t *testing.T, n *Node, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", baseURL(n)+"/sluice.v1.JobService/Submit", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+DemoAliceKey)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res
 }
 
 // errorDetails picks the RetryInfo and QuotaFailure details off an error.

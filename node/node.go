@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -128,8 +129,9 @@ type Node struct {
 	peerMu      sync.Mutex
 	peerClients map[string]leaderClients // by base URL; members are few
 	streams     *streamLimiter
-	rejected    rejections // Submits refused by rule while this node led (the UI)
-	shadows     shadowLog  // shadow rules' would-be refusals, logged at most every shadowLogEvery
+	rejected    rejections    // Submits refused by rule while this node led (the UI)
+	challenges  challengeBook // CHALLENGE rules' outcomes while this node led (usage)
+	shadows     shadowLog     // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	// checksSafeUntil: the log format gate was last found open for checks
 	// until then (unix ns; checksSafe).
 	checksSafeUntil atomic.Int64
@@ -661,16 +663,30 @@ func (n *Node) proposeAsync(t fsm.CommandType, msg proto.Message) raft.ApplyFutu
 	return n.raft.Apply(fsm.MustEncode(t, time.Now().UnixNano(), msg), n.cfg.ApplyTimeout)
 }
 
+// setPolicyCommand is the command that sets policy p, with a new challenge
+// key while the log has none (the first one applied is kept).
+func (n *Node) setPolicyCommand(p *sluicev1.Policy) *raftv1.SetPolicy {
+	c := &raftv1.SetPolicy{Policy: p}
+	if n.fsm.ChallengeKey() == nil {
+		c.ChallengeKey = make([]byte, fsm.ChallengeKeyLen)
+		rand.Read(c.ChallengeKey)
+	}
+	return c
+}
+
 // ensurePolicy proposes the configured policy when the log's differs.
 func (n *Node) ensurePolicy(ctx context.Context) error {
 	want := n.cfg.Policy
 	if want == nil && n.cfg.InitialPolicy != nil && proto.Size(n.fsm.Policy()) == 0 {
 		want = n.cfg.InitialPolicy
 	}
-	if want == nil || proto.Equal(want, n.fsm.Policy()) {
+	if want == nil && n.fsm.ChallengeKey() == nil && proto.Size(n.fsm.Policy()) > 0 {
+		want = n.fsm.Policy() // the same policy, to bring a challenge key
+	}
+	if want == nil || (proto.Equal(want, n.fsm.Policy()) && n.fsm.ChallengeKey() != nil) {
 		return nil
 	}
-	res, err := n.propose(ctx, fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: want})
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(want))
 	if err != nil {
 		return err
 	}

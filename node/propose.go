@@ -359,8 +359,10 @@ func (p *proposer) fail(batch []*proposal, err error) {
 
 // logFormat is the log format this build reads and writes: 2 adds
 // fsm.CmdBatch and job ids past the entry's index, 3 fsm.CmdCheck (gateway
-// checks, served only once every server reads them: checksSafe).
-const logFormat = 3
+// checks, served only once every server reads them: checksSafe), 4 a
+// Submit's challenge exemptions and answer (accepted only once every server
+// reads them, by the same gate: verifyChallenges).
+const logFormat = 4
 
 // logFormatHeader, nodeIDHeader and appliedHeader carry logFormat, the
 // node's raft id and the last log index it applied on /healthz replies.

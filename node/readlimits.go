@@ -47,7 +47,7 @@ func (n *Node) limitRead(method string, t *sluicev1.Tenant, keyHash, clientIP st
 	}
 	now := time.Now()
 	r.engine.Admit(&limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier, ClientIP: clientIP, Method: method, Cost: 1}, now.UnixNano(), &r.dec)
-	if r.dec.Verdict == limiter.Rejected {
+	if r.dec.Verdict == limiter.Rejected || r.dec.Verdict == limiter.Challenged { // a read has no way to answer a challenge
 		return n.limitError(t.Name, r.dec.Rule, r.dec.RetryAt, r.dec.Rules(), "")
 	}
 	return nil

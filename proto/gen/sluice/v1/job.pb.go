@@ -97,6 +97,55 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_v1_job_proto_rawDescGZIP(), []int{0}
 }
 
+type ChallengeKind int32
+
+const (
+	ChallengeKind_CHALLENGE_KIND_UNSPECIFIED   ChallengeKind = 0
+	ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK ChallengeKind = 1
+	ChallengeKind_CHALLENGE_KIND_CAPTCHA       ChallengeKind = 2
+)
+
+// Enum value maps for ChallengeKind.
+var (
+	ChallengeKind_name = map[int32]string{
+		0: "CHALLENGE_KIND_UNSPECIFIED",
+		1: "CHALLENGE_KIND_PROOF_OF_WORK",
+		2: "CHALLENGE_KIND_CAPTCHA",
+	}
+	ChallengeKind_value = map[string]int32{
+		"CHALLENGE_KIND_UNSPECIFIED":   0,
+		"CHALLENGE_KIND_PROOF_OF_WORK": 1,
+		"CHALLENGE_KIND_CAPTCHA":       2,
+	}
+)
+
+func (x ChallengeKind) Enum() *ChallengeKind {
+	p := new(ChallengeKind)
+	*p = x
+	return p
+}
+
+func (x ChallengeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChallengeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_job_proto_enumTypes[1].Descriptor()
+}
+
+func (ChallengeKind) Type() protoreflect.EnumType {
+	return &file_sluice_v1_job_proto_enumTypes[1]
+}
+
+func (x ChallengeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChallengeKind.Descriptor instead.
+func (ChallengeKind) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
 // JobSpec is what a client asks for.
 type JobSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -884,8 +933,11 @@ type RuleUsage struct {
 	// "requests", "cost" or "jobs in flight".
 	Unit string `protobuf:"bytes,6,opt,name=unit,proto3" json:"unit,omitempty"`
 	// The rule's limit in words ("10 per 1m0s, burst 5").
-	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
-	Shadow        bool   `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	Description string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	Shadow      bool   `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	// For a CHALLENGE rule: the caller's challenges since the serving
+	// leader took office.
+	Challenges    *ChallengeCounts `protobuf:"bytes,9,opt,name=challenges,proto3" json:"challenges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -976,6 +1028,96 @@ func (x *RuleUsage) GetShadow() bool {
 	return false
 }
 
+func (x *RuleUsage) GetChallenges() *ChallengeCounts {
+	if x != nil {
+		return x.Challenges
+	}
+	return nil
+}
+
+// ChallengeCounts are a caller's challenges under one rule.
+type ChallengeCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Refusals that carried a challenge.
+	Issued int64 `protobuf:"varint,1,opt,name=issued,proto3" json:"issued,omitempty"`
+	// Answers that admitted a request (each yielded a pass).
+	Passed int64 `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
+	// Answers refused: wrong, forged, expired, another caller's, or a
+	// CAPTCHA verifier's no.
+	Failed int64 `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Answers refused because the challenge was answered before.
+	Replayed int64 `protobuf:"varint,4,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// Requests a pass exempted from the rule.
+	PassUsed      int64 `protobuf:"varint,5,opt,name=pass_used,json=passUsed,proto3" json:"pass_used,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengeCounts) Reset() {
+	*x = ChallengeCounts{}
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeCounts) ProtoMessage() {}
+
+func (x *ChallengeCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeCounts.ProtoReflect.Descriptor instead.
+func (*ChallengeCounts) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ChallengeCounts) GetIssued() int64 {
+	if x != nil {
+		return x.Issued
+	}
+	return 0
+}
+
+func (x *ChallengeCounts) GetPassed() int64 {
+	if x != nil {
+		return x.Passed
+	}
+	return 0
+}
+
+func (x *ChallengeCounts) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ChallengeCounts) GetReplayed() int64 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
+func (x *ChallengeCounts) GetPassUsed() int64 {
+	if x != nil {
+		return x.PassUsed
+	}
+	return 0
+}
+
 type GetUsageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -984,7 +1126,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1138,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1151,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 type GetUsageResponse struct {
@@ -1025,7 +1167,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1179,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1192,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetUsageResponse) GetTenant() string {
@@ -1082,15 +1224,21 @@ func (x *GetUsageResponse) GetModels() []string {
 }
 
 type SubmitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The answer to a challenge a refusal carried: admits this request once.
+	ChallengeAnswer *ChallengeAnswer `protobuf:"bytes,2,opt,name=challenge_answer,json=challengeAnswer,proto3" json:"challenge_answer,omitempty"`
+	// Passes from answered challenges (ChallengePass.token), each exempting
+	// its holder from its rule until it expires. The Sluice-Challenge-Pass
+	// header adds one.
+	ChallengePasses []string `protobuf:"bytes,3,rep,name=challenge_passes,json=challengePasses,proto3" json:"challenge_passes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1250,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1263,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitRequest) GetSpec() *JobSpec {
@@ -1125,18 +1273,34 @@ func (x *SubmitRequest) GetSpec() *JobSpec {
 	return nil
 }
 
+func (x *SubmitRequest) GetChallengeAnswer() *ChallengeAnswer {
+	if x != nil {
+		return x.ChallengeAnswer
+	}
+	return nil
+}
+
+func (x *SubmitRequest) GetChallengePasses() []string {
+	if x != nil {
+		return x.ChallengePasses
+	}
+	return nil
+}
+
 type SubmitResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	// True when the idempotency key matched an earlier job, which is returned.
-	Deduplicated  bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	Deduplicated bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	// The pass an answered challenge yielded: send it with later requests.
+	ChallengePass *ChallengePass `protobuf:"bytes,3,opt,name=challenge_pass,json=challengePass,proto3" json:"challenge_pass,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1312,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1325,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubmitResponse) GetJob() *Job {
@@ -1178,6 +1342,248 @@ func (x *SubmitResponse) GetDeduplicated() bool {
 	return false
 }
 
+func (x *SubmitResponse) GetChallengePass() *ChallengePass {
+	if x != nil {
+		return x.ChallengePass
+	}
+	return nil
+}
+
+// Challenge is the error detail of a Submit refused by a CHALLENGE rule
+// (code resource_exhausted; over HTTP a 429 with the token in the
+// Sluice-Challenge header).
+type Challenge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule that asks.
+	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Signed and opaque: send it back in ChallengeAnswer.challenge.
+	Token string        `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Kind  ChallengeKind `protobuf:"varint,3,opt,name=kind,proto3,enum=sluice.v1.ChallengeKind" json:"kind,omitempty"`
+	// For proof of work: find a nonce such that SHA-256(token's bytes ‖
+	// nonce as 8 bytes big-endian) has at least this many leading zero bits.
+	Difficulty uint32                 `protobuf:"varint,4,opt,name=difficulty,proto3" json:"difficulty,omitempty"`
+	ExpiresAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// For a CAPTCHA: the vendor's site key, and its siteverify URL (which
+	// names the vendor).
+	SiteKey     string `protobuf:"bytes,6,opt,name=site_key,json=siteKey,proto3" json:"site_key,omitempty"`
+	VerifierUrl string `protobuf:"bytes,7,opt,name=verifier_url,json=verifierUrl,proto3" json:"verifier_url,omitempty"`
+	// How long the pass an answer yields lasts.
+	PassTtl       *durationpb.Duration `protobuf:"bytes,8,opt,name=pass_ttl,json=passTtl,proto3" json:"pass_ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Challenge) Reset() {
+	*x = Challenge{}
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Challenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Challenge) ProtoMessage() {}
+
+func (x *Challenge) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
+func (*Challenge) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Challenge) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *Challenge) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *Challenge) GetKind() ChallengeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChallengeKind_CHALLENGE_KIND_UNSPECIFIED
+}
+
+func (x *Challenge) GetDifficulty() uint32 {
+	if x != nil {
+		return x.Difficulty
+	}
+	return 0
+}
+
+func (x *Challenge) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Challenge) GetSiteKey() string {
+	if x != nil {
+		return x.SiteKey
+	}
+	return ""
+}
+
+func (x *Challenge) GetVerifierUrl() string {
+	if x != nil {
+		return x.VerifierUrl
+	}
+	return ""
+}
+
+func (x *Challenge) GetPassTtl() *durationpb.Duration {
+	if x != nil {
+		return x.PassTtl
+	}
+	return nil
+}
+
+// ChallengeAnswer answers a Challenge.
+type ChallengeAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Challenge's token, as received.
+	Challenge string `protobuf:"bytes,1,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	// For proof of work: the nonce.
+	Nonce uint64 `protobuf:"varint,2,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// For a CAPTCHA: the vendor widget's response token.
+	CaptchaResponse string `protobuf:"bytes,3,opt,name=captcha_response,json=captchaResponse,proto3" json:"captcha_response,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ChallengeAnswer) Reset() {
+	*x = ChallengeAnswer{}
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeAnswer) ProtoMessage() {}
+
+func (x *ChallengeAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeAnswer.ProtoReflect.Descriptor instead.
+func (*ChallengeAnswer) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChallengeAnswer) GetChallenge() string {
+	if x != nil {
+		return x.Challenge
+	}
+	return ""
+}
+
+func (x *ChallengeAnswer) GetNonce() uint64 {
+	if x != nil {
+		return x.Nonce
+	}
+	return 0
+}
+
+func (x *ChallengeAnswer) GetCaptchaResponse() string {
+	if x != nil {
+		return x.CaptchaResponse
+	}
+	return ""
+}
+
+// ChallengePass exempts its holder from a rule until it expires.
+type ChallengePass struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengePass) Reset() {
+	*x = ChallengePass{}
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengePass) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengePass) ProtoMessage() {}
+
+func (x *ChallengePass) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengePass.ProtoReflect.Descriptor instead.
+func (*ChallengePass) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ChallengePass) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *ChallengePass) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *ChallengePass) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 type GetJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1190,7 +1596,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1608,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1621,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1241,7 +1647,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1659,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1672,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1288,7 +1694,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1706,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1719,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1339,7 +1745,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1757,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1770,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1383,7 +1789,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1801,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1814,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1427,7 +1833,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1845,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1858,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1479,7 +1885,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1897,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1910,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1547,7 +1953,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1965,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1978,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1675,7 +2081,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"delayed_by\x18\x03 \x01(\tR\tdelayedBy\x12\x1f\n" +
 	"\vdegraded_by\x18\x04 \x01(\tR\n" +
 	"degradedBy\x12'\n" +
-	"\x0frequested_model\x18\x05 \x01(\tR\x0erequestedModel\"\xee\x01\n" +
+	"\x0frequested_model\x18\x05 \x01(\tR\x0erequestedModel\"\xaa\x02\n" +
 	"\tRuleUsage\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
 	"\x04used\x18\x02 \x01(\x03R\x04used\x12\x14\n" +
@@ -1684,18 +2090,51 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12\x12\n" +
 	"\x04unit\x18\x06 \x01(\tR\x04unit\x12 \n" +
 	"\vdescription\x18\a \x01(\tR\vdescription\x12\x16\n" +
-	"\x06shadow\x18\b \x01(\bR\x06shadow\"\x11\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\x12:\n" +
+	"\n" +
+	"challenges\x18\t \x01(\v2\x1a.sluice.v1.ChallengeCountsR\n" +
+	"challenges\"\x92\x01\n" +
+	"\x0fChallengeCounts\x12\x16\n" +
+	"\x06issued\x18\x01 \x01(\x03R\x06issued\x12\x16\n" +
+	"\x06passed\x18\x02 \x01(\x03R\x06passed\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\x03R\x06failed\x12\x1a\n" +
+	"\breplayed\x18\x04 \x01(\x03R\breplayed\x12\x1b\n" +
+	"\tpass_used\x18\x05 \x01(\x03R\bpassUsed\"\x11\n" +
 	"\x0fGetUsageRequest\"\x82\x01\n" +
 	"\x10GetUsageResponse\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12*\n" +
 	"\x05rules\x18\x03 \x03(\v2\x14.sluice.v1.RuleUsageR\x05rules\x12\x16\n" +
-	"\x06models\x18\x04 \x03(\tR\x06models\"7\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\"\xa9\x01\n" +
 	"\rSubmitRequest\x12&\n" +
-	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\"V\n" +
+	"\x04spec\x18\x01 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12E\n" +
+	"\x10challenge_answer\x18\x02 \x01(\v2\x1a.sluice.v1.ChallengeAnswerR\x0fchallengeAnswer\x12)\n" +
+	"\x10challenge_passes\x18\x03 \x03(\tR\x0fchallengePasses\"\x97\x01\n" +
 	"\x0eSubmitResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.sluice.v1.JobR\x03job\x12\"\n" +
-	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\"?\n" +
+	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\x12?\n" +
+	"\x0echallenge_pass\x18\x03 \x01(\v2\x18.sluice.v1.ChallengePassR\rchallengePass\"\xb2\x02\n" +
+	"\tChallenge\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12,\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x18.sluice.v1.ChallengeKindR\x04kind\x12\x1e\n" +
+	"\n" +
+	"difficulty\x18\x04 \x01(\rR\n" +
+	"difficulty\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x19\n" +
+	"\bsite_key\x18\x06 \x01(\tR\asiteKey\x12!\n" +
+	"\fverifier_url\x18\a \x01(\tR\vverifierUrl\x124\n" +
+	"\bpass_ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\apassTtl\"p\n" +
+	"\x0fChallengeAnswer\x12\x1c\n" +
+	"\tchallenge\x18\x01 \x01(\tR\tchallenge\x12\x14\n" +
+	"\x05nonce\x18\x02 \x01(\x04R\x05nonce\x12)\n" +
+	"\x10captcha_response\x18\x03 \x01(\tR\x0fcaptchaResponse\"t\n" +
+	"\rChallengePass\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"?\n" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -1733,7 +2172,11 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x10JOB_STATE_FAILED\x10\x04\x12\x16\n" +
 	"\x12JOB_STATE_CANCELED\x10\x05\x12\x15\n" +
 	"\x11JOB_STATE_EXPIRED\x10\x06\x12\x1b\n" +
-	"\x17JOB_STATE_DEAD_LETTERED\x10\a2\xb7\x03\n" +
+	"\x17JOB_STATE_DEAD_LETTERED\x10\a*m\n" +
+	"\rChallengeKind\x12\x1e\n" +
+	"\x1aCHALLENGE_KIND_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cCHALLENGE_KIND_PROOF_OF_WORK\x10\x01\x12\x1a\n" +
+	"\x16CHALLENGE_KIND_CAPTCHA\x10\x022\xb7\x03\n" +
 	"\n" +
 	"JobService\x12=\n" +
 	"\x06Submit\x12\x18.sluice.v1.SubmitRequest\x1a\x19.sluice.v1.SubmitResponse\x12B\n" +
@@ -1757,84 +2200,96 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_job_proto_rawDescData
 }
 
-var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: sluice.v1.JobState
-	(*JobSpec)(nil),               // 1: sluice.v1.JobSpec
-	(*Webhook)(nil),               // 2: sluice.v1.Webhook
-	(*WebhookDelivery)(nil),       // 3: sluice.v1.WebhookDelivery
-	(*JobError)(nil),              // 4: sluice.v1.JobError
-	(*Transition)(nil),            // 5: sluice.v1.Transition
-	(*Job)(nil),                   // 6: sluice.v1.Job
-	(*Admission)(nil),             // 7: sluice.v1.Admission
-	(*RuleUsage)(nil),             // 8: sluice.v1.RuleUsage
-	(*GetUsageRequest)(nil),       // 9: sluice.v1.GetUsageRequest
-	(*GetUsageResponse)(nil),      // 10: sluice.v1.GetUsageResponse
-	(*SubmitRequest)(nil),         // 11: sluice.v1.SubmitRequest
-	(*SubmitResponse)(nil),        // 12: sluice.v1.SubmitResponse
-	(*GetJobRequest)(nil),         // 13: sluice.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 14: sluice.v1.GetJobResponse
-	(*WatchJobRequest)(nil),       // 15: sluice.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 16: sluice.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),      // 17: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 18: sluice.v1.CancelJobResponse
-	(*ListJobsRequest)(nil),       // 19: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 20: sluice.v1.ListJobsResponse
-	nil,                           // 21: sluice.v1.JobSpec.LabelsEntry
-	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(ChallengeKind)(0),            // 1: sluice.v1.ChallengeKind
+	(*JobSpec)(nil),               // 2: sluice.v1.JobSpec
+	(*Webhook)(nil),               // 3: sluice.v1.Webhook
+	(*WebhookDelivery)(nil),       // 4: sluice.v1.WebhookDelivery
+	(*JobError)(nil),              // 5: sluice.v1.JobError
+	(*Transition)(nil),            // 6: sluice.v1.Transition
+	(*Job)(nil),                   // 7: sluice.v1.Job
+	(*Admission)(nil),             // 8: sluice.v1.Admission
+	(*RuleUsage)(nil),             // 9: sluice.v1.RuleUsage
+	(*ChallengeCounts)(nil),       // 10: sluice.v1.ChallengeCounts
+	(*GetUsageRequest)(nil),       // 11: sluice.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),      // 12: sluice.v1.GetUsageResponse
+	(*SubmitRequest)(nil),         // 13: sluice.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 14: sluice.v1.SubmitResponse
+	(*Challenge)(nil),             // 15: sluice.v1.Challenge
+	(*ChallengeAnswer)(nil),       // 16: sluice.v1.ChallengeAnswer
+	(*ChallengePass)(nil),         // 17: sluice.v1.ChallengePass
+	(*GetJobRequest)(nil),         // 18: sluice.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 19: sluice.v1.GetJobResponse
+	(*WatchJobRequest)(nil),       // 20: sluice.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),      // 21: sluice.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),      // 22: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 23: sluice.v1.CancelJobResponse
+	(*ListJobsRequest)(nil),       // 24: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 25: sluice.v1.ListJobsResponse
+	nil,                           // 26: sluice.v1.JobSpec.LabelsEntry
+	(*structpb.Struct)(nil),       // 27: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	22, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
-	23, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
-	24, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
-	24, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
-	21, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
-	2,  // 5: sluice.v1.JobSpec.webhook:type_name -> sluice.v1.Webhook
-	23, // 6: sluice.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
-	23, // 7: sluice.v1.WebhookDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	23, // 8: sluice.v1.WebhookDelivery.last_attempt_at:type_name -> google.protobuf.Timestamp
+	27, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
+	28, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
+	29, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
+	29, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
+	26, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
+	3,  // 5: sluice.v1.JobSpec.webhook:type_name -> sluice.v1.Webhook
+	28, // 6: sluice.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
+	28, // 7: sluice.v1.WebhookDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	28, // 8: sluice.v1.WebhookDelivery.last_attempt_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: sluice.v1.Transition.state:type_name -> sluice.v1.JobState
-	23, // 10: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	1,  // 11: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
+	28, // 10: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	2,  // 11: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
 	0,  // 12: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	23, // 13: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	23, // 14: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	23, // 15: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	5,  // 16: sluice.v1.Job.transitions:type_name -> sluice.v1.Transition
-	22, // 17: sluice.v1.Job.output:type_name -> google.protobuf.Struct
-	4,  // 18: sluice.v1.Job.error:type_name -> sluice.v1.JobError
-	23, // 19: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
-	7,  // 20: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
-	3,  // 21: sluice.v1.Job.webhooks:type_name -> sluice.v1.WebhookDelivery
-	23, // 22: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
-	8,  // 23: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
-	1,  // 24: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
-	6,  // 25: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
-	6,  // 26: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	6,  // 27: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
-	6,  // 28: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
-	0,  // 29: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
-	6,  // 30: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	11, // 31: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
-	13, // 32: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	15, // 33: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
-	17, // 34: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	19, // 35: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	9,  // 36: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
-	12, // 37: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
-	14, // 38: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	16, // 39: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
-	18, // 40: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	20, // 41: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	10, // 42: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
-	37, // [37:43] is the sub-list for method output_type
-	31, // [31:37] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	28, // 13: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	28, // 14: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	28, // 15: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	6,  // 16: sluice.v1.Job.transitions:type_name -> sluice.v1.Transition
+	27, // 17: sluice.v1.Job.output:type_name -> google.protobuf.Struct
+	5,  // 18: sluice.v1.Job.error:type_name -> sluice.v1.JobError
+	28, // 19: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
+	8,  // 20: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
+	4,  // 21: sluice.v1.Job.webhooks:type_name -> sluice.v1.WebhookDelivery
+	28, // 22: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
+	10, // 23: sluice.v1.RuleUsage.challenges:type_name -> sluice.v1.ChallengeCounts
+	9,  // 24: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
+	2,  // 25: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
+	16, // 26: sluice.v1.SubmitRequest.challenge_answer:type_name -> sluice.v1.ChallengeAnswer
+	7,  // 27: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
+	17, // 28: sluice.v1.SubmitResponse.challenge_pass:type_name -> sluice.v1.ChallengePass
+	1,  // 29: sluice.v1.Challenge.kind:type_name -> sluice.v1.ChallengeKind
+	28, // 30: sluice.v1.Challenge.expires_at:type_name -> google.protobuf.Timestamp
+	29, // 31: sluice.v1.Challenge.pass_ttl:type_name -> google.protobuf.Duration
+	28, // 32: sluice.v1.ChallengePass.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 33: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	7,  // 34: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
+	7,  // 35: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
+	0,  // 36: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
+	7,  // 37: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	13, // 38: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
+	18, // 39: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	20, // 40: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
+	22, // 41: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	24, // 42: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	11, // 43: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
+	14, // 44: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
+	19, // 45: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	21, // 46: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
+	23, // 47: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	25, // 48: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	12, // 49: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
+	44, // [44:50] is the sub-list for method output_type
+	38, // [38:44] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -1847,8 +2302,8 @@ func file_sluice_v1_job_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   21,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -146,6 +146,10 @@ const (
 	OverLimitAction_OVER_LIMIT_ACTION_REJECT      OverLimitAction = 1
 	OverLimitAction_OVER_LIMIT_ACTION_DELAY       OverLimitAction = 2
 	OverLimitAction_OVER_LIMIT_ACTION_DEGRADE     OverLimitAction = 3
+	// Refuse with a challenge (Rule.challenge) instead of a retry time; an
+	// answered challenge admits the request and yields a pass that exempts
+	// its holder from the rule for a while (docs/limits.md, "Challenges").
+	OverLimitAction_OVER_LIMIT_ACTION_CHALLENGE OverLimitAction = 4
 )
 
 // Enum value maps for OverLimitAction.
@@ -155,12 +159,14 @@ var (
 		1: "OVER_LIMIT_ACTION_REJECT",
 		2: "OVER_LIMIT_ACTION_DELAY",
 		3: "OVER_LIMIT_ACTION_DEGRADE",
+		4: "OVER_LIMIT_ACTION_CHALLENGE",
 	}
 	OverLimitAction_value = map[string]int32{
 		"OVER_LIMIT_ACTION_UNSPECIFIED": 0,
 		"OVER_LIMIT_ACTION_REJECT":      1,
 		"OVER_LIMIT_ACTION_DELAY":       2,
 		"OVER_LIMIT_ACTION_DEGRADE":     3,
+		"OVER_LIMIT_ACTION_CHALLENGE":   4,
 	}
 )
 
@@ -606,6 +612,8 @@ type Rule struct {
 	// dropped first; when every key is busy, new keys share one overflow
 	// counter (a concurrency rule rejects them instead).
 	MaxKeys int32 `protobuf:"varint,10,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	// For action CHALLENGE: the challenge and its pass.
+	Challenge *ChallengeSettings `protobuf:"bytes,11,opt,name=challenge,proto3" json:"challenge,omitempty"`
 	// The limit itself: exactly one.
 	//
 	// Types that are valid to be assigned to Limit:
@@ -721,6 +729,13 @@ func (x *Rule) GetMaxKeys() int32 {
 		return x.MaxKeys
 	}
 	return 0
+}
+
+func (x *Rule) GetChallenge() *ChallengeSettings {
+	if x != nil {
+		return x.Challenge
+	}
+	return nil
 }
 
 func (x *Rule) GetLimit() isRule_Limit {
@@ -954,6 +969,165 @@ func (x *RuleMatch) GetKey() string {
 	return ""
 }
 
+// ChallengeSettings are a CHALLENGE rule's: how hard its challenge is, how
+// long it and the pass it yields last, and who verifies it.
+type ChallengeSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Proof of work: leading zero bits of SHA-256(challenge token ‖ nonce) a
+	// solution needs; 0 means 18 (about 0.1 s for the CLI, a second or two
+	// in a browser). At most 32.
+	Difficulty uint32 `protobuf:"varint,1,opt,name=difficulty,proto3" json:"difficulty,omitempty"`
+	// The difficulty grows by a bit with each doubling of how many of the
+	// caller's requests were over the limit in the last minute, up to this;
+	// 0 means difficulty + 6. At most 32.
+	MaxDifficulty uint32 `protobuf:"varint,2,opt,name=max_difficulty,json=maxDifficulty,proto3" json:"max_difficulty,omitempty"`
+	// How long a challenge may be answered; 0 means 5m. At most 1h.
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// How long the pass a solved challenge yields exempts its holder from
+	// the rule; 0 means 10m. At most 24h.
+	PassTtl *durationpb.Duration `protobuf:"bytes,4,opt,name=pass_ttl,json=passTtl,proto3" json:"pass_ttl,omitempty"`
+	// A CAPTCHA vendor instead of proof of work: the caller answers with the
+	// vendor widget's response token, which the server checks at the
+	// verifier's siteverify URL.
+	Verifier      *Verifier `protobuf:"bytes,5,opt,name=verifier,proto3" json:"verifier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengeSettings) Reset() {
+	*x = ChallengeSettings{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeSettings) ProtoMessage() {}
+
+func (x *ChallengeSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeSettings.ProtoReflect.Descriptor instead.
+func (*ChallengeSettings) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ChallengeSettings) GetDifficulty() uint32 {
+	if x != nil {
+		return x.Difficulty
+	}
+	return 0
+}
+
+func (x *ChallengeSettings) GetMaxDifficulty() uint32 {
+	if x != nil {
+		return x.MaxDifficulty
+	}
+	return 0
+}
+
+func (x *ChallengeSettings) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *ChallengeSettings) GetPassTtl() *durationpb.Duration {
+	if x != nil {
+		return x.PassTtl
+	}
+	return nil
+}
+
+func (x *ChallengeSettings) GetVerifier() *Verifier {
+	if x != nil {
+		return x.Verifier
+	}
+	return nil
+}
+
+// Verifier is a human-verification service that speaks the siteverify form
+// (Cloudflare Turnstile, hCaptcha, reCAPTCHA): POST secret, response and
+// remoteip as a form, read {"success": true|false, "error-codes": [...]}.
+type Verifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// e.g. https://challenges.cloudflare.com/turnstile/v0/siteverify,
+	// https://api.hcaptcha.com/siteverify or
+	// https://www.google.com/recaptcha/api/siteverify. https only, unless
+	// the host is a loopback address.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// The vendor's secret key (sent to the verifier, never to clients).
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// The vendor's site key, handed to clients to render the widget.
+	SiteKey       string `protobuf:"bytes,3,opt,name=site_key,json=siteKey,proto3" json:"site_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Verifier) Reset() {
+	*x = Verifier{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Verifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Verifier) ProtoMessage() {}
+
+func (x *Verifier) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Verifier.ProtoReflect.Descriptor instead.
+func (*Verifier) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Verifier) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Verifier) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *Verifier) GetSiteKey() string {
+	if x != nil {
+		return x.SiteKey
+	}
+	return ""
+}
+
 // A rate: `count` per `per`, with bursts up to `burst`.
 type TokenBucketLimit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -966,7 +1140,7 @@ type TokenBucketLimit struct {
 
 func (x *TokenBucketLimit) Reset() {
 	*x = TokenBucketLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1152,7 @@ func (x *TokenBucketLimit) String() string {
 func (*TokenBucketLimit) ProtoMessage() {}
 
 func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1165,7 @@ func (x *TokenBucketLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenBucketLimit.ProtoReflect.Descriptor instead.
 func (*TokenBucketLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TokenBucketLimit) GetCount() int64 {
@@ -1028,7 +1202,7 @@ type LeakyQueueLimit struct {
 
 func (x *LeakyQueueLimit) Reset() {
 	*x = LeakyQueueLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1214,7 @@ func (x *LeakyQueueLimit) String() string {
 func (*LeakyQueueLimit) ProtoMessage() {}
 
 func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1227,7 @@ func (x *LeakyQueueLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeakyQueueLimit.ProtoReflect.Descriptor instead.
 func (*LeakyQueueLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LeakyQueueLimit) GetCount() int64 {
@@ -1088,7 +1262,7 @@ type WindowLimit struct {
 
 func (x *WindowLimit) Reset() {
 	*x = WindowLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1274,7 @@ func (x *WindowLimit) String() string {
 func (*WindowLimit) ProtoMessage() {}
 
 func (x *WindowLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1287,7 @@ func (x *WindowLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowLimit.ProtoReflect.Descriptor instead.
 func (*WindowLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WindowLimit) GetLimit() int64 {
@@ -1143,7 +1317,7 @@ type ConcurrencyLimit struct {
 
 func (x *ConcurrencyLimit) Reset() {
 	*x = ConcurrencyLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1329,7 @@ func (x *ConcurrencyLimit) String() string {
 func (*ConcurrencyLimit) ProtoMessage() {}
 
 func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1342,7 @@ func (x *ConcurrencyLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConcurrencyLimit.ProtoReflect.Descriptor instead.
 func (*ConcurrencyLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConcurrencyLimit) GetLimit() int64 {
@@ -1191,7 +1365,7 @@ type QuotaLimit struct {
 
 func (x *QuotaLimit) Reset() {
 	*x = QuotaLimit{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1377,7 @@ func (x *QuotaLimit) String() string {
 func (*QuotaLimit) ProtoMessage() {}
 
 func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1390,7 @@ func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
 func (*QuotaLimit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QuotaLimit) GetLimit() int64 {
@@ -1257,7 +1431,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1443,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1456,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Tier) GetName() string {
@@ -1336,7 +1510,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1522,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1535,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Tenant) GetName() string {
@@ -1440,7 +1614,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[12]
+	mi := &file_sluice_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1626,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[12]
+	mi := &file_sluice_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1639,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Model) GetName() string {
@@ -1523,7 +1697,7 @@ type Defaults struct {
 
 func (x *Defaults) Reset() {
 	*x = Defaults{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[13]
+	mi := &file_sluice_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1709,7 @@ func (x *Defaults) String() string {
 func (*Defaults) ProtoMessage() {}
 
 func (x *Defaults) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[13]
+	mi := &file_sluice_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1722,7 @@ func (x *Defaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Defaults.ProtoReflect.Descriptor instead.
 func (*Defaults) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Defaults) GetQueueTimeout() *durationpb.Duration {
@@ -1622,7 +1796,7 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x15max_queued_per_tenant\x18\x03 \x01(\x03R\x12maxQueuedPerTenant\x12/\n" +
 	"\x14max_queued_per_model\x18\x04 \x01(\x03R\x11maxQueuedPerModel\x12G\n" +
 	"\x12max_predicted_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10maxPredictedWait\x12-\n" +
-	"\x12refuse_unplaceable\x18\x06 \x01(\bR\x11refuseUnplaceable\"\xe7\x06\n" +
+	"\x12refuse_unplaceable\x18\x06 \x01(\bR\x11refuseUnplaceable\"\xa3\a\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x05match\x18\x02 \x01(\v2\x14.sluice.v1.RuleMatchR\x05match\x12*\n" +
@@ -1634,7 +1808,8 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\x06shadow\x18\b \x01(\bR\x06shadow\x12\x1a\n" +
 	"\breplaces\x18\t \x01(\tR\breplaces\x12\x19\n" +
 	"\bmax_keys\x18\n" +
-	" \x01(\x05R\amaxKeys\x12@\n" +
+	" \x01(\x05R\amaxKeys\x12:\n" +
+	"\tchallenge\x18\v \x01(\v2\x1c.sluice.v1.ChallengeSettingsR\tchallenge\x12@\n" +
 	"\ftoken_bucket\x18\x14 \x01(\v2\x1b.sluice.v1.TokenBucketLimitH\x00R\vtokenBucket\x121\n" +
 	"\x04gcra\x18\x15 \x01(\v2\x1b.sluice.v1.TokenBucketLimitH\x00R\x04gcra\x12=\n" +
 	"\vleaky_queue\x18\x16 \x01(\v2\x1a.sluice.v1.LeakyQueueLimitH\x00R\n" +
@@ -1653,7 +1828,19 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\x12\x16\n" +
 	"\x06method\x18\x05 \x01(\tR\x06method\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12\x10\n" +
-	"\x03key\x18\a \x01(\tR\x03key\"k\n" +
+	"\x03key\x18\a \x01(\tR\x03key\"\xee\x01\n" +
+	"\x11ChallengeSettings\x12\x1e\n" +
+	"\n" +
+	"difficulty\x18\x01 \x01(\rR\n" +
+	"difficulty\x12%\n" +
+	"\x0emax_difficulty\x18\x02 \x01(\rR\rmaxDifficulty\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
+	"\bpass_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\apassTtl\x12/\n" +
+	"\bverifier\x18\x05 \x01(\v2\x13.sluice.v1.VerifierR\bverifier\"O\n" +
+	"\bVerifier\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x19\n" +
+	"\bsite_key\x18\x03 \x01(\tR\asiteKey\"k\n" +
 	"\x10TokenBucketLimit\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12+\n" +
 	"\x03per\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03per\x12\x14\n" +
@@ -1715,12 +1902,13 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"RuleCounts\x12\x1b\n" +
 	"\x17RULE_COUNTS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RULE_COUNTS_REQUESTS\x10\x01\x12\x14\n" +
-	"\x10RULE_COUNTS_COST\x10\x02*\x8e\x01\n" +
+	"\x10RULE_COUNTS_COST\x10\x02*\xaf\x01\n" +
 	"\x0fOverLimitAction\x12!\n" +
 	"\x1dOVER_LIMIT_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18OVER_LIMIT_ACTION_REJECT\x10\x01\x12\x1b\n" +
 	"\x17OVER_LIMIT_ACTION_DELAY\x10\x02\x12\x1d\n" +
-	"\x19OVER_LIMIT_ACTION_DEGRADE\x10\x03*Y\n" +
+	"\x19OVER_LIMIT_ACTION_DEGRADE\x10\x03\x12\x1f\n" +
+	"\x1bOVER_LIMIT_ACTION_CHALLENGE\x10\x04*Y\n" +
 	"\vQuotaPeriod\x12\x1c\n" +
 	"\x18QUOTA_PERIOD_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10QUOTA_PERIOD_DAY\x10\x01\x12\x16\n" +
@@ -1741,7 +1929,7 @@ func file_sluice_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_v1_policy_proto_goTypes = []any{
 	(RuleScope)(0),              // 0: sluice.v1.RuleScope
 	(RuleCounts)(0),             // 1: sluice.v1.RuleCounts
@@ -1752,59 +1940,65 @@ var file_sluice_v1_policy_proto_goTypes = []any{
 	(*Scheduling)(nil),          // 6: sluice.v1.Scheduling
 	(*Rule)(nil),                // 7: sluice.v1.Rule
 	(*RuleMatch)(nil),           // 8: sluice.v1.RuleMatch
-	(*TokenBucketLimit)(nil),    // 9: sluice.v1.TokenBucketLimit
-	(*LeakyQueueLimit)(nil),     // 10: sluice.v1.LeakyQueueLimit
-	(*WindowLimit)(nil),         // 11: sluice.v1.WindowLimit
-	(*ConcurrencyLimit)(nil),    // 12: sluice.v1.ConcurrencyLimit
-	(*QuotaLimit)(nil),          // 13: sluice.v1.QuotaLimit
-	(*Tier)(nil),                // 14: sluice.v1.Tier
-	(*Tenant)(nil),              // 15: sluice.v1.Tenant
-	(*Model)(nil),               // 16: sluice.v1.Model
-	(*Defaults)(nil),            // 17: sluice.v1.Defaults
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
-	(*Webhook)(nil),             // 19: sluice.v1.Webhook
+	(*ChallengeSettings)(nil),   // 9: sluice.v1.ChallengeSettings
+	(*Verifier)(nil),            // 10: sluice.v1.Verifier
+	(*TokenBucketLimit)(nil),    // 11: sluice.v1.TokenBucketLimit
+	(*LeakyQueueLimit)(nil),     // 12: sluice.v1.LeakyQueueLimit
+	(*WindowLimit)(nil),         // 13: sluice.v1.WindowLimit
+	(*ConcurrencyLimit)(nil),    // 14: sluice.v1.ConcurrencyLimit
+	(*QuotaLimit)(nil),          // 15: sluice.v1.QuotaLimit
+	(*Tier)(nil),                // 16: sluice.v1.Tier
+	(*Tenant)(nil),              // 17: sluice.v1.Tenant
+	(*Model)(nil),               // 18: sluice.v1.Model
+	(*Defaults)(nil),            // 19: sluice.v1.Defaults
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(*Webhook)(nil),             // 21: sluice.v1.Webhook
 }
 var file_sluice_v1_policy_proto_depIdxs = []int32{
-	14, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
-	15, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
-	16, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
-	17, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
+	16, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
+	17, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
+	18, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
+	19, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
 	7,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
 	6,  // 5: sluice.v1.Policy.scheduling:type_name -> sluice.v1.Scheduling
 	5,  // 6: sluice.v1.Policy.webhooks:type_name -> sluice.v1.WebhookSettings
-	18, // 7: sluice.v1.WebhookSettings.retry_schedule:type_name -> google.protobuf.Duration
-	18, // 8: sluice.v1.WebhookSettings.timeout:type_name -> google.protobuf.Duration
-	18, // 9: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
-	18, // 10: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
+	20, // 7: sluice.v1.WebhookSettings.retry_schedule:type_name -> google.protobuf.Duration
+	20, // 8: sluice.v1.WebhookSettings.timeout:type_name -> google.protobuf.Duration
+	20, // 9: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
+	20, // 10: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
 	8,  // 11: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
 	0,  // 12: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
 	1,  // 13: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
 	2,  // 14: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
-	18, // 15: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
-	9,  // 16: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
-	9,  // 17: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
-	10, // 18: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
-	11, // 19: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
-	11, // 20: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
-	11, // 21: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
-	12, // 22: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
-	13, // 23: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
-	18, // 24: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
-	18, // 25: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
-	18, // 26: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
-	3,  // 27: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
-	19, // 28: sluice.v1.Tenant.webhook:type_name -> sluice.v1.Webhook
-	18, // 29: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
-	18, // 30: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
-	18, // 31: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
-	18, // 32: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
-	18, // 33: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
-	18, // 34: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	20, // 15: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
+	9,  // 16: sluice.v1.Rule.challenge:type_name -> sluice.v1.ChallengeSettings
+	11, // 17: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
+	11, // 18: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
+	12, // 19: sluice.v1.Rule.leaky_queue:type_name -> sluice.v1.LeakyQueueLimit
+	13, // 20: sluice.v1.Rule.fixed_window:type_name -> sluice.v1.WindowLimit
+	13, // 21: sluice.v1.Rule.sliding_log:type_name -> sluice.v1.WindowLimit
+	13, // 22: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
+	14, // 23: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
+	15, // 24: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
+	20, // 25: sluice.v1.ChallengeSettings.ttl:type_name -> google.protobuf.Duration
+	20, // 26: sluice.v1.ChallengeSettings.pass_ttl:type_name -> google.protobuf.Duration
+	10, // 27: sluice.v1.ChallengeSettings.verifier:type_name -> sluice.v1.Verifier
+	20, // 28: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
+	20, // 29: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
+	20, // 30: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
+	3,  // 31: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
+	21, // 32: sluice.v1.Tenant.webhook:type_name -> sluice.v1.Webhook
+	20, // 33: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
+	20, // 34: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
+	20, // 35: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
+	20, // 36: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
+	20, // 37: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
+	20, // 38: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_policy_proto_init() }
@@ -1829,7 +2023,7 @@ func file_sluice_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_policy_proto_rawDesc), len(file_sluice_v1_policy_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -35,9 +35,15 @@ type Submit struct {
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Spec   *v1.JobSpec            `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	// What the rate limits key on, captured at the edge.
-	ApiKeySha256  string `protobuf:"bytes,3,opt,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
-	ClientIp      string `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
-	Method        string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	ApiKeySha256 string `protobuf:"bytes,3,opt,name=api_key_sha256,json=apiKeySha256,proto3" json:"api_key_sha256,omitempty"`
+	ClientIp     string `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
+	Method       string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	// CHALLENGE rules this Submit is exempt from: a pass or an answer to
+	// their challenge was verified before it was proposed.
+	Exempt []string `protobuf:"bytes,6,rep,name=exempt,proto3" json:"exempt,omitempty"`
+	// The answered challenge, spent if the Submit is admitted; a second
+	// Submit answering it is refused.
+	Spend         *ChallengeSpend `protobuf:"bytes,7,opt,name=spend,proto3" json:"spend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -107,6 +113,84 @@ func (x *Submit) GetMethod() string {
 	return ""
 }
 
+func (x *Submit) GetExempt() []string {
+	if x != nil {
+		return x.Exempt
+	}
+	return nil
+}
+
+func (x *Submit) GetSpend() *ChallengeSpend {
+	if x != nil {
+		return x.Spend
+	}
+	return nil
+}
+
+// ChallengeSpend names an answered challenge.
+type ChallengeSpend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// challenge.Challenge.ID.
+	Id   []byte `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Rule string `protobuf:"bytes,2,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Until then a second answer is refused; after it, the challenge has
+	// expired anyway.
+	ExpiresNs     int64 `protobuf:"varint,3,opt,name=expires_ns,json=expiresNs,proto3" json:"expires_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengeSpend) Reset() {
+	*x = ChallengeSpend{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeSpend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeSpend) ProtoMessage() {}
+
+func (x *ChallengeSpend) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeSpend.ProtoReflect.Descriptor instead.
+func (*ChallengeSpend) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ChallengeSpend) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *ChallengeSpend) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *ChallengeSpend) GetExpiresNs() int64 {
+	if x != nil {
+		return x.ExpiresNs
+	}
+	return 0
+}
+
 // Assign starts a queued job on an executor.
 type Assign struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -122,7 +206,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[1]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -134,7 +218,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[1]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -147,7 +231,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{1}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Assign) GetJobId() uint64 {
@@ -194,7 +278,7 @@ type Complete struct {
 
 func (x *Complete) Reset() {
 	*x = Complete{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[2]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +290,7 @@ func (x *Complete) String() string {
 func (*Complete) ProtoMessage() {}
 
 func (x *Complete) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[2]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +303,7 @@ func (x *Complete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Complete.ProtoReflect.Descriptor instead.
 func (*Complete) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{2}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Complete) GetJobId() uint64 {
@@ -271,7 +355,7 @@ type Fail struct {
 
 func (x *Fail) Reset() {
 	*x = Fail{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[3]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +367,7 @@ func (x *Fail) String() string {
 func (*Fail) ProtoMessage() {}
 
 func (x *Fail) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[3]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +380,7 @@ func (x *Fail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fail.ProtoReflect.Descriptor instead.
 func (*Fail) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{3}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Fail) GetJobId() uint64 {
@@ -338,7 +422,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[4]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +434,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[4]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +447,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{4}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Cancel) GetJobId() uint64 {
@@ -392,7 +476,7 @@ type Requeue struct {
 
 func (x *Requeue) Reset() {
 	*x = Requeue{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[5]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +488,7 @@ func (x *Requeue) String() string {
 func (*Requeue) ProtoMessage() {}
 
 func (x *Requeue) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[5]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +501,7 @@ func (x *Requeue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Requeue.ProtoReflect.Descriptor instead.
 func (*Requeue) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{5}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Requeue) GetJobId() uint64 {
@@ -453,7 +537,7 @@ type Redrive struct {
 
 func (x *Redrive) Reset() {
 	*x = Redrive{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +549,7 @@ func (x *Redrive) String() string {
 func (*Redrive) ProtoMessage() {}
 
 func (x *Redrive) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[6]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +562,7 @@ func (x *Redrive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redrive.ProtoReflect.Descriptor instead.
 func (*Redrive) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{6}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Redrive) GetJobIds() []uint64 {
@@ -509,7 +593,7 @@ type SetMember struct {
 
 func (x *SetMember) Reset() {
 	*x = SetMember{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +605,7 @@ func (x *SetMember) String() string {
 func (*SetMember) ProtoMessage() {}
 
 func (x *SetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +618,7 @@ func (x *SetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMember.ProtoReflect.Descriptor instead.
 func (*SetMember) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SetMember) GetId() string {
@@ -576,7 +660,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +672,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +685,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Check) GetGroups() []*CheckGroup {
@@ -626,7 +710,7 @@ type CheckGroup struct {
 
 func (x *CheckGroup) Reset() {
 	*x = CheckGroup{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +722,7 @@ func (x *CheckGroup) String() string {
 func (*CheckGroup) ProtoMessage() {}
 
 func (x *CheckGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[9]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +735,7 @@ func (x *CheckGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckGroup.ProtoReflect.Descriptor instead.
 func (*CheckGroup) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CheckGroup) GetItems() []*CheckItem {
@@ -689,7 +773,7 @@ type CheckItem struct {
 
 func (x *CheckItem) Reset() {
 	*x = CheckItem{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +785,7 @@ func (x *CheckItem) String() string {
 func (*CheckItem) ProtoMessage() {}
 
 func (x *CheckItem) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[10]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +798,7 @@ func (x *CheckItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckItem.ProtoReflect.Descriptor instead.
 func (*CheckItem) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CheckItem) GetTenant() string {
@@ -796,7 +880,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +892,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[11]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,20 +905,23 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 // SetPolicy replaces the policy.
 type SetPolicy struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *v1.Policy             `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *v1.Policy             `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The key that signs challenges and passes (32 random bytes): set by the
+	// first SetPolicy that carries one, never changed after.
+	ChallengeKey  []byte `protobuf:"bytes,2,opt,name=challenge_key,json=challengeKey,proto3" json:"challenge_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +933,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[12]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,12 +946,19 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetPolicy) GetPolicy() *v1.Policy {
 	if x != nil {
 		return x.Policy
+	}
+	return nil
+}
+
+func (x *SetPolicy) GetChallengeKey() []byte {
+	if x != nil {
+		return x.ChallengeKey
 	}
 	return nil
 }
@@ -911,7 +1005,7 @@ type JobRecord struct {
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1017,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[13]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1030,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobRecord) GetId() uint64 {
@@ -1128,7 +1222,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1234,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[14]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1247,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{14}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Delivery) GetSeq() int32 {
@@ -1242,7 +1336,7 @@ type WebhookResult struct {
 
 func (x *WebhookResult) Reset() {
 	*x = WebhookResult{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1348,7 @@ func (x *WebhookResult) String() string {
 func (*WebhookResult) ProtoMessage() {}
 
 func (x *WebhookResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[15]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1361,7 @@ func (x *WebhookResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookResult.ProtoReflect.Descriptor instead.
 func (*WebhookResult) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WebhookResult) GetJobId() uint64 {
@@ -1325,7 +1419,7 @@ type Charge struct {
 
 func (x *Charge) Reset() {
 	*x = Charge{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[16]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1431,7 @@ func (x *Charge) String() string {
 func (*Charge) ProtoMessage() {}
 
 func (x *Charge) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[16]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1444,7 @@ func (x *Charge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Charge.ProtoReflect.Descriptor instead.
 func (*Charge) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{16}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Charge) GetApiKeySha256() string {
@@ -1415,7 +1509,7 @@ type TransitionRecord struct {
 
 func (x *TransitionRecord) Reset() {
 	*x = TransitionRecord{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[17]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1521,7 @@ func (x *TransitionRecord) String() string {
 func (*TransitionRecord) ProtoMessage() {}
 
 func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[17]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1534,7 @@ func (x *TransitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransitionRecord.ProtoReflect.Descriptor instead.
 func (*TransitionRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{17}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransitionRecord) GetState() v1.JobState {
@@ -1499,14 +1593,18 @@ type Snapshot struct {
 	// and distinct ids for the jobs of one batch entry.
 	LastJobId uint64 `protobuf:"varint,10,opt,name=last_job_id,json=lastJobId,proto3" json:"last_job_id,omitempty"`
 	// Webhook endpoints that answered 410 Gone ("tenant url"), sorted.
-	GoneWebhooks  []string `protobuf:"bytes,11,rep,name=gone_webhooks,json=goneWebhooks,proto3" json:"gone_webhooks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GoneWebhooks []string `protobuf:"bytes,11,rep,name=gone_webhooks,json=goneWebhooks,proto3" json:"gone_webhooks,omitempty"`
+	// The key that signs challenges and passes.
+	ChallengeKey []byte `protobuf:"bytes,12,opt,name=challenge_key,json=challengeKey,proto3" json:"challenge_key,omitempty"`
+	// Answered challenges not yet expired, sorted by id.
+	SpentChallenges []*ChallengeSpend `protobuf:"bytes,13,rep,name=spent_challenges,json=spentChallenges,proto3" json:"spent_challenges,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[18]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1616,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_raft_v1_raft_proto_msgTypes[18]
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1629,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{18}
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Snapshot) GetNowNs() int64 {
@@ -1611,17 +1709,38 @@ func (x *Snapshot) GetGoneWebhooks() []string {
 	return nil
 }
 
+func (x *Snapshot) GetChallengeKey() []byte {
+	if x != nil {
+		return x.ChallengeKey
+	}
+	return nil
+}
+
+func (x *Snapshot) GetSpentChallenges() []*ChallengeSpend {
+	if x != nil {
+		return x.SpentChallenges
+	}
+	return nil
+}
+
 var File_sluice_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x19sluice/raft/v1/raft.proto\x12\x0esluice.raft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"\xa3\x01\n" +
+	"\x19sluice/raft/v1/raft.proto\x12\x0esluice.raft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x13sluice/v1/job.proto\x1a\x16sluice/v1/policy.proto\"\xf1\x01\n" +
 	"\x06Submit\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12&\n" +
 	"\x04spec\x18\x02 \x01(\v2\x12.sluice.v1.JobSpecR\x04spec\x12$\n" +
 	"\x0eapi_key_sha256\x18\x03 \x01(\tR\fapiKeySha256\x12\x1b\n" +
 	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\x12\x16\n" +
-	"\x06method\x18\x05 \x01(\tR\x06method\"i\n" +
+	"\x06method\x18\x05 \x01(\tR\x06method\x12\x16\n" +
+	"\x06exempt\x18\x06 \x03(\tR\x06exempt\x124\n" +
+	"\x05spend\x18\a \x01(\v2\x1e.sluice.raft.v1.ChallengeSpendR\x05spend\"S\n" +
+	"\x0eChallengeSpend\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
+	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x1d\n" +
+	"\n" +
+	"expires_ns\x18\x03 \x01(\x03R\texpiresNs\"i\n" +
 	"\x06Assign\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x04R\x05jobId\x12\x1a\n" +
 	"\bexecutor\x18\x02 \x01(\tR\bexecutor\x12\x18\n" +
@@ -1673,9 +1792,10 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"check_only\x18\t \x01(\bR\tcheckOnly\x12\x16\n" +
 	"\x06refund\x18\n" +
 	" \x01(\bR\x06refund\"\x06\n" +
-	"\x04Tick\"6\n" +
+	"\x04Tick\"[\n" +
 	"\tSetPolicy\x12)\n" +
-	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\"\xed\x06\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy\x12#\n" +
+	"\rchallenge_key\x18\x02 \x01(\fR\fchallengeKey\"\xed\x06\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -1741,7 +1861,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x8e\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfe\x03\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
@@ -1755,7 +1875,9 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\amembers\x18\t \x03(\v2\x19.sluice.raft.v1.SetMemberR\amembers\x12\x1e\n" +
 	"\vlast_job_id\x18\n" +
 	" \x01(\x04R\tlastJobId\x12#\n" +
-	"\rgone_webhooks\x18\v \x03(\tR\fgoneWebhooksB\xb5\x01\n" +
+	"\rgone_webhooks\x18\v \x03(\tR\fgoneWebhooks\x12#\n" +
+	"\rchallenge_key\x18\f \x01(\fR\fchallengeKey\x12I\n" +
+	"\x10spent_challenges\x18\r \x03(\v2\x1e.sluice.raft.v1.ChallengeSpendR\x0fspentChallengesB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (
@@ -1770,58 +1892,61 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
-	(*Assign)(nil),           // 1: sluice.raft.v1.Assign
-	(*Complete)(nil),         // 2: sluice.raft.v1.Complete
-	(*Fail)(nil),             // 3: sluice.raft.v1.Fail
-	(*Cancel)(nil),           // 4: sluice.raft.v1.Cancel
-	(*Requeue)(nil),          // 5: sluice.raft.v1.Requeue
-	(*Redrive)(nil),          // 6: sluice.raft.v1.Redrive
-	(*SetMember)(nil),        // 7: sluice.raft.v1.SetMember
-	(*Check)(nil),            // 8: sluice.raft.v1.Check
-	(*CheckGroup)(nil),       // 9: sluice.raft.v1.CheckGroup
-	(*CheckItem)(nil),        // 10: sluice.raft.v1.CheckItem
-	(*Tick)(nil),             // 11: sluice.raft.v1.Tick
-	(*SetPolicy)(nil),        // 12: sluice.raft.v1.SetPolicy
-	(*JobRecord)(nil),        // 13: sluice.raft.v1.JobRecord
-	(*Delivery)(nil),         // 14: sluice.raft.v1.Delivery
-	(*WebhookResult)(nil),    // 15: sluice.raft.v1.WebhookResult
-	(*Charge)(nil),           // 16: sluice.raft.v1.Charge
-	(*TransitionRecord)(nil), // 17: sluice.raft.v1.TransitionRecord
-	(*Snapshot)(nil),         // 18: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 19: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 20: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 21: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 22: sluice.v1.Policy
-	(v1.JobState)(0),         // 23: sluice.v1.JobState
-	(*v1.Admission)(nil),     // 24: sluice.v1.Admission
+	(*ChallengeSpend)(nil),   // 1: sluice.raft.v1.ChallengeSpend
+	(*Assign)(nil),           // 2: sluice.raft.v1.Assign
+	(*Complete)(nil),         // 3: sluice.raft.v1.Complete
+	(*Fail)(nil),             // 4: sluice.raft.v1.Fail
+	(*Cancel)(nil),           // 5: sluice.raft.v1.Cancel
+	(*Requeue)(nil),          // 6: sluice.raft.v1.Requeue
+	(*Redrive)(nil),          // 7: sluice.raft.v1.Redrive
+	(*SetMember)(nil),        // 8: sluice.raft.v1.SetMember
+	(*Check)(nil),            // 9: sluice.raft.v1.Check
+	(*CheckGroup)(nil),       // 10: sluice.raft.v1.CheckGroup
+	(*CheckItem)(nil),        // 11: sluice.raft.v1.CheckItem
+	(*Tick)(nil),             // 12: sluice.raft.v1.Tick
+	(*SetPolicy)(nil),        // 13: sluice.raft.v1.SetPolicy
+	(*JobRecord)(nil),        // 14: sluice.raft.v1.JobRecord
+	(*Delivery)(nil),         // 15: sluice.raft.v1.Delivery
+	(*WebhookResult)(nil),    // 16: sluice.raft.v1.WebhookResult
+	(*Charge)(nil),           // 17: sluice.raft.v1.Charge
+	(*TransitionRecord)(nil), // 18: sluice.raft.v1.TransitionRecord
+	(*Snapshot)(nil),         // 19: sluice.raft.v1.Snapshot
+	(*v1.JobSpec)(nil),       // 20: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 21: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 22: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 23: sluice.v1.Policy
+	(v1.JobState)(0),         // 24: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 25: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	19, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
-	20, // 1: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	21, // 2: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
-	9,  // 3: sluice.raft.v1.Check.groups:type_name -> sluice.raft.v1.CheckGroup
-	10, // 4: sluice.raft.v1.CheckGroup.items:type_name -> sluice.raft.v1.CheckItem
-	22, // 5: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	19, // 6: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	23, // 7: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	17, // 8: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	20, // 9: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	21, // 10: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
-	16, // 11: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
-	24, // 12: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
-	14, // 13: sluice.raft.v1.JobRecord.deliveries:type_name -> sluice.raft.v1.Delivery
-	23, // 14: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	22, // 15: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
-	13, // 16: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
-	7,  // 17: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	20, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	1,  // 1: sluice.raft.v1.Submit.spend:type_name -> sluice.raft.v1.ChallengeSpend
+	21, // 2: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	22, // 3: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	10, // 4: sluice.raft.v1.Check.groups:type_name -> sluice.raft.v1.CheckGroup
+	11, // 5: sluice.raft.v1.CheckGroup.items:type_name -> sluice.raft.v1.CheckItem
+	23, // 6: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	20, // 7: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	24, // 8: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	18, // 9: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
+	21, // 10: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	22, // 11: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	17, // 12: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
+	25, // 13: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	15, // 14: sluice.raft.v1.JobRecord.deliveries:type_name -> sluice.raft.v1.Delivery
+	24, // 15: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	23, // 16: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	14, // 17: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
+	8,  // 18: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
+	1,  // 19: sluice.raft.v1.Snapshot.spent_challenges:type_name -> sluice.raft.v1.ChallengeSpend
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_sluice_raft_v1_raft_proto_init() }
@@ -1835,7 +1960,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

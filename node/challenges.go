@@ -1,0 +1,372 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicehq/sluice/challenge"
+	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/limiter"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// CHALLENGE rules at the edge (issue 26). Over such a rule's limit a Submit
+// is refused with a challenge: a token signed with the cluster's key
+// (fsm.ChallengeKey) naming the rule, the caller (its tenant, or its IP for
+// a rule keyed per IP), a difficulty and an expiry. The leader verifies an
+// answer, or a pass, before it proposes the Submit, with no state of its
+// own; the log decides that an answer admits once (fsm.spendable).
+
+// Headers of a challenge refusal and of a request's pass.
+const (
+	challengeHeader           = "Sluice-Challenge"            // the token
+	challengeRuleHeader       = "Sluice-Challenge-Rule"       // the rule that asks
+	challengeKindHeader       = "Sluice-Challenge-Kind"       // proof-of-work or captcha
+	challengeDifficultyHeader = "Sluice-Challenge-Difficulty" // leading zero bits
+	challengePassHeader       = "Sluice-Challenge-Pass"       // a pass, on a request
+)
+
+// challengeHeaders are relayed from the leader with its answer.
+var challengeHeaders = []string{challengeHeader, challengeRuleHeader, challengeKindHeader, challengeDifficultyHeader}
+
+// maxPasses bounds the passes one Submit may carry.
+const maxPasses = 8
+
+// challengeSubject is who a rule's challenges and passes are bound to: the
+// client's IP for a rule keyed per IP, else the tenant.
+func challengeSubject(r *sluicev1.Rule, tenant, ip string) string {
+	if r.GetScope() == sluicev1.RuleScope_RULE_SCOPE_CLIENT_IP {
+		return "ip:" + ip
+	}
+	return "tenant:" + tenant
+}
+
+// Challenge outcomes, as metrics and usage count them.
+const (
+	challengeIssued   = "issued"
+	challengePassed   = "passed"
+	challengeFailed   = "failed"
+	challengeReplayed = "replayed"
+	challengePassUsed = "pass_used"
+)
+
+// challengeBook is the leader's soft state of challenges: each caller's
+// counts per rule (for usage; reset when the node becomes leader, as the
+// rejections are), and how many of a caller's requests were challenged in
+// the current minute (a challenge's difficulty rises with it).
+type challengeBook struct {
+	mu     sync.Mutex
+	counts map[ruleCaller]*sluicev1.ChallengeCounts
+	over   map[ruleCaller]int64
+	minute int64
+}
+
+type ruleCaller struct{ rule, caller string }
+
+// maxChallengeCallers bounds each of the book's maps; past it, new callers
+// are not counted (and their challenges start at the rule's difficulty).
+const maxChallengeCallers = 100_000
+
+func (b *challengeBook) note(rule, tenant, outcome string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := ruleCaller{rule, tenant}
+	c, ok := b.counts[k]
+	if !ok {
+		if b.counts == nil {
+			b.counts = map[ruleCaller]*sluicev1.ChallengeCounts{}
+		}
+		if len(b.counts) >= maxChallengeCallers {
+			return
+		}
+		c = &sluicev1.ChallengeCounts{}
+		b.counts[k] = c
+	}
+	switch outcome {
+	case challengeIssued:
+		c.Issued++
+	case challengePassed:
+		c.Passed++
+	case challengeFailed:
+		c.Failed++
+	case challengeReplayed:
+		c.Replayed++
+	case challengePassUsed:
+		c.PassUsed++
+	}
+}
+
+// challenged counts a challenge to subject under rule at now and returns
+// how many it has had this minute.
+func (b *challengeBook) challenged(rule, subject string, now time.Time) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m := now.Unix() / 60; m != b.minute || b.over == nil {
+		b.minute, b.over = m, map[ruleCaller]int64{}
+	}
+	k := ruleCaller{rule, subject}
+	if _, ok := b.over[k]; !ok && len(b.over) >= maxChallengeCallers {
+		return 1
+	}
+	b.over[k]++
+	return b.over[k]
+}
+
+func (b *challengeBook) of(rule, tenant string) *sluicev1.ChallengeCounts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.counts[ruleCaller{rule, tenant}]
+	if !ok {
+		return &sluicev1.ChallengeCounts{}
+	}
+	return &sluicev1.ChallengeCounts{Issued: c.Issued, Passed: c.Passed, Failed: c.Failed, Replayed: c.Replayed, PassUsed: c.PassUsed}
+}
+
+func (b *challengeBook) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.counts, b.over = nil, nil
+}
+
+func (n *Node) noteChallenge(rule, tenant, outcome string) {
+	n.challenges.note(rule, tenant, outcome)
+	n.metrics.Challenge(rule, outcome)
+}
+
+// challengeRule is a CHALLENGE rule by name, with its settings.
+func (n *Node) challengeRule(name string) (*sluicev1.Rule, fsm.ChallengeRule, bool) {
+	r, ok := n.fsm.Rule(name)
+	if !ok {
+		return nil, fsm.ChallengeRule{}, false
+	}
+	c, ok := fsm.ChallengeOf(r)
+	return r, c, ok
+}
+
+// verifyChallenges checks a Submit's passes and challenge answer on the
+// node that proposes it, once (a CAPTCHA vendor's token can be checked only
+// once), and records what they earn in sub: the rules it is exempt from and
+// the challenge to spend. A pass that has expired, or names a rule that no
+// longer challenges, is ignored; one this cluster did not sign, or that was
+// issued to another caller, refuses the Submit, as does any answer that is
+// not right.
+func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
+	if sub.answer == nil && len(sub.passes) == 0 {
+		return nil
+	}
+	if len(sub.passes) > maxPasses {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("challenge_passes: %d exceed the limit of %d", len(sub.passes), maxPasses))
+	}
+	key := n.fsm.ChallengeKey()
+	if key == nil {
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("challenge: this cluster has issued no challenges (no policy has been set since it was upgraded); send the request without an answer or pass"))
+	}
+	if !n.checksSafe() {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("challenge: answers and passes are accepted once every server reads log format %d; retry shortly", logFormat))
+	}
+	now := time.Now()
+	t := sub.tenant
+	for i, tok := range sub.passes {
+		p, err := key.OpenPass(tok)
+		if err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("challenge_passes[%d]: %w", i, err))
+		}
+		r, _, ok := n.challengeRule(p.Rule)
+		if !ok {
+			continue // the rule is gone, or no longer challenges: nothing to exempt from
+		}
+		subject := challengeSubject(r, t.Name, sub.clientIP)
+		switch _, err := key.VerifyPass(tok, p.Rule, subject, now.UnixNano()); {
+		case errors.Is(err, challenge.ErrExpired):
+			continue
+		case err != nil:
+			n.noteChallenge(p.Rule, t.Name, challengeFailed)
+			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("challenge_passes[%d]: %w, not to %s", i, err, subject))
+		}
+		sub.exempt = append(sub.exempt, p.Rule)
+		sub.passUsed = append(sub.passUsed, p.Rule)
+	}
+	a := sub.answer
+	if a == nil {
+		return nil
+	}
+	fail := func(code connect.Code, rule string, err error) error {
+		n.noteChallenge(rule, t.Name, challengeFailed)
+		return connect.NewError(code, err)
+	}
+	c, err := key.Open(a.GetChallenge())
+	if err != nil {
+		return fail(connect.CodeInvalidArgument, "", fmt.Errorf("challenge_answer.challenge: %w", err))
+	}
+	r, cr, ok := n.challengeRule(c.Rule)
+	if !ok {
+		return fail(connect.CodeFailedPrecondition, c.Rule, fmt.Errorf("challenge_answer.challenge: rule %q no longer challenges; send the request without an answer", c.Rule))
+	}
+	subject := challengeSubject(r, t.Name, sub.clientIP)
+	if _, err := key.Verify(a.Challenge, a.Nonce, c.Rule, subject, now.UnixNano()); err != nil {
+		code := connect.CodeInvalidArgument
+		switch {
+		case errors.Is(err, challenge.ErrExpired):
+			code, err = connect.CodeFailedPrecondition, fmt.Errorf("%w; send the request without an answer for a new challenge", err)
+		case errors.Is(err, challenge.ErrSubject):
+			code, err = connect.CodePermissionDenied, fmt.Errorf("%w, not to %s", err, subject)
+		}
+		field := "challenge_answer.challenge"
+		if errors.Is(err, challenge.ErrWork) {
+			field = "challenge_answer.nonce"
+		}
+		return fail(code, c.Rule, fmt.Errorf("%s: %w", field, err))
+	}
+	if cr.Verifier != nil {
+		if err := n.siteverify(ctx, cr.Verifier, a.GetCaptchaResponse(), sub.clientIP); err != nil {
+			var ce *connect.Error
+			if errors.As(err, &ce) && ce.Code() == connect.CodeUnavailable {
+				return err // the verifier's fault, not the caller's
+			}
+			return fail(connect.CodePermissionDenied, c.Rule, err)
+		}
+	}
+	sub.exempt = append(sub.exempt, c.Rule)
+	sub.spend = &raftv1.ChallengeSpend{Id: c.ID[:], Rule: c.Rule, ExpiresNs: c.Expires}
+	sub.subject = subject
+	return nil
+}
+
+// maxCaptchaResponse bounds a CAPTCHA widget's token (Turnstile's are up to
+// 2048 characters).
+const maxCaptchaResponse = 4096
+
+// siteverifyClient calls CAPTCHA verifiers.
+var siteverifyClient = &http.Client{Timeout: 5 * time.Second}
+
+// siteverify asks a CAPTCHA vendor whether response is a valid answer from
+// the client at ip: a POST of the siteverify form (secret, response,
+// remoteip), which Turnstile, hCaptcha and reCAPTCHA all accept, answered
+// by {"success": …, "error-codes": […]}.
+func (n *Node) siteverify(ctx context.Context, v *sluicev1.Verifier, response, ip string) error {
+	switch {
+	case response == "":
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("challenge_answer.captcha_response: missing (the CAPTCHA widget's response token)"))
+	case len(response) > maxCaptchaResponse:
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("challenge_answer.captcha_response: %d bytes exceed the limit of %d", len(response), maxCaptchaResponse))
+	}
+	form := url.Values{"secret": {v.Secret}, "response": {response}, "remoteip": {ip}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.Url, strings.NewReader(form.Encode()))
+	if err != nil {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("challenge verifier: %w", err))
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := siteverifyClient.Do(req)
+	if err != nil {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("challenge verifier %s: %w; retry", v.Url, err))
+	}
+	defer res.Body.Close()
+	var out struct {
+		Success    bool     `json:"success"`
+		ErrorCodes []string `json:"error-codes"`
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	if err == nil && res.StatusCode != http.StatusOK {
+		err = errors.New(res.Status)
+	}
+	if err == nil {
+		err = json.Unmarshal(body, &out)
+	}
+	if err != nil {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("challenge verifier %s: %w; retry", v.Url, err))
+	}
+	if !out.Success {
+		why := strings.Join(out.ErrorCodes, ", ")
+		if why == "" {
+			why = "no reason given"
+		}
+		return fmt.Errorf("challenge_answer.captcha_response: the verifier refused it (%s)", why)
+	}
+	return nil
+}
+
+// challengeError is the refusal of a Submit by CHALLENGE rule name: the
+// limit's refusal, with a fresh challenge for the caller.
+func (n *Node) challengeError(sub submission, name string, retryAt int64, rules []limiter.RuleResult) *connect.Error {
+	key := n.fsm.ChallengeKey()
+	r, cr, ok := n.challengeRule(name)
+	if key == nil || !ok {
+		return n.limitError(sub.tenant.Name, name, retryAt, rules, "no challenge can be issued: the cluster has no challenge key yet")
+	}
+	now := time.Now()
+	c := challenge.Challenge{Rule: name, Subject: challengeSubject(r, sub.tenant.Name, sub.clientIP), Expires: now.Add(cr.TTL).UnixNano()}
+	rand.Read(c.ID[:])
+	kind := sluicev1.ChallengeKind_CHALLENGE_KIND_CAPTCHA
+	if cr.Verifier == nil {
+		kind = sluicev1.ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK
+		var limit int64
+		for _, rr := range rules {
+			if rr.Rule == name {
+				limit = rr.Limit
+			}
+		}
+		c.Difficulty = min(challenge.Difficulty(cr.Difficulty, n.challenges.challenged(name, c.Subject, now), limit), cr.MaxDifficulty)
+	}
+	token := key.Token(c)
+	kindName, detail := "captcha", "answer the challenge (a CAPTCHA) to go on"
+	if kind == sluicev1.ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK {
+		kindName, detail = "proof-of-work", fmt.Sprintf("answer the challenge (proof of work, difficulty %d) to go on", c.Difficulty)
+	}
+	err := n.limitError(sub.tenant.Name, name, retryAt, rules, detail)
+	d := &sluicev1.Challenge{Rule: name, Token: token, Kind: kind, Difficulty: uint32(c.Difficulty),
+		ExpiresAt: timestamppb.New(time.Unix(0, c.Expires)), PassTtl: durationpb.New(cr.PassTTL)}
+	if cr.Verifier != nil {
+		d.SiteKey, d.VerifierUrl = cr.Verifier.SiteKey, cr.Verifier.Url
+	}
+	if ed, derr := connect.NewErrorDetail(d); derr == nil {
+		err.AddDetail(ed)
+	}
+	err.Meta().Set(challengeHeader, token)
+	err.Meta().Set(challengeRuleHeader, name)
+	err.Meta().Set(challengeKindHeader, kindName)
+	err.Meta().Set(challengeDifficultyHeader, strconv.Itoa(int(c.Difficulty)))
+	n.noteChallenge(name, sub.tenant.Name, challengeIssued)
+	return err
+}
+
+// challengePass is the pass an admitted Submit's answer earns.
+func (n *Node) challengePass(sub submission) *sluicev1.ChallengePass {
+	key := n.fsm.ChallengeKey()
+	_, cr, ok := n.challengeRule(sub.spend.GetRule())
+	if key == nil || !ok {
+		return nil
+	}
+	p := challenge.Pass{Rule: sub.spend.Rule, Subject: sub.subject, Expires: time.Now().Add(cr.PassTTL).UnixNano()}
+	return &sluicev1.ChallengePass{Rule: p.Rule, Token: key.PassToken(p), ExpiresAt: timestamppb.New(time.Unix(0, p.Expires))}
+}
+
+// replayError refuses a Submit whose answered challenge the log had
+// already spent, or saw expire.
+func replayError(le *fsm.LimitError) *connect.Error {
+	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("challenge_answer.challenge: %s; send the request without an answer for a new challenge", le.Detail))
+}
+
+// hasChallengeRules reports whether the policy has a CHALLENGE rule.
+func (n *Node) hasChallengeRules() bool {
+	for _, r := range n.fsm.Policy().GetRules() {
+		if r.GetAction() == sluicev1.OverLimitAction_OVER_LIMIT_ACTION_CHALLENGE {
+			return true
+		}
+	}
+	return false
+}
