@@ -17,6 +17,7 @@
 package challenge
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -24,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"strings"
 )
 
@@ -243,6 +245,35 @@ func Solve(token string, difficulty uint8, limit uint64) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// SolveContext is Solve on every core, until ctx ends: worker i tries
+// nonces i, i+workers, i+2·workers, … and the first found wins (not
+// always the least).
+func SolveContext(ctx context.Context, token string, difficulty uint8) (uint64, error) {
+	workers := runtime.GOMAXPROCS(0)
+	found := make(chan uint64, workers)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for w := range workers {
+		go func() {
+			for n := uint64(w); ; n += uint64(workers) {
+				if n%4096 < uint64(workers) && ctx.Err() != nil {
+					return
+				}
+				if LeadingZeros(token, n) >= int(difficulty) {
+					found <- n
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case n := <-found:
+		return n, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // Difficulty is a rule's difficulty for a caller over its limit: base, plus

@@ -1,6 +1,7 @@
 package challenge
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"strings"
@@ -138,4 +139,17 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestSolveContextSolvesAndStops(t *testing.T) {
+	token := "c1.any-token"
+	n, err := SolveContext(context.Background(), token, 12)
+	if err != nil || LeadingZeros(token, n) < 12 {
+		t.Fatalf("nonce %d (%d zero bits), %v", n, LeadingZeros(token, n), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := SolveContext(ctx, token, MaxDifficulty+1); err == nil {
+		t.Fatal("an unsolvable challenge was solved")
+	}
 }

@@ -176,9 +176,6 @@ func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
 	if key == nil {
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("challenge: this cluster has issued no challenges (no policy has been set since it was upgraded); send the request without an answer or pass"))
 	}
-	if !n.checksSafe() {
-		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("challenge: answers and passes are accepted once every server reads log format %d; retry shortly", logFormat))
-	}
 	now := time.Now()
 	t := sub.tenant
 	for i, tok := range sub.passes {
@@ -362,8 +359,14 @@ func replayError(le *fsm.LimitError) *connect.Error {
 }
 
 // hasChallengeRules reports whether the policy has a CHALLENGE rule.
-func (n *Node) hasChallengeRules() bool {
-	for _, r := range n.fsm.Policy().GetRules() {
+func (n *Node) hasChallengeRules() bool { return policyHasChallenges(n.fsm.Policy()) }
+
+// policyHasChallenges reports whether p has a CHALLENGE rule. A server
+// older than log format 4 cannot load such a policy (nor apply a Submit's
+// exemptions), so the admin API sets one only once every server has said it
+// reads that format (the gate of group commit and gateway checks).
+func policyHasChallenges(p *sluicev1.Policy) bool {
+	for _, r := range p.GetRules() {
 		if r.GetAction() == sluicev1.OverLimitAction_OVER_LIMIT_ACTION_CHALLENGE {
 			return true
 		}

@@ -359,9 +359,10 @@ func (p *proposer) fail(batch []*proposal, err error) {
 
 // logFormat is the log format this build reads and writes: 2 adds
 // fsm.CmdBatch and job ids past the entry's index, 3 fsm.CmdCheck (gateway
-// checks, served only once every server reads them: checksSafe), 4 a
-// Submit's challenge exemptions and answer (accepted only once every server
-// reads them, by the same gate: verifyChallenges).
+// checks, served only once every server reads them: checksSafe), 4
+// CHALLENGE rules, a Submit's challenge exemptions and answer (a policy with
+// such a rule is set through the admin API only once every server reads
+// them, by the same gate: policyHasChallenges).
 const logFormat = 4
 
 // logFormatHeader, nodeIDHeader and appliedHeader carry logFormat, the

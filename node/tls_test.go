@@ -536,8 +536,10 @@ func TestExecutorClientCertificateActsOnlyAsItsName(t *testing.T) {
 // refusedClientCert reports whether a call failed because the server refused
 // the client's certificate. Under TLS 1.3 the server judges it after the
 // client has sent its request: the client reads the alert, or finds the
-// connection already closed under its write.
+// connection already closed under its write (a reset, a broken pipe, or,
+// when its own reader saw the close first, its connection closed).
 func refusedClientCert(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "unknown certificate authority") ||
-		strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "connection reset"))
+		strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "connection reset") ||
+		strings.Contains(err.Error(), "use of closed network connection"))
 }

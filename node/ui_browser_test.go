@@ -238,3 +238,45 @@ func TestWebUIInABrowser(t *testing.T) {
 		t.Fatalf("Content-Security-Policy %q", csp)
 	}
 }
+
+// TestWebUISolvesAChallenge: over a CHALLENGE rule the dashboard solves
+// the proof of work in the browser with Web Crypto, says so, and keeps the
+// pass, so that the next Submit over the rule is admitted without one.
+func TestWebUISolvesAChallenge(t *testing.T) {
+	ctx := browser(t)
+	p := DemoPolicy()
+	p.Rules = []*sluicev1.Rule{{Name: "alice-human", Match: &sluicev1.RuleMatch{Tenant: "alice"}, Action: sluicev1.OverLimitAction_OVER_LIMIT_ACTION_CHALLENGE,
+		Challenge: &sluicev1.ChallengeSettings{Difficulty: 12, MaxDifficulty: 12},
+		Limit:     &sluicev1.Rule_TokenBucket{TokenBucket: &sluicev1.TokenBucketLimit{Count: 1, Per: durationpb.New(time.Hour), Burst: 1}}}}
+	n := startNodeWith(t, 1, p)
+	submit := func() error {
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`document.getElementById("submit-result").replaceChildren()`)); err != nil {
+			return err
+		}
+		return chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS("#submit-form button[type=submit]")),
+			chromedp.WaitVisible(chromedp.CSS("#submit-result .accepted, #submit-result .refusal")),
+		)
+	}
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(baseURL(n)+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#login-key"), DemoAliceKey),
+		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")),
+		chromedp.WaitReady(chromedp.CSS(`#submit-model option[value="sdxl"]`)),
+		chromedp.SetValue(chromedp.CSS("#submit-model"), "sdxl"),
+	)
+	if err != nil {
+		t.Fatalf("log in: %v", err)
+	}
+	for i, want := range []string{"", "Challenge of rule \"alice-human\" solved in", ""} {
+		if err := submit(); err != nil {
+			t.Fatalf("submit %d: %v", i+1, err)
+		}
+		got := text(t, ctx, "#submit-result")
+		if !strings.Contains(got, "queued") || (want != "" && !strings.Contains(got, want)) || (want == "" && strings.Contains(got, "solved")) {
+			t.Fatalf("submit %d says %q, want it queued%s", i+1, got, map[bool]string{true: "", false: " and " + want}[want == ""])
+		}
+		t.Logf("submit %d: %s", i+1, got)
+	}
+}

@@ -99,6 +99,11 @@ type tenantState struct {
 	arrivals   arrivals
 	mix        *rand.Rand
 	tally      tally
+	// CHALLENGE rules: whether a client answers (drawn per challenge), and
+	// the passes it holds (rule → expiry).
+	solver *rand.Rand
+	passes map[string]int64
+	exempt []string // scratch: the rules its valid passes name
 }
 
 type modelState struct {
@@ -149,12 +154,16 @@ type engine struct {
 	held     []int32 // pending submissions held during a pause
 	paused   bool
 
-	needDispatch bool
-	reserve      bool // the policy reserves executors for big jobs: offer full ones too
-	needRecord   bool // admissions can be delayed, degraded or time out
-	hasRules     bool
-	predictWait  bool
-	slots        []scheduler.Slot
+	needDispatch   bool
+	reserve        bool // the policy reserves executors for big jobs: offer full ones too
+	needRecord     bool // admissions can be delayed, degraded or time out
+	hasRules       bool
+	challenges     bool                      // the policy has a CHALLENGE rule
+	challengeRules []string                  // their names, in policy order
+	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name
+	challengeSeq   uint64                    // ids of answered challenges
+	predictWait    bool
+	slots          []scheduler.Slot
 
 	submitMsg   raftv1.Submit
 	completeMsg raftv1.Complete
@@ -220,6 +229,15 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	e.reserve = pol.GetScheduling().GetReserveAfter().AsDuration() > 0
 	e.predictWait = pol.GetScheduling().GetMaxPredictedWait().AsDuration() > 0
 	e.hasRules = len(pol.GetRules()) > 0
+	for _, r := range pol.GetRules() {
+		if _, ok := fsm.ChallengeOf(r); ok {
+			if e.rules == nil {
+				e.rules = map[string]*sluicev1.Rule{}
+			}
+			e.challenges, e.rules[r.Name] = true, r
+			e.challengeRules = append(e.challengeRules, r.Name)
+		}
+	}
 	e.needRecord = pol.GetDefaults().GetQueueTimeout().AsDuration() > 0
 	for _, r := range pol.GetRules() {
 		if r.Action == sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DELAY ||
@@ -265,6 +283,9 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 				ip:       fmt.Sprintf("10.%d.%d.%d", (n>>16)&255, (n>>8)&255, n&255),
 				arrivals: arrivals{spec: &ts.Arrivals, r: stream(e.seed, "arrivals/"+name), trace: ts.trace},
 				mix:      stream(e.seed, "mix/"+name)}
+			if ts.Challenge != nil {
+				st.solver = stream(e.seed, "challenge/"+name)
+			}
 			st.tally.init()
 			e.tenants = append(e.tenants, st)
 		}

@@ -67,6 +67,12 @@ type Group struct {
 	Rejected   int64            `json:"rejected"`
 	RejectedBy map[string]int64 `json:"rejected_by,omitempty"`
 	Retried    int64            `json:"retried,omitempty"`
+	// CHALLENGE rules: submissions refused with a challenge; answers that
+	// were admitted; admitted submissions a shadow challenge rule would
+	// have challenged.
+	Challenged       int64 `json:"challenged,omitempty"`
+	Solved           int64 `json:"solved,omitempty"`
+	ShadowChallenged int64 `json:"shadow_challenged,omitempty"`
 
 	Succeeded    int64 `json:"succeeded"`
 	DeadLettered int64 `json:"dead_lettered,omitempty"`
@@ -177,6 +183,9 @@ func (g *Group) add(o *Group) {
 	g.Degraded += o.Degraded
 	g.Rejected += o.Rejected
 	g.Retried += o.Retried
+	g.Challenged += o.Challenged
+	g.Solved += o.Solved
+	g.ShadowChallenged += o.ShadowChallenged
 	for k, v := range o.RejectedBy {
 		if g.RejectedBy == nil {
 			g.RejectedBy = map[string]int64{}
@@ -270,6 +279,7 @@ func (e *engine) report() *Report {
 		sortNs(ta.turnarounds)
 		g := Group{Name: t.name, Tier: t.tier, Weight: tenW[t.name], Submitted: ta.submitted, Admitted: ta.admitted,
 			Delayed: ta.delayed, Degraded: ta.degraded, Rejected: ta.rejected, Retried: ta.retried,
+			Challenged: ta.challenged, Solved: ta.solved, ShadowChallenged: ta.shadowChallenged,
 			Succeeded: ta.succeeded, DeadLettered: ta.deadLettered, Failed: ta.failed, Expired: ta.expired,
 			Unfinished: ta.other, Wait: dist(ta.waits), Turnaround: dist(ta.turnarounds),
 			GPUSeconds: round6(ta.gpuNs / 1e9)}
@@ -533,6 +543,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, " %s %d;", k, c.RejectedBy[k])
 		}
 		fmt.Fprintln(w)
+	}
+	// Challenge rules, by tenant (as many as the table lists).
+	if c.Challenged > 0 || c.ShadowChallenged > 0 {
+		fmt.Fprintf(w, "\nchallenged %d, solved %d (admitted answers), %d admitted that a shadow challenge rule would have challenged\n",
+			c.Challenged, c.Solved, c.ShadowChallenged)
+		for i := range r.Tenants {
+			if g := &r.Tenants[i]; i < maxTableTenants && (g.Challenged > 0 || g.ShadowChallenged > 0) {
+				fmt.Fprintf(w, "  %s: challenged %d, solved %d, succeeded %d of %d submitted; shadow %d\n",
+					g.Name, g.Challenged, g.Solved, g.Succeeded, g.Submitted, g.ShadowChallenged)
+			}
+		}
 	}
 	return nil
 }

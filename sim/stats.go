@@ -9,6 +9,7 @@ import (
 // tally is one tenant's counts, for jobs submitted after the warm-up.
 type tally struct {
 	submitted, admitted, delayed, degraded, rejected, retried int64
+	challenged, solved, shadowChallenged                      int64
 	rejectedBy                                                map[string]int64
 	succeeded, deadLettered, failed, expired, other           int64
 	waits, turnarounds                                        []int64

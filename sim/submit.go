@@ -20,6 +20,8 @@ type pendingSubmit struct {
 	arrived int64 // offset
 	attempt int
 	rule    string // why the last attempt was refused
+	answer  string // the CHALLENGE rule whose challenge this attempt answers
+	expires int64  // when that challenge expires
 }
 
 // scheduleArrival schedules tenant ti's next arrival, if any comes before
@@ -87,11 +89,18 @@ func (e *engine) submit(pi int32) error {
 	spec := &sluicev1.JobSpec{Model: m.name, Priority: t.spec.Priority}
 	msg := &e.submitMsg
 	msg.Tenant, msg.Spec, msg.ApiKeySha256, msg.ClientIp, msg.Method = t.name, spec, t.apiKey, t.ip, "Submit"
+	msg.Exempt, msg.Spend = nil, nil
+	if e.challenges {
+		msg.Exempt, msg.Spend = e.exemptions(t, p)
+	}
 	if e.hasRules {
 		d := e.f.CheckLimits(limiter.Request{Tenant: t.name, APIKey: t.apiKey, Tier: t.tier, ClientIP: t.ip,
-			Method: "Submit", Model: m.name, Cost: fsm.EstimateCost(spec, m.policy)}, e.now)
-		if d.Verdict == limiter.Rejected {
+			Method: "Submit", Model: m.name, Cost: fsm.EstimateCost(spec, m.policy), Exempt: msg.Exempt}, e.now)
+		switch d.Verdict {
+		case limiter.Rejected:
 			return e.refused(p, d.Rule, d.RetryAt)
+		case limiter.Challenged:
+			return e.challenged(p, d.Rule, d.RetryAt)
 		}
 	}
 	if e.predictWait {
@@ -105,6 +114,8 @@ func (e *engine) submit(pi int32) error {
 		var le *fsm.LimitError
 		var be *scheduler.BusyError
 		switch {
+		case errors.As(res.Err, &le) && le.Verdict == fsm.VerdictChallenged:
+			return e.challenged(p, le.Rule, le.RetryAt)
 		case errors.As(res.Err, &le):
 			return e.refused(p, le.Rule, le.RetryAt)
 		case errors.As(res.Err, &be):
@@ -120,6 +131,9 @@ func (e *engine) submit(pi int32) error {
 	e.live++
 	if j.measured {
 		t.tally.admitted++
+	}
+	if e.challenges {
+		e.answered(t, p, res.Limits, j.measured)
 	}
 	if e.needRecord {
 		if err := e.readRecord(si, true); err != nil {

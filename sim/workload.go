@@ -100,14 +100,17 @@ type TenantSpec struct {
 	Count    int      `json:"count,omitempty"`
 	Arrivals Arrivals `json:"arrivals"`
 	// Model, or Mix: the models its jobs ask for, with shares.
-	Model    string      `json:"model,omitempty"`
-	Mix      []ModelMix  `json:"mix,omitempty"`
-	Priority int32       `json:"priority,omitempty"`
-	Retry    *RetrySpec  `json:"retry,omitempty"`
-	mixCum   []float64   // cumulative shares
-	mixIdx   []int32     // model indexes
-	expanded []string    // tenant names after Count
-	trace    []traceItem // loaded trace
+	Model    string     `json:"model,omitempty"`
+	Mix      []ModelMix `json:"mix,omitempty"`
+	Priority int32      `json:"priority,omitempty"`
+	Retry    *RetrySpec `json:"retry,omitempty"`
+	// Challenge is how its clients meet a CHALLENGE rule; without it they
+	// answer no challenge (bots).
+	Challenge *ChallengeSpec `json:"challenge,omitempty"`
+	mixCum    []float64      // cumulative shares
+	mixIdx    []int32        // model indexes
+	expanded  []string       // tenant names after Count
+	trace     []traceItem    // loaded trace
 }
 
 // RetrySpec makes a refused client come back: a rejected or "system busy"
@@ -116,6 +119,18 @@ type TenantSpec struct {
 type RetrySpec struct {
 	Attempts int      `json:"attempts"`
 	After    Duration `json:"after,omitempty"`
+}
+
+// ChallengeSpec is how a tenant's clients meet a CHALLENGE rule's
+// challenge: a share Solve of them (people) answer it After a while, and
+// the request comes back with the answer (admitted unless another rule
+// refuses, the pass it earns exempting the tenant's next requests until it
+// expires); the others (bots) never answer: the request counts as refused,
+// and comes back only as the tenant's retry policy says (to be challenged
+// again).
+type ChallengeSpec struct {
+	Solve float64  `json:"solve"`
+	After Duration `json:"after,omitempty"`
 }
 
 // ModelMix is one model's share of a tenant's jobs.
@@ -655,6 +670,14 @@ func (w *Workload) check() error {
 			}
 			if r.After < 0 {
 				return fmt.Errorf("%s.retry.after: must not be negative", f)
+			}
+		}
+		if c := t.Challenge; c != nil {
+			if !(c.Solve >= 0 && c.Solve <= 1) {
+				return fmt.Errorf("%s.challenge.solve: %v is not a share between 0 and 1", f, c.Solve)
+			}
+			if c.After < 0 {
+				return fmt.Errorf("%s.challenge.after: must not be negative", f)
 			}
 		}
 		if err := w.checkMix(t, f, models); err != nil {

@@ -134,7 +134,7 @@ func submitCmd(f *clientFlags) *cobra.Command {
 		queueTimeout, runTimeout     time.Duration
 		labels, webhookEvents        []string
 		webhook                      string
-		wait                         bool
+		wait, noSolve                bool
 	)
 	c := &cobra.Command{
 		Use:   "submit --model M --input JSON|@FILE|-",
@@ -184,7 +184,7 @@ func submitCmd(f *clientFlags) *cobra.Command {
 			} else if len(webhookEvents) > 0 {
 				return fmt.Errorf("--webhook-events needs --webhook URL")
 			}
-			res, err := f.jobs().Submit(c.Context(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
+			res, err := submitSolving(c.Context(), f, &sluicev1.SubmitRequest{Spec: spec}, !noSolve, os.Stderr)
 			if err != nil {
 				return err
 			}
@@ -214,6 +214,7 @@ func submitCmd(f *clientFlags) *cobra.Command {
 	fl.Int32Var(&gpus, "gpus", 0, "GPUs the job needs (0: the model's default)")
 	fl.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
 	fl.BoolVar(&wait, "wait", false, "watch the job until it ends")
+	fl.BoolVar(&noSolve, "no-solve", false, "over a CHALLENGE rule, fail instead of solving its proof-of-work challenge (passes are kept in the user cache directory, sluice/passes.json)")
 	fl.StringVar(&webhook, "webhook", "", "https URL to POST the job's events to, signed with the tenant's webhook secret (docs/notifications.md)")
 	fl.StringSliceVar(&webhookEvents, "webhook-events", nil, "events for --webhook: queued, started, completed (default completed)")
 	_ = c.MarkFlagRequired("model")

@@ -202,6 +202,12 @@ func usageTable(w io.Writer, u *sluicev1.GetUsageResponse, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%d/%d %s\t%s\t%s%s\n", r.Rule, r.Used, r.Limit, r.Unit, reset, r.Description, shadow)
 	}
 	tw.Flush()
+	for _, r := range u.Rules {
+		if c := r.Challenges; c != nil {
+			fmt.Fprintf(w, "challenges of rule %s: %d issued, %d passed, %d failed, %d replayed; requests a pass let through: %d\n",
+				r.Rule, c.Issued, c.Passed, c.Failed, c.Replayed, c.PassUsed)
+		}
+	}
 }
 
 // humanWait rounds a wait the way people say it: 4s, 12m, 7h12m.

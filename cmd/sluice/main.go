@@ -24,7 +24,7 @@ func main() {
 		_, err := newLogger() // a bad value fails every command before it starts
 		return err
 	}
-	root.AddCommand(devCmd(), serverCmd(), executorCmd(), hashKeyCmd())
+	root.AddCommand(devCmd(), serverCmd(), executorCmd(), hashKeyCmd(), solveCmd())
 	root.AddCommand(clientCmds()...)
 	root.AddCommand(simCmd())
 	if err := root.Execute(); err != nil {

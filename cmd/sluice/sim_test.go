@@ -160,3 +160,55 @@ func TestFlashCrowdKeepsProWaitsShort(t *testing.T) {
 		}
 	}
 }
+
+// TestChallengeScenarioStopsBotsNotPeople runs sim/scenarios/bots-and-people:
+// with the CHALLENGE rule enforced, the people (who answer) get nearly all
+// their jobs done and the bots (who never answer) little beyond the rule's
+// rate; in shadow mode nobody is challenged, and the report counts whom the
+// rule would have challenged.
+func TestChallengeScenarioStopsBotsNotPeople(t *testing.T) {
+	run := func(shadow bool) (people, bots sim.Group) {
+		doc, err := os.ReadFile("../../sim/scenarios/bots-and-people.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shadow {
+			doc = bytes.Replace(doc, []byte("      token_bucket:"), []byte("      shadow: true\n      token_bucket:"), 1)
+		}
+		w, err := sim.Parse(doc, sim.ParseOptions{ParsePolicy: node.ParsePolicy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := sim.Run(w, sim.Options{NoSeries: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range r.Tenants {
+			sum := &bots
+			if strings.HasPrefix(g.Name, "person-") {
+				sum = &people
+			}
+			sum.Submitted += g.Submitted
+			sum.Succeeded += g.Succeeded
+			sum.Challenged += g.Challenged
+			sum.Solved += g.Solved
+			sum.ShadowChallenged += g.ShadowChallenged
+		}
+		return people, bots
+	}
+	people, bots := run(false)
+	t.Logf("enforced: people %d/%d succeeded, %d challenged, %d solved; bots %d/%d, %d challenged",
+		people.Succeeded, people.Submitted, people.Challenged, people.Solved, bots.Succeeded, bots.Submitted, bots.Challenged)
+	if people.Solved == 0 || float64(people.Succeeded) < 0.97*float64(people.Submitted) {
+		t.Errorf("people: %d of %d succeeded, %d answers admitted", people.Succeeded, people.Submitted, people.Solved)
+	}
+	if bots.Solved != 0 || bots.Challenged == 0 || float64(bots.Succeeded) > 0.05*float64(bots.Submitted) {
+		t.Errorf("bots: %d of %d succeeded, %d challenged, %d solved", bots.Succeeded, bots.Submitted, bots.Challenged, bots.Solved)
+	}
+	people, bots = run(true)
+	t.Logf("shadow: people %d would-be challenges; bots %d/%d succeeded, %d would-be challenges",
+		people.ShadowChallenged, bots.Succeeded, bots.Submitted, bots.ShadowChallenged)
+	if people.Challenged+bots.Challenged != 0 || bots.ShadowChallenged == 0 || bots.Succeeded < bots.Submitted/2 {
+		t.Errorf("shadow: %d challenged, bots %d would-be, %d of %d succeeded", people.Challenged+bots.Challenged, bots.ShadowChallenged, bots.Succeeded, bots.Submitted)
+	}
+}

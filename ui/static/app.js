@@ -24,10 +24,15 @@ function el(tag, attrs, ...children) {
 function key() { return store.getItem("sluice.key") || ""; }
 
 class RPCError extends Error {
-  constructor(code, message, retryAfter) {
+  constructor(code, message, retryAfter, headers) {
     super(message);
     this.code = code;
     this.retryAfter = retryAfter;
+    // A CHALLENGE rule's refusal names its challenge in headers (docs/limits.md).
+    this.challenge = headers && headers.get("Sluice-Challenge") ? {
+      token: headers.get("Sluice-Challenge"), rule: headers.get("Sluice-Challenge-Rule"),
+      kind: headers.get("Sluice-Challenge-Kind"), difficulty: Number(headers.get("Sluice-Challenge-Difficulty") || 0),
+    } : null;
   }
 }
 
@@ -41,7 +46,7 @@ async function rpc(service, method, body) {
   const text = await r.text();
   let data = {};
   try { data = text ? JSON.parse(text) : {}; } catch (_) { data = { message: text }; }
-  if (!r.ok) throw new RPCError(data.code || String(r.status), data.message || r.statusText, r.headers.get("Retry-After"));
+  if (!r.ok) throw new RPCError(data.code || String(r.status), data.message || r.statusText, r.headers.get("Retry-After"), r.headers);
   return data;
 }
 
@@ -157,6 +162,77 @@ function explain(err) {
   return el("div", { class: "refusal", "data-code": err.code }, parts);
 }
 
+// ---- challenges ----
+
+// leadingZeros counts the leading zero bits of a digest.
+function leadingZeros(digest) {
+  const b = new Uint8Array(digest);
+  let z = 0;
+  for (const x of b) {
+    if (x === 0) { z += 8; continue; }
+    return z + Math.clz32(x) - 24;
+  }
+  return z;
+}
+
+// solveChallenge finds a nonce such that SHA-256(token ‖ nonce as 8 bytes
+// big-endian) has at least difficulty leading zero bits, with Web Crypto,
+// a batch of digests at a time (each digest is a promise).
+async function solveChallenge(token, difficulty) {
+  if (!window.crypto || !crypto.subtle) throw new Error("this browser gives Web Crypto only to secure pages (https, or localhost): open the dashboard over https to answer challenges");
+  const tok = new TextEncoder().encode(token);
+  const batch = 512;
+  for (let base = 0; base < 2 ** 40; base += batch) {
+    const tries = [];
+    for (let i = 0; i < batch; i++) {
+      const buf = new Uint8Array(tok.length + 8);
+      buf.set(tok);
+      new DataView(buf.buffer).setBigUint64(tok.length, BigInt(base + i));
+      tries.push(crypto.subtle.digest("SHA-256", buf));
+    }
+    const digests = await Promise.all(tries);
+    for (let i = 0; i < batch; i++) {
+      if (leadingZeros(digests[i]) >= difficulty) return String(base + i);
+    }
+  }
+  throw new Error("no nonce found");
+}
+
+// Passes are kept for the session, per key: a person answers once.
+function passes() {
+  const now = Date.now();
+  return JSON.parse(store.getItem("sluice.passes") || "[]").filter((p) => Date.parse(p.expiresAt) > now && p.key === key());
+}
+
+function keepPass(p) {
+  const all = passes().filter((q) => q.rule !== p.rule);
+  all.push({ rule: p.rule, token: p.token, expiresAt: p.expiresAt, key: key() });
+  store.setItem("sluice.passes", JSON.stringify(all));
+}
+
+// submitAnswering submits req; refused with a proof-of-work challenge, it
+// solves it in the browser, says so in out, and submits again.
+async function submitAnswering(req, out) {
+  req.challengePasses = passes().map((p) => p.token);
+  try {
+    return await rpc("JobService", "Submit", req);
+  } catch (err) {
+    const ch = err.challenge;
+    if (!ch) throw err;
+    if (ch.kind !== "proof-of-work") {
+      throw new RPCError(err.code, err.message + ` Rule "${ch.rule}" asks for a CAPTCHA, which this page does not show.`, err.retryAfter);
+    }
+    out.replaceChildren(el("div", { class: "solving", "data-difficulty": ch.difficulty },
+      `Over rule "${ch.rule}": solving a challenge (difficulty ${ch.difficulty}) to show this is a person…`));
+    const started = performance.now();
+    const nonce = await solveChallenge(ch.token, ch.difficulty);
+    const res = await rpc("JobService", "Submit", { ...req, challengeAnswer: { challenge: ch.token, nonce } });
+    if (res.challengePass) keepPass(res.challengePass);
+    res.solved = { rule: ch.rule, seconds: ((performance.now() - started) / 1000).toFixed(1) };
+    return res;
+  }
+}
+
 async function submitJob(ev) {
   ev.preventDefault();
   const out = $("submit-result");
@@ -166,11 +242,12 @@ async function submitJob(ev) {
     return;
   }
   try {
-    const res = await rpc("JobService", "Submit", { spec: { model: $("submit-model").value, input, priority: Number($("submit-priority").value || 0) } });
+    const res = await submitAnswering({ spec: { model: $("submit-model").value, input, priority: Number($("submit-priority").value || 0) } }, out);
     const j = res.job;
     jobs.set(j.id, j);
     out.replaceChildren(el("div", { class: "accepted", "data-job": j.id }, `Job ${j.id} queued`,
-      stateName(j.state) === "QUEUED" ? `: number ${j.queuePosition} in line, about ${j.etaSeconds || "?"} s.` : "."));
+      stateName(j.state) === "QUEUED" ? `: number ${j.queuePosition} in line, about ${j.etaSeconds || "?"} s.` : ".",
+      res.solved ? el("div", { class: "muted solved" }, `Challenge of rule "${res.solved.rule}" solved in ${res.solved.seconds} s; no more until ${new Date(res.challengePass.expiresAt).toLocaleTimeString()}.`) : null));
     renderJobs();
     watchActive();
   } catch (err) {
