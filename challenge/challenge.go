@@ -168,12 +168,21 @@ func (k Key) Open(token string) (Challenge, error) {
 func (k Key) Verify(token string, nonce uint64, rule, subject string, now int64) (Challenge, error) {
 	c, err := k.Open(token)
 	if err == nil {
-		err = bound(c.Rule, c.Subject, c.Expires, rule, subject, now)
-	}
-	if err == nil && LeadingZeros(token, nonce) < int(c.Difficulty) {
-		err = fmt.Errorf("%w: %d leading zero bits, %d needed", ErrWork, LeadingZeros(token, nonce), c.Difficulty)
+		err = c.Check(token, nonce, rule, subject, now)
 	}
 	return c, err
+}
+
+// Check is Verify for a challenge Open read from token: that it was issued
+// for rule and subject, has not expired at now, and nonce solves it.
+func (c Challenge) Check(token string, nonce uint64, rule, subject string, now int64) error {
+	if err := bound(c.Rule, c.Subject, c.Expires, rule, subject, now); err != nil {
+		return err
+	}
+	if z := LeadingZeros(token, nonce); z < int(c.Difficulty) {
+		return fmt.Errorf("%w: %d leading zero bits, %d needed", ErrWork, z, c.Difficulty)
+	}
+	return nil
 }
 
 // bound checks that a token issued for rule r, subject s until expires is
@@ -195,9 +204,15 @@ func bound(r, s string, expires int64, rule, subject string, now int64) error {
 func (k Key) VerifyPass(token, rule, subject string, now int64) (Pass, error) {
 	p, err := k.OpenPass(token)
 	if err == nil {
-		err = bound(p.Rule, p.Subject, p.Expires, rule, subject, now)
+		err = p.Check(rule, subject, now)
 	}
 	return p, err
+}
+
+// Check is VerifyPass for a pass OpenPass read: that it was issued for rule
+// and subject and has not expired at now.
+func (p Pass) Check(rule, subject string, now int64) error {
+	return bound(p.Rule, p.Subject, p.Expires, rule, subject, now)
 }
 
 // OpenPass reads a pass this cluster signed, to learn its rule; it does
@@ -276,11 +291,11 @@ func SolveContext(ctx context.Context, token string, difficulty uint8) (uint64, 
 	}
 }
 
-// Difficulty is a rule's difficulty for a caller over its limit: base, plus
-// one bit for each doubling of how far over the limit it is (over is the
-// units asked beyond what remains, limit the rule's limit), up to
-// MaxDifficulty. A person slightly over solves in a moment; a script
-// hammering far over pays exponentially more.
+// Difficulty is a challenge's difficulty for a caller who has been
+// challenged over times lately: base, plus one bit for each doubling of
+// over past limit (over/limit = 2 adds 2 bits, 4 adds 3, …), up to
+// MaxDifficulty. A person challenged now and then solves in a moment; a
+// script hammering the rule pays exponentially more.
 func Difficulty(base uint8, over, limit int64) uint8 {
 	d := int(base)
 	if limit > 0 && over > limit {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -78,6 +79,9 @@ func validateChallenge(r *sluicev1.Rule, field string) error {
 			return fmt.Errorf("%s.challenge: set for action %v; it is for action OVER_LIMIT_ACTION_CHALLENGE", field, r.Action)
 		}
 		return nil
+	}
+	if strings.Contains(r.Name, "\n") {
+		return fmt.Errorf("%s.name: a CHALLENGE rule's name may not contain a newline", field)
 	}
 	field += ".challenge"
 	c, _ := ChallengeOf(r)
@@ -165,9 +169,10 @@ func (f *FSM) spendable(c *raftv1.Submit) ([]string, error) {
 	case f.spent[id] != 0:
 		return nil, &LimitError{Rule: sp.Rule, Verdict: VerdictReplayed, Detail: "this challenge was answered before; a challenge admits once"}
 	case sp.ExpiresNs <= f.now:
-		return nil, &LimitError{Rule: sp.Rule, Verdict: VerdictReplayed, Detail: "the challenge expired before the answer was applied"}
+		return nil, &LimitError{Rule: sp.Rule, Verdict: VerdictExpired, Detail: "the challenge expired before the answer was applied"}
 	}
-	return append(slices.Clip(c.Exempt), sp.Rule), nil
+	// A challenge may cover several rules, their names joined by newlines.
+	return append(slices.Clip(c.Exempt), strings.Split(sp.Rule, "\n")...), nil
 }
 
 // spend records an admitted Submit's answered challenge.

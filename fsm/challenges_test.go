@@ -85,7 +85,7 @@ func TestChallengeRuleChallengesAndAnAnswerAdmitsOnce(t *testing.T) {
 	// and a sweep forgets spent challenges once they have expired.
 	late := &raftv1.ChallengeSpend{Id: bytes.Repeat([]byte{2}, 16), Rule: "free-human", ExpiresNs: 5 * sec}
 	le = limitErr(t, m.apply(CmdSubmit, 2*int64(time.Minute), &raftv1.Submit{Tenant: "alice", Spec: spec(), Spend: late}))
-	if le.Verdict != VerdictReplayed || !strings.Contains(le.Error(), "expired") {
+	if le.Verdict != VerdictExpired || !strings.Contains(le.Error(), "expired") {
 		t.Fatalf("a late answer: %+v", le)
 	}
 	if len(m.f.spent) != 0 {

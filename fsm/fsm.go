@@ -575,7 +575,7 @@ func EstimateCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 // LimitError is a submission refused by a rate limit.
 type LimitError struct {
 	Rule    string
-	Verdict string // VerdictRejected, VerdictChallenged or VerdictReplayed
+	Verdict string // VerdictRejected, VerdictChallenged, VerdictReplayed or VerdictExpired
 	// RetryAt is when the request would fit (unix ns); limiter.Never when
 	// it never will, 0 when unknown.
 	RetryAt int64
@@ -583,11 +583,13 @@ type LimitError struct {
 }
 
 // LimitError's verdicts: refused; refused with a challenge to answer; an
-// answered challenge refused (answered before, or expired).
+// answered challenge refused, answered before or expired by the time its
+// entry applied.
 const (
 	VerdictRejected   = "rejected"
 	VerdictChallenged = "challenged"
 	VerdictReplayed   = "replayed"
+	VerdictExpired    = "expired"
 )
 
 func (e *LimitError) Error() string {

@@ -344,14 +344,15 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 		}
 	}
-	if policyHasChallenges(req.Msg.Policy) && !n.checksSafe() {
+	safe := n.readsChallenges(ctx)
+	if policyHasChallenges(req.Msg.Policy) && !safe {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"policy: a CHALLENGE rule needs every server to read log format %d, and not every server has said so yet (one is down, or runs an older build); retry once all are up", logFormat))
 	}
 	if req.Msg.DryRun {
 		return connect.NewResponse(&sluicev1.SetPolicyResponse{}), nil
 	}
-	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(req.Msg.Policy))
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(req.Msg.Policy, safe))
 	if err != nil {
 		return nil, writeError(err)
 	}

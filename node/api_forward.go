@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,9 +65,24 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 		err error
 	}
 	checks := make([]checked, len(items))
-	for i, it := range items {
+	check := func(i int) {
 		c := &checks[i]
-		c.sub, c.res, c.err = n.checkForwarded(ctx, host, it, received)
+		c.sub, c.res, c.err = n.checkForwarded(ctx, host, items[i], received)
+	}
+	if slices.ContainsFunc(items, func(it *peerv1.ForwardedSubmit) bool {
+		return it.GetRequest().GetChallengeAnswer().GetCaptchaResponse() != ""
+	}) {
+		// A CAPTCHA answer is checked with its vendor (up to 5 s): the
+		// batch's other Submits do not wait in line behind it.
+		var wg sync.WaitGroup
+		for i := range items {
+			wg.Go(func() { check(i) })
+		}
+		wg.Wait()
+	} else {
+		for i := range items {
+			check(i)
+		}
 	}
 	out := make([]*peerv1.SubmitOutcome, len(items))
 	w := &outcomes{buf: make([]byte, 0, 512*len(items))}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -171,8 +172,14 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 	}
 	t := sub.tenant
 	var le *fsm.LimitError
-	if errors.As(res.Err, &le) && le.Verdict == fsm.VerdictReplayed {
-		n.noteChallenge(le.Rule, t.Name, challengeReplayed)
+	if errors.As(res.Err, &le) && (le.Verdict == fsm.VerdictReplayed || le.Verdict == fsm.VerdictExpired) {
+		outcome := challengeReplayed
+		if le.Verdict == fsm.VerdictExpired {
+			outcome = challengeFailed
+		}
+		for r := range strings.SplitSeq(le.Rule, ruleSep) {
+			n.noteChallenge(r, t.Name, outcome)
+		}
 		return nil, replayError(le)
 	}
 	if errors.As(res.Err, &le) && le.Verdict == fsm.VerdictChallenged {
@@ -212,7 +219,9 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 			n.noteChallenge(r, t.Name, challengePassUsed)
 		}
 		if sub.spend != nil {
-			n.noteChallenge(sub.spend.Rule, t.Name, challengePassed)
+			for r := range strings.SplitSeq(sub.spend.Rule, ruleSep) {
+				n.noteChallenge(r, t.Name, challengePassed)
+			}
 			out.ChallengePass = n.challengePass(sub)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,14 +48,58 @@ var challengeHeaders = []string{challengeHeader, challengeRuleHeader, challengeK
 // maxPasses bounds the passes one Submit may carry.
 const maxPasses = 8
 
-// challengeSubject is who a rule's challenges and passes are bound to: the
-// client's IP for a rule keyed per IP, else the tenant.
-func challengeSubject(r *sluicev1.Rule, tenant, ip string) string {
-	if r.GetScope() == sluicev1.RuleScope_RULE_SCOPE_CLIENT_IP {
-		return "ip:" + ip
-	}
-	return "tenant:" + tenant
+// ruleSep joins, inside a token, the names of the rules one challenge or
+// pass covers: a request over two CHALLENGE rules at once gets one
+// challenge for both (a CHALLENGE rule's name may not contain it).
+const ruleSep = "\n"
+
+// covered is a CHALLENGE rule a token names, with its settings.
+type covered struct {
+	rule *sluicev1.Rule
+	c    fsm.ChallengeRule
 }
+
+// coveredRules are the rules names (joined by ruleSep) that still
+// challenge; rules removed or changed since are left out.
+func (n *Node) coveredRules(names string) []covered {
+	var out []covered
+	for name := range strings.SplitSeq(names, ruleSep) {
+		if r, c, ok := n.challengeRule(name); ok {
+			out = append(out, covered{r, c})
+		}
+	}
+	return out
+}
+
+// challengeSubject is who a challenge or pass covering rules is bound to:
+// for each rule, the client's IP if the rule is keyed per IP, else the
+// tenant; the distinct ones joined by "+".
+func challengeSubject(rules []covered, tenant, ip string) string {
+	var subjects []string
+	for _, r := range rules {
+		s := "tenant:" + tenant
+		if r.rule.GetScope() == sluicev1.RuleScope_RULE_SCOPE_CLIENT_IP {
+			s = "ip:" + ip
+		}
+		if !slices.Contains(subjects, s) {
+			subjects = append(subjects, s)
+		}
+	}
+	return strings.Join(subjects, "+")
+}
+
+// ruleNames are the names of rules.
+func ruleNames(rules []covered) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = r.rule.Name
+	}
+	return out
+}
+
+// challengesBeforeRise is how many challenges a caller may get in a minute
+// under one rule before their difficulty rises (a bit per doubling past it).
+const challengesBeforeRise = 4
 
 // Challenge outcomes, as metrics and usage count them.
 const (
@@ -161,10 +206,10 @@ func (n *Node) challengeRule(name string) (*sluicev1.Rule, fsm.ChallengeRule, bo
 // verifyChallenges checks a Submit's passes and challenge answer on the
 // node that proposes it, once (a CAPTCHA vendor's token can be checked only
 // once), and records what they earn in sub: the rules it is exempt from and
-// the challenge to spend. A pass that has expired, or names a rule that no
-// longer challenges, is ignored; one this cluster did not sign, or that was
-// issued to another caller, refuses the Submit, as does any answer that is
-// not right.
+// the challenge to spend. A pass that has expired, names rules that no
+// longer challenge, or was issued to another caller (a client whose IP
+// changed) is ignored; one this cluster did not sign refuses the Submit, as
+// does any answer that is not right.
 func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
 	if sub.answer == nil && len(sub.passes) == 0 {
 		return nil
@@ -183,39 +228,44 @@ func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("challenge_passes[%d]: %w", i, err))
 		}
-		r, _, ok := n.challengeRule(p.Rule)
-		if !ok {
-			continue // the rule is gone, or no longer challenges: nothing to exempt from
+		rules := n.coveredRules(p.Rule)
+		if len(rules) == 0 {
+			continue // the rules are gone, or no longer challenge: nothing to exempt from
 		}
-		subject := challengeSubject(r, t.Name, sub.clientIP)
-		switch _, err := key.VerifyPass(tok, p.Rule, subject, now.UnixNano()); {
-		case errors.Is(err, challenge.ErrExpired):
-			continue
-		case err != nil:
-			n.noteChallenge(p.Rule, t.Name, challengeFailed)
-			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("challenge_passes[%d]: %w, not to %s", i, err, subject))
+		if p.Check(p.Rule, challengeSubject(rules, t.Name, sub.clientIP), now.UnixNano()) != nil {
+			continue // expired, or another caller's: decided as if it were not there
 		}
-		sub.exempt = append(sub.exempt, p.Rule)
-		sub.passUsed = append(sub.passUsed, p.Rule)
+		for _, r := range rules {
+			sub.exempt = append(sub.exempt, r.rule.Name)
+			sub.passUsed = append(sub.passUsed, r.rule.Name)
+		}
 	}
 	a := sub.answer
 	if a == nil {
 		return nil
 	}
-	fail := func(code connect.Code, rule string, err error) error {
-		n.noteChallenge(rule, t.Name, challengeFailed)
-		return connect.NewError(code, err)
-	}
 	c, err := key.Open(a.GetChallenge())
 	if err != nil {
-		return fail(connect.CodeInvalidArgument, "", fmt.Errorf("challenge_answer.challenge: %w", err))
+		n.noteChallenge("", t.Name, challengeFailed)
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("challenge_answer.challenge: %w", err))
 	}
-	r, cr, ok := n.challengeRule(c.Rule)
-	if !ok {
-		return fail(connect.CodeFailedPrecondition, c.Rule, fmt.Errorf("challenge_answer.challenge: rule %q no longer challenges; send the request without an answer", c.Rule))
+	rules := n.coveredRules(c.Rule)
+	fail := func(code connect.Code, err error) error {
+		for _, r := range rules {
+			n.noteChallenge(r.rule.Name, t.Name, challengeFailed)
+		}
+		return connect.NewError(code, err)
 	}
-	subject := challengeSubject(r, t.Name, sub.clientIP)
-	if _, err := key.Verify(a.Challenge, a.Nonce, c.Rule, subject, now.UnixNano()); err != nil {
+	if len(rules) == 0 {
+		return fail(connect.CodeFailedPrecondition, fmt.Errorf("challenge_answer.challenge: rule %q no longer challenges; send the request without an answer", strings.ReplaceAll(c.Rule, ruleSep, ", ")))
+	}
+	set := challengeSet(rules)
+	if set.Verifier == nil && c.Difficulty < set.Difficulty {
+		// Issued while a rule asked for a CAPTCHA (difficulty 0), which it no longer does.
+		return fail(connect.CodeFailedPrecondition, fmt.Errorf("challenge_answer.challenge: issued for difficulty %d, the rule asks %d now; send the request without an answer for a new challenge", c.Difficulty, set.Difficulty))
+	}
+	subject := challengeSubject(rules, t.Name, sub.clientIP)
+	if err := c.Check(a.Challenge, a.Nonce, c.Rule, subject, now.UnixNano()); err != nil {
 		code := connect.CodeInvalidArgument
 		switch {
 		case errors.Is(err, challenge.ErrExpired):
@@ -227,21 +277,39 @@ func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
 		if errors.Is(err, challenge.ErrWork) {
 			field = "challenge_answer.nonce"
 		}
-		return fail(code, c.Rule, fmt.Errorf("%s: %w", field, err))
+		return fail(code, fmt.Errorf("%s: %w", field, err))
 	}
-	if cr.Verifier != nil {
-		if err := n.siteverify(ctx, cr.Verifier, a.GetCaptchaResponse(), sub.clientIP); err != nil {
+	if set.Verifier != nil {
+		if err := n.siteverify(ctx, set.Verifier, a.GetCaptchaResponse(), sub.clientIP); err != nil {
 			var ce *connect.Error
 			if errors.As(err, &ce) && ce.Code() == connect.CodeUnavailable {
 				return err // the verifier's fault, not the caller's
 			}
-			return fail(connect.CodePermissionDenied, c.Rule, err)
+			if errors.As(err, &ce) {
+				return fail(ce.Code(), ce.Unwrap())
+			}
+			return fail(connect.CodePermissionDenied, err)
 		}
 	}
-	sub.exempt = append(sub.exempt, c.Rule)
+	sub.exempt = append(sub.exempt, ruleNames(rules)...)
 	sub.spend = &raftv1.ChallengeSpend{Id: c.ID[:], Rule: c.Rule, ExpiresNs: c.Expires}
 	sub.subject = subject
 	return nil
+}
+
+// challengeSet is one challenge's settings for several rules: the highest
+// difficulties, the shortest lifetimes, and the first verifier (a CAPTCHA
+// answers for every rule).
+func challengeSet(rules []covered) fsm.ChallengeRule {
+	set := rules[0].c
+	for _, r := range rules[1:] {
+		set.Difficulty, set.MaxDifficulty = max(set.Difficulty, r.c.Difficulty), max(set.MaxDifficulty, r.c.MaxDifficulty)
+		set.TTL, set.PassTTL = min(set.TTL, r.c.TTL), min(set.PassTTL, r.c.PassTTL)
+		if set.Verifier == nil {
+			set.Verifier = r.c.Verifier
+		}
+	}
+	return set
 }
 
 // maxCaptchaResponse bounds a CAPTCHA widget's token (Turnstile's are up to
@@ -298,64 +366,86 @@ func (n *Node) siteverify(ctx context.Context, v *sluicev1.Verifier, response, i
 }
 
 // challengeError is the refusal of a Submit by CHALLENGE rule name: the
-// limit's refusal, with a fresh challenge for the caller.
+// limit's refusal, with a fresh challenge covering every CHALLENGE rule the
+// request is over (rules).
 func (n *Node) challengeError(sub submission, name string, retryAt int64, rules []limiter.RuleResult) *connect.Error {
 	key := n.fsm.ChallengeKey()
-	r, cr, ok := n.challengeRule(name)
-	if key == nil || !ok {
-		return n.limitError(sub.tenant.Name, name, retryAt, rules, "no challenge can be issued: the cluster has no challenge key yet")
-	}
-	now := time.Now()
-	c := challenge.Challenge{Rule: name, Subject: challengeSubject(r, sub.tenant.Name, sub.clientIP), Expires: now.Add(cr.TTL).UnixNano()}
-	rand.Read(c.ID[:])
-	kind := sluicev1.ChallengeKind_CHALLENGE_KIND_CAPTCHA
-	if cr.Verifier == nil {
-		kind = sluicev1.ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK
-		var limit int64
-		for _, rr := range rules {
-			if rr.Rule == name {
-				limit = rr.Limit
+	var over []covered
+	for _, rr := range rules {
+		if rr.Action == limiter.Challenge && !rr.Allowed && !rr.Shadow && !rr.Exempt {
+			if r, c, ok := n.challengeRule(rr.Rule); ok && !strings.Contains(rr.Rule, ruleSep) {
+				over = append(over, covered{r, c})
 			}
 		}
-		c.Difficulty = min(challenge.Difficulty(cr.Difficulty, n.challenges.challenged(name, c.Subject, now), limit), cr.MaxDifficulty)
+	}
+	if key == nil || len(over) == 0 {
+		return n.limitError(sub.tenant.Name, name, retryAt, rules, "no challenge can be issued: the cluster has no challenge key yet")
+	}
+	set := challengeSet(over)
+	names := ruleNames(over)
+	now := time.Now()
+	c := challenge.Challenge{Rule: strings.Join(names, ruleSep), Subject: challengeSubject(over, sub.tenant.Name, sub.clientIP), Expires: now.Add(set.TTL).UnixNano()}
+	rand.Read(c.ID[:])
+	kind, kindName, detail := sluicev1.ChallengeKind_CHALLENGE_KIND_CAPTCHA, "captcha", "answer the challenge (a CAPTCHA) to go on"
+	if set.Verifier == nil {
+		count := n.challenges.challenged(c.Rule, c.Subject, now)
+		c.Difficulty = min(challenge.Difficulty(set.Difficulty, count, challengesBeforeRise), set.MaxDifficulty)
+		kind, kindName, detail = sluicev1.ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK, "proof-of-work", fmt.Sprintf("answer the challenge (proof of work, difficulty %d) to go on", c.Difficulty)
 	}
 	token := key.Token(c)
-	kindName, detail := "captcha", "answer the challenge (a CAPTCHA) to go on"
-	if kind == sluicev1.ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK {
-		kindName, detail = "proof-of-work", fmt.Sprintf("answer the challenge (proof of work, difficulty %d) to go on", c.Difficulty)
-	}
 	err := n.limitError(sub.tenant.Name, name, retryAt, rules, detail)
-	d := &sluicev1.Challenge{Rule: name, Token: token, Kind: kind, Difficulty: uint32(c.Difficulty),
-		ExpiresAt: timestamppb.New(time.Unix(0, c.Expires)), PassTtl: durationpb.New(cr.PassTTL)}
-	if cr.Verifier != nil {
-		d.SiteKey, d.VerifierUrl = cr.Verifier.SiteKey, cr.Verifier.Url
+	d := &sluicev1.Challenge{Rule: strings.Join(names, ", "), Token: token, Kind: kind, Difficulty: uint32(c.Difficulty),
+		ExpiresAt: timestamppb.New(time.Unix(0, c.Expires)), PassTtl: durationpb.New(set.PassTTL)}
+	if set.Verifier != nil {
+		d.SiteKey, d.VerifierUrl = set.Verifier.SiteKey, set.Verifier.Url
 	}
 	if ed, derr := connect.NewErrorDetail(d); derr == nil {
 		err.AddDetail(ed)
 	}
 	err.Meta().Set(challengeHeader, token)
-	err.Meta().Set(challengeRuleHeader, name)
+	err.Meta().Set(challengeRuleHeader, d.Rule)
 	err.Meta().Set(challengeKindHeader, kindName)
 	err.Meta().Set(challengeDifficultyHeader, strconv.Itoa(int(c.Difficulty)))
-	n.noteChallenge(name, sub.tenant.Name, challengeIssued)
+	for _, r := range names {
+		n.noteChallenge(r, sub.tenant.Name, challengeIssued)
+	}
 	return err
 }
 
-// challengePass is the pass an admitted Submit's answer earns.
+// challengePass is the pass an admitted Submit's answer earns: for every
+// rule its challenge covered, for the shortest of their pass_ttl.
 func (n *Node) challengePass(sub submission) *sluicev1.ChallengePass {
 	key := n.fsm.ChallengeKey()
-	_, cr, ok := n.challengeRule(sub.spend.GetRule())
-	if key == nil || !ok {
+	rules := n.coveredRules(sub.spend.GetRule())
+	if key == nil || len(rules) == 0 {
 		return nil
 	}
-	p := challenge.Pass{Rule: sub.spend.Rule, Subject: sub.subject, Expires: time.Now().Add(cr.PassTTL).UnixNano()}
-	return &sluicev1.ChallengePass{Rule: p.Rule, Token: key.PassToken(p), ExpiresAt: timestamppb.New(time.Unix(0, p.Expires))}
+	p := challenge.Pass{Rule: sub.spend.Rule, Subject: sub.subject, Expires: time.Now().Add(challengeSet(rules).PassTTL).UnixNano()}
+	return &sluicev1.ChallengePass{Rule: strings.Join(ruleNames(rules), ", "), Token: key.PassToken(p), ExpiresAt: timestamppb.New(time.Unix(0, p.Expires))}
 }
 
 // replayError refuses a Submit whose answered challenge the log had
 // already spent, or saw expire.
 func replayError(le *fsm.LimitError) *connect.Error {
 	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("challenge_answer.challenge: %s; send the request without an answer for a new challenge", le.Detail))
+}
+
+// challengesSafe reports whether every server reads log format 4: a
+// policy with a CHALLENGE rule, and the challenge key, go into the log only
+// then (a server of an older build would not load the first and would drop
+// the second).
+func (n *Node) challengesSafe() bool {
+	return n.checksSafe() && n.proposer.format.Load() >= logFormat
+}
+
+// readsChallenges is challengesSafe, or when the gate has not said so yet
+// (a leader's first moments), the same check made now.
+func (n *Node) readsChallenges(ctx context.Context) bool {
+	if n.challengesSafe() {
+		return true
+	}
+	_, format, why := n.clusterReadsBatches(ctx)
+	return why == nil && format >= logFormat
 }
 
 // hasChallengeRules reports whether the policy has a CHALLENGE rule.

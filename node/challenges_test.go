@@ -62,6 +62,30 @@ func wantCode(t *testing.T, err error, code connect.Code, msg string) {
 	}
 }
 
+// overTheRule spends alice's two Submits under humanPolicy's rule and
+// returns her client and the challenge her third gets.
+func overTheRule(t *testing.T, n *Node) (sluicev1connect.JobServiceClient, *sluicev1.Challenge) {
+	t.Helper()
+	alice := jobClient(n, DemoAliceKey)
+	for range 2 {
+		if _, err := alice.Submit(context.Background(), connect.NewRequest(sdxl())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return alice, challenged(t, alice, sdxl())
+}
+
+// forge changes one letter of a token inside its signed body.
+func forge(token string) string {
+	b := []byte(token)
+	if b[10] == 'A' {
+		b[10] = 'B'
+	} else {
+		b[10] = 'A'
+	}
+	return string(b)
+}
+
 // solve answers a proof-of-work challenge.
 func solve(t *testing.T, ch *sluicev1.Challenge) *sluicev1.ChallengeAnswer {
 	t.Helper()
@@ -98,7 +122,7 @@ func TestChallengeRuleAdmitsASolverAndItsPass(t *testing.T) {
 	req.ChallengeAnswer = bad
 	_, err := alice.Submit(ctx, connect.NewRequest(req))
 	wantCode(t, err, connect.CodeInvalidArgument, "challenge_answer.nonce: the nonce does not solve it")
-	req.ChallengeAnswer = &sluicev1.ChallengeAnswer{Challenge: ch.Token[:len(ch.Token)-2] + "AA", Nonce: bad.Nonce}
+	req.ChallengeAnswer = &sluicev1.ChallengeAnswer{Challenge: forge(ch.Token), Nonce: bad.Nonce}
 	_, err = alice.Submit(ctx, connect.NewRequest(req))
 	wantCode(t, err, connect.CodeInvalidArgument, "challenge_answer.challenge: not signed by this cluster")
 	// Another tenant's answer is refused.
@@ -130,11 +154,17 @@ func TestChallengeRuleAdmitsASolverAndItsPass(t *testing.T) {
 			t.Fatalf("with the pass, %d: %v", i, err)
 		}
 	}
-	// Not for bob.
+	// Not for bob: his request is decided as if it carried none (his own
+	// bucket still has room), and it exempts him from nothing.
 	req = sdxl()
 	req.ChallengePasses = []string{pass.Token}
-	_, err = bob.Submit(ctx, connect.NewRequest(req))
-	wantCode(t, err, connect.CodePermissionDenied, "challenge_passes[0]: issued to someone else")
+	if res, err := bob.Submit(ctx, connect.NewRequest(req)); err != nil || !strings.Contains(res.Header().Get("RateLimit"), `"human";r=1`) {
+		t.Fatalf("bob with alice's pass: %v", err)
+	}
+	// A forged pass is refused.
+	req.ChallengePasses = []string{forge(pass.Token)}
+	_, err = alice.Submit(ctx, connect.NewRequest(req))
+	wantCode(t, err, connect.CodeInvalidArgument, "challenge_passes[0]: not signed by this cluster")
 	// Until it expires: then a challenge again.
 	time.Sleep(time.Until(pass.ExpiresAt.AsTime()) + 50*time.Millisecond)
 	req = sdxl()
@@ -194,14 +224,8 @@ func TestCaptchaVerifierAcceptsAndRefuses(t *testing.T) {
 	defer verifier.Close()
 	n := startNodeWith(t, 0, humanPolicy(&sluicev1.ChallengeSettings{Verifier: &sluicev1.Verifier{
 		Url: verifier.URL + "/siteverify", Secret: "vendor-secret", SiteKey: "site-key-1"}}))
-	alice := jobClient(n, DemoAliceKey)
+	alice, ch := overTheRule(t, n)
 	ctx := context.Background()
-	for range 2 {
-		if _, err := alice.Submit(ctx, connect.NewRequest(sdxl())); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ch := challenged(t, alice, sdxl())
 	if ch.Kind != sluicev1.ChallengeKind_CHALLENGE_KIND_CAPTCHA || ch.SiteKey != "site-key-1" || ch.VerifierUrl != verifier.URL+"/siteverify" || ch.Difficulty != 0 {
 		t.Fatalf("challenge %v", ch)
 	}
@@ -219,4 +243,74 @@ func TestCaptchaVerifierAcceptsAndRefuses(t *testing.T) {
 	if len(forms) != 2 || forms[1]["secret"] != "vendor-secret" || forms[1]["remoteip"] != "127.0.0.1" {
 		t.Fatalf("the verifier saw %v", forms)
 	}
+}
+
+// A shadow CHALLENGE rule challenges nobody: it counts what it would have
+// challenged, in the decisions metric and the response headers.
+func TestShadowChallengeRuleChallengesNobody(t *testing.T) {
+	p := humanPolicy(&sluicev1.ChallengeSettings{Difficulty: 8})
+	p.Rules[0].Shadow = true
+	n := startNodeWith(t, 0, p)
+	alice := jobClient(n, DemoAliceKey)
+	var last *connect.Response[sluicev1.SubmitResponse]
+	for i := range 4 {
+		res, err := alice.Submit(context.Background(), connect.NewRequest(sdxl()))
+		if err != nil {
+			t.Fatalf("submit %d under a shadow challenge rule: %v", i+1, err)
+		}
+		last = res
+	}
+	if got := last.Header().Get("RateLimit"); !strings.Contains(got, `"human";r=0`) {
+		t.Fatalf("the shadow rule was not counted: RateLimit %q", got)
+	}
+	if u, err := alice.GetUsage(context.Background(), connect.NewRequest(&sluicev1.GetUsageRequest{})); err != nil || u.Msg.Rules[0].GetChallenges().GetIssued() != 0 {
+		t.Fatalf("usage %v, %v: want no challenge issued", u, err)
+	}
+}
+
+// A request over two CHALLENGE rules at once (one per tenant, one per IP)
+// gets one challenge for both; its answer admits, and its pass exempts
+// from both.
+func TestOneChallengeCoversEveryRuleOver(t *testing.T) {
+	p := humanPolicy(&sluicev1.ChallengeSettings{Difficulty: 6})
+	ip := &sluicev1.Rule{Name: "per-ip", Scope: sluicev1.RuleScope_RULE_SCOPE_CLIENT_IP, Action: sluicev1.OverLimitAction_OVER_LIMIT_ACTION_CHALLENGE,
+		Challenge: &sluicev1.ChallengeSettings{Difficulty: 8, PassTtl: durationpb.New(time.Minute)},
+		Limit:     &sluicev1.Rule_FixedWindow{FixedWindow: &sluicev1.WindowLimit{Limit: 2, Window: durationpb.New(time.Hour)}}}
+	p.Rules = append(p.Rules, ip)
+	n := startNodeWith(t, 0, p)
+	alice, ch := overTheRule(t, n)
+	ctx := context.Background()
+	if ch.Rule != "human, per-ip" || ch.Difficulty != 8 {
+		t.Fatalf("challenge for %q at difficulty %d, want both rules at the higher difficulty, 8", ch.Rule, ch.Difficulty)
+	}
+	req := sdxl()
+	req.ChallengeAnswer = solve(t, ch)
+	res, err := alice.Submit(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("the answer: %v", err)
+	}
+	pass := res.Msg.ChallengePass
+	if pass.GetRule() != "human, per-ip" || time.Until(pass.ExpiresAt.AsTime()) > time.Minute {
+		t.Fatalf("pass %v: want both rules, for the shorter pass_ttl", pass)
+	}
+	for i := range 2 {
+		req := sdxl()
+		req.ChallengePasses = []string{pass.Token}
+		if _, err := alice.Submit(ctx, connect.NewRequest(req)); err != nil {
+			t.Fatalf("with the pass, %d: %v", i+1, err)
+		}
+	}
+}
+
+// A CAPTCHA verifier that cannot be reached is the server's problem, not
+// the caller's: unavailable, and the answer is not used up.
+func TestCaptchaVerifierDownIsUnavailable(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	n := startNodeWith(t, 0, humanPolicy(&sluicev1.ChallengeSettings{Verifier: &sluicev1.Verifier{Url: down.URL, Secret: "s"}}))
+	alice, ch := overTheRule(t, n)
+	req := sdxl()
+	req.ChallengeAnswer = &sluicev1.ChallengeAnswer{Challenge: ch.Token, CaptchaResponse: "human-token"}
+	_, err := alice.Submit(context.Background(), connect.NewRequest(req))
+	wantCode(t, err, connect.CodeUnavailable, "challenge verifier "+down.URL)
 }

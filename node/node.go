@@ -664,10 +664,11 @@ func (n *Node) proposeAsync(t fsm.CommandType, msg proto.Message) raft.ApplyFutu
 }
 
 // setPolicyCommand is the command that sets policy p, with a new challenge
-// key while the log has none (the first one applied is kept).
-func (n *Node) setPolicyCommand(p *sluicev1.Policy) *raftv1.SetPolicy {
+// key while the log has none (the first one applied is kept) and every
+// server reads it (safe: readsChallenges).
+func (n *Node) setPolicyCommand(p *sluicev1.Policy, safe bool) *raftv1.SetPolicy {
 	c := &raftv1.SetPolicy{Policy: p}
-	if n.fsm.ChallengeKey() == nil {
+	if n.fsm.ChallengeKey() == nil && safe {
 		c.ChallengeKey = make([]byte, fsm.ChallengeKeyLen)
 		rand.Read(c.ChallengeKey)
 	}
@@ -680,13 +681,20 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 	if want == nil && n.cfg.InitialPolicy != nil && proto.Size(n.fsm.Policy()) == 0 {
 		want = n.cfg.InitialPolicy
 	}
-	if want == nil && n.fsm.ChallengeKey() == nil && proto.Size(n.fsm.Policy()) > 0 {
+	safe := n.readsChallenges(ctx)
+	keyed := n.fsm.ChallengeKey() != nil || !safe // nothing to add, or not yet
+	if want == nil && !keyed && proto.Size(n.fsm.Policy()) > 0 {
 		want = n.fsm.Policy() // the same policy, to bring a challenge key
 	}
-	if want == nil || (proto.Equal(want, n.fsm.Policy()) && n.fsm.ChallengeKey() != nil) {
+	if want == nil || (proto.Equal(want, n.fsm.Policy()) && keyed) {
 		return nil
 	}
-	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(want))
+	if policyHasChallenges(want) && !safe {
+		// gateBatches runs this again once every server reads them.
+		n.log.Info("the configured policy has CHALLENGE rules: it waits until every server reads log format 4", "format", logFormat)
+		return nil
+	}
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(want, safe))
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ func TestExamplePolicyLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Rules) != 4 || !p.Tiers[2].Strict || p.Tenants[1].MaxRunning != 20 ||
+	if len(p.Rules) != 5 || p.Rules[2].GetChallenge().GetDifficulty() != 18 || !p.Tiers[2].Strict || p.Tenants[1].MaxRunning != 20 ||
 		p.Scheduling.GetReserveAfter().AsDuration() != 30*time.Second || p.Scheduling.MaxQueuedPerTenant != 10000 {
 		t.Fatalf("example policy lost fields: %v", p)
 	}

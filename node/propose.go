@@ -62,6 +62,9 @@ type proposer struct {
 	freed    chan struct{}          // a slot was given back (buffered, 1)
 	enabled  atomic.Bool            // every server of configuration `verified` reads batches
 	verified atomic.Pointer[string] // configKey of the membership gateBatches checked
+	// format is the lowest log format the servers of `verified` reported
+	// (this build's own included), when enabled.
+	format   atomic.Int32
 	maxBatch int
 	maxBytes int
 }
@@ -360,10 +363,13 @@ func (p *proposer) fail(batch []*proposal, err error) {
 // logFormat is the log format this build reads and writes: 2 adds
 // fsm.CmdBatch and job ids past the entry's index, 3 fsm.CmdCheck (gateway
 // checks, served only once every server reads them: checksSafe), 4
-// CHALLENGE rules, a Submit's challenge exemptions and answer (a policy with
-// such a rule is set through the admin API only once every server reads
-// them, by the same gate: policyHasChallenges).
+// CHALLENGE rules, a Submit's challenge exemptions and answer, and the
+// challenge key (challengesSafe).
 const logFormat = 4
+
+// Each feature waits for the log format that brought it: batches and
+// gateway checks for 3 (batchFormat), challenges for 4 (challengesSafe).
+const batchFormat = 3
 
 // logFormatHeader, nodeIDHeader and appliedHeader carry logFormat, the
 // node's raft id and the last log index it applied on /healthz replies.
@@ -405,33 +411,35 @@ func (n *Node) askHealth(ctx context.Context, httpAddr string) (peerHealth, erro
 
 // clusterReadsBatches checks every other server of the current raft
 // configuration: it must have a recorded HTTP address at which a node of
-// that raft id reports logFormat or later. It returns the configuration's
-// configKey, and why not when a server fails the check.
-func (n *Node) clusterReadsBatches(ctx context.Context) (key string, why error) {
+// that raft id reports batchFormat or later. It returns the configuration's
+// configKey, the lowest format reported (logFormat at most), and why not
+// when a server fails the check.
+func (n *Node) clusterReadsBatches(ctx context.Context) (key string, format int, why error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return "", err
+		return "", 0, err
 	}
-	key = configKey(f.Configuration())
+	key, format = configKey(f.Configuration()), logFormat
 	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == n.cfg.ID {
 			continue
 		}
 		m, ok := n.fsm.Member(string(s.ID))
 		if !ok || m.HttpAddress == "" {
-			return key, fmt.Errorf("server %s has no recorded HTTP address", s.ID)
+			return key, 0, fmt.Errorf("server %s has no recorded HTTP address", s.ID)
 		}
 		h, err := n.askHealth(ctx, m.HttpAddress)
 		switch {
 		case err != nil:
-			return key, fmt.Errorf("server %s at %s: %w", s.ID, m.HttpAddress, err)
+			return key, 0, fmt.Errorf("server %s at %s: %w", s.ID, m.HttpAddress, err)
 		case h.id != string(s.ID):
-			return key, fmt.Errorf("server %s: %s answers as %q", s.ID, m.HttpAddress, h.id)
-		case h.format < logFormat:
-			return key, fmt.Errorf("server %s at %s reads log format %d, not %d", s.ID, m.HttpAddress, h.format, logFormat)
+			return key, 0, fmt.Errorf("server %s: %s answers as %q", s.ID, m.HttpAddress, h.id)
+		case h.format < batchFormat:
+			return key, 0, fmt.Errorf("server %s at %s reads log format %d, not %d", s.ID, m.HttpAddress, h.format, batchFormat)
 		}
+		format = min(format, h.format)
 	}
-	return key, nil
+	return key, format, nil
 }
 
 // gateBatches runs for a term of leadership: group commit is on only while
@@ -444,17 +452,33 @@ func (n *Node) clusterReadsBatches(ctx context.Context) (key string, why error) 
 func (n *Node) gateBatches(ctx context.Context) {
 	var last string
 	for {
-		if !n.proposer.batchesSafe() {
-			n.proposer.enabled.Store(false)
-			key, why := n.clusterReadsBatches(ctx)
-			if why == nil {
+		// Checked again while off, and while some server reads batches but
+		// not challenges (until it is upgraded).
+		if safe := n.proposer.batchesSafe(); !safe || n.proposer.format.Load() < logFormat {
+			key, format, why := n.clusterReadsBatches(ctx)
+			switch {
+			case why == nil:
 				n.proposer.verified.Store(&key)
+				n.proposer.format.Store(int32(format))
 				n.proposer.enabled.Store(true)
-				n.log.Info("group commit on, and gateway checks: every server reads this log format", "servers", key, "format", logFormat)
-				last = ""
-			} else if msg := why.Error(); msg != last && ctx.Err() == nil {
-				n.log.Info("group commit off, and gateway checks, until every server reads this log format", "why", msg, "format", logFormat)
-				last = msg
+				if msg := fmt.Sprintf("%s %d", key, format); msg != last {
+					n.log.Info("group commit on, and gateway checks: every server reads log format 3 or later", "servers", key, "lowest_format", format, "challenges", format >= logFormat)
+					last = msg
+				}
+				if format >= logFormat {
+					// CHALLENGE rules and the challenge key may go in now.
+					go func() {
+						if err := n.ensurePolicy(ctx); err != nil && ctx.Err() == nil {
+							n.log.Error("cannot apply the configured policy", "err", err)
+						}
+					}()
+				}
+			case !safe:
+				n.proposer.enabled.Store(false)
+				if msg := why.Error(); msg != last && ctx.Err() == nil {
+					n.log.Info("group commit off, and gateway checks, until every server reads log format 3 or later", "why", msg)
+					last = msg
+				}
 			}
 		}
 		select {
@@ -475,8 +499,11 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	if h.id != id {
 		return fmt.Errorf("node %s: %s answers as %q", id, n.peerURL(httpAddr), h.id)
 	}
-	if h.format < logFormat {
-		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit, gateway checks): upgrade it", id, httpAddr, h.format, logFormat)
+	if h.format < batchFormat {
+		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit, gateway checks): upgrade it", id, httpAddr, h.format, batchFormat)
+	}
+	if h.format < logFormat && (n.hasChallengeRules() || n.fsm.ChallengeKey() != nil) {
+		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (CHALLENGE rules, the challenge key): upgrade it", id, httpAddr, h.format, logFormat)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -29,7 +30,7 @@ import (
 // submitSolving submits req; refused with a proof-of-work challenge, it
 // solves it and submits again (unless solve is false).
 func submitSolving(ctx context.Context, f *clientFlags, req *sluicev1.SubmitRequest, solve bool, stderr io.Writer) (*connect.Response[sluicev1.SubmitResponse], error) {
-	store := loadPasses(f.addr, f.key)
+	store := loadPasses(f.key)
 	req.ChallengePasses = store.tokens(time.Now())
 	solving, waits := false, 0
 	for try := 0; try < 3; try++ {
@@ -83,6 +84,13 @@ func submitSolving(ctx context.Context, f *clientFlags, req *sluicev1.SubmitRequ
 			return nil, fmt.Errorf("%w (solving its challenge: %v)", err, serr)
 		}
 		req.ChallengeAnswer = &sluicev1.ChallengeAnswer{Challenge: ch.Token, Nonce: nonce}
+		if req.Spec.GetIdempotencyKey() == "" {
+			// Sent again if the cluster is unavailable for a moment: the
+			// same job, not a second one (nor "answered before").
+			var b [12]byte
+			rand.Read(b[:])
+			req.Spec.IdempotencyKey = "sluice-cli-" + hex.EncodeToString(b[:])
+		}
 		solving = true
 	}
 	return nil, errors.New("submit: refused three times; giving up")
@@ -129,12 +137,14 @@ func challengeOf(err error) *sluicev1.Challenge {
 	return nil
 }
 
-// passStore is the passes saved for one server and API key, in
-// $XDG_CACHE_HOME/sluice/passes.json (0600), which holds every server's and
-// key's (by the key's SHA-256, never the key).
+// passStore is the passes saved for one API key, in
+// $XDG_CACHE_HOME/sluice/passes.json (0600), which holds every key's (by
+// the key's SHA-256, never the key). They are not kept per server: a pass
+// is good on every node of the cluster that signed it, and another
+// cluster refuses it (submitSolving then forgets the key's passes).
 type passStore struct {
 	path  string
-	owner string // server URL and key hash
+	owner string // key hash
 	all   []savedPass
 }
 
@@ -145,9 +155,9 @@ type savedPass struct {
 	Expires time.Time `json:"expires"`
 }
 
-func loadPasses(addr, key string) *passStore {
+func loadPasses(key string) *passStore {
 	sum := sha256.Sum256([]byte(key))
-	s := &passStore{owner: addr + " " + hex.EncodeToString(sum[:8])}
+	s := &passStore{owner: hex.EncodeToString(sum[:8])}
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return s // nowhere to keep them: solve each time

@@ -247,7 +247,8 @@ async function submitJob(ev) {
     jobs.set(j.id, j);
     out.replaceChildren(el("div", { class: "accepted", "data-job": j.id }, `Job ${j.id} queued`,
       stateName(j.state) === "QUEUED" ? `: number ${j.queuePosition} in line, about ${j.etaSeconds || "?"} s.` : ".",
-      res.solved ? el("div", { class: "muted solved" }, `Challenge of rule "${res.solved.rule}" solved in ${res.solved.seconds} s; no more until ${new Date(res.challengePass.expiresAt).toLocaleTimeString()}.`) : null));
+      res.solved ? el("div", { class: "muted solved" }, `Challenge of rule "${res.solved.rule}" solved in ${res.solved.seconds} s` +
+        (res.challengePass ? `; no more until ${new Date(res.challengePass.expiresAt).toLocaleTimeString()}.` : ".")) : null));
     renderJobs();
     watchActive();
   } catch (err) {

@@ -1354,7 +1354,8 @@ func (x *SubmitResponse) GetChallengePass() *ChallengePass {
 // Sluice-Challenge header).
 type Challenge struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The rule that asks.
+	// The rule that asks; a request over several CHALLENGE rules at once
+	// gets one challenge for all of them, named here joined by ", ".
 	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
 	// Signed and opaque: send it back in ChallengeAnswer.challenge.
 	Token string        `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`

@@ -977,9 +977,9 @@ type ChallengeSettings struct {
 	// solution needs; 0 means 18 (about 0.1 s for the CLI, a second or two
 	// in a browser). At most 32.
 	Difficulty uint32 `protobuf:"varint,1,opt,name=difficulty,proto3" json:"difficulty,omitempty"`
-	// The difficulty grows by a bit with each doubling of how many of the
-	// caller's requests were over the limit in the last minute, up to this;
-	// 0 means difficulty + 6. At most 32.
+	// Past 4 challenges to one caller in a minute, the difficulty grows by a
+	// bit with each doubling of their number, up to this; 0 means
+	// difficulty + 6. At most 32.
 	MaxDifficulty uint32 `protobuf:"varint,2,opt,name=max_difficulty,json=maxDifficulty,proto3" json:"max_difficulty,omitempty"`
 	// How long a challenge may be answered; 0 means 5m. At most 1h.
 	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
