@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -446,6 +447,20 @@ func (n *Node) readsChallenges(ctx context.Context) bool {
 	}
 	_, format, why := n.clusterReadsBatches(ctx)
 	return why == nil && format >= logFormat
+}
+
+// ensureChallengeKey gives the log a challenge key, with the policy it
+// has, if it has a policy and no key and every server reads log format 4.
+func (n *Node) ensureChallengeKey(ctx context.Context) error {
+	p := n.fsm.Policy()
+	if n.fsm.ChallengeKey() != nil || proto.Size(p) == 0 || !n.readsChallenges(ctx) {
+		return nil
+	}
+	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(p, true))
+	if err == nil {
+		err = res.Err
+	}
+	return err
 }
 
 // hasChallengeRules reports whether the policy has a CHALLENGE rule.

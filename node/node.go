@@ -131,7 +131,10 @@ type Node struct {
 	streams     *streamLimiter
 	rejected    rejections    // Submits refused by rule while this node led (the UI)
 	challenges  challengeBook // CHALLENGE rules' outcomes while this node led (usage)
-	shadows     shadowLog     // shadow rules' would-be refusals, logged at most every shadowLogEvery
+	// policyDeferred: ensurePolicy held back a configured policy with
+	// CHALLENGE rules until every server reads them (gateBatches retries).
+	policyDeferred atomic.Bool
+	shadows        shadowLog // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	// checksSafeUntil: the log format gate was last found open for checks
 	// until then (unix ns; checksSafe).
 	checksSafeUntil atomic.Int64
@@ -681,16 +684,13 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 	if want == nil && n.cfg.InitialPolicy != nil && proto.Size(n.fsm.Policy()) == 0 {
 		want = n.cfg.InitialPolicy
 	}
+	if want == nil || proto.Equal(want, n.fsm.Policy()) {
+		return n.ensureChallengeKey(ctx)
+	}
 	safe := n.readsChallenges(ctx)
-	keyed := n.fsm.ChallengeKey() != nil || !safe // nothing to add, or not yet
-	if want == nil && !keyed && proto.Size(n.fsm.Policy()) > 0 {
-		want = n.fsm.Policy() // the same policy, to bring a challenge key
-	}
-	if want == nil || (proto.Equal(want, n.fsm.Policy()) && keyed) {
-		return nil
-	}
 	if policyHasChallenges(want) && !safe {
 		// gateBatches runs this again once every server reads them.
+		n.policyDeferred.Store(true)
 		n.log.Info("the configured policy has CHALLENGE rules: it waits until every server reads log format 4", "format", logFormat)
 		return nil
 	}

@@ -466,10 +466,15 @@ func (n *Node) gateBatches(ctx context.Context) {
 					last = msg
 				}
 				if format >= logFormat {
-					// CHALLENGE rules and the challenge key may go in now.
+					// The challenge key, and a configured policy with CHALLENGE
+					// rules that ensurePolicy held back, may go in now.
 					go func() {
-						if err := n.ensurePolicy(ctx); err != nil && ctx.Err() == nil {
-							n.log.Error("cannot apply the configured policy", "err", err)
+						err := n.ensureChallengeKey(ctx)
+						if n.policyDeferred.Swap(false) {
+							err = n.ensurePolicy(ctx)
+						}
+						if err != nil && ctx.Err() == nil {
+							n.log.Error("cannot apply the configured policy or the challenge key", "err", err)
 						}
 					}()
 				}
