@@ -409,6 +409,7 @@ func (n *Node) watchedJob(id uint64) (*sluicev1.Job, error) {
 // watchDiffers reports whether a watcher should hear about b after a.
 func watchDiffers(a, b *sluicev1.Job) bool {
 	return a.State != b.State || a.QueuePosition != b.QueuePosition || a.EtaSeconds != b.EtaSeconds ||
+		a.EtaP10Seconds != b.EtaP10Seconds || a.EtaP90Seconds != b.EtaP90Seconds ||
 		a.Attempt != b.Attempt || a.Executor != b.Executor || len(a.Transitions) != len(b.Transitions) ||
 		a.Progress != b.Progress || a.ProgressText != b.ProgressText
 }
@@ -578,31 +579,32 @@ func (n *Node) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.Watc
 	return nil
 }
 
+// jobETA is a job's ETA with its band, or unknown (known false: no
+// executor serves its model).
+type jobETA struct {
+	scheduler.Band
+	known bool
+}
+
 // eta estimates the wait of a queued job, or the remaining run time of a
-// running one; -1 when unknown.
-func (n *Node) eta(v fsm.JobView) time.Duration {
+// running one, with its p10–p90 band.
+func (n *Node) eta(v fsm.JobView) jobETA {
 	j := v.Job
 	m, ok := n.fsm.Model(j.Spec.GetModel())
 	if !ok {
-		return -1
+		return jobETA{}
 	}
-	service := n.service.expected(m.Name, m.GetDefaultDuration().AsDuration())
+	mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
 		total, free := n.execs.slotsFor(j.Spec.GetModel())
-		d := scheduler.WaitBehind(v.Position, total, free, service)
-		if d < 0 {
-			return -1
-		}
-		if wait := time.Duration(j.ReadyNs - now); wait > d {
-			d = wait
-		}
-		return d
+		b, ok := scheduler.WaitBand(v.Position, total, free, mean, sd)
+		return jobETA{b.NotBefore(time.Duration(j.ReadyNs - now)), ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
-		return max(0, time.Duration(j.StartedNs+int64(service)-now))
+		return jobETA{scheduler.RunBand(time.Duration(now-j.StartedNs), mean, sd), true}
 	}
-	return 0
+	return jobETA{known: true}
 }
 
 // modelSet is the set of the policy's model names, made once per policy:

@@ -49,7 +49,7 @@ func compatView(t *testing.T, f *fsm.FSM, id uint64) string {
 	if !ok {
 		t.Fatalf("job %d is not in the state", id)
 	}
-	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(publicJob(v, -1))
+	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(publicJob(v, jobETA{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestDataDirOfAnOlderVersion(t *testing.T) {
 		return ok && v.Job.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
 	})
 	v, _ := n.fsm.View(jid)
-	if ts := publicJob(v, -1).Transitions; len(ts) != 3 || ts[0].Reason != "submitted" {
+	if ts := publicJob(v, jobETA{}).Transitions; len(ts) != 3 || ts[0].Reason != "submitted" {
 		t.Fatalf("new job's history: %v", ts)
 	}
 }

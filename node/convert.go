@@ -31,7 +31,7 @@ func ParseJobID(s string) (uint64, error) {
 }
 
 // publicJob turns a record into what its owner sees.
-func publicJob(v fsm.JobView, eta time.Duration) *sluicev1.Job {
+func publicJob(v fsm.JobView, eta jobETA) *sluicev1.Job {
 	j := v.Job
 	out := &sluicev1.Job{
 		Id:            FormatJobID(j.Id),
@@ -52,8 +52,9 @@ func publicJob(v fsm.JobView, eta time.Duration) *sluicev1.Job {
 	if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 		out.ReadyAt = ts(j.ReadyNs)
 	}
-	if eta >= 0 && !fsm.IsTerminal(j.State) {
-		out.EtaSeconds = int64((eta + time.Second - 1) / time.Second)
+	if eta.known && !fsm.IsTerminal(j.State) {
+		out.EtaSeconds = ceilSeconds(eta.P50)
+		out.EtaP10Seconds, out.EtaP90Seconds = int64(eta.P10/time.Second), ceilSeconds(eta.P90)
 	}
 	for _, t := range fsm.Transitions(j) {
 		out.Transitions = append(out.Transitions, transition(t))
@@ -71,3 +72,6 @@ func transition(t *raftv1.TransitionRecord) *sluicev1.Transition {
 		Reason:   t.Reason,
 	}
 }
+
+// ceilSeconds is d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }

@@ -3,42 +3,46 @@ package node
 import (
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/scheduler"
 )
 
-// serviceTimes learns how long each model's attempts take, for ETAs. It is
-// the leader's soft state: an exponentially weighted moving average seeded
-// with the policy's default_duration, never replicated.
+// serviceTimes learns how long each model's attempts take, for ETAs and
+// their band (scheduler.ServiceTime, as the simulator learns them). It is
+// the leader's soft state, never replicated.
 type serviceTimes struct {
 	mu sync.Mutex
-	by map[string]time.Duration
+	by map[string]*scheduler.ServiceTime
 }
-
-// serviceAlpha weighs the newest sample: about the last ten runs count.
-const serviceAlpha = 0.2
 
 func (s *serviceTimes) observe(model string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.by == nil {
-		s.by = make(map[string]time.Duration)
+		s.by = make(map[string]*scheduler.ServiceTime)
 	}
-	old, ok := s.by[model]
+	st, ok := s.by[model]
 	if !ok {
-		s.by[model] = d
-		return
+		st = &scheduler.ServiceTime{}
+		s.by[model] = st
 	}
-	s.by[model] = old + time.Duration(serviceAlpha*float64(d-old))
+	st.Observe(d)
 }
 
-// expected returns the learned service time, or the default when none.
-func (s *serviceTimes) expected(model string, def time.Duration) time.Duration {
+// estimate is the learned service time and its deviation, or def's when
+// none was learned (scheduler.ServiceTime.Estimate).
+func (s *serviceTimes) estimate(model string, def time.Duration) (mean, sd time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d, ok := s.by[model]; ok && d > 0 {
-		return d
+	st := s.by[model]
+	if st == nil {
+		st = &scheduler.ServiceTime{}
 	}
-	if def <= 0 {
-		return time.Second
-	}
-	return def
+	return st.Estimate(def)
+}
+
+// expected is estimate's mean.
+func (s *serviceTimes) expected(model string, def time.Duration) time.Duration {
+	mean, _ := s.estimate(model, def)
+	return mean
 }

@@ -1,6 +1,9 @@
 package scheduler
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // ETA estimates how long a queued job at 1-based position waits before it
 // starts, when slots serve its kind of job and each takes about service:
@@ -47,4 +50,89 @@ func WarmAfter(warm []string, model string, capacity int) []string {
 		out = out[len(out)-capacity:]
 	}
 	return out
+}
+
+// ServiceTime is what the leader has learned of one model's service time:
+// an exponentially weighted mean and variance of its attempts' run times
+// (about the last ten count), for ETAs and their band. The server and the
+// simulator both keep one per model.
+type ServiceTime struct {
+	mean, vari float64 // ns, ns²
+	n          int
+}
+
+// serviceAlpha weighs the newest sample.
+const serviceAlpha = 0.2
+
+// Observe learns one attempt's run time.
+func (s *ServiceTime) Observe(d time.Duration) {
+	x := float64(d)
+	if s.n == 0 {
+		s.mean, s.vari, s.n = x, 0, 1
+		return
+	}
+	diff := x - s.mean
+	incr := serviceAlpha * diff
+	s.mean += incr
+	s.vari = (1 - serviceAlpha) * (s.vari + diff*incr)
+	s.n++
+}
+
+// Learned reports whether any run time was observed.
+func (s *ServiceTime) Learned() bool { return s.n > 0 }
+
+// Estimate is the mean service time and its standard deviation: the
+// learned ones, else def (a model's default_duration; 1 s when 0) with a
+// deviation of half of it. One sample gives no deviation: half the mean
+// until a second.
+func (s *ServiceTime) Estimate(def time.Duration) (mean, sd time.Duration) {
+	if s.n == 0 || s.mean <= 0 {
+		if def <= 0 {
+			def = time.Second
+		}
+		return def, def / 2
+	}
+	if s.n == 1 {
+		return time.Duration(s.mean), time.Duration(s.mean / 2)
+	}
+	return time.Duration(s.mean), time.Duration(math.Sqrt(s.vari))
+}
+
+// Band is an ETA with the band it probably falls in: P50 is ETA's (or
+// WaitBehind's) estimate, P10 and P90 the 10th and 90th percentiles.
+type Band struct{ P10, P50, P90 time.Duration }
+
+// z90 is the standard normal's 90th percentile.
+const z90 = 1.2816
+
+// WaitBand is WaitBehind with its band, when attempts take mean ± sd: the
+// job waits ceil(n/slots) - 1 full services in line plus the rest of one
+// (uniform over a service: mean/2 ± mean/√12), n the jobs ahead of it that
+// idle slots do not take at once; the band is the normal one around that
+// (a sum of service times), cut at 0. ok is false when no slot serves it.
+func WaitBand(position, slots, free int, mean, sd time.Duration) (b Band, ok bool) {
+	switch {
+	case slots <= 0:
+		return Band{}, false
+	case position <= free:
+		return Band{}, true
+	}
+	waves := (position - free + slots - 1) / slots
+	p50 := time.Duration(waves-1)*mean + mean/2
+	spread := time.Duration(z90 * math.Sqrt(float64(waves-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12))
+	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}, true
+}
+
+// RunBand is the band of a running attempt's remaining time, started
+// elapsed ago: mean - elapsed ± z90·sd, cut at 0.
+func RunBand(elapsed, mean, sd time.Duration) Band {
+	spread := time.Duration(z90 * float64(sd))
+	p50 := mean - elapsed
+	return Band{P10: max(0, p50-spread), P50: max(0, p50), P90: max(0, p50+spread)}
+}
+
+// NotBefore is the band of a job that cannot start for wait anyway (its
+// not_before, a backoff): no part of it earlier.
+func (b Band) NotBefore(wait time.Duration) Band {
+	return Band{P10: max(b.P10, wait), P50: max(b.P50, wait), P90: max(b.P90, wait)}
 }

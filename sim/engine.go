@@ -85,6 +85,11 @@ type simJob struct {
 	runStart   int64 // absolute, of the current attempt
 	runNs      int64 // service of the current attempt
 	runTimeout int64
+	// The ETA its Submit's answer gave (etaAt: when, absolute; 0 when not
+	// measured) and its band, for ETA honesty (eta.go).
+	etaAt                  int64
+	etaP10, etaP50, etaP90 int64
+	etaWeight              int32 // how many jobs it stands for (eta.go)
 }
 
 func (e *executor) hasRoom() bool {
@@ -107,14 +112,14 @@ type tenantState struct {
 }
 
 type modelState struct {
-	spec     *ModelSpec
-	policy   *sluicev1.Model
-	name     string
-	gpus     int32
-	service  *rand.Rand
-	fail     *rand.Rand
-	timeout  int64
-	expected time.Duration // the leader's learned service time (ETA)
+	spec    *ModelSpec
+	policy  *sluicev1.Model
+	name    string
+	gpus    int32
+	service *rand.Rand
+	fail    *rand.Rand
+	timeout int64
+	svc     scheduler.ServiceTime // the leader's learned service time (ETAs), as node's
 }
 
 // engine is one run.
@@ -158,6 +163,9 @@ type engine struct {
 	reserve        bool // the policy reserves executors for big jobs: offer full ones too
 	needRecord     bool // admissions can be delayed, degraded or time out
 	hasRules       bool
+	etaTiers       []etaTally // ETA honesty by tier index (eta.go)
+	etaAll         etaTally
+	etaNoted       int                       // measured jobs given an ETA to follow
 	challenges     bool                      // the policy has a CHALLENGE rule
 	challengeRules []string                  // their names, in policy order
 	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name
@@ -266,6 +274,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 		tierIx[t.Name] = int32(len(e.tiers))
 		e.tiers = append(e.tiers, t.Name)
 	}
+	e.etaTiers = make([]etaTally, len(e.tiers))
 	ptenants := map[string]*sluicev1.Tenant{}
 	for _, t := range pol.GetTenants() {
 		ptenants[t.Name] = t
@@ -323,8 +332,7 @@ func (e *engine) addModel(ms *ModelSpec, pm *sluicev1.Model) {
 // default_duration again, as on a new leader.
 func (e *engine) resetExpected() {
 	for i := range e.models {
-		m := &e.models[i]
-		m.expected = m.policy.GetDefaultDuration().AsDuration()
+		e.models[i].svc = scheduler.ServiceTime{}
 	}
 }
 

@@ -198,6 +198,9 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	j.runNs = dur
 	j.runTimeout = m.timeout
 	if j.firstStart < 0 {
+		if j.etaAt > 0 {
+			e.etaFared(j)
+		}
 		j.firstStart = e.now - e.base
 		if j.measured {
 			t := &e.tenants[j.tenant]
@@ -283,11 +286,9 @@ func (e *engine) finish(ev event) error {
 	return e.observe(r.slot)
 }
 
-// learn updates the leader's service-time average for ETAs, as
-// node/service_time.go does (weight 0.2 on the newest sample).
-func (e *engine) learn(m *modelState, ns int64) {
-	m.expected += time.Duration(0.2 * float64(time.Duration(ns)-m.expected))
-}
+// learn updates the leader's service time for ETAs, as node's
+// serviceTimes does.
+func (e *engine) learn(m *modelState, ns int64) { m.svc.Observe(time.Duration(ns)) }
 
 // observe reads where a job went after the state machine ended its
 // attempt: back in the queue (a retry) or to a terminal state.

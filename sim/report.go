@@ -73,6 +73,8 @@ type Group struct {
 	Challenged       int64 `json:"challenged,omitempty"`
 	Solved           int64 `json:"solved,omitempty"`
 	ShadowChallenged int64 `json:"shadow_challenged,omitempty"`
+	// ETA is how the ETAs given at submission fared (tiers and cluster).
+	ETA *ETAHonesty `json:"eta,omitempty"`
 
 	Succeeded    int64 `json:"succeeded"`
 	DeadLettered int64 `json:"dead_lettered,omitempty"`
@@ -316,6 +318,7 @@ func (e *engine) report() *Report {
 			g.MeanQueued = round6(s.queuedArea[ti] / float64(window))
 		}
 		g.Jain = jain(ratios)
+		g.ETA = e.etaTiers[ti].honesty()
 		g.GPUSeconds, g.FairShareGPUSeconds = round6(g.GPUSeconds), round6(g.FairShareGPUSeconds)
 		if g.FairShareGPUSeconds > 0 {
 			g.ShareRatio = round6(g.GPUSeconds / g.FairShareGPUSeconds)
@@ -343,6 +346,7 @@ func (e *engine) report() *Report {
 	c.Wait, c.Turnaround = dist(allWaits), dist(allTurn)
 	c.WaitQuantiles = percentiles(allWaits)
 	c.Jain = jain(ratios)
+	c.ETA = e.etaAll.honesty()
 	c.GPUSeconds, c.FairShareGPUSeconds = round6(c.GPUSeconds), round6(c.FairShareGPUSeconds)
 	if window > 0 {
 		c.MeanQueued = round6(qa / float64(window))
@@ -543,6 +547,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, " %s %d;", k, c.RejectedBy[k])
 		}
 		fmt.Fprintln(w)
+	}
+	// ETA honesty, cluster and tiers.
+	if c.ETA != nil {
+		fmt.Fprintf(w, "\nETAs at submission (p10–p90 band; error relative to the real wait, at least 1 s):\n")
+		eta := func(label string, h *ETAHonesty) {
+			if h != nil {
+				fmt.Fprintf(w, "  %s: %.1f%% started inside the band; error p50 %.0f%%, p90 %.0f%% (%d jobs)\n",
+					label, 100*h.InBand, 100*h.ErrP50, 100*h.ErrP90, h.Jobs)
+			}
+		}
+		eta("all", c.ETA)
+		for i := range r.Tiers {
+			eta("tier "+r.Tiers[i].Name, r.Tiers[i].ETA)
+		}
 	}
 	// Challenge rules, by tenant (as many as the table lists).
 	if c.Challenged > 0 || c.ShadowChallenged > 0 {

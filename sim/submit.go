@@ -143,6 +143,9 @@ func (e *engine) submit(pi int32) error {
 	if j.delayed && j.measured {
 		t.tally.delayed++
 	}
+	if j.measured {
+		e.noteETA(j)
+	}
 	if j.degraded && j.measured {
 		t.tally.degraded++
 	}
@@ -276,7 +279,14 @@ func (e *engine) outcome(j *simJob, at int64, state string) JobOutcome {
 // learned service time.
 func (e *engine) predictedWait(mi int32) time.Duration {
 	m := &e.models[mi]
-	total, free := 0, 0
+	total, free := e.slotsFor(m)
+	exp, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
+	return max(scheduler.WaitBehind(e.f.QueuedOfModel(m.name)+1, total, free, exp), 0)
+}
+
+// slotsFor is the slots of the executors up that serve m, and how many of
+// them are idle, as node's registry counts them.
+func (e *engine) slotsFor(m *modelState) (total, free int) {
 	for i := range e.execs {
 		x := &e.execs[i]
 		if !x.up || (len(x.models) > 0 && !contains(x.models, m.name)) {
@@ -285,9 +295,5 @@ func (e *engine) predictedWait(mi int32) time.Duration {
 		total += int(x.slots)
 		free += max(0, int(x.slots)-len(x.runs))
 	}
-	exp := m.expected
-	if exp <= 0 {
-		exp = time.Second
-	}
-	return max(scheduler.WaitBehind(e.f.QueuedOfModel(m.name)+1, total, free, exp), 0)
+	return total, free
 }

@@ -49,7 +49,11 @@ func eta(j *sluicev1.Job) string {
 	if j.EtaSeconds <= 0 && j.State == sluicev1.JobState_JOB_STATE_QUEUED && j.QueuePosition == 0 {
 		return "?"
 	}
-	return (time.Duration(j.EtaSeconds) * time.Second).String()
+	s := (time.Duration(j.EtaSeconds) * time.Second).String()
+	if j.EtaP90Seconds > j.EtaP10Seconds {
+		s += fmt.Sprintf(" (%d–%ds)", j.EtaP10Seconds, j.EtaP90Seconds)
+	}
+	return s
 }
 
 func span(a, b *timestamppb.Timestamp) string {

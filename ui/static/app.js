@@ -101,7 +101,8 @@ const maxWatches = 6;
 function jobRow(j) {
   const st = stateName(j.state);
   const pos = st === "QUEUED" ? String(j.queuePosition || "-") : "-";
-  const eta = !final(j.state) && j.etaSeconds !== undefined ? `${j.etaSeconds}s` : "-";
+  const band = Number(j.etaP90Seconds || 0) > Number(j.etaP10Seconds || 0) ? ` (${j.etaP10Seconds || 0}–${j.etaP90Seconds}s)` : "";
+  const eta = !final(j.state) && j.etaSeconds !== undefined ? `${j.etaSeconds}s${band}` : "-";
   const prog = st === "RUNNING" ? el("span", {}, bar(j.progress || 0, 1), j.progressText || "") : (st === "QUEUED" && j.waitingReason ? el("span", { class: "muted" }, j.waitingReason) : "");
   const cancel = final(j.state) ? "" : el("button", { class: "small quiet", type: "button", onclick: () => cancelJob(j.id) }, "Cancel");
   let state = el("span", { class: "state " + st }, st);

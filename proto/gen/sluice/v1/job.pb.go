@@ -638,6 +638,13 @@ type Job struct {
 	QueuePosition int64 `protobuf:"varint,5,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
 	// Estimated seconds until the job starts (queued) or finishes (running).
 	EtaSeconds int64 `protobuf:"varint,6,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
+	// The band around eta_seconds: its 10th and 90th percentiles, from the
+	// model's learned service times (their spread) and the job's place in
+	// line. Jobs that come later and go first (a higher tier, a heavier
+	// tenant) are not foreseen: docs/simulator.md measures how often the
+	// start falls inside.
+	EtaP10Seconds int64 `protobuf:"varint,21,opt,name=eta_p10_seconds,json=etaP10Seconds,proto3" json:"eta_p10_seconds,omitempty"`
+	EtaP90Seconds int64 `protobuf:"varint,22,opt,name=eta_p90_seconds,json=etaP90Seconds,proto3" json:"eta_p90_seconds,omitempty"`
 	// Attempt number of the current or last run (1 for the first run, 0 while
 	// the job has not run yet).
 	Attempt int32 `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -737,6 +744,20 @@ func (x *Job) GetQueuePosition() int64 {
 func (x *Job) GetEtaSeconds() int64 {
 	if x != nil {
 		return x.EtaSeconds
+	}
+	return 0
+}
+
+func (x *Job) GetEtaP10Seconds() int64 {
+	if x != nil {
+		return x.EtaP10Seconds
+	}
+	return 0
+}
+
+func (x *Job) GetEtaP90Seconds() int64 {
+	if x != nil {
+		return x.EtaP90Seconds
 	}
 	return 0
 }
@@ -2048,7 +2069,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xd1\x06\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa1\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -2056,7 +2077,9 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12%\n" +
 	"\x0equeue_position\x18\x05 \x01(\x03R\rqueuePosition\x12\x1f\n" +
 	"\veta_seconds\x18\x06 \x01(\x03R\n" +
-	"etaSeconds\x12\x18\n" +
+	"etaSeconds\x12&\n" +
+	"\x0feta_p10_seconds\x18\x15 \x01(\x03R\retaP10Seconds\x12&\n" +
+	"\x0feta_p90_seconds\x18\x16 \x01(\x03R\retaP90Seconds\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\b \x01(\tR\bexecutor\x129\n" +
 	"\n" +

@@ -1,0 +1,73 @@
+package scheduler
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// WaitBand's middle is WaitBehind's ETA, its band is ordered and cut at 0,
+// and a job idle slots take at once waits for nothing.
+func TestWaitBandAroundWaitBehind(t *testing.T) {
+	mean, sd := 4*time.Second, 2*time.Second
+	for _, c := range []struct{ pos, slots, free int }{{1, 4, 0}, {3, 4, 1}, {9, 4, 0}, {40, 8, 2}, {2, 1, 0}} {
+		b, ok := WaitBand(c.pos, c.slots, c.free, mean, sd)
+		if !ok || b.P50 != WaitBehind(c.pos, c.slots, c.free, mean) || b.P10 > b.P50 || b.P50 > b.P90 || b.P10 < 0 {
+			t.Errorf("%+v: %+v (ok %v), WaitBehind %v", c, b, ok, WaitBehind(c.pos, c.slots, c.free, mean))
+		}
+	}
+	if b, ok := WaitBand(2, 4, 2, mean, sd); !ok || b != (Band{}) {
+		t.Errorf("a job a free slot takes: %+v", b)
+	}
+	if _, ok := WaitBand(1, 0, 0, mean, sd); ok {
+		t.Error("no slot, yet a band")
+	}
+	if b := (Band{P10: time.Second, P50: 2 * time.Second, P90: 3 * time.Second}).NotBefore(5 * time.Second); b.P10 != 5*time.Second || b.P90 != 5*time.Second {
+		t.Errorf("not before 5s: %+v", b)
+	}
+}
+
+// Where its model holds (one slot, service times drawn independently, the
+// job a uniform moment into the first), the band holds about 80 % of the
+// waits.
+func TestWaitBandCoversEightyPercentWhereItsModelHolds(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	mean, sd := time.Second, 500*time.Millisecond
+	mu, sigma := math.Log(1/math.Sqrt(1.25)), math.Sqrt(math.Log(1.25)) // lognormal, mean 1 s, sd 0.5 s
+	for _, waves := range []int{2, 5, 20} {
+		b, _ := WaitBand(waves, 1, 0, mean, sd)
+		in := 0
+		const n = 20000
+		for range n {
+			w := r.Float64() * float64(mean) // the rest of the attempt now running
+			for range waves - 1 {
+				w += math.Exp(mu+sigma*r.NormFloat64()) * float64(time.Second)
+			}
+			if time.Duration(w) >= b.P10 && time.Duration(w) <= b.P90 {
+				in++
+			}
+		}
+		if got := float64(in) / n; got < 0.74 || got > 0.86 {
+			t.Errorf("%d waves: %.1f%% inside %+v, want about 80%%", waves, 100*got, b)
+		}
+	}
+}
+
+func TestServiceTimeLearns(t *testing.T) {
+	var s ServiceTime
+	if m, sd := s.Estimate(2 * time.Second); m != 2*time.Second || sd != time.Second {
+		t.Fatalf("unlearned: %v ± %v, want the default ± half", m, sd)
+	}
+	s.Observe(4 * time.Second)
+	if m, sd := s.Estimate(2 * time.Second); m != 4*time.Second || sd != 2*time.Second {
+		t.Fatalf("one sample: %v ± %v", m, sd)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 500 {
+		s.Observe(time.Duration((3 + 2*r.Float64()) * float64(time.Second))) // uniform 3–5 s: mean 4, sd 0.577
+	}
+	if m, sd := s.Estimate(0); m < 3500*time.Millisecond || m > 4500*time.Millisecond || sd < 300*time.Millisecond || sd > 900*time.Millisecond {
+		t.Fatalf("after 500 samples of 4 s ± 0.58: %v ± %v", m, sd)
+	}
+}
