@@ -214,11 +214,16 @@ func (f *FSM) QueuedAttempt(id uint64) (int32, bool) {
 // charging anything: the leader's pre-check, so that clear rejections never
 // touch the log. The state machine decides again when the entry applies.
 func (f *FSM) CheckLimits(req limiter.Request, now int64) limiter.Decision {
+	var d limiter.Decision
+	f.CheckLimitsInto(req, now, &d)
+	return d
+}
+
+// CheckLimitsInto is CheckLimits deciding into d.
+func (f *FSM) CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var d limiter.Decision
-	f.limits.Check(&req, max(now, f.now), &d)
-	return d
+	f.limits.Check(&req, max(now, f.now), d)
 }
 
 // Usage reports every rule that applies to req, as of now.

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -93,11 +94,13 @@ type submission struct {
 	subject  string                 // whom the answered challenge was issued to
 }
 
-// command is the log command that admits sub.
-func (sub submission) command() *raftv1.Submit {
-	return &raftv1.Submit{Tenant: sub.tenant.Name, Spec: sub.spec, ApiKeySha256: sub.keyHash, ClientIp: sub.clientIP, Method: "Submit",
-		Exempt: sub.exempt, Spend: sub.spend}
+// request is sub as the leader's admission sequence takes it.
+func (sub submission) request() *admission.Submit {
+	return &admission.Submit{Tenant: sub.tenant, APIKey: sub.keyHash, ClientIP: sub.clientIP, Spec: sub.spec, Exempt: sub.exempt, Spend: sub.spend}
 }
+
+// command is the log command that admits sub.
+func (sub submission) command() *raftv1.Submit { return sub.request().Command() }
 
 // checkSubmit runs the checks any node makes on a Submit from the client
 // with that Authorization header and IP. A known idempotency key is
@@ -127,39 +130,54 @@ func (n *Node) checkSubmit(ctx context.Context, authorization, clientIP string, 
 }
 
 // precheckSubmit is the leader's read-only look at a Submit's limits,
-// placement and backpressure, so that clear rejections never touch the log.
+// placement and backpressure (admission.Precheck, as the simulator's), so
+// that clear refusals never touch the log.
 func (n *Node) precheckSubmit(sub submission) error {
-	t, spec := sub.tenant, sub.spec
-	model, ok := n.fsm.Model(spec.Model)
+	model, ok := n.fsm.Model(sub.spec.Model)
 	if !ok || !n.IsLeader() {
 		return nil
 	}
-	d := n.fsm.CheckLimits(limiter.Request{Tenant: t.Name, APIKey: sub.keyHash, Tier: t.Tier, ClientIP: sub.clientIP,
-		Method: "Submit", Model: spec.Model, Cost: fsm.EstimateCost(spec, model), Exempt: sub.exempt}, time.Now().UnixNano())
-	if d.Verdict == limiter.Challenged {
-		n.metrics.Submit("challenged", d.Rule, d.Rules())
-		n.shadows.note(n.log, d.Rules(), t.Name)
-		return n.challengeError(sub, d.Rule, d.RetryAt, d.Rules())
-	}
-	if d.Verdict == limiter.Rejected {
-		n.metrics.Submit("rejected", d.Rule, d.Rules())
-		n.rejected.note(d.Rule, t.Name, time.Now())
-		n.shadows.note(n.log, d.Rules(), t.Name)
-		return n.limitError(t.Name, d.Rule, d.RetryAt, d.Rules(), "")
-	}
-	if n.fsm.Policy().GetScheduling().GetRefuseUnplaceable() {
-		if why := n.execs.unplaceable(spec.Model, fsm.JobGPUs(spec, model), fsm.JobGPUMemory(spec, model)); why != "" {
-			n.metrics.Submit("unplaceable", "", nil)
-			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
-				"spec: no connected executor can ever run this job: %s (the policy's scheduling.refuse_unplaceable); ask for less, or connect an executor that has it", why))
+	var d limiter.Decision
+	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n}, n.admissionPlan(), sub.request(), model, time.Now().UnixNano(), &d))
+}
+
+// refusal is the answer to a Submit that an admission step refused (nil
+// for Proceed and Admitted), with its metrics.
+func (n *Node) refusal(sub submission, v admission.Verdict) error {
+	t := sub.tenant
+	switch v.Outcome {
+	case admission.Rejected:
+		n.metrics.Submit("rejected", v.Rule, v.Rules)
+		n.rejected.note(v.Rule, t.Name, time.Now())
+		n.shadows.note(n.log, v.Rules, t.Name)
+		return n.limitError(t.Name, v.Rule, v.RetryAt, v.Rules, v.Detail)
+	case admission.Challenged:
+		n.metrics.Submit("challenged", v.Rule, v.Rules)
+		n.shadows.note(n.log, v.Rules, t.Name)
+		return n.challengeError(sub, v.Rule, v.RetryAt, v.Rules)
+	case admission.Replayed:
+		outcome := challengeReplayed
+		if v.Expired {
+			outcome = challengeFailed
 		}
-	}
-	wait := n.predictedWait(spec)
-	var be *scheduler.BusyError
-	if errors.As(n.fsm.CheckBackpressure(t.Name, spec, int64(wait)), &be) {
+		for r := range strings.SplitSeq(v.Rule, ruleSep) {
+			n.noteChallenge(r, t.Name, outcome)
+		}
+		return replayError(v.Detail)
+	case admission.Unplaceable:
+		n.metrics.Submit("unplaceable", "", nil)
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"spec: no connected executor can ever run this job: %s (the policy's scheduling.refuse_unplaceable); ask for less, or connect an executor that has it", v.Why))
+	case admission.Busy:
 		n.metrics.Submit("busy", "", nil)
 		n.rejected.note("busy", t.Name, time.Now())
-		return busyError(be, wait)
+		wait := v.Wait
+		if m, ok := n.fsm.Model(sub.spec.GetModel()); ok && wait == 0 {
+			wait = admission.PredictedWait(n.fsm, nodeExecutors{n}, m)
+		}
+		return busyError(v.Busy, wait)
+	case admission.Failed:
+		return resultError(fsm.Result{Err: v.Err})
 	}
 	return nil
 }
@@ -171,36 +189,8 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 		return nil, writeError(err)
 	}
 	t := sub.tenant
-	var le *fsm.LimitError
-	if errors.As(res.Err, &le) && (le.Verdict == fsm.VerdictReplayed || le.Verdict == fsm.VerdictExpired) {
-		outcome := challengeReplayed
-		if le.Verdict == fsm.VerdictExpired {
-			outcome = challengeFailed
-		}
-		for r := range strings.SplitSeq(le.Rule, ruleSep) {
-			n.noteChallenge(r, t.Name, outcome)
-		}
-		return nil, replayError(le)
-	}
-	if errors.As(res.Err, &le) && le.Verdict == fsm.VerdictChallenged {
-		n.metrics.Submit("challenged", le.Rule, res.Limits)
-		n.shadows.note(n.log, res.Limits, t.Name)
-		return nil, n.challengeError(sub, le.Rule, le.RetryAt, res.Limits)
-	}
-	if errors.As(res.Err, &le) {
-		n.metrics.Submit("rejected", le.Rule, res.Limits)
-		n.rejected.note(le.Rule, t.Name, time.Now())
-		n.shadows.note(n.log, res.Limits, t.Name)
-		return nil, n.limitError(t.Name, le.Rule, le.RetryAt, res.Limits, le.Detail)
-	}
-	var be *scheduler.BusyError
-	if errors.As(res.Err, &be) {
-		n.metrics.Submit("busy", "", nil)
-		n.rejected.note("busy", t.Name, time.Now())
-		return nil, busyError(be, n.predictedWait(sub.spec))
-	}
-	if res.Err != nil {
-		return nil, resultError(res)
+	if err := n.refusal(sub, admission.Applied(res)); err != nil {
+		return nil, err
 	}
 	job, ok := n.publicJob(res.JobID)
 	if !ok {

@@ -10,21 +10,40 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluicehq/sluice/admission"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
 
-// predictedWait estimates how long a new job of the spec's model would wait
-// if queued now: behind every queued job of its model, served by the
-// executors that run it. 0 when unknown (no executor serves the model).
-func (n *Node) predictedWait(spec *sluicev1.JobSpec) time.Duration {
-	m, ok := n.fsm.Model(spec.GetModel())
-	if !ok {
-		return 0
+// nodeExecutors is the node's executors as the admission sequence asks
+// them (admission.Executors).
+type nodeExecutors struct{ n *Node }
+
+func (x nodeExecutors) Slots(model string) (total, free int) { return x.n.execs.slotsFor(model) }
+
+func (x nodeExecutors) Unplaceable(model string, gpus int32, memMB int64) string {
+	return x.n.execs.unplaceable(model, gpus, memMB)
+}
+
+func (x nodeExecutors) Service(model string, def time.Duration) (mean, sd time.Duration) {
+	return x.n.service.estimate(model, def)
+}
+
+// admissionPlan is the current policy's admission.Plan, made once per
+// policy (the state machine replaces the policy, never changes it).
+func (n *Node) admissionPlan() admission.Plan {
+	p := n.fsm.Policy()
+	if c := n.plan.Load(); c != nil && c.policy == p {
+		return c.plan
 	}
-	total, free := n.execs.slotsFor(m.Name)
-	wait := scheduler.WaitBehind(n.fsm.QueuedOfModel(m.Name)+1, total, free, n.service.expected(m.Name, m.GetDefaultDuration().AsDuration()))
-	return max(wait, 0)
+	c := &policyPlan{policy: p, plan: admission.PlanFor(p)}
+	n.plan.Store(c)
+	return c.plan
+}
+
+type policyPlan struct {
+	policy *sluicev1.Policy
+	plan   admission.Plan
 }
 
 // busyError turns a backpressure refusal into resource_exhausted "system

@@ -426,9 +426,9 @@ func (n *Node) challengePass(sub submission) *sluicev1.ChallengePass {
 }
 
 // replayError refuses a Submit whose answered challenge the log had
-// already spent, or saw expire.
-func replayError(le *fsm.LimitError) *connect.Error {
-	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("challenge_answer.challenge: %s; send the request without an answer for a new challenge", le.Detail))
+// already spent, or saw expire (detail says which).
+func replayError(detail string) *connect.Error {
+	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("challenge_answer.challenge: %s; send the request without an answer for a new challenge", detail))
 }
 
 // challengesSafe reports whether every server reads log format 4: a

@@ -134,7 +134,8 @@ type Node struct {
 	// policyDeferred: ensurePolicy held back a configured policy with
 	// CHALLENGE rules until every server reads them (gateBatches retries).
 	policyDeferred atomic.Bool
-	shadows        shadowLog // shadow rules' would-be refusals, logged at most every shadowLogEvery
+	plan           atomic.Pointer[policyPlan] // admissionPlan's, for one policy
+	shadows        shadowLog                  // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	// checksSafeUntil: the log format gate was last found open for checks
 	// until then (unix ns; checksSafe).
 	checksSafeUntil atomic.Int64

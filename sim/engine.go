@@ -11,7 +11,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -99,6 +101,7 @@ func (e *executor) hasRoom() bool {
 type tenantState struct {
 	name, tier string
 	tierIdx    int32
+	policy     *sluicev1.Tenant // the policy's
 	spec       *TenantSpec
 	apiKey, ip string
 	arrivals   arrivals
@@ -160,9 +163,8 @@ type engine struct {
 	paused   bool
 
 	needDispatch   bool
-	reserve        bool // the policy reserves executors for big jobs: offer full ones too
-	needRecord     bool // admissions can be delayed, degraded or time out
-	hasRules       bool
+	reserve        bool       // the policy reserves executors for big jobs: offer full ones too
+	needRecord     bool       // admissions can be delayed, degraded or time out
 	etaTiers       []etaTally // ETA honesty by tier index (eta.go)
 	etaAll         etaTally
 	etaNoted       int                       // measured jobs given an ETA to follow
@@ -170,10 +172,12 @@ type engine struct {
 	challengeRules []string                  // their names, in policy order
 	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name
 	challengeSeq   uint64                    // ids of answered challenges
-	predictWait    bool
 	slots          []scheduler.Slot
 
 	submitMsg   raftv1.Submit
+	sub         admission.Submit
+	plan        admission.Plan   // the policy's, for admission.Precheck
+	dec         limiter.Decision // admission.Precheck's scratch
 	completeMsg raftv1.Complete
 	assignMsg   raftv1.Assign
 	assigns     []fsm.Assignment
@@ -235,8 +239,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	}
 	pol = e.f.Policy()
 	e.reserve = pol.GetScheduling().GetReserveAfter().AsDuration() > 0
-	e.predictWait = pol.GetScheduling().GetMaxPredictedWait().AsDuration() > 0
-	e.hasRules = len(pol.GetRules()) > 0
+	e.plan = admission.PlanFor(pol)
 	for _, r := range pol.GetRules() {
 		if _, ok := fsm.ChallengeOf(r); ok {
 			if e.rules == nil {
@@ -288,7 +291,10 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 				key = pt.ApiKeySha256[0]
 			}
 			n := len(e.tenants)
-			st := tenantState{name: name, tier: pt.GetTier(), tierIdx: tierIx[pt.GetTier()], spec: ts, apiKey: key,
+			if pt == nil {
+				pt = &sluicev1.Tenant{Name: name}
+			}
+			st := tenantState{name: name, tier: pt.GetTier(), tierIdx: tierIx[pt.GetTier()], spec: ts, apiKey: key, policy: pt,
 				ip:       fmt.Sprintf("10.%d.%d.%d", (n>>16)&255, (n>>8)&255, n&255),
 				arrivals: arrivals{spec: &ts.Arrivals, r: stream(e.seed, "arrivals/"+name), trace: ts.trace},
 				mix:      stream(e.seed, "mix/"+name)}

@@ -1,15 +1,14 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"time"
 
+	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/scheduler"
 )
 
 // pendingSubmit is a submission waiting to be sent: a client retrying, or
@@ -85,43 +84,32 @@ func (e *engine) submit(pi int32) error {
 	t := &e.tenants[p.tenant]
 	m := &e.models[p.model]
 	// A fresh spec, which the state machine keeps as the job's (apply); the
-	// Submit around it is not kept.
+	// Submit around it is not kept. The leader's sequence is the server's
+	// own (package admission).
 	spec := &sluicev1.JobSpec{Model: m.name, Priority: t.spec.Priority}
-	msg := &e.submitMsg
-	msg.Tenant, msg.Spec, msg.ApiKeySha256, msg.ClientIp, msg.Method = t.name, spec, t.apiKey, t.ip, "Submit"
-	msg.Exempt, msg.Spend = nil, nil
+	s := &e.sub
+	*s = admission.Submit{Tenant: t.policy, APIKey: t.apiKey, ClientIP: t.ip, Spec: spec}
 	if e.challenges {
-		msg.Exempt, msg.Spend = e.exemptions(t, p)
+		s.Exempt, s.Spend = e.exemptions(t, p)
 	}
-	if e.hasRules {
-		d := e.f.CheckLimits(limiter.Request{Tenant: t.name, APIKey: t.apiKey, Tier: t.tier, ClientIP: t.ip,
-			Method: "Submit", Model: m.name, Cost: fsm.EstimateCost(spec, m.policy), Exempt: msg.Exempt}, e.now)
-		switch d.Verdict {
-		case limiter.Rejected:
-			return e.refused(p, d.Rule, d.RetryAt)
-		case limiter.Challenged:
-			return e.challenged(p, d.Rule, d.RetryAt)
-		}
+	v := admission.Precheck(e.f, simExecutors{e}, e.plan, s, m.policy, e.now, &e.dec)
+	var res fsm.Result
+	if v.Outcome == admission.Proceed {
+		s.Fill(&e.submitMsg)
+		res = e.apply(fsm.CmdSubmit, &e.submitMsg)
+		v = admission.Applied(res)
 	}
-	if e.predictWait {
-		var be *scheduler.BusyError
-		if errors.As(e.f.CheckBackpressure(t.name, spec, int64(e.predictedWait(p.model))), &be) {
-			return e.refused(p, "busy:"+be.Bound, e.now+max(be.RetryAfter, int64(time.Second)))
-		}
-	}
-	res := e.apply(fsm.CmdSubmit, msg)
-	if res.Err != nil {
-		var le *fsm.LimitError
-		var be *scheduler.BusyError
-		switch {
-		case errors.As(res.Err, &le) && le.Verdict == fsm.VerdictChallenged:
-			return e.challenged(p, le.Rule, le.RetryAt)
-		case errors.As(res.Err, &le):
-			return e.refused(p, le.Rule, le.RetryAt)
-		case errors.As(res.Err, &be):
-			return e.refused(p, "busy:"+be.Bound, e.now+max(be.RetryAfter, int64(time.Second)))
-		}
-		return fmt.Errorf("%w: submit for tenant %q: %v", errInternal, t.name, res.Err)
+	switch v.Outcome {
+	case admission.Rejected, admission.Replayed:
+		return e.refused(p, v.Rule, v.RetryAt)
+	case admission.Challenged:
+		return e.challenged(p, v.Rule, v.RetryAt)
+	case admission.Busy:
+		return e.refused(p, "busy:"+v.Busy.Bound, e.now+max(v.Busy.RetryAfter, int64(time.Second)))
+	case admission.Unplaceable:
+		return e.refused(p, "unplaceable", limiter.Never)
+	case admission.Failed:
+		return fmt.Errorf("%w: submit for tenant %q: %v", errInternal, t.name, v.Err)
 	}
 	si := e.newJob()
 	j := &e.jobs[si]
@@ -273,15 +261,28 @@ func (e *engine) outcome(j *simJob, at int64, state string) JobOutcome {
 	return o
 }
 
-// predictedWait is the leader's estimate of a new job's wait for the
-// max_predicted_wait bound, computed as node's predictedWait does: behind
-// every queued job of its model, served by the slots that run it, at the
-// learned service time.
-func (e *engine) predictedWait(mi int32) time.Duration {
-	m := &e.models[mi]
-	total, free := e.slotsFor(m)
-	exp, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
-	return max(scheduler.WaitBehind(e.f.QueuedOfModel(m.name)+1, total, free, exp), 0)
+// simExecutors is the simulated executors as the admission sequence asks
+// them (admission.Executors), as node's registry answers.
+type simExecutors struct{ e *engine }
+
+func (x simExecutors) Slots(model string) (total, free int) {
+	return x.e.slotsFor(&x.e.models[x.e.modelIx[model]])
+}
+
+// Unplaceable: an executor that serves the model with the GPUs and the
+// memory, up or not (a crashed one comes back).
+func (x simExecutors) Unplaceable(model string, gpus int32, memMB int64) string {
+	for i := range x.e.execs {
+		ex := &x.e.execs[i]
+		if (len(ex.models) == 0 || contains(ex.models, model)) && ex.gpus >= gpus && ex.memMB >= memMB {
+			return ""
+		}
+	}
+	return "no executor has the GPUs and memory, for that model"
+}
+
+func (x simExecutors) Service(model string, def time.Duration) (mean, sd time.Duration) {
+	return x.e.models[x.e.modelIx[model]].svc.Estimate(def)
 }
 
 // slotsFor is the slots of the executors up that serve m, and how many of

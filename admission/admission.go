@@ -1,0 +1,199 @@
+// Package admission is the leader's Submit sequence, one for the server
+// (node/, with its raft log) and the simulator (sim/, with its virtual
+// one), so that a change to admission cannot make them disagree (issue
+// 22):
+//
+//  1. Precheck, the leader's read-only look before the log: the rate limits
+//     (a refusal, or a challenge, needs no log entry), whether any executor
+//     could ever run the job (under scheduling.refuse_unplaceable), and
+//     backpressure (the queue's bounds, and the wait it predicts);
+//  2. the log entry, Submit.Command, which the state machine decides again
+//     when it applies (that decision is the one that counts);
+//  3. Applied, what the applied entry's result means.
+//
+// Each step returns a Verdict; the server turns it into a Connect answer
+// and its metrics, the simulator into a client's next move.
+package admission
+
+import (
+	"errors"
+	"time"
+
+	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/limiter"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
+)
+
+// Method is what a Submit is charged as (rules with match.method Submit,
+// and concurrency caps, which only Submits hold).
+const Method = "Submit"
+
+// Executors is what the sequence asks of the executors the leader knows.
+type Executors interface {
+	// Slots is how many slots of the executors up serve model, and how
+	// many of them are idle.
+	Slots(model string) (total, free int)
+	// Unplaceable says why no connected executor could ever run a job of
+	// model that needs gpus GPUs with memMB MiB each; "" when one could.
+	Unplaceable(model string, gpus int32, memMB int64) string
+	// Service is the leader's learned service time of model (mean and
+	// deviation: scheduler.ServiceTime), def's when none was learned.
+	Service(model string, def time.Duration) (mean, sd time.Duration)
+}
+
+// Submit is one Submit as the leader sees it: who asks (its tenant, the
+// hash of its API key and its IP) and what, with the CHALLENGE rules its
+// pass or answer exempts it from and the answered challenge to spend.
+type Submit struct {
+	Tenant           *sluicev1.Tenant
+	APIKey, ClientIP string
+	Spec             *sluicev1.JobSpec
+	Exempt           []string
+	Spend            *raftv1.ChallengeSpend
+}
+
+// Command is the log command that admits s.
+func (s *Submit) Command() *raftv1.Submit {
+	c := &raftv1.Submit{}
+	s.Fill(c)
+	return c
+}
+
+// Fill makes c the log command that admits s (the simulator reuses one).
+func (s *Submit) Fill(c *raftv1.Submit) {
+	c.Tenant, c.Spec, c.ApiKeySha256, c.ClientIp, c.Method, c.Exempt, c.Spend = s.Tenant.Name, s.Spec, s.APIKey, s.ClientIP, Method, s.Exempt, s.Spend
+}
+
+// Outcome is what a step decided.
+type Outcome uint8
+
+const (
+	// Proceed: Precheck found no reason to refuse; propose Submit.Command.
+	Proceed Outcome = iota
+	// Admitted: the entry admitted the job (Verdict.JobID; Deduplicated
+	// when an idempotency key matched an earlier job).
+	Admitted
+	// Rejected: a rate limit refused (Rule, RetryAt, Rules, Detail).
+	Rejected
+	// Challenged: a CHALLENGE rule refused; answering its challenge admits
+	// (Rule, RetryAt, Rules).
+	Challenged
+	// Replayed: the answered challenge was answered before, or expired by
+	// the time the entry applied (Expired); Rule names its rules, Detail says.
+	Replayed
+	// Unplaceable: no connected executor could ever run it (Why).
+	Unplaceable
+	// Busy: a backpressure bound (Busy; Wait is the wait predicted).
+	Busy
+	// Failed: another error of the state machine (Err).
+	Failed
+)
+
+// Verdict is a step's decision, with what its outcome needs.
+type Verdict struct {
+	Outcome Outcome
+	Rule    string
+	// RetryAt is when the request would fit (unix ns); limiter.Never when
+	// it never will, 0 when unknown.
+	RetryAt int64
+	// Rules is every matched rule's part of the decision (Precheck's alias
+	// the caller's Decision).
+	Rules        []limiter.RuleResult
+	Detail       string
+	Expired      bool
+	Why          string
+	Busy         *scheduler.BusyError
+	Wait         time.Duration
+	JobID        uint64
+	Deduplicated bool
+	Err          error
+}
+
+// Plan is what a policy asks of Precheck, read once per policy (the
+// simulator runs one; the server reads it when the policy changes).
+type Plan struct {
+	limits            bool // the policy has rules
+	refuseUnplaceable bool
+	bounds            bool // some backpressure bound is set
+	predictWait       bool // scheduling.max_predicted_wait is set
+}
+
+// PlanFor is p's Plan.
+func PlanFor(p *sluicev1.Policy) Plan {
+	s := p.GetScheduling()
+	pl := Plan{limits: len(p.GetRules()) > 0, refuseUnplaceable: s.GetRefuseUnplaceable(), predictWait: s.GetMaxPredictedWait().AsDuration() > 0}
+	pl.bounds = pl.predictWait || s.GetMaxQueued() > 0 || s.GetMaxQueuedPerTenant() > 0 || s.GetMaxQueuedPerModel() > 0
+	for _, t := range p.GetTenants() {
+		pl.bounds = pl.bounds || t.GetMaxQueued() > 0
+	}
+	return pl
+}
+
+// Precheck is the leader's read-only look at s at now, before its log
+// entry, deciding into d (the caller's scratch: a Decision is 2 KB). model
+// is the spec's model, from the policy.
+func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Model, now int64, d *limiter.Decision) Verdict {
+	spec := s.Spec
+	if plan.limits {
+		f.CheckLimitsInto(limiter.Request{Tenant: s.Tenant.Name, APIKey: s.APIKey, Tier: s.Tenant.Tier, ClientIP: s.ClientIP,
+			Method: Method, Model: spec.GetModel(), Cost: fsm.EstimateCost(spec, model), Exempt: s.Exempt}, now, d)
+		switch d.Verdict {
+		case limiter.Rejected:
+			return Verdict{Outcome: Rejected, Rule: d.Rule, RetryAt: d.RetryAt, Rules: d.Rules()}
+		case limiter.Challenged:
+			return Verdict{Outcome: Challenged, Rule: d.Rule, RetryAt: d.RetryAt, Rules: d.Rules()}
+		}
+	}
+	if plan.refuseUnplaceable {
+		if why := x.Unplaceable(spec.GetModel(), fsm.JobGPUs(spec, model), fsm.JobGPUMemory(spec, model)); why != "" {
+			return Verdict{Outcome: Unplaceable, Why: why}
+		}
+	}
+	if !plan.bounds {
+		return Verdict{Outcome: Proceed}
+	}
+	var wait time.Duration
+	if plan.predictWait {
+		wait = PredictedWait(f, x, model)
+	}
+	var be *scheduler.BusyError
+	if errors.As(f.CheckBackpressure(s.Tenant.Name, spec, int64(wait)), &be) {
+		if !plan.predictWait {
+			wait = PredictedWait(f, x, model) // when to come back, unless the bound says
+		}
+		return Verdict{Outcome: Busy, Busy: be, Wait: wait}
+	}
+	return Verdict{Outcome: Proceed}
+}
+
+// PredictedWait is the leader's estimate of a new job's wait: behind every
+// queued job of its model, on the slots that serve it.
+func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model) time.Duration {
+	total, free := x.Slots(model.GetName())
+	mean, _ := x.Service(model.GetName(), model.GetDefaultDuration().AsDuration())
+	return max(scheduler.WaitBehind(f.QueuedOfModel(model.GetName())+1, total, free, mean), 0)
+}
+
+// Applied is what a Submit's applied entry decided.
+func Applied(res fsm.Result) Verdict {
+	var le *fsm.LimitError
+	var be *scheduler.BusyError
+	switch {
+	case res.Err == nil:
+		return Verdict{Outcome: Admitted, JobID: res.JobID, Deduplicated: res.Deduplicated, Rules: res.Limits}
+	case errors.As(res.Err, &le):
+		v := Verdict{Outcome: Rejected, Rule: le.Rule, RetryAt: le.RetryAt, Rules: res.Limits, Detail: le.Detail}
+		switch le.Verdict {
+		case fsm.VerdictChallenged:
+			v.Outcome = Challenged
+		case fsm.VerdictReplayed, fsm.VerdictExpired:
+			v.Outcome, v.Expired = Replayed, le.Verdict == fsm.VerdictExpired
+		}
+		return v
+	case errors.As(res.Err, &be):
+		return Verdict{Outcome: Busy, Busy: be}
+	}
+	return Verdict{Outcome: Failed, Err: res.Err}
+}
