@@ -9,26 +9,35 @@ import (
 	"strings"
 )
 
-// WriteHTML writes the report as one self-contained HTML page: the summary
-// table and inline SVG charts of queue depth by tier, the wait-time CDF by
-// tier, utilisation and rejections over time. No scripts, fonts or links.
-func (r *Report) WriteHTML(w io.Writer) error {
-	var b strings.Builder
-	title := "Sluice simulation: " + r.Workload
-	fmt.Fprintf(&b, `<!doctype html>
+// pageHead starts a self-contained report page titled title, whose tables'
+// first left columns (the row labels) are left-aligned.
+func pageHead(b *strings.Builder, title string, leftColumns int) {
+	left := "th:first-child,td:first-child"
+	if leftColumns > 1 {
+		left += ",th:nth-child(2),td:nth-child(2)"
+	}
+	fmt.Fprintf(b, `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>%s</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
+th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}%s{text-align:left}
 .charts{display:grid;grid-template-columns:1fr 1fr;gap:1em}
 svg{background:#fafafa;border:1px solid #eee}
 svg text{font:11px system-ui,sans-serif;fill:#444}
 .muted{color:#777}
 </style></head><body>
 <h1>%s</h1>
-`, html.EscapeString(title), html.EscapeString(title))
+`, html.EscapeString(title), left, html.EscapeString(title))
+}
+
+// WriteHTML writes the report as one self-contained HTML page: the summary
+// table and inline SVG charts of queue depth by tier, the wait-time CDF by
+// tier, utilisation and rejections over time. No scripts, fonts or links.
+func (r *Report) WriteHTML(w io.Writer) error {
+	var b strings.Builder
+	pageHead(&b, "Sluice simulation: "+r.Workload, 1)
 	c := r.Cluster
 	fmt.Fprintf(&b, `<p>Seed %d. %d executors, %d GPUs. Arrivals stopped at %s; the run ended at %s; measured from %s.
 Utilisation <b>%.1f%%</b>, mean queued %.1f, Jain's fairness index %.3f, %d executor crashes, %d leader failovers.</p>

@@ -23,7 +23,7 @@ leader's real placement on a virtual clock, fed by a workload file: tenants
 and their arrivals, models and service times, executors, failures, and the
 policy file the server takes. See docs/simulator.md and sim/scenarios/.`,
 	}
-	c.AddCommand(simRunCmd(), simPlanCmd())
+	c.AddCommand(simRunCmd(), simPlanCmd(), simCompareCmd())
 	return c
 }
 
@@ -147,10 +147,7 @@ expired, unfinished (shares of submissions), joined by commas.`,
 				return err
 			}
 			simGC()
-			opt := sim.PlanOptions{SLOs: slos, Tier: tier, Group: group, Min: minN, Max: maxN}
-			for i := range seeds {
-				opt.Seeds = append(opt.Seeds, w.Seed+uint64(i))
-			}
+			opt := sim.PlanOptions{SLOs: slos, Tier: tier, Group: group, Min: minN, Max: maxN, Seeds: seedList(w, seeds)}
 			stderr := c.ErrOrStderr()
 			opt.Progress = func(p sim.PlanPoint) {
 				verdict := "misses"
@@ -165,12 +162,7 @@ expired, unfinished (shares of submissions), joined by commas.`,
 				return err
 			}
 			fmt.Fprintf(stderr, "sluice sim: plan took %.2fs (%d runs, %d jobs)\n", time.Since(start).Seconds(), p.Runs, p.Jobs)
-			if out == "json" {
-				enc := json.NewEncoder(c.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
-			}
-			return p.WriteTable(c.OutOrStdout())
+			return writeOut(c.OutOrStdout(), out, p, p.WriteTable)
 		},
 	}
 	c.Flags().StringVar(&workload, "workload", "", "workload file (YAML or JSON; see docs/simulator.md)")
@@ -182,6 +174,92 @@ expired, unfinished (shares of submissions), joined by commas.`,
 	c.Flags().IntVar(&maxN, "max", 10000, "largest executor count to consider")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
+}
+
+func simCompareCmd() *cobra.Command {
+	var workload, out, htmlPath string
+	var policies []string
+	var seeds int
+	var duration time.Duration
+	c := &cobra.Command{
+		Use:   "compare --workload FILE --policy A.yaml --policy B.yaml",
+		Short: "Run one workload under several policies on the same seeds, side by side",
+		Long: `Run the workload under each policy file (instead of its own) on the same
+seeds: the same arrivals, service times and failures, so that what differs is
+what the policies do with them. Prints, per tier and for the cluster, the
+median over the seeds of rejections, waits, GPU-seconds and fairness;
+--report writes an HTML page with each tier's wait-time CDF under every
+policy. To see what a policy would do on the live cluster first, mark its
+new rules shadow: true (docs/limits.md).`,
+		Example: `  sluice sim compare --workload sim/scenarios/flash-crowd.yaml --policy sim/scenarios/policy.yaml --policy stricter.yaml --report ab.html`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if out != "table" && out != "json" {
+				return fmt.Errorf("-o: %q is not table or json", out)
+			}
+			if len(policies) < 2 {
+				return fmt.Errorf("--policy: %d given; give two or more policy files to compare", len(policies))
+			}
+			if seeds < 1 || seeds > 100 {
+				return fmt.Errorf("--seeds: %d is outside 1–100", seeds)
+			}
+			if duration < 0 {
+				return fmt.Errorf("--duration: must not be negative")
+			}
+			w, err := loadWorkload(workload)
+			if err != nil {
+				return err
+			}
+			var strategies []sim.Strategy
+			for _, path := range policies {
+				p, err := node.LoadPolicy(path)
+				if err != nil {
+					return fmt.Errorf("--policy %s: %w", path, err)
+				}
+				strategies = append(strategies, sim.Strategy{Name: path, Policy: p})
+			}
+			simGC()
+			ss := seedList(w, seeds)
+			start := time.Now()
+			cmp, err := sim.Compare(w, strategies, ss, sim.Options{Duration: duration})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.ErrOrStderr(), "sluice sim: %d runs in %.2fs\n", len(strategies)*len(ss), time.Since(start).Seconds())
+			if htmlPath != "" {
+				if err := writeFile(htmlPath, cmp.WriteHTML); err != nil {
+					return err
+				}
+			}
+			return writeOut(c.OutOrStdout(), out, cmp, cmp.WriteTable)
+		},
+	}
+	c.Flags().StringVar(&workload, "workload", "", "workload file (YAML or JSON; see docs/simulator.md)")
+	c.Flags().StringArrayVar(&policies, "policy", nil, "a policy file to run the workload under (repeat: two or more)")
+	c.Flags().IntVar(&seeds, "seeds", 3, "seeds to run each policy with (the workload's seed and the next ones)")
+	c.Flags().DurationVar(&duration, "duration", 0, "stop arrivals at this virtual time instead of the workload's duration")
+	c.Flags().StringVar(&htmlPath, "report", "", "also write a self-contained HTML report (wait-time CDFs per tier under each policy) to this file")
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	return c
+}
+
+// writeOut writes v as indented JSON (-o json) or as table writes it.
+func writeOut(w io.Writer, out string, v any, table func(io.Writer) error) error {
+	if out == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	return table(w)
+}
+
+// seedList is the workload's seed and the n-1 after it.
+func seedList(w *sim.Workload, n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = w.Seed + uint64(i)
+	}
+	return out
 }
 
 // writeFile writes one report form to a file.
