@@ -182,3 +182,12 @@ var commandMessages = func() (m [256]proto.Message) {
 
 // commandMessage is the (shared, read-only) empty message of type t.
 func commandMessage(t CommandType) proto.Message { return commandMessages[t] }
+
+// Split returns a log entry's commands: a CmdBatch entry's, in order, or
+// the entry itself.
+func Split(data []byte) ([][]byte, error) {
+	if len(data) >= headerLen && CommandType(data[0]) == CmdBatch {
+		return splitBatch(data[headerLen:])
+	}
+	return [][]byte{data}, nil
+}

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sluicehq/sluice/node"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/sim"
 )
 
@@ -23,7 +26,7 @@ leader's real placement on a virtual clock, fed by a workload file: tenants
 and their arrivals, models and service times, executors, failures, and the
 policy file the server takes. See docs/simulator.md and sim/scenarios/.`,
 	}
-	c.AddCommand(simRunCmd(), simPlanCmd(), simCompareCmd())
+	c.AddCommand(simRunCmd(), simPlanCmd(), simCompareCmd(), simReplayCmd())
 	return c
 }
 
@@ -239,6 +242,87 @@ new rules shadow: true (docs/limits.md).`,
 	c.Flags().IntVar(&seeds, "seeds", 3, "seeds to run each policy with (the workload's seed and the next ones)")
 	c.Flags().DurationVar(&duration, "duration", 0, "stop arrivals at this virtual time instead of the workload's duration")
 	c.Flags().StringVar(&htmlPath, "report", "", "also write a self-contained HTML report (wait-time CDFs per tier under each policy) to this file")
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	return c
+}
+
+func simReplayCmd() *cobra.Command {
+	var from, outDir, policyPath, group, out string
+	var executors int
+	c := &cobra.Command{
+		Use:   "replay --from DATA_DIR",
+		Short: "Replay what a cluster's log recorded, as it was or under another policy or executor count",
+		Long: `Read a stopped node's data dir (its latest snapshot and the raft log after
+it), build a workload from what happened, the arrivals of each tenant with
+their times and models, each model's service times and the executors, write
+it to --out (workload.json, policy.json and a trace per tenant) and simulate
+it: as recorded, or with --policy or --executors changed ("what if free
+users got 30 a day", "what if we had 4 more GPUs"). Prints the recorded and
+the simulated figures by tier side by side. A Submit the leader refused
+before the log (a clear limit refusal) is not in it, so not replayed.`,
+		Example: `  sluice sim replay --from /var/lib/sluice --executors 12
+  sluice sim replay --from ./data --policy stricter.yaml --out replay/`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if out != "table" && out != "json" {
+				return fmt.Errorf("-o: %q is not table or json", out)
+			}
+			if from == "" {
+				return fmt.Errorf("--from: required (a stopped node's --data directory)")
+			}
+			if executors < 0 {
+				return fmt.Errorf("--executors: must not be negative")
+			}
+			lr, err := node.OpenLog(from)
+			if err != nil {
+				return fmt.Errorf("--from %s: %w", from, err)
+			}
+			rec, err := sim.Record(lr.Snapshot, lr.Entries)
+			lr.Close()
+			if err != nil {
+				return fmt.Errorf("--from %s: %w", from, err)
+			}
+			if outDir == "" {
+				if outDir, err = os.MkdirTemp("", "sluice-replay-"); err != nil {
+					return err
+				}
+			}
+			w, err := rec.Workload(outDir, node.ParsePolicy, func(p *sluicev1.Policy) ([]byte, error) {
+				return protojson.MarshalOptions{Multiline: true}.Marshal(p)
+			})
+			if err != nil {
+				return fmt.Errorf("--from %s: %w", from, err)
+			}
+			if policyPath != "" {
+				p, err := node.LoadPolicy(policyPath)
+				if err != nil {
+					return fmt.Errorf("--policy %s: %w", policyPath, err)
+				}
+				if w, err = w.WithPolicy(p); err != nil {
+					return fmt.Errorf("--policy %s: %w", policyPath, err)
+				}
+			}
+			simGC()
+			r, err := sim.Run(w, sim.Options{Executors: executors, Group: group})
+			if err != nil {
+				return err
+			}
+			stderr := c.ErrOrStderr()
+			fmt.Fprintf(stderr, "sluice sim: replayed %d log entries from %s (%s of traffic); the workload is in %s\n",
+				rec.Entries, from, time.Duration(rec.End-rec.Start).Round(time.Millisecond), filepath.Join(outDir, "workload.json"))
+			recorded, simulated := rec.Recorded(), sim.Simulated(r)
+			if out == "json" {
+				return writeOut(c.OutOrStdout(), out, map[string]any{"recorded": recorded, "simulated": simulated,
+					"workload": filepath.Join(outDir, "workload.json")}, nil)
+			}
+			return sim.WriteReplayTable(c.OutOrStdout(), recorded, simulated)
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "a stopped node's data directory (its --data)")
+	c.Flags().StringVar(&outDir, "out", "", "directory to write the workload to (default: a new temporary one)")
+	c.Flags().StringVar(&policyPath, "policy", "", "simulate under this policy file instead of the recorded one")
+	c.Flags().IntVar(&executors, "executors", 0, "run with this many executors in --group instead of the recorded ones")
+	c.Flags().StringVar(&group, "group", "", "executor group --executors sets (default: the first recorded executor)")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
 }
