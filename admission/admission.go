@@ -154,15 +154,11 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 	if !plan.bounds {
 		return Verdict{Outcome: Proceed}
 	}
-	var wait time.Duration
-	if plan.predictWait {
-		wait = PredictedWait(f, x, model)
-	}
+	// The predicted wait decides max_predicted_wait, and scales a queue
+	// bound's retry hint (scheduler.FairQueue.CheckAdmission).
+	wait := PredictedWait(f, x, model)
 	var be *scheduler.BusyError
 	if errors.As(f.CheckBackpressure(s.Tenant.Name, spec, int64(wait)), &be) {
-		if !plan.predictWait {
-			wait = PredictedWait(f, x, model) // when to come back, unless the bound says
-		}
 		return Verdict{Outcome: Busy, Busy: be, Wait: wait}
 	}
 	return Verdict{Outcome: Proceed}

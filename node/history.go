@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,6 +22,10 @@ type LogReader struct {
 // OpenLog opens dir's stores as the node would, so a node running on dir
 // makes it fail ("locked by another process").
 func OpenLog(dir string) (*LogReader, error) {
+	// openStores would make a new, empty log in a directory that has none.
+	if _, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil {
+		return nil, fmt.Errorf("not a Sluice data dir (no raft.db): %w", err)
+	}
 	st, err := openStores(osDisk{}, dir, "", 0, hclog.NewNullLogger())
 	if err != nil {
 		return nil, err
@@ -31,7 +36,12 @@ func OpenLog(dir string) (*LogReader, error) {
 		st.Close()
 		return nil, fmt.Errorf("snapshots in %s: %w", filepath.Join(dir, "snapshots"), err)
 	}
-	if list, err := snaps.List(); err == nil && len(list) > 0 {
+	list, err := snaps.List()
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("snapshots in %s: %w", dir, err)
+	}
+	if len(list) > 0 {
 		meta, rc, err := snaps.Open(list[0].ID)
 		if err != nil {
 			st.Close()

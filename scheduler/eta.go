@@ -6,9 +6,12 @@ import (
 )
 
 // ETA estimates how long a queued job at 1-based position waits before it
-// starts, when slots serve its kind of job and each takes about service:
-// jobs leave the queue in waves of `slots`, so the job starts after
-// ceil(position/slots) - 1 full waves plus, on average, half of one.
+// starts, when slots busy slots serve its kind of job and each takes about
+// service: slots lanes that each free up a uniform moment into their
+// current job, then every service, free a slot every service/slots on
+// average, so the job starts at the position-th departure, about
+// (position - ½)·service/slots (the first of 16 busy slots frees long
+// before half a service: a job first in line waits service/32 there).
 // With no slots the wait is unknown and ETA returns -1.
 func ETA(position, slots int, service time.Duration) time.Duration {
 	if slots <= 0 {
@@ -17,8 +20,7 @@ func ETA(position, slots int, service time.Duration) time.Duration {
 	if position <= 0 {
 		return 0
 	}
-	waves := (position + slots - 1) / slots
-	return time.Duration(waves-1)*service + service/2
+	return time.Duration((float64(position) - 0.5) * float64(service) / float64(slots))
 }
 
 // WaitBehind estimates the wait of a job at 1-based position among the
@@ -106,10 +108,12 @@ type Band struct{ P10, P50, P90 time.Duration }
 const z90 = 1.2816
 
 // WaitBand is WaitBehind with its band, when attempts take mean ± sd: the
-// job waits ceil(n/slots) - 1 full services in line plus the rest of one
-// (uniform over a service: mean/2 ± mean/√12), n the jobs ahead of it that
-// idle slots do not take at once; the band is the normal one around that
-// (a sum of service times), cut at 0. ok is false when no slot serves it.
+// job starts at the n-th departure of slots busy lanes, n its place among
+// the jobs idle slots do not take at once (ETA); the band is the normal one
+// around that, cut at 0: the slots lanes' departures are a renewal process
+// slots times as fast, so the n-th comes after n-1 services and the rest of
+// one (uniform: mean²/12), each over slots, varying as ((n-1)·sd² +
+// mean²/12)/slots². ok is false when no slot serves it.
 func WaitBand(position, slots, free int, mean, sd time.Duration) (b Band, ok bool) {
 	switch {
 	case slots <= 0:
@@ -117,9 +121,9 @@ func WaitBand(position, slots, free int, mean, sd time.Duration) (b Band, ok boo
 	case position <= free:
 		return Band{}, true
 	}
-	waves := (position - free + slots - 1) / slots
-	p50 := time.Duration(waves-1)*mean + mean/2
-	spread := time.Duration(z90 * math.Sqrt(float64(waves-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12))
+	n := position - free
+	p50 := ETA(n, slots, mean)
+	spread := time.Duration(z90 * math.Sqrt(float64(n-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12) / float64(slots))
 	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}, true
 }
 

@@ -74,7 +74,8 @@ func TestETA(t *testing.T) {
 		pos, slots int
 		want       time.Duration
 	}{
-		{1, 4, time.Second}, {4, 4, time.Second}, {5, 4, 3 * time.Second}, {9, 4, 5 * time.Second}, {1, 0, -1}, {0, 4, 0},
+		{1, 4, 250 * time.Millisecond}, {4, 4, 1750 * time.Millisecond}, {5, 4, 2250 * time.Millisecond}, {9, 4, 4250 * time.Millisecond},
+		{1, 1, time.Second}, {3, 1, 5 * time.Second}, {1, 0, -1}, {0, 4, 0},
 	} {
 		if got := ETA(tc.pos, tc.slots, 2*time.Second); got != tc.want {
 			t.Errorf("ETA(%d, %d, 2s) = %v, want %v", tc.pos, tc.slots, got, tc.want)

@@ -102,8 +102,7 @@ func (s *StrategyRun) summarise() {
 			for i, g := range groups {
 				xs[i] = f(g)
 			}
-			slices.Sort(xs)
-			return round6(xs[len(xs)/2])
+			return round6(median(xs))
 		}
 		r := CompareRow{Name: name,
 			Submitted: med(func(g *Group) float64 { return float64(g.Submitted) }),
@@ -122,8 +121,7 @@ func (s *StrategyRun) summarise() {
 			Jain:       med(func(g *Group) float64 { return g.Jain }),
 		}
 		if len(util) > 0 {
-			slices.Sort(util)
-			r.Utilisation = round6(util[len(util)/2])
+			r.Utilisation = round6(median(util))
 		}
 		return r
 	}
@@ -155,6 +153,17 @@ func (s *StrategyRun) summarise() {
 		util = append(util, rep.Cluster.Utilisation)
 	}
 	s.Cluster = row("all", gs, util)
+}
+
+// median is the middle of xs (the mean of the two middle ones when even).
+func median(xs []float64) float64 {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // WriteTable writes the comparison for a terminal: a block per tier, a

@@ -33,6 +33,7 @@ type Recording struct {
 	service   map[string][]int64      // attempts' run times by model
 	executors map[string]*recExecutor
 	jobs      map[uint64]*recJob
+	running   map[uint64]*recJob // assigned and not yet seen to stop
 	tiers     map[string]*recTier
 }
 
@@ -42,13 +43,14 @@ type recArrival struct {
 }
 
 type recExecutor struct {
-	gpus           int32
+	gpus, inUse    int32 // most GPUs in use at once; in use now
 	memMB          int64
 	slots, running int
 }
 
 type recJob struct {
 	tier, model, exec string
+	gpus              int32
 	submitted         int64
 	started           bool
 }
@@ -68,7 +70,7 @@ func Record(snapshot []byte, entries func(each func(index uint64, data []byte) e
 		}
 	}
 	r := &Recording{arrivals: map[string][]recArrival{}, service: map[string][]int64{}, executors: map[string]*recExecutor{},
-		jobs: map[uint64]*recJob{}, tiers: map[string]*recTier{}}
+		jobs: map[uint64]*recJob{}, running: map[uint64]*recJob{}, tiers: map[string]*recTier{}}
 	err := entries(func(index uint64, data []byte) error {
 		res := f.Apply(index, data)
 		cmds, err := fsm.Split(data)
@@ -89,6 +91,7 @@ func Record(snapshot []byte, entries func(each func(index uint64, data []byte) e
 			}
 			r.note(f, t, now, msg, results[i])
 		}
+		r.settle(f)
 		r.Entries++
 		return nil
 	})
@@ -129,52 +132,51 @@ func (r *Recording) note(f *fsm.FSM, t fsm.CommandType, now int64, msg any, res 
 			tier.rejected++
 		}
 	case *raftv1.Assign:
-		if res.Err != nil {
-			return
+		j := r.jobs[m.JobId]
+		if res.Err != nil || j == nil {
+			return // refused, or submitted before the snapshot (its executor is not sized on it)
 		}
 		x := r.executors[m.Executor]
 		if x == nil {
 			x = &recExecutor{}
 			r.executors[m.Executor] = x
 		}
+		j.exec, j.gpus = m.Executor, max(int32(len(m.Gpus)), 1)
 		x.running++
-		x.slots = max(x.slots, x.running)
-		x.gpus = max(x.gpus, int32(len(m.Gpus)), 1)
-		j := r.jobs[m.JobId]
-		if j == nil {
-			return // submitted before the snapshot
-		}
+		x.inUse += j.gpus
+		x.slots, x.gpus = max(x.slots, x.running), max(x.gpus, x.inUse)
 		if rec, ok := f.Job(m.JobId); ok {
-			x.memMB = max(x.memMB, rec.Spec.GetGpuMemoryMb())
+			if model, ok := f.Model(rec.Spec.GetModel()); ok {
+				x.memMB = max(x.memMB, fsm.JobGPUMemory(rec.Spec, model))
+			}
 		}
-		j.exec = m.Executor
+		r.running[m.JobId] = j
 		if !j.started {
 			j.started = true
 			r.tier(j.tier).waits = append(r.tier(j.tier).waits, now-j.submitted)
 		}
 	case *raftv1.Complete:
-		if j := r.jobs[m.JobId]; j != nil && res.Err == nil {
-			if m.RunNs > 0 {
-				r.service[j.model] = append(r.service[j.model], m.RunNs)
-			}
-			r.release(j)
-		}
-	case *raftv1.Fail:
-		if j := r.jobs[m.JobId]; j != nil && res.Err == nil {
-			r.release(j)
-		}
-	case *raftv1.Cancel:
-		if j := r.jobs[m.JobId]; j != nil && res.Err == nil {
-			r.release(j)
+		if j := r.jobs[m.JobId]; j != nil && res.Err == nil && m.RunNs > 0 {
+			r.service[j.model] = append(r.service[j.model], m.RunNs)
 		}
 	}
 }
 
-func (r *Recording) release(j *recJob) {
-	if x := r.executors[j.exec]; x != nil && x.running > 0 {
-		x.running--
+// settle frees the executors of the jobs that stopped running in the last
+// entry: completed, failed, canceled, requeued, or timed out (which the
+// state machine decides with no command of its own).
+func (r *Recording) settle(f *fsm.FSM) {
+	for id, j := range r.running {
+		if rec, ok := f.Job(id); ok && rec.State == sluicev1.JobState_JOB_STATE_RUNNING && rec.Executor == j.exec {
+			continue
+		}
+		if x := r.executors[j.exec]; x != nil {
+			x.running--
+			x.inUse -= j.gpus
+		}
+		j.exec = ""
+		delete(r.running, id)
 	}
-	j.exec = ""
 }
 
 func (r *Recording) tier(name string) *recTier {
@@ -243,9 +245,20 @@ func (r *Recording) Workload(dir string, parsePolicy func([]byte) (*sluicev1.Pol
 		}
 		w.Models = append(w.Models, ModelSpec{Name: m.Name, Service: s})
 	}
+	// Executors alike (GPUs, jobs at once, memory) make one group, in
+	// the order of their first name: --executors N sets a group's count.
 	for _, name := range sortedKeysOf(r.executors) {
 		x := r.executors[name]
-		w.Executors = append(w.Executors, ExecutorSpec{Name: name, Count: 1, GPUs: x.gpus, Slots: int32(max(x.slots, 1)), GPUMemoryMB: x.memMB})
+		spec := ExecutorSpec{GPUs: max(x.gpus, 1), Slots: int32(max(x.slots, 1)), GPUMemoryMB: x.memMB}
+		i := slices.IndexFunc(w.Executors, func(e ExecutorSpec) bool {
+			return e.GPUs == spec.GPUs && e.Slots == spec.Slots && e.GPUMemoryMB == spec.GPUMemoryMB
+		})
+		if i < 0 {
+			spec.Name = fmt.Sprintf("recorded-%d", len(w.Executors)+1)
+			w.Executors = append(w.Executors, spec)
+			i = len(w.Executors) - 1
+		}
+		w.Executors[i].Count++
 	}
 	if len(w.Executors) == 0 {
 		return nil, errors.New("the log assigns no job to an executor: nothing to size the executors on")

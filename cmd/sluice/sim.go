@@ -260,7 +260,7 @@ it: as recorded, or with --policy or --executors changed ("what if free
 users got 30 a day", "what if we had 4 more GPUs"). Prints the recorded and
 the simulated figures by tier side by side. A Submit the leader refused
 before the log (a clear limit refusal) is not in it, so not replayed.`,
-		Example: `  sluice sim replay --from /var/lib/sluice --executors 12
+		Example: `  sluice sim replay --from /var/lib/sluice --executors 12    # 12 executors like the recorded ones
   sluice sim replay --from ./data --policy stricter.yaml --out replay/`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -321,8 +321,8 @@ before the log (a clear limit refusal) is not in it, so not replayed.`,
 	c.Flags().StringVar(&from, "from", "", "a stopped node's data directory (its --data)")
 	c.Flags().StringVar(&outDir, "out", "", "directory to write the workload to (default: a new temporary one)")
 	c.Flags().StringVar(&policyPath, "policy", "", "simulate under this policy file instead of the recorded one")
-	c.Flags().IntVar(&executors, "executors", 0, "run with this many executors in --group instead of the recorded ones")
-	c.Flags().StringVar(&group, "group", "", "executor group --executors sets (default: the first recorded executor)")
+	c.Flags().IntVar(&executors, "executors", 0, "run with this many executors in --group instead of the recorded number")
+	c.Flags().StringVar(&group, "group", "", "executor group --executors sets: recorded-1, recorded-2, … (executors alike; default recorded-1)")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
 }
