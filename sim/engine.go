@@ -87,11 +87,7 @@ type simJob struct {
 	runStart   int64 // absolute, of the current attempt
 	runNs      int64 // service of the current attempt
 	runTimeout int64
-	// The ETA its Submit's answer gave (etaAt: when, absolute; 0 when not
-	// measured) and its band, for ETA honesty (eta.go).
-	etaAt                  int64
-	etaP10, etaP50, etaP90 int64
-	etaWeight              int32 // how many jobs it stands for (eta.go)
+	eta        bool // its ETA is followed (e.etaNotes)
 }
 
 func (e *executor) hasRoom() bool {
@@ -168,6 +164,7 @@ type engine struct {
 	etaTiers       []etaTally // ETA honesty by tier index (eta.go)
 	etaAll         etaTally
 	etaNoted       int                       // measured jobs given an ETA to follow
+	etaNotes       map[uint64]etaNote        // the followed ETAs of jobs not started yet, by job id
 	challenges     bool                      // the policy has a CHALLENGE rule
 	challengeRules []string                  // their names, in policy order
 	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name

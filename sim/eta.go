@@ -33,6 +33,13 @@ const (
 	etaBins     = 2001
 )
 
+// etaNote is a followed job's ETA: when it was given (absolute), its band,
+// and how many jobs it stands for.
+type etaNote struct {
+	at, p10, p50, p90 int64
+	weight            int32
+}
+
 // etaTally is the ETAs of one tier's (or every) followed job.
 type etaTally struct {
 	n, inBand int64
@@ -65,16 +72,23 @@ func (e *engine) noteETA(j *simJob) {
 			b = b.NotBefore(time.Duration(rec.ReadyNs - e.now))
 		}
 	}
-	j.etaAt, j.etaP10, j.etaP50, j.etaP90, j.etaWeight = e.now, int64(b.P10), int64(b.P50), int64(b.P90), weight
+	if e.etaNotes == nil {
+		e.etaNotes = map[uint64]etaNote{}
+	}
+	e.etaNotes[j.id] = etaNote{at: e.now, p10: int64(b.P10), p50: int64(b.P50), p90: int64(b.P90), weight: weight}
+	j.eta = true
 }
 
 // etaFared counts a job's first start against the ETA it was given.
 func (e *engine) etaFared(j *simJob) {
-	wait := e.now - j.etaAt
+	note := e.etaNotes[j.id]
+	delete(e.etaNotes, j.id)
+	j.eta = false
+	wait := e.now - note.at
 	t := &e.etaTiers[e.tenants[j.tenant].tierIdx]
-	in := j.etaP10 <= wait && wait <= j.etaP90
-	bin := min(int(float64(abs(j.etaP50-wait))/float64(max(wait, etaErrFloor))/etaBinWidth+0.5), etaBins-1)
-	w := int64(j.etaWeight)
+	in := note.p10 <= wait && wait <= note.p90
+	bin := min(int(float64(abs(note.p50-wait))/float64(max(wait, etaErrFloor))/etaBinWidth+0.5), etaBins-1)
+	w := int64(note.weight)
 	for _, et := range []*etaTally{t, &e.etaAll} {
 		et.n += w
 		if in {
@@ -82,7 +96,6 @@ func (e *engine) etaFared(j *simJob) {
 		}
 		et.errs[bin] += w
 	}
-	j.etaAt = 0
 }
 
 func abs(x int64) int64 {

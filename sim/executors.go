@@ -198,7 +198,7 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	j.runNs = dur
 	j.runTimeout = m.timeout
 	if j.firstStart < 0 {
-		if j.etaAt > 0 {
+		if j.eta {
 			e.etaFared(j)
 		}
 		j.firstStart = e.now - e.base

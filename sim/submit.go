@@ -97,7 +97,11 @@ func (e *engine) submit(pi int32) error {
 	if v.Outcome == admission.Proceed {
 		s.Fill(&e.submitMsg)
 		res = e.apply(fsm.CmdSubmit, &e.submitMsg)
-		v = admission.Applied(res)
+		if res.Err == nil {
+			v.Outcome = admission.Admitted // what Applied says, without building its Verdict (2 % on M/M/4)
+		} else {
+			v = admission.Applied(res)
+		}
 	}
 	switch v.Outcome {
 	case admission.Rejected, admission.Replayed:
