@@ -118,6 +118,7 @@ type Node struct {
 	fsm       *fsm.FSM
 	raft      *raft.Raft
 	store     *stores
+	snaps     raft.SnapshotStore // the snapshots raft keeps (ExportLog reads them)
 	netTrans  *raft.NetworkTransport
 	transport raft.Transport
 	execs     *registry
@@ -386,6 +387,7 @@ func (n *Node) startRaft() (err error) {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
 	snaps := n.cfg.disk.snapshots(fileSnaps)
+	n.snaps = snaps
 	n.cfg.RaftAddr = recordedRaftAddr(n.cfg.DataDir, n.cfg.RaftAddr)
 	if n.tls != nil && n.tls.peerPool != nil {
 		// Mutual TLS: both ends present a certificate the peer CA signed.

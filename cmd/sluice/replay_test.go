@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,9 @@ const replayTolerance = 0.10
 
 // TestReplayReproducesRecordedWaits: `sluice dev` with two executors takes
 // three bursts of bob's jobs (2 s each) and queues them; stopped, its data
-// dir is replayed (`sluice sim replay --from`), and the simulated waits
+// dir is replayed (`sluice sim replay --from`; before it stopped, its log
+// was read over the admin API with --from-cluster, recording the same),
+// and the simulated waits
 // by tier come within replayTolerance of the recorded ones. With one more
 // executor the replay says they would have waited less.
 func TestReplayReproducesRecordedWaits(t *testing.T) {
@@ -52,11 +55,9 @@ func TestReplayReproducesRecordedWaits(t *testing.T) {
 		res, err := bob.GetJob(context.Background(), connect.NewRequest(&sluicev1.GetJobRequest{Id: ids[len(ids)-1]}))
 		return err == nil && res.Msg.Job.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
 	})
-	dev.Process.Signal(syscall.SIGTERM)
-	dev.Wait()
 	replay := func(args ...string) map[string]sim.ReplayRow {
 		t.Helper()
-		out, err := exec.Command(bin, append([]string{"sim", "replay", "--from", data, "--out", t.TempDir(), "-o", "json"}, args...)...).Output()
+		out, err := exec.Command(bin, append([]string{"sim", "replay", "--out", t.TempDir(), "-o", "json"}, args...)...).Output()
 		if err != nil {
 			t.Fatalf("replay %v: %v\n%s", args, err, out)
 		}
@@ -73,7 +74,17 @@ func TestReplayReproducesRecordedWaits(t *testing.T) {
 		}
 		return rows
 	}
-	rows := replay()
+	// The running node's log, over the admin API.
+	live := replay("--from-cluster", url, "--key", node.DemoAdminToken)
+	if out, err := exec.Command(bin, "sim", "replay", "--from-cluster", url, "--key", "guess").CombinedOutput(); err == nil || !strings.Contains(string(out), "permission_denied") {
+		t.Fatalf("replay with a wrong admin token: %v\n%s", err, out)
+	}
+	dev.Process.Signal(syscall.SIGTERM)
+	dev.Wait()
+	rows := replay("--from", data)
+	if live["recorded pro"] != rows["recorded pro"] {
+		t.Fatalf("recorded through the API %+v, from the data dir %+v", live["recorded pro"], rows["recorded pro"])
+	}
 	rec, simd := rows["recorded pro"], rows["simulated pro"]
 	t.Logf("pro: recorded %+v, simulated %+v", rec, simd)
 	if rec.Admitted != 18 || simd.Admitted != 18 || rec.WaitP95 < 4 {
@@ -87,7 +98,7 @@ func TestReplayReproducesRecordedWaits(t *testing.T) {
 			t.Errorf("wait %s: simulated %.2fs, recorded %.2fs: further apart than %.0f%% (or 0.5 s)", q.name, q.simd, q.rec, 100*replayTolerance)
 		}
 	}
-	more := replay("--executors", "3")["simulated pro"] // the two recorded, and one more alike
+	more := replay("--from", data, "--executors", "3")["simulated pro"] // the two recorded, and one more alike
 	if more.WaitP95 >= simd.WaitP95 {
 		t.Fatalf("with another executor: p95 %.2fs, as recorded %.2fs", more.WaitP95, simd.WaitP95)
 	}

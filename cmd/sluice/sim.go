@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -247,13 +249,14 @@ new rules shadow: true (docs/limits.md).`,
 }
 
 func simReplayCmd() *cobra.Command {
-	var from, outDir, policyPath, group, out string
+	var from, fromCluster, key, ca, outDir, policyPath, group, out string
 	var executors int
 	c := &cobra.Command{
-		Use:   "replay --from DATA_DIR",
+		Use:   "replay --from DATA_DIR | --from-cluster URL",
 		Short: "Replay what a cluster's log recorded, as it was or under another policy or executor count",
 		Long: `Read a stopped node's data dir (its latest snapshot and the raft log after
-it), build a workload from what happened, the arrivals of each tenant with
+it), or a running node's over the admin API (--from-cluster, with the admin
+token as --key), build a workload from what happened, the arrivals of each tenant with
 their times and models, each model's service times and the executors, write
 it to --out (workload.json, policy.json and a trace per tenant) and simulate
 it: as recorded, or with --policy or --executors changed ("what if free
@@ -261,26 +264,40 @@ users got 30 a day", "what if we had 4 more GPUs"). Prints the recorded and
 the simulated figures by tier side by side. A Submit the leader refused
 before the log (a clear limit refusal) is not in it, so not replayed.`,
 		Example: `  sluice sim replay --from /var/lib/sluice --executors 12    # 12 executors like the recorded ones
-  sluice sim replay --from ./data --policy stricter.yaml --out replay/`,
+  sluice sim replay --from ./data --policy stricter.yaml --out replay/
+  sluice sim replay --from-cluster http://127.0.0.1:7700 --key dev-admin`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if out != "table" && out != "json" {
 				return fmt.Errorf("-o: %q is not table or json", out)
 			}
-			if from == "" {
-				return fmt.Errorf("--from: required (a stopped node's --data directory)")
+			if (from == "") == (fromCluster == "") {
+				return fmt.Errorf("--from or --from-cluster: give one (a stopped node's --data directory, or a node's URL)")
 			}
 			if executors < 0 {
 				return fmt.Errorf("--executors: must not be negative")
 			}
-			lr, err := node.OpenLog(from)
-			if err != nil {
-				return fmt.Errorf("--from %s: %w", from, err)
-			}
-			rec, err := sim.Record(lr.Snapshot, lr.Entries)
-			lr.Close()
-			if err != nil {
-				return fmt.Errorf("--from %s: %w", from, err)
+			var rec *sim.Recording
+			var err error
+			if from != "" {
+				lr, err := node.OpenLog(from)
+				if err != nil {
+					return fmt.Errorf("--from %s: %w", from, err)
+				}
+				rec, err = sim.Record(lr.Snapshot, lr.Entries)
+				lr.Close()
+				if err != nil {
+					return fmt.Errorf("--from %s: %w", from, err)
+				}
+			} else {
+				f := &clientFlags{addr: fromCluster, key: key, ca: ca, output: "text"}
+				if err := f.check(); err != nil {
+					return err
+				}
+				from = f.addr
+				if rec, err = recordCluster(c.Context(), f); err != nil {
+					return fmt.Errorf("--from-cluster %s: %w", f.addr, err)
+				}
 			}
 			if outDir == "" {
 				if outDir, err = os.MkdirTemp("", "sluice-replay-"); err != nil {
@@ -319,12 +336,45 @@ before the log (a clear limit refusal) is not in it, so not replayed.`,
 		},
 	}
 	c.Flags().StringVar(&from, "from", "", "a stopped node's data directory (its --data)")
+	c.Flags().StringVar(&fromCluster, "from-cluster", "", "a running node's URL: its log, over the admin API (AdminService.ExportLog)")
+	c.Flags().StringVar(&key, "key", os.Getenv("SLUICE_API_KEY"), "the admin token, for --from-cluster (env SLUICE_API_KEY)")
+	c.Flags().StringVar(&ca, "ca", os.Getenv("SLUICE_CA"), "CA certificate to verify an https:// --from-cluster with (env SLUICE_CA)")
 	c.Flags().StringVar(&outDir, "out", "", "directory to write the workload to (default: a new temporary one)")
 	c.Flags().StringVar(&policyPath, "policy", "", "simulate under this policy file instead of the recorded one")
 	c.Flags().IntVar(&executors, "executors", 0, "run with this many executors in --group instead of the recorded number")
 	c.Flags().StringVar(&group, "group", "", "executor group --executors sets: recorded-1, recorded-2, … (executors alike; default recorded-1)")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
+}
+
+// recordCluster reads a node's snapshot and log over AdminService.ExportLog
+// and records them (sim.Record).
+func recordCluster(ctx context.Context, f *clientFlags) (*sim.Recording, error) {
+	stream, err := f.adminClient().ExportLog(ctx, connect.NewRequest(&sluicev1.ExportLogRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
+	var snapshot []byte
+	var entries []*sluicev1.LogEntry
+	for stream.Receive() {
+		snapshot = append(snapshot, stream.Msg().GetSnapshot()...)
+		entries = append(entries, stream.Msg().GetEntries()...)
+	}
+	if err := stream.Err(); err != nil {
+		return nil, err
+	}
+	if len(snapshot) == 0 {
+		snapshot = nil
+	}
+	return sim.Record(snapshot, func(each func(uint64, []byte) error) error {
+		for _, e := range entries {
+			if err := each(e.Index, e.Data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // writeOut writes v as indented JSON (-o json) or as table writes it.

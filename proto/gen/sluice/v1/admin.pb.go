@@ -514,6 +514,149 @@ func (x *GetClusterStatusResponse) GetRejections() []*RuleRejections {
 	return nil
 }
 
+type ExportLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportLogRequest) Reset() {
+	*x = ExportLogRequest{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportLogRequest) ProtoMessage() {}
+
+func (x *ExportLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportLogRequest.ProtoReflect.Descriptor instead.
+func (*ExportLogRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+type ExportLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A piece of the snapshot (the state machine's encoding), in order.
+	Snapshot []byte `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// Command entries, in log order.
+	Entries       []*LogEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportLogResponse) Reset() {
+	*x = ExportLogResponse{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportLogResponse) ProtoMessage() {}
+
+func (x *ExportLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportLogResponse.ProtoReflect.Descriptor instead.
+func (*ExportLogResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ExportLogResponse) GetSnapshot() []byte {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *ExportLogResponse) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// LogEntry is one raft log entry's command (fsm.Encode's bytes).
+type LogEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *LogEntry) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *LogEntry) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type RedriveDeadLettersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -525,7 +668,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	mi := &file_sluice_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +680,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[5]
+	mi := &file_sluice_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +693,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RedriveDeadLettersRequest) GetTenant() string {
@@ -584,7 +727,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	mi := &file_sluice_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +739,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[6]
+	mi := &file_sluice_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +752,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RedriveDeadLettersResponse) GetJobIds() []string {
@@ -631,7 +774,7 @@ type ListQueueRequest struct {
 
 func (x *ListQueueRequest) Reset() {
 	*x = ListQueueRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	mi := &file_sluice_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +786,7 @@ func (x *ListQueueRequest) String() string {
 func (*ListQueueRequest) ProtoMessage() {}
 
 func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[7]
+	mi := &file_sluice_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +799,7 @@ func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
 func (*ListQueueRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListQueueRequest) GetPageSize() int32 {
@@ -687,7 +830,7 @@ type ListQueueResponse struct {
 
 func (x *ListQueueResponse) Reset() {
 	*x = ListQueueResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[8]
+	mi := &file_sluice_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +842,7 @@ func (x *ListQueueResponse) String() string {
 func (*ListQueueResponse) ProtoMessage() {}
 
 func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[8]
+	mi := &file_sluice_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +855,7 @@ func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
 func (*ListQueueResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListQueueResponse) GetJobs() []*Job {
@@ -747,7 +890,7 @@ type JoinNodeRequest struct {
 
 func (x *JoinNodeRequest) Reset() {
 	*x = JoinNodeRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[9]
+	mi := &file_sluice_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +902,7 @@ func (x *JoinNodeRequest) String() string {
 func (*JoinNodeRequest) ProtoMessage() {}
 
 func (x *JoinNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[9]
+	mi := &file_sluice_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +915,7 @@ func (x *JoinNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinNodeRequest.ProtoReflect.Descriptor instead.
 func (*JoinNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JoinNodeRequest) GetId() string {
@@ -805,7 +948,7 @@ type JoinNodeResponse struct {
 
 func (x *JoinNodeResponse) Reset() {
 	*x = JoinNodeResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[10]
+	mi := &file_sluice_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +960,7 @@ func (x *JoinNodeResponse) String() string {
 func (*JoinNodeResponse) ProtoMessage() {}
 
 func (x *JoinNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[10]
+	mi := &file_sluice_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +973,7 @@ func (x *JoinNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinNodeResponse.ProtoReflect.Descriptor instead.
 func (*JoinNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinNodeResponse) GetMembers() []*Member {
@@ -849,7 +992,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[11]
+	mi := &file_sluice_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1004,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[11]
+	mi := &file_sluice_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1017,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveNodeRequest) GetId() string {
@@ -893,7 +1036,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[12]
+	mi := &file_sluice_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1048,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[12]
+	mi := &file_sluice_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1061,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveNodeResponse) GetMembers() []*Member {
@@ -938,7 +1081,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[13]
+	mi := &file_sluice_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1093,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[13]
+	mi := &file_sluice_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1106,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -982,7 +1125,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[14]
+	mi := &file_sluice_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1137,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[14]
+	mi := &file_sluice_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1150,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1031,7 +1174,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[15]
+	mi := &file_sluice_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1186,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[15]
+	mi := &file_sluice_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1199,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetPolicyRequest) GetPolicy() *Policy {
@@ -1088,7 +1231,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[16]
+	mi := &file_sluice_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1243,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[16]
+	mi := &file_sluice_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1256,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type GetPolicyRequest struct {
@@ -1124,7 +1267,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[17]
+	mi := &file_sluice_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1279,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[17]
+	mi := &file_sluice_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1292,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type GetPolicyResponse struct {
@@ -1161,7 +1304,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sluice_v1_admin_proto_msgTypes[18]
+	mi := &file_sluice_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1316,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_admin_proto_msgTypes[18]
+	mi := &file_sluice_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1329,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -1249,7 +1392,14 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\fdead_letters\x18\x10 \x03(\v2\x0e.sluice.v1.JobR\vdeadLetters\x129\n" +
 	"\n" +
 	"rejections\x18\x11 \x03(\v2\x19.sluice.v1.RuleRejectionsR\n" +
-	"rejections\"b\n" +
+	"rejections\"\x12\n" +
+	"\x10ExportLogRequest\"^\n" +
+	"\x11ExportLogResponse\x12\x1a\n" +
+	"\bsnapshot\x18\x01 \x01(\fR\bsnapshot\x12-\n" +
+	"\aentries\x18\x02 \x03(\v2\x13.sluice.v1.LogEntryR\aentries\"4\n" +
+	"\bLogEntry\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"b\n" +
 	"\x19RedriveDeadLettersRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x17\n" +
@@ -1285,7 +1435,7 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\x11SetPolicyResponse\"\x12\n" +
 	"\x10GetPolicyRequest\">\n" +
 	"\x11GetPolicyResponse\x12)\n" +
-	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy2\xa8\x05\n" +
+	"\x06policy\x18\x01 \x01(\v2\x11.sluice.v1.PolicyR\x06policy2\xf7\x05\n" +
 	"\fAdminService\x12`\n" +
 	"\x10GetClusterStatus\x12\".sluice.v1.GetClusterStatusRequest\x1a#.sluice.v1.GetClusterStatusResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\x12RedriveDeadLetters\x12$.sluice.v1.RedriveDeadLettersRequest\x1a%.sluice.v1.RedriveDeadLettersResponse\x12C\n" +
@@ -1295,7 +1445,8 @@ const file_sluice_v1_admin_proto_rawDesc = "" +
 	"\x12TransferLeadership\x12$.sluice.v1.TransferLeadershipRequest\x1a%.sluice.v1.TransferLeadershipResponse\x12F\n" +
 	"\tSetPolicy\x12\x1b.sluice.v1.SetPolicyRequest\x1a\x1c.sluice.v1.SetPolicyResponse\x12K\n" +
 	"\tListQueue\x12\x1b.sluice.v1.ListQueueRequest\x1a\x1c.sluice.v1.ListQueueResponse\"\x03\x90\x02\x01\x12K\n" +
-	"\tGetPolicy\x12\x1b.sluice.v1.GetPolicyRequest\x1a\x1c.sluice.v1.GetPolicyResponse\"\x03\x90\x02\x01B\x99\x01\n" +
+	"\tGetPolicy\x12\x1b.sluice.v1.GetPolicyRequest\x1a\x1c.sluice.v1.GetPolicyResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\tExportLog\x12\x1b.sluice.v1.ExportLogRequest\x1a\x1c.sluice.v1.ExportLogResponse\"\x03\x90\x02\x010\x01B\x99\x01\n" +
 	"\rcom.sluice.v1B\n" +
 	"AdminProtoP\x01Z7github.com/sluicehq/sluice/proto/gen/sluice/v1;sluicev1\xa2\x02\x03SXX\xaa\x02\tSluice.V1\xca\x02\tSluice\\V1\xe2\x02\x15Sluice\\V1\\GPBMetadata\xea\x02\n" +
 	"Sluice::V1b\x06proto3"
@@ -1312,69 +1463,75 @@ func file_sluice_v1_admin_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_admin_proto_rawDescData
 }
 
-var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sluice_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_sluice_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),    // 0: sluice.v1.GetClusterStatusRequest
 	(*ExecutorStatus)(nil),             // 1: sluice.v1.ExecutorStatus
 	(*RuleRejections)(nil),             // 2: sluice.v1.RuleRejections
 	(*Member)(nil),                     // 3: sluice.v1.Member
 	(*GetClusterStatusResponse)(nil),   // 4: sluice.v1.GetClusterStatusResponse
-	(*RedriveDeadLettersRequest)(nil),  // 5: sluice.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil), // 6: sluice.v1.RedriveDeadLettersResponse
-	(*ListQueueRequest)(nil),           // 7: sluice.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),          // 8: sluice.v1.ListQueueResponse
-	(*JoinNodeRequest)(nil),            // 9: sluice.v1.JoinNodeRequest
-	(*JoinNodeResponse)(nil),           // 10: sluice.v1.JoinNodeResponse
-	(*RemoveNodeRequest)(nil),          // 11: sluice.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 12: sluice.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 13: sluice.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 14: sluice.v1.TransferLeadershipResponse
-	(*SetPolicyRequest)(nil),           // 15: sluice.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),          // 16: sluice.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),           // 17: sluice.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),          // 18: sluice.v1.GetPolicyResponse
-	(*GPU)(nil),                        // 19: sluice.v1.GPU
-	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 21: google.protobuf.Duration
-	(*Job)(nil),                        // 22: sluice.v1.Job
-	(*Policy)(nil),                     // 23: sluice.v1.Policy
+	(*ExportLogRequest)(nil),           // 5: sluice.v1.ExportLogRequest
+	(*ExportLogResponse)(nil),          // 6: sluice.v1.ExportLogResponse
+	(*LogEntry)(nil),                   // 7: sluice.v1.LogEntry
+	(*RedriveDeadLettersRequest)(nil),  // 8: sluice.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 9: sluice.v1.RedriveDeadLettersResponse
+	(*ListQueueRequest)(nil),           // 10: sluice.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),          // 11: sluice.v1.ListQueueResponse
+	(*JoinNodeRequest)(nil),            // 12: sluice.v1.JoinNodeRequest
+	(*JoinNodeResponse)(nil),           // 13: sluice.v1.JoinNodeResponse
+	(*RemoveNodeRequest)(nil),          // 14: sluice.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 15: sluice.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 16: sluice.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 17: sluice.v1.TransferLeadershipResponse
+	(*SetPolicyRequest)(nil),           // 18: sluice.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),          // 19: sluice.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),           // 20: sluice.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),          // 21: sluice.v1.GetPolicyResponse
+	(*GPU)(nil),                        // 22: sluice.v1.GPU
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 24: google.protobuf.Duration
+	(*Job)(nil),                        // 25: sluice.v1.Job
+	(*Policy)(nil),                     // 26: sluice.v1.Policy
 }
 var file_sluice_v1_admin_proto_depIdxs = []int32{
-	19, // 0: sluice.v1.ExecutorStatus.gpus:type_name -> sluice.v1.GPU
-	20, // 1: sluice.v1.RuleRejections.last_at:type_name -> google.protobuf.Timestamp
-	21, // 2: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
+	22, // 0: sluice.v1.ExecutorStatus.gpus:type_name -> sluice.v1.GPU
+	23, // 1: sluice.v1.RuleRejections.last_at:type_name -> google.protobuf.Timestamp
+	24, // 2: sluice.v1.Member.last_contact:type_name -> google.protobuf.Duration
 	3,  // 3: sluice.v1.GetClusterStatusResponse.members:type_name -> sluice.v1.Member
 	1,  // 4: sluice.v1.GetClusterStatusResponse.executors:type_name -> sluice.v1.ExecutorStatus
-	20, // 5: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
-	22, // 6: sluice.v1.GetClusterStatusResponse.running:type_name -> sluice.v1.Job
-	22, // 7: sluice.v1.GetClusterStatusResponse.dead_letters:type_name -> sluice.v1.Job
+	23, // 5: sluice.v1.GetClusterStatusResponse.now:type_name -> google.protobuf.Timestamp
+	25, // 6: sluice.v1.GetClusterStatusResponse.running:type_name -> sluice.v1.Job
+	25, // 7: sluice.v1.GetClusterStatusResponse.dead_letters:type_name -> sluice.v1.Job
 	2,  // 8: sluice.v1.GetClusterStatusResponse.rejections:type_name -> sluice.v1.RuleRejections
-	22, // 9: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
-	3,  // 10: sluice.v1.JoinNodeResponse.members:type_name -> sluice.v1.Member
-	3,  // 11: sluice.v1.RemoveNodeResponse.members:type_name -> sluice.v1.Member
-	23, // 12: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
-	23, // 13: sluice.v1.GetPolicyResponse.policy:type_name -> sluice.v1.Policy
-	0,  // 14: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
-	5,  // 15: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
-	9,  // 16: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
-	11, // 17: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
-	13, // 18: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
-	15, // 19: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
-	7,  // 20: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
-	17, // 21: sluice.v1.AdminService.GetPolicy:input_type -> sluice.v1.GetPolicyRequest
-	4,  // 22: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
-	6,  // 23: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
-	10, // 24: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
-	12, // 25: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
-	14, // 26: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
-	16, // 27: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
-	8,  // 28: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
-	18, // 29: sluice.v1.AdminService.GetPolicy:output_type -> sluice.v1.GetPolicyResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	7,  // 9: sluice.v1.ExportLogResponse.entries:type_name -> sluice.v1.LogEntry
+	25, // 10: sluice.v1.ListQueueResponse.jobs:type_name -> sluice.v1.Job
+	3,  // 11: sluice.v1.JoinNodeResponse.members:type_name -> sluice.v1.Member
+	3,  // 12: sluice.v1.RemoveNodeResponse.members:type_name -> sluice.v1.Member
+	26, // 13: sluice.v1.SetPolicyRequest.policy:type_name -> sluice.v1.Policy
+	26, // 14: sluice.v1.GetPolicyResponse.policy:type_name -> sluice.v1.Policy
+	0,  // 15: sluice.v1.AdminService.GetClusterStatus:input_type -> sluice.v1.GetClusterStatusRequest
+	8,  // 16: sluice.v1.AdminService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	12, // 17: sluice.v1.AdminService.JoinNode:input_type -> sluice.v1.JoinNodeRequest
+	14, // 18: sluice.v1.AdminService.RemoveNode:input_type -> sluice.v1.RemoveNodeRequest
+	16, // 19: sluice.v1.AdminService.TransferLeadership:input_type -> sluice.v1.TransferLeadershipRequest
+	18, // 20: sluice.v1.AdminService.SetPolicy:input_type -> sluice.v1.SetPolicyRequest
+	10, // 21: sluice.v1.AdminService.ListQueue:input_type -> sluice.v1.ListQueueRequest
+	20, // 22: sluice.v1.AdminService.GetPolicy:input_type -> sluice.v1.GetPolicyRequest
+	5,  // 23: sluice.v1.AdminService.ExportLog:input_type -> sluice.v1.ExportLogRequest
+	4,  // 24: sluice.v1.AdminService.GetClusterStatus:output_type -> sluice.v1.GetClusterStatusResponse
+	9,  // 25: sluice.v1.AdminService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	13, // 26: sluice.v1.AdminService.JoinNode:output_type -> sluice.v1.JoinNodeResponse
+	15, // 27: sluice.v1.AdminService.RemoveNode:output_type -> sluice.v1.RemoveNodeResponse
+	17, // 28: sluice.v1.AdminService.TransferLeadership:output_type -> sluice.v1.TransferLeadershipResponse
+	19, // 29: sluice.v1.AdminService.SetPolicy:output_type -> sluice.v1.SetPolicyResponse
+	11, // 30: sluice.v1.AdminService.ListQueue:output_type -> sluice.v1.ListQueueResponse
+	21, // 31: sluice.v1.AdminService.GetPolicy:output_type -> sluice.v1.GetPolicyResponse
+	6,  // 32: sluice.v1.AdminService.ExportLog:output_type -> sluice.v1.ExportLogResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_admin_proto_init() }
@@ -1391,7 +1548,7 @@ func file_sluice_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_admin_proto_rawDesc), len(file_sluice_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

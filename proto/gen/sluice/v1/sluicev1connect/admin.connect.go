@@ -52,6 +52,8 @@ const (
 	AdminServiceListQueueProcedure = "/sluice.v1.AdminService/ListQueue"
 	// AdminServiceGetPolicyProcedure is the fully-qualified name of the AdminService's GetPolicy RPC.
 	AdminServiceGetPolicyProcedure = "/sluice.v1.AdminService/GetPolicy"
+	// AdminServiceExportLogProcedure is the fully-qualified name of the AdminService's ExportLog RPC.
+	AdminServiceExportLogProcedure = "/sluice.v1.AdminService/ExportLog"
 )
 
 // AdminServiceClient is a client for the sluice.v1.AdminService service.
@@ -77,6 +79,11 @@ type AdminServiceClient interface {
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
 	// GetPolicy returns the policy in force on the answering node's replica.
 	GetPolicy(context.Context, *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error)
+	// ExportLog streams the answering node's latest snapshot and the command
+	// entries of its raft log after it, for a replay (`sluice sim replay
+	// --from-cluster`): the snapshot's pieces first, then the entries in
+	// order, up to the last one the node held when the call began.
+	ExportLog(context.Context, *connect.Request[v1.ExportLogRequest]) (*connect.ServerStreamForClient[v1.ExportLogResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the sluice.v1.AdminService service. By default, it
@@ -141,6 +148,13 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		exportLog: connect.NewClient[v1.ExportLogRequest, v1.ExportLogResponse](
+			httpClient,
+			baseURL+AdminServiceExportLogProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ExportLog")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -154,6 +168,7 @@ type adminServiceClient struct {
 	setPolicy          *connect.Client[v1.SetPolicyRequest, v1.SetPolicyResponse]
 	listQueue          *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
 	getPolicy          *connect.Client[v1.GetPolicyRequest, v1.GetPolicyResponse]
+	exportLog          *connect.Client[v1.ExportLogRequest, v1.ExportLogResponse]
 }
 
 // GetClusterStatus calls sluice.v1.AdminService.GetClusterStatus.
@@ -196,6 +211,11 @@ func (c *adminServiceClient) GetPolicy(ctx context.Context, req *connect.Request
 	return c.getPolicy.CallUnary(ctx, req)
 }
 
+// ExportLog calls sluice.v1.AdminService.ExportLog.
+func (c *adminServiceClient) ExportLog(ctx context.Context, req *connect.Request[v1.ExportLogRequest]) (*connect.ServerStreamForClient[v1.ExportLogResponse], error) {
+	return c.exportLog.CallServerStream(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the sluice.v1.AdminService service.
 type AdminServiceHandler interface {
 	// GetClusterStatus describes the node, the raft group and the queue.
@@ -219,6 +239,11 @@ type AdminServiceHandler interface {
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
 	// GetPolicy returns the policy in force on the answering node's replica.
 	GetPolicy(context.Context, *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error)
+	// ExportLog streams the answering node's latest snapshot and the command
+	// entries of its raft log after it, for a replay (`sluice sim replay
+	// --from-cluster`): the snapshot's pieces first, then the entries in
+	// order, up to the last one the node held when the call began.
+	ExportLog(context.Context, *connect.Request[v1.ExportLogRequest], *connect.ServerStream[v1.ExportLogResponse]) error
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -279,6 +304,13 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceExportLogHandler := connect.NewServerStreamHandler(
+		AdminServiceExportLogProcedure,
+		svc.ExportLog,
+		connect.WithSchema(adminServiceMethods.ByName("ExportLog")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sluice.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetClusterStatusProcedure:
@@ -297,6 +329,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListQueueHandler.ServeHTTP(w, r)
 		case AdminServiceGetPolicyProcedure:
 			adminServiceGetPolicyHandler.ServeHTTP(w, r)
+		case AdminServiceExportLogProcedure:
+			adminServiceExportLogHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -336,4 +370,8 @@ func (UnimplementedAdminServiceHandler) ListQueue(context.Context, *connect.Requ
 
 func (UnimplementedAdminServiceHandler) GetPolicy(context.Context, *connect.Request[v1.GetPolicyRequest]) (*connect.Response[v1.GetPolicyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.GetPolicy is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ExportLog(context.Context, *connect.Request[v1.ExportLogRequest], *connect.ServerStream[v1.ExportLogResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.AdminService.ExportLog is not implemented"))
 }
