@@ -41,6 +41,10 @@ type Executors interface {
 	// Service is the leader's learned service time of model (mean and
 	// deviation: scheduler.ServiceTime), def's when none was learned.
 	Service(model string, def time.Duration) (mean, sd time.Duration)
+	// Share is the share of the slots serving other that also serve
+	// model: about the share of other's queued jobs that model's slots
+	// will run.
+	Share(model, other string) float64
 }
 
 // Submit is one Submit as the leader sees it: who asks (its tenant, the
@@ -170,6 +174,44 @@ func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model) time.Duration
 	total, free := x.Slots(model.GetName())
 	mean, _ := x.Service(model.GetName(), model.GetDefaultDuration().AsDuration())
 	return max(scheduler.WaitBehind(f.QueuedOfModel(model.GetName())+1, total, free, mean), 0)
+}
+
+// QueuedETA is a queued job's ETA and band as the leader answers it (the
+// server's GetJob and the simulator's honesty measure alike): the work of
+// the jobs ahead of it in line that its model's slots will run, of any
+// model, on those slots (scheduler.WaitBandAhead), and no earlier than
+// readyIn (its not_before, a backoff). ok is false when it is not queued or
+// no slot serves it.
+func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, readyIn time.Duration) (scheduler.Band, bool) {
+	type ahead struct {
+		model string
+		n     int
+	}
+	var counts []ahead
+	if !f.AheadOf(id, func(m string, n int) {
+		if n > 0 {
+			counts = append(counts, ahead{m, n})
+		}
+	}) {
+		return scheduler.Band{}, false
+	}
+	name := model.GetName()
+	total, free := x.Slots(name)
+	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
+	var jobs, work float64
+	for _, c := range counts {
+		share, m := 1.0, mean
+		if c.model != name {
+			share = x.Share(name, c.model)
+			if om, ok := f.Model(c.model); ok {
+				m, _ = x.Service(c.model, om.GetDefaultDuration().AsDuration())
+			}
+		}
+		jobs += float64(c.n) * share
+		work += float64(c.n) * share * float64(m)
+	}
+	b, ok := scheduler.WaitBandAhead(jobs, work, total, free, mean, sd)
+	return b.NotBefore(readyIn), ok
 }
 
 // Applied is what a Submit's applied entry decided.

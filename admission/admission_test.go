@@ -26,6 +26,7 @@ func (x executors) Unplaceable(_ string, gpus int32, _ int64) string {
 func (x executors) Service(_ string, def time.Duration) (time.Duration, time.Duration) {
 	return def, def / 2
 }
+func (x executors) Share(string, string) float64 { return 1 }
 
 const sec = int64(time.Second)
 

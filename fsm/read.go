@@ -50,6 +50,15 @@ func (f *FSM) Position(id uint64) (int, bool) {
 	return f.queue.Position(id)
 }
 
+// AheadOf calls each with how many queued jobs of each model come before
+// the queued job id in queue order (scheduler.FairQueue.AheadOf); each
+// must not call the FSM.
+func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.queue.AheadOf(id, each)
+}
+
 // QueueLen is the number of queued jobs.
 func (f *FSM) QueueLen() int {
 	f.mu.RLock()

@@ -584,14 +584,13 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 	if !ok {
 		return jobETA{}
 	}
-	mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		total, free := n.execs.slotsFor(j.Spec.GetModel())
-		b, ok := scheduler.WaitBand(v.Position, total, free, mean, sd)
-		return jobETA{b.NotBefore(time.Duration(j.ReadyNs - now)), ok}
+		b, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, time.Duration(j.ReadyNs-now))
+		return jobETA{b, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
+		mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())
 		return jobETA{scheduler.RunBand(time.Duration(now-j.StartedNs), mean, sd), true}
 	}
 	return jobETA{known: true}

@@ -29,6 +29,8 @@ func (x nodeExecutors) Service(model string, def time.Duration) (mean, sd time.D
 	return x.n.service.estimate(model, def)
 }
 
+func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.share(model, other) }
+
 // admissionPlan is the current policy's admission.Plan, made once per
 // policy (the state machine replaces the policy, never changes it).
 func (n *Node) admissionPlan() admission.Plan {

@@ -364,6 +364,27 @@ func (r *registry) slotsFor(model string) (total, free int) {
 	return total, free
 }
 
+// share is the share of the slots serving other that also serve model.
+func (r *registry) share(model, other string) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	shared, total := 0, 0
+	for _, l := range r.execs {
+		if len(l.info.Models) > 0 && !slices.Contains(l.info.Models, other) {
+			continue
+		}
+		slots := int(max(1, l.info.Slots))
+		total += slots
+		if len(l.info.Models) == 0 || slices.Contains(l.info.Models, model) {
+			shared += slots
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(shared) / float64(total)
+}
+
 // status describes the executors for GetClusterStatus, in name order.
 func (r *registry) status() []*sluicev1.ExecutorStatus {
 	r.mu.Lock()

@@ -140,3 +140,23 @@ func RunBand(elapsed, mean, sd time.Duration) Band {
 func (b Band) NotBefore(wait time.Duration) Band {
 	return Band{P10: max(b.P10, wait), P50: max(b.P50, wait), P90: max(b.P90, wait)}
 }
+
+// WaitBandAhead is WaitBand for executors that serve several models: ahead
+// is the jobs in line before this one that its slots will run, of any
+// model, and work their summed expected service; mean and sd are its own
+// model's. The first free of them start at once; the job then waits for
+// the rest of the work, done by slots lanes (as WaitBand, in units of
+// its own model's service).
+func WaitBandAhead(ahead, work float64, slots, free int, mean, sd time.Duration) (b Band, ok bool) {
+	switch {
+	case slots <= 0:
+		return Band{}, false
+	case ahead < float64(free):
+		return Band{}, true
+	}
+	rest := work * (ahead - float64(free)) / max(ahead, 1) // the work the free slots do not take at once
+	n := rest/float64(mean) + 1                            // this job's place, in services of its model
+	p50 := time.Duration((n - 0.5) * float64(mean) / float64(slots))
+	spread := time.Duration(z90 * math.Sqrt((n-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12) / float64(slots))
+	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}, true
+}

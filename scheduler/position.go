@@ -327,3 +327,58 @@ func (c *Cursor) UnmarshalText(text []byte) error {
 	*c = n
 	return nil
 }
+
+// AheadOf calls each with, for every model with queued jobs, how many of
+// them come before the job in queue order (for its own model, Position - 1),
+// to estimate the work ahead of it on executors that serve several models.
+// Ties across tiers count as after.
+func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
+	x, ok := q.find(id)
+	if !ok {
+		return false
+	}
+	j := &q.jobs[x]
+	pos, _ := q.Position(id)
+	var t *tier
+	var band int
+	var r int64
+	var key uint64
+	if j.promoted {
+		t = &q.tiers[q.flows[j.flow].tier]
+		band = t.band()
+		r = q.convOf(q.flows[j.flow].tier).at(j.sq)
+		key = q.packKey(ordPos, x)
+	}
+	for mi := range q.models {
+		m := &q.models[mi]
+		if m.queued == 0 {
+			continue
+		}
+		if int32(mi) == j.model {
+			each(m.name, pos-1)
+			continue
+		}
+		if !j.promoted {
+			each(m.name, int(m.ready)) // a delayed job comes after every ready one
+			continue
+		}
+		n := 0
+		for _, tt := range m.trees {
+			if tt.root == 0 {
+				continue
+			}
+			ot := &q.tiers[tt.tier]
+			switch ob := ot.band(); {
+			case ob < band:
+				n += q.bSize(tt.root)
+			case ob > band:
+			case ot == t: // the same tier: by key, ties after
+				n += q.bCountWhile(tt.root, func(k uint64) bool { return k < key })
+			default:
+				n += q.countBefore(tt.root, q.convOf(tt.tier), r, ot.name < t.name)
+			}
+		}
+		each(m.name, n)
+	}
+	return true
+}

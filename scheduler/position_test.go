@@ -168,3 +168,23 @@ func TestCursorTokenRejectsGarbage(t *testing.T) {
 		t.Error("empty token is not the start")
 	}
 }
+
+// AheadOf counts, by model, the queued jobs before a job in queue order:
+// one tenant's jobs go in submission order, whatever their model.
+func TestAheadOfCountsEveryModelInQueueOrder(t *testing.T) {
+	q := NewFairQueue(Config{})
+	q.Advance(0)
+	for i, m := range []string{"m", "n", "m", "n", "n"} {
+		q.Enqueue(Job{ID: uint64(i + 1), Seq: uint64(i + 1), Tenant: "a", Model: m, GPUs: 1, Cost: 1})
+	}
+	got := map[string]int{}
+	if !q.AheadOf(4, func(model string, n int) { got[model] = n }) {
+		t.Fatal("job 4 is not queued")
+	}
+	if got["m"] != 2 || got["n"] != 1 {
+		t.Fatalf("ahead of job 4: %v, want 2 of m and 1 of n", got)
+	}
+	if q.AheadOf(99, func(string, int) {}) {
+		t.Fatal("a job not queued has jobs ahead")
+	}
+}

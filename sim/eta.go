@@ -3,7 +3,7 @@ package sim
 import (
 	"time"
 
-	"github.com/sluicehq/sluice/scheduler"
+	"github.com/sluicehq/sluice/admission"
 )
 
 // ETA honesty (issue 22): each measured job's Submit answer carries an ETA
@@ -56,21 +56,15 @@ func (e *engine) noteETA(j *simJob) {
 		weight = etaSample
 	}
 	e.etaNoted++
-	pos, ok := e.f.Position(j.id)
-	if !ok {
-		return
-	}
-	m := &e.models[j.model]
-	total, free := e.slotsFor(m)
-	mean, sd := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
-	b, ok := scheduler.WaitBand(pos, total, free, mean, sd)
-	if !ok {
-		return
-	}
+	var readyIn time.Duration
 	if j.delayed {
 		if rec, ok := e.f.Job(j.id); ok {
-			b = b.NotBefore(time.Duration(rec.ReadyNs - e.now))
+			readyIn = time.Duration(rec.ReadyNs - e.now)
 		}
+	}
+	b, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, readyIn)
+	if !ok {
+		return
 	}
 	if e.etaNotes == nil {
 		e.etaNotes = map[uint64]etaNote{}
@@ -132,4 +126,24 @@ func (t *etaTally) honesty() *ETAHonesty {
 		return round6(float64(etaBins-1) * etaBinWidth)
 	}
 	return &ETAHonesty{Jobs: t.n, InBand: round6(float64(t.inBand) / float64(t.n)), ErrP50: q(0.5), ErrP90: q(0.9)}
+}
+
+// Share is the share of other's slots (executors up) that also serve
+// model, as node's registry counts it.
+func (x simExecutors) Share(model, other string) float64 {
+	shared, total := 0, 0
+	for i := range x.e.execs {
+		ex := &x.e.execs[i]
+		if !ex.up || (len(ex.models) > 0 && !contains(ex.models, other)) {
+			continue
+		}
+		total += int(ex.slots)
+		if len(ex.models) == 0 || contains(ex.models, model) {
+			shared += int(ex.slots)
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(shared) / float64(total)
 }
