@@ -75,10 +75,17 @@ func (q *FairQueue) Position(id uint64) (int, bool) {
 		return int(m.ready) + q.tRank(ordReady, m.delayed, x) + 1, true
 	}
 	t := &q.tiers[q.flows[j.flow].tier]
-	band := t.band()
 	r := q.convOf(q.flows[j.flow].tier).at(j.sq)
-	n := 1
-	for _, tt := range m.trees {
+	return 1 + q.countAhead(m.trees, t, r, func(int32) int { return q.bRank(x) }), true
+}
+
+// countAhead counts the jobs of a model's queue-order trees that come
+// before band time r of tier t: every job of a band before t's, those of
+// t's own tree as sameTier says, and the others' by their mapped keys.
+func (q *FairQueue) countAhead(trees []tierTree, t *tier, r int64, sameTier func(root int32) int) int {
+	band := t.band()
+	n := 0
+	for _, tt := range trees {
 		if tt.root == 0 {
 			continue
 		}
@@ -88,12 +95,12 @@ func (q *FairQueue) Position(id uint64) (int, bool) {
 			n += q.bSize(tt.root)
 		case ob > band:
 		case ot == t:
-			n += q.bRank(x)
+			n += sameTier(tt.root)
 		default:
 			n += q.countBefore(tt.root, q.convOf(tt.tier), r, ot.name < t.name)
 		}
 	}
-	return n, true
+	return n
 }
 
 // countBefore counts the jobs of a queue-order tree that map to a band
@@ -340,15 +347,14 @@ func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
 	j := &q.jobs[x]
 	pos, _ := q.Position(id)
 	var t *tier
-	var band int
 	var r int64
 	var key uint64
 	if j.promoted {
 		t = &q.tiers[q.flows[j.flow].tier]
-		band = t.band()
 		r = q.convOf(q.flows[j.flow].tier).at(j.sq)
 		key = q.packKey(ordPos, x)
 	}
+	before := func(root int32) int { return q.bCountWhile(root, func(k uint64) bool { return k < key }) } // ties after
 	for mi := range q.models {
 		m := &q.models[mi]
 		if m.queued == 0 {
@@ -362,23 +368,7 @@ func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
 			each(m.name, int(m.ready)) // a delayed job comes after every ready one
 			continue
 		}
-		n := 0
-		for _, tt := range m.trees {
-			if tt.root == 0 {
-				continue
-			}
-			ot := &q.tiers[tt.tier]
-			switch ob := ot.band(); {
-			case ob < band:
-				n += q.bSize(tt.root)
-			case ob > band:
-			case ot == t: // the same tier: by key, ties after
-				n += q.bCountWhile(tt.root, func(k uint64) bool { return k < key })
-			default:
-				n += q.countBefore(tt.root, q.convOf(tt.tier), r, ot.name < t.name)
-			}
-		}
-		each(m.name, n)
+		each(m.name, q.countAhead(m.trees, t, r, before))
 	}
 	return true
 }
