@@ -182,7 +182,7 @@ func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model) time.Duration
 // model, on those slots (scheduler.WaitBandAhead), and no earlier than
 // readyIn (its not_before, a backoff). ok is false when it is not queued or
 // no slot serves it.
-func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, readyIn time.Duration) (scheduler.Band, bool) {
+func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, readyIn time.Duration, overtaking func(slots int) float64) (scheduler.Band, bool) {
 	type ahead struct {
 		model string
 		n     int
@@ -210,8 +210,21 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, readyI
 		jobs += float64(c.n) * share
 		work += float64(c.n) * share * float64(m)
 	}
-	b, ok := scheduler.WaitBandAhead(jobs, work, total, free, mean, sd)
+	over := 0.0
+	if overtaking != nil && total > 0 {
+		over = overtaking(total)
+	}
+	b, ok := scheduler.WaitBandAhead(jobs, work, total, free, over, mean, sd)
 	return b.NotBefore(readyIn), ok
+}
+
+// TierShares is the policy's tiers as TierLoad.Overtaking takes them.
+func TierShares(p *sluicev1.Policy) map[string]scheduler.TierShare {
+	out := make(map[string]scheduler.TierShare, len(p.GetTiers()))
+	for _, t := range p.GetTiers() {
+		out[t.Name] = scheduler.TierShare{Weight: t.Weight, Strict: t.Strict}
+	}
+	return out
 }
 
 // Applied is what a Submit's applied entry decided.

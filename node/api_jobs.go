@@ -138,7 +138,7 @@ func (n *Node) precheckSubmit(sub submission) error {
 		return nil
 	}
 	var d limiter.Decision
-	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n}, n.admissionPlan(), sub.request(), model, time.Now().UnixNano(), &d))
+	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d))
 }
 
 // refusal is the answer to a Submit that an admission step refused (nil
@@ -198,6 +198,9 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("job %d vanished after admission", res.JobID))
 	}
 	if !res.Deduplicated {
+		if m, ok := n.fsm.Model(job.Spec.GetModel()); ok {
+			n.tierLoad.add(t.Tier, n.service.expected(m.Name, m.GetDefaultDuration().AsDuration()), time.Now().UnixNano())
+		}
 		n.countAdmission(job, res.Limits)
 		n.shadows.note(n.log, res.Limits, t.Name)
 	}
@@ -587,7 +590,8 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		b, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, time.Duration(j.ReadyNs-now))
+		b, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, time.Duration(j.ReadyNs-now),
+			n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now))
 		return jobETA{b, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -31,21 +32,45 @@ func (x nodeExecutors) Service(model string, def time.Duration) (mean, sd time.D
 
 func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.share(model, other) }
 
-// admissionPlan is the current policy's admission.Plan, made once per
-// policy (the state machine replaces the policy, never changes it).
-func (n *Node) admissionPlan() admission.Plan {
+// admissionPlan is the current policy's admission.Plan and tier shares,
+// made once per policy (the state machine replaces the policy, never
+// changes it).
+func (n *Node) admissionPlan() *policyPlan {
 	p := n.fsm.Policy()
 	if c := n.plan.Load(); c != nil && c.policy == p {
-		return c.plan
+		return c
 	}
-	c := &policyPlan{policy: p, plan: admission.PlanFor(p)}
+	c := &policyPlan{policy: p, plan: admission.PlanFor(p), shares: admission.TierShares(p)}
 	n.plan.Store(c)
-	return c.plan
+	return c
 }
 
 type policyPlan struct {
 	policy *sluicev1.Policy
 	plan   admission.Plan
+	shares map[string]scheduler.TierShare
+}
+
+// tierLoads is the work admitted per tier lately, for ETAs: the leader's
+// soft state, as the simulator keeps it.
+type tierLoads struct {
+	mu   sync.Mutex
+	load scheduler.TierLoad
+}
+
+func (t *tierLoads) add(tier string, work time.Duration, now int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.load.Add(tier, work, now)
+}
+
+// overtaking is TierLoad.Overtaking for a job of tier, under shares.
+func (t *tierLoads) overtaking(tier string, shares map[string]scheduler.TierShare, now int64) func(slots int) float64 {
+	return func(slots int) float64 {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.load.Overtaking(tier, shares, slots, now)
+	}
 }
 
 // busyError turns a backpressure refusal into resource_exhausted "system

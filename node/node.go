@@ -136,6 +136,7 @@ type Node struct {
 	// CHALLENGE rules until every server reads them (gateBatches retries).
 	policyDeferred atomic.Bool
 	plan           atomic.Pointer[policyPlan] // admissionPlan's, for one policy
+	tierLoad       tierLoads                  // work admitted per tier lately, for ETAs
 	shadows        shadowLog                  // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	// checksSafeUntil: the log format gate was last found open for checks
 	// until then (unix ns; checksSafe).

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -147,16 +148,89 @@ func (b Band) NotBefore(wait time.Duration) Band {
 // model's. The first free of them start at once; the job then waits for
 // the rest of the work, done by slots lanes (as WaitBand, in units of
 // its own model's service).
-func WaitBandAhead(ahead, work float64, slots, free int, mean, sd time.Duration) (b Band, ok bool) {
+//
+// overtaking is the slots other tiers' later arrivals will take meanwhile
+// (TierLoad.Overtaking): the work ahead is done by the rest.
+func WaitBandAhead(ahead, work float64, slotCount, free int, overtaking float64, mean, sd time.Duration) (b Band, ok bool) {
 	switch {
-	case slots <= 0:
+	case slotCount <= 0:
 		return Band{}, false
 	case ahead < float64(free):
 		return Band{}, true
 	}
+	slots := max(float64(slotCount)-overtaking, 0.1*float64(slotCount))
 	rest := work * (ahead - float64(free)) / max(ahead, 1) // the work the free slots do not take at once
 	n := rest/float64(mean) + 1                            // this job's place, in services of its model
-	p50 := time.Duration((n - 0.5) * float64(mean) / float64(slots))
-	spread := time.Duration(z90 * math.Sqrt((n-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12) / float64(slots))
+	p50 := time.Duration((n - 0.5) * float64(mean) / slots)
+	spread := time.Duration(z90 * math.Sqrt((n-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12) / slots)
 	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}, true
+}
+
+// tierLoadTau is the time constant of TierLoad's average.
+const tierLoadTau = float64(time.Minute)
+
+// TierLoad is the recent rate of work admitted to each tier: expected
+// service time per unit of time, so the number of slots that tier's
+// arrivals keep busy, as an exponentially decaying average over about a
+// minute. Its zero value is ready; not safe for concurrent use. (Tiers are
+// few: a slice searched in order, cheaper than a map on every admission.)
+type TierLoad struct {
+	names []string
+	rate  []float64
+	at    int64
+}
+
+func (l *TierLoad) decay(now int64) {
+	if now-l.at >= int64(time.Second) { // within a second the average moves under 2 %
+		f := math.Exp(-float64(now-l.at) / tierLoadTau)
+		for i := range l.rate {
+			l.rate[i] *= f
+		}
+		l.at = now
+	}
+}
+
+// Add counts work admitted to tier at now.
+func (l *TierLoad) Add(tier string, work time.Duration, now int64) {
+	l.decay(now)
+	i := slices.Index(l.names, tier)
+	if i < 0 {
+		i = len(l.names)
+		l.names, l.rate = append(l.names, tier), append(l.rate, 0)
+	}
+	l.rate[i] += float64(work) / tierLoadTau
+}
+
+// TierShare is a tier's weight and whether it is strict, for Overtaking.
+type TierShare struct {
+	Weight int32
+	Strict bool
+}
+
+// Overtaking is how many of slots the other tiers' arrivals will take
+// while a job of tier waits, by weighted fair sharing: a strict tier all it
+// brings, another tier what it brings up to its weight's share of the
+// slots (tier itself, backlogged, counts in the shares), at most 90 % of
+// them. (Leaving out the tiers that are backlogged themselves, whose new
+// jobs queue behind their own, did worse on the shipped scenarios.)
+func (l *TierLoad) Overtaking(tier string, tiers map[string]TierShare, slots int, now int64) float64 {
+	l.decay(now)
+	sum := float64(max(tiers[tier].Weight, 1))
+	for i, t := range l.names {
+		if t != tier && l.rate[i] > 0.01 && !tiers[t].Strict {
+			sum += float64(max(tiers[t].Weight, 1))
+		}
+	}
+	over := 0.0
+	for i, t := range l.names { // in first-admitted order: the same sums on every run
+		r := l.rate[i]
+		switch {
+		case t == tier:
+		case tiers[t].Strict:
+			over += r
+		default:
+			over += min(r, float64(slots)*float64(max(tiers[t].Weight, 1))/sum)
+		}
+	}
+	return min(over, 0.9*float64(slots))
 }

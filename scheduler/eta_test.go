@@ -97,3 +97,27 @@ func TestServiceTimeLearns(t *testing.T) {
 		t.Fatalf("after 500 samples of 4 s ± 0.58: %v ± %v", m, sd)
 	}
 }
+
+// The other tiers' arrivals take what they bring up to their weight's
+// share of the slots, a strict tier all of it; a minute later they have
+// faded.
+func TestTierLoadOvertaking(t *testing.T) {
+	var l TierLoad
+	minute := int64(time.Minute)
+	tiers := map[string]TierShare{"free": {Weight: 1}, "pro": {Weight: 4}, "ops": {Weight: 1, Strict: true}}
+	l.Add("pro", 2*time.Minute, 0)  // 2 slots' worth of pro work a minute
+	l.Add("free", 9*time.Minute, 0) // 9 of free
+	if got := l.Overtaking("free", tiers, 10, 0); math.Abs(got-2) > 1e-9 {
+		t.Errorf("a free job: pro takes %.2f slots, want 2 (all it brings, under its share of 8)", got)
+	}
+	if got := l.Overtaking("pro", tiers, 10, 0); math.Abs(got-2) > 1e-9 {
+		t.Errorf("a pro job: free takes %.2f slots, want 2 (its share of 10, 1/5)", got)
+	}
+	l.Add("ops", 3*time.Minute, 0)
+	if got := l.Overtaking("pro", tiers, 10, 0); math.Abs(got-5) > 1e-9 {
+		t.Errorf("a pro job with strict ops: %.2f slots, want 2 + 3", got)
+	}
+	if got := l.Overtaking("pro", tiers, 10, 5*minute); got > 0.1 {
+		t.Errorf("five minutes later: %.2f slots still taken", got)
+	}
+}

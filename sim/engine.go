@@ -163,7 +163,9 @@ type engine struct {
 	needRecord     bool       // admissions can be delayed, degraded or time out
 	etaTiers       []etaTally // ETA honesty by tier index (eta.go)
 	etaAll         etaTally
-	etaNoted       int                       // measured jobs given an ETA to follow
+	etaNoted       int                // measured jobs given an ETA to follow
+	tierLoad       scheduler.TierLoad // work admitted per tier, for ETAs (as the leader's)
+	tierShares     map[string]scheduler.TierShare
 	etaNotes       map[uint64]etaNote        // the followed ETAs of jobs not started yet, by job id
 	challenges     bool                      // the policy has a CHALLENGE rule
 	challengeRules []string                  // their names, in policy order
@@ -275,6 +277,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 		e.tiers = append(e.tiers, t.Name)
 	}
 	e.etaTiers = make([]etaTally, len(e.tiers))
+	e.tierShares = admission.TierShares(pol)
 	ptenants := map[string]*sluicev1.Tenant{}
 	for _, t := range pol.GetTenants() {
 		ptenants[t.Name] = t

@@ -62,7 +62,10 @@ func (e *engine) noteETA(j *simJob) {
 			readyIn = time.Duration(rec.ReadyNs - e.now)
 		}
 	}
-	b, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, readyIn)
+	tier := e.tenants[j.tenant].tier
+	b, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, readyIn, func(slots int) float64 {
+		return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now)
+	})
 	if !ok {
 		return
 	}

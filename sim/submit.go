@@ -135,6 +135,8 @@ func (e *engine) submit(pi int32) error {
 	if j.delayed && j.measured {
 		t.tally.delayed++
 	}
+	mean, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
+	e.tierLoad.Add(t.tier, mean, e.now)
 	if j.measured {
 		e.noteETA(j)
 	}
