@@ -25,6 +25,11 @@ import (
 // ChallengeKeyLen is the length of the key a SetPolicy brings.
 const ChallengeKeyLen = 32
 
+// ChallengeRuleSep joins, in a challenge, a pass and a ChallengeSpend, the
+// names of the CHALLENGE rules one challenge covers (a request over two at
+// once gets one challenge for both); no CHALLENGE rule's name contains it.
+const ChallengeRuleSep = "\n"
+
 // Defaults and bounds of a rule's ChallengeSettings.
 const (
 	DefaultChallengeDifficulty = 18
@@ -80,7 +85,7 @@ func validateChallenge(r *sluicev1.Rule, field string) error {
 		}
 		return nil
 	}
-	if strings.Contains(r.Name, "\n") {
+	if strings.Contains(r.Name, ChallengeRuleSep) {
 		return fmt.Errorf("%s.name: a CHALLENGE rule's name may not contain a newline", field)
 	}
 	field += ".challenge"
@@ -171,8 +176,7 @@ func (f *FSM) spendable(c *raftv1.Submit) ([]string, error) {
 	case sp.ExpiresNs <= f.now:
 		return nil, &LimitError{Rule: sp.Rule, Verdict: VerdictExpired, Detail: "the challenge expired before the answer was applied"}
 	}
-	// A challenge may cover several rules, their names joined by newlines.
-	return append(slices.Clip(c.Exempt), strings.Split(sp.Rule, "\n")...), nil
+	return append(slices.Clip(c.Exempt), strings.Split(sp.Rule, ChallengeRuleSep)...), nil
 }
 
 // spend records an admitted Submit's answered challenge.

@@ -49,10 +49,8 @@ var challengeHeaders = []string{challengeHeader, challengeRuleHeader, challengeK
 // maxPasses bounds the passes one Submit may carry.
 const maxPasses = 8
 
-// ruleSep joins, inside a token, the names of the rules one challenge or
-// pass covers: a request over two CHALLENGE rules at once gets one
-// challenge for both (a CHALLENGE rule's name may not contain it).
-const ruleSep = "\n"
+// ruleSep joins the names of the rules one challenge or pass covers.
+const ruleSep = fsm.ChallengeRuleSep
 
 // covered is a CHALLENGE rule a token names, with its settings.
 type covered struct {

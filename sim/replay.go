@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -208,7 +209,7 @@ func (r *Recording) Workload(dir string, parsePolicy func([]byte) (*sluicev1.Pol
 	if err := os.WriteFile(filepath.Join(dir, "policy.json"), pj, 0o644); err != nil {
 		return nil, err
 	}
-	tenants := sortedKeysOf(r.arrivals)
+	tenants := sortedNames(r.arrivals)
 	for _, name := range tenants {
 		var b strings.Builder
 		for _, a := range r.arrivals[name] {
@@ -225,7 +226,7 @@ func (r *Recording) Workload(dir string, parsePolicy func([]byte) (*sluicev1.Pol
 			counts[a.model]++
 		}
 		var mix []ModelMix
-		for _, m := range sortedKeysOf(counts) {
+		for _, m := range sortedNames(counts) {
 			mix = append(mix, ModelMix{Model: m, Share: float64(counts[m])})
 		}
 		w.Tenants = append(w.Tenants, TenantSpec{Name: name, Arrivals: Arrivals{Trace: file}, Mix: mix})
@@ -247,7 +248,7 @@ func (r *Recording) Workload(dir string, parsePolicy func([]byte) (*sluicev1.Pol
 	}
 	// Executors alike (GPUs, jobs at once, memory) make one group, in
 	// the order of their first name: --executors N sets a group's count.
-	for _, name := range sortedKeysOf(r.executors) {
+	for _, name := range sortedNames(r.executors) {
 		x := r.executors[name]
 		spec := ExecutorSpec{GPUs: max(x.gpus, 1), Slots: int32(max(x.slots, 1)), GPUMemoryMB: x.memMB}
 		i := slices.IndexFunc(w.Executors, func(e ExecutorSpec) bool {
@@ -286,15 +287,6 @@ func meanSD(xs []int64) (mean, sd float64) {
 	return mean, math.Sqrt(sd / float64(len(xs)))
 }
 
-func sortedKeysOf[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // safeName keeps letters, digits, '-' and '_' of a tenant's name for a file name.
 func safeName(s string) string {
 	return strings.Map(func(r rune) rune {
@@ -321,7 +313,7 @@ type ReplayRow struct {
 // wait from the Submit's entry to its first Assign's.
 func (r *Recording) Recorded() []ReplayRow {
 	var out []ReplayRow
-	for _, name := range sortedKeysOf(r.tiers) {
+	for _, name := range sortedNames(r.tiers) {
 		t := r.tiers[name]
 		ws := slices.Clone(t.waits)
 		slices.Sort(ws)
@@ -382,3 +374,6 @@ func WriteReplayTable(w io.Writer, recorded, simulated []ReplayRow) error {
 
 // marshalWorkload is w as a workload file (JSON, which the loader reads as YAML's subset).
 func marshalWorkload(w *Workload) ([]byte, error) { return json.MarshalIndent(w, "", "  ") }
+
+// sortedNames is m's keys in order.
+func sortedNames[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
