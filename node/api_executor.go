@@ -112,12 +112,14 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 	}
 	// Adopt only the attempts the log has running on this executor; tell
 	// it to stop the others.
-	adopt := make(map[uint64]int32, len(running))
+	adopt := make(map[uint64]adopted, len(running))
 	var stops []*sluicev1.LeaseResponse
 	for id, attempt := range running {
-		if a, ok := n.fsm.RunningAttempt(id); ok && a == attempt && n.runsOn(id, req.Msg.Executor.Name) {
-			adopt[id] = attempt
-			continue
+		if a, ok := n.fsm.RunningAttempt(id); ok && a == attempt {
+			if j, ok := n.fsm.Job(id); ok && j.Executor == req.Msg.Executor.Name {
+				adopt[id] = adopted{attempt: attempt, gpus: j.Gpus} // it holds the GPUs it was assigned
+				continue
+			}
 		}
 		stops = append(stops, &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Stop{Stop: &sluicev1.StopAttempt{
 			JobId: FormatJobID(id), Attempt: attempt, Reason: "the log no longer has this attempt running here"}}})
@@ -126,7 +128,7 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 	l := n.execs.attach(info, adopt, time.Now())
 	n.metrics.Leased()
 	defer n.execs.detach(info.Name, l.gen)
-	n.log.Info("executor leased", "executor", info.Name, "gpus", gpuCount(info), "slots", max(1, info.Slots), "adopted", len(adopt))
+	n.log.Info("executor leased", "executor", info.Name, "gpus", max(1, len(info.Gpus)), "slots", max(1, info.Slots), "adopted", len(adopt))
 	// The stream is never silent for long: an executor that hears nothing for
 	// three keepalive periods takes this leader for gone (paused or cut
 	// off, with the connection still open) and looks for the next one.

@@ -212,14 +212,14 @@ func (n *Node) onPoolEvent(e PoolEvent) {
 			if n.term() == nil {
 				return
 			}
-			held := n.execs.detachByName(e.Name)
-			if held == nil {
+			held, ok := n.execs.detachByName(e.Name)
+			if !ok {
 				return
 			}
 			n.metrics.Lost()
 			n.log.Warn("executor left the gossip pool", "executor", e.Name, "attempts", len(held))
-			for id, a := range held {
-				n.requeue(id, a.attempt, fmt.Sprintf("executor %s left the gossip pool (stopped or failed)", e.Name))
+			for _, a := range held {
+				n.requeue(a.Job, a.Attempt, fmt.Sprintf("executor %s left the gossip pool (stopped or failed)", e.Name))
 			}
 		}()
 	case "update", "join":

@@ -151,11 +151,11 @@ func (n *Node) stopStaleRuns() {
 // heartbeats, and forgets those executors until they lease again.
 func (n *Node) expireLeases() {
 	for _, l := range n.execs.expired(time.Now(), 3*n.cfg.HeartbeatInterval) {
-		held := n.execs.detach(l.name, l.gen)
+		held, _ := n.execs.detach(l.name, l.gen)
 		n.metrics.Lost()
 		n.log.Warn("executor lease expired", "executor", l.name, "attempts", len(held))
-		for id, a := range held {
-			n.requeue(id, a.attempt, fmt.Sprintf("executor %s missed its lease (no heartbeat for %v)", l.name, 3*n.cfg.HeartbeatInterval))
+		for _, a := range held {
+			n.requeue(a.Job, a.Attempt, fmt.Sprintf("executor %s missed its lease (no heartbeat for %v)", l.name, 3*n.cfg.HeartbeatInterval))
 		}
 	}
 }

@@ -1,14 +1,13 @@
 package node
 
 import (
-	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/metrics"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -20,24 +19,17 @@ import (
 // relearns it all from the executors' new leases, granting them
 // Config.LeaseGrace before it requeues attempts nobody claims.
 
-// leased is one executor with a live lease.
+// leased is one executor with a live lease: what the lease stream needs.
+// What it offers and runs is the registry's admission.Fleet.
 type leased struct {
-	name string // fixed for the lease's life; info may be replaced (under the lock)
-	info *sluicev1.ExecutorInfo
+	name string
+	info *sluicev1.ExecutorInfo // replaced, never changed (under the lock)
 	// out carries assignments and stops to the lease stream.
-	out  chan *sluicev1.LeaseResponse
-	done chan struct{} // closed when the lease ends
-	gen  uint64        // which lease stream: a reconnect replaces the entry
-
-	running  map[uint64]attemptRun // job → attempt running there
-	reserved map[uint64][]string   // assignment proposed, not yet committed: its GPUs
+	out      chan *sluicev1.LeaseResponse
+	done     chan struct{} // closed when the lease ends
+	gen      uint64        // which lease stream: a reconnect replaces the entry
 	lastSeen time.Time
 	progress map[uint64]progressReport
-}
-
-type attemptRun struct {
-	attempt int32
-	gpus    []string
 }
 
 type progressReport struct {
@@ -50,16 +42,19 @@ type progressReport struct {
 // when it does not say.
 const maxWarm = 2
 
-// registry holds the leased executors.
+// registry holds the leased executors: their lease streams, and the
+// leader's book of what they offer and run (admission.Fleet, the book the
+// simulator keeps too).
 type registry struct {
 	mu    sync.Mutex
 	execs map[string]*leased
+	fleet *admission.Fleet
 	gen   uint64
 	freed chan struct{}
 }
 
 func newRegistry() *registry {
-	return &registry{execs: make(map[string]*leased), freed: make(chan struct{}, 1)}
+	return &registry{execs: make(map[string]*leased), fleet: admission.NewFleet(), freed: make(chan struct{}, 1)}
 }
 
 func (r *registry) signal() {
@@ -69,9 +64,28 @@ func (r *registry) signal() {
 	}
 }
 
+// descOf is what an executor's description offers.
+func descOf(info *sluicev1.ExecutorInfo) admission.Desc {
+	d := admission.Desc{Name: info.Name, Slots: info.Slots, Models: info.Models, Warm: info.WarmModels, WarmCap: maxWarm}
+	uuids := make([]string, len(info.Gpus))
+	for i, g := range info.Gpus {
+		uuids[i] = g.Uuid
+		d.GPUMemoryMB = append(d.GPUMemoryMB, g.MemoryTotalMb)
+	}
+	d.GPUs = admission.GPUIDs(uuids)
+	return d
+}
+
+// adopted is an attempt an executor says it runs, which the log has
+// running there on gpus.
+type adopted struct {
+	attempt int32
+	gpus    []string
+}
+
 // attach registers a new lease for an executor, replacing (and ending) any
 // older one of the same name, and adopts the attempts it says it runs.
-func (r *registry) attach(info *sluicev1.ExecutorInfo, running map[uint64]int32, now time.Time) *leased {
+func (r *registry) attach(info *sluicev1.ExecutorInfo, running map[uint64]adopted, now time.Time) *leased {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old, ok := r.execs[info.Name]; ok {
@@ -79,28 +93,31 @@ func (r *registry) attach(info *sluicev1.ExecutorInfo, running map[uint64]int32,
 	}
 	r.gen++
 	l := &leased{name: info.Name, info: info, out: make(chan *sluicev1.LeaseResponse, 256), done: make(chan struct{}), gen: r.gen,
-		running: make(map[uint64]attemptRun), reserved: make(map[uint64][]string), lastSeen: now,
-		progress: make(map[uint64]progressReport)}
+		lastSeen: now, progress: make(map[uint64]progressReport)}
+	d := descOf(info)
+	runs := make([]admission.Run, 0, len(running))
 	for id, a := range running {
-		l.running[id] = attemptRun{attempt: a}
+		runs = append(runs, admission.Run{Job: id, Attempt: a.attempt, GPUs: admission.GPUMask(d.GPUs, a.gpus)})
 	}
+	r.fleet.Attach(d, runs)
 	r.execs[info.Name] = l
 	r.signal()
 	return l
 }
 
 // detach ends a lease if it is still the executor's current one, and
-// returns the attempts it held.
-func (r *registry) detach(name string, gen uint64) map[uint64]attemptRun {
+// returns the attempts it ran; false when it was not (then it did nothing).
+func (r *registry) detach(name string, gen uint64) ([]admission.Run, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l, ok := r.execs[name]
 	if !ok || l.gen != gen {
-		return nil
+		return nil, false
 	}
 	delete(r.execs, name)
 	close(l.done)
-	return l.running
+	i, _ := r.fleet.Index(name)
+	return slices.DeleteFunc(r.fleet.Remove(i), func(run admission.Run) bool { return run.Reserved }), true
 }
 
 // clear ends every lease (leadership lost).
@@ -111,6 +128,7 @@ func (r *registry) clear() {
 		close(l.done)
 		delete(r.execs, name)
 	}
+	r.fleet.Clear()
 }
 
 // expired lists executors whose last heartbeat is older than ttl.
@@ -138,105 +156,48 @@ func (r *registry) heartbeat(name string, info *sluicev1.ExecutorInfo, now time.
 	l.lastSeen = now
 	if info != nil && info.Name == name {
 		l.info = info
+		i, _ := r.fleet.Index(name)
+		r.fleet.Update(i, descOf(info))
 	}
 	return true
 }
 
-func gpuCount(info *sluicev1.ExecutorInfo) int32 { return int32(len(gpuIDs(info))) }
-
-// gpuIDs names an executor's GPUs by UUID; one that declares none has one.
-func gpuIDs(info *sluicev1.ExecutorInfo) []string {
-	if len(info.Gpus) == 0 {
-		return []string{"gpu0"}
+// index is the fleet's number of a leased executor (under the lock).
+func (r *registry) index(name string) (int32, bool) {
+	if _, ok := r.execs[name]; !ok {
+		return 0, false
 	}
-	ids := make([]string, len(info.Gpus))
-	for i, g := range info.Gpus {
-		ids[i] = g.Uuid
-		if ids[i] == "" {
-			ids[i] = "gpu" + strconv.Itoa(i)
-		}
-	}
-	return ids
+	return r.fleet.Index(name)
 }
 
-// usedGPUs is the set of GPU ids held by running and reserved attempts.
-func (l *leased) usedGPUs() map[string]bool {
-	used := make(map[string]bool)
-	for _, a := range l.running {
-		for _, g := range a.gpus {
-			used[g] = true
-		}
-	}
-	for _, gs := range l.reserved {
-		for _, g := range gs {
-			used[g] = true
-		}
-	}
-	return used
-}
-
-func (l *leased) jobs() int { return len(l.running) + len(l.reserved) }
-
-// freeSlots offers one Slot per executor, in name order: the GPUs free now,
-// the executor's total, how many more jobs it may take and the models warm
-// on it. Full executors are offered too (no GPUs free) so that the
-// scheduler can hold one for a big job.
+// freeSlots offers the executors to placement (admission.Fleet.Offer), full
+// ones too so that the scheduler can hold one for a big job.
 func (r *registry) freeSlots() []scheduler.Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	names := make([]string, 0, len(r.execs))
-	for n := range r.execs {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	out := make([]scheduler.Slot, 0, len(names))
-	for _, n := range names {
-		l := r.execs[n]
-		total := gpuCount(l.info)
-		free := max(0, total-int32(len(l.usedGPUs())))
-		jobs := int32(max(0, int(max(1, l.info.Slots))-l.jobs()))
-		if jobs == 0 {
-			free = 0 // Slot.Jobs 0 means 1: no GPUs free is what says "full"
-		}
-		var mem int64
-		for _, g := range l.info.Gpus {
-			if mem == 0 || g.MemoryTotalMb < mem {
-				mem = g.MemoryTotalMb
-			}
-		}
-		out = append(out, scheduler.Slot{Executor: n, GPUs: free, TotalGPUs: total, GPUMemoryMB: mem,
-			Models: l.info.Models, Warm: l.info.WarmModels, Jobs: jobs})
-	}
-	return out
+	return r.fleet.Offer(nil, true)
 }
 
 // reserve picks free GPUs on the executor for a job about to be assigned.
 func (r *registry) reserve(executor string, job uint64, gpus int32) ([]string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.execs[executor]
-	if !ok || l.jobs() >= int(max(1, l.info.Slots)) {
+	i, ok := r.index(executor)
+	if !ok {
 		return nil, false
 	}
-	used := l.usedGPUs()
-	var pick []string
-	for _, id := range gpuIDs(l.info) {
-		if !used[id] && int32(len(pick)) < gpus {
-			pick = append(pick, id)
-		}
-	}
-	if int32(len(pick)) < gpus {
+	mask, ok := r.fleet.Reserve(i, job, gpus, 0)
+	if !ok {
 		return nil, false
 	}
-	l.reserved[job] = pick
-	return pick, true
+	return r.fleet.IDs(i, mask), true
 }
 
 // unreserve gives back a reservation whose assignment did not commit.
 func (r *registry) unreserve(executor string, job uint64) {
 	r.mu.Lock()
-	if l, ok := r.execs[executor]; ok {
-		delete(l.reserved, job)
+	if i, ok := r.index(executor); ok {
+		r.fleet.Unreserve(i, job)
 	}
 	r.mu.Unlock()
 	r.signal()
@@ -247,29 +208,26 @@ func (r *registry) unreserve(executor string, job uint64) {
 func (r *registry) started(executor string, job uint64, attempt int32, msg *sluicev1.LeaseResponse) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.execs[executor]
+	i, ok := r.index(executor)
 	if !ok {
 		return false
 	}
-	gpus := l.reserved[job]
-	delete(l.reserved, job)
 	select {
-	case l.out <- msg:
+	case r.execs[executor].out <- msg:
 	default:
+		r.fleet.Unreserve(i, job)
 		return false // the stream is stuck; the lease will expire
 	}
-	l.running[job] = attemptRun{attempt: attempt, gpus: gpus}
-	l.info.WarmModels = scheduler.WarmAfter(l.info.WarmModels, msg.GetAssignment().GetModel(), maxWarm)
-	return true
+	_, ok = r.fleet.Start(i, job, attempt, msg.GetAssignment().GetModel())
+	return ok
 }
 
 // finished frees an attempt's place.
 func (r *registry) finished(executor string, job uint64, attempt int32) {
 	r.mu.Lock()
-	if l, ok := r.execs[executor]; ok {
-		if a, ok := l.running[job]; ok && a.attempt == attempt {
-			delete(l.running, job)
-			delete(l.progress, job)
+	if i, ok := r.index(executor); ok {
+		if _, ok := r.fleet.Finish(i, job, attempt); ok {
+			delete(r.execs[executor].progress, job)
 		}
 	}
 	r.mu.Unlock()
@@ -279,15 +237,13 @@ func (r *registry) finished(executor string, job uint64, attempt int32) {
 // stop tells an executor to stop an attempt and frees its place.
 func (r *registry) stop(executor string, job uint64, attempt int32, reason string) {
 	r.mu.Lock()
-	if l, ok := r.execs[executor]; ok {
+	if i, ok := r.index(executor); ok {
 		select {
-		case l.out <- &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Stop{Stop: &sluicev1.StopAttempt{
+		case r.execs[executor].out <- &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Stop{Stop: &sluicev1.StopAttempt{
 			JobId: FormatJobID(job), Attempt: attempt, Reason: reason}}}:
 		default:
 		}
-		if a, ok := l.running[job]; ok && a.attempt == attempt {
-			delete(l.running, job)
-		}
+		r.fleet.Finish(i, job, attempt)
 	}
 	r.mu.Unlock()
 	r.signal()
@@ -297,15 +253,8 @@ func (r *registry) stop(executor string, job uint64, attempt int32, reason strin
 func (r *registry) holds(executor string, job uint64, attempt int32) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.execs[executor]
-	if !ok {
-		return false
-	}
-	if _, ok := l.reserved[job]; ok {
-		return true
-	}
-	a, ok := l.running[job]
-	return ok && a.attempt == attempt
+	i, ok := r.index(executor)
+	return ok && r.fleet.Holds(i, job, attempt)
 }
 
 // attempts lists every running attempt by executor.
@@ -313,12 +262,14 @@ func (r *registry) attempts() map[string]map[uint64]int32 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make(map[string]map[uint64]int32, len(r.execs))
-	for name, l := range r.execs {
-		m := make(map[uint64]int32, len(l.running))
-		for id, a := range l.running {
-			m[id] = a.attempt
+	for i := range int32(r.fleet.Len()) {
+		m := make(map[uint64]int32)
+		for _, run := range r.fleet.Runs(i) {
+			if !run.Reserved {
+				m[run.Job] = run.Attempt
+			}
 		}
-		out[name] = m
+		out[r.fleet.Name(i)] = m
 	}
 	return out
 }
@@ -327,14 +278,11 @@ func (r *registry) attempts() map[string]map[uint64]int32 {
 func (r *registry) setProgress(executor string, job uint64, p progressReport) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.execs[executor]
-	if !ok {
+	i, ok := r.index(executor)
+	if !ok || !r.fleet.Running(i, job, p.attempt) {
 		return false
 	}
-	if a, ok := l.running[job]; !ok || a.attempt != p.attempt {
-		return false
-	}
-	l.progress[job] = p
+	r.execs[executor].progress[job] = p
 	return true
 }
 
@@ -354,66 +302,46 @@ func (r *registry) progressOf(executor string, job uint64, attempt int32) (progr
 func (r *registry) slotsFor(model string) (total, free int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, l := range r.execs {
-		if len(l.info.Models) == 0 || slices.Contains(l.info.Models, model) {
-			slots := int(max(1, l.info.Slots))
-			total += slots
-			free += max(0, slots-l.jobs())
-		}
-	}
-	return total, free
+	return r.fleet.Slots(model)
 }
 
 // share is the share of the slots serving other that also serve model.
 func (r *registry) share(model, other string) float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	shared, total := 0, 0
-	for _, l := range r.execs {
-		if len(l.info.Models) > 0 && !slices.Contains(l.info.Models, other) {
-			continue
-		}
-		slots := int(max(1, l.info.Slots))
-		total += slots
-		if len(l.info.Models) == 0 || slices.Contains(l.info.Models, model) {
-			shared += slots
-		}
-	}
-	if total == 0 {
-		return 0
-	}
-	return float64(shared) / float64(total)
+	return r.fleet.Share(model, other)
+}
+
+// unplaceable says why no leased executor could ever run a job of model
+// needing gpus GPUs of memMB MiB each (admission.Fleet.Unplaceable).
+func (r *registry) unplaceable(model string, gpus int32, memMB int64) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fleet.Unplaceable(model, gpus, memMB)
 }
 
 // status describes the executors for GetClusterStatus, in name order.
 func (r *registry) status() []*sluicev1.ExecutorStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*sluicev1.ExecutorStatus, 0, len(r.execs))
-	for name, l := range r.execs {
-		out = append(out, &sluicev1.ExecutorStatus{Name: name, Slots: max(1, l.info.Slots), BusySlots: int32(l.jobs()), Models: l.info.Models,
-			Gpus: l.info.Gpus, WarmModels: l.info.WarmModels})
+	out := make([]*sluicev1.ExecutorStatus, 0, r.fleet.Len())
+	for i := range int32(r.fleet.Len()) {
+		name := r.fleet.Name(i)
+		info := r.execs[name].info
+		out = append(out, &sluicev1.ExecutorStatus{Name: name, Slots: max(1, info.Slots), BusySlots: int32(len(r.fleet.Runs(i))), Models: info.Models,
+			Gpus: info.Gpus, WarmModels: r.fleet.Warm(i)})
 	}
-	slices.SortFunc(out, func(a, b *sluicev1.ExecutorStatus) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
 	return out
 }
 
 // detachByName ends an executor's lease, whichever stream holds it, and
-// returns the attempts it held (nil if it held no lease).
-func (r *registry) detachByName(name string) map[uint64]attemptRun {
+// returns the attempts it held; false if it held no lease.
+func (r *registry) detachByName(name string) ([]admission.Run, bool) {
 	r.mu.Lock()
 	l, ok := r.execs[name]
 	r.mu.Unlock()
 	if !ok {
-		return nil
+		return nil, false
 	}
 	return r.detach(name, l.gen)
 }
@@ -430,6 +358,8 @@ func (r *registry) gossiped(name string, m *sluicev1.GossipMeta) {
 	info := proto.Clone(l.info).(*sluicev1.ExecutorInfo)
 	if len(m.WarmModels) > 0 {
 		info.WarmModels = m.WarmModels
+		i, _ := r.fleet.Index(name)
+		r.fleet.SetWarm(i, m.WarmModels)
 	}
 	for i, g := range m.Gpus {
 		if i < len(info.Gpus) {
@@ -443,18 +373,19 @@ func (r *registry) gossiped(name string, m *sluicev1.GossipMeta) {
 func (r *registry) metricsView() []metrics.Executor {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]metrics.Executor, 0, len(r.execs))
-	for name, l := range r.execs {
-		used := l.usedGPUs()
+	out := make([]metrics.Executor, 0, r.fleet.Len())
+	for i := range int32(r.fleet.Len()) {
+		name, used := r.fleet.Name(i), r.fleet.Used(i)
+		info := r.execs[name].info
 		e := metrics.Executor{Name: name}
-		for i, id := range gpuIDs(l.info) {
-			g := metrics.GPU{ID: id, Busy: used[id], Utilization: -1, FreeBytes: -1}
-			if i < len(l.info.Gpus) {
-				if u := l.info.Gpus[i].UtilizationPct; u >= 0 {
+		for k, id := range r.fleet.AllGPUs(i) {
+			g := metrics.GPU{ID: id, Busy: used&(1<<k) != 0, Utilization: -1, FreeBytes: -1}
+			if k < len(info.Gpus) {
+				if u := info.Gpus[k].UtilizationPct; u >= 0 {
 					g.Utilization = float64(u) / 100
 				}
-				if l.info.Gpus[i].MemoryTotalMb > 0 {
-					g.FreeBytes = l.info.Gpus[i].MemoryFreeMb << 20
+				if info.Gpus[k].MemoryTotalMb > 0 {
+					g.FreeBytes = info.Gpus[k].MemoryFreeMb << 20
 				}
 			}
 			e.GPUs = append(e.GPUs, g)
@@ -462,43 +393,4 @@ func (r *registry) metricsView() []metrics.Executor {
 		out = append(out, e)
 	}
 	return out
-}
-
-// unplaceable says why no leased executor could ever run a job of model
-// needing gpus GPUs of memMB MiB each (whatever runs on them now); "" when
-// one could, or when no executor is leased (nothing is known yet).
-func (r *registry) unplaceable(model string, gpus int32, memMB int64) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.execs) == 0 {
-		return ""
-	}
-	serving, mostGPUs, mostMem := 0, 0, int64(0)
-	for _, l := range r.execs {
-		if len(l.info.Models) > 0 && !slices.Contains(l.info.Models, model) {
-			continue
-		}
-		serving++
-		ids := gpuIDs(l.info)
-		mostGPUs = max(mostGPUs, len(ids))
-		big := 0 // GPUs with memMB or more (a GPU that does not say counts)
-		for i := range ids {
-			if i >= len(l.info.Gpus) || l.info.Gpus[i].MemoryTotalMb == 0 || l.info.Gpus[i].MemoryTotalMb >= memMB {
-				big++
-			}
-			if i < len(l.info.Gpus) {
-				mostMem = max(mostMem, l.info.Gpus[i].MemoryTotalMb)
-			}
-		}
-		if big >= int(gpus) {
-			return ""
-		}
-	}
-	switch {
-	case serving == 0:
-		return fmt.Sprintf("no connected executor serves model %s", model)
-	case mostGPUs < int(gpus):
-		return fmt.Sprintf("needs %d GPUs; the largest executor has %d", gpus, mostGPUs)
-	}
-	return fmt.Sprintf("needs %d MiB of memory on each of its %d GPU(s); no executor has that many that large (the largest GPU has %d MiB)", memMB, gpus, mostMem)
 }

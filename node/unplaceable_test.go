@@ -85,3 +85,22 @@ func TestUnplaceableJobShowsWhyOrIsRefused(t *testing.T) {
 		t.Fatalf("with refuse_unplaceable: %v, want failed_precondition saying %q", err, why)
 	}
 }
+
+// TestAdoptedAttemptKeepsItsGPUs: an executor that leases again (a new
+// leader, a reconnect) keeps the GPUs its running attempts were assigned;
+// a new job gets another.
+func TestAdoptedAttemptKeepsItsGPUs(t *testing.T) {
+	r := newRegistry()
+	r.attach(&sluicev1.ExecutorInfo{Name: "x", Slots: 2, Gpus: []*sluicev1.GPU{{Uuid: "x0"}, {Uuid: "x1"}}},
+		map[uint64]adopted{7: {attempt: 2, gpus: []string{"x0"}}}, time.Now())
+	if !r.holds("x", 7, 2) {
+		t.Fatal("the adopted attempt is not held")
+	}
+	gpus, ok := r.reserve("x", 8, 1)
+	if !ok || len(gpus) != 1 || gpus[0] != "x1" {
+		t.Fatalf("a new job got %v (%v), want x1: x0 runs job 7", gpus, ok)
+	}
+	if _, ok := r.reserve("x", 9, 1); ok {
+		t.Fatal("reserved a third job on two slots")
+	}
+}

@@ -90,10 +90,6 @@ type simJob struct {
 	eta        bool // its ETA is followed (e.etaNotes)
 }
 
-func (e *executor) hasRoom() bool {
-	return e.up && int32(len(e.runs)) < e.slots && e.usedGPUs < e.gpus
-}
-
 type tenantState struct {
 	name, tier string
 	tierIdx    int32
@@ -144,8 +140,7 @@ type engine struct {
 	models  []modelState
 	modelIx map[string]int32
 	execs   []executor
-	execIx  map[string]int32
-	free    []uint64 // bitset of executors with room
+	fleet   *admission.Fleet // the leader's book of the executors, numbered as execs
 
 	jobs    []simJob
 	jobFree []int32
@@ -215,7 +210,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 		}
 	}
 	e := &engine{w: w, opt: opt, seed: w.Seed, f: fsm.New(), modelIx: map[string]int32{},
-		execIx: map[string]int32{}, jobIx: map[uint64]int32{}}
+		fleet: admission.NewFleet(), jobIx: map[uint64]int32{}}
 	// The engine reads records only on its own goroutine, between commands:
 	// the state machine need not copy them for other readers.
 	e.f.SetExclusive(!opt.encodeLog)

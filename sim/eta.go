@@ -133,20 +133,4 @@ func (t *etaTally) honesty() *ETAHonesty {
 
 // Share is the share of other's slots (executors up) that also serve
 // model, as node's registry counts it.
-func (x simExecutors) Share(model, other string) float64 {
-	shared, total := 0, 0
-	for i := range x.e.execs {
-		ex := &x.e.execs[i]
-		if !ex.up || (len(ex.models) > 0 && !contains(ex.models, other)) {
-			continue
-		}
-		total += int(ex.slots)
-		if len(ex.models) == 0 || contains(ex.models, model) {
-			shared += int(ex.slots)
-		}
-	}
-	if total == 0 {
-		return 0
-	}
-	return float64(shared) / float64(total)
-}
+func (x simExecutors) Share(model, other string) float64 { return x.e.fleet.Share(model, other) }

@@ -2,40 +2,27 @@ package sim
 
 import (
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"sort"
 	"time"
 
+	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/scheduler"
 )
 
-// run is one attempt running on an executor.
-type run struct {
-	id      uint64
-	attempt int32
-	gpus    int32
-	slot    int32 // index in the sim's job slab
-}
-
+// executor is what the simulation keeps of an executor beside the
+// leader's book of it (e.fleet, admission.Fleet, with the same number):
+// its group, and its crashes.
 type executor struct {
-	name        string
-	group       int32
-	gpus, slots int32
-	memMB       int64
-	models      []string
-	warm        []string
-	warmCap     int
-	up          bool
-	epoch       uint32 // bumps when it goes down: older events are stale
-	crashToken  uint32
-	usedGPUs    int32
-	runs        []run
-	lost        []run // attempts lost in a crash, until the leader notices
-	crashRNG    *rand.Rand
+	name       string
+	group      int32
+	gpus       int32
+	epoch      uint32 // bumps when it goes down: older events are stale
+	crashToken uint32
+	lost       []admission.Run // attempts lost in a crash, until the leader notices (Ref: the job slot)
+	crashRNG   *rand.Rand
 }
 
 func (e *engine) buildExecutors() error {
@@ -63,33 +50,31 @@ func (e *engine) buildExecutors() error {
 			return fmt.Errorf("sim: executor group %q is not in the workload", e.opt.Group)
 		}
 	}
-	// The leader offers executors in name order (node/executors.go).
+	// The fleet numbers executors in name order; adding them in that order
+	// keeps its numbers and e.execs' alike.
 	sort.Slice(all, func(a, b int) bool { return all[a].name < all[b].name })
-	for i, p := range all {
-		g := &w.Executors[p.group]
-		gpus := g.GPUs
-		if gpus <= 0 {
-			gpus = 1
+	descs := make([]admission.Desc, len(w.Executors)) // one per group, its slices shared
+	for gi := range w.Executors {
+		g := &w.Executors[gi]
+		gpus := max(g.GPUs, 1)
+		d := admission.Desc{Slots: g.Slots, Models: g.Models, WarmCap: g.WarmCapacity,
+			GPUs: admission.GPUIDs(make([]string, gpus))}
+		if d.Slots <= 0 {
+			d.Slots = gpus
 		}
-		slots := g.Slots
-		if slots <= 0 {
-			slots = gpus
+		if g.GPUMemoryMB > 0 {
+			d.GPUMemoryMB = make([]int64, gpus)
+			for k := range d.GPUMemoryMB {
+				d.GPUMemoryMB[k] = g.GPUMemoryMB
+			}
 		}
-		wc := g.WarmCapacity
-		if wc <= 0 {
-			wc = 2
-		}
-		warm := append([]string(nil), g.Warm...)
-		if len(warm) > wc {
-			warm = warm[len(warm)-wc:]
-		}
-		e.execs = append(e.execs, executor{name: p.name, group: p.group, gpus: gpus, slots: slots,
-			memMB: g.GPUMemoryMB, models: g.Models, warm: warm, warmCap: wc, up: true})
-		e.execIx[p.name] = int32(i)
+		descs[gi] = d
 	}
-	e.free = make([]uint64, (len(e.execs)+63)/64)
-	for i := range e.execs {
-		e.markRoom(int32(i))
+	for _, p := range all {
+		d := descs[p.group]
+		d.Name, d.Warm = p.name, append([]string(nil), w.Executors[p.group].Warm...)
+		e.fleet.Attach(d, nil)
+		e.execs = append(e.execs, executor{name: p.name, group: p.group, gpus: int32(len(d.GPUs))})
 	}
 	return nil
 }
@@ -98,83 +83,39 @@ func (e *engine) buildExecutors() error {
 // the state machine's placement (fsm.PlaceQueued, what the leader's
 // fsm.Dispatch runs) and commit each Assign it proposes.
 func (e *engine) dispatch() error {
-	if !e.hasRoom() || e.f.QueueLen() == 0 {
+	if !e.fleet.HasRoom() || e.f.QueueLen() == 0 {
 		// Nothing can be placed. (The leader would still offer its full
 		// executors; placement on them proposes nothing and changes
 		// nothing, so skipping the call changes no result.)
 		return nil
 	}
-	slots := e.slots[:0]
-	if e.reserve {
-		// Full executors are offered too (0 jobs, 0 GPUs), so that one can
-		// be held for a big job, as the leader does.
-		for i := range e.execs {
-			if x := &e.execs[i]; x.up {
-				slots = append(slots, e.slotOf(x))
-			}
-		}
-	} else {
-		for w, word := range e.free {
-			for word != 0 {
-				b := bits.TrailingZeros64(word)
-				word &^= 1 << b
-				slots = append(slots, e.slotOf(&e.execs[w*64+b]))
-			}
-		}
-	}
+	// Full executors are offered too (0 jobs, 0 GPUs) where the policy
+	// holds one for a big job; else they would change nothing.
+	slots := e.fleet.Offer(e.slots[:0], e.reserve)
 	e.slots = slots
 	if len(slots) == 0 {
 		return nil
 	}
 	e.assigns = e.f.PlaceQueued(e.assigns[:0], e.now, slots)
 	for _, p := range e.assigns {
-		xi, ok := e.execIx[p.Executor]
+		xi, ok := e.fleet.Index(p.Executor)
 		si, ok2 := e.jobIx[p.JobID]
 		if !ok || !ok2 {
 			return fmt.Errorf("%w: dispatch proposed job %d on %q", errInternal, p.JobID, p.Executor)
 		}
+		// As the leader: reserve the GPUs, commit the Assign, start it.
+		if _, ok := e.fleet.Reserve(xi, p.JobID, e.jobs[si].gpus, si); !ok {
+			continue
+		}
 		a := &e.assignMsg // the state machine keeps nothing of it (fsm.ApplyCommand)
 		a.JobId, a.Executor, a.Attempt = p.JobID, p.Executor, p.Attempt
-		x := &e.execs[xi]
-		j := &e.jobs[si]
-		if !x.hasRoom() || x.usedGPUs+j.gpus > x.gpus {
-			continue // as the leader's pool.reserve refuses
-		}
 		if res := e.apply(fsm.CmdAssign, a); res.Err != nil {
-			continue // as the leader unreserves
+			e.fleet.Unreserve(xi, p.JobID)
+			continue
 		}
 		e.start(xi, si, a.Attempt)
 	}
 	return nil
-}
-
-func (e *engine) slotOf(x *executor) scheduler.Slot {
-	free := x.slots - int32(len(x.runs))
-	gpus := x.gpus - x.usedGPUs
-	if free <= 0 || gpus < 0 {
-		free, gpus = 0, 0
-	}
-	return scheduler.Slot{Executor: x.name, GPUs: gpus, TotalGPUs: x.gpus, GPUMemoryMB: x.memMB,
-		Models: x.models, Warm: x.warm, Jobs: free}
-}
-
-// hasRoom reports whether some executor can take a job.
-func (e *engine) hasRoom() bool {
-	for _, w := range e.free {
-		if w != 0 {
-			return true
-		}
-	}
-	return false
-}
-
-func (e *engine) markRoom(xi int32) {
-	w, b := xi/64, uint(xi%64)
-	if e.execs[xi].hasRoom() {
-		e.free[w] |= 1 << b
-	} else {
-		e.free[w] &^= 1 << b
-	}
 }
 
 // start runs an assigned attempt on an executor: its service time from the
@@ -185,11 +126,8 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	m := &e.models[j.model]
 	e.stats.dequeued(e, j)
 	dur := m.spec.Service.sample(m.service)
-	if !contains(x.warm, m.name) {
+	if warm, _ := e.fleet.Start(xi, j.id, attempt, m.name); !warm {
 		dur += int64(m.spec.ColdStart)
-		x.warm = scheduler.WarmAfter(x.warm, m.name, x.warmCap)
-	} else if x.warm[len(x.warm)-1] != m.name {
-		x.warm = scheduler.WarmAfter(x.warm, m.name, x.warmCap)
 	}
 	j.attempt = attempt
 	j.running = true
@@ -213,10 +151,7 @@ func (e *engine) start(xi, si int32, attempt int32) {
 			}
 		}
 	}
-	x.runs = append(x.runs, run{id: j.id, attempt: attempt, gpus: j.gpus, slot: si})
-	x.usedGPUs += j.gpus
 	e.stats.busy(e, j.gpus)
-	e.markRoom(xi)
 	if dur >= j.runTimeout {
 		// The run timeout comes first: the state machine ends the attempt.
 		e.ev.push(event{at: e.now + j.runTimeout, kind: evRunDeadline, id: j.id, b: attempt})
@@ -225,33 +160,19 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	e.ev.push(event{at: e.now + dur, kind: evFinish, a: xi, id: j.id, b: attempt, c: x.epoch})
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
 // stopRun takes an attempt off its executor at now.
-func (e *engine) stopRun(xi int32, id uint64) (run, bool) {
-	x := &e.execs[xi]
-	for k, r := range x.runs {
-		if r.id == id {
-			x.runs = append(x.runs[:k], x.runs[k+1:]...)
-			x.usedGPUs -= r.gpus
-			j := &e.jobs[r.slot]
-			e.stats.ran(e, j, j.runStart, e.now)
-			e.stats.busy(e, -r.gpus)
-			j.running = false
-			j.exec = -1
-			e.markRoom(xi)
-			e.needDispatch = true
-			return r, true
-		}
+func (e *engine) stopRun(xi int32, id uint64, attempt int32) (admission.Run, bool) {
+	r, ok := e.fleet.Finish(xi, id, attempt)
+	if !ok {
+		return r, false
 	}
-	return run{}, false
+	j := &e.jobs[r.Ref]
+	e.stats.ran(e, j, j.runStart, e.now)
+	e.stats.busy(e, -j.gpus)
+	j.running = false
+	j.exec = -1
+	e.needDispatch = true
+	return r, true
 }
 
 var errRunner = &sluicev1.JobError{Code: "runner_error", Message: "simulated failure"}
@@ -263,27 +184,27 @@ func (e *engine) finish(ev event) error {
 	if x.epoch != ev.c {
 		return nil // the executor crashed meanwhile
 	}
-	r, ok := e.stopRun(ev.a, ev.id)
-	if !ok || r.attempt != ev.b {
+	r, ok := e.stopRun(ev.a, ev.id, ev.b)
+	if !ok {
 		return nil
 	}
-	j := &e.jobs[r.slot]
+	j := &e.jobs[r.Ref]
 	m := &e.models[j.model]
 	failed := m.spec.FailureRate > 0 && m.fail.Float64() < m.spec.FailureRate
 	var res fsm.Result
 	if failed {
-		res = e.apply(fsm.CmdFail, &raftv1.Fail{JobId: j.id, Attempt: r.attempt, Error: errRunner, Retryable: true})
+		res = e.apply(fsm.CmdFail, &raftv1.Fail{JobId: j.id, Attempt: r.Attempt, Error: errRunner, Retryable: true})
 	} else {
 		c := &e.completeMsg
-		c.JobId, c.Attempt, c.RunNs = j.id, r.attempt, j.runNs
+		c.JobId, c.Attempt, c.RunNs = j.id, r.Attempt, j.runNs
 		res = e.apply(fsm.CmdComplete, c)
 		if res.Err == nil {
 			e.learn(m, j.runNs)
-			e.endJob(r.slot, e.now, "SUCCEEDED")
+			e.endJob(r.Ref, e.now, "SUCCEEDED")
 			return nil
 		}
 	}
-	return e.observe(r.slot)
+	return e.observe(r.Ref)
 }
 
 // learn updates the leader's service time for ETAs, as node's
@@ -329,7 +250,7 @@ func (e *engine) runDeadline(ev event) error {
 		return nil
 	}
 	if j.running {
-		e.stopRun(j.exec, j.id)
+		e.stopRun(j.exec, j.id, j.attempt)
 	} else {
 		e.dropLost(j.id)
 	}
@@ -340,7 +261,7 @@ func (e *engine) dropLost(id uint64) {
 	for xi := range e.execs {
 		x := &e.execs[xi]
 		for k, r := range x.lost {
-			if r.id == id {
+			if r.Job == id {
 				x.lost = append(x.lost[:k], x.lost[k+1:]...)
 				return
 			}
@@ -387,7 +308,7 @@ func (e *engine) crash(ev event) {
 	if ev.c != x.crashToken {
 		return
 	}
-	if !x.up {
+	if !e.fleet.IsUp(ev.a) {
 		e.scheduleCrash(ev.a)
 		return
 	}
@@ -401,21 +322,16 @@ func (e *engine) crash(ev event) {
 func (e *engine) down(xi int32) {
 	x := &e.execs[xi]
 	e.stats.crashes++
-	for _, r := range x.runs {
-		j := &e.jobs[r.slot]
+	for _, r := range e.fleet.Down(xi) {
+		j := &e.jobs[r.Ref]
 		e.stats.ran(e, j, j.runStart, e.now)
-		e.stats.busy(e, -r.gpus)
+		e.stats.busy(e, -j.gpus)
 		j.running = false
 		j.exec = -1
 		x.lost = append(x.lost, r)
 	}
-	x.runs = x.runs[:0]
-	x.usedGPUs = 0
-	x.up = false
 	x.epoch++
-	x.warm = nil
 	e.stats.up(e, -x.gpus)
-	e.markRoom(xi)
 	detect := int64(e.w.Failures.Detect)
 	if detect == 0 {
 		detect = int64(10 * time.Second)
@@ -427,12 +343,11 @@ func (e *engine) down(xi int32) {
 
 func (e *engine) repair(ev event) {
 	x := &e.execs[ev.a]
-	if x.up || x.epoch != ev.c {
+	if e.fleet.IsUp(ev.a) || x.epoch != ev.c {
 		return
 	}
-	x.up = true
+	e.fleet.Up(ev.a)
 	e.stats.up(e, x.gpus)
-	e.markRoom(ev.a)
 	e.needDispatch = true
 	if e.w.Failures.Crashes != nil {
 		e.scheduleCrash(ev.a)
@@ -445,12 +360,12 @@ func (e *engine) detect(ev event) error {
 	lost := x.lost
 	x.lost = nil
 	for _, r := range lost {
-		res := e.apply(fsm.CmdRequeue, &raftv1.Requeue{JobId: r.id, Attempt: r.attempt,
+		res := e.apply(fsm.CmdRequeue, &raftv1.Requeue{JobId: r.Job, Attempt: r.Attempt,
 			Reason: fmt.Sprintf("executor %s lost (crashed)", x.name)})
 		if res.Err != nil {
 			continue // already ended (a run timeout got there first)
 		}
-		if err := e.observe(r.slot); err != nil {
+		if err := e.observe(r.Ref); err != nil {
 			return err
 		}
 	}
@@ -462,7 +377,7 @@ func (e *engine) outage(ev event) {
 	var cands []int32
 	for i := range e.execs {
 		x := &e.execs[i]
-		if x.up && (o.Group == "" || e.w.Executors[x.group].Name == o.Group) {
+		if e.fleet.IsUp(int32(i)) && (o.Group == "" || e.w.Executors[x.group].Name == o.Group) {
 			cands = append(cands, int32(i))
 		}
 	}

@@ -210,9 +210,9 @@ func (e *engine) report() *Report {
 	end := e.now
 	// Runs still going count up to the end; jobs still queued or running
 	// are unfinished.
-	for xi := range e.execs {
-		for _, r := range e.execs[xi].runs {
-			j := &e.jobs[r.slot]
+	for xi := range int32(len(e.execs)) {
+		for _, r := range e.fleet.Runs(xi) {
+			j := &e.jobs[r.Ref]
 			s.ran(e, j, j.runStart, end)
 		}
 	}

@@ -271,36 +271,12 @@ func (e *engine) outcome(j *simJob, at int64, state string) JobOutcome {
 // them (admission.Executors), as node's registry answers.
 type simExecutors struct{ e *engine }
 
-func (x simExecutors) Slots(model string) (total, free int) {
-	return x.e.slotsFor(&x.e.models[x.e.modelIx[model]])
-}
+func (x simExecutors) Slots(model string) (total, free int) { return x.e.fleet.Slots(model) }
 
-// Unplaceable: an executor that serves the model with the GPUs and the
-// memory, up or not (a crashed one comes back).
 func (x simExecutors) Unplaceable(model string, gpus int32, memMB int64) string {
-	for i := range x.e.execs {
-		ex := &x.e.execs[i]
-		if (len(ex.models) == 0 || contains(ex.models, model)) && ex.gpus >= gpus && ex.memMB >= memMB {
-			return ""
-		}
-	}
-	return "no executor has the GPUs and memory, for that model"
+	return x.e.fleet.Unplaceable(model, gpus, memMB)
 }
 
 func (x simExecutors) Service(model string, def time.Duration) (mean, sd time.Duration) {
 	return x.e.models[x.e.modelIx[model]].svc.Estimate(def)
-}
-
-// slotsFor is the slots of the executors up that serve m, and how many of
-// them are idle, as node's registry counts them.
-func (e *engine) slotsFor(m *modelState) (total, free int) {
-	for i := range e.execs {
-		x := &e.execs[i]
-		if !x.up || (len(x.models) > 0 && !contains(x.models, m.name)) {
-			continue
-		}
-		total += int(x.slots)
-		free += max(0, int(x.slots)-len(x.runs))
-	}
-	return total, free
 }
