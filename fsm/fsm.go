@@ -68,13 +68,20 @@ type FSM struct {
 	placeMu   sync.Mutex
 	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu
 
-	jobs     map[uint64]*raftv1.JobRecord
-	byTenant map[string][]uint64 // ascending ids
-	idem     map[idemKey]uint64
-	queue    *scheduler.FairQueue
-	timers   timerHeap
-	counts   [8]int64 // by sluicev1.JobState
-	running  map[uint64]struct{}
+	jobs map[uint64]*raftv1.JobRecord
+	// Blocks of the records every job gets (blocks.go); job records only
+	// when exclusive.
+	records         blocks[raftv1.JobRecord]
+	transitions     blocks[raftv1.TransitionRecord]
+	transitionPairs blocks[[2]*raftv1.TransitionRecord]
+	charges         blocks[raftv1.Charge]
+	settled         blocks[sluicev1.Admission]
+	byTenant        map[string]*[]uint64 // ascending ids (a pointer: appending assigns nothing to the map)
+	idem            map[idemKey]uint64
+	queue           *scheduler.FairQueue
+	timers          timerHeap
+	counts          [8]int64 // by sluicev1.JobState
+	running         map[uint64]struct{}
 
 	limits    *limiter.Engine
 	nextSweep int64
@@ -102,7 +109,7 @@ type idemKey struct{ tenant, key string }
 func New() *FSM {
 	f := &FSM{
 		jobs:     make(map[uint64]*raftv1.JobRecord),
-		byTenant: make(map[string][]uint64),
+		byTenant: make(map[string]*[]uint64),
 		idem:     make(map[idemKey]uint64),
 		queue:    scheduler.NewFairQueue(scheduler.Config{}),
 		running:  make(map[uint64]struct{}),
@@ -325,11 +332,33 @@ func (f *FSM) fire(tm timer) {
 func (f *FSM) retention() time.Duration { return f.pix.retention }
 
 // forget drops a finished job past its retention.
+// tenantJobs adds a job, newer than the tenant's others, to its list.
+func (f *FSM) tenantJobs(tenant string, id uint64) {
+	p := f.byTenant[tenant]
+	if p == nil {
+		p = new([]uint64)
+		f.byTenant[tenant] = p
+	}
+	*p = append(*p, id)
+}
+
+// idsOf is the tenant's jobs, oldest first; the state machine's slice.
+func (f *FSM) idsOf(tenant string) []uint64 {
+	if p := f.byTenant[tenant]; p != nil {
+		return *p
+	}
+	return nil
+}
+
 func (f *FSM) forget(j *raftv1.JobRecord) {
 	delete(f.jobs, j.Id)
 	delete(f.hooked, j.Id)
 	f.counts[j.State]--
-	ids := f.byTenant[j.Tenant]
+	p := f.byTenant[j.Tenant]
+	if p == nil {
+		return
+	}
+	ids := *p
 	i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
 	switch {
 	case i == 0 && len(ids) > 0 && ids[0] == j.Id:
@@ -340,7 +369,7 @@ func (f *FSM) forget(j *raftv1.JobRecord) {
 	if len(ids) == 0 {
 		delete(f.byTenant, j.Tenant)
 	} else {
-		f.byTenant[j.Tenant] = ids
+		*p = ids
 	}
 	if k := j.Spec.GetIdempotencyKey(); k != "" {
 		ik := idemKey{j.Tenant, k}
@@ -385,7 +414,16 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		return Result{Err: err, Limits: f.decisionRules()}
 	}
 	f.lastJobID = max(f.lastJobID+1, index)
-	j := &raftv1.JobRecord{
+	// Records come in blocks only where nothing outside reads them (the
+	// simulator's exclusive state): a block lives while any of its records
+	// does, and a server's record may hold a large input.
+	var j *raftv1.JobRecord
+	if f.exclusive {
+		j = f.records.new()
+	} else {
+		j = new(raftv1.JobRecord)
+	}
+	*j = raftv1.JobRecord{
 		Id:           f.lastJobID,
 		Tenant:       c.Tenant,
 		Tier:         tenant.Tier,
@@ -410,7 +448,7 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		j.RunTimeoutNs = int64(ModelRunTimeout(model))
 	}
 	f.jobs[j.Id] = j
-	f.byTenant[j.Tenant] = append(f.byTenant[j.Tenant], j.Id)
+	f.tenantJobs(j.Tenant, j.Id)
 	if k := spec.IdempotencyKey; k != "" {
 		f.idem[idemKey{c.Tenant, k}] = j.Id
 	}
@@ -497,10 +535,9 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 			}
 			// The record keeps an Admission only when admission did more than charge
 			// (a delay, a degrade): the reserved cost is the charge's (JobAdmission).
-			adm.charge = &raftv1.Charge{
-				ApiKeySha256: req.APIKey, ClientIp: req.ClientIP, Method: req.Method,
-				Model: req.Model, Cost: req.Cost, AtNs: f.dec.At,
-			}
+			ch := f.charges.new()
+			ch.ApiKeySha256, ch.ClientIp, ch.Method, ch.Model, ch.Cost, ch.AtNs = req.APIKey, req.ClientIP, req.Method, req.Model, req.Cost, f.dec.At
+			adm.charge = ch
 			f.spend(c.Spend)
 			return adm, model, nil
 		case limiter.Degraded:
@@ -660,7 +697,9 @@ func (f *FSM) schedJob(j *raftv1.JobRecord) scheduler.Job {
 }
 
 func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) {
-	f.enterState(j, s, &raftv1.TransitionRecord{State: s, AtNs: f.now, Attempt: j.Attempt, Executor: j.Executor, Reason: reason})
+	tr := f.transitions.new()
+	tr.State, tr.AtNs, tr.Attempt, tr.Executor, tr.Reason = s, f.now, j.Attempt, j.Executor, reason
+	f.enterState(j, s, tr)
 }
 
 // enterState moves j to state s and records the transition tr: nil for a
@@ -679,7 +718,7 @@ func (f *FSM) enterState(j *raftv1.JobRecord, s sluicev1.JobState, tr *raftv1.Tr
 	j.State = s
 	if tr != nil {
 		if j.Transitions == nil {
-			j.Transitions = make([]*raftv1.TransitionRecord, 0, 2) // started, then ended, most often
+			j.Transitions = f.transitionPairs.new()[:0] // started, then ended, most often
 		}
 		j.Transitions = append(j.Transitions, tr)
 	}
@@ -892,8 +931,10 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	// miss the sliding log's entry or land in a window that never held the charge.
 	f.limits.Settle(&req, f.now, j.CreatedNs, actual)
 	f.limits.Release(&req, f.now)
-	a := &sluicev1.Admission{}
-	if j.Admission != nil {
+	var a *sluicev1.Admission
+	if j.Admission == nil {
+		a = f.settled.new()
+	} else {
 		a = j.Admission
 		if !f.exclusive {
 			a = copyAdmission(a) // shared with earlier versions of the record (edit)
@@ -940,7 +981,7 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 		// due times so that a shorter retention takes effect now, exactly as
 		// it would on a replica restored from a snapshot.
 		for _, ids := range f.byTenant {
-			for _, id := range ids {
+			for _, id := range *ids {
 				if j := f.jobs[id]; isTerminal(j.State) {
 					f.timers.push(timer{at: j.FinishedNs + int64(r), job: id, kind: timerRetention})
 				}
@@ -1241,7 +1282,7 @@ func (f *FSM) Restore(data []byte) error {
 			}
 		}
 		n.jobs[j.Id] = j
-		n.byTenant[j.Tenant] = append(n.byTenant[j.Tenant], j.Id)
+		n.tenantJobs(j.Tenant, j.Id)
 		if k := j.Spec.GetIdempotencyKey(); k != "" {
 			n.idem[idemKey{j.Tenant, k}] = j.Id
 		}

@@ -89,7 +89,7 @@ func (f *FSM) Count(s sluicev1.JobState) int64 {
 func (f *FSM) ListJobs(tenant string, states []sluicev1.JobState, before uint64, limit int) ([]JobView, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	ids := f.byTenant[tenant]
+	ids := f.idsOf(tenant)
 	end := len(ids)
 	if before > 0 {
 		end = sort.Search(len(ids), func(i int) bool { return ids[i] >= before })
@@ -273,14 +273,14 @@ func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
 func (f *FSM) JobCount(tenant string) int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return len(f.byTenant[tenant])
+	return len(f.idsOf(tenant))
 }
 
 // ActiveJobs counts the tenant's queued and running jobs.
 func (f *FSM) ActiveJobs(tenant string) (queued, running int64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, id := range f.byTenant[tenant] {
+	for _, id := range f.idsOf(tenant) {
 		switch f.jobs[id].GetState() {
 		case sluicev1.JobState_JOB_STATE_QUEUED:
 			queued++

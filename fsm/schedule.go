@@ -106,7 +106,7 @@ func (f *FSM) DeadLetters(tenant, model string, ids []uint64) []uint64 {
 		}
 	} else {
 		for _, js := range f.byTenant {
-			for _, id := range js {
+			for _, id := range *js {
 				consider(f.jobs[id])
 			}
 		}
