@@ -135,8 +135,10 @@ func TestPausedLeaderIsReplacedWithoutRequeueingLiveAttempts(t *testing.T) {
 	cl := startProcCluster(t, bin, 3, func(int) []string { return []string{"--executors", "0"} })
 	for i := range 3 {
 		e := &server{id: fmt.Sprintf("e%d", i+1)}
+		// Two GPUs each: an attempt the new leader adopts keeps the GPU
+		// the log gave it, and the short jobs need the other.
 		e.args = []string{"executor", "--name", e.id, "--servers", strings.Join(cl.urls, ","), "--token", "exec",
-			"--slots", "2", "--gossip", "127.0.0.1:0", "--refresh", "500ms"}
+			"--slots", "2", "--gpus", "2", "--gossip", "127.0.0.1:0", "--refresh", "500ms"}
 		e.startRaw(t, bin)
 	}
 	// live are the servers the test talks to: not one it has paused.
