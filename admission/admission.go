@@ -179,10 +179,10 @@ func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model) time.Duration
 // QueuedETA is a queued job's ETA and band as the leader answers it (the
 // server's GetJob and the simulator's honesty measure alike): the work of
 // the jobs ahead of it in line that its model's slots will run, of any
-// model, on those slots (scheduler.WaitBandAhead), and no earlier than
-// readyIn (its not_before, a backoff). ok is false when it is not queued or
-// no slot serves it.
-func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, readyIn time.Duration, overtaking func(slots int) float64) (scheduler.Band, bool) {
+// model, on those slots (scheduler.WaitBandAhead): the model's band, which
+// the caller calibrates (ETA). ok is false when it is not queued or no slot
+// serves it.
+func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64) (scheduler.Band, bool) {
 	type ahead struct {
 		model string
 		n     int
@@ -214,8 +214,14 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, readyI
 	if overtaking != nil && total > 0 {
 		over = overtaking(total)
 	}
-	b, ok := scheduler.WaitBandAhead(jobs, work, total, free, over, mean, sd)
-	return b.NotBefore(readyIn), ok
+	return scheduler.WaitBandAhead(jobs, work, total, free, over, mean, sd)
+}
+
+// ETA is the band a queued job of tier is told: the model's band (QueuedETA)
+// calibrated by how the leader's ETAs have fared (cal), and no earlier than
+// readyIn (its not_before, a backoff).
+func ETA(cal *scheduler.ETACalibration, tier string, model scheduler.Band, readyIn time.Duration) scheduler.Band {
+	return cal.Band(tier, model).NotBefore(readyIn)
 }
 
 // TierShares is the policy's tiers as TierLoad.Overtaking takes them.

@@ -192,12 +192,15 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 	if err := n.refusal(sub, admission.Applied(res)); err != nil {
 		return nil, err
 	}
-	job, ok := n.publicJob(res.JobID)
+	job, eta, ok := n.publicJobETA(res.JobID)
 	if !ok {
 		// Retention cannot have dropped it yet; be safe anyway.
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("job %d vanished after admission", res.JobID))
 	}
 	if !res.Deduplicated {
+		if job.State == sluicev1.JobState_JOB_STATE_QUEUED && eta.known {
+			n.etaCal.follow(res.JobID, t.Tier, eta.model, time.Until(job.GetReadyAt().AsTime()))
+		}
 		if m, ok := n.fsm.Model(job.Spec.GetModel()); ok {
 			n.tierLoad.add(t.Tier, n.service.expected(m.Name, m.GetDefaultDuration().AsDuration()), time.Now().UnixNano())
 		}
@@ -515,11 +518,18 @@ func (s *jobService) ownJob(ctx context.Context, h http.Header, peer, method, ra
 
 // publicJob reads a job with its position and ETA.
 func (n *Node) publicJob(id uint64) (*sluicev1.Job, bool) {
+	job, _, ok := n.publicJobETA(id)
+	return job, ok
+}
+
+// publicJobETA is publicJob with the ETA it carries.
+func (n *Node) publicJobETA(id uint64) (*sluicev1.Job, jobETA, bool) {
 	v, ok := n.fsm.View(id)
 	if !ok {
-		return nil, false
+		return nil, jobETA{}, false
 	}
-	return n.withSoftState(publicJob(v, n.eta(v)), v), true
+	e := n.eta(v)
+	return n.withSoftState(publicJob(v, e), v), e, true
 }
 
 // withSoftState adds what only the leader knows, from its executors: the
@@ -576,6 +586,7 @@ func (n *Node) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.Watc
 // executor serves its model).
 type jobETA struct {
 	scheduler.Band
+	model scheduler.Band // before calibration (a queued job's)
 	known bool
 }
 
@@ -590,12 +601,11 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		b, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, time.Duration(j.ReadyNs-now),
-			n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now))
-		return jobETA{b, ok}
+		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now))
+		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())
-		return jobETA{scheduler.RunBand(time.Duration(now-j.StartedNs), mean, sd), true}
+		return jobETA{Band: scheduler.RunBand(time.Duration(now-j.StartedNs), mean, sd), known: true}
 	}
 	return jobETA{known: true}
 }

@@ -73,6 +73,37 @@ func (t *tierLoads) overtaking(tier string, shares map[string]scheduler.TierShar
 	}
 }
 
+// etaCalibration is how the leader's ETAs have fared
+// (scheduler.ETACalibration): its soft state, as the simulator keeps it.
+type etaCalibration struct {
+	mu  sync.Mutex
+	cal scheduler.ETACalibration
+}
+
+// told is the band a queued job of tier is told, the model's band calibrated.
+func (c *etaCalibration) told(tier string, model scheduler.Band, readyIn time.Duration) scheduler.Band {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return admission.ETA(&c.cal, tier, model, readyIn)
+}
+
+// follow notes the model's band given to a just-admitted job.
+func (c *etaCalibration) follow(id uint64, tier string, model scheduler.Band, readyIn time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cal.Told(id, tier, model, readyIn, time.Now().UnixNano())
+}
+
+// started learns from a job's first start.
+func (c *etaCalibration) started(id uint64) {
+	if !scheduler.Follows(id) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cal.Started(id, time.Now().UnixNano())
+}
+
 // busyError turns a backpressure refusal into resource_exhausted "system
 // busy" naming the bound, with RetryInfo, QuotaFailure and Retry-After.
 func busyError(be *scheduler.BusyError, retry time.Duration) *connect.Error {

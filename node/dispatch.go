@@ -224,6 +224,9 @@ func (n *Node) dispatch() {
 			Gpus: p.a.Gpus, RunTimeout: durationpb.New(time.Duration(j.RunTimeoutNs)),
 			ExpectedDuration: durationpb.New(n.modelDuration(j.Spec.GetModel())),
 		}}}
+		if p.a.Attempt == 1 {
+			n.etaCal.started(j.Id)
+		}
 		if !n.execs.started(p.a.Executor, j.Id, p.a.Attempt, msg) {
 			// The lease ended between placement and commit: give the
 			// attempt back now rather than after the lease grace.

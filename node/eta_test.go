@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
 )
 
 // A queued job's ETA comes with its p10–p90 band (issue 22): around the
@@ -38,5 +40,72 @@ func TestQueuedJobsETAHasABand(t *testing.T) {
 	}
 	if widths[len(widths)-1] <= widths[0] {
 		t.Fatalf("band widths %v: the last in line is no less sure than the first", widths)
+	}
+}
+
+// The leader calibrates its ETAs by how they fared (issue 22): it follows
+// some queued jobs from their ETA to their first start, and once a tier's
+// ETAs of a magnitude have turned out three times too short, it tells the
+// next job three times the model's ETA.
+func TestETAIsCalibratedByHowETAsFared(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n := startNodeWith(t, 1, policy)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	submit := func(ms int) *sluicev1.Job {
+		in, _ := structpb.NewStruct(map[string]any{"duration_ms": ms})
+		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Msg.Job
+	}
+	// Short jobs queued behind a long one: the followed ones start, and teach.
+	submit(1500)
+	var last *sluicev1.Job
+	for range 3 * scheduler.CalibrationEvery {
+		last = submit(10)
+	}
+	waitFor(t, "the short jobs to finish", func() bool {
+		res, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: last.Id}))
+		return err == nil && res.Msg.Job.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
+	})
+	n.etaCal.mu.Lock()
+	learned := n.etaCal.cal.Learned()
+	n.etaCal.mu.Unlock()
+	if learned == 0 {
+		t.Fatal("no followed job taught the calibration")
+	}
+	// A queued job, and a history of ETAs like its own that were 3× short.
+	submit(30000)
+	queued := submit(10)
+	id, _ := ParseJobID(queued.Id)
+	v, ok := n.fsm.View(id)
+	if !ok {
+		t.Fatal("the queued job is gone")
+	}
+	model := n.eta(v).model
+	if model.P90 <= 0 {
+		t.Fatalf("the queued job's model band %v says it starts at once", model)
+	}
+	n.etaCal.mu.Lock()
+	now := time.Now().UnixNano()
+	for i := range uint64(300) {
+		fid := (1_000_000 + i) * scheduler.CalibrationEvery
+		n.etaCal.cal.Told(fid, v.Job.Tier, model, 0, now)
+		n.etaCal.cal.Started(fid, now+3*int64(model.P50))
+	}
+	n.etaCal.mu.Unlock()
+	got := n.eta(v)
+	if r := float64(got.P50) / float64(model.P50); r < 2.9 || r > 3.1 {
+		t.Fatalf("calibrated p50 %v is %.2f× the model's %v, want 3×", got.P50, r, model.P50)
+	}
+	res, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: queued.Id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := res.Msg.Job; g.EtaSeconds < int64(2.5*model.P50.Seconds()) {
+		t.Fatalf("GetJob tells eta %ds (%d–%d), want about 3× the model's %v", g.EtaSeconds, g.EtaP10Seconds, g.EtaP90Seconds, model.P50)
 	}
 }

@@ -137,6 +137,7 @@ type Node struct {
 	policyDeferred atomic.Bool
 	plan           atomic.Pointer[policyPlan] // admissionPlan's, for one policy
 	tierLoad       tierLoads                  // work admitted per tier lately, for ETAs
+	etaCal         etaCalibration             // how the ETAs have fared, to calibrate them
 	shadows        shadowLog                  // shadow rules' would-be refusals, logged at most every shadowLogEvery
 	// checksSafeUntil: the log format gate was last found open for checks
 	// until then (unix ns; checksSafe).

@@ -162,6 +162,7 @@ type engine struct {
 	tierLoad       scheduler.TierLoad // work admitted per tier, for ETAs (as the leader's)
 	tierShares     map[string]scheduler.TierShare
 	etaNotes       map[uint64]etaNote        // the followed ETAs of jobs not started yet, by job id
+	cal            scheduler.ETACalibration  // the leader's, fed as the server's
 	challenges     bool                      // the policy has a CHALLENGE rule
 	challengeRules []string                  // their names, in policy order
 	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name

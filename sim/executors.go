@@ -136,6 +136,7 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	j.runNs = dur
 	j.runTimeout = m.timeout
 	if j.firstStart < 0 {
+		e.cal.Started(j.id, e.now)
 		if j.eta {
 			e.etaFared(j)
 		}

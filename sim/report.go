@@ -553,8 +553,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "\nETAs at submission (p10–p90 band; error relative to the real wait, at least 1 s):\n")
 		eta := func(label string, h *ETAHonesty) {
 			if h != nil {
-				fmt.Fprintf(w, "  %s: %.1f%% started inside the band; error p50 %.0f%%, p90 %.0f%% (%d jobs)\n",
-					label, 100*h.InBand, 100*h.ErrP50, 100*h.ErrP90, h.Jobs)
+				fmt.Fprintf(w, "  %s: error p50 %.0f%%, p90 %.0f%% (%d jobs); told to wait: %d, %.1f%% started inside the band, error p50 %.0f%%, p90 %.0f%%; told at once: %d, %.1f%% started within 1 s\n",
+					label, 100*h.ErrP50, 100*h.ErrP90, h.Jobs, h.Waited, 100*h.InBand, 100*h.WaitedErrP50, 100*h.WaitedErrP90, h.AtOnce, 100*h.AtOnceStarted)
 			}
 		}
 		eta("all", c.ETA)

@@ -137,9 +137,7 @@ func (e *engine) submit(pi int32) error {
 	}
 	mean, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
 	e.tierLoad.Add(t.tier, mean, e.now)
-	if j.measured {
-		e.noteETA(j)
-	}
+	e.noteETA(j)
 	if j.degraded && j.measured {
 		t.tally.degraded++
 	}
@@ -250,6 +248,12 @@ func (e *engine) endJob(si int32, at int64, state string) {
 	}
 	if e.opt.OnJob != nil {
 		e.opt.OnJob(e.outcome(j, at, state))
+	}
+	if j.firstStart < 0 { // ended without starting (expired, canceled): its ETA fared nowhere
+		e.cal.Forget(j.id)
+		if j.eta {
+			delete(e.etaNotes, j.id)
+		}
 	}
 	delete(e.jobIx, j.id)
 	e.jobFree = append(e.jobFree, si)

@@ -640,9 +640,9 @@ type Job struct {
 	EtaSeconds int64 `protobuf:"varint,6,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
 	// The band around eta_seconds: its 10th and 90th percentiles, from the
 	// model's learned service times (their spread) and the job's place in
-	// line. Jobs that come later and go first (a higher tier, a heavier
-	// tenant) are not foreseen: docs/simulator.md measures how often the
-	// start falls inside.
+	// line, for a queued job calibrated by how the leader's recent ETAs of its
+	// tier fared (docs/scheduling.md); docs/simulator.md measures how often
+	// the start falls inside.
 	EtaP10Seconds int64 `protobuf:"varint,21,opt,name=eta_p10_seconds,json=etaP10Seconds,proto3" json:"eta_p10_seconds,omitempty"`
 	EtaP90Seconds int64 `protobuf:"varint,22,opt,name=eta_p90_seconds,json=etaP90Seconds,proto3" json:"eta_p90_seconds,omitempty"`
 	// Attempt number of the current or last run (1 for the first run, 0 while

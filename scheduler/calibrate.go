@@ -1,0 +1,232 @@
+package scheduler
+
+import (
+	"math"
+	"time"
+)
+
+// ETACalibration learns how the leader's ETAs fare and widens, narrows or
+// shifts their band to match (split conformal prediction). The model's
+// band (WaitBandAhead) counts the work ahead and the service times' spread,
+// but not what it cannot see: later arrivals of the job's own tier that
+// the fair queue puts ahead of it, changes in load, and who frees a slot
+// first. So the leader follows some queued jobs (one in CalibrationEvery,
+// by id) from the ETA the model gave them to their first start, and keeps,
+// per tier and per order of magnitude of that ETA, the ratio of the real
+// wait to the ETA's scale (its p50, at least 10 ms) over the last
+// calWindow of them. A band is then the scale times those ratios' 10th,
+// 50th and 90th percentiles; a class with fewer than calMin ratios lends
+// the tier's, of any magnitude, and until that has calMin the model's band
+// stands. The server and the simulator each keep one, fed alike.
+// Its zero value is ready; not safe for concurrent use.
+type ETACalibration struct {
+	tiers    []string
+	classes  []calClass // tier i's at i*calClasses: one per magnitude, then all of them
+	followed map[uint64]followedETA
+}
+
+// CalibrationEvery: the leader follows the jobs whose id it divides.
+const CalibrationEvery = 16
+
+const (
+	calWindow     = 256 // ratios a class keeps
+	calMin        = 24  // ratios before a class is trusted
+	calMagnitudes = 4   // ETAs under 1 s, 10 s, 100 s, and longer
+	calClasses    = calMagnitudes + 1
+	calFollowMax  = 4096 // jobs followed at once
+	calStale      = int64(time.Hour)
+	// Ratios are kept as bins of log2(ratio): 1/16 of a doubling each,
+	// from 1/256 to 256.
+	calBinsPerDoubling = 16
+	calBinSpan         = 8
+	calBins            = 2 * calBinSpan * calBinsPerDoubling
+)
+
+type followedETA struct {
+	tier  int32
+	class int32
+	scale int64 // ns
+	at    int64
+}
+
+type calClass struct {
+	ring   [calWindow]uint16 // the bins of the last ratios, oldest at next
+	wring  [calWindow]float32
+	next   int
+	n      int
+	counts [calBins]uint16
+	// weights: each ratio weighted as its error counts (etaWeight)
+	weights [calBins]float64
+	weight  float64
+	// The quantiles as ratios, refreshed when read after ratios came
+	// (stale); eta is the weighted median.
+	q10, eta, q90 float64
+	stale         bool
+}
+
+// etaWeight is how much a ratio r counts for the ETA's point: the error of
+// an ETA is taken relative to the real wait, at least a second, so the
+// point that makes the least error is the median of the ratios weighted
+// by scale/max(wait, 1 s).
+func etaWeight(ratio float64, scale int64) float64 {
+	return 1 / max(ratio, float64(time.Second)/float64(scale))
+}
+
+// calScale is a band's scale: its p50, at least 10 ms.
+func calScale(b Band) time.Duration { return max(b.P50, 10*time.Millisecond) }
+
+// calMagnitude is the class of a scale: under 1 s, 10 s, 100 s, or longer.
+func calMagnitude(scale time.Duration) int32 {
+	m := int32(0)
+	for s := scale; s >= time.Second && m < calMagnitudes-1; s /= 10 {
+		m++
+	}
+	return m
+}
+
+func (c *ETACalibration) tier(name string) int32 {
+	for i, t := range c.tiers {
+		if t == name {
+			return int32(i)
+		}
+	}
+	c.tiers = append(c.tiers, name)
+	c.classes = append(c.classes, make([]calClass, calClasses)...)
+	return int32(len(c.tiers) - 1)
+}
+
+// Follows reports whether the leader follows job id's ETA.
+func Follows(id uint64) bool { return id%CalibrationEvery == 0 }
+
+// Told notes the model's band b (before calibration) given to queued job
+// id of tier at now, to learn from when it starts. Jobs told they start at
+// once, jobs that are not followed (Follows) and jobs delayed past their
+// ETA (readyIn) teach nothing.
+func (c *ETACalibration) Told(id uint64, tier string, b Band, readyIn time.Duration, now int64) {
+	if !Follows(id) || b.P90 <= 0 || readyIn > b.P50 {
+		return
+	}
+	if c.followed == nil {
+		c.followed = make(map[uint64]followedETA)
+	}
+	if len(c.followed) >= calFollowMax {
+		for k, f := range c.followed { // jobs canceled or expired before they started
+			if now-f.at > calStale {
+				delete(c.followed, k)
+			}
+		}
+		if len(c.followed) >= calFollowMax {
+			return
+		}
+	}
+	scale := calScale(b)
+	c.followed[id] = followedETA{tier: c.tier(tier), class: calMagnitude(scale), scale: int64(scale), at: now}
+}
+
+// Started learns from job id's first start at now, if it was followed.
+func (c *ETACalibration) Started(id uint64, now int64) {
+	if !Follows(id) {
+		return
+	}
+	f, ok := c.followed[id]
+	if !ok {
+		return
+	}
+	delete(c.followed, id)
+	ratio := float64(now-f.at) / float64(f.scale)
+	bin := calBins / 2
+	if ratio > 0 {
+		bin = int(math.Floor(math.Log2(ratio)*calBinsPerDoubling)) + calBins/2
+	}
+	bin = min(max(bin, 0), calBins-1)
+	w := etaWeight(ratio, f.scale)
+	c.classes[int(f.tier)*calClasses+int(f.class)].add(bin, w)
+	c.classes[int(f.tier)*calClasses+calMagnitudes].add(bin, w)
+}
+
+// Learned is how many ratios the calibration holds, over every class.
+func (c *ETACalibration) Learned() int {
+	n := 0
+	for i := calMagnitudes; i < len(c.classes); i += calClasses {
+		n += c.classes[i].n
+	}
+	return n
+}
+
+// Forget stops following job id (it ended without starting).
+func (c *ETACalibration) Forget(id uint64) {
+	if Follows(id) {
+		delete(c.followed, id)
+	}
+}
+
+func (k *calClass) add(bin int, w float64) {
+	if k.n == calWindow {
+		old := k.ring[k.next]
+		k.counts[old]--
+		k.weights[old] = max(k.weights[old]-float64(k.wring[k.next]), 0)
+		k.weight -= float64(k.wring[k.next])
+	} else {
+		k.n++
+	}
+	k.ring[k.next], k.wring[k.next] = uint16(bin), float32(w)
+	k.next = (k.next + 1) % calWindow
+	k.counts[bin]++
+	k.weights[bin] += float64(float32(w))
+	k.weight += float64(float32(w))
+	k.stale = true
+}
+
+func binRatio(b int) float64 { return math.Exp2((float64(b)+0.5)/calBinsPerDoubling - calBinSpan) }
+
+// weightedMedian is the ratio at half the weight.
+func (k *calClass) weightedMedian() float64 {
+	seen := 0.0
+	for b, w := range k.weights {
+		if seen += w; seen >= k.weight/2 && w > 0 {
+			return binRatio(b)
+		}
+	}
+	return k.quantile(0.5)
+}
+
+// quantile is the ratio at quantile q of the window (a bin's middle).
+func (k *calClass) quantile(q float64) float64 {
+	rank, seen := int(q*float64(k.n-1)), 0
+	for b, n := range k.counts {
+		if seen += int(n); seen > rank {
+			return binRatio(b)
+		}
+	}
+	return math.Exp2(calBinSpan)
+}
+
+// Band is the model's band b for a job of tier, calibrated: unchanged when
+// it says the job starts at once or its class has too few ratios yet.
+func (c *ETACalibration) Band(tier string, b Band) Band {
+	if b.P90 <= 0 {
+		return b
+	}
+	ti := -1
+	for i, t := range c.tiers {
+		if t == tier {
+			ti = i
+		}
+	}
+	if ti < 0 {
+		return b
+	}
+	scale := calScale(b)
+	k := &c.classes[ti*calClasses+int(calMagnitude(scale))]
+	if k.n < calMin {
+		k = &c.classes[ti*calClasses+calMagnitudes] // the tier's, any magnitude
+		if k.n < calMin {
+			return b
+		}
+	}
+	if k.stale {
+		k.q10, k.eta, k.q90, k.stale = k.quantile(0.1), k.weightedMedian(), k.quantile(0.9), false
+	}
+	s := float64(scale)
+	return Band{P10: time.Duration(s * k.q10), P50: time.Duration(s * min(max(k.eta, k.q10), k.q90)), P90: time.Duration(s * k.q90)}
+}
