@@ -197,13 +197,11 @@ func (f *Fleet) Update(i int32, d Desc) {
 	f.mark(i)
 }
 
-// SetWarm replaces the models executor i says are loaded.
+// SetWarm replaces the models executor i says are loaded (all of them,
+// however many).
 func (f *Fleet) SetWarm(i int32, warm []string) {
 	m := &f.execs[i]
-	m.Warm = warm
-	if len(warm) > m.WarmCap {
-		m.Warm = warm[len(warm)-m.WarmCap:]
-	}
+	m.Warm, m.WarmCap = warm, max(m.WarmCap, len(warm)) // what it says is loaded, is
 }
 
 // Remove forgets executor i, returning its runs.
@@ -328,9 +326,21 @@ func (f *Fleet) Reserve(i int32, job uint64, gpus int32, ref int32) (uint64, boo
 	return pick, true
 }
 
-func (m *member) find(job uint64) int {
+// reservation is the index of job's reservation in m.runs, or -1.
+func (m *member) reservation(job uint64) int {
 	for k := range m.runs {
-		if m.runs[k].Job == job {
+		if m.runs[k].Job == job && m.runs[k].Reserved {
+			return k
+		}
+	}
+	return -1
+}
+
+// running is the index of job's running attempt in m.runs, or -1. (A job
+// can have both: a stale attempt not yet stopped, and a new reservation.)
+func (m *member) running(job uint64, attempt int32) int {
+	for k := range m.runs {
+		if r := &m.runs[k]; r.Job == job && !r.Reserved && r.Attempt == attempt {
 			return k
 		}
 	}
@@ -348,7 +358,7 @@ func (f *Fleet) drop(i int32, k int) Run {
 
 // Unreserve gives back a reservation whose Assign did not commit.
 func (f *Fleet) Unreserve(i int32, job uint64) {
-	if k := f.execs[i].find(job); k >= 0 && f.execs[i].runs[k].Reserved {
+	if k := f.execs[i].reservation(job); k >= 0 {
 		f.drop(i, k)
 	}
 }
@@ -359,8 +369,8 @@ func (f *Fleet) Unreserve(i int32, job uint64) {
 // false when i holds no reservation for job.
 func (f *Fleet) Start(i int32, job uint64, attempt int32, model string) (warm, ok bool) {
 	m := &f.execs[i]
-	k := m.find(job)
-	if k < 0 || !m.runs[k].Reserved {
+	k := m.reservation(job)
+	if k < 0 {
 		return false, false
 	}
 	m.runs[k].Reserved, m.runs[k].Attempt = false, attempt
@@ -374,9 +384,8 @@ func (f *Fleet) Start(i int32, job uint64, attempt int32, model string) (warm, o
 // Finish ends a running attempt on executor i, freeing its place; false
 // when that attempt does not run there.
 func (f *Fleet) Finish(i int32, job uint64, attempt int32) (Run, bool) {
-	m := &f.execs[i]
-	k := m.find(job)
-	if k < 0 || m.runs[k].Reserved || m.runs[k].Attempt != attempt {
+	k := f.execs[i].running(job, attempt)
+	if k < 0 {
 		return Run{}, false
 	}
 	return f.drop(i, k), true
@@ -385,17 +394,14 @@ func (f *Fleet) Finish(i int32, job uint64, attempt int32) (Run, bool) {
 // Running reports whether executor i runs the attempt (started, not
 // only reserved).
 func (f *Fleet) Running(i int32, job uint64, attempt int32) bool {
-	m := &f.execs[i]
-	k := m.find(job)
-	return k >= 0 && !m.runs[k].Reserved && m.runs[k].Attempt == attempt
+	return f.execs[i].running(job, attempt) >= 0
 }
 
 // Holds reports whether executor i runs the attempt, or holds a
 // reservation for the job (its attempt is being assigned).
 func (f *Fleet) Holds(i int32, job uint64, attempt int32) bool {
 	m := &f.execs[i]
-	k := m.find(job)
-	return k >= 0 && (m.runs[k].Reserved || m.runs[k].Attempt == attempt)
+	return m.reservation(job) >= 0 || m.running(job, attempt) >= 0
 }
 
 func (m *member) serves(model string) bool {

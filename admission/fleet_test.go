@@ -100,8 +100,9 @@ func TestFleetUnplaceableAsPlacementOffers(t *testing.T) {
 
 // TestFleetProperties: under any sequence of leases, reservations, starts,
 // finishes, crashes and removals, the GPUs held are exactly those of the
-// runs, no two runs share a GPU, no executor runs more than its slots, the
-// offer says what is free, and the numbering is name order.
+// runs, no two runs share a GPU, a reservation succeeds exactly when a slot
+// and the GPUs are free and takes GPUs the executor has, the offer says
+// what is free, and the numbering is name order.
 func TestFleetProperties(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		f := NewFleet()
@@ -110,18 +111,51 @@ func TestFleetProperties(t *testing.T) {
 		for step := range rapid.IntRange(1, 80).Draw(t, "steps") {
 			name := rapid.SampledFrom(names).Draw(t, fmt.Sprint("name", step))
 			i, known := f.Index(name)
-			switch op := rapid.IntRange(0, 7).Draw(t, fmt.Sprint("op", step)); {
+			switch op := rapid.IntRange(0, 9).Draw(t, fmt.Sprint("op", step)); {
 			case op == 0 || !known:
-				gpus := rapid.IntRange(0, 4).Draw(t, fmt.Sprint("gpus", step))
-				f.Attach(Desc{Name: name, GPUs: GPUIDs(make([]string, gpus)), Slots: int32(rapid.IntRange(0, 3).Draw(t, fmt.Sprint("slots", step)))}, nil)
+				gpus := rapid.SampledFrom([]int{0, 1, 2, 4, 63, 64}).Draw(t, fmt.Sprint("gpus", step))
+				// Attempts it already runs (a lease taken again), each on
+				// GPUs of its own, as the log assigned them.
+				var adopt []Run
+				used := uint64(0)
+				for k := range rapid.IntRange(0, 2).Draw(t, fmt.Sprint("adopt", step)) {
+					if bit := uint64(1) << (2 * k); k < max(gpus, 1)/2 && used&bit == 0 {
+						adopt = append(adopt, Run{Job: next, Attempt: 3, GPUs: bit})
+						used |= bit
+						next++
+					}
+				}
+				f.Attach(Desc{Name: name, GPUs: GPUIDs(make([]string, gpus)), Slots: int32(rapid.IntRange(0, 3).Draw(t, fmt.Sprint("slots", step)))}, adopt)
 			case op == 1:
-				f.Reserve(i, next, int32(rapid.IntRange(1, 3).Draw(t, fmt.Sprint("want", step))), 0)
+				want := int32(rapid.IntRange(1, 64).Draw(t, fmt.Sprint("want", step)))
+				m := &f.execs[i]
+				full := !m.up || int32(len(m.runs)) >= m.Slots || int(m.gpus)-bits.OnesCount64(m.used&(1<<m.gpus-1)) < int(want)
+				mask, ok := f.Reserve(i, next, want, 0)
+				if ok == full {
+					t.Fatalf("%s: reserve %d GPUs: %v, with %d runs on %d slots and %b of %d GPUs held", name, want, ok, len(m.runs), m.Slots, m.used, m.gpus)
+				}
+				if ok && (bits.OnesCount64(mask) != int(want) || bits.Len64(mask) > int(m.gpus)) {
+					t.Fatalf("%s: reserved %b for %d GPUs of %d", name, mask, want, m.gpus)
+				}
 				next++
+			case op == 8:
+				// The same job again (its attempt timed out, not yet stopped).
+				if runs := f.Runs(i); len(runs) > 0 && !runs[0].Reserved {
+					if _, ok := f.Reserve(i, runs[0].Job, 1, 0); ok {
+						if _, ok := f.Start(i, runs[0].Job, runs[0].Attempt+1, "m"); !ok {
+							t.Fatalf("could not start the new attempt of job %d beside its stale one", runs[0].Job)
+						}
+					}
+				}
+			case op == 9:
+				f.Update(i, Desc{Name: name, GPUs: GPUIDs(make([]string, rapid.IntRange(0, 64).Draw(t, fmt.Sprint("regpus", step)))), Slots: 2})
 			case op == 2 || op == 3:
 				if runs := f.Runs(i); len(runs) > 0 {
 					r := runs[rapid.IntRange(0, len(runs)-1).Draw(t, fmt.Sprint("run", step))]
 					if r.Reserved {
-						f.Start(i, r.Job, 1, "m")
+						if _, ok := f.Start(i, r.Job, 1, "m"); !ok {
+							t.Fatalf("could not start reserved %+v", r)
+						}
 					} else if _, ok := f.Finish(i, r.Job, r.Attempt); !ok {
 						t.Fatalf("could not finish %+v", r)
 					}
@@ -166,9 +200,6 @@ func checkFleet(t *rapid.T, f *Fleet) {
 			t.Fatalf("%s: used %b, its runs hold %b", name, f.Used(i), held)
 		}
 		m := &f.execs[i]
-		if int32(len(m.runs)) > m.Slots || bits.Len64(held) > int(m.gpus) {
-			t.Fatalf("%s: %d runs on %d slots, GPUs %b of %d", name, len(m.runs), m.Slots, held, m.gpus)
-		}
 		room := m.up && int32(len(m.runs)) < m.Slots && bits.OnesCount64(held) < int(m.gpus)
 		if offered[name] != room {
 			t.Fatalf("%s offered %v, has room %v", name, offered[name], room)

@@ -331,7 +331,6 @@ func (f *FSM) fire(tm timer) {
 
 func (f *FSM) retention() time.Duration { return f.pix.retention }
 
-// forget drops a finished job past its retention.
 // tenantJobs adds a job, newer than the tenant's others, to its list.
 func (f *FSM) tenantJobs(tenant string, id uint64) {
 	p := f.byTenant[tenant]
@@ -350,26 +349,25 @@ func (f *FSM) idsOf(tenant string) []uint64 {
 	return nil
 }
 
+// forget drops a finished job past its retention.
 func (f *FSM) forget(j *raftv1.JobRecord) {
 	delete(f.jobs, j.Id)
 	delete(f.hooked, j.Id)
 	f.counts[j.State]--
-	p := f.byTenant[j.Tenant]
-	if p == nil {
-		return
-	}
-	ids := *p
-	i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
-	switch {
-	case i == 0 && len(ids) > 0 && ids[0] == j.Id:
-		ids = ids[1:] // the oldest, most often: no copy (append drops the front when it grows)
-	case i < len(ids) && ids[i] == j.Id:
-		ids = append(ids[:i], ids[i+1:]...)
-	}
-	if len(ids) == 0 {
-		delete(f.byTenant, j.Tenant)
-	} else {
-		*p = ids
+	if p := f.byTenant[j.Tenant]; p != nil {
+		ids := *p
+		i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
+		switch {
+		case i == 0 && len(ids) > 0 && ids[0] == j.Id:
+			ids = ids[1:] // the oldest, most often: no copy (append drops the front when it grows)
+		case i < len(ids) && ids[i] == j.Id:
+			ids = append(ids[:i], ids[i+1:]...)
+		}
+		if len(ids) == 0 {
+			delete(f.byTenant, j.Tenant)
+		} else {
+			*p = ids
+		}
 	}
 	if k := j.Spec.GetIdempotencyKey(); k != "" {
 		ik := idemKey{j.Tenant, k}

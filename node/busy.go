@@ -94,6 +94,13 @@ func (c *etaCalibration) follow(id uint64, tier string, model scheduler.Band, re
 	c.cal.Told(id, tier, model, readyIn, time.Now().UnixNano())
 }
 
+// reset stops following jobs (a term ended).
+func (c *etaCalibration) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cal.Reset()
+}
+
 // started learns from a job's first start.
 func (c *etaCalibration) started(id uint64) {
 	if !scheduler.Follows(id) {

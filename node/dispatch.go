@@ -84,6 +84,7 @@ func (n *Node) lead(leaderCh <-chan bool) {
 		n.proposer.enabled.Store(false)
 		n.checksSafeUntil.Store(0)
 		n.execs.clear()
+		n.etaCal.reset()
 	}()
 	n.setReady(true)
 	var lastReconcile time.Time
@@ -224,13 +225,12 @@ func (n *Node) dispatch() {
 			Gpus: p.a.Gpus, RunTimeout: durationpb.New(time.Duration(j.RunTimeoutNs)),
 			ExpectedDuration: durationpb.New(n.modelDuration(j.Spec.GetModel())),
 		}}}
-		if p.a.Attempt == 1 {
-			n.etaCal.started(j.Id)
-		}
 		if !n.execs.started(p.a.Executor, j.Id, p.a.Attempt, msg) {
 			// The lease ended between placement and commit: give the
 			// attempt back now rather than after the lease grace.
 			n.requeue(j.Id, p.a.Attempt, fmt.Sprintf("executor %s left before it could start attempt %d", p.a.Executor, p.a.Attempt))
+		} else if p.a.Attempt == 1 {
+			n.etaCal.started(j.Id)
 		}
 	}
 }

@@ -101,11 +101,6 @@ func TestETAIsCalibratedByHowETAsFared(t *testing.T) {
 	if r := float64(got.P50) / float64(model.P50); r < 2.9 || r > 3.1 {
 		t.Fatalf("calibrated p50 %v is %.2f× the model's %v, want 3×", got.P50, r, model.P50)
 	}
-	res, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: queued.Id}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if g := res.Msg.Job; g.EtaSeconds < int64(2.5*model.P50.Seconds()) {
-		t.Fatalf("GetJob tells eta %ds (%d–%d), want about 3× the model's %v", g.EtaSeconds, g.EtaP10Seconds, g.EtaP90Seconds, model.P50)
-	}
+	// (GetJob tells n.eta's band, in whole seconds: the model's ETA here is
+	// milliseconds, learned from the 10 ms jobs.)
 }

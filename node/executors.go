@@ -66,7 +66,7 @@ func (r *registry) signal() {
 
 // descOf is what an executor's description offers.
 func descOf(info *sluicev1.ExecutorInfo) admission.Desc {
-	d := admission.Desc{Name: info.Name, Slots: info.Slots, Models: info.Models, Warm: info.WarmModels, WarmCap: maxWarm}
+	d := admission.Desc{Name: info.Name, Slots: info.Slots, Models: info.Models, Warm: info.WarmModels, WarmCap: max(maxWarm, len(info.WarmModels))}
 	uuids := make([]string, len(info.Gpus))
 	for i, g := range info.Gpus {
 		uuids[i] = g.Uuid
@@ -212,14 +212,18 @@ func (r *registry) started(executor string, job uint64, attempt int32, msg *slui
 	if !ok {
 		return false
 	}
+	// Start first: a lease taken again since the reservation (Attach) has
+	// dropped it, and then nothing must be sent.
+	if _, ok := r.fleet.Start(i, job, attempt, msg.GetAssignment().GetModel()); !ok {
+		return false
+	}
 	select {
 	case r.execs[executor].out <- msg:
+		return true
 	default:
-		r.fleet.Unreserve(i, job)
+		r.fleet.Finish(i, job, attempt)
 		return false // the stream is stuck; the lease will expire
 	}
-	_, ok = r.fleet.Start(i, job, attempt, msg.GetAssignment().GetModel())
-	return ok
 }
 
 // finished frees an attempt's place.

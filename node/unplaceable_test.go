@@ -104,3 +104,27 @@ func TestAdoptedAttemptKeepsItsGPUs(t *testing.T) {
 		t.Fatal("reserved a third job on two slots")
 	}
 }
+
+// TestLeaseTakenAgainBeforeTheAssignCommits: an executor that leases again
+// between its reservation and the Assign's commit gets nothing sent on the
+// old reservation (the new lease adopted only what it runs), and its GPU is
+// free for the next placement.
+func TestLeaseTakenAgainBeforeTheAssignCommits(t *testing.T) {
+	r := newRegistry()
+	info := &sluicev1.ExecutorInfo{Name: "x", Slots: 1, Gpus: []*sluicev1.GPU{{Uuid: "x0"}}}
+	r.attach(info, nil, time.Now())
+	if _, ok := r.reserve("x", 5, 1); !ok {
+		t.Fatal("no reservation")
+	}
+	l := r.attach(info, nil, time.Now())
+	msg := &sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Assignment{Assignment: &sluicev1.Assignment{JobId: FormatJobID(5), Attempt: 1}}}
+	if r.started("x", 5, 1, msg) {
+		t.Fatal("started an attempt whose reservation the new lease dropped")
+	}
+	if len(l.out) != 0 {
+		t.Fatalf("%d messages sent down the new lease", len(l.out))
+	}
+	if gpus, ok := r.reserve("x", 6, 1); !ok || gpus[0] != "x0" {
+		t.Fatalf("the next job got %v (%v), want x0", gpus, ok)
+	}
+}

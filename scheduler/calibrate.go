@@ -23,6 +23,7 @@ type ETACalibration struct {
 	tiers    []string
 	classes  []calClass // tier i's at i*calClasses: one per magnitude, then all of them
 	followed map[uint64]followedETA
+	told     int // Told calls, for the sweep of stale entries
 }
 
 // CalibrationEvery: the leader follows the jobs whose id it divides.
@@ -35,6 +36,7 @@ const (
 	calClasses    = calMagnitudes + 1
 	calFollowMax  = 4096 // jobs followed at once
 	calStale      = int64(time.Hour)
+	calSweepEvery = 256 // Told calls between sweeps of entries calStale old
 	// Ratios are kept as bins of log2(ratio): 1/16 of a doubling each,
 	// from 1/256 to 256.
 	calBinsPerDoubling = 16
@@ -109,15 +111,17 @@ func (c *ETACalibration) Told(id uint64, tier string, b Band, readyIn time.Durat
 	if c.followed == nil {
 		c.followed = make(map[uint64]followedETA)
 	}
-	if len(c.followed) >= calFollowMax {
-		for k, f := range c.followed { // jobs canceled or expired before they started
+	if c.told++; c.told%calSweepEvery == 0 || len(c.followed) >= calFollowMax {
+		// Jobs that ended without starting (canceled, expired), or whose
+		// start was seen before their ETA was noted.
+		for k, f := range c.followed {
 			if now-f.at > calStale {
 				delete(c.followed, k)
 			}
 		}
-		if len(c.followed) >= calFollowMax {
-			return
-		}
+	}
+	if len(c.followed) >= calFollowMax {
+		return
 	}
 	scale := calScale(b)
 	c.followed[id] = followedETA{tier: c.tier(tier), class: calMagnitude(scale), scale: int64(scale), at: now}
@@ -134,7 +138,7 @@ func (c *ETACalibration) Started(id uint64, now int64) {
 	}
 	delete(c.followed, id)
 	ratio := float64(now-f.at) / float64(f.scale)
-	bin := calBins / 2
+	bin := 0 // started at once (or the clock stepped back)
 	if ratio > 0 {
 		bin = int(math.Floor(math.Log2(ratio)*calBinsPerDoubling)) + calBins/2
 	}
@@ -153,6 +157,10 @@ func (c *ETACalibration) Learned() int {
 	return n
 }
 
+// Reset stops following every job (a term ends: its starts are another
+// leader's to see); what was learned stays.
+func (c *ETACalibration) Reset() { clear(c.followed) }
+
 // Forget stops following job id (it ended without starting).
 func (c *ETACalibration) Forget(id uint64) {
 	if Follows(id) {
@@ -163,9 +171,12 @@ func (c *ETACalibration) Forget(id uint64) {
 func (k *calClass) add(bin int, w float64) {
 	if k.n == calWindow {
 		old := k.ring[k.next]
-		k.counts[old]--
-		k.weights[old] = max(k.weights[old]-float64(k.wring[k.next]), 0)
-		k.weight -= float64(k.wring[k.next])
+		if k.counts[old]--; k.counts[old] == 0 {
+			k.weights[old] = 0 // no float residue in an empty bin
+		} else {
+			k.weights[old] = max(k.weights[old]-float64(k.wring[k.next]), 0)
+		}
+		k.weight = max(k.weight-float64(k.wring[k.next]), 0)
 	} else {
 		k.n++
 	}
@@ -187,14 +198,23 @@ func (k *calClass) weightedMedian() float64 {
 			return binRatio(b)
 		}
 	}
-	return k.quantile(0.5)
+	return k.quantile(0.5, false)
 }
 
-// quantile is the ratio at quantile q of the window (a bin's middle).
-func (k *calClass) quantile(q float64) float64 {
-	rank, seen := int(q*float64(k.n-1)), 0
+// quantile is the ratio at quantile q of the window (a bin's middle), as
+// split conformal prediction takes it for a band's upper end (the
+// ceil(q·(n+1))-th smallest) or lower end (the floor(q·(n+1))-th), so that
+// a next ratio falls inside with the band's share at least.
+func (k *calClass) quantile(q float64, upper bool) float64 {
+	r := q * float64(k.n+1)
+	if upper {
+		r = math.Ceil(r)
+	} else {
+		r = math.Floor(r)
+	}
+	rank, seen := min(max(int(r), 1), k.n), 0
 	for b, n := range k.counts {
-		if seen += int(n); seen > rank {
+		if seen += int(n); seen >= rank {
 			return binRatio(b)
 		}
 	}
@@ -225,7 +245,7 @@ func (c *ETACalibration) Band(tier string, b Band) Band {
 		}
 	}
 	if k.stale {
-		k.q10, k.eta, k.q90, k.stale = k.quantile(0.1), k.weightedMedian(), k.quantile(0.9), false
+		k.q10, k.eta, k.q90, k.stale = k.quantile(0.1, false), k.weightedMedian(), k.quantile(0.9, true), false
 	}
 	s := float64(scale)
 	return Band{P10: time.Duration(s * k.q10), P50: time.Duration(s * min(max(k.eta, k.q10), k.q90)), P90: time.Duration(s * k.q90)}

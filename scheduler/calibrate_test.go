@@ -103,3 +103,25 @@ func TestCalibrationFollowsFewAndForgets(t *testing.T) {
 		t.Fatalf("after the stale ones are dropped: following %d, want 1", len(c.followed))
 	}
 }
+
+// TestCalibrationLearnsStartsAtOnce: a job that starts the moment it is
+// told (or as the clock steps back) teaches "much sooner", not "on time".
+func TestCalibrationLearnsStartsAtOnce(t *testing.T) {
+	var c ETACalibration
+	model := Band{P10: 4 * time.Second, P50: 5 * time.Second, P90: 6 * time.Second}
+	id := uint64(0)
+	for k := range 2 * calWindow { // the window wraps: its sums stay whole
+		c.feed(&id, "free", model, -time.Duration(k%2)*time.Millisecond, 0)
+	}
+	if b := c.Band("free", model); b.P90 > 100*time.Millisecond {
+		t.Fatalf("after starts at once: %v, want a band near 0", b)
+	}
+	k := &c.classes[calMagnitudes]
+	sum := 0.0
+	for _, w := range k.weights {
+		sum += w
+	}
+	if math.Abs(sum-k.weight) > 1e-6*k.weight {
+		t.Fatalf("weights sum to %v, the total says %v", sum, k.weight)
+	}
+}
