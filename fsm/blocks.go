@@ -2,18 +2,21 @@ package fsm
 
 // blocks hands out zero values of T from blocks of blockSize, one
 // allocation where there was one per value: for the records every job gets
-// a few of (transitions, charges, settled admissions), the state machine's
-// most frequent allocations. A block lives while any of its values does;
-// jobs are forgotten about in the order they finish (retention), so blocks
-// mostly go with them, and a job that lives long (queued or running for
-// days) keeps at most blockSize−1 small neighbours (a transition is its
-// state, times, attempt, executor and reason) with it. Job records, which
-// hold a job's input, come from blocks only in the simulator (exclusive).
+// (its record, transitions, charge, settled admission), the state
+// machine's most frequent allocations. Only in the simulator's exclusive
+// state: a block lives while any of its values does, so on a server one
+// job that lives for days would keep its neighbours' records (and their
+// inputs) with it, and a block is rounded up to a size class, which a
+// server's memory per queued job would pay for.
 type blocks[T any] struct{ free []T }
 
 const blockSize = 64
 
-func (b *blocks[T]) new() *T {
+// new is a zero T: from a block when on, else on its own.
+func (b *blocks[T]) new(on bool) *T {
+	if !on {
+		return new(T)
+	}
 	if len(b.free) == 0 {
 		b.free = make([]T, blockSize)
 	}

@@ -69,8 +69,8 @@ type FSM struct {
 	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu
 
 	jobs map[uint64]*raftv1.JobRecord
-	// Blocks of the records every job gets (blocks.go); job records only
-	// when exclusive.
+	// Blocks of the records every job gets, in the simulator's exclusive
+	// state (blocks.go).
 	records         blocks[raftv1.JobRecord]
 	transitions     blocks[raftv1.TransitionRecord]
 	transitionPairs blocks[[2]*raftv1.TransitionRecord]
@@ -412,15 +412,7 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 		return Result{Err: err, Limits: f.decisionRules()}
 	}
 	f.lastJobID = max(f.lastJobID+1, index)
-	// Records come in blocks only where nothing outside reads them (the
-	// simulator's exclusive state): a block lives while any of its records
-	// does, and a server's record may hold a large input.
-	var j *raftv1.JobRecord
-	if f.exclusive {
-		j = f.records.new()
-	} else {
-		j = new(raftv1.JobRecord)
-	}
+	j := f.records.new(f.exclusive)
 	*j = raftv1.JobRecord{
 		Id:           f.lastJobID,
 		Tenant:       c.Tenant,
@@ -533,7 +525,7 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 			}
 			// The record keeps an Admission only when admission did more than charge
 			// (a delay, a degrade): the reserved cost is the charge's (JobAdmission).
-			ch := f.charges.new()
+			ch := f.charges.new(f.exclusive)
 			ch.ApiKeySha256, ch.ClientIp, ch.Method, ch.Model, ch.Cost, ch.AtNs = req.APIKey, req.ClientIP, req.Method, req.Model, req.Cost, f.dec.At
 			adm.charge = ch
 			f.spend(c.Spend)
@@ -695,7 +687,7 @@ func (f *FSM) schedJob(j *raftv1.JobRecord) scheduler.Job {
 }
 
 func (f *FSM) setState(j *raftv1.JobRecord, s sluicev1.JobState, reason string) {
-	tr := f.transitions.new()
+	tr := f.transitions.new(f.exclusive)
 	tr.State, tr.AtNs, tr.Attempt, tr.Executor, tr.Reason = s, f.now, j.Attempt, j.Executor, reason
 	f.enterState(j, s, tr)
 }
@@ -716,7 +708,7 @@ func (f *FSM) enterState(j *raftv1.JobRecord, s sluicev1.JobState, tr *raftv1.Tr
 	j.State = s
 	if tr != nil {
 		if j.Transitions == nil {
-			j.Transitions = f.transitionPairs.new()[:0] // started, then ended, most often
+			j.Transitions = f.transitionPairs.new(f.exclusive)[:0] // started, then ended, most often
 		}
 		j.Transitions = append(j.Transitions, tr)
 	}
@@ -931,7 +923,7 @@ func (f *FSM) closeCharge(j *raftv1.JobRecord, reported int64) {
 	f.limits.Release(&req, f.now)
 	var a *sluicev1.Admission
 	if j.Admission == nil {
-		a = f.settled.new()
+		a = f.settled.new(f.exclusive)
 	} else {
 		a = j.Admission
 		if !f.exclusive {
