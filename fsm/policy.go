@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/sluicehq/sluice/predict"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -126,6 +127,9 @@ func ValidatePolicy(p *sluicev1.Policy) error {
 		}
 		if m.GpuMemoryMb < 0 {
 			return fmt.Errorf("%s.gpu_memory_mb: %d is negative", field, m.GpuMemoryMb)
+		}
+		if err := predict.Validate(field+".size", m.Size); err != nil {
+			return err
 		}
 	}
 	if err := validateRules(p, tiers, names, models); err != nil {

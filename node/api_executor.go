@@ -263,6 +263,9 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 			ran := time.Since(time.Unix(0, j.StartedNs))
 			c.RunNs = int64(ran)
 			n.service.observe(j.Spec.GetModel(), ran)
+			if model, ok := n.fsm.Model(j.Spec.GetModel()); ok {
+				n.service.observeSized(model, j.Spec.GetInput(), ran)
+			}
 		}
 		msg = c
 	case *sluicev1.ReportRequest_Failed:

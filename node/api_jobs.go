@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/predict"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
@@ -113,6 +114,12 @@ func (n *Node) checkSubmit(ctx context.Context, authorization, clientIP string, 
 	spec := msg.GetSpec()
 	if err := ValidateSpec(spec, n.modelSet(), time.Now()); err != nil {
 		return sub, nil, err
+	}
+	if m, ok := n.fsm.Model(spec.GetModel()); ok && m.Size != nil {
+		var fe *predict.FieldError
+		if _, _, err := predict.Features(m.Size, spec.GetInput()); errors.As(err, &fe) {
+			return sub, nil, fieldError(fe.Field, "%s", fe.Reason)
+		}
 	}
 	if err := n.checkSubmitWebhook(ctx, t, spec.GetWebhook()); err != nil {
 		return sub, nil, err
@@ -605,6 +612,9 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())
+		if pm, psd, ok := n.service.predictSized(m, j.Spec.GetInput()); ok {
+			mean, sd = pm, psd // this job's own size
+		}
 		return jobETA{Band: scheduler.RunBand(time.Duration(now-j.StartedNs), mean, sd), known: true}
 	}
 	return jobETA{known: true}

@@ -60,6 +60,8 @@ func TestParsePolicyNamesTheBadField(t *testing.T) {
 		{"defaults: {queue_timeout: soon}", `defaults.queue_timeout: "soon" is not a duration`},
 		{"webhooks: {retry_schedule: [5s, soon]}", `webhooks.retry_schedule[1]: "soon" is not a duration`},
 		{"models: [{name: ''}]", "models[0].name: must not be empty"},
+		{"models: [{name: m, size: {terms: []}}]", "models[0].size.terms: 0 terms; give 1–4"},
+		{"models: [{name: m, size: {terms: [{fields: [steps, 'max tokens']}]}}]", `models[0].size.terms[0].fields[1]: "max tokens" is not an input field name`},
 	} {
 		_, err := ParsePolicy([]byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

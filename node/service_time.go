@@ -4,6 +4,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluicehq/sluice/predict"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
 
@@ -11,8 +16,62 @@ import (
 // their band (scheduler.ServiceTime, as the simulator learns them). It is
 // the leader's soft state, never replicated.
 type serviceTimes struct {
-	mu sync.Mutex
-	by map[string]*scheduler.ServiceTime
+	mu    sync.Mutex
+	by    map[string]*scheduler.ServiceTime
+	sized map[string]*sizedModel // models that declare what sizes their jobs
+}
+
+// sizedModel learns a model's run time from its jobs' inputs
+// (predict.Learner), for the size declaration it was made for.
+type sizedModel struct {
+	decl *sluicev1.SizeModel
+	l    *predict.Learner
+}
+
+// learner is m's size learner, made anew when its declaration changed; nil
+// when m declares none (under the lock).
+func (s *serviceTimes) learner(m *sluicev1.Model) *predict.Learner {
+	if m.GetSize() == nil {
+		return nil
+	}
+	if s.sized == nil {
+		s.sized = make(map[string]*sizedModel)
+	}
+	sm, ok := s.sized[m.Name]
+	if !ok || !proto.Equal(sm.decl, m.Size) {
+		sm = &sizedModel{decl: m.Size, l: predict.NewLearner(len(m.Size.Terms), int(m.Size.MinObservations))}
+		s.sized[m.Name] = sm
+	}
+	return sm.l
+}
+
+// observeSized learns from an attempt of model m with input that ran for d.
+func (s *serviceTimes) observeSized(m *sluicev1.Model, input *structpb.Struct, d time.Duration) {
+	x, complete, err := predict.Features(m.GetSize(), input)
+	if err != nil || !complete {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.learner(m); l != nil {
+		l.Observe(x, d)
+	}
+}
+
+// predictSized is the run time predicted for a job of model m with input,
+// and its spread; ok is false when m declares no size, the input lacks a
+// field, or too few attempts were learned from.
+func (s *serviceTimes) predictSized(m *sluicev1.Model, input *structpb.Struct) (mean, sd time.Duration, ok bool) {
+	x, complete, err := predict.Features(m.GetSize(), input)
+	if err != nil || !complete {
+		return 0, 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.learner(m); l != nil {
+		return l.Predict(x)
+	}
+	return 0, 0, false
 }
 
 func (s *serviceTimes) observe(model string, d time.Duration) {

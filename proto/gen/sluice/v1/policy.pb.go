@@ -1607,7 +1607,11 @@ type Model struct {
 	GpuMemoryMb int64 `protobuf:"varint,4,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3" json:"gpu_memory_mb,omitempty"`
 	// Run timeout unless the spec says otherwise (0: 10 × default_duration,
 	// at least 1 minute).
-	RunTimeout    *durationpb.Duration `protobuf:"bytes,5,opt,name=run_timeout,json=runTimeout,proto3" json:"run_timeout,omitempty"`
+	RunTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=run_timeout,json=runTimeout,proto3" json:"run_timeout,omitempty"`
+	// What drives a job's run time, to predict it from the job's input
+	// (docs/scheduling.md, "Size-aware predictions"); none: every job of the
+	// model is predicted alike.
+	Size          *SizeModel `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1677,6 +1681,116 @@ func (x *Model) GetRunTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Model) GetSize() *SizeModel {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+// SizeModel predicts a model's run time as a fixed part plus a learned
+// coefficient times each term, learned from completed attempts.
+type SizeModel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each term multiplies numeric input fields, e.g. {fields: [steps, width,
+	// height]} for an image, {fields: [max_tokens]} for an LLM answer.
+	Terms []*SizeTerm `protobuf:"bytes,1,rep,name=terms,proto3" json:"terms,omitempty"`
+	// Completed attempts before the learned prediction is trusted (0: 20);
+	// until then the model's learned average (or default_duration) stands.
+	MinObservations int32 `protobuf:"varint,2,opt,name=min_observations,json=minObservations,proto3" json:"min_observations,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SizeModel) Reset() {
+	*x = SizeModel{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SizeModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SizeModel) ProtoMessage() {}
+
+func (x *SizeModel) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SizeModel.ProtoReflect.Descriptor instead.
+func (*SizeModel) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SizeModel) GetTerms() []*SizeTerm {
+	if x != nil {
+		return x.Terms
+	}
+	return nil
+}
+
+func (x *SizeModel) GetMinObservations() int32 {
+	if x != nil {
+		return x.MinObservations
+	}
+	return 0
+}
+
+// SizeTerm is a product of a job's numeric input fields.
+type SizeTerm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fields        []string               `protobuf:"bytes,1,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SizeTerm) Reset() {
+	*x = SizeTerm{}
+	mi := &file_sluice_v1_policy_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SizeTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SizeTerm) ProtoMessage() {}
+
+func (x *SizeTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_policy_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SizeTerm.ProtoReflect.Descriptor instead.
+func (*SizeTerm) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SizeTerm) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
 // Defaults apply where a job spec leaves a field zero.
 type Defaults struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1697,7 +1811,7 @@ type Defaults struct {
 
 func (x *Defaults) Reset() {
 	*x = Defaults{}
-	mi := &file_sluice_v1_policy_proto_msgTypes[15]
+	mi := &file_sluice_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1823,7 @@ func (x *Defaults) String() string {
 func (*Defaults) ProtoMessage() {}
 
 func (x *Defaults) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_policy_proto_msgTypes[15]
+	mi := &file_sluice_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1836,7 @@ func (x *Defaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Defaults.ProtoReflect.Descriptor instead.
 func (*Defaults) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Defaults) GetQueueTimeout() *durationpb.Duration {
@@ -1873,14 +1987,20 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"max_queued\x18\x06 \x01(\x03R\tmaxQueued\x12,\n" +
 	"\awebhook\x18\a \x01(\v2\x12.sluice.v1.WebhookR\awebhook\x12'\n" +
-	"\x0fwebhook_secrets\x18\b \x03(\tR\x0ewebhookSecrets\"\xd5\x01\n" +
+	"\x0fwebhook_secrets\x18\b \x03(\tR\x0ewebhookSecrets\"\xff\x01\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
 	"\x10default_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultDuration\x12\x12\n" +
 	"\x04gpus\x18\x03 \x01(\x05R\x04gpus\x12\"\n" +
 	"\rgpu_memory_mb\x18\x04 \x01(\x03R\vgpuMemoryMb\x12:\n" +
 	"\vrun_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"runTimeout\"\xa9\x02\n" +
+	"runTimeout\x12(\n" +
+	"\x04size\x18\x06 \x01(\v2\x14.sluice.v1.SizeModelR\x04size\"a\n" +
+	"\tSizeModel\x12)\n" +
+	"\x05terms\x18\x01 \x03(\v2\x13.sluice.v1.SizeTermR\x05terms\x12)\n" +
+	"\x10min_observations\x18\x02 \x01(\x05R\x0fminObservations\"\"\n" +
+	"\bSizeTerm\x12\x16\n" +
+	"\x06fields\x18\x01 \x03(\tR\x06fields\"\xa9\x02\n" +
 	"\bDefaults\x12>\n" +
 	"\rqueue_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\x12!\n" +
 	"\fmax_attempts\x18\x02 \x01(\x05R\vmaxAttempts\x12>\n" +
@@ -1929,7 +2049,7 @@ func file_sluice_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_sluice_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_sluice_v1_policy_proto_goTypes = []any{
 	(RuleScope)(0),              // 0: sluice.v1.RuleScope
 	(RuleCounts)(0),             // 1: sluice.v1.RuleCounts
@@ -1950,27 +2070,29 @@ var file_sluice_v1_policy_proto_goTypes = []any{
 	(*Tier)(nil),                // 16: sluice.v1.Tier
 	(*Tenant)(nil),              // 17: sluice.v1.Tenant
 	(*Model)(nil),               // 18: sluice.v1.Model
-	(*Defaults)(nil),            // 19: sluice.v1.Defaults
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
-	(*Webhook)(nil),             // 21: sluice.v1.Webhook
+	(*SizeModel)(nil),           // 19: sluice.v1.SizeModel
+	(*SizeTerm)(nil),            // 20: sluice.v1.SizeTerm
+	(*Defaults)(nil),            // 21: sluice.v1.Defaults
+	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
+	(*Webhook)(nil),             // 23: sluice.v1.Webhook
 }
 var file_sluice_v1_policy_proto_depIdxs = []int32{
 	16, // 0: sluice.v1.Policy.tiers:type_name -> sluice.v1.Tier
 	17, // 1: sluice.v1.Policy.tenants:type_name -> sluice.v1.Tenant
 	18, // 2: sluice.v1.Policy.models:type_name -> sluice.v1.Model
-	19, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
+	21, // 3: sluice.v1.Policy.defaults:type_name -> sluice.v1.Defaults
 	7,  // 4: sluice.v1.Policy.rules:type_name -> sluice.v1.Rule
 	6,  // 5: sluice.v1.Policy.scheduling:type_name -> sluice.v1.Scheduling
 	5,  // 6: sluice.v1.Policy.webhooks:type_name -> sluice.v1.WebhookSettings
-	20, // 7: sluice.v1.WebhookSettings.retry_schedule:type_name -> google.protobuf.Duration
-	20, // 8: sluice.v1.WebhookSettings.timeout:type_name -> google.protobuf.Duration
-	20, // 9: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
-	20, // 10: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
+	22, // 7: sluice.v1.WebhookSettings.retry_schedule:type_name -> google.protobuf.Duration
+	22, // 8: sluice.v1.WebhookSettings.timeout:type_name -> google.protobuf.Duration
+	22, // 9: sluice.v1.Scheduling.reserve_after:type_name -> google.protobuf.Duration
+	22, // 10: sluice.v1.Scheduling.max_predicted_wait:type_name -> google.protobuf.Duration
 	8,  // 11: sluice.v1.Rule.match:type_name -> sluice.v1.RuleMatch
 	0,  // 12: sluice.v1.Rule.scope:type_name -> sluice.v1.RuleScope
 	1,  // 13: sluice.v1.Rule.counts:type_name -> sluice.v1.RuleCounts
 	2,  // 14: sluice.v1.Rule.action:type_name -> sluice.v1.OverLimitAction
-	20, // 15: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
+	22, // 15: sluice.v1.Rule.max_wait:type_name -> google.protobuf.Duration
 	9,  // 16: sluice.v1.Rule.challenge:type_name -> sluice.v1.ChallengeSettings
 	11, // 17: sluice.v1.Rule.token_bucket:type_name -> sluice.v1.TokenBucketLimit
 	11, // 18: sluice.v1.Rule.gcra:type_name -> sluice.v1.TokenBucketLimit
@@ -1980,25 +2102,27 @@ var file_sluice_v1_policy_proto_depIdxs = []int32{
 	13, // 22: sluice.v1.Rule.sliding_window:type_name -> sluice.v1.WindowLimit
 	14, // 23: sluice.v1.Rule.concurrency:type_name -> sluice.v1.ConcurrencyLimit
 	15, // 24: sluice.v1.Rule.quota:type_name -> sluice.v1.QuotaLimit
-	20, // 25: sluice.v1.ChallengeSettings.ttl:type_name -> google.protobuf.Duration
-	20, // 26: sluice.v1.ChallengeSettings.pass_ttl:type_name -> google.protobuf.Duration
+	22, // 25: sluice.v1.ChallengeSettings.ttl:type_name -> google.protobuf.Duration
+	22, // 26: sluice.v1.ChallengeSettings.pass_ttl:type_name -> google.protobuf.Duration
 	10, // 27: sluice.v1.ChallengeSettings.verifier:type_name -> sluice.v1.Verifier
-	20, // 28: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
-	20, // 29: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
-	20, // 30: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
+	22, // 28: sluice.v1.TokenBucketLimit.per:type_name -> google.protobuf.Duration
+	22, // 29: sluice.v1.LeakyQueueLimit.per:type_name -> google.protobuf.Duration
+	22, // 30: sluice.v1.WindowLimit.window:type_name -> google.protobuf.Duration
 	3,  // 31: sluice.v1.QuotaLimit.period:type_name -> sluice.v1.QuotaPeriod
-	21, // 32: sluice.v1.Tenant.webhook:type_name -> sluice.v1.Webhook
-	20, // 33: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
-	20, // 34: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
-	20, // 35: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
-	20, // 36: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
-	20, // 37: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
-	20, // 38: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	23, // 32: sluice.v1.Tenant.webhook:type_name -> sluice.v1.Webhook
+	22, // 33: sluice.v1.Model.default_duration:type_name -> google.protobuf.Duration
+	22, // 34: sluice.v1.Model.run_timeout:type_name -> google.protobuf.Duration
+	19, // 35: sluice.v1.Model.size:type_name -> sluice.v1.SizeModel
+	20, // 36: sluice.v1.SizeModel.terms:type_name -> sluice.v1.SizeTerm
+	22, // 37: sluice.v1.Defaults.queue_timeout:type_name -> google.protobuf.Duration
+	22, // 38: sluice.v1.Defaults.retry_backoff:type_name -> google.protobuf.Duration
+	22, // 39: sluice.v1.Defaults.max_backoff:type_name -> google.protobuf.Duration
+	22, // 40: sluice.v1.Defaults.job_retention:type_name -> google.protobuf.Duration
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_policy_proto_init() }
@@ -2023,7 +2147,7 @@ func file_sluice_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_policy_proto_rawDesc), len(file_sluice_v1_policy_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,68 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// A model that declares what sizes its jobs (issue 28) has each job's run
+// time predicted from its input once enough attempts were learned from: a
+// 60-step job is predicted at least 3× a 10-step one, and a running 60-step
+// job is told its own time left, not the model's average; an input field
+// that cannot size a job is refused, naming it.
+func TestRunTimeIsPredictedFromTheJobsSize(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	for _, m := range policy.Models {
+		if m.Name == "sdxl" {
+			m.Size = &sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"steps"}}}, MinObservations: 4}
+		}
+	}
+	n := startNodeWith(t, 4, policy)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	submit := func(steps int) *sluicev1.Job {
+		in, _ := structpb.NewStruct(map[string]any{"steps": steps, "duration_ms": 50 * steps})
+		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Msg.Job
+	}
+	var warm []*sluicev1.Job
+	for _, steps := range []int{10, 20, 30, 40, 15} {
+		warm = append(warm, submit(steps))
+	}
+	for _, j := range warm {
+		waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	}
+	model, _ := n.fsm.Model("sdxl")
+	in := func(steps int) *structpb.Struct {
+		s, _ := structpb.NewStruct(map[string]any{"steps": steps})
+		return s
+	}
+	long, _, ok := n.service.predictSized(model, in(60))
+	short, _, ok2 := n.service.predictSized(model, in(10))
+	if !ok || !ok2 || long < 3*short {
+		t.Fatalf("60 steps predicted %v (%v), 10 steps %v (%v): want at least 3×", long, ok, short, ok2)
+	}
+	t.Logf("predicted: 10 steps %v, 60 steps %v (ran 0.5 s and 3 s)", short, long)
+	j := submit(60)
+	got := waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_RUNNING)
+	if got.EtaSeconds < 2 {
+		t.Fatalf("a running 60-step job (3 s) is told %ds left; the model's average is about 1.2 s", got.EtaSeconds)
+	}
+	bad, _ := structpb.NewStruct(map[string]any{"steps": "sixty"})
+	_, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: bad}}))
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "spec.input.steps") {
+		t.Fatalf("steps as text: %v, want invalid_argument naming spec.input.steps", err)
+	}
+}
