@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"math"
 	"net/http"
 	"runtime"
 	"slices"
@@ -70,6 +71,7 @@ type Server struct {
 	submits, decisions, checks      *prometheus.CounterVec
 	challenges                      *prometheus.CounterVec
 	predictedWait                   prometheus.Histogram
+	predictionError                 *prometheus.HistogramVec
 	leases, executorsLost           prometheus.Counter
 	proposeBatch, proposeSeconds    prometheus.Histogram
 	snapshot                        prometheus.Histogram
@@ -105,17 +107,19 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 	}
 	m := &Server{
 		reg: prometheus.NewRegistry(), src: src, maxTenants: maxTenants,
-		jobWait:        histogram("job_wait_seconds", "Time from a job's submission to the start of its first attempt.", "replica", jobBuckets, "tier"),
-		jobRun:         histogram("job_run_seconds", "Time from the start to the end of a job's last attempt.", "replica", jobBuckets, "model"),
-		jobTurnaround:  histogram("job_turnaround_seconds", "Time from a job's submission to its terminal state.", "replica", jobBuckets, "model"),
-		deadLetters:    counter("dead_letters_total", "Jobs moved to the dead letters, by the last error's code.", "replica", "reason"),
-		requeues:       counter("requeues_total", "Running attempts put back in the queue.", "replica", "reason"),
-		attempts:       counter("attempts_total", "Attempts ended, by result.", "replica", "result"),
-		submits:        counter("submits_total", "Submits decided by the leader, by outcome and the rule that decided.", "leader", "outcome", "rule"),
-		decisions:      counter("limiter_decisions_total", "Rate-limit rule decisions on Submits and gateway checks.", "leader", "rule", "outcome"),
-		checks:         counter("limit_checks_total", "Gateway rate-limit checks decided (LimitService, Envoy RLS).", "leader", "source", "outcome"),
-		challenges:     counter("challenges_total", "CHALLENGE rules' challenges: issued, passed (an answer admitted), failed (a wrong, forged, expired or other caller's answer, or a verifier's no), replayed (answered before).", "leader", "rule", "outcome"),
-		predictedWait:  histogram1("predicted_wait_seconds", "Predicted wait handed to admitted Submits.", "leader", jobBuckets),
+		jobWait:       histogram("job_wait_seconds", "Time from a job's submission to the start of its first attempt.", "replica", jobBuckets, "tier"),
+		jobRun:        histogram("job_run_seconds", "Time from the start to the end of a job's last attempt.", "replica", jobBuckets, "model"),
+		jobTurnaround: histogram("job_turnaround_seconds", "Time from a job's submission to its terminal state.", "replica", jobBuckets, "model"),
+		deadLetters:   counter("dead_letters_total", "Jobs moved to the dead letters, by the last error's code.", "replica", "reason"),
+		requeues:      counter("requeues_total", "Running attempts put back in the queue.", "replica", "reason"),
+		attempts:      counter("attempts_total", "Attempts ended, by result.", "replica", "result"),
+		submits:       counter("submits_total", "Submits decided by the leader, by outcome and the rule that decided.", "leader", "outcome", "rule"),
+		decisions:     counter("limiter_decisions_total", "Rate-limit rule decisions on Submits and gateway checks.", "leader", "rule", "outcome"),
+		checks:        counter("limit_checks_total", "Gateway rate-limit checks decided (LimitService, Envoy RLS).", "leader", "source", "outcome"),
+		challenges:    counter("challenges_total", "CHALLENGE rules' challenges: issued, passed (an answer admitted), failed (a wrong, forged, expired or other caller's answer, or a verifier's no), replayed (answered before).", "leader", "rule", "outcome"),
+		predictedWait: histogram1("predicted_wait_seconds", "Predicted wait handed to admitted Submits.", "leader", jobBuckets),
+		predictionError: histogram("run_prediction_error_ratio", "How far a completed attempt's predicted run time was from its real one, relative to the real one, by model and basis (sized: from the job's input; average: the model's).",
+			"leader", errorBuckets, "model", "basis"),
 		leases:         counter1("leases_total", "Executor leases granted.", "leader"),
 		executorsLost:  counter1("executors_lost_total", "Executor leases ended by missed heartbeats or the gossip pool.", "leader"),
 		proposeBatch:   histogram1("propose_batch_size", "Commands carried by one raft log entry.", "leader", batchBuckets),
@@ -131,7 +135,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 	build.Set(1)
 	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions, m.checks, m.challenges,
-		m.predictedWait, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
+		m.predictedWait, m.predictionError, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
 		m.apiRequests, m.apiSeconds, m.webhooks, stateCollector{m})
 	return m
 }
@@ -265,6 +269,23 @@ func decisionOutcome(r limiter.RuleResult) string {
 		return "near_limit"
 	}
 	return "within_limit"
+}
+
+// errorBuckets are relative errors: 5 % to 10×.
+var errorBuckets = []float64{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10}
+
+// PredictionError records how far an attempt's predicted run time was from
+// the real one (sized: predicted from its input).
+func (m *Server) PredictionError(model string, sized bool, predicted, real time.Duration) {
+	if m == nil || real <= 0 {
+		return
+	}
+	basis := "average"
+	if sized {
+		basis = "sized"
+	}
+	d := predicted - real
+	m.predictionError.WithLabelValues(model, basis).Observe(math.Abs(float64(d)) / float64(real))
 }
 
 // PredictedWait records the wait handed to an admitted Submit.

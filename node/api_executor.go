@@ -262,10 +262,12 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 		if j, ok := n.fsm.Job(id); ok && j.StartedNs > 0 {
 			ran := time.Since(time.Unix(0, j.StartedNs))
 			c.RunNs = int64(ran)
-			n.service.observe(j.Spec.GetModel(), ran)
 			if model, ok := n.fsm.Model(j.Spec.GetModel()); ok {
+				predicted, _, sized := n.service.runTime(model, j.Spec.GetInput())
+				n.metrics.PredictionError(model.Name, sized, predicted, ran)
 				n.service.observeSized(model, j.Spec.GetInput(), ran)
 			}
+			n.service.observe(j.Spec.GetModel(), ran)
 		}
 		msg = c
 	case *sluicev1.ReportRequest_Failed:

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
@@ -544,6 +545,13 @@ func (n *Node) publicJobETA(id uint64) (*sluicev1.Job, jobETA, bool) {
 // cannot start on any executor connected now.
 func (n *Node) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
 	j := v.Job
+	if j.State == sluicev1.JobState_JOB_STATE_RUNNING || j.State == sluicev1.JobState_JOB_STATE_QUEUED {
+		if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
+			mean, sd, sized := n.service.runTime(m, j.Spec.GetInput())
+			b := scheduler.RunBand(0, mean, sd)
+			job.Prediction = &sluicev1.RunPrediction{Run: durationpb.New(b.P50), P10: durationpb.New(b.P10), P90: durationpb.New(b.P90), Sized: sized}
+		}
+	}
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		if p, ok := n.execs.progressOf(j.Executor, j.Id, j.Attempt); ok {
@@ -589,6 +597,10 @@ func (n *Node) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.Watc
 	return nil
 }
 
+// minProgress is the least progress a running job's time left is read
+// from: below it, the pace says little yet.
+const minProgress = 0.05
+
 // jobETA is a job's ETA with its band, or unknown (known false: no
 // executor serves its model).
 type jobETA struct {
@@ -611,11 +623,14 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now))
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
-		mean, sd := n.service.estimate(m.Name, m.GetDefaultDuration().AsDuration())
-		if pm, psd, ok := n.service.predictSized(m, j.Spec.GetInput()); ok {
-			mean, sd = pm, psd // this job's own size
+		mean, sd, _ := n.service.runTime(m, j.Spec.GetInput())
+		elapsed := time.Duration(now - j.StartedNs)
+		if p, ok := n.execs.progressOf(j.Executor, j.Id, j.Attempt); ok && p.fraction >= minProgress && p.fraction < 1 {
+			// The executor says how far it is: at this pace it needs
+			// elapsed/fraction in all, as sure as the part left.
+			mean, sd = time.Duration(float64(elapsed)/p.fraction), time.Duration(float64(sd)*(1-p.fraction))
 		}
-		return jobETA{Band: scheduler.RunBand(time.Duration(now-j.StartedNs), mean, sd), known: true}
+		return jobETA{Band: scheduler.RunBand(elapsed, mean, sd), known: true}
 	}
 	return jobETA{known: true}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -58,6 +59,10 @@ func TestRunTimeIsPredictedFromTheJobsSize(t *testing.T) {
 	got := waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_RUNNING)
 	if got.EtaSeconds < 2 {
 		t.Fatalf("a running 60-step job (3 s) is told %ds left; the model's average is about 1.2 s", got.EtaSeconds)
+	}
+	if p := got.GetPrediction(); !p.GetSized() || p.Run.AsDuration() < 2500*time.Millisecond || p.Run.AsDuration() > 3500*time.Millisecond ||
+		p.P10.AsDuration() > p.Run.AsDuration() || p.P90.AsDuration() < p.Run.AsDuration() {
+		t.Fatalf("the running 60-step job's prediction %v, want about 3s from its size, inside its band", p)
 	}
 	bad, _ := structpb.NewStruct(map[string]any{"steps": "sixty"})
 	_, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: bad}}))

@@ -105,3 +105,14 @@ func (s *serviceTimes) expected(model string, def time.Duration) time.Duration {
 	mean, _ := s.estimate(model, def)
 	return mean
 }
+
+// runTime is the run time predicted for a job of model m with input, and
+// its spread: from its own size where m declares one and enough attempts
+// were learned from (sized), else the model's learned average.
+func (s *serviceTimes) runTime(m *sluicev1.Model, input *structpb.Struct) (mean, sd time.Duration, sized bool) {
+	if mean, sd, ok := s.predictSized(m, input); ok {
+		return mean, sd, true
+	}
+	mean, sd = s.estimate(m.GetName(), m.GetDefaultDuration().AsDuration())
+	return mean, sd, false
+}

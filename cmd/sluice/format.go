@@ -20,7 +20,7 @@ func summary(j *sluicev1.Job) string {
 	s := fsm.StateName(j.State)
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		s += fmt.Sprintf("  position %d  eta %s", j.QueuePosition, eta(j))
+		s += fmt.Sprintf("  position %d  eta %s%s", j.QueuePosition, eta(j), predicted(j))
 		if j.WaitingReason != "" {
 			s += "  waiting: " + j.WaitingReason
 		}
@@ -28,7 +28,7 @@ func summary(j *sluicev1.Job) string {
 			s += fmt.Sprintf("  (retry after attempt %d: %s)", j.Attempt, j.Error.GetMessage())
 		}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
-		s += fmt.Sprintf("  attempt %d on %s  eta %s", j.Attempt, j.Executor, eta(j))
+		s += fmt.Sprintf("  attempt %d on %s  eta %s%s", j.Attempt, j.Executor, eta(j), predicted(j))
 		if j.Progress > 0 || j.ProgressText != "" {
 			s += fmt.Sprintf("  %3.0f%% %s", 100*j.Progress, j.ProgressText)
 		}
@@ -54,6 +54,21 @@ func eta(j *sluicev1.Job) string {
 		s += fmt.Sprintf(" (%d–%ds)", j.EtaP10Seconds, j.EtaP90Seconds)
 	}
 	return s
+}
+
+// predicted is the run time the leader predicts, with its band and its
+// basis: "  runs 3s (2.1s–3.9s, by its size)".
+func predicted(j *sluicev1.Job) string {
+	p := j.GetPrediction()
+	if p == nil {
+		return ""
+	}
+	r := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
+	basis := "the model's average"
+	if p.Sized {
+		basis = "by its size"
+	}
+	return fmt.Sprintf("  runs %s (%s–%s, %s)", r(p.Run.AsDuration()), r(p.P10.AsDuration()), r(p.P90.AsDuration()), basis)
 }
 
 func span(a, b *timestamppb.Timestamp) string {

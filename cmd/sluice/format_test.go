@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -22,5 +25,15 @@ func TestBlockedJobsSayWhy(t *testing.T) {
 	queueTable(&b, &sluicev1.ListQueueResponse{Jobs: []*sluicev1.Job{j}, Total: 1})
 	if n := strings.Count(b.String(), "* job 7 is waiting: needs 2 GPUs; the largest executor has 1"); n != 2 {
 		t.Fatalf("%d footnotes in\n%s", n, b.String())
+	}
+}
+
+// TestSummaryShowsThePredictedRun: a queued or running job's summary says
+// how long its run is predicted to take, and on what basis.
+func TestSummaryShowsThePredictedRun(t *testing.T) {
+	j := &sluicev1.Job{Id: "8", State: sluicev1.JobState_JOB_STATE_RUNNING, Attempt: 1, Executor: "a100-1", EtaSeconds: 2, EtaP10Seconds: 1, EtaP90Seconds: 3,
+		Prediction: &sluicev1.RunPrediction{Run: durationpb.New(3 * time.Second), P10: durationpb.New(2100 * time.Millisecond), P90: durationpb.New(3900 * time.Millisecond), Sized: true}}
+	if s := summary(j); !strings.Contains(s, "eta 2s (1–3s)  runs 3s (2.1s–3.9s, by its size)") {
+		t.Fatalf("summary %q", s)
 	}
 }

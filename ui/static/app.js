@@ -103,12 +103,16 @@ function jobRow(j) {
   const pos = st === "QUEUED" ? String(j.queuePosition || "-") : "-";
   const band = Number(j.etaP90Seconds || 0) > Number(j.etaP10Seconds || 0) ? ` (${j.etaP10Seconds || 0}–${j.etaP90Seconds}s)` : "";
   const eta = !final(j.state) && j.etaSeconds !== undefined ? `${j.etaSeconds}s${band}` : "-";
+  // The run time the leader predicts (protojson durations are "3.2s").
+  const p = j.prediction, secs = (d) => parseFloat(d || "0").toFixed(1);
+  const run = p && !final(j.state) ? el("span", { title: p.sized ? "predicted from the job's input" : "the model's average" },
+    `${secs(p.run)}s (${secs(p.p10)}–${secs(p.p90)})${p.sized ? "" : " avg"}`) : "-";
   const prog = st === "RUNNING" ? el("span", {}, bar(j.progress || 0, 1), j.progressText || "") : (st === "QUEUED" && j.waitingReason ? el("span", { class: "muted" }, j.waitingReason) : "");
   const cancel = final(j.state) ? "" : el("button", { class: "small quiet", type: "button", onclick: () => cancelJob(j.id) }, "Cancel");
   let state = el("span", { class: "state " + st }, st);
   if (j.error && final(j.state)) state = el("span", {}, state, " ", el("span", { class: "muted" }, j.error.code));
   return el("tr", { "data-job": j.id }, el("td", {}, j.id), el("td", {}, j.spec ? j.spec.model : ""), el("td", {}, state),
-    el("td", { class: "pos" }, pos), el("td", { class: "eta" }, eta), el("td", {}, prog), el("td", {}, clock(j.createdAt)), el("td", {}, cancel));
+    el("td", { class: "pos" }, pos), el("td", { class: "eta" }, eta), el("td", { class: "run" }, run), el("td", {}, prog), el("td", {}, clock(j.createdAt)), el("td", {}, cancel));
 }
 
 function renderJobs() {

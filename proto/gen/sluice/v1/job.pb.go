@@ -671,7 +671,10 @@ type Job struct {
 	// (or none is connected). Soft state of the leader, like progress.
 	WaitingReason string `protobuf:"bytes,19,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"`
 	// The webhook notifications of the job's events, oldest first.
-	Webhooks      []*WebhookDelivery `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	Webhooks []*WebhookDelivery `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	// How long the leader predicts the job's run takes, while it is queued or
+	// running. Soft state of the leader, like progress.
+	Prediction    *RunPrediction `protobuf:"bytes,23,opt,name=prediction,proto3" json:"prediction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +863,84 @@ func (x *Job) GetWebhooks() []*WebhookDelivery {
 	return nil
 }
 
+func (x *Job) GetPrediction() *RunPrediction {
+	if x != nil {
+		return x.Prediction
+	}
+	return nil
+}
+
+// RunPrediction is a job's predicted run time with its p10–p90 band.
+type RunPrediction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Run   *durationpb.Duration   `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	P10   *durationpb.Duration   `protobuf:"bytes,2,opt,name=p10,proto3" json:"p10,omitempty"`
+	P90   *durationpb.Duration   `protobuf:"bytes,3,opt,name=p90,proto3" json:"p90,omitempty"`
+	// From the job's own input (its model declares a size, and enough of its
+	// attempts were learned from); else the model's learned average.
+	Sized         bool `protobuf:"varint,4,opt,name=sized,proto3" json:"sized,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunPrediction) Reset() {
+	*x = RunPrediction{}
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunPrediction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunPrediction) ProtoMessage() {}
+
+func (x *RunPrediction) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunPrediction.ProtoReflect.Descriptor instead.
+func (*RunPrediction) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RunPrediction) GetRun() *durationpb.Duration {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+func (x *RunPrediction) GetP10() *durationpb.Duration {
+	if x != nil {
+		return x.P10
+	}
+	return nil
+}
+
+func (x *RunPrediction) GetP90() *durationpb.Duration {
+	if x != nil {
+		return x.P90
+	}
+	return nil
+}
+
+func (x *RunPrediction) GetSized() bool {
+	if x != nil {
+		return x.Sized
+	}
+	return false
+}
+
 // Admission records what the rate limits did to a job.
 type Admission struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -877,7 +958,7 @@ type Admission struct {
 
 func (x *Admission) Reset() {
 	*x = Admission{}
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +970,7 @@ func (x *Admission) String() string {
 func (*Admission) ProtoMessage() {}
 
 func (x *Admission) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[6]
+	mi := &file_sluice_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +983,7 @@ func (x *Admission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admission.ProtoReflect.Descriptor instead.
 func (*Admission) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Admission) GetReservedCost() int64 {
@@ -965,7 +1046,7 @@ type RuleUsage struct {
 
 func (x *RuleUsage) Reset() {
 	*x = RuleUsage{}
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1058,7 @@ func (x *RuleUsage) String() string {
 func (*RuleUsage) ProtoMessage() {}
 
 func (x *RuleUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[7]
+	mi := &file_sluice_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1071,7 @@ func (x *RuleUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleUsage.ProtoReflect.Descriptor instead.
 func (*RuleUsage) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RuleUsage) GetRule() string {
@@ -1076,7 +1157,7 @@ type ChallengeCounts struct {
 
 func (x *ChallengeCounts) Reset() {
 	*x = ChallengeCounts{}
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1169,7 @@ func (x *ChallengeCounts) String() string {
 func (*ChallengeCounts) ProtoMessage() {}
 
 func (x *ChallengeCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[8]
+	mi := &file_sluice_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1182,7 @@ func (x *ChallengeCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeCounts.ProtoReflect.Descriptor instead.
 func (*ChallengeCounts) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ChallengeCounts) GetIssued() int64 {
@@ -1147,7 +1228,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1240,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[9]
+	mi := &file_sluice_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1253,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 type GetUsageResponse struct {
@@ -1188,7 +1269,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1281,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[10]
+	mi := &file_sluice_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1294,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetUsageResponse) GetTenant() string {
@@ -1259,7 +1340,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1352,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[11]
+	mi := &file_sluice_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1365,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubmitRequest) GetSpec() *JobSpec {
@@ -1321,7 +1402,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1414,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[12]
+	mi := &file_sluice_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1427,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubmitResponse) GetJob() *Job {
@@ -1397,7 +1478,7 @@ type Challenge struct {
 
 func (x *Challenge) Reset() {
 	*x = Challenge{}
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1490,7 @@ func (x *Challenge) String() string {
 func (*Challenge) ProtoMessage() {}
 
 func (x *Challenge) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[13]
+	mi := &file_sluice_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1503,7 @@ func (x *Challenge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
 func (*Challenge) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Challenge) GetRule() string {
@@ -1496,7 +1577,7 @@ type ChallengeAnswer struct {
 
 func (x *ChallengeAnswer) Reset() {
 	*x = ChallengeAnswer{}
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1589,7 @@ func (x *ChallengeAnswer) String() string {
 func (*ChallengeAnswer) ProtoMessage() {}
 
 func (x *ChallengeAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[14]
+	mi := &file_sluice_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1602,7 @@ func (x *ChallengeAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeAnswer.ProtoReflect.Descriptor instead.
 func (*ChallengeAnswer) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChallengeAnswer) GetChallenge() string {
@@ -1557,7 +1638,7 @@ type ChallengePass struct {
 
 func (x *ChallengePass) Reset() {
 	*x = ChallengePass{}
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1650,7 @@ func (x *ChallengePass) String() string {
 func (*ChallengePass) ProtoMessage() {}
 
 func (x *ChallengePass) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[15]
+	mi := &file_sluice_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1663,7 @@ func (x *ChallengePass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengePass.ProtoReflect.Descriptor instead.
 func (*ChallengePass) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ChallengePass) GetRule() string {
@@ -1618,7 +1699,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1711,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[16]
+	mi := &file_sluice_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1724,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1669,7 +1750,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1762,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[17]
+	mi := &file_sluice_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1775,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1716,7 +1797,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1809,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[18]
+	mi := &file_sluice_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1822,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1767,7 +1848,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1860,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[19]
+	mi := &file_sluice_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1873,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1811,7 +1892,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1904,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[20]
+	mi := &file_sluice_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1917,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1855,7 +1936,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1948,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[21]
+	mi := &file_sluice_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1961,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1907,7 +1988,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2000,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[22]
+	mi := &file_sluice_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2013,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1975,7 +2056,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2068,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_job_proto_msgTypes[23]
+	mi := &file_sluice_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2081,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -2069,7 +2150,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xa1\a\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xdb\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -2097,7 +2178,15 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\bprogress\x18\x11 \x01(\x01R\bprogress\x12#\n" +
 	"\rprogress_text\x18\x12 \x01(\tR\fprogressText\x12%\n" +
 	"\x0ewaiting_reason\x18\x13 \x01(\tR\rwaitingReason\x126\n" +
-	"\bwebhooks\x18\x14 \x03(\v2\x1a.sluice.v1.WebhookDeliveryR\bwebhooks\"\xbc\x01\n" +
+	"\bwebhooks\x18\x14 \x03(\v2\x1a.sluice.v1.WebhookDeliveryR\bwebhooks\x128\n" +
+	"\n" +
+	"prediction\x18\x17 \x01(\v2\x18.sluice.v1.RunPredictionR\n" +
+	"prediction\"\xac\x01\n" +
+	"\rRunPrediction\x12+\n" +
+	"\x03run\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03run\x12+\n" +
+	"\x03p10\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03p10\x12+\n" +
+	"\x03p90\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03p90\x12\x14\n" +
+	"\x05sized\x18\x04 \x01(\bR\x05sized\"\xbc\x01\n" +
 	"\tAdmission\x12#\n" +
 	"\rreserved_cost\x18\x01 \x01(\x03R\freservedCost\x12!\n" +
 	"\fsettled_cost\x18\x02 \x01(\x03R\vsettledCost\x12\x1d\n" +
@@ -2225,7 +2314,7 @@ func file_sluice_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_sluice_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_sluice_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: sluice.v1.JobState
 	(ChallengeKind)(0),            // 1: sluice.v1.ChallengeKind
@@ -2235,85 +2324,90 @@ var file_sluice_v1_job_proto_goTypes = []any{
 	(*JobError)(nil),              // 5: sluice.v1.JobError
 	(*Transition)(nil),            // 6: sluice.v1.Transition
 	(*Job)(nil),                   // 7: sluice.v1.Job
-	(*Admission)(nil),             // 8: sluice.v1.Admission
-	(*RuleUsage)(nil),             // 9: sluice.v1.RuleUsage
-	(*ChallengeCounts)(nil),       // 10: sluice.v1.ChallengeCounts
-	(*GetUsageRequest)(nil),       // 11: sluice.v1.GetUsageRequest
-	(*GetUsageResponse)(nil),      // 12: sluice.v1.GetUsageResponse
-	(*SubmitRequest)(nil),         // 13: sluice.v1.SubmitRequest
-	(*SubmitResponse)(nil),        // 14: sluice.v1.SubmitResponse
-	(*Challenge)(nil),             // 15: sluice.v1.Challenge
-	(*ChallengeAnswer)(nil),       // 16: sluice.v1.ChallengeAnswer
-	(*ChallengePass)(nil),         // 17: sluice.v1.ChallengePass
-	(*GetJobRequest)(nil),         // 18: sluice.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 19: sluice.v1.GetJobResponse
-	(*WatchJobRequest)(nil),       // 20: sluice.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 21: sluice.v1.WatchJobResponse
-	(*CancelJobRequest)(nil),      // 22: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 23: sluice.v1.CancelJobResponse
-	(*ListJobsRequest)(nil),       // 24: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 25: sluice.v1.ListJobsResponse
-	nil,                           // 26: sluice.v1.JobSpec.LabelsEntry
-	(*structpb.Struct)(nil),       // 27: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*RunPrediction)(nil),         // 8: sluice.v1.RunPrediction
+	(*Admission)(nil),             // 9: sluice.v1.Admission
+	(*RuleUsage)(nil),             // 10: sluice.v1.RuleUsage
+	(*ChallengeCounts)(nil),       // 11: sluice.v1.ChallengeCounts
+	(*GetUsageRequest)(nil),       // 12: sluice.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),      // 13: sluice.v1.GetUsageResponse
+	(*SubmitRequest)(nil),         // 14: sluice.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 15: sluice.v1.SubmitResponse
+	(*Challenge)(nil),             // 16: sluice.v1.Challenge
+	(*ChallengeAnswer)(nil),       // 17: sluice.v1.ChallengeAnswer
+	(*ChallengePass)(nil),         // 18: sluice.v1.ChallengePass
+	(*GetJobRequest)(nil),         // 19: sluice.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 20: sluice.v1.GetJobResponse
+	(*WatchJobRequest)(nil),       // 21: sluice.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),      // 22: sluice.v1.WatchJobResponse
+	(*CancelJobRequest)(nil),      // 23: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 24: sluice.v1.CancelJobResponse
+	(*ListJobsRequest)(nil),       // 25: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 26: sluice.v1.ListJobsResponse
+	nil,                           // 27: sluice.v1.JobSpec.LabelsEntry
+	(*structpb.Struct)(nil),       // 28: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
 }
 var file_sluice_v1_job_proto_depIdxs = []int32{
-	27, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
-	28, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
-	29, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
-	29, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
-	26, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
+	28, // 0: sluice.v1.JobSpec.input:type_name -> google.protobuf.Struct
+	29, // 1: sluice.v1.JobSpec.not_before:type_name -> google.protobuf.Timestamp
+	30, // 2: sluice.v1.JobSpec.queue_timeout:type_name -> google.protobuf.Duration
+	30, // 3: sluice.v1.JobSpec.run_timeout:type_name -> google.protobuf.Duration
+	27, // 4: sluice.v1.JobSpec.labels:type_name -> sluice.v1.JobSpec.LabelsEntry
 	3,  // 5: sluice.v1.JobSpec.webhook:type_name -> sluice.v1.Webhook
-	28, // 6: sluice.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
-	28, // 7: sluice.v1.WebhookDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	28, // 8: sluice.v1.WebhookDelivery.last_attempt_at:type_name -> google.protobuf.Timestamp
+	29, // 6: sluice.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
+	29, // 7: sluice.v1.WebhookDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	29, // 8: sluice.v1.WebhookDelivery.last_attempt_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: sluice.v1.Transition.state:type_name -> sluice.v1.JobState
-	28, // 10: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	29, // 10: sluice.v1.Transition.at:type_name -> google.protobuf.Timestamp
 	2,  // 11: sluice.v1.Job.spec:type_name -> sluice.v1.JobSpec
 	0,  // 12: sluice.v1.Job.state:type_name -> sluice.v1.JobState
-	28, // 13: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	28, // 14: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	28, // 15: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	29, // 13: sluice.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	29, // 14: sluice.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	29, // 15: sluice.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	6,  // 16: sluice.v1.Job.transitions:type_name -> sluice.v1.Transition
-	27, // 17: sluice.v1.Job.output:type_name -> google.protobuf.Struct
+	28, // 17: sluice.v1.Job.output:type_name -> google.protobuf.Struct
 	5,  // 18: sluice.v1.Job.error:type_name -> sluice.v1.JobError
-	28, // 19: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
-	8,  // 20: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
+	29, // 19: sluice.v1.Job.ready_at:type_name -> google.protobuf.Timestamp
+	9,  // 20: sluice.v1.Job.admission:type_name -> sluice.v1.Admission
 	4,  // 21: sluice.v1.Job.webhooks:type_name -> sluice.v1.WebhookDelivery
-	28, // 22: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
-	10, // 23: sluice.v1.RuleUsage.challenges:type_name -> sluice.v1.ChallengeCounts
-	9,  // 24: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
-	2,  // 25: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
-	16, // 26: sluice.v1.SubmitRequest.challenge_answer:type_name -> sluice.v1.ChallengeAnswer
-	7,  // 27: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
-	17, // 28: sluice.v1.SubmitResponse.challenge_pass:type_name -> sluice.v1.ChallengePass
-	1,  // 29: sluice.v1.Challenge.kind:type_name -> sluice.v1.ChallengeKind
-	28, // 30: sluice.v1.Challenge.expires_at:type_name -> google.protobuf.Timestamp
-	29, // 31: sluice.v1.Challenge.pass_ttl:type_name -> google.protobuf.Duration
-	28, // 32: sluice.v1.ChallengePass.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 33: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
-	7,  // 34: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
-	7,  // 35: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
-	0,  // 36: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
-	7,  // 37: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
-	13, // 38: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
-	18, // 39: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	20, // 40: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
-	22, // 41: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	24, // 42: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	11, // 43: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
-	14, // 44: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
-	19, // 45: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
-	21, // 46: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
-	23, // 47: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	25, // 48: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	12, // 49: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
-	44, // [44:50] is the sub-list for method output_type
-	38, // [38:44] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	8,  // 22: sluice.v1.Job.prediction:type_name -> sluice.v1.RunPrediction
+	30, // 23: sluice.v1.RunPrediction.run:type_name -> google.protobuf.Duration
+	30, // 24: sluice.v1.RunPrediction.p10:type_name -> google.protobuf.Duration
+	30, // 25: sluice.v1.RunPrediction.p90:type_name -> google.protobuf.Duration
+	29, // 26: sluice.v1.RuleUsage.resets_at:type_name -> google.protobuf.Timestamp
+	11, // 27: sluice.v1.RuleUsage.challenges:type_name -> sluice.v1.ChallengeCounts
+	10, // 28: sluice.v1.GetUsageResponse.rules:type_name -> sluice.v1.RuleUsage
+	2,  // 29: sluice.v1.SubmitRequest.spec:type_name -> sluice.v1.JobSpec
+	17, // 30: sluice.v1.SubmitRequest.challenge_answer:type_name -> sluice.v1.ChallengeAnswer
+	7,  // 31: sluice.v1.SubmitResponse.job:type_name -> sluice.v1.Job
+	18, // 32: sluice.v1.SubmitResponse.challenge_pass:type_name -> sluice.v1.ChallengePass
+	1,  // 33: sluice.v1.Challenge.kind:type_name -> sluice.v1.ChallengeKind
+	29, // 34: sluice.v1.Challenge.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 35: sluice.v1.Challenge.pass_ttl:type_name -> google.protobuf.Duration
+	29, // 36: sluice.v1.ChallengePass.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 37: sluice.v1.GetJobResponse.job:type_name -> sluice.v1.Job
+	7,  // 38: sluice.v1.WatchJobResponse.job:type_name -> sluice.v1.Job
+	7,  // 39: sluice.v1.CancelJobResponse.job:type_name -> sluice.v1.Job
+	0,  // 40: sluice.v1.ListJobsRequest.states:type_name -> sluice.v1.JobState
+	7,  // 41: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.Job
+	14, // 42: sluice.v1.JobService.Submit:input_type -> sluice.v1.SubmitRequest
+	19, // 43: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	21, // 44: sluice.v1.JobService.WatchJob:input_type -> sluice.v1.WatchJobRequest
+	23, // 45: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	25, // 46: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	12, // 47: sluice.v1.JobService.GetUsage:input_type -> sluice.v1.GetUsageRequest
+	15, // 48: sluice.v1.JobService.Submit:output_type -> sluice.v1.SubmitResponse
+	20, // 49: sluice.v1.JobService.GetJob:output_type -> sluice.v1.GetJobResponse
+	22, // 50: sluice.v1.JobService.WatchJob:output_type -> sluice.v1.WatchJobResponse
+	24, // 51: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	26, // 52: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	13, // 53: sluice.v1.JobService.GetUsage:output_type -> sluice.v1.GetUsageResponse
+	48, // [48:54] is the sub-list for method output_type
+	42, // [42:48] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_job_proto_init() }
@@ -2327,7 +2421,7 @@ func file_sluice_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_job_proto_rawDesc), len(file_sluice_v1_job_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
