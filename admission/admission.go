@@ -19,6 +19,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -180,17 +182,15 @@ func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model) time.Duration
 // server's GetJob and the simulator's honesty measure alike): the work of
 // the jobs ahead of it in line that its model's slots will run, of any
 // model, on those slots (scheduler.WaitBandAhead): the model's band, which
-// the caller calibrates (ETA). ok is false when it is not queued or no slot
-// serves it.
-func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64) (scheduler.Band, bool) {
-	type ahead struct {
-		model string
-		n     int
-	}
-	var counts []ahead
+// the caller calibrates (ETA). Where sizes predicts queued jobs' run times
+// from their inputs, a model's jobs ahead count for the average predicted
+// for them (of the first MaxSizedAhead ahead), not the model's. ok is false
+// when it is not queued or no slot serves it.
+func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
+	var counts []modelCount
 	if !f.AheadOf(id, func(m string, n int) {
 		if n > 0 {
-			counts = append(counts, ahead{m, n})
+			counts = append(counts, modelCount{m, n})
 		}
 	}) {
 		return scheduler.Band{}, false
@@ -198,6 +198,7 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 	name := model.GetName()
 	total, free := x.Slots(name)
 	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
+	sized := sizedAhead(f, id, counts, sizes)
 	var jobs, work float64
 	for _, c := range counts {
 		share, m := 1.0, mean
@@ -207,6 +208,9 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 				m, _ = x.Service(c.model, om.GetDefaultDuration().AsDuration())
 			}
 		}
+		if s, ok := sized[c.model]; ok {
+			m = s
+		}
 		jobs += float64(c.n) * share
 		work += float64(c.n) * share * float64(m)
 	}
@@ -214,7 +218,79 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 	if overtaking != nil && total > 0 {
 		over = overtaking(total)
 	}
+	if sizes != nil && sizes.Remaining != nil {
+		// The attempts running now leave when their own predicted time is
+		// up, not at half a service of this model.
+		if r, ok := sizes.Remaining(name); ok {
+			return scheduler.WaitBandAfter(jobs, work, total, free, over, mean, sd, r)
+		}
+	}
 	return scheduler.WaitBandAhead(jobs, work, total, free, over, mean, sd)
+}
+
+// Sizing is the leader's run times predicted from jobs' inputs (package
+// predict), for QueuedETA.
+type Sizing struct {
+	// Predictor is the predictor of model's jobs, nil when they are not
+	// predicted by their size. A predictor says false for an input it
+	// cannot size (a field missing); it must not call the FSM (QueuedETA
+	// calls it under the FSM's read lock).
+	Predictor func(model string) func(input *structpb.Struct) (time.Duration, bool)
+	// Remaining is the average predicted time left of the attempts running
+	// on the slots that serve model; false when none runs there.
+	Remaining func(model string) (time.Duration, bool)
+}
+
+// modelCount is how many jobs of a model are ahead of one.
+type modelCount struct {
+	model string
+	n     int
+}
+
+// MaxSizedAhead is how many of the jobs ahead of one QueuedETA reads the
+// inputs of: their average stands for the rest.
+const MaxSizedAhead = 2000
+
+// sizedAhead is, for each sized model with jobs ahead of id, the average
+// run time predicted for those jobs (the first MaxSizedAhead of the queue).
+func sizedAhead(f *fsm.FSM, id uint64, counts []modelCount, sizes *Sizing) map[string]time.Duration {
+	if sizes == nil || sizes.Predictor == nil {
+		return nil
+	}
+	predictors := map[string]func(*structpb.Struct) (time.Duration, bool){}
+	for _, c := range counts {
+		if p := sizes.Predictor(c.model); p != nil {
+			predictors[c.model] = p
+		}
+	}
+	if len(predictors) == 0 {
+		return nil
+	}
+	type acc struct {
+		sum time.Duration
+		n   int
+	}
+	by := map[string]*acc{}
+	f.EachAhead(id, MaxSizedAhead, func(model string, input *structpb.Struct) {
+		p := predictors[model]
+		if p == nil {
+			return
+		}
+		if d, ok := p(input); ok {
+			a := by[model]
+			if a == nil {
+				a = &acc{}
+				by[model] = a
+			}
+			a.sum += d
+			a.n++
+		}
+	})
+	out := make(map[string]time.Duration, len(by))
+	for m, a := range by {
+		out[m] = a.sum / time.Duration(a.n)
+	}
+	return out
 }
 
 // ETA is the band a queued job of tier is told: the model's band (QueuedETA)

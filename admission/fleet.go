@@ -408,6 +408,9 @@ func (m *member) serves(model string) bool {
 	return len(m.Models) == 0 || slices.Contains(m.Models, model)
 }
 
+// Serves reports whether executor i serves model.
+func (f *Fleet) Serves(i int32, model string) bool { return f.execs[i].serves(model) }
+
 // Slots counts the slots of the executors up that serve model, and how
 // many of them are free (admission.Executors).
 func (f *Fleet) Slots(model string) (total, free int) {

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"github.com/sluicehq/sluice/scheduler"
+	"google.golang.org/protobuf/types/known/structpb"
 	"sort"
 
 	"github.com/sluicehq/sluice/limiter"
@@ -57,6 +59,30 @@ func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.queue.AheadOf(id, each)
+}
+
+// EachAhead calls each with the model and input of the queued jobs before
+// id in dispatch order, at most limit of them; each must not call the FSM.
+func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var cur scheduler.Cursor
+	for seen := 0; seen < limit; {
+		page, next, more := f.queue.Page(cur, min(256, limit-seen))
+		for _, sj := range page {
+			if sj.ID == id {
+				return
+			}
+			if j, ok := f.jobs[sj.ID]; ok {
+				each(j.Spec.GetModel(), j.Spec.GetInput())
+			}
+			seen++
+		}
+		if !more || len(page) == 0 {
+			return
+		}
+		cur = next
+	}
 }
 
 // QueueLen is the number of queued jobs.

@@ -620,7 +620,7 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now))
+		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), n.sizing())
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, j.Spec.GetInput())

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluicehq/sluice/admission"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -32,6 +33,56 @@ func (x nodeExecutors) Service(model string, def time.Duration) (mean, sd time.D
 
 func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.share(model, other) }
 
+// sizes is the leader's run-time predictors by model, for QueuedETA: nil for
+// a model that declares no size or has not learned enough yet.
+func (n *Node) sizes(model string) func(*structpb.Struct) (time.Duration, bool) {
+	m, ok := n.fsm.Model(model)
+	if !ok || m.GetSize() == nil || !n.service.trusted(m) {
+		return nil
+	}
+	return func(input *structpb.Struct) (time.Duration, bool) {
+		d, _, ok := n.service.predictSized(m, input)
+		return d, ok
+	}
+}
+
+// sizing is what QueuedETA needs of the leader's run-time predictions, nil
+// when no model of the policy declares a size.
+func (n *Node) sizing() *admission.Sizing {
+	if !n.admissionPlan().sized {
+		return nil
+	}
+	return &admission.Sizing{Predictor: n.sizes, Remaining: n.remaining}
+}
+
+// remaining is the average predicted time left of the attempts running on
+// executors that serve model.
+func (n *Node) remaining(model string) (time.Duration, bool) {
+	now := time.Now().UnixNano()
+	var sum time.Duration
+	count := 0
+	for _, r := range n.fsm.Running() {
+		if !n.execs.serves(r.Executor, model) {
+			continue
+		}
+		j, ok := n.fsm.Job(r.ID)
+		if !ok {
+			continue
+		}
+		m, ok := n.fsm.Model(j.Spec.GetModel())
+		if !ok {
+			continue
+		}
+		mean, _, _ := n.service.runTime(m, j.Spec.GetInput())
+		sum += max(mean-time.Duration(now-j.StartedNs), 0)
+		count++
+	}
+	if count == 0 {
+		return 0, false
+	}
+	return sum / time.Duration(count), true
+}
+
 // admissionPlan is the current policy's admission.Plan and tier shares,
 // made once per policy (the state machine replaces the policy, never
 // changes it).
@@ -41,6 +92,9 @@ func (n *Node) admissionPlan() *policyPlan {
 		return c
 	}
 	c := &policyPlan{policy: p, plan: admission.PlanFor(p), shares: admission.TierShares(p)}
+	for _, m := range p.GetModels() {
+		c.sized = c.sized || m.GetSize() != nil
+	}
 	n.plan.Store(c)
 	return c
 }
@@ -49,6 +103,7 @@ type policyPlan struct {
 	policy *sluicev1.Policy
 	plan   admission.Plan
 	shares map[string]scheduler.TierShare
+	sized  bool // some model declares what sizes its jobs
 }
 
 // tierLoads is the work admitted per tier lately, for ETAs: the leader's

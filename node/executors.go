@@ -302,6 +302,14 @@ func (r *registry) progressOf(executor string, job uint64, attempt int32) (progr
 	return p, ok && p.attempt == attempt
 }
 
+// serves reports whether a leased executor serves model.
+func (r *registry) serves(executor, model string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, ok := r.index(executor)
+	return ok && r.fleet.Serves(i, model)
+}
+
 // slotsFor counts the places that can serve a model, and how many are free.
 func (r *registry) slotsFor(model string) (total, free int) {
 	r.mu.Lock()

@@ -19,14 +19,7 @@ import (
 // job is told its own time left, not the model's average; an input field
 // that cannot size a job is refused, naming it.
 func TestRunTimeIsPredictedFromTheJobsSize(t *testing.T) {
-	policy := DemoPolicy()
-	policy.Rules = nil
-	for _, m := range policy.Models {
-		if m.Name == "sdxl" {
-			m.Size = &sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"steps"}}}, MinObservations: 4}
-		}
-	}
-	n := startNodeWith(t, 4, policy)
+	n := startNodeWith(t, 4, stepsPolicy(4))
 	bob := jobClient(n, DemoBobKey)
 	ctx := context.Background()
 	submit := func(steps int) *sluicev1.Job {
@@ -70,4 +63,59 @@ func TestRunTimeIsPredictedFromTheJobsSize(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code() != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "spec.input.steps") {
 		t.Fatalf("steps as text: %v, want invalid_argument naming spec.input.steps", err)
 	}
+}
+
+// A job behind ten long jobs is told a wait within 20 % of what it then
+// waits (issue 28): the jobs ahead count for their own predicted run times,
+// where the model's average (of short and long alike) would say half.
+func TestWaitBehindLongJobsCountsTheirSize(t *testing.T) {
+	n := startNodeWith(t, 1, stepsPolicy(6))
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	const msPerStep = 20 // a long job 1.2 s: what dispatching one costs (more under -race) stays small beside it
+	submit := func(steps int) *sluicev1.Job {
+		in, _ := structpb.NewStruct(map[string]any{"steps": steps, "duration_ms": msPerStep * steps})
+		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Msg.Job
+	}
+	// Warm-up: short jobs mostly, as the model's average will remember.
+	var last *sluicev1.Job
+	for _, steps := range []int{5, 5, 60, 5, 10, 5, 5, 10} {
+		last = submit(steps)
+	}
+	waitState(t, bob, last.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	for range 10 {
+		submit(60)
+	}
+	j := submit(5)
+	id, _ := ParseJobID(j.Id)
+	v, ok := n.fsm.View(id)
+	if !ok || v.Job.State != sluicev1.JobState_JOB_STATE_QUEUED {
+		t.Fatalf("the job behind them is not queued: %v", v.Job.GetState())
+	}
+	told := n.eta(v).P50
+	model, _ := n.fsm.Model("sdxl")
+	avg, _ := n.service.estimate("sdxl", model.GetDefaultDuration().AsDuration())
+	got := waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_RUNNING)
+	waited := got.StartedAt.AsTime().Sub(got.CreatedAt.AsTime())
+	t.Logf("told %v, waited %v (ten jobs of %v; the model's average is %v)", told, waited, 60*msPerStep*time.Millisecond, avg)
+	if d := told - waited; d < -waited/5 || d > waited/5 {
+		t.Fatalf("told %v, waited %v: more than 20 %% off", told, waited)
+	}
+}
+
+// stepsPolicy is the demo policy without rules, its sdxl jobs sized by
+// their steps, trusted after floor attempts.
+func stepsPolicy(floor int32) *sluicev1.Policy {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	for _, m := range policy.Models {
+		if m.Name == "sdxl" {
+			m.Size = &sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"steps"}}}, MinObservations: floor}
+		}
+	}
+	return policy
 }

@@ -116,3 +116,11 @@ func (s *serviceTimes) runTime(m *sluicev1.Model, input *structpb.Struct) (mean,
 	mean, sd = s.estimate(m.GetName(), m.GetDefaultDuration().AsDuration())
 	return mean, sd, false
 }
+
+// trusted reports whether m's size learner has learned from enough attempts.
+func (s *serviceTimes) trusted(m *sluicev1.Model) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.learner(m)
+	return l != nil && l.Trusted()
+}

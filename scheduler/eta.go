@@ -152,18 +152,44 @@ func (b Band) NotBefore(wait time.Duration) Band {
 // overtaking is the slots other tiers' later arrivals will take meanwhile
 // (TierLoad.Overtaking): the work ahead is done by the rest.
 func WaitBandAhead(ahead, work float64, slotCount, free int, overtaking float64, mean, sd time.Duration) (b Band, ok bool) {
+	slots, rest, waits, ok := aheadWork(ahead, work, slotCount, free, overtaking)
+	if !waits {
+		return Band{}, ok
+	}
+	n := rest/float64(mean) + 1 // this job's place, in services of its model
+	p50 := time.Duration((n - 0.5) * float64(mean) / slots)
+	return aheadBand(p50, n, slots, mean, sd), true
+}
+
+// aheadWork is the slots left a job and the work ahead of it that the free
+// slots do not take at once; waits is false when it does not wait (ok:
+// it starts at once; else no slot serves it).
+func aheadWork(ahead, work float64, slotCount, free int, overtaking float64) (slots, rest float64, waits, ok bool) {
 	switch {
 	case slotCount <= 0:
-		return Band{}, false
+		return 0, 0, false, false
 	case ahead < float64(free):
-		return Band{}, true
+		return 0, 0, false, true
 	}
-	slots := max(float64(slotCount)-overtaking, 0.1*float64(slotCount))
-	rest := work * (ahead - float64(free)) / max(ahead, 1) // the work the free slots do not take at once
-	n := rest/float64(mean) + 1                            // this job's place, in services of its model
-	p50 := time.Duration((n - 0.5) * float64(mean) / slots)
+	slots = max(float64(slotCount)-overtaking, 0.1*float64(slotCount))
+	return slots, work * (ahead - float64(free)) / max(ahead, 1), true, true
+}
+
+func aheadBand(p50 time.Duration, n, slots float64, mean, sd time.Duration) Band {
 	spread := time.Duration(z90 * math.Sqrt((n-1)*float64(sd)*float64(sd)+float64(mean)*float64(mean)/12) / slots)
-	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}, true
+	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}
+}
+
+// WaitBandAfter is WaitBandAhead where the attempts running now have
+// residual left on average (WaitBandAhead takes half a service of the
+// job's own model): the job starts when they and the work ahead are done,
+// by the slots left it.
+func WaitBandAfter(ahead, work float64, slotCount, free int, overtaking float64, mean, sd, residual time.Duration) (b Band, ok bool) {
+	slots, rest, waits, ok := aheadWork(ahead, work, slotCount, free, overtaking)
+	if !waits {
+		return Band{}, ok
+	}
+	return aheadBand(time.Duration((rest+float64(residual))/slots), rest/float64(mean)+1, slots, mean, sd), true
 }
 
 // tierLoadTau is the time constant of TierLoad's average.

@@ -69,7 +69,7 @@ func (e *engine) noteETA(j *simJob) {
 	tier := e.tenants[j.tenant].tier
 	raw, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, func(slots int) float64 {
 		return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now)
-	})
+	}, nil)
 	if !ok {
 		return
 	}
