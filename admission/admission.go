@@ -198,6 +198,15 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 	name := model.GetName()
 	total, free := x.Slots(name)
 	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
+	if sizes != nil && sizes.Lanes != nil {
+		over := 0.0
+		if overtaking != nil && total > 0 {
+			over = overtaking(total)
+		}
+		if b, ok := lanesETA(f, x, id, name, counts, sizes, over, sd); ok {
+			return b, true
+		}
+	}
 	sized := sizedAhead(f, id, counts, sizes)
 	var jobs, work float64
 	for _, c := range counts {
@@ -239,6 +248,9 @@ type Sizing struct {
 	// Remaining is the average predicted time left of the attempts running
 	// on the slots that serve model; false when none runs there.
 	Remaining func(model string) (time.Duration, bool)
+	// Lanes is, for each slot that serves model, the predicted time until
+	// it is free: 0 for a free one, else what its attempt has left.
+	Lanes func(model string) []time.Duration
 }
 
 // modelCount is how many jobs of a model are ahead of one.
@@ -291,6 +303,53 @@ func sizedAhead(f *fsm.FSM, id uint64, counts []modelCount, sizes *Sizing) map[s
 		out[m] = a.sum / time.Duration(a.n)
 	}
 	return out
+}
+
+// lanesETA is a queued job's ETA where each job's run time is predicted: the
+// jobs ahead of it, in dispatch order, each go to the slot that is free
+// first (list scheduling), and it starts when the next one is; the slots
+// the other tiers' arrivals take meanwhile (over) stretch that. false when
+// more than MaxSizedAhead are ahead, or no slot serves it.
+func lanesETA(f *fsm.FSM, x Executors, id uint64, name string, counts []modelCount, sizes *Sizing, over float64, sd time.Duration) (scheduler.Band, bool) {
+	lanes := sizes.Lanes(name)
+	if len(lanes) == 0 {
+		return scheduler.Band{}, false
+	}
+	type how struct {
+		predict func(*structpb.Struct) (time.Duration, bool)
+		mean    time.Duration
+	}
+	hows := map[string]how{}
+	for _, c := range counts {
+		if c.model != name && x.Share(name, c.model) < 0.5 {
+			continue // mostly run elsewhere
+		}
+		h := how{}
+		if m, ok := f.Model(c.model); ok {
+			h.mean, _ = x.Service(c.model, m.GetDefaultDuration().AsDuration())
+		}
+		if sizes.Predictor != nil {
+			h.predict = sizes.Predictor(c.model)
+		}
+		hows[c.model] = h
+	}
+	var ahead []time.Duration
+	if !f.EachAhead(id, MaxSizedAhead, func(model string, input *structpb.Struct) {
+		h, ok := hows[model]
+		if !ok {
+			return
+		}
+		d := h.mean
+		if h.predict != nil {
+			if p, ok := h.predict(input); ok {
+				d = p
+			}
+		}
+		ahead = append(ahead, d)
+	}) {
+		return scheduler.Band{}, false
+	}
+	return scheduler.LanesBand(lanes, ahead, over, sd), true
 }
 
 // ETA is the band a queued job of tier is told: the model's band (QueuedETA)

@@ -408,6 +408,9 @@ func (m *member) serves(model string) bool {
 	return len(m.Models) == 0 || slices.Contains(m.Models, model)
 }
 
+// SlotsOf is how many jobs executor i runs at once.
+func (f *Fleet) SlotsOf(i int32) int32 { return f.execs[i].Slots }
+
 // Serves reports whether executor i serves model.
 func (f *Fleet) Serves(i int32, model string) bool { return f.execs[i].serves(model) }
 

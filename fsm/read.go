@@ -63,7 +63,8 @@ func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
 
 // EachAhead calls each with the model and input of the queued jobs before
 // id in dispatch order, at most limit of them; each must not call the FSM.
-func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) {
+// It reports whether it came to id.
+func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var cur scheduler.Cursor
@@ -71,7 +72,7 @@ func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *str
 		page, next, more := f.queue.Page(cur, min(256, limit-seen))
 		for _, sj := range page {
 			if sj.ID == id {
-				return
+				return true
 			}
 			if j, ok := f.jobs[sj.ID]; ok {
 				each(j.Spec.GetModel(), j.Spec.GetInput())
@@ -79,10 +80,11 @@ func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *str
 			seen++
 		}
 		if !more || len(page) == 0 {
-			return
+			return false
 		}
 		cur = next
 	}
+	return false
 }
 
 // QueueLen is the number of queued jobs.

@@ -52,7 +52,33 @@ func (n *Node) sizing() *admission.Sizing {
 	if !n.admissionPlan().sized {
 		return nil
 	}
-	return &admission.Sizing{Predictor: n.sizes, Remaining: n.remaining}
+	return &admission.Sizing{Predictor: n.sizes, Remaining: n.remaining, Lanes: n.lanes}
+}
+
+// lanes is, for each slot of a leased executor that serves model, the
+// predicted time until it is free: what its attempt has left, 0 if free.
+func (n *Node) lanes(model string) []time.Duration {
+	now := time.Now().UnixNano()
+	var lanes []time.Duration
+	for _, ex := range n.execs.lanesOf(model) {
+		for _, id := range ex.jobs {
+			left := time.Duration(0)
+			if j, ok := n.fsm.Job(id); ok {
+				if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
+					mean, _, _ := n.service.runTime(m, j.Spec.GetInput())
+					left = mean
+					if j.StartedNs > 0 {
+						left = max(mean-time.Duration(now-j.StartedNs), 0)
+					}
+				}
+			}
+			lanes = append(lanes, left)
+		}
+		for range max(ex.slots-len(ex.jobs), 0) {
+			lanes = append(lanes, 0)
+		}
+	}
+	return lanes
 }
 
 // remaining is the average predicted time left of the attempts running on

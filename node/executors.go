@@ -302,6 +302,30 @@ func (r *registry) progressOf(executor string, job uint64, attempt int32) (progr
 	return p, ok && p.attempt == attempt
 }
 
+// executorLanes is one executor's slots and the jobs it runs or is about to.
+type executorLanes struct {
+	slots int
+	jobs  []uint64
+}
+
+// lanesOf lists the leased executors that serve model, for ETAs.
+func (r *registry) lanesOf(model string) []executorLanes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []executorLanes
+	for i := range int32(r.fleet.Len()) {
+		if !r.fleet.Serves(i, model) {
+			continue
+		}
+		ex := executorLanes{slots: int(r.fleet.SlotsOf(i))}
+		for _, run := range r.fleet.Runs(i) {
+			ex.jobs = append(ex.jobs, run.Job)
+		}
+		out = append(out, ex)
+	}
+	return out
+}
+
 // serves reports whether a leased executor serves model.
 func (r *registry) serves(executor, model string) bool {
 	r.mu.Lock()

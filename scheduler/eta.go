@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"container/heap"
 	"math"
 	"slices"
 	"time"
@@ -259,4 +260,41 @@ func (l *TierLoad) Overtaking(tier string, tiers map[string]TierShare, slots int
 		}
 	}
 	return min(over, 0.9*float64(slots))
+}
+
+// LanesBand is the band of a job that starts when its turn comes on lanes
+// (each the time until that slot is free) after the jobs ahead of it, of
+// the run times given, each taken by the lane free first; over of the
+// lanes go to other tiers' later arrivals meanwhile. The band is the
+// spread of the services before it on its lane, sd each.
+func LanesBand(lanes []time.Duration, ahead []time.Duration, over float64, sd time.Duration) Band {
+	free := slices.Clone(lanes)
+	slices.Sort(free)
+	h := durHeap(free) // sorted: a heap already
+	for _, d := range ahead {
+		h[0] += d
+		heap.Fix(&h, 0)
+	}
+	slots := float64(len(lanes))
+	p50 := time.Duration(float64(h[0]) * slots / max(slots-over, 0.1*slots))
+	k := float64(len(ahead))/slots + 1
+	spread := time.Duration(z90 * math.Sqrt(k) * float64(sd))
+	if p50 == 0 {
+		return Band{}
+	}
+	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}
+}
+
+// durHeap is a min-heap of durations (container/heap).
+type durHeap []time.Duration
+
+func (h durHeap) Len() int           { return len(h) }
+func (h durHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h durHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *durHeap) Push(x any)        { *h = append(*h, x.(time.Duration)) }
+func (h *durHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

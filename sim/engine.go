@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/predict"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -87,7 +89,9 @@ type simJob struct {
 	runStart   int64 // absolute, of the current attempt
 	runNs      int64 // service of the current attempt
 	runTimeout int64
-	eta        bool // its ETA is followed (e.etaNotes)
+	eta        bool             // its ETA is followed (e.etaNotes)
+	input      *structpb.Struct // its spec's input (sizes), or nil
+	base       int64            // the run time its size makes, before noise; 0: unsized
 }
 
 type tenantState struct {
@@ -115,6 +119,8 @@ type modelState struct {
 	fail    *rand.Rand
 	timeout int64
 	svc     scheduler.ServiceTime // the leader's learned service time (ETAs), as node's
+	learner *predict.Learner      // the leader's run times by size, where the policy declares one
+	sizer   *sizer                // draws its jobs' sizes, where the workload gives them
 }
 
 // engine is one run.
@@ -161,8 +167,12 @@ type engine struct {
 	etaNoted       int                // measured jobs given an ETA to follow
 	tierLoad       scheduler.TierLoad // work admitted per tier, for ETAs (as the leader's)
 	tierShares     map[string]scheduler.TierShare
-	etaNotes       map[uint64]etaNote        // the followed ETAs of jobs not started yet, by job id
-	cal            scheduler.ETACalibration  // the leader's, fed as the server's
+	etaNotes       map[uint64]etaNote       // the followed ETAs of jobs not started yet, by job id
+	cal            scheduler.ETACalibration // the leader's, fed as the server's
+	sized          bool                     // some model of the policy declares a size
+	calBase        scheduler.ETACalibration // the baseline's (sized: ETAs by the models' averages)
+	etaBaseTiers   []etaTally               // the baseline's honesty
+	etaBaseAll     etaTally
 	challenges     bool                      // the policy has a CHALLENGE rule
 	challengeRules []string                  // their names, in policy order
 	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name
@@ -273,6 +283,9 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 		e.tiers = append(e.tiers, t.Name)
 	}
 	e.etaTiers = make([]etaTally, len(e.tiers))
+	if e.sized = sizedModels(e.models); e.sized {
+		e.etaBaseTiers = make([]etaTally, len(e.tiers))
+	}
 	e.tierShares = admission.TierShares(pol)
 	ptenants := map[string]*sluicev1.Tenant{}
 	for _, t := range pol.GetTenants() {
@@ -325,16 +338,27 @@ func (e *engine) addModel(ms *ModelSpec, pm *sluicev1.Model) {
 		g = fsm.DefaultGPUs
 	}
 	e.modelIx[ms.Name] = int32(len(e.models))
-	e.models = append(e.models, modelState{spec: ms, policy: pm, name: ms.Name, gpus: g,
+	st := modelState{spec: ms, policy: pm, name: ms.Name, gpus: g,
 		service: stream(e.seed, "service/"+ms.Name), fail: stream(e.seed, "fail/"+ms.Name),
-		timeout: int64(fsm.ModelRunTimeout(pm))})
+		timeout: int64(fsm.ModelRunTimeout(pm))}
+	if s := pm.GetSize(); s != nil {
+		st.learner = predict.NewLearner(len(s.Terms), int(s.MinObservations))
+	}
+	if ms.Sizes != nil {
+		st.sizer = newSizer(e.seed, ms.Name, ms.Sizes)
+	}
+	e.models = append(e.models, st)
 }
 
 // resetExpected forgets the learned service times: the policy's
 // default_duration again, as on a new leader.
 func (e *engine) resetExpected() {
 	for i := range e.models {
-		e.models[i].svc = scheduler.ServiceTime{}
+		m := &e.models[i]
+		m.svc = scheduler.ServiceTime{}
+		if s := m.policy.GetSize(); s != nil {
+			m.learner = predict.NewLearner(len(s.Terms), int(s.MinObservations))
+		}
 	}
 }
 

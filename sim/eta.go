@@ -39,6 +39,7 @@ const (
 type etaNote struct {
 	at, p10, p50, p90 int64
 	weight            int32
+	base              [3]int64 // the baseline's p10, p50, p90 (sized workloads)
 }
 
 // etaTally is the ETAs of one tier's (or every) followed job.
@@ -67,13 +68,18 @@ func (e *engine) noteETA(j *simJob) {
 		}
 	}
 	tier := e.tenants[j.tenant].tier
-	raw, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, func(slots int) float64 {
-		return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now)
-	}, nil)
+	overtaking := func(slots int) float64 { return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now) }
+	raw, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, e.sizing())
 	if !ok {
 		return
 	}
 	e.cal.Told(j.id, tier, raw, readyIn, e.now)
+	var base scheduler.Band // the baseline's: the models' average run times
+	if e.sized {
+		if base, ok = admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, nil); ok {
+			e.calBase.Told(j.id, tier, base, readyIn, e.now)
+		}
+	}
 	if !honest {
 		return
 	}
@@ -86,7 +92,12 @@ func (e *engine) noteETA(j *simJob) {
 	if e.etaNotes == nil {
 		e.etaNotes = map[uint64]etaNote{}
 	}
-	e.etaNotes[j.id] = etaNote{at: e.now, p10: int64(b.P10), p50: int64(b.P50), p90: int64(b.P90), weight: weight}
+	note := etaNote{at: e.now, p10: int64(b.P10), p50: int64(b.P50), p90: int64(b.P90), weight: weight}
+	if e.sized {
+		bb := admission.ETA(&e.calBase, tier, base, readyIn)
+		note.base = [3]int64{int64(bb.P10), int64(bb.P50), int64(bb.P90)}
+	}
+	e.etaNotes[j.id] = note
 	j.eta = true
 }
 
@@ -96,13 +107,21 @@ func (e *engine) etaFared(j *simJob) {
 	delete(e.etaNotes, j.id)
 	j.eta = false
 	wait := e.now - note.at
-	t := &e.etaTiers[e.tenants[j.tenant].tierIdx]
-	bin := min(int(float64(abs(note.p50-wait))/float64(max(wait, etaErrFloor))/etaBinWidth+0.5), etaBins-1)
-	w := int64(note.weight)
-	for _, et := range []*etaTally{t, &e.etaAll} {
+	ti := e.tenants[j.tenant].tierIdx
+	tallyETA(note.p10, note.p50, note.p90, wait, int64(note.weight), &e.etaTiers[ti], &e.etaAll)
+	if e.sized {
+		tallyETA(note.base[0], note.base[1], note.base[2], wait, int64(note.weight), &e.etaBaseTiers[ti], &e.etaBaseAll)
+	}
+}
+
+// tallyETA counts an ETA of p10–p50–p90 that waited wait, standing for w
+// jobs, in a tier's tally t and the cluster's all.
+func tallyETA(p10, p50, p90, wait, w int64, t, all *etaTally) {
+	bin := min(int(float64(abs(p50-wait))/float64(max(wait, etaErrFloor))/etaBinWidth+0.5), etaBins-1)
+	for _, et := range []*etaTally{t, all} {
 		et.n += w
 		et.errs[bin] += w
-		if note.p90 == 0 { // told it starts at once: no band to be inside
+		if p90 == 0 { // told it starts at once: no band to be inside
 			et.atOnce += w
 			if wait <= etaErrFloor {
 				et.atOnceOK += w
@@ -111,7 +130,7 @@ func (e *engine) etaFared(j *simJob) {
 		}
 		et.told += w
 		et.toldErrs[bin] += w
-		if note.p10 <= wait && wait <= note.p90 {
+		if p10 <= wait && wait <= p90 {
 			et.inBand += w
 		}
 	}
@@ -142,6 +161,9 @@ type ETAHonesty struct {
 	WaitedErrP90  float64 `json:"waited_error_p90"`
 	AtOnce        int64   `json:"at_once"`
 	AtOnceStarted float64 `json:"at_once_started"`
+	// Baseline is the same jobs' ETAs by the models' average run times,
+	// where some model predicts its jobs' by their size (issue 28).
+	Baseline *ETAHonesty `json:"baseline,omitempty"`
 }
 
 func (t *etaTally) honesty() *ETAHonesty {

@@ -126,6 +126,9 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	m := &e.models[j.model]
 	e.stats.dequeued(e, j)
 	dur := m.spec.Service.sample(m.service)
+	if j.base > 0 { // its size makes its run time; the distribution, the noise
+		dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
+	}
 	if warm, _ := e.fleet.Start(xi, j.id, attempt, m.name); !warm {
 		dur += int64(m.spec.ColdStart)
 	}
@@ -137,6 +140,9 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	j.runTimeout = m.timeout
 	if j.firstStart < 0 {
 		e.cal.Started(j.id, e.now)
+		if e.sized {
+			e.calBase.Started(j.id, e.now)
+		}
 		if j.eta {
 			e.etaFared(j)
 		}
@@ -201,6 +207,7 @@ func (e *engine) finish(ev event) error {
 		res = e.apply(fsm.CmdComplete, c)
 		if res.Err == nil {
 			e.learn(m, j.runNs)
+			e.learnSize(m, j.input, j.runNs)
 			e.endJob(r.Ref, e.now, "SUCCEEDED")
 			return nil
 		}

@@ -74,10 +74,12 @@ Utilisation <b>%.1f%%</b>, mean queued %.1f, Jain's fairness index %.3f, %d exec
 	}
 	if c.ETA != nil {
 		b.WriteString("<h2>ETAs at submission</h2>\n<p class=\"muted\">The ETA and p10–p90 band each Submit's answer carried, against when the job really started; the error is relative to the real wait (at least 1 s). An honest 80% band holds about 80% of the starts.</p>\n<table><tr><th></th><th>jobs</th><th>error p50</th><th>error p90</th><th>told to wait</th><th>inside the band</th><th>their error p50</th><th>p90</th><th>told at once</th><th>started within 1 s</th></tr>\n")
-		eta := func(label string, h *ETAHonesty) {
+		var eta func(label string, h *ETAHonesty)
+		eta = func(label string, h *ETAHonesty) {
 			if h != nil {
 				fmt.Fprintf(&b, "<tr><td>%s</td><td>%d</td><td>%.0f%%</td><td>%.0f%%</td><td>%d</td><td>%.1f%%</td><td>%.0f%%</td><td>%.0f%%</td><td>%d</td><td>%.1f%%</td></tr>\n",
 					html.EscapeString(label), h.Jobs, 100*h.ErrP50, 100*h.ErrP90, h.Waited, 100*h.InBand, 100*h.WaitedErrP50, 100*h.WaitedErrP90, h.AtOnce, 100*h.AtOnceStarted)
+				eta(label+", baseline (the models' average run times)", h.Baseline)
 			}
 		}
 		eta("all", c.ETA)

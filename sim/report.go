@@ -319,6 +319,9 @@ func (e *engine) report() *Report {
 		}
 		g.Jain = jain(ratios)
 		g.ETA = e.etaTiers[ti].honesty()
+		if e.sized && g.ETA != nil {
+			g.ETA.Baseline = e.etaBaseTiers[ti].honesty()
+		}
 		g.GPUSeconds, g.FairShareGPUSeconds = round6(g.GPUSeconds), round6(g.FairShareGPUSeconds)
 		if g.FairShareGPUSeconds > 0 {
 			g.ShareRatio = round6(g.GPUSeconds / g.FairShareGPUSeconds)
@@ -347,6 +350,9 @@ func (e *engine) report() *Report {
 	c.WaitQuantiles = percentiles(allWaits)
 	c.Jain = jain(ratios)
 	c.ETA = e.etaAll.honesty()
+	if e.sized && c.ETA != nil {
+		c.ETA.Baseline = e.etaBaseAll.honesty()
+	}
 	c.GPUSeconds, c.FairShareGPUSeconds = round6(c.GPUSeconds), round6(c.FairShareGPUSeconds)
 	if window > 0 {
 		c.MeanQueued = round6(qa / float64(window))
@@ -551,10 +557,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	// ETA honesty, cluster and tiers.
 	if c.ETA != nil {
 		fmt.Fprintf(w, "\nETAs at submission (p10–p90 band; error relative to the real wait, at least 1 s):\n")
-		eta := func(label string, h *ETAHonesty) {
+		var eta func(label string, h *ETAHonesty)
+		eta = func(label string, h *ETAHonesty) {
 			if h != nil {
 				fmt.Fprintf(w, "  %s: error p50 %.0f%%, p90 %.0f%% (%d jobs); told to wait: %d, %.1f%% started inside the band, error p50 %.0f%%, p90 %.0f%%; told at once: %d, %.1f%% started within 1 s\n",
 					label, 100*h.ErrP50, 100*h.ErrP90, h.Jobs, h.Waited, 100*h.InBand, 100*h.WaitedErrP50, 100*h.WaitedErrP90, h.AtOnce, 100*h.AtOnceStarted)
+				eta("  baseline, by the models' average run times", h.Baseline)
 			}
 		}
 		eta("all", c.ETA)

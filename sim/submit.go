@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"google.golang.org/protobuf/types/known/structpb"
 	"sort"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 type pendingSubmit struct {
 	tenant  int32
 	model   int32
-	arrived int64 // offset
+	input   *structpb.Struct // its size, where its model's jobs have one
+	base    int64            // the run time that size makes (sizer.draw)
+	arrived int64            // offset
 	attempt int
 	rule    string // why the last attempt was refused
 	answer  string // the CHALLENGE rule whose challenge this attempt answers
@@ -54,7 +57,11 @@ func (e *engine) arrive(ev event) error {
 	if e.w.Jobs > 0 && e.submitted >= e.w.Jobs {
 		e.stopArrivals()
 	}
-	p := e.newPending(pendingSubmit{tenant: ti, model: model, arrived: e.now - e.base, attempt: 1})
+	ps := pendingSubmit{tenant: ti, model: model, arrived: e.now - e.base, attempt: 1}
+	if z := e.models[model].sizer; z != nil {
+		ps.input, ps.base = z.draw()
+	}
+	p := e.newPending(ps)
 	if e.now >= e.warmAt {
 		t.tally.submitted++
 	}
@@ -86,7 +93,7 @@ func (e *engine) submit(pi int32) error {
 	// A fresh spec, which the state machine keeps as the job's (apply); the
 	// Submit around it is not kept. The leader's sequence is the server's
 	// own (package admission).
-	spec := &sluicev1.JobSpec{Model: m.name, Priority: t.spec.Priority}
+	spec := &sluicev1.JobSpec{Model: m.name, Priority: t.spec.Priority, Input: p.input}
 	s := &e.sub
 	*s = admission.Submit{Tenant: t.policy, APIKey: t.apiKey, ClientIP: t.ip, Spec: spec}
 	if e.challenges {
@@ -118,7 +125,7 @@ func (e *engine) submit(pi int32) error {
 	si := e.newJob()
 	j := &e.jobs[si]
 	*j = simJob{id: res.JobID, tenant: p.tenant, model: p.model, gpus: m.gpus, exec: -1, firstStart: -1,
-		arrived: p.arrived, measured: e.base+p.arrived >= e.warmAt, enq: 1}
+		arrived: p.arrived, measured: e.base+p.arrived >= e.warmAt, enq: 1, input: p.input, base: p.base}
 	e.jobIx[res.JobID] = si
 	e.live++
 	if j.measured {
@@ -251,6 +258,7 @@ func (e *engine) endJob(si int32, at int64, state string) {
 	}
 	if j.firstStart < 0 { // ended without starting (expired, canceled): its ETA fared nowhere
 		e.cal.Forget(j.id)
+		e.calBase.Forget(j.id)
 		if j.eta {
 			delete(e.etaNotes, j.id)
 		}

@@ -193,6 +193,8 @@ type ModelSpec struct {
 	// FailureRate is the share of attempts that fail (retryably) at the end
 	// of their run.
 	FailureRate float64 `json:"failure_rate,omitempty"`
+	// Sizes gives its jobs input sizes that make their run times (sizes.go).
+	Sizes *SizeSpec `json:"sizes,omitempty"`
 }
 
 // Service is a service-time distribution: constant, exponential (Mean) or
@@ -612,6 +614,11 @@ func (w *Workload) check() error {
 		models[m.Name] = i
 		if err := m.Service.check(f + ".service"); err != nil {
 			return err
+		}
+		if m.Sizes != nil {
+			if err := m.Sizes.check(f + ".sizes"); err != nil {
+				return err
+			}
 		}
 		if m.GPUs < 0 || m.GPUs > 64 {
 			return fmt.Errorf("%s.gpus: %d is outside 0–64", f, m.GPUs)

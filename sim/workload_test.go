@@ -103,6 +103,8 @@ func TestBadWorkloadErrorsNameTheField(t *testing.T) {
 		{"dist: lognormal, mean: 3s, stddev: 1s", "dist: gamma, mean: 3s|workload: models[0].service.dist: \"gamma\" is not constant, exponential or lognormal"},
 		{"dist: lognormal, mean: 3s, stddev: 1s", "dist: lognormal, mean: 3s|workload: models[0].service.stddev: a lognormal needs one > 0"},
 		{"service: 800ms", "service: fast|\"fast\" is not a duration"},
+		{"service: 800ms", "service: 800ms, sizes: {fields: {steps: {min: 9, max: 3}}, run: {per: 10ms, term: [steps]}}|workload: models[1].sizes.fields.steps: min 9 and max 3"},
+		{"service: 800ms", "service: 800ms, sizes: {fields: {steps: {min: 1, max: 3}}, run: {per: 10ms, term: [frames]}}|workload: models[1].sizes.run.term[0]: \"frames\" is not one of its fields"},
 		{"model: sdxl", "model: sd3|workload: tenants[0].model: \"sd3\" is not one of the workload's models"},
 		{"{model: llama, share: 2}", "{model: llama, share: -2}|workload: tenants[1].mix[1].share: must be > 0"},
 		{"count: 3, gpus: 2", "count: -3, gpus: 2|workload: executors[0].count: must not be negative"},

@@ -175,14 +175,7 @@ func TestChallengeScenarioStopsBotsNotPeople(t *testing.T) {
 		if shadow {
 			doc = bytes.Replace(doc, []byte("      token_bucket:"), []byte("      shadow: true\n      token_bucket:"), 1)
 		}
-		w, err := sim.Parse(doc, sim.ParseOptions{ParsePolicy: node.ParsePolicy})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := sim.Run(w, sim.Options{NoSeries: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := runScenario(t, doc)
 		for _, g := range r.Tenants {
 			sum := &bots
 			if strings.HasPrefix(g.Name, "person-") {
@@ -259,4 +252,42 @@ func TestSimCompareRunsPoliciesSideBySide(t *testing.T) {
 			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// TestMixedSizesPredictsBetterThanTheAverage (issue 28): on jobs of mixed
+// sizes, the ETAs by the jobs' own predicted run times err less than the
+// baseline's by the models' averages, and their 80 % band holds 75–85 % of
+// the starts of the jobs told to wait.
+func TestMixedSizesPredictsBetterThanTheAverage(t *testing.T) {
+	doc, err := os.ReadFile("../../sim/scenarios/mixed-sizes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := runScenario(t, doc).Cluster.ETA
+	if e == nil || e.Baseline == nil {
+		t.Fatal("no ETA figures, or no baseline beside them")
+	}
+	t.Logf("by size: error p50 %.0f%%, p90 %.0f%%, %.1f%% inside; baseline: %.0f%%, %.0f%%, %.1f%%",
+		100*e.ErrP50, 100*e.ErrP90, 100*e.InBand, 100*e.Baseline.ErrP50, 100*e.Baseline.ErrP90, 100*e.Baseline.InBand)
+	if e.ErrP50 >= e.Baseline.ErrP50 || e.ErrP90 >= e.Baseline.ErrP90 {
+		t.Errorf("by size p50/p90 %.3f/%.3f, not below the baseline's %.3f/%.3f", e.ErrP50, e.ErrP90, e.Baseline.ErrP50, e.Baseline.ErrP90)
+	}
+	if e.InBand < 0.75 || e.InBand > 0.85 {
+		t.Errorf("the band holds %.1f%% of the starts, want 75–85%%", 100*e.InBand)
+	}
+}
+
+// runScenario parses a workload with the server's policy loader and runs
+// it, without the time series.
+func runScenario(t *testing.T, doc []byte) *sim.Report {
+	t.Helper()
+	w, err := sim.Parse(doc, sim.ParseOptions{ParsePolicy: node.ParsePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sim.Run(w, sim.Options{NoSeries: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
