@@ -139,8 +139,9 @@ func PlanFor(p *sluicev1.Policy) Plan {
 
 // Precheck is the leader's read-only look at s at now, before its log
 // entry, deciding into d (the caller's scratch: a Decision is 2 KB). model
-// is the spec's model, from the policy.
-func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Model, now int64, d *limiter.Decision) Verdict {
+// is the spec's model, from the policy; sizes the leader's run times by
+// size (nil: none).
+func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Model, now int64, d *limiter.Decision, sizes *Sizing) Verdict {
 	spec := s.Spec
 	if plan.limits {
 		f.CheckLimitsInto(limiter.Request{Tenant: s.Tenant.Name, APIKey: s.APIKey, Tier: s.Tenant.Tier, ClientIP: s.ClientIP,
@@ -162,7 +163,7 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 	}
 	// The predicted wait decides max_predicted_wait, and scales a queue
 	// bound's retry hint (scheduler.FairQueue.CheckAdmission).
-	wait := PredictedWait(f, x, model)
+	wait := PredictedWait(f, x, model, sizes)
 	var be *scheduler.BusyError
 	if errors.As(f.CheckBackpressure(s.Tenant.Name, spec, int64(wait)), &be) {
 		return Verdict{Outcome: Busy, Busy: be, Wait: wait}
@@ -172,7 +173,14 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 
 // PredictedWait is the leader's estimate of a new job's wait: behind every
 // queued job of its model, on the slots that serve it.
-func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model) time.Duration {
+func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model, sizes *Sizing) time.Duration {
+	if sizes != nil && sizes.Lanes != nil {
+		// Behind every queued job its slots run (up to MaxSizedAhead), each
+		// for its predicted run time.
+		if b, ok := lanesETA(f, x, 0, model.GetName(), sizes, 0, 0); ok {
+			return b.P50
+		}
+	}
 	total, free := x.Slots(model.GetName())
 	mean, _ := x.Service(model.GetName(), model.GetDefaultDuration().AsDuration())
 	return max(scheduler.WaitBehind(f.QueuedOfModel(model.GetName())+1, total, free, mean), 0)
@@ -203,7 +211,7 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 		if overtaking != nil && total > 0 {
 			over = overtaking(total)
 		}
-		if b, ok := lanesETA(f, x, id, name, counts, sizes, over, sd); ok {
+		if b, ok := lanesETA(f, x, id, name, sizes, over, sd); ok {
 			return b, true
 		}
 	}
@@ -310,28 +318,28 @@ func sizedAhead(f *fsm.FSM, id uint64, counts []modelCount, sizes *Sizing) map[s
 // first (list scheduling), and it starts when the next one is; the slots
 // the other tiers' arrivals take meanwhile (over) stretch that. false when
 // more than MaxSizedAhead are ahead, or no slot serves it.
-func lanesETA(f *fsm.FSM, x Executors, id uint64, name string, counts []modelCount, sizes *Sizing, over float64, sd time.Duration) (scheduler.Band, bool) {
+func lanesETA(f *fsm.FSM, x Executors, id uint64, name string, sizes *Sizing, over float64, sd time.Duration) (scheduler.Band, bool) {
 	lanes := sizes.Lanes(name)
 	if len(lanes) == 0 {
 		return scheduler.Band{}, false
 	}
+	// How each model's jobs ahead count: those mostly run elsewhere not at
+	// all, the others for their predicted run time (else their model's).
 	type how struct {
 		predict func(*structpb.Struct) (time.Duration, bool)
 		mean    time.Duration
 	}
 	hows := map[string]how{}
-	for _, c := range counts {
-		if c.model != name && x.Share(name, c.model) < 0.5 {
-			continue // mostly run elsewhere
+	for _, m := range f.Policy().GetModels() {
+		if m.Name != name && x.Share(name, m.Name) < 0.5 {
+			continue
 		}
 		h := how{}
-		if m, ok := f.Model(c.model); ok {
-			h.mean, _ = x.Service(c.model, m.GetDefaultDuration().AsDuration())
-		}
+		h.mean, _ = x.Service(m.Name, m.GetDefaultDuration().AsDuration())
 		if sizes.Predictor != nil {
-			h.predict = sizes.Predictor(c.model)
+			h.predict = sizes.Predictor(m.Name)
 		}
-		hows[c.model] = h
+		hows[m.Name] = h
 	}
 	var ahead []time.Duration
 	if !f.EachAhead(id, MaxSizedAhead, func(model string, input *structpb.Struct) {

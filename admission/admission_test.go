@@ -54,7 +54,7 @@ func TestSequenceOutcomes(t *testing.T) {
 	index := uint64(1)
 	var d limiter.Decision
 	step := func(s *Submit) Verdict {
-		v := Precheck(f, x, plan, s, model, sec, &d)
+		v := Precheck(f, x, plan, s, model, sec, &d, nil)
 		if v.Outcome != Proceed {
 			return v
 		}

@@ -63,7 +63,7 @@ func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
 
 // EachAhead calls each with the model and input of the queued jobs before
 // id in dispatch order, at most limit of them; each must not call the FSM.
-// It reports whether it came to id.
+// It reports whether it came to id (id 0: to the end of the queue).
 func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -80,7 +80,7 @@ func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *str
 			seen++
 		}
 		if !more || len(page) == 0 {
-			return false
+			return id == 0
 		}
 		cur = next
 	}

@@ -146,7 +146,7 @@ func (n *Node) precheckSubmit(sub submission) error {
 		return nil
 	}
 	var d limiter.Decision
-	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d))
+	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d, n.sizing()))
 }
 
 // refusal is the answer to a Submit that an admission step refused (nil
@@ -181,7 +181,7 @@ func (n *Node) refusal(sub submission, v admission.Verdict) error {
 		n.rejected.note("busy", t.Name, time.Now())
 		wait := v.Wait
 		if m, ok := n.fsm.Model(sub.spec.GetModel()); ok && wait == 0 {
-			wait = admission.PredictedWait(n.fsm, nodeExecutors{n}, m)
+			wait = admission.PredictedWait(n.fsm, nodeExecutors{n}, m, n.sizing())
 		}
 		return busyError(v.Busy, wait)
 	case admission.Failed:

@@ -48,12 +48,7 @@ func (n *Node) sizes(model string) func(*structpb.Struct) (time.Duration, bool) 
 
 // sizing is what QueuedETA needs of the leader's run-time predictions, nil
 // when no model of the policy declares a size.
-func (n *Node) sizing() *admission.Sizing {
-	if !n.admissionPlan().sized {
-		return nil
-	}
-	return &admission.Sizing{Predictor: n.sizes, Remaining: n.remaining, Lanes: n.lanes}
-}
+func (n *Node) sizing() *admission.Sizing { return n.admissionPlan().sizing }
 
 // lanes is, for each slot of a leased executor that serves model, the
 // predicted time until it is free: what its attempt has left, 0 if free.
@@ -119,7 +114,9 @@ func (n *Node) admissionPlan() *policyPlan {
 	}
 	c := &policyPlan{policy: p, plan: admission.PlanFor(p), shares: admission.TierShares(p)}
 	for _, m := range p.GetModels() {
-		c.sized = c.sized || m.GetSize() != nil
+		if m.GetSize() != nil {
+			c.sizing = &admission.Sizing{Predictor: n.sizes, Remaining: n.remaining, Lanes: n.lanes}
+		}
 	}
 	n.plan.Store(c)
 	return c
@@ -129,7 +126,7 @@ type policyPlan struct {
 	policy *sluicev1.Policy
 	plan   admission.Plan
 	shares map[string]scheduler.TierShare
-	sized  bool // some model declares what sizes its jobs
+	sizing *admission.Sizing // nil unless some model declares what sizes its jobs
 }
 
 // tierLoads is the work admitted per tier lately, for ETAs: the leader's

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -118,4 +119,45 @@ func stepsPolicy(floor int32) *sluicev1.Policy {
 		}
 	}
 	return policy
+}
+
+// Backpressure's predicted wait counts the queued jobs' own predicted run
+// times (issue 28): under max_predicted_wait 4s, Submits of 1.2 s jobs are
+// refused as busy once about 4 s of them wait, where the model's average
+// (of short warm-up jobs) would let ten in.
+func TestPredictedWaitCountsTheQueuedJobsSize(t *testing.T) {
+	policy := stepsPolicy(6)
+	policy.Scheduling = &sluicev1.Scheduling{MaxPredictedWait: durationpb.New(4 * time.Second)}
+	n := startNodeWith(t, 1, policy)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	submit := func(steps int) (*sluicev1.Job, error) {
+		in, _ := structpb.NewStruct(map[string]any{"steps": steps, "duration_ms": 20 * steps})
+		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg.Job, nil
+	}
+	for _, steps := range []int{5, 5, 60, 5, 10, 5, 5, 10} { // one at a time: the bound holds here too
+		j, err := submit(steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	}
+	// 1.2 s jobs: by the fifth, 4 s of work is ahead of a new one. By the
+	// model's average (about 0.2 s) not even ten would be.
+	var err error
+	admitted := 0
+	for ; admitted < 10; admitted++ {
+		if _, err = submit(60); err != nil {
+			break
+		}
+	}
+	var ce *connect.Error
+	if admitted > 5 || !errors.As(err, &ce) || ce.Code() != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "predicted wait") {
+		t.Fatalf("after %d 1.2 s jobs under a 4 s bound: %v, want busy on the predicted wait by the fifth", admitted, err)
+	}
+	t.Logf("refused after %d: %v", admitted, err)
 }

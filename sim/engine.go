@@ -170,6 +170,7 @@ type engine struct {
 	etaNotes       map[uint64]etaNote       // the followed ETAs of jobs not started yet, by job id
 	cal            scheduler.ETACalibration // the leader's, fed as the server's
 	sized          bool                     // some model of the policy declares a size
+	sizes          *admission.Sizing        // e.sizing(), made once
 	calBase        scheduler.ETACalibration // the baseline's (sized: ETAs by the models' averages)
 	etaBaseTiers   []etaTally               // the baseline's honesty
 	etaBaseAll     etaTally
@@ -285,6 +286,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	e.etaTiers = make([]etaTally, len(e.tiers))
 	if e.sized = sizedModels(e.models); e.sized {
 		e.etaBaseTiers = make([]etaTally, len(e.tiers))
+		e.sizing()
 	}
 	e.tierShares = admission.TierShares(pol)
 	ptenants := map[string]*sluicev1.Tenant{}

@@ -143,7 +143,10 @@ func (e *engine) sizing() *admission.Sizing {
 	if !e.sized {
 		return nil
 	}
-	return &admission.Sizing{
+	if e.sizes != nil {
+		return e.sizes
+	}
+	e.sizes = &admission.Sizing{
 		Predictor: func(model string) func(*structpb.Struct) (time.Duration, bool) {
 			mi, ok := e.modelIx[model]
 			if !ok {
@@ -174,6 +177,7 @@ func (e *engine) sizing() *admission.Sizing {
 			return lanes
 		},
 	}
+	return e.sizes
 }
 
 // sizedModels reports whether some model of the policy declares a size.

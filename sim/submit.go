@@ -99,7 +99,7 @@ func (e *engine) submit(pi int32) error {
 	if e.challenges {
 		s.Exempt, s.Spend = e.exemptions(t, p)
 	}
-	v := admission.Precheck(e.f, simExecutors{e}, e.plan, s, m.policy, e.now, &e.dec)
+	v := admission.Precheck(e.f, simExecutors{e}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
 	var res fsm.Result
 	if v.Outcome == admission.Proceed {
 		s.Fill(&e.submitMsg)
