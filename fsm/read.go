@@ -1,9 +1,12 @@
 package fsm
 
 import (
+	"cmp"
 	"github.com/sluicehq/sluice/scheduler"
 	"google.golang.org/protobuf/types/known/structpb"
+	"slices"
 	"sort"
+	"time"
 
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -85,6 +88,37 @@ func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *str
 		cur = next
 	}
 	return false
+}
+
+// FinishedRun is a succeeded job's last attempt, as a new leader relearns
+// run times from it.
+type FinishedRun struct {
+	Model      string
+	Input      *structpb.Struct
+	Ran        time.Duration
+	FinishedNs int64
+}
+
+// Succeeded lists, for each model, its last perModel succeeded jobs the
+// state machine still holds (retention), oldest first.
+func (f *FSM) Succeeded(perModel int) []FinishedRun {
+	f.mu.RLock()
+	by := map[string][]FinishedRun{}
+	for _, j := range f.jobs {
+		if j.State != sluicev1.JobState_JOB_STATE_SUCCEEDED || j.StartedNs <= 0 || j.FinishedNs < j.StartedNs {
+			continue
+		}
+		m := j.Spec.GetModel()
+		by[m] = append(by[m], FinishedRun{Model: m, Input: j.Spec.GetInput(), Ran: time.Duration(j.FinishedNs - j.StartedNs), FinishedNs: j.FinishedNs})
+	}
+	f.mu.RUnlock()
+	var out []FinishedRun
+	for _, runs := range by {
+		slices.SortFunc(runs, func(a, b FinishedRun) int { return cmp.Compare(a.FinishedNs, b.FinishedNs) })
+		out = append(out, runs[max(0, len(runs)-perModel):]...)
+	}
+	slices.SortStableFunc(out, func(a, b FinishedRun) int { return cmp.Compare(a.FinishedNs, b.FinishedNs) })
+	return out
 }
 
 // QueueLen is the number of queued jobs.

@@ -44,6 +44,10 @@ func (n *Node) leaderLoop() {
 	}
 }
 
+// relearnPerModel is how many of each model's latest succeeded jobs a new
+// leader relearns run times from: more than its learners keep.
+const relearnPerModel = 512
+
 // lead runs one term of leadership; it returns when leadership is lost or
 // the node stops.
 func (n *Node) lead(leaderCh <-chan bool) {
@@ -60,6 +64,9 @@ func (n *Node) lead(leaderCh <-chan bool) {
 		n.log.Error("cannot apply the configured policy", "err", err)
 		return
 	}
+	// Run times as the log has them, not as this node last saw them (or
+	// never did).
+	n.service.relearn(n.fsm.Succeeded(relearnPerModel), n.fsm.Model)
 	if err := n.ensureMember(n.ctx); err != nil {
 		n.log.Error("cannot record this node's address", "err", err)
 		return

@@ -161,3 +161,41 @@ func TestPredictedWaitCountsTheQueuedJobsSize(t *testing.T) {
 	}
 	t.Logf("refused after %d: %v", admitted, err)
 }
+
+// A new leader relearns run times from the log's finished jobs (issue 28,
+// point 4): after the leader is gone, the next one predicts a 60-step job
+// from its size at once, where it would otherwise start with nothing.
+func TestNewLeaderRelearnsRunTimesFromTheLog(t *testing.T) {
+	c := startClusterWith(t, 3, 2, func(cfg *Config) {
+		if cfg.ID == "n1" {
+			cfg.Policy = stepsPolicy(4)
+		}
+	})
+	old := c.waitLeader()
+	bob := jobClient(old, DemoBobKey)
+	var warm []*sluicev1.Job
+	for _, steps := range []int{10, 20, 30, 40, 15, 25} {
+		in, _ := structpb.NewStruct(map[string]any{"steps": steps, "duration_ms": 10 * steps})
+		res, err := bob.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		warm = append(warm, res.Msg.Job)
+	}
+	for _, j := range warm {
+		waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	}
+	old.Close()
+	next := c.waitLeader(old)
+	model, _ := next.fsm.Model("sdxl")
+	in, _ := structpb.NewStruct(map[string]any{"steps": 60})
+	var got time.Duration
+	waitFor(t, "the new leader's prediction", func() bool {
+		d, _, ok := next.service.predictSized(model, in)
+		got = d
+		return ok
+	})
+	if got < 500*time.Millisecond || got > 700*time.Millisecond {
+		t.Fatalf("the new leader predicts %v for 60 steps, want about 600ms", got)
+	}
+}

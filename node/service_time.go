@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/predict"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -26,6 +27,21 @@ type serviceTimes struct {
 type sizedModel struct {
 	decl *sluicev1.SizeModel
 	l    *predict.Learner
+}
+
+// relearn forgets what was learned and learns again from runs, oldest
+// first: a new leader's start from the replicated history (the state
+// machine's finished jobs), not from nothing.
+func (s *serviceTimes) relearn(runs []fsm.FinishedRun, model func(string) (*sluicev1.Model, bool)) {
+	s.mu.Lock()
+	s.by, s.sized = nil, nil
+	s.mu.Unlock()
+	for _, r := range runs {
+		s.observe(r.Model, r.Ran)
+		if m, ok := model(r.Model); ok {
+			s.observeSized(m, r.Input, r.Ran)
+		}
+	}
 }
 
 // learner is m's size learner, made anew when its declaration changed; nil
