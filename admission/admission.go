@@ -145,7 +145,7 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 	spec := s.Spec
 	if plan.limits {
 		f.CheckLimitsInto(limiter.Request{Tenant: s.Tenant.Name, APIKey: s.APIKey, Tier: s.Tenant.Tier, ClientIP: s.ClientIP,
-			Method: Method, Model: spec.GetModel(), Cost: fsm.EstimateCost(spec, model), Exempt: s.Exempt}, now, d)
+			Method: Method, Model: spec.GetModel(), Cost: f.ReserveCost(spec, model), Exempt: s.Exempt}, now, d)
 		switch d.Verdict {
 		case limiter.Rejected:
 			return Verdict{Outcome: Rejected, Rule: d.Rule, RetryAt: d.RetryAt, Rules: d.Rules()}

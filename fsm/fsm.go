@@ -72,6 +72,7 @@ type FSM struct {
 	// Blocks of the records every job gets, in the simulator's exclusive
 	// state (blocks.go).
 	records         blocks[raftv1.JobRecord]
+	lines           map[string]*sizeLine // models that reserve by size (sizes.go)
 	transitions     blocks[raftv1.TransitionRecord]
 	transitionPairs blocks[[2]*raftv1.TransitionRecord]
 	charges         blocks[raftv1.Charge]
@@ -118,6 +119,7 @@ func New() *FSM {
 		members:  make(map[string]*raftv1.SetMember),
 		gone:     make(map[string]bool),
 		hooked:   make(map[uint64]struct{}),
+		lines:    make(map[string]*sizeLine),
 	}
 	f.pix = indexPolicy(f.policy)
 	f.limits, _ = limiter.NewEngine(nil)
@@ -508,7 +510,7 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 	}
 	req := limiter.Request{
 		Tenant: c.Tenant, APIKey: c.ApiKeySha256, Tier: tenant.Tier, ClientIP: c.ClientIp,
-		Method: c.Method, Model: spec.Model, Cost: EstimateCost(spec, model), Exempt: exempt,
+		Method: c.Method, Model: spec.Model, Cost: f.reserveCost(spec, model), Exempt: exempt,
 	}
 	if req.Method == "" {
 		req.Method = methodSubmit // as the API sends it (concurrency caps match only Submits)
@@ -542,7 +544,7 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 			}
 			adm.admission.DegradedBy = f.dec.Rule
 			spec.Model, model = fb.Name, fb
-			req.Model, req.Cost = fb.Name, EstimateCost(spec, fb)
+			req.Model, req.Cost = fb.Name, f.reserveCost(spec, fb)
 		case limiter.Challenged:
 			return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: VerdictChallenged, RetryAt: f.dec.RetryAt}
 		default:
@@ -760,6 +762,7 @@ func (f *FSM) complete(c *raftv1.Complete) Result {
 		return Result{JobID: c.JobId, Err: err}
 	}
 	j.Output = c.Output
+	f.learnSize(j)
 	f.finishReported(j, sluicev1.JobState_JOB_STATE_SUCCEEDED, nil, "completed", c.Cost)
 	return Result{JobID: j.Id}
 }
@@ -965,6 +968,7 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 	old := f.retention()
 	f.policy = c.Policy
 	f.pix = indexPolicy(f.policy)
+	f.syncLines()
 	f.queue.SetConfig(SchedulerConfig(f.policy))
 	if r := f.retention(); r != old {
 		// Finished jobs keep one effective retention timer: push the new
@@ -1126,6 +1130,7 @@ func (f *FSM) captureLocked() *Capture {
 	}
 	c.s.GoneWebhooks = sortedKeys(f.gone)
 	c.s.ChallengeKey, c.s.SpentChallenges = f.challengeKey, f.spentList()
+	c.s.SizeLines = f.linesImage()
 	return c
 }
 
@@ -1260,6 +1265,7 @@ func (f *FSM) Restore(data []byte) error {
 	for _, sp := range s.SpentChallenges {
 		n.spend(sp)
 	}
+	n.restoreLines(s.SizeLines)
 	n.queue.SetConfig(SchedulerConfig(n.policy))
 	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
@@ -1308,6 +1314,7 @@ func (f *FSM) Restore(data []byte) error {
 	f.limits, f.nextSweep = n.limits, n.nextSweep
 	f.members, f.gone, f.hooked = n.members, n.gone, n.hooked
 	f.challengeKey, f.spent = n.challengeKey, n.spent
+	f.lines = n.lines
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -347,7 +347,11 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 	safe := n.readsChallenges(ctx)
 	if policyHasChallenges(req.Msg.Policy) && !safe {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
-			"policy: a CHALLENGE rule needs every server to read log format %d, and not every server has said so yet (one is down, or runs an older build); retry once all are up", logFormat))
+			"policy: a CHALLENGE rule needs every server to read log format %d, and not every server has said so yet (one is down, or runs an older build); retry once all are up", challengeFormat))
+	}
+	if field := sizeReservation(req.Msg.Policy); field != "" && !n.readsFormat(ctx, sizesFormat) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"policy: %s needs every server to read log format %d, and not every server has said so yet (one is down, or runs an older build); retry once all are up", field, sizesFormat))
 	}
 	if req.Msg.DryRun {
 		return connect.NewResponse(&sluicev1.SetPolicyResponse{}), nil

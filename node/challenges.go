@@ -434,17 +434,35 @@ func replayError(detail string) *connect.Error {
 // then (a server of an older build would not load the first and would drop
 // the second).
 func (n *Node) challengesSafe() bool {
-	return n.checksSafe() && n.proposer.format.Load() >= logFormat
+	return n.checksSafe() && n.proposer.format.Load() >= challengeFormat
 }
 
 // readsChallenges is challengesSafe, or when the gate has not said so yet
 // (a leader's first moments), the same check made now.
-func (n *Node) readsChallenges(ctx context.Context) bool {
-	if n.challengesSafe() {
+func (n *Node) readsChallenges(ctx context.Context) bool { return n.readsFormat(ctx, challengeFormat) }
+
+// readsFormat reports whether every server reads log format want: as the gate
+// last found, or when it has not said so yet (a leader's first moments),
+// checked now.
+func (n *Node) readsFormat(ctx context.Context, want int) bool {
+	if n.checksSafe() && n.proposer.format.Load() >= int32(want) {
 		return true
 	}
 	_, format, why := n.clusterReadsBatches(ctx)
-	return why == nil && format >= logFormat
+	return why == nil && format >= want
+}
+
+// sizeReservation names the first model of p that reserves by size
+// (its field), "" when none does. A server older than log format 5 would
+// charge such jobs another cost, so the admin API sets such a policy only
+// once every server reads that format.
+func sizeReservation(p *sluicev1.Policy) string {
+	for i, m := range p.GetModels() {
+		if m.GetSize().GetReserve() {
+			return fmt.Sprintf("models[%d].size.reserve", i)
+		}
+	}
+	return ""
 }
 
 // ensureChallengeKey gives the log a challenge key, with the policy it

@@ -135,6 +135,7 @@ type Node struct {
 	// policyDeferred: ensurePolicy held back a configured policy with
 	// CHALLENGE rules until every server reads them (gateBatches retries).
 	policyDeferred atomic.Bool
+	policyNeeds    atomic.Int32               // the log format the deferred policy waits for
 	plan           atomic.Pointer[policyPlan] // admissionPlan's, for one policy
 	tierLoad       tierLoads                  // work admitted per tier lately, for ETAs
 	etaCal         etaCalibration             // how the ETAs have fared, to calibrate them
@@ -695,8 +696,16 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 	safe := n.readsChallenges(ctx)
 	if policyHasChallenges(want) && !safe {
 		// gateBatches runs this again once every server reads them.
+		n.policyNeeds.Store(challengeFormat)
 		n.policyDeferred.Store(true)
-		n.log.Info("the configured policy has CHALLENGE rules: it waits until every server reads log format 4", "format", logFormat)
+		n.log.Info("the configured policy has CHALLENGE rules: it waits until every server reads log format 4", "format", challengeFormat)
+		return nil
+	}
+	if field := sizeReservation(want); field != "" && !n.readsFormat(ctx, sizesFormat) {
+		if !n.policyDeferred.Swap(true) || n.policyNeeds.Swap(sizesFormat) != sizesFormat {
+			n.log.Info("the configured policy reserves by size: it waits until every server reads log format 5", "field", field, "format", sizesFormat)
+		}
+		n.policyNeeds.Store(sizesFormat)
 		return nil
 	}
 	res, err := n.propose(ctx, fsm.CmdSetPolicy, n.setPolicyCommand(want, safe))

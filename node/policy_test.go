@@ -61,6 +61,7 @@ func TestParsePolicyNamesTheBadField(t *testing.T) {
 		{"webhooks: {retry_schedule: [5s, soon]}", `webhooks.retry_schedule[1]: "soon" is not a duration`},
 		{"models: [{name: ''}]", "models[0].name: must not be empty"},
 		{"models: [{name: m, size: {terms: []}}]", "models[0].size.terms: 0 terms; give 1–4"},
+		{"models: [{name: m, size: {terms: [{fields: [a]}, {fields: [b]}], reserve: true}}]", "models[0].size.reserve: reservations by size take one term; this declaration has 2"},
 		{"models: [{name: m, size: {terms: [{fields: [steps, 'max tokens']}]}}]", `models[0].size.terms[0].fields[1]: "max tokens" is not an input field name`},
 	} {
 		_, err := ParsePolicy([]byte(tc.doc))

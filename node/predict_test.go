@@ -199,3 +199,21 @@ func TestNewLeaderRelearnsRunTimesFromTheLog(t *testing.T) {
 		t.Fatalf("the new leader predicts %v for 60 steps, want about 600ms", got)
 	}
 }
+
+// A policy whose model reserves by size is taken where every server reads
+// log format 5 (here, the one), and Submits are then charged by it.
+func TestSetPolicyReservingBySize(t *testing.T) {
+	n := startNodeWith(t, 1, DemoPolicy())
+	p := stepsPolicy(4)
+	for _, m := range p.Models {
+		if m.Size != nil {
+			m.Size.Reserve = true
+		}
+	}
+	if _, err := adminClient(n).SetPolicy(context.Background(), connect.NewRequest(&sluicev1.SetPolicyRequest{Policy: p, Force: true})); err != nil {
+		t.Fatalf("a policy reserving by size on a cluster that reads format %d: %v", logFormat, err)
+	}
+	if got, _ := n.fsm.Model("sdxl"); !got.GetSize().GetReserve() {
+		t.Fatal("the policy in the log does not reserve by size")
+	}
+}

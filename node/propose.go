@@ -364,12 +364,18 @@ func (p *proposer) fail(batch []*proposal, err error) {
 // fsm.CmdBatch and job ids past the entry's index, 3 fsm.CmdCheck (gateway
 // checks, served only once every server reads them: checksSafe), 4
 // CHALLENGE rules, a Submit's challenge exemptions and answer, and the
-// challenge key (challengesSafe).
-const logFormat = 4
+// challenge key (challengesSafe), 5 reservations by size (a model's
+// size.reserve: the state machine's size lines, readsFormat(sizesFormat)).
+const logFormat = 5
 
 // Each feature waits for the log format that brought it: batches and
-// gateway checks for 3 (batchFormat), challenges for 4 (challengesSafe).
-const batchFormat = 3
+// gateway checks for 3 (batchFormat), challenges for 4 (challengeFormat),
+// reservations by size for 5 (sizesFormat).
+const (
+	batchFormat     = 3
+	challengeFormat = 4
+	sizesFormat     = 5
+)
 
 // logFormatHeader, nodeIDHeader and appliedHeader carry logFormat, the
 // node's raft id and the last log index it applied on /healthz replies.
@@ -462,15 +468,16 @@ func (n *Node) gateBatches(ctx context.Context) {
 				n.proposer.format.Store(int32(format))
 				n.proposer.enabled.Store(true)
 				if msg := fmt.Sprintf("%s %d", key, format); msg != last {
-					n.log.Info("group commit on, and gateway checks: every server reads log format 3 or later", "servers", key, "lowest_format", format, "challenges", format >= logFormat)
+					n.log.Info("group commit on, and gateway checks: every server reads log format 3 or later", "servers", key, "lowest_format", format, "challenges", format >= challengeFormat, "reservations_by_size", format >= sizesFormat)
 					last = msg
 				}
-				if format >= logFormat {
-					// The challenge key, and a configured policy with CHALLENGE
-					// rules that ensurePolicy held back, may go in now.
+				if format >= challengeFormat {
+					// The challenge key, and a configured policy that
+					// ensurePolicy held back until every server reads what it
+					// needs, may go in now.
 					go func() {
 						err := n.ensureChallengeKey(ctx)
-						if n.policyDeferred.Swap(false) {
+						if need := n.policyNeeds.Load(); need > 0 && format >= int(need) && n.policyDeferred.Swap(false) {
 							err = n.ensurePolicy(ctx)
 						}
 						if err != nil && ctx.Err() == nil {

@@ -46,6 +46,9 @@ func Validate(field string, s *sluicev1.SizeModel) error {
 			}
 		}
 	}
+	if s.Reserve && len(s.Terms) != 1 {
+		return fmt.Errorf("%s.reserve: reservations by size take one term; this declaration has %d", field, len(s.Terms))
+	}
 	if s.MinObservations < 0 || s.MinObservations > 10000 {
 		return fmt.Errorf("%s.min_observations: %d is outside 0–10000", field, s.MinObservations)
 	}
@@ -145,12 +148,7 @@ func (l *Learner) Observe(x []float64, d time.Duration) {
 		o.x[i] = v
 	}
 	o.y = d.Seconds()
-	if len(l.obs) < window {
-		l.obs = append(l.obs, o)
-	} else {
-		l.obs[l.next] = o
-		l.next = (l.next + 1) % window
-	}
+	l.obs = ringPut(l.obs, &l.next, window, o)
 	l.n++
 	if l.n <= 2*l.min || l.n%8 == 0 {
 		l.fit()

@@ -171,6 +171,7 @@ type engine struct {
 	cal            scheduler.ETACalibration // the leader's, fed as the server's
 	sized          bool                     // some model of the policy declares a size
 	sizes          *admission.Sizing        // e.sizing(), made once
+	reservations   Reservations             // sized workloads: reserved against settled
 	calBase        scheduler.ETACalibration // the baseline's (sized: ETAs by the models' averages)
 	etaBaseTiers   []etaTally               // the baseline's honesty
 	etaBaseAll     etaTally

@@ -43,13 +43,15 @@ type Report struct {
 type Cluster struct {
 	Group
 	// Utilisation is busy GPU time over available GPU time in the window.
-	Utilisation         float64 `json:"utilisation"`
-	BusyGPUSeconds      float64 `json:"busy_gpu_seconds"`
-	AvailableGPUSeconds float64 `json:"available_gpu_seconds"`
-	Crashes             int     `json:"executor_crashes"`
-	Failovers           int     `json:"leader_failovers"`
-	Events              int64   `json:"events"`
-	Commands            int64   `json:"commands"`
+	Utilisation float64 `json:"utilisation"`
+	// Reservations: sized workloads (issue 28).
+	Reservations        *Reservations `json:"reservations,omitempty"`
+	BusyGPUSeconds      float64       `json:"busy_gpu_seconds"`
+	AvailableGPUSeconds float64       `json:"available_gpu_seconds"`
+	Crashes             int           `json:"executor_crashes"`
+	Failovers           int           `json:"leader_failovers"`
+	Events              int64         `json:"events"`
+	Commands            int64         `json:"commands"`
 }
 
 // Group is one tenant's, one tier's or the cluster's figures, for jobs
@@ -350,6 +352,10 @@ func (e *engine) report() *Report {
 	c.WaitQuantiles = percentiles(allWaits)
 	c.Jain = jain(ratios)
 	c.ETA = e.etaAll.honesty()
+	if rs := e.reservations; rs.Jobs > 0 {
+		rs.Over50, rs.Under33 = round6(float64(rs.over)/float64(rs.Jobs)), round6(float64(rs.under)/float64(rs.Jobs))
+		c.Reservations = &rs
+	}
 	if e.sized && c.ETA != nil {
 		c.ETA.Baseline = e.etaBaseAll.honesty()
 	}
@@ -553,6 +559,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, " %s %d;", k, c.RejectedBy[k])
 		}
 		fmt.Fprintln(w)
+	}
+	if rs := c.Reservations; rs != nil {
+		fmt.Fprintf(w, "\nreservations at admission against the settled cost (%d succeeded jobs): %.1f%% reserved over 1.5× their cost, %.1f%% under 2/3 of it\n",
+			rs.Jobs, 100*rs.Over50, 100*rs.Under33)
 	}
 	// ETA honesty, cluster and tiers.
 	if c.ETA != nil {

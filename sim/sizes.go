@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluicehq/sluice/admission"
+	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/predict"
 )
 
@@ -178,6 +179,39 @@ func (e *engine) sizing() *admission.Sizing {
 		},
 	}
 	return e.sizes
+}
+
+// reserved counts how a succeeded job's reservation compared with the
+// cost it settled at (sized workloads: issue 28's measure of reservations
+// by size against the fixed one).
+func (e *engine) reserved(id uint64) {
+	rec, ok := e.f.Job(id)
+	if !ok {
+		return
+	}
+	a := fsm.JobAdmission(rec)
+	res, settled := a.GetReservedCost(), a.GetSettledCost()
+	if res <= 0 || settled <= 0 {
+		return
+	}
+	e.reservations.Jobs++
+	switch {
+	case 2*res > 3*settled:
+		e.reservations.over++
+	case 3*res < 2*settled:
+		e.reservations.under++
+	}
+}
+
+// Reservations is how the cost reserved at admission compared with the
+// cost settled at the end, over the measured succeeded jobs: the share
+// reserved more than 1.5× what they cost, and less than 1/1.5 of it.
+type Reservations struct {
+	Jobs    int64   `json:"jobs"`
+	Over50  float64 `json:"over_50"`
+	Under33 float64 `json:"under_33"`
+	over    int64
+	under   int64
 }
 
 // sizedModels reports whether some model of the policy declares a size.

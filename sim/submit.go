@@ -241,6 +241,9 @@ func (e *engine) newJob() int32 {
 func (e *engine) endJob(si int32, at int64, state string) {
 	j := &e.jobs[si]
 	t := &e.tenants[j.tenant]
+	if e.sized && j.measured && state == "SUCCEEDED" {
+		e.reserved(j.id)
+	}
 	if j.measured {
 		t.tally.ended(state, j, at-e.base)
 		for _, m := range e.miss {

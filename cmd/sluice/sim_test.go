@@ -291,3 +291,22 @@ func runScenario(t *testing.T, doc []byte) *sim.Report {
 	}
 	return r
 }
+
+// TestMixedSizesReservesCloserToTheCost (issue 28): reserving cost by the
+// jobs' predicted sizes leaves far fewer reservations over 1.5× the cost
+// settled than reserving the model's default duration.
+func TestMixedSizesReservesCloserToTheCost(t *testing.T) {
+	doc, err := os.ReadFile("../../sim/scenarios/mixed-sizes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySize := runScenario(t, doc).Cluster.Reservations
+	fixed := runScenario(t, bytes.ReplaceAll(doc, []byte("reserve: true"), []byte("reserve: false"))).Cluster.Reservations
+	if bySize == nil || fixed == nil {
+		t.Fatal("no reservation figures")
+	}
+	t.Logf("over 1.5x the cost: %.1f%% by size, %.1f%% fixed; under 2/3: %.1f%%, %.1f%%", 100*bySize.Over50, 100*fixed.Over50, 100*bySize.Under33, 100*fixed.Under33)
+	if bySize.Over50 >= fixed.Over50/2 {
+		t.Errorf("reserving by size leaves %.3f over 1.5x the cost, the fixed reservation %.3f", bySize.Over50, fixed.Over50)
+	}
+}

@@ -1698,8 +1698,15 @@ type SizeModel struct {
 	// Completed attempts before the learned prediction is trusted (0: 20);
 	// until then the model's learned average (or default_duration) stands.
 	MinObservations int32 `protobuf:"varint,2,opt,name=min_observations,json=minObservations,proto3" json:"min_observations,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Charge cost-weighted limits at admission the job's predicted run time
+	// (GPU-milliseconds), not default_duration's, once min_observations
+	// attempts were learned from; settled with the real cost at the end, as
+	// ever. The state machine predicts it with integer arithmetic from the
+	// completions it applies, so every replica agrees: one term only, and
+	// every server must read log format 5.
+	Reserve       bool `protobuf:"varint,3,opt,name=reserve,proto3" json:"reserve,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SizeModel) Reset() {
@@ -1744,6 +1751,13 @@ func (x *SizeModel) GetMinObservations() int32 {
 		return x.MinObservations
 	}
 	return 0
+}
+
+func (x *SizeModel) GetReserve() bool {
+	if x != nil {
+		return x.Reserve
+	}
+	return false
 }
 
 // SizeTerm is a product of a job's numeric input fields.
@@ -1995,10 +2009,11 @@ const file_sluice_v1_policy_proto_rawDesc = "" +
 	"\rgpu_memory_mb\x18\x04 \x01(\x03R\vgpuMemoryMb\x12:\n" +
 	"\vrun_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"runTimeout\x12(\n" +
-	"\x04size\x18\x06 \x01(\v2\x14.sluice.v1.SizeModelR\x04size\"a\n" +
+	"\x04size\x18\x06 \x01(\v2\x14.sluice.v1.SizeModelR\x04size\"{\n" +
 	"\tSizeModel\x12)\n" +
 	"\x05terms\x18\x01 \x03(\v2\x13.sluice.v1.SizeTermR\x05terms\x12)\n" +
-	"\x10min_observations\x18\x02 \x01(\x05R\x0fminObservations\"\"\n" +
+	"\x10min_observations\x18\x02 \x01(\x05R\x0fminObservations\x12\x18\n" +
+	"\areserve\x18\x03 \x01(\bR\areserve\"\"\n" +
 	"\bSizeTerm\x12\x16\n" +
 	"\x06fields\x18\x01 \x03(\tR\x06fields\"\xa9\x02\n" +
 	"\bDefaults\x12>\n" +

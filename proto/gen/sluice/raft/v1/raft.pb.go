@@ -1598,8 +1598,10 @@ type Snapshot struct {
 	ChallengeKey []byte `protobuf:"bytes,12,opt,name=challenge_key,json=challengeKey,proto3" json:"challenge_key,omitempty"`
 	// Answered challenges not yet expired, sorted by id.
 	SpentChallenges []*ChallengeSpend `protobuf:"bytes,13,rep,name=spent_challenges,json=spentChallenges,proto3" json:"spent_challenges,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The run-time lines of the models that reserve by size, sorted by model.
+	SizeLines     []*SizeLine `protobuf:"bytes,14,rep,name=size_lines,json=sizeLines,proto3" json:"size_lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -1719,6 +1721,91 @@ func (x *Snapshot) GetChallengeKey() []byte {
 func (x *Snapshot) GetSpentChallenges() []*ChallengeSpend {
 	if x != nil {
 		return x.SpentChallenges
+	}
+	return nil
+}
+
+func (x *Snapshot) GetSizeLines() []*SizeLine {
+	if x != nil {
+		return x.SizeLines
+	}
+	return nil
+}
+
+// SizeLine is what the state machine learned of a model's run times by
+// size (predict.Line): its last attempts' size terms and run times.
+type SizeLine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Seen          int64                  `protobuf:"varint,2,opt,name=seen,proto3" json:"seen,omitempty"`
+	Next          int32                  `protobuf:"varint,3,opt,name=next,proto3" json:"next,omitempty"`
+	X             []int64                `protobuf:"varint,4,rep,packed,name=x,proto3" json:"x,omitempty"`
+	Ns            []int64                `protobuf:"varint,5,rep,packed,name=ns,proto3" json:"ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SizeLine) Reset() {
+	*x = SizeLine{}
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SizeLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SizeLine) ProtoMessage() {}
+
+func (x *SizeLine) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_raft_v1_raft_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SizeLine.ProtoReflect.Descriptor instead.
+func (*SizeLine) Descriptor() ([]byte, []int) {
+	return file_sluice_raft_v1_raft_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SizeLine) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *SizeLine) GetSeen() int64 {
+	if x != nil {
+		return x.Seen
+	}
+	return 0
+}
+
+func (x *SizeLine) GetNext() int32 {
+	if x != nil {
+		return x.Next
+	}
+	return 0
+}
+
+func (x *SizeLine) GetX() []int64 {
+	if x != nil {
+		return x.X
+	}
+	return nil
+}
+
+func (x *SizeLine) GetNs() []int64 {
+	if x != nil {
+		return x.Ns
 	}
 	return nil
 }
@@ -1861,7 +1948,7 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	"\x05at_ns\x18\x02 \x01(\x03R\x04atNs\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfe\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb7\x04\n" +
 	"\bSnapshot\x12\x15\n" +
 	"\x06now_ns\x18\x01 \x01(\x03R\x05nowNs\x12$\n" +
 	"\x0enext_queue_seq\x18\x02 \x01(\x04R\fnextQueueSeq\x12)\n" +
@@ -1877,7 +1964,15 @@ const file_sluice_raft_v1_raft_proto_rawDesc = "" +
 	" \x01(\x04R\tlastJobId\x12#\n" +
 	"\rgone_webhooks\x18\v \x03(\tR\fgoneWebhooks\x12#\n" +
 	"\rchallenge_key\x18\f \x01(\fR\fchallengeKey\x12I\n" +
-	"\x10spent_challenges\x18\r \x03(\v2\x1e.sluice.raft.v1.ChallengeSpendR\x0fspentChallengesB\xb5\x01\n" +
+	"\x10spent_challenges\x18\r \x03(\v2\x1e.sluice.raft.v1.ChallengeSpendR\x0fspentChallenges\x127\n" +
+	"\n" +
+	"size_lines\x18\x0e \x03(\v2\x18.sluice.raft.v1.SizeLineR\tsizeLines\"f\n" +
+	"\bSizeLine\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x12\n" +
+	"\x04seen\x18\x02 \x01(\x03R\x04seen\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\x05R\x04next\x12\f\n" +
+	"\x01x\x18\x04 \x03(\x03R\x01x\x12\x0e\n" +
+	"\x02ns\x18\x05 \x03(\x03R\x02nsB\xb5\x01\n" +
 	"\x12com.sluice.raft.v1B\tRaftProtoP\x01Z:github.com/sluicehq/sluice/proto/gen/sluice/raft/v1;raftv1\xa2\x02\x03SRX\xaa\x02\x0eSluice.Raft.V1\xca\x02\x0eSluice\\Raft\\V1\xe2\x02\x1aSluice\\Raft\\V1\\GPBMetadata\xea\x02\x10Sluice::Raft::V1b\x06proto3"
 
 var (
@@ -1892,7 +1987,7 @@ func file_sluice_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_sluice_raft_v1_raft_proto_rawDescData
 }
 
-var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_sluice_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Submit)(nil),           // 0: sluice.raft.v1.Submit
 	(*ChallengeSpend)(nil),   // 1: sluice.raft.v1.ChallengeSpend
@@ -1914,39 +2009,41 @@ var file_sluice_raft_v1_raft_proto_goTypes = []any{
 	(*Charge)(nil),           // 17: sluice.raft.v1.Charge
 	(*TransitionRecord)(nil), // 18: sluice.raft.v1.TransitionRecord
 	(*Snapshot)(nil),         // 19: sluice.raft.v1.Snapshot
-	(*v1.JobSpec)(nil),       // 20: sluice.v1.JobSpec
-	(*structpb.Struct)(nil),  // 21: google.protobuf.Struct
-	(*v1.JobError)(nil),      // 22: sluice.v1.JobError
-	(*v1.Policy)(nil),        // 23: sluice.v1.Policy
-	(v1.JobState)(0),         // 24: sluice.v1.JobState
-	(*v1.Admission)(nil),     // 25: sluice.v1.Admission
+	(*SizeLine)(nil),         // 20: sluice.raft.v1.SizeLine
+	(*v1.JobSpec)(nil),       // 21: sluice.v1.JobSpec
+	(*structpb.Struct)(nil),  // 22: google.protobuf.Struct
+	(*v1.JobError)(nil),      // 23: sluice.v1.JobError
+	(*v1.Policy)(nil),        // 24: sluice.v1.Policy
+	(v1.JobState)(0),         // 25: sluice.v1.JobState
+	(*v1.Admission)(nil),     // 26: sluice.v1.Admission
 }
 var file_sluice_raft_v1_raft_proto_depIdxs = []int32{
-	20, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
+	21, // 0: sluice.raft.v1.Submit.spec:type_name -> sluice.v1.JobSpec
 	1,  // 1: sluice.raft.v1.Submit.spend:type_name -> sluice.raft.v1.ChallengeSpend
-	21, // 2: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
-	22, // 3: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
+	22, // 2: sluice.raft.v1.Complete.output:type_name -> google.protobuf.Struct
+	23, // 3: sluice.raft.v1.Fail.error:type_name -> sluice.v1.JobError
 	10, // 4: sluice.raft.v1.Check.groups:type_name -> sluice.raft.v1.CheckGroup
 	11, // 5: sluice.raft.v1.CheckGroup.items:type_name -> sluice.raft.v1.CheckItem
-	23, // 6: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
-	20, // 7: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
-	24, // 8: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	24, // 6: sluice.raft.v1.SetPolicy.policy:type_name -> sluice.v1.Policy
+	21, // 7: sluice.raft.v1.JobRecord.spec:type_name -> sluice.v1.JobSpec
+	25, // 8: sluice.raft.v1.JobRecord.state:type_name -> sluice.v1.JobState
 	18, // 9: sluice.raft.v1.JobRecord.transitions:type_name -> sluice.raft.v1.TransitionRecord
-	21, // 10: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
-	22, // 11: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
+	22, // 10: sluice.raft.v1.JobRecord.output:type_name -> google.protobuf.Struct
+	23, // 11: sluice.raft.v1.JobRecord.error:type_name -> sluice.v1.JobError
 	17, // 12: sluice.raft.v1.JobRecord.charge:type_name -> sluice.raft.v1.Charge
-	25, // 13: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
+	26, // 13: sluice.raft.v1.JobRecord.admission:type_name -> sluice.v1.Admission
 	15, // 14: sluice.raft.v1.JobRecord.deliveries:type_name -> sluice.raft.v1.Delivery
-	24, // 15: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
-	23, // 16: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
+	25, // 15: sluice.raft.v1.TransitionRecord.state:type_name -> sluice.v1.JobState
+	24, // 16: sluice.raft.v1.Snapshot.policy:type_name -> sluice.v1.Policy
 	14, // 17: sluice.raft.v1.Snapshot.jobs:type_name -> sluice.raft.v1.JobRecord
 	8,  // 18: sluice.raft.v1.Snapshot.members:type_name -> sluice.raft.v1.SetMember
 	1,  // 19: sluice.raft.v1.Snapshot.spent_challenges:type_name -> sluice.raft.v1.ChallengeSpend
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	20, // 20: sluice.raft.v1.Snapshot.size_lines:type_name -> sluice.raft.v1.SizeLine
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_sluice_raft_v1_raft_proto_init() }
@@ -1960,7 +2057,7 @@ func file_sluice_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_raft_v1_raft_proto_rawDesc), len(file_sluice_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

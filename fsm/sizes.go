@@ -1,0 +1,112 @@
+package fsm
+
+import (
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicehq/sluice/predict"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+)
+
+// Reservations by size (issue 28): a model whose size declaration says
+// reserve has the state machine learn its run times from the completions
+// it applies (predict.Line, integer arithmetic, so every replica agrees)
+// and charge cost-weighted limits at admission the job's predicted
+// GPU-milliseconds.
+
+// sizeLine is a model's line, for the declaration it was made for.
+type sizeLine struct {
+	decl *sluicev1.SizeModel
+	line *predict.Line
+}
+
+// reservesBySize reports whether m's jobs are reserved by their size.
+func reservesBySize(m *sluicev1.Model) bool {
+	return m.GetSize().GetReserve() && len(m.GetSize().GetTerms()) == 1
+}
+
+// syncLines keeps the lines of the models that reserve by size under the
+// policy, anew where a declaration changed, and drops the others.
+func (f *FSM) syncLines() {
+	for name, sl := range f.lines {
+		m, ok := f.pix.models[name]
+		if !ok || !reservesBySize(m) || !proto.Equal(sl.decl, m.Size) {
+			delete(f.lines, name)
+		}
+	}
+	for _, m := range f.policy.GetModels() {
+		if _, ok := f.lines[m.Name]; !ok && reservesBySize(m) {
+			f.lines[m.Name] = &sizeLine{decl: m.Size, line: predict.NewLine(int(m.Size.MinObservations))}
+		}
+	}
+}
+
+// learnSize teaches j's model's line its attempt that ends now.
+func (f *FSM) learnSize(j *raftv1.JobRecord) {
+	sl, ok := f.lines[j.Spec.GetModel()]
+	if !ok || j.StartedNs <= 0 || f.now < j.StartedNs {
+		return
+	}
+	if x, ok := predict.Term(sl.decl, j.Spec.GetInput()); ok {
+		sl.line.Observe(x, f.now-j.StartedNs)
+	}
+}
+
+// reserveCost is what admission charges rules that count cost: the
+// declared cost; else, where m reserves by size and its line is trusted,
+// the job's GPUs times its predicted milliseconds; else EstimateCost.
+func (f *FSM) reserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
+	if spec.GetDeclaredCost() > 0 {
+		return spec.DeclaredCost
+	}
+	if sl, ok := f.lines[m.GetName()]; ok {
+		if x, ok := predict.Term(sl.decl, spec.GetInput()); ok {
+			if ns, ok := sl.line.Predict(x); ok {
+				return max(1, int64(jobGPUs(spec, m))*(ns/int64(time.Millisecond)))
+			}
+		}
+	}
+	return EstimateCost(spec, m)
+}
+
+// ReserveCost is reserveCost under the read lock, for the leader's
+// pre-check.
+func (f *FSM) ReserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.reserveCost(spec, m)
+}
+
+// linesImage is the lines as a snapshot keeps them, sorted by model.
+func (f *FSM) linesImage() []*raftv1.SizeLine {
+	var out []*raftv1.SizeLine
+	for _, name := range sortedKeys(f.lines) {
+		seen, next, obs := f.lines[name].line.State()
+		s := &raftv1.SizeLine{Model: name, Seen: seen, Next: int32(next)}
+		for _, p := range obs {
+			s.X, s.Ns = append(s.X, p.X), append(s.Ns, p.NS)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// restoreLines takes the lines a snapshot kept, for the models that still
+// reserve by size under the restored policy.
+func (f *FSM) restoreLines(lines []*raftv1.SizeLine) {
+	f.syncLines()
+	for _, s := range lines {
+		sl, ok := f.lines[s.Model]
+		if !ok || len(s.X) != len(s.Ns) {
+			continue
+		}
+		obs := make([]predict.LinePoint, len(s.X))
+		for i := range obs {
+			obs[i] = predict.LinePoint{X: s.X[i], NS: s.Ns[i]}
+		}
+		sl.line = predict.RestoreLine(int(sl.decl.MinObservations), s.Seen, int(s.Next), slices.Clip(obs))
+	}
+}
