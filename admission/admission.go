@@ -174,7 +174,7 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 // PredictedWait is the leader's estimate of a new job's wait: behind every
 // queued job of its model, on the slots that serve it.
 func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model, sizes *Sizing) time.Duration {
-	if sizes != nil && sizes.Lanes != nil {
+	if sizes != nil && sizes.Lanes != nil && f.QueueLen() <= MaxSizedAhead {
 		// Behind every queued job its slots run (up to MaxSizedAhead), each
 		// for its predicted run time.
 		if b, ok := lanesETA(f, x, 0, model.GetName(), sizes, 0, 0); ok {
@@ -206,6 +206,13 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 	name := model.GetName()
 	total, free := x.Slots(name)
 	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
+	ahead := 0
+	for _, c := range counts {
+		ahead += c.n
+	}
+	if ahead > MaxSizedAhead {
+		sizes = nil // too many to read: the models' averages (and no second walk)
+	}
 	if sizes != nil && sizes.Lanes != nil {
 		over := 0.0
 		if overtaking != nil && total > 0 {

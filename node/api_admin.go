@@ -188,7 +188,7 @@ func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluic
 	}
 	out := &sluicev1.ListQueueResponse{NextPageToken: next, Total: int64(total), Jobs: make([]*sluicev1.Job, len(views))}
 	for i, v := range views {
-		out.Jobs[i] = n.withSoftState(publicJob(v, n.eta(v)), v)
+		out.Jobs[i] = n.withSoftState(publicJob(v, n.etaOf(v, false)), v)
 	}
 	return connect.NewResponse(out), nil
 }

@@ -483,7 +483,7 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
 	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
 	for i, v := range views {
-		out.Jobs[i] = s.n.withSoftState(publicJob(v, s.n.eta(v)), v)
+		out.Jobs[i] = s.n.withSoftState(publicJob(v, s.n.etaOf(v, false)), v)
 	}
 	if more && len(views) > 0 {
 		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
@@ -611,7 +611,11 @@ type jobETA struct {
 
 // eta estimates the wait of a queued job, or the remaining run time of a
 // running one, with its p10–p90 band.
-func (n *Node) eta(v fsm.JobView) jobETA {
+func (n *Node) eta(v fsm.JobView) jobETA { return n.etaOf(v, true) }
+
+// etaOf is eta; sized false leaves out the jobs' own predicted run times
+// for a queued job (a list of many: each would read the queue ahead of it).
+func (n *Node) etaOf(v fsm.JobView, sized bool) jobETA {
 	j := v.Job
 	m, ok := n.fsm.Model(j.Spec.GetModel())
 	if !ok {
@@ -620,7 +624,11 @@ func (n *Node) eta(v fsm.JobView) jobETA {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), n.sizing())
+		var sizes *admission.Sizing
+		if sized {
+			sizes = n.sizing()
+		}
+		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, j.Spec.GetInput())

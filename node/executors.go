@@ -314,7 +314,7 @@ func (r *registry) lanesOf(model string) []executorLanes {
 	defer r.mu.Unlock()
 	var out []executorLanes
 	for i := range int32(r.fleet.Len()) {
-		if !r.fleet.Serves(i, model) {
+		if !r.fleet.IsUp(i) || !r.fleet.Serves(i, model) {
 			continue
 		}
 		ex := executorLanes{slots: int(r.fleet.SlotsOf(i))}
@@ -331,7 +331,7 @@ func (r *registry) serves(executor, model string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i, ok := r.index(executor)
-	return ok && r.fleet.Serves(i, model)
+	return ok && r.fleet.IsUp(i) && r.fleet.Serves(i, model)
 }
 
 // slotsFor counts the places that can serve a model, and how many are free.

@@ -54,7 +54,7 @@ func (s *serviceTimes) learner(m *sluicev1.Model) *predict.Learner {
 		s.sized = make(map[string]*sizedModel)
 	}
 	sm, ok := s.sized[m.Name]
-	if !ok || !proto.Equal(sm.decl, m.Size) {
+	if !ok || (sm.decl != m.Size && !proto.Equal(sm.decl, m.Size)) {
 		sm = &sizedModel{decl: m.Size, l: predict.NewLearner(len(m.Size.Terms), int(m.Size.MinObservations))}
 		s.sized[m.Name] = sm
 	}

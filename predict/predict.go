@@ -49,6 +49,9 @@ func Validate(field string, s *sluicev1.SizeModel) error {
 	if s.Reserve && len(s.Terms) != 1 {
 		return fmt.Errorf("%s.reserve: reservations by size take one term; this declaration has %d", field, len(s.Terms))
 	}
+	if s.MinObservations != 0 && int(s.MinObservations) < 2*(len(s.Terms)+1) {
+		return fmt.Errorf("%s.min_observations: %d is too few to fit %d term(s) and a fixed part; give 0 (20) or at least %d", field, s.MinObservations, len(s.Terms), 2*(len(s.Terms)+1))
+	}
 	if s.MinObservations < 0 || s.MinObservations > 10000 {
 		return fmt.Errorf("%s.min_observations: %d is outside 0–10000", field, s.MinObservations)
 	}
@@ -101,6 +104,9 @@ type Learner struct {
 	next  int
 	theta [MaxTerms + 1]float64
 	sigma float64 // the residuals' robust scale, seconds
+	// flat: some term has not varied over the window, so its coefficient
+	// is not known (all jobs of one size say nothing of another).
+	flat bool
 }
 
 type obs struct {
@@ -150,7 +156,7 @@ func (l *Learner) Observe(x []float64, d time.Duration) {
 	o.y = d.Seconds()
 	l.obs = ringPut(l.obs, &l.next, window, o)
 	l.n++
-	if l.n <= 2*l.min || l.n%8 == 0 {
+	if l.n <= 2*l.min || l.n%8 == 0 || l.flat {
 		l.fit()
 	}
 }
@@ -158,6 +164,16 @@ func (l *Learner) Observe(x []float64, d time.Duration) {
 // fit refits θ and σ over the window.
 func (l *Learner) fit() {
 	d := l.terms + 1
+	l.flat = false
+	for i := range l.terms {
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for k := range l.obs {
+			lo, hi = min(lo, l.obs[k].x[i]), max(hi, l.obs[k].x[i])
+		}
+		if !(hi-lo > 1e-6*max(math.Abs(hi), 1e-12)) {
+			l.flat = true
+		}
+	}
 	w := make([]float64, len(l.obs))
 	for i := range w {
 		w[i] = 1
@@ -256,8 +272,9 @@ func dotN(a, b []float64) float64 {
 	return s
 }
 
-// Trusted reports whether the learner has seen enough attempts.
-func (l *Learner) Trusted() bool { return l.n >= l.min }
+// Trusted reports whether the learner has seen enough attempts, of sizes
+// that varied in every term.
+func (l *Learner) Trusted() bool { return l.n >= l.min && !l.flat }
 
 // Observations is how many attempts it has learned from.
 func (l *Learner) Observations() int { return l.n }

@@ -89,6 +89,22 @@ func TestLearnerFitsAnyLine(t *testing.T) {
 	})
 }
 
+// TestLearnerDoesNotTrustOneSize: attempts all of one size say nothing of
+// another; the learner waits for sizes that vary.
+func TestLearnerDoesNotTrustOneSize(t *testing.T) {
+	l := NewLearner(1, 4)
+	for range 20 {
+		l.Observe([]float64{10}, time.Second)
+	}
+	if d, _, ok := l.Predict([]float64{60}); ok {
+		t.Fatalf("trusted after one size only: %v for 60", d)
+	}
+	l.Observe([]float64{20}, 2*time.Second)
+	if _, _, ok := l.Predict([]float64{60}); !ok {
+		t.Fatal("not trusted once the sizes vary")
+	}
+}
+
 func TestFeaturesAndValidate(t *testing.T) {
 	size := &sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"steps", "width", "height"}}, {Fields: []string{"frames"}}}}
 	if err := Validate("models[0].size", size); err != nil {
@@ -111,6 +127,7 @@ func TestFeaturesAndValidate(t *testing.T) {
 		{&sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{}}}, "models[0].size.terms[0].fields: 0 fields"},
 		{&sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"max tokens"}}}}, "models[0].size.terms[0].fields[0]"},
 		{&sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"n"}}}, MinObservations: -1}, "models[0].size.min_observations"},
+		{&sluicev1.SizeModel{Terms: []*sluicev1.SizeTerm{{Fields: []string{"a"}}, {Fields: []string{"b"}}}, MinObservations: 1}, "models[0].size.min_observations: 1 is too few"},
 	} {
 		if err := Validate("models[0].size", c.s); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error naming %s", c.s, err, c.want)

@@ -270,13 +270,16 @@ func (l *TierLoad) Overtaking(tier string, tiers map[string]TierShare, slots int
 func LanesBand(lanes []time.Duration, ahead []time.Duration, over float64, sd time.Duration) Band {
 	free := slices.Clone(lanes)
 	slices.Sort(free)
+	first := free[0]   // the first slot free with nothing ahead
 	h := durHeap(free) // sorted: a heap already
 	for _, d := range ahead {
 		h[0] += d
 		heap.Fix(&h, 0)
 	}
+	// The other tiers stretch the queued work; the attempts running now
+	// end when they end.
 	slots := float64(len(lanes))
-	p50 := time.Duration(float64(h[0]) * slots / max(slots-over, 0.1*slots))
+	p50 := first + time.Duration(float64(h[0]-first)*slots/max(slots-over, 0.1*slots))
 	k := float64(len(ahead))/slots + 1
 	spread := time.Duration(z90 * math.Sqrt(k) * float64(sd))
 	if p50 == 0 {

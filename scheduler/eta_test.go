@@ -121,3 +121,25 @@ func TestTierLoadOvertaking(t *testing.T) {
 		t.Errorf("five minutes later: %.2f slots still taken", got)
 	}
 }
+
+// TestLanesBandSchedulesTheJobsAhead: each job ahead goes to the slot free
+// first, and the job starts when the next one is; the other tiers stretch
+// only the queued work, not what the running attempts have left.
+func TestLanesBandSchedulesTheJobsAhead(t *testing.T) {
+	s := time.Second
+	if b := LanesBand([]time.Duration{0, 2 * s}, []time.Duration{s, s, s}, 0, 0); b.P50 != 2*s {
+		t.Fatalf("two slots (free, free in 2s), three 1s jobs ahead: starts at %v, want 2s", b.P50)
+	}
+	if b := LanesBand([]time.Duration{0, 2 * s}, []time.Duration{s, s, s}, 1, 0); b.P50 != 4*s {
+		t.Fatalf("the same with one slot taken by other tiers: %v, want 4s", b.P50)
+	}
+	if b := LanesBand([]time.Duration{10 * s}, nil, 0.9, 0); b.P50 != 10*s {
+		t.Fatalf("nothing ahead, one attempt with 10s left: %v, want 10s however busy the other tiers", b.P50)
+	}
+	if b := LanesBand([]time.Duration{0, 3 * s}, nil, 0, s); b != (Band{}) {
+		t.Fatalf("a free slot and nothing ahead: %v, want at once", b)
+	}
+	if b := LanesBand([]time.Duration{0}, []time.Duration{4 * s}, 0, s); b.P10 >= b.P50 || b.P90 <= b.P50 {
+		t.Fatalf("band %v: want p10 < p50 < p90", b)
+	}
+}

@@ -353,14 +353,23 @@ func (e *engine) addModel(ms *ModelSpec, pm *sluicev1.Model) {
 	e.models = append(e.models, st)
 }
 
-// resetExpected forgets the learned service times: the policy's
-// default_duration again, as on a new leader.
+// resetExpected forgets the learned service times and relearns them from
+// the log's finished jobs, as a new leader does (node's lead); with none,
+// the policy's default_duration again.
 func (e *engine) resetExpected() {
 	for i := range e.models {
 		m := &e.models[i]
 		m.svc = scheduler.ServiceTime{}
 		if s := m.policy.GetSize(); s != nil {
 			m.learner = predict.NewLearner(len(s.Terms), int(s.MinObservations))
+		}
+	}
+	// As node's lead: relearned from the log's finished jobs, oldest first.
+	for _, r := range e.f.Succeeded(relearnPerModel) {
+		if mi, ok := e.modelIx[r.Model]; ok {
+			m := &e.models[mi]
+			m.svc.Observe(r.Ran)
+			e.learnSize(m, r.Input, int64(r.Ran))
 		}
 	}
 }

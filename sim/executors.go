@@ -126,7 +126,7 @@ func (e *engine) start(xi, si int32, attempt int32) {
 	m := &e.models[j.model]
 	e.stats.dequeued(e, j)
 	dur := m.spec.Service.sample(m.service)
-	if j.base > 0 { // its size makes its run time; the distribution, the noise
+	if j.input != nil { // its size makes its run time; the distribution, the noise
 		dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
 	}
 	if warm, _ := e.fleet.Start(xi, j.id, attempt, m.name); !warm {

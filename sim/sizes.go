@@ -159,22 +159,23 @@ func (e *engine) sizing() *admission.Sizing {
 			}
 			return func(in *structpb.Struct) (time.Duration, bool) { return e.runTime(m, in) }
 		},
+		Remaining: func(model string) (time.Duration, bool) {
+			var sum time.Duration
+			n := 0
+			e.eachLane(model, func(left time.Duration, busy bool) {
+				if busy {
+					sum += left
+					n++
+				}
+			})
+			if n == 0 {
+				return 0, false
+			}
+			return sum / time.Duration(n), true
+		},
 		Lanes: func(model string) []time.Duration {
 			var lanes []time.Duration
-			for xi := range int32(e.fleet.Len()) {
-				if !e.fleet.IsUp(xi) || !e.fleet.Serves(xi, model) {
-					continue
-				}
-				runs := e.fleet.Runs(xi)
-				for _, r := range runs {
-					j := &e.jobs[r.Ref]
-					d, _ := e.runTime(&e.models[j.model], j.input)
-					lanes = append(lanes, max(d-time.Duration(e.now-j.runStart), 0))
-				}
-				for range max(int(e.fleet.SlotsOf(xi))-len(runs), 0) {
-					lanes = append(lanes, 0)
-				}
-			}
+			e.eachLane(model, func(left time.Duration, _ bool) { lanes = append(lanes, left) })
 			return lanes
 		},
 	}
@@ -213,6 +214,29 @@ type Reservations struct {
 	over    int64
 	under   int64
 }
+
+// eachLane calls each with every slot of the executors up that serve
+// model: the predicted time its attempt has left (busy), or 0 (free).
+func (e *engine) eachLane(model string, each func(left time.Duration, busy bool)) {
+	for xi := range int32(e.fleet.Len()) {
+		if !e.fleet.IsUp(xi) || !e.fleet.Serves(xi, model) {
+			continue
+		}
+		runs := e.fleet.Runs(xi)
+		for _, r := range runs {
+			j := &e.jobs[r.Ref]
+			d, _ := e.runTime(&e.models[j.model], j.input)
+			each(max(d-time.Duration(e.now-j.runStart), 0), true)
+		}
+		for range max(int(e.fleet.SlotsOf(xi))-len(runs), 0) {
+			each(0, false)
+		}
+	}
+}
+
+// relearnPerModel is how many of each model's latest succeeded jobs a new
+// leader relearns from (node's relearnPerModel).
+const relearnPerModel = 512
 
 // sizedModels reports whether some model of the policy declares a size.
 func sizedModels(models []modelState) bool {
