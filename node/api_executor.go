@@ -263,9 +263,10 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 			ran := time.Since(time.Unix(0, j.StartedNs))
 			c.RunNs = int64(ran)
 			if model, ok := n.fsm.Model(j.Spec.GetModel()); ok {
-				predicted, _, sized := n.service.runTime(model, j.Spec.GetInput())
+				kind := n.execs.gpuKind(j.Executor)
+				predicted, _, sized := n.service.runTime(model, kind, j.Spec.GetInput())
 				n.metrics.PredictionError(model.Name, sized, predicted, ran)
-				n.service.observeSized(model, j.Spec.GetInput(), ran)
+				n.service.observeSized(model, kind, j.Spec.GetInput(), ran)
 			}
 			n.service.observe(j.Spec.GetModel(), ran)
 		}

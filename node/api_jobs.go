@@ -547,7 +547,11 @@ func (n *Node) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
 	j := v.Job
 	if j.State == sluicev1.JobState_JOB_STATE_RUNNING || j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 		if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
-			mean, sd, sized := n.service.runTime(m, j.Spec.GetInput())
+			kind := "" // a queued job's GPUs are not known yet
+			if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
+				kind = n.execs.gpuKind(j.Executor)
+			}
+			mean, sd, sized := n.service.runTime(m, kind, j.Spec.GetInput())
 			b := scheduler.RunBand(0, mean, sd)
 			job.Prediction = &sluicev1.RunPrediction{Run: durationpb.New(b.P50), P10: durationpb.New(b.P10), P90: durationpb.New(b.P90), Sized: sized}
 		}
@@ -631,7 +635,7 @@ func (n *Node) etaOf(v fsm.JobView, sized bool) jobETA {
 		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
-		mean, sd, _ := n.service.runTime(m, j.Spec.GetInput())
+		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
 		elapsed := time.Duration(now - j.StartedNs)
 		if p, ok := n.execs.progressOf(j.Executor, j.Id, j.Attempt); ok && p.fraction >= minProgress && p.fraction < 1 {
 			// The executor says how far it is: at this pace it needs

@@ -41,7 +41,7 @@ func (n *Node) sizes(model string) func(*structpb.Struct) (time.Duration, bool) 
 		return nil
 	}
 	return func(input *structpb.Struct) (time.Duration, bool) {
-		d, _, ok := n.service.predictSized(m, input)
+		d, _, ok := n.service.predictSized(m, "", input)
 		return d, ok
 	}
 }
@@ -60,7 +60,7 @@ func (n *Node) lanes(model string) []time.Duration {
 			left := time.Duration(0)
 			if j, ok := n.fsm.Job(id); ok {
 				if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
-					mean, _, _ := n.service.runTime(m, j.Spec.GetInput())
+					mean, _, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
 					left = mean
 					if j.StartedNs > 0 {
 						left = max(mean-time.Duration(now-j.StartedNs), 0)
@@ -94,7 +94,7 @@ func (n *Node) remaining(model string) (time.Duration, bool) {
 		if !ok {
 			continue
 		}
-		mean, _, _ := n.service.runTime(m, j.Spec.GetInput())
+		mean, _, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
 		sum += max(mean-time.Duration(now-j.StartedNs), 0)
 		count++
 	}

@@ -326,6 +326,17 @@ func (r *registry) lanesOf(model string) []executorLanes {
 	return out
 }
 
+// gpuKind is the kind of a leased executor's GPUs (their NVML name: an
+// executor's GPUs are alike), "" when it is not leased or does not say.
+func (r *registry) gpuKind(executor string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l, ok := r.execs[executor]; ok && len(l.info.Gpus) > 0 {
+		return l.info.Gpus[0].Name
+	}
+	return ""
+}
+
 // serves reports whether a leased executor serves model.
 func (r *registry) serves(executor, model string) bool {
 	r.mu.Lock()

@@ -43,8 +43,8 @@ func TestRunTimeIsPredictedFromTheJobsSize(t *testing.T) {
 		s, _ := structpb.NewStruct(map[string]any{"steps": steps})
 		return s
 	}
-	long, _, ok := n.service.predictSized(model, in(60))
-	short, _, ok2 := n.service.predictSized(model, in(10))
+	long, _, ok := n.service.predictSized(model, "", in(60))
+	short, _, ok2 := n.service.predictSized(model, "", in(10))
 	if !ok || !ok2 || long < 3*short {
 		t.Fatalf("60 steps predicted %v (%v), 10 steps %v (%v): want at least 3×", long, ok, short, ok2)
 	}
@@ -191,7 +191,7 @@ func TestNewLeaderRelearnsRunTimesFromTheLog(t *testing.T) {
 	in, _ := structpb.NewStruct(map[string]any{"steps": 60})
 	var got time.Duration
 	waitFor(t, "the new leader's prediction", func() bool {
-		d, _, ok := next.service.predictSized(model, in)
+		d, _, ok := next.service.predictSized(model, "", in)
 		got = d
 		return ok
 	})
@@ -215,5 +215,35 @@ func TestSetPolicyReservingBySize(t *testing.T) {
 	}
 	if got, _ := n.fsm.Model("sdxl"); !got.GetSize().GetReserve() {
 		t.Fatal("the policy in the log does not reserve by size")
+	}
+}
+
+// Where a model runs at another speed on another kind of GPU, a running
+// job is predicted by its GPUs' kind once that kind has enough attempts;
+// a queued one (its GPUs not known yet) by the model's, over every kind.
+func TestRunTimeByGPUKind(t *testing.T) {
+	var s serviceTimes
+	var m *sluicev1.Model
+	for _, m0 := range stepsPolicy(4).Models {
+		if m0.Size != nil {
+			m = m0
+		}
+	}
+	in := func(steps int) *structpb.Struct {
+		v, _ := structpb.NewStruct(map[string]any{"steps": steps})
+		return v
+	}
+	for _, steps := range []int{10, 20, 30, 40, 50, 60} {
+		s.observeSized(m, "NVIDIA H100", in(steps), time.Duration(steps)*10*time.Millisecond)
+		s.observeSized(m, "NVIDIA L4", in(steps), time.Duration(steps)*40*time.Millisecond)
+	}
+	fast, _, ok1 := s.predictSized(m, "NVIDIA H100", in(30))
+	slow, _, ok2 := s.predictSized(m, "NVIDIA L4", in(30))
+	any, _, ok3 := s.predictSized(m, "", in(30))
+	if !ok1 || !ok2 || !ok3 || slow < 3*fast || any <= fast || any >= slow {
+		t.Fatalf("30 steps: H100 %v, L4 %v, either %v: want the L4 about 4x the H100, either between", fast, slow, any)
+	}
+	if d, _, _ := s.predictSized(m, "NVIDIA A10", in(30)); d != any {
+		t.Fatalf("a kind with no attempts yet: %v, want the model's %v", d, any)
 	}
 }

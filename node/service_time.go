@@ -39,52 +39,64 @@ func (s *serviceTimes) relearn(runs []fsm.FinishedRun, model func(string) (*slui
 	for _, r := range runs {
 		s.observe(r.Model, r.Ran)
 		if m, ok := model(r.Model); ok {
-			s.observeSized(m, r.Input, r.Ran)
+			s.observeSized(m, "", r.Input, r.Ran) // the GPU kind is not in the log
 		}
 	}
 }
 
-// learner is m's size learner, made anew when its declaration changed; nil
-// when m declares none (under the lock).
-func (s *serviceTimes) learner(m *sluicev1.Model) *predict.Learner {
+// learner is m's size learner on GPUs of kind ("": on any), made anew
+// when its declaration changed; nil when m declares none (under the lock).
+func (s *serviceTimes) learner(m *sluicev1.Model, kind string) *predict.Learner {
 	if m.GetSize() == nil {
 		return nil
 	}
 	if s.sized == nil {
 		s.sized = make(map[string]*sizedModel)
 	}
-	sm, ok := s.sized[m.Name]
+	key := m.Name + "\x00" + kind
+	sm, ok := s.sized[key]
 	if !ok || (sm.decl != m.Size && !proto.Equal(sm.decl, m.Size)) {
 		sm = &sizedModel{decl: m.Size, l: predict.NewLearner(len(m.Size.Terms), int(m.Size.MinObservations))}
-		s.sized[m.Name] = sm
+		s.sized[key] = sm
 	}
 	return sm.l
 }
 
-// observeSized learns from an attempt of model m with input that ran for d.
-func (s *serviceTimes) observeSized(m *sluicev1.Model, input *structpb.Struct, d time.Duration) {
+// observeSized learns from an attempt of model m with input that ran for d
+// on GPUs of kind ("": not known): for the model, and for the kind.
+func (s *serviceTimes) observeSized(m *sluicev1.Model, kind string, input *structpb.Struct, d time.Duration) {
 	x, complete, err := predict.Features(m.GetSize(), input)
 	if err != nil || !complete {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l := s.learner(m); l != nil {
+	if l := s.learner(m, ""); l != nil {
 		l.Observe(x, d)
+	}
+	if kind != "" {
+		s.learner(m, kind).Observe(x, d)
 	}
 }
 
-// predictSized is the run time predicted for a job of model m with input,
-// and its spread; ok is false when m declares no size, the input lacks a
+// predictSized is the run time predicted for a job of model m with input
+// on GPUs of kind ("": not known yet), and its spread: the kind's learner
+// where it is trusted (a model runs at another speed on another GPU), else
+// the model's; ok is false when m declares no size, the input lacks a
 // field, or too few attempts were learned from.
-func (s *serviceTimes) predictSized(m *sluicev1.Model, input *structpb.Struct) (mean, sd time.Duration, ok bool) {
+func (s *serviceTimes) predictSized(m *sluicev1.Model, kind string, input *structpb.Struct) (mean, sd time.Duration, ok bool) {
 	x, complete, err := predict.Features(m.GetSize(), input)
 	if err != nil || !complete {
 		return 0, 0, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l := s.learner(m); l != nil {
+	if kind != "" {
+		if l := s.learner(m, kind); l != nil && l.Trusted() {
+			return l.Predict(x)
+		}
+	}
+	if l := s.learner(m, ""); l != nil {
 		return l.Predict(x)
 	}
 	return 0, 0, false
@@ -122,11 +134,11 @@ func (s *serviceTimes) expected(model string, def time.Duration) time.Duration {
 	return mean
 }
 
-// runTime is the run time predicted for a job of model m with input, and
-// its spread: from its own size where m declares one and enough attempts
+// runTime is the run time predicted for a job of model m with input on
+// GPUs of kind ("": not known), and its spread: from its own size where m declares one and enough attempts
 // were learned from (sized), else the model's learned average.
-func (s *serviceTimes) runTime(m *sluicev1.Model, input *structpb.Struct) (mean, sd time.Duration, sized bool) {
-	if mean, sd, ok := s.predictSized(m, input); ok {
+func (s *serviceTimes) runTime(m *sluicev1.Model, kind string, input *structpb.Struct) (mean, sd time.Duration, sized bool) {
+	if mean, sd, ok := s.predictSized(m, kind, input); ok {
 		return mean, sd, true
 	}
 	mean, sd = s.estimate(m.GetName(), m.GetDefaultDuration().AsDuration())
@@ -137,6 +149,6 @@ func (s *serviceTimes) runTime(m *sluicev1.Model, input *structpb.Struct) (mean,
 func (s *serviceTimes) trusted(m *sluicev1.Model) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.learner(m)
+	l := s.learner(m, "")
 	return l != nil && l.Trusted()
 }
