@@ -174,7 +174,7 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 // PredictedWait is the leader's estimate of a new job's wait: behind every
 // queued job of its model, on the slots that serve it.
 func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model, sizes *Sizing) time.Duration {
-	if sizes != nil && sizes.Lanes != nil && f.QueueLen() <= MaxSizedAhead {
+	if sizes != nil && f.QueueLen() <= MaxSizedAhead {
 		// Behind every queued job its slots run (up to MaxSizedAhead), each
 		// for its predicted run time.
 		if b, ok := lanesETA(f, x, 0, model.GetName(), sizes, 0, 0); ok {
@@ -191,9 +191,9 @@ func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model, sizes *Sizing
 // the jobs ahead of it in line that its model's slots will run, of any
 // model, on those slots (scheduler.WaitBandAhead): the model's band, which
 // the caller calibrates (ETA). Where sizes predicts queued jobs' run times
-// from their inputs, a model's jobs ahead count for the average predicted
-// for them (of the first MaxSizedAhead ahead), not the model's. ok is false
-// when it is not queued or no slot serves it.
+// from their inputs and at most MaxSizedAhead are ahead, it is list
+// scheduling of those jobs instead (lanesETA). ok is false when it is not
+// queued or no slot serves it.
 func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
 	var counts []modelCount
 	if !f.AheadOf(id, func(m string, n int) {
@@ -206,23 +206,19 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 	name := model.GetName()
 	total, free := x.Slots(name)
 	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
+	over := 0.0
+	if overtaking != nil && total > 0 {
+		over = overtaking(total)
+	}
 	ahead := 0
 	for _, c := range counts {
 		ahead += c.n
 	}
-	if ahead > MaxSizedAhead {
-		sizes = nil // too many to read: the models' averages (and no second walk)
-	}
-	if sizes != nil && sizes.Lanes != nil {
-		over := 0.0
-		if overtaking != nil && total > 0 {
-			over = overtaking(total)
-		}
+	if sizes != nil && ahead <= MaxSizedAhead {
 		if b, ok := lanesETA(f, x, id, name, sizes, over, sd); ok {
 			return b, true
 		}
 	}
-	sized := sizedAhead(f, id, counts, sizes)
 	var jobs, work float64
 	for _, c := range counts {
 		share, m := 1.0, mean
@@ -232,22 +228,8 @@ func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overta
 				m, _ = x.Service(c.model, om.GetDefaultDuration().AsDuration())
 			}
 		}
-		if s, ok := sized[c.model]; ok {
-			m = s
-		}
 		jobs += float64(c.n) * share
 		work += float64(c.n) * share * float64(m)
-	}
-	over := 0.0
-	if overtaking != nil && total > 0 {
-		over = overtaking(total)
-	}
-	if sizes != nil && sizes.Remaining != nil {
-		// The attempts running now leave when their own predicted time is
-		// up, not at half a service of this model.
-		if r, ok := sizes.Remaining(name); ok {
-			return scheduler.WaitBandAfter(jobs, work, total, free, over, mean, sd, r)
-		}
 	}
 	return scheduler.WaitBandAhead(jobs, work, total, free, over, mean, sd)
 }
@@ -260,9 +242,6 @@ type Sizing struct {
 	// cannot size (a field missing); it must not call the FSM (QueuedETA
 	// calls it under the FSM's read lock).
 	Predictor func(model string) func(input *structpb.Struct) (time.Duration, bool)
-	// Remaining is the average predicted time left of the attempts running
-	// on the slots that serve model; false when none runs there.
-	Remaining func(model string) (time.Duration, bool)
 	// Lanes is, for each slot that serves model, the predicted time until
 	// it is free: 0 for a free one, else what its attempt has left.
 	Lanes func(model string) []time.Duration
@@ -274,51 +253,9 @@ type modelCount struct {
 	n     int
 }
 
-// MaxSizedAhead is how many of the jobs ahead of one QueuedETA reads the
-// inputs of: their average stands for the rest.
+// MaxSizedAhead is the most jobs ahead (or queued, for PredictedWait)
+// whose inputs are read: past it, the models' averages stand.
 const MaxSizedAhead = 2000
-
-// sizedAhead is, for each sized model with jobs ahead of id, the average
-// run time predicted for those jobs (the first MaxSizedAhead of the queue).
-func sizedAhead(f *fsm.FSM, id uint64, counts []modelCount, sizes *Sizing) map[string]time.Duration {
-	if sizes == nil || sizes.Predictor == nil {
-		return nil
-	}
-	predictors := map[string]func(*structpb.Struct) (time.Duration, bool){}
-	for _, c := range counts {
-		if p := sizes.Predictor(c.model); p != nil {
-			predictors[c.model] = p
-		}
-	}
-	if len(predictors) == 0 {
-		return nil
-	}
-	type acc struct {
-		sum time.Duration
-		n   int
-	}
-	by := map[string]*acc{}
-	f.EachAhead(id, MaxSizedAhead, func(model string, input *structpb.Struct) {
-		p := predictors[model]
-		if p == nil {
-			return
-		}
-		if d, ok := p(input); ok {
-			a := by[model]
-			if a == nil {
-				a = &acc{}
-				by[model] = a
-			}
-			a.sum += d
-			a.n++
-		}
-	})
-	out := make(map[string]time.Duration, len(by))
-	for m, a := range by {
-		out[m] = a.sum / time.Duration(a.n)
-	}
-	return out
-}
 
 // lanesETA is a queued job's ETA where each job's run time is predicted: the
 // jobs ahead of it, in dispatch order, each go to the slot that is free

@@ -123,9 +123,6 @@ func (f *Fleet) Index(name string) (int32, bool) {
 // Name is executor i's name.
 func (f *Fleet) Name(i int32) string { return f.execs[i].Name }
 
-// GPUs is executor i's GPU count.
-func (f *Fleet) GPUs(i int32) int32 { return f.execs[i].gpus }
-
 // Runs are the attempts executor i runs or is reserved for. The slice is
 // the fleet's: read it before the next change.
 func (f *Fleet) Runs(i int32) []Run { return f.execs[i].runs }

@@ -46,6 +46,9 @@ func (f *FSM) syncLines() {
 
 // learnSize teaches j's model's line its attempt that ends now.
 func (f *FSM) learnSize(j *raftv1.JobRecord) {
+	if len(f.lines) == 0 {
+		return // no model reserves by size: the common case costs no lookup
+	}
 	sl, ok := f.lines[j.Spec.GetModel()]
 	if !ok || j.StartedNs <= 0 || f.now < j.StartedNs {
 		return
@@ -61,6 +64,9 @@ func (f *FSM) learnSize(j *raftv1.JobRecord) {
 func (f *FSM) reserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 	if spec.GetDeclaredCost() > 0 {
 		return spec.DeclaredCost
+	}
+	if len(f.lines) == 0 {
+		return EstimateCost(spec, m)
 	}
 	if sl, ok := f.lines[m.GetName()]; ok {
 		if x, ok := predict.Term(sl.decl, spec.GetInput()); ok {

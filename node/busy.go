@@ -76,34 +76,6 @@ func (n *Node) lanes(model string) []time.Duration {
 	return lanes
 }
 
-// remaining is the average predicted time left of the attempts running on
-// executors that serve model.
-func (n *Node) remaining(model string) (time.Duration, bool) {
-	now := time.Now().UnixNano()
-	var sum time.Duration
-	count := 0
-	for _, r := range n.fsm.Running() {
-		if !n.execs.serves(r.Executor, model) {
-			continue
-		}
-		j, ok := n.fsm.Job(r.ID)
-		if !ok {
-			continue
-		}
-		m, ok := n.fsm.Model(j.Spec.GetModel())
-		if !ok {
-			continue
-		}
-		mean, _, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
-		sum += max(mean-time.Duration(now-j.StartedNs), 0)
-		count++
-	}
-	if count == 0 {
-		return 0, false
-	}
-	return sum / time.Duration(count), true
-}
-
 // admissionPlan is the current policy's admission.Plan and tier shares,
 // made once per policy (the state machine replaces the policy, never
 // changes it).
@@ -115,7 +87,7 @@ func (n *Node) admissionPlan() *policyPlan {
 	c := &policyPlan{policy: p, plan: admission.PlanFor(p), shares: admission.TierShares(p)}
 	for _, m := range p.GetModels() {
 		if m.GetSize() != nil {
-			c.sizing = &admission.Sizing{Predictor: n.sizes, Remaining: n.remaining, Lanes: n.lanes}
+			c.sizing = &admission.Sizing{Predictor: n.sizes, Lanes: n.lanes}
 		}
 	}
 	n.plan.Store(c)

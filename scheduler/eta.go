@@ -181,18 +181,6 @@ func aheadBand(p50 time.Duration, n, slots float64, mean, sd time.Duration) Band
 	return Band{P10: max(0, p50-spread), P50: p50, P90: p50 + spread}
 }
 
-// WaitBandAfter is WaitBandAhead where the attempts running now have
-// residual left on average (WaitBandAhead takes half a service of the
-// job's own model): the job starts when they and the work ahead are done,
-// by the slots left it.
-func WaitBandAfter(ahead, work float64, slotCount, free int, overtaking float64, mean, sd, residual time.Duration) (b Band, ok bool) {
-	slots, rest, waits, ok := aheadWork(ahead, work, slotCount, free, overtaking)
-	if !waits {
-		return Band{}, ok
-	}
-	return aheadBand(time.Duration((rest+float64(residual))/slots), rest/float64(mean)+1, slots, mean, sd), true
-}
-
 // tierLoadTau is the time constant of TierLoad's average.
 const tierLoadTau = float64(time.Minute)
 

@@ -159,23 +159,9 @@ func (e *engine) sizing() *admission.Sizing {
 			}
 			return func(in *structpb.Struct) (time.Duration, bool) { return e.runTime(m, in) }
 		},
-		Remaining: func(model string) (time.Duration, bool) {
-			var sum time.Duration
-			n := 0
-			e.eachLane(model, func(left time.Duration, busy bool) {
-				if busy {
-					sum += left
-					n++
-				}
-			})
-			if n == 0 {
-				return 0, false
-			}
-			return sum / time.Duration(n), true
-		},
 		Lanes: func(model string) []time.Duration {
 			var lanes []time.Duration
-			e.eachLane(model, func(left time.Duration, _ bool) { lanes = append(lanes, left) })
+			e.eachLane(model, func(left time.Duration) { lanes = append(lanes, left) })
 			return lanes
 		},
 	}
@@ -216,8 +202,8 @@ type Reservations struct {
 }
 
 // eachLane calls each with every slot of the executors up that serve
-// model: the predicted time its attempt has left (busy), or 0 (free).
-func (e *engine) eachLane(model string, each func(left time.Duration, busy bool)) {
+// model: the predicted time its attempt has left, or 0 (free).
+func (e *engine) eachLane(model string, each func(left time.Duration)) {
 	for xi := range int32(e.fleet.Len()) {
 		if !e.fleet.IsUp(xi) || !e.fleet.Serves(xi, model) {
 			continue
@@ -226,10 +212,10 @@ func (e *engine) eachLane(model string, each func(left time.Duration, busy bool)
 		for _, r := range runs {
 			j := &e.jobs[r.Ref]
 			d, _ := e.runTime(&e.models[j.model], j.input)
-			each(max(d-time.Duration(e.now-j.runStart), 0), true)
+			each(max(d-time.Duration(e.now-j.runStart), 0))
 		}
 		for range max(int(e.fleet.SlotsOf(xi))-len(runs), 0) {
-			each(0, false)
+			each(0)
 		}
 	}
 }
