@@ -67,6 +67,7 @@ type Agent struct {
 	interval time.Duration
 	server   int // index into Servers of the last server that answered
 	hint     string
+	leased   string               // the server whose lease stream is open and answered
 	silent   map[string]time.Time // servers whose stream fell silent, until when to skip them
 
 	connected atomic.Bool // a lease stream has been answered and is open
@@ -259,12 +260,22 @@ func (a *Agent) lease(ctx context.Context, base string, wg *sync.WaitGroup) erro
 	}()
 	defer func() { cancel(nil); <-heartbeats }()
 	first := true
-	defer a.connected.Store(false)
+	defer func() {
+		a.connected.Store(false)
+		a.mu.Lock()
+		if a.leased == base {
+			a.leased = ""
+		}
+		a.mu.Unlock()
+	}()
 	for stream.Receive() {
 		heard.Store(time.Now().UnixNano())
 		if first {
 			first = false
 			a.connected.Store(true)
+			a.mu.Lock()
+			a.leased = base
+			a.mu.Unlock()
 			// A leader that sends keepalives is taken for gone after three of
 			// their periods of silence; one that does not, only by the heartbeats.
 			if d, err := time.ParseDuration(stream.ResponseHeader().Get(KeepaliveHeader)); err == nil && d > 0 {
@@ -442,19 +453,13 @@ func (a *Agent) run(runCtx context.Context, as *sluicev1.Assignment) {
 func (a *Agent) report(ctx context.Context, rep *sluicev1.ReportRequest, tries int) {
 	rep.Executor = a.Info.GetName()
 	for i := 0; tries == 0 || i < tries; i++ {
-		servers := a.servers()
-		if len(servers) == 0 {
+		base := a.reportTo(i)
+		if base == "" {
 			if !pause(ctx, a.Retry) {
 				return
 			}
 			continue
 		}
-		base := servers[i%len(servers)]
-		a.mu.Lock()
-		if a.hint != "" {
-			base = a.hint
-		}
-		a.mu.Unlock()
 		req := connect.NewRequest(proto.Clone(rep).(*sluicev1.ReportRequest))
 		a.authorize(req.Header())
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -475,6 +480,36 @@ func (a *Agent) report(ctx context.Context, rep *sluicev1.ReportRequest, tries i
 			return
 		}
 	}
+}
+
+// reportTo is the server for a report's try i: the leader a server named
+// last, else the one whose lease stream is open, else the servers in turn,
+// those that fell silent lately last. A report sent to a paused server
+// could wait there for its whole timeout, and be answered by that server
+// from a stale state when it resumes.
+func (a *Agent) reportTo(i int) string {
+	servers := a.servers()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.hint != "" {
+		return a.hint
+	}
+	now := time.Now()
+	order := make([]string, 0, len(servers)+1)
+	if a.leased != "" {
+		order = append(order, a.leased)
+	}
+	for _, quiet := range []bool{false, true} {
+		for _, s := range servers {
+			if now.Before(a.silent[s]) == quiet && !slices.Contains(order, s) {
+				order = append(order, s)
+			}
+		}
+	}
+	if len(order) == 0 {
+		return ""
+	}
+	return order[i%len(order)]
 }
 
 // isFinal reports errors that a retry cannot change.

@@ -2,6 +2,7 @@ package gpuexec
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
@@ -24,11 +26,27 @@ type fakeLeader struct {
 	keepalive time.Duration
 	paused    atomic.Bool
 	leases    atomic.Int32
-	ended     atomic.Int32 // lease streams whose client went away
+	ended     atomic.Int32         // lease streams whose client went away
+	assign    *sluicev1.Assignment // sent down the first lease stream
+	refuse    bool                 // refuses leases, as a follower that knows no leader
+	stale     bool                 // holds reports unanswered, as a paused server
+	reports   atomic.Int32
+}
+
+func (f *fakeLeader) Report(ctx context.Context, _ *connect.Request[sluicev1.ReportRequest]) (*connect.Response[sluicev1.ReportResponse], error) {
+	if f.stale {
+		<-ctx.Done()
+		return nil, connect.NewError(connect.CodeUnavailable, ctx.Err())
+	}
+	f.reports.Add(1)
+	return connect.NewResponse(&sluicev1.ReportResponse{Accepted: true}), nil
 }
 
 func (f *fakeLeader) Lease(ctx context.Context, _ *connect.Request[sluicev1.LeaseRequest], s *connect.ServerStream[sluicev1.LeaseResponse]) error {
-	f.leases.Add(1)
+	if f.refuse {
+		return connect.NewError(connect.CodeUnavailable, errors.New("no leader"))
+	}
+	first := f.leases.Add(1) == 1
 	defer f.ended.Add(1)
 	beat := &sluicev1.LeaseResponse{HeartbeatInterval: durationpb.New(100 * time.Millisecond)}
 	if f.keepalive > 0 {
@@ -36,6 +54,11 @@ func (f *fakeLeader) Lease(ctx context.Context, _ *connect.Request[sluicev1.Leas
 	}
 	if err := s.Send(beat); err != nil {
 		return err
+	}
+	if first && f.assign != nil {
+		if err := s.Send(&sluicev1.LeaseResponse{Msg: &sluicev1.LeaseResponse_Assignment{Assignment: f.assign}}); err != nil {
+			return err
+		}
 	}
 	every := f.keepalive
 	if every == 0 {
@@ -113,6 +136,25 @@ func TestAgentKeepsALeaderThatSendsNoKeepalives(t *testing.T) {
 	time.Sleep(time.Second)
 	if n, e := old.leases.Load(), old.ended.Load(); n != 1 || e != 0 {
 		t.Fatalf("the agent left a quiet leader without keepalives: %d leases, %d ended", n, e)
+	}
+}
+
+// TestAgentReportsToTheServerItLeasesFrom: an attempt's outcome goes first
+// to the server whose lease stream the agent holds, not to the first server
+// of its list, which may be a paused old leader that would hold the report
+// for its whole timeout and then answer it from a stale state.
+func TestAgentReportsToTheServerItLeasesFrom(t *testing.T) {
+	in, _ := structpb.NewStruct(map[string]any{"duration_ms": 10})
+	stale := &fakeLeader{refuse: true, stale: true}
+	leader := &fakeLeader{keepalive: 50 * time.Millisecond,
+		assign: &sluicev1.Assignment{JobId: "7", Attempt: 1, Model: "m", Input: in}}
+	runAgent(t, serveFake(t, stale), serveFake(t, leader))
+	deadline := time.Now().Add(2 * time.Second)
+	for leader.reports.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the outcome did not reach the leader within 2 s (sent to the stale server first?)")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -110,6 +110,11 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 	if term == nil {
 		return n.notLeaderError()
 	}
+	// A leader paused and resumed may not have noticed its successor yet:
+	// it must not adopt from, or stop attempts by, its stale state.
+	if err := n.verifyLeader(); err != nil {
+		return err
+	}
 	// Adopt only the attempts the log has running on this executor; tell
 	// it to stop the others.
 	adopt := make(map[uint64]adopted, len(running))
@@ -201,6 +206,11 @@ func (s *executorService) Heartbeat(ctx context.Context, req *connect.Request[sl
 				Reason: "the job is no longer running this attempt here (canceled, timed out or reassigned)"})
 		}
 	}
+	if len(out.Stop) > 0 {
+		if err := n.verifyLeader(); err != nil {
+			return nil, err // not from a deposed leader's stale state
+		}
+	}
 	return connect.NewResponse(out), nil
 }
 
@@ -248,7 +258,13 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 	if _, progress := m.Outcome.(*sluicev1.ReportRequest_Progress); !progress && !n.runsOn(id, m.Executor) {
 		// Only the executor the log assigned the attempt to may end it: one
 		// executor (above all one that proved its name with a certificate)
-		// cannot settle another's job.
+		// cannot settle another's job. The refusal is final for the
+		// executor, so it must come from the leader's state: a paused old
+		// leader, resumed and not yet deposed, knows nothing of the attempts
+		// its successor assigned.
+		if err := n.verifyLeader(); err != nil {
+			return nil, err
+		}
 		return accepted(false)
 	}
 	var cmd fsm.CommandType

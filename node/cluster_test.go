@@ -18,11 +18,13 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
 
 // network partitions raft traffic between nodes: a node's outgoing RPCs
@@ -419,6 +421,33 @@ func TestPartitionedLeaderIsReplacedAndLosesNothing(t *testing.T) {
 	waitFor(t, "the old leader to step down", func() bool { return !old.IsLeader() })
 	ids = append(ids, submitAll(t, old, "after", 5)...) // forwarded to the new leader
 	c.checkInvariants(ids)
+}
+
+// TestCutOffLeaderDoesNotRefuseAReport: an executor takes a refused report
+// as final and forgets the attempt, so a leader cut off from the others
+// (as one paused and resumed, which has not yet noticed its successor) must
+// not refuse from its own, possibly stale, state: it answers unavailable
+// and the executor tries elsewhere.
+func TestCutOffLeaderDoesNotRefuseAReport(t *testing.T) {
+	c := startCluster(t, 3, 0)
+	old := c.waitLeader()
+	ex := sluicev1connect.NewExecutorServiceClient(httpClientFor(old), baseURL(old),
+		connect.WithInterceptors(testAuth(DemoExecutorToken)))
+	c.nw.partition(old.RaftAddr())
+	if !old.IsLeader() {
+		t.Skip("the leader stepped down before the report could reach it")
+	}
+	// A job its successor may have created and assigned: this node has
+	// never heard of it.
+	in, _ := structpb.NewStruct(map[string]any{})
+	res, err := ex.Report(context.Background(), connect.NewRequest(&sluicev1.ReportRequest{Executor: "e1", JobId: "999999", Attempt: 1,
+		Outcome: &sluicev1.ReportRequest_Succeeded{Succeeded: &sluicev1.Succeeded{Output: in}}}))
+	if err == nil {
+		t.Fatalf("a cut-off leader answered a report from its own state (accepted %v); want unavailable", res.Msg.Accepted)
+	}
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("the report was answered %v, want unavailable: %v", connect.CodeOf(err), err)
+	}
 }
 
 // TestPartitionedFollowerCatchesUp cuts one follower off; the majority

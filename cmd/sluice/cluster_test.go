@@ -198,3 +198,28 @@ func (c *codes) String() string {
 	}
 	return b.String()
 }
+
+// describeJob says what each server holds for job id: its state, attempt,
+// executor and transitions, and who leads, for a test's failure message.
+func (c *procCluster) describeJob(id string) string {
+	var b strings.Builder
+	for _, s := range c.servers {
+		fmt.Fprintf(&b, "  %s:", s.id)
+		if st, err := c.status(s); err == nil {
+			fmt.Fprintf(&b, " leader %s, applied %d;", st.LeaderId, st.AppliedIndex)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		res, err := c.jobs(s.url()).GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: id}))
+		cancel()
+		if err != nil {
+			fmt.Fprintf(&b, " %v\n", err)
+			continue
+		}
+		j := res.Msg.Job
+		fmt.Fprintf(&b, " %s attempt %d on %q, position %d\n", j.State, j.Attempt, j.Executor, j.QueuePosition)
+		for _, tr := range j.Transitions {
+			fmt.Fprintf(&b, "    %s %s attempt %d on %q: %s\n", tr.At.AsTime().Format("15:04:05.000"), tr.State, tr.Attempt, tr.Executor, tr.Reason)
+		}
+	}
+	return b.String()
+}

@@ -218,10 +218,13 @@ func TestPausedLeaderIsReplacedWithoutRequeueingLiveAttempts(t *testing.T) {
 	}
 	t.Logf("leader %s stopped; first dispatch by the new leader %v later", old.id, dispatched.Sub(stopped).Round(time.Millisecond))
 	for _, id := range append(long, short...) {
-		waitFor(t, "job "+id+" to succeed", func() bool {
-			j := get(id)
-			return j != nil && j.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
-		})
+		deadline := time.Now().Add(30 * time.Second)
+		for j := get(id); j == nil || j.State != sluicev1.JobState_JOB_STATE_SUCCEEDED; j = get(id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for job %s to succeed; the nodes say:\n%s", id, cl.describeJob(id))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	for _, id := range long {
 		j := get(id)
