@@ -12,8 +12,8 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -26,7 +26,7 @@ func benchPolicy(tenants int, limits bool) *sluicev1.Policy {
 	p.Tenants = nil
 	for i := 0; i < tenants; i++ {
 		p.Tenants = append(p.Tenants, &sluicev1.Tenant{Name: fmt.Sprintf("t%d", i), Tier: "pro",
-			ApiKeySha256: []string{fsm.HashKey(fmt.Sprintf("key-%d", i))}})
+			ApiKeySha256: []string{policy.HashKey(fmt.Sprintf("key-%d", i))}})
 	}
 	p.Rules = nil
 	if limits {

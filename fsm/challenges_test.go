@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -116,18 +117,18 @@ func TestChallengeSettingsAreChecked(t *testing.T) {
 	} {
 		r := challengeRule()
 		tc.edit(r)
-		_, err := LimiterRules(withRules(r))
+		_, err := policy.LimiterRules(withRules(r))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("got %v, want %q", err, tc.want)
 		}
 	}
 	r := challengeRule()
 	r.Challenge = &sluicev1.ChallengeSettings{Difficulty: 20, Verifier: &sluicev1.Verifier{Url: "http://127.0.0.1:9/siteverify", Secret: "s"}}
-	if _, err := LimiterRules(withRules(r)); err != nil {
+	if _, err := policy.LimiterRules(withRules(r)); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := ChallengeOf(r)
-	if c.Difficulty != 20 || c.MaxDifficulty != 26 || c.TTL != DefaultChallengeTTL || c.PassTTL != DefaultPassTTL || c.Verifier == nil {
+	c, _ := policy.ChallengeOf(r)
+	if c.Difficulty != 20 || c.MaxDifficulty != 26 || c.TTL != policy.DefaultChallengeTTL || c.PassTTL != policy.DefaultPassTTL || c.Verifier == nil {
 		t.Fatalf("defaults: %+v", c)
 	}
 }

@@ -189,7 +189,3 @@ func (f *FSM) unspent(req limiter.Request, now int64, d, scratch *limiter.Decisi
 		rs[j].Remaining, rs[j].ResetAt = now0[j].Remaining, now0[j].ResetAt
 	}
 }
-
-// ValidCheckKey reports whether k is key=value pairs joined by commas, each
-// key non-empty (RuleMatch.key, CheckRequest.key).
-func ValidCheckKey(k string) bool { return validCheckKey(k) }

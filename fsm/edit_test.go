@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -29,7 +30,7 @@ func fullRecord(t *testing.T) *raftv1.JobRecord {
 		Transitions: []*raftv1.TransitionRecord{{State: sluicev1.JobState_JOB_STATE_QUEUED, AtNs: 1}, {State: sluicev1.JobState_JOB_STATE_RUNNING, AtNs: 2}},
 		Output:      out, Error: &sluicev1.JobError{Code: "x"}, QueueSeq: 8, Gpus: []string{"0", "1"}, MaxAttempts: 3,
 		RunTimeoutNs: 9, Charge: &raftv1.Charge{Model: "sdxl", Cost: 5}, Admission: &sluicev1.Admission{ReservedCost: 5}, RanNs: 10,
-		Deliveries: []*raftv1.Delivery{{Seq: 1, Event: EventQueued, State: DeliveryPending}},
+		Deliveries: []*raftv1.Delivery{{Seq: 1, Event: policy.EventQueued, State: DeliveryPending}},
 	}
 	fields := r.ProtoReflect().Descriptor().Fields()
 	for i := range fields.Len() {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/challenge"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
@@ -398,8 +399,8 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	if i := slices.Index(tenant.ApiKeySha256, c.ApiKeySha256); i >= 0 {
 		c.ApiKeySha256 = tenant.ApiKeySha256[i]
 	}
-	if c.Method == methodSubmit {
-		c.Method = methodSubmit // the constant's bytes, not the decoded copy's
+	if c.Method == policy.MethodSubmit {
+		c.Method = policy.MethodSubmit // the constant's bytes, not the decoded copy's
 	}
 	if k := spec.IdempotencyKey; k != "" {
 		if id, ok := f.idem[idemKey{c.Tenant, k}]; ok {
@@ -429,7 +430,7 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	if j.MaxAttempts <= 0 {
 		j.MaxAttempts = f.policy.GetDefaults().GetMaxAttempts()
 		if j.MaxAttempts <= 0 {
-			j.MaxAttempts = DefaultMaxAttempts
+			j.MaxAttempts = policy.DefaultMaxAttempts
 		}
 	}
 	spec.Gpus = jobGPUs(spec, model)
@@ -485,8 +486,8 @@ func storedFirst(j *raftv1.JobRecord) bool {
 		t.Executor == "" && strings.HasPrefix(t.Reason, "submitted")
 }
 
-// methodSubmit is the method a Submit is charged as, by the API.
-const methodSubmit = "Submit"
+// sweepEvery is how often (in log time) the limiter drops idle keys.
+const sweepEvery = int64(time.Minute)
 
 // maxDegrades bounds a chain of fallback models.
 const maxDegrades = 4
@@ -513,7 +514,7 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 		Method: c.Method, Model: spec.Model, Cost: f.reserveCost(spec, model), Exempt: exempt,
 	}
 	if req.Method == "" {
-		req.Method = methodSubmit // as the API sends it (concurrency caps match only Submits)
+		req.Method = policy.MethodSubmit // as the API sends it (concurrency caps match only Submits)
 	}
 	adm := admission{ready: f.now}
 	for hops := 0; ; hops++ {
@@ -588,7 +589,7 @@ func jobGPUs(spec *sluicev1.JobSpec, m *sluicev1.Model) int32 {
 	case m.GetGpus() > 0:
 		return m.Gpus
 	}
-	return DefaultGPUs
+	return policy.DefaultGPUs
 }
 
 // EstimateCost is what admission charges rules that count cost: the
@@ -635,8 +636,8 @@ func ModelRunTimeout(m *sluicev1.Model) time.Duration {
 		return d.AsDuration()
 	}
 	d := 10 * m.GetDefaultDuration().AsDuration()
-	if d < MinRunTimeout {
-		d = MinRunTimeout
+	if d < policy.MinRunTimeout {
+		d = policy.MinRunTimeout
 	}
 	return d
 }
@@ -823,11 +824,11 @@ func (f *FSM) retryOrDeadLetter(j *raftv1.JobRecord, e *sluicev1.JobError, backo
 func (f *FSM) Backoff(id uint64, attempt int32) time.Duration {
 	base := f.policy.GetDefaults().GetRetryBackoff().AsDuration()
 	if base <= 0 {
-		base = DefaultRetryBackoff
+		base = policy.DefaultRetryBackoff
 	}
 	maxB := f.policy.GetDefaults().GetMaxBackoff().AsDuration()
 	if maxB <= 0 {
-		maxB = DefaultMaxBackoff
+		maxB = policy.DefaultMaxBackoff
 	}
 	d := base
 	for i := int32(1); i < attempt && d < maxB; i++ {
@@ -954,10 +955,10 @@ func JobAdmission(j *raftv1.JobRecord) *sluicev1.Admission {
 }
 
 func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
-	if err := ValidatePolicy(c.Policy); err != nil {
+	if err := policy.Validate(c.Policy); err != nil {
 		return Result{Err: err}
 	}
-	rules, err := LimiterRules(c.Policy)
+	rules, err := policy.LimiterRules(c.Policy)
 	if err == nil {
 		err = f.limits.SetRules(rules)
 	}
@@ -969,7 +970,7 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 	f.policy = c.Policy
 	f.pix = indexPolicy(f.policy)
 	f.syncLines()
-	f.queue.SetConfig(SchedulerConfig(f.policy))
+	f.queue.SetConfig(policy.SchedulerConfig(f.policy))
 	if r := f.retention(); r != old {
 		// Finished jobs keep one effective retention timer: push the new
 		// due times so that a shorter retention takes effect now, exactly as
@@ -1244,7 +1245,7 @@ func (f *FSM) Restore(data []byte) error {
 		n.policy = s.Policy
 	}
 	n.pix = indexPolicy(n.policy)
-	rules, err := LimiterRules(n.policy)
+	rules, err := policy.LimiterRules(n.policy)
 	if err == nil {
 		err = n.limits.SetRules(rules)
 	}
@@ -1266,7 +1267,7 @@ func (f *FSM) Restore(data []byte) error {
 		n.spend(sp)
 	}
 	n.restoreLines(s.SizeLines)
-	n.queue.SetConfig(SchedulerConfig(n.policy))
+	n.queue.SetConfig(policy.SchedulerConfig(n.policy))
 	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
 	}

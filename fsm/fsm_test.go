@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"pgregory.net/rapid"
 
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -22,14 +23,14 @@ func testPolicy() *sluicev1.Policy {
 	return &sluicev1.Policy{
 		Tiers: []*sluicev1.Tier{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
 		Tenants: []*sluicev1.Tenant{
-			{Name: "alice", Tier: "free", ApiKeySha256: []string{HashKey("dev-alice")}},
-			{Name: "bob", Tier: "pro", ApiKeySha256: []string{HashKey("dev-bob")}},
+			{Name: "alice", Tier: "free", ApiKeySha256: []string{policy.HashKey("dev-alice")}},
+			{Name: "bob", Tier: "pro", ApiKeySha256: []string{policy.HashKey("dev-bob")}},
 		},
 		Models: []*sluicev1.Model{
 			{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second)},
 			{Name: "llama-8b", DefaultDuration: durationpb.New(500 * time.Millisecond)},
 		},
-		AdminTokenSha256: HashKey("dev-admin"),
+		AdminTokenSha256: policy.HashKey("dev-admin"),
 		Defaults: &sluicev1.Defaults{
 			RetryBackoff: durationpb.New(time.Second),
 			JobRetention: durationpb.New(time.Hour),

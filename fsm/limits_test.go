@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -162,7 +163,7 @@ func TestPolicyRulesAreValidated(t *testing.T) {
 		{&sluicev1.Rule{Name: "x", Limit: &sluicev1.Rule_Quota{Quota: &sluicev1.QuotaLimit{Limit: 1, TimeZone: "Mars/Olympus"}}}, `rules[0].quota.time_zone: "Mars/Olympus" is not an IANA time zone`},
 		{&sluicev1.Rule{Name: "x", Action: sluicev1.OverLimitAction_OVER_LIMIT_ACTION_DEGRADE, Limit: &sluicev1.Rule_Concurrency{Concurrency: &sluicev1.ConcurrencyLimit{Limit: 1}}}, "fallback"},
 	} {
-		err := ValidatePolicy(withRules(tc.rule))
+		err := policy.Validate(withRules(tc.rule))
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
 			t.Errorf("rule %v: %v, want an error containing %q", tc.rule, err, tc.want)
 		}

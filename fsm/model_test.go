@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"pgregory.net/rapid"
 
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -149,7 +150,7 @@ func (m *lifecycleModel) submit(id uint64, c *raftv1.Submit) outcome {
 	j := &modelJob{id: id, tenant: tenant, key: spec.IdempotencyKey, maxAttempts: spec.MaxAttempts,
 		model: model, declared: spec.DeclaredCost}
 	if j.maxAttempts <= 0 {
-		j.maxAttempts = DefaultMaxAttempts // the test policy sets no default
+		j.maxAttempts = policy.DefaultMaxAttempts // the test policy sets no default
 	}
 	j.perRedrive = j.maxAttempts
 	j.queueTimeout = int64(spec.GetQueueTimeout().AsDuration())
@@ -158,8 +159,8 @@ func (m *lifecycleModel) submit(id uint64, c *raftv1.Submit) outcome {
 	}
 	j.runTimeout = int64(spec.GetRunTimeout().AsDuration())
 	if j.runTimeout <= 0 {
-		// The model's run timeout: 10× its default duration, at least MinRunTimeout.
-		j.runTimeout = int64(max(10*modelDefaultDuration[model], MinRunTimeout))
+		// The model's run timeout: 10× its default duration, at least policy.MinRunTimeout.
+		j.runTimeout = int64(max(10*modelDefaultDuration[model], policy.MinRunTimeout))
 	}
 	if nb := spec.GetNotBefore(); nb != nil {
 		ready = max(ready, nb.AsTime().UnixNano())
@@ -908,7 +909,7 @@ func newLifecycle(t *rapid.T, start int64, p *sluicev1.Policy) *lifecycle {
 		// Exponential from retry_backoff (1s) capped at the default
 		// max_backoff, jittered into [d/2, d]: the model takes the
 		// FSM's deterministic jitter but checks it is in range.
-		d := min(time.Second<<min(attempt-1, 10), DefaultMaxBackoff)
+		d := min(time.Second<<min(attempt-1, 10), policy.DefaultMaxBackoff)
 		b := l.f.Backoff(id, attempt)
 		if b < d/2 || b > d {
 			t.Fatalf("Backoff(%d, %d) = %v outside [%v, %v]", id, attempt, b, d/2, d)

@@ -10,6 +10,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -32,7 +33,7 @@ import (
 // The request shapes the test submits with: every rule scope sees more than
 // one key.
 var (
-	ledgerKeys = []string{HashKey("key-1"), HashKey("key-2")}
+	ledgerKeys = []string{policy.HashKey("key-1"), policy.HashKey("key-2")}
 	ledgerIPs  = []string{"10.0.0.1", "10.0.0.2"}
 )
 
@@ -143,7 +144,7 @@ type ledger struct {
 }
 
 func newLedger(t *rapid.T, p *sluicev1.Policy) *ledger {
-	rules, err := LimiterRules(p)
+	rules, err := policy.LimiterRules(p)
 	if err != nil {
 		t.Fatalf("rules: %v", err)
 	}
@@ -151,7 +152,7 @@ func newLedger(t *rapid.T, p *sluicev1.Policy) *ledger {
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	loc, err := LoadZone(ledgerTZ)
+	loc, err := policy.LoadZone(ledgerTZ)
 	if err != nil {
 		t.Fatalf("zone: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -149,14 +150,14 @@ func TestWebhookPolicyValidation(t *testing.T) {
 	} {
 		p := webhookPolicy()
 		tc.edit(p)
-		if err := ValidatePolicy(p); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := policy.Validate(p); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v, want an error containing %q", err, tc.want)
 		}
 	}
 	p := webhookPolicy()
 	p.Webhooks.AllowHttp, p.Webhooks.AllowPrivate = true, true
 	p.Tenants[1].Webhook.Url = "http://127.0.0.1:9000/hook"
-	if err := ValidatePolicy(p); err != nil {
+	if err := policy.Validate(p); err != nil {
 		t.Fatalf("allowed http to loopback: %v", err)
 	}
 }

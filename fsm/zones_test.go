@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -77,16 +77,7 @@ func TestQuotaZonesIgnoreTheHostsZoneinfo(t *testing.T) {
 
 func zoneData(t *testing.T, name string) []byte {
 	t.Helper()
-	r, err := zip.NewReader(bytes.NewReader(zoneinfoZip), int64(len(zoneinfoZip)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := r.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
+	b, err := policy.ZoneData(name)
 	if err != nil {
 		t.Fatal(err)
 	}

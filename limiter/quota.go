@@ -28,7 +28,7 @@ func (p Period) String() string {
 // the period's local start, daylight-saving changes included.
 //
 // Periods come from Location's rules (time.Date), so every replica must load the same time
-// zone data (fsm.LoadZone reads only the database embedded in the binary).
+// zone data (policy.LoadZone reads only the database embedded in the binary).
 type Quota struct {
 	Limit    int64
 	Period   Period

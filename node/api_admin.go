@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
@@ -328,7 +329,7 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 	if err := n.admin(req.Header()); err != nil {
 		return nil, err
 	}
-	if err := fsm.ValidatePolicy(req.Msg.Policy); err != nil {
+	if err := policy.Validate(req.Msg.Policy); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", err))
 	}
 	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.SetPolicyRequest]) (*connect.Response[sluicev1.SetPolicyResponse], error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	"github.com/sluicehq/sluice/predict"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -298,8 +299,8 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 				ru.ResetsAt = ts(u.ResetAt)
 			}
 			if r, ok := n.fsm.Rule(u.Rule); ok {
-				ru.Unit, ru.Description = ruleUnit(r), fsm.RuleDescription(r)
-				if _, ok := fsm.ChallengeOf(r); ok {
+				ru.Unit, ru.Description = ruleUnit(r), policy.RuleDescription(r)
+				if _, ok := policy.ChallengeOf(r); ok {
 					ru.Challenges = n.challenges.of(u.Rule, t.Name)
 				}
 			}
@@ -341,7 +342,7 @@ func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg 
 	if cerr != nil {
 		return cerr
 	}
-	release, err := s.n.streams.hold(fsm.HashKey(key))
+	release, err := s.n.streams.hold(policy.HashKey(key))
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -54,7 +54,7 @@ func (n *Node) callerWith(authorization string) (*sluicev1.Tenant, string, error
 	if err != nil {
 		return nil, "", err
 	}
-	hash := fsm.HashKey(key)
+	hash := policy.HashKey(key)
 	t, ok := n.fsm.TenantByKeyHash(hash)
 	if !ok {
 		if !n.canJudgeKeys() {
@@ -72,7 +72,7 @@ func (n *Node) admin(h http.Header) error {
 		return err
 	}
 	want := n.fsm.Policy().GetAdminTokenSha256()
-	if want == "" || subtle.ConstantTimeCompare([]byte(fsm.HashKey(tok)), []byte(want)) != 1 {
+	if want == "" || subtle.ConstantTimeCompare([]byte(policy.HashKey(tok)), []byte(want)) != 1 {
 		if !n.canJudgeKeys() {
 			return n.notCaughtUpError()
 		}
@@ -108,7 +108,7 @@ func (n *Node) executor(ctx context.Context, h http.Header, name string) (contex
 		// A node that has not joined a cluster yet has no policy.
 		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("this node has no policy yet (has it joined the cluster?); retry shortly"))
 	}
-	hash := fsm.HashKey(tok)
+	hash := policy.HashKey(tok)
 	for _, want := range []string{p.GetExecutorTokenSha256(), p.GetAdminTokenSha256()} {
 		if want != "" && subtle.ConstantTimeCompare([]byte(hash), []byte(want)) == 1 {
 			return ctx, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/challenge"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -50,12 +51,12 @@ var challengeHeaders = []string{challengeHeader, challengeRuleHeader, challengeK
 const maxPasses = 8
 
 // ruleSep joins the names of the rules one challenge or pass covers.
-const ruleSep = fsm.ChallengeRuleSep
+const ruleSep = policy.ChallengeRuleSep
 
 // covered is a CHALLENGE rule a token names, with its settings.
 type covered struct {
 	rule *sluicev1.Rule
-	c    fsm.ChallengeRule
+	c    policy.ChallengeRule
 }
 
 // coveredRules are the rules names (joined by ruleSep) that still
@@ -193,12 +194,12 @@ func (n *Node) noteChallenge(rule, tenant, outcome string) {
 }
 
 // challengeRule is a CHALLENGE rule by name, with its settings.
-func (n *Node) challengeRule(name string) (*sluicev1.Rule, fsm.ChallengeRule, bool) {
+func (n *Node) challengeRule(name string) (*sluicev1.Rule, policy.ChallengeRule, bool) {
 	r, ok := n.fsm.Rule(name)
 	if !ok {
-		return nil, fsm.ChallengeRule{}, false
+		return nil, policy.ChallengeRule{}, false
 	}
-	c, ok := fsm.ChallengeOf(r)
+	c, ok := policy.ChallengeOf(r)
 	return r, c, ok
 }
 
@@ -299,7 +300,7 @@ func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
 // challengeSet is one challenge's settings for several rules: the highest
 // difficulties, the shortest lifetimes, and the first verifier (a CAPTCHA
 // answers for every rule).
-func challengeSet(rules []covered) fsm.ChallengeRule {
+func challengeSet(rules []covered) policy.ChallengeRule {
 	set := rules[0].c
 	for _, r := range rules[1:] {
 		set.Difficulty, set.MaxDifficulty = max(set.Difficulty, r.c.Difficulty), max(set.MaxDifficulty, r.c.MaxDifficulty)

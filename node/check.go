@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -48,7 +49,7 @@ func (n *Node) gateway(h http.Header) error {
 	if err != nil {
 		return connect.NewError(err.Code(), errors.New(strings.ReplaceAll(err.Message(), "<api key>", "<gateway token>")))
 	}
-	hash := []byte(fsm.HashKey(tok))
+	hash := []byte(policy.HashKey(tok))
 	p := n.fsm.Policy()
 	for _, want := range []string{p.GetGatewayTokenSha256(), p.GetAdminTokenSha256()} {
 		if want != "" && subtle.ConstantTimeCompare(hash, []byte(want)) == 1 {
@@ -138,7 +139,7 @@ func validateCheck(prefix string, c *sluicev1.CheckRequest) error {
 			return fieldError(prefix+f.name, "%d bytes exceed the limit of %d", len(f.v), f.max)
 		}
 	}
-	if m := c.GetMethod(); m == "Submit" || slices.Contains(fsm.ReadMethods, m) {
+	if m := c.GetMethod(); m == "Submit" || slices.Contains(policy.ReadMethods, m) {
 		return fieldError(prefix+"method", "%q is a method of Sluice's own job API; name the gateway's endpoint (its path, e.g. \"/v1/images\")", m)
 	}
 	if ip := c.GetClientIp(); ip != "" {
@@ -146,7 +147,7 @@ func validateCheck(prefix string, c *sluicev1.CheckRequest) error {
 			return fieldError(prefix+"client_ip", "%q is not an IP address", ip)
 		}
 	}
-	if k := c.GetKey(); k != "" && !fsm.ValidCheckKey(k) {
+	if k := c.GetKey(); k != "" && !policy.ValidCheckKey(k) {
 		return fieldError(prefix+"key", "%q is not key=value pairs joined by commas (e.g. \"generic_key=images\")", k)
 	}
 	if cost := c.GetCost(); cost < 0 || cost > maxCheckCost {
@@ -172,7 +173,7 @@ func (n *Node) checkGroup(allowDelay bool, checks ...*sluicev1.CheckRequest) *ra
 			it.ClientIp = a.Unmap().String()
 		}
 		if k := c.GetApiKey(); k != "" {
-			it.ApiKeySha256 = fsm.HashKey(k)
+			it.ApiKeySha256 = policy.HashKey(k)
 			if t, ok := n.fsm.TenantByKeyHash(it.ApiKeySha256); ok {
 				it.Tenant, it.Tier = t.Name, t.Tier
 			}

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -32,7 +32,7 @@ const testGatewayToken = "gw-token"
 // 1000 a second with bursts of 1000 on every check.
 func gatewayPolicy() *sluicev1.Policy {
 	p := DemoPolicy()
-	p.GatewayTokenSha256 = fsm.HashKey(testGatewayToken)
+	p.GatewayTokenSha256 = policy.HashKey(testGatewayToken)
 	p.Rules = []*sluicev1.Rule{
 		{Name: "images-per-tenant", Match: &sluicev1.RuleMatch{Method: "/v1/images"},
 			Limit: &sluicev1.Rule_FixedWindow{FixedWindow: &sluicev1.WindowLimit{Limit: 3, Window: durationpb.New(time.Minute)}}},

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -58,7 +59,7 @@ func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte("{\"adminTokenSha256\": \"zz\"}"))
 	f.Add([]byte(": : :"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := ParsePolicy(data)
+		p, err := policy.Parse(data)
 		if err != nil {
 			return
 		}

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -93,7 +93,7 @@ func (n *Node) refusalMessage(name string, retryAt int64, rules []limiter.RuleRe
 	rule, _ := n.fsm.Rule(name)
 	msg := fmt.Sprintf("rate limited by rule %q", name)
 	if rule != nil {
-		msg += " (" + fsm.RuleDescription(rule) + ")"
+		msg += " (" + policy.RuleDescription(rule) + ")"
 	}
 	wait, known := retryDelay(retryAt, now)
 	switch {
@@ -126,7 +126,7 @@ func (n *Node) refusalMessage(name string, retryAt int64, rules []limiter.RuleRe
 func resetWords(at int64, now time.Time, zone string) string {
 	loc := time.UTC
 	if zone != "" {
-		if l, err := fsm.LoadZone(zone); err == nil {
+		if l, err := policy.LoadZone(zone); err == nil {
 			loc = l
 		}
 	}
@@ -189,7 +189,7 @@ type ruleInfo struct {
 	rule        *sluicev1.Rule // nil: not in the policy (any more)
 	quoted      string         // the name as a structured-field string
 	window      int64          // windowSeconds
-	unit, words string         // ruleUnit, fsm.RuleDescription
+	unit, words string         // ruleUnit, policy.RuleDescription
 }
 
 type ruleInfoCache struct {
@@ -213,7 +213,7 @@ func (n *Node) ruleInfos() *ruleInfoCache {
 	}
 	c := &ruleInfoCache{policy: p, rules: make(map[string]ruleInfo, len(p.GetRules()))}
 	for _, r := range p.GetRules() {
-		c.rules[r.Name] = ruleInfo{rule: r, quoted: sfString(r.Name), window: windowSeconds(r), unit: ruleUnit(r), words: fsm.RuleDescription(r)}
+		c.rules[r.Name] = ruleInfo{rule: r, quoted: sfString(r.Name), window: windowSeconds(r), unit: ruleUnit(r), words: policy.RuleDescription(r)}
 	}
 	n.ruleCache.Store(c)
 	return c

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -222,7 +222,7 @@ func TestReadsAreRateLimitedByTheirRules(t *testing.T) {
 func TestRuleMethodsAreChecked(t *testing.T) {
 	p := DemoPolicy()
 	p.Rules[0].Match.Method = "Getjob"
-	if _, err := fsm.LimiterRules(p); err == nil || !strings.Contains(err.Error(), `rules[0].match.method: "Getjob" is not Submit, a read (GetJob, ListJobs, WatchJob, GetUsage) or a gateway's request path`) {
+	if _, err := policy.LimiterRules(p); err == nil || !strings.Contains(err.Error(), `rules[0].match.method: "Getjob" is not Submit, a read (GetJob, ListJobs, WatchJob, GetUsage) or a gateway's request path`) {
 		t.Fatalf("a typo in match.method: %v", err)
 	}
 }

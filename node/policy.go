@@ -1,146 +1,14 @@
 package node
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"sigs.k8s.io/yaml"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
-
-// MaxPolicyBytes bounds a policy file.
-const MaxPolicyBytes = 8 << 20
-
-// ParsePolicy reads the YAML or JSON form of a sluice.v1.Policy and
-// validates it. Errors name the offending field.
-func ParsePolicy(data []byte) (*sluicev1.Policy, error) {
-	if len(data) > MaxPolicyBytes {
-		return nil, fmt.Errorf("policy: %d bytes exceed the %d-byte limit", len(data), MaxPolicyBytes)
-	}
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		return nil, fmt.Errorf("policy: not valid YAML or JSON: %w", err)
-	}
-	p := &sluicev1.Policy{}
-	js, err = normalizeDurations(js, p.ProtoReflect().Descriptor())
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	if err := protojson.Unmarshal(js, p); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	if err := fsm.ValidatePolicy(p); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	return p, nil
-}
-
-// normalizeDurations rewrites Go-style durations ("10m", "1h30m") in the
-// message's Duration fields into the "600s" form protojson requires, so
-// policy files can be written the way people write durations.
-func normalizeDurations(js []byte, md protoreflect.MessageDescriptor) ([]byte, error) {
-	var doc any
-	if err := json.Unmarshal(js, &doc); err != nil {
-		return nil, err
-	}
-	if err := walkDurations(doc, md, ""); err != nil {
-		return nil, err
-	}
-	return json.Marshal(doc)
-}
-
-func walkDurations(v any, md protoreflect.MessageDescriptor, path string) error {
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return nil
-	}
-	for key, val := range obj {
-		fd := md.Fields().ByJSONName(key)
-		if fd == nil {
-			fd = md.Fields().ByName(protoreflect.Name(key))
-		}
-		if fd == nil || fd.Message() == nil {
-			continue
-		}
-		field := strings.TrimPrefix(path+"."+string(fd.Name()), ".")
-		if fd.Message().FullName() == "google.protobuf.Duration" {
-			if xs, ok := val.([]any); ok && fd.IsList() {
-				for i, x := range xs {
-					d, err := durationJSON(fmt.Sprintf("%s[%d]", field, i), x)
-					if err != nil {
-						return err
-					}
-					xs[i] = d
-				}
-				continue
-			}
-			d, err := durationJSON(field, val)
-			if err != nil {
-				return err
-			}
-			obj[key] = d
-			continue
-		}
-		if fd.IsList() {
-			if xs, ok := val.([]any); ok {
-				for i, x := range xs {
-					if err := walkDurations(x, fd.Message(), fmt.Sprintf("%s[%d]", field, i)); err != nil {
-						return err
-					}
-				}
-			}
-			continue
-		}
-		if !fd.IsMap() {
-			if err := walkDurations(val, fd.Message(), field); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// durationJSON turns a duration such as "2s" into protojson's "2s" form.
-func durationJSON(field string, val any) (string, error) {
-	s, ok := val.(string)
-	if !ok {
-		return "", fmt.Errorf("%s: want a duration such as \"2s\" or \"10m\"", field)
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return "", fmt.Errorf("%s: %q is not a duration such as \"2s\" or \"10m\"", field, s)
-	}
-	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s", nil
-}
-
-// LoadPolicy reads and validates a policy file.
-func LoadPolicy(path string) (*sluicev1.Policy, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if fi.Size() > MaxPolicyBytes {
-		return nil, fmt.Errorf("%s: %d bytes exceed the %d-byte limit", path, fi.Size(), MaxPolicyBytes)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	p, err := ParsePolicy(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return p, nil
-}
 
 // Demo credentials of the built-in policy; `sluice dev` prints them.
 const (
@@ -159,8 +27,8 @@ func DemoPolicy() *sluicev1.Policy {
 	return &sluicev1.Policy{
 		Tiers: []*sluicev1.Tier{{Name: "free", Weight: 1}, {Name: "pro", Weight: 4}},
 		Tenants: []*sluicev1.Tenant{
-			{Name: "alice", Tier: "free", ApiKeySha256: []string{fsm.HashKey(DemoAliceKey)}, WebhookSecrets: []string{DemoWebhookSecret}},
-			{Name: "bob", Tier: "pro", ApiKeySha256: []string{fsm.HashKey(DemoBobKey)}, WebhookSecrets: []string{DemoWebhookSecret}},
+			{Name: "alice", Tier: "free", ApiKeySha256: []string{policy.HashKey(DemoAliceKey)}, WebhookSecrets: []string{DemoWebhookSecret}},
+			{Name: "bob", Tier: "pro", ApiKeySha256: []string{policy.HashKey(DemoBobKey)}, WebhookSecrets: []string{DemoWebhookSecret}},
 		},
 		// Receivers on this machine, over http: for a dev cluster only.
 		Webhooks: &sluicev1.WebhookSettings{AllowHttp: true, AllowPrivate: true},
@@ -168,8 +36,8 @@ func DemoPolicy() *sluicev1.Policy {
 			{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second), GpuMemoryMb: 16384},
 			{Name: "llama-8b", DefaultDuration: durationpb.New(500 * time.Millisecond), GpuMemoryMb: 20480},
 		},
-		AdminTokenSha256:    fsm.HashKey(DemoAdminToken),
-		ExecutorTokenSha256: fsm.HashKey(DemoExecutorToken),
+		AdminTokenSha256:    policy.HashKey(DemoAdminToken),
+		ExecutorTokenSha256: policy.HashKey(DemoExecutorToken),
 		Defaults: &sluicev1.Defaults{
 			QueueTimeout: durationpb.New(30 * time.Minute),
 			MaxAttempts:  3,

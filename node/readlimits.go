@@ -5,13 +5,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // Reads are limited too: a client polling GetJob in a loop costs every node
-// it asks. A rule whose match names a read method (fsm.ReadMethods) limits
+// it asks. A rule whose match names a read method (policy.ReadMethods) limits
 // that method's calls; a rule that names no method limits Submit only, as
 // it always has. Reads are served by whichever node is asked, never through
 // the log, so each node keeps its own count of them (soft state, like
@@ -33,11 +33,11 @@ func (n *Node) limitRead(method string, t *sluicev1.Tenant, keyHash, clientIP st
 	if p := n.fsm.Policy(); p != r.policy {
 		r.policy = p
 		r.engine = nil
-		rules, err := fsm.LimiterRules(p)
+		rules, err := policy.LimiterRules(p)
 		if err != nil {
 			return nil // the log holds only policies that compiled
 		}
-		rules = slices.DeleteFunc(rules, func(l limiter.Rule) bool { return !slices.Contains(fsm.ReadMethods, l.Match.Method) })
+		rules = slices.DeleteFunc(rules, func(l limiter.Rule) bool { return !slices.Contains(policy.ReadMethods, l.Match.Method) })
 		if len(rules) > 0 {
 			r.engine, _ = limiter.NewEngine(rules)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -130,7 +131,7 @@ func rlsChecks(r *rlsv3.RateLimitRequest) ([]*sluicev1.CheckRequest, error) {
 			*dst = v
 		}
 		if c.Key = strings.Join(generic, ","); len(c.Key) > maxCheckKey {
-			c.Key = "~" + fsm.HashKey(c.Key)
+			c.Key = "~" + policy.HashKey(c.Key)
 		}
 		if err := validateCheck(field+".", c); err != nil {
 			return nil, err
@@ -154,7 +155,7 @@ func fit(v, k string) string {
 	if len(v) <= limit {
 		return v
 	}
-	return "~" + fsm.HashKey(v)
+	return "~" + policy.HashKey(v)
 }
 
 // escapeKeyPart escapes what would break RuleMatch.key's key=value,...

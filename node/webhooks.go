@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -84,12 +85,12 @@ type webhookSender struct {
 
 func (n *Node) newWebhookSender() *webhookSender {
 	s := &webhookSender{n: n, inFlight: map[string]bool{}, perTenant: map[string]int{}}
-	dialer := &net.Dialer{Timeout: fsm.MaxWebhookTimeout, Control: s.checkAddress}
+	dialer := &net.Dialer{Timeout: policy.MaxWebhookTimeout, Control: s.checkAddress}
 	s.client = &http.Client{
 		Transport: &http.Transport{
 			DialContext: dialer.DialContext, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4,
 			IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
-			ResponseHeaderTimeout: fsm.MaxWebhookTimeout,
+			ResponseHeaderTimeout: policy.MaxWebhookTimeout,
 		},
 		// A redirect is not followed: it is the receiver's answer, and a
 		// failure (webhooks are not browsers; a 3xx could point anywhere).
@@ -114,7 +115,7 @@ func (s *webhookSender) checkAddress(_, address string, _ syscall.RawConn) error
 	if err != nil {
 		return err
 	}
-	if reason := fsm.PrivateAddress(ip); reason != "" {
+	if reason := policy.PrivateAddress(ip); reason != "" {
 		return fmt.Errorf("%s is a %s address (the policy's webhooks.allow_private allows it)", ip, reason)
 	}
 	return nil
@@ -130,7 +131,7 @@ func (s *webhookSender) run(ctx context.Context) {
 	for {
 		changed := s.n.fsm.Changed()
 		due = s.n.fsm.DueDeliveries(time.Now().UnixNano(), due[:0])
-		limit := fsm.WebhookInFlight(s.n.fsm.Policy())
+		limit := policy.WebhookInFlight(s.n.fsm.Policy())
 		for _, d := range due {
 			if !s.take(d, limit) {
 				continue
@@ -232,7 +233,7 @@ func (s *webhookSender) post(ctx context.Context, d fsm.DueDelivery) (int, strin
 	if err != nil {
 		return 0, err.Error()
 	}
-	ctx, cancel := context.WithTimeout(ctx, fsm.WebhookTimeout(s.n.fsm.Policy()))
+	ctx, cancel := context.WithTimeout(ctx, policy.WebhookTimeout(s.n.fsm.Policy()))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(body))
 	if err != nil {
@@ -250,13 +251,13 @@ func (s *webhookSender) post(ctx context.Context, d fsm.DueDelivery) (int, strin
 			err = ue.Err
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			return 0, fmt.Sprintf("no answer within %v", fsm.WebhookTimeout(s.n.fsm.Policy()))
+			return 0, fmt.Sprintf("no answer within %v", policy.WebhookTimeout(s.n.fsm.Policy()))
 		}
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, webhookResponseLimit)); err != nil && ctx.Err() != nil {
-		return 0, fmt.Sprintf("no whole answer within %v", fsm.WebhookTimeout(s.n.fsm.Policy()))
+		return 0, fmt.Sprintf("no whole answer within %v", policy.WebhookTimeout(s.n.fsm.Policy()))
 	}
 	return resp.StatusCode, ""
 }
@@ -270,7 +271,7 @@ func (n *Node) checkSubmitWebhook(ctx context.Context, t *sluicev1.Tenant, w *sl
 		return nil
 	}
 	p := n.fsm.Policy()
-	if err := fsm.ValidateWebhook("spec.webhook", w, p.GetWebhooks()); err != nil {
+	if err := policy.ValidateWebhook("spec.webhook", w, p.GetWebhooks()); err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if len(t.GetWebhookSecrets()) == 0 {
@@ -290,7 +291,7 @@ func (n *Node) checkSubmitWebhook(ctx context.Context, t *sluicev1.Tenant, w *sl
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.webhook.url: host %q does not resolve: %v", u.Hostname(), err))
 	}
 	for _, a := range addrs {
-		if reason := fsm.PrivateAddress(a); reason != "" {
+		if reason := policy.PrivateAddress(a); reason != "" {
 			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.webhook.url: host %q resolves to %s, a %s address (the policy's webhooks.allow_private allows it)", u.Hostname(), a, reason))
 		}
 	}

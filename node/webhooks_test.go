@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -141,7 +142,7 @@ func TestWebhooksAreSignedAndDelivered(t *testing.T) {
 		}
 		seen[call.typ] = call.id
 	}
-	if len(seen) != 3 || seen[fsm.EventCompleted] == "" || seen[fsm.EventQueued] == seen[fsm.EventCompleted] {
+	if len(seen) != 3 || seen[policy.EventCompleted] == "" || seen[policy.EventQueued] == seen[policy.EventCompleted] {
 		t.Fatalf("events %v", seen)
 	}
 

@@ -3,8 +3,8 @@ package sim
 import (
 	"encoding/binary"
 
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 )
 
@@ -42,7 +42,7 @@ func (e *engine) challenged(p pendingSubmit, rule string, retryAt int64) error {
 	if c == nil || t.solver == nil || t.solver.Float64() >= c.Solve || e.stopped {
 		return e.refused(p, rule, retryAt)
 	}
-	cr, _ := fsm.ChallengeOf(e.rules[rule])
+	cr, _ := policy.ChallengeOf(e.rules[rule])
 	p.answer, p.expires = rule, e.now+int64(cr.TTL)
 	e.ev.push(event{at: e.now + int64(c.After), kind: evResubmit, a: e.newPending(p)})
 	return nil
@@ -53,7 +53,7 @@ func (e *engine) challenged(p pendingSubmit, rule string, retryAt int64) error {
 // challenged it.
 func (e *engine) answered(t *tenantState, p pendingSubmit, rules []limiter.RuleResult, measured bool) {
 	if p.answer != "" {
-		cr, _ := fsm.ChallengeOf(e.rules[p.answer])
+		cr, _ := policy.ChallengeOf(e.rules[p.answer])
 		if t.passes == nil {
 			t.passes = map[string]int64{}
 		}

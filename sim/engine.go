@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
+	"github.com/sluicehq/sluice/policy"
 	"github.com/sluicehq/sluice/predict"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -248,7 +249,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	e.reserve = pol.GetScheduling().GetReserveAfter().AsDuration() > 0
 	e.plan = admission.PlanFor(pol)
 	for _, r := range pol.GetRules() {
-		if _, ok := fsm.ChallengeOf(r); ok {
+		if _, ok := policy.ChallengeOf(r); ok {
 			if e.rules == nil {
 				e.rules = map[string]*sluicev1.Rule{}
 			}
@@ -298,7 +299,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 		ts := &w.Tenants[i]
 		for _, name := range ts.expanded {
 			pt := ptenants[name]
-			key := fsm.HashKey("sim:" + name)
+			key := policy.HashKey("sim:" + name)
 			if len(pt.GetApiKeySha256()) > 0 {
 				key = pt.ApiKeySha256[0]
 			}
@@ -338,7 +339,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 func (e *engine) addModel(ms *ModelSpec, pm *sluicev1.Model) {
 	g := pm.GetGpus()
 	if g <= 0 {
-		g = fsm.DefaultGPUs
+		g = policy.DefaultGPUs
 	}
 	e.modelIx[ms.Name] = int32(len(e.models))
 	st := modelState{spec: ms, policy: pm, name: ms.Name, gpus: g,

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -115,7 +115,7 @@ func (w *Workload) effectivePolicy() (*sluicev1.Policy, error) {
 		p.Defaults = &sluicev1.Defaults{}
 	}
 	p.Defaults.JobRetention = durationpb.New(Retention)
-	if err := fsm.ValidatePolicy(p); err != nil {
+	if err := policy.Validate(p); err != nil {
 		return nil, fmt.Errorf("policy (with the workload's tenants and models added): %w", err)
 	}
 	return p, nil

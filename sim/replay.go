@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/sluicehq/sluice/fsm"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -195,14 +197,14 @@ func (r *Recording) tier(name string) *recTier {
 // sample; the policy's default_duration when none finished), one executor
 // per recorded executor (its most GPUs and jobs at once), and the policy
 // of the log's end (policy.json); workload.json names them all. It returns
-// the workload, loaded with parsePolicy as `sluice sim run` would.
-func (r *Recording) Workload(dir string, parsePolicy func([]byte) (*sluicev1.Policy, error), marshalPolicy func(*sluicev1.Policy) ([]byte, error)) (*Workload, error) {
+// the workload, loaded as `sluice sim run` would.
+func (r *Recording) Workload(dir string) (*Workload, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	w := &Workload{Name: "replay", Seed: 1, Start: time.Unix(0, r.Start).UTC().Format(time.RFC3339Nano),
 		Duration: Duration(r.End - r.Start + int64(time.Second)), PolicyFile: "policy.json"}
-	pj, err := marshalPolicy(r.Policy)
+	pj, err := protojson.MarshalOptions{Multiline: true}.Marshal(r.Policy)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +274,7 @@ func (r *Recording) Workload(dir string, parsePolicy func([]byte) (*sluicev1.Pol
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		return nil, err
 	}
-	return Load(path, parsePolicy)
+	return Load(path)
 }
 
 func meanSD(xs []int64) (mean, sd float64) {

@@ -2,9 +2,10 @@ package sim
 
 import (
 	"fmt"
-	"google.golang.org/protobuf/types/known/structpb"
 	"sort"
 	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"

@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -389,19 +390,15 @@ func (a Amount) of(n int) int {
 type ParseOptions struct {
 	// Dir resolves relative policy_file and trace paths.
 	Dir string
-	// ParsePolicy reads the policy's file form. Pass the server's loader
-	// (node.ParsePolicy) so that the simulator takes the same file the
-	// server takes; required when the workload has a policy.
-	ParsePolicy func([]byte) (*sluicev1.Policy, error)
 }
 
 // Load reads and checks a workload file.
-func Load(path string, parsePolicy func([]byte) (*sluicev1.Policy, error)) (*Workload, error) {
+func Load(path string) (*Workload, error) {
 	data, err := readBounded(path, MaxWorkloadBytes)
 	if err != nil {
 		return nil, err
 	}
-	w, err := Parse(data, ParseOptions{Dir: filepath.Dir(path), ParsePolicy: parsePolicy})
+	w, err := Parse(data, ParseOptions{Dir: filepath.Dir(path)})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -456,25 +453,21 @@ func Parse(data []byte, opt ParseOptions) (*Workload, error) {
 		return nil, errors.New("workload: policy, policy_file: give one, not both")
 	}
 	var pdata []byte
-	var pfield string
+	pfield := "workload" // policy.Parse's errors begin "policy: "
 	switch {
 	case w.PolicyFile != "":
-		pfield = "policy_file"
+		pfield = "workload: policy_file " + w.PolicyFile
 		pdata, err = readBounded(w.path(w.PolicyFile), MaxWorkloadBytes)
 		if err != nil {
 			return nil, fmt.Errorf("workload: policy_file: %w", err)
 		}
 	case len(w.PolicyDoc) > 0 && string(w.PolicyDoc) != "null":
-		pfield = "policy"
 		pdata = w.PolicyDoc
 	}
 	if pdata != nil {
-		if opt.ParsePolicy == nil {
-			return nil, fmt.Errorf("workload: %s: no policy loader given", pfield)
-		}
-		p, err := opt.ParsePolicy(pdata)
+		p, err := policy.Parse(pdata) // the file the server takes
 		if err != nil {
-			return nil, fmt.Errorf("workload: %s: %w", pfield, err)
+			return nil, fmt.Errorf("%s: %w", pfield, err)
 		}
 		w.Policy = p
 	}

@@ -6,28 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
-
-	"github.com/sluicehq/sluice/fsm"
-	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
-
-// parsePolicyJSON reads a policy's protojson mapping (durations as "60s").
-// The CLI passes the server's loader instead (node.ParsePolicy, which also
-// takes "1m"); this one keeps the package's tests free of the server.
-func parsePolicyJSON(b []byte) (*sluicev1.Policy, error) {
-	js, err := yaml.YAMLToJSON(b)
-	if err != nil {
-		return nil, err
-	}
-	p := &sluicev1.Policy{}
-	if err := protojson.Unmarshal(js, p); err != nil {
-		return nil, err
-	}
-	return p, fsm.ValidatePolicy(p)
-}
 
 const goodWorkload = `
 name: two-tiers
@@ -62,7 +41,7 @@ policy:
 `
 
 func TestParseReadsEveryField(t *testing.T) {
-	w, err := Parse([]byte(goodWorkload), ParseOptions{ParsePolicy: parsePolicyJSON})
+	w, err := Parse([]byte(goodWorkload), ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +102,7 @@ func TestBadWorkloadErrorsNameTheField(t *testing.T) {
 			t.Fatalf("%q is not in the workload", c.edit)
 		}
 		doc := strings.Replace(goodWorkload, c.edit, edit, 1)
-		_, err := Parse([]byte(doc), ParseOptions{ParsePolicy: parsePolicyJSON})
+		_, err := Parse([]byte(doc), ParseOptions{})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s → %v; want an error containing %q", edit, err, want)
 		}

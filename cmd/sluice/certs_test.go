@@ -17,8 +17,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -155,9 +155,9 @@ func TestTLSServerAndCertificateExecutorProcesses(t *testing.T) {
 	}
 	p := func(name string) string { return filepath.Join(dir, name) }
 	os.WriteFile(p("gossip.keys"), []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600)
-	policy := p("policy.yaml")
-	os.WriteFile(policy, []byte(fmt.Sprintf(failoverPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644)
-	s := &server{id: "n1", data: p("n1-data"), args: []string{"--bootstrap", "--policy", policy,
+	polFile := p("policy.yaml")
+	os.WriteFile(polFile, []byte(fmt.Sprintf(failoverPolicy, policy.HashKey("bob-key"), policy.HashKey("admin"), policy.HashKey("exec"))), 0o644)
+	s := &server{id: "n1", data: p("n1-data"), args: []string{"--bootstrap", "--policy", polFile,
 		"--tls-cert", p("n1.pem"), "--tls-key", p("n1-key.pem"), "--peer-ca", p("ca.pem"), "--executor-ca", p("ca.pem"),
 		"--gossip", "127.0.0.1:0", "--gossip-key-file", p("gossip.keys")}}
 	s.start(t, bin)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -518,7 +519,7 @@ leader would refuse it, without applying it.`,
   sluice admin policy policy.yaml`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			p, err := node.LoadPolicy(args[0])
+			p, err := policy.Load(args[0])
 			if err != nil {
 				return err
 			}

@@ -13,7 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -41,15 +41,15 @@ func startProcCluster(t *testing.T, bin string, size int, extra func(i int) []st
 func startProcClusterWith(t *testing.T, bin string, size int, policyFormat string, extra func(i int) []string) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
-	policy := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(fmt.Sprintf(policyFormat, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644); err != nil {
+	polFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(polFile, []byte(fmt.Sprintf(policyFormat, policy.HashKey("bob-key"), policy.HashKey("admin"), policy.HashKey("exec"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := &procCluster{t: t, bin: bin}
 	for i := range size {
 		s := &server{id: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), args: extra(i)}
 		if i == 0 {
-			s.args = append(s.args, "--bootstrap", "--policy", policy)
+			s.args = append(s.args, "--bootstrap", "--policy", polFile)
 		}
 		s.start(t, bin)
 		c.servers = append(c.servers, s)

@@ -15,7 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -57,14 +57,14 @@ func TestExecutorProcessesRunCancelAndSurviveAKill(t *testing.T) {
 	}
 	bin := buildSluice(t)
 	dir := t.TempDir()
-	policy := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policy, []byte(fmt.Sprintf(executorPolicy, fsm.HashKey("bob-key"), fsm.HashKey("admin"), fsm.HashKey("exec"))), 0o644)
+	polFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(polFile, []byte(fmt.Sprintf(executorPolicy, policy.HashKey("bob-key"), policy.HashKey("admin"), policy.HashKey("exec"))), 0o644)
 	script, err := filepath.Abs("../../examples/runners/progress.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &server{id: "n1", data: filepath.Join(dir, "n1")}
-	srv.args = []string{"--bootstrap", "--policy", policy, "--gossip", "127.0.0.1:0", "--lease-grace", "1s"}
+	srv.args = []string{"--bootstrap", "--policy", polFile, "--gossip", "127.0.0.1:0", "--lease-grace", "1s"}
 	srv.start(t, bin)
 	gossip := srv.p.waitFor(t, `gossip pool at (\S+) `)
 	url := srv.url()

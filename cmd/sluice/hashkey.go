@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 )
 
 func hashKeyCmd() *cobra.Command {
@@ -14,7 +14,7 @@ func hashKeyCmd() *cobra.Command {
 		Short: "Print the SHA-256 of an API key or admin token, as a policy file stores it",
 		Args:  cobra.ExactArgs(1),
 		Run: func(_ *cobra.Command, args []string) {
-			fmt.Println(fsm.HashKey(args[0]))
+			fmt.Println(policy.HashKey(args[0]))
 		},
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/sluicehq/sluice/fsm"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/proto/gen/sluice/v1/sluicev1connect"
 )
@@ -90,8 +90,8 @@ func TestMetricsOfAClusterUnderLoad(t *testing.T) {
 		t.Skip("runs three server processes")
 	}
 	bin := buildSluice(t)
-	policy := strings.Replace(metricsPolicy, "%[4]s", fsm.HashKey("alice-key"), 1)
-	cl := startProcClusterWith(t, bin, 3, policy, func(int) []string {
+	pol := strings.Replace(metricsPolicy, "%[4]s", policy.HashKey("alice-key"), 1)
+	cl := startProcClusterWith(t, bin, 3, pol, func(int) []string {
 		// Each server's executor asks its own node, which names the leader.
 		return []string{"--executors", "1", "--executor-token", "exec"}
 	})

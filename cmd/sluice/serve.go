@@ -19,10 +19,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/gpuexec"
 	"github.com/sluicehq/sluice/metrics"
 	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -151,19 +151,19 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	if f.gcPercent > 0 {
 		debug.SetGCPercent(f.gcPercent)
 	}
-	var policy, initial *sluicev1.Policy // --policy's, applied whenever this node leads; a new cluster's first
+	var pol, initial *sluicev1.Policy // --policy's, applied whenever this node leads; a new cluster's first
 	switch {
 	case f.policy != "":
-		p, err := node.LoadPolicy(f.policy)
+		p, err := policy.Load(f.policy)
 		if err != nil {
 			return err
 		}
-		policy = p
+		pol = p
 	case dev && (f.demoPolicy || !node.HasState(f.data)):
 		// A new dev data dir gets the demo policy; an old one keeps its own
 		// (what `admin policy` set there) unless --demo-policy says otherwise.
 		if f.demoPolicy {
-			policy = node.DemoPolicy()
+			pol = node.DemoPolicy()
 		} else {
 			initial = node.DemoPolicy()
 		}
@@ -175,7 +175,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 		if err != nil {
 			return err
 		}
-		initial = &sluicev1.Policy{AdminTokenSha256: fsm.HashKey(tok)}
+		initial = &sluicev1.Policy{AdminTokenSha256: policy.HashKey(tok)}
 		fmt.Printf(`sluice: a new cluster without --policy. Its admin token, shown this once (only its SHA-256 is kept):
 
     %s
@@ -196,7 +196,7 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	n, err := node.Start(node.Config{
 		ID: f.id, DataDir: f.data, HTTPAddr: f.http, RaftAddr: f.raft,
-		Bootstrap: f.bootstrap, Policy: policy, InitialPolicy: initial, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
+		Bootstrap: f.bootstrap, Policy: pol, InitialPolicy: initial, Logger: logger, LeaseGrace: f.leaseGrace, RaftLogLevel: raftLevel, Raft: f.raftTiming,
 		ProposeBatch: f.proposeBatch, ProposeInflight: f.proposeInflight,
 		ForwardBatch: f.forwardBatch, ForwardInflight: f.forwardInflight,
 		RaftLogStore: f.raftLogStore, RaftWALSegmentSize: f.raftWALSegmentMiB << 20,
@@ -241,10 +241,10 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
 	}
 	if dev {
 		fmt.Printf("sluice: %d synthetic executors (1 GPU slot each)\n", f.executors)
-		if f.policy == "" && policy == nil && initial == nil {
+		if f.policy == "" && pol == nil && initial == nil {
 			fmt.Printf("sluice: keeping the policy of %s (--demo-policy puts the demo one back; make clean, or rm -rf %s, starts afresh)\n", f.data, f.data)
 		}
-		if f.policy == "" && (policy != nil || initial != nil) {
+		if f.policy == "" && (pol != nil || initial != nil) {
 			fmt.Printf(`sluice: demo policy
   tenant alice  tier free (weight 1)  key %s  10 requests/min (burst 5), 20 jobs/day, 2 in flight
   tenant bob    tier pro  (weight 4)  key %s  100 requests/min (burst 50), 200 jobs/day, 20 in flight

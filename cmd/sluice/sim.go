@@ -12,9 +12,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/sim"
 )
@@ -38,7 +38,7 @@ func loadWorkload(path string) (*sim.Workload, error) {
 	if path == "" {
 		return nil, fmt.Errorf("--workload: required (a YAML or JSON workload file; see sim/scenarios/)")
 	}
-	return sim.Load(path, node.ParsePolicy)
+	return sim.Load(path)
 }
 
 // simGC trades memory for speed: a run allocates fast while keeping a
@@ -217,7 +217,7 @@ new rules shadow: true (docs/limits.md).`,
 			}
 			var strategies []sim.Strategy
 			for _, path := range policies {
-				p, err := node.LoadPolicy(path)
+				p, err := policy.Load(path)
 				if err != nil {
 					return fmt.Errorf("--policy %s: %w", path, err)
 				}
@@ -304,14 +304,12 @@ before the log (a clear limit refusal) is not in it, so not replayed.`,
 					return err
 				}
 			}
-			w, err := rec.Workload(outDir, node.ParsePolicy, func(p *sluicev1.Policy) ([]byte, error) {
-				return protojson.MarshalOptions{Multiline: true}.Marshal(p)
-			})
+			w, err := rec.Workload(outDir)
 			if err != nil {
 				return fmt.Errorf("--from %s: %w", from, err)
 			}
 			if policyPath != "" {
-				p, err := node.LoadPolicy(policyPath)
+				p, err := policy.Load(policyPath)
 				if err != nil {
 					return fmt.Errorf("--policy %s: %w", policyPath, err)
 				}

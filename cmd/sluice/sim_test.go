@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 	"github.com/sluicehq/sluice/sim"
 )
 
@@ -27,7 +27,7 @@ func runSim(t *testing.T, args ...string) (string, error) {
 }
 
 // TestShippedScenariosLoadWithTheServersPolicyLoader reads every scenario
-// in sim/scenarios with node.ParsePolicy, as `sluice sim` does, and runs
+// in sim/scenarios with policy.Parse, as `sluice sim` does, and runs
 // its first 10 minutes.
 func TestShippedScenariosLoadWithTheServersPolicyLoader(t *testing.T) {
 	files, err := filepath.Glob("../../sim/scenarios/*.yaml")
@@ -37,13 +37,13 @@ func TestShippedScenariosLoadWithTheServersPolicyLoader(t *testing.T) {
 	n := 0
 	for _, f := range files {
 		if filepath.Base(f) == "policy.yaml" {
-			if _, err := node.LoadPolicy(f); err != nil {
+			if _, err := policy.Load(f); err != nil {
 				t.Errorf("%s: %v", f, err)
 			}
 			continue
 		}
 		n++
-		w, err := sim.Load(f, node.ParsePolicy)
+		w, err := sim.Load(f)
 		if err != nil {
 			t.Errorf("%v", err)
 			continue
@@ -146,7 +146,7 @@ func TestSimCommandsRefuseBadInput(t *testing.T) {
 // short waits and each tier its fair share: the rush's overdue one-GPU
 // free jobs must not take the executors by reservation (they did, once).
 func TestFlashCrowdKeepsProWaitsShort(t *testing.T) {
-	w, err := sim.Load("../../sim/scenarios/flash-crowd.yaml", node.ParsePolicy)
+	w, err := sim.Load("../../sim/scenarios/flash-crowd.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestMixedSizesPredictsBetterThanTheAverage(t *testing.T) {
 // it, without the time series.
 func runScenario(t *testing.T, doc []byte) *sim.Report {
 	t.Helper()
-	w, err := sim.Parse(doc, sim.ParseOptions{ParsePolicy: node.ParsePolicy})
+	w, err := sim.Parse(doc, sim.ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

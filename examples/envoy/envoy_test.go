@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/node"
+	"github.com/sluicehq/sluice/policy"
 )
 
 func loadBootstrap(t *testing.T) *bootstrapv3.Bootstrap {
@@ -129,11 +130,11 @@ next:
 
 func TestEnvoyExampleAgainstSluice(t *testing.T) {
 	g := readGateway(t, loadBootstrap(t))
-	policy, err := node.LoadPolicy("policy.yaml")
+	pol, err := policy.Load("policy.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: policy,
+	n, err := node.Start(node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Bootstrap: true, Policy: pol,
 		Logger: slog.New(slog.DiscardHandler), RaftLog: io.Discard})
 	if err != nil {
 		t.Fatal(err)

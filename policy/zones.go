@@ -1,4 +1,4 @@
-package fsm
+package policy
 
 import (
 	"archive/zip"
@@ -34,6 +34,20 @@ func LoadZone(name string) (*time.Location, error) {
 	if loc, ok := zoneCache.Load(name); ok {
 		return loc.(*time.Location), nil
 	}
+	data, err := ZoneData(name)
+	if err != nil {
+		return nil, err
+	}
+	loc, err := time.LoadLocationFromTZData(name, data)
+	if err != nil {
+		return nil, err
+	}
+	zoneCache.Store(name, loc)
+	return loc, nil
+}
+
+// ZoneData is the embedded database's file for zone name.
+func ZoneData(name string) ([]byte, error) {
 	zonesOnce.Do(func() {
 		r, err := zip.NewReader(bytes.NewReader(zoneinfoZip), int64(len(zoneinfoZip)))
 		if err != nil {
@@ -57,14 +71,5 @@ func LoadZone(name string) (*time.Location, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, err
-	}
-	loc, err := time.LoadLocationFromTZData(name, data)
-	if err != nil {
-		return nil, err
-	}
-	zoneCache.Store(name, loc)
-	return loc, nil
+	return io.ReadAll(rc)
 }

@@ -1,4 +1,4 @@
-package fsm
+package policy
 
 import (
 	"fmt"
@@ -10,8 +10,8 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
-// sweepEvery is how often (in log time) the limiter drops idle keys.
-const sweepEvery = int64(time.Minute)
+// MethodSubmit is the method a Submit is charged as, by the API.
+const MethodSubmit = "Submit"
 
 // ReadMethods are the calls besides Submit that a rule may limit by naming
 // them in match.method: reads, counted by each node that serves them.
@@ -26,7 +26,7 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 		if m := r.GetMatch().GetMethod(); m != "" && m != "Submit" && !slices.Contains(ReadMethods, m) && !strings.HasPrefix(m, "/") {
 			return nil, fmt.Errorf("%s.match.method: %q is not Submit, a read (%s) or a gateway's request path (starting with /)", field, m, strings.Join(ReadMethods, ", "))
 		}
-		if k := r.GetMatch().GetKey(); k != "" && !validCheckKey(k) {
+		if k := r.GetMatch().GetKey(); k != "" && !ValidCheckKey(k) {
 			return nil, fmt.Errorf("%s.match.key: %q is not key=value pairs joined by commas (e.g. \"generic_key=images\")", field, k)
 		}
 		lr := limiter.Rule{
@@ -98,15 +98,15 @@ func LimiterRules(p *sluicev1.Policy) ([]limiter.Rule, error) {
 			// releases it): a gateway's check has nothing to release it with.
 			// (A cap naming another method is not refused: a policy the log
 			// already holds must still load.)
-			lr.Match.Method = methodSubmit
+			lr.Match.Method = MethodSubmit
 		}
 		out = append(out, lr)
 	}
 	return out, nil
 }
 
-// validCheckKey reports whether k is key=value pairs joined by commas, each key non-empty.
-func validCheckKey(k string) bool {
+// ValidCheckKey reports whether k is key=value pairs joined by commas, each key non-empty.
+func ValidCheckKey(k string) bool {
 	for pair := range strings.SplitSeq(k, ",") {
 		key, _, ok := strings.Cut(pair, "=")
 		if !ok || key == "" {

@@ -1,4 +1,4 @@
-package node
+package policy
 
 import (
 	"os"
@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sluicehq/sluice/fsm"
 )
 
 func TestParsePolicyYAMLAndJSON(t *testing.T) {
@@ -29,7 +27,7 @@ defaults:
   queue_timeout: 10m
   max_attempts: 3
 `
-	p, err := ParsePolicy([]byte(yml))
+	p, err := Parse([]byte(yml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +35,7 @@ defaults:
 		t.Fatalf("parsed %v", p)
 	}
 	js := `{"tiers":[{"name":"free"},{"name":"pro","weight":4}],"tenants":[{"name":"alice","tier":"free","apiKeySha256":["` + strings.Repeat("ab", 32) + `"]}],"models":[{"name":"sdxl","defaultDuration":"2s","gpuMemoryMb":"16384"}],"defaults":{"queueTimeout":"600s","maxAttempts":3}}`
-	q, err := ParsePolicy([]byte(js))
+	q, err := Parse([]byte(js))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,9 +62,9 @@ func TestParsePolicyNamesTheBadField(t *testing.T) {
 		{"models: [{name: m, size: {terms: [{fields: [a]}, {fields: [b]}], reserve: true}}]", "models[0].size.reserve: reservations by size take one term; this declaration has 2"},
 		{"models: [{name: m, size: {terms: [{fields: [steps, 'max tokens']}]}}]", `models[0].size.terms[0].fields[1]: "max tokens" is not an input field name`},
 	} {
-		_, err := ParsePolicy([]byte(tc.doc))
+		_, err := Parse([]byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ParsePolicy(%q) = %v, want an error containing %q", tc.doc, err, tc.want)
+			t.Errorf("Parse(%q) = %v, want an error containing %q", tc.doc, err, tc.want)
 		}
 	}
 }
@@ -76,11 +74,11 @@ func TestLoadPolicyFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("tiers: [{name: free}]\ntenants: [{name: x, tier: nope}]"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadPolicy(path)
+	_, err := Load(path)
 	if err == nil || !strings.HasPrefix(err.Error(), path+": policy: tenants[0].tier") {
 		t.Fatalf("LoadPolicy: %v", err)
 	}
-	if _, err := LoadPolicy(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Fatal("missing file accepted")
 	}
 }
@@ -88,7 +86,7 @@ func TestLoadPolicyFile(t *testing.T) {
 // TestExamplePolicyLoads keeps examples/policy.yaml, which the README
 // points to, a valid policy that uses what it shows.
 func TestExamplePolicyLoads(t *testing.T) {
-	p, err := LoadPolicy("../examples/policy.yaml")
+	p, err := Load("../examples/policy.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +94,7 @@ func TestExamplePolicyLoads(t *testing.T) {
 		p.Scheduling.GetReserveAfter().AsDuration() != 30*time.Second || p.Scheduling.MaxQueuedPerTenant != 10000 {
 		t.Fatalf("example policy lost fields: %v", p)
 	}
-	if p.Tenants[0].ApiKeySha256[0] != fsm.HashKey(DemoAliceKey) {
+	if p.Tenants[0].ApiKeySha256[0] != HashKey("dev-alice") {
 		t.Fatal("the example's alice key is not dev-alice")
 	}
 }
