@@ -176,7 +176,7 @@ func BenchmarkPosition(b *testing.B) {
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
 			bq := queueOf(n)
 			ids := make([]uint64, 0, 1024)
-			bq.q.eachQueued(func(x int32) {
+			bq.q.byID.each(func(x int32) {
 				if len(ids) < cap(ids) {
 					ids = append(ids, bq.q.jobs[x].id)
 				}
@@ -201,10 +201,10 @@ func (q *FairQueue) meanTreeDepth() float64 {
 				continue
 			}
 			d := 1
-			for x := tt.root; !q.bn[x].leaf; x = q.bn[x].child[0] {
+			for x := tt.root; !q.bt.bn[x].leaf; x = q.bt.bn[x].child[0] {
 				d++
 			}
-			k := q.bSize(tt.root)
+			k := q.bt.size(tt.root)
 			sum += d * k
 			n += k
 		}

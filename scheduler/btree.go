@@ -13,7 +13,7 @@ import "slices"
 // known job touches its leaf and one node per level above it.
 //
 // A leaf holds jobs (arena indices) in order with their packed keys
-// (packKey); leaves are linked in order for iteration. An inner node holds
+// (jobOrder.pack); leaves are linked in order for iteration. An inner node holds
 // its children, the number of jobs under each (for rank queries: Position),
 // and each child's first job with its packed key, which is what a descent
 // compares (the job record is read only when packed keys tie). Each node
@@ -31,6 +31,12 @@ const (
 	bMin = bMax / 4
 )
 
+// bforest holds the nodes of many B-trees, each known by its root.
+type bforest struct {
+	bn   []bnode // bn[0] is nil
+	free []int32
+}
+
 type bnode struct {
 	n      int32
 	parent int32 // 0 at the root
@@ -42,21 +48,21 @@ type bnode struct {
 	cnt    [bMax]int32  // inner only: jobs under child[i]
 }
 
-// bLess orders two entries (packed key, job) in order o.
-func (q *FairQueue) bLess(o int, ka uint64, a int32, kb uint64, b int32) bool {
+// before orders two entries (packed key, job) in k's order.
+func (k *jobOrder) before(ka uint64, a int32, kb uint64, b int32) bool {
 	if ka != kb {
 		return ka < kb
 	}
-	return q.fullLess(o, a, b)
+	return k.less(a, b)
 }
 
-// bBelow counts node n's entries that come before (key, x): where x goes.
-func (q *FairQueue) bBelow(o int, n int32, key uint64, x int32) int32 {
-	nd := &q.bn[n]
+// below counts node n's entries that come before (key, x): where x goes.
+func (f *bforest) below(k *jobOrder, n int32, key uint64, x int32) int32 {
+	nd := &f.bn[n]
 	lo, hi := int32(0), nd.n
 	for lo < hi {
 		m := int32(uint32(lo+hi) >> 1)
-		if q.bLess(o, nd.key[m], nd.job[m], key, x) {
+		if k.before(nd.key[m], nd.job[m], key, x) {
 			lo = m + 1
 		} else {
 			hi = m
@@ -65,28 +71,28 @@ func (q *FairQueue) bBelow(o int, n int32, key uint64, x int32) int32 {
 	return lo
 }
 
-func (q *FairQueue) bAlloc(leaf bool) int32 {
-	if k := len(q.bnFree); k > 0 {
-		n := q.bnFree[k-1]
-		q.bnFree = q.bnFree[:k-1]
-		q.bn[n].leaf = leaf // bRelease cleared it
+func (f *bforest) alloc(leaf bool) int32 {
+	if k := len(f.free); k > 0 {
+		n := f.free[k-1]
+		f.free = f.free[:k-1]
+		f.bn[n].leaf = leaf // bRelease cleared it
 		return n
 	}
-	q.bn = append(q.bn, bnode{leaf: leaf})
-	return int32(len(q.bn) - 1)
+	f.bn = append(f.bn, bnode{leaf: leaf})
+	return int32(len(f.bn) - 1)
 }
 
-func (q *FairQueue) bRelease(n int32) {
-	q.bn[n] = bnode{}
-	q.bnFree = append(q.bnFree, n)
+func (f *bforest) release(n int32) {
+	f.bn[n] = bnode{}
+	f.free = append(f.free, n)
 }
 
-// bCount is the number of jobs under node n.
-func (q *FairQueue) bCount(n int32) int32 {
+// count is the number of jobs under node n.
+func (f *bforest) count(n int32) int32 {
 	if n == 0 {
 		return 0
 	}
-	nd := &q.bn[n]
+	nd := &f.bn[n]
 	if nd.leaf {
 		return nd.n
 	}
@@ -97,85 +103,85 @@ func (q *FairQueue) bCount(n int32) int32 {
 	return c
 }
 
-// bSlot is child c's index in its parent p.
-func (q *FairQueue) bSlot(p, c int32) int32 {
-	return int32(slices.Index(q.bn[p].child[:q.bn[p].n], c))
+// slot is child c's index in its parent p.
+func (f *bforest) slot(p, c int32) int32 {
+	return int32(slices.Index(f.bn[p].child[:f.bn[p].n], c))
 }
 
-// bJobSlot is job x's index in its leaf l.
-func (q *FairQueue) bJobSlot(l, x int32) int32 {
-	return int32(slices.Index(q.bn[l].job[:q.bn[l].n], x))
+// jobSlot is job x's index in its leaf l.
+func (f *bforest) jobSlot(l, x int32) int32 {
+	return int32(slices.Index(f.bn[l].job[:f.bn[l].n], x))
 }
 
-// bInsert adds job x to the order-o tree whose root is *root.
-func (q *FairQueue) bInsert(o int, root *int32, x int32) {
-	key := q.packKey(o, x)
+// insert adds job x to the tree, in order k, whose root is *root.
+func (f *bforest) insert(k *jobOrder, root *int32, x int32) {
+	key := k.pack(x)
 	if *root == 0 {
-		l := q.bAlloc(true)
-		q.bn[l].n, q.bn[l].key[0], q.bn[l].job[0] = 1, key, x
-		q.jobs[x].leaf = l
+		l := f.alloc(true)
+		f.bn[l].n, f.bn[l].key[0], f.bn[l].job[0] = 1, key, x
+		k.js[x].leaf = l
 		*root = l
 		return
 	}
-	s := q.bIns(o, *root, key, x)
+	s := f.ins(k, *root, key, x)
 	if s == 0 {
 		return
 	}
 	// The root split: a new root above the two halves.
 	old := *root
-	r := q.bAlloc(false)
-	nd := &q.bn[r]
+	r := f.alloc(false)
+	nd := &f.bn[r]
 	nd.n = 2
 	for i, c := range [2]int32{old, s} {
-		nd.child[i], nd.cnt[i] = c, q.bCount(c)
-		nd.key[i], nd.job[i] = q.bn[c].key[0], q.bn[c].job[0]
-		q.bn[c].parent = r
+		nd.child[i], nd.cnt[i] = c, f.count(c)
+		nd.key[i], nd.job[i] = f.bn[c].key[0], f.bn[c].job[0]
+		f.bn[c].parent = r
 	}
 	*root = r
 }
 
-// bIns inserts (key, x) under node n; if n had to split, it returns the new
+// ins inserts (key, x) under node n; if n had to split, it returns the new
 // right half (its parent still to be linked), else 0.
-func (q *FairQueue) bIns(o int, n int32, key uint64, x int32) int32 {
-	if q.bn[n].leaf {
-		at := q.bBelow(o, n, key, x)
-		if q.bn[n].n < bMax {
-			q.bPut(n, at, key, x, 0, 0)
-			q.jobs[x].leaf = n
+func (f *bforest) ins(k *jobOrder, n int32, key uint64, x int32) int32 {
+	if f.bn[n].leaf {
+		at := f.below(k, n, key, x)
+		if f.bn[n].n < bMax {
+			f.put(n, at, key, x, 0, 0)
+			k.js[x].leaf = n
 			return 0
 		}
-		r := q.bSplit(n)
-		if h := q.bn[n].n; at > h {
+		r := f.split(k.js, n)
+		if h := f.bn[n].n; at > h {
 			n, at = r, at-h
 		}
-		q.bPut(n, at, key, x, 0, 0)
-		q.jobs[x].leaf = n
+		f.put(n, at, key, x, 0, 0)
+		k.js[x].leaf = n
 		return r
 	}
-	i := max(q.bBelow(o, n, key, x)-1, 0)
-	nd := &q.bn[n]
-	if i == 0 && q.bLess(o, key, x, nd.key[0], nd.job[0]) {
+	i := max(f.below(k, n, key, x)-1, 0)
+	nd := &f.bn[n]
+	if i == 0 && k.before(key, x, nd.key[0], nd.job[0]) {
 		nd.key[0], nd.job[0] = key, x // x becomes the first under child 0
 	}
 	c := nd.child[i]
-	s := q.bIns(o, c, key, x)
-	nd = &q.bn[n] // bIns may have grown the arena
+	s := f.ins(k, c, key, x)
+	nd = &f.bn[n] // ins may have grown the arena
 	if s == 0 {
 		nd.cnt[i]++
 		return 0
 	}
-	nd.cnt[i] = q.bCount(c)
-	sk, sj, sc := q.bn[s].key[0], q.bn[s].job[0], q.bCount(s)
+	nd.cnt[i] = f.count(c)
+	sk, sj, sc := f.bn[s].key[0], f.bn[s].job[0], f.count(s)
 	at := i + 1
 	if nd.n < bMax {
-		q.bPut(n, at, sk, sj, s, sc)
+		f.put(n, at, sk, sj, s, sc)
 		return 0
 	}
-	r := q.bSplit(n)
-	if h := q.bn[n].n; at > h {
+	r := f.split(k.js, n)
+	if h := f.bn[n].n; at > h {
 		n, at = r, at-h
 	}
-	q.bPut(n, at, sk, sj, s, sc)
+	f.put(n, at, sk, sj, s, sc)
 	return r
 }
 
@@ -208,25 +214,25 @@ func (nd *bnode) close(at, k int32) {
 	nd.n -= k
 }
 
-// bPut inserts an entry at index at of node n (child and count are
+// put inserts an entry at index at of node n (child and count are
 // ignored in a leaf).
-func (q *FairQueue) bPut(n, at int32, key uint64, job, child, cnt int32) {
-	nd := &q.bn[n]
+func (f *bforest) put(n, at int32, key uint64, job, child, cnt int32) {
+	nd := &f.bn[n]
 	nd.open(at, 1)
 	nd.key[at], nd.job[at] = key, job
 	if !nd.leaf {
 		nd.child[at], nd.cnt[at] = child, cnt
-		q.bn[child].parent = n
+		f.bn[child].parent = n
 	}
 }
 
-// bSplit moves the upper half of full node n into a new node and returns
+// split moves the upper half of full node n into a new node and returns
 // it; its parent is left to the caller.
-func (q *FairQueue) bSplit(n int32) int32 {
-	r := q.bAlloc(q.bn[n].leaf)
-	nd, rd := &q.bn[n], &q.bn[r]
+func (f *bforest) split(js []qjob, n int32) int32 {
+	r := f.alloc(f.bn[n].leaf)
+	nd, rd := &f.bn[n], &f.bn[r]
 	h := nd.n / 2
-	q.bMove(rd, r, 0, nd, h, nd.n-h)
+	f.move(js, rd, r, 0, nd, h, nd.n-h)
 	rd.n, nd.n = nd.n-h, h
 	rd.parent = nd.parent
 	if nd.leaf {
@@ -235,22 +241,22 @@ func (q *FairQueue) bSplit(n int32) int32 {
 	return r
 }
 
-// bMove copies k entries from src (from index from) to dst (node d, at
+// move copies k entries from src (from index from) to dst (node d, at
 // index at; dst must have room), repointing the moved jobs or children to
 // d, and clears them in src. It does not change either node's n.
-func (q *FairQueue) bMove(dst *bnode, d, at int32, src *bnode, from, k int32) {
+func (f *bforest) move(js []qjob, dst *bnode, d, at int32, src *bnode, from, k int32) {
 	copy(dst.key[at:at+k], src.key[from:from+k])
 	copy(dst.job[at:at+k], src.job[from:from+k])
 	clear(src.key[from : from+k])
 	if dst.leaf {
 		for _, x := range dst.job[at : at+k] {
-			q.jobs[x].leaf = d
+			js[x].leaf = d
 		}
 	} else {
 		copy(dst.child[at:at+k], src.child[from:from+k])
 		copy(dst.cnt[at:at+k], src.cnt[from:from+k])
 		for _, c := range dst.child[at : at+k] {
-			q.bn[c].parent = d
+			f.bn[c].parent = d
 		}
 		clear(src.child[from : from+k])
 		clear(src.cnt[from : from+k])
@@ -258,78 +264,78 @@ func (q *FairQueue) bMove(dst *bnode, d, at int32, src *bnode, from, k int32) {
 	clear(src.job[from : from+k])
 }
 
-// bDelete removes job x from the tree whose root is *root.
-func (q *FairQueue) bDelete(root *int32, x int32) {
-	l := q.jobs[x].leaf
-	q.jobs[x].leaf = 0
-	at := q.bJobSlot(l, x)
-	q.bn[l].close(at, 1)
-	if q.bn[l].n == 0 { // only a root leaf empties
-		q.bRelease(l)
+// delete removes job x from the tree whose root is *root.
+func (f *bforest) delete(js []qjob, root *int32, x int32) {
+	l := js[x].leaf
+	js[x].leaf = 0
+	at := f.jobSlot(l, x)
+	f.bn[l].close(at, 1)
+	if f.bn[l].n == 0 { // only a root leaf empties
+		f.release(l)
 		*root = 0
 		return
 	}
 	// Counts above go down by one; a new first entry is copied up while
 	// the node is its parent's first child.
 	first := at == 0
-	for c, p := l, q.bn[l].parent; p != 0; c, p = p, q.bn[p].parent {
-		s := q.bSlot(p, c)
-		pd := &q.bn[p]
+	for c, p := l, f.bn[l].parent; p != 0; c, p = p, f.bn[p].parent {
+		s := f.slot(p, c)
+		pd := &f.bn[p]
 		pd.cnt[s]--
 		if first {
-			pd.key[s], pd.job[s] = q.bn[c].key[0], q.bn[c].job[0]
+			pd.key[s], pd.job[s] = f.bn[c].key[0], f.bn[c].job[0]
 			first = s == 0
 		}
 	}
-	if q.bn[l].n < bMin && l != *root {
-		q.bRebalance(root, l)
+	if f.bn[l].n < bMin && l != *root {
+		f.rebalance(js, root, l)
 	}
 }
 
-// bRebalance refills node c, below bMin entries, from a sibling: it merges
+// rebalance refills node c, below bMin entries, from a sibling: it merges
 // the two when they fit in one node, else evens them out.
-func (q *FairQueue) bRebalance(root *int32, c int32) {
+func (f *bforest) rebalance(js []qjob, root *int32, c int32) {
 	for {
-		p := q.bn[c].parent
-		s := q.bSlot(p, c)
+		p := f.bn[c].parent
+		s := f.slot(p, c)
 		sa := s - 1
 		if s == 0 {
 			sa = 0
 		}
-		pd := &q.bn[p]
+		pd := &f.bn[p]
 		a, b := pd.child[sa], pd.child[sa+1]
-		ad, bd := &q.bn[a], &q.bn[b]
+		ad, bd := &f.bn[a], &f.bn[b]
 		if ad.n+bd.n > bMax {
 			// Even them out; a's first entry stays, b's may change.
 			if ad.n > bd.n {
 				k := (ad.n - bd.n) / 2
 				bd.open(0, k)
-				q.bMove(bd, b, 0, ad, ad.n-k, k)
+				f.move(js, bd, b, 0, ad, ad.n-k, k)
 				ad.n -= k
 			} else {
 				k := (bd.n - ad.n) / 2
-				q.bMove(ad, a, ad.n, bd, 0, k)
+				f.move(js, ad, a, ad.n, bd, 0, k)
 				ad.n += k
 				bd.close(0, k)
 			}
-			pd.cnt[sa], pd.cnt[sa+1] = q.bCount(a), q.bCount(b)
+			pd.cnt[sa], pd.cnt[sa+1] = f.count(a), f.count(b)
 			pd.key[sa+1], pd.job[sa+1] = bd.key[0], bd.job[0]
 			return
 		}
 		// Merge b into a.
-		q.bMove(ad, a, ad.n, bd, 0, bd.n)
+		f.move(js, ad, a, ad.n, bd, 0, bd.n)
 		ad.n += bd.n
 		if ad.leaf {
 			ad.next = bd.next
 		}
 		pd.cnt[sa] += pd.cnt[sa+1]
 		pd.close(sa+1, 1)
-		q.bRelease(b)
+		f.release(b)
 		if p == *root {
 			if pd.n == 1 { // the root has one child left: it becomes the root
 				*root = a
-				q.bn[a].parent = 0
-				q.bRelease(p)
+				f.bn[a].parent = 0
+				f.release(p)
 			}
 			return
 		}
@@ -340,43 +346,43 @@ func (q *FairQueue) bRebalance(root *int32, c int32) {
 	}
 }
 
-// bSize is the number of jobs in the tree.
-func (q *FairQueue) bSize(root int32) int { return int(q.bCount(root)) }
+// size is the number of jobs in the tree.
+func (f *bforest) size(root int32) int { return int(f.count(root)) }
 
-// bFirstLeaf is the tree's first leaf, 0 if it is empty.
-func (q *FairQueue) bFirstLeaf(root int32) int32 {
+// firstLeaf is the tree's first leaf, 0 if it is empty.
+func (f *bforest) firstLeaf(root int32) int32 {
 	n := root
-	for n != 0 && !q.bn[n].leaf {
-		n = q.bn[n].child[0]
+	for n != 0 && !f.bn[n].leaf {
+		n = f.bn[n].child[0]
 	}
 	return n
 }
 
-// bFirst is the first job of the tree, 0 if it is empty.
-func (q *FairQueue) bFirst(root int32) int32 {
-	return q.bn[q.bFirstLeaf(root)].job[0]
+// first is the first job of the tree, 0 if it is empty.
+func (f *bforest) first(root int32) int32 {
+	return f.bn[f.firstLeaf(root)].job[0]
 }
 
-// bRank counts the jobs of x's tree before x: no comparisons, one node per
+// rank counts the jobs of x's tree before x: no comparisons, one node per
 // level.
-func (q *FairQueue) bRank(x int32) int {
-	l := q.jobs[x].leaf
-	r := q.bJobSlot(l, x)
-	for c, p := l, q.bn[l].parent; p != 0; c, p = p, q.bn[p].parent {
-		pd := &q.bn[p]
-		for _, k := range pd.cnt[:q.bSlot(p, c)] {
+func (f *bforest) rank(js []qjob, x int32) int {
+	l := js[x].leaf
+	r := f.jobSlot(l, x)
+	for c, p := l, f.bn[l].parent; p != 0; c, p = p, f.bn[p].parent {
+		pd := &f.bn[p]
+		for _, k := range pd.cnt[:f.slot(p, c)] {
 			r += k
 		}
 	}
 	return int(r)
 }
 
-// bCountWhile counts the jobs of the tree whose packed keys satisfy pred,
+// countWhile counts the jobs of the tree whose packed keys satisfy pred,
 // which must hold for a prefix of the tree's order.
-func (q *FairQueue) bCountWhile(root int32, pred func(key uint64) bool) int {
+func (f *bforest) countWhile(root int32, pred func(key uint64) bool) int {
 	cnt := int32(0)
 	for n := root; n != 0; {
-		nd := &q.bn[n]
+		nd := &f.bn[n]
 		k := nd.n // entries whose (first) key satisfies pred: a prefix
 		for i := range nd.n {
 			if !pred(nd.key[i]) {
@@ -401,24 +407,24 @@ func (q *FairQueue) bCountWhile(root int32, pred func(key uint64) bool) int {
 // bCursor is a place in a tree's leaves; leaf 0 is past the end.
 type bCursor struct{ leaf, at int32 }
 
-func (q *FairQueue) bJob(c bCursor) int32 { return q.bn[c.leaf].job[c.at] }
+func (f *bforest) job(c bCursor) int32 { return f.bn[c.leaf].job[c.at] }
 
-func (q *FairQueue) bNext(c bCursor) bCursor {
-	if c.at++; c.at == q.bn[c.leaf].n {
-		c = bCursor{leaf: q.bn[c.leaf].next}
+func (f *bforest) next(c bCursor) bCursor {
+	if c.at++; c.at == f.bn[c.leaf].n {
+		c = bCursor{leaf: f.bn[c.leaf].next}
 	}
 	return c
 }
 
-// bSeek is the cursor at the first job of the tree for which pred holds;
+// seek is the cursor at the first job of the tree for which pred holds;
 // pred must fail for a prefix of the tree's order and hold after it.
-func (q *FairQueue) bSeek(root int32, pred func(x int32) bool) bCursor {
+func (f *bforest) seek(root int32, pred func(x int32) bool) bCursor {
 	if root == 0 {
 		return bCursor{}
 	}
 	n := root
 	for {
-		nd := &q.bn[n]
+		nd := &f.bn[n]
 		lo, hi := int32(0), nd.n // first entry whose (first) job satisfies pred
 		for lo < hi {
 			m := int32(uint32(lo+hi) >> 1)
@@ -438,10 +444,10 @@ func (q *FairQueue) bSeek(root int32, pred func(x int32) bool) bCursor {
 	}
 }
 
-// bAscend calls fn for the tree's jobs in order until fn says stop.
-func (q *FairQueue) bAscend(root int32, fn func(int32) bool) {
-	for c := (bCursor{leaf: q.bFirstLeaf(root)}); c.leaf != 0; c = q.bNext(c) {
-		if !fn(q.bJob(c)) {
+// ascend calls fn for the tree's jobs in order until fn says stop.
+func (f *bforest) ascend(root int32, fn func(int32) bool) {
+	for c := (bCursor{leaf: f.firstLeaf(root)}); c.leaf != 0; c = f.next(c) {
+		if !fn(f.job(c)) {
 			return
 		}
 	}

@@ -88,17 +88,17 @@ func TestBTreesAgreeWithSortedSlices(t *testing.T) {
 	}
 }
 
-// checkRanks compares bRank, bCountWhile and bSeek with a walk of each
+// checkRanks compares rank, countWhile and seek with a walk of each
 // tree's leaves.
 func checkRanks(t *rapid.T, q *FairQueue) {
 	check := func(o int, root int32) {
 		var order []int32
-		q.bAscend(root, func(x int32) bool { order = append(order, x); return true })
-		if len(order) != q.bSize(root) {
-			t.Fatalf("ascend saw %d jobs, size %d", len(order), q.bSize(root))
+		q.bt.ascend(root, func(x int32) bool { order = append(order, x); return true })
+		if len(order) != q.bt.size(root) {
+			t.Fatalf("ascend saw %d jobs, size %d", len(order), q.bt.size(root))
 		}
 		if !slices.IsSortedFunc(order, func(a, b int32) int {
-			if q.fullLess(o, a, b) {
+			if q.order(o).less(a, b) {
 				return -1
 			}
 			return 1
@@ -106,31 +106,31 @@ func checkRanks(t *rapid.T, q *FairQueue) {
 			t.Fatalf("ascend out of order")
 		}
 		for i, x := range order {
-			if r := q.bRank(x); r != i {
+			if r := q.bt.rank(q.jobs, x); r != i {
 				t.Fatalf("rank of job %d is %d, want %d", q.jobs[x].id, r, i)
 			}
 		}
 		for _, cut := range []int{0, len(order) / 3, len(order) / 2, len(order)} {
 			pred := func(x int32) bool { return slices.Index(order, x) >= cut }
-			c := q.bSeek(root, pred)
+			c := q.bt.seek(root, pred)
 			if cut == len(order) {
 				if c.leaf != 0 {
-					t.Fatalf("seek past the end found job %d", q.jobs[q.bJob(c)].id)
+					t.Fatalf("seek past the end found job %d", q.jobs[q.bt.job(c)].id)
 				}
 				continue
 			}
-			if c.leaf == 0 || q.bJob(c) != order[cut] {
+			if c.leaf == 0 || q.bt.job(c) != order[cut] {
 				t.Fatalf("seek to %d of %d missed", cut, len(order))
 			}
 			if cut > 0 {
-				limit := q.packKey(o, order[cut])
+				limit := q.order(o).pack(order[cut])
 				want := 0
 				for _, x := range order {
-					if q.packKey(o, x) < limit {
+					if q.order(o).pack(x) < limit {
 						want++
 					}
 				}
-				if got := q.bCountWhile(root, func(k uint64) bool { return k < limit }); got != want {
+				if got := q.bt.countWhile(root, func(k uint64) bool { return k < limit }); got != want {
 					t.Fatalf("count below key: %d, want %d", got, want)
 				}
 			}

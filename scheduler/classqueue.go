@@ -31,12 +31,12 @@ type classQueue struct {
 
 type level struct{ h, t int32 }
 
-func (q *FairQueue) cqPush(c *classQueue, x int32) {
-	js := q.jobs
+// push adds job x (of the arena js).
+func (c *classQueue) push(js []qjob, x int32) {
 	p := prioOf(js[x].prio)
 	lv := &c.lv[p]
 	t := lv.t
-	for t != 0 && q.fullLess(ordFlow, x, t) {
+	for t != 0 && flowBefore(&js[x], &js[t]) {
 		t = js[t].prev
 	}
 	js[x].prev = t
@@ -54,13 +54,13 @@ func (q *FairQueue) cqPush(c *classQueue, x int32) {
 	}
 	c.mask |= 1 << p
 	c.n++
-	if c.head == 0 || q.fullLess(ordFlow, x, c.head) {
-		q.setHead(c, x)
+	if c.head == 0 || flowBefore(&js[x], &js[c.head]) {
+		c.setHead(js, x)
 	}
 }
 
-func (q *FairQueue) cqRemove(c *classQueue, x int32) {
-	js := q.jobs
+// remove takes out job x.
+func (c *classQueue) remove(js []qjob, x int32) {
 	p := prioOf(js[x].prio)
 	lv := &c.lv[p]
 	l, r := js[x].prev, js[x].next
@@ -80,34 +80,35 @@ func (q *FairQueue) cqRemove(c *classQueue, x int32) {
 	}
 	c.n--
 	if c.head == x {
-		q.setHead(c, q.cqFirst(c))
+		c.setHead(js, c.first())
 	}
 }
 
-func (q *FairQueue) cqFirst(c *classQueue) int32 {
+// first is the queue's first job, or 0.
+func (c *classQueue) first() int32 {
 	if c.mask == 0 {
 		return 0
 	}
 	return c.lv[bits.Len16(c.mask)-1].h
 }
 
-// cqNext is the job after x in the queue's order, or 0.
-func (q *FairQueue) cqNext(c *classQueue, x int32) int32 {
-	if r := q.jobs[x].next; r != 0 {
+// next is the job after x in the queue's order, or 0.
+func (c *classQueue) next(js []qjob, x int32) int32 {
+	if r := js[x].next; r != 0 {
 		return r
 	}
-	if below := c.mask & (1<<prioOf(q.jobs[x].prio) - 1); below != 0 {
+	if below := c.mask & (1<<prioOf(js[x].prio) - 1); below != 0 {
 		return c.lv[bits.Len16(below)-1].h
 	}
 	return 0
 }
 
-// cqPrev is the job before x in the queue's order, or 0.
-func (q *FairQueue) cqPrev(c *classQueue, x int32) int32 {
-	if l := q.jobs[x].prev; l != 0 {
+// prev is the job before x in the queue's order, or 0.
+func (c *classQueue) prev(js []qjob, x int32) int32 {
+	if l := js[x].prev; l != 0 {
 		return l
 	}
-	if above := c.mask &^ (1<<(prioOf(q.jobs[x].prio)+1) - 1); above != 0 {
+	if above := c.mask &^ (1<<(prioOf(js[x].prio)+1) - 1); above != 0 {
 		return c.lv[bits.TrailingZeros16(above)].t
 	}
 	return 0
@@ -119,27 +120,40 @@ func (q *FairQueue) cqPrev(c *classQueue, x int32) int32 {
 // the latest arrivals.
 const readyScan = 64
 
-// cqFirstReady is the first job after `after` (0: from the head) that is
+// firstReady is the first job after `after` (0: from the head) that is
 // ready at now, or 0.
-func (q *FairQueue) cqFirstReady(c *classQueue, after int32, now int64) int32 {
+func (c *classQueue) firstReady(js []qjob, after int32, now int64) int32 {
 	x := c.head
 	if after != 0 {
-		x = q.cqNext(c, after)
+		x = c.next(js, after)
 	}
 	for i := 0; x != 0 && i < readyScan; i++ {
-		if q.jobs[x].ready <= now {
+		if js[x].ready <= now {
 			return x
 		}
-		x = q.cqNext(c, x)
+		x = c.next(js, x)
 	}
 	return 0
 }
 
-func (q *FairQueue) setHead(c *classQueue, x int32) {
+func (c *classQueue) setHead(js []qjob, x int32) {
 	if x == 0 {
 		c.head = 0
 		return
 	}
-	j := &q.jobs[x]
+	j := &js[x]
 	c.head, c.hPrio, c.hSeq, c.hID, c.hReady = x, int32(prioOf(j.prio)), j.seq, j.id, j.ready
+}
+
+// flowBefore is the order of a flow's ready jobs (ordFlow): higher priority
+// first, then Seq, then ID (which keeps keys unique even if a caller gives
+// two jobs one Seq).
+func flowBefore(x, y *qjob) bool {
+	if px, py := prioOf(x.prio), prioOf(y.prio); px != py {
+		return px > py
+	}
+	if x.seq != y.seq {
+		return x.seq < y.seq
+	}
+	return x.id < y.id
 }

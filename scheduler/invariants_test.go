@@ -23,8 +23,8 @@ func checkInvariants(q *FairQueue) error {
 		return fmt.Errorf("the ID index files %d jobs (counts %d) in %d slots, n = %d", filed, q.byID.n, len(q.byID.slots), q.n)
 	}
 	var ierr error
-	q.eachQueued(func(x int32) {
-		if y, ok := q.find(q.jobs[x].id); !ok || y != x {
+	q.byID.each(func(x int32) {
+		if y, ok := q.byID.find(q.jobs, q.jobs[x].id); !ok || y != x {
 			ierr = fmt.Errorf("job %d at %d is found at %d (%v)", q.jobs[x].id, x, y, ok)
 		}
 	})
@@ -60,21 +60,21 @@ func checkInvariants(q *FairQueue) error {
 			if x == 0 || err != nil {
 				return 0
 			}
-			nd := &q.nodes[x]
+			nd := &q.tr.nodes[x]
 			l, r := nd.l, nd.r
-			if nd.key != q.packKey(o, x) || nd.hp != treapPrio(q.jobs[x].id) {
+			if nd.key != q.order(o).pack(x) || nd.hp != treapPrio(q.jobs[x].id) {
 				err = fmt.Errorf("%s: stale node key at %d", what, q.jobs[x].id)
 			}
 			for _, c := range []int32{l, r} {
-				if c != 0 && q.above(c, x) {
+				if c != 0 && q.tr.above(q.jobs, c, x) {
 					err = fmt.Errorf("%s: heap order broken at %d", what, q.jobs[x].id)
 				}
-				if c != 0 && q.nodes[c].p != x {
-					err = fmt.Errorf("%s: %d's parent is %d, want %d", what, c, q.nodes[c].p, x)
+				if c != 0 && q.tr.nodes[c].p != x {
+					err = fmt.Errorf("%s: %d's parent is %d, want %d", what, c, q.tr.nodes[c].p, x)
 				}
 			}
 			ls := walk(l)
-			if prev != 0 && (!q.less(o, prev, x) || !q.fullLess(o, prev, x)) {
+			if prev != 0 && (!q.tr.less(q.order(o), prev, x) || !q.order(o).less(prev, x)) {
 				err = fmt.Errorf("%s: order broken at %d", what, q.jobs[x].id)
 			}
 			prev = x
@@ -85,8 +85,8 @@ func checkInvariants(q *FairQueue) error {
 			}
 			return size
 		}
-		if root != 0 && q.nodes[root].p != 0 {
-			return 0, fmt.Errorf("%s: the root %d has parent %d", what, root, q.nodes[root].p)
+		if root != 0 && q.tr.nodes[root].p != 0 {
+			return 0, fmt.Errorf("%s: the root %d has parent %d", what, root, q.tr.nodes[root].p)
 		}
 		walk(root)
 		return n, err
@@ -111,7 +111,7 @@ func checkInvariants(q *FairQueue) error {
 				return fmt.Errorf("flow %s: class id %d for queue of class %d", f.name, f.cids[ci], c.class)
 			}
 			var list []int32
-			for x := q.cqFirst(c); x != 0; x = q.cqNext(c, x) {
+			for x := c.first(); x != 0; x = c.next(q.jobs, x) {
 				list = append(list, x)
 				if len(list) > q.n {
 					return fmt.Errorf("flow %s: class queue loops", f.name)
@@ -124,10 +124,10 @@ func checkInvariants(q *FairQueue) error {
 				if q.jobs[x].class != c.class || !q.jobs[x].promoted {
 					return fmt.Errorf("flow %s: job %d in the wrong queue", f.name, q.jobs[x].id)
 				}
-				if i > 0 && !q.fullLess(ordFlow, list[i-1], x) {
+				if i > 0 && !q.order(ordFlow).less(list[i-1], x) {
 					return fmt.Errorf("flow %s: class queue out of order at %d", f.name, q.jobs[x].id)
 				}
-				if q.cqPrev(c, x) != map[bool]int32{true: 0, false: list[max(i-1, 0)]}[i == 0] {
+				if c.prev(q.jobs, x) != map[bool]int32{true: 0, false: list[max(i-1, 0)]}[i == 0] {
 					return fmt.Errorf("flow %s: broken back link at %d", f.name, q.jobs[x].id)
 				}
 			}
@@ -161,7 +161,7 @@ func checkInvariants(q *FairQueue) error {
 			if q.flows[fi].hix != int32(i) {
 				return fmt.Errorf("tier %s: heap index mismatch", t.name)
 			}
-			if i > 0 && q.flowLess(fi, t.heap[(i-1)/2]) {
+			if i > 0 && q.flowOrder().less(fi, t.heap[(i-1)/2]) {
 				return fmt.Errorf("tier %s: heap order broken", t.name)
 			}
 		}
@@ -207,14 +207,14 @@ func (q *FairQueue) checkBTree(o int, root int32) (int, error) {
 	if root == 0 {
 		return 0, nil
 	}
-	if q.bn[root].parent != 0 {
-		return 0, fmt.Errorf("B-tree root %d has parent %d", root, q.bn[root].parent)
+	if q.bt.bn[root].parent != 0 {
+		return 0, fmt.Errorf("B-tree root %d has parent %d", root, q.bt.bn[root].parent)
 	}
 	var prev, prevLeaf int32
 	leafDepth := -1
 	var walk func(n int32, depth int) (int32, error)
 	walk = func(n int32, depth int) (int32, error) {
-		nd := &q.bn[n]
+		nd := &q.bt.bn[n]
 		if nd.n < 1 || nd.n > bMax || n != root && nd.n < bMin || n == root && !nd.leaf && nd.n < 2 {
 			return 0, fmt.Errorf("B-tree node %d holds %d entries", n, nd.n)
 		}
@@ -227,10 +227,10 @@ func (q *FairQueue) checkBTree(o int, root int32) (int, error) {
 			var total int32
 			for i := range nd.n {
 				c := nd.child[i]
-				if q.bn[c].parent != n {
-					return 0, fmt.Errorf("B-tree node %d's parent is %d, want %d", c, q.bn[c].parent, n)
+				if q.bt.bn[c].parent != n {
+					return 0, fmt.Errorf("B-tree node %d's parent is %d, want %d", c, q.bt.bn[c].parent, n)
 				}
-				if nd.key[i] != q.bn[c].key[0] || nd.job[i] != q.bn[c].job[0] {
+				if nd.key[i] != q.bt.bn[c].key[0] || nd.job[i] != q.bt.bn[c].job[0] {
 					return 0, fmt.Errorf("B-tree node %d: entry %d is not its child's first", n, i)
 				}
 				k, err := walk(c, depth+1)
@@ -249,18 +249,18 @@ func (q *FairQueue) checkBTree(o int, root int32) (int, error) {
 		} else if depth != leafDepth {
 			return 0, fmt.Errorf("B-tree leaf %d at depth %d, another at %d", n, depth, leafDepth)
 		}
-		if prevLeaf != 0 && q.bn[prevLeaf].next != n {
-			return 0, fmt.Errorf("B-tree leaf %d: the leaf before it links to %d", n, q.bn[prevLeaf].next)
+		if prevLeaf != 0 && q.bt.bn[prevLeaf].next != n {
+			return 0, fmt.Errorf("B-tree leaf %d: the leaf before it links to %d", n, q.bt.bn[prevLeaf].next)
 		}
 		prevLeaf = n
 		for i, x := range nd.job[:nd.n] {
 			if q.jobs[x].leaf != n {
 				return 0, fmt.Errorf("B-tree: job %d's leaf is %d, it sits in %d", q.jobs[x].id, q.jobs[x].leaf, n)
 			}
-			if nd.key[i] != q.packKey(o, x) {
+			if nd.key[i] != q.order(o).pack(x) {
 				return 0, fmt.Errorf("B-tree: stale key of job %d", q.jobs[x].id)
 			}
-			if prev != 0 && (!q.bLess(o, q.packKey(o, prev), prev, nd.key[i], x) || !q.fullLess(o, prev, x)) {
+			if prev != 0 && (!q.order(o).before(q.order(o).pack(prev), prev, nd.key[i], x) || !q.order(o).less(prev, x)) {
 				return 0, fmt.Errorf("B-tree: order broken at job %d", q.jobs[x].id)
 			}
 			prev = x
@@ -268,8 +268,8 @@ func (q *FairQueue) checkBTree(o int, root int32) (int, error) {
 		return nd.n, nil
 	}
 	n, err := walk(root, 1)
-	if err == nil && q.bn[prevLeaf].next != 0 {
-		err = fmt.Errorf("B-tree: the last leaf %d links to %d", prevLeaf, q.bn[prevLeaf].next)
+	if err == nil && q.bt.bn[prevLeaf].next != 0 {
+		err = fmt.Errorf("B-tree: the last leaf %d links to %d", prevLeaf, q.bt.bn[prevLeaf].next)
 	}
 	return int(n), err
 }
@@ -290,7 +290,7 @@ func mustInvariants(t fataler, q *FairQueue) {
 
 // mustFind is find for a job the test knows is queued (0 if it is not).
 func (q *FairQueue) mustFind(id uint64) int32 {
-	x, _ := q.find(id)
+	x, _ := q.byID.find(q.jobs, id)
 	return x
 }
 
@@ -313,7 +313,7 @@ func TestIDIndexAgreesWithAMap(t *testing.T) {
 				in[id] = true
 			}
 			for id := range in {
-				if _, ok := q.find(id); !ok {
+				if _, ok := q.byID.find(q.jobs, id); !ok {
 					t.Fatalf("op %d: job %d lost", i, id)
 				}
 			}

@@ -14,9 +14,9 @@ type jobIndex struct {
 
 func idHash(id uint64) uint32 { return uint32((id * 0x9E3779B97F4A7C15) >> 32) }
 
-// find returns the arena index of the queued job with this ID.
-func (q *FairQueue) find(id uint64) (int32, bool) {
-	ix := &q.byID
+// find returns the arena index of the queued job with this ID; js is the
+// job arena the indices point into.
+func (ix *jobIndex) find(js []qjob, id uint64) (int32, bool) {
 	if len(ix.slots) == 0 {
 		return 0, false
 	}
@@ -26,48 +26,45 @@ func (q *FairQueue) find(id uint64) (int32, bool) {
 		if x == 0 {
 			return 0, false
 		}
-		if q.jobs[x].id == id {
+		if js[x].id == id {
 			return x, true
 		}
 	}
 }
 
-// index files job x, whose ID must not be filed yet.
-func (q *FairQueue) index(x int32) {
-	ix := &q.byID
+// add files job x, whose ID must not be filed yet.
+func (ix *jobIndex) add(js []qjob, x int32) {
 	if 2*(ix.n+1) > len(ix.slots) {
 		old := ix.slots
 		ix.slots = make([]int32, max(16, 2*len(old)))
 		for _, y := range old {
 			if y != 0 {
-				q.place(y)
+				ix.put(js, y)
 			}
 		}
 	}
-	q.place(x)
+	ix.put(js, x)
 	ix.n++
 }
 
-func (q *FairQueue) place(x int32) {
-	ix := &q.byID
+func (ix *jobIndex) put(js []qjob, x int32) {
 	m := uint32(len(ix.slots) - 1)
-	i := idHash(q.jobs[x].id) & m
+	i := idHash(js[x].id) & m
 	for ix.slots[i] != 0 {
 		i = (i + 1) & m
 	}
 	ix.slots[i] = x
 }
 
-// unindex removes job x, which must be filed (its record still holds its ID).
-func (q *FairQueue) unindex(x int32) {
-	ix := &q.byID
+// remove takes out job x, which must be filed (its record still holds its ID).
+func (ix *jobIndex) remove(js []qjob, x int32) {
 	m := uint32(len(ix.slots) - 1)
-	i := idHash(q.jobs[x].id) & m
+	i := idHash(js[x].id) & m
 	for ix.slots[i] != x {
 		i = (i + 1) & m
 	}
 	for j := (i + 1) & m; ix.slots[j] != 0; j = (j + 1) & m {
-		home := idHash(q.jobs[ix.slots[j]].id) & m
+		home := idHash(js[ix.slots[j]].id) & m
 		// The entry at j may move back to the hole at i unless its home lies
 		// cyclically in (i, j].
 		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
@@ -78,10 +75,6 @@ func (q *FairQueue) unindex(x int32) {
 	ix.slots[i] = 0
 	ix.n--
 }
-
-// eachQueued calls fn with the arena index of every queued job, in no
-// particular order.
-func (q *FairQueue) eachQueued(fn func(x int32)) { q.byID.each(fn) }
 
 // each calls fn with every arena index in the table, in table order.
 func (ix *jobIndex) each(fn func(x int32)) {

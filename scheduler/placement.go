@@ -297,10 +297,10 @@ func (q *FairQueue) placedBy(t *tenant) int32 {
 func (q *FairQueue) collectDue(now int64) {
 	ps := &q.ps
 	ps.due = ps.due[:0]
-	if q.delayed == 0 || q.jobs[q.bFirst(q.delayed)].ready > now {
+	if q.delayed == 0 || q.jobs[q.bt.first(q.delayed)].ready > now {
 		return
 	}
-	q.bAscend(q.delayed, func(x int32) bool {
+	q.bt.ascend(q.delayed, func(x int32) bool {
 		if q.jobs[x].ready > now {
 			return false
 		}
@@ -312,7 +312,7 @@ func (q *FairQueue) collectDue(now int64) {
 		if fa != fb {
 			return cmp.Compare(fa, fb)
 		}
-		if q.fullLess(ordFlow, a.x, b.x) {
+		if q.order(ordFlow).less(a.x, b.x) {
 			return -1
 		}
 		return 1
@@ -359,7 +359,7 @@ func (q *FairQueue) initTiers() {
 			t.sLive = true
 		}
 		f.sTag = enter(f.tag, t.vt, f.weight)
-		q.pushCharged(f.tier, fi)
+		q.tiers[f.tier].charged.push(fi, heapOrder{q: q, kind: bySimTag})
 	}
 	for ti := range q.tiers {
 		if t := &q.tiers[ti]; t.sLive {
@@ -375,89 +375,10 @@ func (q *FairQueue) simTag(fi int32) vtime {
 	return q.flows[fi].tag
 }
 
-func (q *FairQueue) simLess(a, b int32) bool {
-	if c := q.simTag(a).cmp(q.simTag(b)); c != 0 {
-		return c < 0
-	}
-	return q.flows[a].name < q.flows[b].name
-}
-
-// The frontier holds heap positions (flow t.heap[p]); charged holds flows.
-func (q *FairQueue) pushFrontier(t *tier, p int32) {
-	h := append(t.frontier, p)
-	for i := len(h) - 1; i > 0; {
-		u := (i - 1) / 2
-		if !q.simLess(t.heap[h[i]], t.heap[h[u]]) {
-			break
-		}
-		h[i], h[u] = h[u], h[i]
-		i = u
-	}
-	t.frontier = h
-}
-
-func (q *FairQueue) popFrontier(t *tier) int32 {
-	h := t.frontier
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		c := l
-		if r := l + 1; r < len(h) && q.simLess(t.heap[h[r]], t.heap[h[l]]) {
-			c = r
-		}
-		if !q.simLess(t.heap[h[c]], t.heap[h[i]]) {
-			break
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
-	t.frontier = h
-	return top
-}
-
-func (q *FairQueue) pushCharged(ti, fi int32) {
-	t := &q.tiers[ti]
-	h := append(t.charged, fi)
-	for i := len(h) - 1; i > 0; {
-		u := (i - 1) / 2
-		if !q.simLess(h[i], h[u]) {
-			break
-		}
-		h[i], h[u] = h[u], h[i]
-		i = u
-	}
-	t.charged = h
-}
-
-func (q *FairQueue) popCharged(t *tier) int32 {
-	h := t.charged
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		c := l
-		if r := l + 1; r < len(h) && q.simLess(h[r], h[l]) {
-			c = r
-		}
-		if !q.simLess(h[c], h[i]) {
-			break
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
-	t.charged = h
-	return top
+// The frontier holds heap positions (flow t.heap[p]) in simulated tag
+// order; charged holds flows.
+func (q *FairQueue) frontierOrder(t *tier) heapOrder {
+	return heapOrder{q: q, t: t, kind: byFrontier}
 }
 
 // popFlow returns the tier's next flow in simulated tag order, or -1.
@@ -467,16 +388,17 @@ func (q *FairQueue) popFlow(ti int32) int32 {
 	switch {
 	case nf == 0 && nc == 0:
 		return -1
-	case nf > 0 && (nc == 0 || q.simLess(t.heap[t.frontier[0]], t.charged[0])):
-		p := q.popFrontier(t)
+	case nf > 0 && (nc == 0 || (heapOrder{q: q, kind: bySimTag}).less(t.heap[t.frontier[0]], t.charged[0])):
+		o := q.frontierOrder(t)
+		p := t.frontier.pop(o)
 		for _, c := range [2]int32{2*p + 1, 2*p + 2} {
 			if int(c) < len(t.heap) {
-				q.pushFrontier(t, c)
+				t.frontier.push(c, o)
 			}
 		}
 		return t.heap[p]
 	}
-	return q.popCharged(t)
+	return t.charged.pop(heapOrder{q: q, kind: bySimTag})
 }
 
 // nextTier returns the band's tier with the least simulated tag that has
@@ -522,7 +444,7 @@ func (q *FairQueue) gather(fi int32, now int64) []cand {
 			if fc.sEpoch == ps.epoch {
 				after = fc.sAfter
 			}
-			if c.x = q.cqFirstReady(fc, after, now); c.x == 0 {
+			if c.x = fc.firstReady(q.jobs, after, now); c.x == 0 {
 				continue
 			}
 			j := &q.jobs[c.x]
@@ -758,7 +680,7 @@ func (q *FairQueue) placeAt(dst []Placement, fi int32, c cand, pos int32, res *r
 	t := &q.tiers[f.tier]
 	serve(&f.sTag, &t.sV, cost, f.weight)
 	serve(&t.sTag, &ps.v[t.band()], cost, t.weight)
-	q.pushCharged(f.tier, fi)
+	q.tiers[f.tier].charged.push(fi, heapOrder{q: q, kind: bySimTag})
 
 	if res != nil && res.job == c.x {
 		res.done = true

@@ -65,18 +65,18 @@ func (c conv) at(sq int64) int64 {
 // Position is the job's 1-based place in queue order among queued jobs of
 // its model; see the comment above for what that estimates.
 func (q *FairQueue) Position(id uint64) (int, bool) {
-	x, ok := q.find(id)
+	x, ok := q.byID.find(q.jobs, id)
 	if !ok {
 		return 0, false
 	}
 	j := &q.jobs[x]
 	m := &q.models[j.model]
 	if !j.promoted {
-		return int(m.ready) + q.tRank(ordReady, m.delayed, x) + 1, true
+		return int(m.ready) + q.tr.rank(q.order(ordReady), m.delayed, x) + 1, true
 	}
 	t := &q.tiers[q.flows[j.flow].tier]
 	r := q.convOf(q.flows[j.flow].tier).at(j.sq)
-	return 1 + q.countAhead(m.trees, t, r, func(int32) int { return q.bRank(x) }), true
+	return 1 + q.countAhead(m.trees, t, r, func(int32) int { return q.bt.rank(q.jobs, x) }), true
 }
 
 // countAhead counts the jobs of a model's queue-order trees that come
@@ -92,7 +92,7 @@ func (q *FairQueue) countAhead(trees []tierTree, t *tier, r int64, sameTier func
 		ot := &q.tiers[tt.tier]
 		switch ob := ot.band(); {
 		case ob < band:
-			n += q.bSize(tt.root)
+			n += q.bt.size(tt.root)
 		case ob > band:
 		case ot == t:
 			n += sameTier(tt.root)
@@ -106,7 +106,7 @@ func (q *FairQueue) countAhead(trees []tierTree, t *tier, r int64, sameTier func
 // countBefore counts the jobs of a queue-order tree that map to a band
 // time before r (at r too when their tier sorts first).
 func (q *FairQueue) countBefore(root int32, c conv, r int64, tierFirst bool) int {
-	return q.bCountWhile(root, func(key uint64) bool {
+	return q.bt.countWhile(root, func(key uint64) bool {
 		jr := c.at(sqOf(key))
 		return jr < r || jr == r && tierFirst
 	})
@@ -138,7 +138,7 @@ type mergeIter struct {
 	r    int64 // of the head
 }
 
-func (q *FairQueue) head(it *mergeIter) int32 { return q.bJob(it.cur) }
+func (q *FairQueue) head(it *mergeIter) int32 { return q.bt.job(it.cur) }
 
 func (q *FairQueue) setR(it *mergeIter) {
 	x := q.head(it)
@@ -150,7 +150,7 @@ func (q *FairQueue) setR(it *mergeIter) {
 }
 
 func (q *FairQueue) advance(it *mergeIter) bool {
-	if it.cur = q.bNext(it.cur); it.cur.leaf == 0 {
+	if it.cur = q.bt.next(it.cur); it.cur.leaf == 0 {
 		return false
 	}
 	q.setR(it)
@@ -168,7 +168,7 @@ func (q *FairQueue) itLess(a, b *mergeIter) bool {
 	if a.tier != b.tier {
 		return q.tiers[a.tier].name < q.tiers[b.tier].name
 	}
-	return q.fullLess(ordPos, q.head(a), q.head(b))
+	return q.order(ordPos).less(q.head(a), q.head(b))
 }
 
 // after reports whether job x (in a tree with the given band and tier,
@@ -215,7 +215,7 @@ func (q *FairQueue) iters(c *Cursor) []*mergeIter {
 		if it.band != 2 {
 			name = q.tiers[it.tier].name
 		}
-		it.cur = q.bSeek(root, func(n int32) bool {
+		it.cur = q.bt.seek(root, func(n int32) bool {
 			r := q.jobs[n].ready
 			if it.band != 2 {
 				r = it.c.at(q.jobs[n].sq)
@@ -340,7 +340,7 @@ func (c *Cursor) UnmarshalText(text []byte) error {
 // to estimate the work ahead of it on executors that serve several models.
 // Ties across tiers count as after.
 func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
-	x, ok := q.find(id)
+	x, ok := q.byID.find(q.jobs, id)
 	if !ok {
 		return false
 	}
@@ -352,9 +352,9 @@ func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
 	if j.promoted {
 		t = &q.tiers[q.flows[j.flow].tier]
 		r = q.convOf(q.flows[j.flow].tier).at(j.sq)
-		key = q.packKey(ordPos, x)
+		key = q.order(ordPos).pack(x)
 	}
-	before := func(root int32) int { return q.bCountWhile(root, func(k uint64) bool { return k < key }) } // ties after
+	before := func(root int32) int { return q.bt.countWhile(root, func(k uint64) bool { return k < key }) } // ties after
 	for mi := range q.models {
 		m := &q.models[mi]
 		if m.queued == 0 {

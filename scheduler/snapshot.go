@@ -252,13 +252,13 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 		flowIx[i] = q.flowOf(tierIx[f.tier], tenantIx[f.tenant])
 	}
 	for _, r := range jobs {
-		if _, dup := q.find(r.j.ID); dup {
+		if _, dup := q.byID.find(q.jobs, r.j.ID); dup {
 			continue
 		}
 		f := &q.flows[flowIx[r.flow]]
 		r.j.Tenant, r.j.Tier, r.j.Model = f.name, q.tiers[f.tier].name, models[r.model]
 		q.Enqueue(r.j)
-		if x, _ := q.find(r.j.ID); q.jobs[x].promoted {
+		if x, _ := q.byID.find(q.jobs, r.j.ID); q.jobs[x].promoted {
 			// Re-key exactly as encoded: unlink, set the key, link again.
 			q.removeKeyed(x)
 			q.jobs[x].sq, q.jobs[x].sf = r.sq, uint32(r.sf)
@@ -273,9 +273,7 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 		q.flows[flowIx[i]].tag = f.tag
 	}
 	for ti := range q.tiers {
-		for i := len(q.tiers[ti].heap)/2 - 1; i >= 0; i-- {
-			q.heapDown(int32(ti), int32(i))
-		}
+		q.tiers[ti].heap.heapify(q.flowOrder())
 	}
 	return nil
 }
@@ -287,7 +285,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 	f := &q.flows[j.flow]
 	m := &q.models[j.model]
 	ti := q.treeOf(j.model, f.tier)
-	q.bDelete(&m.trees[ti].root, x)
+	q.bt.delete(q.jobs, &m.trees[ti].root, x)
 	m.ready--
 	f.costAt[prioOf(j.prio)] -= costOf(j.cost)
 	f.ready--
@@ -301,7 +299,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 // reset empties the queue, keeping its Config.
 func (q *FairQueue) reset() {
 	q.jobs, q.free, q.byID, q.n = make([]qjob, 1), nil, jobIndex{}, 0
-	q.nodes, q.bn, q.bnFree = make([]tnode, 1), make([]bnode, 1), nil
+	q.tr, q.bt = treaps{nodes: make([]tnode, 1)}, bforest{bn: make([]bnode, 1)}
 	q.tenants, q.tenantIx = nil, make(map[string]int32)
 	q.tiers, q.tierIx = nil, make(map[string]int32)
 	q.flows, q.flowIx = nil, make(map[flowKey]int32)

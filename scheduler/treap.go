@@ -7,16 +7,20 @@ import "math"
 // records) and in their (model, tier) queue-order B-tree (btree.go);
 // delayed jobs in the global delayed B-tree and in their model's delayed
 // treap, here, which Position ranks them in. Treap nodes are kept in a
-// compact array apart from the job records (FairQueue.nodes[x] is job
+// compact array apart from the job records (the treaps' nodes[x] is job
 // x's), so that a descent touches one small node per level.
 //
 // A treap node holds its order key packed into a uint64 (compared first;
 // the job record is read only when two packed keys tie) and its subtree
 // size, for rank queries (Position), and its parent, so that removing a
 // known job needs no search: no key comparisons, so no job records read
-// on ties (tDelete). Index 0 is nil and has size 0. Heap
+// on ties (delete). Index 0 is nil and has size 0. Heap
 // priorities are a hash of the job's ID, so a treap's shape depends only
 // on the keys it holds, not on the order of the calls that built it.
+
+// treaps holds the nodes of many treaps (each known by its root), one per
+// job of the arena: nodes[x] is job x's.
+type treaps struct{ nodes []tnode }
 
 type tnode struct {
 	key  uint64
@@ -26,6 +30,18 @@ type tnode struct {
 	hp   uint32
 }
 
+// jobOrder compares the jobs of the arena js in order o (ordPos reads the
+// flows' tenant names); the trees take it on every call, so that they hold
+// no pointer back to the queue.
+type jobOrder struct {
+	o     int
+	js    []qjob
+	flows []flow
+}
+
+// order is q's jobs in order o.
+func (q *FairQueue) order(o int) *jobOrder { return &jobOrder{o: o, js: q.jobs, flows: q.flows} }
+
 // Orders a tree can be kept in.
 const (
 	ordFlow  = iota // priority (higher first), then Seq
@@ -33,12 +49,12 @@ const (
 	ordReady        // Ready, then Seq
 )
 
-// packKey packs the leading part of job x's order-o key into a uint64
+// pack packs the leading part of job x's order-k key into a uint64
 // whose order agrees with the full order: a smaller packed key means an
 // earlier job, an equal one means "compare in full".
-func (q *FairQueue) packKey(o int, x int32) uint64 {
-	j := &q.jobs[x]
-	switch o {
+func (k *jobOrder) pack(x int32) uint64 {
+	j := &k.js[x]
+	switch k.o {
 	case ordFlow:
 		return uint64(9-prioOf(j.prio))<<60 | min(j.seq, 1<<60-1)
 	case ordPos:
@@ -57,17 +73,17 @@ func sqOf(key uint64) int64 {
 	return math.MaxInt64
 }
 
-func (q *FairQueue) less(o int, a, b int32) bool {
-	return q.bLess(o, q.nodes[a].key, a, q.nodes[b].key, b)
+// less compares the treap nodes of jobs a and b.
+func (t *treaps) less(k *jobOrder, a, b int32) bool {
+	return k.before(t.nodes[a].key, a, t.nodes[b].key, b)
 }
 
-func (q *FairQueue) fullLess(o int, a, b int32) bool {
-	x, y := &q.jobs[a], &q.jobs[b]
-	switch o {
+// less is the full order: jobs a before b.
+func (k *jobOrder) less(a, b int32) bool {
+	x, y := &k.js[a], &k.js[b]
+	switch k.o {
 	case ordFlow:
-		if px, py := prioOf(x.prio), prioOf(y.prio); px != py {
-			return px > py
-		}
+		return flowBefore(x, y)
 	case ordPos:
 		if x.sq != y.sq {
 			return x.sq < y.sq
@@ -76,7 +92,7 @@ func (q *FairQueue) fullLess(o int, a, b int32) bool {
 			return x.sf < y.sf
 		}
 		if x.flow != y.flow {
-			return q.flows[x.flow].name < q.flows[y.flow].name
+			return k.flows[x.flow].name < k.flows[y.flow].name
 		}
 		if px, py := prioOf(x.prio), prioOf(y.prio); px != py {
 			return px > py
@@ -94,12 +110,13 @@ func (q *FairQueue) fullLess(o int, a, b int32) bool {
 	return x.id < y.id
 }
 
-func (q *FairQueue) above(a, b int32) bool {
-	x, y := &q.nodes[a], &q.nodes[b]
+// above is the heap order: node a above b.
+func (t *treaps) above(js []qjob, a, b int32) bool {
+	x, y := &t.nodes[a], &t.nodes[b]
 	if x.hp != y.hp {
 		return x.hp > y.hp
 	}
-	return q.jobs[a].id < q.jobs[b].id
+	return js[a].id < js[b].id
 }
 
 func treapPrio(id uint64) uint32 {
@@ -110,51 +127,51 @@ func treapPrio(id uint64) uint32 {
 }
 
 // pull recomputes n's subtree size from its children's.
-func (q *FairQueue) pull(n int32) {
-	ns := q.nodes
+func (t *treaps) pull(n int32) {
+	ns := t.nodes
 	x := &ns[n]
 	x.size = 1 + ns[x.l].size + ns[x.r].size
 }
 
-// tInsert adds x to the tree rooted at n and returns the new root.
-func (q *FairQueue) tInsert(o int, n, x int32) int32 {
-	q.nodes[x] = tnode{key: q.packKey(o, x), size: 1, hp: treapPrio(q.jobs[x].id)}
-	root := q.insert(o, n, x)
-	q.nodes[root].p = 0
+// insert adds x to the tree rooted at n, in order k, and returns the new root.
+func (t *treaps) insert(k *jobOrder, n, x int32) int32 {
+	t.nodes[x] = tnode{key: k.pack(x), size: 1, hp: treapPrio(k.js[x].id)}
+	root := t.ins(k, n, x)
+	t.nodes[root].p = 0
 	return root
 }
 
-// insert adds x below n and returns the subtree's new root, whose parent
+// ins adds x below n and returns the subtree's new root, whose parent
 // the caller sets.
-func (q *FairQueue) insert(o int, n, x int32) int32 {
+func (t *treaps) ins(k *jobOrder, n, x int32) int32 {
 	if n == 0 {
 		return x
 	}
-	ns := q.nodes
-	if q.less(o, x, n) {
-		c := q.insert(o, ns[n].l, x)
+	ns := t.nodes
+	if t.less(k, x, n) {
+		c := t.ins(k, ns[n].l, x)
 		ns[n].l, ns[c].p = c, n
-		if q.above(c, n) {
-			q.rotate(n, c, &ns[n].l, &ns[c].r)
+		if t.above(k.js, c, n) {
+			t.rotate(n, c, &ns[n].l, &ns[c].r)
 			return c
 		}
 	} else {
-		c := q.insert(o, ns[n].r, x)
+		c := t.ins(k, ns[n].r, x)
 		ns[n].r, ns[c].p = c, n
-		if q.above(c, n) {
-			q.rotate(n, c, &ns[n].r, &ns[c].l)
+		if t.above(k.js, c, n) {
+			t.rotate(n, c, &ns[n].r, &ns[c].l)
 			return c
 		}
 	}
-	q.pull(n)
+	t.pull(n)
 	return n
 }
 
 // rotate lifts child c over its parent n: inner is c's subtree on n's
 // side (it moves under n, into n's link *toC) and *cSide is c's link that
 // takes n.
-func (q *FairQueue) rotate(n, c int32, toC, cSide *int32) {
-	ns := q.nodes
+func (t *treaps) rotate(n, c int32, toC, cSide *int32) {
+	ns := t.nodes
 	inner := *cSide
 	*toC = inner
 	if inner != 0 {
@@ -162,17 +179,17 @@ func (q *FairQueue) rotate(n, c int32, toC, cSide *int32) {
 	}
 	*cSide = n
 	ns[n].p = c
-	q.pull(n)
-	q.pull(c)
+	t.pull(n)
+	t.pull(c)
 }
 
-// tDelete removes x, which must be in the tree rooted at root, and returns the new root.
-// Through x's parent: its children are joined in its place and the sizes
-// above it go down by one.
-func (q *FairQueue) tDelete(root, x int32) int32 {
-	ns := q.nodes
+// delete removes x, which must be in the tree rooted at root, and returns
+// the new root. Through x's parent: its children are joined in its place
+// and the sizes above it go down by one.
+func (t *treaps) delete(js []qjob, root, x int32) int32 {
+	ns := t.nodes
 	p := ns[x].p
-	c := q.tJoin(ns[x].l, ns[x].r)
+	c := t.join(js, ns[x].l, ns[x].r)
 	if c != 0 {
 		ns[c].p = p
 	}
@@ -190,34 +207,34 @@ func (q *FairQueue) tDelete(root, x int32) int32 {
 	return root
 }
 
-// tJoin joins two trees where every key of a is below every key of b; the
+// join joins two trees where every key of a is below every key of b; the
 // caller sets the parent of the root it returns.
-func (q *FairQueue) tJoin(a, b int32) int32 {
+func (t *treaps) join(js []qjob, a, b int32) int32 {
 	if a == 0 {
 		return b
 	}
 	if b == 0 {
 		return a
 	}
-	ns := q.nodes
-	if q.above(a, b) {
-		c := q.tJoin(ns[a].r, b)
+	ns := t.nodes
+	if t.above(js, a, b) {
+		c := t.join(js, ns[a].r, b)
 		ns[a].r, ns[c].p = c, a
-		q.pull(a)
+		t.pull(a)
 		return a
 	}
-	c := q.tJoin(a, ns[b].l)
+	c := t.join(js, a, ns[b].l)
 	ns[b].l, ns[c].p = c, b
-	q.pull(b)
+	t.pull(b)
 	return b
 }
 
-// tRank counts the nodes of the tree below x in order o.
-func (q *FairQueue) tRank(o int, n, x int32) int {
-	ns := q.nodes
+// rank counts the nodes of the tree below x in order k.
+func (t *treaps) rank(k *jobOrder, n, x int32) int {
+	ns := t.nodes
 	c := 0
 	for n != 0 {
-		if q.less(o, n, x) {
+		if t.less(k, n, x) {
 			c += int(ns[ns[n].l].size) + 1
 			n = ns[n].r
 		} else {

@@ -31,13 +31,12 @@ type FairQueue struct {
 	tierCfg   map[string]int // name → index in cfg.Tiers
 	tenantCfg map[string]int // name → index in cfg.Tenants
 
-	jobs   []qjob  // arena; jobs[0] is nil
-	nodes  []tnode // the arena's jobs' treap nodes (treap.go)
-	bn     []bnode // B-tree nodes (btree.go); bn[0] is nil
-	bnFree []int32
-	free   []int32
-	byID   jobIndex
-	n      int
+	jobs []qjob  // arena; jobs[0] is nil
+	tr   treaps  // the arena's jobs' treap nodes (treap.go)
+	bt   bforest // B-tree nodes (btree.go)
+	free []int32
+	byID jobIndex
+	n    int
 
 	tenants  []tenant
 	tenantIx map[string]int32
@@ -100,13 +99,13 @@ type tier struct {
 	strict  bool
 	tag     vtime   // start of the tier's next job in band virtual time
 	vt      vtime   // the tier's virtual time: largest flow start dispatched
-	heap    []int32 // active flows, least (tag, name) first
+	heap    minHeap // active flows, least (tag, name) first
 	backlog int64   // weights of the flows with ready jobs
 
 	sEpoch   uint64 // Place scratch
 	sTag, sV vtime
-	frontier []int32 // heap positions not yet visited
-	charged  []int32 // flows to visit again, by simulated tag
+	frontier minHeap // heap positions not yet visited
+	charged  minHeap // flows to visit again, by simulated tag
 	sLive    bool
 }
 
@@ -161,8 +160,8 @@ type class struct {
 func NewFairQueue(cfg Config) *FairQueue {
 	q := &FairQueue{
 		jobs:      make([]qjob, 1),
-		nodes:     make([]tnode, 1),
-		bn:        make([]bnode, 1),
+		tr:        treaps{nodes: make([]tnode, 1)},
+		bt:        bforest{bn: make([]bnode, 1)},
 		tenantIx:  make(map[string]int32),
 		tierIx:    make(map[string]int32),
 		flowIx:    make(map[flowKey]int32),
@@ -200,7 +199,7 @@ func (q *FairQueue) underCap(t *tenant) bool {
 // Enqueue adds j; a job whose ID is already queued is ignored. A job with
 // an empty Tier joins its tenant's configured tier.
 func (q *FairQueue) Enqueue(j Job) {
-	if _, ok := q.find(j.ID); ok {
+	if _, ok := q.byID.find(q.jobs, j.ID); ok {
 		return
 	}
 	ten := q.tenantOf(j.Tenant)
@@ -218,22 +217,22 @@ func (q *FairQueue) Enqueue(j Job) {
 		prio: j.Priority, gpus: j.GPUs,
 		flow: f, model: m, class: q.classOf(classKey{m, j.GPUs, j.GPUMemoryMB}),
 	}
-	q.index(x)
+	q.byID.add(q.jobs, x)
 	q.n++
 	q.tenants[ten].queued++
 	q.models[m].queued++
 	if j.Ready <= q.watermark {
 		q.promote(x)
 	} else {
-		q.models[m].delayed = q.tInsert(ordReady, q.models[m].delayed, x)
-		q.bInsert(ordReady, &q.delayed, x)
+		q.models[m].delayed = q.tr.insert(q.order(ordReady), q.models[m].delayed, x)
+		q.bt.insert(q.order(ordReady), &q.delayed, x)
 	}
 }
 
 // Remove takes a job out of the queue without charging anyone: for a job
 // canceled or expired while queued. A job that starts goes through Start.
 func (q *FairQueue) Remove(id uint64) bool {
-	x, ok := q.find(id)
+	x, ok := q.byID.find(q.jobs, id)
 	if !ok {
 		return false
 	}
@@ -247,7 +246,7 @@ func (q *FairQueue) Remove(id uint64) bool {
 // now (see Advance). False if the job is not queued.
 func (q *FairQueue) Start(id uint64, now int64) bool {
 	q.Advance(now)
-	x, ok := q.find(id)
+	x, ok := q.byID.find(q.jobs, id)
 	if !ok {
 		return false
 	}
@@ -287,7 +286,7 @@ func (q *FairQueue) Advance(now int64) {
 	}
 	q.watermark = now
 	for q.delayed != 0 {
-		x := q.bFirst(q.delayed)
+		x := q.bt.first(q.delayed)
 		if q.jobs[x].ready > now {
 			return
 		}
@@ -302,7 +301,7 @@ func (q *FairQueue) charge(fi int32, c int64) {
 	t := &q.tiers[f.tier]
 	serve(&f.tag, &t.vt, c, f.weight)
 	if f.hix >= 0 {
-		q.heapFix(f.tier, f.hix)
+		t.heap.down(f.hix, q.flowOrder()) // a charge only raises the tag (costOf ≥ 1)
 	}
 	serve(&t.tag, &q.vband[t.band()], c, t.weight)
 }
@@ -318,7 +317,7 @@ func (q *FairQueue) promote(x int32) {
 	f := &q.flows[j.flow]
 	t := &q.tiers[f.tier]
 	ci := q.classQueueOf(j.flow, j.class)
-	q.cqPush(&f.classes[ci], x)
+	f.classes[ci].push(q.jobs, x)
 	p := prioOf(j.prio)
 	var ahead int64
 	for i := p; i < len(f.costAt); i++ {
@@ -329,7 +328,7 @@ func (q *FairQueue) promote(x int32) {
 	// Kept between its neighbours in its class queue. (Across a tenant's
 	// classes keys are not clamped: that would read every class's tail on
 	// each arrival.)
-	lo, hi := q.cqPrev(&f.classes[ci], x), q.cqNext(&f.classes[ci], x)
+	lo, hi := f.classes[ci].prev(q.jobs, x), f.classes[ci].next(q.jobs, x)
 	if lo != 0 && keyBefore(j.sq, j.sf, q.jobs[lo].sq, q.jobs[lo].sf) {
 		j.sq, j.sf = q.jobs[lo].sq, q.jobs[lo].sf
 	}
@@ -346,11 +345,11 @@ func (q *FairQueue) link(x int32, ci int, queued bool) {
 	j.promoted = true
 	f := &q.flows[j.flow]
 	if !queued {
-		q.cqPush(&f.classes[ci], x)
+		f.classes[ci].push(q.jobs, x)
 	}
 	m := &q.models[j.model]
 	ti := q.treeOf(j.model, f.tier)
-	q.bInsert(ordPos, &m.trees[ti].root, x)
+	q.bt.insert(q.order(ordPos), &m.trees[ti].root, x)
 	m.ready++
 	f.costAt[prioOf(j.prio)] += costOf(j.cost)
 	f.ready++
@@ -366,8 +365,8 @@ func keyBefore(aq int64, af uint32, bq int64, bf uint32) bool {
 
 func (q *FairQueue) unlinkDelayed(x int32) {
 	m := &q.models[q.jobs[x].model]
-	m.delayed = q.tDelete(m.delayed, x)
-	q.bDelete(&q.delayed, x)
+	m.delayed = q.tr.delete(q.jobs, m.delayed, x)
+	q.bt.delete(q.jobs, &q.delayed, x)
 }
 
 func (q *FairQueue) removeAt(x int32) {
@@ -378,14 +377,14 @@ func (q *FairQueue) removeAt(x int32) {
 	} else {
 		f := &q.flows[j.flow]
 		ci := q.classQueueOf(j.flow, j.class)
-		q.cqRemove(&f.classes[ci], x)
+		f.classes[ci].remove(q.jobs, x)
 		if f.classes[ci].n == 0 {
 			last := len(f.classes) - 1
 			f.classes[ci], f.cids[ci] = f.classes[last], f.cids[last]
 			f.classes, f.cids = f.classes[:last], f.cids[:last]
 		}
 		ti := q.treeOf(j.model, f.tier)
-		q.bDelete(&m.trees[ti].root, x)
+		q.bt.delete(q.jobs, &m.trees[ti].root, x)
 		m.ready--
 		f.costAt[prioOf(j.prio)] -= costOf(j.cost)
 		f.ready--
@@ -394,7 +393,7 @@ func (q *FairQueue) removeAt(x int32) {
 			q.deactivate(j.flow)
 		}
 	}
-	q.unindex(x)
+	q.byID.remove(q.jobs, x)
 	q.n--
 	q.tenants[q.flows[j.flow].tenant].queued--
 	m.queued--
@@ -409,7 +408,7 @@ func (q *FairQueue) alloc() int32 {
 		return x
 	}
 	q.jobs = append(q.jobs, qjob{})
-	q.nodes = append(q.nodes, tnode{})
+	q.tr.nodes = append(q.tr.nodes, tnode{})
 	return int32(len(q.jobs) - 1)
 }
 
@@ -426,86 +425,20 @@ func (q *FairQueue) activate(fi int32) {
 		t.tag = enter(t.tag, q.vband[t.band()], t.weight)
 	}
 	f.tag = enter(f.tag, t.vt, f.weight)
-	q.heapPush(f.tier, fi)
+	q.tiers[f.tier].heap.push(fi, q.flowOrder())
 }
 
 func (q *FairQueue) deactivate(fi int32) {
 	if f := &q.flows[fi]; f.hix >= 0 {
-		q.heapRemove(f.tier, f.hix)
+		i := f.hix
+		f.hix = -1
+		q.tiers[f.tier].heap.remove(i, q.flowOrder())
 	}
 }
 
-// flowLess orders a tier's flows by tag, then tenant name.
-func (q *FairQueue) flowLess(a, b int32) bool {
-	fa, fb := &q.flows[a], &q.flows[b]
-	if c := fa.tag.cmp(fb.tag); c != 0 {
-		return c < 0
-	}
-	return fa.name < fb.name
-}
-
-func (q *FairQueue) heapPush(ti, fi int32) {
-	t := &q.tiers[ti]
-	t.heap = append(t.heap, fi)
-	q.flows[fi].hix = int32(len(t.heap) - 1)
-	q.heapUp(ti, int32(len(t.heap)-1))
-}
-
-func (q *FairQueue) heapRemove(ti, i int32) {
-	t := &q.tiers[ti]
-	last := int32(len(t.heap) - 1)
-	q.flows[t.heap[i]].hix = -1
-	if i != last {
-		t.heap[i] = t.heap[last]
-		q.flows[t.heap[i]].hix = i
-	}
-	t.heap = t.heap[:last]
-	if i != last {
-		q.heapFix(ti, i)
-	}
-}
-
-func (q *FairQueue) heapFix(ti, i int32) {
-	if !q.heapUp(ti, i) {
-		q.heapDown(ti, i)
-	}
-}
-
-func (q *FairQueue) heapUp(ti, i int32) bool {
-	h := q.tiers[ti].heap
-	moved := false
-	for i > 0 {
-		p := (i - 1) / 2
-		if !q.flowLess(h[i], h[p]) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		q.flows[h[i]].hix, q.flows[h[p]].hix = i, p
-		i, moved = p, true
-	}
-	return moved
-}
-
-func (q *FairQueue) heapDown(ti, i int32) {
-	h := q.tiers[ti].heap
-	n := int32(len(h))
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		c := l
-		if r := l + 1; r < n && q.flowLess(h[r], h[l]) {
-			c = r
-		}
-		if !q.flowLess(h[c], h[i]) {
-			return
-		}
-		h[i], h[c] = h[c], h[i]
-		q.flows[h[i]].hix, q.flows[h[c]].hix = i, c
-		i = c
-	}
-}
+// flowOrder is the order of a tier's flow heap, which keeps each flow's
+// place in it (flow.hix).
+func (q *FairQueue) flowOrder() heapOrder { return heapOrder{q: q, kind: byTag} }
 
 func (q *FairQueue) tenantOf(name string) int32 {
 	if i, ok := q.tenantIx[name]; ok {
@@ -653,9 +586,7 @@ func (q *FairQueue) setConfig(cfg Config) {
 	}
 	// Tags may have moved: restore heap order, then the caps.
 	for ti := range q.tiers {
-		for i := len(q.tiers[ti].heap)/2 - 1; i >= 0; i-- {
-			q.heapDown(int32(ti), int32(i))
-		}
+		q.tiers[ti].heap.heapify(q.flowOrder())
 	}
 	for i := range q.flows {
 		if q.underCap(&q.tenants[q.flows[i].tenant]) {
