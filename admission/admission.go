@@ -1,18 +1,8 @@
-// Package admission is the leader's Submit sequence, one for the server
-// (node/, with its raft log) and the simulator (sim/, with its virtual
-// one), so that a change to admission cannot make them disagree (issue
-// 22):
-//
-//  1. Precheck, the leader's read-only look before the log: the rate limits
-//     (a refusal, or a challenge, needs no log entry), whether any executor
-//     could ever run the job (under scheduling.refuse_unplaceable), and
-//     backpressure (the queue's bounds, and the wait it predicts);
-//  2. the log entry, Submit.Command, which the state machine decides again
-//     when it applies (that decision is the one that counts);
-//  3. Applied, what the applied entry's result means.
-//
-// Each step returns a Verdict; the server turns it into a Connect answer
-// and its metrics, the simulator into a client's next move.
+// Package admission is the leader's Submit sequence (Precheck, the log
+// entry, Applied) and its book of executors (Fleet, which also chooses an
+// assignment's GPU ids), one for the server (node, with its raft log) and
+// the simulator (sim, with its virtual one), so that the two cannot disagree.
+// See docs/architecture.md.
 package admission
 
 import (

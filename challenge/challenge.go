@@ -1,19 +1,8 @@
-// Package challenge is human verification as a rate-limit action: over a
-// CHALLENGE rule's limit a caller gets a proof-of-work challenge instead of
-// a flat refusal, and a solution admits it (issue 26). This package is the
-// cryptographic core, with no state of its own:
-//
-//   - a Challenge is issued to one subject (a tenant, or a client IP) for one
-//     rule, with a difficulty and an expiry, and signed (HMAC-SHA-256) with a
-//     key every server shares, so any server verifies it without having
-//     issued it;
-//   - a Solution is a nonce such that SHA-256(challenge token ‖ nonce) has at
-//     least the challenge's difficulty in leading zero bits (hashcash);
-//   - a Pass, signed the same way, exempts its subject from the rule until it
-//     expires, so that a person solves one challenge, not one per request.
-//
-// That a solution is accepted only once is the caller's part (a replicated
-// set of spent challenge ids, keyed by ID, until their expiry).
+// Package challenge is the stateless cryptographic core of CHALLENGE rules:
+// HMAC-signed proof-of-work challenges bound to a subject and a rule, their
+// hashcash solutions (SHA-256(token ‖ nonce) with N leading zero bits), and
+// signed passes that exempt a subject until they expire. Spending each
+// challenge once is the state machine's part. See docs/architecture.md.
 package challenge
 
 import (

@@ -1,9 +1,6 @@
-// Package fsm is Sluice's replicated state machine: the typed commands of the
-// raft log, a deterministic Apply, and snapshot/restore. Every replica that
-// applies the same entries holds the same jobs, queue and policy, byte for
-// byte: Apply never reads the clock (each entry carries the leader's time and
-// the machine's clock only moves forward), job ids come from log indexes
-// (max(last id + 1, index): the index itself unless an earlier Submit of the
-// same batch entry took it), and a snapshot restored elsewhere encodes to
-// the same bytes.
+// Package fsm is Sluice's replicated state machine: the typed commands of
+// the raft log, a deterministic Apply (the leader's time in each entry, job
+// ids from log indexes), and snapshot/restore that encodes to the same bytes
+// on every replica. Who waits for a change is woken by the caller that
+// applies (node). See docs/architecture.md.
 package fsm

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -96,10 +95,8 @@ type FSM struct {
 	spent        map[[challenge.IDLen]byte]int64
 
 	// derived, never encoded
-	commands atomic.Uint64 // commands applied since this process started (a batch's each count)
+	commands uint64 // commands applied since this process started (a batch's each count)
 	pix      policyIndex
-	changed  chan struct{}
-	watched  atomic.Bool       // someone holds changed: close it at the next change
 	dec      limiter.Decision  // scratch for Apply: deciding allocates nothing
 	obs      Observer          // hears of transitions (metrics); nil: none
 	peek     *limiter.Decision // unspent's scratch: checks only, made at the first (a Decision is 2 KB)
@@ -116,7 +113,6 @@ func New() *FSM {
 		queue:    scheduler.NewFairQueue(scheduler.Config{}),
 		running:  make(map[uint64]struct{}),
 		policy:   &sluicev1.Policy{},
-		changed:  make(chan struct{}),
 		members:  make(map[string]*raftv1.SetMember),
 		gone:     make(map[string]bool),
 		hooked:   make(map[uint64]struct{}),
@@ -143,7 +139,6 @@ func (f *FSM) SetExclusive(on bool) {
 func (f *FSM) Apply(index uint64, data []byte) Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	defer f.notifyLocked()
 	return f.applyLocked(index, data)
 }
 
@@ -154,12 +149,11 @@ type Entry struct {
 }
 
 // ApplyBatch applies consecutive entries in order, exactly as Apply would
-// one by one, under one lock and with one wake-up of Changed's waiters.
+// one by one, under one lock.
 func (f *FSM) ApplyBatch(entries []Entry) []Result {
 	out := make([]Result, len(entries))
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	defer f.notifyLocked()
 	for i, e := range entries {
 		out[i] = f.applyLocked(e.Index, e.Data)
 	}
@@ -175,7 +169,7 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 	}
 	t, now, msg, err := Decode(data)
 	if err != nil {
-		f.commands.Add(1)
+		f.commands++
 		return Result{Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
 	}
 	return f.applyCommandLocked(index, t, now, msg)
@@ -191,20 +185,19 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 func (f *FSM) ApplyCommand(index uint64, t CommandType, now int64, msg proto.Message) Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	defer f.notifyLocked()
 	if index > f.lastIndex {
 		f.lastIndex = index
 	}
 	if want := commandMessage(t); want == nil || msg == nil || !msg.ProtoReflect().IsValid() ||
 		msg.ProtoReflect().Descriptor() != want.ProtoReflect().Descriptor() {
-		f.commands.Add(1)
+		f.commands++
 		return Result{Err: fmt.Errorf("%w: %v does not take a %T", ErrBadCommand, t, msg)}
 	}
 	return f.applyCommandLocked(index, t, now, msg)
 }
 
 func (f *FSM) applyCommandLocked(index uint64, t CommandType, now int64, msg proto.Message) Result {
-	f.commands.Add(1)
+	f.commands++
 	f.advance(now)
 	switch t {
 	case CmdSubmit:
@@ -255,31 +248,10 @@ func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
 // CommandsApplied counts the commands this process has applied (each
 // command of a batch entry counts), for snapshotting by commands rather
 // than log entries.
-func (f *FSM) CommandsApplied() uint64 { return f.commands.Load() }
-
-// notify wakes everyone waiting on Changed.
-func (f *FSM) notify() {
-	f.mu.Lock()
-	f.notifyLocked()
-	f.mu.Unlock()
-}
-
-// notifyLocked closes the channel Changed handed out, if anyone asked for
-// it since the last change (a fresh channel per entry would cost the
-// simulator, which never watches, an allocation per entry).
-func (f *FSM) notifyLocked() {
-	if f.watched.Swap(false) {
-		close(f.changed)
-		f.changed = make(chan struct{})
-	}
-}
-
-// Changed returns a channel closed at the next Apply or Restore.
-func (f *FSM) Changed() <-chan struct{} {
+func (f *FSM) CommandsApplied() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	f.watched.Store(true)
-	return f.changed
+	return f.commands
 }
 
 // advance moves the clock to max(now, entry time) and fires due timers.
@@ -1317,6 +1289,5 @@ func (f *FSM) Restore(data []byte) error {
 	f.challengeKey, f.spent = n.challengeKey, n.spent
 	f.lines = n.lines
 	f.mu.Unlock()
-	f.notify()
 	return nil
 }

@@ -375,7 +375,7 @@ func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg 
 			}
 		}
 		read = time.Now()
-		changed := s.n.fsm.Changed()
+		changed := s.n.changes.wait()
 		if last == nil || watchDiffers(last, job) {
 			if err := send(job); err != nil {
 				return err
@@ -737,7 +737,7 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) {
 	deadline := time.NewTimer(n.cfg.ForwardHold)
 	defer deadline.Stop()
 	for {
-		changed := n.fsm.Changed()
+		changed := n.changes.wait()
 		if n.fsm.LastIndex() >= index {
 			return
 		}

@@ -98,7 +98,7 @@ func (n *Node) lead(leaderCh <-chan bool) {
 	wake := time.NewTimer(0)
 	defer wake.Stop()
 	for {
-		changed := n.fsm.Changed()
+		changed := n.changes.wait()
 		select {
 		case <-n.ctx.Done():
 			return

@@ -116,6 +116,7 @@ type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	fsm       *fsm.FSM
+	changes   *changes // wakes the state's waiters after each apply (raftFSM)
 	raft      *raft.Raft
 	store     *stores
 	snaps     raft.SnapshotStore // the snapshots raft keeps (ExportLog reads them)
@@ -251,7 +252,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), execs: newRegistry(), tls: t,
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), changes: newChanges(), execs: newRegistry(), tls: t,
 		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}, contact: newPeerContact()}
 	n.peers = newPeerClient(t)
 	if !cfg.NoMetrics {
@@ -433,7 +434,7 @@ func (n *Node) startRaft() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: raft log cache: %w", err)
 	}
-	r, err = raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt, metrics: n.metrics}, logs, st.stable, snaps, trans)
+	r, err = raft.NewRaft(conf, raftFSM{f: n.fsm, snapAt: &n.snapAt, metrics: n.metrics, changes: n.changes}, logs, st.stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}

@@ -16,12 +16,14 @@ type raftFSM struct {
 	f       *fsm.FSM
 	snapAt  *atomic.Uint64  // f.CommandsApplied() at the last snapshot (nil: not tracked)
 	metrics *metrics.Server // times snapshots (nil: off)
+	changes *changes        // told of every change (nil: nobody)
 }
 
 func (a raftFSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	defer a.changes.notify()
 	return a.f.Apply(l.Index, l.Data)
 }
 
@@ -35,6 +37,7 @@ func (a raftFSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	results := a.f.ApplyBatch(entries)
+	a.changes.notify() // once for the batch
 	out := make([]any, len(logs))
 	j := 0
 	for i, l := range logs {
@@ -63,6 +66,7 @@ func (a raftFSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
+	defer a.changes.notify()
 	return a.f.Restore(data)
 }
 

@@ -129,7 +129,7 @@ func (s *webhookSender) run(ctx context.Context) {
 	defer tick.Stop()
 	var due []fsm.DueDelivery
 	for {
-		changed := s.n.fsm.Changed()
+		changed := s.n.changes.wait()
 		due = s.n.fsm.DueDeliveries(time.Now().UnixNano(), due[:0])
 		limit := policy.WebhookInFlight(s.n.fsm.Policy())
 		for _, d := range due {

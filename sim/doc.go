@@ -1,13 +1,6 @@
-// Package sim is Sluice's discrete-event simulator. It runs the real state
-// machine (fsm.ApplyCommand: Apply's handlers, without the bytes) and the
-// leader's real placement (fsm.PlaceQueued, under fsm.Dispatch) on a
-// virtual clock, feeding them the entries the leader would commit, while
-// workloads (arrivals, service times), executors, crashes and leader
-// failovers are events; it reports waits, rejections, fairness and
-// utilisation, and searches capacity plans. It holds no second scheduler
-// or limiter: every admission, delay, degrade, rejection, queue order,
-// placement, retry and timeout is the state machine's decision. A run is
-// a pure function of its workload and seed (same seed, same report, byte
-// for byte): randomness comes from seeded PCG streams, time is int64
-// nanoseconds, and nothing depends on map order.
+// Package sim is Sluice's discrete-event simulator: the real state machine,
+// admission sequence and placement (fsm.ApplyCommand, admission, the
+// leader's fsm.PlaceQueued) on a virtual clock, with arrivals, service times,
+// crashes and failovers as events. A run is a pure function of its workload
+// and seed. docs/simulator.md is its manual; docs/architecture.md its place.
 package sim
