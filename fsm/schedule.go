@@ -29,6 +29,7 @@ type Assignment struct {
 	JobID    uint64
 	Executor string
 	Attempt  int32
+	GPUs     int32 // how many it needs
 }
 
 // PlaceQueued appends to dst the assignments Dispatch proposes, allocating
@@ -45,7 +46,7 @@ func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) [
 		if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
 			continue
 		}
-		dst = append(dst, Assignment{JobID: p.JobID, Executor: p.Executor, Attempt: j.Attempt + 1})
+		dst = append(dst, Assignment{JobID: p.JobID, Executor: p.Executor, Attempt: j.Attempt + 1, GPUs: j.Spec.GetGpus()})
 	}
 	return dst
 }

@@ -8,8 +8,9 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/sluicehq/sluice/fsm"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluicehq/sluice/fsm"
 
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -191,28 +192,18 @@ func (n *Node) requeue(id uint64, attempt int32, reason string) {
 // together (raft batches them) and each assignment goes down its
 // executor's lease stream once its Assign commits.
 func (n *Node) dispatch() {
-	slots := n.execs.freeSlots()
-	if len(slots) == 0 {
-		return
-	}
 	type pending struct {
 		a   *raftv1.Assign
 		fut raft.ApplyFuture
 	}
 	var ps []pending
-	for _, a := range n.fsm.Dispatch(time.Now().UnixNano(), slots) {
-		j, ok := n.fsm.Job(a.JobId)
-		if !ok {
-			continue
-		}
-		gpus, ok := n.execs.reserve(a.Executor, a.JobId, j.Spec.GetGpus())
-		if !ok {
-			continue
-		}
-		a.Gpus = gpus
+	as := n.execs.place(n.fsm, time.Now().UnixNano())
+	for i, a := range as {
 		fut := n.proposeAsync(fsm.CmdAssign, a)
-		if fut == nil {
-			n.execs.unreserve(a.Executor, a.JobId)
+		if fut == nil { // not leading any more: give back this one and the rest
+			for _, b := range as[i:] {
+				n.execs.unreserve(b.Executor, b.JobId)
+			}
 			break
 		}
 		ps = append(ps, pending{a, fut})

@@ -8,9 +8,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/admission"
+	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/metrics"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
-	"github.com/sluicehq/sluice/scheduler"
 )
 
 // The leader's view of the executors: soft state, never in the log. An
@@ -49,6 +50,7 @@ type registry struct {
 	mu    sync.Mutex
 	execs map[string]*leased
 	fleet *admission.Fleet
+	disp  admission.Dispatcher // the leader's dispatch scratch (under mu)
 	gen   uint64
 	freed chan struct{}
 }
@@ -170,27 +172,20 @@ func (r *registry) index(name string) (int32, bool) {
 	return r.fleet.Index(name)
 }
 
-// freeSlots offers the executors to placement (admission.Fleet.Offer), full
-// ones too so that the scheduler can hold one for a big job.
-func (r *registry) freeSlots() []scheduler.Slot {
+// place is the leader's dispatch on the leased executors
+// (admission.Dispatcher, the simulator's too): the state machine's
+// placements at now, full executors offered so that a big job can hold
+// one, each Assign naming the GPUs reserved for it until it is started or
+// unreserve gives them back.
+func (r *registry) place(st *fsm.FSM, now int64) []*raftv1.Assign {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.fleet.Offer(nil, true)
-}
-
-// reserve picks free GPUs on the executor for a job about to be assigned.
-func (r *registry) reserve(executor string, job uint64, gpus int32) ([]string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	i, ok := r.index(executor)
-	if !ok {
-		return nil, false
+	ps := r.disp.Dispatch(st, r.fleet, now, true, nil)
+	out := make([]*raftv1.Assign, len(ps))
+	for i, p := range ps {
+		out[i] = &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: p.Attempt, Gpus: r.fleet.IDs(p.Exec, p.Mask)}
 	}
-	mask, ok := r.fleet.Reserve(i, job, gpus, 0)
-	if !ok {
-		return nil, false
-	}
-	return r.fleet.IDs(i, mask), true
+	return out
 }
 
 // unreserve gives back a reservation whose assignment did not commit.

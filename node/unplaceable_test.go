@@ -128,3 +128,19 @@ func TestLeaseTakenAgainBeforeTheAssignCommits(t *testing.T) {
 		t.Fatalf("the next job got %v (%v), want x0", gpus, ok)
 	}
 }
+
+// reserve holds gpus free GPUs of the executor for a job, as the leader's
+// dispatch does (registry.place), and names them.
+func (r *registry) reserve(executor string, job uint64, gpus int32) ([]string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, ok := r.index(executor)
+	if !ok {
+		return nil, false
+	}
+	mask, ok := r.fleet.Reserve(i, job, gpus, 0)
+	if !ok {
+		return nil, false
+	}
+	return r.fleet.IDs(i, mask), true
+}

@@ -180,7 +180,6 @@ type engine struct {
 	challengeRules []string                  // their names, in policy order
 	rules          map[string]*sluicev1.Rule // the CHALLENGE rules by name
 	challengeSeq   uint64                    // ids of answered challenges
-	slots          []scheduler.Slot
 
 	submitMsg   raftv1.Submit
 	sub         admission.Submit
@@ -188,7 +187,7 @@ type engine struct {
 	dec         limiter.Decision // admission.Precheck's scratch
 	completeMsg raftv1.Complete
 	assignMsg   raftv1.Assign
-	assigns     []fsm.Assignment
+	disp        admission.Dispatcher // the leader's dispatch scratch
 	buf         []byte
 
 	stats    stats

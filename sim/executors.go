@@ -79,9 +79,9 @@ func (e *engine) buildExecutors() error {
 	return nil
 }
 
-// dispatch is the leader's dispatch: offer the executors' free slots to
-// the state machine's placement (fsm.PlaceQueued, what the leader's
-// fsm.Dispatch runs) and commit each Assign it proposes.
+// dispatch is the leader's dispatch (admission.Dispatcher, as the
+// server's): the state machine's placement on the executors' free slots,
+// each with its GPUs reserved, then each Assign committed and started.
 func (e *engine) dispatch() error {
 	if !e.fleet.HasRoom() || e.f.QueueLen() == 0 {
 		// Nothing can be placed. (The leader would still offer its full
@@ -91,32 +91,24 @@ func (e *engine) dispatch() error {
 	}
 	// Full executors are offered too (0 jobs, 0 GPUs) where the policy
 	// holds one for a big job; else they would change nothing.
-	slots := e.fleet.Offer(e.slots[:0], e.reserve)
-	e.slots = slots
-	if len(slots) == 0 {
-		return nil
-	}
-	e.assigns = e.f.PlaceQueued(e.assigns[:0], e.now, slots)
-	for _, p := range e.assigns {
-		xi, ok := e.fleet.Index(p.Executor)
-		si, ok2 := e.jobIx[p.JobID]
-		if !ok || !ok2 {
+	for _, p := range e.disp.Dispatch(e.f, e.fleet, e.now, e.reserve, e.jobRef) {
+		si, ok := e.jobIx[p.JobID]
+		if !ok {
 			return fmt.Errorf("%w: dispatch proposed job %d on %q", errInternal, p.JobID, p.Executor)
-		}
-		// As the leader: reserve the GPUs, commit the Assign, start it.
-		if _, ok := e.fleet.Reserve(xi, p.JobID, e.jobs[si].gpus, si); !ok {
-			continue
 		}
 		a := &e.assignMsg // the state machine keeps nothing of it (fsm.ApplyCommand)
 		a.JobId, a.Executor, a.Attempt = p.JobID, p.Executor, p.Attempt
 		if res := e.apply(fsm.CmdAssign, a); res.Err != nil {
-			e.fleet.Unreserve(xi, p.JobID)
+			e.fleet.Unreserve(p.Exec, p.JobID)
 			continue
 		}
-		e.start(xi, si, a.Attempt)
+		e.start(p.Exec, si, a.Attempt)
 	}
 	return nil
 }
+
+// jobRef is a job's index in e.jobs, kept with its GPU reservation.
+func (e *engine) jobRef(job uint64) int32 { return e.jobIx[job] }
 
 // start runs an assigned attempt on an executor: its service time from the
 // model's distribution, plus the cold start where the model is not warm.
