@@ -64,9 +64,8 @@ type FSM struct {
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
-	exclusive bool // SetExclusive: edits change records in place
-	placeMu   sync.Mutex
-	places    []scheduler.Placement // PlaceQueued's scratch, under placeMu
+	exclusive bool                  // SetExclusive: edits change records in place
+	places    []scheduler.Placement // PlaceQueued's scratch
 
 	jobs map[uint64]*raftv1.JobRecord
 	// Blocks of the records every job gets, in the simulator's exclusive

@@ -36,10 +36,8 @@ type Assignment struct {
 // nothing once dst has room: for a caller that proposes them one by one
 // (the simulator).
 func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	f.placeMu.Lock() // the placements' scratch; Dispatch runs beside readers
-	defer f.placeMu.Unlock()
+	f.mu.Lock() // exclusive: placement keeps its scratch in the queue's records
+	defer f.mu.Unlock()
 	f.places = f.queue.PlaceInto(f.places[:0], now, slots)
 	for _, p := range f.places {
 		j, ok := f.jobs[p.JobID]

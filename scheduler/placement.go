@@ -47,8 +47,6 @@ func (q *FairQueue) PlaceInto(dst []Placement, now int64, slots []Slot) []Placem
 	if len(slots) == 0 || q.n == 0 {
 		return dst
 	}
-	q.placeMu.Lock()
-	defer q.placeMu.Unlock()
 	ps := &q.ps
 	ps.epoch++
 	ps.gen = 0

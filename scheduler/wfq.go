@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"math"
-	"sync"
 )
 
 // FairQueue is the hierarchical weighted-fair queue: strict tiers first,
@@ -23,9 +22,12 @@ import (
 // delayed and outside the fair order. Place still offers delayed jobs that
 // are ready at Place's own now.
 //
-// Mutating methods need exclusive access. The read-only ones (Place,
-// PlaceInto, Position, Len, Ascend, Page, CheckAdmission, AppendBinary,
-// MarshalBinary) may run at the same time as each other.
+// Mutating methods need exclusive access. The read-only ones (Position,
+// Len, Ascend, Page, CheckAdmission, AppendBinary, MarshalBinary) may run
+// at the same time as each other and as one Place or PlaceInto, which
+// changes nothing observable but keeps its scratch in fields of the records
+// that no reader reads: two Places at once need the caller to serialise
+// them.
 type FairQueue struct {
 	cfg       Config
 	tierCfg   map[string]int // name → index in cfg.Tiers
@@ -53,8 +55,7 @@ type FairQueue struct {
 	watermark int64    // the latest time given to Advance or Start
 	delayed   int32    // root of the global delayed B-tree
 
-	placeMu sync.Mutex // guards ps and the scratch fields of the records
-	ps      placeScratch
+	ps placeScratch // Place's, with the scratch fields of the records
 }
 
 var (
