@@ -569,6 +569,36 @@ func (w *Workload) Check() error {
 var services = map[string]bool{"constant": true, "exponential": true, "lognormal": true}
 
 func (w *Workload) check() error {
+	if err := w.checkRun(); err != nil {
+		return err
+	}
+	models, err := w.checkModels()
+	if err != nil {
+		return err
+	}
+	if err := w.checkTenants(models); err != nil {
+		return err
+	}
+	if err := w.checkTiers(); err != nil {
+		return err
+	}
+	groups, err := w.checkExecutors(models)
+	if err != nil {
+		return err
+	}
+	if err := w.Failures.check(groups); err != nil {
+		return err
+	}
+	p, err := w.effectivePolicy()
+	if err != nil {
+		return err
+	}
+	w.effective = p
+	return nil
+}
+
+// checkRun checks when the run starts, how long it lasts and what it samples.
+func (w *Workload) checkRun() error {
 	if w.Start != "" {
 		if _, err := time.Parse(time.RFC3339, w.Start); err != nil {
 			return fmt.Errorf("start: %q is not an RFC 3339 time such as 2026-01-05T00:00:00Z", w.Start)
@@ -592,40 +622,51 @@ func (w *Workload) check() error {
 	if w.DrainLimit < 0 {
 		return errors.New("drain_limit: must not be negative")
 	}
+	return nil
+}
+
+// checkModels checks the models and returns their indexes by name.
+func (w *Workload) checkModels() (map[string]int, error) {
 	if len(w.Models) == 0 {
-		return errors.New("models: need at least one")
+		return nil, errors.New("models: need at least one")
 	}
 	models := map[string]int{}
 	for i, m := range w.Models {
 		f := fmt.Sprintf("models[%d]", i)
 		if m.Name == "" {
-			return fmt.Errorf("%s.name: must not be empty", f)
+			return nil, fmt.Errorf("%s.name: must not be empty", f)
 		}
 		if _, dup := models[m.Name]; dup {
-			return fmt.Errorf("%s.name: %q appears twice", f, m.Name)
+			return nil, fmt.Errorf("%s.name: %q appears twice", f, m.Name)
 		}
 		models[m.Name] = i
 		if err := m.Service.check(f + ".service"); err != nil {
-			return err
+			return nil, err
 		}
 		if m.Sizes != nil {
 			if err := m.Sizes.check(f + ".sizes"); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if m.GPUs < 0 || m.GPUs > 64 {
-			return fmt.Errorf("%s.gpus: %d is outside 0–64", f, m.GPUs)
+			return nil, fmt.Errorf("%s.gpus: %d is outside 0–64", f, m.GPUs)
 		}
 		if m.GPUMemoryMB < 0 {
-			return fmt.Errorf("%s.gpu_memory_mb: must not be negative", f)
+			return nil, fmt.Errorf("%s.gpu_memory_mb: must not be negative", f)
 		}
 		if m.ColdStart < 0 {
-			return fmt.Errorf("%s.cold_start: must not be negative", f)
+			return nil, fmt.Errorf("%s.cold_start: must not be negative", f)
 		}
 		if m.FailureRate < 0 || m.FailureRate >= 1 {
-			return fmt.Errorf("%s.failure_rate: %v is outside [0, 1)", f, m.FailureRate)
+			return nil, fmt.Errorf("%s.failure_rate: %v is outside [0, 1)", f, m.FailureRate)
 		}
 	}
+	return models, nil
+}
+
+// checkTenants checks the tenants (expanding each count into its names),
+// their mixes of models and their arrivals.
+func (w *Workload) checkTenants(models map[string]int) error {
 	if len(w.Tenants) == 0 {
 		return errors.New("tenants: need at least one")
 	}
@@ -687,6 +728,11 @@ func (w *Workload) check() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkTiers checks the workload's tiers.
+func (w *Workload) checkTiers() error {
 	for i, t := range w.Tiers {
 		f := fmt.Sprintf("tiers[%d]", i)
 		if t.Name == "" {
@@ -696,59 +742,56 @@ func (w *Workload) check() error {
 			return fmt.Errorf("%s.weight: must not be negative", f)
 		}
 	}
+	return nil
+}
+
+// checkExecutors checks the executor groups and returns their names.
+func (w *Workload) checkExecutors(models map[string]int) (map[string]bool, error) {
 	if len(w.Executors) == 0 {
-		return errors.New("executors: need at least one group")
+		return nil, errors.New("executors: need at least one group")
 	}
 	groups := map[string]bool{}
 	nexec := 0
 	for i, e := range w.Executors {
 		f := fmt.Sprintf("executors[%d]", i)
 		if e.Name == "" {
-			return fmt.Errorf("%s.name: must not be empty", f)
+			return nil, fmt.Errorf("%s.name: must not be empty", f)
 		}
 		if groups[e.Name] {
-			return fmt.Errorf("%s.name: %q appears twice", f, e.Name)
+			return nil, fmt.Errorf("%s.name: %q appears twice", f, e.Name)
 		}
 		groups[e.Name] = true
 		if e.Count < 0 {
-			return fmt.Errorf("%s.count: must not be negative", f)
+			return nil, fmt.Errorf("%s.count: must not be negative", f)
 		}
 		nexec += e.Count
 		if nexec > MaxExecutors {
-			return fmt.Errorf("%s.count: %d executors in all exceed the limit of %d", f, nexec, MaxExecutors)
+			return nil, fmt.Errorf("%s.count: %d executors in all exceed the limit of %d", f, nexec, MaxExecutors)
 		}
 		if e.GPUs < 0 || e.GPUs > 1024 {
-			return fmt.Errorf("%s.gpus: %d is outside 0–1024", f, e.GPUs)
+			return nil, fmt.Errorf("%s.gpus: %d is outside 0–1024", f, e.GPUs)
 		}
 		if e.Slots < 0 || e.Slots > 1024 {
-			return fmt.Errorf("%s.slots: %d is outside 0–1024", f, e.Slots)
+			return nil, fmt.Errorf("%s.slots: %d is outside 0–1024", f, e.Slots)
 		}
 		if e.GPUMemoryMB < 0 {
-			return fmt.Errorf("%s.gpu_memory_mb: must not be negative", f)
+			return nil, fmt.Errorf("%s.gpu_memory_mb: must not be negative", f)
 		}
 		if e.WarmCapacity < 0 {
-			return fmt.Errorf("%s.warm_capacity: must not be negative", f)
+			return nil, fmt.Errorf("%s.warm_capacity: must not be negative", f)
 		}
 		for j, m := range e.Models {
 			if _, ok := models[m]; !ok {
-				return fmt.Errorf("%s.models[%d]: %q is not one of the workload's models", f, j, m)
+				return nil, fmt.Errorf("%s.models[%d]: %q is not one of the workload's models", f, j, m)
 			}
 		}
 		for j, m := range e.Warm {
 			if _, ok := models[m]; !ok {
-				return fmt.Errorf("%s.warm[%d]: %q is not one of the workload's models", f, j, m)
+				return nil, fmt.Errorf("%s.warm[%d]: %q is not one of the workload's models", f, j, m)
 			}
 		}
 	}
-	if err := w.Failures.check(groups); err != nil {
-		return err
-	}
-	p, err := w.effectivePolicy()
-	if err != nil {
-		return err
-	}
-	w.effective = p
-	return nil
+	return groups, nil
 }
 
 func (s Service) check(f string) error {
