@@ -127,11 +127,26 @@ func PlanFor(p *sluicev1.Policy) Plan {
 	return pl
 }
 
+// State is what admission reads of the state machine (fsm.FSM): the server
+// passes its state under its lock, one call at a time; the simulator the
+// state machine itself.
+type State interface {
+	Policy() *sluicev1.Policy
+	Model(name string) (*sluicev1.Model, bool)
+	CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision)
+	CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predictedWait int64) error
+	ReserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64
+	QueueLen() int
+	QueuedOfModel(model string) int
+	AheadOf(id uint64, each func(model string, n int)) bool
+	EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool
+}
+
 // Precheck is the leader's read-only look at s at now, before its log
 // entry, deciding into d (the caller's scratch: a Decision is 2 KB). model
 // is the spec's model, from the policy; sizes the leader's run times by
 // size (nil: none).
-func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Model, now int64, d *limiter.Decision, sizes *Sizing) Verdict {
+func Precheck(f State, x Executors, plan Plan, s *Submit, model *sluicev1.Model, now int64, d *limiter.Decision, sizes *Sizing) Verdict {
 	spec := s.Spec
 	if plan.limits {
 		f.CheckLimitsInto(limiter.Request{Tenant: s.Tenant.Name, APIKey: s.APIKey, Tier: s.Tenant.Tier, ClientIP: s.ClientIP,
@@ -163,7 +178,7 @@ func Precheck(f *fsm.FSM, x Executors, plan Plan, s *Submit, model *sluicev1.Mod
 
 // PredictedWait is the leader's estimate of a new job's wait: behind every
 // queued job of its model, on the slots that serve it.
-func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model, sizes *Sizing) time.Duration {
+func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) time.Duration {
 	if sizes != nil && f.QueueLen() <= MaxSizedAhead {
 		// Behind every queued job its slots run (up to MaxSizedAhead), each
 		// for its predicted run time.
@@ -184,7 +199,7 @@ func PredictedWait(f *fsm.FSM, x Executors, model *sluicev1.Model, sizes *Sizing
 // from their inputs and at most MaxSizedAhead are ahead, it is list
 // scheduling of those jobs instead (lanesETA). ok is false when it is not
 // queued or no slot serves it.
-func QueuedETA(f *fsm.FSM, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
+func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
 	var counts []modelCount
 	if !f.AheadOf(id, func(m string, n int) {
 		if n > 0 {
@@ -252,7 +267,7 @@ const MaxSizedAhead = 2000
 // first (list scheduling), and it starts when the next one is; the slots
 // the other tiers' arrivals take meanwhile (over) stretch that. false when
 // more than MaxSizedAhead are ahead, or no slot serves it.
-func lanesETA(f *fsm.FSM, x Executors, id uint64, name string, sizes *Sizing, over float64, sd time.Duration) (scheduler.Band, bool) {
+func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, over float64, sd time.Duration) (scheduler.Band, bool) {
 	lanes := sizes.Lanes(name)
 	if len(lanes) == 0 {
 		return scheduler.Band{}, false

@@ -12,6 +12,12 @@ type Placed struct {
 	Mask uint64 // the GPUs reserved for it (Fleet.IDs names them)
 }
 
+// Placer is the state machine's placement (fsm.FSM.PlaceQueued), under
+// whatever lock its caller keeps.
+type Placer interface {
+	PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment
+}
+
 // Dispatcher is a leader's dispatch scratch: one per leader loop, not safe
 // for concurrent use.
 type Dispatcher struct {
@@ -29,7 +35,7 @@ type Dispatcher struct {
 // has no room left is dropped. The caller commits each, then starts it
 // (Fleet.Start) or gives the reservation back (Fleet.Unreserve). The result
 // is valid until the next call.
-func (d *Dispatcher) Dispatch(st *fsm.FSM, fl *Fleet, now int64, full bool, ref func(job uint64) int32) []Placed {
+func (d *Dispatcher) Dispatch(st Placer, fl *Fleet, now int64, full bool, ref func(job uint64) int32) []Placed {
 	d.placed = d.placed[:0]
 	d.slots = fl.Offer(d.slots[:0], full)
 	if len(d.slots) == 0 {

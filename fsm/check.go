@@ -137,8 +137,6 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 // more, so a refusal stands; an allowed group is decided again, and
 // charged, when its entry applies.
 func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	at := max(now, f.now)
 	o := CheckOutcome{Allowed: true, Items: make([]CheckDecision, len(g.Items))}
 	var d, peek limiter.Decision

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -54,11 +53,11 @@ type Result struct {
 	Checks []CheckOutcome
 }
 
-// FSM is the replicated state. Apply, Snapshot and Restore must be called
-// from one goroutine (raft's); the read methods are safe from any.
+// FSM is the replicated state: a plain deterministic value with no lock.
+// It is not safe for concurrent use: the server (node/state.go) reads it
+// under its own read lock and applies under its write lock; the simulator
+// uses it from one goroutine.
 type FSM struct {
-	mu sync.RWMutex
-
 	now       int64
 	lastIndex uint64
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
@@ -128,16 +127,12 @@ func New() *FSM {
 // than copying it for such readers (edit); every decision is the same
 // (TestEncodedLogGivesTheSameReport in sim/).
 func (f *FSM) SetExclusive(on bool) {
-	f.mu.Lock()
 	f.exclusive = on
-	f.mu.Unlock()
 }
 
 // Apply applies the log entry at index. It is deterministic: the same
 // entries in the same order give the same state on every replica.
 func (f *FSM) Apply(index uint64, data []byte) Result {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	return f.applyLocked(index, data)
 }
 
@@ -151,8 +146,6 @@ type Entry struct {
 // one by one, under one lock.
 func (f *FSM) ApplyBatch(entries []Entry) []Result {
 	out := make([]Result, len(entries))
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	for i, e := range entries {
 		out[i] = f.applyLocked(e.Index, e.Data)
 	}
@@ -182,8 +175,6 @@ func (f *FSM) applyLocked(index uint64, data []byte) Result {
 // afterwards; the rest of msg it may reuse for the next command.
 // TestApplyCommandMatchesApply holds it to Apply.
 func (f *FSM) ApplyCommand(index uint64, t CommandType, now int64, msg proto.Message) Result {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if index > f.lastIndex {
 		f.lastIndex = index
 	}
@@ -248,8 +239,6 @@ func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
 // command of a batch entry counts), for snapshotting by commands rather
 // than log entries.
 func (f *FSM) CommandsApplied() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.commands
 }
 
@@ -977,8 +966,6 @@ func IsTerminal(s sluicev1.JobState) bool { return isTerminal(s) }
 
 // Snapshot encodes the whole state deterministically.
 func (f *FSM) Snapshot() []byte {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.captureLocked().Encode()
 }
 
@@ -1078,8 +1065,6 @@ type Capture struct {
 
 // Capture takes the state for a later Encode.
 func (f *FSM) Capture() *Capture {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.captureLocked()
 }
 
@@ -1279,7 +1264,6 @@ func (f *FSM) Restore(data []byte) error {
 	}
 	n.timers.init()
 
-	f.mu.Lock()
 	f.now, f.lastIndex, f.lastJobID, f.nextSeq, f.policy = n.now, n.lastIndex, n.lastJobID, n.nextSeq, n.policy
 	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
 	f.running = n.running
@@ -1287,6 +1271,5 @@ func (f *FSM) Restore(data []byte) error {
 	f.members, f.gone, f.hooked = n.members, n.gone, n.hooked
 	f.challengeKey, f.spent = n.challengeKey, n.spent
 	f.lines = n.lines
-	f.mu.Unlock()
 	return nil
 }

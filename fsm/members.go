@@ -23,8 +23,6 @@ func (f *FSM) setMember(c *raftv1.SetMember) Result {
 
 // Member returns the addresses recorded for a raft server id.
 func (f *FSM) Member(id string) (*raftv1.SetMember, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	m, ok := f.members[id]
 	if !ok {
 		return nil, false
@@ -43,8 +41,6 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // Members returns every recorded raft server, sorted by id.
 func (f *FSM) Members() []*raftv1.SetMember {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	out := make([]*raftv1.SetMember, 0, len(f.members))
 	for _, id := range sortedKeys(f.members) {
 		out = append(out, proto.Clone(f.members[id]).(*raftv1.SetMember))

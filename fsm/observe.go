@@ -7,7 +7,7 @@ import (
 )
 
 // Observer hears of every job transition as it is applied, for metrics. It
-// is called with the state machine's lock held, after the job record has its
+// is called during Apply (under the caller's write lock), after the job record has its
 // new state and transition: it must be quick, must not call back into the
 // FSM, and must not change the record. It sees the log index of the entry
 // that made the change, so that it can tell a replay at start from new work.
@@ -17,17 +17,13 @@ type Observer interface {
 
 // SetObserver installs o (nil: none). Install it before the log is applied.
 func (f *FSM) SetObserver(o Observer) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.obs = o
 }
 
 // EachQueued calls fn for every queued job, in queue order, with what the
 // queue metrics count by: its tier, tenant, model and when it was submitted.
-// fn runs under the state's read lock.
+// fn runs during the call (under the caller's read lock).
 func (f *FSM) EachQueued(fn func(tier, tenant, model string, createdNs int64)) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	f.queue.Ascend(func(q scheduler.Job) bool {
 		if j, ok := f.jobs[q.ID]; ok {
 			fn(j.Tier, j.Tenant, j.Spec.GetModel(), j.CreatedNs)

@@ -2,11 +2,13 @@ package fsm
 
 import (
 	"cmp"
-	"github.com/sluicehq/sluice/scheduler"
-	"google.golang.org/protobuf/types/known/structpb"
 	"slices"
 	"sort"
 	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluicehq/sluice/scheduler"
 
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -17,8 +19,6 @@ import (
 // machine never changes a record in place (it replaces it), and callers
 // must not change it either.
 func (f *FSM) Job(id uint64) (*raftv1.JobRecord, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	j, ok := f.jobs[id]
 	if !ok {
 		return nil, false
@@ -35,8 +35,6 @@ type JobView struct {
 
 // View returns the job (shared, read-only: see Job) and its position in line.
 func (f *FSM) View(id uint64) (JobView, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	j, ok := f.jobs[id]
 	if !ok {
 		return JobView{}, false
@@ -50,8 +48,6 @@ func (f *FSM) View(id uint64) (JobView, bool) {
 
 // Position is the job's 1-based place in line, if it is queued.
 func (f *FSM) Position(id uint64) (int, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.queue.Position(id)
 }
 
@@ -59,8 +55,6 @@ func (f *FSM) Position(id uint64) (int, bool) {
 // the queued job id in queue order (scheduler.FairQueue.AheadOf); each
 // must not call the FSM.
 func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.queue.AheadOf(id, each)
 }
 
@@ -68,8 +62,6 @@ func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
 // id in dispatch order, at most limit of them; each must not call the FSM.
 // It reports whether it came to id (id 0: to the end of the queue).
 func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	var cur scheduler.Cursor
 	for seen := 0; seen < limit; {
 		page, next, more := f.queue.Page(cur, min(256, limit-seen))
@@ -102,7 +94,6 @@ type FinishedRun struct {
 // Succeeded lists, for each model, its last perModel succeeded jobs the
 // state machine still holds (retention), oldest first.
 func (f *FSM) Succeeded(perModel int) []FinishedRun {
-	f.mu.RLock()
 	by := map[string][]FinishedRun{}
 	for _, j := range f.jobs {
 		if j.State != sluicev1.JobState_JOB_STATE_SUCCEEDED || j.StartedNs <= 0 || j.FinishedNs < j.StartedNs {
@@ -111,7 +102,6 @@ func (f *FSM) Succeeded(perModel int) []FinishedRun {
 		m := j.Spec.GetModel()
 		by[m] = append(by[m], FinishedRun{Model: m, Input: j.Spec.GetInput(), Ran: time.Duration(j.FinishedNs - j.StartedNs), FinishedNs: j.FinishedNs})
 	}
-	f.mu.RUnlock()
 	var out []FinishedRun
 	for _, runs := range by {
 		slices.SortFunc(runs, func(a, b FinishedRun) int { return cmp.Compare(a.FinishedNs, b.FinishedNs) })
@@ -123,22 +113,16 @@ func (f *FSM) Succeeded(perModel int) []FinishedRun {
 
 // QueueLen is the number of queued jobs.
 func (f *FSM) QueueLen() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.queue.Len()
 }
 
 // QueuedOfModel is the number of queued jobs of a model.
 func (f *FSM) QueuedOfModel(model string) int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.queue.QueuedOfModel(model)
 }
 
 // Count is the number of jobs in state s.
 func (f *FSM) Count(s sluicev1.JobState) int64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	if int(s) >= len(f.counts) || s < 0 {
 		return 0
 	}
@@ -149,8 +133,6 @@ func (f *FSM) Count(s sluicev1.JobState) int64 {
 // bound), newest first, in the given states (none: all), and whether more
 // remain.
 func (f *FSM) ListJobs(tenant string, states []sluicev1.JobState, before uint64, limit int) ([]JobView, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	ids := f.idsOf(tenant)
 	end := len(ids)
 	if before > 0 {
@@ -185,8 +167,6 @@ func hasState(states []sluicev1.JobState, s sluicev1.JobState) bool {
 
 // Running returns the ids and attempts of all running jobs, ascending by id.
 func (f *FSM) Running() []RunningJob {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	out := make([]RunningJob, 0, len(f.running))
 	for id := range f.running {
 		j := f.jobs[id]
@@ -206,8 +186,6 @@ type RunningJob struct {
 // NextDeadline is the earliest time at which a timer is due or a queued job
 // becomes ready; the leader proposes a Tick then. ok is false when none.
 func (f *FSM) NextDeadline() (int64, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	if len(f.timers) == 0 {
 		return 0, false
 	}
@@ -216,53 +194,39 @@ func (f *FSM) NextDeadline() (int64, bool) {
 
 // Now is the state machine's clock: the latest entry time applied.
 func (f *FSM) Now() int64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.now
 }
 
 // LastIndex is the index of the last applied entry.
 func (f *FSM) LastIndex() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.lastIndex
 }
 
 // Policy returns the current policy. Callers must not modify it.
 func (f *FSM) Policy() *sluicev1.Policy {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.policy
 }
 
 // TenantByKeyHash finds the tenant owning an API key hash.
 func (f *FSM) TenantByKeyHash(h string) (*sluicev1.Tenant, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	t, ok := f.pix.byKeyHash[h]
 	return t, ok
 }
 
 // Tenant looks up a tenant by name.
 func (f *FSM) Tenant(name string) (*sluicev1.Tenant, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	t, ok := f.pix.tenants[name]
 	return t, ok
 }
 
 // Model looks up a model by name.
 func (f *FSM) Model(name string) (*sluicev1.Model, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	m, ok := f.pix.models[name]
 	return m, ok
 }
 
 // RunningAttempt reports the job's current attempt if it is running.
 func (f *FSM) RunningAttempt(id uint64) (int32, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	j, ok := f.jobs[id]
 	if !ok || j.State != sluicev1.JobState_JOB_STATE_RUNNING {
 		return 0, false
@@ -272,8 +236,6 @@ func (f *FSM) RunningAttempt(id uint64) (int32, bool) {
 
 // QueuedAttempt reports the attempts made so far by a queued job.
 func (f *FSM) QueuedAttempt(id uint64) (int32, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	j, ok := f.jobs[id]
 	if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
 		return 0, false
@@ -292,30 +254,22 @@ func (f *FSM) CheckLimits(req limiter.Request, now int64) limiter.Decision {
 
 // CheckLimitsInto is CheckLimits deciding into d.
 func (f *FSM) CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	f.limits.Check(&req, max(now, f.now), d)
 }
 
 // Usage reports every rule that applies to req, as of now.
 func (f *FSM) Usage(req limiter.Request, now int64) []limiter.Usage {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.limits.Usage(&req, max(now, f.now), nil)
 }
 
 // Rule looks up a policy rule by name.
 func (f *FSM) Rule(name string) (*sluicev1.Rule, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	r, ok := f.pix.rules[name]
 	return r, ok
 }
 
 // LimiterKeys is how many keys the rate limiter holds over all rules.
 func (f *FSM) LimiterKeys() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.limits.Keys()
 }
 
@@ -324,8 +278,6 @@ func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
 	if key == "" {
 		return 0, false
 	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	id, ok := f.idem[idemKey{tenant, key}]
 	return id, ok
 }
@@ -333,15 +285,11 @@ func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
 // JobCount is the number of jobs the tenant has in the state machine, in
 // any state (finished ones until their retention ends).
 func (f *FSM) JobCount(tenant string) int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return len(f.idsOf(tenant))
 }
 
 // ActiveJobs counts the tenant's queued and running jobs.
 func (f *FSM) ActiveJobs(tenant string) (queued, running int64) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	for _, id := range f.idsOf(tenant) {
 		switch f.jobs[id].GetState() {
 		case sluicev1.JobState_JOB_STATE_QUEUED:

@@ -36,8 +36,6 @@ type Assignment struct {
 // nothing once dst has room: for a caller that proposes them one by one
 // (the simulator).
 func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
-	f.mu.Lock() // exclusive: placement keeps its scratch in the queue's records
-	defer f.mu.Unlock()
 	f.places = f.queue.PlaceInto(f.places[:0], now, slots)
 	for _, p := range f.places {
 		j, ok := f.jobs[p.JobID]
@@ -54,8 +52,6 @@ func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) [
 // caller's prediction of its wait (0: unknown). It only reads: the
 // leader's pre-check, before the state machine checks the counts again.
 func (f *FSM) CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predictedWait int64) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	t, ok := f.pix.tenants[tenant]
 	if !ok {
 		return nil
@@ -66,8 +62,6 @@ func (f *FSM) CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predicted
 // DeadLetters lists dead-lettered jobs matching every non-empty filter,
 // ascending by id.
 func (f *FSM) DeadLetters(tenant, model string, ids []uint64) []uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	var out []uint64
 	consider := func(j *raftv1.JobRecord) {
 		if j == nil || j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED {
@@ -135,8 +129,6 @@ func (f *FSM) QueuePage(token string, limit int) ([]JobView, string, int, error)
 	if err := cur.UnmarshalText([]byte(token)); err != nil {
 		return nil, "", 0, fmt.Errorf("page_token: %w", err)
 	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	page, next, more := f.queue.Page(cur, limit)
 	out := make([]JobView, 0, len(page))
 	for _, sj := range page {

@@ -78,11 +78,9 @@ func (f *FSM) reserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 	return EstimateCost(spec, m)
 }
 
-// ReserveCost is reserveCost under the read lock, for the leader's
-// pre-check.
+// ReserveCost is what a job of spec and model reserves of the rules that
+// count cost, for the leader's pre-check.
 func (f *FSM) ReserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.reserveCost(spec, m)
 }
 

@@ -161,8 +161,6 @@ func (f *FSM) PendingDeliveries(dst []DueDelivery) []DueDelivery {
 // DueDeliveries appends to dst the pending deliveries due by now (unix ns):
 // what the leader sends.
 func (f *FSM) DueDeliveries(now int64, dst []DueDelivery) []DueDelivery {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	for id := range f.hooked {
 		j := f.jobs[id]
 		for _, d := range j.Deliveries {
@@ -177,7 +175,5 @@ func (f *FSM) DueDeliveries(now int64, dst []DueDelivery) []DueDelivery {
 
 // WebhookSecrets returns the secrets that sign a tenant's webhooks.
 func (f *FSM) WebhookSecrets(tenant string) []string {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	return f.pix.tenants[tenant].GetWebhookSecrets()
 }

@@ -24,9 +24,17 @@ var Version = "dev"
 // DefaultMaxTenants is how many tenants keep their name in the tenant label.
 const DefaultMaxTenants = 20
 
+// State is what a scrape reads of the replicated state (fsm.FSM, under
+// the server's lock).
+type State interface {
+	Count(s sluicev1.JobState) int64
+	Policy() *sluicev1.Policy
+	EachQueued(fn func(tier, tenant, model string, createdNs int64))
+}
+
 // Source is what a server reads at scrape time.
 type Source struct {
-	FSM *fsm.FSM
+	FSM State
 	// Raft reports this node's raft figures.
 	Raft func() Raft
 	// Executors lists the leased executors; called only while this node leads.

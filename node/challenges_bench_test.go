@@ -22,7 +22,7 @@ func BenchmarkVerifyChallenges(b *testing.B) {
 	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, 1, &raftv1.SetPolicy{Policy: humanPolicy(&sluicev1.ChallengeSettings{Difficulty: 8}), ChallengeKey: key})); r.Err != nil {
 		b.Fatal(r.Err)
 	}
-	n := &Node{fsm: f}
+	n := &Node{fsm: newState(f)}
 	alice, _ := f.Tenant("alice")
 	k := challenge.Key(key)
 	expires := time.Now().Add(time.Hour).UnixNano()

@@ -189,7 +189,7 @@ func (n *Node) recoverPeers(conf *raft.Config, st *stores, snaps raft.SnapshotSt
 	if err != nil {
 		return fmt.Errorf("node: %s: %w", path, err)
 	}
-	if err := raft.RecoverCluster(conf, raftFSM{f: fsm.New()}, st.log, st.stable, snaps, trans, cfg); err != nil {
+	if err := raft.RecoverCluster(conf, raftFSM{f: newState(fsm.New())}, st.log, st.stable, snaps, trans, cfg); err != nil {
 		return fmt.Errorf("node: recover from %s: %w", path, err)
 	}
 	n.log.Warn("recovered the raft configuration from peers.json", "servers", len(cfg.Servers))

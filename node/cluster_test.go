@@ -730,7 +730,7 @@ func TestSnapshotPersistCancelsOnAFailedWrite(t *testing.T) {
 			t.Fatal(r.Err)
 		}
 	}
-	snap, err := raftFSM{f: f}.Snapshot()
+	snap, err := raftFSM{f: newState(f)}.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

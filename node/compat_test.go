@@ -43,7 +43,9 @@ func compatPolicy() *sluicev1.Policy {
 
 // compatView is a job as the API shows it, without what depends on the
 // moment it is read (the ETA) or on the executors connected now.
-func compatView(t *testing.T, f *fsm.FSM, id uint64) string {
+func compatView(t *testing.T, f interface {
+	View(uint64) (fsm.JobView, bool)
+}, id uint64) string {
 	t.Helper()
 	v, ok := f.View(id)
 	if !ok {
@@ -149,7 +151,7 @@ func TestDataDirOfAnOlderVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (raftFSM{f: f}).Restore(rc); err != nil {
+	if err := (raftFSM{f: newState(f)}).Restore(rc); err != nil {
 		t.Fatalf("restore the older version's snapshot: %v", err)
 	}
 	st, err := openStores(osDisk{}, dir, "", 64<<10, hclog.NewNullLogger())
@@ -166,7 +168,7 @@ func TestDataDirOfAnOlderVersion(t *testing.T) {
 		if err := st.log.GetLog(i, &l); err != nil {
 			t.Fatalf("log entry %d: %v", i, err)
 		}
-		if (raftFSM{f: f}).Apply(&l) != nil {
+		if (raftFSM{f: newState(f)}).Apply(&l) != nil {
 			replayed++
 		}
 	}

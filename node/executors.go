@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicehq/sluice/admission"
-	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/metrics"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -177,7 +176,7 @@ func (r *registry) index(name string) (int32, bool) {
 // placements at now, full executors offered so that a big job can hold
 // one, each Assign naming the GPUs reserved for it until it is started or
 // unreserve gives them back.
-func (r *registry) place(st *fsm.FSM, now int64) []*raftv1.Assign {
+func (r *registry) place(st admission.Placer, now int64) []*raftv1.Assign {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ps := r.disp.Dispatch(st, r.fleet, now, true, nil)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 

@@ -115,7 +115,7 @@ type Config struct {
 type Node struct {
 	cfg       Config
 	log       *slog.Logger
-	fsm       *fsm.FSM
+	fsm       *state   // the replicated state machine, under its lock
 	changes   *changes // wakes the state's waiters after each apply (raftFSM)
 	raft      *raft.Raft
 	store     *stores
@@ -252,7 +252,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: fsm.New(), changes: newChanges(), execs: newRegistry(), tls: t,
+	n := &Node{cfg: cfg, log: cfg.Logger, fsm: newState(fsm.New()), changes: newChanges(), execs: newRegistry(), tls: t,
 		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}, contact: newPeerContact()}
 	n.peers = newPeerClient(t)
 	if !cfg.NoMetrics {
@@ -491,7 +491,6 @@ func (n *Node) GossipAddr() string {
 func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
 
 // FSM exposes the state machine for tests and tools (read-only use).
-func (n *Node) FSM() *fsm.FSM { return n.fsm }
 
 // IsLeader reports whether this node leads the raft group.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }

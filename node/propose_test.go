@@ -328,8 +328,8 @@ func (g *gatedFSM) Apply(l *raft.Log) any {
 	return g.f.Apply(l.Index, l.Data)
 }
 
-func (g *gatedFSM) Snapshot() (raft.FSMSnapshot, error) { return raftFSM{f: g.f}.Snapshot() }
-func (g *gatedFSM) Restore(rc io.ReadCloser) error      { return raftFSM{f: g.f}.Restore(rc) }
+func (g *gatedFSM) Snapshot() (raft.FSMSnapshot, error) { return raftFSM{f: newState(g.f)}.Snapshot() }
+func (g *gatedFSM) Restore(rc io.ReadCloser) error      { return raftFSM{f: newState(g.f)}.Restore(rc) }
 
 // gatedProposer is a proposer of at most maxBatch commands an entry over a
 // one-node raft whose state machine holds each entry until the test

@@ -11,9 +11,10 @@ import (
 	"github.com/sluicehq/sluice/metrics"
 )
 
-// raftFSM adapts fsm.FSM to raft.FSM.
+// raftFSM adapts the state machine to raft.FSM: it applies and restores
+// under the state's write lock.
 type raftFSM struct {
-	f       *fsm.FSM
+	f       *state
 	snapAt  *atomic.Uint64  // f.CommandsApplied() at the last snapshot (nil: not tracked)
 	metrics *metrics.Server // times snapshots (nil: off)
 	changes *changes        // told of every change (nil: nobody)
