@@ -33,8 +33,8 @@ type Assignment struct {
 }
 
 // PlaceQueued appends to dst the assignments Dispatch proposes, allocating
-// nothing once dst has room: for a caller that proposes them one by one
-// (the simulator).
+// nothing once dst has room. It changes nothing the read methods read, but
+// keeps scratch in the queue: two placements must not overlap.
 func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
 	f.places = f.queue.PlaceInto(f.places[:0], now, slots)
 	for _, p := range f.places {

@@ -491,10 +491,10 @@ func (a *Agent) reportTo(i int) string {
 	servers := a.servers()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.hint != "" {
+	now := time.Now()
+	if a.hint != "" && now.After(a.silent[a.hint]) { // not a server that just went silent
 		return a.hint
 	}
-	now := time.Now()
 	order := make([]string, 0, len(servers)+1)
 	if a.leased != "" {
 		order = append(order, a.leased)

@@ -490,8 +490,6 @@ func (n *Node) GossipAddr() string {
 // RaftAddr is the raft transport's address.
 func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
 
-// FSM exposes the state machine for tests and tools (read-only use).
-
 // IsLeader reports whether this node leads the raft group.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

@@ -15,10 +15,10 @@ import (
 
 // state is the replicated state machine as node's goroutines share it. The
 // state machine (fsm.FSM) has no lock: raft's apply goroutine applies and
-// restores under the write lock here (raftFSM), and so does the leader's
-// placement, which keeps scratch in the queue; API handlers, the leader's
-// loops, the webhook sender and the metrics scrape read under the read
-// lock, one call at a time. Its reads are grouped by what they read.
+// restores under the write lock here (raftFSM); API handlers, the leader's
+// loops (placement too: one at a time, under the registry's lock), the
+// webhook sender and the metrics scrape read under the read lock, one call
+// at a time. Its reads are grouped by what they read.
 type state struct {
 	*guarded
 	jobReads
@@ -63,11 +63,13 @@ func (s *guarded) Restore(data []byte) error {
 	return s.f.Restore(data)
 }
 
-// PlaceQueued is the state machine's placement, under the write lock: it
-// keeps its scratch in the queue's records.
+// PlaceQueued is the state machine's placement, under the read lock: it
+// changes nothing readers read, but keeps scratch in the queue's records,
+// so placements must not overlap; the one caller, registry.place, holds
+// the registry's lock across it.
 func (s *guarded) PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.f.PlaceQueued(dst, now, slots)
 }
 
