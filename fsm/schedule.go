@@ -10,21 +10,10 @@ import (
 	"github.com/sluicehq/sluice/scheduler"
 )
 
-// Dispatch proposes the Assign entries that place ready queued jobs on the
-// free slots at time now, in dispatch order, without changing anything: the
-// leader commits them, and the simulator applies them, the same way. Each
-// Assign starts the job's next attempt, which fences it against a racing
+// Assignment is one Assign that PlaceQueued proposes: the leader commits
+// it (admission.Dispatcher), and the simulator applies it, the same way.
+// Its attempt is the job's next, which fences it against a racing
 // assignment of the same job.
-func (f *FSM) Dispatch(now int64, slots []scheduler.Slot) []*raftv1.Assign {
-	ps := f.PlaceQueued(nil, now, slots)
-	out := make([]*raftv1.Assign, len(ps))
-	for i, p := range ps {
-		out[i] = &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: p.Attempt}
-	}
-	return out
-}
-
-// Assignment is one Assign that Dispatch proposes.
 type Assignment struct {
 	JobID    uint64
 	Executor string
@@ -32,7 +21,8 @@ type Assignment struct {
 	GPUs     int32 // how many it needs
 }
 
-// PlaceQueued appends to dst the assignments Dispatch proposes, allocating
+// PlaceQueued appends to dst the assignments that place ready queued jobs
+// on the free slots at time now, in dispatch order,, allocating
 // nothing once dst has room. It changes nothing the read methods read, but
 // keeps scratch in the queue: two placements must not overlap.
 func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {

@@ -194,3 +194,13 @@ func TestBigJobIsNotOvertakenForeverAfterReserveAfter(t *testing.T) {
 func limiterRequest(tenant string) limiter.Request {
 	return limiter.Request{Tenant: tenant, Tier: "free", Model: "sdxl"}
 }
+
+// Dispatch is PlaceQueued as Assign entries, for the tests.
+func (f *FSM) Dispatch(now int64, slots []scheduler.Slot) []*raftv1.Assign {
+	ps := f.PlaceQueued(nil, now, slots)
+	out := make([]*raftv1.Assign, len(ps))
+	for i, p := range ps {
+		out[i] = &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: p.Attempt}
+	}
+	return out
+}

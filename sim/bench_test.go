@@ -9,7 +9,7 @@ import (
 
 // BenchmarkMMc simulates M/M/4 at ρ = 0.9 (exponential service of mean 1s,
 // Poisson arrivals at 3.6/s, four one-GPU executors, one tenant and model)
-// through the full path: every job is a Submit, an fsm.Dispatch and its
+// through the full path: every job is a Submit, a placement (admission.Dispatcher) and its
 // Assign, and a Complete, each encoded and applied by fsm.Apply. It
 // reports jobs and simulator events per wall-clock second, log entries
 // per job and the peak heap. bench/simpy runs the same model in SimPy.
