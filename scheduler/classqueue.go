@@ -20,8 +20,6 @@ type classQueue struct {
 	hSeq   uint64
 	hID    uint64
 	hReady int64
-	sEpoch uint64 // Place scratch: the last job placed from this queue
-	sAfter int32
 
 	class int32
 	n     int32

@@ -17,7 +17,8 @@ const (
 // closure, so that comparisons are direct calls on the dispatch path.
 type heapOrder struct {
 	q    *FairQueue
-	t    *tier // byFrontier: the tier whose flow heap the positions index
+	p    *Placer // bySimTag and byFrontier: the placement whose simulated tags order
+	ti   int32   // byFrontier: the tier whose flow heap the positions index
 	kind heapKind
 }
 
@@ -31,10 +32,11 @@ func (o heapOrder) less(a, b int32) bool {
 	case byTag:
 		c = q.flows[a].tag.cmp(q.flows[b].tag)
 	case byFrontier:
-		a, b = o.t.heap[a], o.t.heap[b]
+		h := q.tiers[o.ti].heap
+		a, b = h[a], h[b]
 		fallthrough
 	default:
-		c = q.simTag(a).cmp(q.simTag(b))
+		c = o.p.simTag(a).cmp(o.p.simTag(b))
 	}
 	if c != 0 {
 		return c < 0

@@ -23,11 +23,10 @@ import (
 // are ready at Place's own now.
 //
 // Mutating methods need exclusive access. The read-only ones (Position,
-// Len, Ascend, Page, CheckAdmission, AppendBinary, MarshalBinary) may run
-// at the same time as each other and as one Place or PlaceInto, which
-// changes nothing observable but keeps its scratch in fields of the records
-// that no reader reads: two Places at once need the caller to serialise
-// them.
+// Len, Ascend, Page, CheckAdmission, AppendBinary, MarshalBinary, and a
+// Placer's Place) may run at the same time as each other; Place and
+// PlaceInto use the queue's own Placer, so two of those at once need the
+// caller to serialise them (or a Placer each).
 type FairQueue struct {
 	cfg       Config
 	tierCfg   map[string]int // name → index in cfg.Tiers
@@ -55,7 +54,7 @@ type FairQueue struct {
 	watermark int64    // the latest time given to Advance or Start
 	delayed   int32    // root of the global delayed B-tree
 
-	ps placeScratch // Place's, with the scratch fields of the records
+	placer Placer // PlaceInto's
 }
 
 var (
@@ -89,9 +88,6 @@ type tenant struct {
 	running    int32
 	queued     int64
 	flows      []int32
-
-	sEpoch  uint64 // Place scratch
-	sPlaced int32
 }
 
 type tier struct {
@@ -102,12 +98,6 @@ type tier struct {
 	vt      vtime   // the tier's virtual time: largest flow start dispatched
 	heap    minHeap // active flows, least (tag, name) first
 	backlog int64   // weights of the flows with ready jobs
-
-	sEpoch   uint64 // Place scratch
-	sTag, sV vtime
-	frontier minHeap // heap positions not yet visited
-	charged  minHeap // flows to visit again, by simulated tag
-	sLive    bool
 }
 
 type flowKey struct{ tier, tenant int32 }
@@ -122,22 +112,14 @@ type flow struct {
 	ready        int32        // ready jobs
 	costAt       [10]int64    // cost of ready jobs by priority
 	hix          int32        // index in the tier heap, -1 when inactive
-
-	sEpoch     uint64 // Place scratch
-	sTag       vtime
-	sRes       int32 // 1 + index of the reservation held for its head
-	sDue, sEnd int32 // its range in ps.due
 }
 
 type model struct {
-	name     string
-	queued   int64
-	ready    int64
-	trees    []tierTree // queue-order B-trees of ready jobs, one per tier
-	delayed  int32      // root of the model's delayed treap
-	sEpoch   uint64     // Place scratch: offset of its warm bitset
-	sWarm    int32
-	sWarmSet bool
+	name    string
+	queued  int64
+	ready   int64
+	trees   []tierTree // queue-order B-trees of ready jobs, one per tier
+	delayed int32      // root of the model's delayed treap
 }
 
 type tierTree struct{ tier, root int32 }
@@ -148,14 +130,7 @@ type classKey struct {
 	mem   int64
 }
 
-type class struct {
-	classKey
-	sEpoch   uint64 // Place scratch: offset of its compat bitset
-	sCompat  int32
-	sNoFit   uint64 // capacity generation at which nothing fit
-	sEvEpoch uint64 // Place scratch: whether some slot fits it when drained
-	sEv      bool
-}
+type class struct{ classKey }
 
 // NewFairQueue returns an empty fair queue under cfg.
 func NewFairQueue(cfg Config) *FairQueue {
