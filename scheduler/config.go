@@ -76,3 +76,29 @@ func prioOf(p int32) int {
 	}
 	return int(p)
 }
+
+// settings is a Config with its tiers and tenants indexed by name.
+type settings struct {
+	cfg       Config
+	tierCfg   map[string]int // name → index in cfg.Tiers
+	tenantCfg map[string]int // name → index in cfg.Tenants
+}
+
+func indexConfig(cfg Config) settings {
+	s := settings{cfg: cfg, tierCfg: make(map[string]int, len(cfg.Tiers)), tenantCfg: make(map[string]int, len(cfg.Tenants))}
+	for i, t := range cfg.Tiers {
+		s.tierCfg[t.Name] = i
+	}
+	for i, t := range cfg.Tenants {
+		s.tenantCfg[t.Name] = i
+	}
+	return s
+}
+
+// tierOfTenant is the tier the tenant is configured in, or "".
+func (s *settings) tierOfTenant(name string) string {
+	if i, ok := s.tenantCfg[name]; ok {
+		return s.cfg.Tenants[i].Tier
+	}
+	return ""
+}

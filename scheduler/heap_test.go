@@ -14,7 +14,7 @@ import (
 func TestMinHeapProperties(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		// Flows 0..63 by tag (the key), then name (f00, f01, ...: index order).
-		q := &FairQueue{flows: make([]flow, 64)}
+		q := &FairQueue{records: records{flows: make([]flow, 64)}}
 		for i := range q.flows {
 			q.flows[i].name = fmt.Sprintf("f%02d", i)
 		}

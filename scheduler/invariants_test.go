@@ -97,7 +97,7 @@ func checkInvariants(q *FairQueue) error {
 		if f.ready != ready[int32(fi)] || f.costAt != cost[int32(fi)] {
 			return fmt.Errorf("flow %s: ready %d/%d or cost sums wrong", f.name, f.ready, ready[int32(fi)])
 		}
-		active := f.ready > 0 && q.underCap(&q.tenants[f.tenant])
+		active := f.ready > 0 && q.tenants[f.tenant].underCap()
 		if active != (f.hix >= 0) {
 			return fmt.Errorf("flow %s: active=%v, heap index %d", f.name, active, f.hix)
 		}

@@ -445,7 +445,7 @@ func (p *Placer) initTiers() {
 		fi := q.jobs[p.due[i].x].flow
 		f, fs := &q.flows[fi], &p.flows[fi]
 		i = int(fs.end)
-		if f.hix >= 0 || !q.underCap(&q.tenants[f.tenant]) {
+		if f.hix >= 0 || !q.tenants[f.tenant].underCap() {
 			continue
 		}
 		t, ts := &q.tiers[f.tier], &p.tiers[f.tier]

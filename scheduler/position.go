@@ -37,10 +37,37 @@ import (
 // virtual time). Caps and slot fit are not modelled. Cost: O(T log n) for
 // T tiers holding the model's jobs.
 
+// line is the queue as its readers walk it: places in queue order, pages
+// and the work ahead of a job, merged from the per-tier B-trees. It only
+// reads; FairQueue's Position, Ascend, Page and AheadOf are its methods.
+type line struct{ *FairQueue }
+
+// Position is the job's 1-based place in queue order among queued jobs of
+// its model; see the comment above for what that estimates.
+func (q *FairQueue) Position(id uint64) (int, bool) { return line{q}.position(id) }
+
+// Ascend calls fn for each queued job in queue order until fn returns
+// false.
+func (q *FairQueue) Ascend(fn func(Job) bool) { line{q}.ascend(fn) }
+
+// Page returns up to limit queued jobs in queue order after the cursor,
+// the cursor to pass for the next page, and whether more jobs follow.
+func (q *FairQueue) Page(after Cursor, limit int) (page []Job, next Cursor, more bool) {
+	return line{q}.page(after, limit)
+}
+
+// AheadOf calls each with, for every model with queued jobs, how many of
+// them come before the job in queue order (for its own model, Position - 1),
+// to estimate the work ahead of it on executors that serve several models.
+// Ties across tiers count as after.
+func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
+	return line{q}.aheadOf(id, each)
+}
+
 // conv maps a tier's virtual time to its band's, as of now.
 type conv struct{ base, vt, num, den int64 }
 
-func (q *FairQueue) convOf(ti int32) conv {
+func (q line) convOf(ti int32) conv {
 	t := &q.tiers[ti]
 	return conv{base: vmax(t.tag, q.vband[t.band()]).q, vt: t.vt.q, num: max(t.backlog, 1), den: t.weight}
 }
@@ -62,9 +89,8 @@ func (c conv) at(sq int64) int64 {
 	return c.base + int64(quo)
 }
 
-// Position is the job's 1-based place in queue order among queued jobs of
-// its model; see the comment above for what that estimates.
-func (q *FairQueue) Position(id uint64) (int, bool) {
+// position is Position: the comment above says what it estimates.
+func (q line) position(id uint64) (int, bool) {
 	x, ok := q.byID.find(q.jobs, id)
 	if !ok {
 		return 0, false
@@ -82,7 +108,7 @@ func (q *FairQueue) Position(id uint64) (int, bool) {
 // countAhead counts the jobs of a model's queue-order trees that come
 // before band time r of tier t: every job of a band before t's, those of
 // t's own tree as sameTier says, and the others' by their mapped keys.
-func (q *FairQueue) countAhead(trees []tierTree, t *tier, r int64, sameTier func(root int32) int) int {
+func (q line) countAhead(trees []tierTree, t *tier, r int64, sameTier func(root int32) int) int {
 	band := t.band()
 	n := 0
 	for _, tt := range trees {
@@ -105,7 +131,7 @@ func (q *FairQueue) countAhead(trees []tierTree, t *tier, r int64, sameTier func
 
 // countBefore counts the jobs of a queue-order tree that map to a band
 // time before r (at r too when their tier sorts first).
-func (q *FairQueue) countBefore(root int32, c conv, r int64, tierFirst bool) int {
+func (q line) countBefore(root int32, c conv, r int64, tierFirst bool) int {
 	return q.bt.countWhile(root, func(key uint64) bool {
 		jr := c.at(sqOf(key))
 		return jr < r || jr == r && tierFirst
@@ -138,9 +164,9 @@ type mergeIter struct {
 	r    int64 // of the head
 }
 
-func (q *FairQueue) head(it *mergeIter) int32 { return q.bt.job(it.cur) }
+func (q line) head(it *mergeIter) int32 { return q.bt.job(it.cur) }
 
-func (q *FairQueue) setR(it *mergeIter) {
+func (q line) setR(it *mergeIter) {
 	x := q.head(it)
 	if it.band == 2 {
 		it.r = q.jobs[x].ready
@@ -149,7 +175,7 @@ func (q *FairQueue) setR(it *mergeIter) {
 	}
 }
 
-func (q *FairQueue) advance(it *mergeIter) bool {
+func (q line) advance(it *mergeIter) bool {
 	if it.cur = q.bt.next(it.cur); it.cur.leaf == 0 {
 		return false
 	}
@@ -158,7 +184,7 @@ func (q *FairQueue) advance(it *mergeIter) bool {
 }
 
 // itLess orders iterator heads in queue order.
-func (q *FairQueue) itLess(a, b *mergeIter) bool {
+func (q line) itLess(a, b *mergeIter) bool {
 	if a.band != b.band {
 		return a.band < b.band
 	}
@@ -173,7 +199,7 @@ func (q *FairQueue) itLess(a, b *mergeIter) bool {
 
 // after reports whether job x (in a tree with the given band and tier,
 // mapping to r) comes after the cursor in queue order.
-func (q *FairQueue) after(c *Cursor, x int32, band uint8, r int64, tier string) bool {
+func (q line) after(c *Cursor, x int32, band uint8, r int64, tier string) bool {
 	if !c.set {
 		return true
 	}
@@ -208,7 +234,7 @@ func (q *FairQueue) after(c *Cursor, x int32, band uint8, r int64, tier string) 
 }
 
 // iters makes one iterator per non-empty tree, positioned after c.
-func (q *FairQueue) iters(c *Cursor) []*mergeIter {
+func (q line) iters(c *Cursor) []*mergeIter {
 	var its []*mergeIter
 	seek := func(it *mergeIter, root int32) {
 		name := ""
@@ -242,7 +268,7 @@ func (q *FairQueue) iters(c *Cursor) []*mergeIter {
 }
 
 // walk visits queued jobs in queue order after c until fn says stop.
-func (q *FairQueue) walk(c *Cursor, fn func(x int32, it *mergeIter) bool) {
+func (q line) walk(c *Cursor, fn func(x int32, it *mergeIter) bool) {
 	its := q.iters(c)
 	less := func(a, b *mergeIter) int {
 		if q.itLess(a, b) {
@@ -269,15 +295,13 @@ func (q *FairQueue) walk(c *Cursor, fn func(x int32, it *mergeIter) bool) {
 	}
 }
 
-// Ascend calls fn for each queued job in queue order until fn returns
-// false.
-func (q *FairQueue) Ascend(fn func(Job) bool) {
+// ascend is Ascend.
+func (q line) ascend(fn func(Job) bool) {
 	q.walk(&Cursor{}, func(x int32, _ *mergeIter) bool { return fn(q.jobOf(x)) })
 }
 
-// Page returns up to limit queued jobs in queue order after the cursor,
-// the cursor to pass for the next page, and whether more jobs follow.
-func (q *FairQueue) Page(after Cursor, limit int) (page []Job, next Cursor, more bool) {
+// page is Page.
+func (q line) page(after Cursor, limit int) (page []Job, next Cursor, more bool) {
 	next = after
 	q.walk(&after, func(x int32, it *mergeIter) bool {
 		if len(page) == limit {
@@ -335,17 +359,14 @@ func (c *Cursor) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// AheadOf calls each with, for every model with queued jobs, how many of
-// them come before the job in queue order (for its own model, Position - 1),
-// to estimate the work ahead of it on executors that serve several models.
-// Ties across tiers count as after.
-func (q *FairQueue) AheadOf(id uint64, each func(model string, n int)) bool {
+// aheadOf is AheadOf.
+func (q line) aheadOf(id uint64, each func(model string, n int)) bool {
 	x, ok := q.byID.find(q.jobs, id)
 	if !ok {
 		return false
 	}
 	j := &q.jobs[x]
-	pos, _ := q.Position(id)
+	pos, _ := q.position(id)
 	var t *tier
 	var r int64
 	var key uint64

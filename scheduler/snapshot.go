@@ -32,7 +32,9 @@ var ErrBadSnapshot = errors.New("scheduler: bad queue snapshot")
 func (q *FairQueue) MarshalBinary() ([]byte, error) { return q.AppendBinary(nil) }
 
 // AppendBinary appends the deterministic encoding of the queue's state.
-func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) { return q.image(false).AppendBinary(b) }
+func (q *FairQueue) AppendBinary(b []byte) ([]byte, error) {
+	return line{q}.image(false).AppendBinary(b)
+}
 
 // Image is a copy of the queue's state, taken in a few bulk copies
 // (the job arena and the ID index are copied whole, the tiers', tenants',
@@ -68,11 +70,11 @@ type flowImage struct {
 
 // Image copies the queue's state for a later AppendBinary. It reads the
 // queue only, like Position: it may run beside the other readers.
-func (q *FairQueue) Image() *Image { return q.image(true) }
+func (q *FairQueue) Image() *Image { return line{q}.image(true) }
 
 // image takes the state, copying the arena and the ID index only when
 // asked (AppendBinary encodes at once and needs no copy).
-func (q *FairQueue) image(copyArrays bool) *Image {
+func (q line) image(copyArrays bool) *Image {
 	im := &Image{
 		watermark: q.watermark,
 		vband:     q.vband,
@@ -240,11 +242,11 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	q.watermark, q.vband = watermark, vb
 	tierIx := make([]int32, len(tiers))
 	for i, t := range tiers {
-		tierIx[i] = q.tierOf(t.name)
+		tierIx[i] = q.tierOf(t.name, &q.settings, &q.vband)
 	}
 	tenantIx := make([]int32, len(tenants))
 	for i, t := range tenants {
-		tenantIx[i] = q.tenantOf(t.name)
+		tenantIx[i] = q.tenantOf(t.name, &q.settings)
 		q.tenants[tenantIx[i]].running = int32(t.running)
 	}
 	flowIx := make([]int32, len(flows))
@@ -298,13 +300,7 @@ func (q *FairQueue) removeKeyed(x int32) {
 
 // reset empties the queue, keeping its Config.
 func (q *FairQueue) reset() {
-	q.jobs, q.free, q.byID, q.n = make([]qjob, 1), nil, jobIndex{}, 0
-	q.tr, q.bt = treaps{nodes: make([]tnode, 1)}, bforest{bn: make([]bnode, 1)}
-	q.tenants, q.tenantIx = nil, make(map[string]int32)
-	q.tiers, q.tierIx = nil, make(map[string]int32)
-	q.flows, q.flowIx = nil, make(map[flowKey]int32)
-	q.models, q.modelIx = nil, make(map[string]int32)
-	q.classes, q.classIx = nil, make(map[classKey]int32)
+	q.records, q.bt, q.byID, q.n = newRecords(), bforest{bn: make([]bnode, 1)}, jobIndex{}, 0
 	q.vband, q.watermark, q.delayed = [2]vtime{vzero, vzero}, math.MinInt64, 0
 }
 

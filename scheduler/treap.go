@@ -39,9 +39,6 @@ type jobOrder struct {
 	flows []flow
 }
 
-// order is q's jobs in order o.
-func (q *FairQueue) order(o int) *jobOrder { return &jobOrder{o: o, js: q.jobs, flows: q.flows} }
-
 // Orders a tree can be kept in.
 const (
 	ordFlow  = iota // priority (higher first), then Seq

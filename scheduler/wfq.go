@@ -28,27 +28,12 @@ import (
 // PlaceInto use the queue's own Placer, so two of those at once need the
 // caller to serialise them (or a Placer each).
 type FairQueue struct {
-	cfg       Config
-	tierCfg   map[string]int // name → index in cfg.Tiers
-	tenantCfg map[string]int // name → index in cfg.Tenants
+	settings // the Config, indexed (config.go)
 
-	jobs []qjob  // arena; jobs[0] is nil
-	tr   treaps  // the arena's jobs' treap nodes (treap.go)
-	bt   bforest // B-tree nodes (btree.go)
-	free []int32
-	byID jobIndex
-	n    int
-
-	tenants  []tenant
-	tenantIx map[string]int32
-	tiers    []tier
-	tierIx   map[string]int32
-	flows    []flow
-	flowIx   map[flowKey]int32
-	models   []model
-	modelIx  map[string]int32
-	classes  []class
-	classIx  map[classKey]int32
+	records         // the jobs, tenants, tiers, flows, models and classes (records.go)
+	bt      bforest // B-tree nodes (btree.go)
+	byID    jobIndex
+	n       int
 
 	vband     [2]vtime // virtual time of the strict (0) and normal (1) tiers
 	watermark int64    // the latest time given to Advance or Start
@@ -135,18 +120,12 @@ type class struct{ classKey }
 // NewFairQueue returns an empty fair queue under cfg.
 func NewFairQueue(cfg Config) *FairQueue {
 	q := &FairQueue{
-		jobs:      make([]qjob, 1),
-		tr:        treaps{nodes: make([]tnode, 1)},
+		records:   newRecords(),
 		bt:        bforest{bn: make([]bnode, 1)},
-		tenantIx:  make(map[string]int32),
-		tierIx:    make(map[string]int32),
-		flowIx:    make(map[flowKey]int32),
-		modelIx:   make(map[string]int32),
-		classIx:   make(map[classKey]int32),
 		vband:     [2]vtime{vzero, vzero},
 		watermark: math.MinInt64,
 	}
-	q.setConfig(cfg)
+	q.SetConfig(cfg)
 	return q
 }
 
@@ -168,24 +147,18 @@ func (t *tier) band() int {
 	return 1
 }
 
-func (q *FairQueue) underCap(t *tenant) bool {
-	return t.maxRunning <= 0 || t.running < t.maxRunning
-}
-
 // Enqueue adds j; a job whose ID is already queued is ignored. A job with
 // an empty Tier joins its tenant's configured tier.
 func (q *FairQueue) Enqueue(j Job) {
 	if _, ok := q.byID.find(q.jobs, j.ID); ok {
 		return
 	}
-	ten := q.tenantOf(j.Tenant)
+	ten := q.tenantOf(j.Tenant, &q.settings)
 	tierName := j.Tier
 	if tierName == "" {
-		if i, ok := q.tenantCfg[j.Tenant]; ok {
-			tierName = q.cfg.Tenants[i].Tier
-		}
+		tierName = q.tierOfTenant(j.Tenant)
 	}
-	f := q.flowOf(q.tierOf(tierName), ten)
+	f := q.flowOf(q.tierOf(tierName, &q.settings, &q.vband), ten)
 	m := q.modelOf(j.Model)
 	x := q.alloc()
 	q.jobs[x] = qjob{
@@ -231,7 +204,7 @@ func (q *FairQueue) Start(id uint64, now int64) bool {
 	q.charge(fi, cost)
 	ten := &q.tenants[q.flows[fi].tenant]
 	ten.running++
-	if !q.underCap(ten) {
+	if !ten.underCap() {
 		for _, f := range ten.flows {
 			q.deactivate(f)
 		}
@@ -377,23 +350,12 @@ func (q *FairQueue) removeAt(x int32) {
 	q.free = append(q.free, x)
 }
 
-func (q *FairQueue) alloc() int32 {
-	if n := len(q.free); n > 0 {
-		x := q.free[n-1]
-		q.free = q.free[:n-1]
-		return x
-	}
-	q.jobs = append(q.jobs, qjob{})
-	q.tr.nodes = append(q.tr.nodes, tnode{})
-	return int32(len(q.jobs) - 1)
-}
-
 // activate puts a flow with ready jobs and room under its tenant's cap into
 // its tier's heap. Its tag becomes at least the tier's virtual time: a flow
 // that was idle, capped or empty banks no credit for that time.
 func (q *FairQueue) activate(fi int32) {
 	f := &q.flows[fi]
-	if f.hix >= 0 || f.ready == 0 || !q.underCap(&q.tenants[f.tenant]) {
+	if f.hix >= 0 || f.ready == 0 || !q.tenants[f.tenant].underCap() {
 		return
 	}
 	t := &q.tiers[f.tier]
@@ -416,136 +378,16 @@ func (q *FairQueue) deactivate(fi int32) {
 // place in it (flow.hix).
 func (q *FairQueue) flowOrder() heapOrder { return heapOrder{q: q, kind: byTag} }
 
-func (q *FairQueue) tenantOf(name string) int32 {
-	if i, ok := q.tenantIx[name]; ok {
-		return i
-	}
-	i := int32(len(q.tenants))
-	q.tenants = append(q.tenants, tenant{name: name})
-	q.tenantIx[name] = i
-	q.configureTenant(i)
-	return i
-}
-
-func (q *FairQueue) configureTenant(i int32) {
-	t := &q.tenants[i]
-	t.weight, t.maxRunning, t.maxQueued = 1, 0, q.cfg.MaxQueuedPerTenant
-	if c, ok := q.tenantCfg[t.name]; ok {
-		tc := q.cfg.Tenants[c]
-		t.weight, t.maxRunning = weightOf(tc.Weight), tc.MaxRunning
-		if tc.MaxQueued > 0 {
-			t.maxQueued = tc.MaxQueued
-		}
-	}
-}
-
-func (q *FairQueue) tierOf(name string) int32 {
-	if i, ok := q.tierIx[name]; ok {
-		return i
-	}
-	i := int32(len(q.tiers))
-	q.tiers = append(q.tiers, tier{name: name, tag: vzero, vt: vzero, weight: 1})
-	q.tierIx[name] = i
-	q.configureTier(i)
-	return i
-}
-
-func (q *FairQueue) configureTier(i int32) {
-	t := &q.tiers[i]
-	w, strict := int64(1), false
-	if c, ok := q.tierCfg[t.name]; ok {
-		w, strict = weightOf(q.cfg.Tiers[c].Weight), q.cfg.Tiers[c].Strict
-	}
-	if w != t.weight {
-		t.weight = w
-		t.tag = t.tag.over(w)
-	}
-	if strict != t.strict {
-		t.strict = strict
-		t.tag = enter(t.tag, q.vband[t.band()], t.weight)
-	}
-}
-
-func (q *FairQueue) flowOf(ti, ten int32) int32 {
-	k := flowKey{ti, ten}
-	if i, ok := q.flowIx[k]; ok {
-		return i
-	}
-	i := int32(len(q.flows))
-	q.flows = append(q.flows, flow{
-		tenant: ten, tier: ti, name: q.tenants[ten].name,
-		weight: q.tenants[ten].weight, tag: vzero, hix: -1,
-	})
-	q.flowIx[k] = i
-	q.tenants[ten].flows = append(q.tenants[ten].flows, i)
-	return i
-}
-
-func (q *FairQueue) modelOf(name string) int32 {
-	if i, ok := q.modelIx[name]; ok {
-		return i
-	}
-	i := int32(len(q.models))
-	q.models = append(q.models, model{name: name})
-	q.modelIx[name] = i
-	return i
-}
-
-func (q *FairQueue) classOf(k classKey) int32 {
-	if i, ok := q.classIx[k]; ok {
-		return i
-	}
-	i := int32(len(q.classes))
-	q.classes = append(q.classes, class{classKey: k})
-	q.classIx[k] = i
-	return i
-}
-
-// classQueueOf finds (or adds) the flow's queue for a class.
-func (q *FairQueue) classQueueOf(fi, c int32) int {
-	f := &q.flows[fi]
-	for i, id := range f.cids {
-		if id == c {
-			return i
-		}
-	}
-	f.classes = append(f.classes, classQueue{class: c})
-	f.cids = append(f.cids, c)
-	return len(f.classes) - 1
-}
-
-// treeOf finds (or adds) the model's queue-order tree for a tier.
-func (q *FairQueue) treeOf(mi, ti int32) int {
-	m := &q.models[mi]
-	for i := range m.trees {
-		if m.trees[i].tier == ti {
-			return i
-		}
-	}
-	m.trees = append(m.trees, tierTree{tier: ti})
-	return len(m.trees) - 1
-}
-
 // SetConfig applies a new policy. Queued and running jobs stay; weights,
 // strictness, caps and bounds take effect for the next decision. A tag
 // moved to a new weight is rounded up, never down.
-func (q *FairQueue) SetConfig(cfg Config) { q.setConfig(cfg) }
-
-func (q *FairQueue) setConfig(cfg Config) {
-	q.cfg = cfg
-	q.tierCfg = make(map[string]int, len(cfg.Tiers))
-	for i, t := range cfg.Tiers {
-		q.tierCfg[t.Name] = i
-	}
-	q.tenantCfg = make(map[string]int, len(cfg.Tenants))
-	for i, t := range cfg.Tenants {
-		q.tenantCfg[t.Name] = i
-	}
+func (q *FairQueue) SetConfig(cfg Config) {
+	q.settings = indexConfig(cfg)
 	for i := range q.tiers {
-		q.configureTier(int32(i))
+		q.tiers[i].configure(&q.settings, &q.vband)
 	}
 	for i := range q.tenants {
-		q.configureTenant(int32(i))
+		q.tenants[i].configure(&q.settings)
 	}
 	for i := range q.tiers {
 		q.tiers[i].backlog = 0
@@ -565,21 +407,10 @@ func (q *FairQueue) setConfig(cfg Config) {
 		q.tiers[ti].heap.heapify(q.flowOrder())
 	}
 	for i := range q.flows {
-		if q.underCap(&q.tenants[q.flows[i].tenant]) {
+		if q.tenants[q.flows[i].tenant].underCap() {
 			q.activate(int32(i))
 		} else {
 			q.deactivate(int32(i))
 		}
-	}
-}
-
-// jobOf rebuilds the Job a queued job was enqueued as (Tier is the tier it
-// is queued in).
-func (q *FairQueue) jobOf(x int32) Job {
-	j := &q.jobs[x]
-	f := &q.flows[j.flow]
-	return Job{
-		ID: j.id, Tenant: f.name, Tier: q.tiers[f.tier].name, Model: q.models[j.model].name,
-		Priority: j.prio, GPUs: j.gpus, GPUMemoryMB: j.mem, Cost: j.cost, Ready: j.ready, Seq: j.seq,
 	}
 }
