@@ -54,7 +54,7 @@ func TestSequenceOutcomes(t *testing.T) {
 	index := uint64(1)
 	var d limiter.Decision
 	step := func(s *Submit) Verdict {
-		v := Precheck(f, x, plan, s, model, sec, &d, nil)
+		v := Precheck(f.Reads(), x, plan, s, model, sec, &d, nil)
 		if v.Outcome != Proceed {
 			return v
 		}
@@ -92,7 +92,7 @@ func TestSequenceOutcomes(t *testing.T) {
 		Tiers: p.Tiers, Tenants: p.Tenants, Models: p.Models, Scheduling: &sluicev1.Scheduling{MaxQueuedPerModel: 2}}})); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	plan = PlanFor(f.Policy())
+	plan = PlanFor(f.Reads().Policy())
 	if v := step(sub("192.0.2.1", 1)); v.Outcome != Busy || v.Busy.Bound != scheduler.BoundQueuedPerModel || v.Wait <= 0 {
 		t.Fatalf("past the model's bound: %+v", v)
 	}

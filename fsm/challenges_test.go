@@ -35,14 +35,14 @@ func TestChallengeRuleChallengesAndAnAnswerAdmitsOnce(t *testing.T) {
 	if r := m.apply(CmdSetPolicy, 0, &raftv1.SetPolicy{Policy: withRules(challengeRule()), ChallengeKey: key}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if !bytes.Equal(m.f.ChallengeKey(), key) {
+	if !bytes.Equal(m.f.Reads().ChallengeKey(), key) {
 		t.Fatal("the first SetPolicy's key was not kept")
 	}
 	// A later SetPolicy's key does not replace it: passes stay valid.
 	if r := m.apply(CmdSetPolicy, 0, &raftv1.SetPolicy{Policy: withRules(challengeRule()), ChallengeKey: bytes.Repeat([]byte{8}, ChallengeKeyLen)}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if !bytes.Equal(m.f.ChallengeKey(), key) {
+	if !bytes.Equal(m.f.Reads().ChallengeKey(), key) {
 		t.Fatal("a later SetPolicy replaced the key")
 	}
 	spec := func() *sluicev1.JobSpec { return &sluicev1.JobSpec{Model: "sdxl"} }
@@ -74,8 +74,8 @@ func TestChallengeRuleChallengesAndAnAnswerAdmitsOnce(t *testing.T) {
 	if err := n.Restore(m.f.Snapshot()); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(n.ChallengeKey(), key) || len(n.spent) != 1 {
-		t.Fatalf("restored key %x, %d spent", n.ChallengeKey(), len(n.spent))
+	if !bytes.Equal(n.Reads().ChallengeKey(), key) || len(n.challenges.spent) != 1 {
+		t.Fatalf("restored key %x, %d spent", n.Reads().ChallengeKey(), len(n.challenges.spent))
 	}
 	m.f = n
 	le = limitErr(t, m.apply(CmdSubmit, 2*sec, &raftv1.Submit{Tenant: "alice", Spec: spec(), Spend: answer}))
@@ -89,8 +89,8 @@ func TestChallengeRuleChallengesAndAnAnswerAdmitsOnce(t *testing.T) {
 	if le.Verdict != VerdictExpired || !strings.Contains(le.Error(), "expired") {
 		t.Fatalf("a late answer: %+v", le)
 	}
-	if len(m.f.spent) != 0 {
-		t.Fatalf("%d spent challenges kept past their expiry", len(m.f.spent))
+	if len(m.f.challenges.spent) != 0 {
+		t.Fatalf("%d spent challenges kept past their expiry", len(m.f.challenges.spent))
 	}
 }
 

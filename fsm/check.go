@@ -85,11 +85,11 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 			if f.peek == nil {
 				f.peek = new(limiter.Decision)
 			}
-			f.unspent(req, f.now, &f.dec, f.peek) // nothing was charged: report what is left now
+			unspent(f.limits, req, f.now, &f.dec, f.peek) // nothing was charged: report what is left now
 		}
 		d := &o.Items[i]
 		*d = CheckDecision{Verdict: f.dec.Verdict, At: f.dec.At, RetryAt: f.dec.RetryAt, Rule: f.dec.Rule,
-			Fallback: f.dec.Fallback, Rules: f.decisionRules(), Now: f.now}
+			Fallback: f.dec.Fallback, Rules: decisionRules(&f.dec), Now: f.now}
 		if it.Refund {
 			refunded(d) // a refund is never refused, whatever state it finds
 		}
@@ -136,7 +136,8 @@ func (f *FSM) checkGroup(g *raftv1.CheckGroup) CheckOutcome {
 // refusal charges nothing). Entries not applied yet can only have charged
 // more, so a refusal stands; an allowed group is decided again, and
 // charged, when its entry applies.
-func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
+func (r ConfigReads) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
+	f := r.f
 	at := max(now, f.now)
 	o := CheckOutcome{Allowed: true, Items: make([]CheckDecision, len(g.Items))}
 	var d, peek limiter.Decision
@@ -150,7 +151,7 @@ func (f *FSM) PreCheck(g *raftv1.CheckGroup, now int64) CheckOutcome {
 		} else {
 			f.limits.CheckNow(&req, at, &d)
 		}
-		f.unspent(req, at, &d, &peek)
+		unspent(f.limits, req, at, &d, &peek)
 		var rules []limiter.RuleResult
 		if rs := d.Rules(); len(rs) > 0 {
 			rules = append(rules, rs...)
@@ -179,9 +180,9 @@ func refunded(d *CheckDecision) {
 // than as it would be after req: what a request of cost 0 sees, which
 // only reads. Matching does not depend on the cost, so the rules are the
 // same, in the same order.
-func (f *FSM) unspent(req limiter.Request, now int64, d, scratch *limiter.Decision) {
+func unspent(limits *limiter.Engine, req limiter.Request, now int64, d, scratch *limiter.Decision) {
 	req.Cost = 0
-	f.limits.CheckNow(&req, now, scratch)
+	limits.CheckNow(&req, now, scratch)
 	rs, now0 := d.Rules(), scratch.Rules()
 	for j := range min(len(rs), len(now0)) {
 		rs[j].Remaining, rs[j].ResetAt = now0[j].Remaining, now0[j].ResetAt

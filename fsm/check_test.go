@@ -70,7 +70,7 @@ func TestCheckGroupIsAllOrNothing(t *testing.T) {
 	if o := m2.check(t, sec, &raftv1.CheckGroup{AllowDelay: true, Items: []*raftv1.CheckItem{{Key: "k=9", Cost: 5}}}); !o[0].Allowed || o[0].Items[0].Verdict != limiter.Delayed {
 		t.Fatalf("5 more tokens with 2 left, delayed into debt: %+v", o[0])
 	}
-	if pre := m2.f.PreCheck(group(&raftv1.CheckItem{Key: "k=9", Cost: 2, Refund: true}), sec); !pre.Allowed {
+	if pre := m2.f.Reads().PreCheck(group(&raftv1.CheckItem{Key: "k=9", Cost: 2, Refund: true}), sec); !pre.Allowed {
 		t.Fatalf("a refund pre-checked against a bucket in debt: %+v", pre)
 	}
 	if o := m2.check(t, sec, group(&raftv1.CheckItem{Key: "k=9", Cost: 2, Refund: true})); !o[0].Allowed || o[0].Items[0].Verdict != limiter.Admitted {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/sluicehq/sluice/challenge"
 	"github.com/sluicehq/sluice/limiter"
 	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -63,34 +61,18 @@ type FSM struct {
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
-	exclusive bool                  // SetExclusive: edits change records in place
 	places    []scheduler.Placement // PlaceQueued's scratch
 
-	jobs map[uint64]*raftv1.JobRecord
-	// Blocks of the records every job gets, in the simulator's exclusive
-	// state (blocks.go).
-	records         blocks[raftv1.JobRecord]
-	lines           map[string]*sizeLine // models that reserve by size (sizes.go)
-	transitions     blocks[raftv1.TransitionRecord]
-	transitionPairs blocks[[2]*raftv1.TransitionRecord]
-	charges         blocks[raftv1.Charge]
-	settled         blocks[sluicev1.Admission]
-	byTenant        map[string]*[]uint64 // ascending ids (a pointer: appending assigns nothing to the map)
-	idem            map[idemKey]uint64
-	queue           *scheduler.FairQueue
-	timers          timerHeap
-	counts          [8]int64 // by sluicev1.JobState
-	running         map[uint64]struct{}
+	jobTable          // the job records and their indexes (jobs.go)
+	lines    sizeBook // models that reserve by size (sizes.go)
+	queue    *scheduler.FairQueue
+	timers   timerHeap
 
-	limits    *limiter.Engine
-	nextSweep int64
-	members   map[string]*raftv1.SetMember // raft id → addresses
-	gone      map[string]bool              // webhook endpoints that answered 410 (goneKey)
-	hooked    map[uint64]struct{}          // jobs with a pending webhook delivery (derived)
-	// challengeKey signs challenges and passes; spent holds the answered
-	// challenges until they expire (challenges.go).
-	challengeKey []byte
-	spent        map[[challenge.IDLen]byte]int64
+	limits     *limiter.Engine
+	nextSweep  int64
+	members    memberBook    // raft id → addresses (members.go)
+	hooks      hookBook      // webhook deliveries' state beside the records (webhooks.go)
+	challenges challengeBook // the key and the answered challenges (challenges.go)
 
 	// derived, never encoded
 	commands uint64 // commands applied since this process started (a batch's each count)
@@ -100,21 +82,20 @@ type FSM struct {
 	peek     *limiter.Decision // unspent's scratch: checks only, made at the first (a Decision is 2 KB)
 }
 
-type idemKey struct{ tenant, key string }
-
 // New returns an empty state machine.
 func New() *FSM {
 	f := &FSM{
-		jobs:     make(map[uint64]*raftv1.JobRecord),
-		byTenant: make(map[string]*[]uint64),
-		idem:     make(map[idemKey]uint64),
-		queue:    scheduler.NewFairQueue(scheduler.Config{}),
-		running:  make(map[uint64]struct{}),
-		policy:   &sluicev1.Policy{},
-		members:  make(map[string]*raftv1.SetMember),
-		gone:     make(map[string]bool),
-		hooked:   make(map[uint64]struct{}),
-		lines:    make(map[string]*sizeLine),
+		jobTable: jobTable{
+			jobs:     make(map[uint64]*raftv1.JobRecord),
+			byTenant: make(map[string]*[]uint64),
+			idem:     make(map[idemKey]uint64),
+			running:  make(map[uint64]struct{}),
+		},
+		queue:   scheduler.NewFairQueue(scheduler.Config{}),
+		policy:  &sluicev1.Policy{},
+		members: make(memberBook),
+		hooks:   hookBook{gone: make(map[string]bool), hooked: make(map[uint64]struct{})},
+		lines:   make(sizeBook),
 	}
 	f.pix = indexPolicy(f.policy)
 	f.limits, _ = limiter.NewEngine(nil)
@@ -130,12 +111,6 @@ func (f *FSM) SetExclusive(on bool) {
 	f.exclusive = on
 }
 
-// Apply applies the log entry at index. It is deterministic: the same
-// entries in the same order give the same state on every replica.
-func (f *FSM) Apply(index uint64, data []byte) Result {
-	return f.applyLocked(index, data)
-}
-
 // Entry is one log entry for ApplyBatch.
 type Entry struct {
 	Index uint64
@@ -143,16 +118,18 @@ type Entry struct {
 }
 
 // ApplyBatch applies consecutive entries in order, exactly as Apply would
-// one by one, under one lock.
+// one by one.
 func (f *FSM) ApplyBatch(entries []Entry) []Result {
 	out := make([]Result, len(entries))
 	for i, e := range entries {
-		out[i] = f.applyLocked(e.Index, e.Data)
+		out[i] = f.Apply(e.Index, e.Data)
 	}
 	return out
 }
 
-func (f *FSM) applyLocked(index uint64, data []byte) Result {
+// Apply applies the log entry at index. It is deterministic: the same
+// entries in the same order give the same state on every replica.
+func (f *FSM) Apply(index uint64, data []byte) Result {
 	if index > f.lastIndex {
 		f.lastIndex = index
 	}
@@ -209,9 +186,9 @@ func (f *FSM) applyCommandLocked(index uint64, t CommandType, now int64, msg pro
 	case CmdRedrive:
 		return f.redrive(msg.(*raftv1.Redrive))
 	case CmdSetMember:
-		return f.setMember(msg.(*raftv1.SetMember))
+		return f.members.set(msg.(*raftv1.SetMember))
 	case CmdWebhookResult:
-		return f.webhookResult(msg.(*raftv1.WebhookResult))
+		return f.hooks.result(&f.jobTable, msg.(*raftv1.WebhookResult), f.now, policy.RetrySchedule(f.policy))
 	case CmdCheck:
 		return f.check(msg.(*raftv1.Check))
 	}
@@ -230,7 +207,7 @@ func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
 			out[i] = Result{Err: fmt.Errorf("%w: a batch inside a batch", ErrBadCommand)}
 			continue
 		}
-		out[i] = f.applyLocked(index, c)
+		out[i] = f.Apply(index, c)
 	}
 	return Result{Batch: out}
 }
@@ -238,7 +215,8 @@ func (f *FSM) applyBatchLocked(index uint64, data []byte) Result {
 // CommandsApplied counts the commands this process has applied (each
 // command of a batch entry counts), for snapshotting by commands rather
 // than log entries.
-func (f *FSM) CommandsApplied() uint64 {
+func (r ConfigReads) CommandsApplied() uint64 {
+	f := r.f
 	return f.commands
 }
 
@@ -250,7 +228,7 @@ func (f *FSM) advance(now int64) {
 	f.queue.Advance(f.now)
 	if f.now >= f.nextSweep {
 		f.limits.Sweep(f.now)
-		f.sweepSpent()
+		f.challenges.sweep(f.now)
 		f.nextSweep = f.now + sweepEvery
 	}
 	for len(f.timers) > 0 && f.timers[0].at <= f.now {
@@ -284,59 +262,12 @@ func (f *FSM) fire(tm timer) {
 		if !isTerminal(j.State) {
 			return
 		}
-		if at := j.FinishedNs + int64(f.retention()); at > tm.at {
+		if at := j.FinishedNs + int64(f.pix.retention); at > tm.at {
 			f.timers.push(timer{at: at, job: j.Id, kind: timerRetention})
 			return
 		}
 		f.forget(j)
-	}
-}
-
-func (f *FSM) retention() time.Duration { return f.pix.retention }
-
-// tenantJobs adds a job, newer than the tenant's others, to its list.
-func (f *FSM) tenantJobs(tenant string, id uint64) {
-	p := f.byTenant[tenant]
-	if p == nil {
-		p = new([]uint64)
-		f.byTenant[tenant] = p
-	}
-	*p = append(*p, id)
-}
-
-// idsOf is the tenant's jobs, oldest first; the state machine's slice.
-func (f *FSM) idsOf(tenant string) []uint64 {
-	if p := f.byTenant[tenant]; p != nil {
-		return *p
-	}
-	return nil
-}
-
-// forget drops a finished job past its retention.
-func (f *FSM) forget(j *raftv1.JobRecord) {
-	delete(f.jobs, j.Id)
-	delete(f.hooked, j.Id)
-	f.counts[j.State]--
-	if p := f.byTenant[j.Tenant]; p != nil {
-		ids := *p
-		i := sort.Search(len(ids), func(i int) bool { return ids[i] >= j.Id })
-		switch {
-		case i == 0 && len(ids) > 0 && ids[0] == j.Id:
-			ids = ids[1:] // the oldest, most often: no copy (append drops the front when it grows)
-		case i < len(ids) && ids[i] == j.Id:
-			ids = append(ids[:i], ids[i+1:]...)
-		}
-		if len(ids) == 0 {
-			delete(f.byTenant, j.Tenant)
-		} else {
-			*p = ids
-		}
-	}
-	if k := j.Spec.GetIdempotencyKey(); k != "" {
-		ik := idemKey{j.Tenant, k}
-		if f.idem[ik] == j.Id {
-			delete(f.idem, ik)
-		}
+		delete(f.hooks.hooked, j.Id)
 	}
 }
 
@@ -367,12 +298,12 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 			return Result{JobID: id, Deduplicated: true}
 		}
 	}
-	if err := f.queue.CheckAdmission(f.schedJob(&raftv1.JobRecord{Tenant: c.Tenant, Tier: tenant.Tier, Spec: spec}), 0); err != nil {
+	if err := f.queue.CheckAdmission(schedJob(&raftv1.JobRecord{Tenant: c.Tenant, Tier: tenant.Tier, Spec: spec}, f.pix.models), 0); err != nil {
 		return Result{Err: err}
 	}
 	adm, model, err := f.admit(c, tenant)
 	if err != nil {
-		return Result{Err: err, Limits: f.decisionRules()}
+		return Result{Err: err, Limits: decisionRules(&f.dec)}
 	}
 	f.lastJobID = max(f.lastJobID+1, index)
 	j := f.records.new(f.exclusive)
@@ -413,7 +344,7 @@ func (f *FSM) submit(index uint64, c *raftv1.Submit) Result {
 	// The first transition is not stored: Transitions derives it from the record.
 	f.enterState(j, sluicev1.JobState_JOB_STATE_QUEUED, nil)
 	f.place(j, ready)
-	return Result{JobID: j.Id, Limits: f.decisionRules()}
+	return Result{JobID: j.Id, Limits: decisionRules(&f.dec)}
 }
 
 // Transitions is a job's history, oldest first. A record stores every
@@ -465,13 +396,13 @@ type admission struct {
 func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *sluicev1.Model, error) {
 	spec := c.Spec
 	model := f.pix.models[spec.Model]
-	exempt, err := f.spendable(c)
+	exempt, err := f.challenges.spendable(c, f.now)
 	if err != nil {
 		return admission{}, nil, err
 	}
 	req := limiter.Request{
 		Tenant: c.Tenant, APIKey: c.ApiKeySha256, Tier: tenant.Tier, ClientIP: c.ClientIp,
-		Method: c.Method, Model: spec.Model, Cost: f.reserveCost(spec, model), Exempt: exempt,
+		Method: c.Method, Model: spec.Model, Cost: f.lines.reserveCost(spec, model), Exempt: exempt,
 	}
 	if req.Method == "" {
 		req.Method = policy.MethodSubmit // as the API sends it (concurrency caps match only Submits)
@@ -491,7 +422,7 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 			ch := f.charges.new(f.exclusive)
 			ch.ApiKeySha256, ch.ClientIp, ch.Method, ch.Model, ch.Cost, ch.AtNs = req.APIKey, req.ClientIP, req.Method, req.Model, req.Cost, f.dec.At
 			adm.charge = ch
-			f.spend(c.Spend)
+			f.challenges.spend(c.Spend)
 			return adm, model, nil
 		case limiter.Degraded:
 			fb, ok := f.pix.models[f.dec.Fallback]
@@ -505,7 +436,7 @@ func (f *FSM) admit(c *raftv1.Submit, tenant *sluicev1.Tenant) (admission, *slui
 			}
 			adm.admission.DegradedBy = f.dec.Rule
 			spec.Model, model = fb.Name, fb
-			req.Model, req.Cost = fb.Name, f.reserveCost(spec, fb)
+			req.Model, req.Cost = fb.Name, f.lines.reserveCost(spec, fb)
 		case limiter.Challenged:
 			return adm, nil, &LimitError{Rule: f.dec.Rule, Verdict: VerdictChallenged, RetryAt: f.dec.RetryAt}
 		default:
@@ -521,9 +452,9 @@ func ensureAdmission(a *sluicev1.Admission) *sluicev1.Admission {
 	return a
 }
 
-// decisionRules copies the last decision's per-rule results.
-func (f *FSM) decisionRules() []limiter.RuleResult {
-	rs := f.dec.Rules()
+// decisionRules copies a decision's per-rule results.
+func decisionRules(d *limiter.Decision) []limiter.RuleResult {
+	rs := d.Rules()
 	if len(rs) == 0 {
 		return nil
 	}
@@ -628,15 +559,16 @@ func (f *FSM) place(j *raftv1.JobRecord, ready int64) {
 		j.QueueDeadlineNs = ready + int64(qt)
 		f.timers.push(timer{at: j.QueueDeadlineNs, job: j.Id, kind: timerQueueDeadline})
 	}
-	f.queue.Enqueue(f.schedJob(j))
+	f.queue.Enqueue(schedJob(j, f.pix.models))
 	if ready > f.now {
 		f.timers.push(timer{at: ready, job: j.Id, kind: timerReady})
 	}
 }
 
-func (f *FSM) schedJob(j *raftv1.JobRecord) scheduler.Job {
+// schedJob is what the queue knows of j; models are the policy's, by name.
+func schedJob(j *raftv1.JobRecord, models map[string]*sluicev1.Model) scheduler.Job {
 	return scheduler.Job{
-		Cost:        EstimateCost(j.Spec, f.pix.models[j.Spec.GetModel()]),
+		Cost:        EstimateCost(j.Spec, models[j.Spec.GetModel()]),
 		ID:          j.Id,
 		Tenant:      j.Tenant,
 		Tier:        j.Tier,
@@ -676,7 +608,7 @@ func (f *FSM) enterState(j *raftv1.JobRecord, s sluicev1.JobState, tr *raftv1.Tr
 		j.Transitions = append(j.Transitions, tr)
 	}
 	if j.Spec.GetWebhook() != nil || f.pix.webhooks {
-		f.hookTransition(j, from, s)
+		f.hooks.transition(j, from, s, webhookOf(j, f.pix.tenants), f.now)
 	}
 	if f.obs != nil {
 		f.obs.Transition(f.lastIndex, j, from)
@@ -704,26 +636,13 @@ func (f *FSM) assign(c *raftv1.Assign) Result {
 	return Result{JobID: j.Id}
 }
 
-// runningAttempt returns the job, to be changed, if the report is for its
-// current running attempt.
-func (f *FSM) runningAttempt(id uint64, attempt int32) (*raftv1.JobRecord, error) {
-	j, ok := f.jobs[id]
-	if !ok {
-		return nil, ErrNotFound
-	}
-	if j.State != sluicev1.JobState_JOB_STATE_RUNNING || j.Attempt != attempt {
-		return nil, ErrStale
-	}
-	return f.edit(j), nil
-}
-
 func (f *FSM) complete(c *raftv1.Complete) Result {
 	j, err := f.runningAttempt(c.JobId, c.Attempt)
 	if err != nil {
 		return Result{JobID: c.JobId, Err: err}
 	}
 	j.Output = c.Output
-	f.learnSize(j)
+	f.lines.learn(j, f.now)
 	f.finishReported(j, sluicev1.JobState_JOB_STATE_SUCCEEDED, nil, "completed", c.Cost)
 	return Result{JobID: j.Id}
 }
@@ -769,11 +688,11 @@ func (f *FSM) retryOrDeadLetter(j *raftv1.JobRecord, e *sluicev1.JobError, backo
 		}, e.Code)
 		return
 	}
-	f.stopRunning(j)
+	stopRunning(j, f.now)
 	j.Error = e
 	ready := f.now
 	if backoff {
-		ready += int64(f.Backoff(j.Id, j.Attempt))
+		ready += int64(retryBackoff(f.policy, j.Id, j.Attempt))
 	}
 	f.enqueue(j, ready, "retry: "+e.Code)
 }
@@ -781,12 +700,16 @@ func (f *FSM) retryOrDeadLetter(j *raftv1.JobRecord, e *sluicev1.JobError, backo
 // Backoff is the wait before retrying after the given attempt failed:
 // exponential from the policy's retry_backoff, capped at max_backoff, with a
 // deterministic jitter in [d/2, d] derived from the job id and attempt.
-func (f *FSM) Backoff(id uint64, attempt int32) time.Duration {
-	base := f.policy.GetDefaults().GetRetryBackoff().AsDuration()
+func (r ConfigReads) Backoff(id uint64, attempt int32) time.Duration {
+	return retryBackoff(r.f.policy, id, attempt)
+}
+
+func retryBackoff(pol *sluicev1.Policy, id uint64, attempt int32) time.Duration {
+	base := pol.GetDefaults().GetRetryBackoff().AsDuration()
 	if base <= 0 {
 		base = policy.DefaultRetryBackoff
 	}
-	maxB := f.policy.GetDefaults().GetMaxBackoff().AsDuration()
+	maxB := pol.GetDefaults().GetMaxBackoff().AsDuration()
 	if maxB <= 0 {
 		maxB = policy.DefaultMaxBackoff
 	}
@@ -835,20 +758,20 @@ func (f *FSM) finish(j *raftv1.JobRecord, s sluicev1.JobState, e *sluicev1.JobEr
 
 // finishReported ends a job; reported is the real cost an executor gave.
 func (f *FSM) finishReported(j *raftv1.JobRecord, s sluicev1.JobState, e *sluicev1.JobError, reason string, reported int64) {
-	f.stopRunning(j)
+	stopRunning(j, f.now)
 	f.closeCharge(j, reported)
 	j.Error = e
 	j.FinishedNs = f.now
 	j.RunDeadlineNs = 0
 	j.QueueDeadlineNs = 0
 	f.setState(j, s, reason)
-	f.timers.push(timer{at: j.FinishedNs + int64(f.retention()), job: j.Id, kind: timerRetention})
+	f.timers.push(timer{at: j.FinishedNs + int64(f.pix.retention), job: j.Id, kind: timerRetention})
 }
 
-// stopRunning adds a running attempt's time to the job's total.
-func (f *FSM) stopRunning(j *raftv1.JobRecord) {
-	if j.State == sluicev1.JobState_JOB_STATE_RUNNING && f.now > j.StartedNs {
-		j.RanNs += f.now - j.StartedNs
+// stopRunning adds a running attempt's time, up to now, to the job's total.
+func stopRunning(j *raftv1.JobRecord, now int64) {
+	if j.State == sluicev1.JobState_JOB_STATE_RUNNING && now > j.StartedNs {
+		j.RanNs += now - j.StartedNs
 	}
 }
 
@@ -925,13 +848,13 @@ func (f *FSM) setPolicy(c *raftv1.SetPolicy) Result {
 	if err != nil {
 		return Result{Err: err}
 	}
-	f.takeChallengeKey(c.ChallengeKey)
-	old := f.retention()
+	f.challenges.takeKey(c.ChallengeKey)
+	old := f.pix.retention
 	f.policy = c.Policy
 	f.pix = indexPolicy(f.policy)
-	f.syncLines()
+	f.lines.sync(f.policy, f.pix.models)
 	f.queue.SetConfig(policy.SchedulerConfig(f.policy))
-	if r := f.retention(); r != old {
+	if r := f.pix.retention; r != old {
 		// Finished jobs keep one effective retention timer: push the new
 		// due times so that a shorter retention takes effect now, exactly as
 		// it would on a replica restored from a snapshot.
@@ -966,29 +889,7 @@ func IsTerminal(s sluicev1.JobState) bool { return isTerminal(s) }
 
 // Snapshot encodes the whole state deterministically.
 func (f *FSM) Snapshot() []byte {
-	return f.captureLocked().Encode()
-}
-
-// edit replaces a job's record with a copy and returns the copy, to be
-// changed. Records are never changed in place: readers (View, Job, a
-// Capture being encoded) share them without copying, outside the lock.
-// Every change to an existing record goes through edit.
-//
-// The copy is shallow: it shares the sub-messages (the spec with its input
-// of up to 64 KiB, the output, the error, the transitions), which are
-// replaced, never changed; a change to a sub-message copies it first
-// (closeCharge). Lists get their own backing arrays, so appending to the
-// copy's leaves the original alone.
-//
-// With SetExclusive, nobody reads a record outside the caller's goroutine
-// between two calls, and edit changes it in place.
-func (f *FSM) edit(j *raftv1.JobRecord) *raftv1.JobRecord {
-	if f.exclusive {
-		return j
-	}
-	j = copyRecord(j)
-	f.jobs[j.Id] = j
-	return j
+	return f.Capture().Encode()
 }
 
 // copyRecord is edit's copy of a job record: every field, lists in arrays
@@ -1065,10 +966,6 @@ type Capture struct {
 
 // Capture takes the state for a later Encode.
 func (f *FSM) Capture() *Capture {
-	return f.captureLocked()
-}
-
-func (f *FSM) captureLocked() *Capture {
 	c := &Capture{
 		s: &raftv1.Snapshot{
 			NowNs:        f.now,
@@ -1085,9 +982,9 @@ func (f *FSM) captureLocked() *Capture {
 	for _, id := range sortedKeys(f.members) {
 		c.s.Members = append(c.s.Members, f.members[id]) // replaced, never changed in place
 	}
-	c.s.GoneWebhooks = sortedKeys(f.gone)
-	c.s.ChallengeKey, c.s.SpentChallenges = f.challengeKey, f.spentList()
-	c.s.SizeLines = f.linesImage()
+	c.s.GoneWebhooks = sortedKeys(f.hooks.gone)
+	c.s.ChallengeKey, c.s.SpentChallenges = f.challenges.key, f.challenges.spentList()
+	c.s.SizeLines = f.lines.image()
 	return c
 }
 
@@ -1178,7 +1075,8 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 
 // StateHash is a hex SHA-256 of the snapshot: equal on replicas that have
 // applied the same entries.
-func (f *FSM) StateHash() string {
+func (r ConfigReads) StateHash() string {
+	f := r.f
 	h := sha256.New()
 	if _, err := f.Capture().WriteTo(h); err != nil {
 		panic(fmt.Sprintf("fsm: state hash: %v", err)) // a hash does not fail
@@ -1216,13 +1114,13 @@ func (f *FSM) Restore(data []byte) error {
 		n.members[m.Id] = m
 	}
 	for _, g := range s.GoneWebhooks {
-		n.gone[g] = true
+		n.hooks.gone[g] = true
 	}
-	n.challengeKey = s.ChallengeKey
+	n.challenges.key = s.ChallengeKey
 	for _, sp := range s.SpentChallenges {
-		n.spend(sp)
+		n.challenges.spend(sp)
 	}
-	n.restoreLines(s.SizeLines)
+	n.lines.restore(s.SizeLines, n.policy, n.pix.models)
 	n.queue.SetConfig(policy.SchedulerConfig(n.policy))
 	if err := n.queue.UnmarshalBinary(s.Queue); err != nil {
 		return fmt.Errorf("fsm: restore the queue: %w", err)
@@ -1240,8 +1138,8 @@ func (f *FSM) Restore(data []byte) error {
 			n.idem[idemKey{j.Tenant, k}] = j.Id
 		}
 		n.counts[j.State]++
-		if _, ok := n.hooked[j.Id]; !ok && slices.ContainsFunc(j.Deliveries, func(d *raftv1.Delivery) bool { return d.State == DeliveryPending }) {
-			n.hooked[j.Id] = struct{}{}
+		if _, ok := n.hooks.hooked[j.Id]; !ok && slices.ContainsFunc(j.Deliveries, func(d *raftv1.Delivery) bool { return d.State == DeliveryPending }) {
+			n.hooks.hooked[j.Id] = struct{}{}
 		}
 		switch j.State {
 		case sluicev1.JobState_JOB_STATE_QUEUED:
@@ -1258,7 +1156,7 @@ func (f *FSM) Restore(data []byte) error {
 			}
 		default:
 			if isTerminal(j.State) {
-				n.timers = append(n.timers, timer{at: j.FinishedNs + int64(n.retention()), job: j.Id, kind: timerRetention})
+				n.timers = append(n.timers, timer{at: j.FinishedNs + int64(n.pix.retention), job: j.Id, kind: timerRetention})
 			}
 		}
 	}
@@ -1268,8 +1166,8 @@ func (f *FSM) Restore(data []byte) error {
 	f.jobs, f.byTenant, f.idem, f.queue, f.timers, f.counts, f.pix = n.jobs, n.byTenant, n.idem, n.queue, n.timers, n.counts, n.pix
 	f.running = n.running
 	f.limits, f.nextSweep = n.limits, n.nextSweep
-	f.members, f.gone, f.hooked = n.members, n.gone, n.hooked
-	f.challengeKey, f.spent = n.challengeKey, n.spent
+	f.members, f.hooks = n.members, n.hooks
+	f.challenges = n.challenges
 	f.lines = n.lines
 	return nil
 }

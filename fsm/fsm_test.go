@@ -70,7 +70,7 @@ func (m *machine) submit(t testing.TB, now int64, tenant string, spec *sluicev1.
 
 func (m *machine) job(t testing.TB, id uint64) *raftv1.JobRecord {
 	t.Helper()
-	j, ok := m.f.Job(id)
+	j, ok := m.f.Reads().Job(id)
 	if !ok {
 		t.Fatalf("job %d not found", id)
 	}
@@ -84,7 +84,7 @@ func TestSubmitAssignComplete(t *testing.T) {
 	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.Spec.Gpus != 1 || j.MaxAttempts != 3 {
 		t.Fatalf("after submit: %v", j)
 	}
-	if pos, ok := m.f.Position(id); !ok || pos != 1 {
+	if pos, ok := m.f.Reads().Position(id); !ok || pos != 1 {
 		t.Fatalf("position = %d, %v; want 1", pos, ok)
 	}
 	if r := m.apply(CmdAssign, 11*sec, &raftv1.Assign{JobId: id, Executor: "e1", Attempt: 1}); r.Err != nil {
@@ -147,7 +147,7 @@ func TestQueueTimeoutExpires(t *testing.T) {
 	if j.State != sluicev1.JobState_JOB_STATE_EXPIRED || j.Error.GetCode() != "queue_timeout" {
 		t.Fatalf("after deadline: %v %v", j.State, j.Error)
 	}
-	if m.f.QueueLen() != 0 {
+	if m.f.Reads().QueueLen() != 0 {
 		t.Fatal("expired job still queued")
 	}
 }
@@ -243,7 +243,7 @@ func TestCancelIsOwnerOnly(t *testing.T) {
 	if j := m.job(t, id); j.State != sluicev1.JobState_JOB_STATE_CANCELED {
 		t.Fatalf("state %v", j.State)
 	}
-	if m.f.QueueLen() != 0 {
+	if m.f.Reads().QueueLen() != 0 {
 		t.Fatal("canceled job still queued")
 	}
 }
@@ -253,7 +253,7 @@ func TestRetentionForgetsFinishedJobs(t *testing.T) {
 	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: "once"})
 	m.apply(CmdCancel, sec, &raftv1.Cancel{JobId: id, Tenant: "alice"})
 	m.apply(CmdTick, sec+int64(time.Hour), &raftv1.Tick{})
-	if _, ok := m.f.Job(id); ok {
+	if _, ok := m.f.Reads().Job(id); ok {
 		t.Fatal("job kept past retention")
 	}
 	if again := m.submit(t, 2*sec+int64(time.Hour), "alice", &sluicev1.JobSpec{Model: "sdxl", IdempotencyKey: "once"}); again == id {
@@ -268,12 +268,12 @@ func TestFIFOOrderAndPositions(t *testing.T) {
 		ids = append(ids, m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"}))
 	}
 	for i, id := range ids {
-		if p, _ := m.f.Position(id); p != i+1 {
+		if p, _ := m.f.Reads().Position(id); p != i+1 {
 			t.Fatalf("job %d position %d, want %d", id, p, i+1)
 		}
 	}
 	m.apply(CmdCancel, sec, &raftv1.Cancel{JobId: ids[0], Tenant: "alice"})
-	if p, _ := m.f.Position(ids[2]); p != 2 {
+	if p, _ := m.f.Reads().Position(ids[2]); p != 2 {
 		t.Fatalf("after cancel position %d, want 2", p)
 	}
 }

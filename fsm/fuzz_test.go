@@ -118,7 +118,7 @@ func FuzzRestore(f *testing.F) {
 			t.Fatal("a restored state's snapshot encodes differently after a second restore")
 		}
 		// It must still apply entries without panicking.
-		b.Apply(b.LastIndex()+1, MustEncode(CmdTick, b.Now()+sec, &raftv1.Tick{}))
-		b.Dispatch(b.Now(), oneGPU("e1"))
+		b.Apply(b.Reads().LastIndex()+1, MustEncode(CmdTick, b.Reads().Now()+sec, &raftv1.Tick{}))
+		b.Dispatch(b.Reads().Now(), oneGPU("e1"))
 	})
 }

@@ -120,7 +120,7 @@ func TestCancelExpiryRefundAndCompletionSettles(t *testing.T) {
 		Limit: &sluicev1.Rule_Quota{Quota: &sluicev1.QuotaLimit{Limit: 10000}}}
 	m := limitedMachine(t, withRules(quota))
 	used := func() int64 {
-		u := m.f.Usage(limiter.Request{Tenant: "alice", Tier: "free", Model: "sdxl"}, m.f.Now())
+		u := m.f.Reads().Usage(limiter.Request{Tenant: "alice", Tier: "free", Model: "sdxl"}, m.f.Reads().Now())
 		return u[0].Used
 	}
 	// sdxl's estimate is 1 GPU × 2000 ms.
@@ -182,11 +182,11 @@ func TestDelayedJobIsRefundedWhereItWasCharged(t *testing.T) {
 	))
 	m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
 	id := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
-	if j, _ := m.f.Job(id); j.GetAdmission().GetDelayedBy() != "smooth" || j.ReadyNs <= sec {
+	if j, _ := m.f.Reads().Job(id); j.GetAdmission().GetDelayedBy() != "smooth" || j.ReadyNs <= sec {
 		t.Fatalf("the second job is not delayed: %v", j.GetAdmission())
 	}
 	used := func() int64 {
-		for _, u := range m.f.Usage(limiter.Request{Tenant: "alice", Tier: "free", Model: "sdxl"}, m.f.Now()) {
+		for _, u := range m.f.Reads().Usage(limiter.Request{Tenant: "alice", Tier: "free", Model: "sdxl"}, m.f.Reads().Now()) {
 			if u.Rule == "log" {
 				return u.Used
 			}

@@ -8,21 +8,25 @@ import (
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 )
 
-// setMember records or forgets a raft server's addresses.
-func (f *FSM) setMember(c *raftv1.SetMember) Result {
+// memberBook is the raft servers' addresses by raft id.
+type memberBook map[string]*raftv1.SetMember
+
+// set records or forgets a raft server's addresses.
+func (b memberBook) set(c *raftv1.SetMember) Result {
 	if c.Remove {
-		delete(f.members, c.Id)
+		delete(b, c.Id)
 		return Result{}
 	}
 	if c.Id == "" {
 		return Result{Err: ErrBadCommand}
 	}
-	f.members[c.Id] = c
+	b[c.Id] = c
 	return Result{}
 }
 
 // Member returns the addresses recorded for a raft server id.
-func (f *FSM) Member(id string) (*raftv1.SetMember, bool) {
+func (r ConfigReads) Member(id string) (*raftv1.SetMember, bool) {
+	f := r.f
 	m, ok := f.members[id]
 	if !ok {
 		return nil, false
@@ -40,7 +44,8 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // Members returns every recorded raft server, sorted by id.
-func (f *FSM) Members() []*raftv1.SetMember {
+func (r ConfigReads) Members() []*raftv1.SetMember {
+	f := r.f
 	out := make([]*raftv1.SetMember, 0, len(f.members))
 	for _, id := range sortedKeys(f.members) {
 		out = append(out, proto.Clone(f.members[id]).(*raftv1.SetMember))

@@ -729,8 +729,8 @@ func (l *lifecycle) encodeCapture(t *rapid.T) {
 // check compares the state machine with the model.
 func (l *lifecycle) check(t *rapid.T) {
 	f, m := l.f, l.m
-	if f.Now() != m.now {
-		t.Fatalf("clock %d, model %d", f.Now(), m.now)
+	if f.Reads().Now() != m.now {
+		t.Fatalf("clock %d, model %d", f.Reads().Now(), m.now)
 	}
 	var wantRunning []RunningJob
 	earliest := int64(-1) // the model's next deadline, -1 for none
@@ -741,7 +741,7 @@ func (l *lifecycle) check(t *rapid.T) {
 	}
 	held := 0
 	for _, tenant := range []string{"alice", "bob"} {
-		views, _ := f.ListJobs(tenant, nil, 0, len(l.ids)+1)
+		views, _ := f.Reads().ListJobs(tenant, nil, 0, len(l.ids)+1)
 		var got, want []uint64
 		for _, v := range views {
 			got = append(got, v.Job.Id)
@@ -771,7 +771,7 @@ func (l *lifecycle) check(t *rapid.T) {
 			}
 		}
 		for _, key := range []string{"k1", "k2"} {
-			got, ok := f.IdempotentJob(tenant, key)
+			got, ok := f.Reads().IdempotentJob(tenant, key)
 			want, wok := m.idem[[2]string{tenant, key}]
 			if ok != wok || got != want {
 				t.Fatalf("IdempotentJob(%s, %s) = %d %v, model %d %v", tenant, key, got, ok, want, wok)
@@ -786,21 +786,21 @@ func (l *lifecycle) check(t *rapid.T) {
 	}
 	for _, id := range l.ids {
 		if _, ok := m.jobs[id]; !ok {
-			if _, ok := f.Job(id); ok {
+			if _, ok := f.Reads().Job(id); ok {
 				t.Fatalf("job %d is held past its retention", id)
 			}
 		}
 	}
 	slices.SortFunc(wantRunning, func(a, b RunningJob) int { return cmp.Compare(a.ID, b.ID) })
 	for s := sluicev1.JobState(0); s <= mDeadLettered; s++ {
-		if got, want := f.Count(s), m.count(s); got != want {
+		if got, want := f.Reads().Count(s), m.count(s); got != want {
 			t.Fatalf("Count(%s) = %d, model %d", StateName(s), got, want)
 		}
 	}
-	if got, want := int64(f.QueueLen()), m.count(mQueued); got != want {
+	if got, want := int64(f.Reads().QueueLen()), m.count(mQueued); got != want {
 		t.Fatalf("QueueLen = %d, model has %d queued", got, want)
 	}
-	if got := f.Running(); !slices.Equal(got, wantRunning) {
+	if got := f.Reads().Running(); !slices.Equal(got, wantRunning) {
 		t.Fatalf("Running = %v, model %v", got, wantRunning)
 	}
 	// Timers are not removed early, so the next one may be a stale timer
@@ -808,7 +808,7 @@ func (l *lifecycle) check(t *rapid.T) {
 	// also promises the time a queued job becomes ready; NextDeadline
 	// reports timers only, see the report on this test, so ready times are
 	// not checked.)
-	dl, ok := f.NextDeadline()
+	dl, ok := f.Reads().NextDeadline()
 	if ok && dl <= m.now {
 		t.Fatalf("NextDeadline %d is not after now %d: a due timer did not fire", dl, m.now)
 	}
@@ -910,7 +910,7 @@ func newLifecycle(t *rapid.T, start int64, p *sluicev1.Policy) *lifecycle {
 		// max_backoff, jittered into [d/2, d]: the model takes the
 		// FSM's deterministic jitter but checks it is in range.
 		d := min(time.Second<<min(attempt-1, 10), policy.DefaultMaxBackoff)
-		b := l.f.Backoff(id, attempt)
+		b := l.f.Reads().Backoff(id, attempt)
 		if b < d/2 || b > d {
 			t.Fatalf("Backoff(%d, %d) = %v outside [%v, %v]", id, attempt, b, d/2, d)
 		}

@@ -23,7 +23,8 @@ func (f *FSM) SetObserver(o Observer) {
 // EachQueued calls fn for every queued job, in queue order, with what the
 // queue metrics count by: its tier, tenant, model and when it was submitted.
 // fn runs during the call (under the caller's read lock).
-func (f *FSM) EachQueued(fn func(tier, tenant, model string, createdNs int64)) {
+func (r JobReads) EachQueued(fn func(tier, tenant, model string, createdNs int64)) {
+	f := r.f
 	f.queue.Ascend(func(q scheduler.Job) bool {
 		if j, ok := f.jobs[q.ID]; ok {
 			fn(j.Tier, j.Tenant, j.Spec.GetModel(), j.CreatedNs)

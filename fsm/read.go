@@ -15,10 +15,30 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
+// Reads are the state machine's read side, grouped by what they read: what
+// the API, the leader's loops, the metrics and the simulator look at. They
+// change nothing, except that PlaceQueued keeps its scratch in the state
+// machine (so placements go one at a time); the caller keeps them from
+// overlapping an Apply (node/state.go: a read lock).
+type Reads struct {
+	JobReads
+	ConfigReads
+}
+
+// JobReads reads jobs, the queue and webhook deliveries.
+type JobReads struct{ f *FSM }
+
+// ConfigReads reads the policy, the limits, the members and the log's place.
+type ConfigReads struct{ f *FSM }
+
+// Reads returns the state machine's read side.
+func (f *FSM) Reads() Reads { return Reads{JobReads{f}, ConfigReads{f}} }
+
 // Job returns the job with the given id. The record is shared: the state
 // machine never changes a record in place (it replaces it), and callers
 // must not change it either.
-func (f *FSM) Job(id uint64) (*raftv1.JobRecord, bool) {
+func (r JobReads) Job(id uint64) (*raftv1.JobRecord, bool) {
+	f := r.f
 	j, ok := f.jobs[id]
 	if !ok {
 		return nil, false
@@ -34,7 +54,8 @@ type JobView struct {
 }
 
 // View returns the job (shared, read-only: see Job) and its position in line.
-func (f *FSM) View(id uint64) (JobView, bool) {
+func (r JobReads) View(id uint64) (JobView, bool) {
+	f := r.f
 	j, ok := f.jobs[id]
 	if !ok {
 		return JobView{}, false
@@ -47,21 +68,24 @@ func (f *FSM) View(id uint64) (JobView, bool) {
 }
 
 // Position is the job's 1-based place in line, if it is queued.
-func (f *FSM) Position(id uint64) (int, bool) {
+func (r JobReads) Position(id uint64) (int, bool) {
+	f := r.f
 	return f.queue.Position(id)
 }
 
 // AheadOf calls each with how many queued jobs of each model come before
 // the queued job id in queue order (scheduler.FairQueue.AheadOf); each
 // must not call the FSM.
-func (f *FSM) AheadOf(id uint64, each func(model string, n int)) bool {
+func (r JobReads) AheadOf(id uint64, each func(model string, n int)) bool {
+	f := r.f
 	return f.queue.AheadOf(id, each)
 }
 
 // EachAhead calls each with the model and input of the queued jobs before
 // id in dispatch order, at most limit of them; each must not call the FSM.
 // It reports whether it came to id (id 0: to the end of the queue).
-func (f *FSM) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
+func (r JobReads) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
+	f := r.f
 	var cur scheduler.Cursor
 	for seen := 0; seen < limit; {
 		page, next, more := f.queue.Page(cur, min(256, limit-seen))
@@ -93,7 +117,8 @@ type FinishedRun struct {
 
 // Succeeded lists, for each model, its last perModel succeeded jobs the
 // state machine still holds (retention), oldest first.
-func (f *FSM) Succeeded(perModel int) []FinishedRun {
+func (r JobReads) Succeeded(perModel int) []FinishedRun {
+	f := r.f
 	by := map[string][]FinishedRun{}
 	for _, j := range f.jobs {
 		if j.State != sluicev1.JobState_JOB_STATE_SUCCEEDED || j.StartedNs <= 0 || j.FinishedNs < j.StartedNs {
@@ -112,17 +137,20 @@ func (f *FSM) Succeeded(perModel int) []FinishedRun {
 }
 
 // QueueLen is the number of queued jobs.
-func (f *FSM) QueueLen() int {
+func (r JobReads) QueueLen() int {
+	f := r.f
 	return f.queue.Len()
 }
 
 // QueuedOfModel is the number of queued jobs of a model.
-func (f *FSM) QueuedOfModel(model string) int {
+func (r JobReads) QueuedOfModel(model string) int {
+	f := r.f
 	return f.queue.QueuedOfModel(model)
 }
 
 // Count is the number of jobs in state s.
-func (f *FSM) Count(s sluicev1.JobState) int64 {
+func (r JobReads) Count(s sluicev1.JobState) int64 {
+	f := r.f
 	if int(s) >= len(f.counts) || s < 0 {
 		return 0
 	}
@@ -132,7 +160,8 @@ func (f *FSM) Count(s sluicev1.JobState) int64 {
 // ListJobs returns up to limit of the tenant's jobs with id < before (0: no
 // bound), newest first, in the given states (none: all), and whether more
 // remain.
-func (f *FSM) ListJobs(tenant string, states []sluicev1.JobState, before uint64, limit int) ([]JobView, bool) {
+func (r JobReads) ListJobs(tenant string, states []sluicev1.JobState, before uint64, limit int) ([]JobView, bool) {
+	f := r.f
 	ids := f.idsOf(tenant)
 	end := len(ids)
 	if before > 0 {
@@ -166,7 +195,8 @@ func hasState(states []sluicev1.JobState, s sluicev1.JobState) bool {
 }
 
 // Running returns the ids and attempts of all running jobs, ascending by id.
-func (f *FSM) Running() []RunningJob {
+func (r JobReads) Running() []RunningJob {
+	f := r.f
 	out := make([]RunningJob, 0, len(f.running))
 	for id := range f.running {
 		j := f.jobs[id]
@@ -185,7 +215,8 @@ type RunningJob struct {
 
 // NextDeadline is the earliest time at which a timer is due or a queued job
 // becomes ready; the leader proposes a Tick then. ok is false when none.
-func (f *FSM) NextDeadline() (int64, bool) {
+func (r JobReads) NextDeadline() (int64, bool) {
+	f := r.f
 	if len(f.timers) == 0 {
 		return 0, false
 	}
@@ -193,40 +224,47 @@ func (f *FSM) NextDeadline() (int64, bool) {
 }
 
 // Now is the state machine's clock: the latest entry time applied.
-func (f *FSM) Now() int64 {
+func (r ConfigReads) Now() int64 {
+	f := r.f
 	return f.now
 }
 
 // LastIndex is the index of the last applied entry.
-func (f *FSM) LastIndex() uint64 {
+func (r ConfigReads) LastIndex() uint64 {
+	f := r.f
 	return f.lastIndex
 }
 
 // Policy returns the current policy. Callers must not modify it.
-func (f *FSM) Policy() *sluicev1.Policy {
+func (r ConfigReads) Policy() *sluicev1.Policy {
+	f := r.f
 	return f.policy
 }
 
 // TenantByKeyHash finds the tenant owning an API key hash.
-func (f *FSM) TenantByKeyHash(h string) (*sluicev1.Tenant, bool) {
+func (r ConfigReads) TenantByKeyHash(h string) (*sluicev1.Tenant, bool) {
+	f := r.f
 	t, ok := f.pix.byKeyHash[h]
 	return t, ok
 }
 
 // Tenant looks up a tenant by name.
-func (f *FSM) Tenant(name string) (*sluicev1.Tenant, bool) {
+func (r ConfigReads) Tenant(name string) (*sluicev1.Tenant, bool) {
+	f := r.f
 	t, ok := f.pix.tenants[name]
 	return t, ok
 }
 
 // Model looks up a model by name.
-func (f *FSM) Model(name string) (*sluicev1.Model, bool) {
+func (r ConfigReads) Model(name string) (*sluicev1.Model, bool) {
+	f := r.f
 	m, ok := f.pix.models[name]
 	return m, ok
 }
 
 // RunningAttempt reports the job's current attempt if it is running.
-func (f *FSM) RunningAttempt(id uint64) (int32, bool) {
+func (r JobReads) RunningAttempt(id uint64) (int32, bool) {
+	f := r.f
 	j, ok := f.jobs[id]
 	if !ok || j.State != sluicev1.JobState_JOB_STATE_RUNNING {
 		return 0, false
@@ -235,7 +273,8 @@ func (f *FSM) RunningAttempt(id uint64) (int32, bool) {
 }
 
 // QueuedAttempt reports the attempts made so far by a queued job.
-func (f *FSM) QueuedAttempt(id uint64) (int32, bool) {
+func (r JobReads) QueuedAttempt(id uint64) (int32, bool) {
+	f := r.f
 	j, ok := f.jobs[id]
 	if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
 		return 0, false
@@ -246,35 +285,39 @@ func (f *FSM) QueuedAttempt(id uint64) (int32, bool) {
 // CheckLimits decides a submission against the rate limits without
 // charging anything: the leader's pre-check, so that clear rejections never
 // touch the log. The state machine decides again when the entry applies.
-func (f *FSM) CheckLimits(req limiter.Request, now int64) limiter.Decision {
+func (r ConfigReads) CheckLimits(req limiter.Request, now int64) limiter.Decision {
 	var d limiter.Decision
-	f.CheckLimitsInto(req, now, &d)
+	r.CheckLimitsInto(req, now, &d)
 	return d
 }
 
 // CheckLimitsInto is CheckLimits deciding into d.
-func (f *FSM) CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision) {
+func (r ConfigReads) CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision) {
+	f := r.f
 	f.limits.Check(&req, max(now, f.now), d)
 }
 
 // Usage reports every rule that applies to req, as of now.
-func (f *FSM) Usage(req limiter.Request, now int64) []limiter.Usage {
+func (r ConfigReads) Usage(req limiter.Request, now int64) []limiter.Usage {
+	f := r.f
 	return f.limits.Usage(&req, max(now, f.now), nil)
 }
 
 // Rule looks up a policy rule by name.
-func (f *FSM) Rule(name string) (*sluicev1.Rule, bool) {
-	r, ok := f.pix.rules[name]
-	return r, ok
+func (r ConfigReads) Rule(name string) (*sluicev1.Rule, bool) {
+	rule, ok := r.f.pix.rules[name]
+	return rule, ok
 }
 
 // LimiterKeys is how many keys the rate limiter holds over all rules.
-func (f *FSM) LimiterKeys() int {
+func (r ConfigReads) LimiterKeys() int {
+	f := r.f
 	return f.limits.Keys()
 }
 
 // IdempotentJob finds the tenant's job with the given idempotency key.
-func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
+func (r JobReads) IdempotentJob(tenant, key string) (uint64, bool) {
+	f := r.f
 	if key == "" {
 		return 0, false
 	}
@@ -284,12 +327,14 @@ func (f *FSM) IdempotentJob(tenant, key string) (uint64, bool) {
 
 // JobCount is the number of jobs the tenant has in the state machine, in
 // any state (finished ones until their retention ends).
-func (f *FSM) JobCount(tenant string) int {
+func (r JobReads) JobCount(tenant string) int {
+	f := r.f
 	return len(f.idsOf(tenant))
 }
 
 // ActiveJobs counts the tenant's queued and running jobs.
-func (f *FSM) ActiveJobs(tenant string) (queued, running int64) {
+func (r JobReads) ActiveJobs(tenant string) (queued, running int64) {
+	f := r.f
 	for _, id := range f.idsOf(tenant) {
 		switch f.jobs[id].GetState() {
 		case sluicev1.JobState_JOB_STATE_QUEUED:

@@ -25,7 +25,8 @@ type Assignment struct {
 // on the free slots at time now, in dispatch order,, allocating
 // nothing once dst has room. It changes nothing the read methods read, but
 // keeps scratch in the queue: two placements must not overlap.
-func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
+func (r JobReads) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
+	f := r.f
 	f.places = f.queue.PlaceInto(f.places[:0], now, slots)
 	for _, p := range f.places {
 		j, ok := f.jobs[p.JobID]
@@ -41,17 +42,19 @@ func (f *FSM) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) [
 // bound that a new job of the tenant and spec would exceed, given the
 // caller's prediction of its wait (0: unknown). It only reads: the
 // leader's pre-check, before the state machine checks the counts again.
-func (f *FSM) CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predictedWait int64) error {
+func (r JobReads) CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predictedWait int64) error {
+	f := r.f
 	t, ok := f.pix.tenants[tenant]
 	if !ok {
 		return nil
 	}
-	return f.queue.CheckAdmission(f.schedJob(&raftv1.JobRecord{Tenant: tenant, Tier: t.Tier, Spec: spec}), predictedWait)
+	return f.queue.CheckAdmission(schedJob(&raftv1.JobRecord{Tenant: tenant, Tier: t.Tier, Spec: spec}, f.pix.models), predictedWait)
 }
 
 // DeadLetters lists dead-lettered jobs matching every non-empty filter,
 // ascending by id.
-func (f *FSM) DeadLetters(tenant, model string, ids []uint64) []uint64 {
+func (r JobReads) DeadLetters(tenant, model string, ids []uint64) []uint64 {
+	f := r.f
 	var out []uint64
 	consider := func(j *raftv1.JobRecord) {
 		if j == nil || j.State != sluicev1.JobState_JOB_STATE_DEAD_LETTERED {
@@ -114,7 +117,8 @@ func (f *FSM) redrive(c *raftv1.Redrive) Result {
 
 // QueuePage returns up to limit queued jobs in dispatch order after the
 // page token (empty: from the start), and the next token ("" at the end).
-func (f *FSM) QueuePage(token string, limit int) ([]JobView, string, int, error) {
+func (r JobReads) QueuePage(token string, limit int) ([]JobView, string, int, error) {
+	f := r.f
 	var cur scheduler.Cursor
 	if err := cur.UnmarshalText([]byte(token)); err != nil {
 		return nil, "", 0, fmt.Errorf("page_token: %w", err)

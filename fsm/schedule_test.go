@@ -26,10 +26,10 @@ func oneGPU(names ...string) []scheduler.Slot {
 func runAll(t *testing.T, m *machine, now int64) []string {
 	t.Helper()
 	var order []string
-	for m.f.QueueLen() > 0 {
+	for m.f.Reads().QueueLen() > 0 {
 		as := m.f.Dispatch(now, oneGPU("e1"))
 		if len(as) != 1 {
-			t.Fatalf("dispatch placed %d jobs with %d queued", len(as), m.f.QueueLen())
+			t.Fatalf("dispatch placed %d jobs with %d queued", len(as), m.f.Reads().QueueLen())
 		}
 		a := as[0]
 		if r := m.apply(CmdAssign, now, a); r.Err != nil {
@@ -93,17 +93,17 @@ func TestBackpressureRefusesWithoutChargingOrDropping(t *testing.T) {
 	m := limitedMachine(t, p)
 	first := m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
 	m.submit(t, sec, "alice", &sluicev1.JobSpec{Model: "sdxl"})
-	usage := m.f.Usage(limiterRequest("alice"), sec)
+	usage := m.f.Reads().Usage(limiterRequest("alice"), sec)
 	r := m.apply(CmdSubmit, sec, &raftv1.Submit{Tenant: "alice", Spec: &sluicev1.JobSpec{Model: "sdxl"}})
 	var be *scheduler.BusyError
 	if !errors.As(r.Err, &be) || be.Bound != scheduler.BoundQueuedPerTenant || be.Limit != 2 {
 		t.Fatalf("third queued job: %v, want a max_queued_per_tenant BusyError", r.Err)
 	}
-	if after := m.f.Usage(limiterRequest("alice"), sec); after[0].Used != usage[0].Used {
+	if after := m.f.Reads().Usage(limiterRequest("alice"), sec); after[0].Used != usage[0].Used {
 		t.Fatalf("a refused job was charged: used %d → %d", usage[0].Used, after[0].Used)
 	}
-	if m.f.QueueLen() != 2 || m.job(t, first).State != sluicev1.JobState_JOB_STATE_QUEUED {
-		t.Fatalf("queued jobs changed after a refusal: %d queued", m.f.QueueLen())
+	if m.f.Reads().QueueLen() != 2 || m.job(t, first).State != sluicev1.JobState_JOB_STATE_QUEUED {
+		t.Fatalf("queued jobs changed after a refusal: %d queued", m.f.Reads().QueueLen())
 	}
 	// Another tenant is not held by alice's bound.
 	m.submit(t, sec, "bob", &sluicev1.JobSpec{Model: "sdxl"})
@@ -117,10 +117,10 @@ func TestRedriveRequeuesDeadLettersWithFreshAttempts(t *testing.T) {
 	if s := m.job(t, id).State; s != sluicev1.JobState_JOB_STATE_DEAD_LETTERED {
 		t.Fatalf("state %v, want DEAD_LETTERED", s)
 	}
-	if got := m.f.DeadLetters("", "sdxl", nil); len(got) != 1 || got[0] != id {
+	if got := m.f.Reads().DeadLetters("", "sdxl", nil); len(got) != 1 || got[0] != id {
 		t.Fatalf("DeadLetters(model sdxl) = %v", got)
 	}
-	if got := m.f.DeadLetters("bob", "", nil); len(got) != 0 {
+	if got := m.f.Reads().DeadLetters("bob", "", nil); len(got) != 0 {
 		t.Fatalf("DeadLetters(bob) = %v, want none", got)
 	}
 	if r := m.apply(CmdRedrive, 3*sec, &raftv1.Redrive{JobIds: []uint64{id}}); r.Err != nil {
@@ -197,7 +197,7 @@ func limiterRequest(tenant string) limiter.Request {
 
 // Dispatch is PlaceQueued as Assign entries, for the tests.
 func (f *FSM) Dispatch(now int64, slots []scheduler.Slot) []*raftv1.Assign {
-	ps := f.PlaceQueued(nil, now, slots)
+	ps := f.Reads().PlaceQueued(nil, now, slots)
 	out := make([]*raftv1.Assign, len(ps))
 	for i, p := range ps {
 		out[i] = &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: p.Attempt}

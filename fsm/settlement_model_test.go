@@ -334,7 +334,7 @@ func (l *ledger) check(t *rapid.T, f *FSM, now int64) {
 			for _, key := range ledgerKeys {
 				for _, ip := range ledgerIPs {
 					req := limiter.Request{Tenant: tenant, APIKey: key, Tier: l.tiers[tenant], ClientIP: ip, Method: "Submit", Model: model}
-					got, want := f.Usage(req, now), l.ref.Usage(&req, now, nil)
+					got, want := f.Reads().Usage(req, now), l.ref.Usage(&req, now, nil)
 					if !slices.Equal(got, want) {
 						t.Fatalf("usage of %s/%s/%s/%s after %d settlements:\nstate machine %+v\nmodel         %+v", tenant, model, key[:6], ip, l.ops, got, want)
 					}

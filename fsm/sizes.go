@@ -17,6 +17,9 @@ import (
 // and charge cost-weighted limits at admission the job's predicted
 // GPU-milliseconds.
 
+// sizeBook holds the lines of the models that reserve by size, by model.
+type sizeBook map[string]*sizeLine
+
 // sizeLine is a model's line, for the declaration it was made for.
 type sizeLine struct {
 	decl *sluicev1.SizeModel
@@ -28,47 +31,48 @@ func reservesBySize(m *sluicev1.Model) bool {
 	return m.GetSize().GetReserve() && len(m.GetSize().GetTerms()) == 1
 }
 
-// syncLines keeps the lines of the models that reserve by size under the
-// policy, anew where a declaration changed, and drops the others.
-func (f *FSM) syncLines() {
-	for name, sl := range f.lines {
-		m, ok := f.pix.models[name]
+// sync keeps the lines of the models that reserve by size under the
+// policy (models: pol's, by name), anew where a declaration changed, and
+// drops the others.
+func (b sizeBook) sync(pol *sluicev1.Policy, models map[string]*sluicev1.Model) {
+	for name, sl := range b {
+		m, ok := models[name]
 		if !ok || !reservesBySize(m) || !proto.Equal(sl.decl, m.Size) {
-			delete(f.lines, name)
+			delete(b, name)
 		}
 	}
-	for _, m := range f.policy.GetModels() {
-		if _, ok := f.lines[m.Name]; !ok && reservesBySize(m) {
-			f.lines[m.Name] = &sizeLine{decl: m.Size, line: predict.NewLine(int(m.Size.MinObservations))}
+	for _, m := range pol.GetModels() {
+		if _, ok := b[m.Name]; !ok && reservesBySize(m) {
+			b[m.Name] = &sizeLine{decl: m.Size, line: predict.NewLine(int(m.Size.MinObservations))}
 		}
 	}
 }
 
-// learnSize teaches j's model's line its attempt that ends now.
-func (f *FSM) learnSize(j *raftv1.JobRecord) {
-	if len(f.lines) == 0 {
+// learn teaches j's model's line its attempt that ends now.
+func (b sizeBook) learn(j *raftv1.JobRecord, now int64) {
+	if len(b) == 0 {
 		return // no model reserves by size: the common case costs no lookup
 	}
-	sl, ok := f.lines[j.Spec.GetModel()]
-	if !ok || j.StartedNs <= 0 || f.now < j.StartedNs {
+	sl, ok := b[j.Spec.GetModel()]
+	if !ok || j.StartedNs <= 0 || now < j.StartedNs {
 		return
 	}
 	if x, ok := predict.Term(sl.decl, j.Spec.GetInput()); ok {
-		sl.line.Observe(x, f.now-j.StartedNs)
+		sl.line.Observe(x, now-j.StartedNs)
 	}
 }
 
 // reserveCost is what admission charges rules that count cost: the
 // declared cost; else, where m reserves by size and its line is trusted,
 // the job's GPUs times its predicted milliseconds; else EstimateCost.
-func (f *FSM) reserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
+func (b sizeBook) reserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 	if spec.GetDeclaredCost() > 0 {
 		return spec.DeclaredCost
 	}
-	if len(f.lines) == 0 {
+	if len(b) == 0 {
 		return EstimateCost(spec, m)
 	}
-	if sl, ok := f.lines[m.GetName()]; ok {
+	if sl, ok := b[m.GetName()]; ok {
 		if x, ok := predict.Term(sl.decl, spec.GetInput()); ok {
 			if ns, ok := sl.line.Predict(x); ok {
 				return max(1, int64(jobGPUs(spec, m))*(ns/int64(time.Millisecond)))
@@ -80,15 +84,15 @@ func (f *FSM) reserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 
 // ReserveCost is what a job of spec and model reserves of the rules that
 // count cost, for the leader's pre-check.
-func (f *FSM) ReserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
-	return f.reserveCost(spec, m)
+func (r JobReads) ReserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
+	return r.f.lines.reserveCost(spec, m)
 }
 
-// linesImage is the lines as a snapshot keeps them, sorted by model.
-func (f *FSM) linesImage() []*raftv1.SizeLine {
+// image is the lines as a snapshot keeps them, sorted by model.
+func (b sizeBook) image() []*raftv1.SizeLine {
 	var out []*raftv1.SizeLine
-	for _, name := range sortedKeys(f.lines) {
-		seen, next, obs := f.lines[name].line.State()
+	for _, name := range sortedKeys(b) {
+		seen, next, obs := b[name].line.State()
 		s := &raftv1.SizeLine{Model: name, Seen: seen, Next: int32(next)}
 		for _, p := range obs {
 			s.X, s.Ns = append(s.X, p.X), append(s.Ns, p.NS)
@@ -98,12 +102,12 @@ func (f *FSM) linesImage() []*raftv1.SizeLine {
 	return out
 }
 
-// restoreLines takes the lines a snapshot kept, for the models that still
-// reserve by size under the restored policy.
-func (f *FSM) restoreLines(lines []*raftv1.SizeLine) {
-	f.syncLines()
+// restore takes the lines a snapshot kept, for the models that still
+// reserve by size under the restored policy (pol, models).
+func (b sizeBook) restore(lines []*raftv1.SizeLine, pol *sluicev1.Policy, models map[string]*sluicev1.Model) {
+	b.sync(pol, models)
 	for _, s := range lines {
-		sl, ok := f.lines[s.Model]
+		sl, ok := b[s.Model]
 		if !ok || len(s.X) != len(s.Ns) {
 			continue
 		}

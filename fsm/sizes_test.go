@@ -27,7 +27,7 @@ func TestReservationsBySize(t *testing.T) {
 		return &sluicev1.JobSpec{Model: "sdxl", Input: in}
 	}
 	charge := func(steps int) int64 {
-		return m.f.ReserveCost(spec(steps), p.Models[0])
+		return m.f.Reads().ReserveCost(spec(steps), p.Models[0])
 	}
 	if a, b := charge(10), charge(60); a != 2000 || b != 2000 {
 		t.Fatalf("before it learned: %d and %d, want default_duration's 2000 ms each", a, b)
@@ -59,7 +59,7 @@ func TestReservationsBySize(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, steps := range []int{1, 10, 33, 60, 200} {
-		if a, b := m.f.ReserveCost(spec(steps), p.Models[0]), back.ReserveCost(spec(steps), p.Models[0]); a != b {
+		if a, b := m.f.Reads().ReserveCost(spec(steps), p.Models[0]), back.Reads().ReserveCost(spec(steps), p.Models[0]); a != b {
 			t.Fatalf("%d steps: %d before the snapshot, %d after", steps, a, b)
 		}
 	}
@@ -69,7 +69,7 @@ func TestReservationsBySize(t *testing.T) {
 	if r := m.apply(CmdSetPolicy, now, &raftv1.SetPolicy{Policy: p2}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if got := m.f.ReserveCost(spec(60), p2.Models[0]); got != 2000 {
+	if got := m.f.Reads().ReserveCost(spec(60), p2.Models[0]); got != 2000 {
 		t.Fatalf("after the declaration changed: %d, want 2000", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
@@ -29,13 +30,21 @@ const (
 // DeliveryID is the webhook-id header of a job's seq-th delivery.
 func DeliveryID(job uint64, seq int32) string { return fmt.Sprintf("msg_%d_%d", job, seq) }
 
+// hookBook is the state of webhook deliveries beside the job records that
+// hold them: the endpoints that answered 410 Gone (goneKey), and the jobs
+// with a delivery pending (derived from the records).
+type hookBook struct {
+	gone   map[string]bool
+	hooked map[uint64]struct{}
+}
+
 // webhookOf is the webhook a job's events go to: its spec's, else its
-// tenant's default; nil for none.
-func (f *FSM) webhookOf(j *raftv1.JobRecord) *sluicev1.Webhook {
+// tenant's default (tenants: the policy's, by name); nil for none.
+func webhookOf(j *raftv1.JobRecord, tenants map[string]*sluicev1.Tenant) *sluicev1.Webhook {
 	if w := j.Spec.GetWebhook(); w.GetUrl() != "" {
 		return w
 	}
-	if w := f.pix.tenants[j.Tenant].GetWebhook(); w.GetUrl() != "" {
+	if w := tenants[j.Tenant].GetWebhook(); w.GetUrl() != "" {
 		return w
 	}
 	return nil
@@ -43,9 +52,9 @@ func (f *FSM) webhookOf(j *raftv1.JobRecord) *sluicev1.Webhook {
 
 func goneKey(tenant, url string) string { return tenant + " " + url }
 
-// hookTransition records the webhook delivery a state change calls for, on
-// j (a record being edited).
-func (f *FSM) hookTransition(j *raftv1.JobRecord, from, to sluicev1.JobState) {
+// transition records the webhook delivery a state change calls for, on j
+// (a record being edited) at now; w is j's webhook (webhookOf).
+func (h *hookBook) transition(j *raftv1.JobRecord, from, to sluicev1.JobState, w *sluicev1.Webhook, now int64) {
 	var event string
 	switch {
 	case to == sluicev1.JobState_JOB_STATE_QUEUED && from == sluicev1.JobState_JOB_STATE_UNSPECIFIED:
@@ -57,23 +66,23 @@ func (f *FSM) hookTransition(j *raftv1.JobRecord, from, to sluicev1.JobState) {
 	default:
 		return
 	}
-	w := f.webhookOf(j)
 	if w == nil || !policy.WantsEvent(w, event) || len(j.Deliveries) >= MaxDeliveriesPerJob {
 		return
 	}
 	d := &raftv1.Delivery{Seq: int32(len(j.Deliveries) + 1), Event: event, Url: w.Url,
-		State: DeliveryPending, CreatedNs: f.now, NextNs: f.now}
-	if f.gone[goneKey(j.Tenant, w.Url)] {
+		State: DeliveryPending, CreatedNs: now, NextNs: now}
+	if h.gone[goneKey(j.Tenant, w.Url)] {
 		d.State, d.NextNs, d.LastError = DeliveryDisabled, 0, "the endpoint answered 410 Gone to an earlier delivery"
 	} else {
-		f.hooked[j.Id] = struct{}{}
+		h.hooked[j.Id] = struct{}{}
 	}
 	j.Deliveries = append(j.Deliveries, d)
 }
 
-// webhookResult records one delivery attempt the leader made.
-func (f *FSM) webhookResult(c *raftv1.WebhookResult) Result {
-	j, ok := f.jobs[c.JobId]
+// result records one delivery attempt the leader made, applied at now;
+// schedule is the policy's retry schedule.
+func (h *hookBook) result(t *jobTable, c *raftv1.WebhookResult, now int64, schedule []time.Duration) Result {
+	j, ok := t.jobs[c.JobId]
 	if !ok || c.Seq < 1 || int(c.Seq) > len(j.Deliveries) {
 		return Result{JobID: c.JobId, Err: ErrNotFound}
 	}
@@ -81,32 +90,31 @@ func (f *FSM) webhookResult(c *raftv1.WebhookResult) Result {
 	if d.State != DeliveryPending || c.Attempt != d.Attempts+1 {
 		return Result{JobID: c.JobId, Err: ErrStale}
 	}
-	j = f.edit(j)
+	j = t.edit(j)
 	d = shallowCopy(d)
 	j.Deliveries[c.Seq-1] = d
-	d.Attempts, d.LastNs, d.LastStatus = c.Attempt, f.now, c.Status
+	d.Attempts, d.LastNs, d.LastStatus = c.Attempt, now, c.Status
 	d.LastError = truncate(c.Error, maxDeliveryError)
-	schedule := policy.RetrySchedule(f.policy)
 	switch {
 	case c.Status >= 200 && c.Status < 300:
 		d.State, d.NextNs, d.LastError = DeliveryDelivered, 0, ""
 	case c.Status == 410:
 		d.State, d.NextNs = DeliveryDisabled, 0
-		f.gone[goneKey(j.Tenant, d.Url)] = true
-		f.disablePending(j.Tenant, d.Url)
+		h.gone[goneKey(j.Tenant, d.Url)] = true
+		h.disablePending(t, j.Tenant, d.Url)
 	case int(d.Attempts) > len(schedule):
 		d.State, d.NextNs = DeliveryFailed, 0
 	default:
-		d.NextNs = f.now + int64(schedule[d.Attempts-1])
+		d.NextNs = now + int64(schedule[d.Attempts-1])
 	}
-	f.unhookIfDone(j)
+	h.unhookIfDone(j)
 	return Result{JobID: j.Id}
 }
 
 // disablePending marks every pending delivery of tenant to url disabled.
-func (f *FSM) disablePending(tenant, url string) {
-	for _, id := range slices.Sorted(maps.Keys(f.hooked)) {
-		j := f.jobs[id]
+func (h *hookBook) disablePending(t *jobTable, tenant, url string) {
+	for _, id := range slices.Sorted(maps.Keys(h.hooked)) {
+		j := t.jobs[id]
 		if j.Tenant != tenant {
 			continue
 		}
@@ -116,19 +124,19 @@ func (f *FSM) disablePending(tenant, url string) {
 				continue
 			}
 			if !edited {
-				j, edited = f.edit(j), true
+				j, edited = t.edit(j), true
 			}
 			d = shallowCopy(d)
 			d.State, d.NextNs, d.LastError = DeliveryDisabled, 0, "the endpoint answered 410 Gone to another delivery"
 			j.Deliveries[i] = d
 		}
-		f.unhookIfDone(j)
+		h.unhookIfDone(j)
 	}
 }
 
-func (f *FSM) unhookIfDone(j *raftv1.JobRecord) {
+func (h *hookBook) unhookIfDone(j *raftv1.JobRecord) {
 	if !slices.ContainsFunc(j.Deliveries, func(d *raftv1.Delivery) bool { return d.State == DeliveryPending }) {
-		delete(f.hooked, j.Id)
+		delete(h.hooked, j.Id)
 	}
 }
 
@@ -154,14 +162,15 @@ type DueDelivery struct {
 func (d DueDelivery) ID() string { return DeliveryID(d.JobID, d.Seq) }
 
 // PendingDeliveries appends to dst every pending delivery and returns it.
-func (f *FSM) PendingDeliveries(dst []DueDelivery) []DueDelivery {
-	return f.DueDeliveries(math.MaxInt64, dst)
+func (r JobReads) PendingDeliveries(dst []DueDelivery) []DueDelivery {
+	return r.DueDeliveries(math.MaxInt64, dst)
 }
 
 // DueDeliveries appends to dst the pending deliveries due by now (unix ns):
 // what the leader sends.
-func (f *FSM) DueDeliveries(now int64, dst []DueDelivery) []DueDelivery {
-	for id := range f.hooked {
+func (r JobReads) DueDeliveries(now int64, dst []DueDelivery) []DueDelivery {
+	f := r.f
+	for id := range f.hooks.hooked {
 		j := f.jobs[id]
 		for _, d := range j.Deliveries {
 			if d.State == DeliveryPending && d.NextNs <= now {
@@ -174,6 +183,7 @@ func (f *FSM) DueDeliveries(now int64, dst []DueDelivery) []DueDelivery {
 }
 
 // WebhookSecrets returns the secrets that sign a tenant's webhooks.
-func (f *FSM) WebhookSecrets(tenant string) []string {
+func (r ConfigReads) WebhookSecrets(tenant string) []string {
+	f := r.f
 	return f.pix.tenants[tenant].GetWebhookSecrets()
 }

@@ -27,7 +27,7 @@ func webhookPolicy() *sluicev1.Policy {
 
 func deliveries(t *testing.T, m *machine, id uint64) []*raftv1.Delivery {
 	t.Helper()
-	j, ok := m.f.Job(id)
+	j, ok := m.f.Reads().Job(id)
 	if !ok {
 		t.Fatalf("job %d missing", id)
 	}
@@ -57,7 +57,7 @@ func TestWebhookDeliveriesFollowTheJob(t *testing.T) {
 	if strings.Join(events, ",") != "job.queued,job.started,job.completed" {
 		t.Fatalf("events %v", events)
 	}
-	if got := m.f.PendingDeliveries(nil); len(got) != 3 || got[0].ID() != DeliveryID(id, got[0].Seq) {
+	if got := m.f.Reads().PendingDeliveries(nil); len(got) != 3 || got[0].ID() != DeliveryID(id, got[0].Seq) {
 		t.Fatalf("pending %+v", got)
 	}
 
@@ -86,7 +86,7 @@ func TestWebhookDeliveriesFollowTheJob(t *testing.T) {
 	if err := restored.Restore(m.f.Snapshot()); err != nil {
 		t.Fatal(err)
 	}
-	if got := restored.PendingDeliveries(nil); len(got) != 1 || got[0].Seq != 3 || got[0].Attempt != 1 {
+	if got := restored.Reads().PendingDeliveries(nil); len(got) != 1 || got[0].Seq != 3 || got[0].Attempt != 1 {
 		t.Fatalf("pending after a restore: %+v", got)
 	}
 }
@@ -101,8 +101,8 @@ func TestWebhookGoneDisablesTheEndpoint(t *testing.T) {
 	}
 	m.apply(CmdCancel, 2*sec, &raftv1.Cancel{JobId: a, Tenant: "bob"})
 	m.apply(CmdCancel, 2*sec, &raftv1.Cancel{JobId: b, Tenant: "bob"})
-	if len(m.f.PendingDeliveries(nil)) != 2 {
-		t.Fatalf("pending %+v", m.f.PendingDeliveries(nil))
+	if len(m.f.Reads().PendingDeliveries(nil)) != 2 {
+		t.Fatalf("pending %+v", m.f.Reads().PendingDeliveries(nil))
 	}
 	result(m, 3*sec, a, 1, 1, 410)
 	for _, id := range []uint64{a, b} {
@@ -110,7 +110,7 @@ func TestWebhookGoneDisablesTheEndpoint(t *testing.T) {
 			t.Fatalf("job %d after a 410: %+v", id, d)
 		}
 	}
-	if n := len(m.f.PendingDeliveries(nil)); n != 0 {
+	if n := len(m.f.Reads().PendingDeliveries(nil)); n != 0 {
 		t.Fatalf("%d still pending", n)
 	}
 	// A later job's event to the same endpoint is recorded disabled, and the

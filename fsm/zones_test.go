@@ -31,7 +31,7 @@ func parisQuotaHash(t fatalf) string {
 		ts, _ := time.Parse(time.RFC3339, at)
 		m.apply(CmdSubmit, ts.UnixNano(), &raftv1.Submit{Tenant: "bob", Spec: &sluicev1.JobSpec{Model: "sdxl"}})
 	}
-	return m.f.StateHash()
+	return m.f.Reads().StateHash()
 }
 
 // TestQuotaZonesIgnoreTheHostsZoneinfo: a replica whose ZONEINFO names a

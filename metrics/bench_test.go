@@ -15,7 +15,7 @@ func BenchmarkScrape(b *testing.B) {
 		Executors: func() []Executor { return nil },
 		Leading:   func() bool { return false },
 	})
-	m.src.FSM = replicaWithJobs(b, 64, 20000)
+	m.src.FSM = replicaWithJobs(b, 64, 20000).Reads()
 	h := m.Handler()
 	b.ResetTimer()
 	for range b.N {

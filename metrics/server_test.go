@@ -57,7 +57,7 @@ func TestTenantLabelIsBoundedByMaxTenants(t *testing.T) {
 		Executors: func() []Executor { return nil },
 		Leading:   func() bool { return false },
 	})
-	m.src.FSM = replica(t, 10, nil)
+	m.src.FSM = replica(t, 10, nil).Reads()
 	want := `
 # HELP sluice_jobs_queued Jobs queued now.
 # TYPE sluice_jobs_queued gauge

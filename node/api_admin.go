@@ -55,21 +55,21 @@ func (s *adminService) GetClusterStatus(ctx context.Context, req *connect.Reques
 	} {
 		out.FinishedJobs += n.fsm.Count(st)
 	}
-	out.Members = n.members()
+	out.Members = n.cluster.members()
 	if req.Header().Get(selfOnlyHeader) == "" {
-		n.fillPeers(ctx, req.Header().Get("Authorization"), out.Members)
+		n.cluster.fillPeers(ctx, req.Header().Get("Authorization"), out.Members)
 	}
 	out.Executors = n.execs.status()
 	// The operator's page: what runs, what died, what was refused.
 	running := n.fsm.Running()
 	for _, r := range running[:min(len(running), maxStatusJobs)] {
-		if j, ok := n.publicJob(r.ID); ok {
+		if j, ok := n.desk.publicJob(r.ID); ok {
 			out.Running = append(out.Running, j)
 		}
 	}
 	dead := n.fsm.DeadLetters("", "", nil)
 	for i := len(dead) - 1; i >= 0 && len(out.DeadLetters) < maxStatusJobs; i-- {
-		if j, ok := n.publicJob(dead[i]); ok {
+		if j, ok := n.desk.publicJob(dead[i]); ok {
 			out.DeadLetters = append(out.DeadLetters, j)
 		}
 	}
@@ -178,7 +178,7 @@ func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluic
 	if err := n.admin(req.Header()); err != nil {
 		return nil, err
 	}
-	n.readYourWrites(ctx)
+	n.desk.readYourWrites(ctx)
 	size, err := pageSize(req.Msg.GetPageSize())
 	if err != nil {
 		return nil, err
@@ -189,14 +189,14 @@ func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluic
 	}
 	out := &sluicev1.ListQueueResponse{NextPageToken: next, Total: int64(total), Jobs: make([]*sluicev1.Job, len(views))}
 	for i, v := range views {
-		out.Jobs[i] = n.withSoftState(publicJob(v, n.etaOf(v, false)), v)
+		out.Jobs[i] = n.desk.withSoftState(publicJob(v, n.desk.etaOf(v, false)), v)
 	}
 	return connect.NewResponse(out), nil
 }
 
 // members lists the raft servers with their addresses and, as far as this
 // node knows, their progress.
-func (n *Node) members() []*sluicev1.Member {
+func (n membership) members() []*sluicev1.Member {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return nil
@@ -252,11 +252,11 @@ func (s *adminService) JoinNode(ctx context.Context, req *connect.Request[sluice
 	}); !local {
 		return res, err
 	}
-	if err := n.join(ctx, m.Id, m.RaftAddress, m.HttpAddress); err != nil {
+	if err := n.cluster.join(ctx, m.Id, m.RaftAddress, m.HttpAddress); err != nil {
 		return nil, raftError(err)
 	}
 	n.log.Info("node joined", "id", m.Id, "raft", m.RaftAddress, "http", m.HttpAddress)
-	return connect.NewResponse(&sluicev1.JoinNodeResponse{Members: n.members()}), nil
+	return connect.NewResponse(&sluicev1.JoinNodeResponse{Members: n.cluster.members()}), nil
 }
 
 func (s *adminService) RemoveNode(ctx context.Context, req *connect.Request[sluicev1.RemoveNodeRequest]) (*connect.Response[sluicev1.RemoveNodeResponse], error) {
@@ -275,14 +275,14 @@ func (s *adminService) RemoveNode(ctx context.Context, req *connect.Request[slui
 	if req.Msg.Id == n.cfg.ID {
 		return nil, fieldError("id", "%q is the leader; transfer leadership first, then remove it through another node", req.Msg.Id)
 	}
-	if err := n.checkMember(req.Msg.Id); err != nil {
+	if err := n.cluster.checkMember(req.Msg.Id); err != nil {
 		return nil, err
 	}
-	if err := n.remove(ctx, req.Msg.Id); err != nil {
+	if err := n.cluster.remove(ctx, req.Msg.Id); err != nil {
 		return nil, raftError(err)
 	}
 	n.log.Info("node removed", "id", req.Msg.Id)
-	return connect.NewResponse(&sluicev1.RemoveNodeResponse{Members: n.members()}), nil
+	return connect.NewResponse(&sluicev1.RemoveNodeResponse{Members: n.cluster.members()}), nil
 }
 
 func (s *adminService) TransferLeadership(ctx context.Context, req *connect.Request[sluicev1.TransferLeadershipRequest]) (*connect.Response[sluicev1.TransferLeadershipResponse], error) {
@@ -298,7 +298,7 @@ func (s *adminService) TransferLeadership(ctx context.Context, req *connect.Requ
 	var f raft.Future
 	if id := req.Msg.Id; id != "" {
 		var addr raft.ServerAddress
-		for _, m := range n.members() {
+		for _, m := range n.cluster.members() {
 			if m.Id == id {
 				addr = raft.ServerAddress(m.RaftAddress)
 			}
@@ -345,12 +345,12 @@ func (s *adminService) SetPolicy(ctx context.Context, req *connect.Request[sluic
 			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 		}
 	}
-	safe := n.readsChallenges(ctx)
+	safe := n.chall.readsChallenges(ctx)
 	if policyHasChallenges(req.Msg.Policy) && !safe {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"policy: a CHALLENGE rule needs every server to read log format %d, and not every server has said so yet (one is down, or runs an older build); retry once all are up", challengeFormat))
 	}
-	if field := sizeReservation(req.Msg.Policy); field != "" && !n.readsFormat(ctx, sizesFormat) {
+	if field := sizeReservation(req.Msg.Policy); field != "" && !n.chall.readsFormat(ctx, sizesFormat) {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"policy: %s needs every server to read log format %d, and not every server has said so yet (one is down, or runs an older build); retry once all are up", field, sizesFormat))
 	}
@@ -372,14 +372,14 @@ func (s *adminService) GetPolicy(ctx context.Context, req *connect.Request[sluic
 	if err := n.admin(req.Header()); err != nil {
 		return nil, err
 	}
-	n.readYourWrites(ctx)
+	n.desk.readYourWrites(ctx)
 	return connect.NewResponse(&sluicev1.GetPolicyResponse{Policy: n.fsm.Policy()}), nil
 }
 
 // checkMember answers not_found, listing the members, when id is neither in
 // the raft configuration nor recorded in the log (a server half removed
 // is still removable).
-func (n *Node) checkMember(id string) error {
+func (n membership) checkMember(id string) error {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return raftError(err)
@@ -408,7 +408,7 @@ func raftError(err error) error {
 
 // markUnreachable flags a member this node cannot reach, with the time
 // since it last heard from it (none if it never did).
-func (n *Node) markUnreachable(m *sluicev1.Member, heard time.Time) {
+func (n membership) markUnreachable(m *sluicev1.Member, heard time.Time) {
 	m.Unreachable = true
 	m.LastContact = nil
 	if !heard.IsZero() {
@@ -423,7 +423,7 @@ const selfOnlyHeader = "Sluice-Self-Only"
 // fillPeers asks every other member for its own term, commit and applied
 // index and last contact, in parallel, briefly; a member that does not
 // answer keeps its blanks.
-func (n *Node) fillPeers(ctx context.Context, auth string, ms []*sluicev1.Member) {
+func (n membership) fillPeers(ctx context.Context, auth string, ms []*sluicev1.Member) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -437,7 +437,7 @@ func (n *Node) fillPeers(ctx context.Context, auth string, ms []*sluicev1.Member
 			req := connect.NewRequest(&sluicev1.GetClusterStatusRequest{})
 			req.Header().Set("Authorization", auth)
 			req.Header().Set(selfOnlyHeader, "1")
-			res, err := n.clientsFor(n.peerURL(m.HttpAddress)).admin.GetClusterStatus(ctx, req)
+			res, err := n.route.clientsFor(n.peerURL(m.HttpAddress)).admin.GetClusterStatus(ctx, req)
 			if err != nil {
 				heard, _ := n.contact.view(m.Id)
 				n.markUnreachable(m, heard)

@@ -106,13 +106,13 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 	if err != nil {
 		return err
 	}
-	term := n.term()
+	term := n.cluster.term()
 	if term == nil {
-		return n.notLeaderError()
+		return n.route.notLeaderError()
 	}
 	// A leader paused and resumed may not have noticed its successor yet:
 	// it must not adopt from, or stop attempts by, its stale state.
-	if err := n.verifyLeader(); err != nil {
+	if err := n.desk.verifyLeader(); err != nil {
 		return err
 	}
 	// Adopt only the attempts the log has running on this executor; tell
@@ -155,7 +155,7 @@ func (s *executorService) Lease(ctx context.Context, req *connect.Request[sluice
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-term.Done():
-			return n.notLeaderError()
+			return n.route.notLeaderError()
 		case <-l.done:
 			return connect.NewError(connect.CodeAborted, errors.New("lease ended: replaced by a newer lease or expired"))
 		case <-tick.C:
@@ -207,7 +207,7 @@ func (s *executorService) Heartbeat(ctx context.Context, req *connect.Request[sl
 		}
 	}
 	if len(out.Stop) > 0 {
-		if err := n.verifyLeader(); err != nil {
+		if err := n.desk.verifyLeader(); err != nil {
 			return nil, err // not from a deposed leader's stale state
 		}
 	}
@@ -262,7 +262,7 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 		// executor, so it must come from the leader's state: a paused old
 		// leader, resumed and not yet deposed, knows nothing of the attempts
 		// its successor assigned.
-		if err := n.verifyLeader(); err != nil {
+		if err := n.desk.verifyLeader(); err != nil {
 			return nil, err
 		}
 		return accepted(false)

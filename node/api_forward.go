@@ -42,11 +42,11 @@ const (
 func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[peerv1.SubmitBatchRequest]) (*connect.Response[peerv1.SubmitBatchResponse], error) {
 	n := s.n
 	host := hostOf(req.Peer().Addr)
-	if !n.fromPeer(ctx, host) {
-		if !n.canJudgeKeys() {
+	if !n.route.fromPeer(ctx, host) {
+		if !n.duty.canJudgeKeys() {
 			// The members are in the log: a restarted node that has not applied
 			// it yet cannot tell a member from a stranger (the caller retries).
-			return nil, n.notCaughtUpError()
+			return nil, n.duty.notCaughtUpError()
 		}
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
 			"SubmitBatch is for the servers of this cluster only: %s is not a member's host, or (with --peer-ca) did not present a peer certificate", host))
@@ -56,7 +56,7 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("submits: %d exceed the %d-Submit limit", len(items), maxForwardBatch))
 	}
 	if !n.IsLeader() {
-		return nil, n.notLeaderError()
+		return nil, n.route.notLeaderError()
 	}
 	received := time.Now()
 	type checked struct {
@@ -67,7 +67,7 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 	checks := make([]checked, len(items))
 	check := func(i int) {
 		c := &checks[i]
-		c.sub, c.res, c.err = n.checkForwarded(ctx, host, items[i], received)
+		c.sub, c.res, c.err = n.route.checkForwarded(ctx, host, items[i], received)
 	}
 	if slices.ContainsFunc(items, func(it *peerv1.ForwardedSubmit) bool {
 		return it.GetRequest().GetChallengeAnswer().GetCaptchaResponse() != ""
@@ -104,7 +104,7 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 		for j, r := range n.proposeAll(ctx, fsm.CmdSubmit, cmds) {
 			i := admit[j]
 			clear(h)
-			msg, err := n.answerSubmit(checks[i].sub, r.res, r.err, h)
+			msg, err := n.desk.answerSubmit(checks[i].sub, r.res, r.err, h)
 			out[i] = w.of(msg, h, err)
 		}
 	}
@@ -115,19 +115,19 @@ func (s *forwardService) SubmitBatch(ctx context.Context, req *connect.Request[p
 // from the peer at host, received then: with its client's credentials and
 // IP (the peer's own when the batch names none). A Submit whose client's
 // deadline passed meanwhile is not proposed.
-func (n *Node) checkForwarded(ctx context.Context, host string, it *peerv1.ForwardedSubmit, received time.Time) (submission, *connect.Response[sluicev1.SubmitResponse], error) {
+func (n leaderRoute) checkForwarded(ctx context.Context, host string, it *peerv1.ForwardedSubmit, received time.Time) (submission, *connect.Response[sluicev1.SubmitResponse], error) {
 	ip := host
 	if p := net.ParseIP(it.GetClientIp()); p != nil {
 		ip = p.String()
 	}
-	sub, res, err := n.checkSubmit(ctx, it.GetAuthorization(), ip, it.GetRequest())
+	sub, res, err := n.desk.checkSubmit(ctx, it.GetAuthorization(), ip, it.GetRequest())
 	if res != nil || err != nil {
 		return sub, res, err
 	}
-	if err := n.verifyChallenges(ctx, &sub); err != nil {
+	if err := n.chall.verifyChallenges(ctx, &sub); err != nil {
 		return sub, nil, err
 	}
-	if err := n.precheckSubmit(sub); err != nil {
+	if err := n.desk.precheckSubmit(sub); err != nil {
 		return sub, nil, err
 	}
 	if ms := it.GetTimeoutMs(); ms > 0 && time.Since(received) >= time.Duration(ms)*time.Millisecond {
@@ -140,11 +140,11 @@ func (n *Node) checkForwarded(ctx context.Context, host string, it *peerv1.Forwa
 // the cluster, by the rule that makes a forwarded client address believed
 // (clientIP, withCallerCert): a member's host, and with a peer CA a peer's
 // certificate as well.
-func (n *Node) fromPeer(ctx context.Context, host string) bool {
+func (n leaderRoute) fromPeer(ctx context.Context, host string) bool {
 	if n.tls != nil && n.tls.peerPool != nil && !callerCertOf(ctx).peer {
 		return false
 	}
-	return n.isMemberHost(host)
+	return n.cluster.isMemberHost(host)
 }
 
 // hostOf is the host of a host:port address (the address itself when it has

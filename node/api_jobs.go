@@ -41,34 +41,34 @@ func (s *jobService) Submit(ctx context.Context, req *connect.Request[sluicev1.S
 	if p := req.Header().Get(challengePassHeader); p != "" {
 		req.Msg.ChallengePasses = append(req.Msg.ChallengePasses, p) // so that it is forwarded with the message
 	}
-	sub, res, err := n.checkSubmit(ctx, req.Header().Get("Authorization"), n.clientIP(req.Peer().Addr, req.Header()), req.Msg)
+	sub, res, err := n.desk.checkSubmit(ctx, req.Header().Get("Authorization"), n.checks.clientIP(req.Peer().Addr, req.Header()), req.Msg)
 	if res != nil || err != nil {
 		return res, err
 	}
-	if res, local, err := n.forwardSubmit(ctx, req.Header(), sub.clientIP, req.Msg); !local {
+	if res, local, err := n.route.forwardSubmit(ctx, req.Header(), sub.clientIP, req.Msg); !local {
 		if err == nil {
 			// This node's next reads wait until it has applied what the leader
 			// had applied when it answered (readYourWrites). Waiting here
 			// instead would hold every forwarded Submit until the leader next
 			// tells this follower its commit index, 5–10 ms when writes are few.
 			if i, perr := strconv.ParseUint(res.Header().Get(appliedIndexHeader), 10, 64); perr == nil {
-				n.noteForwarded(i)
+				n.desk.noteForwarded(i)
 			} else if id, perr := ParseJobID(res.Msg.GetJob().GetId()); perr == nil {
 				// A leader from before group commit: its job ids are log indexes.
-				n.noteForwarded(id)
+				n.desk.noteForwarded(id)
 			}
 		}
 		return res, err
 	}
-	if err := n.verifyChallenges(ctx, &sub); err != nil {
+	if err := n.chall.verifyChallenges(ctx, &sub); err != nil {
 		return nil, err
 	}
-	if err := n.precheckSubmit(sub); err != nil {
+	if err := n.desk.precheckSubmit(sub); err != nil {
 		return nil, err
 	}
 	r, err := n.propose(ctx, fsm.CmdSubmit, sub.command())
 	out := connect.NewResponse[sluicev1.SubmitResponse](nil)
-	if out.Msg, err = n.answerSubmit(sub, r, err, out.Header()); err != nil {
+	if out.Msg, err = n.desk.answerSubmit(sub, r, err, out.Header()); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -108,7 +108,7 @@ func (sub submission) command() *raftv1.Submit { return sub.request().Command() 
 // checkSubmit runs the checks any node makes on a Submit from the client
 // with that Authorization header and IP. A known idempotency key is
 // answered at once (res).
-func (n *Node) checkSubmit(ctx context.Context, authorization, clientIP string, msg *sluicev1.SubmitRequest) (sub submission, res *connect.Response[sluicev1.SubmitResponse], err error) {
+func (n jobDesk) checkSubmit(ctx context.Context, authorization, clientIP string, msg *sluicev1.SubmitRequest) (sub submission, res *connect.Response[sluicev1.SubmitResponse], err error) {
 	t, keyHash, err := n.callerWith(authorization)
 	if err != nil {
 		return sub, nil, err
@@ -141,36 +141,36 @@ func (n *Node) checkSubmit(ctx context.Context, authorization, clientIP string, 
 // precheckSubmit is the leader's read-only look at a Submit's limits,
 // placement and backpressure (admission.Precheck, as the simulator's), so
 // that clear refusals never touch the log.
-func (n *Node) precheckSubmit(sub submission) error {
+func (n jobDesk) precheckSubmit(sub submission) error {
 	model, ok := n.fsm.Model(sub.spec.Model)
 	if !ok || !n.IsLeader() {
 		return nil
 	}
 	var d limiter.Decision
-	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d, n.sizing()))
+	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n.Node}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d, n.sizing()))
 }
 
 // refusal is the answer to a Submit that an admission step refused (nil
 // for Proceed and Admitted), with its metrics.
-func (n *Node) refusal(sub submission, v admission.Verdict) error {
+func (n jobDesk) refusal(sub submission, v admission.Verdict) error {
 	t := sub.tenant
 	switch v.Outcome {
 	case admission.Rejected:
 		n.metrics.Submit("rejected", v.Rule, v.Rules)
 		n.rejected.note(v.Rule, t.Name, time.Now())
 		n.shadows.note(n.log, v.Rules, t.Name)
-		return n.limitError(t.Name, v.Rule, v.RetryAt, v.Rules, v.Detail)
+		return n.checks.limitError(t.Name, v.Rule, v.RetryAt, v.Rules, v.Detail)
 	case admission.Challenged:
 		n.metrics.Submit("challenged", v.Rule, v.Rules)
 		n.shadows.note(n.log, v.Rules, t.Name)
-		return n.challengeError(sub, v.Rule, v.RetryAt, v.Rules)
+		return n.chall.challengeError(sub, v.Rule, v.RetryAt, v.Rules)
 	case admission.Replayed:
 		outcome := challengeReplayed
 		if v.Expired {
 			outcome = challengeFailed
 		}
 		for r := range strings.SplitSeq(v.Rule, ruleSep) {
-			n.noteChallenge(r, t.Name, outcome)
+			n.chall.noteChallenge(r, t.Name, outcome)
 		}
 		return replayError(v.Detail)
 	case admission.Unplaceable:
@@ -182,7 +182,7 @@ func (n *Node) refusal(sub submission, v admission.Verdict) error {
 		n.rejected.note("busy", t.Name, time.Now())
 		wait := v.Wait
 		if m, ok := n.fsm.Model(sub.spec.GetModel()); ok && wait == 0 {
-			wait = admission.PredictedWait(n.fsm, nodeExecutors{n}, m, n.sizing())
+			wait = admission.PredictedWait(n.fsm, nodeExecutors{n.Node}, m, n.sizing())
 		}
 		return busyError(v.Busy, wait)
 	case admission.Failed:
@@ -193,7 +193,7 @@ func (n *Node) refusal(sub submission, v admission.Verdict) error {
 
 // answerSubmit is the answer to a Submit whose proposal gave res, or err;
 // the response's headers go into h.
-func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.Header) (*sluicev1.SubmitResponse, error) {
+func (n jobDesk) answerSubmit(sub submission, res fsm.Result, err error, h http.Header) (*sluicev1.SubmitResponse, error) {
 	if err != nil {
 		return nil, writeError(err)
 	}
@@ -216,18 +216,18 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 		n.countAdmission(job, res.Limits)
 		n.shadows.note(n.log, res.Limits, t.Name)
 	}
-	n.setRateLimitHeaders(h, res.Limits, time.Now())
+	n.checks.setRateLimitHeaders(h, res.Limits, time.Now())
 	n.setAppliedIndex(h)
 	out := &sluicev1.SubmitResponse{Job: job, Deduplicated: res.Deduplicated}
 	if !res.Deduplicated {
 		for _, r := range sub.passUsed {
-			n.noteChallenge(r, t.Name, challengePassUsed)
+			n.chall.noteChallenge(r, t.Name, challengePassUsed)
 		}
 		if sub.spend != nil {
 			for r := range strings.SplitSeq(sub.spend.Rule, ruleSep) {
-				n.noteChallenge(r, t.Name, challengePassed)
+				n.chall.noteChallenge(r, t.Name, challengePassed)
 			}
-			out.ChallengePass = n.challengePass(sub)
+			out.ChallengePass = n.chall.challengePass(sub)
 		}
 	}
 	return out, nil
@@ -235,7 +235,7 @@ func (n *Node) answerSubmit(sub submission, res fsm.Result, err error, h http.He
 
 // countAdmission counts an admitted Submit in the metrics: how it was
 // admitted and the wait it was promised.
-func (n *Node) countAdmission(job *sluicev1.Job, rules []limiter.RuleResult) {
+func (n jobDesk) countAdmission(job *sluicev1.Job, rules []limiter.RuleResult) {
 	if n.metrics == nil {
 		return
 	}
@@ -255,7 +255,7 @@ func (n *Node) countAdmission(job *sluicev1.Job, rules []limiter.RuleResult) {
 // (job ids are not log indexes once several Submits share an entry).
 const appliedIndexHeader = "Sluice-Applied-Index"
 
-func (n *Node) setAppliedIndex(h http.Header) {
+func (n jobDesk) setAppliedIndex(h http.Header) {
 	h.Set(appliedIndexHeader, strconv.FormatUint(n.fsm.LastIndex(), 10))
 }
 
@@ -265,10 +265,10 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 	if err != nil {
 		return nil, err
 	}
-	if err := n.limitRead("GetUsage", t, keyHash, n.clientIP(req.Peer().Addr, req.Header())); err != nil {
+	if err := n.checks.limitRead("GetUsage", t, keyHash, n.checks.clientIP(req.Peer().Addr, req.Header())); err != nil {
 		return nil, err
 	}
-	if !n.IsLeader() && n.hasChallengeRules() {
+	if !n.IsLeader() && n.chall.hasChallengeRules() {
 		// The leader counts challenges (challengeBook): ask it.
 		if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.GetUsageRequest]) (*connect.Response[sluicev1.GetUsageResponse], error) {
 			return c.jobs.GetUsage(ctx, r)
@@ -276,7 +276,7 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 			return res, err
 		}
 	}
-	n.readYourWrites(ctx)
+	n.desk.readYourWrites(ctx)
 	now := time.Now()
 	out := &sluicev1.GetUsageResponse{Tenant: t.Name, Tier: t.Tier}
 	for _, m := range n.fsm.Policy().GetModels() {
@@ -285,7 +285,7 @@ func (s *jobService) GetUsage(ctx context.Context, req *connect.Request[sluicev1
 	slices.Sort(out.Models)
 	seen := map[string]bool{}
 	lreq := limiter.Request{Tenant: t.Name, APIKey: keyHash, Tier: t.Tier,
-		ClientIP: n.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}
+		ClientIP: n.checks.clientIP(req.Peer().Addr, req.Header()), Method: "Submit"}
 	// Rules may match on the model, so ask once per model and merge.
 	for _, m := range n.fsm.Policy().GetModels() {
 		lreq.Model = m.Name
@@ -317,7 +317,7 @@ func (s *jobService) GetJob(ctx context.Context, req *connect.Request[sluicev1.G
 		}); !local {
 			return res, err
 		}
-		if err := s.n.verifyLeader(); err != nil {
+		if err := s.n.desk.verifyLeader(); err != nil {
 			return nil, err
 		}
 	}
@@ -348,7 +348,7 @@ func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg 
 	}
 	defer release()
 	if msg.Consistent && !s.n.IsLeader() {
-		return s.n.relayWatch(ctx, h, msg, send)
+		return s.n.desk.relayWatch(ctx, h, msg, send)
 	}
 	id, job, err := s.ownJob(ctx, h, peer, "WatchJob", msg.GetId())
 	if err != nil {
@@ -370,7 +370,7 @@ func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg 
 				return nil
 			case <-time.After(wait):
 			}
-			if job, err = s.n.watchedJob(id); err != nil {
+			if job, err = s.n.desk.watchedJob(id); err != nil {
 				return err
 			}
 		}
@@ -393,7 +393,7 @@ func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg 
 		case <-changed:
 		case <-refresh.C:
 		}
-		if job, err = s.n.watchedJob(id); err != nil {
+		if job, err = s.n.desk.watchedJob(id); err != nil {
 			return err
 		}
 	}
@@ -403,7 +403,7 @@ func (s *jobService) watch(ctx context.Context, h http.Header, peer string, msg 
 const watchMinInterval = 100 * time.Millisecond
 
 // watchedJob reads a watched job again.
-func (n *Node) watchedJob(id uint64) (*sluicev1.Job, error) {
+func (n jobDesk) watchedJob(id uint64) (*sluicev1.Job, error) {
 	job, ok := n.publicJob(id)
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d no longer exists (past its retention)", id))
@@ -440,7 +440,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev
 	if res.Err != nil {
 		return nil, resultError(res)
 	}
-	job, ok := s.n.publicJob(id)
+	job, ok := s.n.desk.publicJob(id)
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d not found", id))
 	}
@@ -454,7 +454,7 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 		}); !local {
 			return res, err
 		}
-		if err := s.n.verifyLeader(); err != nil {
+		if err := s.n.desk.verifyLeader(); err != nil {
 			return nil, err
 		}
 	}
@@ -462,10 +462,10 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 	if err != nil {
 		return nil, err
 	}
-	if err := s.n.limitRead("ListJobs", t, keyHash, s.n.clientIP(req.Peer().Addr, req.Header())); err != nil {
+	if err := s.n.checks.limitRead("ListJobs", t, keyHash, s.n.checks.clientIP(req.Peer().Addr, req.Header())); err != nil {
 		return nil, err
 	}
-	s.n.readYourWrites(ctx)
+	s.n.desk.readYourWrites(ctx)
 	size, err := pageSize(req.Msg.GetPageSize())
 	if err != nil {
 		return nil, err
@@ -484,7 +484,7 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
 	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
 	for i, v := range views {
-		out.Jobs[i] = s.n.withSoftState(publicJob(v, s.n.etaOf(v, false)), v)
+		out.Jobs[i] = s.n.desk.withSoftState(publicJob(v, s.n.desk.etaOf(v, false)), v)
 	}
 	if more && len(views) > 0 {
 		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
@@ -510,15 +510,15 @@ func (s *jobService) ownJob(ctx context.Context, h http.Header, peer, method, ra
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := s.n.limitRead(method, t, keyHash, s.n.clientIP(peer, h)); err != nil {
+	if err := s.n.checks.limitRead(method, t, keyHash, s.n.checks.clientIP(peer, h)); err != nil {
 		return 0, nil, err
 	}
-	s.n.readYourWrites(ctx)
+	s.n.desk.readYourWrites(ctx)
 	id, err := ParseJobID(rawID)
 	if err != nil {
 		return 0, nil, fieldError("id", "%v", err)
 	}
-	job, ok := s.n.publicJob(id)
+	job, ok := s.n.desk.publicJob(id)
 	if !ok || job.Tenant != t.Name {
 		return 0, nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d not found", id))
 	}
@@ -526,13 +526,13 @@ func (s *jobService) ownJob(ctx context.Context, h http.Header, peer, method, ra
 }
 
 // publicJob reads a job with its position and ETA.
-func (n *Node) publicJob(id uint64) (*sluicev1.Job, bool) {
+func (n jobDesk) publicJob(id uint64) (*sluicev1.Job, bool) {
 	job, _, ok := n.publicJobETA(id)
 	return job, ok
 }
 
 // publicJobETA is publicJob with the ETA it carries.
-func (n *Node) publicJobETA(id uint64) (*sluicev1.Job, jobETA, bool) {
+func (n jobDesk) publicJobETA(id uint64) (*sluicev1.Job, jobETA, bool) {
 	v, ok := n.fsm.View(id)
 	if !ok {
 		return nil, jobETA{}, false
@@ -544,7 +544,7 @@ func (n *Node) publicJobETA(id uint64) (*sluicev1.Job, jobETA, bool) {
 // withSoftState adds what only the leader knows, from its executors: the
 // progress a running job's executor last reported, and why a queued job
 // cannot start on any executor connected now.
-func (n *Node) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
+func (n jobDesk) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
 	j := v.Job
 	if j.State == sluicev1.JobState_JOB_STATE_RUNNING || j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 		if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
@@ -570,23 +570,23 @@ func (n *Node) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
 
 // verifyLeader confirms, with a quorum, that this node still leads: a
 // consistent read served after it sees every write acknowledged before.
-func (n *Node) verifyLeader() error {
+func (n jobDesk) verifyLeader() error {
 	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return n.notLeaderError()
+		return n.route.notLeaderError()
 	}
 	return nil
 }
 
 // relayWatch serves a consistent watch from a follower by relaying the
 // leader's stream.
-func (n *Node) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.WatchJobRequest, send func(*sluicev1.Job) error) error {
-	base, err := n.leaderBase()
+func (n jobDesk) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.WatchJobRequest, send func(*sluicev1.Job) error) error {
+	base, err := n.route.leaderBase()
 	if err != nil {
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", err))
 	}
 	out := connect.NewRequest(msg)
 	out.Header().Set("Authorization", h.Get("Authorization"))
-	up, err := n.clientsFor(base).jobs.WatchJob(ctx, out)
+	up, err := n.route.clientsFor(base).jobs.WatchJob(ctx, out)
 	if err != nil {
 		return relayError(ctx, base, err)
 	}
@@ -616,11 +616,11 @@ type jobETA struct {
 
 // eta estimates the wait of a queued job, or the remaining run time of a
 // running one, with its p10–p90 band.
-func (n *Node) eta(v fsm.JobView) jobETA { return n.etaOf(v, true) }
+func (n jobDesk) eta(v fsm.JobView) jobETA { return n.etaOf(v, true) }
 
 // etaOf is eta; sized false leaves out the jobs' own predicted run times
 // for a queued job (a list of many: each would read the queue ahead of it).
-func (n *Node) etaOf(v fsm.JobView, sized bool) jobETA {
+func (n jobDesk) etaOf(v fsm.JobView, sized bool) jobETA {
 	j := v.Job
 	m, ok := n.fsm.Model(j.Spec.GetModel())
 	if !ok {
@@ -633,7 +633,7 @@ func (n *Node) etaOf(v fsm.JobView, sized bool) jobETA {
 		if sized {
 			sizes = n.sizing()
 		}
-		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
+		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n.Node}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
@@ -650,7 +650,7 @@ func (n *Node) etaOf(v fsm.JobView, sized bool) jobETA {
 
 // modelSet is the set of the policy's model names, made once per policy:
 // every Submit reads it, on the node that takes it and on the leader.
-func (n *Node) modelSet() map[string]bool {
+func (n jobDesk) modelSet() map[string]bool {
 	p := n.fsm.Policy()
 	if c := n.models.Load(); c != nil && c.policy == p {
 		return c.names
@@ -706,7 +706,7 @@ func resultError(res fsm.Result) error {
 }
 
 // noteForwarded records that a write this node forwarded was committed at index.
-func (n *Node) noteForwarded(index uint64) {
+func (n jobDesk) noteForwarded(index uint64) {
 	for {
 		cur := n.forwarded.Load()
 		if index <= cur || n.forwarded.CompareAndSwap(cur, index) {
@@ -718,7 +718,7 @@ func (n *Node) noteForwarded(index uint64) {
 // readYourWrites holds a read served from this replica until it has applied every write
 // this node forwarded and acknowledged, so that a client sees its own Submit on the node
 // that took it (ForwardHold at most).
-func (n *Node) readYourWrites(ctx context.Context) {
+func (n jobDesk) readYourWrites(ctx context.Context) {
 	if i := n.forwarded.Load(); i > 0 && n.fsm.LastIndex() < i {
 		// A node that stops applying (cut off from the leader) serves its stale reads after
 		// a second rather than holding every read for the whole ForwardHold.
@@ -733,7 +733,7 @@ const readYourWritesWait = time.Second
 
 // waitApplied waits until this replica has applied the log up to index, or
 // ForwardHold passes.
-func (n *Node) waitApplied(ctx context.Context, index uint64) {
+func (n jobDesk) waitApplied(ctx context.Context, index uint64) {
 	deadline := time.NewTimer(n.cfg.ForwardHold)
 	defer deadline.Stop()
 	for {

@@ -57,8 +57,8 @@ func (n *Node) callerWith(authorization string) (*sluicev1.Tenant, string, error
 	hash := policy.HashKey(key)
 	t, ok := n.fsm.TenantByKeyHash(hash)
 	if !ok {
-		if !n.canJudgeKeys() {
-			return nil, "", n.notCaughtUpError()
+		if !n.duty.canJudgeKeys() {
+			return nil, "", n.duty.notCaughtUpError()
 		}
 		return nil, "", connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: unknown API key"))
 	}
@@ -73,8 +73,8 @@ func (n *Node) admin(h http.Header) error {
 	}
 	want := n.fsm.Policy().GetAdminTokenSha256()
 	if want == "" || subtle.ConstantTimeCompare([]byte(policy.HashKey(tok)), []byte(want)) != 1 {
-		if !n.canJudgeKeys() {
-			return n.notCaughtUpError()
+		if !n.duty.canJudgeKeys() {
+			return n.duty.notCaughtUpError()
 		}
 		return connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the admin token"))
 	}
@@ -114,8 +114,8 @@ func (n *Node) executor(ctx context.Context, h http.Header, name string) (contex
 			return ctx, nil
 		}
 	}
-	if !n.canJudgeKeys() {
-		return ctx, n.notCaughtUpError()
+	if !n.duty.canJudgeKeys() {
+		return ctx, n.duty.notCaughtUpError()
 	}
 	return ctx, connect.NewError(connect.CodePermissionDenied, errors.New("authorization: not the executor token"))
 }

@@ -35,7 +35,7 @@ func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.sha
 
 // sizes is the leader's run-time predictors by model, for QueuedETA: nil for
 // a model that declares no size or has not learned enough yet.
-func (n *Node) sizes(model string) func(*structpb.Struct) (time.Duration, bool) {
+func (n jobDesk) sizes(model string) func(*structpb.Struct) (time.Duration, bool) {
 	m, ok := n.fsm.Model(model)
 	if !ok || m.GetSize() == nil || !n.service.trusted(m) {
 		return nil
@@ -48,11 +48,11 @@ func (n *Node) sizes(model string) func(*structpb.Struct) (time.Duration, bool) 
 
 // sizing is what QueuedETA needs of the leader's run-time predictions, nil
 // when no model of the policy declares a size.
-func (n *Node) sizing() *admission.Sizing { return n.admissionPlan().sizing }
+func (n jobDesk) sizing() *admission.Sizing { return n.admissionPlan().sizing }
 
 // lanes is, for each slot of a leased executor that serves model, the
 // predicted time until it is free: what its attempt has left, 0 if free.
-func (n *Node) lanes(model string) []time.Duration {
+func (n jobDesk) lanes(model string) []time.Duration {
 	now := time.Now().UnixNano()
 	var lanes []time.Duration
 	for _, ex := range n.execs.lanesOf(model) {
@@ -79,7 +79,7 @@ func (n *Node) lanes(model string) []time.Duration {
 // admissionPlan is the current policy's admission.Plan and tier shares,
 // made once per policy (the state machine replaces the policy, never
 // changes it).
-func (n *Node) admissionPlan() *policyPlan {
+func (n jobDesk) admissionPlan() *policyPlan {
 	p := n.fsm.Policy()
 	if c := n.plan.Load(); c != nil && c.policy == p {
 		return c

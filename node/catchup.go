@@ -21,7 +21,7 @@ import (
 // again at every change of leader (a new leader, or none: a node cut off
 // from the cluster may miss keys added meanwhile). It runs until the node
 // stops.
-func (n *Node) catchUp() {
+func (n leaderDuty) catchUp() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var reminded time.Time // when inCluster was last asked
@@ -66,7 +66,7 @@ func (n *Node) catchUp() {
 
 // leaderApplied asks the leader how far it has applied its log; 0 when there
 // is no leader or it cannot be asked.
-func (n *Node) leaderApplied() uint64 {
+func (n leaderDuty) leaderApplied() uint64 {
 	_, id := n.raft.LeaderWithID()
 	if id == "" || id == raft.ServerID(n.cfg.ID) {
 		return 0
@@ -75,7 +75,7 @@ func (n *Node) leaderApplied() uint64 {
 	if !ok || m.HttpAddress == "" {
 		return 0
 	}
-	h, err := n.askHealth(n.ctx, m.HttpAddress)
+	h, err := n.cluster.askHealth(n.ctx, m.HttpAddress)
 	if err != nil {
 		return 0
 	}
@@ -91,7 +91,7 @@ func (n *Node) leaderApplied() uint64 {
 // the cluster: the node leads with its log applied, or it follows and has
 // caught up with the leader it follows. (A key added a moment ago may still
 // be on its way to a follower: it is refused there for that moment.)
-func (n *Node) canJudgeKeys() bool {
+func (n leaderDuty) canJudgeKeys() bool {
 	if n.raft.State() == raft.Leader {
 		return n.Leading()
 	}
@@ -100,11 +100,11 @@ func (n *Node) canJudgeKeys() bool {
 
 // notCaughtUpError answers a credential this node cannot judge yet. The call
 // was not applied, so a forwarding node may retry it elsewhere.
-func (n *Node) notCaughtUpError() *connect.Error {
+func (n leaderDuty) notCaughtUpError() *connect.Error {
 	e := connect.NewError(connect.CodeUnavailable, errors.New("authorization: this node has not caught up with the raft log yet and cannot check credentials; retry shortly"))
 	e.Meta().Set(notLeaderHeader, n.cfg.ID)
 	e.Meta().Set("Retry-After", "1")
-	if base, err := n.leaderBase(); err == nil {
+	if base, err := n.route.leaderBase(); err == nil {
 		e.Meta().Set(leaderHeader, base)
 	}
 	return e
@@ -112,7 +112,7 @@ func (n *Node) notCaughtUpError() *connect.Error {
 
 // leaderEpoch is a context canceled when this node next sees the leadership
 // change (a new leader, or none); forwarded calls end with it.
-func (n *Node) leaderEpoch() context.Context {
+func (n leaderDuty) leaderEpoch() context.Context {
 	n.epochMu.Lock()
 	defer n.epochMu.Unlock()
 	return n.epoch
@@ -120,7 +120,7 @@ func (n *Node) leaderEpoch() context.Context {
 
 // watchLeader renews the leader epoch on every leadership change raft
 // reports, until the node stops.
-func (n *Node) watchLeader(changes <-chan raft.Observation) {
+func (n leaderDuty) watchLeader(changes <-chan raft.Observation) {
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -138,7 +138,7 @@ func (n *Node) watchLeader(changes <-chan raft.Observation) {
 
 // inCluster reports whether this node's raft configuration has any server:
 // false for a node started without --bootstrap that no member has joined.
-func (n *Node) inCluster() bool {
+func (n leaderDuty) inCluster() bool {
 	f := n.raft.GetConfiguration()
 	return f.Error() == nil && len(f.Configuration().Servers) > 0
 }

@@ -61,7 +61,7 @@ type covered struct {
 
 // coveredRules are the rules names (joined by ruleSep) that still
 // challenge; rules removed or changed since are left out.
-func (n *Node) coveredRules(names string) []covered {
+func (n challenger) coveredRules(names string) []covered {
 	var out []covered
 	for name := range strings.SplitSeq(names, ruleSep) {
 		if r, c, ok := n.challengeRule(name); ok {
@@ -188,13 +188,13 @@ func (b *challengeBook) reset() {
 	b.counts, b.over = nil, nil
 }
 
-func (n *Node) noteChallenge(rule, tenant, outcome string) {
+func (n challenger) noteChallenge(rule, tenant, outcome string) {
 	n.challenges.note(rule, tenant, outcome)
 	n.metrics.Challenge(rule, outcome)
 }
 
 // challengeRule is a CHALLENGE rule by name, with its settings.
-func (n *Node) challengeRule(name string) (*sluicev1.Rule, policy.ChallengeRule, bool) {
+func (n challenger) challengeRule(name string) (*sluicev1.Rule, policy.ChallengeRule, bool) {
 	r, ok := n.fsm.Rule(name)
 	if !ok {
 		return nil, policy.ChallengeRule{}, false
@@ -210,7 +210,7 @@ func (n *Node) challengeRule(name string) (*sluicev1.Rule, policy.ChallengeRule,
 // longer challenge, or was issued to another caller (a client whose IP
 // changed) is ignored; one this cluster did not sign refuses the Submit, as
 // does any answer that is not right.
-func (n *Node) verifyChallenges(ctx context.Context, sub *submission) error {
+func (n challenger) verifyChallenges(ctx context.Context, sub *submission) error {
 	if sub.answer == nil && len(sub.passes) == 0 {
 		return nil
 	}
@@ -323,7 +323,7 @@ var siteverifyClient = &http.Client{Timeout: 5 * time.Second}
 // the client at ip: a POST of the siteverify form (secret, response,
 // remoteip), which Turnstile, hCaptcha and reCAPTCHA all accept, answered
 // by {"success": …, "error-codes": […]}.
-func (n *Node) siteverify(ctx context.Context, v *sluicev1.Verifier, response, ip string) error {
+func (n challenger) siteverify(ctx context.Context, v *sluicev1.Verifier, response, ip string) error {
 	switch {
 	case response == "":
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("challenge_answer.captcha_response: missing (the CAPTCHA widget's response token)"))
@@ -368,7 +368,7 @@ func (n *Node) siteverify(ctx context.Context, v *sluicev1.Verifier, response, i
 // challengeError is the refusal of a Submit by CHALLENGE rule name: the
 // limit's refusal, with a fresh challenge covering every CHALLENGE rule the
 // request is over (rules).
-func (n *Node) challengeError(sub submission, name string, retryAt int64, rules []limiter.RuleResult) *connect.Error {
+func (n challenger) challengeError(sub submission, name string, retryAt int64, rules []limiter.RuleResult) *connect.Error {
 	key := n.fsm.ChallengeKey()
 	var over []covered
 	for _, rr := range rules {
@@ -379,7 +379,7 @@ func (n *Node) challengeError(sub submission, name string, retryAt int64, rules 
 		}
 	}
 	if key == nil || len(over) == 0 {
-		return n.limitError(sub.tenant.Name, name, retryAt, rules, "no challenge can be issued: the cluster has no challenge key yet")
+		return n.checks.limitError(sub.tenant.Name, name, retryAt, rules, "no challenge can be issued: the cluster has no challenge key yet")
 	}
 	set := challengeSet(over)
 	names := ruleNames(over)
@@ -393,7 +393,7 @@ func (n *Node) challengeError(sub submission, name string, retryAt int64, rules 
 		kind, kindName, detail = sluicev1.ChallengeKind_CHALLENGE_KIND_PROOF_OF_WORK, "proof-of-work", fmt.Sprintf("answer the challenge (proof of work, difficulty %d) to go on", c.Difficulty)
 	}
 	token := key.Token(c)
-	err := n.limitError(sub.tenant.Name, name, retryAt, rules, detail)
+	err := n.checks.limitError(sub.tenant.Name, name, retryAt, rules, detail)
 	d := &sluicev1.Challenge{Rule: strings.Join(names, ", "), Token: token, Kind: kind, Difficulty: uint32(c.Difficulty),
 		ExpiresAt: timestamppb.New(time.Unix(0, c.Expires)), PassTtl: durationpb.New(set.PassTTL)}
 	if set.Verifier != nil {
@@ -414,7 +414,7 @@ func (n *Node) challengeError(sub submission, name string, retryAt int64, rules 
 
 // challengePass is the pass an admitted Submit's answer earns: for every
 // rule its challenge covered, for the shortest of their pass_ttl.
-func (n *Node) challengePass(sub submission) *sluicev1.ChallengePass {
+func (n challenger) challengePass(sub submission) *sluicev1.ChallengePass {
 	key := n.fsm.ChallengeKey()
 	rules := n.coveredRules(sub.spend.GetRule())
 	if key == nil || len(rules) == 0 {
@@ -434,22 +434,24 @@ func replayError(detail string) *connect.Error {
 // policy with a CHALLENGE rule, and the challenge key, go into the log only
 // then (a server of an older build would not load the first and would drop
 // the second).
-func (n *Node) challengesSafe() bool {
-	return n.checksSafe() && n.proposer.format.Load() >= challengeFormat
+func (n challenger) challengesSafe() bool {
+	return n.checks.checksSafe() && n.proposer.format.Load() >= challengeFormat
 }
 
 // readsChallenges is challengesSafe, or when the gate has not said so yet
 // (a leader's first moments), the same check made now.
-func (n *Node) readsChallenges(ctx context.Context) bool { return n.readsFormat(ctx, challengeFormat) }
+func (n challenger) readsChallenges(ctx context.Context) bool {
+	return n.readsFormat(ctx, challengeFormat)
+}
 
 // readsFormat reports whether every server reads log format want: as the gate
 // last found, or when it has not said so yet (a leader's first moments),
 // checked now.
-func (n *Node) readsFormat(ctx context.Context, want int) bool {
-	if n.checksSafe() && n.proposer.format.Load() >= int32(want) {
+func (n challenger) readsFormat(ctx context.Context, want int) bool {
+	if n.checks.checksSafe() && n.proposer.format.Load() >= int32(want) {
 		return true
 	}
-	_, format, why := n.clusterReadsBatches(ctx)
+	_, format, why := n.cluster.clusterReadsBatches(ctx)
 	return why == nil && format >= want
 }
 
@@ -468,7 +470,7 @@ func sizeReservation(p *sluicev1.Policy) string {
 
 // ensureChallengeKey gives the log a challenge key, with the policy it
 // has, if it has a policy and no key and every server reads log format 4.
-func (n *Node) ensureChallengeKey(ctx context.Context) error {
+func (n challenger) ensureChallengeKey(ctx context.Context) error {
 	p := n.fsm.Policy()
 	if n.fsm.ChallengeKey() != nil || proto.Size(p) == 0 || !n.readsChallenges(ctx) {
 		return nil
@@ -481,7 +483,7 @@ func (n *Node) ensureChallengeKey(ctx context.Context) error {
 }
 
 // hasChallengeRules reports whether the policy has a CHALLENGE rule.
-func (n *Node) hasChallengeRules() bool { return policyHasChallenges(n.fsm.Policy()) }
+func (n challenger) hasChallengeRules() bool { return policyHasChallenges(n.fsm.Policy()) }
 
 // policyHasChallenges reports whether p has a CHALLENGE rule. A server
 // older than log format 4 cannot load such a policy (nor apply a Submit's

@@ -22,8 +22,8 @@ func BenchmarkVerifyChallenges(b *testing.B) {
 	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, 1, &raftv1.SetPolicy{Policy: humanPolicy(&sluicev1.ChallengeSettings{Difficulty: 8}), ChallengeKey: key})); r.Err != nil {
 		b.Fatal(r.Err)
 	}
-	n := &Node{fsm: newState(f)}
-	alice, _ := f.Tenant("alice")
+	n := wire(&Node{fsm: newState(f)})
+	alice, _ := f.Reads().Tenant("alice")
 	k := challenge.Key(key)
 	expires := time.Now().Add(time.Hour).UnixNano()
 	c := challenge.Challenge{Rule: "human", Subject: "tenant:alice", Difficulty: 8, Expires: expires}
@@ -42,7 +42,7 @@ func BenchmarkVerifyChallenges(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				sub := submission{tenant: alice, clientIP: "192.0.2.1", answer: bc.answer, passes: bc.passes}
-				if err := n.verifyChallenges(context.Background(), &sub); err != nil || len(sub.exempt) != 1 {
+				if err := n.chall.verifyChallenges(context.Background(), &sub); err != nil || len(sub.exempt) != 1 {
 					b.Fatalf("%v, exempt %v", err, sub.exempt)
 				}
 			}

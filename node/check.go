@@ -44,7 +44,7 @@ type limitService struct{ n *Node }
 
 // gateway checks the caller's gateway token: Policy.gateway_token_sha256,
 // or the admin token (which is accepted either way).
-func (n *Node) gateway(h http.Header) error {
+func (n limitChecks) gateway(h http.Header) error {
 	tok, err := bearer(h)
 	if err != nil {
 		return connect.NewError(err.Code(), errors.New(strings.ReplaceAll(err.Message(), "<api key>", "<gateway token>")))
@@ -56,8 +56,8 @@ func (n *Node) gateway(h http.Header) error {
 			return nil
 		}
 	}
-	if !n.canJudgeKeys() {
-		return n.notCaughtUpError()
+	if !n.duty.canJudgeKeys() {
+		return n.duty.notCaughtUpError()
 	}
 	return connect.NewError(connect.CodePermissionDenied, errors.New(
 		"authorization: not the gateway token (the policy's gateway_token_sha256) or the admin token"))
@@ -65,7 +65,7 @@ func (n *Node) gateway(h http.Header) error {
 
 func (s *limitService) Check(ctx context.Context, req *connect.Request[sluicev1.CheckRequest]) (*connect.Response[sluicev1.CheckResponse], error) {
 	n := s.n
-	if err := n.gateway(req.Header()); err != nil {
+	if err := n.checks.gateway(req.Header()); err != nil {
 		return nil, err
 	}
 	if err := validateCheck("", req.Msg); err != nil {
@@ -76,18 +76,18 @@ func (s *limitService) Check(ctx context.Context, req *connect.Request[sluicev1.
 	}); !local {
 		return res, err
 	}
-	g := n.checkGroup(req.Msg.GetAllowDelay(), req.Msg)
-	outs, err := n.decideChecks(ctx, []*raftv1.CheckGroup{g})
+	g := n.checks.checkGroup(req.Msg.GetAllowDelay(), req.Msg)
+	outs, err := n.checks.decideChecks(ctx, []*raftv1.CheckGroup{g})
 	if err != nil {
 		return nil, err
 	}
-	n.noteCheck("check", g.Items[0], &outs[0].Items[0])
-	return connect.NewResponse(n.checkResponse(&outs[0].Items[0])), nil
+	n.checks.noteCheck("check", g.Items[0], &outs[0].Items[0])
+	return connect.NewResponse(n.checks.checkResponse(&outs[0].Items[0])), nil
 }
 
 func (s *limitService) CheckBatch(ctx context.Context, req *connect.Request[sluicev1.CheckBatchRequest]) (*connect.Response[sluicev1.CheckBatchResponse], error) {
 	n := s.n
-	if err := n.gateway(req.Header()); err != nil {
+	if err := n.checks.gateway(req.Header()); err != nil {
 		return nil, err
 	}
 	checks := req.Msg.GetChecks()
@@ -110,15 +110,15 @@ func (s *limitService) CheckBatch(ctx context.Context, req *connect.Request[slui
 	}
 	groups := make([]*raftv1.CheckGroup, len(checks))
 	for i, c := range checks {
-		groups[i] = n.checkGroup(c.GetAllowDelay(), c)
+		groups[i] = n.checks.checkGroup(c.GetAllowDelay(), c)
 	}
-	outs, err := n.decideChecks(ctx, groups)
+	outs, err := n.checks.decideChecks(ctx, groups)
 	if err != nil {
 		return nil, err
 	}
 	for i := range outs {
-		n.noteCheck("check", groups[i].Items[0], &outs[i].Items[0])
-		out.Results[i] = n.checkResponse(&outs[i].Items[0])
+		n.checks.noteCheck("check", groups[i].Items[0], &outs[i].Items[0])
+		out.Results[i] = n.checks.checkResponse(&outs[i].Items[0])
 	}
 	return connect.NewResponse(out), nil
 }
@@ -161,7 +161,7 @@ func validateCheck(prefix string, c *sluicev1.CheckRequest) error {
 
 // checkGroup resolves checks (validated) into one all-or-nothing group: a
 // known API key gives its tenant and tier, a known tenant its tier.
-func (n *Node) checkGroup(allowDelay bool, checks ...*sluicev1.CheckRequest) *raftv1.CheckGroup {
+func (n limitChecks) checkGroup(allowDelay bool, checks ...*sluicev1.CheckRequest) *raftv1.CheckGroup {
 	g := &raftv1.CheckGroup{AllowDelay: allowDelay, Items: make([]*raftv1.CheckItem, len(checks))}
 	for i, c := range checks {
 		it := &raftv1.CheckItem{
@@ -192,7 +192,7 @@ func (n *Node) checkGroup(allowDelay bool, checks ...*sluicev1.CheckRequest) *ra
 // checksSafeFor: it reads the raft configuration and builds its key, a
 // few percent of a check's CPU. A server that cannot read checks cannot
 // join meanwhile (checkJoiner), and the gate turns off on its own.
-func (n *Node) checksSafe() bool {
+func (n limitChecks) checksSafe() bool {
 	now := time.Now().UnixNano()
 	if now < n.checksSafeUntil.Load() {
 		return true
@@ -215,7 +215,7 @@ var errChecksOff = errors.New("gateway checks wait until every server reads log 
 
 // decideChecks decides groups on the leader: those its applied state
 // refuses at once, the rest in one log entry, answered once committed.
-func (n *Node) decideChecks(ctx context.Context, groups []*raftv1.CheckGroup) ([]fsm.CheckOutcome, error) {
+func (n limitChecks) decideChecks(ctx context.Context, groups []*raftv1.CheckGroup) ([]fsm.CheckOutcome, error) {
 	if !n.IsLeader() {
 		return nil, writeError(errNotLeader)
 	}
@@ -266,7 +266,7 @@ func (n *Node) decideChecks(ctx context.Context, groups []*raftv1.CheckGroup) ([
 
 // checkResponse is a decision as LimitService answers it. Durations are
 // from the log time it was decided at.
-func (n *Node) checkResponse(d *fsm.CheckDecision) *sluicev1.CheckResponse {
+func (n limitChecks) checkResponse(d *fsm.CheckDecision) *sluicev1.CheckResponse {
 	now := time.Unix(0, d.Now)
 	r := &sluicev1.CheckResponse{Rule: d.Rule}
 	switch d.Verdict {
@@ -307,7 +307,7 @@ func (n *Node) checkResponse(d *fsm.CheckDecision) *sluicev1.CheckResponse {
 
 // checkHeaders are the RateLimit fields of a check's rules and, when it was
 // refused, its Retry-After.
-func (n *Node) checkHeaders(allowed bool, retryAt int64, rules []limiter.RuleResult, now time.Time) http.Header {
+func (n limitChecks) checkHeaders(allowed bool, retryAt int64, rules []limiter.RuleResult, now time.Time) http.Header {
 	h := http.Header{}
 	n.setRateLimitHeaders(h, rules, now)
 	if wait, ok := retryDelay(retryAt, now); ok && !allowed {
@@ -318,7 +318,7 @@ func (n *Node) checkHeaders(allowed bool, retryAt int64, rules []limiter.RuleRes
 
 // noteCheck counts a decided check in the metrics, and logs the shadow
 // rules that would have refused it.
-func (n *Node) noteCheck(source string, it *raftv1.CheckItem, d *fsm.CheckDecision) {
+func (n limitChecks) noteCheck(source string, it *raftv1.CheckItem, d *fsm.CheckDecision) {
 	outcome := "refused"
 	switch d.Verdict {
 	case limiter.Admitted:

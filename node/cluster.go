@@ -64,7 +64,7 @@ func orDefault[T comparable](v, def T) T {
 }
 
 // setTerm records the context of this node's current term of leadership.
-func (n *Node) setTerm(ctx context.Context) {
+func (n membership) setTerm(ctx context.Context) {
 	n.termMu.Lock()
 	n.termCtx = ctx
 	n.termMu.Unlock()
@@ -72,7 +72,7 @@ func (n *Node) setTerm(ctx context.Context) {
 
 // term is the context of the current term of leadership; nil when this node
 // does not lead.
-func (n *Node) term() context.Context {
+func (n membership) term() context.Context {
 	n.termMu.Lock()
 	defer n.termMu.Unlock()
 	if n.termCtx == nil || n.termCtx.Err() != nil {
@@ -83,7 +83,7 @@ func (n *Node) term() context.Context {
 
 // ensureMember records this node's HTTP address in the log when it leads
 // and the log has another (or none), so that followers can forward to it.
-func (n *Node) ensureMember(ctx context.Context) error {
+func (n membership) ensureMember(ctx context.Context) error {
 	want := &raftv1.SetMember{Id: n.cfg.ID, RaftAddress: string(n.transport.LocalAddr()), HttpAddress: n.Addr()}
 	if have, ok := n.fsm.Member(n.cfg.ID); ok && proto.Equal(have, want) {
 		return nil
@@ -97,7 +97,7 @@ func (n *Node) ensureMember(ctx context.Context) error {
 
 // handOver gives leadership to another voter before this node stops, so
 // that the cluster does not wait out an election timeout.
-func (n *Node) handOver() {
+func (n membership) handOver() {
 	if n.raft == nil || n.raft.State() != raft.Leader {
 		return
 	}
@@ -122,7 +122,7 @@ func (n *Node) handOver() {
 }
 
 // join adds a voter and records its addresses; only the leader calls it.
-func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
+func (n membership) join(ctx context.Context, id, raftAddr, httpAddr string) error {
 	if err := n.checkPeerTLS(ctx, id, raftAddr); err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (n *Node) join(ctx context.Context, id, raftAddr, httpAddr string) error {
 }
 
 // remove takes a server out of the group and forgets its addresses.
-func (n *Node) remove(ctx context.Context, id string) error {
+func (n membership) remove(ctx context.Context, id string) error {
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
@@ -166,7 +166,7 @@ func (n *Node) remove(ctx context.Context, id string) error {
 }
 
 // isMemberHost reports whether host runs a member's API.
-func (n *Node) isMemberHost(host string) bool {
+func (n membership) isMemberHost(host string) bool {
 	for _, m := range n.fsm.Members() {
 		h, _, err := net.SplitHostPort(m.HttpAddress)
 		if err == nil && h == host {
@@ -180,7 +180,7 @@ func (n *Node) isMemberHost(host string) bool {
 // recover from losing a majority: the file names the servers of the new
 // cluster (hashicorp/raft's JSON format, version 3), the node rewrites its
 // configuration to it, and the file is renamed so that it applies once.
-func (n *Node) recoverPeers(conf *raft.Config, st *stores, snaps raft.SnapshotStore, trans raft.Transport) error {
+func (n membership) recoverPeers(conf *raft.Config, st *stores, snaps raft.SnapshotStore, trans raft.Transport) error {
 	path := filepath.Join(n.cfg.DataDir, "peers.json")
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -200,7 +200,7 @@ func (n *Node) recoverPeers(conf *raft.Config, st *stores, snaps raft.SnapshotSt
 // (left, or failed its probes) loses its lease at once and its attempts are
 // requeued, without waiting for missed heartbeats; an update refreshes its
 // warm models and free GPU memory in the leader's placement view.
-func (n *Node) onPoolEvent(e PoolEvent) {
+func (n membership) onPoolEvent(e PoolEvent) {
 	if e.Meta != nil && e.Meta.Role != sluicev1.GossipMeta_ROLE_EXECUTOR {
 		return
 	}
@@ -219,7 +219,7 @@ func (n *Node) onPoolEvent(e PoolEvent) {
 			n.metrics.Lost()
 			n.log.Warn("executor left the gossip pool", "executor", e.Name, "attempts", len(held))
 			for _, a := range held {
-				n.requeue(a.Job, a.Attempt, fmt.Sprintf("executor %s left the gossip pool (stopped or failed)", e.Name))
+				n.duty.requeue(a.Job, a.Attempt, fmt.Sprintf("executor %s left the gossip pool (stopped or failed)", e.Name))
 			}
 		}()
 	case "update", "join":
@@ -240,7 +240,7 @@ func (n *Node) onPoolEvent(e PoolEvent) {
 // the same fixed period, would otherwise all encode their whole state at
 // the same moment, and on hosts that share CPUs or a disk every write
 // waits for that at once.
-func (n *Node) snapshotByCommands() {
+func (n membership) snapshotByCommands() {
 	threshold := orDefault(n.cfg.Raft.SnapshotThreshold, 65536)
 	every := orDefault(n.cfg.Raft.SnapshotInterval, 10*time.Second)
 	t := time.NewTimer(jittered(every))

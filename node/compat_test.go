@@ -178,7 +178,7 @@ func TestDataDirOfAnOlderVersion(t *testing.T) {
 	}
 	for id, w := range want {
 		jid, _ := ParseJobID(id)
-		if got := compatView(t, f, jid); got != w {
+		if got := compatView(t, f.Reads(), jid); got != w {
 			t.Errorf("job %s reads differently from the version that wrote it:\n%s", id, firstLineDiff(w, got))
 		}
 	}

@@ -23,7 +23,7 @@ const idlePoll = 250 * time.Millisecond
 // leaderLoop runs for the node's life. While this node leads it commits
 // policy changes, ticks timers, requeues lost attempts after the lease
 // grace period, and assigns ready jobs to free executor slots.
-func (n *Node) leaderLoop() {
+func (n leaderDuty) leaderLoop() {
 	leaderCh := n.raft.LeaderCh()
 	poll := time.NewTicker(idlePoll)
 	defer poll.Stop()
@@ -51,7 +51,7 @@ const relearnPerModel = 512
 
 // lead runs one term of leadership; it returns when leadership is lost or
 // the node stops.
-func (n *Node) lead(leaderCh <-chan bool) {
+func (n leaderDuty) lead(leaderCh <-chan bool) {
 	since := time.Now()
 	n.log.Info("leading", "id", n.cfg.ID)
 	n.rejected.reset()
@@ -68,17 +68,17 @@ func (n *Node) lead(leaderCh <-chan bool) {
 	// Run times as the log has them, not as this node last saw them (or
 	// never did).
 	n.service.relearn(n.fsm.Succeeded(relearnPerModel), n.fsm.Model)
-	if err := n.ensureMember(n.ctx); err != nil {
+	if err := n.cluster.ensureMember(n.ctx); err != nil {
 		n.log.Error("cannot record this node's address", "err", err)
 		return
 	}
 	// Lease streams live as long as this term of leadership.
 	termCtx, endTerm := context.WithCancel(n.ctx)
-	n.setTerm(termCtx)
+	n.cluster.setTerm(termCtx)
 	gated := make(chan struct{})
 	go func() {
 		defer close(gated)
-		n.gateBatches(termCtx)
+		n.cluster.gateBatches(termCtx)
 	}()
 	hooks := make(chan struct{})
 	go func() {
@@ -134,7 +134,7 @@ func (n *Node) lead(leaderCh <-chan bool) {
 }
 
 // tickIfDue commits a Tick when a timer (timeout, retention) is due.
-func (n *Node) tickIfDue() {
+func (n leaderDuty) tickIfDue() {
 	dl, ok := n.fsm.NextDeadline()
 	if !ok || dl > time.Now().UnixNano() {
 		return
@@ -146,7 +146,7 @@ func (n *Node) tickIfDue() {
 
 // stopStaleRuns tells executors to stop attempts that the log no longer
 // has running there (canceled, timed out, or requeued).
-func (n *Node) stopStaleRuns() {
+func (n leaderDuty) stopStaleRuns() {
 	for executor, runs := range n.execs.attempts() {
 		for id, attempt := range runs {
 			if a, ok := n.fsm.RunningAttempt(id); !ok || a != attempt {
@@ -158,7 +158,7 @@ func (n *Node) stopStaleRuns() {
 
 // expireLeases requeues the attempts of executors that missed three
 // heartbeats, and forgets those executors until they lease again.
-func (n *Node) expireLeases() {
+func (n leaderDuty) expireLeases() {
 	for _, l := range n.execs.expired(time.Now(), 3*n.cfg.HeartbeatInterval) {
 		held, _ := n.execs.detach(l.name, l.gen)
 		n.metrics.Lost()
@@ -172,7 +172,7 @@ func (n *Node) expireLeases() {
 // requeueLost gives back running attempts that no executor holds: after a
 // restart or failover the leases are gone until executors reconnect, and
 // the attempt number fences any late report from the old run.
-func (n *Node) requeueLost() {
+func (n leaderDuty) requeueLost() {
 	for _, rj := range n.fsm.Running() {
 		if n.execs.holds(rj.Executor, rj.ID, rj.Attempt) {
 			continue
@@ -181,7 +181,7 @@ func (n *Node) requeueLost() {
 	}
 }
 
-func (n *Node) requeue(id uint64, attempt int32, reason string) {
+func (n leaderDuty) requeue(id uint64, attempt int32, reason string) {
 	res, err := n.propose(n.ctx, fsm.CmdRequeue, &raftv1.Requeue{JobId: id, Attempt: attempt, Reason: reason})
 	if err == nil && res.Err == nil {
 		n.log.Info("requeued", "job", id, "attempt", attempt, "why", reason)
@@ -191,7 +191,7 @@ func (n *Node) requeue(id uint64, attempt int32, reason string) {
 // dispatch assigns ready jobs to free executors: placements are proposed
 // together (raft batches them) and each assignment goes down its
 // executor's lease stream once its Assign commits.
-func (n *Node) dispatch() {
+func (n leaderDuty) dispatch() {
 	type pending struct {
 		a   *raftv1.Assign
 		fut raft.ApplyFuture
@@ -234,7 +234,7 @@ func (n *Node) dispatch() {
 }
 
 // modelDuration is the policy's expected duration of a model.
-func (n *Node) modelDuration(model string) time.Duration {
+func (n leaderDuty) modelDuration(model string) time.Duration {
 	m, ok := n.fsm.Model(model)
 	if !ok {
 		return 0

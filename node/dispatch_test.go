@@ -80,7 +80,7 @@ func TestServerAndSimulatorPlaceAlike(t *testing.T) {
 	}
 	var d admission.Dispatcher
 	sim := map[uint64]place{}
-	for _, p := range d.Dispatch(clone, fl, time.Now().UnixNano(), true, nil) {
+	for _, p := range d.Dispatch(clone.Reads(), fl, time.Now().UnixNano(), true, nil) {
 		var gpus []int
 		for g := range 64 {
 			if p.Mask&(1<<g) != 0 {

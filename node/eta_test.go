@@ -85,7 +85,7 @@ func TestETAIsCalibratedByHowETAsFared(t *testing.T) {
 	if !ok {
 		t.Fatal("the queued job is gone")
 	}
-	model := n.eta(v).model
+	model := n.desk.eta(v).model
 	if model.P90 <= 0 {
 		t.Fatalf("the queued job's model band %v says it starts at once", model)
 	}
@@ -97,7 +97,7 @@ func TestETAIsCalibratedByHowETAsFared(t *testing.T) {
 		n.etaCal.cal.Started(fid, now+3*int64(model.P50))
 	}
 	n.etaCal.mu.Unlock()
-	got := n.eta(v)
+	got := n.desk.eta(v)
 	if r := float64(got.P50) / float64(model.P50); r < 2.9 || r > 3.1 {
 		t.Fatalf("calibrated p50 %v is %.2f× the model's %v, want 3×", got.P50, r, model.P50)
 	}

@@ -45,7 +45,7 @@ var errNoLeader = errors.New("no raft leader is known")
 
 // leaderBase is the leader's API base URL, or an error when there is no
 // leader, this node leads, or the leader's address is not recorded yet.
-func (n *Node) leaderBase() (string, error) {
+func (n leaderRoute) leaderBase() (string, error) {
 	_, id := n.raft.LeaderWithID()
 	switch {
 	case id == "":
@@ -101,7 +101,7 @@ type leaderClients struct {
 
 // clientsFor returns the clients for a peer's API, made once per address:
 // forwarding is on the write path of every call a follower takes.
-func (n *Node) clientsFor(base string) leaderClients {
+func (n leaderRoute) clientsFor(base string) leaderClients {
 	n.peerMu.Lock()
 	defer n.peerMu.Unlock()
 	if c, ok := n.peerClients[base]; ok {
@@ -128,9 +128,9 @@ func (n *Node) clientsFor(base string) leaderClients {
 // leads: the caller serves the call itself.
 func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req],
 	call func(context.Context, leaderClients, *connect.Request[Req]) (*connect.Response[Res], error)) (res *connect.Response[Res], serveHere bool, err error) {
-	serveHere, err = n.toLeader(ctx, func(epoch context.Context, base string) (retry bool, err error) {
-		res, retry, err = forwardOnce(ctx, epoch, n, base, in.Msg, in.Header(), n.clientIP(in.Peer().Addr, in.Header()), call)
-		n.countForwarded(retry, err)
+	serveHere, err = n.route.toLeader(ctx, func(epoch context.Context, base string) (retry bool, err error) {
+		res, retry, err = forwardOnce(ctx, epoch, n, base, in.Msg, in.Header(), n.checks.clientIP(in.Peer().Addr, in.Header()), call)
+		n.route.countForwarded(retry, err)
 		return retry, err
 	})
 	return res, serveHere, err
@@ -142,11 +142,11 @@ func forward[Req, Res any](ctx context.Context, n *Node, in *connect.Request[Req
 func forwardOnce[Req, Res any](ctx, epoch context.Context, n *Node, base string, msg *Req, h http.Header, clientIP string,
 	call func(context.Context, leaderClients, *connect.Request[Req]) (*connect.Response[Res], error)) (res *connect.Response[Res], retry bool, err error) {
 	out := connect.NewRequest(msg)
-	n.setForwardHeaders(ctx, out.Header(), h, clientIP)
+	n.route.setForwardHeaders(ctx, out.Header(), h, clientIP)
 	callCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(epoch, cancel)()
-	r, err := call(callCtx, n.clientsFor(base), out)
+	r, err := call(callCtx, n.route.clientsFor(base), out)
 	switch {
 	case err == nil:
 		return relayResponse(r), false, nil
@@ -158,7 +158,7 @@ func forwardOnce[Req, Res any](ctx, epoch context.Context, n *Node, base string,
 
 // countForwarded counts a forwarded call's answer; a refusal that will be
 // retried is not an answer.
-func (n *Node) countForwarded(retry bool, err error) {
+func (n leaderRoute) countForwarded(retry bool, err error) {
 	switch {
 	case retry:
 	case err == nil:
@@ -170,7 +170,7 @@ func (n *Node) countForwarded(retry bool, err error) {
 
 // setForwardHeaders sets, on a call this node forwards, the client's
 // credentials from in and the client's IP.
-func (n *Node) setForwardHeaders(ctx context.Context, out, in http.Header, clientIP string) {
+func (n leaderRoute) setForwardHeaders(ctx context.Context, out, in http.Header, clientIP string) {
 	for _, h := range []string{"Authorization", "Content-Type"} {
 		if v := in.Get(h); v != "" {
 			out.Set(h, v)
@@ -192,14 +192,14 @@ func (n *Node) setForwardHeaders(ctx context.Context, out, in http.Header, clien
 // until the client gives up, so the call ends when this node sees the
 // leadership change. serveHere is true when this node leads: the caller
 // serves the call itself.
-func (n *Node) toLeader(ctx context.Context, attempt func(epoch context.Context, base string) (retry bool, err error)) (serveHere bool, err error) {
+func (n leaderRoute) toLeader(ctx context.Context, attempt func(epoch context.Context, base string) (retry bool, err error)) (serveHere bool, err error) {
 	start := time.Now()
 	var hold *time.Timer // made on the first retry: most calls need none
 	for {
 		if n.IsLeader() {
 			return true, nil
 		}
-		epoch := n.leaderEpoch()
+		epoch := n.duty.leaderEpoch()
 		base, lerr := n.leaderBase()
 		if errors.Is(lerr, errLeaderIsSelf) {
 			return true, nil
@@ -230,7 +230,7 @@ func (n *Node) toLeader(ctx context.Context, attempt func(epoch context.Context,
 // node knows, when that is not failed. When this node saw the leadership
 // change during the call (epoch ended: the leader was cut off or paused), it
 // first waits, until at most until, for the new leader to be known.
-func (n *Node) leaderHint(ctx context.Context, err error, failed string, epoch context.Context, until time.Time) error {
+func (n leaderRoute) leaderHint(ctx context.Context, err error, failed string, epoch context.Context, until time.Time) error {
 	var ce *connect.Error
 	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable || ce.Meta().Get(leaderHeader) != "" {
 		return err
@@ -251,7 +251,7 @@ func (n *Node) leaderHint(ctx context.Context, err error, failed string, epoch c
 		}
 		t := time.NewTimer(wait)
 		select {
-		case <-n.leaderEpoch().Done():
+		case <-n.duty.leaderEpoch().Done():
 		case <-ctx.Done():
 		case <-t.C:
 		}
@@ -275,7 +275,7 @@ func retryableForward(err error) bool {
 
 // notLeaderError refuses a call that only the leader may serve, naming the
 // leader's API when known.
-func (n *Node) notLeaderError() *connect.Error {
+func (n leaderRoute) notLeaderError() *connect.Error {
 	e := connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; retry shortly", errNotLeader))
 	e.Meta().Set(notLeaderHeader, n.cfg.ID)
 	if base, err := n.leaderBase(); err == nil {

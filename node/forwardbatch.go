@@ -116,7 +116,7 @@ var (
 // forwardSubmit sends a Submit to the leader in the next batch (alone when
 // it has a webhook, or to a leader that takes no batches). serveHere is
 // true when this node leads.
-func (n *Node) forwardSubmit(ctx context.Context, h http.Header, clientIP string, msg *sluicev1.SubmitRequest) (res *connect.Response[sluicev1.SubmitResponse], serveHere bool, err error) {
+func (n leaderRoute) forwardSubmit(ctx context.Context, h http.Header, clientIP string, msg *sluicev1.SubmitRequest) (res *connect.Response[sluicev1.SubmitResponse], serveHere bool, err error) {
 	f := n.forwarder
 	serveHere, err = n.toLeader(ctx, func(epoch context.Context, base string) (retry bool, err error) {
 		batches := f.batches(base) && msg.GetSpec().GetWebhook() == nil
@@ -125,7 +125,7 @@ func (n *Node) forwardSubmit(ctx context.Context, h http.Header, clientIP string
 			batches = !errors.Is(err, errNoBatches)
 		}
 		if !batches {
-			res, retry, err = forwardOnce(ctx, epoch, n, base, msg, h, clientIP, submitCall)
+			res, retry, err = forwardOnce(ctx, epoch, n.Node, base, msg, h, clientIP, submitCall)
 		}
 		n.countForwarded(retry, err)
 		return retry, err
@@ -295,7 +295,7 @@ func (f *submitForwarder) send(batch []*forwardItem) {
 	base := batch[0].base
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	defer context.AfterFunc(n.leaderEpoch(), cancel)()
+	defer context.AfterFunc(n.duty.leaderEpoch(), cancel)()
 	req := &peerv1.SubmitBatchRequest{Submits: make([]*peerv1.ForwardedSubmit, len(batch))}
 	now := time.Now()
 	for i, it := range batch {
@@ -304,7 +304,7 @@ func (f *submitForwarder) send(batch []*forwardItem) {
 		}
 		req.Submits[i] = &it.sub
 	}
-	res, err := n.clientsFor(base).forward.SubmitBatch(ctx, connect.NewRequest(req))
+	res, err := n.route.clientsFor(base).forward.SubmitBatch(ctx, connect.NewRequest(req))
 	if err == nil && len(res.Msg.GetOutcomes()) != len(batch) {
 		err = fmt.Errorf("the leader answered %d of %d Submits", len(res.Msg.GetOutcomes()), len(batch))
 	}

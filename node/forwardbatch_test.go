@@ -206,7 +206,7 @@ func TestBatchedForwardingKeepsEachSubmitsAnswer(t *testing.T) {
 	})
 	l := c.waitLeader()
 	f := c.followers()[0]
-	waitFor(t, f.cfg.ID+" to judge API keys", f.canJudgeKeys)
+	waitFor(t, f.cfg.ID+" to judge API keys", f.duty.canJudgeKeys)
 	const count = 48
 	// Submit i: bob's good one, an unknown model, an unknown key, or alice's
 	// (a rule admits aliceQuota of those).

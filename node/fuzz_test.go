@@ -41,7 +41,7 @@ func FuzzValidateSubmit(f *testing.F) {
 			if res.Err != nil {
 				t.Fatalf("valid spec %v refused by the state machine: %v", req.Spec, res.Err)
 			}
-			if _, ok := m.View(res.JobID); !ok {
+			if _, ok := m.Reads().View(res.JobID); !ok {
 				t.Fatal("admitted job missing")
 			}
 		}

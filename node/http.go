@@ -47,7 +47,7 @@ func (n *Node) newHTTPServer() *http.Server {
 	handle(sluicev1connect.NewAdminServiceHandler(&adminService{n: n}, opts...))
 	handle(sluicev1connect.NewExecutorServiceHandler(&executorService{n: n}, opts...))
 	handle(sluicev1connect.NewLimitServiceHandler(&limitService{n: n}, opts...))
-	handle(rlsProcedure, connect.NewUnaryHandler(rlsProcedure, n.shouldRateLimit, opts...))
+	handle(rlsProcedure, connect.NewUnaryHandler(rlsProcedure, n.checks.shouldRateLimit, opts...))
 	// Servers only (SubmitBatch checks the caller): a batch of Submits may be
 	// larger than a client's request.
 	mux.Handle(peerv1connect.NewForwardServiceHandler(&forwardService{n: n},
@@ -75,7 +75,7 @@ func (n *Node) newHTTPServer() *http.Server {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !n.inCluster() {
+		if !n.duty.inCluster() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: %s\n", notInClusterHint(n.cfg.ID, n.RaftAddr(), n.Addr()))
 			return

@@ -20,7 +20,7 @@ import (
 
 // clientIP is the address rate limits key on: the peer's, or the first
 // X-Forwarded-For hop when the policy trusts a proxy in front.
-func (n *Node) clientIP(peerAddr string, h http.Header) string {
+func (n limitChecks) clientIP(peerAddr string, h http.Header) string {
 	if n.fsm.Policy().GetTrustForwardedFor() {
 		if xff := h.Get("X-Forwarded-For"); xff != "" {
 			first, _, _ := strings.Cut(xff, ",")
@@ -32,7 +32,7 @@ func (n *Node) clientIP(peerAddr string, h http.Header) string {
 	host := hostOf(peerAddr)
 	// A call forwarded by another node carries the client's address; trust
 	// it only from a host that runs a member of the cluster.
-	if fwd := h.Get(forwardedForHeader); fwd != "" && n.isMemberHost(host) {
+	if fwd := h.Get(forwardedForHeader); fwd != "" && n.cluster.isMemberHost(host) {
 		if ip := net.ParseIP(fwd); ip != nil {
 			return ip.String()
 		}
@@ -42,7 +42,7 @@ func (n *Node) clientIP(peerAddr string, h http.Header) string {
 
 // limitError turns a refusal into resource_exhausted with RetryInfo and
 // QuotaFailure details and the Retry-After / RateLimit headers.
-func (n *Node) limitError(tenant string, refusing string, retryAt int64, rules []limiter.RuleResult, detail string) *connect.Error {
+func (n limitChecks) limitError(tenant string, refusing string, retryAt int64, rules []limiter.RuleResult, detail string) *connect.Error {
 	now := time.Now()
 	msg := n.refusalMessage(refusing, retryAt, rules, now)
 	if detail != "" {
@@ -83,7 +83,7 @@ func retryDelay(retryAt int64, now time.Time) (time.Duration, bool) {
 // refusalMessage explains a refusal in a user's words: which rule, what it
 // allows, where the caller stands, and when to come back, e.g.
 // `rule "free-daily" (20 requests per day (UTC)): 20/20 used today, resets 00:00 UTC (in 6h49m)`.
-func (n *Node) refusalMessage(name string, retryAt int64, rules []limiter.RuleResult, now time.Time) string {
+func (n limitChecks) refusalMessage(name string, retryAt int64, rules []limiter.RuleResult, now time.Time) string {
 	var res *limiter.RuleResult
 	for i := range rules {
 		if rules[i].Rule == name {
@@ -151,7 +151,7 @@ func roundWait(d time.Duration) string {
 // setRateLimitHeaders writes RateLimit-Policy and RateLimit in the syntax
 // of draft-ietf-httpapi-ratelimit-headers-11: one list item per rule,
 // `"name";q=<quota>;w=<window s>` and `"name";r=<remaining>;t=<reset s>`.
-func (n *Node) setRateLimitHeaders(h http.Header, rules []limiter.RuleResult, now time.Time) {
+func (n limitChecks) setRateLimitHeaders(h http.Header, rules []limiter.RuleResult, now time.Time) {
 	if len(rules) == 0 {
 		return
 	}
@@ -206,7 +206,7 @@ func (c *ruleInfoCache) of(name string) ruleInfo {
 }
 
 // ruleInfos is the current policy's rule info, made when the policy changes.
-func (n *Node) ruleInfos() *ruleInfoCache {
+func (n limitChecks) ruleInfos() *ruleInfoCache {
 	p := n.fsm.Policy()
 	if c := n.ruleCache.Load(); c != nil && c.policy == p {
 		return c

@@ -113,6 +113,14 @@ type Config struct {
 
 // Node is a running Sluice server.
 type Node struct {
+	// Its roles (roles.go).
+	desk    jobDesk
+	checks  limitChecks
+	chall   challenger
+	route   leaderRoute
+	duty    leaderDuty
+	cluster membership
+
 	cfg       Config
 	log       *slog.Logger
 	fsm       *state   // the replicated state machine, under its lock
@@ -252,8 +260,8 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, fsm: newState(fsm.New()), changes: newChanges(), execs: newRegistry(), tls: t,
-		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}, contact: newPeerContact()}
+	n := wire(&Node{cfg: cfg, log: cfg.Logger, fsm: newState(fsm.New()), changes: newChanges(), execs: newRegistry(), tls: t,
+		streams: &streamLimiter{max: cfg.MaxStreamsPerKey}, contact: newPeerContact()})
 	n.peers = newPeerClient(t)
 	if !cfg.NoMetrics {
 		n.metrics = metrics.NewServer(cfg.ID, cfg.MetricsTenants, metrics.Source{
@@ -278,7 +286,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, &ListenError{What: "http", Addr: cfg.HTTPAddr, Err: err}
 	}
 	if cfg.MaxConnsPerIP > 0 {
-		ln = newConnLimiter(ln, cfg.MaxConnsPerIP, n.isMemberHost, n.log)
+		ln = newConnLimiter(ln, cfg.MaxConnsPerIP, n.cluster.isMemberHost, n.log)
 	}
 	n.listener = ln
 	if cfg.Gossip != "" {
@@ -286,7 +294,7 @@ func Start(cfg Config) (*Node, error) {
 			Meta: func() *sluicev1.GossipMeta {
 				return &sluicev1.GossipMeta{Role: sluicev1.GossipMeta_ROLE_SERVER, ApiAddress: n.Addr()}
 			},
-			Events: n.onPoolEvent})
+			Events: n.cluster.onPoolEvent})
 		if err != nil {
 			ln.Close()
 			n.shutdownRaft()
@@ -307,7 +315,7 @@ func Start(cfg Config) (*Node, error) {
 	n.wg.Add(7)
 	go func() {
 		defer n.wg.Done()
-		n.watchLeader(changes)
+		n.duty.watchLeader(changes)
 	}()
 	if n.tls != nil {
 		n.wg.Add(1)
@@ -326,11 +334,11 @@ func Start(cfg Config) (*Node, error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.catchUp()
+		n.duty.catchUp()
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.snapshotByCommands()
+		n.cluster.snapshotByCommands()
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -344,7 +352,7 @@ func Start(cfg Config) (*Node, error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.leaderLoop()
+		n.duty.leaderLoop()
 	}()
 	return n, nil
 }
@@ -420,7 +428,7 @@ func (n *Node) startRaft() (err error) {
 	if n.cfg.WrapTransport != nil {
 		trans = n.cfg.WrapTransport(netTrans)
 	}
-	if err = n.recoverPeers(conf, st, snaps, trans); err != nil {
+	if err = n.cluster.recoverPeers(conf, st, snaps, trans); err != nil {
 		return err
 	}
 	existing, err := raft.HasExistingState(st.log, st.stable, snaps)
@@ -503,7 +511,7 @@ func (n *Node) Ready() bool {
 		return true
 	}
 	// A follower is ready once it knows the leader's API to forward to.
-	_, err := n.leaderBase()
+	_, err := n.route.leaderBase()
 	return err == nil && n.raft.State() == raft.Follower
 }
 
@@ -524,7 +532,7 @@ func (n *Node) setReady(v bool) {
 func (n *Node) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	n.handOver()
+	n.cluster.handOver()
 	n.cancel()
 	err := n.http.Shutdown(ctx)
 	if err != nil {
@@ -689,9 +697,9 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 		want = n.cfg.InitialPolicy
 	}
 	if want == nil || proto.Equal(want, n.fsm.Policy()) {
-		return n.ensureChallengeKey(ctx)
+		return n.chall.ensureChallengeKey(ctx)
 	}
-	safe := n.readsChallenges(ctx)
+	safe := n.chall.readsChallenges(ctx)
 	if policyHasChallenges(want) && !safe {
 		// gateBatches runs this again once every server reads them.
 		n.policyNeeds.Store(challengeFormat)
@@ -699,7 +707,7 @@ func (n *Node) ensurePolicy(ctx context.Context) error {
 		n.log.Info("the configured policy has CHALLENGE rules: it waits until every server reads log format 4", "format", challengeFormat)
 		return nil
 	}
-	if field := sizeReservation(want); field != "" && !n.readsFormat(ctx, sizesFormat) {
+	if field := sizeReservation(want); field != "" && !n.chall.readsFormat(ctx, sizesFormat) {
 		if !n.policyDeferred.Swap(true) || n.policyNeeds.Swap(sizesFormat) != sizesFormat {
 			n.log.Info("the configured policy reserves by size: it waits until every server reads log format 5", "field", field, "format", sizesFormat)
 		}

@@ -97,7 +97,7 @@ func TestWaitBehindLongJobsCountsTheirSize(t *testing.T) {
 	if !ok || v.Job.State != sluicev1.JobState_JOB_STATE_QUEUED {
 		t.Fatalf("the job behind them is not queued: %v", v.Job.GetState())
 	}
-	told := n.eta(v).P50
+	told := n.desk.eta(v).P50
 	model, _ := n.fsm.Model("sdxl")
 	avg, _ := n.service.estimate("sdxl", model.GetDefaultDuration().AsDuration())
 	got := waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_RUNNING)

@@ -393,7 +393,7 @@ type peerHealth struct {
 }
 
 // askHealth reads the /healthz reply of the node at httpAddr.
-func (n *Node) askHealth(ctx context.Context, httpAddr string) (peerHealth, error) {
+func (n membership) askHealth(ctx context.Context, httpAddr string) (peerHealth, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.peerURL(httpAddr)+"/healthz", nil)
@@ -420,7 +420,7 @@ func (n *Node) askHealth(ctx context.Context, httpAddr string) (peerHealth, erro
 // that raft id reports batchFormat or later. It returns the configuration's
 // configKey, the lowest format reported (logFormat at most), and why not
 // when a server fails the check.
-func (n *Node) clusterReadsBatches(ctx context.Context) (key string, format int, why error) {
+func (n membership) clusterReadsBatches(ctx context.Context) (key string, format int, why error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return "", 0, err
@@ -455,7 +455,7 @@ func (n *Node) clusterReadsBatches(ctx context.Context) (key string, format int,
 //
 // The same check gates gateway checks (checksSafe), so it runs with group
 // commit off too.
-func (n *Node) gateBatches(ctx context.Context) {
+func (n membership) gateBatches(ctx context.Context) {
 	var last string
 	for {
 		// Checked again while off, and while some server reads batches but
@@ -476,7 +476,7 @@ func (n *Node) gateBatches(ctx context.Context) {
 					// ensurePolicy held back until every server reads what it
 					// needs, may go in now.
 					go func() {
-						err := n.ensureChallengeKey(ctx)
+						err := n.chall.ensureChallengeKey(ctx)
 						if need := n.policyNeeds.Load(); need > 0 && format >= int(need) && n.policyDeferred.Swap(false) {
 							err = n.ensurePolicy(ctx)
 						}
@@ -503,7 +503,7 @@ func (n *Node) gateBatches(ctx context.Context) {
 
 // checkJoiner refuses a node that does not read this log format: the log
 // it would replay may hold batch entries and gateway checks.
-func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
+func (n membership) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	h, err := n.askHealth(ctx, httpAddr)
 	if err != nil {
 		return fmt.Errorf("cannot check node %s's version at %s/healthz: %w; start it before joining it", id, n.peerURL(httpAddr), err)
@@ -514,7 +514,7 @@ func (n *Node) checkJoiner(ctx context.Context, id, httpAddr string) error {
 	if h.format < batchFormat {
 		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (group commit, gateway checks): upgrade it", id, httpAddr, h.format, batchFormat)
 	}
-	if h.format < logFormat && (n.hasChallengeRules() || n.fsm.ChallengeKey() != nil) {
+	if h.format < logFormat && (n.chall.hasChallengeRules() || n.fsm.ChallengeKey() != nil) {
 		return fmt.Errorf("node %s at %s reads log format %d, this cluster writes %d (CHALLENGE rules, the challenge key): upgrade it", id, httpAddr, h.format, logFormat)
 	}
 	return nil

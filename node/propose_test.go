@@ -141,7 +141,7 @@ func TestProposeErrorsSayWhetherTheWriteMayHaveApplied(t *testing.T) {
 // this build reports its format and id.
 func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 	n := startNode(t, 0)
-	if h, err := n.askHealth(context.Background(), n.Addr()); err != nil || h.format != logFormat || h.id != n.cfg.ID || h.applied != n.fsm.LastIndex() {
+	if h, err := n.cluster.askHealth(context.Background(), n.Addr()); err != nil || h.format != logFormat || h.id != n.cfg.ID || h.applied != n.fsm.LastIndex() {
 		t.Fatalf("this build reports log format %d as %q at applied index %d (%v), want %d as %q at %d", h.format, h.id, h.applied, err, logFormat, n.cfg.ID, n.fsm.LastIndex())
 	}
 	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
@@ -151,12 +151,12 @@ func TestJoinRefusesANodeThatCannotReadBatches(t *testing.T) {
 		{"old", oldAddr, `answers as ""`},
 		{"imposter", n.Addr(), `answers as "n1"`},
 	} {
-		if err := n.join(context.Background(), c.id, "127.0.0.1:1", c.addr); err == nil || !strings.Contains(err.Error(), c.want) {
+		if err := n.cluster.join(context.Background(), c.id, "127.0.0.1:1", c.addr); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("joining %s: %v, want %q", c.id, err, c.want)
 		}
 	}
 	old.Close()
-	if err := n.join(context.Background(), "gone", "127.0.0.1:1", oldAddr); err == nil || !strings.Contains(err.Error(), "start it before joining it") {
+	if err := n.cluster.join(context.Background(), "gone", "127.0.0.1:1", oldAddr); err == nil || !strings.Contains(err.Error(), "start it before joining it") {
 		t.Fatalf("joining an unreachable node: %v", err)
 	}
 	if cfg := n.raft.GetConfiguration(); cfg.Error() != nil || len(cfg.Configuration().Servers) != 1 {
@@ -362,7 +362,7 @@ func gatedProposer(t *testing.T, maxBatch int) (*proposer, *gatedFSM, *raft.Raft
 			t.Fatal("no leader after 5s")
 		}
 	}
-	p := newProposer(&Node{ctx: ctx, raft: r, cfg: Config{ApplyTimeout: 10 * time.Second}}, maxBatch, 4)
+	p := newProposer(wire(&Node{ctx: ctx, raft: r, cfg: Config{ApplyTimeout: 10 * time.Second}}), maxBatch, 4)
 	key := configKey(servers)
 	p.verified.Store(&key)
 	p.enabled.Store(true)

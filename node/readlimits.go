@@ -26,7 +26,7 @@ type readLimits struct {
 
 // limitRead charges one read call to the rules that limit method, and
 // refuses it, as Submit's refusals are (429, Retry-After), when one is over.
-func (n *Node) limitRead(method string, t *sluicev1.Tenant, keyHash, clientIP string) error {
+func (n limitChecks) limitRead(method string, t *sluicev1.Tenant, keyHash, clientIP string) error {
 	r := &n.reads
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -34,7 +34,7 @@ const maxDescriptorEntries = 32
 // OVER_LIMIT answer.
 const fallbackModelHeader = "Sluice-Fallback-Model"
 
-func (n *Node) shouldRateLimit(ctx context.Context, req *connect.Request[rlsv3.RateLimitRequest]) (*connect.Response[rlsv3.RateLimitResponse], error) {
+func (n limitChecks) shouldRateLimit(ctx context.Context, req *connect.Request[rlsv3.RateLimitRequest]) (*connect.Response[rlsv3.RateLimitResponse], error) {
 	if err := n.gateway(req.Header()); err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (n *Node) shouldRateLimit(ctx context.Context, req *connect.Request[rlsv3.R
 	if err != nil {
 		return nil, err
 	}
-	if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[rlsv3.RateLimitRequest]) (*connect.Response[rlsv3.RateLimitResponse], error) {
+	if res, local, err := forward(ctx, n.Node, req, func(ctx context.Context, c leaderClients, r *connect.Request[rlsv3.RateLimitRequest]) (*connect.Response[rlsv3.RateLimitResponse], error) {
 		return c.rls.CallUnary(ctx, r)
 	}); !local {
 		return res, err
@@ -175,7 +175,7 @@ func escapeKeyPart(s string, key bool) string {
 // rlsResponse is a group's outcome as Envoy reads it: a status per
 // descriptor, RateLimit-Policy, RateLimit and (refused) Retry-After to add
 // to the client's response, and the refusal in words as the 429's body.
-func (n *Node) rlsResponse(o *fsm.CheckOutcome) *rlsv3.RateLimitResponse {
+func (n limitChecks) rlsResponse(o *fsm.CheckOutcome) *rlsv3.RateLimitResponse {
 	r := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}
 	if !o.Allowed {
 		r.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -264,7 +264,7 @@ var rlsUnits = []struct {
 }
 
 // rlsLimit describes a rule in Envoy's terms: requests per unit of time.
-func (n *Node) rlsLimit(r *limiter.RuleResult) *rlsv3.RateLimitResponse_RateLimit {
+func (n limitChecks) rlsLimit(r *limiter.RuleResult) *rlsv3.RateLimitResponse_RateLimit {
 	out := &rlsv3.RateLimitResponse_RateLimit{Name: r.Rule, RequestsPerUnit: uint32(min(max(r.Limit, 0), 1<<32-1))}
 	rule := n.ruleInfos().of(r.Rule).rule
 	if rule == nil {

@@ -29,6 +29,7 @@ type state struct {
 type guarded struct {
 	mu sync.RWMutex
 	f  *fsm.FSM
+	r  fsm.Reads // f's read side
 }
 
 // jobReads reads jobs and the queue.
@@ -38,7 +39,7 @@ type jobReads struct{ *guarded }
 type configReads struct{ *guarded }
 
 func newState(f *fsm.FSM) *state {
-	g := &guarded{f: f}
+	g := &guarded{f: f, r: f.Reads()}
 	return &state{guarded: g, jobReads: jobReads{g}, configReads: configReads{g}}
 }
 
@@ -70,7 +71,7 @@ func (s *guarded) Restore(data []byte) error {
 func (s *guarded) PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.f.PlaceQueued(dst, now, slots)
+	return s.r.PlaceQueued(dst, now, slots)
 }
 
 // SetObserver installs the observer of job transitions.
@@ -83,217 +84,217 @@ func (s *guarded) SetObserver(o fsm.Observer) {
 func (r jobReads) Job(id uint64) (*raftv1.JobRecord, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Job(id)
+	return r.r.Job(id)
 }
 
 func (r jobReads) View(id uint64) (fsm.JobView, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.View(id)
+	return r.r.View(id)
 }
 
 func (r jobReads) ListJobs(tenant string, states []sluicev1.JobState, before uint64, limit int) ([]fsm.JobView, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.ListJobs(tenant, states, before, limit)
+	return r.r.ListJobs(tenant, states, before, limit)
 }
 
 func (r jobReads) Running() []fsm.RunningJob {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Running()
+	return r.r.Running()
 }
 
 func (r jobReads) RunningAttempt(id uint64) (int32, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.RunningAttempt(id)
+	return r.r.RunningAttempt(id)
 }
 
 func (r jobReads) IdempotentJob(tenant, key string) (uint64, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.IdempotentJob(tenant, key)
+	return r.r.IdempotentJob(tenant, key)
 }
 
 func (r jobReads) Count(s sluicev1.JobState) int64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Count(s)
+	return r.r.Count(s)
 }
 
 func (r jobReads) JobCount(tenant string) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.JobCount(tenant)
+	return r.r.JobCount(tenant)
 }
 
 func (r jobReads) ActiveJobs(tenant string) (queued, running int64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.ActiveJobs(tenant)
+	return r.r.ActiveJobs(tenant)
 }
 
 func (r jobReads) QueueLen() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.QueueLen()
+	return r.r.QueueLen()
 }
 
 func (r jobReads) QueuePage(token string, limit int) ([]fsm.JobView, string, int, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.QueuePage(token, limit)
+	return r.r.QueuePage(token, limit)
 }
 
 func (r jobReads) DeadLetters(tenant, model string, ids []uint64) []uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.DeadLetters(tenant, model, ids)
+	return r.r.DeadLetters(tenant, model, ids)
 }
 
 func (r jobReads) Succeeded(perModel int) []fsm.FinishedRun {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Succeeded(perModel)
+	return r.r.Succeeded(perModel)
 }
 
 func (r jobReads) DueDeliveries(now int64, dst []fsm.DueDelivery) []fsm.DueDelivery {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.DueDeliveries(now, dst)
+	return r.r.DueDeliveries(now, dst)
 }
 
 func (r jobReads) NextDeadline() (int64, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.NextDeadline()
+	return r.r.NextDeadline()
 }
 
 func (r jobReads) AheadOf(id uint64, each func(model string, n int)) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.AheadOf(id, each)
+	return r.r.AheadOf(id, each)
 }
 
 func (r jobReads) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.EachAhead(id, limit, each)
+	return r.r.EachAhead(id, limit, each)
 }
 
 func (r jobReads) QueuedOfModel(model string) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.QueuedOfModel(model)
+	return r.r.QueuedOfModel(model)
 }
 
 func (r jobReads) EachQueued(fn func(tier, tenant, model string, createdNs int64)) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	r.f.EachQueued(fn)
+	r.r.EachQueued(fn)
 }
 
 func (r jobReads) CheckBackpressure(tenant string, spec *sluicev1.JobSpec, predictedWait int64) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.CheckBackpressure(tenant, spec, predictedWait)
+	return r.r.CheckBackpressure(tenant, spec, predictedWait)
 }
 
 func (r jobReads) ReserveCost(spec *sluicev1.JobSpec, m *sluicev1.Model) int64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.ReserveCost(spec, m)
+	return r.r.ReserveCost(spec, m)
 }
 
 func (r configReads) Policy() *sluicev1.Policy {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Policy()
+	return r.r.Policy()
 }
 
 func (r configReads) Model(name string) (*sluicev1.Model, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Model(name)
+	return r.r.Model(name)
 }
 
 func (r configReads) Tenant(name string) (*sluicev1.Tenant, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Tenant(name)
+	return r.r.Tenant(name)
 }
 
 func (r configReads) TenantByKeyHash(h string) (*sluicev1.Tenant, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.TenantByKeyHash(h)
+	return r.r.TenantByKeyHash(h)
 }
 
 func (r configReads) Rule(name string) (*sluicev1.Rule, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Rule(name)
+	return r.r.Rule(name)
 }
 
 func (r configReads) ChallengeKey() challenge.Key {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.ChallengeKey()
+	return r.r.ChallengeKey()
 }
 
 func (r configReads) WebhookSecrets(tenant string) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.WebhookSecrets(tenant)
+	return r.r.WebhookSecrets(tenant)
 }
 
 func (r configReads) Member(id string) (*raftv1.SetMember, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Member(id)
+	return r.r.Member(id)
 }
 
 func (r configReads) Members() []*raftv1.SetMember {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Members()
+	return r.r.Members()
 }
 
 func (r configReads) PreCheck(g *raftv1.CheckGroup, now int64) fsm.CheckOutcome {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.PreCheck(g, now)
+	return r.r.PreCheck(g, now)
 }
 
 func (r configReads) Usage(req limiter.Request, now int64) []limiter.Usage {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.Usage(req, now)
+	return r.r.Usage(req, now)
 }
 
 func (r configReads) CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	r.f.CheckLimitsInto(req, now, d)
+	r.r.CheckLimitsInto(req, now, d)
 }
 
 func (r configReads) LastIndex() uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.LastIndex()
+	return r.r.LastIndex()
 }
 
 func (r configReads) CommandsApplied() uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.CommandsApplied()
+	return r.r.CommandsApplied()
 }
 
 func (r configReads) StateHash() string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.f.StateHash()
+	return r.r.StateHash()
 }
 
 func (r configReads) Capture() *fsm.Capture {

@@ -255,7 +255,7 @@ func TestPeerWithCertificateFromAnotherCAIsRefused(t *testing.T) {
 		t.Fatalf("API call with another CA's client certificate: %v", err)
 	}
 	// And n1 does not forward to it: its API certificate is not the peer CA's.
-	if _, err := n1.askHealth(context.Background(), bad.Addr()); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+	if _, err := n1.cluster.askHealth(context.Background(), bad.Addr()); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("peer call to the bad node: %v", err)
 	}
 }

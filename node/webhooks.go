@@ -212,7 +212,7 @@ func (s *webhookSender) deliver(ctx context.Context, d fsm.DueDelivery) {
 
 // post sends the delivery once: the HTTP status, or 0 and why none came.
 func (s *webhookSender) post(ctx context.Context, d fsm.DueDelivery) (int, string) {
-	job, ok := s.n.publicJob(d.JobID)
+	job, ok := s.n.desk.publicJob(d.JobID)
 	if !ok {
 		return 0, "the job is gone (past its retention)"
 	}

@@ -9,7 +9,7 @@ type Config struct {
 	// ReserveAfter is how long, in nanoseconds since its Ready time, a job
 	// that fits no free slot may wait before its tenant holds back its
 	// other jobs and, once it heads its tier, an executor is held for it
-	// (see FairQueue.PlaceInto). 0 or less: never.
+	// (see Placer.Place). 0 or less: never.
 	ReserveAfter int64
 	// Backpressure bounds for CheckAdmission; 0 means no bound.
 	MaxQueued          int64 // queued jobs in all

@@ -26,7 +26,7 @@ type Job struct {
 // TotalGPUs what the executor has when idle, and Jobs how many more jobs it
 // may run at once; the jobs Place puts on one slot share its free GPUs.
 // TotalGPUs is what lets Place hold an executor for a big job that will
-// fit once running jobs end (see FairQueue.PlaceInto). Slots with the same
+// fit once running jobs end (see Placer.Place). Slots with the same
 // Executor are held together.
 type Slot struct {
 	Executor string

@@ -130,9 +130,10 @@ type engine struct {
 	opt  Options
 	seed uint64
 	f    *fsm.FSM
-	idx  uint64 // last log index
-	base int64  // absolute time of offset 0
-	now  int64  // absolute
+	r    fsm.Reads // f's read side
+	idx  uint64    // last log index
+	base int64     // absolute time of offset 0
+	now  int64     // absolute
 
 	stopAt, endAt int64 // absolute: arrivals stop; the run ends at the latest
 	warmAt        int64 // absolute
@@ -227,6 +228,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	// The engine reads records only on its own goroutine, between commands:
 	// the state machine need not copy them for other readers.
 	e.f.SetExclusive(!opt.encodeLog)
+	e.r = e.f.Reads()
 	if opt.Seed != nil {
 		e.seed = *opt.Seed
 	}
@@ -244,7 +246,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	if r := e.apply(fsm.CmdSetPolicy, &raftv1.SetPolicy{Policy: pol}); r.Err != nil {
 		return nil, fmt.Errorf("sim: the state machine refused the policy: %w", r.Err)
 	}
-	pol = e.f.Policy()
+	pol = e.r.Policy()
 	e.reserve = pol.GetScheduling().GetReserveAfter().AsDuration() > 0
 	e.plan = admission.PlanFor(pol)
 	for _, r := range pol.GetRules() {
@@ -365,7 +367,7 @@ func (e *engine) resetExpected() {
 		}
 	}
 	// As node's lead: relearned from the log's finished jobs, oldest first.
-	for _, r := range e.f.Succeeded(relearnPerModel) {
+	for _, r := range e.r.Succeeded(relearnPerModel) {
 		if mi, ok := e.modelIx[r.Model]; ok {
 			m := &e.models[mi]
 			m.svc.Observe(r.Ran)
@@ -542,7 +544,7 @@ func (e *engine) settle() error {
 		if j.running || j.enq != x.enq {
 			continue
 		}
-		if _, queued := e.f.QueuedAttempt(x.id); queued {
+		if _, queued := e.r.QueuedAttempt(x.id); queued {
 			continue
 		}
 		// It left the queue without being assigned: the queue timeout.

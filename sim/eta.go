@@ -63,20 +63,20 @@ func (e *engine) noteETA(j *simJob) {
 	}
 	var readyIn time.Duration
 	if j.delayed {
-		if rec, ok := e.f.Job(j.id); ok {
+		if rec, ok := e.r.Job(j.id); ok {
 			readyIn = time.Duration(rec.ReadyNs - e.now)
 		}
 	}
 	tier := e.tenants[j.tenant].tier
 	overtaking := func(slots int) float64 { return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now) }
-	raw, ok := admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, e.sizing())
+	raw, ok := admission.QueuedETA(&e.r, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, e.sizing())
 	if !ok {
 		return
 	}
 	e.cal.Told(j.id, tier, raw, readyIn, e.now)
 	var base scheduler.Band // the baseline's: the models' average run times
 	if e.sized {
-		if base, ok = admission.QueuedETA(e.f, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, nil); ok {
+		if base, ok = admission.QueuedETA(&e.r, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, nil); ok {
 			e.calBase.Told(j.id, tier, base, readyIn, e.now)
 		}
 	}

@@ -83,7 +83,7 @@ func (e *engine) buildExecutors() error {
 // server's): the state machine's placement on the executors' free slots,
 // each with its GPUs reserved, then each Assign committed and started.
 func (e *engine) dispatch() error {
-	if !e.fleet.HasRoom() || e.f.QueueLen() == 0 {
+	if !e.fleet.HasRoom() || e.r.QueueLen() == 0 {
 		// Nothing can be placed. (The leader would still offer its full
 		// executors; placement on them proposes nothing and changes
 		// nothing, so skipping the call changes no result.)
@@ -91,7 +91,7 @@ func (e *engine) dispatch() error {
 	}
 	// Full executors are offered too (0 jobs, 0 GPUs) where the policy
 	// holds one for a big job; else they would change nothing.
-	for _, p := range e.disp.Dispatch(e.f, e.fleet, e.now, e.reserve, e.jobRef) {
+	for _, p := range e.disp.Dispatch(&e.r, e.fleet, e.now, e.reserve, e.jobRef) {
 		si, ok := e.jobIx[p.JobID]
 		if !ok {
 			return fmt.Errorf("%w: dispatch proposed job %d on %q", errInternal, p.JobID, p.Executor)
@@ -215,16 +215,16 @@ func (e *engine) learn(m *modelState, ns int64) { m.svc.Observe(time.Duration(ns
 // attempt: back in the queue (a retry) or to a terminal state.
 func (e *engine) observe(si int32) error {
 	j := &e.jobs[si]
-	if _, ok := e.f.QueuedAttempt(j.id); ok {
+	if _, ok := e.r.QueuedAttempt(j.id); ok {
 		j.enq++
 		e.stats.requeued(e, j)
 		e.needDispatch = true
 		return e.readRecord(si, false)
 	}
-	if _, ok := e.f.RunningAttempt(j.id); ok {
+	if _, ok := e.r.RunningAttempt(j.id); ok {
 		return fmt.Errorf("%w: job %d still running after its attempt ended", errInternal, j.id)
 	}
-	rec, ok := e.f.Job(j.id)
+	rec, ok := e.r.Job(j.id)
 	state := "DEAD_LETTERED"
 	if ok {
 		state = fsm.StateName(rec.State)
@@ -246,7 +246,7 @@ func (e *engine) runDeadline(ev event) error {
 		return nil
 	}
 	e.apply(fsm.CmdTick, tickMsg)
-	if a, ok := e.f.RunningAttempt(j.id); ok && a == ev.b {
+	if a, ok := e.r.RunningAttempt(j.id); ok && a == ev.b {
 		return nil
 	}
 	if j.running {

@@ -104,7 +104,7 @@ func Record(snapshot []byte, entries func(each func(index uint64, data []byte) e
 	if r.Entries == 0 {
 		return nil, errors.New("the log holds no entries after its snapshot")
 	}
-	r.Policy = f.Policy()
+	r.Policy = f.Reads().Policy()
 	return r, nil
 }
 
@@ -115,7 +115,7 @@ func (r *Recording) note(f *fsm.FSM, t fsm.CommandType, now int64, msg any, res 
 	r.End = max(r.End, now)
 	switch m := msg.(type) {
 	case *raftv1.Submit:
-		tn, ok := f.Tenant(m.Tenant)
+		tn, ok := f.Reads().Tenant(m.Tenant)
 		if !ok || m.Spec == nil {
 			return
 		}
@@ -127,7 +127,7 @@ func (r *Recording) note(f *fsm.FSM, t fsm.CommandType, now int64, msg any, res 
 		case res.Err == nil && !res.Deduplicated:
 			tier.admitted++
 			model := m.Spec.GetModel()
-			if j, ok := f.Job(res.JobID); ok {
+			if j, ok := f.Reads().Job(res.JobID); ok {
 				model = j.Spec.GetModel() // after a degrade
 			}
 			r.jobs[res.JobID] = &recJob{tier: tn.Tier, model: model, submitted: now}
@@ -148,8 +148,8 @@ func (r *Recording) note(f *fsm.FSM, t fsm.CommandType, now int64, msg any, res 
 		x.running++
 		x.inUse += j.gpus
 		x.slots, x.gpus = max(x.slots, x.running), max(x.gpus, x.inUse)
-		if rec, ok := f.Job(m.JobId); ok {
-			if model, ok := f.Model(rec.Spec.GetModel()); ok {
+		if rec, ok := f.Reads().Job(m.JobId); ok {
+			if model, ok := f.Reads().Model(rec.Spec.GetModel()); ok {
 				x.memMB = max(x.memMB, fsm.JobGPUMemory(rec.Spec, model))
 			}
 		}
@@ -170,7 +170,7 @@ func (r *Recording) note(f *fsm.FSM, t fsm.CommandType, now int64, msg any, res 
 // state machine decides with no command of its own).
 func (r *Recording) settle(f *fsm.FSM) {
 	for id, j := range r.running {
-		if rec, ok := f.Job(id); ok && rec.State == sluicev1.JobState_JOB_STATE_RUNNING && rec.Executor == j.exec {
+		if rec, ok := f.Reads().Job(id); ok && rec.State == sluicev1.JobState_JOB_STATE_RUNNING && rec.Executor == j.exec {
 			continue
 		}
 		if x := r.executors[j.exec]; x != nil {

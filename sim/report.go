@@ -261,7 +261,7 @@ func (e *engine) report() *Report {
 	}
 	window := max(end-e.warmAt, 0)
 	r.WindowSeconds = secs(window)
-	pol := e.f.Policy()
+	pol := e.r.Policy()
 	tierW := map[string]int32{}
 	strict := map[string]bool{}
 	for _, t := range pol.GetTiers() {

@@ -172,7 +172,7 @@ func (e *engine) sizing() *admission.Sizing {
 // cost it settled at (sized workloads: issue 28's measure of reservations
 // by size against the fixed one).
 func (e *engine) reserved(id uint64) {
-	rec, ok := e.f.Job(id)
+	rec, ok := e.r.Job(id)
 	if !ok {
 		return
 	}

@@ -100,7 +100,7 @@ func (e *engine) submit(pi int32) error {
 	if e.challenges {
 		s.Exempt, s.Spend = e.exemptions(t, p)
 	}
-	v := admission.Precheck(e.f, simExecutors{e}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
+	v := admission.Precheck(&e.r, simExecutors{e}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
 	var res fsm.Result
 	if v.Outcome == admission.Proceed {
 		s.Fill(&e.submitMsg)
@@ -202,7 +202,7 @@ func (e *engine) rejected(p pendingSubmit, rule string) {
 // or a retry backoff) and its queue deadline.
 func (e *engine) readRecord(si int32, admission bool) error {
 	j := &e.jobs[si]
-	rec, ok := e.f.Job(j.id)
+	rec, ok := e.r.Job(j.id)
 	if !ok {
 		return fmt.Errorf("%w: job %d vanished", errInternal, j.id)
 	}
