@@ -127,9 +127,9 @@ func PlanFor(p *sluicev1.Policy) Plan {
 	return pl
 }
 
-// State is what admission reads of the state machine (fsm.FSM): the server
-// passes its state under its lock, one call at a time; the simulator the
-// state machine itself.
+// State is what admission reads of the state machine (fsm.Reads): the
+// server passes its state under its lock, one call at a time; the
+// simulator the state machine's Reads.
 type State interface {
 	Policy() *sluicev1.Policy
 	Model(name string) (*sluicev1.Model, bool)

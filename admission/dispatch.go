@@ -12,7 +12,7 @@ type Placed struct {
 	Mask uint64 // the GPUs reserved for it (Fleet.IDs names them)
 }
 
-// Placer is the state machine's placement (fsm.FSM.PlaceQueued), under
+// Placer is the state machine's placement (fsm.JobReads.PlaceQueued), under
 // whatever lock its caller keeps.
 type Placer interface {
 	PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment

@@ -22,9 +22,10 @@ type Assignment struct {
 }
 
 // PlaceQueued appends to dst the assignments that place ready queued jobs
-// on the free slots at time now, in dispatch order,, allocating
-// nothing once dst has room. It changes nothing the read methods read, but
-// keeps scratch in the queue: two placements must not overlap.
+// on the free slots at time now, in dispatch order, allocating nothing
+// once dst has room. It changes nothing the read methods read, but keeps
+// scratch (the queue's Placer, the assignment buffer): two placements must
+// not overlap.
 func (r JobReads) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
 	f := r.f
 	f.places = f.queue.PlaceInto(f.places[:0], now, slots)

@@ -30,7 +30,7 @@ import (
 
 // CHALLENGE rules at the edge (issue 26). Over such a rule's limit a Submit
 // is refused with a challenge: a token signed with the cluster's key
-// (fsm.ChallengeKey) naming the rule, the caller (its tenant, or its IP for
+// (fsm.ConfigReads.ChallengeKey) naming the rule, the caller (its tenant, or its IP for
 // a rule keyed per IP), a difficulty and an expiry. The leader verifies an
 // answer, or a pass, before it proposes the Submit, with no state of its
 // own; the log decides that an answer admits once (fsm.spendable).

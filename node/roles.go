@@ -1,9 +1,9 @@
 package node
 
 // A Node's work, by role. Each role is a view of the Node (it embeds it)
-// that holds the methods of one concern, so that Node itself keeps only
-// its life cycle (start, propose, reload, close) and what every role uses
-// (auth, the HTTP server, TLS). The roles call each other through the
+// that holds the methods of one concern, so that Node itself keeps its life
+// cycle (start, propose, reload, close), what every role uses (auth, the
+// HTTP server, TLS) and a few checks of its own. The roles call each other through the
 // Node's fields (n.desk, n.duty, ...); wire sets them.
 type (
 	// jobDesk serves clients' job calls: submit (checks, the pre-check,

@@ -65,9 +65,9 @@ func (s *guarded) Restore(data []byte) error {
 }
 
 // PlaceQueued is the state machine's placement, under the read lock: it
-// changes nothing readers read, but keeps scratch in the queue's records,
-// so placements must not overlap; the one caller, registry.place, holds
-// the registry's lock across it.
+// changes nothing readers read, but keeps scratch (the queue's Placer, the
+// state machine's assignment buffer), so placements must not overlap; the
+// one caller, registry.place, holds the registry's lock across it.
 func (s *guarded) PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -263,8 +263,8 @@ func TestPlaceIntoAllocatesNothing(t *testing.T) {
 }
 
 // TestReadsMayRunConcurrently: Position, Ascend, Page and CheckAdmission
-// may run from many goroutines, and beside one Place (whose scratch lives
-// in fields no reader reads); run with -race.
+// may run from many goroutines, and beside one Place (whose scratch is the
+// queue's Placer, which no reader reads); run with -race.
 func TestReadsMayRunConcurrently(t *testing.T) {
 	q := NewFairQueue(Config{ReserveAfter: 1, MaxQueued: 1 << 20})
 	for i := uint64(1); i <= 300; i++ {

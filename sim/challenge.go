@@ -14,7 +14,7 @@ import (
 
 // exemptions are what tenant t's submission p carries: the rules its
 // valid passes name, and the challenge it answers.
-func (e *engine) exemptions(t *tenantState, p pendingSubmit) ([]string, *raftv1.ChallengeSpend) {
+func (e clients) exemptions(t *tenantState, p pendingSubmit) ([]string, *raftv1.ChallengeSpend) {
 	t.exempt = t.exempt[:0]
 	for _, r := range e.challengeRules {
 		if t.passes[r] > e.now {
@@ -33,7 +33,7 @@ func (e *engine) exemptions(t *tenantState, p pendingSubmit) ([]string, *raftv1.
 
 // challenged is a submission refused with a challenge of rule: a person
 // answers it later, a bot never does.
-func (e *engine) challenged(p pendingSubmit, rule string, retryAt int64) error {
+func (e clients) challenged(p pendingSubmit, rule string, retryAt int64) error {
 	t := &e.tenants[p.tenant]
 	if e.base+p.arrived >= e.warmAt {
 		t.tally.challenged++
@@ -51,7 +51,7 @@ func (e *engine) challenged(p pendingSubmit, rule string, retryAt int64) error {
 // answered notes what an admitted submission's decision says of challenge
 // rules: its answer earned a pass; a shadow challenge rule would have
 // challenged it.
-func (e *engine) answered(t *tenantState, p pendingSubmit, rules []limiter.RuleResult, measured bool) {
+func (e clients) answered(t *tenantState, p pendingSubmit, rules []limiter.RuleResult, measured bool) {
 	if p.answer != "" {
 		cr, _ := policy.ChallengeOf(e.rules[p.answer])
 		if t.passes == nil {

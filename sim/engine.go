@@ -126,6 +126,12 @@ type modelState struct {
 
 // engine is one run.
 type engine struct {
+	// Its roles (roles.go).
+	clients   clients
+	placing   dispatcher
+	faults    faults
+	forecasts forecasts
+
 	w    *Workload
 	opt  Options
 	seed uint64
@@ -223,8 +229,8 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 			return nil, err
 		}
 	}
-	e := &engine{w: w, opt: opt, seed: w.Seed, f: fsm.New(), modelIx: map[string]int32{},
-		fleet: admission.NewFleet(), jobIx: map[uint64]int32{}}
+	e := wire(&engine{w: w, opt: opt, seed: w.Seed, f: fsm.New(), modelIx: map[string]int32{},
+		fleet: admission.NewFleet(), jobIx: map[uint64]int32{}})
 	// The engine reads records only on its own goroutine, between commands:
 	// the state machine need not copy them for other readers.
 	e.f.SetExclusive(!opt.encodeLog)
@@ -289,7 +295,7 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 	e.etaTiers = make([]etaTally, len(e.tiers))
 	if e.sized = sizedModels(e.models); e.sized {
 		e.etaBaseTiers = make([]etaTally, len(e.tiers))
-		e.sizing()
+		e.forecasts.sizing()
 	}
 	e.tierShares = admission.TierShares(pol)
 	ptenants := map[string]*sluicev1.Tenant{}
@@ -319,15 +325,15 @@ func newEngine(w *Workload, opt Options) (*engine, error) {
 			e.tenants = append(e.tenants, st)
 		}
 	}
-	if err := e.buildExecutors(); err != nil {
+	if err := e.placing.buildExecutors(); err != nil {
 		return nil, err
 	}
 	e.stats.init(e)
 	// The first arrival of each tenant, the failures, the samples.
 	for i := range e.tenants {
-		e.scheduleArrival(int32(i))
+		e.clients.scheduleArrival(int32(i))
 	}
-	e.scheduleFailures()
+	e.faults.scheduleFailures()
 	if len(opt.missSLOs) > 0 {
 		e.miss = e.newMissRules(opt.missSLOs, opt.missTier)
 	}
@@ -371,7 +377,7 @@ func (e *engine) resetExpected() {
 		if mi, ok := e.modelIx[r.Model]; ok {
 			m := &e.models[mi]
 			m.svc.Observe(r.Ran)
-			e.learnSize(m, r.Input, int64(r.Ran))
+			e.forecasts.learnSize(m, r.Input, int64(r.Ran))
 		}
 	}
 }
@@ -418,7 +424,7 @@ func (e *engine) loop() error {
 		tick := false
 		if !e.paused {
 			// The leader ticks when a state-machine timer is due
-			// (fsm.NextDeadline). Of those timers only queue deadlines
+			// (fsm.JobReads.NextDeadline). Of those timers only queue deadlines
 			// change a job without an event of ours (a run deadline is one:
 			// runDeadline ticks), and the simulator knows each (readRecord).
 			// Retention timers, which only drop finished jobs from memory,
@@ -513,8 +519,8 @@ func (e *engine) stopArrivals() {
 	slices.SortFunc(gave, func(a, b event) int { return cmp.Compare(a.seq, b.seq) })
 	for _, ev := range gave {
 		p := e.pending[ev.a]
-		e.releasePending(ev.a)
-		e.rejected(p, p.rule)
+		e.clients.releasePending(ev.a)
+		e.clients.rejected(p, p.rule)
 	}
 }
 
@@ -549,11 +555,11 @@ func (e *engine) settle() error {
 		}
 		// It left the queue without being assigned: the queue timeout.
 		e.stats.dequeued(e, j)
-		e.endJob(si, x.at, "EXPIRED")
+		e.clients.endJob(si, x.at, "EXPIRED")
 	}
 	if e.needDispatch && !e.paused {
 		e.needDispatch = false
-		return e.dispatch()
+		return e.placing.dispatch()
 	}
 	return nil
 }
@@ -566,27 +572,27 @@ func (e *engine) handle(ev event) error {
 	}
 	switch ev.kind {
 	case evArrive:
-		return e.arrive(ev)
+		return e.clients.arrive(ev)
 	case evResubmit:
 		if e.paused {
 			e.held = append(e.held, ev.a)
 			return nil
 		}
-		return e.submit(ev.a)
+		return e.clients.submit(ev.a)
 	case evFinish:
-		return e.finish(ev)
+		return e.placing.finish(ev)
 	case evRunDeadline:
-		return e.runDeadline(ev)
+		return e.placing.runDeadline(ev)
 	case evWake:
 		e.needDispatch = true
 	case evCrash:
-		e.crash(ev)
+		e.faults.crash(ev)
 	case evRepair:
-		e.repair(ev)
+		e.faults.repair(ev)
 	case evDetect:
-		return e.detect(ev)
+		return e.faults.detect(ev)
 	case evOutage:
-		e.outage(ev)
+		e.faults.outage(ev)
 	case evFailover:
 		fo := e.w.Failures.Failovers[ev.a]
 		e.paused = true
@@ -619,7 +625,7 @@ func (e *engine) resume() error {
 	held := e.held
 	e.held = nil
 	for _, p := range held {
-		if err := e.submit(p); err != nil {
+		if err := e.clients.submit(p); err != nil {
 			return err
 		}
 	}

@@ -55,7 +55,7 @@ type etaTally struct {
 // carry, and follows it as the leader does: for the calibration (one job in
 // scheduler.CalibrationEvery), and for the honesty figures (a measured
 // job: all of the first etaEvery, then one in etaSample).
-func (e *engine) noteETA(j *simJob) {
+func (e forecasts) noteETA(j *simJob) {
 	follow := scheduler.Follows(j.id)
 	honest := j.measured && (e.etaNoted < etaEvery || j.id%etaSample == 0)
 	if !follow && !honest {
@@ -69,14 +69,14 @@ func (e *engine) noteETA(j *simJob) {
 	}
 	tier := e.tenants[j.tenant].tier
 	overtaking := func(slots int) float64 { return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now) }
-	raw, ok := admission.QueuedETA(&e.r, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, e.sizing())
+	raw, ok := admission.QueuedETA(&e.r, simExecutors{e.engine}, j.id, e.models[j.model].policy, overtaking, e.sizing())
 	if !ok {
 		return
 	}
 	e.cal.Told(j.id, tier, raw, readyIn, e.now)
 	var base scheduler.Band // the baseline's: the models' average run times
 	if e.sized {
-		if base, ok = admission.QueuedETA(&e.r, simExecutors{e}, j.id, e.models[j.model].policy, overtaking, nil); ok {
+		if base, ok = admission.QueuedETA(&e.r, simExecutors{e.engine}, j.id, e.models[j.model].policy, overtaking, nil); ok {
 			e.calBase.Told(j.id, tier, base, readyIn, e.now)
 		}
 	}
@@ -102,7 +102,7 @@ func (e *engine) noteETA(j *simJob) {
 }
 
 // etaFared counts a job's first start against the ETA it was given.
-func (e *engine) etaFared(j *simJob) {
+func (e forecasts) etaFared(j *simJob) {
 	note := e.etaNotes[j.id]
 	delete(e.etaNotes, j.id)
 	j.eta = false

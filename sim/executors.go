@@ -25,7 +25,7 @@ type executor struct {
 	crashRNG   *rand.Rand
 }
 
-func (e *engine) buildExecutors() error {
+func (e dispatcher) buildExecutors() error {
 	w := e.w
 	type proto struct {
 		name  string
@@ -82,7 +82,7 @@ func (e *engine) buildExecutors() error {
 // dispatch is the leader's dispatch (admission.Dispatcher, as the
 // server's): the state machine's placement on the executors' free slots,
 // each with its GPUs reserved, then each Assign committed and started.
-func (e *engine) dispatch() error {
+func (e dispatcher) dispatch() error {
 	if !e.fleet.HasRoom() || e.r.QueueLen() == 0 {
 		// Nothing can be placed. (The leader would still offer its full
 		// executors; placement on them proposes nothing and changes
@@ -108,15 +108,15 @@ func (e *engine) dispatch() error {
 }
 
 // jobRef is a job's index in e.jobs, kept with its GPU reservation.
-func (e *engine) jobRef(job uint64) int32 { return e.jobIx[job] }
+func (e dispatcher) jobRef(job uint64) int32 { return e.jobIx[job] }
 
 // start runs an assigned attempt on an executor: its service time from the
 // model's distribution, plus the cold start where the model is not warm.
-func (e *engine) start(xi, si int32, attempt int32) {
+func (e dispatcher) start(xi, si int32, attempt int32) {
 	x := &e.execs[xi]
 	j := &e.jobs[si]
 	m := &e.models[j.model]
-	e.stats.dequeued(e, j)
+	e.stats.dequeued(e.engine, j)
 	dur := m.spec.Service.sample(m.service)
 	if j.input != nil { // its size makes its run time; the distribution, the noise
 		dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
@@ -136,7 +136,7 @@ func (e *engine) start(xi, si int32, attempt int32) {
 			e.calBase.Started(j.id, e.now)
 		}
 		if j.eta {
-			e.etaFared(j)
+			e.forecasts.etaFared(j)
 		}
 		j.firstStart = e.now - e.base
 		if j.measured {
@@ -150,7 +150,7 @@ func (e *engine) start(xi, si int32, attempt int32) {
 			}
 		}
 	}
-	e.stats.busy(e, j.gpus)
+	e.stats.busy(e.engine, j.gpus)
 	if dur >= j.runTimeout {
 		// The run timeout comes first: the state machine ends the attempt.
 		e.ev.push(event{at: e.now + j.runTimeout, kind: evRunDeadline, id: j.id, b: attempt})
@@ -160,14 +160,14 @@ func (e *engine) start(xi, si int32, attempt int32) {
 }
 
 // stopRun takes an attempt off its executor at now.
-func (e *engine) stopRun(xi int32, id uint64, attempt int32) (admission.Run, bool) {
+func (e dispatcher) stopRun(xi int32, id uint64, attempt int32) (admission.Run, bool) {
 	r, ok := e.fleet.Finish(xi, id, attempt)
 	if !ok {
 		return r, false
 	}
 	j := &e.jobs[r.Ref]
-	e.stats.ran(e, j, j.runStart, e.now)
-	e.stats.busy(e, -j.gpus)
+	e.stats.ran(e.engine, j, j.runStart, e.now)
+	e.stats.busy(e.engine, -j.gpus)
 	j.running = false
 	j.exec = -1
 	e.needDispatch = true
@@ -178,7 +178,7 @@ var errRunner = &sluicev1.JobError{Code: "runner_error", Message: "simulated fai
 
 // finish is an executor reporting an attempt's end: Complete, or a
 // retryable Fail for the model's failure rate.
-func (e *engine) finish(ev event) error {
+func (e dispatcher) finish(ev event) error {
 	x := &e.execs[ev.a]
 	if x.epoch != ev.c {
 		return nil // the executor crashed meanwhile
@@ -199,8 +199,8 @@ func (e *engine) finish(ev event) error {
 		res = e.apply(fsm.CmdComplete, c)
 		if res.Err == nil {
 			e.learn(m, j.runNs)
-			e.learnSize(m, j.input, j.runNs)
-			e.endJob(r.Ref, e.now, "SUCCEEDED")
+			e.forecasts.learnSize(m, j.input, j.runNs)
+			e.clients.endJob(r.Ref, e.now, "SUCCEEDED")
 			return nil
 		}
 	}
@@ -209,17 +209,17 @@ func (e *engine) finish(ev event) error {
 
 // learn updates the leader's service time for ETAs, as node's
 // serviceTimes does.
-func (e *engine) learn(m *modelState, ns int64) { m.svc.Observe(time.Duration(ns)) }
+func (e dispatcher) learn(m *modelState, ns int64) { m.svc.Observe(time.Duration(ns)) }
 
 // observe reads where a job went after the state machine ended its
 // attempt: back in the queue (a retry) or to a terminal state.
-func (e *engine) observe(si int32) error {
+func (e dispatcher) observe(si int32) error {
 	j := &e.jobs[si]
 	if _, ok := e.r.QueuedAttempt(j.id); ok {
 		j.enq++
-		e.stats.requeued(e, j)
+		e.stats.requeued(e.engine, j)
 		e.needDispatch = true
-		return e.readRecord(si, false)
+		return e.clients.readRecord(si, false)
 	}
 	if _, ok := e.r.RunningAttempt(j.id); ok {
 		return fmt.Errorf("%w: job %d still running after its attempt ended", errInternal, j.id)
@@ -229,14 +229,14 @@ func (e *engine) observe(si int32) error {
 	if ok {
 		state = fsm.StateName(rec.State)
 	}
-	e.endJob(si, e.now, state)
+	e.clients.endJob(si, e.now, state)
 	return nil
 }
 
 // runDeadline is an attempt's run timeout: the leader ticks, the state
 // machine ends the attempt (retry or dead letter), and the executor stops
 // the run (as node's stopStaleRuns does).
-func (e *engine) runDeadline(ev event) error {
+func (e dispatcher) runDeadline(ev event) error {
 	si, ok := e.jobIx[ev.id]
 	if !ok {
 		return nil
@@ -252,12 +252,12 @@ func (e *engine) runDeadline(ev event) error {
 	if j.running {
 		e.stopRun(j.exec, j.id, j.attempt)
 	} else {
-		e.dropLost(j.id)
+		e.faults.dropLost(j.id)
 	}
 	return e.observe(si)
 }
 
-func (e *engine) dropLost(id uint64) {
+func (e faults) dropLost(id uint64) {
 	for xi := range e.execs {
 		x := &e.execs[xi]
 		for k, r := range x.lost {
@@ -271,7 +271,7 @@ func (e *engine) dropLost(id uint64) {
 
 // scheduleFailures queues the random crashes and the scheduled outages
 // and failovers.
-func (e *engine) scheduleFailures() {
+func (e faults) scheduleFailures() {
 	fl := &e.w.Failures
 	if fl.Crashes != nil {
 		for i := range e.execs {
@@ -288,7 +288,7 @@ func (e *engine) scheduleFailures() {
 
 // crashes is the executor's stream of crash and repair times, made on
 // first use (only workloads with crashes need one).
-func (e *engine) crashes(xi int32) *rand.Rand {
+func (e faults) crashes(xi int32) *rand.Rand {
 	x := &e.execs[xi]
 	if x.crashRNG == nil {
 		x.crashRNG = stream(e.seed, "crash/"+x.name)
@@ -296,14 +296,14 @@ func (e *engine) crashes(xi int32) *rand.Rand {
 	return x.crashRNG
 }
 
-func (e *engine) scheduleCrash(xi int32) {
+func (e faults) scheduleCrash(xi int32) {
 	x := &e.execs[xi]
 	x.crashToken++
 	d := int64(float64(e.w.Failures.Crashes.MTBF) * e.crashes(xi).ExpFloat64())
 	e.ev.push(event{at: e.now + max(d, 1), kind: evCrash, a: xi, c: x.crashToken})
 }
 
-func (e *engine) crash(ev event) {
+func (e faults) crash(ev event) {
 	x := &e.execs[ev.a]
 	if ev.c != x.crashToken {
 		return
@@ -319,19 +319,19 @@ func (e *engine) crash(ev event) {
 
 // down takes an executor down: its running attempts are lost until the
 // leader notices (failures.detect) and requeues them.
-func (e *engine) down(xi int32) {
+func (e faults) down(xi int32) {
 	x := &e.execs[xi]
 	e.stats.crashes++
 	for _, r := range e.fleet.Down(xi) {
 		j := &e.jobs[r.Ref]
-		e.stats.ran(e, j, j.runStart, e.now)
-		e.stats.busy(e, -j.gpus)
+		e.stats.ran(e.engine, j, j.runStart, e.now)
+		e.stats.busy(e.engine, -j.gpus)
 		j.running = false
 		j.exec = -1
 		x.lost = append(x.lost, r)
 	}
 	x.epoch++
-	e.stats.up(e, -x.gpus)
+	e.stats.up(e.engine, -x.gpus)
 	detect := int64(e.w.Failures.Detect)
 	if detect == 0 {
 		detect = int64(10 * time.Second)
@@ -341,13 +341,13 @@ func (e *engine) down(xi int32) {
 	}
 }
 
-func (e *engine) repair(ev event) {
+func (e faults) repair(ev event) {
 	x := &e.execs[ev.a]
 	if e.fleet.IsUp(ev.a) || x.epoch != ev.c {
 		return
 	}
 	e.fleet.Up(ev.a)
-	e.stats.up(e, x.gpus)
+	e.stats.up(e.engine, x.gpus)
 	e.needDispatch = true
 	if e.w.Failures.Crashes != nil {
 		e.scheduleCrash(ev.a)
@@ -355,7 +355,7 @@ func (e *engine) repair(ev event) {
 }
 
 // detect is the leader requeueing the attempts of a lost executor.
-func (e *engine) detect(ev event) error {
+func (e faults) detect(ev event) error {
 	x := &e.execs[ev.a]
 	lost := x.lost
 	x.lost = nil
@@ -365,14 +365,14 @@ func (e *engine) detect(ev event) error {
 		if res.Err != nil {
 			continue // already ended (a run timeout got there first)
 		}
-		if err := e.observe(r.Ref); err != nil {
+		if err := e.placing.observe(r.Ref); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (e *engine) outage(ev event) {
+func (e faults) outage(ev event) {
 	o := e.w.Failures.Outages[ev.a]
 	var cands []int32
 	for i := range e.execs {

@@ -228,11 +228,11 @@ func (e *engine) report() *Report {
 	slices.SortFunc(retrying, func(a, b event) int { return cmp.Compare(a.seq, b.seq) })
 	for _, ev := range retrying {
 		p := e.pending[ev.a]
-		e.rejected(p, p.rule)
+		e.clients.rejected(p, p.rule)
 	}
 	for _, pi := range e.held {
 		p := e.pending[pi]
-		e.rejected(p, "no leader")
+		e.clients.rejected(p, "no leader")
 	}
 	ids := make([]uint64, 0, len(e.jobIx))
 	for id := range e.jobIx {
@@ -245,7 +245,7 @@ func (e *engine) report() *Report {
 			e.tenants[j.tenant].tally.other++
 		}
 		if e.opt.OnJob != nil {
-			e.opt.OnJob(e.outcome(j, -1, "UNFINISHED"))
+			e.opt.OnJob(e.clients.outcome(j, -1, "UNFINISHED"))
 		}
 	}
 	if !e.opt.NoSeries {

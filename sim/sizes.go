@@ -115,7 +115,7 @@ func (z *sizer) draw() (*structpb.Struct, int64) {
 // runTime is the leader's prediction of a job's run time: from its input
 // where the model declares a size and its learner is trusted (sized), else
 // the model's learned average, as node's serviceTimes.runTime.
-func (e *engine) runTime(m *modelState, input *structpb.Struct) (time.Duration, bool) {
+func (e forecasts) runTime(m *modelState, input *structpb.Struct) (time.Duration, bool) {
 	if m.learner != nil && m.learner.Trusted() {
 		if x, ok, err := predict.Features(m.policy.GetSize(), input); err == nil && ok {
 			if d, _, ok := m.learner.Predict(x); ok {
@@ -128,7 +128,7 @@ func (e *engine) runTime(m *modelState, input *structpb.Struct) (time.Duration, 
 }
 
 // learnSize teaches the model's learner a completed attempt.
-func (e *engine) learnSize(m *modelState, input *structpb.Struct, ns int64) {
+func (e forecasts) learnSize(m *modelState, input *structpb.Struct, ns int64) {
 	if m.learner == nil {
 		return
 	}
@@ -140,7 +140,7 @@ func (e *engine) learnSize(m *modelState, input *structpb.Struct, ns int64) {
 // sizing is what admission.QueuedETA takes of the simulated leader's
 // predictions, as node's sizing: nil when no model of the policy declares
 // a size.
-func (e *engine) sizing() *admission.Sizing {
+func (e forecasts) sizing() *admission.Sizing {
 	if !e.sized {
 		return nil
 	}
@@ -171,7 +171,7 @@ func (e *engine) sizing() *admission.Sizing {
 // reserved counts how a succeeded job's reservation compared with the
 // cost it settled at (sized workloads: issue 28's measure of reservations
 // by size against the fixed one).
-func (e *engine) reserved(id uint64) {
+func (e forecasts) reserved(id uint64) {
 	rec, ok := e.r.Job(id)
 	if !ok {
 		return
@@ -203,7 +203,7 @@ type Reservations struct {
 
 // eachLane calls each with every slot of the executors up that serve
 // model: the predicted time its attempt has left, or 0 (free).
-func (e *engine) eachLane(model string, each func(left time.Duration)) {
+func (e forecasts) eachLane(model string, each func(left time.Duration)) {
 	for xi := range int32(e.fleet.Len()) {
 		if !e.fleet.IsUp(xi) || !e.fleet.Serves(xi, model) {
 			continue

@@ -29,7 +29,7 @@ type pendingSubmit struct {
 
 // scheduleArrival schedules tenant ti's next arrival, if any comes before
 // arrivals stop.
-func (e *engine) scheduleArrival(ti int32) {
+func (e clients) scheduleArrival(ti int32) {
 	t := &e.tenants[ti]
 	at, model, ok := t.arrivals.draw()
 	if !ok || e.base+at >= e.stopAt {
@@ -38,7 +38,7 @@ func (e *engine) scheduleArrival(ti int32) {
 	e.ev.push(event{at: e.base + at, kind: evArrive, a: ti, b: model})
 }
 
-func (e *engine) arrive(ev event) error {
+func (e clients) arrive(ev event) error {
 	if e.stopped {
 		return nil
 	}
@@ -73,7 +73,7 @@ func (e *engine) arrive(ev event) error {
 	return e.submit(p)
 }
 
-func (e *engine) newPending(p pendingSubmit) int32 {
+func (e clients) newPending(p pendingSubmit) int32 {
 	if n := len(e.pendFree); n > 0 {
 		pi := e.pendFree[n-1]
 		e.pendFree = e.pendFree[:n-1]
@@ -86,7 +86,7 @@ func (e *engine) newPending(p pendingSubmit) int32 {
 
 // submit sends one submission the way the leader handles Submit: the
 // read-only limit and backpressure pre-checks, then the Submit entry.
-func (e *engine) submit(pi int32) error {
+func (e clients) submit(pi int32) error {
 	p := e.pending[pi]
 	e.releasePending(pi)
 	t := &e.tenants[p.tenant]
@@ -100,7 +100,7 @@ func (e *engine) submit(pi int32) error {
 	if e.challenges {
 		s.Exempt, s.Spend = e.exemptions(t, p)
 	}
-	v := admission.Precheck(&e.r, simExecutors{e}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
+	v := admission.Precheck(&e.r, simExecutors{e.engine}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
 	var res fsm.Result
 	if v.Outcome == admission.Proceed {
 		s.Fill(&e.submitMsg)
@@ -145,22 +145,22 @@ func (e *engine) submit(pi int32) error {
 	}
 	mean, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
 	e.tierLoad.Add(t.tier, mean, e.now)
-	e.noteETA(j)
+	e.forecasts.noteETA(j)
 	if j.degraded && j.measured {
 		t.tally.degraded++
 	}
-	e.stats.admitted(e, j)
+	e.stats.admitted(e.engine, j)
 	e.needDispatch = true
 	return nil
 }
 
-func (e *engine) releasePending(pi int32) { e.pendFree = append(e.pendFree, pi) }
+func (e clients) releasePending(pi int32) { e.pendFree = append(e.pendFree, pi) }
 
 // refused records a turned-away submission; a client with a retry
 // policy comes back when the server said it would fit.
-func (e *engine) refused(p pendingSubmit, rule string, retryAt int64) error {
+func (e clients) refused(p pendingSubmit, rule string, retryAt int64) error {
 	t := &e.tenants[p.tenant]
-	e.stats.refusal(e, t.tierIdx)
+	e.stats.refusal(e.engine, t.tierIdx)
 	if r := t.spec.Retry; r != nil && p.attempt < r.Attempts && retryAt != limiter.Never && !e.stopped {
 		at := e.now + max(int64(r.After), int64(time.Second))
 		if retryAt > at {
@@ -180,7 +180,7 @@ func (e *engine) refused(p pendingSubmit, rule string, retryAt int64) error {
 
 // rejected records a submission the client gave up on, or whose retry
 // falls after the end of the run.
-func (e *engine) rejected(p pendingSubmit, rule string) {
+func (e clients) rejected(p pendingSubmit, rule string) {
 	t := &e.tenants[p.tenant]
 	if e.base+p.arrived >= e.warmAt {
 		t.tally.reject(rule)
@@ -200,7 +200,7 @@ func (e *engine) rejected(p pendingSubmit, rule string) {
 // readRecord reads what the state machine decided for a job just queued:
 // the model it will run (a degrade changes it), when it is ready (a delay
 // or a retry backoff) and its queue deadline.
-func (e *engine) readRecord(si int32, admission bool) error {
+func (e clients) readRecord(si int32, admission bool) error {
 	j := &e.jobs[si]
 	rec, ok := e.r.Job(j.id)
 	if !ok {
@@ -228,7 +228,7 @@ func (e *engine) readRecord(si int32, admission bool) error {
 	return nil
 }
 
-func (e *engine) newJob() int32 {
+func (e clients) newJob() int32 {
 	if n := len(e.jobFree); n > 0 {
 		si := e.jobFree[n-1]
 		e.jobFree = e.jobFree[:n-1]
@@ -239,11 +239,11 @@ func (e *engine) newJob() int32 {
 }
 
 // endJob records a job's end and forgets it.
-func (e *engine) endJob(si int32, at int64, state string) {
+func (e clients) endJob(si int32, at int64, state string) {
 	j := &e.jobs[si]
 	t := &e.tenants[j.tenant]
 	if e.sized && j.measured && state == "SUCCEEDED" {
-		e.reserved(j.id)
+		e.forecasts.reserved(j.id)
 	}
 	if j.measured {
 		t.tally.ended(state, j, at-e.base)
@@ -272,7 +272,7 @@ func (e *engine) endJob(si int32, at int64, state string) {
 	e.live--
 }
 
-func (e *engine) outcome(j *simJob, at int64, state string) JobOutcome {
+func (e clients) outcome(j *simJob, at int64, state string) JobOutcome {
 	t := &e.tenants[j.tenant]
 	o := JobOutcome{ID: j.id, Tenant: t.name, Tier: t.tier, Model: e.models[j.model].name, Submitted: j.arrived,
 		Started: j.firstStart, Finished: -1, State: state, Attempts: j.attempt, GPUs: j.gpus,
