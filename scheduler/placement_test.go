@@ -300,3 +300,38 @@ func TestReadsMayRunConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestPlacersShareAQueue: Placers of their own place one queue at once,
+// each as the queue's own Place does, and leave the queue as it was (its
+// encoding); run with -race.
+func TestPlacersShareAQueue(t *testing.T) {
+	q := NewFairQueue(Config{ReserveAfter: 1})
+	for i := uint64(1); i <= 400; i++ {
+		q.Enqueue(Job{ID: i, Seq: i, Tenant: fmt.Sprint(i % 9), Tier: fmt.Sprint(i % 2), Model: fmt.Sprint(i % 4),
+			GPUs: int32(1 + i%4), Priority: int32(i % 3), Ready: int64(i % 6)})
+	}
+	q.Advance(3)
+	slots := []Slot{{Executor: "a", GPUs: 3, TotalGPUs: 8, Jobs: 3}, {Executor: "b", GPUs: 1, Warm: []string{"2"}},
+		{Executor: "c", GPUs: 4, Jobs: 2, Models: []string{"1", "3"}}}
+	before, _ := q.MarshalBinary()
+	want := fmt.Sprint(q.Place(10, slots))
+	done := make(chan string)
+	for range 3 {
+		go func() {
+			var p Placer
+			var out []Placement
+			for range 40 {
+				out = p.Place(out[:0], q, 10, slots)
+			}
+			done <- fmt.Sprint(out)
+		}()
+	}
+	for range 3 {
+		if got := <-done; got != want {
+			t.Errorf("a Placer of its own placed %s, the queue's Place %s", got, want)
+		}
+	}
+	if after, _ := q.MarshalBinary(); string(after) != string(before) {
+		t.Error("placing changed the queue's encoding")
+	}
+}
