@@ -399,3 +399,21 @@ func TestChecksThroughAFollower(t *testing.T) {
 		t.Fatalf("bad input through a follower: %v", err)
 	}
 }
+
+// TestDemoPolicyTakesTheDemoGatewayToken: `sluice dev` prints dev-gateway
+// as its gateway token, and the demo policy's LimitService takes it; a
+// tenant's key is refused there.
+func TestDemoPolicyTakesTheDemoGatewayToken(t *testing.T) {
+	n := startNodeWith(t, 0, DemoPolicy())
+	ctx := context.Background()
+	res, err := limitClient(n, DemoGatewayToken).Check(ctx, connect.NewRequest(&sluicev1.CheckRequest{ApiKey: DemoAliceKey, CheckOnly: true}))
+	if err != nil {
+		t.Fatalf("the demo gateway token: %v", err)
+	}
+	if res.Msg.Verdict != sluicev1.CheckVerdict_CHECK_VERDICT_ALLOWED {
+		t.Errorf("alice's first check: %v, want allowed", res.Msg.Verdict)
+	}
+	if _, err := limitClient(n, DemoAliceKey).Check(ctx, connect.NewRequest(&sluicev1.CheckRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("a tenant's key as the gateway token: %v, want permission_denied", err)
+	}
+}

@@ -15,6 +15,9 @@ const (
 	DemoAliceKey   = "dev-alice"
 	DemoBobKey     = "dev-bob"
 	DemoAdminToken = "dev-admin"
+	// DemoGatewayToken is what a gateway presents to LimitService and
+	// Envoy's rate-limit service (sluice check --key dev-gateway).
+	DemoGatewayToken = "dev-gateway"
 	// DemoExecutorToken is what the demo executors present.
 	DemoExecutorToken = "dev-executor"
 	// DemoWebhookSecret signs alice's and bob's webhooks.
@@ -38,6 +41,7 @@ func DemoPolicy() *sluicev1.Policy {
 		},
 		AdminTokenSha256:    policy.HashKey(DemoAdminToken),
 		ExecutorTokenSha256: policy.HashKey(DemoExecutorToken),
+		GatewayTokenSha256:  policy.HashKey(DemoGatewayToken),
 		Defaults: &sluicev1.Defaults{
 			QueueTimeout: durationpb.New(30 * time.Minute),
 			MaxAttempts:  3,

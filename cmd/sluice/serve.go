@@ -249,13 +249,14 @@ func serve(ctx context.Context, f serveFlags, dev bool) error {
   tenant alice  tier free (weight 1)  key %s  10 requests/min (burst 5), 20 jobs/day, 2 in flight
   tenant bob    tier pro  (weight 4)  key %s  100 requests/min (burst 50), 200 jobs/day, 20 in flight
   admin token   %s
+  gateway token %s  (sluice check, LimitService, Envoy's rate-limit service)
   models        sdxl (2s per job), llama-8b (500ms per job)
   polling       GetJob 100/s, ListJobs 20/s per key (bursts of twice that); watch instead
   webhooks      signed with %s; http and local receivers allowed (dev only)
 try:
   export SLUICE_ADDR=http://%s SLUICE_API_KEY=%s
   sluice submit --model sdxl --input '{"prompt":"a lighthouse at dusk"}' --wait
-`, node.DemoAliceKey, node.DemoBobKey, node.DemoAdminToken, node.DemoWebhookSecret, n.Addr(), node.DemoAliceKey)
+`, node.DemoAliceKey, node.DemoBobKey, node.DemoAdminToken, node.DemoGatewayToken, node.DemoWebhookSecret, n.Addr(), node.DemoAliceKey)
 		}
 	}
 	if ctx == nil {
