@@ -13,14 +13,15 @@ type Placed struct {
 }
 
 // Placer is the state machine's placement (fsm.JobReads.PlaceQueued), under
-// whatever lock its caller keeps.
+// whatever lock its caller keeps; p is the placement's working memory.
 type Placer interface {
-	PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment
+	PlaceQueued(p *scheduler.Placer, dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment
 }
 
 // Dispatcher is a leader's dispatch scratch: one per leader loop, not safe
 // for concurrent use.
 type Dispatcher struct {
+	placer  scheduler.Placer
 	slots   []scheduler.Slot
 	assigns []fsm.Assignment
 	placed  []Placed
@@ -41,7 +42,7 @@ func (d *Dispatcher) Dispatch(st Placer, fl *Fleet, now int64, full bool, ref fu
 	if len(d.slots) == 0 {
 		return d.placed
 	}
-	d.assigns = st.PlaceQueued(d.assigns[:0], now, d.slots)
+	d.assigns = st.PlaceQueued(&d.placer, d.assigns[:0], now, d.slots)
 	for _, a := range d.assigns {
 		xi, ok := fl.Index(a.Executor)
 		if !ok {

@@ -61,7 +61,6 @@ type FSM struct {
 	lastJobID uint64 // see raftv1.Snapshot.last_job_id
 	nextSeq   uint64
 	policy    *sluicev1.Policy
-	places    []scheduler.Placement // PlaceQueued's scratch
 
 	jobTable          // the job records and their indexes (jobs.go)
 	lines    sizeBook // models that reserve by size (sizes.go)

@@ -17,9 +17,8 @@ import (
 
 // Reads are the state machine's read side, grouped by what they read: what
 // the API, the leader's loops, the metrics and the simulator look at. They
-// change nothing, except that PlaceQueued keeps its scratch in the state
-// machine (so placements go one at a time); the caller keeps them from
-// overlapping an Apply (node/state.go: a read lock).
+// change nothing (PlaceQueued's working memory is the caller's Placer); the
+// caller keeps them from overlapping an Apply (node/state.go: a read lock).
 type Reads struct {
 	JobReads
 	ConfigReads

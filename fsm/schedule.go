@@ -23,13 +23,10 @@ type Assignment struct {
 
 // PlaceQueued appends to dst the assignments that place ready queued jobs
 // on the free slots at time now, in dispatch order, allocating nothing
-// once dst has room. It changes nothing the read methods read, but keeps
-// scratch (the queue's Placer, the assignment buffer): two placements must
-// not overlap.
-func (r JobReads) PlaceQueued(dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
+// once dst has room. It only reads; its working memory is p, the caller's.
+func (r JobReads) PlaceQueued(pl *scheduler.Placer, dst []Assignment, now int64, slots []scheduler.Slot) []Assignment {
 	f := r.f
-	f.places = f.queue.PlaceInto(f.places[:0], now, slots)
-	for _, p := range f.places {
+	for _, p := range pl.PlaceAll(f.queue, now, slots) {
 		j, ok := f.jobs[p.JobID]
 		if !ok || j.State != sluicev1.JobState_JOB_STATE_QUEUED {
 			continue

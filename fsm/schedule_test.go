@@ -197,7 +197,7 @@ func limiterRequest(tenant string) limiter.Request {
 
 // Dispatch is PlaceQueued as Assign entries, for the tests.
 func (f *FSM) Dispatch(now int64, slots []scheduler.Slot) []*raftv1.Assign {
-	ps := f.Reads().PlaceQueued(nil, now, slots)
+	ps := f.Reads().PlaceQueued(new(scheduler.Placer), nil, now, slots)
 	out := make([]*raftv1.Assign, len(ps))
 	for i, p := range ps {
 		out[i] = &raftv1.Assign{JobId: p.JobID, Executor: p.Executor, Attempt: p.Attempt}

@@ -65,13 +65,12 @@ func (s *guarded) Restore(data []byte) error {
 }
 
 // PlaceQueued is the state machine's placement, under the read lock: it
-// changes nothing readers read, but keeps scratch (the queue's Placer, the
-// state machine's assignment buffer), so placements must not overlap; the
-// one caller, registry.place, holds the registry's lock across it.
-func (s *guarded) PlaceQueued(dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment {
+// only reads, in p, the caller's working memory (registry.place's
+// Dispatcher, under the registry's lock).
+func (s *guarded) PlaceQueued(p *scheduler.Placer, dst []fsm.Assignment, now int64, slots []scheduler.Slot) []fsm.Assignment {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.r.PlaceQueued(dst, now, slots)
+	return s.r.PlaceQueued(p, dst, now, slots)
 }
 
 // SetObserver installs the observer of job transitions.

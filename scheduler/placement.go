@@ -48,8 +48,9 @@ type Placer struct {
 	save    []int32
 	// tierHead's copy of a tier's charged heap
 	saveCharged []int32
-	v           [2]vtime // simulated band virtual times
-	left        int      // jobs the slots can still take
+	v           [2]vtime    // simulated band virtual times
+	left        int         // jobs the slots can still take
+	out         []Placement // PlaceAll's
 
 	// Scratch per record, indexed as the queue's records are; an entry is
 	// valid in the call whose epoch it carries.
@@ -170,6 +171,13 @@ func (p *Placer) Place(dst []Placement, q *FairQueue, now int64, slots []Slot) [
 	}
 	p.end()
 	return dst
+}
+
+// PlaceAll is Place into the Placer's own buffer, which the next call
+// reuses.
+func (p *Placer) PlaceAll(q *FairQueue, now int64, slots []Slot) []Placement {
+	p.out = p.Place(p.out[:0], q, now, slots)
+	return p.out
 }
 
 // begin starts a call on q: a new epoch, and scratch for every record.
