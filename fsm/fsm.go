@@ -696,13 +696,9 @@ func (f *FSM) retryOrDeadLetter(j *raftv1.JobRecord, e *sluicev1.JobError, backo
 	f.enqueue(j, ready, "retry: "+e.Code)
 }
 
-// Backoff is the wait before retrying after the given attempt failed:
-// exponential from the policy's retry_backoff, capped at max_backoff, with a
+// retryBackoff is the wait before retrying after the given attempt failed:
+// exponential from pol's retry_backoff, capped at max_backoff, with a
 // deterministic jitter in [d/2, d] derived from the job id and attempt.
-func (r ConfigReads) Backoff(id uint64, attempt int32) time.Duration {
-	return retryBackoff(r.f.policy, id, attempt)
-}
-
 func retryBackoff(pol *sluicev1.Policy, id uint64, attempt int32) time.Duration {
 	base := pol.GetDefaults().GetRetryBackoff().AsDuration()
 	if base <= 0 {

@@ -910,7 +910,7 @@ func newLifecycle(t *rapid.T, start int64, p *sluicev1.Policy) *lifecycle {
 		// max_backoff, jittered into [d/2, d]: the model takes the
 		// FSM's deterministic jitter but checks it is in range.
 		d := min(time.Second<<min(attempt-1, 10), policy.DefaultMaxBackoff)
-		b := l.f.Reads().Backoff(id, attempt)
+		b := retryBackoff(l.f.policy, id, attempt)
 		if b < d/2 || b > d {
 			t.Fatalf("Backoff(%d, %d) = %v outside [%v, %v]", id, attempt, b, d/2, d)
 		}

@@ -281,16 +281,10 @@ func (r JobReads) QueuedAttempt(id uint64) (int32, bool) {
 	return j.Attempt, true
 }
 
-// CheckLimits decides a submission against the rate limits without
-// charging anything: the leader's pre-check, so that clear rejections never
-// touch the log. The state machine decides again when the entry applies.
-func (r ConfigReads) CheckLimits(req limiter.Request, now int64) limiter.Decision {
-	var d limiter.Decision
-	r.CheckLimitsInto(req, now, &d)
-	return d
-}
-
-// CheckLimitsInto is CheckLimits deciding into d.
+// CheckLimitsInto decides a submission against the rate limits into d
+// without charging anything: the leader's pre-check, so that clear
+// rejections never touch the log. The state machine decides again when the
+// entry applies.
 func (r ConfigReads) CheckLimitsInto(req limiter.Request, now int64, d *limiter.Decision) {
 	f := r.f
 	f.limits.Check(&req, max(now, f.now), d)
@@ -306,12 +300,6 @@ func (r ConfigReads) Usage(req limiter.Request, now int64) []limiter.Usage {
 func (r ConfigReads) Rule(name string) (*sluicev1.Rule, bool) {
 	rule, ok := r.f.pix.rules[name]
 	return rule, ok
-}
-
-// LimiterKeys is how many keys the rate limiter holds over all rules.
-func (r ConfigReads) LimiterKeys() int {
-	f := r.f
-	return f.limits.Keys()
 }
 
 // IdempotentJob finds the tenant's job with the given idempotency key.

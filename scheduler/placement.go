@@ -68,8 +68,7 @@ type tenantScratch struct {
 }
 
 type tierScratch struct {
-	epoch    uint64
-	tag, v   vtime   // simulated tag and virtual time
+	tag, v   vtime   // simulated tag and virtual time (every call sets them, initTiers)
 	frontier minHeap // heap positions not yet visited
 	charged  minHeap // flows to visit again, by simulated tag
 	live     bool
@@ -442,7 +441,7 @@ func (p *Placer) initTiers() {
 	p.band[0], p.band[1] = p.band[0][:0], p.band[1][:0]
 	for ti := range q.tiers {
 		t, ts := &q.tiers[ti], &p.tiers[ti]
-		ts.epoch, ts.tag, ts.v, ts.live = p.epoch, t.tag, t.vt, false
+		ts.tag, ts.v, ts.live = t.tag, t.vt, false
 		ts.frontier, ts.charged = ts.frontier[:0], ts.charged[:0]
 		if len(t.heap) > 0 {
 			ts.frontier = append(ts.frontier, 0)
