@@ -50,6 +50,10 @@ type Options struct {
 	// (fsm.SetExclusive): the two must give byte-identical reports
 	// (TestEncodedLogGivesTheSameReport).
 	encodeLog bool
+	// fork makes the run one of ETAFloor's forks; onETA is called with each
+	// followed job's ETA and wait as it starts (floor.go).
+	fork  *forkRun
+	onETA func(etaSeen)
 }
 
 // JobOutcome is one job's story, in nanoseconds from the run's start.
@@ -82,6 +86,7 @@ type simJob struct {
 	exec       int32 // running on; -1 when not
 	enq        uint32
 	running    bool
+	cold       bool // the current attempt started cold (its model not loaded)
 	measured   bool
 	delayed    bool
 	degraded   bool

@@ -40,6 +40,7 @@ type etaNote struct {
 	at, p10, p50, p90 int64
 	weight            int32
 	base              [3]int64 // the baseline's p10, p50, p90 (sized workloads)
+	model             int64    // the model's p50, before the calibration (ETAFloor)
 }
 
 // etaTally is the ETAs of one tier's (or every) followed job.
@@ -92,7 +93,7 @@ func (e forecasts) noteETA(j *simJob) {
 	if e.etaNotes == nil {
 		e.etaNotes = map[uint64]etaNote{}
 	}
-	note := etaNote{at: e.now, p10: int64(b.P10), p50: int64(b.P50), p90: int64(b.P90), weight: weight}
+	note := etaNote{at: e.now, p10: int64(b.P10), p50: int64(b.P50), p90: int64(b.P90), weight: weight, model: int64(raw.P50)}
 	if e.sized {
 		bb := admission.ETA(&e.calBase, tier, base, readyIn)
 		note.base = [3]int64{int64(bb.P10), int64(bb.P50), int64(bb.P90)}
@@ -107,6 +108,12 @@ func (e forecasts) etaFared(j *simJob) {
 	delete(e.etaNotes, j.id)
 	j.eta = false
 	wait := e.now - note.at
+	if e.opt.onETA != nil {
+		e.opt.onETA(etaSeen{id: j.id, at: note.at, p10: note.p10, p50: note.p50, p90: note.p90, wait: wait, model: note.model})
+	}
+	if fr := e.opt.fork; fr != nil && j.id == fr.job {
+		e.forkEnded(wait)
+	}
 	ti := e.tenants[j.tenant].tierIdx
 	tallyETA(note.p10, note.p50, note.p90, wait, int64(note.weight), &e.etaTiers[ti], &e.etaAll)
 	if e.sized {
@@ -117,7 +124,7 @@ func (e forecasts) etaFared(j *simJob) {
 // tallyETA counts an ETA of p10–p50–p90 that waited wait, standing for w
 // jobs, in a tier's tally t and the cluster's all.
 func tallyETA(p10, p50, p90, wait, w int64, t, all *etaTally) {
-	bin := min(int(float64(abs(p50-wait))/float64(max(wait, etaErrFloor))/etaBinWidth+0.5), etaBins-1)
+	bin := min(int(etaErr(p50, wait)/etaBinWidth+0.5), etaBins-1)
 	for _, et := range []*etaTally{t, all} {
 		et.n += w
 		et.errs[bin] += w

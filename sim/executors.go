@@ -121,9 +121,11 @@ func (e dispatcher) start(xi, si int32, attempt int32) {
 	if j.input != nil { // its size makes its run time; the distribution, the noise
 		dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
 	}
-	if warm, _ := e.fleet.Start(xi, j.id, attempt, m.name); !warm {
+	warm, _ := e.fleet.Start(xi, j.id, attempt, m.name)
+	if !warm {
 		dur += int64(m.spec.ColdStart)
 	}
+	j.cold = !warm
 	j.attempt = attempt
 	j.running = true
 	j.exec = xi

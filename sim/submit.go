@@ -146,6 +146,9 @@ func (e clients) submit(pi int32) error {
 	mean, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
 	e.tierLoad.Add(t.tier, mean, e.now)
 	e.forecasts.noteETA(j)
+	if e.opt.fork != nil && j.id == e.opt.fork.job {
+		e.forked(e.etaNotes[j.id].p50)
+	}
 	if j.degraded && j.measured {
 		t.tally.degraded++
 	}
@@ -265,6 +268,9 @@ func (e clients) endJob(si int32, at int64, state string) {
 		e.calBase.Forget(j.id)
 		if j.eta {
 			delete(e.etaNotes, j.id)
+		}
+		if fr := e.opt.fork; fr != nil && j.id == fr.job {
+			e.forkEnded(-1)
 		}
 	}
 	delete(e.jobIx, j.id)

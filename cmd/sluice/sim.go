@@ -28,7 +28,7 @@ leader's real placement on a virtual clock, fed by a workload file: tenants
 and their arrivals, models and service times, executors, failures, and the
 policy file the server takes. See docs/simulator.md and sim/scenarios/.`,
 	}
-	c.AddCommand(simRunCmd(), simPlanCmd(), simCompareCmd(), simReplayCmd())
+	c.AddCommand(simRunCmd(), simPlanCmd(), simCompareCmd(), simReplayCmd(), simFloorCmd())
 	return c
 }
 
@@ -119,6 +119,66 @@ func simRunCmd() *cobra.Command {
 	c.Flags().IntVar(&executors, "executors", 0, "run with this many executors in --group instead of the workload's count")
 	c.Flags().StringVar(&group, "group", "", "executor group --executors sets (default: the first group)")
 	c.Flags().DurationVar(&duration, "duration", 0, "stop arrivals at this virtual time instead of the workload's duration (e.g. 20m for a quick look)")
+	return c
+}
+
+func simFloorCmd() *cobra.Command {
+	var workload, out string
+	var seed uint64
+	var jobs, forks int
+	var from, until time.Duration
+	c := &cobra.Command{
+		Use:   "floor --workload FILE",
+		Short: "Measure the least ETA error any estimator could reach on a workload, beside Sluice's",
+		Long: `Run the workload, pick --jobs jobs that were given an ETA after the
+warm-up, and for each run the workload again to the moment the job was
+admitted (the same seed: the same past), then draw --forks different
+futures from there (arrivals, job sizes, run-time noise, failures) and
+see when the job starts in each. What its waits spread over is what no ETA
+could know at admission: the report gives the least error any ETA could
+have at p50 and p90 on those futures, beside Sluice's own ETAs. See
+docs/simulator.md, "ETA honesty".`,
+		Example: `  sluice sim floor --workload sim/scenarios/mixed-sizes.yaml
+  sluice sim floor --workload sim/scenarios/steady.yaml --jobs 100 --forks 16 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if out != "table" && out != "json" {
+				return fmt.Errorf("-o: %q is not table or json", out)
+			}
+			if jobs < 1 || jobs > 10000 {
+				return fmt.Errorf("--jobs: %d is outside 1–10000", jobs)
+			}
+			if forks < 2 || forks > 1000 {
+				return fmt.Errorf("--forks: %d is outside 2–1000", forks)
+			}
+			if from < 0 || until < 0 {
+				return fmt.Errorf("--from, --until: must not be negative")
+			}
+			w, err := loadWorkload(workload)
+			if err != nil {
+				return err
+			}
+			simGC()
+			fo := sim.FloorOptions{Jobs: jobs, Forks: forks, From: from, Until: until}
+			if c.Flags().Changed("seed") {
+				fo.Seed = &seed
+			}
+			start := time.Now()
+			fl, err := sim.ETAFloor(w, fo)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.ErrOrStderr(), "sluice sim: %d forks in %.2fs\n", fl.Jobs*fl.Forks, time.Since(start).Seconds())
+			return writeOut(c.OutOrStdout(), out, fl, fl.WriteTable)
+		},
+	}
+	c.Flags().StringVar(&workload, "workload", "", "workload file (YAML or JSON; see docs/simulator.md)")
+	c.Flags().Uint64Var(&seed, "seed", 0, "random seed (default: the workload's seed)")
+	c.Flags().IntVar(&jobs, "jobs", 300, "jobs to sample, evenly among those given an ETA after the warm-up")
+	c.Flags().IntVar(&forks, "forks", 32, "futures to draw from each sampled job's admission")
+	c.Flags().DurationVar(&from, "from", 0, "sample jobs admitted from this virtual time (default: the warm-up's end)")
+	c.Flags().DurationVar(&until, "until", 0, "sample jobs admitted up to this virtual time (default: the warm-up plus 30m); each fork replays the run to its job, so a later window costs more")
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
 }
 

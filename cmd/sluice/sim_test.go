@@ -134,10 +134,32 @@ func TestSimCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"run", "--workload", "nope.yaml"}, "no such file"},
 		{[]string{"plan", "--workload", "../../sim/scenarios/steady.yaml", "--slo", "p95<=3s"}, `--slo: slo "p95<=3s": "p95" is not a metric`},
 		{[]string{"plan", "--workload", "../../sim/scenarios/steady.yaml", "--slo", "p95_wait<=3s", "--seeds", "0"}, "--seeds: 0 is outside 1–100"},
+		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--forks", "1"}, "--forks: 1 is outside 2–1000"},
+		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--jobs", "0"}, "--jobs: 0 is outside 1–10000"},
+		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--from", "2h", "--until", "1h"}, "until 1h0m0s is not after 2h0m0s"},
 	} {
 		if _, err := runSim(t, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("sluice sim %s: %v; want %q", strings.Join(c.args, " "), err, c.want)
 		}
+	}
+}
+
+// TestSimFloorPrintsTheLeastErrorBesideSluices runs `sluice sim floor` on
+// a few jobs of the steady scenario, as its help says.
+func TestSimFloorPrintsTheLeastErrorBesideSluices(t *testing.T) {
+	out, err := runSim(t, "floor", "--workload", "../../sim/scenarios/steady.yaml", "--jobs", "6", "--forks", "3", "--until", "15m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"workload steady, seed 1: 6 jobs given an ETA, 3 futures drawn", "the least any ETA could have", "Sluice's ETAs", "waits told within 40%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	out, err = runSim(t, "floor", "--workload", "../../sim/scenarios/steady.yaml", "--jobs", "2", "--forks", "2", "--until", "12m", "-o", "json")
+	var fl sim.Floor
+	if err != nil || json.Unmarshal([]byte(out), &fl) != nil || fl.Jobs != 2 || fl.Forks != 2 {
+		t.Fatalf("-o json: %v\n%s", err, out)
 	}
 }
 

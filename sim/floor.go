@@ -1,0 +1,467 @@
+package sim
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+)
+
+// The floor of ETA error (issues 22 and 28): how well could any ETA have
+// told a wait? A job's wait depends on what happens after it is admitted:
+// the jobs that arrive later and go before it in the fair queue, the run
+// times of the jobs ahead, which slot frees first. ETAFloor measures how
+// much that future leaves open. It runs the workload once, picks jobs that
+// were given an ETA, and for each runs the same workload again up to the
+// job's admission (the same seed: the same past, to the byte), then
+// redraws every random source (arrivals, job mixes and sizes, run-time
+// noise, failures) from a new seed and lets it run until the job starts:
+// forks, each one wait the job could have had from the same moment. The
+// spread of a job's forked waits is what no ETA could know; the figures are
+// the least error an ETA could have had, against Sluice's own ETA (given
+// at admission, so the same in every fork).
+//
+// The forks know more than the leader in a few ways: the run time of an
+// attempt running at the fork that 64 draws could not make as long as it
+// has run already is kept as drawn, the next crash of an executor
+// that has one scheduled, and outages and failovers to come. Knowing
+// more can only make the best ETA better, so the floor is a lower bound;
+// so is picking, per job and per error level, the ETA that fits its own
+// forks best (an estimator fits before it sees them).
+
+// FloorOptions are ETAFloor's knobs; zero values take the defaults.
+type FloorOptions struct {
+	// Seed, when set, replaces the workload's.
+	Seed *uint64
+	// From is the earliest admission a sampled job may have, as an offset
+	// from the start (default and at least: the warm-up's end).
+	From time.Duration
+	// Until is the latest admission a sampled job may have, as an offset
+	// from the start (default: the warm-up plus 30 minutes, within the
+	// workload's duration). Arrivals go on past it, for 30 minutes more,
+	// so that sampled jobs wait under the load they were admitted in.
+	Until time.Duration
+	// Jobs is how many jobs to sample, evenly by id among those given an
+	// ETA and admitted between From and Until (default 300).
+	Jobs int
+	// Forks is how many futures to draw for each (default 32).
+	Forks int
+	// Workers run forks at once (default GOMAXPROCS).
+	Workers int
+}
+
+// Floor is what ETAFloor found. Errors are relative to the wait, waits
+// under a second taken as a second, as in ETAHonesty; each sampled job
+// counts the same, however many of its forks started it.
+type Floor struct {
+	Workload string `json:"workload"`
+	Seed     uint64 `json:"seed"`
+	// Jobs is the jobs sampled, Forks the futures drawn for each, Started
+	// the forks in which the job started (a fork where it expired first
+	// has no wait to tell).
+	Jobs    int `json:"jobs"`
+	Forks   int `json:"forks"`
+	Started int `json:"started"`
+	// Best is the least error at p50 and p90 that any ETA could reach on
+	// these jobs' forks; Sluice is its ETAs' error on them, and Model its
+	// model's ETAs' before the calibration (scheduler.ETACalibration).
+	Best   FloorErrors `json:"best"`
+	Sluice FloorErrors `json:"sluice"`
+	Model  FloorErrors `json:"model"`
+	// InBand is the share of forked waits inside Sluice's p10–p90 band,
+	// over the jobs it told to wait.
+	InBand float64 `json:"in_band"`
+	// Within is, for each error level asked of an ETA (15 % and 40 %, issue
+	// 22's goals for p50 and p90), the most any ETA could tell within it
+	// and the share Sluice's ETAs did.
+	Within []FloorWithin `json:"within"`
+}
+
+// FloorErrors is an error's 50th and 90th percentile.
+type FloorErrors struct {
+	P50 float64 `json:"error_p50"`
+	P90 float64 `json:"error_p90"`
+}
+
+// FloorWithin is, at one error level, the share of forked waits told
+// within it.
+type FloorWithin struct {
+	Error  float64 `json:"error"`
+	Best   float64 `json:"best"`
+	Sluice float64 `json:"sluice"`
+}
+
+// forkRun makes a run a fork: at job's admission every random source is
+// redrawn from fork's own seed, and the run ends when job starts (wait,
+// from its admission) or ends unstarted (wait -1).
+type forkRun struct {
+	job      uint64
+	k        uint64
+	p50      int64 // the ETA the first run gave the job: a fork gives the same
+	wait     int64
+	admitted bool // the fork came to the job's admission
+	done     bool // and to its start or end
+	err      error
+}
+
+// etaSeen is a followed job's ETA (absolute admission time at, band) and
+// its wait, as the first run of ETAFloor records them.
+type etaSeen struct {
+	id                uint64
+	at, p10, p50, p90 int64
+	wait              int64
+	model             int64   // the model's p50, before the calibration
+	waits             []int64 // the forks' (-1: did not start)
+}
+
+// ETAFloor measures, on w, the least ETA error any estimator could reach,
+// beside Sluice's own (see the comment at the top of floor.go).
+func ETAFloor(w *Workload, fo FloorOptions) (*Floor, error) {
+	if err := w.Check(); err != nil {
+		return nil, err
+	}
+	if fo.Jobs == 0 {
+		fo.Jobs = 300
+	}
+	if fo.Forks == 0 {
+		fo.Forks = 32
+	}
+	if fo.Workers <= 0 {
+		fo.Workers = runtime.GOMAXPROCS(0)
+	}
+	if fo.Jobs < 1 || fo.Forks < 2 {
+		return nil, fmt.Errorf("sim: floor: %d jobs with %d forks each: need at least 1 job and 2 forks", fo.Jobs, fo.Forks)
+	}
+	until := fo.Until
+	if until == 0 {
+		until = time.Duration(w.Warmup) + 30*time.Minute
+	}
+	if w.Duration > 0 {
+		until = min(until, time.Duration(w.Duration))
+	}
+	from := max(fo.From, time.Duration(w.Warmup))
+	if until <= from {
+		return nil, fmt.Errorf("sim: floor: until %v is not after %v (the warm-up's end, or from)", until, from)
+	}
+	opt := Options{Seed: fo.Seed, NoSeries: true, Duration: until + 30*time.Minute}
+	if w.Duration > 0 {
+		opt.Duration = min(opt.Duration, time.Duration(w.Duration))
+	}
+	// The first run: every followed job's ETA and wait.
+	var seen []etaSeen
+	first := opt
+	first.onETA = func(s etaSeen) { seen = append(seen, s) }
+	e, err := newEngine(w, first)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.loop(); err != nil {
+		return nil, err
+	}
+	lo, hi := e.base+int64(from), e.base+int64(until)
+	seen = slices.DeleteFunc(seen, func(s etaSeen) bool { return s.at < lo || s.at > hi })
+	if len(seen) == 0 {
+		return nil, fmt.Errorf("sim: floor: no job was given an ETA between %v and %v", from, until)
+	}
+	slices.SortFunc(seen, func(a, b etaSeen) int { return cmp.Compare(a.id, b.id) })
+	picked := make([]etaSeen, 0, fo.Jobs)
+	for i := range min(fo.Jobs, len(seen)) { // evenly spread over the ids
+		picked = append(picked, seen[i*len(seen)/min(fo.Jobs, len(seen))])
+	}
+	for i := range picked {
+		picked[i].waits = make([]int64, fo.Forks)
+	}
+	if err := runForks(w, opt, picked, fo); err != nil {
+		return nil, err
+	}
+	fl := &Floor{Workload: w.Name, Seed: e.seed, Jobs: len(picked), Forks: fo.Forks}
+	fl.measure(picked)
+	return fl, nil
+}
+
+// runForks runs fo.Forks forks of each picked job on fo.Workers
+// goroutines, filling its waits.
+func runForks(w *Workload, opt Options, picked []etaSeen, fo FloorOptions) error {
+	type task struct{ job, k int }
+	tasks := make(chan task)
+	errs := make([]error, fo.Workers)
+	var wg sync.WaitGroup
+	for wi := range fo.Workers {
+		wg.Go(func() {
+			for t := range tasks {
+				if errs[wi] != nil {
+					continue
+				}
+				s := &picked[t.job]
+				fr := &forkRun{job: s.id, k: uint64(t.k), p50: s.p50}
+				o := opt
+				o.fork = fr
+				e, err := newEngine(w, o)
+				if err == nil {
+					err = e.loop()
+				}
+				if err == nil {
+					err = fr.err
+				}
+				switch {
+				case err == nil && !fr.admitted:
+					err = fmt.Errorf("sim: floor: job %d was never admitted in fork %d: the fork did not replay the run", s.id, t.k)
+				case !fr.done:
+					fr.wait = -1 // still queued when the run ended
+				}
+				errs[wi] = err
+				s.waits[t.k] = fr.wait
+			}
+		})
+	}
+	for j := range picked {
+		for k := range fo.Forks {
+			tasks <- task{j, k}
+		}
+	}
+	close(tasks)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// forked is called as the fork's job is admitted and given its ETA: from
+// here on, every random source draws from the fork's own seed.
+func (e *engine) forked(p50 int64) {
+	fr := e.opt.fork
+	fr.admitted = true
+	if p50 != fr.p50 {
+		fr.err = fmt.Errorf("sim: floor: job %d was told %v in a fork, %v in the first run: the fork did not replay the run",
+			fr.job, time.Duration(p50), time.Duration(fr.p50))
+		e.cut = "fork diverged"
+		return
+	}
+	seed := e.seed ^ (fr.k+1)*0x9e3779b97f4a7c15
+	for i := range e.tenants {
+		t := &e.tenants[i]
+		t.arrivals.r, t.mix = stream(seed, "arrivals/"+t.name), stream(seed, "mix/"+t.name)
+		if t.solver != nil {
+			t.solver = stream(seed, "challenge/"+t.name)
+		}
+	}
+	for i := range e.models {
+		m := &e.models[i]
+		m.service, m.fail = stream(seed, "service/"+m.name), stream(seed, "fail/"+m.name)
+		if m.sizer != nil {
+			m.sizer.r = stream(seed, "sizes/"+m.name)
+		}
+	}
+	for i := range e.execs {
+		if x := &e.execs[i]; x.crashRNG != nil {
+			x.crashRNG = stream(seed, "crash/"+x.name)
+		}
+	}
+	e.redrawRuns()
+	if e.stopped {
+		return
+	}
+	// Each tenant's next arrival was drawn before: draw it again, from now
+	// (the arrivals are Poisson: what is left of a gap is a fresh gap).
+	e.ev.h = slices.DeleteFunc(e.ev.h, func(ev event) bool {
+		return ev.kind == evArrive && e.tenants[ev.a].arrivals.trace == nil
+	})
+	e.ev.heapify()
+	for i := range e.tenants {
+		if g := &e.tenants[i].arrivals; g.trace == nil {
+			g.t = e.now - e.base
+			e.clients.scheduleArrival(int32(i))
+		}
+	}
+}
+
+// redrawRuns draws again how long each running attempt runs, as the leader
+// knows it: from its model's distribution (and its job's size), given that
+// it has run so far (up to 64 draws; where none runs as long, it keeps its
+// own).
+func (e *engine) redrawRuns() {
+	for i := range e.ev.h {
+		ev := &e.ev.h[i]
+		if ev.kind != evFinish {
+			continue
+		}
+		si, ok := e.jobIx[ev.id]
+		if !ok {
+			continue
+		}
+		j := &e.jobs[si]
+		if !j.running || j.attempt != ev.b || j.runStart+j.runNs != ev.at {
+			continue
+		}
+		m := &e.models[j.model]
+		elapsed := e.now - j.runStart
+		for range 64 {
+			dur := m.spec.Service.sample(m.service)
+			if j.input != nil {
+				dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
+			}
+			if j.cold {
+				dur += int64(m.spec.ColdStart)
+			}
+			if dur > elapsed && dur < j.runTimeout {
+				j.runNs, ev.at = dur, j.runStart+dur
+				break
+			}
+		}
+	}
+	e.ev.heapify()
+}
+
+// forkEnded ends a fork: its job started after wait (-1: it ended
+// without starting).
+func (e *engine) forkEnded(wait int64) {
+	e.opt.fork.wait, e.opt.fork.done = wait, true
+	e.cut = "fork ended"
+}
+
+// measure fills the floor's figures from the picked jobs' forks.
+func (fl *Floor) measure(picked []etaSeen) {
+	var told, inBand float64
+	var started [][]int64
+	var sluice, model []int64
+	for i := range picked {
+		s := &picked[i]
+		var ws []int64
+		for _, w := range s.waits {
+			if w >= 0 {
+				ws = append(ws, w)
+			}
+		}
+		fl.Started += len(ws)
+		if len(ws) == 0 {
+			continue
+		}
+		started = append(started, ws)
+		sluice, model = append(sluice, s.p50), append(model, s.model)
+		if s.p90 > 0 {
+			told++
+			n := 0
+			for _, w := range ws {
+				if s.p10 <= w && w <= s.p90 {
+					n++
+				}
+			}
+			inBand += float64(n) / float64(len(ws))
+		}
+	}
+	if told > 0 {
+		fl.InBand = round6(inBand / told)
+	}
+	best := func(tol float64) float64 { return bestWithin(started, tol) }
+	ours := func(tol float64) float64 { return within(started, sluice, tol) }
+	errs := func(share func(float64) float64) FloorErrors {
+		return FloorErrors{P50: errorAt(share, 0.5), P90: errorAt(share, 0.9)}
+	}
+	fl.Best, fl.Sluice = errs(best), errs(ours)
+	fl.Model = errs(func(tol float64) float64 { return within(started, model, tol) })
+	for _, tol := range []float64{0.15, 0.40} {
+		fl.Within = append(fl.Within, FloorWithin{Error: tol, Best: round6(best(tol)), Sluice: round6(ours(tol))})
+	}
+}
+
+// etaErr is an ETA's error against a wait, relative to the wait (at least
+// etaErrFloor), as tallyETA takes it.
+func etaErr(eta, wait int64) float64 {
+	return float64(abs(eta-wait)) / float64(max(wait, etaErrFloor))
+}
+
+// within is the share of waits told within tol by the ETAs given, each
+// job (a row of waits) counting the same.
+func within(waits [][]int64, etas []int64, tol float64) float64 {
+	sum := 0.0
+	for i, ws := range waits {
+		sum += shareWithin(ws, etas[i], tol)
+	}
+	return sum / float64(len(waits))
+}
+
+func shareWithin(ws []int64, eta int64, tol float64) float64 {
+	n := 0
+	for _, w := range ws {
+		if etaErr(eta, w) <= tol {
+			n++
+		}
+	}
+	return float64(n) / float64(len(ws))
+}
+
+// bestWithin is the most of the waits any ETAs could tell within tol, one
+// ETA per job: for each, the best of the ETAs that put one of its waits at
+// an end of the window (the best window has a wait at its edge).
+func bestWithin(waits [][]int64, tol float64) float64 {
+	sum := 0.0
+	for _, ws := range waits {
+		b := 0.0
+		for _, w := range ws {
+			for _, eta := range edges(w, tol) {
+				b = max(b, shareWithin(ws, eta, tol))
+			}
+		}
+		sum += b
+	}
+	return sum / float64(len(waits))
+}
+
+// edges are the ETAs that tell wait w within tol only just: w sits at the
+// lower or the upper end of the ETA's window.
+func edges(w int64, tol float64) [3]int64 {
+	f := float64(max(w, etaErrFloor))
+	return [3]int64{w, w + int64(tol*f), max(w-int64(tol*f), 0)}
+}
+
+// errorAt is the least error at which share (the share told within an
+// error, rising with it) reaches q: the q-quantile of the error, to 0.5 %,
+// and 10 (1000 %) for any over that.
+func errorAt(share func(float64) float64, q float64) float64 {
+	lo, hi := 0.0, 10.0
+	switch {
+	case share(lo) >= q:
+		return 0
+	case share(hi) < q:
+		return hi // 1000 % and over
+	}
+	for hi-lo > etaBinWidth/2 {
+		mid := (lo + hi) / 2
+		if share(mid) >= q {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return round6(math.Ceil(hi/etaBinWidth) * etaBinWidth)
+}
+
+// WriteTable prints the floor for people.
+func (fl *Floor) WriteTable(w io.Writer) error {
+	inf := func(x float64) string {
+		if x >= 10 {
+			return "≥1000%"
+		}
+		return fmt.Sprintf("%.1f%%", 100*x)
+	}
+	_, err := fmt.Fprintf(w, `workload %s, seed %d: %d jobs given an ETA, %d futures drawn from each admission (%d started the job)
+ETA error, relative to the wait:      p50       p90
+  the least any ETA could have   %9s %9s
+  Sluice's ETAs                  %9s %9s
+    its model, before calibration  %7s %9s
+`, fl.Workload, fl.Seed, fl.Jobs, fl.Forks, fl.Started, inf(fl.Best.P50), inf(fl.Best.P90), inf(fl.Sluice.P50), inf(fl.Sluice.P90),
+		inf(fl.Model.P50), inf(fl.Model.P90))
+	if err != nil {
+		return err
+	}
+	for _, x := range fl.Within {
+		if _, err := fmt.Fprintf(w, "waits told within %2.0f%%: at most %.1f%% by any ETA, %.1f%% by Sluice's\n", 100*x.Error, 100*x.Best, 100*x.Sluice); err != nil {
+			return err
+		}
+	}
+	_, err = fmt.Fprintf(w, "Sluice's p10–p90 bands held %.1f%% of the waits of the jobs told to wait\n", 100*fl.InBand)
+	return err
+}

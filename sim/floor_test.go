@@ -1,0 +1,176 @@
+package sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// floorWorkload is a small busy cluster with two tiers, so that jobs wait
+// and later arrivals of pro go before free ones.
+func floorWorkload() *Workload {
+	w := mmc(2, 0.85, 0, time.Minute)
+	w.Duration = Duration(8 * time.Minute)
+	w.Tenants = []TenantSpec{
+		{Name: "f", Tier: "free", Count: 20, Arrivals: Arrivals{Rate: Rate(0.9 / 20)}},
+		{Name: "p", Tier: "pro", Count: 2, Arrivals: Arrivals{Rate: Rate(0.4)}},
+	}
+	w.Models[0].Service = Service{Dist: "lognormal", Mean: Duration(time.Second), Stddev: Duration(300 * time.Millisecond)}
+	return w
+}
+
+// TestETAFloorIsALowerBound: on forks of the same jobs, the least error any
+// ETA could have is no more than Sluice's own, at p50 and p90, and no ETA
+// tells fewer waits within 15 % or 40 % than Sluice's; the figures are a
+// function of the workload and seed, however many workers run the forks.
+func TestETAFloorIsALowerBound(t *testing.T) {
+	w := floorWorkload()
+	fo := FloorOptions{Jobs: 24, Forks: 6, Until: 5 * time.Minute, Workers: 3}
+	fl, err := ETAFloor(w, fo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl.Jobs != 24 || fl.Forks != 6 || fl.Started == 0 || fl.Started > 24*6 {
+		t.Fatalf("floor of %d jobs, %d forks, %d started: want 24 jobs, 6 forks, some started", fl.Jobs, fl.Forks, fl.Started)
+	}
+	if fl.Best.P50 > fl.Sluice.P50 || fl.Best.P90 > fl.Sluice.P90 || fl.Best.P90 > fl.Model.P90 {
+		t.Errorf("the least error %+v is more than Sluice's %+v or its model's %+v", fl.Best, fl.Sluice, fl.Model)
+	}
+	if fl.Best.P90 == 0 {
+		t.Errorf("no error at all at p90 on a busy cluster: the forks drew no other future")
+	}
+	for _, x := range fl.Within {
+		if x.Best < x.Sluice {
+			t.Errorf("within %.0f%%: any ETA at most %.3f, Sluice's %.3f", 100*x.Error, x.Best, x.Sluice)
+		}
+	}
+	fo.Workers = 1
+	again, err := ETAFloor(w, fo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := json.Marshal(fl)
+	b, _ := json.Marshal(again)
+	if string(a) != string(b) {
+		t.Fatalf("with 3 workers:\n%s\nwith 1:\n%s", a, b)
+	}
+	var out strings.Builder
+	if err := fl.WriteTable(&out); err != nil || !strings.Contains(out.String(), "the least any ETA could have") {
+		t.Fatalf("table: %v\n%s", err, out.String())
+	}
+}
+
+// TestForksReplayTheRunThenDrawAnotherFuture: a fork replays the run to
+// its job's admission byte for byte (it is told the same ETA, or the fork
+// fails), then draws its own future: with nothing random left (arrivals
+// from a trace, constant run times) every fork waits what the run did;
+// with random run times forks differ, and fork k is the same every time.
+func TestForksReplayTheRunThenDrawAnotherFuture(t *testing.T) {
+	seenOf := func(w *Workload, opt Options) []etaSeen {
+		var seen []etaSeen
+		opt.onETA = func(s etaSeen) { seen = append(seen, s) }
+		e, err := newEngine(w, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.loop(); err != nil {
+			t.Fatal(err)
+		}
+		return slices.DeleteFunc(seen, func(s etaSeen) bool { return s.wait == 0 })
+	}
+	forks := func(w *Workload, opt Options, s etaSeen, n int) []int64 {
+		p := []etaSeen{s}
+		p[0].waits = make([]int64, n)
+		if err := runForks(w, opt, p, FloorOptions{Forks: n, Workers: 2}); err != nil {
+			t.Fatal(err)
+		}
+		return p[0].waits
+	}
+
+	// Nothing random: the trace's arrivals stay, run times are constant.
+	var trace strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&trace, "%.1f\n", 0.7*float64(i))
+	}
+	path := filepath.Join(t.TempDir(), "arrivals.txt")
+	if err := os.WriteFile(path, []byte(trace.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fixed := mmc(1, 0, 0, 0)
+	fixed.Tenants[0].Arrivals = Arrivals{Trace: path}
+	fixed.Models[0].Service = Service{Dist: "constant", Mean: Duration(time.Second)}
+	fixed.Duration = Duration(time.Minute)
+	if err := fixed.Check(); err != nil {
+		t.Fatal(err)
+	}
+	opt := Options{NoSeries: true}
+	seen := seenOf(fixed, opt)
+	if len(seen) < 10 {
+		t.Fatalf("%d jobs waited on the fixed workload", len(seen))
+	}
+	for _, s := range []etaSeen{seen[3], seen[len(seen)-1]} {
+		for k, w := range forks(fixed, opt, s, 3) {
+			if w != s.wait {
+				t.Fatalf("job %d waited %v in the run, %v in fork %d: nothing random was left to differ", s.id, time.Duration(s.wait), time.Duration(w), k)
+			}
+		}
+	}
+
+	w := floorWorkload()
+	if err := w.Check(); err != nil {
+		t.Fatal(err)
+	}
+	opt = Options{NoSeries: true, Duration: 6 * time.Minute}
+	seen = seenOf(w, opt)
+	s := seen[len(seen)/2]
+	first, second := forks(w, opt, s, 6), forks(w, opt, s, 6)
+	if !slices.Equal(first, second) {
+		t.Fatalf("job %d's forks waited %v, then %v", s.id, first, second)
+	}
+	if slices.Min(first) == slices.Max(first) {
+		t.Fatalf("job %d waited %v in every fork: the future was not drawn again", s.id, first)
+	}
+
+	// A fork that does not replay the run is refused, not counted.
+	s.p50++
+	p := []etaSeen{s}
+	p[0].waits = make([]int64, 1)
+	if err := runForks(w, opt, p, FloorOptions{Forks: 1, Workers: 1}); err == nil || !strings.Contains(err.Error(), "did not replay the run") {
+		t.Fatalf("a fork told another ETA: %v", err)
+	}
+}
+
+// TestBestWithinPicksEachJobsBestETA checks the floor's arithmetic on
+// waits whose best ETAs are known: one job always waits 2 s; another waits
+// 10 s or 20 s, which one ETA tells within 40 % (12–14 s) but not within
+// 15 %; a third waits under a second, where errors are taken against 1 s.
+func TestBestWithinPicksEachJobsBestETA(t *testing.T) {
+	s := int64(time.Second)
+	waits := [][]int64{{2 * s, 2 * s, 2 * s}, {10 * s, 20 * s}}
+	if got := bestWithin(waits, 0.4); got != 1 {
+		t.Errorf("within 40%%: %v, want 1", got)
+	}
+	if got := bestWithin(waits, 0.15); got != 0.75 {
+		t.Errorf("within 15%%: %v, want 0.75 (all of one job, half of the other)", got)
+	}
+	best := func(tol float64) float64 { return bestWithin(waits, tol) }
+	if got := errorAt(best, 0.9); math.Abs(got-0.335) > 1e-9 { // both of the second job: 1/3, to 0.5 % up
+		t.Errorf("least p90 error %v, want 0.335", got)
+	}
+	if got := errorAt(best, 0.5); got != 0 {
+		t.Errorf("least p50 error %v, want 0", got)
+	}
+	short := [][]int64{{0, 300 * int64(time.Millisecond)}}
+	if got := within(short, []int64{0}, 0.3); got != 1 {
+		t.Errorf("an ETA of 0 against waits of 0 and 300 ms, within 30%% of a second: %v, want 1", got)
+	}
+	if got := within(waits, []int64{2 * s, 0}, 0.4); got != 0.5 {
+		t.Errorf("ETAs 2 s and 0: %v within 40%%, want 0.5", got)
+	}
+}
