@@ -42,12 +42,15 @@ func TestETAFloorIsALowerBound(t *testing.T) {
 	if fl.Best.P50 > fl.Sluice.P50 || fl.Best.P90 > fl.Sluice.P90 || fl.Best.P90 > fl.Model.P90 {
 		t.Errorf("the least error %+v is more than Sluice's %+v or its model's %+v", fl.Best, fl.Sluice, fl.Model)
 	}
+	if fl.HeldOut.P50 < fl.Best.P50 || fl.HeldOut.P90 < fl.Best.P90 {
+		t.Errorf("an ETA picked on half the forks did better on the others (%+v) than the best on all (%+v)", fl.HeldOut, fl.Best)
+	}
 	if fl.Best.P90 == 0 {
 		t.Errorf("no error at all at p90 on a busy cluster: the forks drew no other future")
 	}
 	for _, x := range fl.Within {
-		if x.Best < x.Sluice {
-			t.Errorf("within %.0f%%: any ETA at most %.3f, Sluice's %.3f", 100*x.Error, x.Best, x.Sluice)
+		if x.Best < x.Sluice || x.Best < x.HeldOut {
+			t.Errorf("within %.0f%%: any ETA at most %.3f, held out %.3f, Sluice's %.3f", 100*x.Error, x.Best, x.HeldOut, x.Sluice)
 		}
 	}
 	fo.Workers = 1
@@ -61,7 +64,7 @@ func TestETAFloorIsALowerBound(t *testing.T) {
 		t.Fatalf("with 3 workers:\n%s\nwith 1:\n%s", a, b)
 	}
 	var out strings.Builder
-	if err := fl.WriteTable(&out); err != nil || !strings.Contains(out.String(), "the least any ETA could have") {
+	if err := fl.WriteTable(&out); err != nil || !strings.Contains(out.String(), "no ETA less") {
 		t.Fatalf("table: %v\n%s", err, out.String())
 	}
 }
@@ -165,6 +168,11 @@ func TestBestWithinPicksEachJobsBestETA(t *testing.T) {
 	}
 	if got := errorAt(best, 0.5); got != 0 {
 		t.Errorf("least p50 error %v, want 0", got)
+	}
+	// Picked on one of the second job's waits, an ETA misses the other by
+	// half (10 s for 20 s) or by all of it (20 s for 10 s) at 40 %.
+	if got := heldOutWithin(waits, 0.4); got != 0.5 {
+		t.Errorf("held out, within 40%%: %v, want 0.5 (the first job's, none of the second's)", got)
 	}
 	short := [][]int64{{0, 300 * int64(time.Millisecond)}}
 	if got := within(short, []int64{0}, 0.3); got != 1 {
