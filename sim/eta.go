@@ -109,7 +109,7 @@ func (e forecasts) etaFared(j *simJob) {
 	j.eta = false
 	wait := e.now - note.at
 	if e.opt.onETA != nil {
-		e.opt.onETA(etaSeen{id: j.id, at: note.at, p10: note.p10, p50: note.p50, p90: note.p90, wait: wait, model: note.model})
+		e.opt.onETA(etaSeen{id: j.id, tier: e.tenants[j.tenant].tier, at: note.at, p10: note.p10, p50: note.p50, p90: note.p90, wait: wait, model: note.model})
 	}
 	if fr := e.opt.fork; fr != nil && j.id == fr.job {
 		e.forkEnded(wait)

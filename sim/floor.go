@@ -88,6 +88,28 @@ type Floor struct {
 	// 22's goals for p50 and p90), the most any ETA could tell within it
 	// and the share Sluice's ETAs did.
 	Within []FloorWithin `json:"within"`
+	// Sampled is each sampled job: what it was told and how its forks
+	// waited (in seconds), to see where an ETA misses.
+	Sampled []FloorJob `json:"sampled"`
+}
+
+// FloorJob is one sampled job of a Floor. Times are in seconds after its
+// admission.
+type FloorJob struct {
+	ID   uint64 `json:"id"`
+	Tier string `json:"tier"`
+	// Admitted is when, in seconds from the run's start.
+	Admitted float64 `json:"admitted"`
+	// ETA and Band are Sluice's, Model its model's ETA before the
+	// calibration, Waited what the job waited in the run itself.
+	ETA    float64    `json:"eta"`
+	Band   [2]float64 `json:"band"`
+	Model  float64    `json:"model"`
+	Waited float64    `json:"waited"`
+	// Forks is the 10th, 50th and 90th percentile of its forks' waits,
+	// Started how many of them started it.
+	Forks   [3]float64 `json:"forks"`
+	Started int        `json:"started"`
 }
 
 // FloorErrors is an error's 50th and 90th percentile.
@@ -122,6 +144,7 @@ type forkRun struct {
 // its wait, as the first run of ETAFloor records them.
 type etaSeen struct {
 	id                uint64
+	tier              string
 	at, p10, p50, p90 int64
 	wait              int64
 	model             int64   // the model's p50, before the calibration
@@ -189,7 +212,7 @@ func ETAFloor(w *Workload, fo FloorOptions) (*Floor, error) {
 		return nil, err
 	}
 	fl := &Floor{Workload: w.Name, Seed: e.seed, Jobs: len(picked), Forks: fo.Forks}
-	fl.measure(picked)
+	fl.measure(picked, e.base)
 	return fl, nil
 }
 
@@ -332,7 +355,7 @@ func (e *engine) forkEnded(wait int64) {
 }
 
 // measure fills the floor's figures from the picked jobs' forks.
-func (fl *Floor) measure(picked []etaSeen) {
+func (fl *Floor) measure(picked []etaSeen, base int64) {
 	var told, inBand float64
 	var started [][]int64
 	var sluice, model []int64
@@ -345,6 +368,15 @@ func (fl *Floor) measure(picked []etaSeen) {
 			}
 		}
 		fl.Started += len(ws)
+		fj := FloorJob{ID: s.id, Tier: s.tier, Admitted: secs(s.at - base), ETA: secs(s.p50), Band: [2]float64{secs(s.p10), secs(s.p90)},
+			Model: secs(s.model), Waited: secs(s.wait), Started: len(ws)}
+		if len(ws) > 0 {
+			sorted := slices.Sorted(slices.Values(ws))
+			for qi, q := range []float64{0.1, 0.5, 0.9} {
+				fj.Forks[qi] = secs(sorted[int(q*float64(len(sorted)-1)+0.5)])
+			}
+		}
+		fl.Sampled = append(fl.Sampled, fj)
 		if len(ws) == 0 {
 			continue
 		}
