@@ -117,15 +117,9 @@ func (e dispatcher) start(xi, si int32, attempt int32) {
 	j := &e.jobs[si]
 	m := &e.models[j.model]
 	e.stats.dequeued(e.engine, j)
-	dur := m.spec.Service.sample(m.service)
-	if j.input != nil { // its size makes its run time; the distribution, the noise
-		dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
-	}
 	warm, _ := e.fleet.Start(xi, j.id, attempt, m.name)
-	if !warm {
-		dur += int64(m.spec.ColdStart)
-	}
 	j.cold = !warm
+	dur := runTime(j, m)
 	j.attempt = attempt
 	j.running = true
 	j.exec = xi
@@ -159,6 +153,20 @@ func (e dispatcher) start(xi, si int32, attempt int32) {
 		return
 	}
 	e.ev.push(event{at: e.now + dur, kind: evFinish, a: xi, id: j.id, b: attempt, c: x.epoch})
+}
+
+// runTime draws how long an attempt of j runs: its model's distribution,
+// scaled by its size where it has one (the distribution is then the noise),
+// plus the cold start where the model was not loaded.
+func runTime(j *simJob, m *modelState) int64 {
+	dur := m.spec.Service.sample(m.service)
+	if j.input != nil {
+		dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
+	}
+	if j.cold {
+		dur += int64(m.spec.ColdStart)
+	}
+	return dur
 }
 
 // stopRun takes an attempt off its executor at now.

@@ -331,14 +331,7 @@ func (e *engine) redrawRuns() {
 		m := &e.models[j.model]
 		elapsed := e.now - j.runStart
 		for range 64 {
-			dur := m.spec.Service.sample(m.service)
-			if j.input != nil {
-				dur = max(int64(float64(j.base)*float64(dur)/float64(m.spec.Service.Mean)), 1)
-			}
-			if j.cold {
-				dur += int64(m.spec.ColdStart)
-			}
-			if dur > elapsed && dur < j.runTimeout {
+			if dur := runTime(j, m); dur > elapsed && dur < j.runTimeout {
 				j.runNs, ev.at = dur, j.runStart+dur
 				break
 			}

@@ -130,8 +130,8 @@ func simFloorCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "floor --workload FILE",
 		Short: "Measure the least ETA error any estimator could reach on a workload, beside Sluice's",
-		Long: `Run the workload, pick --jobs jobs that were given an ETA after the
-warm-up, and for each run the workload again to the moment the job was
+		Long: `Run the workload, pick --jobs jobs that were given an ETA between --from
+and --until, and for each run the workload again to the moment the job was
 admitted (the same seed: the same past), then draw --forks different
 futures from there (arrivals, job sizes, run-time noise, failures) and
 see when the job starts in each. What its waits spread over is what no ETA
@@ -174,7 +174,7 @@ docs/simulator.md, "ETA honesty".`,
 	}
 	c.Flags().StringVar(&workload, "workload", "", "workload file (YAML or JSON; see docs/simulator.md)")
 	c.Flags().Uint64Var(&seed, "seed", 0, "random seed (default: the workload's seed)")
-	c.Flags().IntVar(&jobs, "jobs", 300, "jobs to sample, evenly among those given an ETA after the warm-up")
+	c.Flags().IntVar(&jobs, "jobs", 300, "jobs to sample, evenly among those given an ETA between --from and --until")
 	c.Flags().IntVar(&forks, "forks", 32, "futures to draw from each sampled job's admission")
 	c.Flags().DurationVar(&from, "from", 0, "sample jobs admitted from this virtual time (default: the warm-up's end)")
 	c.Flags().DurationVar(&until, "until", 0, "sample jobs admitted up to this virtual time (default: the warm-up plus 30m); each fork replays the run to its job, so a later window costs more")
