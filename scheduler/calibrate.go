@@ -15,9 +15,10 @@ import (
 // per tier and per order of magnitude of that ETA, the ratio of the real
 // wait to the ETA's scale (its p50, at least 10 ms) over the last
 // calWindow of them. A band is then the scale times those ratios' 10th,
-// 50th and 90th percentiles; a class with fewer than calMin ratios lends
-// the tier's, of any magnitude, and until that has calMin the model's band
-// stands. The server and the simulator each keep one, fed alike.
+// 50th and 90th percentiles; a class with fewer than calMin ratios keeps
+// the model's ETA and borrows the spread of the tier's ratios, of any
+// magnitude, around their median, and until that has calMin the model's
+// band stands. The server and the simulator each keep one, fed alike.
 // Its zero value is ready; not safe for concurrent use.
 type ETACalibration struct {
 	tiers    []string
@@ -62,8 +63,8 @@ type calClass struct {
 	weight  float64
 	// The quantiles as ratios, refreshed when read after ratios came
 	// (stale); eta is the weighted median.
-	q10, eta, q90 float64
-	stale         bool
+	q10, q50, eta, q90 float64
+	stale              bool
 }
 
 // etaWeight is how much a ratio r counts for the ETA's point: the error of
@@ -238,15 +239,23 @@ func (c *ETACalibration) Band(tier string, b Band) Band {
 	}
 	scale := calScale(b)
 	k := &c.classes[ti*calClasses+int(calMagnitude(scale))]
-	if k.n < calMin {
+	lent := k.n < calMin
+	if lent {
 		k = &c.classes[ti*calClasses+calMagnitudes] // the tier's, any magnitude
 		if k.n < calMin {
 			return b
 		}
 	}
 	if k.stale {
-		k.q10, k.eta, k.q90, k.stale = k.quantile(0.1, false), k.weightedMedian(), k.quantile(0.9, true), false
+		k.q10, k.q50, k.eta, k.q90 = k.quantile(0.1, false), k.quantile(0.5, false), k.weightedMedian(), k.quantile(0.9, true)
+		k.stale = false
 	}
 	s := float64(scale)
+	if lent {
+		// Ratios learned at other magnitudes say how far waits spread around
+		// an ETA, not where this one's lie (a rush's first minutes-long ETAs
+		// against the calm's ratios): the model's point, the tier's spread.
+		return Band{P10: time.Duration(s * min(k.q10/k.q50, 1)), P50: b.P50, P90: time.Duration(s * max(k.q90/k.q50, 1))}
+	}
 	return Band{P10: time.Duration(s * k.q10), P50: time.Duration(s * min(max(k.eta, k.q10), k.q90)), P90: time.Duration(s * k.q90)}
 }
