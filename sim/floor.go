@@ -44,8 +44,8 @@ type FloorOptions struct {
 	// from the start (default and at least: the warm-up's end).
 	From time.Duration
 	// Until is the latest admission a sampled job may have, as an offset
-	// from the start (default: the warm-up plus 30 minutes, within the
-	// workload's duration). Arrivals go on past it, for 30 minutes more,
+	// from the start (default: From plus 30 minutes, within the workload's
+	// duration). Arrivals go on past it, for 30 minutes more,
 	// so that sampled jobs wait under the load they were admitted in.
 	Until time.Duration
 	// Jobs is how many jobs to sample, evenly by id among those given an
@@ -169,14 +169,17 @@ func ETAFloor(w *Workload, fo FloorOptions) (*Floor, error) {
 	if fo.Jobs < 1 || fo.Forks < 2 {
 		return nil, fmt.Errorf("sim: floor: %d jobs with %d forks each: need at least 1 job and 2 forks", fo.Jobs, fo.Forks)
 	}
+	from := max(fo.From, time.Duration(w.Warmup))
+	if w.Duration > 0 && from >= time.Duration(w.Duration) {
+		return nil, fmt.Errorf("sim: floor: from %v is not before the workload's duration %v", from, time.Duration(w.Duration))
+	}
 	until := fo.Until
 	if until == 0 {
-		until = time.Duration(w.Warmup) + 30*time.Minute
+		until = from + 30*time.Minute
 	}
 	if w.Duration > 0 {
 		until = min(until, time.Duration(w.Duration))
 	}
-	from := max(fo.From, time.Duration(w.Warmup))
 	if until <= from {
 		return nil, fmt.Errorf("sim: floor: until %v is not after %v (the warm-up's end, or from)", until, from)
 	}

@@ -177,7 +177,7 @@ docs/simulator.md, "ETA honesty".`,
 	c.Flags().IntVar(&jobs, "jobs", 300, "jobs to sample, evenly among those given an ETA between --from and --until")
 	c.Flags().IntVar(&forks, "forks", 32, "futures to draw from each sampled job's admission")
 	c.Flags().DurationVar(&from, "from", 0, "sample jobs admitted from this virtual time (default: the warm-up's end)")
-	c.Flags().DurationVar(&until, "until", 0, "sample jobs admitted up to this virtual time (default: the warm-up plus 30m); each fork replays the run to its job, so a later window costs more")
+	c.Flags().DurationVar(&until, "until", 0, "sample jobs admitted up to this virtual time (default: --from plus 30m); each fork replays the run to its job, so a later window costs more")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
 }

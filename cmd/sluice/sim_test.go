@@ -137,6 +137,7 @@ func TestSimCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--forks", "1"}, "--forks: 1 is outside 2–1000"},
 		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--jobs", "0"}, "--jobs: 0 is outside 1–10000"},
 		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--from", "2h", "--until", "1h"}, "until 1h0m0s is not after 2h0m0s"},
+		{[]string{"floor", "--workload", "../../sim/scenarios/steady.yaml", "--from", "5h"}, "from 5h0m0s is not before the workload's duration 4h0m0s"},
 	} {
 		if _, err := runSim(t, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("sluice sim %s: %v; want %q", strings.Join(c.args, " "), err, c.want)
