@@ -8,8 +8,8 @@ type minHeap []int32
 type heapKind uint8
 
 const (
-	byTag      heapKind = iota // a tier's flow heap: flows by tag, then name; each flow keeps its place (flow.hix)
-	bySimTag                   // flows by simulated tag, then name (Place's charged flows)
+	byTag      heapKind = iota // a tier's flow heap: flows by tag, since, then name; each flow keeps its place (flow.hix)
+	bySimTag                   // flows by simulated tag and since, then name (Place's charged flows)
 	byFrontier                 // positions in t.heap, by their flows' simulated tags (Place's frontier)
 )
 
@@ -23,23 +23,30 @@ type heapOrder struct {
 }
 
 // less compares two of the heap's indices: flows by tag (byTag) or
-// simulated tag, then tenant name. It reads the flows itself, one call per
-// comparison as a hand-written heap would make.
+// simulated tag, then since (the one waiting longer first), then tenant
+// name. It reads the flows itself, one call per comparison as a
+// hand-written heap would make.
 func (o heapOrder) less(a, b int32) bool {
 	q := o.q
 	var c int
+	var sa, sb uint64
 	switch o.kind {
 	case byTag:
 		c = q.flows[a].tag.cmp(q.flows[b].tag)
+		sa, sb = q.flows[a].since, q.flows[b].since
 	case byFrontier:
 		h := q.tiers[o.ti].heap
 		a, b = h[a], h[b]
 		fallthrough
 	default:
 		c = o.p.simTag(a).cmp(o.p.simTag(b))
+		sa, sb = o.p.simSince(a), o.p.simSince(b)
 	}
 	if c != 0 {
 		return c < 0
+	}
+	if sa != sb {
+		return sa < sb
 	}
 	return q.flows[a].name < q.flows[b].name
 }

@@ -76,10 +76,11 @@ type tierScratch struct {
 
 type flowScratch struct {
 	epoch    uint64
-	tag      vtime // simulated tag
-	res      int32 // 1 + index of the reservation held for its head
-	due, end int32 // its range in p.due
-	queues   int32 // 1 + where its class queues' entries start in p.after; 0: none placed from yet
+	tag      vtime  // simulated tag
+	since    uint64 // simulated since: a flow with only due jobs gets its first's
+	res      int32  // 1 + index of the reservation held for its head
+	due, end int32  // its range in p.due
+	queues   int32  // 1 + where its class queues' entries start in p.after; 0: none placed from yet
 }
 
 type modelScratch struct {
@@ -372,7 +373,7 @@ func (p *Placer) initFlow(fi int32) *flowScratch {
 	fs := &p.flows[fi]
 	if fs.epoch != p.epoch {
 		f := &p.q.flows[fi]
-		fs.epoch, fs.tag, fs.res, fs.due, fs.end, fs.queues = p.epoch, f.tag, 0, 0, 0, 0
+		fs.epoch, fs.tag, fs.since, fs.res, fs.due, fs.end, fs.queues = p.epoch, f.tag, f.since, 0, 0, 0, 0
 	}
 	return fs
 }
@@ -461,6 +462,15 @@ func (p *Placer) initTiers() {
 			ts.live = true
 		}
 		fs.tag = enter(f.tag, t.vt, f.weight)
+		// The flow has no ready job: the first of its due jobs that the
+		// clock promotes (by Ready, then Seq) starts its wait.
+		first := p.due[fs.due].x
+		for d := fs.due + 1; d < fs.end; d++ {
+			if q.order(ordReady).less(p.due[d].x, first) {
+				first = p.due[d].x
+			}
+		}
+		fs.since = q.jobs[first].seq
 		ts.charged.push(fi, p.simOrder())
 	}
 	for ti := range q.tiers {
@@ -477,6 +487,14 @@ func (p *Placer) simTag(fi int32) vtime {
 		return fs.tag
 	}
 	return p.q.flows[fi].tag
+}
+
+// simSince is flow fi's simulated since.
+func (p *Placer) simSince(fi int32) uint64 {
+	if fs := &p.flows[fi]; fs.epoch == p.epoch {
+		return fs.since
+	}
+	return p.q.flows[fi].since
 }
 
 // simOrder orders flows by simulated tag (the charged heaps).

@@ -143,16 +143,17 @@ func (q line) countBefore(root int32, c conv, r int64, tierFirst bool) int {
 // as jobs arrive and start, so paging is best effort: a job can move
 // across the cursor between two pages.
 type Cursor struct {
-	set  bool
-	band uint8 // 0 strict, 1 other tiers, 2 delayed
-	r    int64 // band virtual time, or Ready for delayed jobs
-	tier string
-	sq   int64
-	sf   uint32
-	flow string
-	prio int32
-	seq  uint64
-	id   uint64
+	set   bool
+	band  uint8 // 0 strict, 1 other tiers, 2 delayed
+	r     int64 // band virtual time, or Ready for delayed jobs
+	tier  string
+	sq    int64
+	sf    uint32
+	since uint64 // the flow's
+	flow  string
+	prio  int32
+	seq   uint64
+	id    uint64
 }
 
 // mergeIter walks one tree in order, starting after a cursor.
@@ -220,8 +221,12 @@ func (q line) after(c *Cursor, x int32, band uint8, r int64, tier string) bool {
 		if j.sf != c.sf {
 			return j.sf > c.sf
 		}
-		if f := q.flows[j.flow].name; f != c.flow {
-			return f > c.flow
+		f := &q.flows[j.flow]
+		if f.since != c.since {
+			return f.since > c.since
+		}
+		if f.name != c.flow {
+			return f.name > c.flow
 		}
 		if p, cp := prioOf(j.prio), prioOf(c.prio); p != cp {
 			return p < cp
@@ -312,23 +317,29 @@ func (q line) page(after Cursor, limit int) (page []Job, next Cursor, more bool)
 		j := &q.jobs[x]
 		next = Cursor{set: true, band: it.band, r: it.r, sq: j.sq, sf: j.sf, prio: j.prio, seq: j.seq, id: j.id}
 		if it.band != 2 {
-			next.tier, next.flow = q.tiers[it.tier].name, q.flows[j.flow].name
+			f := &q.flows[j.flow]
+			next.tier, next.since, next.flow = q.tiers[it.tier].name, f.since, f.name
 		}
 		return true
 	})
 	return page, next, more
 }
 
+// cursorVersion is a page token's first byte. Version 1, before flows'
+// since, is refused: a token lives for one listing, which starts again.
+const cursorVersion = 2
+
 // MarshalText encodes the cursor as an opaque page token.
 func (c Cursor) MarshalText() ([]byte, error) {
 	if !c.set {
 		return []byte{}, nil
 	}
-	b := []byte{1, c.band}
+	b := []byte{cursorVersion, c.band}
 	b = appendVarint(b, c.r)
 	b = appendString(b, c.tier)
 	b = appendVarint(b, c.sq)
 	b = appendUvarint(b, uint64(c.sf))
+	b = appendUvarint(b, c.since)
 	b = appendString(b, c.flow)
 	b = appendVarint(b, int64(c.prio))
 	b = appendUvarint(b, c.seq)
@@ -344,13 +355,13 @@ func (c *Cursor) UnmarshalText(text []byte) error {
 		return nil
 	}
 	b, err := base64.RawURLEncoding.AppendDecode(nil, text)
-	if err != nil || len(b) < 2 || b[0] != 1 || b[1] > 2 {
+	if err != nil || len(b) < 2 || b[0] != cursorVersion || b[1] > 2 {
 		return ErrBadCursor
 	}
 	d := decoder{b: b[2:]}
 	n := Cursor{set: true, band: b[1], r: d.varint(), tier: d.str(), sq: d.varint()}
 	sf := d.uvarint()
-	n.flow, n.prio, n.seq, n.id = d.str(), d.int32(), d.uvarint(), d.uvarint()
+	n.since, n.flow, n.prio, n.seq, n.id = d.uvarint(), d.str(), d.int32(), d.uvarint(), d.uvarint()
 	if d.finish() != nil || sf > math.MaxUint32 {
 		return ErrBadCursor
 	}

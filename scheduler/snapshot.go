@@ -21,8 +21,9 @@ import (
 // bounds are not in it: they come from the Config the queue was made with.
 
 const (
-	fairMagic = "SLFQ\x01"
-	fifoMagic = "SLFI\x01"
+	fairMagic   = "SLFQ\x02"
+	fairMagicV1 = "SLFQ\x01" // before flows' since: decoded, never written
+	fifoMagic   = "SLFI\x01"
 )
 
 // ErrBadSnapshot is returned for data that is not a queue encoding.
@@ -66,6 +67,7 @@ type tenantImage struct {
 type flowImage struct {
 	tier, tenant int32
 	tag          vtime
+	since        uint64
 }
 
 // Image copies the queue's state for a later AppendBinary. It reads the
@@ -97,7 +99,7 @@ func (q line) image(copyArrays bool) *Image {
 	}
 	for i := range q.flows {
 		f := &q.flows[i]
-		im.flows[i] = flowImage{f.tier, f.tenant, f.tag}
+		im.flows[i] = flowImage{f.tier, f.tenant, f.tag, f.since}
 	}
 	for i := range q.models {
 		im.models[i] = q.models[i].name
@@ -142,6 +144,7 @@ func (im *Image) AppendBinary(b []byte) ([]byte, error) {
 		b = appendUvarint(b, uint64(tierRank[f.tier]))
 		b = appendUvarint(b, uint64(tenantRank[f.tenant]))
 		b = appendVtime(b, f.tag)
+		b = appendUvarint(b, f.since)
 	}
 
 	order := make([]int32, 0, im.byID.n)
@@ -185,7 +188,7 @@ func (im *Image) AppendBinary(b []byte) ([]byte, error) {
 // its Config. On error the queue is unchanged.
 func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	d := decoder{b: data}
-	d.magic(fairMagic)
+	v1 := d.magicOf(fairMagic, fairMagicV1) == 1
 	type rtenant struct {
 		name    string
 		running int64
@@ -193,6 +196,7 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	type rflow struct {
 		tier, tenant int
 		tag          vtime
+		since        uint64
 	}
 	type rjob struct {
 		j     Job
@@ -216,7 +220,10 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	}
 	flows := make([]rflow, d.count())
 	for i := range flows {
-		flows[i] = rflow{d.index(len(tiers)), d.index(len(tenants)), d.vtime()}
+		flows[i] = rflow{d.index(len(tiers)), d.index(len(tenants)), d.vtime(), 0}
+		if !v1 {
+			flows[i].since = d.uvarint()
+		}
 	}
 	models := make([]string, d.count())
 	for i := range models {
@@ -236,6 +243,16 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 	}
 	if err := d.finish(); err != nil {
 		return err
+	}
+	if v1 {
+		// Before since was kept: each flow's oldest queued job stands in
+		// for the start of its wait.
+		for i := range flows {
+			flows[i].since = math.MaxUint64
+		}
+		for _, r := range jobs {
+			flows[r.flow].since = min(flows[r.flow].since, r.j.Seq)
+		}
 	}
 
 	q.reset()
@@ -261,9 +278,11 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 		r.j.Tenant, r.j.Tier, r.j.Model = f.name, q.tiers[f.tier].name, models[r.model]
 		q.Enqueue(r.j)
 		if x, _ := q.byID.find(q.jobs, r.j.ID); q.jobs[x].promoted {
-			// Re-key exactly as encoded: unlink, set the key, link again.
+			// Re-key exactly as encoded: unlink, set the key and the flow's
+			// since, link again.
 			q.removeKeyed(x)
 			q.jobs[x].sq, q.jobs[x].sf = r.sq, uint32(r.sf)
+			q.flows[flowIx[r.flow]].since = flows[r.flow].since
 			q.link(x, q.classQueueOf(q.jobs[x].flow, q.jobs[x].class), true)
 		}
 	}
@@ -272,7 +291,7 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 		q.tiers[tierIx[i]].tag, q.tiers[tierIx[i]].vt = t.tag, t.vt
 	}
 	for i, f := range flows {
-		q.flows[flowIx[i]].tag = f.tag
+		q.flows[flowIx[i]].tag, q.flows[flowIx[i]].since = f.tag, f.since
 	}
 	for ti := range q.tiers {
 		q.tiers[ti].heap.heapify(q.flowOrder())
@@ -360,12 +379,18 @@ func (d *decoder) fail(what string) {
 	d.b = nil
 }
 
-func (d *decoder) magic(m string) {
-	if len(d.b) < len(m) || string(d.b[:len(m)]) != m {
-		d.fail("unknown format")
-		return
+func (d *decoder) magic(m string) { d.magicOf(m) }
+
+// magicOf reads one of the formats ms and says which (its index).
+func (d *decoder) magicOf(ms ...string) int {
+	for i, m := range ms {
+		if len(d.b) >= len(m) && string(d.b[:len(m)]) == m {
+			d.b = d.b[len(m):]
+			return i
+		}
 	}
-	d.b = d.b[len(m):]
+	d.fail("unknown format")
+	return -1
 }
 
 func (d *decoder) uvarint() uint64 {

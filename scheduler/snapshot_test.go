@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"testing"
@@ -206,5 +207,33 @@ func TestFIFOSnapshotRoundTrips(t *testing.T) {
 	}
 	if err := r.UnmarshalBinary(b[:len(b)-1]); err == nil {
 		t.Fatal("truncated FIFO snapshot accepted")
+	}
+}
+
+// TestSnapshotV1StillDecodes: a snapshot written before flows kept since
+// (format 1: tenants z then a queued one job each, then z another)
+// decodes, each flow's oldest job standing for the start of its wait, so
+// z, which came first, goes first; it encodes again in the current format.
+func TestSnapshotV1StillDecodes(t *testing.T) {
+	v1, err := hex.DecodeString("534c46510100000001000001010000000100000102016100017a00020000000001000100000101016d0301010100000200d00f00000002020000000200d00f00000003030100000200d00f00d00f00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := NewFairQueue(Config{})
+	if err := q.UnmarshalBinary(v1); err != nil {
+		t.Fatal(err)
+	}
+	mustInvariants(t, q)
+	if b := encode(t, q); !bytes.HasPrefix(b, []byte(fairMagic)) {
+		t.Fatalf("re-encoded as %q, want the current format", b[:5])
+	}
+	var ran []uint64
+	for q.Len() > 0 {
+		p := q.Place(0, []Slot{{Executor: "e", GPUs: 1}})
+		ran = append(ran, p[0].JobID)
+		q.Start(p[0].JobID, 0)
+	}
+	if fmt.Sprint(ran) != "[1 2 3]" {
+		t.Fatalf("dispatched %v, want [1 2 3]", ran)
 	}
 }

@@ -31,8 +31,8 @@ type tnode struct {
 }
 
 // jobOrder compares the jobs of the arena js in order o (ordPos reads the
-// flows' tenant names); the trees take it on every call, so that they hold
-// no pointer back to the queue.
+// flows' since and tenant names); the trees take it on every call, so that
+// they hold no pointer back to the queue.
 type jobOrder struct {
 	o     int
 	js    []qjob
@@ -42,7 +42,7 @@ type jobOrder struct {
 // Orders a tree can be kept in.
 const (
 	ordFlow  = iota // priority (higher first), then Seq
-	ordPos          // position key (sq, sf), flow name, priority, Seq
+	ordPos          // position key (sq, sf), flow since and name, priority, Seq
 	ordReady        // Ready, then Seq
 )
 
@@ -89,6 +89,9 @@ func (k *jobOrder) less(a, b int32) bool {
 			return x.sf < y.sf
 		}
 		if x.flow != y.flow {
+			if sx, sy := k.flows[x.flow].since, k.flows[y.flow].since; sx != sy {
+				return sx < sy
+			}
 			return k.flows[x.flow].name < k.flows[y.flow].name
 		}
 		if px, py := prioOf(x.prio), prioOf(y.prio); px != py {

@@ -14,8 +14,10 @@ import (
 // flow unless its tier changed while jobs were queued). A flow's tag is the
 // virtual start of its next job: dispatching a job of cost c moves it to
 // max(tag, tier virtual time) + c/weight, and the tier's virtual time to
-// the start used. Tiers are tagged the same way against the virtual time of
-// their band (strict or not).
+// the start used. Of flows with equal tags, the one that has had ready jobs
+// the longest goes first (flow.since), then the tenant's name. Tiers are
+// tagged the same way against the virtual time of their band (strict or
+// not).
 //
 // A job is ready once its Ready time has passed the queue's clock, which
 // Advance and Start move (the state machine's time); until then it is
@@ -97,6 +99,12 @@ type flow struct {
 	ready        int32        // ready jobs
 	costAt       [10]int64    // cost of ready jobs by priority
 	hix          int32        // index in the tier heap, -1 when inactive
+	// since is the Seq of the job that ended the flow's last spell without
+	// ready jobs: of two flows with equal tags the one waiting longer goes
+	// first (arrival order among equals), not the one whose name sorts
+	// first. It only changes while the flow has no ready job, so the
+	// queue-order trees, which read it, stay in order.
+	since uint64
 }
 
 type model struct {
@@ -267,6 +275,9 @@ func (q *FairQueue) promote(x int32) {
 	t := &q.tiers[f.tier]
 	ci := q.classQueueOf(j.flow, j.class)
 	f.classes[ci].push(q.jobs, x)
+	if f.ready == 0 {
+		f.since = j.seq
+	}
 	p := prioOf(j.prio)
 	var ahead int64
 	for i := p; i < len(f.costAt); i++ {

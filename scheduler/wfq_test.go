@@ -468,3 +468,52 @@ func TestDelayedJobsWaitForTheirReadyTime(t *testing.T) {
 		t.Fatalf("after Advance: Place = %v, want both", p)
 	}
 }
+
+// TestEqualTagsGoInArrivalOrder: tenants whose next jobs have the same
+// virtual start (idle ones re-entering at the tier's virtual time) are
+// served in the order they started waiting, not by name, and Position
+// says so. Before, a tenant named "z" waited behind every later "a".
+func TestEqualTagsGoInArrivalOrder(t *testing.T) {
+	q := NewFairQueue(Config{})
+	all := jobsByID{}
+	add := func(id uint64, tenant string) {
+		all[id] = Job{ID: id, Seq: id, Tenant: tenant, Model: "m", GPUs: 1, Cost: 1000}
+		q.Enqueue(all[id])
+		q.Advance(int64(id))
+	}
+	// One slot: job 1 runs; z, m and a queue in that order.
+	add(1, "first")
+	dispatch(t, q, all, 1, []Slot{{Executor: "e", GPUs: 1}})
+	add(2, "z")
+	add(3, "m")
+	add(4, "a")
+	for id, want := range map[uint64]int{2: 1, 3: 2, 4: 3} {
+		if p, _ := q.Position(id); p != want {
+			t.Errorf("Position(%d) = %d, want %d (arrival order)", id, p, want)
+		}
+	}
+	// z is served; "b" arrives at the virtual time m and a wait at: it
+	// goes after them.
+	var ran []string
+	ran = append(ran, dispatch(t, q, all, 5, []Slot{{Executor: "e", GPUs: 1}})[0].Tenant)
+	add(6, "b")
+	for q.Len() > 0 {
+		ran = append(ran, dispatch(t, q, all, 7, []Slot{{Executor: "e", GPUs: 1}})[0].Tenant)
+	}
+	if fmt.Sprint(ran) != "[z m a b]" {
+		t.Fatalf("served %v, want [z m a b] (arrival order among equal tags)", ran)
+	}
+	// Several slots in one Place: the same order.
+	q = NewFairQueue(Config{})
+	for i, ten := range []string{"z", "m", "a"} {
+		add(uint64(10+i), ten)
+	}
+	var got []string
+	for _, j := range dispatch(t, q, all, 20, []Slot{{Executor: "e1", GPUs: 1}, {Executor: "e2", GPUs: 1}, {Executor: "e3", GPUs: 1}}) {
+		got = append(got, j.Tenant)
+	}
+	if fmt.Sprint(got) != "[z m a]" {
+		t.Fatalf("one Place of three served %v, want [z m a]", got)
+	}
+	mustInvariants(t, q)
+}
