@@ -182,8 +182,10 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 	if sizes != nil && f.QueueLen() <= MaxSizedAhead {
 		// Behind every queued job its slots run (up to MaxSizedAhead), each
 		// for its predicted run time.
-		if b, ok := lanesETA(f, x, 0, model.GetName(), sizes, 0, 0); ok {
-			return b.P50
+		if jobs, ok := jobsAhead(f, 0); ok {
+			if b, ok := lanesETA(f, x, model.GetName(), sizes, jobs, 0, 0); ok {
+				return b.P50
+			}
 		}
 	}
 	total, free := x.Slots(model.GetName())
@@ -193,17 +195,21 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 
 // QueuedETA is a queued job's ETA and band as the leader answers it (the
 // server's GetJob and the simulator's honesty measure alike): the work of
-// the jobs ahead of it in line that its model's slots will run, of any
-// model, on those slots (scheduler.WaitBandAhead): the model's band, which
-// the caller calibrates (ETA). Where sizes predicts queued jobs' run times
-// from their inputs and at most MaxSizedAhead are ahead, it is list
+// the jobs ahead of it that its model's slots will run, of any model, on
+// those slots (scheduler.WaitBandAhead): the model's band, which the
+// caller calibrates (ETA). Where at most MaxSizedAhead are ahead, they are
+// the jobs that the fair queue's tiers would dispatch before it
+// (State.EachAhead), else those ahead in queue order (State.AheadOf);
+// where sizes predicts their run times from their inputs, it is list
 // scheduling of those jobs instead (lanesETA). ok is false when it is not
 // queued or no slot serves it.
 func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
 	var counts []modelCount
+	ahead := 0
 	if !f.AheadOf(id, func(m string, n int) {
 		if n > 0 {
 			counts = append(counts, modelCount{m, n})
+			ahead += n
 		}
 	}) {
 		return scheduler.Band{}, false
@@ -215,16 +221,17 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 	if overtaking != nil && total > 0 {
 		over = overtaking(total)
 	}
-	ahead := 0
-	for _, c := range counts {
-		ahead += c.n
-	}
-	if sizes != nil && ahead <= MaxSizedAhead {
-		if b, ok := lanesETA(f, x, id, name, sizes, over, sd); ok {
-			return b, true
+	if ahead <= MaxSizedAhead {
+		if jobs, ok := jobsAhead(f, id); ok {
+			if sizes != nil {
+				if b, ok := lanesETA(f, x, name, sizes, jobs, over, sd); ok {
+					return b, true
+				}
+			}
+			counts = countByModel(counts[:0], jobs)
 		}
 	}
-	var jobs, work float64
+	var n, work float64
 	for _, c := range counts {
 		share, m := 1.0, mean
 		if c.model != name {
@@ -233,10 +240,10 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 				m, _ = x.Service(c.model, om.GetDefaultDuration().AsDuration())
 			}
 		}
-		jobs += float64(c.n) * share
+		n += float64(c.n) * share
 		work += float64(c.n) * share * float64(m)
 	}
-	return scheduler.WaitBandAhead(jobs, work, total, free, over, mean, sd)
+	return scheduler.WaitBandAhead(n, work, total, free, over, mean, sd)
 }
 
 // Sizing is the leader's run times predicted from jobs' inputs (package
@@ -258,16 +265,49 @@ type modelCount struct {
 	n     int
 }
 
+// aheadJob is a job ahead of one, as State.EachAhead gives it.
+type aheadJob struct {
+	model string
+	input *structpb.Struct
+}
+
+// jobsAhead is the jobs before id (0: every queued job) in dispatch order,
+// false past MaxSizedAhead (State.EachAhead).
+func jobsAhead(f State, id uint64) ([]aheadJob, bool) {
+	var jobs []aheadJob
+	ok := f.EachAhead(id, MaxSizedAhead, func(m string, input *structpb.Struct) {
+		jobs = append(jobs, aheadJob{m, input})
+	})
+	return jobs, ok
+}
+
+// countByModel appends to dst how many of jobs each model has, in the
+// order the models first come.
+func countByModel(dst []modelCount, jobs []aheadJob) []modelCount {
+	for _, j := range jobs {
+		i := 0
+		for i < len(dst) && dst[i].model != j.model {
+			i++
+		}
+		if i == len(dst) {
+			dst = append(dst, modelCount{model: j.model})
+		}
+		dst[i].n++
+	}
+	return dst
+}
+
 // MaxSizedAhead is the most jobs ahead (or queued, for PredictedWait)
-// whose inputs are read: past it, the models' averages stand.
+// whose dispatch order is projected and inputs read: past it, queue order
+// and the models' averages stand.
 const MaxSizedAhead = 2000
 
 // lanesETA is a queued job's ETA where each job's run time is predicted: the
 // jobs ahead of it, in dispatch order, each go to the slot that is free
 // first (list scheduling), and it starts when the next one is; the slots
 // the other tiers' arrivals take meanwhile (over) stretch that. false when
-// more than MaxSizedAhead are ahead, or no slot serves it.
-func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, over float64, sd time.Duration) (scheduler.Band, bool) {
+// no slot serves it.
+func lanesETA(f State, x Executors, name string, sizes *Sizing, jobs []aheadJob, over float64, sd time.Duration) (scheduler.Band, bool) {
 	lanes := sizes.Lanes(name)
 	if len(lanes) == 0 {
 		return scheduler.Band{}, false
@@ -290,21 +330,19 @@ func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, over 
 		}
 		hows[m.Name] = h
 	}
-	var ahead []time.Duration
-	if !f.EachAhead(id, MaxSizedAhead, func(model string, input *structpb.Struct) {
-		h, ok := hows[model]
+	ahead := make([]time.Duration, 0, len(jobs))
+	for _, j := range jobs {
+		h, ok := hows[j.model]
 		if !ok {
-			return
+			continue
 		}
 		d := h.mean
 		if h.predict != nil {
-			if p, ok := h.predict(input); ok {
+			if p, ok := h.predict(j.input); ok {
 				d = p
 			}
 		}
 		ahead = append(ahead, d)
-	}) {
-		return scheduler.Band{}, false
 	}
 	return scheduler.LanesBand(lanes, ahead, over, sd), true
 }

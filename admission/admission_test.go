@@ -97,3 +97,46 @@ func TestSequenceOutcomes(t *testing.T) {
 		t.Fatalf("past the model's bound: %+v", v)
 	}
 }
+
+// TestQueuedETACountsTheJobsTheTiersDispatchFirst: a pro job (weight 4)
+// third in its tier's line, behind ten free jobs (weight 1) whose tenants
+// all came back from idle, is told the wait of the three jobs the tiers
+// dispatch before it (one free, two pro: 7 s of 2 s jobs on one busy
+// slot), not of the twelve ahead in queue order (25 s).
+func TestQueuedETACountsTheJobsTheTiersDispatchFirst(t *testing.T) {
+	p := &sluicev1.Policy{
+		Tiers:  []*sluicev1.Tier{{Name: "pro", Weight: 4}, {Name: "free", Weight: 1}},
+		Models: []*sluicev1.Model{{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second)}},
+	}
+	pro := &sluicev1.Tenant{Name: "p", Tier: "pro"}
+	p.Tenants = append(p.Tenants, pro)
+	for i := range 10 {
+		p.Tenants = append(p.Tenants, &sluicev1.Tenant{Name: string(rune('a' + i)), Tier: "free"})
+	}
+	f := fsm.New()
+	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, sec, &raftv1.SetPolicy{Policy: p})); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	index := uint64(1)
+	submit := func(ten *sluicev1.Tenant) uint64 {
+		index++
+		r := f.Apply(index, fsm.MustEncode(fsm.CmdSubmit, sec, (&Submit{Tenant: ten, Spec: &sluicev1.JobSpec{Model: "sdxl"}}).Command()))
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		return r.JobID
+	}
+	for _, ten := range p.Tenants[1:] {
+		submit(ten)
+	}
+	submit(pro)
+	submit(pro)
+	third := submit(pro)
+	b, ok := QueuedETA(f.Reads(), executors{slots: 1}, third, p.Models[0], nil, nil)
+	if !ok || b.P50 != 7*time.Second {
+		t.Fatalf("ETA %v (ok %v), want 7s: one free and two pro jobs ahead", b.P50, ok)
+	}
+	if pos, _ := f.Reads().View(third); pos.Position != 13 {
+		t.Fatalf("queue order has it at %d: the test no longer shows the difference", pos.Position)
+	}
+}

@@ -81,10 +81,22 @@ func (r JobReads) AheadOf(id uint64, each func(model string, n int)) bool {
 }
 
 // EachAhead calls each with the model and input of the queued jobs before
-// id in dispatch order, at most limit of them; each must not call the FSM.
-// It reports whether it came to id (id 0: to the end of the queue).
+// id in dispatch order (scheduler.FairQueue.DispatchAhead; queue order for
+// a delayed job, or id 0, the whole queue), at most limit of them; each
+// must not call the FSM. It reports whether it came to id (id 0: to the
+// end of the queue).
 func (r JobReads) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
 	f := r.f
+	if id != 0 {
+		reached, ok := f.queue.DispatchAhead(id, limit, func(ahead uint64) {
+			if j, ok := f.jobs[ahead]; ok {
+				each(j.Spec.GetModel(), j.Spec.GetInput())
+			}
+		})
+		if ok {
+			return reached
+		}
+	}
 	var cur scheduler.Cursor
 	for seen := 0; seen < limit; {
 		page, next, more := f.queue.Page(cur, min(256, limit-seen))

@@ -1,0 +1,112 @@
+package scheduler
+
+// DispatchAhead calls each with the ready jobs that would start before
+// job id if every ready job could run and nothing else arrived: the
+// dispatch order the fair queue's tier level gives, not queue order. Queue
+// order maps each tier's keys onto its band's virtual time as of now
+// (Position's estimate), which counts a tier's jobs that share one key (its
+// tenants back from idle, all at the tier's virtual time) as starting
+// together; the tier level charges each of them in turn, so a weight-4
+// tier's job is ahead of all but a fifth of a weight-1 tier's line. Here
+// the tiers' tags are charged job by job, as Start charges them: every
+// strict tier's job comes first (for a job of a non-strict tier), then the
+// tiers of the job's band in order of their tags. It stops after limit jobs
+// and reports whether it reached id. ok is false, nothing called, for a
+// job that is not queued or not ready (a delayed job comes after every
+// ready one: Page's order).
+func (q *FairQueue) DispatchAhead(id uint64, limit int, each func(id uint64)) (reached, ok bool) {
+	x, found := q.byID.find(q.jobs, id)
+	if !found || !q.jobs[x].promoted {
+		return false, false
+	}
+	band := q.tiers[q.flows[q.jobs[x].flow].tier].band()
+	seen := 0
+	for b := 0; b <= band; b++ {
+		if !q.projectBand(b, x, limit, &seen, each) {
+			return false, true
+		}
+	}
+	return true, true
+}
+
+// tierWalk is one tier's ready jobs in tier order (its per-model trees
+// merged), with the tier's simulated tag.
+type tierWalk struct {
+	tier int32
+	tag  vtime
+	its  []bCursor // one per non-empty tree, the least head first
+}
+
+// projectBand emits band b's ready jobs in simulated dispatch order until
+// job stop (false: limit reached first; a band without stop is emitted
+// whole).
+func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each func(id uint64)) bool {
+	var walks []tierWalk
+	for mi := range q.models {
+		for _, tt := range q.models[mi].trees {
+			if tt.root == 0 || q.tiers[tt.tier].band() != b {
+				continue
+			}
+			i := 0
+			for i < len(walks) && walks[i].tier != tt.tier {
+				i++
+			}
+			if i == len(walks) {
+				t := &q.tiers[tt.tier]
+				walks = append(walks, tierWalk{tier: tt.tier, tag: enter(t.tag, q.vband[b], t.weight)})
+			}
+			walks[i].its = append(walks[i].its, bCursor{leaf: q.bt.firstLeaf(tt.root)})
+		}
+	}
+	for i := range walks {
+		q.sortHeads(walks[i].its)
+	}
+	v := q.vband[b]
+	for {
+		best := -1
+		for i := range walks {
+			w := &walks[i]
+			if len(w.its) == 0 {
+				continue
+			}
+			if best < 0 {
+				best = i
+				continue
+			}
+			bw := &walks[best]
+			if c := vmax(w.tag, v).cmp(vmax(bw.tag, v)); c < 0 || c == 0 && q.tiers[w.tier].name < q.tiers[bw.tier].name {
+				best = i
+			}
+		}
+		if best < 0 {
+			return true
+		}
+		w := &walks[best]
+		jx := q.bt.job(w.its[0])
+		if jx == stop {
+			return true
+		}
+		if *seen >= limit {
+			return false
+		}
+		*seen++
+		each(q.jobs[jx].id)
+		serve(&w.tag, &v, costOf(q.jobs[jx].cost), q.tiers[w.tier].weight)
+		if w.its[0] = q.bt.next(w.its[0]); w.its[0].leaf == 0 {
+			w.its = w.its[1:]
+		} else {
+			q.sortHeads(w.its)
+		}
+	}
+}
+
+// sortHeads puts the cursor with the least head (queue order) first; the
+// rest stay as they were (a tier has one tree per model: a few).
+func (q *FairQueue) sortHeads(its []bCursor) {
+	o := q.order(ordPos)
+	for i := 1; i < len(its); i++ {
+		if o.less(q.bt.job(its[i]), q.bt.job(its[0])) {
+			its[0], its[i] = its[i], its[0]
+		}
+	}
+}
