@@ -19,13 +19,16 @@ import (
 //     priority or higher, over the flow's weight; kept between the keys of
 //     the flow's jobs before and after it, so a tenant's own jobs keep
 //     their priority order. Within a tier, jobs are ordered by key, then
-//     tenant name, priority and Seq: this is the SFQ dispatch order when
-//     every job is ready and fits, no job arrives and no cap binds.
+//     their flow's since and tenant name, priority and Seq: this is the
+//     SFQ dispatch order when every job is ready and fits, no job arrives
+//     and no cap binds.
 //   - Across the tiers of a band the key is mapped, at the time of the
 //     query, to the band's virtual time: a tier at virtual time V whose
 //     flows with ready jobs weigh W in all, and which starts its next job
 //     at band time B, reaches key s at about B + (s − V)·W/w_tier.
-//     Ties go by tier name.
+//     Ties go by tier name. That counts a tier's jobs of one key (tenants
+//     back from idle) as starting together; DispatchAhead (project.go)
+//     charges them one by one, for ETAs.
 //   - Strict tiers come first, then the others, then the delayed jobs
 //     (ready later than the queue's clock) by Ready time and Seq.
 //
