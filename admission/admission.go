@@ -139,6 +139,7 @@ type State interface {
 	QueueLen() int
 	QueuedOfModel(model string) int
 	AheadOf(id uint64, each func(model string, n int)) bool
+	CountAhead(id uint64, limit int, each func(model string, n int)) bool
 	EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool
 }
 
@@ -222,13 +223,16 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 		over = overtaking(total)
 	}
 	if ahead <= MaxSizedAhead {
-		if jobs, ok := jobsAhead(f, id); ok {
-			if sizes != nil {
+		if sizes != nil {
+			if jobs, ok := jobsAhead(f, id); ok {
 				if b, ok := lanesETA(f, x, name, sizes, jobs, over, sd); ok {
 					return b, true
 				}
 			}
-			counts = countByModel(counts[:0], jobs)
+		}
+		var projected []modelCount
+		if f.CountAhead(id, MaxSizedAhead, func(m string, n int) { projected = append(projected, modelCount{m, n}) }) {
+			counts = projected
 		}
 	}
 	var n, work float64
@@ -279,22 +283,6 @@ func jobsAhead(f State, id uint64) ([]aheadJob, bool) {
 		jobs = append(jobs, aheadJob{m, input})
 	})
 	return jobs, ok
-}
-
-// countByModel appends to dst how many of jobs each model has, in the
-// order the models first come.
-func countByModel(dst []modelCount, jobs []aheadJob) []modelCount {
-	for _, j := range jobs {
-		i := 0
-		for i < len(dst) && dst[i].model != j.model {
-			i++
-		}
-		if i == len(dst) {
-			dst = append(dst, modelCount{model: j.model})
-		}
-		dst[i].n++
-	}
-	return dst
 }
 
 // MaxSizedAhead is the most jobs ahead (or queued, for PredictedWait)

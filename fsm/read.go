@@ -80,6 +80,15 @@ func (r JobReads) AheadOf(id uint64, each func(model string, n int)) bool {
 	return f.queue.AheadOf(id, each)
 }
 
+// CountAhead calls each with, for every model, how many queued jobs would
+// start before id as the fair queue's tiers dispatch them
+// (scheduler.FairQueue.CountAhead), if at most limit do; false, nothing
+// called, otherwise or when id is not queued and ready.
+func (r JobReads) CountAhead(id uint64, limit int, each func(model string, n int)) bool {
+	reached, _ := r.f.queue.CountAhead(id, limit, each)
+	return reached
+}
+
 // EachAhead calls each with the model and input of the queued jobs before
 // id in dispatch order (scheduler.FairQueue.DispatchAhead; queue order for
 // a delayed job, or id 0, the whole queue), at most limit of them; each

@@ -176,6 +176,12 @@ func (r jobReads) AheadOf(id uint64, each func(model string, n int)) bool {
 	return r.r.AheadOf(id, each)
 }
 
+func (r jobReads) CountAhead(id uint64, limit int, each func(model string, n int)) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.r.CountAhead(id, limit, each)
+}
+
 func (r jobReads) EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -15,6 +15,26 @@ package scheduler
 // job that is not queued or not ready (a delayed job comes after every
 // ready one: Page's order).
 func (q *FairQueue) DispatchAhead(id uint64, limit int, each func(id uint64)) (reached, ok bool) {
+	return q.project(id, limit, func(x int32) { each(q.jobs[x].id) })
+}
+
+// CountAhead is DispatchAhead counted by model: it calls each, in the
+// queue's order of models, with how many of each model's jobs would start
+// before id, and only if it reached id.
+func (q *FairQueue) CountAhead(id uint64, limit int, each func(model string, n int)) (reached, ok bool) {
+	counts := make([]int, len(q.models))
+	if reached, ok = q.project(id, limit, func(x int32) { counts[q.jobs[x].model]++ }); reached {
+		for mi, n := range counts {
+			if n > 0 {
+				each(q.models[mi].name, n)
+			}
+		}
+	}
+	return reached, ok
+}
+
+// project is DispatchAhead by arena index.
+func (q *FairQueue) project(id uint64, limit int, each func(x int32)) (reached, ok bool) {
 	x, found := q.byID.find(q.jobs, id)
 	if !found || !q.jobs[x].promoted {
 		return false, false
@@ -40,7 +60,7 @@ type tierWalk struct {
 // projectBand emits band b's ready jobs in simulated dispatch order until
 // job stop (false: limit reached first; a band without stop is emitted
 // whole).
-func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each func(id uint64)) bool {
+func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each func(x int32)) bool {
 	var walks []tierWalk
 	for mi := range q.models {
 		for _, tt := range q.models[mi].trees {
@@ -90,7 +110,7 @@ func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each fu
 			return false
 		}
 		*seen++
-		each(q.jobs[jx].id)
+		each(jx)
 		serve(&w.tag, &v, costOf(q.jobs[jx].cost), q.tiers[w.tier].weight)
 		if w.its[0] = q.bt.next(w.its[0]); w.its[0].leaf == 0 {
 			w.its = w.its[1:]

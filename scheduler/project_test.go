@@ -111,6 +111,13 @@ func TestDispatchAheadCountsAWeightedTiersShare(t *testing.T) {
 	if tiers[true] != 1 || tiers[false] != 2 {
 		t.Fatalf("free %d and pro %d ahead of pro's third job, want 1 and 2", tiers[true], tiers[false])
 	}
+	var counted []string
+	if reached, _ := q.CountAhead(13, 100, func(m string, n int) { counted = append(counted, fmt.Sprintf("%s:%d", m, n)) }); !reached || fmt.Sprint(counted) != "[m:3]" {
+		t.Fatalf("CountAhead: %v (reached %v), want [m:3]", counted, reached)
+	}
+	if reached, ok := q.CountAhead(13, 2, func(string, int) { t.Fatal("called past the limit") }); reached || !ok {
+		t.Fatalf("CountAhead past the limit: reached %v, ok %v", reached, ok)
+	}
 	if p, _ := q.Position(13); p <= 3 {
 		t.Fatalf("queue order has pro's third job at %d: the test no longer shows the difference", p)
 	}
