@@ -140,6 +140,7 @@ type State interface {
 	QueuedOfModel(model string) int
 	AheadOf(id uint64, each func(model string, n int)) bool
 	CountAhead(id uint64, limit int, each func(model string, n int)) bool
+	Behind(id uint64) (lead, backlog, weight int64, ok bool)
 	EachAhead(id uint64, limit int, each func(model string, input *structpb.Struct)) bool
 }
 
@@ -202,8 +203,11 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 // the jobs that the fair queue's tiers would dispatch before it
 // (State.EachAhead), else those ahead in queue order (State.AheadOf);
 // where sizes predicts their run times from their inputs, it is list
-// scheduling of those jobs instead (lanesETA). ok is false when it is not
-// queued or no slot serves it.
+// scheduling of those jobs instead (lanesETA). A job past its tier's
+// virtual time waits at least until the tier's fair sharing reaches it
+// (scheduler.FairShareWait, on the slots the other tiers leave) while
+// other tenants of its tier wait too: the band is stretched to that. ok is false when it is not queued or no slot
+// serves it.
 func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
 	var counts []modelCount
 	ahead := 0
@@ -215,13 +219,32 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 	}) {
 		return scheduler.Band{}, false
 	}
-	name := model.GetName()
-	total, free := x.Slots(name)
-	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
+	total, free := x.Slots(model.GetName())
 	over := 0.0
 	if overtaking != nil && total > 0 {
 		over = overtaking(total)
 	}
+	b, ok := modelETA(f, x, id, model, counts, ahead, total, free, over, sizes)
+	if !ok || b.P90 <= 0 {
+		return b, ok
+	}
+	// Only while other tenants of its tier wait: alone, its own jobs ahead
+	// are all that holds it, and the model counts them by their run times.
+	if lead, backlog, weight, ok := f.Behind(id); ok && lead > 0 && backlog > weight {
+		slots := max(float64(total)-over, 0.1*float64(total))
+		if w := scheduler.FairShareWait(lead, backlog, slots); w > b.P50 {
+			k := float64(w) / float64(max(b.P50, 1))
+			b = scheduler.Band{P10: time.Duration(float64(b.P10) * k), P50: w, P90: time.Duration(float64(b.P90) * k)}
+		}
+	}
+	return b, true
+}
+
+// modelETA is QueuedETA's band before the fair sharing's: counts are the
+// jobs ahead in queue order, ahead their sum.
+func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []modelCount, ahead, total, free int, over float64, sizes *Sizing) (scheduler.Band, bool) {
+	name := model.GetName()
+	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
 	if ahead <= MaxSizedAhead {
 		if sizes != nil {
 			if jobs, ok := jobsAhead(f, id); ok {

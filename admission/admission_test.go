@@ -98,6 +98,25 @@ func TestSequenceOutcomes(t *testing.T) {
 	}
 }
 
+// queueUnder is a state machine under policy p, and a submit of one job
+// of p's first model for a tenant, answering its id.
+func queueUnder(t *testing.T, p *sluicev1.Policy) (*fsm.FSM, func(*sluicev1.Tenant) uint64) {
+	t.Helper()
+	f := fsm.New()
+	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, sec, &raftv1.SetPolicy{Policy: p})); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	index := uint64(1)
+	return f, func(ten *sluicev1.Tenant) uint64 {
+		index++
+		r := f.Apply(index, fsm.MustEncode(fsm.CmdSubmit, sec, (&Submit{Tenant: ten, Spec: &sluicev1.JobSpec{Model: p.Models[0].Name}}).Command()))
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		return r.JobID
+	}
+}
+
 // TestQueuedETACountsTheJobsTheTiersDispatchFirst: a pro job (weight 4)
 // third in its tier's line, behind ten free jobs (weight 1) whose tenants
 // all came back from idle, is told the wait of the three jobs the tiers
@@ -113,19 +132,7 @@ func TestQueuedETACountsTheJobsTheTiersDispatchFirst(t *testing.T) {
 	for i := range 10 {
 		p.Tenants = append(p.Tenants, &sluicev1.Tenant{Name: string(rune('a' + i)), Tier: "free"})
 	}
-	f := fsm.New()
-	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, sec, &raftv1.SetPolicy{Policy: p})); r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	index := uint64(1)
-	submit := func(ten *sluicev1.Tenant) uint64 {
-		index++
-		r := f.Apply(index, fsm.MustEncode(fsm.CmdSubmit, sec, (&Submit{Tenant: ten, Spec: &sluicev1.JobSpec{Model: "sdxl"}}).Command()))
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-		return r.JobID
-	}
+	f, submit := queueUnder(t, p)
 	for _, ten := range p.Tenants[1:] {
 		submit(ten)
 	}
@@ -138,5 +145,46 @@ func TestQueuedETACountsTheJobsTheTiersDispatchFirst(t *testing.T) {
 	}
 	if pos, _ := f.Reads().View(third); pos.Position != 13 {
 		t.Fatalf("queue order has it at %d: the test no longer shows the difference", pos.Position)
+	}
+}
+
+// TestQueuedETAWaitsForTheFairShare: tenant a's fourth job, behind its own
+// three and one job each of four other tenants, is 6,000 past the tier's
+// virtual time with five tenants backlogged: the fair sharing reaches it
+// after 6 s × 5 on one slot, 30 s, later than the seven jobs ahead would
+// take (15 s), since every tenant that arrives meanwhile goes first. Alone
+// in its tier, its own jobs ahead are all that hold it: 7 s.
+func TestQueuedETAWaitsForTheFairShare(t *testing.T) {
+	p := &sluicev1.Policy{
+		Tiers:  []*sluicev1.Tier{{Name: "free", Weight: 1}},
+		Models: []*sluicev1.Model{{Name: "sdxl", DefaultDuration: durationpb.New(2 * time.Second)}},
+	}
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		p.Tenants = append(p.Tenants, &sluicev1.Tenant{Name: name, Tier: "free"})
+	}
+	// eta queues four jobs of a, then one of each other tenant, and
+	// answers the ETA of a's first and fourth.
+	eta := func(others []*sluicev1.Tenant) (first, fourth scheduler.Band) {
+		f, submit := queueUnder(t, p)
+		var ids []uint64
+		for range 4 {
+			ids = append(ids, submit(p.Tenants[0]))
+		}
+		for _, ten := range others {
+			submit(ten)
+		}
+		first, _ = QueuedETA(f.Reads(), executors{slots: 1}, ids[0], p.Models[0], nil, nil)
+		fourth, _ = QueuedETA(f.Reads(), executors{slots: 1}, ids[3], p.Models[0], nil, nil)
+		return first, fourth
+	}
+	first, b := eta(p.Tenants[1:])
+	if b.P50 != 30*time.Second || b.P10 >= b.P50 || b.P90 <= b.P50 {
+		t.Fatalf("ETA %v–%v–%v, want 30s within its band", b.P10, b.P50, b.P90)
+	}
+	if first.P50 != 1*time.Second {
+		t.Fatalf("a's first job: ETA %v, want 1s (at the virtual time: the work ahead)", first.P50)
+	}
+	if _, alone := eta(nil); alone.P50 != 7*time.Second {
+		t.Fatalf("alone in its tier: ETA %v, want 7s (its three jobs ahead)", alone.P50)
 	}
 }

@@ -89,6 +89,13 @@ func (r JobReads) CountAhead(id uint64, limit int, each func(model string, n int
 	return reached
 }
 
+// Behind is scheduler.FairQueue.Behind: how far job id is past its
+// tier's virtual time, the weight of the tier's backlogged tenants and its
+// own tenant's.
+func (r JobReads) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
+	return r.f.queue.Behind(id)
+}
+
 // EachAhead calls each with the model and input of the queued jobs before
 // id in dispatch order (scheduler.FairQueue.DispatchAhead; queue order for
 // a delayed job, or id 0, the whole queue), at most limit of them; each

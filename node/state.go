@@ -176,6 +176,12 @@ func (r jobReads) AheadOf(id uint64, each func(model string, n int)) bool {
 	return r.r.AheadOf(id, each)
 }
 
+func (r jobReads) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.r.Behind(id)
+}
+
 func (r jobReads) CountAhead(id uint64, limit int, each func(model string, n int)) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -1,5 +1,7 @@
 package scheduler
 
+import "time"
+
 // DispatchAhead calls each with the ready jobs that would start before
 // job id if every ready job could run and nothing else arrived: the
 // dispatch order the fair queue's tier level gives, not queue order. Queue
@@ -129,4 +131,34 @@ func (q *FairQueue) sortHeads(its []bCursor) {
 			its[0], its[i] = its[i], its[0]
 		}
 	}
+}
+
+// Behind is how far job id's position key is past its tier's virtual
+// time (lead, in the key's units: cost over its tenant's weight), the
+// weight of the tier's tenants with ready jobs (backlog) and its own
+// tenant's (weight). A job at the tier's virtual time (lead 0) goes before
+// every later arrival of its tier; one past it, whose tenant was served or
+// queued just before, is passed by every tenant that arrives while the
+// virtual time is short of its key. Under fair sharing the virtual time
+// moves at the tier's capacity over backlog, so the job waits about
+// lead·backlog over the tier's capacity (FairShareWait). ok is false for a
+// job not queued or not ready.
+func (q *FairQueue) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
+	x, found := q.byID.find(q.jobs, id)
+	if !found || !q.jobs[x].promoted {
+		return 0, 0, 0, false
+	}
+	f := &q.flows[q.jobs[x].flow]
+	t := &q.tiers[f.tier]
+	return max(q.jobs[x].sq-t.vt.q, 0), t.backlog, f.weight, true
+}
+
+// FairShareWait is how long a job lead past its tier's virtual time waits
+// for the fair sharing to reach it (Behind), with backlog weights sharing
+// slots: costs are milli-GPU-seconds, so a slot serves 1,000 a second.
+func FairShareWait(lead, backlog int64, slots float64) time.Duration {
+	if lead <= 0 || backlog <= 0 || slots <= 0 {
+		return 0
+	}
+	return time.Duration(float64(lead) * float64(backlog) * float64(time.Millisecond) / slots)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 )
@@ -123,5 +124,34 @@ func TestDispatchAheadCountsAWeightedTiersShare(t *testing.T) {
 	}
 	if _, ok := q.DispatchAhead(99, 100, func(uint64) {}); ok {
 		t.Fatal("a delayed job was projected")
+	}
+}
+
+// TestBehindIsTheLeadPastTheTiersVirtualTime: a tenant's third job of
+// cost 1,000 is 2,000 past the tier's virtual time, with two tenants
+// backlogged; a newcomer's job is at it. FairShareWait turns the lead into
+// time: 2,000 milli-GPU-seconds for each of 2 weights on 1 slot is 4 s.
+func TestBehindIsTheLeadPastTheTiersVirtualTime(t *testing.T) {
+	q := NewFairQueue(Config{})
+	for i := uint64(1); i <= 3; i++ {
+		q.Enqueue(Job{ID: i, Seq: i, Tenant: "a", Model: "m", GPUs: 1, Cost: 1000})
+	}
+	q.Enqueue(Job{ID: 4, Seq: 4, Tenant: "b", Model: "m", GPUs: 1, Cost: 1000})
+	q.Enqueue(Job{ID: 5, Seq: 5, Tenant: "c", Model: "m", GPUs: 1, Cost: 1000, Ready: 10})
+	q.Advance(0)
+	if lead, backlog, weight, ok := q.Behind(3); !ok || lead != 2000 || backlog != 2 || weight != 1 {
+		t.Fatalf("Behind(3) = %d, %d, %d, %v; want 2000, 2, 1, true", lead, backlog, weight, ok)
+	}
+	if lead, _, _, ok := q.Behind(4); !ok || lead != 0 {
+		t.Fatalf("Behind(4) = %d, %v; want 0 (a newcomer is at the virtual time)", lead, ok)
+	}
+	if _, _, _, ok := q.Behind(5); ok {
+		t.Fatal("a delayed job is behind nothing yet")
+	}
+	if w := FairShareWait(2000, 2, 1); w != 4*time.Second {
+		t.Fatalf("FairShareWait = %v, want 4s", w)
+	}
+	if w := FairShareWait(0, 2, 1); w != 0 {
+		t.Fatalf("FairShareWait at the virtual time = %v, want 0", w)
 	}
 }
