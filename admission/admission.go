@@ -7,6 +7,7 @@ package admission
 
 import (
 	"errors"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -233,11 +234,21 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 	if lead, backlog, weight, ok := f.Behind(id); ok && lead > 0 && backlog > weight {
 		slots := max(float64(total)-over, 0.1*float64(total))
 		if w := scheduler.FairShareWait(lead, backlog, slots); w > b.P50 {
-			k := float64(w) / float64(max(b.P50, 1))
-			b = scheduler.Band{P10: time.Duration(float64(b.P10) * k), P50: w, P90: time.Duration(float64(b.P90) * k)}
+			// The band moves with its point (scaling it would blow a band
+			// around a first slot due in a millisecond up a thousandfold).
+			d := w - b.P50
+			b = scheduler.Band{P10: b.P10 + d, P50: w, P90: satAdd(b.P90, d)}
 		}
 	}
 	return b, true
+}
+
+// satAdd is a + b for durations ≥ 0, at most the largest Duration.
+func satAdd(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // modelETA is QueuedETA's band before the fair sharing's: counts are the

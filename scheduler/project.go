@@ -1,6 +1,9 @@
 package scheduler
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // DispatchAhead calls each with the ready jobs that would start before
 // job id if every ready job could run and nothing else arrived: the
@@ -12,7 +15,10 @@ import "time"
 // tier's job is ahead of all but a fifth of a weight-1 tier's line. Here
 // the tiers' tags are charged job by job, as Start charges them: every
 // strict tier's job comes first (for a job of a non-strict tier), then the
-// tiers of the job's band in order of their tags. It stops after limit jobs
+// tiers of the job's band in order of their tags. Within a tier it follows
+// queue order, so it is exact where that is: every job ready and fitting,
+// nothing arriving, no cap binding, and each tenant's jobs queued in its
+// own priority order (TestDispatchAheadIsDispatchOrder). It stops after limit jobs
 // and reports whether it reached id. ok is false, nothing called, for a
 // job that is not queued or not ready (a delayed job comes after every
 // ready one: Page's order).
@@ -116,9 +122,8 @@ func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each fu
 		serve(&w.tag, &v, costOf(q.jobs[jx].cost), q.tiers[w.tier].weight)
 		if w.its[0] = q.bt.next(w.its[0]); w.its[0].leaf == 0 {
 			w.its = w.its[1:]
-		} else {
-			q.sortHeads(w.its)
 		}
+		q.sortHeads(w.its)
 	}
 }
 
@@ -156,9 +161,14 @@ func (q *FairQueue) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
 // FairShareWait is how long a job lead past its tier's virtual time waits
 // for the fair sharing to reach it (Behind), with backlog weights sharing
 // slots: costs are milli-GPU-seconds, so a slot serves 1,000 a second.
+// It saturates at the largest Duration.
 func FairShareWait(lead, backlog int64, slots float64) time.Duration {
 	if lead <= 0 || backlog <= 0 || slots <= 0 {
 		return 0
 	}
-	return time.Duration(float64(lead) * float64(backlog) * float64(time.Millisecond) / slots)
+	w := float64(lead) * float64(backlog) * float64(time.Millisecond) / slots
+	if w >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(w)
 }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 					prio[tn] = 9
 				}
 				prio[tn] = rapid.Int32Range(0, prio[tn]).Draw(t, "prio")
-				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: rapid.SampledFrom([]string{"m", "n"}).Draw(t, "model"),
+				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: rapid.SampledFrom([]string{"m", "n", "o"}).Draw(t, "model"),
 					GPUs: 1, Priority: prio[tn], Cost: rapid.Int64Range(1, 5000).Draw(t, "cost")})
 			}
 			q.Advance(0)
@@ -153,5 +154,8 @@ func TestBehindIsTheLeadPastTheTiersVirtualTime(t *testing.T) {
 	}
 	if w := FairShareWait(0, 2, 1); w != 0 {
 		t.Fatalf("FairShareWait at the virtual time = %v, want 0", w)
+	}
+	if w := FairShareWait(math.MaxInt64, math.MaxInt64, 0.5); w != math.MaxInt64 {
+		t.Fatalf("FairShareWait past the largest Duration = %v, want it saturated", w)
 	}
 }

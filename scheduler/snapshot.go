@@ -245,13 +245,21 @@ func (q *FairQueue) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	if v1 {
-		// Before since was kept: each flow's oldest queued job stands in
-		// for the start of its wait.
+		// Before since was kept: each flow's oldest ready job stands in for
+		// the start of its spell (a flow with none gets its own at its next
+		// promotion).
 		for i := range flows {
 			flows[i].since = math.MaxUint64
 		}
 		for _, r := range jobs {
-			flows[r.flow].since = min(flows[r.flow].since, r.j.Seq)
+			if r.j.Ready <= watermark {
+				flows[r.flow].since = min(flows[r.flow].since, r.j.Seq)
+			}
+		}
+		for i := range flows {
+			if flows[i].since == math.MaxUint64 {
+				flows[i].since = 0
+			}
 		}
 	}
 

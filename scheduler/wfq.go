@@ -14,8 +14,9 @@ import (
 // flow unless its tier changed while jobs were queued). A flow's tag is the
 // virtual start of its next job: dispatching a job of cost c moves it to
 // max(tag, tier virtual time) + c/weight, and the tier's virtual time to
-// the start used. Of flows with equal tags, the one that has had ready jobs
-// the longest goes first (flow.since), then the tenant's name. Tiers are
+// the start used. Of flows with equal tags, the one whose ready jobs began
+// with the earliest arrival goes first (flow.since), then the tenant's
+// name. Tiers are
 // tagged the same way against the virtual time of their band (strict or
 // not).
 //
@@ -100,10 +101,11 @@ type flow struct {
 	costAt       [10]int64    // cost of ready jobs by priority
 	hix          int32        // index in the tier heap, -1 when inactive
 	// since is the Seq of the job that ended the flow's last spell without
-	// ready jobs: of two flows with equal tags the one waiting longer goes
-	// first (arrival order among equals), not the one whose name sorts
-	// first. It only changes while the flow has no ready job, so the
-	// queue-order trees, which read it, stay in order.
+	// ready jobs: of two flows with equal tags the one whose spell began
+	// with the earlier arrival goes first (arrival order among equals; a
+	// retried or delayed job keeps the Seq it arrived with), not the one
+	// whose name sorts first. It only changes while the flow has no ready
+	// job, so the queue-order trees, which read it, stay in order.
 	since uint64
 }
 
