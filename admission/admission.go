@@ -207,8 +207,8 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 // scheduling of those jobs instead (lanesETA). A job past its tier's
 // virtual time waits at least until the tier's fair sharing reaches it
 // (scheduler.FairShareWait, on the slots the other tiers leave) while
-// other tenants of its tier wait too: the band is stretched to that. ok is false when it is not queued or no slot
-// serves it.
+// other tenants of its tier wait too: the band moves to that. ok is false
+// when it is not queued or no slot serves it.
 func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
 	var counts []modelCount
 	ahead := 0
@@ -257,15 +257,17 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 	name := model.GetName()
 	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
 	if ahead <= MaxSizedAhead {
+		reached := true // a projection past MaxSizedAhead is not walked twice
 		if sizes != nil {
-			if jobs, ok := jobsAhead(f, id); ok {
+			var jobs []aheadJob
+			if jobs, reached = jobsAhead(f, id); reached {
 				if b, ok := lanesETA(f, x, name, sizes, jobs, over, sd); ok {
 					return b, true
 				}
 			}
 		}
 		var projected []modelCount
-		if f.CountAhead(id, MaxSizedAhead, func(m string, n int) { projected = append(projected, modelCount{m, n}) }) {
+		if reached && f.CountAhead(id, MaxSizedAhead, func(m string, n int) { projected = append(projected, modelCount{m, n}) }) {
 			counts = projected
 		}
 	}

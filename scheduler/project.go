@@ -18,10 +18,10 @@ import (
 // tiers of the job's band in order of their tags. Within a tier it follows
 // queue order, so it is exact where that is: every job ready and fitting,
 // nothing arriving, no cap binding, and each tenant's jobs queued in its
-// own priority order (TestDispatchAheadIsDispatchOrder). It stops after limit jobs
-// and reports whether it reached id. ok is false, nothing called, for a
-// job that is not queued or not ready (a delayed job comes after every
-// ready one: Page's order).
+// own priority order (TestDispatchAheadIsDispatchOrder). It stops after
+// limit jobs and reports whether it reached id. ok is false, nothing
+// called, for a job that is not queued or not ready (a delayed job comes
+// after every ready one: Page's order).
 func (q *FairQueue) DispatchAhead(id uint64, limit int, each func(id uint64)) (reached, ok bool) {
 	return q.project(id, limit, func(x int32) { each(q.jobs[x].id) })
 }

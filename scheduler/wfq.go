@@ -16,9 +16,8 @@ import (
 // max(tag, tier virtual time) + c/weight, and the tier's virtual time to
 // the start used. Of flows with equal tags, the one whose ready jobs began
 // with the earliest arrival goes first (flow.since), then the tenant's
-// name. Tiers are
-// tagged the same way against the virtual time of their band (strict or
-// not).
+// name. Tiers are tagged the same way against the virtual time of their
+// band (strict or not).
 //
 // A job is ready once its Ready time has passed the queue's clock, which
 // Advance and Start move (the state machine's time); until then it is
