@@ -38,6 +38,10 @@ type Executors interface {
 	// model: about the share of other's queued jobs that model's slots
 	// will run.
 	Share(model, other string) float64
+	// Lanes is every slot of the executors up that serve model: free, or
+	// what its attempt is expected to take (by the job's size where its
+	// model is sized: Sizing) and how long it has run.
+	Lanes(model string) []scheduler.Lane
 }
 
 // Submit is one Submit as the leader sees it: who asks (its tenant, the
@@ -186,7 +190,7 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 		// Behind every queued job its slots run (up to MaxSizedAhead), each
 		// for its predicted run time.
 		if jobs, ok := jobsAhead(f, 0); ok {
-			if b, ok := lanesETA(f, x, model.GetName(), sizes, jobs, 0, 0); ok {
+			if b, ok := lanesETA(f, x, 0, model.GetName(), sizes, jobs, 0, 0); ok {
 				return b.P50
 			}
 		}
@@ -261,7 +265,7 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 		if sizes != nil {
 			var jobs []aheadJob
 			if jobs, reached = jobsAhead(f, id); reached {
-				if b, ok := lanesETA(f, x, name, sizes, jobs, over, sd); ok {
+				if b, ok := lanesETA(f, x, id, name, sizes, jobs, over, sd); ok {
 					return b, true
 				}
 			}
@@ -283,7 +287,36 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 		n += float64(c.n) * share
 		work += float64(c.n) * share * float64(m)
 	}
-	return scheduler.WaitBandAhead(n, work, total, free, over, mean, sd)
+	b, ok := scheduler.WaitBandAhead(n, work, total, free, over, mean, sd)
+	if ok && b.P90 > 0 && n < float64(total) {
+		// It starts when one of the attempts running now ends: drawn, from
+		// how long each has run.
+		if lanes := x.Lanes(name); len(lanes) > 0 {
+			return scheduler.SampledWait(lanes, runTimesAhead(f, x, name, counts), over, id), true
+		}
+	}
+	return b, ok
+}
+
+// runTimesAhead is the run times of the jobs ahead that model's slots will
+// run (counts: by model; those of another model by its share), each its
+// model's learned one.
+func runTimesAhead(f State, x Executors, model string, counts []modelCount) []scheduler.RunTime {
+	var out []scheduler.RunTime
+	for _, c := range counts {
+		k, def := c.n, time.Second
+		if c.model != model {
+			k = int(math.Round(float64(c.n) * x.Share(model, c.model)))
+		}
+		if m, ok := f.Model(c.model); ok {
+			def = m.GetDefaultDuration().AsDuration()
+		}
+		mean, sd := x.Service(c.model, def)
+		for range k {
+			out = append(out, scheduler.RunTime{Mean: mean, SD: sd})
+		}
+	}
+	return out
 }
 
 // Sizing is the leader's run times predicted from jobs' inputs (package
@@ -293,10 +326,7 @@ type Sizing struct {
 	// predicted by their size. A predictor says false for an input it
 	// cannot size (a field missing); it must not call the FSM (QueuedETA
 	// calls it under the FSM's read lock).
-	Predictor func(model string) func(input *structpb.Struct) (time.Duration, bool)
-	// Lanes is, for each slot that serves model, the predicted time until
-	// it is free: 0 for a free one, else what its attempt has left.
-	Lanes func(model string) []time.Duration
+	Predictor func(model string) func(input *structpb.Struct) (scheduler.RunTime, bool)
 }
 
 // modelCount is how many jobs of a model are ahead of one.
@@ -329,18 +359,20 @@ const MaxSizedAhead = 2000
 // lanesETA is a queued job's ETA where each job's run time is predicted: the
 // jobs ahead of it, in dispatch order, each go to the slot that is free
 // first (list scheduling), and it starts when the next one is; the slots
-// the other tiers' arrivals take meanwhile (over) stretch that. false when
-// no slot serves it.
-func lanesETA(f State, x Executors, name string, sizes *Sizing, jobs []aheadJob, over float64, sd time.Duration) (scheduler.Band, bool) {
-	lanes := sizes.Lanes(name)
+// the other tiers' arrivals take meanwhile (over) stretch that. Where it
+// starts when one of the attempts running now ends, and id is a queued
+// job's (not 0: PredictedWait's new one), its wait is drawn
+// (scheduler.SampledWait). false when no slot serves it.
+func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, jobs []aheadJob, over float64, sd time.Duration) (scheduler.Band, bool) {
+	lanes := x.Lanes(name)
 	if len(lanes) == 0 {
 		return scheduler.Band{}, false
 	}
 	// How each model's jobs ahead count: those mostly run elsewhere not at
 	// all, the others for their predicted run time (else their model's).
 	type how struct {
-		predict func(*structpb.Struct) (time.Duration, bool)
-		mean    time.Duration
+		predict func(*structpb.Struct) (scheduler.RunTime, bool)
+		run     scheduler.RunTime
 	}
 	hows := map[string]how{}
 	for _, m := range f.Policy().GetModels() {
@@ -348,27 +380,39 @@ func lanesETA(f State, x Executors, name string, sizes *Sizing, jobs []aheadJob,
 			continue
 		}
 		h := how{}
-		h.mean, _ = x.Service(m.Name, m.GetDefaultDuration().AsDuration())
+		h.run.Mean, h.run.SD = x.Service(m.Name, m.GetDefaultDuration().AsDuration())
 		if sizes.Predictor != nil {
 			h.predict = sizes.Predictor(m.Name)
 		}
 		hows[m.Name] = h
 	}
-	ahead := make([]time.Duration, 0, len(jobs))
+	ahead := make([]scheduler.RunTime, 0, len(jobs))
 	for _, j := range jobs {
 		h, ok := hows[j.model]
 		if !ok {
 			continue
 		}
-		d := h.mean
+		r := h.run
 		if h.predict != nil {
 			if p, ok := h.predict(j.input); ok {
-				d = p
+				r = p
 			}
 		}
-		ahead = append(ahead, d)
+		ahead = append(ahead, r)
 	}
-	return scheduler.LanesBand(lanes, ahead, over, sd), true
+	if id != 0 && len(ahead) < len(lanes) {
+		// It starts when one of the attempts running now ends (as modelETA).
+		return scheduler.SampledWait(lanes, ahead, over, id), true
+	}
+	left := make([]time.Duration, len(lanes))
+	for i, l := range lanes {
+		left[i] = l.Left()
+	}
+	means := make([]time.Duration, len(ahead))
+	for i, r := range ahead {
+		means[i] = r.Mean
+	}
+	return scheduler.LanesBand(left, means, over, sd), true
 }
 
 // ETA is the band a queued job of tier is told: the model's band (QueuedETA)

@@ -13,8 +13,12 @@ import (
 	"github.com/sluicehq/sluice/scheduler"
 )
 
-// executors: slots of every model, none idle, fit for small jobs.
-type executors struct{ slots int }
+// executors: slots of every model, none idle, fit for small jobs; lanes
+// what they run (nil: not known).
+type executors struct {
+	slots int
+	lanes []scheduler.Lane
+}
 
 func (x executors) Slots(string) (int, int) { return x.slots, 0 }
 func (x executors) Unplaceable(_ string, gpus int32, _ int64) string {
@@ -26,7 +30,8 @@ func (x executors) Unplaceable(_ string, gpus int32, _ int64) string {
 func (x executors) Service(_ string, def time.Duration) (time.Duration, time.Duration) {
 	return def, def / 2
 }
-func (x executors) Share(string, string) float64 { return 1 }
+func (x executors) Share(string, string) float64  { return 1 }
+func (x executors) Lanes(string) []scheduler.Lane { return x.lanes }
 
 const sec = int64(time.Second)
 
@@ -186,5 +191,36 @@ func TestQueuedETAWaitsForTheFairShare(t *testing.T) {
 	}
 	if _, alone := eta(nil); alone.P50 != 7*time.Second {
 		t.Fatalf("alone in its tier: ETA %v, want 7s (its three jobs ahead)", alone.P50)
+	}
+}
+
+// TestQueuedETADrawsTheEndsOfTheAttemptsRunning: a job first in line on two
+// busy slots starts when the first of their attempts ends, which how long
+// they have run says: 5 s into 6 s ones, in about a second; half a second
+// in, not for seconds. The count alone says 1.5 s either way, and still does for the
+// job behind two others (it waits for a whole run besides).
+func TestQueuedETADrawsTheEndsOfTheAttemptsRunning(t *testing.T) {
+	p := &sluicev1.Policy{
+		Tiers:   []*sluicev1.Tier{{Name: "free", Weight: 1}},
+		Tenants: []*sluicev1.Tenant{{Name: "a", Tier: "free"}},
+		Models:  []*sluicev1.Model{{Name: "sdxl", DefaultDuration: durationpb.New(6 * time.Second)}},
+	}
+	f, submit := queueUnder(t, p)
+	first := submit(p.Tenants[0])
+	submit(p.Tenants[0])
+	third := submit(p.Tenants[0])
+	lanes := func(elapsed time.Duration) []scheduler.Lane {
+		l := scheduler.Lane{Busy: true, Run: scheduler.RunTime{Mean: 6 * time.Second, SD: 2 * time.Second}, Elapsed: elapsed}
+		return []scheduler.Lane{l, l}
+	}
+	late, _ := QueuedETA(f.Reads(), executors{slots: 2, lanes: lanes(5 * time.Second)}, first, p.Models[0], nil, nil)
+	early, _ := QueuedETA(f.Reads(), executors{slots: 2, lanes: lanes(500 * time.Millisecond)}, first, p.Models[0], nil, nil)
+	counted, _ := QueuedETA(f.Reads(), executors{slots: 2}, first, p.Models[0], nil, nil)
+	if late.P50 >= 1300*time.Millisecond || early.P50 <= 3*time.Second || counted.P50 != 1500*time.Millisecond {
+		t.Fatalf("5 s in: %v; 0.5 s in: %v; lanes unknown: %v (want under 1.3 s, over 3 s, 1.5 s)", late, early, counted)
+	}
+	behind, _ := QueuedETA(f.Reads(), executors{slots: 2, lanes: lanes(5 * time.Second)}, third, p.Models[0], nil, nil)
+	if behind.P50 != 7500*time.Millisecond {
+		t.Fatalf("behind two: %v, want 7.5s (counted)", behind)
 	}
 }

@@ -33,48 +33,49 @@ func (x nodeExecutors) Service(model string, def time.Duration) (mean, sd time.D
 
 func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.share(model, other) }
 
+// Lanes is every slot of a leased executor that serves model: free, or what
+// its attempt is expected to take (by size where predicted, on its GPU
+// kind) and how long it has run (since it reported started; 0 before).
+func (x nodeExecutors) Lanes(model string) []scheduler.Lane {
+	n := x.n
+	now := time.Now().UnixNano()
+	var lanes []scheduler.Lane
+	for _, ex := range n.execs.lanesOf(model) {
+		for _, id := range ex.jobs {
+			l := scheduler.Lane{Busy: true}
+			if j, ok := n.fsm.Job(id); ok {
+				if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
+					l.Run.Mean, l.Run.SD, _ = n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
+				}
+				if j.StartedNs > 0 {
+					l.Elapsed = time.Duration(max(now-j.StartedNs, 0))
+				}
+			}
+			lanes = append(lanes, l)
+		}
+		for range max(ex.slots-len(ex.jobs), 0) {
+			lanes = append(lanes, scheduler.Lane{})
+		}
+	}
+	return lanes
+}
+
 // sizes is the leader's run-time predictors by model, for QueuedETA: nil for
 // a model that declares no size or has not learned enough yet.
-func (n jobDesk) sizes(model string) func(*structpb.Struct) (time.Duration, bool) {
+func (n jobDesk) sizes(model string) func(*structpb.Struct) (scheduler.RunTime, bool) {
 	m, ok := n.fsm.Model(model)
 	if !ok || m.GetSize() == nil || !n.service.trusted(m) {
 		return nil
 	}
-	return func(input *structpb.Struct) (time.Duration, bool) {
-		d, _, ok := n.service.predictSized(m, "", input)
-		return d, ok
+	return func(input *structpb.Struct) (scheduler.RunTime, bool) {
+		d, sd, ok := n.service.predictSized(m, "", input)
+		return scheduler.RunTime{Mean: d, SD: sd}, ok
 	}
 }
 
 // sizing is what QueuedETA needs of the leader's run-time predictions, nil
 // when no model of the policy declares a size.
 func (n jobDesk) sizing() *admission.Sizing { return n.admissionPlan().sizing }
-
-// lanes is, for each slot of a leased executor that serves model, the
-// predicted time until it is free: what its attempt has left, 0 if free.
-func (n jobDesk) lanes(model string) []time.Duration {
-	now := time.Now().UnixNano()
-	var lanes []time.Duration
-	for _, ex := range n.execs.lanesOf(model) {
-		for _, id := range ex.jobs {
-			left := time.Duration(0)
-			if j, ok := n.fsm.Job(id); ok {
-				if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
-					mean, _, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
-					left = mean
-					if j.StartedNs > 0 {
-						left = max(mean-time.Duration(now-j.StartedNs), 0)
-					}
-				}
-			}
-			lanes = append(lanes, left)
-		}
-		for range max(ex.slots-len(ex.jobs), 0) {
-			lanes = append(lanes, 0)
-		}
-	}
-	return lanes
-}
 
 // admissionPlan is the current policy's admission.Plan and tier shares,
 // made once per policy (the state machine replaces the policy, never
@@ -87,7 +88,7 @@ func (n jobDesk) admissionPlan() *policyPlan {
 	c := &policyPlan{policy: p, plan: admission.PlanFor(p), shares: admission.TierShares(p)}
 	for _, m := range p.GetModels() {
 		if m.GetSize() != nil {
-			c.sizing = &admission.Sizing{Predictor: n.sizes, Lanes: n.lanes}
+			c.sizing = &admission.Sizing{Predictor: n.sizes}
 		}
 	}
 	n.plan.Store(c)

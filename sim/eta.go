@@ -70,14 +70,14 @@ func (e forecasts) noteETA(j *simJob) {
 	}
 	tier := e.tenants[j.tenant].tier
 	overtaking := func(slots int) float64 { return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now) }
-	raw, ok := admission.QueuedETA(&e.r, simExecutors{e.engine}, j.id, e.models[j.model].policy, overtaking, e.sizing())
+	raw, ok := admission.QueuedETA(&e.r, simExecutors{e: e.engine}, j.id, e.models[j.model].policy, overtaking, e.sizing())
 	if !ok {
 		return
 	}
 	e.cal.Told(j.id, tier, raw, readyIn, e.now)
 	var base scheduler.Band // the baseline's: the models' average run times
 	if e.sized {
-		if base, ok = admission.QueuedETA(&e.r, simExecutors{e.engine}, j.id, e.models[j.model].policy, overtaking, nil); ok {
+		if base, ok = admission.QueuedETA(&e.r, simExecutors{e: e.engine, averages: true}, j.id, e.models[j.model].policy, overtaking, nil); ok {
 			e.calBase.Told(j.id, tier, base, readyIn, e.now)
 		}
 	}

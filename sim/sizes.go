@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/admission"
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/predict"
+	"github.com/sluicehq/sluice/scheduler"
 )
 
 // SizeSpec gives a model's jobs input sizes (issue 28): each job's input
@@ -115,16 +116,16 @@ func (z *sizer) draw() (*structpb.Struct, int64) {
 // runTime is the leader's prediction of a job's run time: from its input
 // where the model declares a size and its learner is trusted (sized), else
 // the model's learned average, as node's serviceTimes.runTime.
-func (e forecasts) runTime(m *modelState, input *structpb.Struct) (time.Duration, bool) {
+func (e forecasts) runTime(m *modelState, input *structpb.Struct) (scheduler.RunTime, bool) {
 	if m.learner != nil && m.learner.Trusted() {
 		if x, ok, err := predict.Features(m.policy.GetSize(), input); err == nil && ok {
-			if d, _, ok := m.learner.Predict(x); ok {
-				return d, true
+			if d, sd, ok := m.learner.Predict(x); ok {
+				return scheduler.RunTime{Mean: d, SD: sd}, true
 			}
 		}
 	}
-	mean, _ := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
-	return mean, false
+	mean, sd := m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
+	return scheduler.RunTime{Mean: mean, SD: sd}, false
 }
 
 // learnSize teaches the model's learner a completed attempt.
@@ -148,7 +149,7 @@ func (e forecasts) sizing() *admission.Sizing {
 		return e.sizes
 	}
 	e.sizes = &admission.Sizing{
-		Predictor: func(model string) func(*structpb.Struct) (time.Duration, bool) {
+		Predictor: func(model string) func(*structpb.Struct) (scheduler.RunTime, bool) {
 			mi, ok := e.modelIx[model]
 			if !ok {
 				return nil
@@ -157,12 +158,7 @@ func (e forecasts) sizing() *admission.Sizing {
 			if m.learner == nil || !m.learner.Trusted() {
 				return nil
 			}
-			return func(in *structpb.Struct) (time.Duration, bool) { return e.runTime(m, in) }
-		},
-		Lanes: func(model string) []time.Duration {
-			var lanes []time.Duration
-			e.eachLane(model, func(left time.Duration) { lanes = append(lanes, left) })
-			return lanes
+			return func(in *structpb.Struct) (scheduler.RunTime, bool) { return e.runTime(m, in) }
 		},
 	}
 	return e.sizes
@@ -199,25 +195,6 @@ type Reservations struct {
 	Under33 float64 `json:"under_33"`
 	over    int64
 	under   int64
-}
-
-// eachLane calls each with every slot of the executors up that serve
-// model: the predicted time its attempt has left, or 0 (free).
-func (e forecasts) eachLane(model string, each func(left time.Duration)) {
-	for xi := range int32(e.fleet.Len()) {
-		if !e.fleet.IsUp(xi) || !e.fleet.Serves(xi, model) {
-			continue
-		}
-		runs := e.fleet.Runs(xi)
-		for _, r := range runs {
-			j := &e.jobs[r.Ref]
-			d, _ := e.runTime(&e.models[j.model], j.input)
-			each(max(d-time.Duration(e.now-j.runStart), 0))
-		}
-		for range max(int(e.fleet.SlotsOf(xi))-len(runs), 0) {
-			each(0)
-		}
-	}
 }
 
 // relearnPerModel is how many of each model's latest succeeded jobs a new

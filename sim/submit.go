@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/limiter"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
 )
 
 // pendingSubmit is a submission waiting to be sent: a client retrying, or
@@ -100,7 +101,7 @@ func (e clients) submit(pi int32) error {
 	if e.challenges {
 		s.Exempt, s.Spend = e.exemptions(t, p)
 	}
-	v := admission.Precheck(&e.r, simExecutors{e.engine}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
+	v := admission.Precheck(&e.r, simExecutors{e: e.engine}, e.plan, s, m.policy, e.now, &e.dec, e.sizes)
 	var res fsm.Result
 	if v.Outcome == admission.Proceed {
 		s.Fill(&e.submitMsg)
@@ -290,8 +291,13 @@ func (e clients) outcome(j *simJob, at int64, state string) JobOutcome {
 }
 
 // simExecutors is the simulated executors as the admission sequence asks
-// them (admission.Executors), as node's registry answers.
-type simExecutors struct{ e *engine }
+// them (admission.Executors), as node's registry answers; averages: as if
+// no model were sized (the ETAs' baseline, issue 28), each running
+// attempt expected to take its model's learned average.
+type simExecutors struct {
+	e        *engine
+	averages bool
+}
 
 func (x simExecutors) Slots(model string) (total, free int) { return x.e.fleet.Slots(model) }
 
@@ -301,4 +307,33 @@ func (x simExecutors) Unplaceable(model string, gpus int32, memMB int64) string 
 
 func (x simExecutors) Service(model string, def time.Duration) (mean, sd time.Duration) {
 	return x.e.models[x.e.modelIx[model]].svc.Estimate(def)
+}
+
+// Lanes is every slot of the executors up that serve model: free, or what
+// its attempt is expected to take (by size where predicted, as node's
+// registry) and how long it has run.
+func (x simExecutors) Lanes(model string) []scheduler.Lane {
+	e := x.e
+	var lanes []scheduler.Lane
+	for xi := range int32(e.fleet.Len()) {
+		if !e.fleet.IsUp(xi) || !e.fleet.Serves(xi, model) {
+			continue
+		}
+		runs := e.fleet.Runs(xi)
+		for _, r := range runs {
+			j := &e.jobs[r.Ref]
+			m := &e.models[j.model]
+			var run scheduler.RunTime
+			if x.averages {
+				run.Mean, run.SD = m.svc.Estimate(m.policy.GetDefaultDuration().AsDuration())
+			} else {
+				run, _ = e.forecasts.runTime(m, j.input)
+			}
+			lanes = append(lanes, scheduler.Lane{Busy: true, Run: run, Elapsed: time.Duration(e.now - j.runStart)})
+		}
+		for range max(int(e.fleet.SlotsOf(xi))-len(runs), 0) {
+			lanes = append(lanes, scheduler.Lane{})
+		}
+	}
+	return lanes
 }

@@ -1,0 +1,175 @@
+package scheduler
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// RunTime is what the leader expects of one attempt's run time: its mean
+// and standard deviation (ServiceTime's, or a prediction from the job's
+// size), taken as a lognormal of those.
+type RunTime struct{ Mean, SD time.Duration }
+
+// Lane is one slot that serves a job: free, or running an attempt that is
+// expected to take Run and has run for Elapsed.
+type Lane struct {
+	Busy    bool
+	Run     RunTime
+	Elapsed time.Duration
+}
+
+// Left is the lane's expected time until it is free: what its attempt's
+// mean has left, 0 when it is free or past its mean.
+func (l Lane) Left() time.Duration {
+	if !l.Busy {
+		return 0
+	}
+	return max(l.Run.Mean-l.Elapsed, 0)
+}
+
+// SampledDraws is how many futures SampledWait draws.
+const SampledDraws = 16
+
+// SampledWait is the band of the wait of a job that starts when its turn
+// comes on lanes, after the jobs ahead of it (each taken by the lane free
+// first), as the 10th, 50th and 90th percentiles of SampledDraws drawn
+// futures: in each, every busy lane's attempt runs to a length drawn given
+// how long it has run already, and every job ahead for a drawn run time.
+// over of the lanes go to other tiers' later arrivals meanwhile, which
+// stretches the queued work (as LanesBand); the attempts running now end
+// when they end. seed makes the draws repeatable (the job's id: the same
+// state tells the same band).
+//
+// Where the job starts when one of the attempts running now ends (fewer
+// jobs ahead than lanes), how long those have run says much of when: two
+// lanes 5 s into 6 s attempts free up soon, two 1 s into them do not, and
+// the first of sixteen frees long before the first of two. WaitBand's
+// average over the attempts' phases cannot tell those apart.
+func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band {
+	if len(lanes) == 0 {
+		return Band{}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5a1ce))
+	type laneDist struct {
+		busy bool
+		d    logNormal
+		q0   float64 // P(run > elapsed): the share of runs as long as it has run
+		at   float64 // elapsed, ns
+	}
+	dists := make([]laneDist, len(lanes))
+	for i, l := range lanes {
+		if l.Busy {
+			d := logNormalOf(l.Run)
+			dists[i] = laneDist{busy: true, d: d, q0: d.survival(float64(l.Elapsed)), at: float64(l.Elapsed)}
+		}
+	}
+	jobs := make([]logNormal, len(ahead))
+	for i, r := range ahead {
+		if i > 0 && r == ahead[i-1] {
+			jobs[i] = jobs[i-1]
+			continue
+		}
+		jobs[i] = logNormalOf(r)
+	}
+	n := float64(len(lanes))
+	stretch := n / max(n-over, 0.1*n)
+	// Latin hypercube: each lane's draws take one stratum of its
+	// distribution each, in an order of its own.
+	var waits [SampledDraws]float64
+	strata := make([][SampledDraws]float64, len(lanes))
+	for i, l := range dists {
+		if !l.busy {
+			continue
+		}
+		p := rng.Perm(SampledDraws)
+		for k := range SampledDraws {
+			strata[i][k] = l.d.restAfter(l.at, l.q0, (float64(p[k])+rng.Float64())/SampledDraws)
+		}
+	}
+	free := make([]float64, len(lanes))
+	for k := range waits {
+		for i := range dists {
+			free[i] = strata[i][k]
+		}
+		slices.Sort(free) // a min-heap
+		first := free[0]
+		for _, j := range jobs {
+			free[0] += j.draw(rng)
+			siftDown(free)
+		}
+		waits[k] = first + (free[0]-first)*stretch
+	}
+	slices.Sort(waits[:])
+	q := func(p float64) time.Duration { // interpolated between the draws
+		x := p * (SampledDraws - 1)
+		i := int(x)
+		return time.Duration(waits[i] + (x-float64(i))*(waits[min(i+1, SampledDraws-1)]-waits[i]))
+	}
+	b := Band{P10: q(0.1), P50: q(0.5), P90: q(0.9)}
+	if b.P90 == 0 {
+		return Band{}
+	}
+	return b
+}
+
+// siftDown restores the min-heap h after h[0] grew.
+func siftDown(h []float64) {
+	i := 0
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if c+1 < len(h) && h[c+1] < h[c] {
+			c++
+		}
+		if h[i] <= h[c] {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+}
+
+// logNormal is a lognormal run time: exp(mu + sigma·Z), in ns; sigma 0 is
+// a constant one.
+type logNormal struct{ mu, sigma, mean float64 }
+
+func logNormalOf(r RunTime) logNormal {
+	m := max(float64(r.Mean), 1)
+	cv := max(float64(r.SD), 0) / m
+	s2 := math.Log1p(cv * cv)
+	return logNormal{mu: math.Log(m) - s2/2, sigma: math.Sqrt(s2), mean: m}
+}
+
+func (d logNormal) draw(rng *rand.Rand) float64 {
+	if d.sigma == 0 {
+		return d.mean
+	}
+	return math.Exp(d.mu + d.sigma*rng.NormFloat64())
+}
+
+// survival is P(run > t).
+func (d logNormal) survival(t float64) float64 {
+	if d.sigma == 0 || t <= 0 {
+		if t < d.mean {
+			return 1
+		}
+		return 0
+	}
+	return 0.5 * math.Erfc((math.Log(t)-d.mu)/(d.sigma*math.Sqrt2))
+}
+
+// restAfter is a run's rest drawn given it has run at (q0: survival(at)),
+// by the inverse of the survival function over the runs that long (the
+// upper tail, so that an attempt far past its mean still draws).
+func (d logNormal) restAfter(at, q0, u float64) float64 {
+	if d.sigma == 0 || q0 <= 0 {
+		return max(d.mean-at, 0)
+	}
+	q := q0 * (1 - u) // in (0, q0]
+	x := math.Exp(d.mu + d.sigma*math.Sqrt2*math.Erfcinv(2*q))
+	return max(x-at, 0)
+}

@@ -1,0 +1,140 @@
+package scheduler
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+// TestSampledWaitReadsHowLongTheAttemptsHaveRun: a job first in line on
+// two slots of 6 s ± 2 s attempts starts when the first ends. Two attempts
+// 5 s in end soon; two 1 s in do not; one of each is nearly the first
+// case. WaitBand, which knows only the count, tells all three 1.5 s.
+func TestSampledWaitReadsHowLongTheAttemptsHaveRun(t *testing.T) {
+	const s = time.Second
+	run := RunTime{Mean: 6 * s, SD: 2 * s}
+	lanes := func(elapsed ...time.Duration) []Lane {
+		var out []Lane
+		for _, e := range elapsed {
+			out = append(out, Lane{Busy: true, Run: run, Elapsed: e})
+		}
+		return out
+	}
+	late := SampledWait(lanes(5*s, 5*s), nil, 0, 1)
+	early := SampledWait(lanes(s, s), nil, 0, 1)
+	mixed := SampledWait(lanes(5*s, s), nil, 0, 1)
+	t.Logf("5 s in: %v; 1 s in: %v; one of each: %v", late, early, mixed)
+	if late.P50 > 2*s || early.P50 < 3*s || mixed.P50 > 2500*time.Millisecond {
+		t.Fatalf("5 s in: %v; 1 s in: %v; one of each: %v", late, early, mixed)
+	}
+	for _, b := range []Band{late, early, mixed} {
+		if b.P10 > b.P50 || b.P50 > b.P90 || b.P10 == b.P90 {
+			t.Fatalf("band out of order or flat: %v", b)
+		}
+	}
+	if again := SampledWait(lanes(5*s, s), nil, 0, 1); again != mixed {
+		t.Fatalf("the same seed drew %v, then %v", mixed, again)
+	}
+	// A free slot and nothing ahead: at once.
+	if b := SampledWait(append(lanes(s), Lane{}), nil, 0, 1); b != (Band{}) {
+		t.Fatalf("a free slot: %v", b)
+	}
+	// An attempt far past anything its run time makes likely still ends
+	// some time (the upper tail), not never or in the past.
+	if b := SampledWait(lanes(60*s), nil, 0, 1); b.P50 <= 0 || b.P90 > 10*s {
+		t.Fatalf("60 s into a 6 s attempt: %v", b)
+	}
+}
+
+// TestSampledWaitMatchesABruteForceDraw: on random lanes and jobs ahead,
+// SampledWait's 16 stratified draws put its p50 where 4,000 plain ones
+// (each attempt's length drawn again until it is as long as it has run)
+// put the median: within 20 %, or 100 ms, for nine in ten cases.
+func TestSampledWaitMatchesABruteForceDraw(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	brute := func(lanes []Lane, ahead []RunTime) float64 {
+		draw := func(r RunTime) float64 {
+			d := logNormalOf(r)
+			return math.Exp(d.mu + d.sigma*rng.NormFloat64())
+		}
+		waits := make([]float64, 4000)
+		for k := range waits {
+			free := make([]float64, len(lanes))
+			for i, l := range lanes {
+				if l.Busy {
+					x := draw(l.Run)
+					for x <= float64(l.Elapsed) {
+						x = draw(l.Run)
+					}
+					free[i] = x - float64(l.Elapsed)
+				}
+			}
+			for _, r := range ahead {
+				i := slices.Index(free, slices.Min(free))
+				free[i] += draw(r)
+			}
+			waits[k] = slices.Min(free)
+		}
+		slices.Sort(waits)
+		return waits[len(waits)/2]
+	}
+	const s = float64(time.Second)
+	off, sum := 0, 0.0
+	for c := range 40 {
+		runs := []RunTime{{Mean: 6 * time.Second, SD: 2 * time.Second}, {Mean: 800 * time.Millisecond, SD: 800 * time.Millisecond}}
+		lanes := make([]Lane, 1+rng.IntN(8))
+		for i := range lanes {
+			r := runs[rng.IntN(2)]
+			lanes[i] = Lane{Busy: true, Run: r, Elapsed: time.Duration(rng.Float64() * 1.5 * float64(r.Mean))}
+		}
+		ahead := make([]RunTime, rng.IntN(len(lanes)))
+		for i := range ahead {
+			ahead[i] = runs[rng.IntN(2)]
+		}
+		got, want := float64(SampledWait(lanes, ahead, 0, uint64(c)).P50), brute(lanes, ahead)
+		sum += got / want
+		if math.Abs(got-want) > max(0.2*want, 0.1*s) {
+			off++
+			t.Logf("case %d: p50 %.2fs, brute force %.2fs", c, got/s, want/s)
+		}
+	}
+	t.Logf("mean ratio %.3f", sum/40)
+	if off > 4 {
+		t.Fatalf("%d of 40 cases off", off)
+	}
+}
+
+// TestSampledWaitIsListSchedulingWhenRunTimesAreKnown: with run times that
+// do not vary, every draw is the same list scheduling LanesBand does.
+func TestSampledWaitIsListSchedulingWhenRunTimesAreKnown(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := func(label string) time.Duration {
+			return time.Duration(rapid.IntRange(1, 10_000).Draw(t, label)) * time.Millisecond
+		}
+		lanes := make([]Lane, rapid.IntRange(1, 6).Draw(t, "lanes"))
+		left := make([]time.Duration, len(lanes))
+		for i := range lanes {
+			if rapid.Bool().Draw(t, "busy") {
+				mean := ms("mean")
+				elapsed := min(ms("elapsed"), mean)
+				lanes[i] = Lane{Busy: true, Run: RunTime{Mean: mean}, Elapsed: elapsed}
+				left[i] = mean - elapsed
+			}
+		}
+		ahead := make([]RunTime, rapid.IntRange(0, 8).Draw(t, "ahead"))
+		means := make([]time.Duration, len(ahead))
+		for i := range ahead {
+			means[i] = ms("run")
+			ahead[i] = RunTime{Mean: means[i]}
+		}
+		got, want := SampledWait(lanes, ahead, 0, 1), LanesBand(left, means, 0, 0)
+		// float64 sums of ns: within a microsecond.
+		if d := got.P50 - want.P50; d < -time.Microsecond || d > time.Microsecond || got.P10 != got.P50 || got.P90 != got.P50 {
+			t.Fatalf("drawn %v, list scheduling %v", got, want)
+		}
+	})
+}
