@@ -102,8 +102,12 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 		waits[k] = first + (free[0]-first)*stretch
 	}
 	slices.Sort(waits[:])
-	q := func(p float64) time.Duration { // interpolated between the draws
-		x := p * (SampledDraws - 1)
+	// The p-quantile at rank p·(n+1) of the n draws, interpolated: the
+	// draws between ranks 1.7 and 15.3 of 16 hold 80 % of the next one on
+	// average, those between the 10th and 90th percentiles' usual ranks
+	// (2.5 and 14.5) only 70.6 %.
+	q := func(p float64) time.Duration {
+		x := min(max(p*(SampledDraws+1)-1, 0), SampledDraws-1)
 		i := int(x)
 		return time.Duration(waits[i] + (x-float64(i))*(waits[min(i+1, SampledDraws-1)]-waits[i]))
 	}
