@@ -138,3 +138,51 @@ func TestSampledWaitIsListSchedulingWhenRunTimesAreKnown(t *testing.T) {
 		}
 	})
 }
+
+// TestSampledWaitsBandHoldsEightyPercent: on its model's terms (each
+// attempt and job runs for a lognormal time of the mean and deviation it
+// is told), one more future drawn for each of 3,000 random cases falls
+// inside the band 77–83 % of the time (79.2 %; the usual ranks of the 16
+// draws held 74.7 %).
+func TestSampledWaitsBandHoldsEightyPercent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	draw := func(r RunTime) float64 {
+		d := logNormalOf(r)
+		return math.Exp(d.mu + d.sigma*rng.NormFloat64())
+	}
+	runs := []RunTime{{Mean: 6 * time.Second, SD: 2 * time.Second}, {Mean: 800 * time.Millisecond, SD: 800 * time.Millisecond}}
+	const cases = 3000
+	inside := 0
+	for c := range cases {
+		lanes := make([]Lane, 1+rng.IntN(8))
+		for i := range lanes {
+			r := runs[rng.IntN(2)]
+			lanes[i] = Lane{Busy: true, Run: r, Elapsed: time.Duration(rng.Float64() * float64(r.Mean))}
+		}
+		ahead := make([]RunTime, rng.IntN(len(lanes)))
+		for i := range ahead {
+			ahead[i] = runs[rng.IntN(2)]
+		}
+		b := SampledWait(lanes, ahead, 0, uint64(c))
+		free := make([]float64, len(lanes))
+		for i, l := range lanes {
+			x := draw(l.Run)
+			for x <= float64(l.Elapsed) {
+				x = draw(l.Run)
+			}
+			free[i] = x - float64(l.Elapsed)
+		}
+		for _, r := range ahead {
+			i := slices.Index(free, slices.Min(free))
+			free[i] += draw(r)
+		}
+		if w := time.Duration(slices.Min(free)); b.P10 <= w && w <= b.P90 {
+			inside++
+		}
+	}
+	share := float64(inside) / cases
+	t.Logf("inside the band: %.1f %%", 100*share)
+	if share < 0.77 || share > 0.83 {
+		t.Fatalf("inside the band: %.1f %%, want 77–83 %%", 100*share)
+	}
+}
