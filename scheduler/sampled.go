@@ -78,20 +78,21 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 	// Latin hypercube: each lane's draws take one stratum of its
 	// distribution each, in an order of its own.
 	var waits [SampledDraws]float64
-	strata := make([][SampledDraws]float64, len(lanes))
+	strata := make([]float64, len(lanes)*SampledDraws) // lane i's at i*SampledDraws
 	for i, l := range dists {
 		if !l.busy {
 			continue
 		}
-		p := rng.Perm(SampledDraws)
-		for k := range SampledDraws {
-			strata[i][k] = l.d.restAfter(l.at, l.q0, (float64(p[k])+rng.Float64())/SampledDraws)
+		st := strata[i*SampledDraws : (i+1)*SampledDraws]
+		for k := range st {
+			st[k] = l.d.restAfter(l.at, l.q0, (float64(k)+rng.Float64())/SampledDraws)
 		}
+		rng.Shuffle(len(st), func(a, b int) { st[a], st[b] = st[b], st[a] })
 	}
 	free := make([]float64, len(lanes))
 	for k := range waits {
-		for i := range dists {
-			free[i] = strata[i][k]
+		for i := range free {
+			free[i] = strata[i*SampledDraws+k]
 		}
 		slices.Sort(free) // a min-heap
 		first := free[0]

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -184,5 +185,27 @@ func TestSampledWaitsBandHoldsEightyPercent(t *testing.T) {
 	t.Logf("inside the band: %.1f %%", 100*share)
 	if share < 0.77 || share > 0.83 {
 		t.Fatalf("inside the band: %.1f %%, want 77–83 %%", 100*share)
+	}
+}
+
+// BenchmarkSampledWait: a job behind k jobs on n busy slots of two models.
+func BenchmarkSampledWait(b *testing.B) {
+	runs := []RunTime{{Mean: 4 * time.Second, SD: 1500 * time.Millisecond}, {Mean: 800 * time.Millisecond, SD: 800 * time.Millisecond}}
+	for _, c := range []struct{ lanes, ahead int }{{4, 2}, {16, 8}} {
+		b.Run(fmt.Sprintf("lanes=%d/ahead=%d", c.lanes, c.ahead), func(b *testing.B) {
+			lanes := make([]Lane, c.lanes)
+			for i := range lanes {
+				lanes[i] = Lane{Busy: true, Run: runs[i%2], Elapsed: time.Duration(i) * 300 * time.Millisecond}
+			}
+			ahead := make([]RunTime, c.ahead)
+			for i := range ahead {
+				ahead[i] = runs[i%2]
+			}
+			seed := uint64(0)
+			for b.Loop() {
+				seed++
+				SampledWait(lanes, ahead, 0.5, seed)
+			}
+		})
 	}
 }
