@@ -642,8 +642,10 @@ func (n jobDesk) etaOf(v fsm.JobView, sized bool) jobETA {
 			// The executor says how far it is: at this pace it needs
 			// elapsed/fraction in all, as sure as the part left.
 			mean, sd = time.Duration(float64(elapsed)/p.fraction), time.Duration(float64(sd)*(1-p.fraction))
+			return jobETA{Band: scheduler.RunBand(elapsed, mean, sd), known: true}
 		}
-		return jobETA{Band: scheduler.RunBand(elapsed, mean, sd), known: true}
+		// Else what runs that long have left (past its mean, not 0).
+		return jobETA{Band: scheduler.RestBand(scheduler.RunTime{Mean: mean, SD: sd}, elapsed), known: true}
 	}
 	return jobETA{known: true}
 }

@@ -8,9 +8,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluicehq/sluice/fsm"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
@@ -245,5 +248,41 @@ func TestRunTimeByGPUKind(t *testing.T) {
 	}
 	if d, _, _ := s.predictSized(m, "NVIDIA A10", in(30)); d != any {
 		t.Fatalf("a kind with no attempts yet: %v, want the model's %v", d, any)
+	}
+}
+
+// A running job past its predicted run time, whose executor reports no
+// progress, is told what runs that long still take, never 0 s left: after
+// three 200 ms jobs, one running for 1.5 s is told some time left (the
+// synthetic executor reports progress, so the job's record is read as an
+// executor that does not would leave it).
+func TestARunningJobPastItsPredictionIsToldTimeLeft(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n := startNodeWith(t, 1, policy)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	var last *sluicev1.Job
+	for range 3 {
+		in, _ := structpb.NewStruct(map[string]any{"duration_ms": 200})
+		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = waitState(t, bob, res.Msg.Job.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	}
+	id, err := ParseJobID(last.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := n.fsm.View(id)
+	if !ok {
+		t.Fatal("the last job is gone")
+	}
+	rec := proto.Clone(v.Job).(*raftv1.JobRecord)
+	rec.State, rec.Executor, rec.StartedNs = sluicev1.JobState_JOB_STATE_RUNNING, "an-executor-that-reports-nothing", time.Now().Add(-1500*time.Millisecond).UnixNano()
+	e := n.desk.eta(fsm.JobView{Job: rec})
+	if !e.known || e.P50 <= 0 || e.P10 > e.P50 || e.P90 < e.P50 {
+		t.Fatalf("1.5 s into a job predicted at about 200 ms: %v (known %v), want some time left", e.Band, e.known)
 	}
 }

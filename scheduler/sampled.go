@@ -54,15 +54,12 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 	rng := rand.New(rand.NewPCG(seed, 0x5a1ce))
 	type laneDist struct {
 		busy bool
-		d    logNormal
-		q0   float64 // P(run > elapsed): the share of runs as long as it has run
-		at   float64 // elapsed, ns
+		run  runSoFar
 	}
 	dists := make([]laneDist, len(lanes))
 	for i, l := range lanes {
 		if l.Busy {
-			d := logNormalOf(l.Run)
-			dists[i] = laneDist{busy: true, d: d, q0: d.survival(float64(l.Elapsed)), at: float64(l.Elapsed)}
+			dists[i] = laneDist{busy: true, run: logNormalOf(l.Run).after(float64(max(l.Elapsed, 0)))}
 		}
 	}
 	jobs := make([]logNormal, len(ahead))
@@ -85,7 +82,7 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 		}
 		st := strata[i*SampledDraws : (i+1)*SampledDraws]
 		for k := range st {
-			st[k] = l.d.restAfter(l.at, l.q0, (float64(k)+rng.Float64())/SampledDraws)
+			st[k] = l.run.rest((float64(k) + rng.Float64()) / SampledDraws)
 		}
 		rng.Shuffle(len(st), func(a, b int) { st[a], st[b] = st[b], st[a] })
 	}
@@ -158,25 +155,78 @@ func (d logNormal) draw(rng *rand.Rand) float64 {
 	return math.Exp(d.mu + d.sigma*rng.NormFloat64())
 }
 
-// survival is P(run > t).
-func (d logNormal) survival(t float64) float64 {
-	if d.sigma == 0 || t <= 0 {
-		if t < d.mean {
-			return 1
-		}
-		return 0
-	}
-	return 0.5 * math.Erfc((math.Log(t)-d.mu)/(d.sigma*math.Sqrt2))
+// runSoFar is a lognormal run that has run at ns: where it stands in its
+// distribution, z0 (its log-time in standard deviations from the mean of
+// logs) and q0 = P(run > at).
+type runSoFar struct {
+	d          logNormal
+	at, z0, q0 float64
 }
 
-// restAfter is a run's rest drawn given it has run at (q0: survival(at)),
-// by the inverse of the survival function over the runs that long (the
-// upper tail, so that an attempt far past its mean still draws).
-func (d logNormal) restAfter(at, q0, u float64) float64 {
-	if d.sigma == 0 || q0 <= 0 {
-		return max(d.mean-at, 0)
+func (d logNormal) after(at float64) runSoFar {
+	r := runSoFar{d: d, at: at, z0: math.Inf(-1), q0: 1}
+	if d.sigma > 0 && at > 0 {
+		r.z0 = (math.Log(at) - d.mu) / d.sigma
+		r.q0 = 0.5 * math.Erfc(r.z0/math.Sqrt2)
 	}
-	q := q0 * (1 - u) // in (0, q0]
-	x := math.Exp(d.mu + d.sigma*math.Sqrt2*math.Erfcinv(2*q))
-	return max(x-at, 0)
+	return r
+}
+
+// tailExact is the least upper-tail share whose normal quantile
+// math.Erfcinv tells (it computes Erfinv(1 − x), which loses x's digits).
+const tailExact = 1e-12
+
+// rest is the run's time left at u in [0, 1) of the runs that long (u
+// small: soon), by the inverse of the survival function: the upper tail,
+// so that an attempt far past its mean still has some left.
+func (r runSoFar) rest(u float64) float64 {
+	d := r.d
+	switch {
+	case d.sigma == 0:
+		return max(d.mean-r.at, 0)
+	case r.q0 >= tailExact && r.q0*(1-u) >= tailExact:
+		z := math.Sqrt2 * math.Erfcinv(2*r.q0*(1-u))
+		return max(math.Exp(d.mu+d.sigma*z)-r.at, 0)
+	}
+	// Far in the tail, in logs: the z whose upper tail is q0·(1−u).
+	z := upperTailQuantile(logUpperTail(r.z0) + math.Log1p(-u))
+	return r.at * math.Expm1(d.sigma*max(z-r.z0, 0))
+}
+
+// logUpperTail is ln P(Z > z) for a standard normal Z, also where the
+// share underflows (past z ≈ 37: Mills' ratio, φ(z)/z).
+func logUpperTail(z float64) float64 {
+	if z < 37 {
+		return math.Log(0.5 * math.Erfc(z/math.Sqrt2))
+	}
+	return -z*z/2 - math.Log(z*math.Sqrt(2*math.Pi))
+}
+
+// upperTailQuantile is the z with ln P(Z > z) = lq, for lq ≤ ln(tailExact)
+// (z ≥ 7): Mills' ratio solved by iteration, then a Newton step on the
+// exact tail where erfc still tells it.
+func upperTailQuantile(lq float64) float64 {
+	if lq > math.Log(tailExact) {
+		return math.Sqrt2 * math.Erfcinv(2*math.Exp(lq))
+	}
+	z := math.Sqrt(-2 * lq)
+	for range 4 {
+		z = math.Sqrt(-2 * (lq + math.Log(z*math.Sqrt(2*math.Pi))))
+	}
+	if z < 37 { // d ln Q / dz = −φ(z)/Q(z)
+		q := 0.5 * math.Erfc(z/math.Sqrt2)
+		z += (math.Log(q) - lq) * q / (math.Exp(-z*z/2) / math.Sqrt(2*math.Pi))
+	}
+	return z
+}
+
+// RestBand is the band of a running attempt's time left, expected to take r
+// and running for elapsed so far: the 10th, 50th and 90th percentiles of
+// what a lognormal run of r has left once it has run that long, as
+// SampledWait draws it. An attempt past its mean is told what runs that
+// long still take, not 0.
+func RestBand(r RunTime, elapsed time.Duration) Band {
+	run := logNormalOf(r).after(float64(max(elapsed, 0)))
+	q := func(p float64) time.Duration { return time.Duration(run.rest(p)) }
+	return Band{P10: q(0.1), P50: q(0.5), P90: q(0.9)}
 }

@@ -209,3 +209,56 @@ func BenchmarkSampledWait(b *testing.B) {
 		})
 	}
 }
+
+// TestRestBandIsWhatRunsThatLongHaveLeft: a 6 s ± 2 s attempt just begun
+// has its median run left (a little under its mean); 5 s in, about what
+// the runs longer than 5 s have left; 20 s in (past anything likely) still
+// some, where mean − elapsed says 0. A run time that does not vary has its
+// mean left, and nothing past it.
+func TestRestBandIsWhatRunsThatLongHaveLeft(t *testing.T) {
+	const s = time.Second
+	r := RunTime{Mean: 6 * s, SD: 2 * s}
+	fresh, late, past := RestBand(r, 0), RestBand(r, 5*s), RestBand(r, 20*s)
+	t.Logf("0 s in: %v; 5 s in: %v; 20 s in: %v", fresh, late, past)
+	for _, b := range []Band{fresh, late, past} {
+		if b.P10 <= 0 || b.P10 >= b.P50 || b.P50 >= b.P90 {
+			t.Fatalf("band out of order: %v", b)
+		}
+	}
+	if fresh.P50 < 5500*time.Millisecond || fresh.P50 >= 6*s || late.P50 < s || late.P50 > 2*s || past.P50 > 2*s {
+		t.Fatalf("0 s in: %v; 5 s in: %v; 20 s in: %v", fresh, late, past)
+	}
+	// One lane and nothing ahead: SampledWait draws the same.
+	if d := SampledWait([]Lane{{Busy: true, Run: r, Elapsed: 5 * s}}, nil, 0, 1).P50 - late.P50; d < -200*time.Millisecond || d > 200*time.Millisecond {
+		t.Fatalf("drawn p50 %v off RestBand's %v", late.P50+d, late.P50)
+	}
+	// Past where math.Erfcinv can tell the tail (a share under 1e-12), and
+	// past where the share underflows: still a little left, in order.
+	tight := RunTime{Mean: 6 * s, SD: 60 * time.Millisecond}
+	for _, at := range []time.Duration{6500 * time.Millisecond, 12 * s, time.Hour} {
+		b := RestBand(tight, at)
+		if b.P10 <= 0 || b.P10 >= b.P50 || b.P50 >= b.P90 || b.P90 > at {
+			t.Fatalf("6 s ± 60 ms, %v in: %v", at, b)
+		}
+	}
+	// 6.5 s in (8.3 deviations of the logs): the excess over the start of
+	// a normal's far tail is about exponential, of rate z0, so the median
+	// left is about 6.5 s × 0.01 × ln 2 / 8.3 = 5.4 ms.
+	if b := RestBand(tight, 6500*time.Millisecond); b.P50 < 4*time.Millisecond || b.P50 > 7*time.Millisecond {
+		t.Fatalf("6 s ± 60 ms, 6.5 s in: %v, want about 5.4 ms left at p50", b)
+	}
+	// Where the two ways of telling the tail meet, they agree.
+	for _, q := range []float64{0.999 * tailExact, 0.5 * tailExact, 1e-20, 1e-200} {
+		lq := math.Log(q)
+		z := upperTailQuantile(lq)
+		if got := logUpperTail(z); math.Abs(got-lq) > 1e-6*math.Abs(lq) {
+			t.Fatalf("tail %g: z %v has ln tail %v, want %v", q, z, got, lq)
+		}
+	}
+	if b := RestBand(RunTime{Mean: 3 * s}, s); b != (Band{P10: 2 * s, P50: 2 * s, P90: 2 * s}) {
+		t.Fatalf("a fixed 3 s run 1 s in: %v", b)
+	}
+	if b := RestBand(RunTime{Mean: 3 * s}, 4*s); b != (Band{}) {
+		t.Fatalf("a fixed 3 s run 4 s in: %v", b)
+	}
+}
