@@ -40,7 +40,9 @@ type Executors interface {
 	Share(model, other string) float64
 	// Lanes is every slot of the executors up that serve model: free, or
 	// what its attempt is expected to take (by the job's size where its
-	// model is sized: Sizing) and how long it has run.
+	// model is sized: Sizing) and how long it has run. nil where not
+	// known (or not worth reading: a list's many ETAs); QueuedETA then
+	// counts the slots only.
 	Lanes(model string) []scheduler.Lane
 }
 
@@ -275,48 +277,48 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 			counts = projected
 		}
 	}
+	// Each model's jobs ahead, by the share of its slots that serve this
+	// one, for their model's run time (this one's, for a model the policy
+	// no longer has).
+	type part struct {
+		n   float64 // jobs, by share
+		run scheduler.RunTime
+	}
+	parts := make([]part, len(counts))
 	var n, work float64
-	for _, c := range counts {
-		share, m := 1.0, mean
+	for i, c := range counts {
+		share, r := 1.0, scheduler.RunTime{Mean: mean, SD: sd}
 		if c.model != name {
 			share = x.Share(name, c.model)
 			if om, ok := f.Model(c.model); ok {
-				m, _ = x.Service(c.model, om.GetDefaultDuration().AsDuration())
+				r.Mean, r.SD = x.Service(c.model, om.GetDefaultDuration().AsDuration())
 			}
 		}
-		n += float64(c.n) * share
-		work += float64(c.n) * share * float64(m)
+		parts[i] = part{float64(c.n) * share, r}
+		n += parts[i].n
+		work += parts[i].n * float64(r.Mean)
 	}
 	b, ok := scheduler.WaitBandAhead(n, work, total, free, over, mean, sd)
-	if ok && b.P90 > 0 && n < float64(total) {
-		// It starts when one of the attempts running now ends: drawn, from
-		// how long each has run.
-		if lanes := x.Lanes(name); len(lanes) > 0 {
-			return scheduler.SampledWait(lanes, runTimesAhead(f, x, name, counts), over, id), true
+	if !ok || b.P90 <= 0 || n >= float64(total) {
+		return b, ok
+	}
+	// It starts when one of the attempts running now ends: drawn, from how
+	// long each has run. The jobs ahead are n, rounded as a whole (each
+	// model's share rounded alone could come to none while n says it
+	// waits), model by model.
+	lanes := x.Lanes(name)
+	if len(lanes) == 0 {
+		return b, ok
+	}
+	var jobs []scheduler.RunTime
+	sum := 0.0
+	for _, p := range parts {
+		sum += p.n
+		for len(jobs) < int(math.Round(sum)) {
+			jobs = append(jobs, p.run)
 		}
 	}
-	return b, ok
-}
-
-// runTimesAhead is the run times of the jobs ahead that model's slots will
-// run (counts: by model; those of another model by its share), each its
-// model's learned one.
-func runTimesAhead(f State, x Executors, model string, counts []modelCount) []scheduler.RunTime {
-	var out []scheduler.RunTime
-	for _, c := range counts {
-		k, def := c.n, time.Second
-		if c.model != model {
-			k = int(math.Round(float64(c.n) * x.Share(model, c.model)))
-		}
-		if m, ok := f.Model(c.model); ok {
-			def = m.GetDefaultDuration().AsDuration()
-		}
-		mean, sd := x.Service(c.model, def)
-		for range k {
-			out = append(out, scheduler.RunTime{Mean: mean, SD: sd})
-		}
-	}
-	return out
+	return scheduler.SampledWait(lanes, jobs, over, id), true
 }
 
 // Sizing is the leader's run times predicted from jobs' inputs (package
@@ -324,8 +326,8 @@ func runTimesAhead(f State, x Executors, model string, counts []modelCount) []sc
 type Sizing struct {
 	// Predictor is the predictor of model's jobs, nil when they are not
 	// predicted by their size. A predictor says false for an input it
-	// cannot size (a field missing); it must not call the FSM (QueuedETA
-	// calls it under the FSM's read lock).
+	// cannot size (a field missing). QueuedETA calls both outside the
+	// state's reads (the jobs ahead are collected first).
 	Predictor func(model string) func(input *structpb.Struct) (scheduler.RunTime, bool)
 }
 

@@ -13,14 +13,16 @@ import (
 	"github.com/sluicehq/sluice/scheduler"
 )
 
-// executors: slots of every model, none idle, fit for small jobs; lanes
-// what they run (nil: not known).
+// executors: slots of every model, free of them idle, fit for small jobs;
+// lanes what they run (nil: not known); share of another model's slots
+// that serve a model (0: all).
 type executors struct {
-	slots int
-	lanes []scheduler.Lane
+	slots, free int
+	lanes       []scheduler.Lane
+	share       float64
 }
 
-func (x executors) Slots(string) (int, int) { return x.slots, 0 }
+func (x executors) Slots(string) (int, int) { return x.slots, x.free }
 func (x executors) Unplaceable(_ string, gpus int32, _ int64) string {
 	if gpus > 1 {
 		return "no executor has 2 GPUs"
@@ -30,7 +32,12 @@ func (x executors) Unplaceable(_ string, gpus int32, _ int64) string {
 func (x executors) Service(_ string, def time.Duration) (time.Duration, time.Duration) {
 	return def, def / 2
 }
-func (x executors) Share(string, string) float64  { return 1 }
+func (x executors) Share(string, string) float64 {
+	if x.share == 0 {
+		return 1
+	}
+	return x.share
+}
 func (x executors) Lanes(string) []scheduler.Lane { return x.lanes }
 
 const sec = int64(time.Second)
@@ -222,5 +229,37 @@ func TestQueuedETADrawsTheEndsOfTheAttemptsRunning(t *testing.T) {
 	behind, _ := QueuedETA(f.Reads(), executors{slots: 2, lanes: lanes(5 * time.Second)}, third, p.Models[0], nil, nil)
 	if behind.P50 != 7500*time.Millisecond {
 		t.Fatalf("behind two: %v, want 7.5s (counted)", behind)
+	}
+}
+
+// TestQueuedETADrawsAsManyJobsAsItCounts: behind one job each of three
+// other models whose slots serve its model 40 % of the time (1.2 jobs), on
+// two slots of which one is free, a job waits, drawn or counted: rounding
+// each model's 0.4 alone would draw it no job ahead and tell it "at once".
+func TestQueuedETADrawsAsManyJobsAsItCounts(t *testing.T) {
+	p := &sluicev1.Policy{
+		Tiers:   []*sluicev1.Tier{{Name: "free", Weight: 1}},
+		Tenants: []*sluicev1.Tenant{{Name: "a", Tier: "free"}},
+	}
+	for _, m := range []string{"sdxl", "b", "c", "d"} {
+		p.Models = append(p.Models, &sluicev1.Model{Name: m, DefaultDuration: durationpb.New(2 * time.Second)})
+	}
+	f := fsm.New()
+	if r := f.Apply(1, fsm.MustEncode(fsm.CmdSetPolicy, sec, &raftv1.SetPolicy{Policy: p})); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	var id uint64
+	for i, m := range []string{"b", "c", "d", "sdxl"} {
+		r := f.Apply(uint64(2+i), fsm.MustEncode(fsm.CmdSubmit, sec, (&Submit{Tenant: p.Tenants[0], Spec: &sluicev1.JobSpec{Model: m}}).Command()))
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		id = r.JobID
+	}
+	busy := scheduler.Lane{Busy: true, Run: scheduler.RunTime{Mean: 2 * time.Second, SD: time.Second}, Elapsed: time.Second}
+	x := executors{slots: 2, free: 1, share: 0.4, lanes: []scheduler.Lane{{}, busy}}
+	b, ok := QueuedETA(f.Reads(), x, id, p.Models[0], nil, nil)
+	if !ok || b.P50 <= 0 || b.P10 > b.P50 || b.P90 < b.P50 {
+		t.Fatalf("behind 1.2 jobs with one of two slots free: %v (ok %v), want a wait", b, ok)
 	}
 }

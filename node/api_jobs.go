@@ -147,7 +147,7 @@ func (n jobDesk) precheckSubmit(sub submission) error {
 		return nil
 	}
 	var d limiter.Decision
-	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n.Node}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d, n.sizing()))
+	return n.refusal(sub, admission.Precheck(n.fsm, nodeExecutors{n: n.Node}, n.admissionPlan().plan, sub.request(), model, time.Now().UnixNano(), &d, n.sizing()))
 }
 
 // refusal is the answer to a Submit that an admission step refused (nil
@@ -182,7 +182,7 @@ func (n jobDesk) refusal(sub submission, v admission.Verdict) error {
 		n.rejected.note("busy", t.Name, time.Now())
 		wait := v.Wait
 		if m, ok := n.fsm.Model(sub.spec.GetModel()); ok && wait == 0 {
-			wait = admission.PredictedWait(n.fsm, nodeExecutors{n.Node}, m, n.sizing())
+			wait = admission.PredictedWait(n.fsm, nodeExecutors{n: n.Node}, m, n.sizing())
 		}
 		return busyError(v.Busy, wait)
 	case admission.Failed:
@@ -618,8 +618,9 @@ type jobETA struct {
 // running one, with its p10–p90 band.
 func (n jobDesk) eta(v fsm.JobView) jobETA { return n.etaOf(v, true) }
 
-// etaOf is eta; sized false leaves out the jobs' own predicted run times
-// for a queued job (a list of many: each would read the queue ahead of it).
+// etaOf is eta; sized false leaves out, for a queued job, the jobs' own
+// predicted run times and what each slot runs (a list of many: each would
+// read the queue ahead of it, and every slot).
 func (n jobDesk) etaOf(v fsm.JobView, sized bool) jobETA {
 	j := v.Job
 	m, ok := n.fsm.Model(j.Spec.GetModel())
@@ -633,7 +634,7 @@ func (n jobDesk) etaOf(v fsm.JobView, sized bool) jobETA {
 		if sized {
 			sizes = n.sizing()
 		}
-		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n.Node}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
+		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n: n.Node, listing: !sized}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())

@@ -18,8 +18,12 @@ import (
 )
 
 // nodeExecutors is the node's executors as the admission sequence asks
-// them (admission.Executors).
-type nodeExecutors struct{ n *Node }
+// them (admission.Executors); listing: for a list's many ETAs, which do
+// not read every slot's attempt for each row (Lanes is nil).
+type nodeExecutors struct {
+	n       *Node
+	listing bool
+}
 
 func (x nodeExecutors) Slots(model string) (total, free int) { return x.n.execs.slotsFor(model) }
 
@@ -35,19 +39,28 @@ func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.sha
 
 // Lanes is every slot of a leased executor that serves model: free, or what
 // its attempt is expected to take (by size where predicted, on its GPU
-// kind) and how long it has run (since it reported started; 0 before).
+// kind) and how long it has run: since the leader assigned it, 0 while it
+// is only placed (a retried job's record still has its last attempt's
+// start). nil for a listing.
 func (x nodeExecutors) Lanes(model string) []scheduler.Lane {
+	if x.listing {
+		return nil
+	}
 	n := x.n
 	now := time.Now().UnixNano()
+	var fallback scheduler.RunTime // the model's, for a job that is gone
+	if m, ok := n.fsm.Model(model); ok {
+		fallback.Mean, fallback.SD = n.service.estimate(model, m.GetDefaultDuration().AsDuration())
+	}
 	var lanes []scheduler.Lane
 	for _, ex := range n.execs.lanesOf(model) {
 		for _, id := range ex.jobs {
-			l := scheduler.Lane{Busy: true}
+			l := scheduler.Lane{Busy: true, Run: fallback}
 			if j, ok := n.fsm.Job(id); ok {
 				if m, ok := n.fsm.Model(j.Spec.GetModel()); ok {
 					l.Run.Mean, l.Run.SD, _ = n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
 				}
-				if j.StartedNs > 0 {
+				if j.State == sluicev1.JobState_JOB_STATE_RUNNING && j.StartedNs > 0 {
 					l.Elapsed = time.Duration(max(now-j.StartedNs, 0))
 				}
 			}

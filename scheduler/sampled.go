@@ -109,7 +109,7 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 	q := func(p float64) time.Duration {
 		x := min(max(p*SampledDraws-0.5, 0), SampledDraws-1)
 		i := int(x)
-		return time.Duration(waits[i] + (x-float64(i))*(waits[min(i+1, SampledDraws-1)]-waits[i]))
+		return duration(waits[i] + (x-float64(i))*(waits[min(i+1, SampledDraws-1)]-waits[i]))
 	}
 	b := Band{P10: q(0.1), P50: q(0.5), P90: q(0.9)}
 	if b.P90 == 0 {
@@ -141,9 +141,13 @@ func siftDown(h []float64) {
 // a constant one.
 type logNormal struct{ mu, sigma, mean float64 }
 
+// maxCV bounds a run time's coefficient of variation: a prediction cut at 0
+// with some spread left would otherwise make a lognormal of wild tails.
+const maxCV = 10
+
 func logNormalOf(r RunTime) logNormal {
 	m := max(float64(r.Mean), 1)
-	cv := max(float64(r.SD), 0) / m
+	cv := min(max(float64(r.SD), 0)/m, maxCV)
 	s2 := math.Log1p(cv * cv)
 	return logNormal{mu: math.Log(m) - s2/2, sigma: math.Sqrt(s2), mean: m}
 }
@@ -172,25 +176,39 @@ func (d logNormal) after(at float64) runSoFar {
 	return r
 }
 
-// tailExact is the least upper-tail share whose normal quantile
-// math.Erfcinv tells (it computes Erfinv(1 − x), which loses x's digits).
-const tailExact = 1e-12
+// tailExact is the least upper-tail share whose normal quantile is taken
+// from math.Erfcinv (it computes Erfinv(1 − x), which loses x's digits:
+// off by 1e-4 at 1e-12); under it, upperTailQuantile.
+const tailExact = 1e-8
 
 // rest is the run's time left at u in [0, 1) of the runs that long (u
 // small: soon), by the inverse of the survival function: the upper tail,
 // so that an attempt far past its mean still has some left.
 func (r runSoFar) rest(u float64) float64 {
 	d := r.d
+	u = min(max(u, 0), 1-0x1p-53) // (k + a draw in [0, 1))/16 can round to 1
 	switch {
-	case d.sigma == 0:
+	case d.sigma == 0: // no spread: past its mean, nothing left
 		return max(d.mean-r.at, 0)
-	case r.q0 >= tailExact && r.q0*(1-u) >= tailExact:
+	case r.q0*(1-u) >= tailExact:
 		z := math.Sqrt2 * math.Erfcinv(2*r.q0*(1-u))
 		return max(math.Exp(d.mu+d.sigma*z)-r.at, 0)
 	}
 	// Far in the tail, in logs: the z whose upper tail is q0·(1−u).
 	z := upperTailQuantile(logUpperTail(r.z0) + math.Log1p(-u))
+	if r.at <= 0 { // z0 is −∞: the run's own quantile
+		return math.Exp(d.mu + d.sigma*z)
+	}
 	return r.at * math.Expm1(d.sigma*max(z-r.z0, 0))
+}
+
+// duration is x ns as a Duration, at most the largest one (a far-tail draw
+// of a long run).
+func duration(x float64) time.Duration {
+	if !(x < math.MaxInt64) { // NaN too
+		return math.MaxInt64
+	}
+	return time.Duration(max(x, 0))
 }
 
 // logUpperTail is ln P(Z > z) for a standard normal Z, also where the
@@ -202,9 +220,9 @@ func logUpperTail(z float64) float64 {
 	return -z*z/2 - math.Log(z*math.Sqrt(2*math.Pi))
 }
 
-// upperTailQuantile is the z with ln P(Z > z) = lq, for lq ≤ ln(tailExact)
-// (z ≥ 7): Mills' ratio solved by iteration, then a Newton step on the
-// exact tail where erfc still tells it.
+// upperTailQuantile is the z with ln P(Z > z) = lq: math.Erfcinv's above
+// tailExact, else (z ≥ 5.6) Mills' ratio solved by iteration, then a
+// Newton step on the exact tail where erfc still tells it.
 func upperTailQuantile(lq float64) float64 {
 	if lq > math.Log(tailExact) {
 		return math.Sqrt2 * math.Erfcinv(2*math.Exp(lq))
@@ -224,9 +242,9 @@ func upperTailQuantile(lq float64) float64 {
 // and running for elapsed so far: the 10th, 50th and 90th percentiles of
 // what a lognormal run of r has left once it has run that long, as
 // SampledWait draws it. An attempt past its mean is told what runs that
-// long still take, not 0.
+// long still take, not 0 (unless its run time has no spread).
 func RestBand(r RunTime, elapsed time.Duration) Band {
 	run := logNormalOf(r).after(float64(max(elapsed, 0)))
-	q := func(p float64) time.Duration { return time.Duration(run.rest(p)) }
+	q := func(p float64) time.Duration { return duration(run.rest(p)) }
 	return Band{P10: q(0.1), P50: q(0.5), P90: q(0.9)}
 }

@@ -255,6 +255,17 @@ func TestRestBandIsWhatRunsThatLongHaveLeft(t *testing.T) {
 			t.Fatalf("tail %g: z %v has ln tail %v, want %v", q, z, got, lq)
 		}
 	}
+	// The edges of a draw: a run just begun at u → 1, and a run whose
+	// tail passes the largest Duration.
+	for _, u := range []float64{1 - 0x1p-53, 1} {
+		if x := logNormalOf(RunTime{Mean: s, SD: s / 2}).after(0).rest(u); math.IsNaN(x) || math.IsInf(x, 0) || x <= float64(s) {
+			t.Fatalf("a 1 s ± 0.5 s run just begun, at u = %v: %v ns", u, x)
+		}
+	}
+	huge := RunTime{Mean: 250 * 365 * 24 * time.Hour, SD: math.MaxInt64}
+	if b := RestBand(huge, 0); b.P10 < 0 || b.P10 > b.P50 || b.P50 > b.P90 || b.P90 != math.MaxInt64 {
+		t.Fatalf("250 years ± forever: %v", b)
+	}
 	if b := RestBand(RunTime{Mean: 3 * s}, s); b != (Band{P10: 2 * s, P50: 2 * s, P90: 2 * s}) {
 		t.Fatalf("a fixed 3 s run 1 s in: %v", b)
 	}
