@@ -91,11 +91,13 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 		for i := range free {
 			free[i] = strata[i*SampledDraws+k]
 		}
-		slices.Sort(free) // a min-heap
+		for i := len(free)/2 - 1; i >= 0; i-- { // a min-heap
+			siftDown(free, i)
+		}
 		first := free[0]
 		for _, j := range jobs {
 			free[0] += j.draw(rng)
-			siftDown(free)
+			siftDown(free, 0)
 		}
 		waits[k] = first + (free[0]-first)*stretch
 	}
@@ -118,9 +120,8 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 	return b
 }
 
-// siftDown restores the min-heap h after h[0] grew.
-func siftDown(h []float64) {
-	i := 0
+// siftDown restores the min-heap h below i after h[i] grew.
+func siftDown(h []float64, i int) {
 	for {
 		c := 2*i + 1
 		if c >= len(h) {
