@@ -483,8 +483,9 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 	}
 	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
 	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
+	eta := s.n.desk.listETAs()
 	for i, v := range views {
-		out.Jobs[i] = s.n.desk.withSoftState(publicJob(v, s.n.desk.etaOf(v, false)), v)
+		out.Jobs[i] = s.n.desk.withSoftState(publicJob(v, eta(v)), v)
 	}
 	if more && len(views) > 0 {
 		out.NextPageToken = FormatJobID(views[len(views)-1].Job.Id)
@@ -616,12 +617,18 @@ type jobETA struct {
 
 // eta estimates the wait of a queued job, or the remaining run time of a
 // running one, with its p10–p90 band.
-func (n jobDesk) eta(v fsm.JobView) jobETA { return n.etaOf(v, true) }
+func (n jobDesk) eta(v fsm.JobView) jobETA { return n.etaOf(v, nodeExecutors{n: n.Node}, n.sizing()) }
 
-// etaOf is eta; sized false leaves out, for a queued job, the jobs' own
-// predicted run times and what each slot runs (a list of many: each would
-// read the queue ahead of it, and every slot).
-func (n jobDesk) etaOf(v fsm.JobView, sized bool) jobETA {
+// listETAs is eta for a list's rows: without the queued jobs' own
+// predicted run times (each would read the queue ahead of it), and with
+// what each slot runs read once for the whole list.
+func (n jobDesk) listETAs() func(fsm.JobView) jobETA {
+	x := nodeExecutors{n: n.Node, lanes: map[string][]scheduler.Lane{}}
+	return func(v fsm.JobView) jobETA { return n.etaOf(v, x, nil) }
+}
+
+// etaOf is eta, asking x of the executors and sizing queued jobs by sizes.
+func (n jobDesk) etaOf(v fsm.JobView, x nodeExecutors, sizes *admission.Sizing) jobETA {
 	j := v.Job
 	m, ok := n.fsm.Model(j.Spec.GetModel())
 	if !ok {
@@ -630,11 +637,7 @@ func (n jobDesk) etaOf(v fsm.JobView, sized bool) jobETA {
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		var sizes *admission.Sizing
-		if sized {
-			sizes = n.sizing()
-		}
-		raw, ok := admission.QueuedETA(n.fsm, nodeExecutors{n: n.Node, listing: !sized}, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
+		raw, ok := admission.QueuedETA(n.fsm, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())

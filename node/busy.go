@@ -18,11 +18,11 @@ import (
 )
 
 // nodeExecutors is the node's executors as the admission sequence asks
-// them (admission.Executors); listing: for a list's many ETAs, which do
-// not read every slot's attempt for each row (Lanes is nil).
+// them (admission.Executors); lanes, where not nil, keeps what Lanes read
+// of each model's slots, for a list's many ETAs (one read per list).
 type nodeExecutors struct {
-	n       *Node
-	listing bool
+	n     *Node
+	lanes map[string][]scheduler.Lane
 }
 
 func (x nodeExecutors) Slots(model string) (total, free int) { return x.n.execs.slotsFor(model) }
@@ -41,10 +41,13 @@ func (x nodeExecutors) Share(model, other string) float64 { return x.n.execs.sha
 // its attempt is expected to take (by size where predicted, on its GPU
 // kind) and how long it has run: since the leader assigned it, 0 while it
 // is only placed (a retried job's record still has its last attempt's
-// start). nil for a listing.
-func (x nodeExecutors) Lanes(model string) []scheduler.Lane {
-	if x.listing {
-		return nil
+// start).
+func (x nodeExecutors) Lanes(model string) (lanes []scheduler.Lane) {
+	if l, ok := x.lanes[model]; ok {
+		return l
+	}
+	if x.lanes != nil {
+		defer func() { x.lanes[model] = lanes }()
 	}
 	n := x.n
 	now := time.Now().UnixNano()
@@ -52,7 +55,6 @@ func (x nodeExecutors) Lanes(model string) []scheduler.Lane {
 	if m, ok := n.fsm.Model(model); ok {
 		fallback.Mean, fallback.SD = n.service.estimate(model, m.GetDefaultDuration().AsDuration())
 	}
-	var lanes []scheduler.Lane
 	for _, ex := range n.execs.lanesOf(model) {
 		for _, id := range ex.jobs {
 			l := scheduler.Lane{Busy: true, Run: fallback}
