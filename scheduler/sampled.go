@@ -105,7 +105,7 @@ func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band 
 	// The p-quantile of the draws, interpolated: with one draw in each
 	// 16th of every attempt's distribution, the i-th smallest (from 0)
 	// stands near the (i+½)/16 quantile, so p's is at p·16 − ½; the band
-	// then holds 79 % of the next wait on its model's terms, where the
+	// then holds 78.5 % of the next wait on its model's terms, where the
 	// usual ranks (p·15) hold 75 % and those unbiased for independent
 	// draws (p·17 − 1) 84.5 % (TestSampledWaitsBandHoldsEightyPercent).
 	q := func(p float64) time.Duration {
