@@ -41,8 +41,7 @@ type Executors interface {
 	// Lanes is every slot of the executors up that serve model: free, or
 	// what its attempt is expected to take (by the job's size where its
 	// model is sized: Sizing) and how long it has run. nil where not
-	// known (or not worth reading: a list's many ETAs); QueuedETA then
-	// counts the slots only.
+	// known; QueuedETA then counts the slots only.
 	Lanes(model string) []scheduler.Lane
 }
 
@@ -210,7 +209,10 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 // the jobs that the fair queue's tiers would dispatch before it
 // (State.EachAhead), else those ahead in queue order (State.AheadOf);
 // where sizes predicts their run times from their inputs, it is list
-// scheduling of those jobs instead (lanesETA). A job past its tier's
+// scheduling of those jobs instead (lanesETA). Where fewer jobs are ahead
+// than slots serve it, it starts when one of the attempts running now
+// ends, and its wait is drawn from how long each has run
+// (scheduler.SampledWait over Executors.Lanes). A job past its tier's
 // virtual time waits at least until the tier's fair sharing reaches it
 // (scheduler.FairShareWait, on the slots the other tiers leave) while
 // other tenants of its tier wait too: the band moves to that. ok is false
