@@ -8,6 +8,7 @@ package admission
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -251,6 +252,11 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 	return b, true
 }
 
+// etaDraws is what job id's drawn wait draws from: seeded by its id, so
+// that the same state tells it the same band, on the server and in the
+// simulator alike.
+func etaDraws(id uint64) *rand.Rand { return rand.New(rand.NewPCG(id, 0x5a1ce)) }
+
 // satAdd is a + b for durations ≥ 0, at most the largest Duration.
 func satAdd(a, b time.Duration) time.Duration {
 	if a > math.MaxInt64-b {
@@ -320,7 +326,7 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 			jobs = append(jobs, p.run)
 		}
 	}
-	return scheduler.SampledWait(lanes, jobs, over, id), true
+	return scheduler.SampledWait(lanes, jobs, over, etaDraws(id)), true
 }
 
 // Sizing is the leader's run times predicted from jobs' inputs (package
@@ -406,7 +412,7 @@ func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, jobs 
 	}
 	if id != 0 && len(ahead) < len(lanes) {
 		// It starts when one of the attempts running now ends (as modelETA).
-		return scheduler.SampledWait(lanes, ahead, over, id), true
+		return scheduler.SampledWait(lanes, ahead, over, etaDraws(id)), true
 	}
 	left := make([]time.Duration, len(lanes))
 	for i, l := range lanes {

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"math"
-	"math/rand/v2"
 	"slices"
 	"time"
 )
@@ -29,6 +28,15 @@ func (l Lane) Left() time.Duration {
 	return max(l.Run.Mean-l.Elapsed, 0)
 }
 
+// Draws is the randomness SampledWait draws from, an argument as time is
+// (the standard library's Rand has these methods): given the same draws,
+// it tells the same band.
+type Draws interface {
+	Float64() float64
+	NormFloat64() float64
+	Shuffle(n int, swap func(i, j int))
+}
+
 // SampledDraws is how many futures SampledWait draws.
 const SampledDraws = 16
 
@@ -39,19 +47,18 @@ const SampledDraws = 16
 // how long it has run already, and every job ahead for a drawn run time.
 // over of the lanes go to other tiers' later arrivals meanwhile, which
 // stretches the queued work (as LanesBand); the attempts running now end
-// when they end. seed makes the draws repeatable (the job's id: the same
-// state tells the same band).
+// when they end. rng is drawn from (the leader seeds it with the job's id,
+// so that the same state tells the same band).
 //
 // Where the job starts when one of the attempts running now ends (fewer
 // jobs ahead than lanes), how long those have run says much of when: two
 // lanes 5 s into 6 s attempts free up soon, two 1 s into them do not, and
 // the first of sixteen frees long before the first of two. WaitBand's
 // average over the attempts' phases cannot tell those apart.
-func SampledWait(lanes []Lane, ahead []RunTime, over float64, seed uint64) Band {
+func SampledWait(lanes []Lane, ahead []RunTime, over float64, rng Draws) Band {
 	if len(lanes) == 0 {
 		return Band{}
 	}
-	rng := rand.New(rand.NewPCG(seed, 0x5a1ce))
 	type laneDist struct {
 		busy bool
 		run  runSoFar
@@ -153,7 +160,7 @@ func logNormalOf(r RunTime) logNormal {
 	return logNormal{mu: math.Log(m) - s2/2, sigma: math.Sqrt(s2), mean: m}
 }
 
-func (d logNormal) draw(rng *rand.Rand) float64 {
+func (d logNormal) draw(rng Draws) float64 {
 	if d.sigma == 0 {
 		return d.mean
 	}

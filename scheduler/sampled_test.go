@@ -25,9 +25,9 @@ func TestSampledWaitReadsHowLongTheAttemptsHaveRun(t *testing.T) {
 		}
 		return out
 	}
-	late := SampledWait(lanes(5*s, 5*s), nil, 0, 1)
-	early := SampledWait(lanes(s, s), nil, 0, 1)
-	mixed := SampledWait(lanes(5*s, s), nil, 0, 1)
+	late := SampledWait(lanes(5*s, 5*s), nil, 0, seeded(1))
+	early := SampledWait(lanes(s, s), nil, 0, seeded(1))
+	mixed := SampledWait(lanes(5*s, s), nil, 0, seeded(1))
 	t.Logf("5 s in: %v; 1 s in: %v; one of each: %v", late, early, mixed)
 	if late.P50 > 2*s || early.P50 < 3*s || mixed.P50 > 2500*time.Millisecond {
 		t.Fatalf("5 s in: %v; 1 s in: %v; one of each: %v", late, early, mixed)
@@ -37,16 +37,16 @@ func TestSampledWaitReadsHowLongTheAttemptsHaveRun(t *testing.T) {
 			t.Fatalf("band out of order or flat: %v", b)
 		}
 	}
-	if again := SampledWait(lanes(5*s, s), nil, 0, 1); again != mixed {
+	if again := SampledWait(lanes(5*s, s), nil, 0, seeded(1)); again != mixed {
 		t.Fatalf("the same seed drew %v, then %v", mixed, again)
 	}
 	// A free slot and nothing ahead: at once.
-	if b := SampledWait(append(lanes(s), Lane{}), nil, 0, 1); b != (Band{}) {
+	if b := SampledWait(append(lanes(s), Lane{}), nil, 0, seeded(1)); b != (Band{}) {
 		t.Fatalf("a free slot: %v", b)
 	}
 	// An attempt far past anything its run time makes likely still ends
 	// some time (the upper tail), not never or in the past.
-	if b := SampledWait(lanes(60*s), nil, 0, 1); b.P50 <= 0 || b.P90 > 10*s {
+	if b := SampledWait(lanes(60*s), nil, 0, seeded(1)); b.P50 <= 0 || b.P90 > 10*s {
 		t.Fatalf("60 s into a 6 s attempt: %v", b)
 	}
 }
@@ -58,27 +58,9 @@ func TestSampledWaitReadsHowLongTheAttemptsHaveRun(t *testing.T) {
 func TestSampledWaitMatchesABruteForceDraw(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	brute := func(lanes []Lane, ahead []RunTime) float64 {
-		draw := func(r RunTime) float64 {
-			d := logNormalOf(r)
-			return math.Exp(d.mu + d.sigma*rng.NormFloat64())
-		}
 		waits := make([]float64, 4000)
 		for k := range waits {
-			free := make([]float64, len(lanes))
-			for i, l := range lanes {
-				if l.Busy {
-					x := draw(l.Run)
-					for x <= float64(l.Elapsed) {
-						x = draw(l.Run)
-					}
-					free[i] = x - float64(l.Elapsed)
-				}
-			}
-			for _, r := range ahead {
-				i := slices.Index(free, slices.Min(free))
-				free[i] += draw(r)
-			}
-			waits[k] = slices.Min(free)
+			waits[k] = plainFuture(rng, lanes, ahead)
 		}
 		slices.Sort(waits)
 		return waits[len(waits)/2]
@@ -86,17 +68,8 @@ func TestSampledWaitMatchesABruteForceDraw(t *testing.T) {
 	const s = float64(time.Second)
 	off, sum := 0, 0.0
 	for c := range 40 {
-		runs := []RunTime{{Mean: 6 * time.Second, SD: 2 * time.Second}, {Mean: 800 * time.Millisecond, SD: 800 * time.Millisecond}}
-		lanes := make([]Lane, 1+rng.IntN(8))
-		for i := range lanes {
-			r := runs[rng.IntN(2)]
-			lanes[i] = Lane{Busy: true, Run: r, Elapsed: time.Duration(rng.Float64() * 1.5 * float64(r.Mean))}
-		}
-		ahead := make([]RunTime, rng.IntN(len(lanes)))
-		for i := range ahead {
-			ahead[i] = runs[rng.IntN(2)]
-		}
-		got, want := float64(SampledWait(lanes, ahead, 0, uint64(c)).P50), brute(lanes, ahead)
+		lanes, ahead := randomCase(rng, 1.5)
+		got, want := float64(SampledWait(lanes, ahead, 0, seeded(uint64(c))).P50), brute(lanes, ahead)
 		sum += got / want
 		if math.Abs(got-want) > max(0.2*want, 0.1*s) {
 			off++
@@ -132,7 +105,7 @@ func TestSampledWaitIsListSchedulingWhenRunTimesAreKnown(t *testing.T) {
 			means[i] = ms("run")
 			ahead[i] = RunTime{Mean: means[i]}
 		}
-		got, want := SampledWait(lanes, ahead, 0, 1), LanesBand(left, means, 0, 0)
+		got, want := SampledWait(lanes, ahead, 0, seeded(1)), LanesBand(left, means, 0, 0)
 		// float64 sums of ns: within a microsecond.
 		if d := got.P50 - want.P50; d < -time.Microsecond || d > time.Microsecond || got.P10 != got.P50 || got.P90 != got.P50 {
 			t.Fatalf("drawn %v, list scheduling %v", got, want)
@@ -147,37 +120,12 @@ func TestSampledWaitIsListSchedulingWhenRunTimesAreKnown(t *testing.T) {
 // draws held 74.7 %).
 func TestSampledWaitsBandHoldsEightyPercent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
-	draw := func(r RunTime) float64 {
-		d := logNormalOf(r)
-		return math.Exp(d.mu + d.sigma*rng.NormFloat64())
-	}
-	runs := []RunTime{{Mean: 6 * time.Second, SD: 2 * time.Second}, {Mean: 800 * time.Millisecond, SD: 800 * time.Millisecond}}
 	const cases = 3000
 	inside := 0
 	for c := range cases {
-		lanes := make([]Lane, 1+rng.IntN(8))
-		for i := range lanes {
-			r := runs[rng.IntN(2)]
-			lanes[i] = Lane{Busy: true, Run: r, Elapsed: time.Duration(rng.Float64() * float64(r.Mean))}
-		}
-		ahead := make([]RunTime, rng.IntN(len(lanes)))
-		for i := range ahead {
-			ahead[i] = runs[rng.IntN(2)]
-		}
-		b := SampledWait(lanes, ahead, 0, uint64(c))
-		free := make([]float64, len(lanes))
-		for i, l := range lanes {
-			x := draw(l.Run)
-			for x <= float64(l.Elapsed) {
-				x = draw(l.Run)
-			}
-			free[i] = x - float64(l.Elapsed)
-		}
-		for _, r := range ahead {
-			i := slices.Index(free, slices.Min(free))
-			free[i] += draw(r)
-		}
-		if w := time.Duration(slices.Min(free)); b.P10 <= w && w <= b.P90 {
+		lanes, ahead := randomCase(rng, 1)
+		b := SampledWait(lanes, ahead, 0, seeded(uint64(c)))
+		if w := time.Duration(plainFuture(rng, lanes, ahead)); b.P10 <= w && w <= b.P90 {
 			inside++
 		}
 	}
@@ -204,7 +152,7 @@ func BenchmarkSampledWait(b *testing.B) {
 			seed := uint64(0)
 			for b.Loop() {
 				seed++
-				SampledWait(lanes, ahead, 0.5, seed)
+				SampledWait(lanes, ahead, 0.5, seeded(seed))
 			}
 		})
 	}
@@ -229,7 +177,7 @@ func TestRestBandIsWhatRunsThatLongHaveLeft(t *testing.T) {
 		t.Fatalf("0 s in: %v; 5 s in: %v; 20 s in: %v", fresh, late, past)
 	}
 	// One lane and nothing ahead: SampledWait draws the same.
-	if d := SampledWait([]Lane{{Busy: true, Run: r, Elapsed: 5 * s}}, nil, 0, 1).P50 - late.P50; d < -200*time.Millisecond || d > 200*time.Millisecond {
+	if d := SampledWait([]Lane{{Busy: true, Run: r, Elapsed: 5 * s}}, nil, 0, seeded(1)).P50 - late.P50; d < -200*time.Millisecond || d > 200*time.Millisecond {
 		t.Fatalf("drawn p50 %v off RestBand's %v", late.P50+d, late.P50)
 	}
 	// Past where math.Erfcinv can tell the tail (a share under 1e-12), and
@@ -272,4 +220,48 @@ func TestRestBandIsWhatRunsThatLongHaveLeft(t *testing.T) {
 	if b := RestBand(RunTime{Mean: 3 * s}, 4*s); b != (Band{}) {
 		t.Fatalf("a fixed 3 s run 4 s in: %v", b)
 	}
+}
+
+// seeded is the draws the leader gives job id's ETA (admission's etaDraws).
+func seeded(id uint64) *rand.Rand { return rand.New(rand.NewPCG(id, 0x5a1ce)) }
+
+// randomCase is 1–8 busy lanes of 6 s ± 2 s or 0.8 s ± 0.8 s attempts, each
+// run for up to elapsed times its mean, and fewer jobs ahead than lanes.
+func randomCase(rng *rand.Rand, elapsed float64) ([]Lane, []RunTime) {
+	runs := []RunTime{{Mean: 6 * time.Second, SD: 2 * time.Second}, {Mean: 800 * time.Millisecond, SD: 800 * time.Millisecond}}
+	lanes := make([]Lane, 1+rng.IntN(8))
+	for i := range lanes {
+		r := runs[rng.IntN(2)]
+		lanes[i] = Lane{Busy: true, Run: r, Elapsed: time.Duration(rng.Float64() * elapsed * float64(r.Mean))}
+	}
+	ahead := make([]RunTime, rng.IntN(len(lanes)))
+	for i := range ahead {
+		ahead[i] = runs[rng.IntN(2)]
+	}
+	return lanes, ahead
+}
+
+// plainFuture is one future's wait, drawn the plain way SampledWait must
+// agree with: each attempt's length drawn again until it is as long as it
+// has run, each job ahead taken by the lane free first.
+func plainFuture(rng *rand.Rand, lanes []Lane, ahead []RunTime) float64 {
+	draw := func(r RunTime) float64 {
+		d := logNormalOf(r)
+		return math.Exp(d.mu + d.sigma*rng.NormFloat64())
+	}
+	free := make([]float64, len(lanes))
+	for i, l := range lanes {
+		if l.Busy {
+			x := draw(l.Run)
+			for x <= float64(l.Elapsed) {
+				x = draw(l.Run)
+			}
+			free[i] = x - float64(l.Elapsed)
+		}
+	}
+	for _, r := range ahead {
+		i := slices.Index(free, slices.Min(free))
+		free[i] += draw(r)
+	}
+	return slices.Min(free)
 }
