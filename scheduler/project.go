@@ -1,9 +1,6 @@
 package scheduler
 
-import (
-	"math"
-	"time"
-)
+import "time"
 
 // DispatchAhead calls each with the ready jobs that would start before
 // job id if every ready job could run and nothing else arrived: the
@@ -166,9 +163,5 @@ func FairShareWait(lead, backlog int64, slots float64) time.Duration {
 	if lead <= 0 || backlog <= 0 || slots <= 0 {
 		return 0
 	}
-	w := float64(lead) * float64(backlog) * float64(time.Millisecond) / slots
-	if w >= math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return time.Duration(w)
+	return duration(float64(lead) * float64(backlog) * float64(time.Millisecond) / slots)
 }
