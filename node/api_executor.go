@@ -271,7 +271,7 @@ func (s *executorService) Report(ctx context.Context, req *connect.Request[sluic
 	var msg proto.Message
 	switch o := m.Outcome.(type) {
 	case *sluicev1.ReportRequest_Progress:
-		return accepted(n.execs.setProgress(m.Executor, id, progressReport{attempt: m.Attempt, fraction: o.Progress.Fraction, text: o.Progress.Text}))
+		return accepted(n.execs.setProgress(m.Executor, id, progressReport{attempt: m.Attempt, fraction: o.Progress.Fraction, text: o.Progress.Text, at: time.Now().UnixNano()}))
 	case *sluicev1.ReportRequest_Succeeded:
 		cmd = fsm.CmdComplete
 		c := &raftv1.Complete{JobId: id, Attempt: m.Attempt, Output: o.Succeeded.Output, Cost: o.Succeeded.Cost}

@@ -607,6 +607,23 @@ func (n jobDesk) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.Wa
 // from: below it, the pace says little yet.
 const minProgress = 0.05
 
+// paceBand is the time left of an attempt started at started whose
+// executor said at p.at that it was p.fraction done: at that pace it needs
+// (p.at − started)/fraction in all, as sure as the part left (sd, the
+// model's spread, times 1 − fraction), and at now it has what runs that
+// long have left (scheduler.RestBand). The pace is read at the report, not
+// at now: between two reports the time left falls as the clock runs,
+// where now − started over the last fraction grew with it (a job 10 %
+// done at 0.2 s was told 2.3 s left at 0.25 s and 4.5 s at 0.5 s).
+func paceBand(p progressReport, started, now int64, sd time.Duration) scheduler.Band {
+	ran := p.at - started
+	if ran <= 0 || p.at > now { // no time of its own (or the clocks disagree): now's
+		ran = now - started
+	}
+	run := scheduler.RunTime{Mean: time.Duration(float64(ran) / p.fraction), SD: time.Duration(float64(sd) * (1 - p.fraction))}
+	return scheduler.RestBand(run, time.Duration(now-started))
+}
+
 // jobETA is a job's ETA with its band, or unknown (known false: no
 // executor serves its model).
 type jobETA struct {
@@ -643,10 +660,7 @@ func (n jobDesk) etaOf(v fsm.JobView, x nodeExecutors, sizes *admission.Sizing) 
 		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
 		elapsed := time.Duration(now - j.StartedNs)
 		if p, ok := n.execs.progressOf(j.Executor, j.Id, j.Attempt); ok && p.fraction >= minProgress && p.fraction < 1 {
-			// The executor says how far it is: at this pace it needs
-			// elapsed/fraction in all, as sure as the part left.
-			mean, sd = time.Duration(float64(elapsed)/p.fraction), time.Duration(float64(sd)*(1-p.fraction))
-			return jobETA{Band: scheduler.RunBand(elapsed, mean, sd), known: true}
+			return jobETA{Band: paceBand(p, j.StartedNs, now, sd), known: true}
 		}
 		// Else what runs that long have left (past its mean, not 0).
 		return jobETA{Band: scheduler.RestBand(scheduler.RunTime{Mean: mean, SD: sd}, elapsed), known: true}

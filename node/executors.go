@@ -36,6 +36,7 @@ type progressReport struct {
 	attempt  int32
 	fraction float64
 	text     string
+	at       int64 // when the leader heard it (unix ns)
 }
 
 // maxWarm is how many recently run models an executor counts as loaded

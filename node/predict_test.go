@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,36 @@ func TestARunningJobPastItsPredictionIsToldTimeLeft(t *testing.T) {
 	e := n.desk.eta(fsm.JobView{Job: rec})
 	if !e.known || e.P50 <= 0 || e.P10 > e.P50 || e.P90 < e.P50 {
 		t.Fatalf("1.5 s into a job predicted at about 200 ms: %v (known %v), want some time left", e.Band, e.known)
+	}
+}
+
+// A running job's time left from its progress is read at the pace it had
+// when it reported: 25 % done at 0.5 s, it needs 2 s in all, so it is told
+// about 1 s left at 1 s and 0.5 s at 1.5 s, falling as the clock runs until
+// the next report, and past 2 s still some time left, never 0. (Reading the
+// pace at now said 3 s at 1 s and 4.5 s at 1.5 s: the longer since the
+// report, the more.)
+func TestTimeLeftFallsBetweenProgressReports(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	started := int64(1_000_000) * ms
+	p := progressReport{attempt: 1, fraction: 0.25, at: started + 500*ms}
+	sd := 200 * time.Millisecond
+	for _, c := range []struct{ now, want int64 }{{500, 1500}, {1000, 1000}, {1500, 500}} {
+		b := paceBand(p, started, started+c.now*ms, sd)
+		if d := int64(b.P50)/ms - c.want; d < -50 || d > 50 || b.P10 > b.P50 || b.P90 < b.P50 {
+			t.Errorf("%d ms in, 25 %% done at 500 ms: told %v left, want about %d ms", c.now, b, c.want)
+		}
+	}
+	prev := time.Duration(math.MaxInt64)
+	for now := int64(500); now <= 3000; now += 50 {
+		b := paceBand(p, started, started+now*ms, sd)
+		if b.P50 > prev || b.P50 <= 0 {
+			t.Fatalf("%d ms in: %v left, after %v 50 ms before: want less, and more than 0", now, b.P50, prev)
+		}
+		prev = b.P50
+	}
+	// A report with no time of its own reads the pace at now.
+	if b := paceBand(progressReport{attempt: 1, fraction: 0.5}, started, started+1000*ms, 0); b.P50 != time.Second {
+		t.Errorf("50 %% done at 1 s, the report's time unknown: %v left, want 1s", b.P50)
 	}
 }
