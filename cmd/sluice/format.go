@@ -57,7 +57,8 @@ func eta(j *sluicev1.Job) string {
 }
 
 // predicted is the run time the leader predicts, with its band and its
-// basis: "  runs 3s (2.1s–3.9s, by its size)".
+// basis: "  runs 3s (2.1s–3.9s, by its size)"; without the band where its
+// ends round the same ("  runs 2s (the model's average)").
 func predicted(j *sluicev1.Job) string {
 	p := j.GetPrediction()
 	if p == nil {
@@ -68,7 +69,11 @@ func predicted(j *sluicev1.Job) string {
 	if p.Sized {
 		basis = "by its size"
 	}
-	return fmt.Sprintf("  runs %s (%s–%s, %s)", r(p.Run.AsDuration()), r(p.P10.AsDuration()), r(p.P90.AsDuration()), basis)
+	run, p10, p90 := r(p.Run.AsDuration()), r(p.P10.AsDuration()), r(p.P90.AsDuration())
+	if p10 == p90 { // runs that have not varied (yet): no band to show
+		return fmt.Sprintf("  runs %s (%s)", run, basis)
+	}
+	return fmt.Sprintf("  runs %s (%s–%s, %s)", run, p10, p90, basis)
 }
 
 func span(a, b *timestamppb.Timestamp) string {

@@ -36,4 +36,9 @@ func TestSummaryShowsThePredictedRun(t *testing.T) {
 	if s := summary(j); !strings.Contains(s, "eta 2s (1–3s)  runs 3s (2.1s–3.9s, by its size)") {
 		t.Fatalf("summary %q", s)
 	}
+	// Runs that have not varied: "2s (2s–2s, …)" says nothing more than 2s.
+	j.Prediction = &sluicev1.RunPrediction{Run: durationpb.New(2 * time.Second), P10: durationpb.New(1990 * time.Millisecond), P90: durationpb.New(2010 * time.Millisecond)}
+	if s := summary(j); !strings.Contains(s, "runs 2s (the model's average)") {
+		t.Fatalf("summary %q", s)
+	}
 }

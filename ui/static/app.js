@@ -105,8 +105,9 @@ function jobRow(j) {
   const eta = !final(j.state) && j.etaSeconds !== undefined ? `${j.etaSeconds}s${band}` : "-";
   // The run time the leader predicts (protojson durations are "3.2s").
   const p = j.prediction, secs = (d) => parseFloat(d || "0").toFixed(1);
+  const runBand = p && secs(p.p10) !== secs(p.p90) ? ` (${secs(p.p10)}–${secs(p.p90)})` : ""; // none where runs have not varied
   const run = p && !final(j.state) ? el("span", { title: p.sized ? "predicted from the job's input" : "the model's average" },
-    `${secs(p.run)}s (${secs(p.p10)}–${secs(p.p90)})${p.sized ? "" : " avg"}`) : "-";
+    `${secs(p.run)}s${runBand}${p.sized ? "" : " avg"}`) : "-";
   const prog = st === "RUNNING" ? el("span", {}, bar(j.progress || 0, 1), j.progressText || "") : (st === "QUEUED" && j.waitingReason ? el("span", { class: "muted" }, j.waitingReason) : "");
   const cancel = final(j.state) ? "" : el("button", { class: "small quiet", type: "button", onclick: () => cancelJob(j.id) }, "Cancel");
   let state = el("span", { class: "state " + st }, st);
