@@ -608,19 +608,24 @@ func (n jobDesk) relayWatch(ctx context.Context, h http.Header, msg *sluicev1.Wa
 const minProgress = 0.05
 
 // paceBand is the time left of an attempt started at started whose
-// executor said at p.at that it was p.fraction done: at that pace it needs
-// (p.at − started)/fraction in all, as sure as the part left (sd, the
-// model's spread, times 1 − fraction), and at now it has what runs that
-// long have left (scheduler.RestBand). The pace is read at the report, not
-// at now: between two reports the time left falls as the clock runs,
-// where now − started over the last fraction grew with it (a job 10 %
-// done at 0.2 s was told 2.3 s left at 0.25 s and 4.5 s at 0.5 s).
+// executor said at p.at that it was p.fraction done. Its progress now is
+// taken as the pace of that report carries it (fraction·elapsed/ran, ran
+// the time it had run then), but no further than halfway from the report
+// to done: past that without a new report it has slowed or stalled, and
+// the longer it stays quiet, the longer it is told it needs. At progress
+// p it needs elapsed/p in all, as sure as the part left (sd, the model's
+// spread, times 1 − p), and it is told what runs that long have left
+// (scheduler.RestBand). So between two reports the time left falls as the
+// clock runs, where reading the last fraction at now made it grow (a job
+// 10 % done at 0.2 s was told 2.3 s left at 0.25 s and 4.5 s at 0.5 s), and
+// a stalled one is not told 0.
 func paceBand(p progressReport, started, now int64, sd time.Duration) scheduler.Band {
-	ran := p.at - started
-	if ran <= 0 || p.at > now { // no time of its own (or the clocks disagree): now's
-		ran = now - started
+	elapsed := float64(now - started)
+	progress := p.fraction
+	if ran := float64(p.at - started); ran > 0 && p.at <= now { // else no time of its own (or clocks that disagree): the fraction is now's
+		progress = min(p.fraction*elapsed/ran, (1+p.fraction)/2)
 	}
-	run := scheduler.RunTime{Mean: time.Duration(float64(ran) / p.fraction), SD: time.Duration(float64(sd) * (1 - p.fraction))}
+	run := scheduler.RunTime{Mean: time.Duration(elapsed / progress), SD: time.Duration(float64(sd) * (1 - progress))}
 	return scheduler.RestBand(run, time.Duration(now-started))
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/fsm"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
 )
 
 // A model that declares what sizes its jobs (issue 28) has each job's run
@@ -290,28 +291,36 @@ func TestARunningJobPastItsPredictionIsToldTimeLeft(t *testing.T) {
 
 // A running job's time left from its progress is read at the pace it had
 // when it reported: 25 % done at 0.5 s, it needs 2 s in all, so it is told
-// about 1 s left at 1 s and 0.5 s at 1.5 s, falling as the clock runs until
-// the next report, and past 2 s still some time left, never 0. (Reading the
-// pace at now said 3 s at 1 s and 4.5 s at 1.5 s: the longer since the
-// report, the more.)
+// about 1 s left at 1 s, falling as the clock runs until the next report
+// is due. (Reading the pace at now said 3 s at 1 s: the longer since the
+// report, the more.) One that stays quiet past halfway from its report to
+// done has slowed or stalled: it is told more time left, never 0 s, and
+// more the longer it stays quiet.
 func TestTimeLeftFallsBetweenProgressReports(t *testing.T) {
 	const ms = int64(time.Millisecond)
 	started := int64(1_000_000) * ms
 	p := progressReport{attempt: 1, fraction: 0.25, at: started + 500*ms}
-	sd := 200 * time.Millisecond
-	for _, c := range []struct{ now, want int64 }{{500, 1500}, {1000, 1000}, {1500, 500}} {
-		b := paceBand(p, started, started+c.now*ms, sd)
+	left := func(now int64, sd time.Duration) scheduler.Band { return paceBand(p, started, started+now*ms, sd) }
+	for _, c := range []struct{ now, want int64 }{{500, 1500}, {1000, 1000}} {
+		b := left(c.now, 200*time.Millisecond)
 		if d := int64(b.P50)/ms - c.want; d < -50 || d > 50 || b.P10 > b.P50 || b.P90 < b.P50 {
 			t.Errorf("%d ms in, 25 %% done at 500 ms: told %v left, want about %d ms", c.now, b, c.want)
 		}
 	}
 	prev := time.Duration(math.MaxInt64)
-	for now := int64(500); now <= 3000; now += 50 {
-		b := paceBand(p, started, started+now*ms, sd)
+	for now := int64(500); now <= 1250; now += 50 { // 62.5 % by the pace: halfway from 25 % to done
+		b := left(now, 200*time.Millisecond)
 		if b.P50 > prev || b.P50 <= 0 {
 			t.Fatalf("%d ms in: %v left, after %v 50 ms before: want less, and more than 0", now, b.P50, prev)
 		}
 		prev = b.P50
+	}
+	// Quiet since: stalled. Runs that do not vary (sd 0) too.
+	for _, sd := range []time.Duration{0, 200 * time.Millisecond} {
+		at2, at5, at10 := left(2000, sd).P50, left(5000, sd).P50, left(10000, sd).P50
+		if at2 < 500*time.Millisecond || at5 < time.Second || at10 <= at5 || at5 <= at2 {
+			t.Errorf("25 %% done at 500 ms, no report since (sd %v): %v left at 2 s, %v at 5 s, %v at 10 s: want some, growing", sd, at2, at5, at10)
+		}
 	}
 	// A report with no time of its own reads the pace at now.
 	if b := paceBand(progressReport{attempt: 1, fraction: 0.5}, started, started+1000*ms, 0); b.P50 != time.Second {
