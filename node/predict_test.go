@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -325,5 +326,48 @@ func TestTimeLeftFallsBetweenProgressReports(t *testing.T) {
 	// A report with no time of its own reads the pace at now.
 	if b := paceBand(progressReport{attempt: 1, fraction: 0.5}, started, started+1000*ms, 0); b.P50 != time.Second {
 		t.Errorf("50 %% done at 1 s, the report's time unknown: %v left, want 1s", b.P50)
+	}
+}
+
+// Through the server: a running job's ETA, read every 20 ms while its
+// executor reports progress every 10 % of a 2 s run, never rises by more
+// than a second (eta_seconds is whole seconds, rounded up). Read at the
+// pace of now, it rose from 2 s to 4 s between the first two reports.
+func TestRunningETADoesNotRiseBetweenProgressReports(t *testing.T) {
+	policy := DemoPolicy()
+	policy.Rules = nil
+	n := startNodeWith(t, 1, policy)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	in, _ := structpb.NewStruct(map[string]any{"duration_ms": 2000})
+	res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Msg.Job.Id
+	var seen []string
+	low, reports := int64(math.MaxInt64), map[float64]bool{}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		got, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := got.Msg.Job
+		if j.State == sluicev1.JobState_JOB_STATE_SUCCEEDED {
+			break
+		}
+		if j.State == sluicev1.JobState_JOB_STATE_RUNNING {
+			seen = append(seen, fmt.Sprintf("%.0f%%:%ds", 100*j.Progress, j.EtaSeconds))
+			reports[j.Progress] = true
+			if low < math.MaxInt64 && j.EtaSeconds > low+1 {
+				t.Fatalf("the ETA rose from %ds to %ds while it ran: %v", low, j.EtaSeconds, seen)
+			}
+			low = min(low, j.EtaSeconds)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(reports) < 5 {
+		t.Fatalf("saw %d progress reports while it ran (%v): want most of its 10", len(reports), seen)
 	}
 }
