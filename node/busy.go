@@ -169,7 +169,7 @@ func (c *etaCalibration) reset() {
 
 // started learns from a job's first start.
 func (c *etaCalibration) started(id uint64) {
-	if !scheduler.Follows(id) {
+	if !scheduler.MayFollow(id) {
 		return
 	}
 	c.mu.Lock()

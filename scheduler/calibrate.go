@@ -11,7 +11,7 @@ import (
 // but not what it cannot see: later arrivals of the job's own tier that
 // the fair queue puts ahead of it, changes in load, and who frees a slot
 // first. So the leader follows some queued jobs (one in CalibrationEvery,
-// by id) from the ETA the model gave them to their first start, and keeps,
+// by id; more while it has learned little: Follows) from the ETA the model gave them to their first start, and keeps,
 // per tier and per order of magnitude of that ETA, the ratio of the real
 // wait to the ETA's scale (its p50, at least 10 ms) over the last
 // calWindow of them. A band is then the scale times those ratios' 10th,
@@ -27,8 +27,15 @@ type ETACalibration struct {
 	told     int // Told calls, for the sweep of stale entries
 }
 
-// CalibrationEvery: the leader follows the jobs whose id it divides.
+// CalibrationEvery: the leader follows the jobs whose id it divides; while
+// a tier's calibration is new (fewer than calWarm ratios), those that
+// calWarmEvery divides (Follows).
 const CalibrationEvery = 16
+
+const (
+	calWarm      = 128
+	calWarmEvery = 4 // divides CalibrationEvery: MayFollow holds for every followed id
+)
 
 const (
 	calWindow     = 256 // ratios a class keeps
@@ -98,15 +105,37 @@ func (c *ETACalibration) tier(name string) int32 {
 	return int32(len(c.tiers) - 1)
 }
 
-// Follows reports whether the leader follows job id's ETA.
-func Follows(id uint64) bool { return id%CalibrationEvery == 0 }
+// Follows reports whether the leader follows the ETA of job id, of tier:
+// one job in CalibrationEvery, by id, and while the tier's calibration
+// holds fewer than calWarm ratios, one in calWarmEvery. A new calibration
+// (a new tier's, a fresh leader's) learns its first ratios four times as
+// fast, so its bands hold the starts far sooner; the follows that costs
+// end with its warm-up.
+func (c *ETACalibration) Follows(id uint64, tier string) bool {
+	switch {
+	case id%CalibrationEvery == 0:
+		return true
+	case !MayFollow(id):
+		return false
+	}
+	for i, t := range c.tiers {
+		if t == tier {
+			return c.classes[i*calClasses+calMagnitudes].n < calWarm
+		}
+	}
+	return true
+}
+
+// MayFollow reports whether job id could be followed, whatever the state:
+// those it is false for need not be looked up when they start.
+func MayFollow(id uint64) bool { return id%calWarmEvery == 0 }
 
 // Told notes the model's band b (before calibration) given to queued job
 // id of tier at now, to learn from when it starts. Jobs told they start at
 // once, jobs that are not followed (Follows) and jobs delayed past their
 // ETA (readyIn) teach nothing.
 func (c *ETACalibration) Told(id uint64, tier string, b Band, readyIn time.Duration, now int64) {
-	if !Follows(id) || b.P90 <= 0 || readyIn > b.P50 {
+	if b.P90 <= 0 || readyIn > b.P50 || !c.Follows(id, tier) {
 		return
 	}
 	if c.followed == nil {
@@ -130,7 +159,7 @@ func (c *ETACalibration) Told(id uint64, tier string, b Band, readyIn time.Durat
 
 // Started learns from job id's first start at now, if it was followed.
 func (c *ETACalibration) Started(id uint64, now int64) {
-	if !Follows(id) {
+	if !MayFollow(id) {
 		return
 	}
 	f, ok := c.followed[id]
@@ -164,7 +193,7 @@ func (c *ETACalibration) Reset() { clear(c.followed) }
 
 // Forget stops following job id (it ended without starting).
 func (c *ETACalibration) Forget(id uint64) {
-	if Follows(id) {
+	if MayFollow(id) {
 		delete(c.followed, id)
 	}
 }

@@ -80,7 +80,7 @@ func TestCalibrationCoversItsShare(t *testing.T) {
 	}
 }
 
-// TestCalibrationFollowsFewAndForgets: only one job in CalibrationEvery is
+// TestCalibrationFollowsFewAndForgets: only the jobs Follows picks are
 // followed, at most calFollowMax at once; one that never starts is dropped
 // after calStale, or when forgotten.
 func TestCalibrationFollowsFewAndForgets(t *testing.T) {
@@ -104,6 +104,38 @@ func TestCalibrationFollowsFewAndForgets(t *testing.T) {
 	c.Told((calFollowMax+2)*CalibrationEvery, "free", b, 0, calStale+1)
 	if len(c.followed) != 1 {
 		t.Fatalf("after the stale ones are dropped: following %d, want 1", len(c.followed))
+	}
+}
+
+// TestCalibrationFollowsMoreWhileNew: while a tier's calibration holds
+// fewer than calWarm ratios it follows one job in calWarmEvery, and learns
+// from them; then one in CalibrationEvery, while a tier it has learned
+// little of is still followed closely.
+func TestCalibrationFollowsMoreWhileNew(t *testing.T) {
+	var c ETACalibration
+	b := Band{P10: time.Second, P50: 2 * time.Second, P90: 3 * time.Second}
+	if !c.Follows(calWarmEvery, "free") || c.Follows(calWarmEvery+1, "free") || !c.Follows(CalibrationEvery, "free") {
+		t.Fatal("a new calibration does not follow one job in calWarmEvery (and no other)")
+	}
+	c.Told(calWarmEvery, "free", b, 0, 0)
+	c.Started(calWarmEvery, int64(4*time.Second))
+	if c.Learned() != 1 {
+		t.Fatalf("learned %d ratios from a job followed while new, want 1", c.Learned())
+	}
+	id := uint64(1 << 20)
+	for c.Learned() < calWarm {
+		c.feed(&id, "free", b, 4*time.Second, 0)
+	}
+	if c.Follows(id+calWarmEvery, "free") || !c.Follows(id+CalibrationEvery, "free") {
+		t.Fatalf("after %d ratios: still follows one in %d, or no longer one in %d", calWarm, calWarmEvery, CalibrationEvery)
+	}
+	if !c.Follows(id+calWarmEvery, "pro") {
+		t.Fatal("a tier with no ratios yet is not followed closely")
+	}
+	for k := uint64(0); k < 1000; k++ { // every id the calibration could follow passes MayFollow
+		if c.Follows(k, "pro") && !MayFollow(k) {
+			t.Fatalf("job %d is followed but MayFollow says no: its start would be missed", k)
+		}
 	}
 }
 

@@ -54,10 +54,11 @@ type etaTally struct {
 
 // noteETA gives a just-admitted job the ETA its Submit's answer would
 // carry, and follows it as the leader does: for the calibration (one job in
-// scheduler.CalibrationEvery), and for the honesty figures (a measured
+// scheduler.CalibrationEvery, more while it is new: Follows), and for the honesty figures (a measured
 // job: all of the first etaEvery, then one in etaSample).
 func (e forecasts) noteETA(j *simJob) {
-	follow := scheduler.Follows(j.id)
+	tier := e.tenants[j.tenant].tier
+	follow := e.cal.Follows(j.id, tier) || (e.sized && e.calBase.Follows(j.id, tier))
 	honest := j.measured && (e.etaNoted < etaEvery || j.id%etaSample == 0)
 	if !follow && !honest {
 		return
@@ -68,7 +69,6 @@ func (e forecasts) noteETA(j *simJob) {
 			readyIn = time.Duration(rec.ReadyNs - e.now)
 		}
 	}
-	tier := e.tenants[j.tenant].tier
 	overtaking := func(slots int) float64 { return e.tierLoad.Overtaking(tier, e.tierShares, slots, e.now) }
 	raw, ok := admission.QueuedETA(&e.r, simExecutors{e: e.engine}, j.id, e.models[j.model].policy, overtaking, e.sizing())
 	if !ok {
