@@ -48,19 +48,10 @@ func TestQueuedJobsETAHasABand(t *testing.T) {
 // ETAs of a magnitude have turned out three times too short, it tells the
 // next job three times the model's ETA.
 func TestETAIsCalibratedByHowETAsFared(t *testing.T) {
-	policy := DemoPolicy()
-	policy.Rules = nil
-	n := startNodeWith(t, 1, policy)
+	n := startNode(t, 1)
 	bob := jobClient(n, DemoBobKey)
 	ctx := context.Background()
-	submit := func(ms int) *sluicev1.Job {
-		in, _ := structpb.NewStruct(map[string]any{"duration_ms": ms})
-		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.Msg.Job
-	}
+	submit := func(ms int) *sluicev1.Job { return submitRun(t, bob, ms) }
 	// Short jobs queued behind a long one: the followed ones start, and teach.
 	submit(1500)
 	var last *sluicev1.Job

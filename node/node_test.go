@@ -173,6 +173,17 @@ func submit(t *testing.T, c sluicev1connect.JobServiceClient, spec *sluicev1.Job
 }
 
 // waitState polls until the job reaches state or the deadline passes.
+// submitRun submits an sdxl job that runs ms on a synthetic executor.
+func submitRun(t *testing.T, c sluicev1connect.JobServiceClient, ms int) *sluicev1.Job {
+	t.Helper()
+	in, _ := structpb.NewStruct(map[string]any{"duration_ms": ms})
+	res, err := c.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Msg.Job
+}
+
 func waitState(t *testing.T, c sluicev1connect.JobServiceClient, id string, want sluicev1.JobState) *sluicev1.Job {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)

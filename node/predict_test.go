@@ -260,19 +260,11 @@ func TestRunTimeByGPUKind(t *testing.T) {
 // synthetic executor reports progress, so the job's record is read as an
 // executor that does not would leave it).
 func TestARunningJobPastItsPredictionIsToldTimeLeft(t *testing.T) {
-	policy := DemoPolicy()
-	policy.Rules = nil
-	n := startNodeWith(t, 1, policy)
+	n := startNode(t, 1)
 	bob := jobClient(n, DemoBobKey)
-	ctx := context.Background()
 	var last *sluicev1.Job
 	for range 3 {
-		in, _ := structpb.NewStruct(map[string]any{"duration_ms": 200})
-		res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = waitState(t, bob, res.Msg.Job.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+		last = waitState(t, bob, submitRun(t, bob, 200).Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
 	}
 	id, err := ParseJobID(last.Id)
 	if err != nil {
@@ -334,17 +326,10 @@ func TestTimeLeftFallsBetweenProgressReports(t *testing.T) {
 // than a second (eta_seconds is whole seconds, rounded up). Read at the
 // pace of now, it rose from 2 s to 4 s between the first two reports.
 func TestRunningETADoesNotRiseBetweenProgressReports(t *testing.T) {
-	policy := DemoPolicy()
-	policy.Rules = nil
-	n := startNodeWith(t, 1, policy)
+	n := startNode(t, 1)
 	bob := jobClient(n, DemoBobKey)
 	ctx := context.Background()
-	in, _ := structpb.NewStruct(map[string]any{"duration_ms": 2000})
-	res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := res.Msg.Job.Id
+	id := submitRun(t, bob, 2000).Id
 	var seen []string
 	low, reports := int64(math.MaxInt64), map[float64]bool{}
 	deadline := time.Now().Add(15 * time.Second)

@@ -11,7 +11,8 @@ import (
 // but not what it cannot see: later arrivals of the job's own tier that
 // the fair queue puts ahead of it, changes in load, and who frees a slot
 // first. So the leader follows some queued jobs (one in CalibrationEvery,
-// by id; more while it has learned little: Follows) from the ETA the model gave them to their first start, and keeps,
+// by id; more while it has learned little: Follows) from the ETA the model
+// gave them to their first start, and keeps,
 // per tier and per order of magnitude of that ETA, the ratio of the real
 // wait to the ETA's scale (its p50, at least 10 ms) over the last
 // calWindow of them. A band is then the scale times those ratios' 10th,
@@ -94,15 +95,24 @@ func calMagnitude(scale time.Duration) int32 {
 	return m
 }
 
+// tier is the index of tier name, added if new.
 func (c *ETACalibration) tier(name string) int32 {
-	for i, t := range c.tiers {
-		if t == name {
-			return int32(i)
-		}
+	if i := c.tierIndex(name); i >= 0 {
+		return int32(i)
 	}
 	c.tiers = append(c.tiers, name)
 	c.classes = append(c.classes, make([]calClass, calClasses)...)
 	return int32(len(c.tiers) - 1)
+}
+
+// tierIndex is the index of tier name, -1 if it has none yet.
+func (c *ETACalibration) tierIndex(name string) int {
+	for i, t := range c.tiers {
+		if t == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // Follows reports whether the leader follows the ETA of job id, of tier:
@@ -118,12 +128,8 @@ func (c *ETACalibration) Follows(id uint64, tier string) bool {
 	case !MayFollow(id):
 		return false
 	}
-	for i, t := range c.tiers {
-		if t == tier {
-			return c.classes[i*calClasses+calMagnitudes].n < calWarm
-		}
-	}
-	return true
+	i := c.tierIndex(tier)
+	return i < 0 || c.classes[i*calClasses+calMagnitudes].n < calWarm
 }
 
 // MayFollow reports whether job id could be followed, whatever the state:
@@ -257,12 +263,7 @@ func (c *ETACalibration) Band(tier string, b Band) Band {
 	if b.P90 <= 0 {
 		return b
 	}
-	ti := -1
-	for i, t := range c.tiers {
-		if t == tier {
-			ti = i
-		}
-	}
+	ti := c.tierIndex(tier)
 	if ti < 0 {
 		return b
 	}

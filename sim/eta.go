@@ -53,8 +53,8 @@ type etaTally struct {
 }
 
 // noteETA gives a just-admitted job the ETA its Submit's answer would
-// carry, and follows it as the leader does: for the calibration (one job in
-// scheduler.CalibrationEvery, more while it is new: Follows), and for the honesty figures (a measured
+// carry, and follows it as the leader does: for the calibration (the jobs
+// ETACalibration.Follows picks), and for the honesty figures (a measured
 // job: all of the first etaEvery, then one in etaSample).
 func (e forecasts) noteETA(j *simJob) {
 	tier := e.tenants[j.tenant].tier
