@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -65,7 +66,7 @@ func run(ctx context.Context, addr, key string, out io.Writer) error {
 		return fmt.Errorf("submit: %w", err)
 	}
 	job := sub.Msg.Job
-	fmt.Fprintf(out, "submitted job %s: %s, position %d, eta %ds\n", job.Id, state(job.State), job.QueuePosition, job.EtaSeconds)
+	fmt.Fprintf(out, "submitted job %s: %s, position %d, eta %s\n", job.Id, state(job.State), job.QueuePosition, eta(job))
 
 	again, err := jobs.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: spec}))
 	if err != nil {
@@ -78,7 +79,9 @@ func run(ctx context.Context, addr, key string, out io.Writer) error {
 		return err
 	}
 	if last.State == sluicev1.JobState_JOB_STATE_SUCCEEDED {
-		b, err := last.Output.MarshalJSON()
+		// encoding/json over the map, for one spacing every time
+		// (protojson varies its spaces from build to build on purpose).
+		b, err := json.Marshal(last.Output.AsMap())
 		if err != nil {
 			return err
 		}
@@ -99,6 +102,15 @@ func run(ctx context.Context, addr, key string, out io.Writer) error {
 	return nil
 }
 
+// eta is the job's ETA with its p10–p90 band where it has one: "3s (1–6s)",
+// seconds until a queued job starts or a running one ends.
+func eta(j *sluicev1.Job) string {
+	if j.EtaP90Seconds > j.EtaP10Seconds {
+		return fmt.Sprintf("%ds (%d–%ds)", j.EtaSeconds, j.EtaP10Seconds, j.EtaP90Seconds)
+	}
+	return fmt.Sprintf("%ds", j.EtaSeconds)
+}
+
 // watch prints each change of the job until it ends and returns its last
 // state. A stream can end before the job does (the node it reached shut
 // down, or the leader changed: unavailable); then it watches again, until
@@ -116,10 +128,10 @@ func watch(ctx context.Context, jobs sluicev1connect.JobServiceClient, id string
 			last = stream.Msg().Job
 			switch last.State {
 			case sluicev1.JobState_JOB_STATE_QUEUED:
-				fmt.Fprintf(out, "  job %s QUEUED, position %d, eta %ds\n", last.Id, last.QueuePosition, last.EtaSeconds)
+				fmt.Fprintf(out, "  job %s QUEUED, position %d, eta %s\n", last.Id, last.QueuePosition, eta(last))
 			case sluicev1.JobState_JOB_STATE_RUNNING:
-				fmt.Fprintf(out, "  job %s RUNNING, attempt %d on %s, %.0f%% done, eta %ds\n",
-					last.Id, last.Attempt, last.Executor, 100*last.Progress, last.EtaSeconds)
+				fmt.Fprintf(out, "  job %s RUNNING, attempt %d on %s, %.0f%% done, eta %s\n",
+					last.Id, last.Attempt, last.Executor, 100*last.Progress, eta(last))
 			default:
 				fmt.Fprintf(out, "  job %s %s, attempt %d on %s\n", last.Id, state(last.State), last.Attempt, last.Executor)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/gpuexec"
 	"github.com/sluicehq/sluice/node"
+	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
 
 // startCluster starts a one-node cluster with the demo policy (its rate
@@ -99,5 +100,21 @@ func TestGoClientWrongKeyIsUnauthenticated(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("printed %q before failing", out.String())
+	}
+}
+
+// TestETAShowsItsBand: the band is printed where the server sent one.
+func TestETAShowsItsBand(t *testing.T) {
+	for _, c := range []struct {
+		j    *sluicev1.Job
+		want string
+	}{
+		{&sluicev1.Job{EtaSeconds: 3, EtaP10Seconds: 1, EtaP90Seconds: 6}, "3s (1–6s)"},
+		{&sluicev1.Job{EtaSeconds: 2, EtaP10Seconds: 2, EtaP90Seconds: 2}, "2s"},
+		{&sluicev1.Job{}, "0s"},
+	} {
+		if got := eta(c.j); got != c.want {
+			t.Errorf("eta(%v) = %q, want %q", c.j, got, c.want)
+		}
 	}
 }
