@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -83,11 +84,17 @@ func span(a, b *timestamppb.Timestamp) string {
 	return b.AsTime().Sub(a.AsTime()).Round(time.Millisecond).String()
 }
 
+// compactJSON is s on one line with no spaces, the same from build to build
+// (protojson varies its spacing on purpose, so this goes through
+// encoding/json).
 func compactJSON(s *structpb.Struct) string {
 	if s == nil {
 		return "{}"
 	}
-	b, _ := protojson.Marshal(s)
+	b, err := json.Marshal(s.AsMap())
+	if err != nil { // a number JSON cannot write (NaN, ±Inf)
+		b, _ = protojson.Marshal(s)
+	}
 	return string(b)
 }
 

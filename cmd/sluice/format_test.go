@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -40,5 +41,20 @@ func TestSummaryShowsThePredictedRun(t *testing.T) {
 	j.Prediction = &sluicev1.RunPrediction{Run: durationpb.New(2 * time.Second), P10: durationpb.New(1990 * time.Millisecond), P90: durationpb.New(2010 * time.Millisecond)}
 	if s := summary(j); !strings.Contains(s, "runs 2s (the model's average)") {
 		t.Fatalf("summary %q", s)
+	}
+}
+
+// TestOutputIsCompact: a job's input and output print on one line with no
+// spaces between fields, whatever spacing protojson picks for this build.
+func TestOutputIsCompact(t *testing.T) {
+	s, err := structpb.NewStruct(map[string]any{"model": "sdxl", "attempt": 1, "input": map[string]any{"prompt": "a cat"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := compactJSON(s), `{"attempt":1,"input":{"prompt":"a cat"},"model":"sdxl"}`; got != want {
+		t.Errorf("compactJSON = %s, want %s", got, want)
+	}
+	if got := compactJSON(nil); got != "{}" {
+		t.Errorf("compactJSON(nil) = %s, want {}", got)
 	}
 }
