@@ -565,9 +565,19 @@ func (n jobDesk) withSoftState(job *sluicev1.Job, v fsm.JobView) *sluicev1.Job {
 		}
 	case sluicev1.JobState_JOB_STATE_QUEUED:
 		job.WaitingReason = n.execs.unplaceable(j.Spec.GetModel(), j.Spec.GetGpus(), j.Spec.GetGpuMemoryMb())
+		if job.WaitingReason == "" && n.execs.connected() == 0 && n.Leading() {
+			// Not "eta 0s": nothing could start it now. (A follower holds no
+			// leases, and claims nothing.)
+			job.WaitingReason = noExecutor
+		}
 	}
 	return job
 }
+
+// noExecutor is why a queued job waits on a leader no executor has leased
+// from (none started yet, or all lost; after a failover, until they lease
+// again): its ETA is unknown. Soft state; admission never refuses for it.
+const noExecutor = "no executor is connected"
 
 // verifyLeader confirms, with a quorum, that this node still leads: a
 // consistent read served after it sees every write acknowledged before.
@@ -660,6 +670,12 @@ func (n jobDesk) etaOf(v fsm.JobView, x nodeExecutors, sizes *admission.Sizing) 
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
 		raw, ok := admission.QueuedETA(n.fsm, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
+		if n.execs.placed(j.Id) {
+			// Starting: the dispatcher placed it before or while its ETA
+			// was drawn (it runs beside the reads), and its own slot,
+			// counted as busy, made it wait a whole run.
+			return jobETA{known: true}
+		}
 		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())

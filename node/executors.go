@@ -362,6 +362,28 @@ func (r *registry) unplaceable(model string, gpus int32, memMB int64) string {
 	return r.fleet.Unplaceable(model, gpus, memMB)
 }
 
+// connected is how many executors hold a lease.
+func (r *registry) connected() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fleet.Len()
+}
+
+// placed reports whether job id holds a slot on an executor: placed, its
+// Assign proposed, or started since the caller read it queued.
+func (r *registry) placed(id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range int32(r.fleet.Len()) {
+		for _, run := range r.fleet.Runs(i) {
+			if run.Job == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // status describes the executors for GetClusterStatus, in name order.
 func (r *registry) status() []*sluicev1.ExecutorStatus {
 	r.mu.Lock()

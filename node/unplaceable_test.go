@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 )
@@ -143,4 +144,65 @@ func (r *registry) reserve(executor string, job uint64, gpus int32) ([]string, b
 		return nil, false
 	}
 	return r.fleet.IDs(i, mask), true
+}
+
+// TestNoExecutorSaysSo: on a leader no executor has leased from, a queued
+// job is not told "eta 0s": it waits because no executor is connected, in
+// Submit, GetJob and ListJobs; once one connects, the job runs and the
+// reason is gone.
+func TestNoExecutorSaysSo(t *testing.T) {
+	n := startNode(t, 0)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	res, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Msg.Job.WaitingReason; got != noExecutor {
+		t.Fatalf("Submit's job waits because %q, want %q", got, noExecutor)
+	}
+	got, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: res.Msg.Job.Id}))
+	if err != nil || got.Msg.Job.WaitingReason != noExecutor {
+		t.Fatalf("GetJob: %v %q", err, got.Msg.GetJob().GetWaitingReason())
+	}
+	list, err := bob.ListJobs(ctx, connect.NewRequest(&sluicev1.ListJobsRequest{}))
+	if err != nil || len(list.Msg.Jobs) != 1 || list.Msg.Jobs[0].WaitingReason != noExecutor {
+		t.Fatalf("ListJobs: %v %v", err, list.Msg.GetJobs())
+	}
+	startExecutors(t, 1, []string{baseURL(n)}, "late")
+	done := waitState(t, bob, res.Msg.Job.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	if done.WaitingReason != "" {
+		t.Fatalf("a finished job waits because %q", done.WaitingReason)
+	}
+}
+
+// TestPlacedJobIsToldItStarts: a queued job the leader has placed on an
+// executor (its Assign proposed, not yet applied) is starting: a read in
+// that moment tells it 0, not the run of the attempt its own reservation
+// looks like.
+func TestPlacedJobIsToldItStarts(t *testing.T) {
+	n := startNode(t, 0)
+	bob := jobClient(n, DemoBobKey)
+	// Not before an hour from now: the dispatcher leaves it where the test
+	// places it.
+	res, err := bob.Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{
+		Model: "sdxl", NotBefore: timestamppb.New(time.Now().Add(time.Hour))}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ParseJobID(res.Msg.Job.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.execs.attach(&sluicev1.ExecutorInfo{Name: "x", Slots: 1, Models: []string{"sdxl"}, Gpus: []*sluicev1.GPU{{Uuid: "x0", MemoryTotalMb: 81920}}}, nil, time.Now())
+	v, _ := n.fsm.View(id)
+	if e := n.desk.eta(v); !e.known || e.P50 < 50*time.Minute {
+		t.Fatalf("before it is placed: %v (known %v), want about its hour", e.Band, e.known)
+	}
+	if _, ok := n.execs.reserve("x", id, 1); !ok {
+		t.Fatal("no reservation")
+	}
+	if e := n.desk.eta(v); !e.known || e.P90 != 0 {
+		t.Fatalf("placed: %v (known %v), want 0–0", e.Band, e.known)
+	}
 }

@@ -667,8 +667,10 @@ type Job struct {
 	Progress     float64 `protobuf:"fixed64,17,opt,name=progress,proto3" json:"progress,omitempty"`
 	ProgressText string  `protobuf:"bytes,18,opt,name=progress_text,json=progressText,proto3" json:"progress_text,omitempty"`
 	// Why a queued job cannot start on any executor the leader has now, e.g.
-	// "needs 2 GPUs; the largest executor has 1"; empty when one could run it
-	// (or none is connected). Soft state of the leader, like progress.
+	// "needs 2 GPUs; the largest executor has 1", or "no executor is
+	// connected" (its ETA is then unknown: eta_seconds 0 does not mean at
+	// once); empty when one could run it. Soft state of the leader, like
+	// progress.
 	WaitingReason string `protobuf:"bytes,19,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"`
 	// The webhook notifications of the job's events, oldest first.
 	Webhooks []*WebhookDelivery `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
