@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/limiter"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
+	"github.com/sluicehq/sluice/scheduler"
 )
 
 // Version is the build's version for sluice_build_info (set with -ldflags).
@@ -79,7 +80,8 @@ type Server struct {
 	submits, decisions, checks      *prometheus.CounterVec
 	challenges                      *prometheus.CounterVec
 	predictedWait                   prometheus.Histogram
-	predictionError                 *prometheus.HistogramVec
+	predictionError, etaError       *prometheus.HistogramVec
+	etaStarts                       *prometheus.CounterVec
 	leases, executorsLost           prometheus.Counter
 	proposeBatch, proposeSeconds    prometheus.Histogram
 	snapshot                        prometheus.Histogram
@@ -128,6 +130,10 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 		predictedWait: histogram1("predicted_wait_seconds", "Predicted wait handed to admitted Submits.", "leader", jobBuckets),
 		predictionError: histogram("run_prediction_error_ratio", "How far a completed attempt's predicted run time was from its real one, relative to the real one, by model and basis (sized: from the job's input; average: the model's).",
 			"leader", errorBuckets, "model", "basis"),
+		etaError: histogram("eta_error_ratio", "How far the ETA told at Submit was from the wait to the first start, relative to the wait (waits under 1 s taken as 1 s), for one admitted job in 16 (by id), by tier.",
+			"leader", errorBuckets, "tier"),
+		etaStarts: counter("eta_starts_total", "First starts of the jobs whose ETA is followed (one admitted job in 16), by tier and where the start fell: inside the p10–p90 band told, early (before it) or late (after it); at_once or at_once_late for jobs told they start at once (within a second, or later).",
+			"leader", "tier", "band"),
 		leases:         counter1("leases_total", "Executor leases granted.", "leader"),
 		executorsLost:  counter1("executors_lost_total", "Executor leases ended by missed heartbeats or the gossip pool.", "leader"),
 		proposeBatch:   histogram1("propose_batch_size", "Commands carried by one raft log entry.", "leader", batchBuckets),
@@ -143,7 +149,7 @@ func NewServer(node string, maxTenants int, src Source) *Server {
 	build.Set(1)
 	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.jobWait, m.jobRun, m.jobTurnaround, m.deadLetters, m.requeues, m.attempts, m.submits, m.decisions, m.checks, m.challenges,
-		m.predictedWait, m.predictionError, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
+		m.predictedWait, m.predictionError, m.etaError, m.etaStarts, m.leases, m.executorsLost, m.proposeBatch, m.proposeSeconds, m.snapshot, m.forwarded,
 		m.apiRequests, m.apiSeconds, m.webhooks, stateCollector{m})
 	return m
 }
@@ -294,6 +300,31 @@ func (m *Server) PredictionError(model string, sized bool, predicted, real time.
 	}
 	d := predicted - real
 	m.predictionError.WithLabelValues(model, basis).Observe(math.Abs(float64(d)) / float64(real))
+}
+
+// ETAFared records how the ETA told to an admitted job (its p10, p50 and
+// p90; all 0: at once) fared against its wait to the first start.
+func (m *Server) ETAFared(tier string, p10, p50, p90, wait time.Duration) {
+	if m == nil {
+		return
+	}
+	m.etaError.WithLabelValues(tier).Observe(scheduler.ETAError(p50, wait))
+	m.etaStarts.WithLabelValues(tier, etaBand(p10, p90, wait)).Inc()
+}
+
+// etaBand is where a start after wait fell against the band p10–p90 told.
+func etaBand(p10, p90, wait time.Duration) string {
+	switch {
+	case p90 <= 0 && wait <= scheduler.ETAErrorFloor:
+		return "at_once"
+	case p90 <= 0:
+		return "at_once_late"
+	case wait < p10:
+		return "early"
+	case wait > p90:
+		return "late"
+	}
+	return "inside"
 }
 
 // PredictedWait records the wait handed to an admitted Submit.

@@ -165,3 +165,71 @@ func TestDecisionOutcomes(t *testing.T) {
 		t.Error("error codes outside the known set must be \"other\"")
 	}
 }
+
+// TestETAFared: where a start falls against the band it was told, and the
+// error it counts.
+func TestETAFared(t *testing.T) {
+	s := time.Second
+	for _, c := range []struct {
+		p10, p90, wait time.Duration
+		want           string
+	}{
+		{0, 0, 300 * time.Millisecond, "at_once"},
+		{0, 0, s, "at_once"},
+		{0, 0, 3 * s, "at_once_late"},
+		{2 * s, 6 * s, s, "early"},
+		{2 * s, 6 * s, 2 * s, "inside"},
+		{2 * s, 6 * s, 6 * s, "inside"},
+		{2 * s, 6 * s, 7 * s, "late"},
+	} {
+		if got := etaBand(c.p10, c.p90, c.wait); got != c.want {
+			t.Errorf("told %v–%v, waited %v: %s, want %s", c.p10, c.p90, c.wait, got, c.want)
+		}
+	}
+	m := NewServer("n1", 0, Source{})
+	m.ETAFared("pro", 2*s, 4*s, 6*s, 5*s)  // inside, error 20 %
+	m.ETAFared("pro", 2*s, 4*s, 6*s, 10*s) // late, error 60 %
+	m.ETAFared("free", 0, 0, 0, 500*time.Millisecond) // at once, error 50 % (of a second)
+	if got := testutil.ToFloat64(m.etaStarts.WithLabelValues("pro", "inside")); got != 1 {
+		t.Errorf("pro inside: %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.etaStarts.WithLabelValues("pro", "late")); got != 1 {
+		t.Errorf("pro late: %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.etaStarts.WithLabelValues("free", "at_once")); got != 1 {
+		t.Errorf("free at once: %v, want 1", got)
+	}
+	want := `
+		# HELP sluice_eta_error_ratio How far the ETA told at Submit was from the wait to the first start, relative to the wait (waits under 1 s taken as 1 s), for one admitted job in 16 (by id), by tier.
+		# TYPE sluice_eta_error_ratio histogram
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="0.05"} 0
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="0.1"} 0
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="0.2"} 0
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="0.3"} 0
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="0.5"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="0.75"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="1"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="2"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="5"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="10"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="free",le="+Inf"} 1
+		sluice_eta_error_ratio_sum{scope="leader",tier="free"} 0.5
+		sluice_eta_error_ratio_count{scope="leader",tier="free"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="0.05"} 0
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="0.1"} 0
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="0.2"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="0.3"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="0.5"} 1
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="0.75"} 2
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="1"} 2
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="2"} 2
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="5"} 2
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="10"} 2
+		sluice_eta_error_ratio_bucket{scope="leader",tier="pro",le="+Inf"} 2
+		sluice_eta_error_ratio_sum{scope="leader",tier="pro"} 0.8
+		sluice_eta_error_ratio_count{scope="leader",tier="pro"} 2
+	`
+	if err := testutil.CollectAndCompare(m.etaError, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+}

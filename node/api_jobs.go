@@ -208,7 +208,7 @@ func (n jobDesk) answerSubmit(sub submission, res fsm.Result, err error, h http.
 	}
 	if !res.Deduplicated {
 		if job.State == sluicev1.JobState_JOB_STATE_QUEUED && eta.known {
-			n.etaCal.follow(res.JobID, t.Tier, eta.model, time.Until(job.GetReadyAt().AsTime()))
+			n.etaCal.follow(res.JobID, t.Tier, eta.model, eta.Band, time.Until(job.GetReadyAt().AsTime()))
 		}
 		if m, ok := n.fsm.Model(job.Spec.GetModel()); ok {
 			n.tierLoad.add(t.Tier, n.service.expected(m.Name, m.GetDefaultDuration().AsDuration()), time.Now().UnixNano())

@@ -141,10 +141,27 @@ func (t *tierLoads) overtaking(tier string, shares map[string]scheduler.TierShar
 
 // etaCalibration is how the leader's ETAs have fared
 // (scheduler.ETACalibration): its soft state, as the simulator keeps it.
+// It also keeps the ETAs told to one admitted job in
+// scheduler.CalibrationEvery (by id), for the metrics of their honesty.
 type etaCalibration struct {
-	mu  sync.Mutex
-	cal scheduler.ETACalibration
+	mu     sync.Mutex
+	cal    scheduler.ETACalibration
+	honest map[uint64]toldETA
+	noted  int // follow calls, for the sweep of stale entries
 }
+
+// toldETA is the ETA a job was told at Submit (calibrated, as its answer
+// carried it), when, and its tier.
+type toldETA struct {
+	tier string
+	band scheduler.Band
+	at   int64
+}
+
+const (
+	honestMax   = 4096 // ETAs followed for the metrics at once
+	honestStale = int64(time.Hour)
+)
 
 // told is the band a queued job of tier is told, the model's band calibrated.
 func (c *etaCalibration) told(tier string, model scheduler.Band, readyIn time.Duration) scheduler.Band {
@@ -153,11 +170,30 @@ func (c *etaCalibration) told(tier string, model scheduler.Band, readyIn time.Du
 	return admission.ETA(&c.cal, tier, model, readyIn)
 }
 
-// follow notes the model's band given to a just-admitted job.
-func (c *etaCalibration) follow(id uint64, tier string, model scheduler.Band, readyIn time.Duration) {
+// follow notes the model's band, and the band it was told, given to a
+// just-admitted job.
+func (c *etaCalibration) follow(id uint64, tier string, model, told scheduler.Band, readyIn time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cal.Told(id, tier, model, readyIn, time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.cal.Told(id, tier, model, readyIn, now)
+	if id%scheduler.CalibrationEvery != 0 {
+		return
+	}
+	if c.honest == nil {
+		c.honest = make(map[uint64]toldETA)
+	}
+	if c.noted++; c.noted%256 == 0 || len(c.honest) >= honestMax {
+		// Jobs that ended without starting (canceled, expired).
+		for k, t := range c.honest {
+			if now-t.at > honestStale {
+				delete(c.honest, k)
+			}
+		}
+	}
+	if len(c.honest) < honestMax {
+		c.honest[id] = toldETA{tier: tier, band: told, at: now}
+	}
 }
 
 // reset stops following jobs (a term ended).
@@ -165,16 +201,24 @@ func (c *etaCalibration) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cal.Reset()
+	clear(c.honest)
 }
 
-// started learns from a job's first start.
-func (c *etaCalibration) started(id uint64) {
+// started learns from a job's first start, and returns the ETA it was told
+// and its wait, if it is one of those kept for the metrics.
+func (c *etaCalibration) started(id uint64) (told toldETA, wait time.Duration, ok bool) {
 	if !scheduler.MayFollow(id) {
-		return
+		return toldETA{}, 0, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cal.Started(id, time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.cal.Started(id, now)
+	if told, ok = c.honest[id]; ok {
+		delete(c.honest, id)
+		wait = time.Duration(max(now-told.at, 0))
+	}
+	return told, wait, ok
 }
 
 // busyError turns a backpressure refusal into resource_exhausted "system

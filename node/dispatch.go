@@ -228,7 +228,9 @@ func (n leaderDuty) dispatch() {
 			// attempt back now rather than after the lease grace.
 			n.requeue(j.Id, p.a.Attempt, fmt.Sprintf("executor %s left before it could start attempt %d", p.a.Executor, p.a.Attempt))
 		} else if p.a.Attempt == 1 {
-			n.etaCal.started(j.Id)
+			if told, wait, ok := n.etaCal.started(j.Id); ok {
+				n.metrics.ETAFared(told.tier, told.band.P10, told.band.P50, told.band.P90, wait)
+			}
 		}
 	}
 }

@@ -2,6 +2,10 @@ package node
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,4 +98,47 @@ func TestETAIsCalibratedByHowETAsFared(t *testing.T) {
 	}
 	// (GetJob tells n.eta's band, in whole seconds: the model's ETA here is
 	// milliseconds, learned from the 10 ms jobs.)
+}
+
+// TestETAHonestyIsInTheMetrics: the leader counts how the ETAs it told
+// fared (one admitted job in 16): each followed job's first start, by where
+// it fell against its band, and its error, in /metrics.
+func TestETAHonestyIsInTheMetrics(t *testing.T) {
+	n := startNode(t, 1)
+	bob := jobClient(n, DemoBobKey)
+	ctx := context.Background()
+	submitRun(t, bob, 1000) // the rest wait behind it
+	var last *sluicev1.Job
+	for range 2 * scheduler.CalibrationEvery {
+		last = submitRun(t, bob, 10)
+	}
+	waitFor(t, "the short jobs to finish", func() bool {
+		res, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: last.Id}))
+		return err == nil && res.Msg.Job.State == sluicev1.JobState_JOB_STATE_SUCCEEDED
+	})
+	res, err := http.Get(baseURL(n) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	starts, count := 0.0, -1.0
+	for _, line := range strings.Split(string(body), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[1], 64)
+		switch {
+		case err != nil:
+		case strings.HasPrefix(line, "sluice_eta_starts_total{") && strings.Contains(line, `tier="pro"`):
+			starts += v
+		case strings.HasPrefix(line, `sluice_eta_error_ratio_count{scope="leader",tier="pro"}`):
+			count = v
+		}
+	}
+	// Ids 16 and 32 at least are among the 33 jobs.
+	if starts < 2 || count != starts {
+		t.Fatalf("%v followed starts and %v errors counted, want at least 2 and as many:\n%s", starts, count, body)
+	}
 }

@@ -39,6 +39,17 @@ func WaitBehind(position, slots, free int, service time.Duration) time.Duration 
 	return ETA(position-free, slots, service)
 }
 
+// ETAErrorFloor is the least wait an ETA's error is taken against: a job
+// told "now" that starts 300 ms later is not 100 % wrong.
+const ETAErrorFloor = time.Second
+
+// ETAError is how far an ETA of eta was from the wait, relative to the wait
+// (at least ETAErrorFloor): how the simulator and the leader's metrics
+// judge an ETA (docs/simulator.md, "ETA honesty").
+func ETAError(eta, wait time.Duration) float64 {
+	return math.Abs(float64(eta-wait)) / float64(max(wait, ETAErrorFloor))
+}
+
 // WarmAfter is an executor's list of loaded models after it runs model:
 // model moves to the end and the oldest falls off past capacity. It
 // returns a new slice, since offered slots may share the old one.

@@ -13,9 +13,8 @@ import (
 // model and the learned service time); when the job first starts, the
 // simulator sees how it fared.
 
-// etaErrFloor is the least wait a relative error is taken against: a job
-// promised "now" that starts 300 ms later is not 100 % wrong.
-const etaErrFloor = int64(time.Second)
+// etaErrFloor is the least wait a relative error is taken against.
+const etaErrFloor = int64(scheduler.ETAErrorFloor)
 
 // The ETAs of the first etaEvery measured jobs are all followed, then one
 // job in etaSample (by id, so that a run stays a function of its seed),

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/scheduler"
 )
 
 // The floor of ETA error (issues 22 and 28): how well could any ETA have
@@ -408,7 +410,7 @@ func (fl *Floor) measure(picked []etaSeen, base int64) {
 // etaErr is an ETA's error against a wait, relative to the wait (at least
 // etaErrFloor), as tallyETA takes it.
 func etaErr(eta, wait int64) float64 {
-	return float64(abs(eta-wait)) / float64(max(wait, etaErrFloor))
+	return scheduler.ETAError(time.Duration(eta), time.Duration(wait))
 }
 
 // within is the share of waits told within tol by the ETAs given, each
