@@ -416,7 +416,7 @@ func watchDiffers(a, b *sluicev1.Job) bool {
 	return a.State != b.State || a.QueuePosition != b.QueuePosition || a.EtaSeconds != b.EtaSeconds ||
 		a.EtaP10Seconds != b.EtaP10Seconds || a.EtaP90Seconds != b.EtaP90Seconds ||
 		a.Attempt != b.Attempt || a.Executor != b.Executor || len(a.Transitions) != len(b.Transitions) ||
-		a.Progress != b.Progress || a.ProgressText != b.ProgressText
+		a.Progress != b.Progress || a.ProgressText != b.ProgressText || a.WaitingReason != b.WaitingReason
 }
 
 func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev1.CancelJobRequest]) (*connect.Response[sluicev1.CancelJobResponse], error) {
@@ -670,7 +670,7 @@ func (n jobDesk) etaOf(v fsm.JobView, x nodeExecutors, sizes *admission.Sizing) 
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
 		raw, ok := admission.QueuedETA(n.fsm, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
-		if n.execs.placed(j.Id) {
+		if n.execs.placed(j.Id, j.Attempt) {
 			// Starting: the dispatcher placed it before or while its ETA
 			// was drawn (it runs beside the reads), and its own slot,
 			// counted as busy, made it wait a whole run.

@@ -184,9 +184,11 @@ func (c *etaCalibration) follow(id uint64, tier string, model, told scheduler.Ba
 		c.honest = make(map[uint64]toldETA)
 	}
 	if c.noted++; c.noted%256 == 0 || len(c.honest) >= honestMax {
-		// Jobs that ended without starting (canceled, expired).
+		// Jobs that ended without starting (canceled, expired), or
+		// started before this note: an hour on, or four times the top of
+		// their band if that is later.
 		for k, t := range c.honest {
-			if now-t.at > honestStale {
+			if now-t.at > max(honestStale, 4*int64(t.band.P90)) {
 				delete(c.honest, k)
 			}
 		}

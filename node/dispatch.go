@@ -86,6 +86,9 @@ func (n leaderDuty) lead(leaderCh <-chan bool) {
 		n.newWebhookSender().run(termCtx)
 	}()
 	defer func() {
+		// Not leading before the executors go: else reads in between see a
+		// leader with none (waiting_reason "no executor is connected").
+		n.setReady(false)
 		endTerm()
 		<-hooks
 		<-gated // so that it cannot turn group commit on after this

@@ -369,14 +369,16 @@ func (r *registry) connected() int {
 	return r.fleet.Len()
 }
 
-// placed reports whether job id holds a slot on an executor: placed, its
-// Assign proposed, or started since the caller read it queued.
-func (r *registry) placed(id uint64) bool {
+// placed reports whether queued job id, whose last attempt was attempt,
+// holds a slot for its next: placed, its Assign proposed, or started since
+// the caller read it queued (an attempt it was requeued from, not yet let go
+// of, does not count).
+func (r *registry) placed(id uint64, attempt int32) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range int32(r.fleet.Len()) {
 		for _, run := range r.fleet.Runs(i) {
-			if run.Job == id {
+			if run.Job == id && (run.Reserved || run.Attempt > attempt) {
 				return true
 			}
 		}

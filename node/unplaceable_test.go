@@ -169,10 +169,17 @@ func TestNoExecutorSaysSo(t *testing.T) {
 	if err != nil || len(list.Msg.Jobs) != 1 || list.Msg.Jobs[0].WaitingReason != noExecutor {
 		t.Fatalf("ListJobs: %v %v", err, list.Msg.GetJobs())
 	}
+	later, err := bob.Submit(ctx, connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{
+		Model: "sdxl", NotBefore: timestamppb.New(time.Now().Add(time.Hour))}}))
+	if err != nil || later.Msg.Job.WaitingReason != noExecutor {
+		t.Fatalf("a job for later: %v %q", err, later.Msg.GetJob().GetWaitingReason())
+	}
 	startExecutors(t, 1, []string{baseURL(n)}, "late")
-	done := waitState(t, bob, res.Msg.Job.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
-	if done.WaitingReason != "" {
-		t.Fatalf("a finished job waits because %q", done.WaitingReason)
+	waitState(t, bob, res.Msg.Job.Id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	// The job for later is still queued, and no longer says so.
+	got, err = bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: later.Msg.Job.Id}))
+	if err != nil || got.Msg.Job.State != sluicev1.JobState_JOB_STATE_QUEUED || got.Msg.Job.WaitingReason != "" {
+		t.Fatalf("with an executor: %v %v %q", err, got.Msg.GetJob().GetState(), got.Msg.GetJob().GetWaitingReason())
 	}
 }
 

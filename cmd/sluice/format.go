@@ -255,11 +255,25 @@ func humanWait(d time.Duration) string {
 	return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
 }
 
-// blocked prints, under a table, why its blocked jobs wait.
+// blocked prints, under a table, why its blocked jobs wait: a line per
+// reason, in the order first seen ("no executor is connected" holds every
+// queued job alike).
 func blocked(w io.Writer, jobs []*sluicev1.Job) {
+	var reasons []string
+	ids := map[string][]string{}
 	for _, j := range jobs {
 		if j.WaitingReason != "" && j.State == sluicev1.JobState_JOB_STATE_QUEUED {
-			fmt.Fprintf(w, "* job %s is waiting: %s\n", j.Id, j.WaitingReason)
+			if _, ok := ids[j.WaitingReason]; !ok {
+				reasons = append(reasons, j.WaitingReason)
+			}
+			ids[j.WaitingReason] = append(ids[j.WaitingReason], j.Id)
+		}
+	}
+	for _, r := range reasons {
+		if js := ids[r]; len(js) == 1 {
+			fmt.Fprintf(w, "* job %s is waiting: %s\n", js[0], r)
+		} else {
+			fmt.Fprintf(w, "* jobs %s are waiting: %s\n", strings.Join(js, ", "), r)
 		}
 	}
 }

@@ -29,6 +29,20 @@ func TestBlockedJobsSayWhy(t *testing.T) {
 	}
 }
 
+// TestBlockedFootnotesGroupByReason: jobs held for the same reason (every
+// queued job while no executor is connected) share one footnote.
+func TestBlockedFootnotesGroupByReason(t *testing.T) {
+	q := func(id, why string) *sluicev1.Job {
+		return &sluicev1.Job{Id: id, State: sluicev1.JobState_JOB_STATE_QUEUED, QueuePosition: 1, WaitingReason: why}
+	}
+	var b bytes.Buffer
+	blocked(&b, []*sluicev1.Job{q("3", "no executor is connected"), q("4", "needs 2 GPUs; the largest executor has 1"), q("5", "no executor is connected"), q("6", "")})
+	want := "* jobs 3, 5 are waiting: no executor is connected\n* job 4 is waiting: needs 2 GPUs; the largest executor has 1\n"
+	if b.String() != want {
+		t.Fatalf("footnotes:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 // TestSummaryShowsThePredictedRun: a queued or running job's summary says
 // how long its run is predicted to take, and on what basis.
 func TestSummaryShowsThePredictedRun(t *testing.T) {

@@ -103,8 +103,13 @@ func run(ctx context.Context, addr, key string, out io.Writer) error {
 }
 
 // eta is the job's ETA with its p10–p90 band where it has one: "3s (1–6s)",
-// seconds until a queued job starts or a running one ends.
+// seconds until a queued job starts or a running one ends; or why a queued
+// job cannot start now, when the server says ("unknown (waiting: no
+// executor is connected)").
 func eta(j *sluicev1.Job) string {
+	if j.WaitingReason != "" {
+		return "unknown (waiting: " + j.WaitingReason + ")"
+	}
 	if j.EtaP90Seconds > j.EtaP10Seconds {
 		return fmt.Sprintf("%ds (%d–%ds)", j.EtaSeconds, j.EtaP10Seconds, j.EtaP90Seconds)
 	}

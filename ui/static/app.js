@@ -252,7 +252,8 @@ async function submitJob(ev) {
     const j = res.job;
     jobs.set(j.id, j);
     out.replaceChildren(el("div", { class: "accepted", "data-job": j.id }, `Job ${j.id} queued`,
-      stateName(j.state) === "QUEUED" ? `: number ${j.queuePosition} in line, about ${j.etaSeconds || "?"} s.` : ".",
+      stateName(j.state) === "QUEUED" ? `: number ${j.queuePosition} in line, ` +
+        (j.waitingReason ? `waiting: ${j.waitingReason}.` : Number(j.etaSeconds) > 0 ? `about ${j.etaSeconds} s.` : "starting now.") : ".",
       res.solved ? el("div", { class: "muted solved" }, `Challenge of rule "${res.solved.rule}" solved in ${res.solved.seconds} s` +
         (res.challengePass ? `; no more until ${new Date(res.challengePass.expiresAt).toLocaleTimeString()}.` : ".")) : null));
     renderJobs();
