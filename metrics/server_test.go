@@ -187,8 +187,8 @@ func TestETAFared(t *testing.T) {
 		}
 	}
 	m := NewServer("n1", 0, Source{})
-	m.ETAFared("pro", 2*s, 4*s, 6*s, 5*s)  // inside, error 20 %
-	m.ETAFared("pro", 2*s, 4*s, 6*s, 10*s) // late, error 60 %
+	m.ETAFared("pro", 2*s, 4*s, 6*s, 5*s)             // inside, error 20 %
+	m.ETAFared("pro", 2*s, 4*s, 6*s, 10*s)            // late, error 60 %
 	m.ETAFared("free", 0, 0, 0, 500*time.Millisecond) // at once, error 50 % (of a second)
 	if got := testutil.ToFloat64(m.etaStarts.WithLabelValues("pro", "inside")); got != 1 {
 		t.Errorf("pro inside: %v, want 1", got)
