@@ -416,7 +416,8 @@ func watchDiffers(a, b *sluicev1.Job) bool {
 	return a.State != b.State || a.QueuePosition != b.QueuePosition || a.EtaSeconds != b.EtaSeconds ||
 		a.EtaP10Seconds != b.EtaP10Seconds || a.EtaP90Seconds != b.EtaP90Seconds ||
 		a.Attempt != b.Attempt || a.Executor != b.Executor || len(a.Transitions) != len(b.Transitions) ||
-		a.Progress != b.Progress || a.ProgressText != b.ProgressText || a.WaitingReason != b.WaitingReason
+		a.Progress != b.Progress || a.ProgressText != b.ProgressText || a.WaitingReason != b.WaitingReason ||
+		a.EtaUnknown != b.EtaUnknown
 }
 
 func (s *jobService) CancelJob(ctx context.Context, req *connect.Request[sluicev1.CancelJobRequest]) (*connect.Response[sluicev1.CancelJobResponse], error) {

@@ -742,3 +742,33 @@ func TestSnapshotPersistCancelsOnAFailedWrite(t *testing.T) {
 		t.Fatalf("after a failed write: cancelled %v, closed %v, %d writes; want cancelled, not closed, after the second write", sink.cancelled, sink.closed, sink.writes)
 	}
 }
+
+// TestFollowerSaysItCannotTellTheETA: a queued job's ETA needs the
+// executors, which lease from the leader; a follower's plain read says it
+// cannot tell (eta_unknown) rather than "0", and a consistent read through
+// it carries the leader's ETA.
+func TestFollowerSaysItCannotTellTheETA(t *testing.T) {
+	c := startCluster(t, 3, 1)
+	waitFor(t, "the executor to lease", func() bool { return c.waitLeader().execs.connected() == 1 })
+	f := c.followers()[0]
+	bob := jobClient(f, DemoBobKey)
+	ctx := context.Background()
+	var last *sluicev1.Job
+	for range 3 { // one executor, two seconds each: the last ones wait
+		last = submitRun(t, bob, 2000)
+	}
+	plain, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: last.Id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := plain.Msg.Job; j.State != sluicev1.JobState_JOB_STATE_QUEUED || !j.EtaUnknown || j.EtaSeconds != 0 {
+		t.Fatalf("a follower's plain read: %v, eta_unknown %v, eta %ds; want queued, unknown, 0", j.State, j.EtaUnknown, j.EtaSeconds)
+	}
+	consistent, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: last.Id, Consistent: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := consistent.Msg.Job; j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.EtaUnknown || j.EtaSeconds <= 0 {
+		t.Fatalf("a consistent read through the follower: %v, eta_unknown %v, eta %ds; want queued, known, > 0", j.State, j.EtaUnknown, j.EtaSeconds)
+	}
+}

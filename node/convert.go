@@ -56,6 +56,7 @@ func publicJob(v fsm.JobView, eta jobETA) *sluicev1.Job {
 		out.EtaSeconds = ceilSeconds(eta.P50)
 		out.EtaP10Seconds, out.EtaP90Seconds = int64(eta.P10/time.Second), ceilSeconds(eta.P90)
 	}
+	out.EtaUnknown = !eta.known && j.State == sluicev1.JobState_JOB_STATE_QUEUED
 	for _, t := range fsm.Transitions(j) {
 		out.Transitions = append(out.Transitions, transition(t))
 	}

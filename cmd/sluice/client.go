@@ -280,7 +280,8 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 }
 
 func getCmd(f *clientFlags) *cobra.Command {
-	return &cobra.Command{
+	var consistent bool
+	c := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show one job",
 		Args:  cobra.ExactArgs(1),
@@ -288,7 +289,7 @@ func getCmd(f *clientFlags) *cobra.Command {
 			if err := f.check(); err != nil {
 				return err
 			}
-			res, err := f.jobs().GetJob(c.Context(), connect.NewRequest(&sluicev1.GetJobRequest{Id: args[0]}))
+			res, err := f.jobs().GetJob(c.Context(), connect.NewRequest(&sluicev1.GetJobRequest{Id: args[0], Consistent: consistent}))
 			if err != nil {
 				return err
 			}
@@ -296,7 +297,12 @@ func getCmd(f *clientFlags) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&consistent, "consistent", false, consistentHelp)
+	return c
 }
+
+// consistentHelp is the --consistent flag's help, on get and list.
+const consistentHelp = "read through the leader: up to date, with the ETA, progress and run-time prediction only the leader knows (a follower's own replica may lag and has none)"
 
 func watchCmd(f *clientFlags) *cobra.Command {
 	return &cobra.Command{
@@ -361,10 +367,11 @@ func cancelCmd(f *clientFlags) *cobra.Command {
 
 func listCmd(f *clientFlags) *cobra.Command {
 	var (
-		states   []string
-		limit    int32
-		page     string
-		allPages bool
+		states     []string
+		limit      int32
+		page       string
+		allPages   bool
+		consistent bool
 	)
 	c := &cobra.Command{
 		Use:   "list",
@@ -374,7 +381,7 @@ func listCmd(f *clientFlags) *cobra.Command {
 			if err := f.check(); err != nil {
 				return err
 			}
-			req := &sluicev1.ListJobsRequest{PageSize: limit, PageToken: page}
+			req := &sluicev1.ListJobsRequest{PageSize: limit, PageToken: page, Consistent: consistent}
 			for _, s := range states {
 				v, ok := sluicev1.JobState_value["JOB_STATE_"+strings.ToUpper(s)]
 				if !ok {
@@ -403,6 +410,7 @@ func listCmd(f *clientFlags) *cobra.Command {
 	c.Flags().Int32Var(&limit, "limit", 20, "jobs per page (at most 1000)")
 	c.Flags().StringVar(&page, "page", "", "page token printed by a previous list")
 	c.Flags().BoolVar(&allPages, "all", false, "fetch every page")
+	c.Flags().BoolVar(&consistent, "consistent", false, consistentHelp)
 	return c
 }
 

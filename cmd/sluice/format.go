@@ -47,7 +47,7 @@ func eta(j *sluicev1.Job) string {
 	if j.WaitingReason != "" {
 		return "blocked*" // no connected executor can run it: see the footnote
 	}
-	if j.EtaSeconds <= 0 && j.State == sluicev1.JobState_JOB_STATE_QUEUED && j.QueuePosition == 0 {
+	if j.EtaUnknown || j.EtaSeconds <= 0 && j.State == sluicev1.JobState_JOB_STATE_QUEUED && j.QueuePosition == 0 {
 		return "?"
 	}
 	s := (time.Duration(j.EtaSeconds) * time.Second).String()
@@ -155,6 +155,7 @@ func table(w io.Writer, res *sluicev1.ListJobsResponse) {
 	}
 	tw.Flush()
 	blocked(w, res.Jobs)
+	unknownETAs(w, res.Jobs, "; sluice list --consistent asks the leader")
 	if res.NextPageToken != "" {
 		fmt.Fprintf(w, "more: sluice list --page %s\n", res.NextPageToken)
 	}
@@ -174,6 +175,7 @@ func queueTable(w io.Writer, res *sluicev1.ListQueueResponse) {
 	}
 	tw.Flush()
 	blocked(w, res.Jobs)
+	unknownETAs(w, res.Jobs, "; ask the leader")
 	fmt.Fprintf(w, "%d queued in all\n", res.Total)
 	if res.NextPageToken != "" {
 		fmt.Fprintf(w, "more: sluice admin queue --page %s\n", res.NextPageToken)
@@ -253,6 +255,17 @@ func humanWait(d time.Duration) string {
 	}
 	d = d.Round(time.Minute)
 	return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+}
+
+// unknownETAs says, under a table, why an ETA is "?": the server that
+// answered could not tell (a follower's plain read), then what to do, hint.
+func unknownETAs(w io.Writer, jobs []*sluicev1.Job, hint string) {
+	for _, j := range jobs {
+		if j.EtaUnknown && j.WaitingReason == "" && j.State == sluicev1.JobState_JOB_STATE_QUEUED {
+			fmt.Fprintf(w, "? this server cannot tell a queued job's ETA: a follower answers from its replica, and the executors are the leader's%s\n", hint)
+			return
+		}
+	}
 }
 
 // blocked prints, under a table, why its blocked jobs wait: a line per

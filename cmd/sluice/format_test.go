@@ -43,6 +43,21 @@ func TestBlockedFootnotesGroupByReason(t *testing.T) {
 	}
 }
 
+// TestUnknownETAIsAQuestionMark: a follower's plain read cannot tell a
+// queued job's ETA; the CLI shows "?" and one footnote saying why, not 0s.
+func TestUnknownETAIsAQuestionMark(t *testing.T) {
+	j := &sluicev1.Job{Id: "9", State: sluicev1.JobState_JOB_STATE_QUEUED, QueuePosition: 3, EtaUnknown: true}
+	if s := summary(j); !strings.Contains(s, "position 3  eta ?") {
+		t.Fatalf("summary %q", s)
+	}
+	k := &sluicev1.Job{Id: "10", State: sluicev1.JobState_JOB_STATE_QUEUED, QueuePosition: 4, EtaUnknown: true}
+	var b bytes.Buffer
+	table(&b, &sluicev1.ListJobsResponse{Jobs: []*sluicev1.Job{j, k}})
+	if n := strings.Count(b.String(), "? this server cannot tell"); n != 1 || !strings.Contains(b.String(), "sluice list --consistent") {
+		t.Fatalf("%d footnotes in\n%s", n, b.String())
+	}
+}
+
 // TestSummaryShowsThePredictedRun: a queued or running job's summary says
 // how long its run is predicted to take, and on what basis.
 func TestSummaryShowsThePredictedRun(t *testing.T) {

@@ -107,8 +107,11 @@ func run(ctx context.Context, addr, key string, out io.Writer) error {
 // job cannot start now, when the server says ("unknown (waiting: no
 // executor is connected)").
 func eta(j *sluicev1.Job) string {
-	if j.WaitingReason != "" {
+	switch {
+	case j.WaitingReason != "":
 		return "unknown (waiting: " + j.WaitingReason + ")"
+	case j.EtaUnknown:
+		return "unknown"
 	}
 	if j.EtaP90Seconds > j.EtaP10Seconds {
 		return fmt.Sprintf("%ds (%d–%ds)", j.EtaSeconds, j.EtaP10Seconds, j.EtaP90Seconds)

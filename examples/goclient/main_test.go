@@ -113,6 +113,7 @@ func TestETAShowsItsBand(t *testing.T) {
 		{&sluicev1.Job{EtaSeconds: 2, EtaP10Seconds: 2, EtaP90Seconds: 2}, "2s"},
 		{&sluicev1.Job{}, "0s"},
 		{&sluicev1.Job{WaitingReason: "no executor is connected"}, "unknown (waiting: no executor is connected)"},
+		{&sluicev1.Job{EtaUnknown: true}, "unknown"},
 	} {
 		if got := eta(c.j); got != c.want {
 			t.Errorf("eta(%v) = %q, want %q", c.j, got, c.want)

@@ -102,7 +102,8 @@ function jobRow(j) {
   const st = stateName(j.state);
   const pos = st === "QUEUED" ? String(j.queuePosition || "-") : "-";
   const band = Number(j.etaP90Seconds || 0) > Number(j.etaP10Seconds || 0) ? ` (${j.etaP10Seconds || 0}–${j.etaP90Seconds}s)` : "";
-  const eta = !final(j.state) && j.etaSeconds !== undefined ? `${j.etaSeconds}s${band}` : "-";
+  const eta = j.etaUnknown && st === "QUEUED" ? el("span", { title: "this server cannot tell: the executors are the leader's" }, "?")
+    : !final(j.state) && j.etaSeconds !== undefined ? `${j.etaSeconds}s${band}` : "-";
   // The run time the leader predicts (protojson durations are "3.2s").
   const p = j.prediction, secs = (d) => parseFloat(d || "0").toFixed(1);
   const runBand = p && secs(p.p10) !== secs(p.p90) ? ` (${secs(p.p10)}–${secs(p.p90)})` : ""; // none where runs have not varied
@@ -253,7 +254,7 @@ async function submitJob(ev) {
     jobs.set(j.id, j);
     out.replaceChildren(el("div", { class: "accepted", "data-job": j.id }, `Job ${j.id} queued`,
       stateName(j.state) === "QUEUED" ? `: number ${j.queuePosition} in line, ` +
-        (j.waitingReason ? `waiting: ${j.waitingReason}.` : Number(j.etaSeconds) > 0 ? `about ${j.etaSeconds} s.` : "starting now.") : ".",
+        (j.waitingReason ? `waiting: ${j.waitingReason}.` : j.etaUnknown ? "its ETA unknown here." : Number(j.etaSeconds) > 0 ? `about ${j.etaSeconds} s.` : "starting now.") : ".",
       res.solved ? el("div", { class: "muted solved" }, `Challenge of rule "${res.solved.rule}" solved in ${res.solved.seconds} s` +
         (res.challengePass ? `; no more until ${new Date(res.challengePass.expiresAt).toLocaleTimeString()}.` : ".")) : null));
     renderJobs();

@@ -676,7 +676,13 @@ type Job struct {
 	Webhooks []*WebhookDelivery `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
 	// How long the leader predicts the job's run takes, while it is queued or
 	// running. Soft state of the leader, like progress.
-	Prediction    *RunPrediction `protobuf:"bytes,23,opt,name=prediction,proto3" json:"prediction,omitempty"`
+	Prediction *RunPrediction `protobuf:"bytes,23,opt,name=prediction,proto3" json:"prediction,omitempty"`
+	// The node that answered cannot tell a queued job's ETA: eta_seconds and
+	// its band are then 0, which does not mean "at once". A follower's plain
+	// read (the executors and their slots are the leader's soft state; read
+	// with consistent), or a leader no executor serving the model is
+	// connected to (waiting_reason says so).
+	EtaUnknown    bool `protobuf:"varint,24,opt,name=eta_unknown,json=etaUnknown,proto3" json:"eta_unknown,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,6 +876,13 @@ func (x *Job) GetPrediction() *RunPrediction {
 		return x.Prediction
 	}
 	return nil
+}
+
+func (x *Job) GetEtaUnknown() bool {
+	if x != nil {
+		return x.EtaUnknown
+	}
+	return false
 }
 
 // RunPrediction is a job's predicted run time with its p10–p90 band.
@@ -2152,7 +2165,7 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bexecutor\x18\x04 \x01(\tR\bexecutor\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xdb\a\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfc\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
@@ -2183,7 +2196,9 @@ const file_sluice_v1_job_proto_rawDesc = "" +
 	"\bwebhooks\x18\x14 \x03(\v2\x1a.sluice.v1.WebhookDeliveryR\bwebhooks\x128\n" +
 	"\n" +
 	"prediction\x18\x17 \x01(\v2\x18.sluice.v1.RunPredictionR\n" +
-	"prediction\"\xac\x01\n" +
+	"prediction\x12\x1f\n" +
+	"\veta_unknown\x18\x18 \x01(\bR\n" +
+	"etaUnknown\"\xac\x01\n" +
 	"\rRunPrediction\x12+\n" +
 	"\x03run\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03run\x12+\n" +
 	"\x03p10\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03p10\x12+\n" +
