@@ -51,8 +51,10 @@ async function rpc(service, method, body) {
 }
 
 // watchJob reads a job's server-sent events until it ends or signal aborts.
+// Consistent, as the job list: through the leader, whose are the place in
+// line's ETA and the progress (a follower's own replica has neither).
 async function watchJob(id, onJob, signal) {
-  const r = await fetch(`/v1/jobs/${encodeURIComponent(id)}/events`, { headers: { "Authorization": "Bearer " + key() }, signal });
+  const r = await fetch(`/v1/jobs/${encodeURIComponent(id)}/events?consistent=true`, { headers: { "Authorization": "Bearer " + key() }, signal });
   if (!r.ok || !r.body) return;
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
@@ -134,7 +136,7 @@ function watchActive() {
 }
 
 async function loadJobs() {
-  const res = await rpc("JobService", "ListJobs", { pageSize: 50 });
+  const res = await rpc("JobService", "ListJobs", { pageSize: 50, consistent: true });
   for (const j of res.jobs || []) {
     const cur = jobs.get(j.id);
     if (!cur || !watching.has(j.id)) jobs.set(j.id, j);
