@@ -175,6 +175,16 @@ func (n *Node) explainRedrive(m *sluicev1.RedriveDeadLettersRequest, ids, found 
 
 func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluicev1.ListQueueRequest]) (*connect.Response[sluicev1.ListQueueResponse], error) {
 	n := s.n
+	if req.Msg.Consistent {
+		if res, local, err := forward(ctx, n, req, func(ctx context.Context, c leaderClients, r *connect.Request[sluicev1.ListQueueRequest]) (*connect.Response[sluicev1.ListQueueResponse], error) {
+			return c.admin.ListQueue(ctx, r)
+		}); !local {
+			return res, err
+		}
+		if err := n.desk.verifyLeader(); err != nil {
+			return nil, err
+		}
+	}
 	if err := n.admin(req.Header()); err != nil {
 		return nil, err
 	}

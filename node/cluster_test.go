@@ -771,4 +771,20 @@ func TestFollowerSaysItCannotTellTheETA(t *testing.T) {
 	if j := consistent.Msg.Job; j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.EtaUnknown || j.EtaSeconds <= 0 {
 		t.Fatalf("a consistent read through the follower: %v, eta_unknown %v, eta %ds; want queued, known, > 0", j.State, j.EtaUnknown, j.EtaSeconds)
 	}
+	// The admin queue alike.
+	admin := adminClient(f)
+	for _, c := range []bool{false, true} {
+		q, err := admin.ListQueue(ctx, connect.NewRequest(&sluicev1.ListQueueRequest{Consistent: c}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(q.Msg.Jobs) == 0 {
+			t.Fatalf("consistent %v: an empty queue", c)
+		}
+		for _, j := range q.Msg.Jobs {
+			if j.EtaUnknown == c || c && j.EtaSeconds <= 0 {
+				t.Fatalf("ListQueue through the follower, consistent %v: job %s eta_unknown %v, eta %ds", c, j.Id, j.EtaUnknown, j.EtaSeconds)
+			}
+		}
+	}
 }

@@ -587,8 +587,9 @@ func policyDryRun(ctx context.Context, f *clientFlags, a sluicev1connect.AdminSe
 
 func queueCmd(f *clientFlags) *cobra.Command {
 	var (
-		limit int32
-		page  string
+		limit      int32
+		page       string
+		consistent bool
 	)
 	c := &cobra.Command{
 		Use:   "queue",
@@ -596,12 +597,13 @@ func queueCmd(f *clientFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return adminRun(f, func(a sluicev1connect.AdminServiceClient) (*connect.Response[sluicev1.ListQueueResponse], error) {
-				return a.ListQueue(c.Context(), connect.NewRequest(&sluicev1.ListQueueRequest{PageSize: limit, PageToken: page}))
+				return a.ListQueue(c.Context(), connect.NewRequest(&sluicev1.ListQueueRequest{PageSize: limit, PageToken: page, Consistent: consistent}))
 			}, queueTable)
 		},
 	}
 	c.Flags().Int32Var(&limit, "limit", 20, "jobs per page (at most 1000)")
 	c.Flags().StringVar(&page, "page", "", "page token printed by a previous queue listing")
+	c.Flags().BoolVar(&consistent, "consistent", false, consistentHelp)
 	return c
 }
 

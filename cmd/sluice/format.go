@@ -175,7 +175,7 @@ func queueTable(w io.Writer, res *sluicev1.ListQueueResponse) {
 	}
 	tw.Flush()
 	blocked(w, res.Jobs)
-	unknownETAs(w, res.Jobs, "; ask the leader")
+	unknownETAs(w, res.Jobs, "; sluice admin queue --consistent asks the leader")
 	fmt.Fprintf(w, "%d queued in all\n", res.Total)
 	if res.NextPageToken != "" {
 		fmt.Fprintf(w, "more: sluice admin queue --page %s\n", res.NextPageToken)

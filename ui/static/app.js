@@ -322,7 +322,7 @@ function chart(series, width, height) {
 }
 
 async function loadOperator() {
-  const [st, q] = await Promise.all([rpc("AdminService", "GetClusterStatus", {}), rpc("AdminService", "ListQueue", { pageSize: 1000 })]);
+  const [st, q] = await Promise.all([rpc("AdminService", "GetClusterStatus", {}), rpc("AdminService", "ListQueue", { pageSize: 1000, consistent: true })]);
   $("who").textContent = `operator · node ${st.nodeId}`;
   const leader = st.leaderId || "none";
   $("cluster").replaceChildren(
