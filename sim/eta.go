@@ -47,6 +47,7 @@ type etaTally struct {
 	n                int64
 	errs             [etaBins]int64 // histogram of |eta - wait| / max(wait, etaErrFloor)
 	told, inBand     int64          // jobs told to wait (a band), and those that started inside it
+	early, late      int64          // and those that started before it, after it
 	toldErrs         [etaBins]int64 // errs of those
 	atOnce, atOnceOK int64          // jobs told they start at once, and those that did (within etaErrFloor)
 }
@@ -136,7 +137,12 @@ func tallyETA(p10, p50, p90, wait, w int64, t, all *etaTally) {
 		}
 		et.told += w
 		et.toldErrs[bin] += w
-		if p10 <= wait && wait <= p90 {
+		switch {
+		case wait < p10:
+			et.early += w
+		case wait > p90:
+			et.late += w
+		default:
 			et.inBand += w
 		}
 	}
@@ -155,7 +161,8 @@ func abs(x int64) int64 {
 // error's p50 and p90 (against the real wait, waits under 1 s taken as
 // 1 s; to 0.5 %); of the jobs told to wait (Waited: a p10–p90 band), the
 // share that started inside their band (80 % if the band were exact) and
-// their error; of the others, told they start at once, the share that did
+// their error, and the shares that started before it (Early) and after it
+// (Late); of the others, told they start at once, the share that did
 // (within a second).
 type ETAHonesty struct {
 	Jobs          int64   `json:"jobs"`
@@ -163,6 +170,8 @@ type ETAHonesty struct {
 	ErrP90        float64 `json:"error_p90"`
 	Waited        int64   `json:"waited"`
 	InBand        float64 `json:"in_band"`
+	Early         float64 `json:"early"`
+	Late          float64 `json:"late"`
 	WaitedErrP50  float64 `json:"waited_error_p50"`
 	WaitedErrP90  float64 `json:"waited_error_p90"`
 	AtOnce        int64   `json:"at_once"`
@@ -188,6 +197,7 @@ func (t *etaTally) honesty() *ETAHonesty {
 	h := &ETAHonesty{Jobs: t.n, ErrP50: q(&t.errs, t.n, 0.5), ErrP90: q(&t.errs, t.n, 0.9), Waited: t.told, AtOnce: t.atOnce}
 	if t.told > 0 {
 		h.InBand = round6(float64(t.inBand) / float64(t.told))
+		h.Early, h.Late = round6(float64(t.early)/float64(t.told)), round6(float64(t.late)/float64(t.told))
 		h.WaitedErrP50, h.WaitedErrP90 = q(&t.toldErrs, t.told, 0.5), q(&t.toldErrs, t.told, 0.9)
 	}
 	if t.atOnce > 0 {

@@ -46,7 +46,7 @@ def main():
             waits.setdefault(lab["tier"], {})[name.rsplit("_", 1)[1]] = v
     sim = json.load(open(sys.argv[2]))
     sim_tiers = {t["name"]: t for t in sim["tiers"]}
-    print("| tier | followed starts | told to wait: inside / early / late | told at once: started within 1 s | error p50 | error p90 | mean wait | simulated: inside, error p50 / p90, mean wait |")
+    print("| tier | followed starts | told to wait: inside / early / late | told at once: started within 1 s | error p50 | error p90 | mean wait | simulated: inside / early / late, error p50 / p90, mean wait |")
     print("|---|---|---|---|---|---|---|---|")
     for tier in sorted(starts):
         b = starts[tier]
@@ -57,14 +57,15 @@ def main():
         s = sim_tiers.get(tier, {})
         w = waits.get(tier, {})
         mean = w.get("sum", 0) / w["count"] if w.get("count") else 0
-        print("| %s | %d | %s / %s / %s | %s | %g–%g %% | %g–%g %% | %.2f s | %s, %s / %s, %.2f s |" % (
+        print("| %s | %d | %s / %s / %s | %s | %g–%g %% | %g–%g %% | %.2f s | %s / %s / %s, %s / %s, %.2f s |" % (
             tier, waited + once,
             pct(b.get("inside", 0) / waited) if waited else "-",
             pct(b.get("early", 0) / waited) if waited else "-",
             pct(b.get("late", 0) / waited) if waited else "-",
             pct(b.get("at_once", 0) / once) if once else "-",
             100 * p50[0], 100 * p50[1], 100 * p90[0], 100 * p90[1], mean,
-            pct(s["eta"].get("in_band", 0)), pct(s["eta"].get("error_p50", 0)), pct(s["eta"].get("error_p90", 0)),
+            pct(s["eta"].get("in_band", 0)), pct(s["eta"].get("early", 0)), pct(s["eta"].get("late", 0)),
+            pct(s["eta"].get("error_p50", 0)), pct(s["eta"].get("error_p90", 0)),
             s["wait"]["mean"]))
 
 
