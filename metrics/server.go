@@ -312,19 +312,16 @@ func (m *Server) ETAFared(tier string, p10, p50, p90, wait time.Duration) {
 	m.etaStarts.WithLabelValues(tier, etaBand(p10, p90, wait)).Inc()
 }
 
-// etaBand is where a start after wait fell against the band p10–p90 told.
+// etaBands are sluice_eta_starts_total's band labels, by scheduler.ETAOutcome.
+var etaBands = [...]string{
+	scheduler.ETAInside: "inside", scheduler.ETAEarly: "early", scheduler.ETALate: "late",
+	scheduler.ETAAtOnce: "at_once", scheduler.ETAAtOnceLate: "at_once_late",
+}
+
+// etaBand is the label of where a start after wait fell against the band
+// p10–p90 told.
 func etaBand(p10, p90, wait time.Duration) string {
-	switch {
-	case p90 <= 0 && wait <= scheduler.ETAErrorFloor:
-		return "at_once"
-	case p90 <= 0:
-		return "at_once_late"
-	case wait < p10:
-		return "early"
-	case wait > p90:
-		return "late"
-	}
-	return "inside"
+	return etaBands[scheduler.ETAFared(p10, p90, wait)]
 }
 
 // PredictedWait records the wait handed to an admitted Submit.

@@ -50,6 +50,34 @@ func ETAError(eta, wait time.Duration) float64 {
 	return math.Abs(float64(eta-wait)) / float64(max(wait, ETAErrorFloor))
 }
 
+// ETAOutcome is where a job's first start fell against the ETA it was told.
+type ETAOutcome uint8
+
+const (
+	ETAInside     ETAOutcome = iota // inside the p10–p90 band
+	ETAEarly                        // before it
+	ETALate                         // after it
+	ETAAtOnce                       // told at once (a band of 0), and started within ETAErrorFloor
+	ETAAtOnceLate                   // told at once, and started later
+)
+
+// ETAFared is where a start after wait fell against the band p10–p90 told
+// (p90 0: at once), as the simulator's honesty figures and the leader's
+// metrics count it.
+func ETAFared(p10, p90, wait time.Duration) ETAOutcome {
+	switch {
+	case p90 <= 0 && wait <= ETAErrorFloor:
+		return ETAAtOnce
+	case p90 <= 0:
+		return ETAAtOnceLate
+	case wait < p10:
+		return ETAEarly
+	case wait > p90:
+		return ETALate
+	}
+	return ETAInside
+}
+
 // WarmAfter is an executor's list of loaded models after it runs model:
 // model moves to the end and the oldest falls off past capacity. It
 // returns a new slice, since offered slots may share the old one.

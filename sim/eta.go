@@ -125,26 +125,26 @@ func (e forecasts) etaFared(j *simJob) {
 // jobs, in a tier's tally t and the cluster's all.
 func tallyETA(p10, p50, p90, wait, w int64, t, all *etaTally) {
 	bin := min(int(etaErr(p50, wait)/etaBinWidth+0.5), etaBins-1)
+	fared := scheduler.ETAFared(time.Duration(p10), time.Duration(p90), time.Duration(wait))
 	for _, et := range []*etaTally{t, all} {
 		et.n += w
 		et.errs[bin] += w
-		if p90 == 0 { // told it starts at once: no band to be inside
+		switch fared {
+		case scheduler.ETAAtOnce, scheduler.ETAAtOnceLate: // no band to be inside
 			et.atOnce += w
-			if wait <= etaErrFloor {
+			if fared == scheduler.ETAAtOnce {
 				et.atOnceOK += w
 			}
 			continue
-		}
-		et.told += w
-		et.toldErrs[bin] += w
-		switch {
-		case wait < p10:
+		case scheduler.ETAEarly:
 			et.early += w
-		case wait > p90:
+		case scheduler.ETALate:
 			et.late += w
 		default:
 			et.inBand += w
 		}
+		et.told += w
+		et.toldErrs[bin] += w
 	}
 }
 
