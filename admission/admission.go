@@ -349,14 +349,26 @@ type modelCount struct {
 type aheadJob struct {
 	model string
 	input *structpb.Struct
+	told  *toldRun // where a list's rows share it: its run time, once told
+}
+
+// toldRun is a job's run time as lanesETA took it, once it has.
+type toldRun struct {
+	run   scheduler.RunTime
+	known bool
 }
 
 // jobsAhead is the jobs before id (0: every queued job) in dispatch order,
 // false past MaxSizedAhead (State.EachAhead).
 func jobsAhead(f State, id uint64) ([]aheadJob, bool) {
+	if l, ok := f.(*listState); ok {
+		if jobs, reached, ok := l.ahead(id, MaxSizedAhead); ok {
+			return jobs, reached // shared by the list's rows, read only
+		}
+	}
 	var jobs []aheadJob
 	ok := f.EachAhead(id, MaxSizedAhead, func(m string, input *structpb.Struct) {
-		jobs = append(jobs, aheadJob{m, input})
+		jobs = append(jobs, aheadJob{model: m, input: input})
 	})
 	return jobs, ok
 }
@@ -397,9 +409,14 @@ func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, jobs 
 		hows[m.Name] = h
 	}
 	ahead := make([]scheduler.RunTime, 0, len(jobs))
-	for _, j := range jobs {
+	for i := range jobs {
+		j := &jobs[i]
 		h, ok := hows[j.model]
 		if !ok {
+			continue
+		}
+		if j.told != nil && j.told.known {
+			ahead = append(ahead, j.told.run)
 			continue
 		}
 		r := h.run
@@ -407,6 +424,9 @@ func lanesETA(f State, x Executors, id uint64, name string, sizes *Sizing, jobs 
 			if p, ok := h.predict(j.input); ok {
 				r = p
 			}
+		}
+		if j.told != nil {
+			*j.told = toldRun{r, true}
 		}
 		ahead = append(ahead, r)
 	}

@@ -96,6 +96,19 @@ func (r JobReads) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
 	return r.f.queue.Behind(id)
 }
 
+// EachReady calls each with the id, model and input of the ready queued
+// jobs in dispatch order (scheduler.FairQueue.DispatchOrder), at most
+// limit of them; each must not call the FSM. EachAhead(id) of a ready job
+// is the jobs before id here. It reports whether it called each for all.
+func (r JobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct)) bool {
+	f := r.f
+	return f.queue.DispatchOrder(limit, func(id uint64) {
+		if j, ok := f.jobs[id]; ok {
+			each(id, j.Spec.GetModel(), j.Spec.GetInput())
+		}
+	})
+}
+
 // EachAhead calls each with the model and input of the queued jobs before
 // id in dispatch order (scheduler.FairQueue.DispatchAhead; queue order for
 // a delayed job, or id 0, the whole queue), at most limit of them; each

@@ -650,18 +650,23 @@ type jobETA struct {
 
 // eta estimates the wait of a queued job, or the remaining run time of a
 // running one, with its p10–p90 band.
-func (n jobDesk) eta(v fsm.JobView) jobETA { return n.etaOf(v, nodeExecutors{n: n.Node}, n.sizing()) }
-
-// listETAs is eta for a list's rows: without the queued jobs' own
-// predicted run times (each would read the queue ahead of it), and with
-// what each slot runs read once for the whole list.
-func (n jobDesk) listETAs() func(fsm.JobView) jobETA {
-	x := nodeExecutors{n: n.Node, lanes: map[string][]scheduler.Lane{}}
-	return func(v fsm.JobView) jobETA { return n.etaOf(v, x, nil) }
+func (n jobDesk) eta(v fsm.JobView) jobETA {
+	return n.etaOf(v, n.fsm, nodeExecutors{n: n.Node}, n.sizing())
 }
 
-// etaOf is eta, asking x of the executors and sizing queued jobs by sizes.
-func (n jobDesk) etaOf(v fsm.JobView, x nodeExecutors, sizes *admission.Sizing) jobETA {
+// listETAs is eta for a list's rows, the same ETAs at a fraction of the
+// cost: the queued rows read the jobs ahead of them from one walk of the
+// queue and predict each job's run time once (admission.ListState), and
+// what each slot runs is read once for the whole list.
+func (n jobDesk) listETAs() func(fsm.JobView) jobETA {
+	x := nodeExecutors{n: n.Node, lanes: map[string][]scheduler.Lane{}}
+	f, sizes := admission.ListState(n.fsm), n.sizing()
+	return func(v fsm.JobView) jobETA { return n.etaOf(v, f, x, sizes) }
+}
+
+// etaOf is eta, reading the queue from f, asking x of the executors and
+// sizing queued jobs by sizes.
+func (n jobDesk) etaOf(v fsm.JobView, f admission.State, x nodeExecutors, sizes *admission.Sizing) jobETA {
 	j := v.Job
 	m, ok := n.fsm.Model(j.Spec.GetModel())
 	if !ok {
@@ -670,7 +675,7 @@ func (n jobDesk) etaOf(v fsm.JobView, x nodeExecutors, sizes *admission.Sizing) 
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		raw, ok := admission.QueuedETA(n.fsm, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
+		raw, ok := admission.QueuedETA(f, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		if n.execs.placed(j.Id, j.Attempt) {
 			// Starting: the dispatcher placed it before or while its ETA
 			// was drawn (it runs beside the reads), and its own slot,

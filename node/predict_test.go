@@ -104,13 +104,27 @@ func TestWaitBehindLongJobsCountsTheirSize(t *testing.T) {
 		t.Fatalf("the job behind them is not queued: %v", v.Job.GetState())
 	}
 	told := n.desk.eta(v).P50
+	// A list tells it the same (it once counted the jobs ahead by the
+	// model's average): its row, and the row ListJobs answers.
+	listed := n.desk.listETAs()(v).P50
+	list, err := bob.ListJobs(ctx, connect.NewRequest(&sluicev1.ListJobsRequest{States: []sluicev1.JobState{sluicev1.JobState_JOB_STATE_QUEUED}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := list.Msg.Jobs[0]
 	model, _ := n.fsm.Model("sdxl")
 	avg, _ := n.service.estimate("sdxl", model.GetDefaultDuration().AsDuration())
 	got := waitState(t, bob, j.Id, sluicev1.JobState_JOB_STATE_RUNNING)
 	waited := got.StartedAt.AsTime().Sub(got.CreatedAt.AsTime())
-	t.Logf("told %v, waited %v (ten jobs of %v; the model's average is %v)", told, waited, 60*msPerStep*time.Millisecond, avg)
+	t.Logf("told %v, listed %v and %ds, waited %v (ten jobs of %v; the model's average is %v)", told, listed, row.EtaSeconds, waited, 60*msPerStep*time.Millisecond, avg)
 	if d := told - waited; d < -waited/5 || d > waited/5 {
 		t.Fatalf("told %v, waited %v: more than 20 %% off", told, waited)
+	}
+	if d := listed - told; d < -told/20 || d > told/20 {
+		t.Fatalf("a list's row told %v where GetJob's ETA is %v", listed, told)
+	}
+	if row.Id != j.Id || math.Abs(float64(row.EtaSeconds)-waited.Seconds()) > 0.2*waited.Seconds()+1 {
+		t.Fatalf("ListJobs' row %s told %ds, waited %v", row.Id, row.EtaSeconds, waited)
 	}
 }
 

@@ -194,6 +194,12 @@ func (r jobReads) EachAhead(id uint64, limit int, each func(model string, input 
 	return r.r.EachAhead(id, limit, each)
 }
 
+func (r jobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct)) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.r.EachReady(limit, each)
+}
+
 func (r jobReads) QueuedOfModel(model string) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -23,6 +23,20 @@ func (q *FairQueue) DispatchAhead(id uint64, limit int, each func(id uint64)) (r
 	return q.project(id, limit, func(x int32) { each(q.jobs[x].id) })
 }
 
+// DispatchOrder calls each with the ready jobs in the order DispatchAhead
+// projects, every band, at most limit of them: DispatchAhead(id) is the
+// jobs before id here. It reports whether it called each for them all. A
+// list of jobs reads the jobs ahead of each from one walk.
+func (q *FairQueue) DispatchOrder(limit int, each func(id uint64)) bool {
+	seen := 0
+	for b := range len(q.vband) {
+		if !q.projectBand(b, -1, limit, &seen, func(x int32) { each(q.jobs[x].id) }) {
+			return false
+		}
+	}
+	return true
+}
+
 // CountAhead is DispatchAhead counted by model: it calls each, in the
 // queue's order of models, with how many of each model's jobs would start
 // before id, and only if it reached id.

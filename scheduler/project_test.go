@@ -59,7 +59,22 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 			ahead[j.ID] = a
 			return true
 		})
+		// DispatchOrder is the one order whose prefixes those are, and
+		// a limit cuts it short.
+		var order []uint64
+		if !q.DispatchOrder(1<<30, func(x uint64) { order = append(order, x) }) || len(order) != len(ahead) {
+			t.Fatalf("DispatchOrder: %v of %d jobs", order, len(ahead))
+		}
+		for k, x := range order {
+			if !slices.Equal(ahead[x], order[:k]) {
+				t.Fatalf("job %d: %v ahead, DispatchOrder has %v before it", x, ahead[x], order[:k])
+			}
+		}
 		limit := rapid.IntRange(0, 3).Draw(t, "limit")
+		var cut []uint64
+		if q.DispatchOrder(limit, func(x uint64) { cut = append(cut, x) }) != (len(order) <= limit) || !slices.Equal(cut, order[:min(limit, len(order))]) {
+			t.Fatalf("DispatchOrder(%d): %v of %v", limit, cut, order)
+		}
 		var ran []uint64
 		for q.Len() > 0 {
 			x := run()
