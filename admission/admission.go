@@ -219,6 +219,16 @@ func PredictedWait(f State, x Executors, model *sluicev1.Model, sizes *Sizing) t
 // other tenants of its tier wait too: the band moves to that. ok is false
 // when it is not queued or no slot serves it.
 func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, bool) {
+	b, _, ok := QueuedPlace(f, x, id, model, overtaking, sizes)
+	return b, ok
+}
+
+// QueuedPlace is QueuedETA with the job's place in line: 1 + how many of
+// its model's jobs the fair queue's tiers would dispatch before it (the
+// order its ETA counts; State.Position's queue order can put a tier's
+// tenants back from idle ahead of jobs that go first), 0 where that was
+// not projected (more than MaxSizedAhead ahead, or not ready).
+func QueuedPlace(f State, x Executors, id uint64, model *sluicev1.Model, overtaking func(slots int) float64, sizes *Sizing) (scheduler.Band, int, bool) {
 	var counts []modelCount
 	ahead := 0
 	if !f.AheadOf(id, func(m string, n int) {
@@ -227,16 +237,16 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 			ahead += n
 		}
 	}) {
-		return scheduler.Band{}, false
+		return scheduler.Band{}, 0, false
 	}
 	total, free := x.Slots(model.GetName())
 	over := 0.0
 	if overtaking != nil && total > 0 {
 		over = overtaking(total)
 	}
-	b, ok := modelETA(f, x, id, model, counts, ahead, total, free, over, sizes)
+	b, place, ok := modelETA(f, x, id, model, counts, ahead, total, free, over, sizes)
 	if !ok || b.P90 <= 0 {
-		return b, ok
+		return b, place, ok
 	}
 	// Only while other tenants of its tier wait: alone, its own jobs ahead
 	// are all that holds it, and the model counts them by their run times.
@@ -249,7 +259,7 @@ func QueuedETA(f State, x Executors, id uint64, model *sluicev1.Model, overtakin
 			b = scheduler.Band{P10: b.P10 + d, P50: w, P90: satAdd(b.P90, d)}
 		}
 	}
-	return b, true
+	return b, place, true
 }
 
 // etaDraws is what job id's drawn wait draws from: seeded by its id, so
@@ -265,9 +275,9 @@ func satAdd(a, b time.Duration) time.Duration {
 	return a + b
 }
 
-// modelETA is QueuedETA's band before the fair sharing's: counts are the
-// jobs ahead in queue order, ahead their sum.
-func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []modelCount, ahead, total, free int, over float64, sizes *Sizing) (scheduler.Band, bool) {
+// modelETA is QueuedPlace's band before the fair sharing's, and the
+// place: counts are the jobs ahead in queue order, ahead their sum.
+func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []modelCount, ahead, total, free int, over float64, sizes *Sizing) (b scheduler.Band, place int, ok bool) {
 	name := model.GetName()
 	mean, sd := x.Service(name, model.GetDefaultDuration().AsDuration())
 	if ahead <= MaxSizedAhead {
@@ -275,14 +285,25 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 		if sizes != nil {
 			var jobs []aheadJob
 			if jobs, reached = jobsAhead(f, id); reached {
+				place = 1
+				for _, j := range jobs {
+					if j.model == name {
+						place++
+					}
+				}
 				if b, ok := lanesETA(f, x, id, name, sizes, jobs, over, sd); ok {
-					return b, true
+					return b, place, true
 				}
 			}
 		}
 		var projected []modelCount
 		if reached && f.CountAhead(id, MaxSizedAhead, func(m string, n int) { projected = append(projected, modelCount{m, n}) }) {
-			counts = projected
+			counts, place = projected, 1
+			for _, c := range projected {
+				if c.model == name {
+					place += c.n
+				}
+			}
 		}
 	}
 	// Each model's jobs ahead, by the share of its slots that serve this
@@ -306,9 +327,9 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 		n += parts[i].n
 		work += parts[i].n * float64(r.Mean)
 	}
-	b, ok := scheduler.WaitBandAhead(n, work, total, free, over, mean, sd)
+	b, ok = scheduler.WaitBandAhead(n, work, total, free, over, mean, sd)
 	if !ok || b.P90 <= 0 || n >= float64(total) {
-		return b, ok
+		return b, place, ok
 	}
 	// It starts when one of the attempts running now ends: drawn, from how
 	// long each has run. The jobs ahead are n, rounded as a whole (each
@@ -316,7 +337,7 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 	// waits), model by model.
 	lanes := x.Lanes(name)
 	if len(lanes) == 0 {
-		return b, ok
+		return b, place, ok
 	}
 	var jobs []scheduler.RunTime
 	sum := 0.0
@@ -326,7 +347,7 @@ func modelETA(f State, x Executors, id uint64, model *sluicev1.Model, counts []m
 			jobs = append(jobs, p.run)
 		}
 	}
-	return scheduler.SampledWait(lanes, jobs, over, etaDraws(id)), true
+	return scheduler.SampledWait(lanes, jobs, over, etaDraws(id)), place, true
 }
 
 // Sizing is the leader's run times predicted from jobs' inputs (package

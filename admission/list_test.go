@@ -65,22 +65,30 @@ func busyLanes() executors {
 
 // TestAListTellsEachJobItsOwnETA: a list's rows read the jobs ahead from
 // one walk and predict each job's run time once (ListState), and each
-// row is told exactly what the job alone is told, in a queue longer than
+// row is told exactly the ETA and place the job alone is told, in a queue longer than
 // MaxSizedAhead with delayed jobs in it; the predictor is asked once per
 // job, not once per row it is ahead of.
 func TestAListTellsEachJobItsOwnETA(t *testing.T) {
 	f, m, ids, sizes, calls := sizedQueue(t, MaxSizedAhead+100)
 	x := busyLanes()
-	alone := make([]scheduler.Band, len(ids))
+	alone, places := make([]scheduler.Band, len(ids)), make([]int, len(ids))
 	for i, id := range ids {
-		alone[i], _ = QueuedETA(f.Reads(), x, id, m, nil, sizes)
+		alone[i], places[i], _ = QueuedPlace(f.Reads(), x, id, m, nil, sizes)
+		// Its place is the projection's: 1 + the jobs dispatched before it
+		// (all of one model here); 0 past MaxSizedAhead (the delayed jobs
+		// here too, behind every ready one).
+		ahead := 0
+		reached := f.Reads().CountAhead(id, MaxSizedAhead, func(_ string, n int) { ahead = n })
+		if want := map[bool]int{true: ahead + 1}[reached]; places[i] != want {
+			t.Fatalf("job %d: place %d, %d ahead (reached %v)", id, places[i], ahead, reached)
+		}
 	}
 	*calls = 0
 	list := ListState(f.Reads())
 	for i := len(ids) - 1; i >= 0; i-- { // a list's order: the newest first
-		b, _ := QueuedETA(list, x, ids[i], m, nil, sizes)
-		if b != alone[i] {
-			t.Fatalf("job %d (%d of %d): %v in the list, %v alone", ids[i], i, len(ids), b, alone[i])
+		b, place, _ := QueuedPlace(list, x, ids[i], m, nil, sizes)
+		if b != alone[i] || place != places[i] {
+			t.Fatalf("job %d (%d of %d): %v at %d in the list, %v at %d alone", ids[i], i, len(ids), b, place, alone[i], places[i])
 		}
 	}
 	if *calls > len(ids) {

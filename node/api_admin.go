@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -202,7 +203,31 @@ func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluic
 	for i, v := range views {
 		out.Jobs[i] = n.desk.withSoftState(publicJob(v, eta(v)), v)
 	}
+	byPlace(out.Jobs)
 	return connect.NewResponse(out), nil
+}
+
+// byPlace puts each model's rows of a page in the order of their place in
+// line, in the rows its jobs hold in queue order. The page is cut in queue
+// order (the fair queue's keys), which estimates the tiers' dispatch
+// order; a leader's places are that dispatch order (admission.QueuedPlace),
+// which can differ where a tier's tenants come back from idle together.
+func byPlace(jobs []*sluicev1.Job) {
+	rows := map[string][]int{}
+	for i, j := range jobs {
+		m := j.Spec.GetModel()
+		rows[m] = append(rows[m], i)
+	}
+	for _, at := range rows {
+		own := make([]*sluicev1.Job, len(at))
+		for k, i := range at {
+			own[k] = jobs[i]
+		}
+		slices.SortStableFunc(own, func(a, b *sluicev1.Job) int { return cmp.Compare(a.QueuePosition, b.QueuePosition) })
+		for k, i := range at {
+			jobs[i] = own[k]
+		}
+	}
 }
 
 // members lists the raft servers with their addresses and, as far as this

@@ -646,6 +646,9 @@ type jobETA struct {
 	scheduler.Band
 	model scheduler.Band // before calibration (a queued job's)
 	known bool
+	// place is a queued job's place in line as its ETA counts it
+	// (admission.QueuedPlace), 0 where not projected: the view's then.
+	place int
 }
 
 // eta estimates the wait of a queued job, or the remaining run time of a
@@ -675,14 +678,14 @@ func (n jobDesk) etaOf(v fsm.JobView, f admission.State, x nodeExecutors, sizes 
 	now := time.Now().UnixNano()
 	switch j.State {
 	case sluicev1.JobState_JOB_STATE_QUEUED:
-		raw, ok := admission.QueuedETA(f, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
+		raw, place, ok := admission.QueuedPlace(f, x, j.Id, m, n.tierLoad.overtaking(j.Tier, n.admissionPlan().shares, now), sizes)
 		if n.execs.placed(j.Id, j.Attempt) {
 			// Starting: the dispatcher placed it before or while its ETA
 			// was drawn (it runs beside the reads), and its own slot,
 			// counted as busy, made it wait a whole run.
 			return jobETA{known: true}
 		}
-		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok}
+		return jobETA{n.etaCal.told(j.Tier, raw, time.Duration(j.ReadyNs-now)), raw, ok, place}
 	case sluicev1.JobState_JOB_STATE_RUNNING:
 		mean, sd, _ := n.service.runTime(m, n.execs.gpuKind(j.Executor), j.Spec.GetInput())
 		elapsed := time.Duration(now - j.StartedNs)

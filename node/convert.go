@@ -51,6 +51,9 @@ func publicJob(v fsm.JobView, eta jobETA) *sluicev1.Job {
 	}
 	if j.State == sluicev1.JobState_JOB_STATE_QUEUED {
 		out.ReadyAt = ts(j.ReadyNs)
+		if eta.place > 0 {
+			out.QueuePosition = int64(eta.place) // the order its ETA counts
+		}
 	}
 	if eta.known && !fsm.IsTerminal(j.State) {
 		out.EtaSeconds = ceilSeconds(eta.P50)

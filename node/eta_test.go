@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluicehq/sluice/policy"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -140,5 +142,89 @@ func TestETAHonestyIsInTheMetrics(t *testing.T) {
 	// Ids 16 and 32 at least are among the 33 jobs.
 	if starts < 2 || count != starts {
 		t.Fatalf("%v followed starts and %v errors counted, want at least 2 and as many:\n%s", starts, count, body)
+	}
+}
+
+// A queued job's place in line is the order its ETA counts, the order
+// the fair queue's tiers dispatch its model's jobs in (admission.QueuedPlace):
+// with nothing arriving, the queued jobs start in the order of the places
+// they were told, and the admin queue shows them so. Found by hand on
+// `sluice dev`; after this test's history queue order (the state
+// machine's Position, what every answer told before) puts a free
+// tenant's job third, and it starts fifth, after two pro jobs that queue
+// order puts behind it.
+func TestPlaceInLineIsTheOrderJobsStartIn(t *testing.T) {
+	p := DemoPolicy()
+	p.Rules = nil
+	keys := map[string]string{"bob": DemoBobKey}
+	for _, tn := range []*sluicev1.Tenant{{Name: "f1", Tier: "free"}, {Name: "f2", Tier: "free"}, {Name: "f3", Tier: "free"}, {Name: "idle", Tier: "free"}, {Name: "pro2", Tier: "pro"}} {
+		keys[tn.Name] = "key-" + tn.Name
+		tn.ApiKeySha256 = []string{policy.HashKey(keys[tn.Name])}
+		p.Tenants = append(p.Tenants, tn)
+	}
+	n := startNodeWith(t, 2, p)
+	type sent struct{ key, id string }
+	submit := func(name string, ms int) sent {
+		in, _ := structpb.NewStruct(map[string]any{"duration_ms": ms})
+		res, err := jobClient(n, keys[name]).Submit(context.Background(), connect.NewRequest(&sluicev1.SubmitRequest{Spec: &sluicev1.JobSpec{Model: "sdxl", Input: in}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sent{keys[name], res.Msg.Job.Id}
+	}
+	rounds := func(ms int) (all []sent) {
+		for range 6 {
+			for _, name := range []string{"f1", "f2", "f3", "bob"} {
+				all = append(all, submit(name, ms))
+			}
+		}
+		return all
+	}
+	for _, s := range rounds(20) { // a history for the tiers' virtual times
+		waitState(t, jobClient(n, s.key), s.id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+	}
+	const ms = 300
+	jobs := append(rounds(ms), submit("idle", ms), submit("pro2", ms))
+	// Every place told, at once: the admin queue's rows (as GetJob's).
+	place := map[string]int64{}
+	res, err := adminClient(n).ListQueue(context.Background(), connect.NewRequest(&sluicev1.ListQueueRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, j := range res.Msg.Jobs { // one model: in the order of their places
+		if j.QueuePosition != int64(k+1) {
+			t.Fatalf("the admin queue's row %d is %s's job %s at place %d", k+1, j.Tenant, j.Id, j.QueuePosition)
+		}
+		place[j.Id] = j.QueuePosition
+	}
+	type start struct {
+		id     string
+		tenant string
+		at     time.Time
+	}
+	var starts []start
+	for _, s := range jobs {
+		g := waitState(t, jobClient(n, s.key), s.id, sluicev1.JobState_JOB_STATE_SUCCEEDED)
+		if _, ok := place[s.id]; ok {
+			starts = append(starts, start{s.id, g.Tenant, g.StartedAt.AsTime()})
+		}
+	}
+	// Assignments in one log entry share its time: those may go either way.
+	slices.SortFunc(starts, func(a, b start) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return int(place[a.id] - place[b.id])
+	})
+	if len(starts) < len(jobs)-4 {
+		t.Fatalf("%d of %d jobs were queued when the places were read", len(starts), len(jobs))
+	}
+	for k, s := range starts {
+		if place[s.id] != int64(k+1) {
+			for k, s := range starts {
+				t.Logf("started %d: %s's job %s, told place %d", k+1, s.tenant, s.id, place[s.id])
+			}
+			t.Fatalf("%s's job %s started %d of %d queued, told place %d", s.tenant, s.id, k+1, len(starts), place[s.id])
+		}
 	}
 }
