@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluicehq/sluice/policy"
+	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
 	"github.com/sluicehq/sluice/scheduler"
 )
@@ -225,6 +226,42 @@ func TestPlaceInLineIsTheOrderJobsStartIn(t *testing.T) {
 				t.Logf("started %d: %s's job %s, told place %d", k+1, s.tenant, s.id, place[s.id])
 			}
 			t.Fatalf("%s's job %s started %d of %d queued, told place %d", s.tenant, s.id, k+1, len(starts), place[s.id])
+		}
+	}
+}
+
+// A watcher reuses the ETA of a queued job far from its start for up to a
+// second, counting down, and reads it afresh once the job moves, is
+// retried, comes within etaReuseFrom, or the second is up.
+func TestWatchersReuseAFarETA(t *testing.T) {
+	at := time.Unix(1000, 0)
+	queued := &raftv1.JobRecord{State: sluicev1.JobState_JOB_STATE_QUEUED, Attempt: 1}
+	far := watchETA{eta: jobETA{Band: scheduler.Band{P10: 20 * time.Second, P50: 30 * time.Second, P90: 40 * time.Second}, known: true, place: 7}, at: at, attempt: 1, queued: true}
+	e, ok := far.reuse(queued, at.Add(300*time.Millisecond))
+	if want := (scheduler.Band{P10: 19700 * time.Millisecond, P50: 29700 * time.Millisecond, P90: 39700 * time.Millisecond}); !ok || e.Band != want || e.place != 7 || !e.known {
+		t.Fatalf("0.3 s later: %+v (reused %v), want %v at place 7", e, ok, want)
+	}
+	near := far
+	near.eta.Band = scheduler.Band{P10: 5 * time.Second, P50: 9 * time.Second, P90: 12 * time.Second}
+	running := &raftv1.JobRecord{State: sluicev1.JobState_JOB_STATE_RUNNING, Attempt: 2}
+	retried := &raftv1.JobRecord{State: sluicev1.JobState_JOB_STATE_QUEUED, Attempt: 2}
+	unknown := far
+	unknown.eta.known = false
+	for name, c := range map[string]struct {
+		w   watchETA
+		j   *raftv1.JobRecord
+		now time.Time
+	}{
+		"a second later":      {far, queued, at.Add(time.Second)},
+		"started":             {far, running, at.Add(100 * time.Millisecond)},
+		"queued again":        {far, retried, at.Add(100 * time.Millisecond)},
+		"under 10 s":          {near, queued, at.Add(100 * time.Millisecond)},
+		"unknown":             {unknown, queued, at.Add(100 * time.Millisecond)},
+		"never read":          {watchETA{}, queued, at},
+		"the clock went back": {far, queued, at.Add(-time.Millisecond)},
+	} {
+		if e, ok := c.w.reuse(c.j, c.now); ok {
+			t.Errorf("%s: reused %+v", name, e)
 		}
 	}
 }
