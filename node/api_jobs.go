@@ -423,8 +423,10 @@ func (n jobDesk) watchedJob(id uint64, told *watchETA) (*sluicev1.Job, error) {
 // queued job's ETA walks the line ahead of it (up to 2,000 jobs, each
 // predicted: a third of a millisecond); a job far from its start does
 // not need it ten times a second. While it is still queued in the same
-// attempt, an ETA of etaReuseFrom or more is reused for up to etaReuseFor,
-// less the time since; a change of state is still read at once.
+// attempt, an ETA of etaReuseFrom or more is reused for up to etaReuseFor
+// as it was (not counted down: the models' averages tell a queued job the
+// same until a job ahead starts, and a countdown would rise at the next
+// read); a change of state is still read at once.
 type watchETA struct {
 	eta     jobETA
 	at      time.Time
@@ -444,9 +446,7 @@ func (w *watchETA) reuse(j *raftv1.JobRecord, now time.Time) (jobETA, bool) {
 		!w.eta.known || w.eta.P50 < etaReuseFrom || since < 0 || since >= etaReuseFor {
 		return jobETA{}, false
 	}
-	e := w.eta
-	e.P10, e.P50, e.P90 = max(e.P10-since, 0), e.P50-since, e.P90-since
-	return e, true
+	return w.eta, true
 }
 
 // watchDiffers reports whether a watcher should hear about b after a.
