@@ -771,6 +771,11 @@ func TestFollowerSaysItCannotTellTheETA(t *testing.T) {
 	if j := consistent.Msg.Job; j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.EtaUnknown || j.EtaSeconds <= 0 {
 		t.Fatalf("a consistent read through the follower: %v, eta_unknown %v, eta %ds; want queued, known, > 0", j.State, j.EtaUnknown, j.EtaSeconds)
 	}
+	// Its place in line it can tell: the projected dispatch order is of
+	// the replicated queue alone.
+	if p, c := plain.Msg.Job.QueuePosition, consistent.Msg.Job.QueuePosition; p != c || p < 1 {
+		t.Fatalf("place in line: %d on the follower, %d on the leader", p, c)
+	}
 	// The admin queue alike.
 	admin := adminClient(f)
 	for _, c := range []bool{false, true} {
