@@ -4,24 +4,31 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Walker is a State that walks the whole projected dispatch order
+// Walker is a State that walks the projected dispatch order
 // (fsm.JobReads.EachReady).
 type Walker interface {
 	State
-	EachReady(limit int, each func(id uint64, model string, input *structpb.Struct)) bool
+	EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool
 }
 
-// ListState is f for the rows of a list, each of which reads the jobs
-// ahead of it (QueuedETA with sizes): those reads come from one walk of
-// the dispatch order, made at the first of them, and each job's run time
-// is predicted once, where each row's own walk and predictions would make
-// a list of n rows deep in the queue n times as dear. A row's jobs ahead
-// are what f's own reads give at the walk's moment. Not safe for
-// concurrent use.
-func ListState(f Walker) State { return &listState{Walker: f} }
+// ListState is f for the rows of a list, the queued jobs rows, each of
+// which reads the jobs ahead of it (QueuedETA with sizes): those reads
+// come from one walk of the dispatch order, made at the first of them as
+// far as the last of rows, and each job's run time is predicted once,
+// where each row's own walk and predictions would make a list of n rows
+// deep in the queue n times as dear. A row's jobs ahead are what f's own
+// reads give at the walk's moment. Not safe for concurrent use.
+func ListState(f Walker, rows []uint64) State {
+	s := &listState{Walker: f, rows: make(map[uint64]bool, len(rows))}
+	for _, id := range rows {
+		s.rows[id] = true
+	}
+	return s
+}
 
 type listState struct {
 	Walker
+	rows   map[uint64]bool // the list's queued jobs: the walk ends at the last
 	walked bool
 	order  []aheadJob
 	told   []toldRun
@@ -37,9 +44,14 @@ func (s *listState) ahead(id uint64, limit int) (jobs []aheadJob, reached, ok bo
 	}
 	if !s.walked {
 		s.walked, s.at = true, map[uint64]int{}
-		s.EachReady(MaxSizedAhead+1, func(id uint64, m string, input *structpb.Struct) {
+		left := len(s.rows)
+		s.EachReady(MaxSizedAhead+1, func(id uint64, m string, input *structpb.Struct) bool {
 			s.at[id] = len(s.order)
 			s.order = append(s.order, aheadJob{model: m, input: input})
+			if s.rows[id] {
+				left--
+			}
+			return left > 0
 		})
 		s.told = make([]toldRun, len(s.order))
 		for i := range s.order {

@@ -84,7 +84,7 @@ func TestAListTellsEachJobItsOwnETA(t *testing.T) {
 		}
 	}
 	*calls = 0
-	list := ListState(f.Reads())
+	list := ListState(f.Reads(), ids)
 	for i := len(ids) - 1; i >= 0; i-- { // a list's order: the newest first
 		b, place, _ := QueuedPlace(list, x, ids[i], m, nil, sizes)
 		if b != alone[i] || place != places[i] {
@@ -94,36 +94,75 @@ func TestAListTellsEachJobItsOwnETA(t *testing.T) {
 	if *calls > len(ids) {
 		t.Fatalf("the predictor was asked %d times for %d jobs", *calls, len(ids))
 	}
+	// A list of jobs near the front walks only as far as them.
+	walk := &countingWalker{Walker: f.Reads()}
+	front := ids[:3]
+	list = ListState(walk, front)
+	deepest := 0
+	for i, id := range front {
+		b, place, _ := QueuedPlace(list, x, id, m, nil, sizes)
+		if b != alone[i] || place != places[i] {
+			t.Fatalf("job %d at the front: %v at %d in the list, %v at %d alone", id, b, place, alone[i], places[i])
+		}
+		deepest = max(deepest, place)
+	}
+	if walk.walked == 0 || walk.walked > deepest+1 {
+		t.Fatalf("a list of the first 3 jobs (the deepest at %d) walked %d", deepest, walk.walked)
+	}
+}
+
+// countingWalker counts the jobs its walks come to.
+type countingWalker struct {
+	Walker
+	walked int
+}
+
+func (w *countingWalker) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool {
+	return w.Walker.EachReady(limit, func(id uint64, m string, in *structpb.Struct) bool {
+		w.walked++
+		return each(id, m, in)
+	})
 }
 
 // BenchmarkListETAs: the ETAs of a list of 100 queued jobs at the back of
-// a queue of 2,000 sized jobs on four busy slots: each row alone (what a
-// GetJob costs, 100 times), each by the models' averages (no sizes), and
-// the rows sharing one walk and one prediction per job (ListJobs).
+// a queue of 2,000 sized jobs on four busy slots, and of five near its
+// front (a user's few): each row alone (what a GetJob costs), the rows
+// sharing one walk and one prediction per job (ListJobs), and the back
+// rows each alone by the models' averages (no sizes).
 func BenchmarkListETAs(b *testing.B) {
 	f, m, ids, sizes, _ := sizedQueue(b, MaxSizedAhead)
 	x := busyLanes()
-	rows := ids[len(ids)-100:]
-	b.Run("each-alone", func(b *testing.B) {
-		for b.Loop() {
-			for _, id := range rows {
-				QueuedETA(f.Reads(), x, id, m, nil, sizes)
-			}
+	var front []uint64
+	for _, id := range ids {
+		if p, ok := f.Reads().Position(id); ok && p <= 40 && len(front) < 5 {
+			front = append(front, id)
 		}
-	})
-	b.Run("by-averages", func(b *testing.B) { // what lists told until December 2026
+	}
+	lists := func(name string, rows []uint64) {
+		b.Run(name+"/each-alone", func(b *testing.B) {
+			for b.Loop() {
+				for _, id := range rows {
+					QueuedETA(f.Reads(), x, id, m, nil, sizes)
+				}
+			}
+		})
+		b.Run(name+"/one-walk", func(b *testing.B) {
+			for b.Loop() {
+				list := ListState(f.Reads(), rows)
+				for _, id := range rows {
+					QueuedETA(list, x, id, m, nil, sizes)
+				}
+			}
+		})
+	}
+	back := ids[len(ids)-100:]
+	lists("back-100", back)
+	b.Run("back-100/by-averages", func(b *testing.B) { // what lists told until December 2026
 		for b.Loop() {
-			for _, id := range rows {
+			for _, id := range back {
 				QueuedETA(f.Reads(), x, id, m, nil, nil)
 			}
 		}
 	})
-	b.Run("one-walk", func(b *testing.B) {
-		for b.Loop() {
-			list := ListState(f.Reads())
-			for _, id := range rows {
-				QueuedETA(list, x, id, m, nil, sizes)
-			}
-		}
-	})
+	lists("front-5", front)
 }

@@ -98,14 +98,16 @@ func (r JobReads) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
 
 // EachReady calls each with the id, model and input of the ready queued
 // jobs in dispatch order (scheduler.FairQueue.DispatchOrder), at most
-// limit of them; each must not call the FSM. EachAhead(id) of a ready job
-// is the jobs before id here. It reports whether it called each for all.
-func (r JobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct)) bool {
+// limit of them and until each returns false; each must not call the FSM.
+// EachAhead(id) of a ready job is the jobs before id here. It reports
+// whether it called each for all.
+func (r JobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool {
 	f := r.f
-	return f.queue.DispatchOrder(limit, func(id uint64) {
+	return f.queue.DispatchOrder(limit, func(id uint64) bool {
 		if j, ok := f.jobs[id]; ok {
-			each(id, j.Spec.GetModel(), j.Spec.GetInput())
+			return each(id, j.Spec.GetModel(), j.Spec.GetInput())
 		}
+		return true
 	})
 }
 

@@ -199,7 +199,7 @@ func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluic
 		return nil, fieldError("page_token", "not a token from a previous response")
 	}
 	out := &sluicev1.ListQueueResponse{NextPageToken: next, Total: int64(total), Jobs: make([]*sluicev1.Job, len(views))}
-	eta := n.desk.listETAs()
+	eta := n.desk.listETAs(views)
 	for i, v := range views {
 		out.Jobs[i] = n.desk.withSoftState(publicJob(v, eta(v)), v)
 	}

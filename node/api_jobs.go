@@ -522,7 +522,7 @@ func (s *jobService) ListJobs(ctx context.Context, req *connect.Request[sluicev1
 	}
 	views, more := s.n.fsm.ListJobs(t.Name, req.Msg.GetStates(), before, size)
 	out := &sluicev1.ListJobsResponse{Jobs: make([]*sluicev1.Job, len(views))}
-	eta := s.n.desk.listETAs()
+	eta := s.n.desk.listETAs(views)
 	for i, v := range views {
 		out.Jobs[i] = s.n.desk.withSoftState(publicJob(v, eta(v)), v)
 	}
@@ -697,11 +697,19 @@ func (n jobDesk) eta(v fsm.JobView) jobETA {
 
 // listETAs is eta for a list's rows, the same ETAs at a fraction of the
 // cost: the queued rows read the jobs ahead of them from one walk of the
-// queue and predict each job's run time once (admission.ListState), and
-// what each slot runs is read once for the whole list.
-func (n jobDesk) listETAs() func(fsm.JobView) jobETA {
+// queue, as far as the last of them, and predict each job's run time once
+// (admission.ListState), and what each slot runs is read once for the
+// whole list.
+func (n jobDesk) listETAs(rows []fsm.JobView) func(fsm.JobView) jobETA {
 	x := nodeExecutors{n: n.Node, lanes: map[string][]scheduler.Lane{}}
-	f, sizes := admission.ListState(n.fsm), n.sizing()
+	now := time.Now().UnixNano()
+	var ready []uint64 // the rows the walk comes to (a delayed job is not in it)
+	for _, v := range rows {
+		if v.Job.State == sluicev1.JobState_JOB_STATE_QUEUED && v.Job.ReadyNs <= now {
+			ready = append(ready, v.Job.Id)
+		}
+	}
+	f, sizes := admission.ListState(n.fsm, ready), n.sizing()
 	return func(v fsm.JobView) jobETA { return n.etaOf(v, f, x, sizes) }
 }
 

@@ -106,7 +106,7 @@ func TestWaitBehindLongJobsCountsTheirSize(t *testing.T) {
 	told := n.desk.eta(v).P50
 	// A list tells it the same (it once counted the jobs ahead by the
 	// model's average): its row, and the row ListJobs answers.
-	listed := n.desk.listETAs()(v).P50
+	listed := n.desk.listETAs([]fsm.JobView{v})(v).P50
 	list, err := bob.ListJobs(ctx, connect.NewRequest(&sluicev1.ListJobsRequest{States: []sluicev1.JobState{sluicev1.JobState_JOB_STATE_QUEUED}}))
 	if err != nil {
 		t.Fatal(err)

@@ -194,7 +194,7 @@ func (r jobReads) EachAhead(id uint64, limit int, each func(model string, input 
 	return r.r.EachAhead(id, limit, each)
 }
 
-func (r jobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct)) bool {
+func (r jobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.r.EachReady(limit, each)

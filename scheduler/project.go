@@ -20,17 +20,18 @@ import "time"
 // called, for a job that is not queued or not ready (a delayed job comes
 // after every ready one: Page's order).
 func (q *FairQueue) DispatchAhead(id uint64, limit int, each func(id uint64)) (reached, ok bool) {
-	return q.project(id, limit, func(x int32) { each(q.jobs[x].id) })
+	return q.project(id, limit, func(x int32) bool { each(q.jobs[x].id); return true })
 }
 
 // DispatchOrder calls each with the ready jobs in the order DispatchAhead
-// projects, every band, at most limit of them: DispatchAhead(id) is the
-// jobs before id here. It reports whether it called each for them all. A
-// list of jobs reads the jobs ahead of each from one walk.
-func (q *FairQueue) DispatchOrder(limit int, each func(id uint64)) bool {
+// projects, every band, at most limit of them and until each returns
+// false: DispatchAhead(id) is the jobs before id here. It reports whether
+// it called each for them all. A list of jobs reads the jobs ahead of each
+// from one walk.
+func (q *FairQueue) DispatchOrder(limit int, each func(id uint64) bool) bool {
 	seen := 0
 	for b := range len(q.vband) {
-		if !q.projectBand(b, -1, limit, &seen, func(x int32) { each(q.jobs[x].id) }) {
+		if !q.projectBand(b, -1, limit, &seen, func(x int32) bool { return each(q.jobs[x].id) }) {
 			return false
 		}
 	}
@@ -42,7 +43,7 @@ func (q *FairQueue) DispatchOrder(limit int, each func(id uint64)) bool {
 // before id, and only if it reached id.
 func (q *FairQueue) CountAhead(id uint64, limit int, each func(model string, n int)) (reached, ok bool) {
 	counts := make([]int, len(q.models))
-	if reached, ok = q.project(id, limit, func(x int32) { counts[q.jobs[x].model]++ }); reached {
+	if reached, ok = q.project(id, limit, func(x int32) bool { counts[q.jobs[x].model]++; return true }); reached {
 		for mi, n := range counts {
 			if n > 0 {
 				each(q.models[mi].name, n)
@@ -53,7 +54,7 @@ func (q *FairQueue) CountAhead(id uint64, limit int, each func(model string, n i
 }
 
 // project is DispatchAhead by arena index.
-func (q *FairQueue) project(id uint64, limit int, each func(x int32)) (reached, ok bool) {
+func (q *FairQueue) project(id uint64, limit int, each func(x int32) bool) (reached, ok bool) {
 	x, found := q.byID.find(q.jobs, id)
 	if !found || !q.jobs[x].promoted {
 		return false, false
@@ -77,9 +78,9 @@ type tierWalk struct {
 }
 
 // projectBand emits band b's ready jobs in simulated dispatch order until
-// job stop (false: limit reached first; a band without stop is emitted
-// whole).
-func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each func(x int32)) bool {
+// job stop (false: limit reached first, or each said to stop; a band
+// without stop is emitted whole).
+func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each func(x int32) bool) bool {
 	var walks []tierWalk
 	for mi := range q.models {
 		for _, tt := range q.models[mi].trees {
@@ -129,7 +130,9 @@ func (q *FairQueue) projectBand(b int, stop int32, limit int, seen *int, each fu
 			return false
 		}
 		*seen++
-		each(jx)
+		if !each(jx) {
+			return false
+		}
 		serve(&w.tag, &v, costOf(q.jobs[jx].cost), q.tiers[w.tier].weight)
 		if w.its[0] = q.bt.next(w.its[0]); w.its[0].leaf == 0 {
 			w.its = w.its[1:]

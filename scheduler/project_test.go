@@ -62,7 +62,7 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 		// DispatchOrder is the one order whose prefixes those are, and
 		// a limit cuts it short.
 		var order []uint64
-		if !q.DispatchOrder(1<<30, func(x uint64) { order = append(order, x) }) || len(order) != len(ahead) {
+		if !q.DispatchOrder(1<<30, func(x uint64) bool { order = append(order, x); return true }) || len(order) != len(ahead) {
 			t.Fatalf("DispatchOrder: %v of %d jobs", order, len(ahead))
 		}
 		for k, x := range order {
@@ -72,8 +72,12 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 		}
 		limit := rapid.IntRange(0, 3).Draw(t, "limit")
 		var cut []uint64
-		if q.DispatchOrder(limit, func(x uint64) { cut = append(cut, x) }) != (len(order) <= limit) || !slices.Equal(cut, order[:min(limit, len(order))]) {
+		if q.DispatchOrder(limit, func(x uint64) bool { cut = append(cut, x); return true }) != (len(order) <= limit) || !slices.Equal(cut, order[:min(limit, len(order))]) {
 			t.Fatalf("DispatchOrder(%d): %v of %v", limit, cut, order)
+		}
+		cut = nil // and each can stop it
+		if q.DispatchOrder(1<<30, func(x uint64) bool { cut = append(cut, x); return len(cut) < limit }) != (len(order) < limit) || !slices.Equal(cut, order[:min(max(limit, 1), len(order))]) {
+			t.Fatalf("DispatchOrder stopped after %d: %v of %v", limit, cut, order)
 		}
 		var ran []uint64
 		for q.Len() > 0 {
