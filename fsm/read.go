@@ -66,7 +66,9 @@ func (r JobReads) View(id uint64) (JobView, bool) {
 	return v, true
 }
 
-// Position is the job's 1-based place in line, if it is queued.
+// Position is the job's 1-based place in queue order among its model's
+// queued jobs, if it is queued (the leader's answers tell the projected
+// dispatch order where they can: admission.QueuedPlace).
 func (r JobReads) Position(id uint64) (int, bool) {
 	f := r.f
 	return f.queue.Position(id)

@@ -634,7 +634,9 @@ type Job struct {
 	Tenant string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Spec   *JobSpec               `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
 	State  JobState               `protobuf:"varint,4,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
-	// 1-based place in line among queued jobs; 0 when not queued.
+	// 1-based place in line among queued jobs of its model: in the order the
+	// tiers would dispatch them, the order eta_seconds counts (in queue order
+	// past 2,000 jobs ahead, and for a job not ready yet); 0 when not queued.
 	QueuePosition int64 `protobuf:"varint,5,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
 	// Estimated seconds until the job starts (queued) or finishes (running).
 	EtaSeconds int64 `protobuf:"varint,6,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
