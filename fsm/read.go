@@ -67,7 +67,7 @@ func (r JobReads) View(id uint64) (JobView, bool) {
 }
 
 // Position is the job's 1-based place in queue order among its model's
-// queued jobs, if it is queued (the leader's answers tell the projected
+// queued jobs, if it is queued (a node's answers tell the projected
 // dispatch order where they can: admission.QueuedPlace).
 func (r JobReads) Position(id uint64) (int, bool) {
 	f := r.f
