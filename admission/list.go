@@ -33,6 +33,11 @@ type listState struct {
 	order  []aheadJob
 	told   []toldRun
 	at     map[uint64]int // each walked job's place in order
+	last   uint64         // the last job walked
+	// For CountAhead: the models in the order the queue's own CountAhead
+	// gives them, and before each place in order how many jobs of each.
+	models []string
+	counts []int32 // place k's: counts[k*len(models):][:len(models)]
 }
 
 // ahead is the jobs before id, at most limit of them, and whether that
@@ -46,7 +51,7 @@ func (s *listState) ahead(id uint64, limit int) (jobs []aheadJob, reached, ok bo
 		s.walked, s.at = true, map[uint64]int{}
 		left := len(s.rows)
 		s.EachReady(MaxSizedAhead+1, func(id uint64, m string, input *structpb.Struct) bool {
-			s.at[id] = len(s.order)
+			s.at[id], s.last = len(s.order), id
 			s.order = append(s.order, aheadJob{model: m, input: input})
 			if s.rows[id] {
 				left--
@@ -78,4 +83,52 @@ func (s *listState) EachAhead(id uint64, limit int, each func(model string, inpu
 		each(j.model, j.input)
 	}
 	return reached
+}
+
+// CountAhead is State.CountAhead from the walk: each model's jobs before
+// id, in the order the queue's own CountAhead gives the models (the ETA's
+// sums and drawn jobs go in that order), read from counts made once.
+func (s *listState) CountAhead(id uint64, limit int, each func(model string, n int)) bool {
+	_, reached, ok := s.ahead(id, limit)
+	if !ok {
+		return s.Walker.CountAhead(id, limit, each)
+	}
+	if !reached {
+		return false
+	}
+	if s.models == nil {
+		s.countModels()
+	}
+	m := len(s.models)
+	for i, n := range s.counts[s.at[id]*m:][:m] {
+		if n > 0 {
+			each(s.models[i], int(n))
+		}
+	}
+	return true
+}
+
+// countModels makes models and counts: the queue's order of models is the
+// one its CountAhead of the last job walked gives (every row's jobs ahead
+// are the first of that job's), and a model it did not name (its jobs
+// left since the walk) comes after them.
+func (s *listState) countModels() {
+	index := map[string]int{}
+	s.Walker.CountAhead(s.last, MaxSizedAhead, func(m string, _ int) {
+		index[m] = len(s.models)
+		s.models = append(s.models, m)
+	})
+	for _, j := range s.order {
+		if _, ok := index[j.model]; !ok {
+			index[j.model] = len(s.models)
+			s.models = append(s.models, j.model)
+		}
+	}
+	m := len(s.models)
+	s.counts = make([]int32, (len(s.order)+1)*m)
+	for k, j := range s.order {
+		next := s.counts[(k+1)*m:][:m]
+		copy(next, s.counts[k*m:][:m])
+		next[index[j.model]]++
+	}
 }
