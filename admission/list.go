@@ -1,6 +1,8 @@
 package admission
 
 import (
+	"slices"
+
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -8,55 +10,48 @@ import (
 // (fsm.JobReads.EachReady).
 type Walker interface {
 	State
-	EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool
+	EachReady(limit int, until []uint64, each func(id uint64, model string, rank int, input *structpb.Struct)) bool
 }
 
 // ListState is f for the rows of a list, the queued jobs rows, each of
-// which reads the jobs ahead of it (QueuedETA with sizes): those reads
-// come from one walk of the dispatch order, made at the first of them as
-// far as the last of rows, and each job's run time is predicted once,
-// where each row's own walk and predictions would make a list of n rows
-// deep in the queue n times as dear. A row's jobs ahead are what f's own
-// reads give at the walk's moment. Not safe for concurrent use.
+// which reads the jobs ahead of it (QueuedETA): those reads come from one
+// walk of the dispatch order, made at the first of them as far as the last
+// of rows that is queued and ready, each job's run time is predicted once,
+// and each model's jobs before each place are counted once, where each
+// row's own walk and predictions would make a list of n rows deep in the
+// queue n times as dear. A row's jobs ahead are what f's own reads give at
+// the walk's moment. Not safe for concurrent use.
 func ListState(f Walker, rows []uint64) State {
-	s := &listState{Walker: f, rows: make(map[uint64]bool, len(rows))}
-	for _, id := range rows {
-		s.rows[id] = true
-	}
-	return s
+	return &listState{Walker: f, rows: rows}
 }
 
 type listState struct {
 	Walker
-	rows   map[uint64]bool // the list's queued jobs: the walk ends at the last
+	rows   []uint64 // the list's queued jobs: the walk ends at the last
 	walked bool
 	order  []aheadJob
 	told   []toldRun
 	at     map[uint64]int // each walked job's place in order
-	last   uint64         // the last job walked
-	// For CountAhead: the models in the order the queue's own CountAhead
-	// gives them, and before each place in order how many jobs of each.
+	rank   []int          // each walked job's model's rank (EachReady)
+	// For CountAhead: the models in the order the queue's CountAhead names
+	// them, and before each place in order how many jobs of each.
 	models []string
 	counts []int32 // place k's: counts[k*len(models):][:len(models)]
 }
 
 // ahead is the jobs before id, at most limit of them, and whether that
 // reached id; ok is false where the walk did not come to id (not ready,
-// or past MaxSizedAhead).
+// or past MaxSizedAhead). The jobs are the list's own: read only.
 func (s *listState) ahead(id uint64, limit int) (jobs []aheadJob, reached, ok bool) {
 	if id == 0 {
 		return nil, false, false
 	}
 	if !s.walked {
 		s.walked, s.at = true, map[uint64]int{}
-		left := len(s.rows)
-		s.EachReady(MaxSizedAhead+1, func(id uint64, m string, input *structpb.Struct) bool {
-			s.at[id], s.last = len(s.order), id
+		s.EachReady(MaxSizedAhead+1, s.rows, func(id uint64, m string, rank int, input *structpb.Struct) {
+			s.at[id] = len(s.order)
 			s.order = append(s.order, aheadJob{model: m, input: input})
-			if s.rows[id] {
-				left--
-			}
-			return left > 0
+			s.rank = append(s.rank, rank)
 		})
 		s.told = make([]toldRun, len(s.order))
 		for i := range s.order {
@@ -68,9 +63,9 @@ func (s *listState) ahead(id uint64, limit int) (jobs []aheadJob, reached, ok bo
 		return nil, false, false
 	}
 	if k > limit {
-		return s.order[:limit], false, true
+		return s.order[:limit:limit], false, true
 	}
-	return s.order[:k], true, true
+	return s.order[:k:k], true, true
 }
 
 // EachAhead is State.EachAhead from the walk.
@@ -86,7 +81,7 @@ func (s *listState) EachAhead(id uint64, limit int, each func(model string, inpu
 }
 
 // CountAhead is State.CountAhead from the walk: each model's jobs before
-// id, in the order the queue's own CountAhead gives the models (the ETA's
+// id, in the order the queue's own CountAhead names the models (the ETA's
 // sums and drawn jobs go in that order), read from counts made once.
 func (s *listState) CountAhead(id uint64, limit int, each func(model string, n int)) bool {
 	_, reached, ok := s.ahead(id, limit)
@@ -108,21 +103,21 @@ func (s *listState) CountAhead(id uint64, limit int, each func(model string, n i
 	return true
 }
 
-// countModels makes models and counts: the queue's order of models is the
-// one its CountAhead of the last job walked gives (every row's jobs ahead
-// are the first of that job's), and a model it did not name (its jobs
-// left since the walk) comes after them.
+// countModels makes models, by their rank, and counts.
 func (s *listState) countModels() {
-	index := map[string]int{}
-	s.Walker.CountAhead(s.last, MaxSizedAhead, func(m string, _ int) {
-		index[m] = len(s.models)
-		s.models = append(s.models, m)
-	})
-	for _, j := range s.order {
-		if _, ok := index[j.model]; !ok {
-			index[j.model] = len(s.models)
-			s.models = append(s.models, j.model)
-		}
+	byRank := map[int]string{}
+	for k, j := range s.order {
+		byRank[s.rank[k]] = j.model
+	}
+	ranks := make([]int, 0, len(byRank))
+	for r := range byRank {
+		ranks = append(ranks, r)
+	}
+	slices.Sort(ranks)
+	index := make(map[string]int, len(ranks))
+	for _, r := range ranks {
+		index[byRank[r]] = len(s.models)
+		s.models = append(s.models, byRank[r])
 	}
 	m := len(s.models)
 	s.counts = make([]int32, (len(s.order)+1)*m)

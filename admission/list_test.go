@@ -170,10 +170,10 @@ type countingWalker struct {
 	walked int
 }
 
-func (w *countingWalker) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool {
-	return w.Walker.EachReady(limit, func(id uint64, m string, in *structpb.Struct) bool {
+func (w *countingWalker) EachReady(limit int, until []uint64, each func(id uint64, model string, rank int, input *structpb.Struct)) bool {
+	return w.Walker.EachReady(limit, until, func(id uint64, m string, rank int, in *structpb.Struct) {
 		w.walked++
-		return each(id, m, in)
+		each(id, m, rank, in)
 	})
 }
 

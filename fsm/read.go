@@ -98,18 +98,18 @@ func (r JobReads) Behind(id uint64) (lead, backlog, weight int64, ok bool) {
 	return r.f.queue.Behind(id)
 }
 
-// EachReady calls each with the id, model and input of the ready queued
-// jobs in dispatch order (scheduler.FairQueue.DispatchOrder), at most
-// limit of them and until each returns false; each must not call the FSM.
-// EachAhead(id) of a ready job is the jobs before id here. It reports
-// whether it called each for all.
-func (r JobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool {
+// EachReady calls each with the id, model (and its rank in the order
+// CountAhead names models) and input of the ready queued jobs in dispatch
+// order (scheduler.FairQueue.DispatchOrder), at most limit of them, and
+// where until names jobs only until the last of those that are queued and
+// ready; each must not call the FSM. EachAhead(id) of a ready job is the
+// jobs before id here. It reports whether it came to the end.
+func (r JobReads) EachReady(limit int, until []uint64, each func(id uint64, model string, rank int, input *structpb.Struct)) bool {
 	f := r.f
-	return f.queue.DispatchOrder(limit, func(id uint64) bool {
+	return f.queue.DispatchOrder(limit, until, func(id uint64, rank int) {
 		if j, ok := f.jobs[id]; ok {
-			return each(id, j.Spec.GetModel(), j.Spec.GetInput())
+			each(id, j.Spec.GetModel(), rank, j.Spec.GetInput())
 		}
-		return true
 	})
 }
 

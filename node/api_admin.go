@@ -200,23 +200,29 @@ func (s *adminService) ListQueue(ctx context.Context, req *connect.Request[sluic
 	}
 	out := &sluicev1.ListQueueResponse{NextPageToken: next, Total: int64(total), Jobs: make([]*sluicev1.Job, len(views))}
 	eta := n.desk.listETAs(views)
+	placed := make([]bool, len(views))
 	for i, v := range views {
-		out.Jobs[i] = n.desk.withSoftState(publicJob(v, eta(v)), v)
+		e := eta(v)
+		out.Jobs[i], placed[i] = n.desk.withSoftState(publicJob(v, e), v), e.place > 0
 	}
-	byPlace(out.Jobs)
+	byPlace(out.Jobs, placed)
 	return connect.NewResponse(out), nil
 }
 
-// byPlace puts each model's rows of a page in the order of their place in
-// line, in the rows its jobs hold in queue order. The page is cut in queue
-// order (the fair queue's keys), which estimates the tiers' dispatch
-// order; a leader's places are that dispatch order (admission.QueuedPlace),
-// which can differ where a tier's tenants come back from idle together.
-func byPlace(jobs []*sluicev1.Job) {
+// byPlace puts each model's placed rows of a page in the order of their
+// place in line, in the rows its placed jobs hold in queue order. The page
+// is cut in queue order (the fair queue's keys), which estimates the
+// tiers' dispatch order; places are that dispatch order
+// (admission.QueuedPlace), which can differ where a tier's tenants come
+// back from idle together. A row without a place (past 2,000 jobs ahead,
+// not ready) stays where queue order has it.
+func byPlace(jobs []*sluicev1.Job, placed []bool) {
 	rows := map[string][]int{}
 	for i, j := range jobs {
-		m := j.Spec.GetModel()
-		rows[m] = append(rows[m], i)
+		if placed[i] {
+			m := j.Spec.GetModel()
+			rows[m] = append(rows[m], i)
+		}
 	}
 	for _, at := range rows {
 		own := make([]*sluicev1.Job, len(at))

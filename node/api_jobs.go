@@ -410,10 +410,10 @@ func (n jobDesk) watchedJob(id uint64, told *watchETA) (*sluicev1.Job, error) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d no longer exists (past its retention)", id))
 	}
 	now := time.Now()
-	e, ok := told.reuse(v.Job, now)
-	if !ok {
+	e, ok := told.reuse(v, now)
+	if !ok || n.execs.placed(id, v.Job.Attempt) { // placed: eta tells it it starts
 		e = n.eta(v)
-		*told = watchETA{eta: e, at: now, attempt: v.Job.Attempt, queued: v.Job.State == sluicev1.JobState_JOB_STATE_QUEUED}
+		*told = watchETA{eta: e, at: now, attempt: v.Job.Attempt, position: v.Position, queued: v.Job.State == sluicev1.JobState_JOB_STATE_QUEUED}
 	}
 	return n.withSoftState(publicJob(v, e), v), nil
 }
@@ -423,15 +423,18 @@ func (n jobDesk) watchedJob(id uint64, told *watchETA) (*sluicev1.Job, error) {
 // queued job's ETA walks the line ahead of it (up to 2,000 jobs, each
 // predicted: a third of a millisecond); a job far from its start does
 // not need it ten times a second. While it is still queued in the same
-// attempt, an ETA of etaReuseFrom or more is reused for up to etaReuseFor
-// as it was (not counted down: the models' averages tell a queued job the
-// same until a job ahead starts, and a countdown would rise at the next
-// read); a change of state is still read at once.
+// attempt and no job of its model has started or left ahead of it (its
+// place in queue order is the same), an ETA of etaReuseFrom or more is
+// reused for up to etaReuseFor as it was (not counted down: the models'
+// averages tell a queued job the same until a job ahead starts, and a
+// countdown would rise at the next read); a change of state, of place, or
+// a placement is still read at once.
 type watchETA struct {
-	eta     jobETA
-	at      time.Time
-	attempt int32
-	queued  bool
+	eta      jobETA
+	at       time.Time
+	attempt  int32
+	position int // fsm.JobView.Position, queue order
+	queued   bool
 }
 
 const (
@@ -439,10 +442,10 @@ const (
 	etaReuseFor  = time.Second
 )
 
-// reuse is the ETA to tell j at now from the last one, if it may be reused.
-func (w *watchETA) reuse(j *raftv1.JobRecord, now time.Time) (jobETA, bool) {
-	since := now.Sub(w.at)
-	if !w.queued || j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.Attempt != w.attempt ||
+// reuse is the ETA to tell v at now from the last one, if it may be reused.
+func (w *watchETA) reuse(v fsm.JobView, now time.Time) (jobETA, bool) {
+	since, j := now.Sub(w.at), v.Job
+	if !w.queued || j.State != sluicev1.JobState_JOB_STATE_QUEUED || j.Attempt != w.attempt || v.Position != w.position ||
 		!w.eta.known || w.eta.P50 < etaReuseFrom || since < 0 || since >= etaReuseFor {
 		return jobETA{}, false
 	}
@@ -702,14 +705,13 @@ func (n jobDesk) eta(v fsm.JobView) jobETA {
 // whole list.
 func (n jobDesk) listETAs(rows []fsm.JobView) func(fsm.JobView) jobETA {
 	x := nodeExecutors{n: n.Node, lanes: map[string][]scheduler.Lane{}}
-	now := time.Now().UnixNano()
-	var ready []uint64 // the rows the walk comes to (a delayed job is not in it)
+	var queued []uint64 // the walk ends at the last that is still queued and ready
 	for _, v := range rows {
-		if v.Job.State == sluicev1.JobState_JOB_STATE_QUEUED && v.Job.ReadyNs <= now {
-			ready = append(ready, v.Job.Id)
+		if v.Job.State == sluicev1.JobState_JOB_STATE_QUEUED {
+			queued = append(queued, v.Job.Id)
 		}
 	}
-	f, sizes := admission.ListState(n.fsm, ready), n.sizing()
+	f, sizes := admission.ListState(n.fsm, queued), n.sizing()
 	return func(v fsm.JobView) jobETA { return n.etaOf(v, f, x, sizes) }
 }
 

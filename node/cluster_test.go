@@ -753,10 +753,16 @@ func TestFollowerSaysItCannotTellTheETA(t *testing.T) {
 	f := c.followers()[0]
 	bob := jobClient(f, DemoBobKey)
 	ctx := context.Background()
-	var last *sluicev1.Job
+	var first, last *sluicev1.Job
 	for range 3 { // one executor, two seconds each: the last ones wait
 		last = submitRun(t, bob, 2000)
+		if first == nil {
+			first = last
+		}
 	}
+	// The follower has applied the first one's start (so the places below
+	// are read of the same line).
+	waitState(t, bob, first.Id, sluicev1.JobState_JOB_STATE_RUNNING)
 	plain, err := bob.GetJob(ctx, connect.NewRequest(&sluicev1.GetJobRequest{Id: last.Id}))
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluicehq/sluice/fsm"
 	"github.com/sluicehq/sluice/policy"
 	raftv1 "github.com/sluicehq/sluice/proto/gen/sluice/raft/v1"
 	sluicev1 "github.com/sluicehq/sluice/proto/gen/sluice/v1"
@@ -231,36 +232,39 @@ func TestPlaceInLineIsTheOrderJobsStartIn(t *testing.T) {
 }
 
 // A watcher reuses the ETA of a queued job far from its start for up to a
-// second, as it was, and reads it afresh once the job moves, is retried,
-// comes within etaReuseFrom, or the second is up.
+// second, as it was, and reads it afresh once the job moves up in line,
+// starts, is retried, comes within etaReuseFrom, or the second is up.
 func TestWatchersReuseAFarETA(t *testing.T) {
 	at := time.Unix(1000, 0)
-	queued := &raftv1.JobRecord{State: sluicev1.JobState_JOB_STATE_QUEUED, Attempt: 1}
-	far := watchETA{eta: jobETA{Band: scheduler.Band{P10: 20 * time.Second, P50: 30 * time.Second, P90: 40 * time.Second}, known: true, place: 7}, at: at, attempt: 1, queued: true}
+	view := func(state sluicev1.JobState, attempt int32, position int) fsm.JobView {
+		return fsm.JobView{Job: &raftv1.JobRecord{State: state, Attempt: attempt}, Position: position}
+	}
+	queued := view(sluicev1.JobState_JOB_STATE_QUEUED, 1, 7)
+	far := watchETA{eta: jobETA{Band: scheduler.Band{P10: 20 * time.Second, P50: 30 * time.Second, P90: 40 * time.Second}, known: true, place: 7}, at: at, attempt: 1, position: 7, queued: true}
 	e, ok := far.reuse(queued, at.Add(300*time.Millisecond))
 	if !ok || e != far.eta {
 		t.Fatalf("0.3 s later: %+v (reused %v), want %+v", e, ok, far.eta)
 	}
 	near := far
 	near.eta.Band = scheduler.Band{P10: 5 * time.Second, P50: 9 * time.Second, P90: 12 * time.Second}
-	running := &raftv1.JobRecord{State: sluicev1.JobState_JOB_STATE_RUNNING, Attempt: 2}
-	retried := &raftv1.JobRecord{State: sluicev1.JobState_JOB_STATE_QUEUED, Attempt: 2}
 	unknown := far
 	unknown.eta.known = false
+	soon := at.Add(100 * time.Millisecond)
 	for name, c := range map[string]struct {
 		w   watchETA
-		j   *raftv1.JobRecord
+		v   fsm.JobView
 		now time.Time
 	}{
 		"a second later":      {far, queued, at.Add(time.Second)},
-		"started":             {far, running, at.Add(100 * time.Millisecond)},
-		"queued again":        {far, retried, at.Add(100 * time.Millisecond)},
-		"under 10 s":          {near, queued, at.Add(100 * time.Millisecond)},
-		"unknown":             {unknown, queued, at.Add(100 * time.Millisecond)},
+		"moved up":            {far, view(sluicev1.JobState_JOB_STATE_QUEUED, 1, 6), soon},
+		"started":             {far, view(sluicev1.JobState_JOB_STATE_RUNNING, 2, 0), soon},
+		"queued again":        {far, view(sluicev1.JobState_JOB_STATE_QUEUED, 2, 7), soon},
+		"under 10 s":          {near, queued, soon},
+		"unknown":             {unknown, queued, soon},
 		"never read":          {watchETA{}, queued, at},
 		"the clock went back": {far, queued, at.Add(-time.Millisecond)},
 	} {
-		if e, ok := c.w.reuse(c.j, c.now); ok {
+		if e, ok := c.w.reuse(c.v, c.now); ok {
 			t.Errorf("%s: reused %+v", name, e)
 		}
 	}

@@ -194,10 +194,10 @@ func (r jobReads) EachAhead(id uint64, limit int, each func(model string, input 
 	return r.r.EachAhead(id, limit, each)
 }
 
-func (r jobReads) EachReady(limit int, each func(id uint64, model string, input *structpb.Struct) bool) bool {
+func (r jobReads) EachReady(limit int, until []uint64, each func(id uint64, model string, rank int, input *structpb.Struct)) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.r.EachReady(limit, each)
+	return r.r.EachReady(limit, until, each)
 }
 
 func (r jobReads) QueuedOfModel(model string) int {

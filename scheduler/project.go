@@ -24,14 +24,35 @@ func (q *FairQueue) DispatchAhead(id uint64, limit int, each func(id uint64)) (r
 }
 
 // DispatchOrder calls each with the ready jobs in the order DispatchAhead
-// projects, every band, at most limit of them and until each returns
-// false: DispatchAhead(id) is the jobs before id here. It reports whether
-// it called each for them all. A list of jobs reads the jobs ahead of each
-// from one walk.
-func (q *FairQueue) DispatchOrder(limit int, each func(id uint64) bool) bool {
-	seen := 0
+// projects, every band (DispatchAhead(id) is the jobs before id here),
+// and the rank of each one's model in the order CountAhead names models;
+// at most limit of them, and where until names jobs, only until every one
+// of those that is queued and ready has come (none: it calls nothing). It
+// reports whether it came to the end of the ready jobs. A list of jobs
+// reads the jobs ahead of each from one walk that ends at its last.
+func (q *FairQueue) DispatchOrder(limit int, until []uint64, each func(id uint64, model int)) bool {
+	var wanted map[int32]bool
+	if until != nil {
+		wanted = make(map[int32]bool, len(until))
+		for _, id := range until {
+			if x, found := q.byID.find(q.jobs, id); found && q.jobs[x].promoted {
+				wanted[x] = true
+			}
+		}
+		if len(wanted) == 0 {
+			return false
+		}
+	}
+	left, seen := len(wanted), 0
 	for b := range len(q.vband) {
-		if !q.projectBand(b, -1, limit, &seen, func(x int32) bool { return each(q.jobs[x].id) }) {
+		if !q.projectBand(b, -1, limit, &seen, func(x int32) bool {
+			each(q.jobs[x].id, int(q.jobs[x].model))
+			if wanted[x] {
+				left--
+				return left > 0
+			}
+			return true
+		}) {
 			return false
 		}
 	}

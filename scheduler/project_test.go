@@ -20,6 +20,7 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 		w.cfg.Tiers[0].Strict = rapid.Bool().Draw(t, "strict")
 		q := NewFairQueue(w.cfg)
 		prio := map[string]int32{} // each tenant's jobs in its own priority order
+		modelOf := map[uint64]string{}
 		id := uint64(0)
 		add := func(n int) {
 			for range n {
@@ -29,7 +30,8 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 					prio[tn] = 9
 				}
 				prio[tn] = rapid.Int32Range(0, prio[tn]).Draw(t, "prio")
-				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: rapid.SampledFrom([]string{"m", "n", "o"}).Draw(t, "model"),
+				modelOf[id] = rapid.SampledFrom([]string{"m", "n", "o"}).Draw(t, "model")
+				q.Enqueue(Job{ID: id, Seq: id, Tenant: tn, Model: modelOf[id],
 					GPUs: 1, Priority: prio[tn], Cost: rapid.Int64Range(1, 5000).Draw(t, "cost")})
 			}
 			q.Advance(0)
@@ -59,25 +61,37 @@ func TestDispatchAheadIsDispatchOrder(t *testing.T) {
 			ahead[j.ID] = a
 			return true
 		})
-		// DispatchOrder is the one order whose prefixes those are, and
-		// a limit cuts it short.
+		// DispatchOrder is the one order whose prefixes those are, with
+		// the models ranked as CountAhead names them; a limit cuts it
+		// short, and so does the last of the jobs it is told to come to.
 		var order []uint64
-		if !q.DispatchOrder(1<<30, func(x uint64) bool { order = append(order, x); return true }) || len(order) != len(ahead) {
+		rank := map[string]int{}
+		if !q.DispatchOrder(1<<30, nil, func(x uint64, m int) {
+			order = append(order, x)
+			rank[modelOf[x]] = m
+		}) || len(order) != len(ahead) {
 			t.Fatalf("DispatchOrder: %v of %d jobs", order, len(ahead))
 		}
 		for k, x := range order {
 			if !slices.Equal(ahead[x], order[:k]) {
 				t.Fatalf("job %d: %v ahead, DispatchOrder has %v before it", x, ahead[x], order[:k])
 			}
+			var named []string
+			q.CountAhead(x, 1<<30, func(m string, _ int) { named = append(named, m) })
+			if !slices.IsSortedFunc(named, func(a, b string) int { return rank[a] - rank[b] }) {
+				t.Fatalf("job %d: CountAhead names %v, DispatchOrder ranks them %v", x, named, rank)
+			}
 		}
 		limit := rapid.IntRange(0, 3).Draw(t, "limit")
 		var cut []uint64
-		if q.DispatchOrder(limit, func(x uint64) bool { cut = append(cut, x); return true }) != (len(order) <= limit) || !slices.Equal(cut, order[:min(limit, len(order))]) {
+		if q.DispatchOrder(limit, nil, func(x uint64, _ int) { cut = append(cut, x) }) != (len(order) <= limit) || !slices.Equal(cut, order[:min(limit, len(order))]) {
 			t.Fatalf("DispatchOrder(%d): %v of %v", limit, cut, order)
 		}
-		cut = nil // and each can stop it
-		if q.DispatchOrder(1<<30, func(x uint64) bool { cut = append(cut, x); return len(cut) < limit }) != (len(order) < limit) || !slices.Equal(cut, order[:min(max(limit, 1), len(order))]) {
-			t.Fatalf("DispatchOrder stopped after %d: %v of %v", limit, cut, order)
+		until := rapid.SampledFrom(order).Draw(t, "until")
+		cut = nil
+		q.DispatchOrder(1<<30, []uint64{until, 1 << 40}, func(x uint64, _ int) { cut = append(cut, x) })
+		if k := slices.Index(order, until); !slices.Equal(cut, order[:k+1]) {
+			t.Fatalf("DispatchOrder until %d: %v of %v", until, cut, order)
 		}
 		var ran []uint64
 		for q.Len() > 0 {
