@@ -126,6 +126,12 @@ func TestDataDirOfAnOlderVersion(t *testing.T) {
 	if err := os.CopyFS(dir, os.DirFS(compatDir)); err != nil {
 		t.Fatal(err)
 	}
+	// The port that version's raft took is another process's now and then
+	// (the test ran beside others: "in use by another process"): the node
+	// below takes any, as one moved to another machine would.
+	if err := os.Remove(filepath.Join(dir, raftAddrFile)); err != nil {
+		t.Fatal(err)
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, "jobs.json"))
 	if err != nil {
 		t.Fatal(err)
