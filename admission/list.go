@@ -28,10 +28,9 @@ func ListState(f Walker, rows []uint64) State {
 type listState struct {
 	Walker
 	rows   []uint64 // the list's queued jobs: the walk ends at the last
-	walked bool
 	order  []aheadJob
 	told   []toldRun
-	at     map[uint64]int // each walked job's place in order
+	at     map[uint64]int // each walked job's place in order; nil: not walked yet
 	rank   []int          // each walked job's model's rank (EachReady)
 	// For CountAhead: the models in the order the queue's CountAhead names
 	// them, and before each place in order how many jobs of each.
@@ -46,8 +45,8 @@ func (s *listState) ahead(id uint64, limit int) (jobs []aheadJob, reached, ok bo
 	if id == 0 {
 		return nil, false, false
 	}
-	if !s.walked {
-		s.walked, s.at = true, map[uint64]int{}
+	if s.at == nil {
+		s.at = map[uint64]int{}
 		s.EachReady(MaxSizedAhead+1, s.rows, func(id uint64, m string, rank int, input *structpb.Struct) {
 			s.at[id] = len(s.order)
 			s.order = append(s.order, aheadJob{model: m, input: input})
