@@ -27,11 +27,11 @@ func ListState(f Walker, rows []uint64) State {
 
 type listState struct {
 	Walker
-	rows   []uint64 // the list's queued jobs: the walk ends at the last
-	order  []aheadJob
-	told   []toldRun
-	at     map[uint64]int // each walked job's place in order; nil: not walked yet
-	rank   []int          // each walked job's model's rank (EachReady)
+	rows  []uint64 // the list's queued jobs: the walk ends at the last
+	order []aheadJob
+	told  []toldRun
+	at    map[uint64]int // each walked job's place in order; nil: not walked yet
+	rank  []int          // each walked job's model's rank (EachReady)
 	// For CountAhead: the models in the order the queue's CountAhead names
 	// them, and before each place in order how many jobs of each.
 	models []string
