@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 )
 
 // floorWorkload is a small busy cluster with two tiers, so that jobs wait
@@ -42,15 +44,27 @@ func TestETAFloorIsALowerBound(t *testing.T) {
 	if fl.Best.P50 > fl.Sluice.P50 || fl.Best.P90 > fl.Sluice.P90 || fl.Best.P90 > fl.Model.P90 {
 		t.Errorf("the least error %+v is more than Sluice's %+v or its model's %+v", fl.Best, fl.Sluice, fl.Model)
 	}
-	if fl.HeldOut.P50 < fl.Best.P50 || fl.HeldOut.P90 < fl.Best.P90 {
+	if fl.HeldOut.P50 < fl.Best.P50 || fl.HeldOut.P90 < fl.Best.P90 || fl.CrossValidated.P90 < fl.Best.P90 {
 		t.Errorf("an ETA picked on half the forks did better on the others (%+v) than the best on all (%+v)", fl.HeldOut, fl.Best)
+	}
+	for _, j := range fl.Sampled {
+		started := 0
+		for _, w := range j.Waits {
+			if w >= 0 {
+				started++
+			}
+		}
+		if len(j.Waits) != fo.Forks || started != j.Started {
+			t.Errorf("job %d: %d waits, %d of them started, want %d forks, %d started", j.ID, len(j.Waits), started, fo.Forks, j.Started)
+		}
 	}
 	if fl.Best.P90 == 0 {
 		t.Errorf("no error at all at p90 on a busy cluster: the forks drew no other future")
 	}
 	for _, x := range fl.Within {
-		if x.Best < x.Sluice || x.Best < x.HeldOut {
-			t.Errorf("within %.0f%%: any ETA at most %.3f, held out %.3f, Sluice's %.3f", 100*x.Error, x.Best, x.HeldOut, x.Sluice)
+		if x.Best < x.Sluice || x.Best < x.HeldOut || x.Best < x.CrossValidated {
+			t.Errorf("within %.0f%%: any ETA at most %.3f, held out %.3f, all but one %.3f, Sluice's %.3f",
+				100*x.Error, x.Best, x.HeldOut, x.CrossValidated, x.Sluice)
 		}
 	}
 	fo.Workers = 1
@@ -180,5 +194,77 @@ func TestBestWithinPicksEachJobsBestETA(t *testing.T) {
 	}
 	if got := within(waits, []int64{2 * s, 0}, 0.4); got != 0.5 {
 		t.Errorf("ETAs 2 s and 0: %v within 40%%, want 0.5", got)
+	}
+}
+
+// TestCrossPickIsTheMiddleOfTheWidestStretch checks crossPick's sweep
+// against the plain definition: the ETAs that tell the most of the other
+// waits within tol, found by counting at every end of a wait's window and
+// between each two; of their stretches, the widest (the first of equals);
+// its middle.
+func TestCrossPickIsTheMiddleOfTheWidestStretch(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := rapid.SliceOfN(rapid.Int64Range(0, 30_000), 2, 12).Draw(t, "waits (ms)")
+		tol := rapid.SampledFrom([]float64{0.15, 0.4, 0.7}).Draw(t, "tol")
+		out := rapid.IntRange(0, len(ms)-1).Draw(t, "left out")
+		ws := make([]int64, len(ms))
+		for i, m := range ms {
+			ws[i] = m * int64(time.Millisecond)
+		}
+		var lo, hi, pts []float64
+		for i, w := range ws {
+			if i != out {
+				r := tol * float64(max(w, etaErrFloor))
+				lo, hi = append(lo, max(float64(w)-r, 0)), append(hi, float64(w)+r)
+			}
+		}
+		tells := func(e float64) int {
+			n := 0
+			for i := range lo {
+				if lo[i] <= e && e <= hi[i] {
+					n++
+				}
+			}
+			return n
+		}
+		pts = slices.Sorted(slices.Values(append(slices.Clone(lo), hi...)))
+		pts = slices.Compact(pts)
+		most := 0
+		for _, p := range pts {
+			most = max(most, tells(p))
+		}
+		var best [2]float64
+		bestW, from := -1.0, -1.0
+		for k, p := range pts {
+			if tells(p) != most {
+				from = -1
+				continue
+			}
+			if from < 0 || tells((pts[k-1]+p)/2) != most {
+				from = p
+			}
+			if p-from > bestW {
+				bestW, best = p-from, [2]float64{from, p}
+			}
+		}
+		want := int64((best[0] + best[1]) / 2)
+		if got := crossPick(ws, out, tol); got != want {
+			t.Fatalf("picked %v, want %v (the middle of %v, telling %d)", time.Duration(got), time.Duration(want), best, most)
+		}
+	})
+	// Two waits of 10 s and one of 20 s, the 20 s left out: at 40 % the
+	// ETAs 6–14 s tell both 10 s waits; the pick is their middle, 10 s.
+	s := int64(time.Second)
+	if got := crossPick([]int64{10 * s, 20 * s, 10 * s}, 1, 0.4); got != 10*s {
+		t.Errorf("picked %v, want 10s", time.Duration(got))
+	}
+	// Two stretches as wide (waits under a second count against one): the
+	// first.
+	ms := int64(time.Millisecond)
+	if got := crossPick([]int64{800 * ms, 200 * ms, 5 * s}, 2, 0.15); got != 200*ms {
+		t.Errorf("picked %v, want 200ms", time.Duration(got))
+	}
+	if got := crossWithin([][]int64{{10 * s, 10 * s, 10 * s}, {10 * s, 20 * s}}, 0.4); got != 0.5 {
+		t.Errorf("within 40%%: %v, want 0.5 (all of the first job, none of the second)", got)
 	}
 }

@@ -152,7 +152,7 @@ func TestSimFloorPrintsTheLeastErrorBesideSluices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"workload steady, seed 1: 6 jobs given an ETA, 3 futures drawn", "no ETA less", "held out", "Sluice's ETAs", "waits told within 40%"} {
+	for _, want := range []string{"workload steady, seed 1: 6 jobs given an ETA, 3 futures drawn", "no ETA less", "held out", "all but one", "Sluice's ETAs", "waits told within 40%"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
