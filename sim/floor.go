@@ -81,8 +81,7 @@ type Floor struct {
 	// the calibration (scheduler.ETACalibration).
 	// CrossValidated is the error of an ETA picked on all of a job's forks
 	// but one, on the one left out, each in turn (leave-one-out): the same
-	// bound as HeldOut, drawn tighter, since an ETA picked on nearly all the
-	// forks comes nearer the best a known spread allows.
+	// bound as HeldOut, drawn from nearly all the forks rather than half.
 	Best           FloorErrors `json:"best"`
 	HeldOut        FloorErrors `json:"held_out"`
 	CrossValidated FloorErrors `json:"cross_validated"`
@@ -513,67 +512,73 @@ func crossWithin(waits [][]int64, tol float64) float64 {
 }
 
 // crossPick is the ETA picked on ws but ws[out]: of the ETAs that tell the
-// most of them within tol, the middle of the widest stretch. (An ETA at an
-// end of a stretch, as bestETA picks, puts one of the waits at the edge
-// of its window, and the next wait like it just outside.) The ETAs that
-// tell wait w within tol are [w − tol·f, w + tol·f], f the larger of w and
-// the error's floor; the stretches are found by a sweep over those ends.
+// most of them within tol, the middle of the widest stretch (the first of
+// equals). An ETA at an end of a stretch, as bestETA picks, puts one of the
+// waits at the edge of its window and the next wait like it just outside.
+// The stretches are found by a sweep over the waits' windows (etaWindow).
 func crossPick(ws []int64, out int, tol float64) int64 {
 	type end struct {
-		at   float64
-		open bool
+		at int64
+		on int // +1 where a window begins, -1 just after it ends
 	}
 	ends := make([]end, 0, 2*len(ws))
 	for i, w := range ws {
-		if i == out {
-			continue
+		if i != out {
+			lo, hi := etaWindow(w, tol)
+			ends = append(ends, end{lo, 1}, end{hi + 1, -1})
 		}
-		r := tol * float64(max(w, etaErrFloor))
-		ends = append(ends, end{max(float64(w)-r, 0), true}, end{float64(w) + r, false})
 	}
-	slices.SortFunc(ends, func(a, b end) int {
-		if c := cmp.Compare(a.at, b.at); c != 0 {
-			return c
-		}
-		if a.open == b.open {
-			return 0
-		}
-		if a.open {
-			return -1 // a window takes in its ends: open before close
-		}
-		return 1
-	})
-	most, on, from := -1, 0, 0.0
-	var best [2]float64
+	slices.SortFunc(ends, func(a, b end) int { return cmp.Compare(a.at, b.at) })
+	most, on := -1, 0
+	var from int64
+	var best [2]int64 // [from, to): the widest stretch so far
 	run := false
 	for i := 0; i < len(ends); {
 		at := ends[i].at
-		for i < len(ends) && ends[i].at == at && ends[i].open {
-			on++
+		for i < len(ends) && ends[i].at == at {
+			on += ends[i].on
 			i++
 		}
-		switch { // the point at
+		if i == len(ends) {
+			break // past the last window
+		}
+		next := ends[i].at // the ETAs [at, next) tell on waits
+		switch {
 		case on > most:
-			most, run, from, best = on, true, at, [2]float64{at, at}
+			most, run, from, best = on, true, at, [2]int64{at, next}
 		case on == most:
 			if !run {
 				run, from = true, at
 			}
-			if at-from > best[1]-best[0] {
-				best = [2]float64{from, at}
+			if next-from > best[1]-best[0] {
+				best = [2]int64{from, next}
 			}
 		default:
 			run = false
 		}
-		for i < len(ends) && ends[i].at == at {
-			on--
-			i++
-		}
-		if on < most { // the stretch after it
-			run = false
-		}
 	}
-	return int64((best[0] + best[1]) / 2)
+	return best[0] + (best[1]-1-best[0])/2
+}
+
+// etaWindow is the ETAs, in whole nanoseconds, that tell wait w within
+// tol: [lo, hi], w − tol·f to w + tol·f with f the larger of w and the
+// error's floor, its ends moved to where etaErr itself says.
+func etaWindow(w int64, tol float64) (lo, hi int64) {
+	r := tol * float64(max(w, etaErrFloor))
+	lo, hi = max(int64(math.Ceil(float64(w)-r)), 0), int64(math.Floor(float64(w)+r))
+	for lo > 0 && etaErr(lo-1, w) <= tol {
+		lo--
+	}
+	for lo < w && etaErr(lo, w) > tol {
+		lo++
+	}
+	for etaErr(hi+1, w) <= tol {
+		hi++
+	}
+	for hi > w && etaErr(hi, w) > tol {
+		hi--
+	}
+	return lo, hi
 }
 
 // bestETA is the ETA that tells the most of ws within tol, and that share:

@@ -44,8 +44,11 @@ func TestETAFloorIsALowerBound(t *testing.T) {
 	if fl.Best.P50 > fl.Sluice.P50 || fl.Best.P90 > fl.Sluice.P90 || fl.Best.P90 > fl.Model.P90 {
 		t.Errorf("the least error %+v is more than Sluice's %+v or its model's %+v", fl.Best, fl.Sluice, fl.Model)
 	}
-	if fl.HeldOut.P50 < fl.Best.P50 || fl.HeldOut.P90 < fl.Best.P90 || fl.CrossValidated.P90 < fl.Best.P90 {
+	if fl.HeldOut.P50 < fl.Best.P50 || fl.HeldOut.P90 < fl.Best.P90 {
 		t.Errorf("an ETA picked on half the forks did better on the others (%+v) than the best on all (%+v)", fl.HeldOut, fl.Best)
+	}
+	if fl.CrossValidated.P50 < fl.Best.P50 || fl.CrossValidated.P90 < fl.Best.P90 {
+		t.Errorf("an ETA picked on all forks but one did better on that one (%+v) than the best on all (%+v)", fl.CrossValidated, fl.Best)
 	}
 	for _, j := range fl.Sampled {
 		started := 0
@@ -198,60 +201,100 @@ func TestBestWithinPicksEachJobsBestETA(t *testing.T) {
 }
 
 // TestCrossPickIsTheMiddleOfTheWidestStretch checks crossPick's sweep
-// against the plain definition: the ETAs that tell the most of the other
-// waits within tol, found by counting at every end of a wait's window and
-// between each two; of their stretches, the widest (the first of equals);
-// its middle.
+// against the plain definition, counting with etaErr itself: each wait's
+// window holds exactly the ETAs etaErr puts within tol; between each two
+// ends of a window the other waits told stay the same, so counting at each
+// end finds the most and the stretches that tell it; the widest (the first
+// of equals), and its middle.
 func TestCrossPickIsTheMiddleOfTheWidestStretch(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		ms := rapid.SliceOfN(rapid.Int64Range(0, 30_000), 2, 12).Draw(t, "waits (ms)")
-		tol := rapid.SampledFrom([]float64{0.15, 0.4, 0.7}).Draw(t, "tol")
+		unit := rapid.SampledFrom([]int64{1, int64(time.Millisecond)}).Draw(t, "unit (ns)")
+		ms := rapid.SliceOfN(rapid.Int64Range(0, 30_000), 2, 12).Draw(t, "waits")
+		tol := rapid.SampledFrom([]float64{0.15, 0.4, 0.7, 0.335}).Draw(t, "tol")
 		out := rapid.IntRange(0, len(ms)-1).Draw(t, "left out")
 		ws := make([]int64, len(ms))
 		for i, m := range ms {
-			ws[i] = m * int64(time.Millisecond)
+			ws[i] = m * unit
 		}
-		var lo, hi, pts []float64
+		var ends []int64
 		for i, w := range ws {
+			lo, hi := etaWindow(w, tol)
+			if etaErr(lo, w) > tol || lo > 0 && etaErr(lo-1, w) <= tol || etaErr(hi, w) > tol || etaErr(hi+1, w) <= tol {
+				t.Fatalf("wait %v: window [%v, %v] is not the ETAs within %v", w, lo, hi, tol)
+			}
 			if i != out {
-				r := tol * float64(max(w, etaErrFloor))
-				lo, hi = append(lo, max(float64(w)-r, 0)), append(hi, float64(w)+r)
+				ends = append(ends, lo, hi+1)
 			}
 		}
-		tells := func(e float64) int {
+		tells := func(e int64) int {
 			n := 0
-			for i := range lo {
-				if lo[i] <= e && e <= hi[i] {
+			for i, w := range ws {
+				if i != out && etaErr(e, w) <= tol {
 					n++
 				}
 			}
 			return n
 		}
-		pts = slices.Sorted(slices.Values(append(slices.Clone(lo), hi...)))
-		pts = slices.Compact(pts)
+		ends = slices.Compact(slices.Sorted(slices.Values(ends)))
 		most := 0
-		for _, p := range pts {
-			most = max(most, tells(p))
+		for _, e := range ends {
+			most = max(most, tells(e))
 		}
-		var best [2]float64
-		bestW, from := -1.0, -1.0
-		for k, p := range pts {
-			if tells(p) != most {
+		var best [2]int64
+		from := int64(-1)
+		for k, e := range ends[:len(ends)-1] {
+			if tells(e) != most {
 				from = -1
 				continue
 			}
-			if from < 0 || tells((pts[k-1]+p)/2) != most {
-				from = p
+			if from < 0 {
+				from = e
 			}
-			if p-from > bestW {
-				bestW, best = p-from, [2]float64{from, p}
+			if ends[k+1]-from > best[1]-best[0] {
+				best = [2]int64{from, ends[k+1]}
 			}
 		}
-		want := int64((best[0] + best[1]) / 2)
-		if got := crossPick(ws, out, tol); got != want {
-			t.Fatalf("picked %v, want %v (the middle of %v, telling %d)", time.Duration(got), time.Duration(want), best, most)
+		want := best[0] + (best[1]-1-best[0])/2
+		got := crossPick(ws, out, tol)
+		if got != want {
+			t.Fatalf("picked %v, want %v (the middle of %v, telling %d)", got, want, best, most)
+		}
+		if n := tells(got); n != most {
+			t.Fatalf("the pick %v tells %d of the waits, want %d", got, n, most)
 		}
 	})
+	// The reviewer's cases: a stretch of one ETA, and windows meeting at
+	// one ETA that etaErr puts at tol exactly for both.
+	for _, c := range []struct {
+		ws  []int64
+		out int
+		tol float64
+	}{
+		{[]int64{18882000000, 25546235294, 1}, 2, 0.15},
+		{[]int64{16053000000, 90967000000, 1, 18252000000}, 2, 0.7},
+	} {
+		got, most := crossPick(c.ws, c.out, c.tol), 0
+		for e := range int64(100_000_000_000) / 100_000 { // every 0.1 ms to 100 s, then around the pick
+			n, m := 0, 0
+			for i, w := range c.ws {
+				if i != c.out {
+					if etaErr(e*100_000, w) <= c.tol {
+						n++
+					}
+					if etaErr(got, w) <= c.tol {
+						m++
+					}
+				}
+			}
+			if e == 0 {
+				most = m
+			}
+			if n > most {
+				t.Errorf("%v but %d, within %v: the pick %v tells %d, %v tells %d", c.ws, c.out, c.tol, got, most, e*100_000, n)
+				break
+			}
+		}
+	}
 	// Two waits of 10 s and one of 20 s, the 20 s left out: at 40 % the
 	// ETAs 6–14 s tell both 10 s waits; the pick is their middle, 10 s.
 	s := int64(time.Second)
