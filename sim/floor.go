@@ -127,7 +127,7 @@ type FloorErrors struct {
 }
 
 // FloorWithin is, at one error level, the share of forked waits told
-// within it (Best, HeldOut and Sluice as in Floor).
+// within it (Best, HeldOut, CrossValidated and Sluice as in Floor).
 type FloorWithin struct {
 	Error          float64 `json:"error"`
 	Best           float64 `json:"best"`
